@@ -1,0 +1,116 @@
+package protocol
+
+import (
+	"fmt"
+
+	"github.com/parley-im/parley/protocol/pb"
+)
+
+// Code is an error code carried by Error and GoAway frames. The values are
+// parley.proto's ErrorCode enum; Codes below holds what each one means.
+type Code = pb.ErrorCode
+
+// Error codes (spec.md section 11). Connection-scope codes are below 32.
+const (
+	CodeMalformedFrame     = pb.ErrorCode_ERROR_MALFORMED_FRAME
+	CodeFrameTooLarge      = pb.ErrorCode_ERROR_FRAME_TOO_LARGE
+	CodeUnsupportedVersion = pb.ErrorCode_ERROR_UNSUPPORTED_VERSION
+	CodeUnauthenticated    = pb.ErrorCode_ERROR_UNAUTHENTICATED
+	CodeAuthFailed         = pb.ErrorCode_ERROR_AUTH_FAILED
+	CodeDeviceRevoked      = pb.ErrorCode_ERROR_DEVICE_REVOKED
+	CodeSessionReplaced    = pb.ErrorCode_ERROR_SESSION_REPLACED
+	CodeIdleTimeout        = pb.ErrorCode_ERROR_IDLE_TIMEOUT
+	CodeSlowConsumer       = pb.ErrorCode_ERROR_SLOW_CONSUMER
+	CodeShuttingDown       = pb.ErrorCode_ERROR_SHUTTING_DOWN
+	CodeProtocolViolation  = pb.ErrorCode_ERROR_PROTOCOL_VIOLATION
+	CodeInputOverflow      = pb.ErrorCode_ERROR_INPUT_OVERFLOW
+
+	CodeUnknownKind     = pb.ErrorCode_ERROR_UNKNOWN_KIND
+	CodeInvalidArgument = pb.ErrorCode_ERROR_INVALID_ARGUMENT
+	CodeWrongState      = pb.ErrorCode_ERROR_WRONG_STATE
+	CodeRateLimited     = pb.ErrorCode_ERROR_RATE_LIMITED
+	CodeOverloaded      = pb.ErrorCode_ERROR_OVERLOADED
+	CodeNotFound        = pb.ErrorCode_ERROR_NOT_FOUND
+	CodeMessageTooLarge = pb.ErrorCode_ERROR_MESSAGE_TOO_LARGE
+	CodeCodeInvalid     = pb.ErrorCode_ERROR_CODE_INVALID
+	CodeCodeExpired     = pb.ErrorCode_ERROR_CODE_EXPIRED
+	CodeTooManyAttempts = pb.ErrorCode_ERROR_TOO_MANY_ATTEMPTS
+	CodeInternal        = pb.ErrorCode_ERROR_INTERNAL
+)
+
+// Scope says what an error code ends.
+type Scope uint8
+
+// Scopes.
+const (
+	// ScopeConnection: the server closes the connection after the frame.
+	ScopeConnection Scope = iota + 1
+	// ScopeMessage: only the request (rid) or send (cmid) failed.
+	ScopeMessage
+)
+
+// String returns "connection" or "message".
+func (s Scope) String() string {
+	switch s {
+	case ScopeConnection:
+		return "connection"
+	case ScopeMessage:
+		return "message"
+	}
+	return fmt.Sprintf("Scope(%d)", uint8(s))
+}
+
+// CodeInfo describes one error code: the row of spec.md's error table.
+type CodeInfo struct {
+	Code   Code
+	Name   string // parley.proto name without "ERROR_"
+	Scope  Scope
+	Action string // what a client does on receiving it
+}
+
+// Codes is the error table, in numeric order.
+var Codes = []CodeInfo{
+	{CodeMalformedFrame, "MALFORMED_FRAME", ScopeConnection, "Fix the client: a frame could not be decoded. Reconnect with backoff."},
+	{CodeFrameTooLarge, "FRAME_TOO_LARGE", ScopeConnection, "Fix the client: a frame exceeded the limit. Reconnect with backoff."},
+	{CodeUnsupportedVersion, "UNSUPPORTED_VERSION", ScopeConnection, "Upgrade the client; do not reconnect with the same version."},
+	{CodeUnauthenticated, "UNAUTHENTICATED", ScopeConnection, "Log in before sending this frame."},
+	{CodeAuthFailed, "AUTH_FAILED", ScopeConnection, "The credential is wrong or the device unknown: register again."},
+	{CodeDeviceRevoked, "DEVICE_REVOKED", ScopeConnection, "The device was removed from the account: delete local state, register again."},
+	{CodeSessionReplaced, "SESSION_REPLACED", ScopeConnection, "The same device logged in on another connection: do not reconnect automatically."},
+	{CodeIdleTimeout, "IDLE_TIMEOUT", ScopeConnection, "Nothing arrived within the idle timeout: reconnect, and send Ping at the heartbeat interval."},
+	{CodeSlowConsumer, "SLOW_CONSUMER", ScopeConnection, "The client read too slowly: reconnect; the stream resumes from the cursor."},
+	{CodeShuttingDown, "SHUTTING_DOWN", ScopeConnection, "The server is stopping: reconnect after reconnect_after_ms, with jitter."},
+	{CodeProtocolViolation, "PROTOCOL_VIOLATION", ScopeConnection, "Fix the client: a well-formed frame broke a rule (a server-only kind, an Ack beyond what was delivered)."},
+	{CodeInputOverflow, "INPUT_OVERFLOW", ScopeConnection, "The client sent faster than the server could take: reconnect and wait for answers before sending more."},
+	{CodeUnknownKind, "UNKNOWN_KIND", ScopeMessage, "The server does not know this frame kind: fall back to version 1 behaviour."},
+	{CodeInvalidArgument, "INVALID_ARGUMENT", ScopeMessage, "A field is missing or out of range: fix the request; do not retry it unchanged."},
+	{CodeWrongState, "WRONG_STATE", ScopeMessage, "The frame is not allowed in this state (for example a second Login): do not retry it."},
+	{CodeRateLimited, "RATE_LIMITED", ScopeMessage, "Retry after retry_after_ms."},
+	{CodeOverloaded, "OVERLOADED", ScopeMessage, "The server is busy: retry after retry_after_ms with the same cmid or a new rid."},
+	{CodeNotFound, "NOT_FOUND", ScopeMessage, "The user or device does not exist: do not retry."},
+	{CodeMessageTooLarge, "MESSAGE_TOO_LARGE", ScopeMessage, "The body exceeds the limit: send large content as media."},
+	{CodeCodeInvalid, "CODE_INVALID", ScopeMessage, "The verification code is wrong: let the user try again."},
+	{CodeCodeExpired, "CODE_EXPIRED", ScopeMessage, "The verification code expired or was never requested: request a new one."},
+	{CodeTooManyAttempts, "TOO_MANY_ATTEMPTS", ScopeMessage, "Too many wrong codes: request a new code after retry_after_ms."},
+	{CodeInternal, "INTERNAL", ScopeMessage, "A server fault: retry later with backoff, with the same cmid or rid."},
+}
+
+// LookupCode returns the description of c, and false if c is not a code
+// of this protocol version.
+func LookupCode(c Code) (CodeInfo, bool) {
+	for _, info := range Codes {
+		if info.Code == c {
+			return info, true
+		}
+	}
+	return CodeInfo{}, false
+}
+
+// ScopeOf returns the scope of c. Unknown codes from 1 to 31 have connection
+// scope and the rest message scope (spec.md [S-11-2]).
+func ScopeOf(c Code) Scope {
+	if c > 0 && c < 32 {
+		return ScopeConnection
+	}
+	return ScopeMessage
+}

@@ -1,0 +1,135 @@
+package protocol
+
+import "fmt"
+
+// Kind is a frame kind: the low seven bits of a frame's kind byte
+// (spec.md [S-3-4]). Kinds 1–63 travel from client to server, 64–127 from
+// server to client. Each constant's comment gives its body type in
+// parley.proto.
+type Kind uint8
+
+// Frame kinds, client to server.
+const (
+	KindPing        Kind = 1 // Ping: keepalive; answered by Pong
+	KindRequestCode Kind = 2 // RequestCode: ask for a verification code
+	KindVerify      Kind = 3 // Verify: prove the phone number, register a device
+	KindLogin       Kind = 4 // Login: authenticate as one device
+	KindSend        Kind = 5 // Send: a message to one user
+	KindAck         Kind = 6 // Ack: cumulative acknowledgement of inbox entries
+	KindRead        Kind = 7 // Read: mark a peer's messages read
+	KindLookup      Kind = 8 // Lookup: phone numbers to user ids
+)
+
+// Frame kinds, server to client.
+const (
+	KindPong         Kind = 64 // Pong: answers Ping
+	KindError        Kind = 65 // Error: a failure, with a code from the error table
+	KindGoAway       Kind = 66 // GoAway: the server is closing; reconnect later
+	KindCodeSent     Kind = 67 // CodeSent: answers RequestCode
+	KindRegistered   Kind = 68 // Registered: answers Verify
+	KindLoginOK      Kind = 69 // LoginOk: answers Login
+	KindSent         Kind = 70 // Sent: a Send is durable
+	KindOK           Kind = 71 // Ok: a request succeeded
+	KindLookupResult Kind = 72 // LookupResult: answers Lookup
+	KindMessage      Kind = 73 // Message: a message inbox entry
+	KindReceipt      Kind = 74 // Receipt: a receipt inbox entry
+	KindBatch        Kind = 75 // Batch: a sequence of whole frames, usually compressed
+	KindSynced       Kind = 76 // Synced: the backlog has been sent up to a seq
+)
+
+// FlagCompressed is the high bit of the kind byte: the body is a zstd frame
+// whose content is the real body (spec.md [S-3-6]).
+const FlagCompressed byte = 0x80
+
+// Direction says who may send a frame kind.
+type Direction uint8
+
+// Directions.
+const (
+	ClientToServer Direction = iota + 1
+	ServerToClient
+)
+
+// String returns "client→server" or "server→client".
+func (d Direction) String() string {
+	switch d {
+	case ClientToServer:
+		return "client→server"
+	case ServerToClient:
+		return "server→client"
+	}
+	return fmt.Sprintf("Direction(%d)", uint8(d))
+}
+
+// State is a connection state in which a client frame may be sent
+// (spec.md section 5).
+type State uint8
+
+// Connection states, as sets of bits so a kind can name several.
+const (
+	StateOpen          State = 1 << iota // TLS done, not logged in
+	StateAuthenticated                   // Login succeeded
+	StateAny           = StateOpen | StateAuthenticated
+)
+
+// KindInfo describes one frame kind.
+type KindInfo struct {
+	Kind      Kind
+	Name      string    // the parley.proto enum name without "KIND_"
+	Message   string    // the parley.proto message held in the body; "" for Batch
+	Direction Direction // who sends it
+	States    State     // for client frames: the states in which it is allowed
+	Entry     bool      // an inbox entry: carries seq and must be acknowledged
+}
+
+// Kinds lists every frame kind of protocol version 1 in numeric order.
+var Kinds = []KindInfo{
+	{KindPing, "PING", "Ping", ClientToServer, StateAny, false},
+	{KindRequestCode, "REQUEST_CODE", "RequestCode", ClientToServer, StateOpen, false},
+	{KindVerify, "VERIFY", "Verify", ClientToServer, StateOpen, false},
+	{KindLogin, "LOGIN", "Login", ClientToServer, StateOpen, false},
+	{KindSend, "SEND", "Send", ClientToServer, StateAuthenticated, false},
+	{KindAck, "ACK", "Ack", ClientToServer, StateAuthenticated, false},
+	{KindRead, "READ", "Read", ClientToServer, StateAuthenticated, false},
+	{KindLookup, "LOOKUP", "Lookup", ClientToServer, StateAuthenticated, false},
+	{KindPong, "PONG", "Pong", ServerToClient, 0, false},
+	{KindError, "ERROR", "Error", ServerToClient, 0, false},
+	{KindGoAway, "GOAWAY", "GoAway", ServerToClient, 0, false},
+	{KindCodeSent, "CODE_SENT", "CodeSent", ServerToClient, 0, false},
+	{KindRegistered, "REGISTERED", "Registered", ServerToClient, 0, false},
+	{KindLoginOK, "LOGIN_OK", "LoginOk", ServerToClient, 0, false},
+	{KindSent, "SENT", "Sent", ServerToClient, 0, false},
+	{KindOK, "OK", "Ok", ServerToClient, 0, false},
+	{KindLookupResult, "LOOKUP_RESULT", "LookupResult", ServerToClient, 0, false},
+	{KindMessage, "MESSAGE", "Message", ServerToClient, 0, true},
+	{KindReceipt, "RECEIPT", "Receipt", ServerToClient, 0, true},
+	{KindBatch, "BATCH", "", ServerToClient, 0, false},
+	{KindSynced, "SYNCED", "Synced", ServerToClient, 0, false},
+}
+
+var kindIndex = func() (idx [128]int8) {
+	for i := range idx {
+		idx[i] = -1
+	}
+	for i, k := range Kinds {
+		idx[k.Kind] = int8(i)
+	}
+	return idx
+}()
+
+// Info returns the description of k, and false if k is not a kind of this
+// protocol version.
+func (k Kind) Info() (KindInfo, bool) {
+	if k >= 128 || kindIndex[k] < 0 {
+		return KindInfo{}, false
+	}
+	return Kinds[kindIndex[k]], true
+}
+
+// String returns the kind's name, or "Kind(n)" for an unknown kind.
+func (k Kind) String() string {
+	if info, ok := k.Info(); ok {
+		return info.Name
+	}
+	return fmt.Sprintf("Kind(%d)", uint8(k))
+}

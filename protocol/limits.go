@@ -1,0 +1,54 @@
+package protocol
+
+import "time"
+
+// Version is the protocol version this package describes. A client sends
+// it in Login and RequestCode (spec.md [S-12-1]).
+const Version = 1
+
+// Limits of protocol version 1 (spec.md section 4). A frame or field over
+// a limit is refused with the error code named beside it.
+const (
+	// MaxFrameBody is the largest body, in bytes, a frame may declare:
+	// FRAME_TOO_LARGE. It applies to the body after decompression too.
+	MaxFrameBody = 256 << 10
+
+	// MaxClientFrameBody is the largest body, in bytes, of a frame a client
+	// sends: FRAME_TOO_LARGE.
+	MaxClientFrameBody = 80 << 10
+
+	// MaxMessageBody is the largest Send body in bytes: MESSAGE_TOO_LARGE.
+	MaxMessageBody = 64 << 10
+
+	// MaxHeaderLen is the largest frame header in bytes: a uvarint length of
+	// at most three bytes plus the kind byte.
+	MaxHeaderLen = 4
+
+	// MaxLookupPhones is the most phone numbers in one Lookup: INVALID_ARGUMENT.
+	MaxLookupPhones = 256
+
+	// MaxDeviceName is the longest Verify device_name in bytes: INVALID_ARGUMENT.
+	MaxDeviceName = 64
+
+	// CredentialLen is the length of a device credential in bytes.
+	CredentialLen = 32
+
+	// MinCompress is the smallest body, in bytes, the server compresses;
+	// smaller bodies never pay for the zstd frame header.
+	MinCompress = 512
+)
+
+// MessageIDEpochMS is the Unix time in milliseconds from which the
+// millisecond field of a server message id counts: 2025-01-01T00:00:00Z
+// (spec.md [S-2-4]).
+const MessageIDEpochMS = 1735689600000
+
+// MessageIDTimeShift is how far the millisecond field of a message id is
+// shifted left: id >> MessageIDTimeShift is milliseconds since
+// MessageIDEpoch.
+const MessageIDTimeShift = 22
+
+// MessageTime returns the server time encoded in message id id.
+func MessageTime(id uint64) time.Time {
+	return time.UnixMilli(MessageIDEpochMS + int64(id>>MessageIDTimeShift))
+}
