@@ -1,0 +1,287 @@
+package tls13
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/panjf2000/gnet/v2"
+)
+
+// Conn states. Transitions happen on the event loop only.
+const (
+	stateNew       uint8 = iota // no byte from the peer yet
+	stateQueued                 // first bytes seen, waiting for a handshake slot
+	stateHandshake              // handshake goroutine running
+	stateReady                  // record layer installed
+	stateFailed                 // Feed returned an error; Seal and CloseNotify still work
+	stateClosed                 // Close was called; keys wiped
+)
+
+// Conn is one connection's TLS state. It is owned by the connection's event
+// loop: every method is called on that loop only (from gnet's OnOpen,
+// OnTraffic and OnClose, or a task run on the loop), never concurrently.
+// Before the handshake completes, a Conn holds a pointer to its handshake
+// state; afterwards it is a fixed few hundred bytes plus, while active, the
+// two AEADs (≈1.5 KiB for AES-GCM) that Idle drops.
+type Conn struct {
+	srv *Server
+	hs  *handshake // non-nil in stateQueued and stateHandshake
+	err error      // sticky Feed error in stateFailed
+
+	in, out  halfConn
+	nonceBuf [ivLen]byte // scratch for the per-record nonce, so it does not escape
+
+	state        uint8
+	suite        uint8 // index into suites; suiteNone before Ready
+	useless      uint8 // consecutive records without application data
+	keyUpdateDue bool  // the peer asked for a KeyUpdate; Feed sends it before returning
+}
+
+// Ready reports whether the handshake has completed and Feed has installed
+// the record layer: from then on Seal and CloseNotify may be called. It
+// stays true after Feed returns io.EOF or ErrRecord, until Close.
+func (tc *Conn) Ready() bool {
+	return tc.suite != suiteNone && tc.state != stateClosed
+}
+
+// CipherSuite returns the negotiated TLS 1.3 cipher suite (a
+// crypto/tls.TLS_* constant), or 0 before Ready.
+func (tc *Conn) CipherSuite() uint16 {
+	return suites[tc.suite].id
+}
+
+// Feed consumes ciphertext from c's inbound buffer and appends application
+// plaintext to dst, returning the extended slice. c must be the gnet
+// connection tc was made for, and Feed must be called from its OnTraffic
+// (c.Peek and c.Discard are valid only there). A partial record is left in
+// gnet's buffer for the next call.
+//
+// Before the handshake completes, Feed starts the handshake goroutine on
+// the first bytes (or queues the connection while MaxHandshakes are
+// running, leaving the bytes in c; it is woken with c.Wake when a slot
+// frees) and hands it complete records; it returns dst unchanged. When the
+// handshake finishes, the goroutine wakes c, and the next Feed installs the
+// keys and decrypts any records the client pipelined behind its Finished.
+//
+// Once Ready, Feed decrypts every complete record. A KeyUpdate the peer
+// requested is answered by Feed itself with c.Write before it returns, and
+// the sending key changes then: write every record sealed before a Feed
+// call before making it, never hold sealed bytes across Feed.
+//
+// A non-nil error means: close the connection (after handling the
+// plaintext returned with it). It is io.EOF after the peer's close_notify,
+// or wraps ErrNotTLS, ErrHandshake or ErrRecord. Feed keeps returning it.
+func (tc *Conn) Feed(c gnet.Conn, dst []byte) ([]byte, error) {
+	switch tc.state {
+	case stateReady:
+		return tc.readRecords(c, dst)
+	case stateNew, stateQueued, stateHandshake:
+		return tc.feedHandshake(c, dst)
+	case stateFailed:
+		return dst, tc.err
+	default:
+		return dst, errClosed
+	}
+}
+
+func (tc *Conn) feedHandshake(c gnet.Conn, dst []byte) ([]byte, error) {
+	s := tc.srv
+	if tc.state == stateNew {
+		if c.InboundBuffered() == 0 {
+			return dst, nil // a wake-up or an empty read; the idle timer's business
+		}
+		if first, err := c.Peek(1); err != nil || first[0] != typeHandshake {
+			return dst, tc.fail(ErrNotTLS)
+		}
+		tc.hs = newHandshake(s, c, s.now())
+		tc.state = stateQueued
+		ok, err := s.acquire(tc.hs)
+		if err != nil {
+			return dst, tc.failHandshake(err)
+		}
+		if !ok {
+			return dst, tc.checkQueuedInput(c)
+		}
+	} else if tc.state == stateQueued {
+		ok, err := s.granted(tc.hs)
+		if err != nil {
+			return dst, tc.failHandshake(err)
+		}
+		if !ok {
+			return dst, tc.checkQueuedInput(c)
+		}
+	}
+	if tc.state == stateQueued {
+		if s.now().After(tc.hs.deadline) {
+			return dst, tc.failHandshake(fmt.Errorf("timed out after %v waiting for a handshake slot", s.timeout))
+		}
+		if err := s.start(tc.hs); err != nil {
+			return dst, tc.failHandshake(err)
+		}
+		tc.state = stateHandshake
+	}
+
+	done, err := tc.hs.push(c, s.maxInput)
+	if err != nil {
+		return dst, tc.failHandshake(err)
+	}
+	if !done {
+		return dst, nil
+	}
+	rest, err := tc.hs.result()
+	if err != nil {
+		return dst, tc.failHandshake(err)
+	}
+	tc.install()
+	// Records the client pipelined behind its Finished, already in our buffer.
+	for len(rest) > 0 {
+		n := recordHeaderLen + (int(rest[3])<<8 | int(rest[4]))
+		if dst, err = tc.openRecord(dst, rest[:n]); err != nil {
+			return dst, tc.failRecord(c, err)
+		}
+		rest = rest[n:]
+	}
+	tc.hs = nil
+	return tc.readRecords(c, dst)
+}
+
+// checkQueuedInput fails a queued connection whose buffered bytes exceed
+// MaxHandshakeInput.
+func (tc *Conn) checkQueuedInput(c gnet.Conn) error {
+	if n := c.InboundBuffered(); n > tc.srv.maxInput {
+		return tc.failHandshake(fmt.Errorf("%d bytes of handshake input exceed MaxHandshakeInput (%d)", n, tc.srv.maxInput))
+	}
+	return nil
+}
+
+// install sets up the record layer from the finished handshake.
+func (tc *Conn) install() {
+	h := tc.hs
+	tc.suite = suiteByID(h.suite)
+	s := &suites[tc.suite]
+	tc.in.setSecret(s, h.clientSecret)
+	tc.out.setSecret(s, h.serverSecret)
+	clear(h.clientSecret)
+	clear(h.serverSecret)
+	tc.state = stateReady
+}
+
+// readRecords decrypts the complete records in c's inbound buffer.
+func (tc *Conn) readRecords(c gnet.Conn, dst []byte) ([]byte, error) {
+	for {
+		n, err := nextRecord(c)
+		if err != nil {
+			return dst, tc.failRecord(c, err)
+		}
+		if n == 0 {
+			break
+		}
+		record, _ := c.Peek(n)
+		dst, err = tc.openRecord(dst, record)
+		_, _ = c.Discard(n)
+		if err != nil {
+			return dst, tc.failRecord(c, err)
+		}
+	}
+	if tc.keyUpdateDue {
+		tc.keyUpdateDue = false
+		_, _ = c.Write(tc.sendKeyUpdate(nil, false))
+	}
+	return dst, nil
+}
+
+// fail moves to stateFailed with err, stopping any handshake.
+func (tc *Conn) fail(err error) error {
+	tc.stopHandshake()
+	tc.state = stateFailed
+	tc.err = err
+	return err
+}
+
+func (tc *Conn) failHandshake(cause error) error {
+	if errors.Is(cause, ErrHandshake) {
+		return tc.fail(cause)
+	}
+	return tc.fail(fmt.Errorf("%w: %w", ErrHandshake, cause))
+}
+
+// failRecord fails the connection for a record error, first writing the
+// matching fatal alert to the peer under our sending key.
+func (tc *Conn) failRecord(c gnet.Conn, err error) error {
+	var re *recordError
+	if errors.As(err, &re) && tc.suite != suiteNone {
+		_, _ = c.Write(tc.sealRecord(nil, typeAlert, []byte{2, byte(re.alert)}))
+	}
+	return tc.fail(err)
+}
+
+// stopHandshake detaches a running or waiting handshake and frees its slot
+// or queue place.
+func (tc *Conn) stopHandshake() {
+	if h := tc.hs; h != nil {
+		tc.srv.forget(h)
+		h.detach()
+		tc.hs = nil
+	}
+}
+
+// Seal appends to dst the records that carry plaintext, as few as possible
+// (each holds up to 16 KiB), and returns the extended slice; SealedSize
+// tells how much it appends. It allocates nothing when dst has the
+// capacity and the AEAD is built (it is rebuilt once after Idle). Seal
+// panics unless Ready. The caller writes the result with c.Write, in the
+// order sealed, before its next Feed. Empty plaintext appends nothing.
+func (tc *Conn) Seal(dst, plaintext []byte) []byte {
+	tc.mustBeReady("Seal")
+	if len(plaintext) == 0 {
+		return dst
+	}
+	dst = slices.Grow(dst, SealedSize(len(plaintext)))
+	for len(plaintext) > 0 {
+		n := min(len(plaintext), maxPlaintext)
+		dst = tc.sealRecord(dst, typeApplicationData, plaintext[:n])
+		plaintext = plaintext[n:]
+	}
+	return dst
+}
+
+// CloseNotify appends an encrypted close_notify alert to dst. Write it
+// after any data and then close the connection. It panics unless Ready.
+func (tc *Conn) CloseNotify(dst []byte) []byte {
+	tc.mustBeReady("CloseNotify")
+	return tc.sealRecord(dst, typeAlert, []byte{1, byte(alertCloseNotify)})
+}
+
+func (tc *Conn) mustBeReady(op string) {
+	if !tc.Ready() {
+		panic("tls13: " + op + " before the handshake completed or after Close")
+	}
+}
+
+// Idle drops the state that can be rebuilt: the two AEADs (≈1.5 KiB with
+// AES-GCM), rebuilt from the stored keys on the next record in either
+// direction. Call it from the server's idle timer for connections that have
+// gone quiet; calling it on a busy connection only costs a rebuild. It does
+// nothing before the handshake completes.
+func (tc *Conn) Idle() {
+	tc.in.aead = nil
+	tc.out.aead = nil
+}
+
+// Close releases the connection's TLS state; call it from OnClose. It stops
+// a running handshake (its goroutine makes no further gnet call once Close
+// returns, and exits at its next read) and frees its handshake slot or
+// place in the queue. It wipes the keys. Close is idempotent; after it,
+// Feed returns an error and Seal panics.
+func (tc *Conn) Close() {
+	tc.stopHandshake()
+	tc.in.wipe()
+	tc.out.wipe()
+	tc.err = nil
+	tc.state = stateClosed
+}
+
+// rekeyAfter is the number of records sealed under one key before Seal
+// rotates it.
+func (tc *Conn) rekeyAfter() uint64 { return tc.srv.rekeyAfter }

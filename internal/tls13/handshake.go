@@ -1,0 +1,290 @@
+package tls13
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+)
+
+// handshake is one connection's crypto/tls server handshake, run in its own
+// goroutine over this blocking in-memory net.Conn. The event loop (Feed)
+// appends complete records to in; crypto/tls reads them back one record at a
+// time, so it never consumes bytes past the record that ends the handshake,
+// and writes go out through gnet's concurrency-safe AsyncWrite.
+//
+// Ownership: srv, gc, local, remote and deadline are immutable. The queue
+// fields belong to srv.mu. in, off, detached, aborted, done and err belong to
+// mu. recLeft, the secrets and suite belong to the goroutine until it sets
+// done, and to the event loop afterwards. Lock order: never hold mu and
+// srv.mu together.
+type handshake struct {
+	srv      *Server
+	gc       gnet.Conn
+	local    net.Addr
+	remote   net.Addr
+	deadline time.Time
+
+	// Guarded by srv.mu.
+	prev, next *handshake
+	queued     bool // in srv's wait list
+	granted    bool // holds a slot
+	started    bool // the goroutine was spawned and owns the slot
+
+	mu       sync.Mutex
+	cond     sync.Cond // L is &mu; signaled when in grows or the handshake ends
+	in       []byte    // complete records handed over by Feed
+	off      int       // bytes of in already read by crypto/tls
+	detached bool      // Conn.Close or a Feed failure: make no more gnet calls
+	aborted  bool      // crypto/tls closed us: deadline or Server.Close
+	done     bool      // the goroutine has finished; err is its result
+	err      error
+
+	recLeft      int // bytes of the current record not yet returned by Read
+	suite        uint16
+	clientSecret []byte // CLIENT_TRAFFIC_SECRET_0
+	serverSecret []byte // SERVER_TRAFFIC_SECRET_0
+}
+
+func newHandshake(s *Server, c gnet.Conn, now time.Time) *handshake {
+	h := &handshake{
+		srv:      s,
+		gc:       c,
+		local:    c.LocalAddr(),
+		remote:   c.RemoteAddr(),
+		deadline: now.Add(s.timeout),
+	}
+	h.cond.L = &h.mu
+	return h
+}
+
+// run is the handshake goroutine. It always gives back its slot, and wakes
+// the connection (unless detached) so that Feed collects the result.
+func (h *handshake) run(cfg *tls.Config) {
+	defer h.srv.wg.Done()
+	ctx, cancel := context.WithDeadline(h.srv.ctx, h.deadline)
+	err := h.handshake(ctx, cfg)
+	cancel()
+
+	h.mu.Lock()
+	h.done, h.err = true, err
+	h.cond.Broadcast()
+	if !h.detached {
+		// Under mu, so Conn.Close (which takes mu) cannot return between
+		// the check and the call: no gnet call after OnClose.
+		_ = h.gc.Wake(nil)
+	}
+	h.mu.Unlock()
+	// From here the event loop owns h; touch only the immutable srv.
+	h.srv.release()
+}
+
+func (h *handshake) handshake(ctx context.Context, cfg *tls.Config) error {
+	tc := tls.Server(h, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("timed out after %v: %w", h.srv.timeout, err)
+		}
+		if errors.Is(err, context.Canceled) {
+			return errServerClosed
+		}
+		return err
+	}
+	state := tc.ConnectionState()
+	if state.Version != tls.VersionTLS13 {
+		return fmt.Errorf("tls13: negotiated version %#x, not TLS 1.3", state.Version)
+	}
+	s := suiteByID(state.CipherSuite)
+	if s == suiteNone {
+		return fmt.Errorf("tls13: negotiated unsupported cipher suite %#x", state.CipherSuite)
+	}
+	hashLen := suites[s].hashLen
+	if len(h.clientSecret) != hashLen || len(h.serverSecret) != hashLen {
+		return errors.New("tls13: KeyLogWriter did not deliver both application traffic secrets")
+	}
+	h.suite = state.CipherSuite
+	// tc is dropped here: nothing of it outlives the handshake.
+	return nil
+}
+
+// push moves the complete records in c's inbound buffer to in, for the
+// goroutine. It leaves a partial record in c. It reports whether the
+// handshake has already finished, in which case it moves nothing. Loop only.
+func (h *handshake) push(c gnet.Conn, maxInput int) (done bool, err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.done {
+		return true, nil
+	}
+	if pending := len(h.in) - h.off + c.InboundBuffered(); pending > maxInput {
+		return false, fmt.Errorf("%d bytes of handshake input exceed MaxHandshakeInput (%d)", pending, maxInput)
+	}
+	pushed := false
+	for {
+		n, err := nextRecord(c)
+		if err != nil {
+			return false, err
+		}
+		if n == 0 {
+			break
+		}
+		rec, _ := c.Peek(n)
+		h.in = append(h.in, rec...)
+		_, _ = c.Discard(n)
+		pushed = true
+	}
+	if pushed {
+		h.cond.Signal()
+	}
+	return false, nil
+}
+
+// nextRecord returns the length of the complete record at the start of c's
+// inbound buffer, or 0 when the buffer holds only part of one.
+func nextRecord(c gnet.Conn) (int, error) {
+	buffered := c.InboundBuffered()
+	if buffered < recordHeaderLen {
+		return 0, nil
+	}
+	hdr, err := c.Peek(recordHeaderLen)
+	if err != nil {
+		return 0, nil
+	}
+	length := int(hdr[3])<<8 | int(hdr[4])
+	if length > maxCiphertext {
+		return 0, recordErr(alertRecordOverflow, "record of %d bytes exceeds 2^14+256", length)
+	}
+	if buffered < recordHeaderLen+length {
+		return 0, nil
+	}
+	return recordHeaderLen + length, nil
+}
+
+// detach stops the handshake on behalf of the connection: crypto/tls's next
+// Read or Write fails and the goroutine will not call gnet again.
+func (h *handshake) detach() {
+	h.mu.Lock()
+	h.detached = true
+	h.cond.Broadcast()
+	h.mu.Unlock()
+}
+
+// result returns what the goroutine left once done is set: the error, and
+// any bytes pipelined behind the client's Finished. Loop only, after push
+// reported done.
+func (h *handshake) result() (rest []byte, err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.err != nil {
+		return nil, h.err
+	}
+	if h.recLeft != 0 {
+		return nil, errors.New("tls13: crypto/tls stopped reading inside a record")
+	}
+	return h.in[h.off:], nil
+}
+
+// Read implements net.Conn for crypto/tls. It blocks until Feed has handed
+// over a record, and never returns bytes past the end of the current
+// record: crypto/tls then holds nothing that belongs after the Finished.
+func (h *handshake) Read(p []byte) (int, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for h.off == len(h.in) && !h.detached && !h.aborted {
+		h.cond.Wait()
+	}
+	if h.detached || h.aborted {
+		return 0, net.ErrClosed
+	}
+	if h.recLeft == 0 {
+		// Feed hands over whole records only, so a header is here.
+		hdr := h.in[h.off : h.off+recordHeaderLen]
+		h.recLeft = recordHeaderLen + (int(hdr[3])<<8 | int(hdr[4]))
+	}
+	n := copy(p[:min(len(p), h.recLeft)], h.in[h.off:])
+	h.off += n
+	h.recLeft -= n
+	if h.off == len(h.in) {
+		h.in, h.off = h.in[:0], 0
+	}
+	return n, nil
+}
+
+// Write implements net.Conn for crypto/tls: a copy goes to gnet's
+// AsyncWrite, which keeps the slice it is given.
+func (h *handshake) Write(p []byte) (int, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.detached || h.aborted {
+		return 0, net.ErrClosed
+	}
+	if err := h.gc.AsyncWrite(bytes.Clone(p), nil); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// Close implements net.Conn. crypto/tls calls it when the handshake's
+// context ends (deadline or Server.Close); it unblocks Read.
+func (h *handshake) Close() error {
+	h.mu.Lock()
+	h.aborted = true
+	h.cond.Broadcast()
+	h.mu.Unlock()
+	return nil
+}
+
+// LocalAddr implements net.Conn with the address captured on the loop.
+func (h *handshake) LocalAddr() net.Addr { return h.local }
+
+// RemoteAddr implements net.Conn with the address captured on the loop.
+func (h *handshake) RemoteAddr() net.Addr { return h.remote }
+
+// SetDeadline implements net.Conn; the context bounds the handshake instead.
+func (h *handshake) SetDeadline(time.Time) error { return nil }
+
+// SetReadDeadline implements net.Conn; see SetDeadline.
+func (h *handshake) SetReadDeadline(time.Time) error { return nil }
+
+// SetWriteDeadline implements net.Conn; see SetDeadline.
+func (h *handshake) SetWriteDeadline(time.Time) error { return nil }
+
+// keyLogWriter receives crypto/tls's NSS key log lines for one handshake
+// (on the handshake goroutine) and keeps the two application traffic
+// secrets. Nothing is written anywhere.
+type keyLogWriter handshake
+
+// Write parses one "LABEL <client_random hex> <secret hex>\n" line.
+func (w *keyLogWriter) Write(line []byte) (int, error) {
+	label, rest, ok := bytes.Cut(line, []byte(" "))
+	if !ok {
+		return 0, errors.New("tls13: malformed key log line")
+	}
+	var dst *[]byte
+	switch string(label) {
+	case "CLIENT_TRAFFIC_SECRET_0":
+		dst = &w.clientSecret
+	case "SERVER_TRAFFIC_SECRET_0":
+		dst = &w.serverSecret
+	default:
+		return len(line), nil // handshake secrets are of no use to us
+	}
+	_, secretHex, ok := bytes.Cut(rest, []byte(" "))
+	secretHex = bytes.TrimSuffix(secretHex, []byte("\n"))
+	if !ok || len(secretHex) == 0 || len(secretHex)/2 > maxSecretLen {
+		return 0, errors.New("tls13: malformed key log line")
+	}
+	secret := make([]byte, hex.DecodedLen(len(secretHex)))
+	if _, err := hex.Decode(secret, secretHex); err != nil {
+		return 0, fmt.Errorf("tls13: malformed key log line: %w", err)
+	}
+	*dst = secret
+	return len(line), nil
+}

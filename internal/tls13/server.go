@@ -1,0 +1,270 @@
+package tls13
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"sync"
+	"time"
+)
+
+// Config configures a Server. The zero value of every field but TLS means
+// its default.
+type Config struct {
+	// TLS holds the certificates and any other server settings. NewServer
+	// clones it and then forces MinVersion and MaxVersion to TLS 1.3,
+	// SessionTicketsDisabled (so the server writes nothing after its
+	// Finished) and its own per-handshake KeyLogWriter; a GetConfigForClient
+	// callback keeps working, with the same settings forced on its result.
+	// Required.
+	TLS *tls.Config
+
+	// MaxHandshakes bounds the handshake goroutines running at once. A
+	// connection that sends its first bytes while all slots are taken
+	// waits, with its bytes left in gnet's buffer, until a slot frees.
+	// Zero means 256.
+	MaxHandshakes int
+
+	// HandshakeTimeout bounds a handshake, counted from the first byte the
+	// client sends, including time spent waiting for a slot. Zero means 10s.
+	HandshakeTimeout time.Duration
+
+	// MaxHandshakeInput caps, in bytes, the ciphertext buffered and not yet
+	// consumed by the handshake (in gnet's buffer and ours) before it
+	// completes. It also bounds application data a client pipelines right
+	// behind its Finished before the server has processed that Finished.
+	// Zero means 16 KiB.
+	MaxHandshakeInput int
+}
+
+const (
+	defaultMaxHandshakes     = 256
+	defaultHandshakeTimeout  = 10 * time.Second
+	defaultMaxHandshakeInput = 16 << 10
+)
+
+// validate reports every problem with c at once.
+func (c *Config) validate() error {
+	var errs []error
+	if c.TLS == nil {
+		errs = append(errs, errors.New("tls13: Config.TLS is nil"))
+	} else if len(c.TLS.Certificates) == 0 && c.TLS.GetCertificate == nil && c.TLS.GetConfigForClient == nil {
+		errs = append(errs, errors.New("tls13: Config.TLS has no certificate (Certificates, GetCertificate or GetConfigForClient)"))
+	}
+	if c.MaxHandshakes < 0 {
+		errs = append(errs, errors.New("tls13: Config.MaxHandshakes is negative"))
+	}
+	if c.HandshakeTimeout < 0 {
+		errs = append(errs, errors.New("tls13: Config.HandshakeTimeout is negative"))
+	}
+	if c.MaxHandshakeInput < 0 {
+		errs = append(errs, errors.New("tls13: Config.MaxHandshakeInput is negative"))
+	} else if c.MaxHandshakeInput > 0 && c.MaxHandshakeInput < recordHeaderLen+maxPlaintext/8 {
+		errs = append(errs, errors.New("tls13: Config.MaxHandshakeInput is below 2 KiB, too small for a ClientHello"))
+	}
+	return errors.Join(errs...)
+}
+
+// Server holds what the connections of one listener share: the TLS
+// configuration and the bound on concurrent handshakes. Its methods are
+// safe for concurrent use.
+type Server struct {
+	tls        *tls.Config // immutable after NewServer; cloned per handshake
+	max        int
+	timeout    time.Duration
+	maxInput   int
+	rekeyAfter uint64           // records per sending key; tests lower it
+	now        func() time.Time // the clock for handshake deadlines
+
+	ctx    context.Context // canceled by Close; parent of every handshake
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // one per running handshake goroutine
+
+	mu         sync.Mutex
+	closed     bool       // guarded by mu
+	active     int        // guarded by mu: slots held by running or granted handshakes
+	head, tail *handshake // guarded by mu: FIFO of handshakes waiting for a slot
+}
+
+// NewServer validates cfg and returns a Server. It starts no goroutine.
+func NewServer(cfg Config) (*Server, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	s := &Server{
+		tls:        forceSettings(cfg.TLS.Clone()),
+		max:        cfg.MaxHandshakes,
+		timeout:    cfg.HandshakeTimeout,
+		maxInput:   cfg.MaxHandshakeInput,
+		rekeyAfter: defaultRekeyAfter,
+		now:        time.Now,
+	}
+	if s.max == 0 {
+		s.max = defaultMaxHandshakes
+	}
+	if s.timeout == 0 {
+		s.timeout = defaultHandshakeTimeout
+	}
+	if s.maxInput == 0 {
+		s.maxInput = defaultMaxHandshakeInput
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	return s, nil
+}
+
+func forceSettings(c *tls.Config) *tls.Config {
+	c.MinVersion = tls.VersionTLS13
+	c.MaxVersion = tls.VersionTLS13
+	c.SessionTicketsDisabled = true
+	c.KeyLogWriter = nil
+	return c
+}
+
+// NewConn returns the TLS state for a connection gnet just opened; call it
+// from OnOpen. It starts no goroutine and costs one small allocation.
+func (s *Server) NewConn() *Conn {
+	return &Conn{srv: s}
+}
+
+// Close cancels running handshakes, fails the connections waiting for a
+// handshake slot (their next Feed returns ErrHandshake) and waits for the
+// handshake goroutines to exit. Established connections are unaffected.
+// Handshake goroutines need nothing from the event loops to exit, so Close
+// may be called from any goroutine, a loop included. It is idempotent.
+func (s *Server) Close() {
+	s.mu.Lock()
+	s.closed = true
+	for h := s.head; h != nil; h = h.next {
+		h.queued = false
+		_ = h.gc.Wake(nil) // Feed then sees closed and fails the connection
+	}
+	s.head, s.tail = nil, nil
+	s.mu.Unlock()
+	s.cancel()
+	s.wg.Wait()
+}
+
+// errServerClosed is the cause wrapped in ErrHandshake when a handshake
+// cannot start because Close was called.
+var errServerClosed = errors.New("tls13: server closed")
+
+// acquire takes a handshake slot for h, or queues h for one. It reports
+// whether h may start now; the caller then calls start. Loop only.
+func (s *Server) acquire(h *handshake) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false, errServerClosed
+	}
+	if s.active < s.max && s.head == nil {
+		s.active++
+		h.granted = true
+		return true, nil
+	}
+	h.queued = true
+	h.prev, h.next = s.tail, nil
+	if s.tail != nil {
+		s.tail.next = h
+	} else {
+		s.head = h
+	}
+	s.tail = h
+	return false, nil
+}
+
+// granted reports whether a queued h has been handed a slot. Loop only.
+func (s *Server) granted(h *handshake) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed && !h.granted {
+		return false, errServerClosed
+	}
+	return h.granted, nil
+}
+
+// start runs h's goroutine on the slot h was granted. Loop only.
+func (s *Server) start(h *handshake) error {
+	s.mu.Lock()
+	if s.closed {
+		s.releaseLocked()
+		h.granted = false
+		s.mu.Unlock()
+		return errServerClosed
+	}
+	h.started = true
+	s.wg.Add(1)
+	s.mu.Unlock()
+	go h.run(s.configFor(h))
+	return nil
+}
+
+// forget removes h from the queue, or gives back a slot h was granted but
+// never used. A started handshake keeps its slot until its goroutine
+// exits. Loop only.
+func (s *Server) forget(h *handshake) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case h.queued:
+		if h.prev != nil {
+			h.prev.next = h.next
+		} else {
+			s.head = h.next
+		}
+		if h.next != nil {
+			h.next.prev = h.prev
+		} else {
+			s.tail = h.prev
+		}
+		h.prev, h.next, h.queued = nil, nil, false
+	case h.granted && !h.started:
+		h.granted = false
+		s.releaseLocked()
+	}
+}
+
+// release gives back the slot of a handshake goroutine that is exiting.
+func (s *Server) release() {
+	s.mu.Lock()
+	s.releaseLocked()
+	s.mu.Unlock()
+}
+
+// releaseLocked hands the freed slot to the first waiting handshake and
+// wakes its connection, or returns it to the pool. s.mu must be held.
+func (s *Server) releaseLocked() {
+	h := s.head
+	if h == nil || s.closed {
+		s.active--
+		return
+	}
+	s.head = h.next
+	if s.head != nil {
+		s.head.prev = nil
+	} else {
+		s.tail = nil
+	}
+	h.prev, h.next, h.queued = nil, nil, false
+	h.granted = true
+	// A queued h has not been closed: Conn.Close dequeues under s.mu.
+	_ = h.gc.Wake(nil)
+}
+
+// configFor returns the crypto/tls configuration for one handshake: the
+// server's, with h capturing the traffic secrets.
+func (s *Server) configFor(h *handshake) *tls.Config {
+	cfg := s.tls.Clone()
+	cfg.KeyLogWriter = (*keyLogWriter)(h)
+	if user := cfg.GetConfigForClient; user != nil {
+		cfg.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+			c, err := user(hello)
+			if c == nil || err != nil {
+				return c, err
+			}
+			c = forceSettings(c.Clone())
+			c.KeyLogWriter = (*keyLogWriter)(h)
+			return c, nil
+		}
+	}
+	return cfg
+}
