@@ -347,3 +347,15 @@ func ParseProto(body []byte, m proto.Message) error {
 	}
 	return nil
 }
+
+// AppendSynced appends a Synced frame.
+func AppendSynced(dst []byte, seq uint64) []byte {
+	dst = AppendHeader(dst, protocol.KindSynced, false, varintFieldSize(1, seq))
+	return appendVarintField(dst, 1, seq)
+}
+
+// AppendOK appends an Ok frame answering request rid.
+func AppendOK(dst []byte, rid uint32) []byte {
+	dst = AppendHeader(dst, protocol.KindOK, false, varintFieldSize(1, uint64(rid)))
+	return appendVarintField(dst, 1, uint64(rid))
+}

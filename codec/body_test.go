@@ -43,6 +43,8 @@ func TestHotEncodersMatchGenerated(t *testing.T) {
 			protocol.KindMessage, &pb.Message{Seq: 77, Id: 1 << 60, From: 12345, Body: []byte("hello"), Type: pb.ContentType_CONTENT_VOICE, FromDevice: 3}},
 		{"receipt", AppendEntry(nil, protocol.KindReceipt, 9, AppendReceiptEntry(nil, Receipt{Peer: 4, Type: pb.ReceiptType_RECEIPT_READ, UpTo: 1 << 50})),
 			protocol.KindReceipt, &pb.Receipt{Seq: 9, Peer: 4, Type: pb.ReceiptType_RECEIPT_READ, UpTo: 1 << 50}},
+		{"synced", AppendSynced(nil, 300), protocol.KindSynced, &pb.Synced{Seq: 300}},
+		{"ok", AppendOK(nil, 12), protocol.KindOK, &pb.Ok{Rid: 12}},
 		{"error", AppendError(nil, protocol.CodeRateLimited, 7, 8, "slow down", 1500),
 			protocol.KindError, &pb.Error{Code: protocol.CodeRateLimited, Rid: 7, Cmid: 8, Message: "slow down", RetryAfterMs: 1500}},
 	}
