@@ -15,16 +15,18 @@ import (
 )
 
 // handshake is one connection's crypto/tls server handshake, run in its own
-// goroutine over this blocking in-memory net.Conn. The event loop (Feed)
-// appends complete records to in; crypto/tls reads them back one record at a
-// time, so it never consumes bytes past the record that ends the handshake,
-// and writes go out through gnet's concurrency-safe AsyncWrite.
+// goroutine over this blocking in-memory net.Conn. crypto/tls asks for input
+// through Read; when it has consumed everything it was given, Read wakes the
+// connection and Feed hands over the next complete record, exactly one. Read
+// never returns bytes past the end of the current record. So crypto/tls never
+// sees a byte past the record that ends the handshake, and application data
+// the client pipelined behind its Finished stays in gnet's buffer for the
+// record layer. Writes go out through gnet's concurrency-safe AsyncWrite.
 //
 // Ownership: srv, gc, local, remote and deadline are immutable. The queue
-// fields belong to srv.mu. in, off, detached, aborted, done and err belong to
-// mu. recLeft, the secrets and suite belong to the goroutine until it sets
-// done, and to the event loop afterwards. Lock order: never hold mu and
-// srv.mu together.
+// fields belong to srv.mu. The fields under mu belong to mu. recLeft, the
+// secrets and suite belong to the goroutine until it sets done, and to the
+// event loop afterwards. Lock order: never hold mu and srv.mu together.
 type handshake struct {
 	srv      *Server
 	gc       gnet.Conn
@@ -40,8 +42,10 @@ type handshake struct {
 
 	mu       sync.Mutex
 	cond     sync.Cond // L is &mu; signaled when in grows or the handshake ends
-	in       []byte    // complete records handed over by Feed
+	in       []byte    // the record handed over by Feed
 	off      int       // bytes of in already read by crypto/tls
+	want     bool      // crypto/tls has read all of in and waits for a record
+	finished bool      // the server sent its Finished; only the client's last flight is due
 	detached bool      // Conn.Close or a Feed failure: make no more gnet calls
 	aborted  bool      // crypto/tls closed us: deadline or Server.Close
 	done     bool      // the goroutine has finished; err is its result
@@ -60,6 +64,7 @@ func newHandshake(s *Server, c gnet.Conn, now time.Time) *handshake {
 		local:    c.LocalAddr(),
 		remote:   c.RemoteAddr(),
 		deadline: now.Add(s.timeout),
+		want:     true, // the ClientHello
 	}
 	h.cond.L = &h.mu
 	return h
@@ -114,35 +119,39 @@ func (h *handshake) handshake(ctx context.Context, cfg *tls.Config) error {
 	return nil
 }
 
-// push moves the complete records in c's inbound buffer to in, for the
-// goroutine. It leaves a partial record in c. It reports whether the
-// handshake has already finished, in which case it moves nothing. Loop only.
-func (h *handshake) push(c gnet.Conn, maxInput int) (done bool, err error) {
+// push hands the next complete record in c's inbound buffer to the
+// goroutine if it is waiting for one, and enforces the input caps: until
+// the server has sent its Finished, everything buffered counts against
+// MaxHandshakeInput; after it, the client's last flight and whatever it
+// pipelined behind it count against MaxPipelinedInput. It reports whether
+// the handshake has already finished, in which case it moves nothing.
+// Loop only.
+func (h *handshake) push(c gnet.Conn) (done bool, err error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.done {
 		return true, nil
 	}
-	if pending := len(h.in) - h.off + c.InboundBuffered(); pending > maxInput {
-		return false, fmt.Errorf("%d bytes of handshake input exceed MaxHandshakeInput (%d)", pending, maxInput)
+	limit, name := h.srv.maxInput, "MaxHandshakeInput"
+	if h.finished {
+		limit, name = h.srv.maxPipelined, "MaxPipelinedInput"
 	}
-	pushed := false
-	for {
-		n, err := nextRecord(c)
-		if err != nil {
-			return false, err
-		}
-		if n == 0 {
-			break
-		}
-		rec, _ := c.Peek(n)
-		h.in = append(h.in, rec...)
-		_, _ = c.Discard(n)
-		pushed = true
+	if pending := len(h.in) - h.off + c.InboundBuffered(); pending > limit {
+		return false, fmt.Errorf("%d bytes of input buffered during the handshake exceed %s (%d)", pending, name, limit)
 	}
-	if pushed {
-		h.cond.Signal()
+	if !h.want {
+		return false, nil
 	}
+	n, err := nextRecord(c)
+	if err != nil || n == 0 {
+		return false, err
+	}
+	rec, _ := c.Peek(n)
+	h.in = append(h.in[:0], rec...)
+	h.off = 0
+	_, _ = c.Discard(n)
+	h.want = false
+	h.cond.Signal()
 	return false, nil
 }
 
@@ -177,8 +186,8 @@ func (h *handshake) detach() {
 }
 
 // result returns what the goroutine left once done is set: the error, and
-// any bytes pipelined behind the client's Finished. Loop only, after push
-// reported done.
+// any bytes of the last record it was handed that it did not read (none,
+// unless crypto/tls changes). Loop only, after push reported done.
 func (h *handshake) result() (rest []byte, err error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -191,13 +200,18 @@ func (h *handshake) result() (rest []byte, err error) {
 	return h.in[h.off:], nil
 }
 
-// Read implements net.Conn for crypto/tls. It blocks until Feed has handed
-// over a record, and never returns bytes past the end of the current
-// record: crypto/tls then holds nothing that belongs after the Finished.
+// Read implements net.Conn for crypto/tls. When everything handed over has
+// been read, it asks the event loop for the next record (c.Wake; Feed then
+// pushes it) and blocks. It never returns bytes past the end of the current
+// record.
 func (h *handshake) Read(p []byte) (int, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for h.off == len(h.in) && !h.detached && !h.aborted {
+		if !h.want {
+			h.want = true
+			_ = h.gc.Wake(nil) // under mu: never after Conn.Close
+		}
 		h.cond.Wait()
 	}
 	if h.detached || h.aborted {
@@ -211,9 +225,6 @@ func (h *handshake) Read(p []byte) (int, error) {
 	n := copy(p[:min(len(p), h.recLeft)], h.in[h.off:])
 	h.off += n
 	h.recLeft -= n
-	if h.off == len(h.in) {
-		h.in, h.off = h.in[:0], 0
-	}
 	return n, nil
 }
 
@@ -272,7 +283,12 @@ func (w *keyLogWriter) Write(line []byte) (int, error) {
 	case "CLIENT_TRAFFIC_SECRET_0":
 		dst = &w.clientSecret
 	case "SERVER_TRAFFIC_SECRET_0":
+		// Logged as the server Finished is written: from now on the client
+		// may send its last flight and pipeline application data.
 		dst = &w.serverSecret
+		w.mu.Lock()
+		w.finished = true
+		w.mu.Unlock()
 	default:
 		return len(line), nil // handshake secrets are of no use to us
 	}

@@ -29,18 +29,27 @@ type Config struct {
 	// client sends, including time spent waiting for a slot. Zero means 10s.
 	HandshakeTimeout time.Duration
 
-	// MaxHandshakeInput caps, in bytes, the ciphertext buffered and not yet
-	// consumed by the handshake (in gnet's buffer and ours) before it
-	// completes. It also bounds application data a client pipelines right
-	// behind its Finished before the server has processed that Finished.
+	// MaxHandshakeInput caps, in bytes, the ciphertext a client may have
+	// buffered (in gnet's buffer and ours) before the server has sent its
+	// Finished: its ClientHello, possibly twice after a HelloRetryRequest.
 	// Zero means 16 KiB.
 	MaxHandshakeInput int
+
+	// MaxPipelinedInput caps, in bytes, the ciphertext buffered after the
+	// server has sent its Finished and before the handshake goroutine has
+	// read the client's: the client's last flight plus any application data
+	// it writes right behind it, which waits in gnet's buffer for the record
+	// layer. It is separate from MaxHandshakeInput so that a client that
+	// sends a large first burst the moment its handshake completes is not
+	// cut off. Zero means 256 KiB.
+	MaxPipelinedInput int
 }
 
 const (
 	defaultMaxHandshakes     = 256
 	defaultHandshakeTimeout  = 10 * time.Second
 	defaultMaxHandshakeInput = 16 << 10
+	defaultMaxPipelinedInput = 256 << 10
 )
 
 // validate reports every problem with c at once.
@@ -62,6 +71,11 @@ func (c *Config) validate() error {
 	} else if c.MaxHandshakeInput > 0 && c.MaxHandshakeInput < recordHeaderLen+maxPlaintext/8 {
 		errs = append(errs, errors.New("tls13: Config.MaxHandshakeInput is below 2 KiB, too small for a ClientHello"))
 	}
+	if c.MaxPipelinedInput < 0 {
+		errs = append(errs, errors.New("tls13: Config.MaxPipelinedInput is negative"))
+	} else if c.MaxPipelinedInput > 0 && c.MaxPipelinedInput < recordHeaderLen+maxCiphertext {
+		errs = append(errs, errors.New("tls13: Config.MaxPipelinedInput is below one full record (16,645 bytes)"))
+	}
 	return errors.Join(errs...)
 }
 
@@ -69,12 +83,13 @@ func (c *Config) validate() error {
 // configuration and the bound on concurrent handshakes. Its methods are
 // safe for concurrent use.
 type Server struct {
-	tls        *tls.Config // immutable after NewServer; cloned per handshake
-	max        int
-	timeout    time.Duration
-	maxInput   int
-	rekeyAfter uint64           // records per sending key; tests lower it
-	now        func() time.Time // the clock for handshake deadlines
+	tls          *tls.Config // immutable after NewServer; cloned per handshake
+	max          int
+	timeout      time.Duration
+	maxInput     int
+	maxPipelined int
+	rekeyAfter   uint64           // records per sending key; tests lower it
+	now          func() time.Time // the clock for handshake deadlines
 
 	ctx    context.Context // canceled by Close; parent of every handshake
 	cancel context.CancelFunc
@@ -92,12 +107,13 @@ func NewServer(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		tls:        forceSettings(cfg.TLS.Clone()),
-		max:        cfg.MaxHandshakes,
-		timeout:    cfg.HandshakeTimeout,
-		maxInput:   cfg.MaxHandshakeInput,
-		rekeyAfter: defaultRekeyAfter,
-		now:        time.Now,
+		tls:          forceSettings(cfg.TLS.Clone()),
+		max:          cfg.MaxHandshakes,
+		timeout:      cfg.HandshakeTimeout,
+		maxInput:     cfg.MaxHandshakeInput,
+		maxPipelined: cfg.MaxPipelinedInput,
+		rekeyAfter:   defaultRekeyAfter,
+		now:          time.Now,
 	}
 	if s.max == 0 {
 		s.max = defaultMaxHandshakes
@@ -107,6 +123,9 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	if s.maxInput == 0 {
 		s.maxInput = defaultMaxHandshakeInput
+	}
+	if s.maxPipelined == 0 {
+		s.maxPipelined = defaultMaxPipelinedInput
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s, nil
