@@ -1,0 +1,159 @@
+package storage
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+// CodeSender delivers verification codes to phones (an SMS gateway). The
+// shard calls SendCode from its actor after the code is durable, so
+// SendCode must not block: an implementation that does I/O queues the work.
+type CodeSender interface {
+	SendCode(phone, code string)
+}
+
+// Forwarder moves ops between shards; the router implements it. Forward
+// must not block and must deliver ops for one destination in the order it
+// was given them.
+type Forwarder interface {
+	// ShardOf returns the number of the shard that owns user id.
+	ShardOf(user uint64) uint16
+	// Forward submits op to the shard that owns user op.User.
+	Forward(op Op)
+	// ForwardDone tells shard source that its outbox entry seq was applied.
+	ForwardDone(source uint16, seq uint64)
+}
+
+// Config configures a Shard. The zero value of each optional field means
+// its default.
+type Config struct {
+	// ID is the shard's number in the cluster, below MaxShards. It is part
+	// of every message id the shard issues.
+	ID uint16
+	// Dir is the directory of the shard's Pebble database. Required.
+	Dir string
+	// FS is the file system; nil means the real one (vfs.Default). Tests use
+	// vfs.NewMem().
+	FS vfs.FS
+	// Forwarder carries outbox entries to other shards. Required.
+	Forwarder Forwarder
+	// Codes sends verification codes. Required.
+	Codes CodeSender
+	// Logger receives the shard's logs; nil discards them.
+	Logger *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Rand fills b with random bytes for credentials and codes; nil means
+	// crypto/rand.Read.
+	Rand func(b []byte)
+
+	// QueueLimit is how many droppable ops (sends and requests) may wait
+	// for the actor before Submit refuses more with ErrBusy. Default 65536.
+	QueueLimit int
+	// Window is how many inbox entries a device may have unacknowledged.
+	// Default 128.
+	Window int
+	// WindowBytes caps the bytes of those entries. Default 512 KiB.
+	WindowBytes int
+	// Retention is how long an inbox entry waits for its devices before it
+	// expires, and how long send dedupe records are kept. Default 30 days.
+	Retention time.Duration
+	// CacheUsers is how many users without a live session the shard keeps
+	// in memory. Default 100,000.
+	CacheUsers int
+	// NoSync commits without fsync. Only for benchmarks that measure
+	// everything but the disk; never in production.
+	NoSync bool
+
+	// CodeTTL is how long a verification code is valid. Default 10 minutes.
+	CodeTTL time.Duration
+	// CodeInterval is the least time between two codes for one phone.
+	// Default 30 seconds.
+	CodeInterval time.Duration
+	// CodesPerHour is how many codes one phone may be sent per hour.
+	// Default 5.
+	CodesPerHour int
+	// CodeAttempts is how many wrong codes end a code. Default 5.
+	CodeAttempts int
+}
+
+func (c *Config) setDefaults() {
+	if c.FS == nil {
+		c.FS = vfs.Default
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.QueueLimit == 0 {
+		c.QueueLimit = 1 << 16
+	}
+	if c.Window == 0 {
+		c.Window = 128
+	}
+	if c.WindowBytes == 0 {
+		c.WindowBytes = 512 << 10
+	}
+	if c.Retention == 0 {
+		c.Retention = 30 * 24 * time.Hour
+	}
+	if c.CacheUsers == 0 {
+		c.CacheUsers = 100_000
+	}
+	if c.CodeTTL == 0 {
+		c.CodeTTL = 10 * time.Minute
+	}
+	if c.CodeInterval == 0 {
+		c.CodeInterval = 30 * time.Second
+	}
+	if c.CodesPerHour == 0 {
+		c.CodesPerHour = 5
+	}
+	if c.CodeAttempts == 0 {
+		c.CodeAttempts = 5
+	}
+}
+
+// validate reports every problem with c at once.
+func (c *Config) validate() error {
+	var errs []error
+	if c.ID >= MaxShards {
+		errs = append(errs, fmt.Errorf("shard id %d not below %d", c.ID, MaxShards))
+	}
+	if c.Dir == "" {
+		errs = append(errs, errors.New("no directory"))
+	}
+	if c.Forwarder == nil {
+		errs = append(errs, errors.New("no forwarder"))
+	}
+	if c.Codes == nil {
+		errs = append(errs, errors.New("no code sender"))
+	}
+	for _, v := range []struct {
+		name string
+		n    int
+	}{{"queue limit", c.QueueLimit}, {"window", c.Window}, {"window bytes", c.WindowBytes},
+		{"cache users", c.CacheUsers}, {"codes per hour", c.CodesPerHour}, {"code attempts", c.CodeAttempts}} {
+		if v.n < 0 {
+			errs = append(errs, fmt.Errorf("negative %s %d", v.name, v.n))
+		}
+	}
+	for _, v := range []struct {
+		name string
+		d    time.Duration
+	}{{"retention", c.Retention}, {"code TTL", c.CodeTTL}, {"code interval", c.CodeInterval}} {
+		if v.d < 0 {
+			errs = append(errs, fmt.Errorf("negative %s %v", v.name, v.d))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("storage: config: %w", err)
+	}
+	return nil
+}

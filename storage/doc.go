@@ -1,0 +1,17 @@
+// Package storage is a Parley shard: one Pebble database and the one actor
+// goroutine that is the only reader and writer of it. A shard owns the
+// users and phone numbers of its slots: inboxes, device cursors, sessions,
+// accounts and verification codes.
+//
+// The actor takes every Op that arrived since its last commit, applies
+// them to one indexed Pebble batch, commits it with fsync (group commit),
+// and only then emits the batch's effects: answers to requests, inbox
+// entries pushed to live devices, entries forwarded to other shards. So a
+// client never hears of a write that a crash could undo (DESIGN.md,
+// invariant 1), and one device's stream is produced in one place in seq
+// order (invariant 2).
+//
+// Threading: a Shard is owned by its actor goroutine. Other goroutines talk
+// to it only through Submit, which never blocks, and Close. Endpoint
+// methods are called from the actor and must not block.
+package storage

@@ -1,0 +1,138 @@
+package storage
+
+import (
+	"encoding/binary"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/parley-im/parley/codec"
+	"github.com/parley-im/parley/protocol"
+	"github.com/parley-im/parley/protocol/pb"
+)
+
+// effectKind says what an effect does once its batch is durable.
+type effectKind uint8
+
+const (
+	effPost          effectKind = iota + 1 // ep.Post(frames)
+	effReply                               // ep.Reply(frames)
+	effFail                                // ep.Fail(code)
+	effClose                               // ep.Close(code)
+	effAuthenticated                       // ep.Authenticated(session)
+	effForward                             // Forwarder.Forward(op)
+	effForwardDone                         // Forwarder.ForwardDone(source, seq)
+	effSendCode                            // Codes.SendCode(phone, code)
+	effLookup                              // lookup.add(contacts)
+)
+
+// effect is one thing the actor does after a commit. frames is the range
+// [start, end) of the shard's out buffer.
+type effect struct {
+	kind       effectKind
+	code       protocol.Code
+	start, end int
+	ep         Endpoint
+	session    Session
+	op         Op
+	phone      string
+	text       string
+	lookup     *Lookup
+	contacts   []*pb.Contact
+}
+
+// Session describes an authenticated connection to the server, which
+// answers Login with it.
+type Session struct {
+	User   uint64
+	Device uint32
+	Cursor uint64 // the stream resumes after this seq
+	Window uint32 // inbox entries in flight before the device must ack
+}
+
+// post queues frames s.out[start:] for ep.
+func (s *Shard) post(ep Endpoint, start int) {
+	if start == len(s.out) {
+		return
+	}
+	s.effects = append(s.effects, effect{kind: effPost, ep: ep, start: start, end: len(s.out)})
+}
+
+// reply queues frames s.out[start:] as the answer to ep's request.
+func (s *Shard) reply(ep Endpoint, start int) {
+	s.effects = append(s.effects, effect{kind: effReply, ep: ep, start: start, end: len(s.out)})
+}
+
+// replyError answers ep's request with an Error frame.
+func (s *Shard) replyError(ep Endpoint, code protocol.Code, rid uint32, cmid uint64) {
+	start := len(s.out)
+	s.out = codec.AppendError(s.out, code, rid, cmid, "", 0)
+	s.reply(ep, start)
+}
+
+// replyRetry answers ep's request with an Error frame carrying a delay.
+func (s *Shard) replyRetry(ep Endpoint, code protocol.Code, rid uint32, retryMS uint32) {
+	start := len(s.out)
+	s.out = codec.AppendError(s.out, code, rid, 0, "", retryMS)
+	s.reply(ep, start)
+}
+
+// replyProto answers ep's request with a frame of kind k holding m.
+func (s *Shard) replyProto(ep Endpoint, k protocol.Kind, m proto.Message) {
+	start := len(s.out)
+	out, err := codec.AppendProto(s.out, k, m)
+	if err != nil {
+		s.log.Error("encode answer", "kind", k, "err", err)
+		s.out = s.out[:start]
+		s.replyError(ep, protocol.CodeInternal, 0, 0)
+		return
+	}
+	s.out = out
+	s.reply(ep, start)
+}
+
+// emit carries out the effects of a committed batch, in order.
+func (s *Shard) emit() {
+	for i := range s.effects {
+		e := &s.effects[i]
+		switch e.kind {
+		case effPost:
+			e.ep.Post(s.out[e.start:e.end])
+		case effReply:
+			e.ep.Reply(s.out[e.start:e.end])
+		case effFail:
+			e.ep.Fail(e.code)
+		case effClose:
+			e.ep.Close(e.code)
+		case effAuthenticated:
+			e.ep.Authenticated(e.session)
+		case effForward:
+			s.cfg.Forwarder.Forward(e.op)
+		case effForwardDone:
+			s.cfg.Forwarder.ForwardDone(e.op.Source, e.op.OutSeq)
+		case effSendCode:
+			s.cfg.Codes.SendCode(e.phone, e.text)
+		case effLookup:
+			e.lookup.add(e.contacts)
+		}
+		*e = effect{}
+	}
+	s.effects = s.effects[:0]
+	if cap(s.out) > 4<<20 {
+		s.out = nil
+	}
+	s.out = s.out[:0]
+}
+
+// appendProtoFrame and appendErrorFrame encode frames for effects that run
+// outside the actor (Lookup).
+func appendProtoFrame(dst []byte, k protocol.Kind, m proto.Message) ([]byte, error) {
+	return codec.AppendProto(dst, k, m)
+}
+
+func appendErrorFrame(dst []byte, code protocol.Code, rid uint32, cmid uint64) []byte {
+	return codec.AppendError(dst, code, rid, cmid, "", 0)
+}
+
+func be64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+
+func beUint64(b []byte) uint64 { return binary.BigEndian.Uint64(b) }

@@ -1,0 +1,394 @@
+package storage_test
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"go.uber.org/goleak"
+
+	"github.com/parley-im/parley/codec"
+	"github.com/parley-im/parley/protocol"
+	"github.com/parley-im/parley/protocol/pb"
+	"github.com/parley-im/parley/router"
+	"github.com/parley-im/parley/storage"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// clock is a settable clock for tests.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// codeBox captures verification codes instead of sending them.
+type codeBox struct {
+	mu    sync.Mutex
+	codes map[string]string
+}
+
+func (b *codeBox) SendCode(phone, code string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.codes == nil {
+		b.codes = make(map[string]string)
+	}
+	b.codes[phone] = code
+}
+
+func (b *codeBox) code(phone string) string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.codes[phone]
+}
+
+// node is a set of shards behind a router, on one file system.
+type node struct {
+	t      *testing.T
+	fs     vfs.FS
+	router *router.Router
+	shards []*storage.Shard
+	clock  *clock
+	codes  *codeBox
+	tweak  func(*storage.Config)
+}
+
+func newNode(t *testing.T, shards int, tweak func(*storage.Config)) *node {
+	t.Helper()
+	return newNodeOn(t, vfs.NewMem(), shards, tweak)
+}
+
+// newNodeOn opens a node on the shards stored in fs.
+func newNodeOn(t *testing.T, fs vfs.FS, shards int, tweak func(*storage.Config)) *node {
+	t.Helper()
+	n := &node{t: t, fs: fs, clock: &clock{now: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)}, codes: &codeBox{}, tweak: tweak}
+	n.open(shards)
+	t.Cleanup(n.close)
+	return n
+}
+
+func (n *node) open(count int) {
+	n.t.Helper()
+	n.router = router.New()
+	n.shards = nil
+	for i := range count {
+		cfg := storage.Config{
+			ID: uint16(i), Dir: fmt.Sprintf("shard-%d", i), FS: n.fs,
+			Forwarder: n.router, Codes: n.codes, Now: n.clock.Now,
+		}
+		if n.tweak != nil {
+			n.tweak(&cfg)
+		}
+		s, err := storage.Open(cfg)
+		if err != nil {
+			n.t.Fatal(err)
+		}
+		n.shards = append(n.shards, s)
+	}
+	if err := n.router.Attach(n.shards); err != nil {
+		n.t.Fatal(err)
+	}
+	for _, s := range n.shards {
+		s.Start()
+	}
+}
+
+func (n *node) close() {
+	for _, s := range n.shards {
+		if err := s.Close(); err != nil {
+			n.t.Errorf("close shard: %v", err)
+		}
+	}
+	n.shards = nil
+}
+
+// restart closes every shard and opens them again on the same files.
+func (n *node) restart() {
+	count := len(n.shards)
+	n.close()
+	n.open(count)
+}
+
+func (n *node) submit(op storage.Op) {
+	n.t.Helper()
+	if err := n.router.Submit(op); err != nil {
+		n.t.Fatalf("submit %v: %v", op.Kind, err)
+	}
+}
+
+// frame is one frame an endpoint received, decoded into its pb message.
+type frame struct {
+	kind protocol.Kind
+	msg  any
+}
+
+// endpoint records what a shard sends one connection.
+type endpoint struct {
+	mu       sync.Mutex
+	frames   []frame
+	session  *storage.Session
+	closed   protocol.Code
+	isClosed bool
+	changed  chan struct{}
+	dec      *codec.Decompressor
+}
+
+func newEndpoint(t *testing.T) *endpoint {
+	dec, err := codec.NewDecompressor(protocol.MaxFrameBody)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(dec.Close)
+	return &endpoint{changed: make(chan struct{}, 1), dec: dec}
+}
+
+func (e *endpoint) notify() {
+	select {
+	case e.changed <- struct{}{}:
+	default:
+	}
+}
+
+func (e *endpoint) Post(b []byte) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.isClosed {
+		return false
+	}
+	e.decode(b)
+	e.notify()
+	return true
+}
+
+func (e *endpoint) decode(b []byte) {
+	for len(b) > 0 {
+		f, n, _, err := codec.Parse(b, protocol.MaxFrameBody)
+		if err != nil || n == 0 {
+			panic(fmt.Sprintf("endpoint got a bad frame: % x: %v", b, err))
+		}
+		b = b[n:]
+		body := f.Body
+		if f.Compressed {
+			body, err = e.dec.Decompress(nil, f.Body)
+			if err != nil {
+				panic(err)
+			}
+		}
+		if f.Kind == protocol.KindBatch {
+			e.decode(body)
+			continue
+		}
+		e.frames = append(e.frames, frame{f.Kind, decodeBody(f.Kind, body)})
+	}
+}
+
+func decodeBody(k protocol.Kind, body []byte) any {
+	switch k {
+	case protocol.KindMessage:
+		v, err := codec.ParseMessage(body)
+		if err != nil {
+			panic(err)
+		}
+		v.Body = append([]byte(nil), v.Body...)
+		return v
+	case protocol.KindReceipt:
+		v, err := codec.ParseReceipt(body)
+		if err != nil {
+			panic(err)
+		}
+		return v
+	case protocol.KindSent:
+		var v pb.Sent
+		must(codec.ParseProto(body, &v))
+		return &v
+	case protocol.KindError:
+		var v pb.Error
+		must(codec.ParseProto(body, &v))
+		return &v
+	case protocol.KindSynced:
+		var v pb.Synced
+		must(codec.ParseProto(body, &v))
+		return &v
+	case protocol.KindOK:
+		var v pb.Ok
+		must(codec.ParseProto(body, &v))
+		return &v
+	case protocol.KindCodeSent:
+		var v pb.CodeSent
+		must(codec.ParseProto(body, &v))
+		return &v
+	case protocol.KindRegistered:
+		var v pb.Registered
+		must(codec.ParseProto(body, &v))
+		return &v
+	case protocol.KindLookupResult:
+		var v pb.LookupResult
+		must(codec.ParseProto(body, &v))
+		return &v
+	}
+	panic(fmt.Sprintf("unexpected kind %v", k))
+}
+
+func must(err error) {
+	if err != nil {
+		panic(err)
+	}
+}
+
+func (e *endpoint) Reply(b []byte) { e.Post(b) }
+
+func (e *endpoint) Authenticated(s storage.Session) {
+	e.mu.Lock()
+	e.session = &s
+	e.mu.Unlock()
+	e.notify()
+}
+
+func (e *endpoint) Fail(code protocol.Code) { e.Close(code) }
+
+func (e *endpoint) Close(code protocol.Code) {
+	e.mu.Lock()
+	if !e.isClosed {
+		e.isClosed, e.closed = true, code
+	}
+	e.mu.Unlock()
+	e.notify()
+}
+
+// wait waits until cond holds over the endpoint's state.
+func (e *endpoint) wait(t *testing.T, what string, cond func(e *endpoint) bool) {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		e.mu.Lock()
+		ok := cond(e)
+		e.mu.Unlock()
+		if ok {
+			return
+		}
+		select {
+		case <-e.changed:
+		case <-deadline:
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			frames := e.frames
+			if len(frames) > 5 {
+				frames = frames[len(frames)-5:]
+			}
+			t.Fatalf("timed out waiting for %s; %d frames, the last: %+v; closed=%v(%v)", what, len(e.frames), frames, e.isClosed, e.closed)
+		}
+	}
+}
+
+// take waits for a frame of kind k and removes the frames up to it.
+func (e *endpoint) take(t *testing.T, k protocol.Kind) any {
+	t.Helper()
+	var got any
+	e.wait(t, k.String(), func(e *endpoint) bool {
+		for i, f := range e.frames {
+			if f.kind == k {
+				got = f.msg
+				e.frames = append(e.frames[:0:0], e.frames[i+1:]...)
+				return true
+			}
+		}
+		return false
+	})
+	return got
+}
+
+// messages waits for n Message entries and removes them.
+func (e *endpoint) messages(t *testing.T, n int) []codec.Message {
+	t.Helper()
+	var out []codec.Message
+	for range n {
+		out = append(out, e.take(t, protocol.KindMessage).(codec.Message))
+	}
+	return out
+}
+
+// account is a registered device.
+type account struct {
+	user   uint64
+	device uint32
+	cred   []byte
+}
+
+// register verifies phone and returns the new device.
+func (n *node) register(t *testing.T, phone string) account {
+	t.Helper()
+	ep := newEndpoint(t)
+	n.submit(storage.Op{Kind: storage.OpRequestCode, Phone: phone, RID: 1, EP: ep})
+	ep.take(t, protocol.KindCodeSent)
+	n.submit(storage.Op{Kind: storage.OpVerify, Phone: phone, Code: n.codes.code(phone), Name: "test", RID: 2, EP: ep})
+	r := ep.take(t, protocol.KindRegistered).(*pb.Registered)
+	return account{user: r.User, device: r.Device, cred: r.Credential}
+}
+
+// login opens a session for a and returns its endpoint.
+func (n *node) login(t *testing.T, a account, cursor uint64) *endpoint {
+	t.Helper()
+	ep := newEndpoint(t)
+	n.submit(storage.Op{Kind: storage.OpLogin, User: a.user, Device: a.device, Credential: a.cred, Seq: cursor, EP: ep})
+	ep.wait(t, "login", func(e *endpoint) bool { return e.session != nil || e.isClosed })
+	if ep.session == nil {
+		t.Fatalf("login of %d/%d failed: %v", a.user, a.device, ep.closed)
+	}
+	return ep
+}
+
+// send sends body from a to user to and waits for Sent.
+func (n *node) send(t *testing.T, from account, fromEP *endpoint, to uint64, cmid uint64, body string) uint64 {
+	t.Helper()
+	n.submit(storage.Op{Kind: storage.OpSend, From: from.user, FromDevice: from.device, User: to, CMID: cmid, Body: []byte(body), EP: fromEP})
+	s := fromEP.take(t, protocol.KindSent).(*pb.Sent)
+	if s.Cmid != cmid {
+		t.Fatalf("Sent cmid = %d, want %d", s.Cmid, cmid)
+	}
+	return s.Id
+}
+
+func (n *node) ack(a account, ep *endpoint, seq uint64) {
+	n.submit(storage.Op{Kind: storage.OpAck, User: a.user, Device: a.device, Seq: seq, EP: ep})
+}
+
+// drain takes a's stream up to Synced, acknowledging as it goes, and
+// returns the messages.
+func (n *node) drain(t *testing.T, a account, ep *endpoint) []codec.Message {
+	t.Helper()
+	var out []codec.Message
+	for {
+		var f frame
+		ep.wait(t, "entry or Synced", func(e *endpoint) bool {
+			if len(e.frames) == 0 {
+				return false
+			}
+			f, e.frames = e.frames[0], e.frames[1:]
+			return true
+		})
+		switch m := f.msg.(type) {
+		case codec.Message:
+			out = append(out, m)
+			n.ack(a, ep, m.Seq)
+		case codec.Receipt:
+			n.ack(a, ep, m.Seq)
+		case *pb.Synced:
+			return out
+		}
+	}
+}

@@ -1,0 +1,130 @@
+package storage
+
+import (
+	"encoding/binary"
+	"hash/fnv"
+)
+
+// NumSlots is the fixed number of slots users and phone numbers hash to.
+// Slots map to shards and shards to nodes; every key a slot owns starts
+// with the slot, so a slot can move between shards without rewriting keys.
+// It never changes: user ids encode their slot (SlotOfUser).
+const NumSlots = 4096
+
+// slotBits is log2(NumSlots): a user id's slot is its low slotBits bits.
+const slotBits = 12
+
+// SlotOfUser returns the slot that owns user id u. A user id's low 12 bits
+// are its slot: accounts are created on the slot of their phone number, so
+// a user and its phone number always live together.
+func SlotOfUser(u uint64) uint16 { return uint16(u & (NumSlots - 1)) }
+
+// SlotOfPhone returns the slot that owns a phone number: FNV-1a of its
+// E.164 text, modulo NumSlots.
+func SlotOfPhone(phone string) uint16 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(phone))
+	return uint16(h.Sum64() & (NumSlots - 1))
+}
+
+// Key layout. Slot-owned keys start with the 2-byte big-endian slot and a
+// tag byte; shard-owned keys start with 0xffff (no slot has that number).
+// Integers are big-endian so keys sort numerically.
+//
+//	slot 'u' user                        user record
+//	slot 'v' user device                 device record
+//	slot 'c' user device                 device cursor (highest acked seq)
+//	slot 'i' user seq                    inbox entry: kind byte + stored body
+//	slot 'd' to from device cmid         send dedupe record: message id
+//	slot 'e' day to from device cmid     dedupe expiry index: empty
+//	slot 'p' phone                       phone number → user id
+//	slot 'o' phone                       verification code state
+//	slot 'r' user reader                 highest id reader marked read
+//	slot 'x' day user                    expiry index: user's last seq of that day
+//	slot 'n'                             next user counter of the slot
+//	ffff 'g'                             last message id issued by the shard
+//	ffff 'q' outseq                      outbox: an entry for another shard
+//	ffff 'w' source                      highest outseq applied from a source shard
+const (
+	tagUser         = 'u'
+	tagDevice       = 'v'
+	tagCursor       = 'c'
+	tagInbox        = 'i'
+	tagDedupe       = 'd'
+	tagDedupeExpiry = 'e'
+	tagPhone        = 'p'
+	tagCode         = 'o'
+	tagRead         = 'r'
+	tagExpiry       = 'x'
+	tagCounter      = 'n'
+
+	tagLastID    = 'g'
+	tagOutbox    = 'q'
+	tagWatermark = 'w'
+)
+
+const shardPrefix = 0xffff
+
+func appendPrefix(dst []byte, slot uint16, tag byte) []byte {
+	dst = binary.BigEndian.AppendUint16(dst, slot)
+	return append(dst, tag)
+}
+
+func userKey(dst []byte, u uint64) []byte {
+	return binary.BigEndian.AppendUint64(appendPrefix(dst, SlotOfUser(u), tagUser), u)
+}
+
+func deviceKey(dst []byte, tag byte, u uint64, d uint32) []byte {
+	dst = binary.BigEndian.AppendUint64(appendPrefix(dst, SlotOfUser(u), tag), u)
+	return binary.BigEndian.AppendUint32(dst, d)
+}
+
+func inboxKey(dst []byte, u, seq uint64) []byte {
+	dst = binary.BigEndian.AppendUint64(appendPrefix(dst, SlotOfUser(u), tagInbox), u)
+	return binary.BigEndian.AppendUint64(dst, seq)
+}
+
+func dedupeKey(dst []byte, to, from uint64, dev uint32, cmid uint64) []byte {
+	dst = binary.BigEndian.AppendUint64(appendPrefix(dst, SlotOfUser(to), tagDedupe), to)
+	return appendDedupeTail(dst, from, dev, cmid)
+}
+
+// dedupeExpiryKey indexes dedupeKey(to, from, dev, cmid) under the day it
+// was written, so expired records are found without scanning all of them.
+func dedupeExpiryKey(dst []byte, day uint32, to, from uint64, dev uint32, cmid uint64) []byte {
+	dst = binary.BigEndian.AppendUint32(appendPrefix(dst, SlotOfUser(to), tagDedupeExpiry), day)
+	dst = binary.BigEndian.AppendUint64(dst, to)
+	return appendDedupeTail(dst, from, dev, cmid)
+}
+
+func appendDedupeTail(dst []byte, from uint64, dev uint32, cmid uint64) []byte {
+	dst = binary.BigEndian.AppendUint64(dst, from)
+	dst = binary.BigEndian.AppendUint32(dst, dev)
+	return binary.BigEndian.AppendUint64(dst, cmid)
+}
+
+func phoneKey(dst []byte, tag byte, phone string) []byte {
+	return append(appendPrefix(dst, SlotOfPhone(phone), tag), phone...)
+}
+
+func readKey(dst []byte, u, reader uint64) []byte {
+	dst = binary.BigEndian.AppendUint64(appendPrefix(dst, SlotOfUser(u), tagRead), u)
+	return binary.BigEndian.AppendUint64(dst, reader)
+}
+
+func expiryKey(dst []byte, day uint32, u uint64) []byte {
+	dst = binary.BigEndian.AppendUint32(appendPrefix(dst, SlotOfUser(u), tagExpiry), day)
+	return binary.BigEndian.AppendUint64(dst, u)
+}
+
+func counterKey(dst []byte, slot uint16) []byte { return appendPrefix(dst, slot, tagCounter) }
+
+func shardKey(dst []byte, tag byte) []byte { return appendPrefix(dst, shardPrefix, tag) }
+
+func outboxKey(dst []byte, seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(shardKey(dst, tagOutbox), seq)
+}
+
+func watermarkKey(dst []byte, source uint16) []byte {
+	return binary.BigEndian.AppendUint16(shardKey(dst, tagWatermark), source)
+}

@@ -1,0 +1,128 @@
+package storage
+
+import (
+	"sync"
+
+	"github.com/parley-im/parley/protocol"
+	"github.com/parley-im/parley/protocol/pb"
+)
+
+// Endpoint is a shard's handle on one client connection: where answers and
+// inbox entries for that connection go. The server implements it.
+// Every method may be called from any goroutine, must not block, and must
+// tolerate being called after the connection closed (it then does nothing
+// and Post reports false).
+type Endpoint interface {
+	// Post queues encoded frames for the connection; it copies frames. It
+	// reports false when the connection is gone or refused the bytes (over
+	// its outbound limit, and now closing with SLOW_CONSUMER).
+	Post(frames []byte) bool
+	// Reply is Post for the answer to a request the connection submitted;
+	// it also ends that request's in-flight count.
+	Reply(frames []byte)
+	// Authenticated answers the connection's Login: it moves the
+	// connection to the authenticated state and queues LoginOk, ahead of
+	// any entry the shard posts next. It ends the Login's in-flight count.
+	Authenticated(s Session)
+	// Fail ends one in-flight request and closes the connection with the
+	// connection-scope code: an Error frame, a flush, then close.
+	Fail(code protocol.Code)
+	// Close closes the connection with a connection-scope code, as Fail
+	// does, for a connection with no request in flight to end.
+	Close(code protocol.Code)
+}
+
+// OpKind says what an Op asks its shard to do.
+type OpKind uint8
+
+// Op kinds. Each names the Op fields it reads.
+const (
+	_ OpKind = iota
+	// OpSend: From, FromDevice, User (the recipient), CMID, Type, Body,
+	// EP. Answers Sent or Error{cmid}.
+	OpSend
+	// OpAck: User, Device, Seq, EP (the acking session).
+	OpAck
+	// OpRead: User (whose messages were read), From (the reader), UpTo,
+	// RID, EP. Answers Ok.
+	OpRead
+	// OpLogin: User, Device, Credential, Seq (the client's cursor), EP.
+	OpLogin
+	// OpLogout: User, Device, EP. The connection closed.
+	OpLogout
+	// OpRequestCode: Phone, RID, EP. Answers CodeSent.
+	OpRequestCode
+	// OpVerify: Phone, Code, Name, RID, EP. Answers Registered.
+	OpVerify
+	// OpLookup: Phones (all of this shard), Lookup. The Lookup answers.
+	OpLookup
+	// OpForward: Source, OutSeq, User, Entry. An entry for a user of this
+	// shard from another shard's outbox.
+	OpForward
+	// OpForwardDone: OutSeq. The destination applied this outbox entry.
+	OpForwardDone
+)
+
+// Op is one request to a shard. It is a value type so submitting one does
+// not allocate; Body, Credential and Entry must be owned by the Op (not
+// aliasing a connection's read buffer).
+type Op struct {
+	Kind       OpKind
+	Type       pb.ContentType
+	FromDevice uint32
+	Device     uint32
+	RID        uint32
+	Source     uint16 // OpForward: the sending shard
+	User       uint64
+	From       uint64
+	CMID       uint64
+	Seq        uint64
+	UpTo       uint64
+	OutSeq     uint64
+	Body       []byte
+	Credential []byte
+	Entry      []byte // OpForward: kind byte + stored entry body
+	Phone      string
+	Code       string
+	Name       string
+	Phones     []string
+	Lookup     *Lookup
+	EP         Endpoint
+}
+
+// Lookup gathers the answer to one Lookup request across the shards that
+// own its phone numbers; the last shard to report replies.
+type Lookup struct {
+	mu       sync.Mutex
+	rid      uint32
+	ep       Endpoint
+	pending  int // guarded by mu
+	contacts []*pb.Contact
+}
+
+// NewLookup returns a Lookup that replies to ep once shards shards have
+// reported.
+func NewLookup(rid uint32, ep Endpoint, shards int) *Lookup {
+	return &Lookup{rid: rid, ep: ep, pending: shards}
+}
+
+// add records one shard's contacts and replies when it is the last.
+func (l *Lookup) add(found []*pb.Contact) {
+	l.mu.Lock()
+	l.contacts = append(l.contacts, found...)
+	l.pending--
+	done := l.pending == 0
+	l.mu.Unlock()
+	if done {
+		l.reply()
+	}
+}
+
+func (l *Lookup) reply() {
+	b, err := appendProtoFrame(nil, protocol.KindLookupResult, &pb.LookupResult{Rid: l.rid, Contacts: l.contacts})
+	if err != nil {
+		l.ep.Reply(appendErrorFrame(nil, protocol.CodeInternal, l.rid, 0))
+		return
+	}
+	l.ep.Reply(b)
+}

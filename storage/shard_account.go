@@ -1,0 +1,210 @@
+package storage
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/binary"
+	"fmt"
+	"time"
+
+	"github.com/parley-im/parley/protocol"
+	"github.com/parley-im/parley/protocol/pb"
+)
+
+// codeDigits is the length of a verification code.
+const codeDigits = 6
+
+// applyRequestCode issues a verification code for a phone number, within
+// the per-phone rate limits ([S-9-2]).
+func (s *Shard) applyRequestCode(op *Op) {
+	now := s.cfg.Now()
+	nowMS := uint64(now.UnixMilli())
+	ck := phoneKey(nil, tagCode, op.Phone)
+	var rec codeRecord
+	if err := s.getRecord(ck, rec.decode); err != nil {
+		s.log.Error("request code: load", "err", err)
+		s.replyError(op.EP, protocol.CodeInternal, op.RID, 0)
+		return
+	}
+	hourAgo := nowMS - uint64(time.Hour.Milliseconds())
+	recent := rec.SentMS[:0]
+	for _, t := range rec.SentMS {
+		if t > hourAgo {
+			recent = append(recent, t)
+		}
+	}
+	rec.SentMS = recent
+	if n := len(rec.SentMS); n > 0 {
+		next := rec.SentMS[n-1] + uint64(s.cfg.CodeInterval.Milliseconds())
+		if n >= s.cfg.CodesPerHour {
+			next = max(next, rec.SentMS[0]+uint64(time.Hour.Milliseconds()))
+		}
+		if next > nowMS {
+			s.replyRetry(op.EP, protocol.CodeRateLimited, op.RID, uint32(next-nowMS))
+			return
+		}
+	}
+	code := s.newCode()
+	sum := codeHash(op.Phone, code)
+	rec.CodeHash = sum[:]
+	rec.ExpiresMS = nowMS + uint64(s.cfg.CodeTTL.Milliseconds())
+	rec.Attempts = 0
+	rec.SentMS = append(rec.SentMS, nowMS)
+	s.batch.Set(ck, rec.encode(nil), nil)
+	s.effects = append(s.effects, effect{kind: effSendCode, phone: op.Phone, text: code})
+	s.replyProto(op.EP, protocol.KindCodeSent, &pb.CodeSent{
+		Rid:         op.RID,
+		CodeLength:  codeDigits,
+		ExpiresInS:  uint32(s.cfg.CodeTTL / time.Second),
+		RetryAfterS: uint32(s.cfg.CodeInterval / time.Second),
+	})
+}
+
+// newCode returns a uniformly random decimal code.
+func (s *Shard) newCode() string {
+	var b [8]byte
+	const space = 1_000_000 // 10^codeDigits
+	for {
+		s.cfg.Rand(b[:])
+		v := binary.BigEndian.Uint64(b[:])
+		if v < (1<<64-1)/space*space { // reject the biased tail
+			return fmt.Sprintf("%0*d", codeDigits, v%space)
+		}
+	}
+}
+
+// codeHash binds a code to its phone number.
+func codeHash(phone, code string) [sha256.Size]byte {
+	return sha256.Sum256([]byte(phone + "\x00" + code))
+}
+
+// applyVerify checks a verification code and registers a device,
+// creating the account on the number's first verification ([S-9-4]).
+func (s *Shard) applyVerify(op *Op) {
+	nowMS := uint64(s.cfg.Now().UnixMilli())
+	ck := phoneKey(nil, tagCode, op.Phone)
+	var rec codeRecord
+	if err := s.getRecord(ck, rec.decode); err != nil {
+		s.log.Error("verify: load code", "err", err)
+		s.replyError(op.EP, protocol.CodeInternal, op.RID, 0)
+		return
+	}
+	if len(rec.CodeHash) == 0 || nowMS >= rec.ExpiresMS {
+		s.replyError(op.EP, protocol.CodeCodeExpired, op.RID, 0)
+		return
+	}
+	sum := codeHash(op.Phone, op.Code)
+	if subtle.ConstantTimeCompare(sum[:], rec.CodeHash) != 1 {
+		rec.Attempts++
+		code := protocol.CodeCodeInvalid
+		if int(rec.Attempts) >= s.cfg.CodeAttempts {
+			rec.CodeHash = nil // [S-9-5] the code is spent
+			code = protocol.CodeTooManyAttempts
+		}
+		s.batch.Set(ck, rec.encode(nil), nil)
+		s.replyError(op.EP, code, op.RID, 0)
+		return
+	}
+	rec.CodeHash = nil
+	s.batch.Set(ck, rec.encode(nil), nil)
+
+	u, err := s.accountOf(op.Phone, nowMS)
+	if err != nil {
+		s.log.Error("verify: account", "err", err)
+		s.replyError(op.EP, protocol.CodeInternal, op.RID, 0)
+		return
+	}
+	// Re-registration revokes the old devices; the new one starts where the
+	// oldest of them stopped, so waiting messages reach the new install.
+	cursor := u.rec.Head
+	for _, d := range u.devices {
+		if d.rec.Revoked {
+			continue
+		}
+		cursor = min(cursor, d.cursor)
+		d.rec.Revoked = true
+		s.batch.Set(deviceKey(nil, tagDevice, u.id, d.id), d.rec.encode(nil), nil)
+		if d.sess != nil {
+			s.effects = append(s.effects, effect{kind: effClose, ep: d.sess.ep, code: protocol.CodeDeviceRevoked})
+			s.endSession(u, d)
+		}
+	}
+	credential := make([]byte, protocol.CredentialLen)
+	s.cfg.Rand(credential)
+	hash := sha256.Sum256(credential)
+	d := &device{
+		id:     u.rec.NextDevice,
+		rec:    deviceRecord{CredHash: hash[:], Name: op.Name, CreatedMS: nowMS},
+		cursor: cursor,
+	}
+	u.rec.NextDevice++
+	u.devices = append(u.devices, d)
+	s.batch.Set(deviceKey(nil, tagDevice, u.id, d.id), d.rec.encode(nil), nil)
+	s.setCursor(u, d)
+	s.markDirty(u)
+	s.replyProto(op.EP, protocol.KindRegistered, &pb.Registered{
+		Rid: op.RID, User: u.id, Device: d.id, Credential: credential,
+	})
+}
+
+// accountOf returns the account of phone, creating it if there is none.
+func (s *Shard) accountOf(phone string, nowMS uint64) (*user, error) {
+	pk := phoneKey(nil, tagPhone, phone)
+	v, err := s.get(pk)
+	if err != nil {
+		return nil, err
+	}
+	if len(v) == 8 {
+		id := binary.BigEndian.Uint64(v)
+		u, err := s.loadUser(id)
+		if err != nil {
+			return nil, err
+		}
+		if u == nil {
+			return nil, fmt.Errorf("storage: phone maps to missing user %d", id)
+		}
+		return u, nil
+	}
+	slot := SlotOfPhone(phone)
+	nk := counterKey(nil, slot)
+	var n uint64
+	if c, err := s.get(nk); err != nil {
+		return nil, err
+	} else if len(c) == 8 {
+		n = binary.BigEndian.Uint64(c)
+	}
+	n++
+	s.batch.Set(nk, be64(n), nil)
+	id := n<<slotBits | uint64(slot)
+	u := &user{id: id, rec: userRecord{Phone: phone, CreatedMS: nowMS, NextDevice: 1}}
+	s.users[id] = u
+	s.batch.Set(pk, be64(id), nil)
+	s.markDirty(u)
+	return u, nil
+}
+
+// applyLookup finds the registered numbers among op.Phones.
+func (s *Shard) applyLookup(op *Op) {
+	var found []*pb.Contact
+	for _, phone := range op.Phones {
+		v, err := s.get(phoneKey(s.scratch[:0], tagPhone, phone))
+		if err != nil {
+			s.log.Error("lookup", "err", err)
+			continue
+		}
+		if len(v) == 8 {
+			found = append(found, &pb.Contact{Phone: phone, User: binary.BigEndian.Uint64(v)})
+		}
+	}
+	s.effects = append(s.effects, effect{kind: effLookup, lookup: op.Lookup, contacts: found})
+}
+
+// getRecord reads key and decodes it with decode; a missing key leaves
+// the record zero.
+func (s *Shard) getRecord(key []byte, decode func([]byte) error) error {
+	v, err := s.get(key)
+	if err != nil || v == nil {
+		return err
+	}
+	return decode(v)
+}

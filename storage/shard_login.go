@@ -1,0 +1,73 @@
+package storage
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+
+	"github.com/parley-im/parley/protocol"
+)
+
+// applyLogin authenticates a device and starts its stream.
+func (s *Shard) applyLogin(op *Op) {
+	u, err := s.loadUser(op.User)
+	if err != nil {
+		s.log.Error("login: load user", "user", op.User, "err", err)
+		s.effects = append(s.effects, effect{kind: effFail, ep: op.EP, code: protocol.CodeInternal})
+		return
+	}
+	var d *device
+	if u != nil {
+		d = u.device(op.Device)
+	}
+	if d == nil || !credentialMatches(d.rec.CredHash, op.Credential) {
+		s.effects = append(s.effects, effect{kind: effFail, ep: op.EP, code: protocol.CodeAuthFailed})
+		return
+	}
+	if d.rec.Revoked {
+		s.effects = append(s.effects, effect{kind: effFail, ep: op.EP, code: protocol.CodeDeviceRevoked})
+		return
+	}
+	if d.sess != nil {
+		s.effects = append(s.effects, effect{kind: effClose, ep: d.sess.ep, code: protocol.CodeSessionReplaced})
+		s.endSession(u, d)
+	}
+	// [S-8-7] resume from the later of the stored and the client's cursor.
+	if c := min(op.Seq, u.rec.Head); c > d.cursor {
+		d.cursor = c
+		s.setCursor(u, d)
+		s.deleteAcknowledged(u)
+	}
+	d.sess = &session{ep: op.EP, sent: max(d.cursor, u.rec.Deleted)}
+	u.live++
+	s.effects = append(s.effects, effect{kind: effAuthenticated, ep: op.EP, session: Session{
+		User: u.id, Device: d.id, Cursor: d.sess.sent, Window: uint32(s.cfg.Window),
+	}})
+	s.touch(u)
+}
+
+// applyLogout ends the session of a connection that closed.
+func (s *Shard) applyLogout(op *Op) {
+	u := s.users[op.User]
+	if u == nil {
+		return
+	}
+	if d := u.device(op.Device); d != nil && d.sess != nil && d.sess.ep == op.EP {
+		s.endSession(u, d)
+	}
+}
+
+// endSession forgets d's live connection.
+func (s *Shard) endSession(u *user, d *device) {
+	d.sess = nil
+	u.live--
+}
+
+// credentialMatches compares a presented credential with the stored hash
+// in constant time.
+func credentialMatches(hash, credential []byte) bool {
+	if len(credential) != protocol.CredentialLen || len(hash) != sha256.Size {
+		return false
+	}
+	sum := sha256.Sum256(credential)
+	return subtle.ConstantTimeCompare(sum[:], hash) == 1
+}

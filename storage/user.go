@@ -1,0 +1,192 @@
+package storage
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// user is the in-memory state of one user of the shard. Actor-owned.
+type user struct {
+	id       uint64
+	rec      userRecord
+	devices  []*device // every device ever registered, revoked ones too
+	live     int       // devices with a session
+	dirty    bool      // rec changed in this cycle
+	touched  bool      // in s.touched this cycle
+	appended bool      // entries were appended this cycle
+}
+
+// device is one registered device. Actor-owned.
+type device struct {
+	id     uint32
+	rec    deviceRecord
+	cursor uint64   // highest seq acknowledged
+	sess   *session // the live connection, or nil
+}
+
+// session is a device's live connection and its stream state.
+type session struct {
+	ep       Endpoint
+	sent     uint64     // highest seq posted to this connection
+	inflight []inflight // posted, not yet acknowledged, in seq order
+	bytes    int        // sum of inflight sizes
+	synced   bool       // Synced was sent
+}
+
+// inflight is one posted entry awaiting its ack.
+type inflight struct {
+	seq  uint64
+	size int
+}
+
+// device returns the user's device id, or nil.
+func (u *user) device(id uint32) *device {
+	for _, d := range u.devices {
+		if d.id == id {
+			return d
+		}
+	}
+	return nil
+}
+
+// minCursor returns the lowest cursor of the user's active devices, or the
+// inbox head when there is none (everything may go).
+func (u *user) minCursor() uint64 {
+	m := u.rec.Head
+	for _, d := range u.devices {
+		if !d.rec.Revoked && d.cursor < m {
+			m = d.cursor
+		}
+	}
+	return m
+}
+
+// touch marks u to be pumped and its record flushed at the end of the cycle.
+func (s *Shard) touch(u *user) {
+	if !u.touched {
+		u.touched = true
+		s.touched = append(s.touched, u)
+	}
+}
+
+// markDirty records that u's record changed.
+func (s *Shard) markDirty(u *user) {
+	u.dirty = true
+	s.touch(u)
+}
+
+// get reads key through the current batch, returning a copy of the value,
+// or nil when the key does not exist.
+func (s *Shard) get(key []byte) ([]byte, error) {
+	var r pebble.Reader = s.db
+	if s.batch != nil {
+		r = s.batch
+	}
+	v, closer, err := r.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("storage: get %x: %w", key, err)
+	}
+	out := append([]byte(nil), v...)
+	_ = closer.Close()
+	return out, nil
+}
+
+// loadUser returns user id's state, reading it on first use; nil when the
+// user does not exist.
+func (s *Shard) loadUser(id uint64) (*user, error) {
+	if u, ok := s.users[id]; ok {
+		return u, nil
+	}
+	v, err := s.get(userKey(s.scratch[:0], id))
+	if err != nil || v == nil {
+		return nil, err
+	}
+	u := &user{id: id}
+	if err := u.rec.decode(v); err != nil {
+		return nil, fmt.Errorf("user %d: %w", id, err)
+	}
+	if err := s.loadDevices(u); err != nil {
+		return nil, err
+	}
+	s.users[id] = u
+	return u, nil
+}
+
+// loadDevices reads u's device records and cursors.
+func (s *Shard) loadDevices(u *user) error {
+	lo := deviceKey(nil, tagDevice, u.id, 0)
+	hi := prefixEnd(lo[:len(lo)-4])
+	it, err := s.reader().NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return fmt.Errorf("storage: devices of %d: %w", u.id, err)
+	}
+	for ok := it.First(); ok; ok = it.Next() {
+		k := it.Key()
+		d := &device{id: binary.BigEndian.Uint32(k[len(k)-4:])}
+		if err := d.rec.decode(it.Value()); err != nil {
+			_ = it.Close()
+			return fmt.Errorf("device %d/%d: %w", u.id, d.id, err)
+		}
+		u.devices = append(u.devices, d)
+	}
+	if err := it.Close(); err != nil {
+		return fmt.Errorf("storage: devices of %d: %w", u.id, err)
+	}
+	for _, d := range u.devices {
+		v, err := s.get(deviceKey(s.scratch[:0], tagCursor, u.id, d.id))
+		if err != nil {
+			return err
+		}
+		if len(v) == 8 {
+			d.cursor = binary.BigEndian.Uint64(v)
+		}
+	}
+	return nil
+}
+
+// prefixEnd returns the smallest key after every key starting with p.
+func prefixEnd(p []byte) []byte {
+	end := append([]byte(nil), p...)
+	for i := len(end) - 1; i >= 0; i-- {
+		end[i]++
+		if end[i] != 0 {
+			return end[:i+1]
+		}
+	}
+	return nil
+}
+
+// reader is what the actor reads through: the batch during a cycle.
+func (s *Shard) reader() pebble.Reader {
+	if s.batch != nil {
+		return s.batch
+	}
+	return s.db
+}
+
+// setCursor records d's cursor in the batch.
+func (s *Shard) setCursor(u *user, d *device) {
+	s.batch.Set(deviceKey(s.scratch[:0], tagCursor, u.id, d.id), be64(d.cursor), nil)
+}
+
+// evict drops users with no live session once the cache is over its size.
+func (s *Shard) evict() {
+	over := len(s.users) - s.cfg.CacheUsers
+	if over <= 0 {
+		return
+	}
+	for id, u := range s.users {
+		if u.live == 0 {
+			delete(s.users, id)
+			if over--; over == 0 {
+				return
+			}
+		}
+	}
+}
