@@ -127,7 +127,15 @@ func serverTLSConfig() *tls.Config {
 	return &tls.Config{Certificates: []tls.Certificate{cert}}
 }
 
+// clientTLSConfig is a client that trusts testCert and, like mobile
+// clients, keeps a session cache (so it asks for tickets, which the
+// server must not send).
 func clientTLSConfig() *tls.Config {
 	_, pool := testCert()
-	return &tls.Config{RootCAs: pool, ServerName: "parley.test", MinVersion: tls.VersionTLS13}
+	return &tls.Config{
+		RootCAs:            pool,
+		ServerName:         "parley.test",
+		MinVersion:         tls.VersionTLS13,
+		ClientSessionCache: tls.NewLRUClientSessionCache(4),
+	}
 }
