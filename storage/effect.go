@@ -22,7 +22,7 @@ const (
 	effForward                             // Forwarder.Forward(op)
 	effForwardDone                         // Forwarder.ForwardDone(source, seq)
 	effSendCode                            // Codes.SendCode(phone, code)
-	effLookup                              // lookup.add(contacts)
+	effLookup                              // lookup.Done(contacts)
 )
 
 // effect is one thing the actor does after a commit. frames is the range
@@ -112,7 +112,7 @@ func (s *Shard) emit() {
 		case effSendCode:
 			s.cfg.Codes.SendCode(e.phone, e.text)
 		case effLookup:
-			e.lookup.add(e.contacts)
+			e.lookup.Done(e.contacts)
 		}
 		*e = effect{}
 	}

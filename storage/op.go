@@ -106,8 +106,10 @@ func NewLookup(rid uint32, ep Endpoint, shards int) *Lookup {
 	return &Lookup{rid: rid, ep: ep, pending: shards}
 }
 
-// add records one shard's contacts and replies when it is the last.
-func (l *Lookup) add(found []*pb.Contact) {
+// Done records one shard's contacts and replies when it is the last. The
+// shards call it; so does the server, with nil, for a part it could not
+// submit.
+func (l *Lookup) Done(found []*pb.Contact) {
 	l.mu.Lock()
 	l.contacts = append(l.contacts, found...)
 	l.pending--

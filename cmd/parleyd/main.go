@@ -1,0 +1,95 @@
+// Command parleyd runs a Parley node. With no flags it is a complete
+// single node on embedded defaults: data in ./parley-data, a self-signed
+// certificate created on first start (its fingerprint is printed), all
+// shards local, listening on 127.0.0.1:5222.
+//
+// Every flag has an environment variable that sets its default:
+// PARLEY_LISTEN, PARLEY_DATA, PARLEY_SHARDS, PARLEY_CERT, PARLEY_KEY,
+// PARLEY_PLAINTEXT, PARLEY_HEARTBEAT, PARLEY_LOG_LEVEL.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/parley-im/parley/internal/node"
+	"github.com/parley-im/parley/server"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "parleyd:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("parleyd", flag.ContinueOnError)
+	listen := fs.String("listen", env("PARLEY_LISTEN", "127.0.0.1:5222"), "client `address` (host:port)")
+	data := fs.String("data", env("PARLEY_DATA", "parley-data"), "data `directory`")
+	shards := fs.Int("shards", envInt("PARLEY_SHARDS", 4), "number of shards")
+	cert := fs.String("cert", env("PARLEY_CERT", ""), "TLS certificate `file` (PEM); default: self-signed in the data directory")
+	key := fs.String("key", env("PARLEY_KEY", ""), "TLS key `file` (PEM)")
+	plaintext := fs.Bool("plaintext", env("PARLEY_PLAINTEXT", "") == "1", "serve without TLS (only behind a TLS-terminating proxy)")
+	heartbeat := fs.Duration("heartbeat", envDuration("PARLEY_HEARTBEAT", 60*time.Second), "client heartbeat interval")
+	level := fs.String("log-level", env("PARLEY_LOG_LEVEL", "info"), "log `level`: debug, info, warn, error")
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return nil
+		}
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
+		return fmt.Errorf("bad --log-level %q", *level)
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return node.Run(ctx, node.Config{
+		DataDir:   *data,
+		Listen:    *listen,
+		Shards:    *shards,
+		CertFile:  *cert,
+		KeyFile:   *key,
+		Plaintext: *plaintext,
+		Logger:    logger,
+		Server:    server.Config{Heartbeat: *heartbeat},
+	}, 10*time.Second)
+}
+
+func env(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok {
+		return v
+	}
+	return def
+}
+
+func envInt(name string, def int) int {
+	if v, ok := os.LookupEnv(name); ok {
+		if n, err := strconv.Atoi(v); err == nil {
+			return n
+		}
+	}
+	return def
+}
+
+func envDuration(name string, def time.Duration) time.Duration {
+	if v, ok := os.LookupEnv(name); ok {
+		if d, err := time.ParseDuration(v); err == nil {
+			return d
+		}
+	}
+	return def
+}

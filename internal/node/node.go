@@ -1,0 +1,211 @@
+package node
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"time"
+
+	"github.com/parley-im/parley/router"
+	"github.com/parley-im/parley/server"
+	"github.com/parley-im/parley/storage"
+)
+
+// Config configures a node. The zero value of each field means its
+// default, so the zero Config is a complete single node.
+type Config struct {
+	// DataDir holds the shards and the generated certificate. Default
+	// "parley-data" in the working directory.
+	DataDir string
+	// Listen is the client address, host:port. Default "127.0.0.1:5222".
+	Listen string
+	// Shards is the number of shards (Pebble databases). Default 4.
+	Shards int
+	// CertFile and KeyFile are the TLS certificate and key (PEM). Default
+	// DataDir/tls/cert.pem and key.pem, generated self-signed on first start.
+	CertFile, KeyFile string
+	// Plaintext serves without TLS, behind a TLS-terminating proxy.
+	Plaintext bool
+	// Logger receives all logs; nil means slog.Default().
+	Logger *slog.Logger
+	// Codes sends verification codes; nil logs them (development only).
+	Codes storage.CodeSender
+	// Server tunes the client server; Addr, TLS, Plaintext, Router and
+	// Logger are filled in by the node.
+	Server server.Config
+	// Storage tunes every shard; ID, Dir, Forwarder, Codes and Logger are
+	// filled in by the node.
+	Storage storage.Config
+}
+
+func (c *Config) setDefaults() {
+	if c.DataDir == "" {
+		c.DataDir = "parley-data"
+	}
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:5222"
+	}
+	if c.Shards == 0 {
+		c.Shards = 4
+	}
+	if c.CertFile == "" {
+		c.CertFile = filepath.Join(c.DataDir, "tls", "cert.pem")
+	}
+	if c.KeyFile == "" {
+		c.KeyFile = filepath.Join(c.DataDir, "tls", "key.pem")
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Codes == nil {
+		c.Codes = LogCodes{Logger: c.Logger}
+	}
+}
+
+func (c *Config) validate() error {
+	if c.Shards < 1 || c.Shards > storage.MaxShards {
+		return fmt.Errorf("node: %d shards, want 1 to %d", c.Shards, storage.MaxShards)
+	}
+	return nil
+}
+
+// LogCodes is the embedded verification-code sender: it logs each code.
+// For development and tests only; production plugs in an SMS gateway.
+type LogCodes struct{ Logger *slog.Logger }
+
+// SendCode implements storage.CodeSender.
+func (l LogCodes) SendCode(phone, code string) {
+	l.Logger.Warn("verification code (log sender: configure an SMS gateway for production)", "phone", phone, "code", code)
+}
+
+// Node is a running node.
+type Node struct {
+	cfg         Config
+	router      *router.Router
+	shards      []*storage.Shard
+	srv         *server.Server
+	served      chan error
+	fingerprint string
+}
+
+// Start opens the shards, starts the server and returns once it listens.
+func Start(cfg Config) (*Node, error) {
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	n := &Node{cfg: cfg, router: router.New(), served: make(chan error, 1)}
+
+	var tlsConfig *tls.Config
+	if !cfg.Plaintext {
+		cert, created, err := loadOrCreateCert(cfg.CertFile, cfg.KeyFile, time.Now())
+		if err != nil {
+			return nil, err
+		}
+		n.fingerprint = Fingerprint(cert.Certificate[0])
+		if created {
+			log.Info("created a self-signed certificate", "file", cfg.CertFile)
+		}
+		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
+	}
+
+	for i := range cfg.Shards {
+		sc := cfg.Storage
+		sc.ID = uint16(i)
+		sc.Dir = filepath.Join(cfg.DataDir, "shards", fmt.Sprintf("%03d", i))
+		sc.Forwarder = n.router
+		sc.Codes = cfg.Codes
+		sc.Logger = log
+		s, err := storage.Open(sc)
+		if err != nil {
+			n.closeShards()
+			return nil, err
+		}
+		n.shards = append(n.shards, s)
+	}
+	if err := n.router.Attach(n.shards); err != nil {
+		n.closeShards()
+		return nil, err
+	}
+	for _, s := range n.shards {
+		s.Start()
+	}
+
+	sc := cfg.Server
+	sc.Addr, sc.TLS, sc.Plaintext, sc.Router, sc.Logger = cfg.Listen, tlsConfig, cfg.Plaintext, n.router, log
+	srv, err := server.New(sc)
+	if err != nil {
+		n.closeShards()
+		return nil, err
+	}
+	n.srv = srv
+	go func() { n.served <- srv.Serve() }()
+	if srv.Addr() == nil {
+		err := <-n.served
+		n.closeShards()
+		return nil, fmt.Errorf("node: server did not start: %w", err)
+	}
+	return n, nil
+}
+
+// Addr returns the client address the node listens on.
+func (n *Node) Addr() net.Addr { return n.srv.Addr() }
+
+// Fingerprint returns the hex SHA-256 of the node's certificate, or "" in
+// plaintext mode.
+func (n *Node) Fingerprint() string { return n.fingerprint }
+
+// Server returns the node's client server.
+func (n *Node) Server() *server.Server { return n.srv }
+
+// Shards returns the node's shards.
+func (n *Node) Shards() []*storage.Shard { return n.shards }
+
+// Shutdown stops the node gracefully: clients are told to go away and
+// reconnect, the server stops, and every shard commits what it has and
+// closes.
+func (n *Node) Shutdown(ctx context.Context) error {
+	err := n.srv.Shutdown(ctx)
+	if serr := <-n.served; serr != nil {
+		err = errors.Join(err, serr)
+	}
+	return errors.Join(err, n.closeShards())
+}
+
+func (n *Node) closeShards() error {
+	var errs []error
+	for _, s := range n.shards {
+		errs = append(errs, s.Close())
+	}
+	n.shards = nil
+	return errors.Join(errs...)
+}
+
+// Run starts a node, runs it until ctx ends, then shuts it down within
+// grace.
+func Run(ctx context.Context, cfg Config, grace time.Duration) error {
+	n, err := Start(cfg)
+	if err != nil {
+		return err
+	}
+	log := n.cfg.Logger
+	attrs := []any{"addr", n.Addr().String(), "data", n.cfg.DataDir, "shards", n.cfg.Shards}
+	if n.fingerprint != "" {
+		attrs = append(attrs, "fingerprint", n.fingerprint)
+	}
+	log.Info("parleyd ready", attrs...)
+	select {
+	case <-ctx.Done():
+	case err := <-n.served:
+		n.served <- err
+	}
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	return n.Shutdown(sctx)
+}

@@ -1,0 +1,158 @@
+package server
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"time"
+
+	"github.com/parley-im/parley/router"
+)
+
+// Config configures a Server. The zero value of each optional field means
+// its default.
+type Config struct {
+	// Addr is the TCP address to listen on, host:port. Required; port 0
+	// picks a free port (see Server.Addr).
+	Addr string
+	// TLS holds the server certificate. Required unless Plaintext.
+	TLS *tls.Config
+	// Plaintext serves frames without TLS, for a node behind a
+	// TLS-terminating proxy. Never expose a plaintext listener to clients.
+	Plaintext bool
+	// Router reaches the shards. Required.
+	Router *router.Router
+	// Logger receives the server's logs; nil discards them.
+	Logger *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+
+	// Loops is the number of event loops; 0 means GOMAXPROCS.
+	Loops int
+	// Heartbeat is the interval clients are told to send at least one frame
+	// in; a connection silent for 1.5 × Heartbeat is closed. Default 60 s.
+	Heartbeat time.Duration
+	// LoginTimeout is how long a connection may stay unauthenticated.
+	// Default 30 s.
+	LoginTimeout time.Duration
+	// IdleTrim is how long a connection must be silent before its TLS state
+	// is trimmed to the minimum. Default 10 s.
+	IdleTrim time.Duration
+	// MaxOutbound caps the bytes queued for one connection; past it the
+	// client is a slow consumer and is cut off. Default 2 MiB.
+	MaxOutbound int
+	// MaxInbound caps the bytes a client may send ahead of the server while
+	// the server is not reading (login pending, too many requests in
+	// flight). Default 256 KiB.
+	MaxInbound int
+	// MaxPending is how many requests (sends, logins, lookups …) one
+	// connection may have in flight before the server stops reading from
+	// it. Default 128.
+	MaxPending int
+	// LookupsPerMinute limits contact lookups per connection. Default 10.
+	LookupsPerMinute int
+	// MaxHandshakes bounds concurrent TLS handshakes. Default 256.
+	MaxHandshakes int
+	// HandshakeTimeout bounds one TLS handshake. Default 10 s.
+	HandshakeTimeout time.Duration
+	// ShutdownGrace is how long Shutdown waits for clients to leave after
+	// GoAway before closing what remains. Default 5 s.
+	ShutdownGrace time.Duration
+	// ReconnectAfter is the base of the reconnect delay told to clients in
+	// GoAway; each gets a random delay up to twice this. Default 1 s.
+	ReconnectAfter time.Duration
+}
+
+func (c *Config) setDefaults() {
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Loops == 0 {
+		c.Loops = runtime.GOMAXPROCS(0)
+	}
+	if c.Heartbeat == 0 {
+		c.Heartbeat = 60 * time.Second
+	}
+	if c.LoginTimeout == 0 {
+		c.LoginTimeout = 30 * time.Second
+	}
+	if c.IdleTrim == 0 {
+		c.IdleTrim = 10 * time.Second
+	}
+	if c.MaxOutbound == 0 {
+		c.MaxOutbound = 2 << 20
+	}
+	if c.MaxInbound == 0 {
+		c.MaxInbound = 256 << 10
+	}
+	if c.MaxPending == 0 {
+		c.MaxPending = 128
+	}
+	if c.LookupsPerMinute == 0 {
+		c.LookupsPerMinute = 10
+	}
+	if c.MaxHandshakes == 0 {
+		c.MaxHandshakes = 256
+	}
+	if c.HandshakeTimeout == 0 {
+		c.HandshakeTimeout = 10 * time.Second
+	}
+	if c.ShutdownGrace == 0 {
+		c.ShutdownGrace = 5 * time.Second
+	}
+	if c.ReconnectAfter == 0 {
+		c.ReconnectAfter = time.Second
+	}
+}
+
+// validate reports every problem with c at once.
+func (c *Config) validate() error {
+	var errs []error
+	if c.Addr == "" {
+		errs = append(errs, errors.New("no listen address"))
+	}
+	if c.TLS == nil && !c.Plaintext {
+		errs = append(errs, errors.New("no TLS certificate and not plaintext"))
+	}
+	if c.TLS != nil && c.Plaintext {
+		errs = append(errs, errors.New("both TLS and plaintext"))
+	}
+	if c.Router == nil {
+		errs = append(errs, errors.New("no router"))
+	}
+	if c.Heartbeat < time.Second {
+		errs = append(errs, fmt.Errorf("heartbeat %v below 1s", c.Heartbeat))
+	}
+	if c.MaxOutbound < 64<<10 {
+		errs = append(errs, fmt.Errorf("max outbound %d below 64 KiB", c.MaxOutbound))
+	}
+	if c.MaxInbound < 64<<10 {
+		errs = append(errs, fmt.Errorf("max inbound %d below 64 KiB", c.MaxInbound))
+	}
+	for _, v := range []struct {
+		name string
+		n    int
+	}{{"loops", c.Loops}, {"max pending", c.MaxPending}, {"lookups per minute", c.LookupsPerMinute}, {"max handshakes", c.MaxHandshakes}} {
+		if v.n < 1 {
+			errs = append(errs, fmt.Errorf("%s %d below 1", v.name, v.n))
+		}
+	}
+	for _, v := range []struct {
+		name string
+		d    time.Duration
+	}{{"login timeout", c.LoginTimeout}, {"idle trim", c.IdleTrim}, {"handshake timeout", c.HandshakeTimeout},
+		{"shutdown grace", c.ShutdownGrace}, {"reconnect after", c.ReconnectAfter}} {
+		if v.d <= 0 {
+			errs = append(errs, fmt.Errorf("%s %v not positive", v.name, v.d))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("server: config: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,232 @@
+package server
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/parley-im/parley/codec"
+	"github.com/parley-im/parley/internal/tls13"
+	"github.com/parley-im/parley/protocol"
+	"github.com/parley-im/parley/protocol/pb"
+	"github.com/parley-im/parley/storage"
+)
+
+// connState is where a connection is in spec.md's state machine.
+type connState uint8
+
+const (
+	stateOpen          connState = iota // TLS done (or plaintext), not logged in
+	stateLoggingIn                      // Login submitted, answer pending
+	stateAuthenticated                  // Login succeeded
+)
+
+// conn is one client connection. Fields without a note are owned by the
+// connection's event loop.
+type conn struct {
+	srv *Server
+	gc  gnet.Conn
+	tc  *tls13.Conn // nil in plaintext mode
+	// plain holds decrypted bytes not yet parsed into frames (TLS only);
+	// nil when empty, so idle connections hold no buffer.
+	plain *buffer
+
+	state  connState
+	user   uint64 // once logging in: the Login's user and device
+	device uint32
+
+	lookupTokens float64 // contact-lookup rate limiter
+	lookupAt     int64   // unix nanos of the last refill
+
+	// lastActive is the unix nanos of the last inbound traffic; the timer
+	// goroutine reads it.
+	lastActive atomic.Int64
+	// pending counts requests in flight to shards; shards decrement it.
+	pending atomic.Int32
+	// trim asks the loop to release idle TLS state; set by the timer.
+	trim atomic.Bool
+	// authed mirrors state == stateAuthenticated for the timer.
+	authed atomic.Bool
+
+	mu        sync.Mutex
+	out       *buffer          // guarded by mu: frames queued by other goroutines; nil when none
+	session   *storage.Session // guarded by mu: a Login answer to apply
+	closeCode protocol.Code    // guarded by mu: set once; the loop closes after flushing out
+	woken     bool             // guarded by mu: a Wake is on its way
+	closed    bool             // guarded by mu: OnClose ran
+
+	// Timer wheel state, guarded by wheel.mu.
+	wnext, wprev *conn
+	wslot        int32 // -1 when off the wheel
+	trimmedAt    int64 // lastActive when last trimmed
+}
+
+var _ storage.Endpoint = (*conn)(nil)
+
+// wakeLocked arranges for the loop to look at the connection. c.mu must be
+// held; the Wake itself is issued after unlocking by the caller when the
+// result is true.
+func (c *conn) wakeLocked() bool {
+	if c.woken {
+		return false
+	}
+	c.woken = true
+	return true
+}
+
+func (c *conn) wake() { _ = c.gc.Wake(nil) }
+
+// Post implements storage.Endpoint.
+func (c *conn) Post(frames []byte) bool {
+	c.mu.Lock()
+	if c.closed || c.closeCode != 0 {
+		c.mu.Unlock()
+		return false
+	}
+	if c.out.len()+len(frames) > c.srv.cfg.MaxOutbound {
+		c.closeLocked(protocol.CodeSlowConsumer)
+		w := c.wakeLocked()
+		c.mu.Unlock()
+		if w {
+			c.wake()
+		}
+		return false
+	}
+	if c.out == nil {
+		c.out = c.srv.bufs.get()
+	}
+	c.out.b = append(c.out.b, frames...)
+	w := c.wakeLocked()
+	c.mu.Unlock()
+	if w {
+		c.wake()
+	}
+	return true
+}
+
+// Reply implements storage.Endpoint.
+func (c *conn) Reply(frames []byte) {
+	c.pending.Add(-1)
+	if !c.Post(frames) {
+		c.poke() // let the loop see the lower pending count
+	}
+}
+
+// Authenticated implements storage.Endpoint.
+func (c *conn) Authenticated(s storage.Session) {
+	c.pending.Add(-1)
+	c.mu.Lock()
+	if c.closed || c.closeCode != 0 {
+		c.mu.Unlock()
+		return
+	}
+	c.session = &s
+	// LoginOk goes out ahead of every entry the shard posts after it.
+	if c.out == nil {
+		c.out = c.srv.bufs.get()
+	}
+	c.out.b, _ = codec.AppendProto(c.out.b, protocol.KindLoginOK, &pb.LoginOk{
+		ServerTimeMs: uint64(c.srv.cfg.Now().UnixMilli()),
+		HeartbeatS:   uint32(c.srv.cfg.Heartbeat.Seconds()),
+		Window:       s.Window,
+		Cursor:       s.Cursor,
+	})
+	w := c.wakeLocked()
+	c.mu.Unlock()
+	if w {
+		c.wake()
+	}
+}
+
+// Fail implements storage.Endpoint.
+func (c *conn) Fail(code protocol.Code) {
+	c.pending.Add(-1)
+	c.Close(code)
+}
+
+// Close implements storage.Endpoint: it queues the Error (or GoAway for
+// SHUTTING_DOWN) frame and has the loop close the connection after
+// flushing.
+func (c *conn) Close(code protocol.Code) {
+	c.mu.Lock()
+	if c.closed || c.closeCode != 0 {
+		c.mu.Unlock()
+		return
+	}
+	c.closeLocked(code)
+	w := c.wakeLocked()
+	c.mu.Unlock()
+	if w {
+		c.wake()
+	}
+}
+
+// closeLocked records code and queues its frame. c.mu must be held.
+func (c *conn) closeLocked(code protocol.Code) {
+	c.closeCode = code
+	if c.out == nil {
+		c.out = c.srv.bufs.get()
+	}
+	c.out.b = c.srv.appendCloseFrame(c.out.b, code)
+}
+
+// poke wakes the loop without queuing anything.
+func (c *conn) poke() {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	w := c.wakeLocked()
+	c.mu.Unlock()
+	if w {
+		c.wake()
+	}
+}
+
+// queued is what other goroutines left for the loop.
+type queued struct {
+	out     *buffer // nil when nothing was queued
+	session *storage.Session
+	code    protocol.Code
+}
+
+// take collects what other goroutines queued, on the loop.
+func (c *conn) take() queued {
+	c.mu.Lock()
+	q := queued{out: c.out, session: c.session, code: c.closeCode}
+	c.out, c.session, c.woken = nil, nil, false
+	c.mu.Unlock()
+	return q
+}
+
+// buffer is a pooled byte slice.
+type buffer struct{ b []byte }
+
+func (b *buffer) len() int {
+	if b == nil {
+		return 0
+	}
+	return len(b.b)
+}
+
+// bufPool recycles buffers between connections, so an idle connection
+// holds none.
+type bufPool struct{ p sync.Pool }
+
+func (p *bufPool) get() *buffer {
+	if b, ok := p.p.Get().(*buffer); ok {
+		return b
+	}
+	return &buffer{b: make([]byte, 0, 4096)}
+}
+
+// put returns b to the pool; oversized buffers are dropped.
+func (p *bufPool) put(b *buffer) {
+	if b == nil || cap(b.b) > 256<<10 {
+		return
+	}
+	b.b = b.b[:0]
+	p.p.Put(b)
+}

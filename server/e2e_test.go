@@ -1,0 +1,122 @@
+package server_test
+
+import (
+	"testing"
+
+	"github.com/parley-im/parley/codec"
+	"github.com/parley-im/parley/protocol"
+	"github.com/parley-im/parley/protocol/pb"
+)
+
+// TestOnlineChatWithReceipts: register, log in, send both ways, receipts
+// both ways, over real TLS sockets.
+func TestOnlineChatWithReceipts(t *testing.T) {
+	n := startNode(t, nil)
+	alice, bob := register(t, n, phone(1)), register(t, n, phone(2))
+	a, _ := login(t, n, alice, 0)
+	b, _ := login(t, n, bob, 0)
+	a.expect(protocol.KindSynced)
+	b.expect(protocol.KindSynced)
+
+	id := a.sendText(bob.id, 1, "hi bob")
+	m := b.message()
+	if m.ID != id || m.From != alice.id || string(m.Body) != "hi bob" {
+		t.Fatalf("bob got %+v", m)
+	}
+	b.ack(m.Seq)
+	r := a.receipt()
+	if r.Peer != bob.id || r.Type != pb.ReceiptType_RECEIPT_DELIVERED || r.UpTo != id {
+		t.Fatalf("alice got %+v, want delivered %d", r, id)
+	}
+	a.ack(r.Seq)
+	b.send(protocol.KindRead, &pb.Read{Rid: 7, Peer: alice.id, UpTo: id})
+	var ok pb.Ok
+	b.expectProto(protocol.KindOK, &ok)
+	if ok.Rid != 7 {
+		t.Fatalf("Ok rid %d", ok.Rid)
+	}
+	if r := a.receipt(); r.Type != pb.ReceiptType_RECEIPT_READ || r.UpTo != id {
+		t.Fatalf("alice got %+v, want read %d", r, id)
+	}
+
+	reply := b.sendText(alice.id, 1, "hi alice")
+	if m := a.message(); m.ID != reply || string(m.Body) != "hi alice" {
+		t.Fatalf("alice got %+v", m)
+	}
+	a.write(codec.AppendFrame(nil, protocol.KindPing, nil))
+	a.expect(protocol.KindPong)
+}
+
+// TestOfflineQueueInOrder: messages for an offline device arrive in order
+// on login, then Synced, with receipts going back to the sender once the
+// device acks.
+func TestOfflineQueueInOrder(t *testing.T) {
+	n := startNode(t, nil)
+	alice, bob := register(t, n, phone(11)), register(t, n, phone(12))
+	a, _ := login(t, n, alice, 0)
+	a.expect(protocol.KindSynced)
+	var ids []uint64
+	for i := range 300 {
+		ids = append(ids, a.sendText(bob.id, uint64(i+1), "queued"))
+	}
+	b, ok := login(t, n, bob, 0)
+	if ok.Window == 0 || ok.HeartbeatS == 0 {
+		t.Fatalf("LoginOk = %v", ok)
+	}
+	var got []uint64
+	for len(got) < len(ids) {
+		f := b.expect(protocol.KindMessage, protocol.KindSynced)
+		m, err := codec.ParseMessage(f.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Seq != uint64(len(got)+1) {
+			t.Fatalf("seq %d at position %d", m.Seq, len(got))
+		}
+		got = append(got, m.ID)
+		if len(got)%50 == 0 {
+			b.ack(m.Seq)
+		}
+	}
+	for i := range ids {
+		if got[i] != ids[i] {
+			t.Fatalf("message %d has id %d, want %d", i, got[i], ids[i])
+		}
+	}
+	b.ack(300)
+	var s pb.Synced
+	b.expectProto(protocol.KindSynced, &s)
+	if s.Seq != 300 {
+		t.Fatalf("Synced %d, want 300", s.Seq)
+	}
+	// Delivered receipts, coalesced: the last one names the last message.
+	for {
+		r := a.receipt()
+		if r.UpTo == ids[len(ids)-1] {
+			break
+		}
+	}
+}
+
+// TestRetriedSendDeliveredOnce: the connection drops after the Send is
+// written; the client reconnects and sends the same cmid again; the
+// message is delivered once, with one id.
+func TestRetriedSendDeliveredOnce(t *testing.T) {
+	n := startNode(t, nil)
+	alice, bob := register(t, n, phone(21)), register(t, n, phone(22))
+	a, _ := login(t, n, alice, 0)
+	a.write(codec.AppendSend(nil, codec.Send{To: bob.id, CMID: 42, Body: []byte("once")}))
+	a.conn.Close() // gone before (or after) Sent: the client cannot know
+	a2, _ := login(t, n, alice, 0)
+	id := a2.sendText(bob.id, 42, "once")
+	b, _ := login(t, n, bob, 0)
+	m := b.message()
+	if m.ID != id || string(m.Body) != "once" {
+		t.Fatalf("bob got %+v, want id %d", m, id)
+	}
+	var s pb.Synced
+	b.expectProto(protocol.KindSynced, &s)
+	if s.Seq != 1 {
+		t.Fatalf("bob's inbox has %d entries, want 1", s.Seq)
+	}
+}

@@ -1,0 +1,254 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"sync/atomic"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
+
+	"github.com/parley-im/parley/codec"
+	"github.com/parley-im/parley/internal/tls13"
+	"github.com/parley-im/parley/protocol"
+	"github.com/parley-im/parley/protocol/pb"
+	"github.com/parley-im/parley/storage"
+)
+
+// Server accepts client connections and runs their protocol.
+type Server struct {
+	gnet.BuiltinEventEngine
+
+	cfg   Config
+	log   *slog.Logger
+	tls   *tls13.Server // nil in plaintext mode
+	wheel *wheel
+	bufs  bufPool
+
+	booted   chan struct{} // closed once the engine listens
+	addr     net.Addr      // set before booted is closed
+	eng      gnet.Engine   // set before booted is closed
+	stopping atomic.Bool
+
+	stats Stats
+}
+
+// Stats are the server's counters since start. Every field is read with
+// its Load method.
+type Stats struct {
+	Accepted       atomic.Uint64 // connections accepted
+	Open           atomic.Int64  // connections open now
+	Authenticated  atomic.Int64  // connections logged in now
+	FramesIn       atomic.Uint64 // frames received
+	FramesOut      atomic.Uint64 // frames sent (Batch counts once)
+	BytesIn        atomic.Uint64 // bytes received, before decryption
+	BytesOut       atomic.Uint64 // bytes sent, after encryption
+	Handshakes     atomic.Uint64 // TLS handshakes completed
+	HandshakeFails atomic.Uint64 // TLS handshakes failed or timed out
+	// Closed counts connections closed by the server, by connection-scope
+	// error code.
+	Closed [32]atomic.Uint64
+}
+
+// New returns a Server for cfg. Serve starts it.
+func New(cfg Config) (*Server, error) {
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:    cfg,
+		log:    cfg.Logger,
+		booted: make(chan struct{}),
+	}
+	s.wheel = newWheel(s)
+	if !cfg.Plaintext {
+		t, err := tls13.NewServer(tls13.Config{
+			TLS:              cfg.TLS,
+			MaxHandshakes:    cfg.MaxHandshakes,
+			HandshakeTimeout: cfg.HandshakeTimeout,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("server: %w", err)
+		}
+		s.tls = t
+	}
+	return s, nil
+}
+
+// Serve listens and serves until Shutdown; it returns the engine's error,
+// nil after a clean Shutdown.
+func (s *Server) Serve() error {
+	err := gnet.Run(s, "tcp://"+s.cfg.Addr,
+		gnet.WithMulticore(s.cfg.Loops > 1),
+		gnet.WithNumEventLoop(s.cfg.Loops),
+		gnet.WithLoadBalancing(gnet.LeastConnections),
+		gnet.WithTicker(true),
+		gnet.WithReuseAddr(true),
+		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
+		gnet.WithTCPKeepAlive(2*s.cfg.Heartbeat),
+		gnet.WithLogger(gnetLogger{s.log}),
+	)
+	if s.tls != nil {
+		s.tls.Close()
+	}
+	select {
+	case <-s.booted:
+	default:
+		close(s.booted) // failed before boot: unblock Addr
+	}
+	if err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	return nil
+}
+
+// Addr waits until the server listens and returns its address, or nil if
+// it failed to start.
+func (s *Server) Addr() net.Addr {
+	<-s.booted
+	return s.addr
+}
+
+// Stats returns the server's live counters.
+func (s *Server) Stats() *Stats { return &s.stats }
+
+// Shutdown stops the server gracefully: new connections are refused, every
+// client gets GoAway with a jittered reconnect delay, and after the
+// clients leave (or ShutdownGrace or ctx ends) the engine stops. Shards
+// are the caller's to close afterwards.
+func (s *Server) Shutdown(ctx context.Context) error {
+	<-s.booted
+	if s.addr == nil {
+		return nil
+	}
+	s.stopping.Store(true)
+	for _, c := range s.wheel.all() {
+		c.Close(protocol.CodeShuttingDown)
+	}
+	grace := time.NewTimer(s.cfg.ShutdownGrace)
+	defer grace.Stop()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for s.stats.Open.Load() > 0 {
+		select {
+		case <-tick.C:
+		case <-grace.C:
+			return s.stopEngine(ctx)
+		case <-ctx.Done():
+			_ = s.stopEngine(context.Background())
+			return ctx.Err()
+		}
+	}
+	return s.stopEngine(ctx)
+}
+
+func (s *Server) stopEngine(ctx context.Context) error {
+	if err := s.eng.Stop(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return fmt.Errorf("server: stop: %w", err)
+	}
+	return nil
+}
+
+// OnBoot records the engine and its address.
+func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
+	s.eng = eng
+	if fd, err := eng.Dup(); err == nil {
+		if sa, err := unix.Getsockname(fd); err == nil {
+			switch a := sa.(type) {
+			case *unix.SockaddrInet4:
+				s.addr = &net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port}
+			case *unix.SockaddrInet6:
+				s.addr = &net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port}
+			}
+		}
+		_ = unix.Close(fd)
+	}
+	if s.addr == nil {
+		s.addr, _ = net.ResolveTCPAddr("tcp", s.cfg.Addr)
+	}
+	close(s.booted)
+	s.log.Info("listening", "addr", s.addr.String(), "tls", s.tls != nil, "loops", s.cfg.Loops)
+	return gnet.None
+}
+
+// OnOpen sets up a new connection.
+func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
+	if s.stopping.Load() {
+		return nil, gnet.Close
+	}
+	c := &conn{srv: s, gc: gc}
+	if s.tls != nil {
+		c.tc = s.tls.NewConn()
+	}
+	c.lastActive.Store(s.cfg.Now().UnixNano())
+	gc.SetContext(c)
+	s.wheel.add(c)
+	s.stats.Accepted.Add(1)
+	s.stats.Open.Add(1)
+	return nil, gnet.None
+}
+
+// OnClose releases a connection and ends its session.
+func (s *Server) OnClose(gc gnet.Conn, _ error) gnet.Action {
+	c, ok := gc.Context().(*conn)
+	if !ok {
+		return gnet.None
+	}
+	c.mu.Lock()
+	c.closed = true
+	out := c.out
+	c.out = nil
+	c.mu.Unlock()
+	s.bufs.put(out)
+	s.wheel.remove(c)
+	if c.tc != nil {
+		c.tc.Close()
+	}
+	s.releasePlain(c)
+	switch c.state {
+	case stateLoggingIn, stateAuthenticated:
+		// Ordered after the Login on the same shard, so it ends the session
+		// the Login opened, whatever the Login's outcome.
+		_ = s.cfg.Router.Submit(storage.Op{Kind: storage.OpLogout, User: c.user, Device: c.device, EP: c})
+		if c.state == stateAuthenticated {
+			s.stats.Authenticated.Add(-1)
+		}
+	}
+	s.stats.Open.Add(-1)
+	return gnet.None
+}
+
+// OnTick runs the timer wheel once a second.
+func (s *Server) OnTick() (time.Duration, gnet.Action) {
+	s.wheel.tick(s.cfg.Now())
+	return time.Second, gnet.None
+}
+
+// appendCloseFrame appends the frame that announces a close with code:
+// GoAway for a shutdown, else Error.
+func (s *Server) appendCloseFrame(dst []byte, code protocol.Code) []byte {
+	if code == protocol.CodeShuttingDown {
+		base := s.cfg.ReconnectAfter.Milliseconds()
+		b, _ := codec.AppendProto(dst, protocol.KindGoAway, &pb.GoAway{
+			Code:             code,
+			ReconnectAfterMs: uint32(base + rand.Int64N(base+1)),
+		})
+		return b
+	}
+	return codec.AppendError(dst, code, 0, 0, "", 0)
+}
+
+// gnetLogger sends gnet's logs to slog.
+type gnetLogger struct{ l *slog.Logger }
+
+func (g gnetLogger) Debugf(f string, a ...any) { g.l.Debug(fmt.Sprintf(f, a...), "component", "gnet") }
+func (g gnetLogger) Infof(f string, a ...any)  { g.l.Debug(fmt.Sprintf(f, a...), "component", "gnet") }
+func (g gnetLogger) Warnf(f string, a ...any)  { g.l.Warn(fmt.Sprintf(f, a...), "component", "gnet") }
+func (g gnetLogger) Errorf(f string, a ...any) { g.l.Error(fmt.Sprintf(f, a...), "component", "gnet") }
+func (g gnetLogger) Fatalf(f string, a ...any) { g.l.Error(fmt.Sprintf(f, a...), "component", "gnet") }

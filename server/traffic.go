@@ -1,0 +1,183 @@
+package server
+
+import (
+	"errors"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/parley-im/parley/internal/tls13"
+	"github.com/parley-im/parley/protocol"
+)
+
+// alertProtocolVersion is the TLS alert sent to a client that does not
+// speak TLS (RFC 8446 §6.2).
+const alertProtocolVersion = 70
+
+// verdict is what reading a connection's input decided.
+type verdict struct {
+	close bool          // close the connection after writing
+	code  protocol.Code // the Error frame already queued for it; 0 to close silently
+}
+
+// OnTraffic runs when a connection has input or was woken: it applies what
+// shards queued, parses and handles input frames, and writes everything
+// produced, encrypted as one run of TLS records.
+func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
+	c, ok := gc.Context().(*conn)
+	if !ok {
+		return gnet.Close
+	}
+	q := c.take()
+	if q.session != nil && c.state == stateLoggingIn {
+		c.state = stateAuthenticated
+		c.authed.Store(true)
+		s.stats.Authenticated.Add(1)
+	}
+	if gc.InboundBuffered() > 0 {
+		c.lastActive.Store(s.cfg.Now().UnixNano())
+	}
+
+	w := s.bufs.get() // frames the loop produces now
+	v := verdict{close: q.code != 0, code: q.code}
+	if !v.close {
+		v = c.readInput(gc, w)
+	}
+
+	out := q.out
+	switch {
+	case out == nil:
+		out, w = w, nil
+	case len(w.b) > 0:
+		out.b = append(out.b, w.b...)
+	}
+	s.bufs.put(w)
+	if len(out.b) > 0 || (v.close && c.tc != nil && c.tc.Ready()) {
+		s.write(c, out.b, v.close)
+	}
+	s.bufs.put(out)
+
+	if v.close {
+		if int(v.code) < len(s.stats.Closed) {
+			s.stats.Closed[v.code].Add(1)
+		}
+		return gnet.Close
+	}
+	if gc.OutboundBuffered() > s.cfg.MaxOutbound {
+		// The socket is not draining: cut the slow reader off; it resumes
+		// from its cursor after reconnecting.
+		s.stats.Closed[protocol.CodeSlowConsumer].Add(1)
+		return gnet.Close
+	}
+	if c.trim.Swap(false) && c.tc != nil && c.tc.Ready() && gc.OutboundBuffered() == 0 {
+		c.tc.Idle()
+	}
+	return gnet.None
+}
+
+// write sends plaintext frames, sealing them into TLS records unless the
+// connection is plaintext. closing adds close_notify.
+func (s *Server) write(c *conn, frames []byte, closing bool) {
+	var n int
+	if c.tc == nil {
+		n = len(frames)
+		_, _ = c.gc.Write(frames)
+	} else if c.tc.Ready() {
+		enc := s.bufs.get()
+		enc.b = c.tc.Seal(enc.b, frames)
+		if closing {
+			enc.b = c.tc.CloseNotify(enc.b)
+		}
+		n = len(enc.b)
+		_, _ = c.gc.Write(enc.b)
+		s.bufs.put(enc)
+	}
+	s.stats.BytesOut.Add(uint64(n))
+}
+
+// readInput reads and handles what the client sent, unless the connection
+// is paused (login pending, too many requests in flight), in which case
+// the input waits in gnet's buffer, up to MaxInbound.
+func (c *conn) readInput(gc gnet.Conn, w *buffer) verdict {
+	if c.tc == nil {
+		return c.readPlain(gc, w)
+	}
+	// Frames already decrypted come first.
+	if c.plain != nil {
+		if v := c.handleBuffered(w); v.close || c.paused() {
+			return c.checkOverflow(gc, w, v)
+		}
+	}
+	if c.paused() {
+		return c.checkOverflow(gc, w, verdict{})
+	}
+	wasReady := c.tc.Ready()
+	if c.plain == nil {
+		c.plain = c.srv.bufs.get()
+	}
+	before := gc.InboundBuffered()
+	var err error
+	c.plain.b, err = c.tc.Feed(gc, c.plain.b)
+	c.srv.stats.BytesIn.Add(uint64(before - gc.InboundBuffered()))
+	if err != nil {
+		c.srv.releasePlain(c)
+		if errors.Is(err, tls13.ErrNotTLS) {
+			_, _ = gc.Write(tls13.AlertRecord(nil, alertProtocolVersion))
+		}
+		if !wasReady {
+			c.srv.stats.HandshakeFails.Add(1)
+		}
+		return verdict{close: true}
+	}
+	if !wasReady && c.tc.Ready() {
+		c.srv.stats.Handshakes.Add(1)
+	}
+	v := c.handleBuffered(w)
+	return c.checkOverflow(gc, w, v)
+}
+
+// handleBuffered handles the whole frames in c.plain and keeps the rest.
+func (c *conn) handleBuffered(w *buffer) verdict {
+	n, v := c.handleFrames(c.plain.b, w)
+	rest := copy(c.plain.b, c.plain.b[n:])
+	c.plain.b = c.plain.b[:rest]
+	if rest == 0 {
+		c.srv.releasePlain(c)
+	}
+	return v
+}
+
+// readPlain handles input on a plaintext connection, borrowing gnet's
+// buffer.
+func (c *conn) readPlain(gc gnet.Conn, w *buffer) verdict {
+	if c.paused() {
+		return c.checkOverflow(gc, w, verdict{})
+	}
+	buf, _ := gc.Peek(-1)
+	n, v := c.handleFrames(buf, w)
+	_, _ = gc.Discard(n)
+	c.srv.stats.BytesIn.Add(uint64(n))
+	return c.checkOverflow(gc, w, v)
+}
+
+// checkOverflow closes a connection whose unread input exceeds MaxInbound.
+func (c *conn) checkOverflow(gc gnet.Conn, w *buffer, v verdict) verdict {
+	if v.close {
+		return v
+	}
+	if gc.InboundBuffered()+c.plain.len() > c.srv.cfg.MaxInbound {
+		return c.fail(w, protocol.CodeInputOverflow)
+	}
+	return v
+}
+
+// paused reports whether the server is not reading the connection's input
+// now: a Login is pending, or too many requests are in flight.
+func (c *conn) paused() bool {
+	return c.state == stateLoggingIn || int(c.pending.Load()) >= c.srv.cfg.MaxPending
+}
+
+// releasePlain returns c's decrypted-input buffer to the pool.
+func (s *Server) releasePlain(c *conn) {
+	s.bufs.put(c.plain)
+	c.plain = nil
+}
