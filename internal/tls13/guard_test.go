@@ -409,8 +409,7 @@ func TestGuardClientFollowsServerKeyUpdate(t *testing.T) {
 		}
 	})
 	t.Run("rekeyAfter", func(t *testing.T) {
-		e := startEcho(t, Config{}, nil)
-		e.srv.rekeyAfter = 2
+		e := startEcho(t, Config{}, func(e *echoServer) { e.srv.rekeyAfter = 2 })
 		conn := e.dial(t, nil, nil)
 		for i := range 10 {
 			if err := echo(conn, randomBytes(3*maxPlaintext+i)); err != nil {
