@@ -82,26 +82,26 @@ type field struct {
 	data []byte
 }
 
-// varint returns the field's value, or an error if it is not a varint.
-func (f field) varint() (uint64, error) {
-	if f.typ != protowire.VarintType {
-		return 0, fmt.Errorf("%w: field %d has the wrong wire type", ErrMalformed, f.num)
+// varint stores the field's value in *dst if it is a varint. A known field
+// with another wire type is treated as an unknown field and ignored, as the
+// generated code does ([S-12-3]).
+func (f field) varint(dst *uint64) {
+	if f.typ == protowire.VarintType {
+		*dst = f.v
 	}
-	return f.v, nil
 }
 
-// bytes returns the field's data, or an error if it is not length-delimited.
-func (f field) bytes() ([]byte, error) {
-	if f.typ != protowire.BytesType {
-		return nil, fmt.Errorf("%w: field %d has the wrong wire type", ErrMalformed, f.num)
+// bytes stores the field's data in *dst if it is length-delimited.
+func (f field) bytes(dst *[]byte) {
+	if f.typ == protowire.BytesType {
+		*dst = f.data
 	}
-	return f.data, nil
 }
 
 // walk calls fn for every varint and length-delimited field of the protobuf
 // message in b. Fields of other wire types are skipped, and fn ignores
 // field numbers it does not know, as proto3 requires.
-func walk(b []byte, fn func(f field) error) error {
+func walk(b []byte, fn func(f field)) error {
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
@@ -118,18 +118,14 @@ func walk(b []byte, fn func(f field) error) error {
 				return fmt.Errorf("%w: field %d: %v", ErrMalformed, num, protowire.ParseError(n))
 			}
 			b = b[n:]
-			if err := fn(field{num: num, typ: typ, v: v}); err != nil {
-				return err
-			}
+			fn(field{num: num, typ: typ, v: v})
 		case protowire.BytesType:
 			v, n := protowire.ConsumeBytes(b)
 			if n < 0 {
 				return fmt.Errorf("%w: field %d: %v", ErrMalformed, num, protowire.ParseError(n))
 			}
 			b = b[n:]
-			if err := fn(field{num: num, typ: typ, data: v}); err != nil {
-				return err
-			}
+			fn(field{num: num, typ: typ, data: v})
 		default:
 			n := protowire.ConsumeFieldValue(num, typ, b)
 			if n < 0 {
@@ -144,20 +140,19 @@ func walk(b []byte, fn func(f field) error) error {
 // ParseSend decodes a Send body.
 func ParseSend(b []byte) (Send, error) {
 	var s Send
-	err := walk(b, func(f field) (err error) {
+	err := walk(b, func(f field) {
 		switch f.num {
 		case fieldSendTo:
-			s.To, err = f.varint()
+			f.varint(&s.To)
 		case fieldSendCMID:
-			s.CMID, err = f.varint()
+			f.varint(&s.CMID)
 		case fieldSendBody:
-			s.Body, err = f.bytes()
+			f.bytes(&s.Body)
 		case fieldSendType:
-			var v uint64
-			v, err = f.varint()
-			s.Type = pb.ContentType(int32(v))
+			if f.typ == protowire.VarintType {
+				s.Type = pb.ContentType(int32(f.v))
+			}
 		}
-		return err
 	})
 	return s, err
 }
@@ -165,11 +160,10 @@ func ParseSend(b []byte) (Send, error) {
 // ParseAck decodes an Ack body and returns its seq.
 func ParseAck(b []byte) (uint64, error) {
 	var seq uint64
-	err := walk(b, func(f field) (err error) {
+	err := walk(b, func(f field) {
 		if f.num == fieldAckSeq {
-			seq, err = f.varint()
+			f.varint(&seq)
 		}
-		return err
 	})
 	return seq, err
 }
@@ -177,25 +171,25 @@ func ParseAck(b []byte) (uint64, error) {
 // ParseMessage decodes a Message body.
 func ParseMessage(b []byte) (Message, error) {
 	var m Message
-	err := walk(b, func(f field) (err error) {
-		var v uint64
+	err := walk(b, func(f field) {
 		switch f.num {
 		case fieldEntrySeq:
-			m.Seq, err = f.varint()
+			f.varint(&m.Seq)
 		case fieldMessageID:
-			m.ID, err = f.varint()
+			f.varint(&m.ID)
 		case fieldMessageFrom:
-			m.From, err = f.varint()
+			f.varint(&m.From)
 		case fieldMessageBody:
-			m.Body, err = f.bytes()
+			f.bytes(&m.Body)
 		case fieldMessageType:
-			v, err = f.varint()
-			m.Type = pb.ContentType(int32(v))
+			if f.typ == protowire.VarintType {
+				m.Type = pb.ContentType(int32(f.v))
+			}
 		case fieldMessageFromDevice:
-			v, err = f.varint()
-			m.FromDevice = uint32(v)
+			if f.typ == protowire.VarintType {
+				m.FromDevice = uint32(f.v)
+			}
 		}
-		return err
 	})
 	return m, err
 }
@@ -203,20 +197,19 @@ func ParseMessage(b []byte) (Message, error) {
 // ParseReceipt decodes a Receipt body.
 func ParseReceipt(b []byte) (Receipt, error) {
 	var r Receipt
-	err := walk(b, func(f field) (err error) {
+	err := walk(b, func(f field) {
 		switch f.num {
 		case fieldEntrySeq:
-			r.Seq, err = f.varint()
+			f.varint(&r.Seq)
 		case fieldReceiptPeer:
-			r.Peer, err = f.varint()
+			f.varint(&r.Peer)
 		case fieldReceiptType:
-			var v uint64
-			v, err = f.varint()
-			r.Type = pb.ReceiptType(int32(v))
+			if f.typ == protowire.VarintType {
+				r.Type = pb.ReceiptType(int32(f.v))
+			}
 		case fieldReceiptUpTo:
-			r.UpTo, err = f.varint()
+			f.varint(&r.UpTo)
 		}
-		return err
 	})
 	return r, err
 }

@@ -105,15 +105,22 @@ func TestHotDecodersRejectMalformed(t *testing.T) {
 			t.Errorf("ParseSend(% x) err = %v, want ErrMalformed", b, err)
 		}
 	}
-	// A known field with the wrong wire type.
-	if _, err := ParseSend([]byte{0x0a, 0x00}); !errors.Is(err, ErrMalformed) {
-		t.Errorf("ParseSend(to as bytes) err = %v, want ErrMalformed", err)
+}
+
+// TestWrongWireTypeIsUnknown: a known field with an unexpected wire type is
+// an unknown field, skipped, exactly as the generated code does ([S-12-3]).
+func TestWrongWireTypeIsUnknown(t *testing.T) {
+	in := []byte{0x0a, 0x00, 0x10, 0x05, 0x18, 0x01} // to as bytes, cmid 5, body as varint
+	s, err := ParseSend(in)
+	if err != nil || s.To != 0 || s.CMID != 5 || s.Body != nil {
+		t.Fatalf("ParseSend = %+v, %v; want only cmid 5", s, err)
 	}
-	if _, err := ParseAck([]byte{0x0a, 0x00}); !errors.Is(err, ErrMalformed) {
-		t.Errorf("ParseAck(seq as bytes) err = %v, want ErrMalformed", err)
+	var gen pb.Send
+	if err := proto.Unmarshal(in, &gen); err != nil || gen.To != 0 || gen.Cmid != 5 || gen.Body != nil {
+		t.Fatalf("generated = %v, %v", &gen, err)
 	}
-	if _, err := ParseSend([]byte{0x18, 0x01}); !errors.Is(err, ErrMalformed) {
-		t.Errorf("ParseSend(body as varint) err = %v, want ErrMalformed", err)
+	if seq, err := ParseAck([]byte{0x0a, 0x00}); err != nil || seq != 0 {
+		t.Fatalf("ParseAck(seq as bytes) = %d, %v; want 0, nil", seq, err)
 	}
 }
 

@@ -43,6 +43,10 @@ func (r *Reader) ReadFrame() (Frame, error) {
 			break
 		}
 	}
+	// [S-3-3] refuse an oversized frame as soon as its length is known.
+	if _, err := parseHeader(hdr[:n], r.maxBody); err != nil {
+		return Frame{}, err
+	}
 	kb, err := r.r.ReadByte()
 	if err != nil {
 		if err == io.EOF {

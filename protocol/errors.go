@@ -91,7 +91,7 @@ var Codes = []CodeInfo{
 	{CodeMessageTooLarge, "MESSAGE_TOO_LARGE", ScopeMessage, "The body exceeds the limit: send large content as media."},
 	{CodeCodeInvalid, "CODE_INVALID", ScopeMessage, "The verification code is wrong: let the user try again."},
 	{CodeCodeExpired, "CODE_EXPIRED", ScopeMessage, "The verification code expired or was never requested: request a new one."},
-	{CodeTooManyAttempts, "TOO_MANY_ATTEMPTS", ScopeMessage, "Too many wrong codes: request a new code after retry_after_ms."},
+	{CodeTooManyAttempts, "TOO_MANY_ATTEMPTS", ScopeMessage, "Too many wrong codes: request a new code."},
 	{CodeInternal, "INTERNAL", ScopeMessage, "A server fault: retry later with backoff, with the same cmid or rid."},
 }
 

@@ -62,7 +62,7 @@ func (d Direction) String() string {
 }
 
 // State is a connection state in which a client frame may be sent
-// (spec.md section 5).
+// (spec.md section 6).
 type State uint8
 
 // Connection states, as sets of bits so a kind can name several.

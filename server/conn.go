@@ -39,6 +39,8 @@ type conn struct {
 	lookupTokens float64 // contact-lookup rate limiter
 	lookupAt     int64   // unix nanos of the last refill
 
+	// openedAt is the unix nanos the connection opened; immutable.
+	openedAt int64
 	// lastActive is the unix nanos of the last inbound traffic; the timer
 	// goroutine reads it.
 	lastActive atomic.Int64

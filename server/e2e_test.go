@@ -15,36 +15,36 @@ func TestOnlineChatWithReceipts(t *testing.T) {
 	alice, bob := register(t, n, phone(1)), register(t, n, phone(2))
 	a, _ := login(t, n, alice, 0)
 	b, _ := login(t, n, bob, 0)
-	a.expect(protocol.KindSynced)
-	b.expect(protocol.KindSynced)
+	a.Expect(protocol.KindSynced)
+	b.Expect(protocol.KindSynced)
 
-	id := a.sendText(bob.id, 1, "hi bob")
-	m := b.message()
-	if m.ID != id || m.From != alice.id || string(m.Body) != "hi bob" {
+	id := a.SendText(bob.ID, 1, "hi bob")
+	m := b.Message()
+	if m.ID != id || m.From != alice.ID || string(m.Body) != "hi bob" {
 		t.Fatalf("bob got %+v", m)
 	}
-	b.ack(m.Seq)
-	r := a.receipt()
-	if r.Peer != bob.id || r.Type != pb.ReceiptType_RECEIPT_DELIVERED || r.UpTo != id {
+	b.Ack(m.Seq)
+	r := a.Receipt()
+	if r.Peer != bob.ID || r.Type != pb.ReceiptType_RECEIPT_DELIVERED || r.UpTo != id {
 		t.Fatalf("alice got %+v, want delivered %d", r, id)
 	}
-	a.ack(r.Seq)
-	b.send(protocol.KindRead, &pb.Read{Rid: 7, Peer: alice.id, UpTo: id})
+	a.Ack(r.Seq)
+	b.Send(protocol.KindRead, &pb.Read{Rid: 7, Peer: alice.ID, UpTo: id})
 	var ok pb.Ok
-	b.expectProto(protocol.KindOK, &ok)
+	b.ExpectProto(protocol.KindOK, &ok)
 	if ok.Rid != 7 {
 		t.Fatalf("Ok rid %d", ok.Rid)
 	}
-	if r := a.receipt(); r.Type != pb.ReceiptType_RECEIPT_READ || r.UpTo != id {
+	if r := a.Receipt(); r.Type != pb.ReceiptType_RECEIPT_READ || r.UpTo != id {
 		t.Fatalf("alice got %+v, want read %d", r, id)
 	}
 
-	reply := b.sendText(alice.id, 1, "hi alice")
-	if m := a.message(); m.ID != reply || string(m.Body) != "hi alice" {
+	reply := b.SendText(alice.ID, 1, "hi alice")
+	if m := a.Message(); m.ID != reply || string(m.Body) != "hi alice" {
 		t.Fatalf("alice got %+v", m)
 	}
-	a.write(codec.AppendFrame(nil, protocol.KindPing, nil))
-	a.expect(protocol.KindPong)
+	a.Write(codec.AppendFrame(nil, protocol.KindPing, nil))
+	a.Expect(protocol.KindPong)
 }
 
 // TestOfflineQueueInOrder: messages for an offline device arrive in order
@@ -54,10 +54,10 @@ func TestOfflineQueueInOrder(t *testing.T) {
 	n := startNode(t, nil)
 	alice, bob := register(t, n, phone(11)), register(t, n, phone(12))
 	a, _ := login(t, n, alice, 0)
-	a.expect(protocol.KindSynced)
+	a.Expect(protocol.KindSynced)
 	var ids []uint64
 	for i := range 300 {
-		ids = append(ids, a.sendText(bob.id, uint64(i+1), "queued"))
+		ids = append(ids, a.SendText(bob.ID, uint64(i+1), "queued"))
 	}
 	b, ok := login(t, n, bob, 0)
 	if ok.Window == 0 || ok.HeartbeatS == 0 {
@@ -65,7 +65,7 @@ func TestOfflineQueueInOrder(t *testing.T) {
 	}
 	var got []uint64
 	for len(got) < len(ids) {
-		f := b.expect(protocol.KindMessage, protocol.KindSynced)
+		f := b.Expect(protocol.KindMessage, protocol.KindSynced)
 		m, err := codec.ParseMessage(f.Body)
 		if err != nil {
 			t.Fatal(err)
@@ -75,7 +75,7 @@ func TestOfflineQueueInOrder(t *testing.T) {
 		}
 		got = append(got, m.ID)
 		if len(got)%50 == 0 {
-			b.ack(m.Seq)
+			b.Ack(m.Seq)
 		}
 	}
 	for i := range ids {
@@ -83,15 +83,15 @@ func TestOfflineQueueInOrder(t *testing.T) {
 			t.Fatalf("message %d has id %d, want %d", i, got[i], ids[i])
 		}
 	}
-	b.ack(300)
+	b.Ack(300)
 	var s pb.Synced
-	b.expectProto(protocol.KindSynced, &s)
+	b.ExpectProto(protocol.KindSynced, &s)
 	if s.Seq != 300 {
 		t.Fatalf("Synced %d, want 300", s.Seq)
 	}
 	// Delivered receipts, coalesced: the last one names the last message.
 	for {
-		r := a.receipt()
+		r := a.Receipt()
 		if r.UpTo == ids[len(ids)-1] {
 			break
 		}
@@ -105,17 +105,17 @@ func TestRetriedSendDeliveredOnce(t *testing.T) {
 	n := startNode(t, nil)
 	alice, bob := register(t, n, phone(21)), register(t, n, phone(22))
 	a, _ := login(t, n, alice, 0)
-	a.write(codec.AppendSend(nil, codec.Send{To: bob.id, CMID: 42, Body: []byte("once")}))
-	a.conn.Close() // gone before (or after) Sent: the client cannot know
+	a.Write(codec.AppendSend(nil, codec.Send{To: bob.ID, CMID: 42, Body: []byte("once")}))
+	a.Conn.Close() // gone before (or after) Sent: the client cannot know
 	a2, _ := login(t, n, alice, 0)
-	id := a2.sendText(bob.id, 42, "once")
+	id := a2.SendText(bob.ID, 42, "once")
 	b, _ := login(t, n, bob, 0)
-	m := b.message()
+	m := b.Message()
 	if m.ID != id || string(m.Body) != "once" {
 		t.Fatalf("bob got %+v, want id %d", m, id)
 	}
 	var s pb.Synced
-	b.expectProto(protocol.KindSynced, &s)
+	b.ExpectProto(protocol.KindSynced, &s)
 	if s.Seq != 1 {
 		t.Fatalf("bob's inbox has %d entries, want 1", s.Seq)
 	}

@@ -91,7 +91,6 @@ func (s *Server) Serve() error {
 		gnet.WithTicker(true),
 		gnet.WithReuseAddr(true),
 		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
-		gnet.WithTCPKeepAlive(2*s.cfg.Heartbeat),
 		gnet.WithLogger(gnetLogger{s.log}),
 	)
 	if s.tls != nil {
@@ -186,7 +185,8 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	if s.tls != nil {
 		c.tc = s.tls.NewConn()
 	}
-	c.lastActive.Store(s.cfg.Now().UnixNano())
+	c.openedAt = s.cfg.Now().UnixNano()
+	c.lastActive.Store(c.openedAt)
 	gc.SetContext(c)
 	s.wheel.add(c)
 	s.stats.Accepted.Add(1)

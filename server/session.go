@@ -268,7 +268,7 @@ func (c *conn) takeLookupToken() uint32 {
 }
 
 // validPhone reports whether p is an E.164 number: "+", then 8 to 15
-// digits, the first not 0 ([S-9-1]).
+// digits, the first not 0 ([S-2-6]).
 func validPhone(p string) bool {
 	if len(p) < 9 || len(p) > 16 || p[0] != '+' || p[1] == '0' {
 		return false

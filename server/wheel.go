@@ -121,11 +121,12 @@ func (w *wheel) tick(now time.Time) {
 func (w *wheel) check(c *conn, nowNS int64) (due int64, trim, expire bool) {
 	cfg := &w.srv.cfg
 	last := c.lastActive.Load()
-	limit := cfg.LoginTimeout
+	// [S-6-9] a connection must log in within LoginTimeout of opening,
+	// and then send something every 1.5 heartbeats.
+	deadline := c.openedAt + int64(cfg.LoginTimeout)
 	if c.authed.Load() {
-		limit = cfg.Heartbeat * 3 / 2
+		deadline = last + int64(cfg.Heartbeat*3/2)
 	}
-	deadline := last + int64(limit)
 	if nowNS >= deadline {
 		return 0, false, true
 	}

@@ -1,0 +1,214 @@
+package server_test
+
+import (
+	"bytes"
+	"crypto/tls"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/parley-im/parley/codec"
+	"github.com/parley-im/parley/internal/wiretest"
+	"github.com/parley-im/parley/internal/node"
+	"github.com/parley-im/parley/protocol"
+	"github.com/parley-im/parley/protocol/pb"
+	"github.com/parley-im/parley/server"
+)
+
+// TestBadInput sends each kind of bad input on its own connection and
+// checks the error code from spec.md's table, the close its scope
+// demands, and that a bystander conversation is unaffected throughout.
+func TestBadInput(t *testing.T) {
+	n := startNode(t, nil)
+	alice, bob := register(t, n, phone(101)), register(t, n, phone(102))
+	a, _ := login(t, n, alice, 0)
+	b, _ := login(t, n, bob, 0)
+	a.Expect(protocol.KindSynced)
+	b.Expect(protocol.KindSynced)
+	mallory := register(t, n, phone(103))
+
+	loginBytes := func(u wiretest.User, version uint32) []byte {
+		buf, _ := codec.AppendProto(nil, protocol.KindLogin, &pb.Login{Version: version, User: u.ID, Device: u.Device, Credential: u.Cred})
+		return buf
+	}
+	send := func(s codec.Send) []byte { return codec.AppendSend(nil, s) }
+	tests := []struct {
+		name   string
+		login  bool   // log in as mallory first
+		input  []byte // what the client sends
+		code   protocol.Code
+		closes bool
+	}{
+		{"send before login", false, send(codec.Send{To: alice.ID, CMID: 1, Body: []byte("x")}), protocol.CodeUnauthenticated, true},
+		{"ack before login", false, codec.AppendAck(nil, 1), protocol.CodeUnauthenticated, true},
+		{"kind zero", false, []byte{0x00, 0x00}, protocol.CodeMalformedFrame, true},
+		{"length prefix too long", false, []byte{0x80, 0x80, 0x80, 0x01}, protocol.CodeMalformedFrame, true},
+		{"oversized frame, header only", false, codec.AppendHeader(nil, protocol.KindSend, false, protocol.MaxClientFrameBody+1), protocol.CodeFrameTooLarge, true},
+		{"malformed login body", false, []byte{0x02, 0x04, 0x08, 0x80}, protocol.CodeMalformedFrame, true},
+		{"unsupported version", false, loginBytes(mallory, 99), protocol.CodeUnsupportedVersion, true},
+		{"wrong credential", false, loginBytes(wiretest.User{ID: mallory.ID, Device: mallory.Device, Cred: make([]byte, 32)}, protocol.Version), protocol.CodeAuthFailed, true},
+		{"server kind from client", false, codec.AppendSent(nil, 1, 1), protocol.CodeProtocolViolation, true},
+		{"compressed frame", false, []byte{0x01, 0x81, 0x00}, protocol.CodeProtocolViolation, true},
+		{"unknown client kind", false, codec.AppendFrame(nil, 50, []byte{1, 2, 3}), protocol.CodeUnknownKind, false},
+		{"unknown kind after login", true, codec.AppendFrame(nil, 63, nil), protocol.CodeUnknownKind, false},
+		{"second login", true, loginBytes(mallory, protocol.Version), protocol.CodeWrongState, false},
+		{"request code after login", true, func() []byte {
+			b, _ := codec.AppendProto(nil, protocol.KindRequestCode, &pb.RequestCode{Rid: 1, Phone: phone(103), Version: 1})
+			return b
+		}(), protocol.CodeWrongState, false},
+		{"malformed send body", true, []byte{0x02, 0x05, 0x08, 0x80}, protocol.CodeMalformedFrame, true},
+		{"send without cmid", true, send(codec.Send{To: alice.ID, Body: []byte("x")}), protocol.CodeInvalidArgument, false},
+		{"empty body", true, send(codec.Send{To: alice.ID, CMID: 5}), protocol.CodeInvalidArgument, false},
+		{"body over 64 KiB", true, send(codec.Send{To: alice.ID, CMID: 6, Body: make([]byte, protocol.MaxMessageBody+1)}), protocol.CodeMessageTooLarge, false},
+		{"send to nobody", true, send(codec.Send{To: 1 << 40, CMID: 7, Body: []byte("x")}), protocol.CodeNotFound, false},
+		{"ack beyond delivered", true, codec.AppendAck(nil, 1000), protocol.CodeProtocolViolation, true},
+		{"bad phone", false, func() []byte {
+			b, _ := codec.AppendProto(nil, protocol.KindRequestCode, &pb.RequestCode{Rid: 3, Phone: "555-1234", Version: 1})
+			return b
+		}(), protocol.CodeInvalidArgument, false},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var c *wiretest.Client
+			if tt.login {
+				c, _ = login(t, n, mallory, 0)
+				c.Expect(protocol.KindSynced)
+			} else {
+				c = dial(t, n)
+			}
+			c.Write(tt.input)
+			c.ExpectError(tt.code)
+			if tt.closes {
+				c.ExpectClosed()
+				return
+			}
+			c.Write(codec.AppendFrame(nil, protocol.KindPing, nil))
+			c.Expect(protocol.KindPong)
+		})
+		// The bystanders still talk.
+		id := a.SendText(bob.ID, uint64(i+1), tt.name)
+		if m := b.Message(); m.ID != id {
+			t.Fatalf("after %q: bob got %+v, want %d", tt.name, m, id)
+		}
+	}
+}
+
+// TestNotTLS: a client that does not speak TLS gets a TLS alert and is
+// closed; TLS clients are unaffected.
+func TestNotTLS(t *testing.T) {
+	n := startNode(t, nil)
+	conn, err := net.Dial("tcp", n.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got, _ := io.ReadAll(conn)
+	alert := []byte{0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 70} // fatal protocol_version
+	if !bytes.Equal(got, alert) {
+		t.Fatalf("non-TLS client got % x, want alert % x", got, alert)
+	}
+	register(t, n, phone(201))
+}
+
+// TestSlowHandshake: a client that stalls in the middle of its ClientHello
+// is cut off after the handshake timeout.
+func TestSlowHandshake(t *testing.T) {
+	n := startNode(t, func(c *node.Config) { c.Server = server.Config{HandshakeTimeout: 500 * time.Millisecond} })
+	conn, err := net.Dial("tcp", n.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	hello := clientHello(t)
+	if _, err := conn.Write(hello[:len(hello)/2]); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadAll(conn); err != nil {
+		t.Fatalf("read: %v (want the server to close)", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("closed after %v, want about 0.5 s", d)
+	}
+	if got := n.Server().Stats().HandshakeFails.Load(); got == 0 {
+		t.Fatal("handshake failure not counted")
+	}
+	register(t, n, phone(202))
+}
+
+// clientHello captures a real TLS 1.3 ClientHello.
+func clientHello(t *testing.T) []byte {
+	t.Helper()
+	c1, c2 := net.Pipe()
+	defer c1.Close()
+	defer c2.Close()
+	go func() {
+		_ = tls.Client(c1, &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13}).Handshake()
+	}()
+	buf := make([]byte, 4096)
+	n, err := c2.Read(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return buf[:n]
+}
+
+// TestIdleTimeout: a logged-in connection that sends nothing for 1.5
+// heartbeats is closed with IDLE_TIMEOUT; one that pings stays.
+func TestIdleTimeout(t *testing.T) {
+	n := startNode(t, func(c *node.Config) { c.Server = server.Config{Heartbeat: time.Second} })
+	u := register(t, n, phone(301))
+	v := register(t, n, phone(302))
+	silent, ok := login(t, n, u, 0)
+	if ok.HeartbeatS != 1 {
+		t.Fatalf("heartbeat %d, want 1", ok.HeartbeatS)
+	}
+	silent.Expect(protocol.KindSynced)
+	busy, _ := login(t, n, v, 0)
+	busy.Expect(protocol.KindSynced)
+	start := time.Now()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for time.Since(start) < 3500*time.Millisecond {
+			_, _ = busy.Conn.Write(codec.AppendFrame(nil, protocol.KindPing, nil))
+			time.Sleep(400 * time.Millisecond)
+		}
+	}()
+	silent.ExpectError(protocol.CodeIdleTimeout)
+	silent.ExpectClosed()
+	if d := time.Since(start); d < 1400*time.Millisecond || d > 4*time.Second {
+		t.Fatalf("closed after %v, want 1.5–2.5 s", d)
+	}
+	<-done
+	for range 8 {
+		busy.Expect(protocol.KindPong)
+	}
+}
+
+// TestShutdownSendsGoAway: a graceful shutdown tells every client when to
+// come back.
+func TestShutdownSendsGoAway(t *testing.T) {
+	n := startNode(t, nil)
+	u := register(t, n, phone(401))
+	c, _ := login(t, n, u, 0)
+	c.Expect(protocol.KindSynced)
+	fresh := dial(t, n)
+	fresh.Write(codec.AppendFrame(nil, protocol.KindPing, nil))
+	fresh.Expect(protocol.KindPong)
+	go func() { _ = n.Server().Shutdown(t.Context()) }()
+	for _, cl := range []*wiretest.Client{c, fresh} {
+		var g pb.GoAway
+		cl.ExpectProto(protocol.KindGoAway, &g)
+		if g.Code != protocol.CodeShuttingDown || g.ReconnectAfterMs == 0 {
+			t.Fatalf("GoAway = %v", &g)
+		}
+		cl.ExpectClosed()
+	}
+}
