@@ -1,0 +1,342 @@
+package client
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/parley-im/parley/codec"
+)
+
+// Config configures a Client, RequestCode and Verify. The zero value of
+// every field but Addr is usable. A Config must not be modified after it is
+// passed to New; it may be copied and reused for several clients.
+type Config struct {
+	// Addr is the server's TCP address, "host:port". Required.
+	Addr string
+
+	// Fingerprint pins the server's certificate: the SHA-256 of the leaf
+	// certificate's DER encoding, as 64 hex digits (case and colons are
+	// ignored). When set, only the fingerprint is checked, not the chain
+	// or the name; this is how a client trusts parleyd's self-signed
+	// default certificate. Empty means verify the chain against RootCAs.
+	Fingerprint string
+
+	// RootCAs verifies the server's certificate chain when Fingerprint is
+	// empty. nil means the system's roots.
+	RootCAs *x509.CertPool
+
+	// ServerName is sent as SNI and, with RootCAs, checked against the
+	// certificate. Empty means the host part of Addr.
+	ServerName string
+
+	// Plaintext speaks frames over plain TCP without TLS: for tests, and
+	// for a server behind a TLS-terminating proxy on a trusted network.
+	// False, the default, means TLS 1.3 without session tickets.
+	// Fingerprint and RootCAs must be unset when it is true.
+	Plaintext bool
+
+	// Dial opens the TCP connection; TLS runs on top of it unless
+	// Plaintext is set. It has the signature of net.Dialer.DialContext and
+	// is called with network "tcp" and Addr. Tests use it to count dials
+	// or inject faults. nil means a net.Dialer.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	// DialTimeout bounds one connection attempt: TCP connect, TLS
+	// handshake, and the server's answer to Login, RequestCode or Verify.
+	// Zero means 10 seconds.
+	DialTimeout time.Duration
+
+	// WriteTimeout bounds one write to the connection; a write that takes
+	// longer drops the connection. Zero means 10 seconds.
+	WriteTimeout time.Duration
+
+	// BackoffMin and BackoffMax bound the delay between reconnection
+	// attempts. After the n-th consecutive failed attempt (n counting from
+	// 0 and reset by a successful Login) the client waits a uniformly
+	// random duration in [0, min(BackoffMax, BackoffMin·2^n)) ("full
+	// jitter"). A delay the server asks for (GoAway, or retry_after_ms on a
+	// connection-scope Error) replaces it: that delay plus a random extra of
+	// up to max(BackoffMin, half the delay). Zero means 500 milliseconds
+	// and 30 seconds.
+	BackoffMin, BackoffMax time.Duration
+
+	// PingInterval is how long the connection may go without a frame
+	// written or read before the client sends Ping. Zero, or a value
+	// above it, means three quarters of the heartbeat the server announces
+	// in LoginOk, so the server always hears from the client in time.
+	PingInterval time.Duration
+
+	// PongTimeout is how long after a Ping the connection may deliver no
+	// bytes before the client declares it dead (ErrDeadConnection) and
+	// reconnects. Zero means half the server's heartbeat.
+	PongTimeout time.Duration
+
+	// AckDelay is how long a cumulative Ack may wait so that it covers
+	// later entries too. An Ack goes out sooner when it would cover a
+	// quarter of the server's window, when the window is full, when a Batch
+	// or the login backlog (Synced) has been delivered, and whenever another
+	// frame is written anyway. Zero means 50 milliseconds.
+	AckDelay time.Duration
+
+	// ManualAck, when false (the default), acknowledges an inbox entry as
+	// soon as the application has received its event (OnEvent returned, or
+	// the event was taken from Events). When true, the client acknowledges
+	// only what the application passes to Ack, so an entry the application
+	// had not finished with before a crash is delivered again.
+	ManualAck bool
+
+	// OnEvent, if set, receives every Event instead of the Events channel.
+	// It is called on a goroutine of the client's, one event at a time, in
+	// order. It may block: later events and their acks wait, while the
+	// connection goes on (Send, Lookup and MarkRead still complete). It
+	// must not call Close. nil means events go to the channel returned by
+	// Events.
+	OnEvent func(Event)
+
+	// MaxInFlight is the most sends written to the connection and not yet
+	// answered; later sends wait in the outbox. Zero means 64.
+	MaxInFlight int
+
+	// MaxOutbox is the most sends not yet answered by the server (queued,
+	// in flight, or waiting to be retried). Send beyond it fails with
+	// ErrOutboxFull. Zero means 1024.
+	MaxOutbox int
+
+	// Decompressor inflates compressed frames. One Decompressor may be
+	// shared by many clients (it serialises their decompression). nil means
+	// each Client creates its own, released by Close.
+	Decompressor *codec.Decompressor
+
+	// Logger receives the client's diagnostics: connection attempts and
+	// failures at Debug, dropped results and store failures at Warn. nil
+	// means slog.Default().
+	Logger *slog.Logger
+
+	// Clock is the client's source of time for heartbeats, ack delays and
+	// backoff. nil means the system clock. Socket deadlines always use the
+	// system clock.
+	Clock Clock
+
+	// Rand returns a uniformly random number in [0, 1) for jitter. It is
+	// called from several goroutines. nil means math/rand/v2.Float64.
+	Rand func() float64
+}
+
+// Clock is a source of time. Tests implement it to control heartbeats,
+// ack delays and backoff without sleeping. Its methods are called from
+// several goroutines.
+type Clock interface {
+	// Now returns the current time.
+	Now() time.Time
+	// AfterFunc calls f in its own goroutine once d has elapsed, unless
+	// stop is called first; stop reports whether it prevented the call.
+	AfterFunc(d time.Duration, f func()) (stop func() bool)
+}
+
+// systemClock is the Clock of the time package.
+type systemClock struct{}
+
+func (systemClock) Now() time.Time { return time.Now() }
+
+func (systemClock) AfterFunc(d time.Duration, f func()) func() bool {
+	return time.AfterFunc(d, f).Stop
+}
+
+// Defaults of Config.
+const (
+	defaultDialTimeout  = 10 * time.Second
+	defaultWriteTimeout = 10 * time.Second
+	defaultBackoffMin   = 500 * time.Millisecond
+	defaultBackoffMax   = 30 * time.Second
+	defaultAckDelay     = 50 * time.Millisecond
+	defaultMaxInFlight  = 64
+	defaultMaxOutbox    = 1024
+	defaultWindow       = 64 // used if LoginOk names no window
+)
+
+// settings is a validated Config with its defaults filled in and its TLS
+// configuration built. It is immutable.
+type settings struct {
+	Config
+	tls *tls.Config // nil when Plaintext
+}
+
+// resolve validates c, reporting every problem at once, and returns it with
+// defaults filled in.
+func (c Config) resolve() (settings, error) {
+	var errs []error
+	host, _, err := net.SplitHostPort(c.Addr)
+	if c.Addr == "" {
+		errs = append(errs, errors.New("client: Config.Addr is required"))
+	} else if err != nil {
+		errs = append(errs, fmt.Errorf("client: Config.Addr %q: %w", c.Addr, err))
+	}
+	var pin []byte
+	if c.Fingerprint != "" {
+		pin, err = ParseFingerprint(c.Fingerprint)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		if c.RootCAs != nil {
+			errs = append(errs, errors.New("client: Config.Fingerprint and Config.RootCAs are exclusive"))
+		}
+	}
+	if c.Plaintext && (c.Fingerprint != "" || c.RootCAs != nil) {
+		errs = append(errs, errors.New("client: Config.Plaintext excludes Fingerprint and RootCAs"))
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"DialTimeout", c.DialTimeout}, {"WriteTimeout", c.WriteTimeout},
+		{"BackoffMin", c.BackoffMin}, {"BackoffMax", c.BackoffMax},
+		{"PingInterval", c.PingInterval}, {"PongTimeout", c.PongTimeout},
+		{"AckDelay", c.AckDelay},
+	} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("client: Config.%s %v is negative", d.name, d.v))
+		}
+	}
+	if c.MaxInFlight < 0 {
+		errs = append(errs, fmt.Errorf("client: Config.MaxInFlight %d is negative", c.MaxInFlight))
+	}
+	if c.MaxOutbox < 0 {
+		errs = append(errs, fmt.Errorf("client: Config.MaxOutbox %d is negative", c.MaxOutbox))
+	}
+
+	setDefault(&c.DialTimeout, defaultDialTimeout)
+	setDefault(&c.WriteTimeout, defaultWriteTimeout)
+	setDefault(&c.BackoffMin, defaultBackoffMin)
+	setDefault(&c.BackoffMax, defaultBackoffMax)
+	setDefault(&c.AckDelay, defaultAckDelay)
+	setDefault(&c.MaxInFlight, defaultMaxInFlight)
+	setDefault(&c.MaxOutbox, defaultMaxOutbox)
+	if c.BackoffMin > c.BackoffMax {
+		errs = append(errs, fmt.Errorf("client: Config.BackoffMin %v above BackoffMax %v", c.BackoffMin, c.BackoffMax))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return settings{}, err
+	}
+	if c.Dial == nil {
+		c.Dial = (&net.Dialer{}).DialContext
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Clock == nil {
+		c.Clock = systemClock{}
+	}
+	if c.Rand == nil {
+		c.Rand = rand.Float64
+	}
+	s := settings{Config: c}
+	if !c.Plaintext {
+		s.tls = tlsConfig(c, host, pin)
+	}
+	return s, nil
+}
+
+// setDefault sets *v to def if it is zero.
+func setDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
+}
+
+// ParseFingerprint decodes a certificate fingerprint as Config.Fingerprint
+// accepts it: 64 hex digits, in either case, optionally separated by colons.
+// It returns the 32 bytes of the SHA-256 digest.
+func ParseFingerprint(s string) ([]byte, error) {
+	b, err := hex.DecodeString(strings.ReplaceAll(s, ":", ""))
+	if err != nil || len(b) != sha256.Size {
+		return nil, fmt.Errorf("%w: fingerprint %q is not 64 hex digits", ErrInvalid, s)
+	}
+	return b, nil
+}
+
+// Fingerprint returns the fingerprint of a DER-encoded certificate in the
+// form Config.Fingerprint takes: lowercase hex of its SHA-256.
+func Fingerprint(der []byte) string {
+	sum := sha256.Sum256(der)
+	return hex.EncodeToString(sum[:])
+}
+
+// tlsConfig returns the client TLS configuration: TLS 1.3 only, no session
+// tickets, and either fingerprint pinning or chain verification.
+func tlsConfig(c Config, host string, pin []byte) *tls.Config {
+	name := c.ServerName
+	if name == "" {
+		name = host
+	}
+	tc := &tls.Config{
+		MinVersion:             tls.VersionTLS13,
+		SessionTicketsDisabled: true,
+		ServerName:             name,
+		RootCAs:                c.RootCAs,
+	}
+	if pin != nil {
+		tc.InsecureSkipVerify = true // replaced by the fingerprint check below
+		tc.VerifyConnection = func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return fmt.Errorf("%w: no certificate", ErrFingerprint)
+			}
+			sum := sha256.Sum256(cs.PeerCertificates[0].Raw)
+			if subtle.ConstantTimeCompare(sum[:], pin) != 1 {
+				return fmt.Errorf("%w: server presented %x", ErrFingerprint, sum)
+			}
+			return nil
+		}
+	}
+	return tc
+}
+
+// dial opens a connection to the server: TCP, then TLS unless Plaintext.
+// It returns the connection to use and the underlying TCP connection,
+// whose Close interrupts the first at once (without a TLS close_notify).
+func (s *settings) dial(ctx context.Context) (conn, raw net.Conn, err error) {
+	raw, err = s.Dial(ctx, "tcp", s.Addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("client: dial %s: %w", s.Addr, err)
+	}
+	if s.tls == nil {
+		return raw, raw, nil
+	}
+	tc := tls.Client(raw, s.tls)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		_ = raw.Close()
+		return nil, nil, fmt.Errorf("client: tls handshake with %s: %w", s.Addr, err)
+	}
+	return tc, raw, nil
+}
+
+// backoff returns the delay before reconnection attempt n+1 after n+1
+// consecutive failures: full jitter over an exponentially growing cap.
+func (s *settings) backoff(n int) time.Duration {
+	ceil := s.BackoffMax
+	if n < 62 {
+		if d := s.BackoffMin << n; d > 0 && d < ceil {
+			ceil = d
+		}
+	}
+	return time.Duration(s.Rand() * float64(ceil))
+}
+
+// serverDelay returns the delay before reconnecting or retrying when the
+// server asked for d: d plus a random extra of up to max(BackoffMin, d/2),
+// so that clients told the same delay do not return all at once.
+func (s *settings) serverDelay(d time.Duration) time.Duration {
+	spread := max(s.BackoffMin, d/2)
+	return d + time.Duration(s.Rand()*float64(spread))
+}

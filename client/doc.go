@@ -1,0 +1,69 @@
+// Package client is Parley's Go client SDK: it registers a device, keeps
+// one logged-in connection to the server alive, delivers the device's inbox
+// in order exactly once per Store, and sends messages that survive
+// reconnects and restarts. The command-line client, the load generator and
+// the end-to-end tests are built on it.
+//
+// # Use
+//
+//	creds, err := client.Verify(ctx, cfg, phone, code, "laptop") // after RequestCode
+//	store.SaveCredentials(creds)
+//	c, err := client.New(cfg, creds, store)
+//	go c.Run(ctx)                       // connect, log in, reconnect forever
+//	for ev := range c.Events() { … }    // Message, Receipt, Synced, Connected, …
+//	sent, err := c.Send(ctx, to, body, pb.ContentType_CONTENT_TEXT)
+//	c.Close()
+//
+// # What the client does for the application
+//
+//   - Connects over TLS 1.3 (pinned certificate fingerprint or a CA pool),
+//     logs in with the cursor kept in the Store, and pipelines the sends
+//     and requests still unanswered right behind Login.
+//   - Reconnects after any failure with exponential backoff and full
+//     jitter, or after the delay a GoAway names; stops for good on
+//     UNSUPPORTED_VERSION, AUTH_FAILED, DEVICE_REVOKED and SESSION_REPLACED
+//     (a Fatal event; Run returns the error).
+//   - Inbox: entries (Message, Receipt, also inside compressed Batch
+//     frames) are delivered in seq order; an entry at or below the cursor
+//     is dropped (but still acknowledged). Acks are cumulative and
+//     coalesced for up to Config.AckDelay; one goes out at once when it
+//     covers a quarter of the server's window, when the window is full,
+//     or when a Batch or the login backlog has been delivered, and acks
+//     ride along with any other frame. The cursor is saved in the Store
+//     before the Ack that covers it is written.
+//   - Outbox: every send gets the next cmid of a per-device counter kept in
+//     the Store, is stored before it is written, is resent identically
+//     after each reconnect until SENT (the server deduplicates), is retried
+//     after RATE_LIMITED, OVERLOADED and INTERNAL, and reports its outcome
+//     exactly once. At most Config.MaxInFlight sends are unanswered on a
+//     connection.
+//   - Liveness: Ping when nothing was written or read for three quarters
+//     of the server's heartbeat; a connection that delivers no byte within
+//     half a heartbeat after a Ping is dropped as dead (half-open TCP).
+//
+// # Threading
+//
+// Every method of Client is safe for concurrent use. A Client runs these
+// goroutines: Run's, which dials and then reads the connection; a writer,
+// started on demand when frames are due and gone when they are written; a
+// dispatcher, started on demand when events are queued and gone when they
+// are delivered; and timers (Config.Clock.AfterFunc). An idle connected
+// client therefore has one goroutine. The reader never waits for the
+// application: Send, MarkRead and Lookup complete while events wait, so
+// they may be called from Config.OnEvent. Events and SendAsync callbacks
+// are delivered by the dispatcher, one at a time, in order. Close waits for
+// every goroutine; it must not be called from OnEvent or a callback.
+//
+// Client.mu guards all mutable state of the client and its sessions. It is
+// the only lock; it is never held during network or Store I/O or while
+// calling the application (OnEvent, Events, callbacks). Store methods may
+// be called concurrently; Store implementations lock for themselves.
+//
+// # Tests
+//
+// Config.Dial, Config.Clock and Config.Rand make the client deterministic
+// enough to drive from tests: a dialer can count attempts or return
+// failing connections, a manual clock fires heartbeats and backoff
+// without sleeping, and a fixed Rand pins the jitter. Config.Plaintext
+// lets a test server speak frames without TLS.
+package client

@@ -1,0 +1,270 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/parley-im/parley/protocol"
+	"github.com/parley-im/parley/protocol/pb"
+)
+
+// Sent is the server's acknowledgement of a send: the message is durable
+// in the recipient's inbox and will be delivered.
+type Sent struct {
+	// CMID is the client message id the send carried.
+	CMID uint64
+	// ID is the server's message id; receipts name messages by it. Zero
+	// when the send failed.
+	ID uint64
+	// Time is when the server accepted the message (from ID).
+	Time time.Time
+}
+
+// sendState is where an outgoing send is.
+type sendState uint8
+
+const (
+	sendStoring  sendState = iota + 1 // being added to the store; not yet eligible
+	sendQueued                        // waiting for a connection or for room in flight
+	sendInFlight                      // written on sess, unanswered
+	sendWaiting                       // failed with a retryable code; retry timer armed
+	sendDone                          // answered (or the client stopped); out of the outbox
+)
+
+// outgoing is an unanswered send. Guarded by Client.mu.
+type outgoing struct {
+	Outgoing
+	state    sendState
+	sess     *session // while sendInFlight
+	attempts int      // retryable failures so far
+	retry    func() bool
+	wait     chan sendResult   // a Send call waiting (capacity 1); nil otherwise
+	done     func(Sent, error) // a SendAsync callback; nil otherwise
+}
+
+type sendResult struct {
+	sent Sent
+	err  error
+}
+
+// stopRetry cancels the retry timer, if armed.
+func (o *outgoing) stopRetry() {
+	if o.retry != nil {
+		o.retry()
+		o.retry = nil
+	}
+}
+
+// Send sends body to user to and waits until the server has stored it
+// durably (SENT), across reconnects, or until it fails finally or ctx is
+// done. The client assigns the send a new cmid, stores it (Store.AddOutgoing)
+// before writing it, and resends it with the same cmid after every
+// reconnect until it is answered; the server accepts it once. body is
+// copied. If ctx ends first, Send returns ctx's error with the cmid in
+// Sent, and the outcome arrives later as a SendDone event.
+//
+// A failure the server reports is a *ServerError with a final code
+// (NOT_FOUND, INVALID_ARGUMENT, MESSAGE_TOO_LARGE); RATE_LIMITED,
+// OVERLOADED and INTERNAL are retried, with the same cmid, after the delay
+// the server names or with backoff. Answers are read independently of
+// event delivery, so Send may be called from Config.OnEvent.
+func (c *Client) Send(ctx context.Context, to uint64, body []byte, typ pb.ContentType) (Sent, error) {
+	wait := make(chan sendResult, 1)
+	o, err := c.send(to, body, typ, wait, nil)
+	if err != nil {
+		return Sent{}, err
+	}
+	select {
+	case r := <-wait:
+		return r.sent, r.err
+	case <-ctx.Done():
+	}
+	c.mu.Lock()
+	if o.wait != nil { // not answered yet: report it as a SendDone event instead
+		o.wait = nil
+		c.mu.Unlock()
+		return Sent{CMID: o.CMID}, fmt.Errorf("client: send %d: %w", o.CMID, ctx.Err())
+	}
+	c.mu.Unlock()
+	r := <-wait
+	return r.sent, r.err
+}
+
+// SendAsync is Send without waiting: it stores the send, queues it and
+// returns its cmid. done, if not nil, is called once with the outcome, on
+// the goroutine that delivers events and in order with them; it may block
+// like Config.OnEvent. If done is nil the outcome arrives as a SendDone
+// event. After Close, done is not called. SendAsync blocks only for
+// Store.AddOutgoing.
+func (c *Client) SendAsync(to uint64, body []byte, typ pb.ContentType, done func(Sent, error)) (cmid uint64, err error) {
+	o, err := c.send(to, body, typ, nil, done)
+	if err != nil {
+		return 0, err
+	}
+	return o.CMID, nil
+}
+
+// send validates, numbers, stores and queues a send.
+func (c *Client) send(to uint64, body []byte, typ pb.ContentType, wait chan sendResult, done func(Sent, error)) (*outgoing, error) {
+	switch {
+	case to == 0:
+		return nil, fmt.Errorf("%w: send to user 0", ErrInvalid)
+	case len(body) == 0:
+		return nil, fmt.Errorf("%w: empty message body", ErrInvalid)
+	case len(body) > protocol.MaxMessageBody:
+		return nil, fmt.Errorf("%w: message body of %d bytes exceeds %d", ErrInvalid, len(body), protocol.MaxMessageBody)
+	}
+	o := &outgoing{
+		Outgoing: Outgoing{To: to, Body: bytes.Clone(body), Type: typ},
+		state:    sendStoring,
+		wait:     wait,
+		done:     done,
+	}
+	c.mu.Lock()
+	if c.stopErr != nil {
+		err := c.stopErr
+		c.mu.Unlock()
+		return nil, err
+	}
+	if len(c.outbox) >= c.cfg.MaxOutbox {
+		c.mu.Unlock()
+		return nil, ErrOutboxFull
+	}
+	c.lastCMID++
+	o.CMID = c.lastCMID
+	c.outbox[o.CMID] = o
+	c.mu.Unlock()
+
+	if err := c.store.AddOutgoing(o.Outgoing); err != nil {
+		c.mu.Lock()
+		if o.state == sendStoring {
+			delete(c.outbox, o.CMID)
+			o.state = sendDone
+		}
+		c.mu.Unlock()
+		return nil, fmt.Errorf("client: store send: %w", err)
+	}
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if o.state == sendStoring { // else the client stopped meanwhile and o has its outcome
+		o.state = sendQueued
+		c.queue = append(c.queue, o)
+		if s := c.sess; s != nil {
+			c.kickLocked(s)
+		}
+	}
+	return o, nil
+}
+
+// handleSent completes the send the server acknowledged. A Sent for a cmid
+// the client no longer waits for (a duplicate) is ignored.
+func (c *Client) handleSent(s *session, cmid, id uint64) {
+	c.mu.Lock()
+	o := c.outbox[cmid]
+	if o == nil || o.state == sendStoring {
+		c.mu.Unlock()
+		c.log.Debug("client: sent for unknown cmid", "cmid", cmid)
+		return
+	}
+	c.detachSendLocked(o)
+	c.mu.Unlock()
+	c.finishSend(o, Sent{CMID: cmid, ID: id, Time: protocol.MessageTime(id)}, nil)
+}
+
+// handleSendError fails the send the server refused, or schedules its
+// retry with the same cmid if the code says so.
+func (c *Client) handleSendError(s *session, cmid uint64, se *ServerError) {
+	c.mu.Lock()
+	o := c.outbox[cmid]
+	if o == nil || o.state == sendStoring {
+		c.mu.Unlock()
+		c.log.Debug("client: error for unknown cmid", "cmid", cmid, "err", se)
+		return
+	}
+	if se.retryable() && c.stopErr == nil {
+		defer c.mu.Unlock()
+		if o.state == sendInFlight {
+			o.sess.inflight--
+			c.kickLocked(o.sess)
+		}
+		o.stopRetry()
+		o.state, o.sess = sendWaiting, nil
+		delay := c.cfg.backoff(o.attempts)
+		if se.RetryAfter > 0 {
+			delay = c.cfg.serverDelay(se.RetryAfter)
+		}
+		o.attempts++
+		c.log.Debug("client: send will be retried", "cmid", cmid, "err", se, "retry_in", delay)
+		o.retry = c.cfg.Clock.AfterFunc(delay, func() {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			if o.state != sendWaiting {
+				return
+			}
+			o.retry = nil
+			o.state = sendQueued
+			c.queue = append(c.queue, o)
+			if s := c.sess; s != nil {
+				c.kickLocked(s)
+			}
+		})
+		return
+	}
+	c.detachSendLocked(o)
+	c.mu.Unlock()
+	c.finishSend(o, Sent{CMID: cmid}, se)
+}
+
+// detachSendLocked takes o out of the outbox and out of flight.
+func (c *Client) detachSendLocked(o *outgoing) {
+	delete(c.outbox, o.CMID)
+	if o.state == sendInFlight {
+		o.sess.inflight--
+		if len(c.queue) > 0 {
+			c.kickLocked(o.sess)
+		}
+	}
+	o.stopRetry()
+	o.state, o.sess = sendDone, nil
+}
+
+// finishSend forgets the detached send o in the store, then reports its
+// outcome: the store no longer holds a send once its outcome is known.
+func (c *Client) finishSend(o *outgoing, sent Sent, err error) {
+	if serr := c.store.RemoveOutgoing(o.CMID); serr != nil {
+		c.log.Warn("client: remove send from store", "cmid", o.CMID, "err", serr)
+	}
+	c.mu.Lock()
+	c.notifySendLocked(o, sent, err)
+	c.mu.Unlock()
+}
+
+// completeSendLocked detaches o and reports its outcome without touching
+// the store (used when the client stops: the send stays stored).
+func (c *Client) completeSendLocked(o *outgoing, sent Sent, err error) {
+	c.detachSendLocked(o)
+	c.notifySendLocked(o, sent, err)
+}
+
+// notifySendLocked reports o's outcome to whoever waits for it: the Send
+// call, the SendAsync callback, or a SendDone event. It runs once per send.
+func (c *Client) notifySendLocked(o *outgoing, sent Sent, err error) {
+	switch {
+	case o.wait != nil:
+		o.wait <- sendResult{sent, err} // capacity 1, sent once
+	case o.done != nil:
+		c.enqueueLocked(queued{done: o.done, sent: sent, err: err})
+	default:
+		c.enqueueLocked(queued{ev: SendDone{Sent: sent, To: o.To, Err: err}})
+	}
+	o.wait, o.done = nil, nil
+}
+
+// sortByCMID sorts sends by cmid, the order they were made.
+func sortByCMID(q []*outgoing) {
+	slices.SortFunc(q, func(a, b *outgoing) int { return cmpUint64(a.CMID, b.CMID) })
+}

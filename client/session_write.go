@@ -1,0 +1,250 @@
+package client
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/parley-im/parley/codec"
+	"github.com/parley-im/parley/protocol"
+	"github.com/parley-im/parley/protocol/pb"
+)
+
+// maxKeptWriteBuffer is the largest write buffer a session keeps for reuse.
+const maxKeptWriteBuffer = 64 << 10
+
+// kickLocked makes sure a writer goroutine runs for s. The writer writes
+// whatever is due and exits when nothing is; everything it looks at is
+// guarded by c.mu, so a kick under the lock is never lost.
+func (c *Client) kickLocked(s *session) {
+	if s.writing || s.closed {
+		return
+	}
+	s.writing = true
+	s.wg.Add(1)
+	go c.writeLoop(s)
+}
+
+// writeLoop is the writer of session s. It is the only goroutine that
+// writes to s.conn, so frames keep the order in which collectLocked picked
+// them, and all frames due at one moment go out in one Write (one TLS
+// record).
+func (c *Client) writeLoop(s *session) {
+	defer s.wg.Done()
+	for {
+		c.mu.Lock()
+		if s.closed {
+			s.writing = false
+			c.mu.Unlock()
+			return
+		}
+		now := c.cfg.Clock.Now()
+		buf, cursor, err := c.collectLocked(s, now, s.wbuf[:0])
+		if err != nil || len(buf) == 0 {
+			s.writing = false
+			if err == nil {
+				c.armLocked(s, now)
+			}
+			c.mu.Unlock()
+			if err != nil {
+				c.fail(s, err)
+			}
+			return
+		}
+		c.mu.Unlock()
+
+		if cursor != 0 {
+			// The cursor is durable before the Ack that covers it leaves.
+			if err := c.store.SaveCursor(cursor); err != nil {
+				c.log.Warn("client: save cursor", "err", err)
+			} else {
+				c.mu.Lock()
+				c.savedCursor = max(c.savedCursor, cursor)
+				c.mu.Unlock()
+			}
+		}
+		_ = s.conn.SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout))
+		if _, err := s.conn.Write(buf); err != nil {
+			c.fail(s, fmt.Errorf("client: write: %w", err))
+			c.mu.Lock()
+			s.writing = false
+			c.mu.Unlock()
+			return
+		}
+		if cap(buf) <= maxKeptWriteBuffer {
+			s.wbuf = buf[:0]
+		} else {
+			s.wbuf = nil
+		}
+	}
+}
+
+// collectLocked appends to buf every frame due on s at now: Login first,
+// then sends up to MaxInFlight, requests, a cumulative Ack and a Ping. It
+// returns the cursor to persist before writing (0: none), or
+// ErrDeadConnection when a Ping went unanswered.
+func (c *Client) collectLocked(s *session, now time.Time, buf []byte) ([]byte, uint64, error) {
+	if !s.loginWritten {
+		var err error
+		buf, err = codec.AppendProto(buf, protocol.KindLogin, &pb.Login{
+			Version:    protocol.Version,
+			User:       c.creds.User,
+			Device:     c.creds.Device,
+			Credential: c.creds.Secret,
+			Cursor:     c.processed,
+		})
+		if err != nil {
+			return nil, 0, err
+		}
+		s.loginWritten = true
+	}
+	for len(c.queue) > 0 && s.inflight < c.cfg.MaxInFlight {
+		o := c.queue[0]
+		c.queue[0] = nil
+		c.queue = c.queue[1:]
+		if o.state != sendQueued {
+			continue
+		}
+		buf = codec.AppendSend(buf, codec.Send{To: o.To, CMID: o.CMID, Body: o.Body, Type: o.Type})
+		o.state, o.sess = sendInFlight, s
+		s.inflight++
+	}
+	for _, r := range c.requests {
+		if r.state != requestQueued {
+			continue
+		}
+		c.nextRID++
+		if c.nextRID == 0 {
+			c.nextRID = 1
+		}
+		r.rid, r.sess, r.state = c.nextRID, s, requestInFlight
+		s.reqs[r.rid] = r
+		var err error
+		if buf, err = r.appendFrame(buf); err != nil {
+			return nil, 0, err
+		}
+	}
+
+	var cursor uint64
+	if s.loggedIn {
+		ack := min(c.processed, s.recvHigh)
+		due := s.ackNow || len(buf) > 0 || (!s.ackDue.IsZero() && !now.Before(s.ackDue))
+		if ack > s.ackSent && due {
+			buf = codec.AppendAck(buf, ack)
+			s.ackSent, s.ackNow, s.ackDue = ack, false, time.Time{}
+			n := s.covered(ack)
+			s.unacked = append(s.unacked[:0], s.unacked[n:]...)
+			if c.processed > c.savedCursor {
+				cursor = c.processed
+			}
+		} else if ack <= s.ackSent {
+			s.ackNow, s.ackDue = false, time.Time{}
+		}
+
+		lastRead := s.lastReadTime()
+		switch {
+		case s.pingOut:
+			if s.pongTimeout > 0 && now.Sub(later(s.pingAt, lastRead)) >= s.pongTimeout {
+				return nil, 0, ErrDeadConnection
+			}
+		case s.pingEvery > 0:
+			if now.Sub(lastRead) >= s.pingEvery || (len(buf) == 0 && now.Sub(s.lastWrite) >= s.pingEvery) {
+				buf = codec.AppendFrame(buf, protocol.KindPing, nil)
+				s.pingOut, s.pingAt = true, now
+			}
+		}
+	}
+	if len(buf) > 0 {
+		s.lastWrite = now
+	}
+	return buf, cursor, nil
+}
+
+// covered returns how many of s.unacked an Ack of seq covers.
+func (s *session) covered(seq uint64) int {
+	n, _ := slices.BinarySearch(s.unacked, seq+1)
+	return n
+}
+
+// ackLocked is called when more entries may be acknowledged on s. It asks
+// the writer for an Ack now when the Ack would cover a quarter of the
+// window, when the server's window is full, or when a Batch or the backlog
+// has been delivered; otherwise the Ack waits up to AckDelay.
+func (c *Client) ackLocked(s *session) {
+	if s.closed || !s.loggedIn {
+		return
+	}
+	ack := min(c.processed, s.recvHigh)
+	if ack <= s.ackSent {
+		return
+	}
+	if s.covered(ack) >= max(1, s.window/4) || len(s.unacked) >= s.window ||
+		(s.flushAt > s.ackSent && ack >= s.flushAt) {
+		s.ackNow = true
+		c.kickLocked(s)
+		return
+	}
+	if s.ackDue.IsZero() {
+		now := c.cfg.Clock.Now()
+		s.ackDue = now.Add(c.cfg.AckDelay)
+		c.armLocked(s, now)
+	}
+}
+
+// armLocked sets the writer's wake-up timer for the earliest of: the
+// delayed Ack, the next Ping, the Pong deadline. An already armed timer
+// that fires sooner is kept; the writer re-arms when it wakes.
+func (c *Client) armLocked(s *session, now time.Time) {
+	if s.closed {
+		return
+	}
+	next := s.ackDue
+	if s.loggedIn {
+		var t time.Time
+		switch {
+		case s.pingOut && s.pongTimeout > 0:
+			t = later(s.pingAt, s.lastReadTime()).Add(s.pongTimeout)
+		case !s.pingOut && s.pingEvery > 0:
+			t = earlier(s.lastWrite, s.lastReadTime()).Add(s.pingEvery)
+		}
+		if !t.IsZero() && (next.IsZero() || t.Before(next)) {
+			next = t
+		}
+	}
+	if next.IsZero() {
+		return
+	}
+	if s.timerStop != nil {
+		if !next.Before(s.timerAt) {
+			return
+		}
+		s.timerStop()
+	}
+	s.timerGen++
+	gen := s.timerGen
+	s.timerAt = next
+	// Measure the delay from the clock's present, not from now, which may
+	// be stale by the time of a write.
+	s.timerStop = c.cfg.Clock.AfterFunc(max(next.Sub(c.cfg.Clock.Now()), 0), func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if s.timerGen == gen {
+			s.timerStop, s.timerAt = nil, time.Time{}
+		}
+		c.kickLocked(s)
+	})
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+func earlier(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
