@@ -42,7 +42,7 @@ type Conn struct {
 // the record layer: from then on Seal and CloseNotify may be called. It
 // stays true after Feed returns io.EOF or ErrRecord, until Close.
 func (tc *Conn) Ready() bool {
-	return tc.suite != suiteNone && tc.state != stateClosed
+	return tc.suite != suiteNone
 }
 
 // CipherSuite returns the negotiated TLS 1.3 cipher suite (a
@@ -86,7 +86,6 @@ func (tc *Conn) Feed(c gnet.Conn, dst []byte) ([]byte, error) {
 }
 
 func (tc *Conn) feedHandshake(c gnet.Conn, dst []byte) ([]byte, error) {
-	s := tc.srv
 	if tc.state == stateNew {
 		if c.InboundBuffered() == 0 {
 			return dst, nil // a wake-up or an empty read; the idle timer's business
@@ -94,32 +93,14 @@ func (tc *Conn) feedHandshake(c gnet.Conn, dst []byte) ([]byte, error) {
 		if first, err := c.Peek(1); err != nil || first[0] != typeHandshake {
 			return dst, tc.fail(ErrNotTLS)
 		}
-		tc.hs = newHandshake(s, c, s.now())
+		tc.hs = newHandshake(tc.srv, c, tc.srv.now())
 		tc.state = stateQueued
-		ok, err := s.acquire(tc.hs)
-		if err != nil {
-			return dst, tc.failHandshake(err)
-		}
-		if !ok {
-			return dst, tc.checkQueuedInput(c)
-		}
-	} else if tc.state == stateQueued {
-		ok, err := s.granted(tc.hs)
-		if err != nil {
-			return dst, tc.failHandshake(err)
-		}
-		if !ok {
-			return dst, tc.checkQueuedInput(c)
-		}
 	}
 	if tc.state == stateQueued {
-		if s.now().After(tc.hs.deadline) {
-			return dst, tc.failHandshake(fmt.Errorf("timed out after %v waiting for a handshake slot", s.timeout))
+		started, err := tc.startHandshake(c)
+		if err != nil || !started {
+			return dst, err
 		}
-		if err := s.start(tc.hs); err != nil {
-			return dst, tc.failHandshake(err)
-		}
-		tc.state = stateHandshake
 	}
 
 	done, err := tc.hs.push(c)
@@ -147,13 +128,30 @@ func (tc *Conn) feedHandshake(c gnet.Conn, dst []byte) ([]byte, error) {
 	return tc.readRecords(c, dst)
 }
 
-// checkQueuedInput fails a queued connection whose buffered bytes exceed
-// MaxHandshakeInput.
-func (tc *Conn) checkQueuedInput(c gnet.Conn) error {
-	if n := c.InboundBuffered(); n > tc.srv.maxInput {
-		return tc.failHandshake(fmt.Errorf("%d bytes of handshake input exceed MaxHandshakeInput (%d)", n, tc.srv.maxInput))
+// startHandshake takes a handshake slot (the first time: acquire, which
+// may queue; later: whether a slot was granted) and starts the goroutine.
+// While the connection waits, its bytes stay in c, capped by
+// MaxHandshakeInput and bounded in time by the handshake deadline.
+func (tc *Conn) startHandshake(c gnet.Conn) (started bool, err error) {
+	s, h := tc.srv, tc.hs
+	ok, err := s.claim(h)
+	if err != nil {
+		return false, tc.failHandshake(err)
 	}
-	return nil
+	if s.now().After(h.deadline) {
+		return false, tc.failHandshake(fmt.Errorf("timed out after %v waiting for a handshake slot", s.timeout))
+	}
+	if !ok {
+		if n := c.InboundBuffered(); n > s.maxInput {
+			return false, tc.failHandshake(fmt.Errorf("%d bytes of handshake input exceed MaxHandshakeInput (%d)", n, s.maxInput))
+		}
+		return false, nil
+	}
+	if err := s.start(h); err != nil {
+		return false, tc.failHandshake(err)
+	}
+	tc.state = stateHandshake
+	return true, nil
 }
 
 // install sets up the record layer from the finished handshake.
@@ -192,11 +190,15 @@ func (tc *Conn) readRecords(c gnet.Conn, dst []byte) ([]byte, error) {
 	return dst, nil
 }
 
-// fail moves to stateFailed with err, stopping any handshake.
+// fail moves to stateFailed with err, stopping any handshake. A Close that
+// already happened (gnet closes a connection, and runs OnClose, from inside
+// c.Write when the socket write fails) stays in force.
 func (tc *Conn) fail(err error) error {
 	tc.stopHandshake()
-	tc.state = stateFailed
-	tc.err = err
+	if tc.state != stateClosed {
+		tc.state = stateFailed
+		tc.err = err
+	}
 	return err
 }
 
@@ -230,12 +232,15 @@ func (tc *Conn) stopHandshake() {
 // Seal appends to dst the records that carry plaintext, as few as possible
 // (each holds up to 16 KiB), and returns the extended slice; SealedSize
 // tells how much it appends. It allocates nothing when dst has the
-// capacity and the AEAD is built (it is rebuilt once after Idle). Seal
-// panics unless Ready. The caller writes the result with c.Write, in the
-// order sealed, before its next Feed. Empty plaintext appends nothing.
+// capacity and the AEAD is built (it is rebuilt once after Idle). The
+// caller writes the result with c.Write, in the order sealed, before its
+// next Feed. Empty plaintext appends nothing.
+//
+// Seal panics if the handshake has not completed (a caller bug). After
+// Close it appends nothing: gnet may close a connection, running OnClose,
+// inside any c.Write, so a Close can precede a Seal in the same callback.
 func (tc *Conn) Seal(dst, plaintext []byte) []byte {
-	tc.mustBeReady("Seal")
-	if len(plaintext) == 0 {
+	if tc.usable("Seal") || len(plaintext) == 0 {
 		return dst
 	}
 	dst = slices.Grow(dst, SealedSize(len(plaintext)))
@@ -248,16 +253,25 @@ func (tc *Conn) Seal(dst, plaintext []byte) []byte {
 }
 
 // CloseNotify appends an encrypted close_notify alert to dst. Write it
-// after any data and then close the connection. It panics unless Ready.
+// after any data and then close the connection. Like Seal, it panics
+// before the handshake completes and appends nothing after Close.
 func (tc *Conn) CloseNotify(dst []byte) []byte {
-	tc.mustBeReady("CloseNotify")
+	if tc.usable("CloseNotify") {
+		return dst
+	}
 	return tc.sealRecord(dst, typeAlert, []byte{1, byte(alertCloseNotify)})
 }
 
-func (tc *Conn) mustBeReady(op string) {
-	if !tc.Ready() {
-		panic("tls13: " + op + " before the handshake completed or after Close")
+// usable reports whether the Conn is closed (true: append nothing), and
+// panics if the handshake has not completed.
+func (tc *Conn) usable(op string) (closed bool) {
+	if tc.state == stateClosed {
+		return true
 	}
+	if !tc.Ready() {
+		panic("tls13: " + op + " before the handshake completed")
+	}
+	return false
 }
 
 // Idle drops the state that can be rebuilt: the two AEADs (≈1.5 KiB with
@@ -274,12 +288,14 @@ func (tc *Conn) Idle() {
 // a running handshake (its goroutine makes no further gnet call once Close
 // returns, and exits at its next read) and frees its handshake slot or
 // place in the queue. It wipes the keys. Close is idempotent; after it,
-// Feed returns an error and Seal panics.
+// Feed returns an error, Ready is false, and Seal and CloseNotify append
+// nothing.
 func (tc *Conn) Close() {
 	tc.stopHandshake()
 	tc.in.wipe()
 	tc.out.wipe()
 	tc.err = nil
+	tc.suite = suiteNone
 	tc.state = stateClosed
 }
 

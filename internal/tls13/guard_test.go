@@ -153,8 +153,8 @@ func TestGuardPipelinedRecordUntouched(t *testing.T) {
 	}()
 
 	h := newHandshake(srv, lc, time.Now())
-	if ok, err := srv.acquire(h); !ok || err != nil {
-		t.Fatalf("acquire: %v %v", ok, err)
+	if ok, err := srv.claim(h); !ok || err != nil {
+		t.Fatalf("claim: %v %v", ok, err)
 	}
 	if err := srv.start(h); err != nil {
 		t.Fatal(err)

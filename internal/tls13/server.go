@@ -167,13 +167,20 @@ func (s *Server) Close() {
 // cannot start because Close was called.
 var errServerClosed = errors.New("tls13: server closed")
 
-// acquire takes a handshake slot for h, or queues h for one. It reports
-// whether h may start now; the caller then calls start. Loop only.
-func (s *Server) acquire(h *handshake) (bool, error) {
+// claim reports whether h holds a handshake slot, taking a free one or
+// putting h in the queue on its first call; the caller then calls start.
+// Loop only.
+func (s *Server) claim(h *handshake) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if h.granted {
+		return true, nil
+	}
 	if s.closed {
 		return false, errServerClosed
+	}
+	if h.queued {
+		return false, nil
 	}
 	if s.active < s.max && s.head == nil {
 		s.active++
@@ -189,16 +196,6 @@ func (s *Server) acquire(h *handshake) (bool, error) {
 	}
 	s.tail = h
 	return false, nil
-}
-
-// granted reports whether a queued h has been handed a slot. Loop only.
-func (s *Server) granted(h *handshake) (bool, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed && !h.granted {
-		return false, errServerClosed
-	}
-	return h.granted, nil
 }
 
 // start runs h's goroutine on the slot h was granted. Loop only.
