@@ -60,7 +60,8 @@ func (tc *Conn) CipherSuite() uint16 {
 // Before the handshake completes, Feed starts the handshake goroutine on
 // the first bytes (or queues the connection while MaxHandshakes are
 // running, leaving the bytes in c; it is woken with c.Wake when a slot
-// frees) and hands it complete records; it returns dst unchanged. When the
+// frees) and hands it complete records, one each time crypto/tls asks (the
+// goroutine asks with c.Wake); it returns dst unchanged. When the
 // handshake finishes, the goroutine wakes c, and the next Feed installs the
 // keys and decrypts any records the client pipelined behind its Finished.
 //
@@ -128,10 +129,10 @@ func (tc *Conn) feedHandshake(c gnet.Conn, dst []byte) ([]byte, error) {
 	return tc.readRecords(c, dst)
 }
 
-// startHandshake takes a handshake slot (the first time: acquire, which
-// may queue; later: whether a slot was granted) and starts the goroutine.
-// While the connection waits, its bytes stay in c, capped by
-// MaxHandshakeInput and bounded in time by the handshake deadline.
+// startHandshake claims a handshake slot (or a place in the queue) and,
+// once it holds one, starts the goroutine. While the connection waits, its
+// bytes stay in c, capped by MaxHandshakeInput and bounded in time by the
+// handshake deadline.
 func (tc *Conn) startHandshake(c gnet.Conn) (started bool, err error) {
 	s, h := tc.srv, tc.hs
 	ok, err := s.claim(h)
@@ -240,7 +241,7 @@ func (tc *Conn) stopHandshake() {
 // Close it appends nothing: gnet may close a connection, running OnClose,
 // inside any c.Write, so a Close can precede a Seal in the same callback.
 func (tc *Conn) Seal(dst, plaintext []byte) []byte {
-	if tc.usable("Seal") || len(plaintext) == 0 {
+	if tc.closedFor("Seal") || len(plaintext) == 0 {
 		return dst
 	}
 	dst = slices.Grow(dst, SealedSize(len(plaintext)))
@@ -256,15 +257,15 @@ func (tc *Conn) Seal(dst, plaintext []byte) []byte {
 // after any data and then close the connection. Like Seal, it panics
 // before the handshake completes and appends nothing after Close.
 func (tc *Conn) CloseNotify(dst []byte) []byte {
-	if tc.usable("CloseNotify") {
+	if tc.closedFor("CloseNotify") {
 		return dst
 	}
 	return tc.sealRecord(dst, typeAlert, []byte{1, byte(alertCloseNotify)})
 }
 
-// usable reports whether the Conn is closed (true: append nothing), and
-// panics if the handshake has not completed.
-func (tc *Conn) usable(op string) (closed bool) {
+// closedFor reports whether op must append nothing because the Conn is
+// closed, and panics if the handshake has not completed.
+func (tc *Conn) closedFor(op string) bool {
 	if tc.state == stateClosed {
 		return true
 	}

@@ -104,15 +104,15 @@ func (h *handshake) handshake(ctx context.Context, cfg *tls.Config) error {
 	}
 	state := tc.ConnectionState()
 	if state.Version != tls.VersionTLS13 {
-		return fmt.Errorf("tls13: negotiated version %#x, not TLS 1.3", state.Version)
+		return fmt.Errorf("negotiated version %#x, not TLS 1.3", state.Version)
 	}
 	s := suiteByID(state.CipherSuite)
 	if s == suiteNone {
-		return fmt.Errorf("tls13: negotiated unsupported cipher suite %#x", state.CipherSuite)
+		return fmt.Errorf("negotiated unsupported cipher suite %#x", state.CipherSuite)
 	}
 	hashLen := suites[s].hashLen
 	if len(h.clientSecret) != hashLen || len(h.serverSecret) != hashLen {
-		return errors.New("tls13: KeyLogWriter did not deliver both application traffic secrets")
+		return errors.New("KeyLogWriter did not deliver both application traffic secrets")
 	}
 	h.suite = state.CipherSuite
 	// tc is dropped here: nothing of it outlives the handshake.
@@ -195,7 +195,7 @@ func (h *handshake) result() (rest []byte, err error) {
 		return nil, h.err
 	}
 	if h.recLeft != 0 {
-		return nil, errors.New("tls13: crypto/tls stopped reading inside a record")
+		return nil, errors.New("crypto/tls stopped reading inside a record")
 	}
 	return h.in[h.off:], nil
 }
@@ -276,7 +276,7 @@ type keyLogWriter handshake
 func (w *keyLogWriter) Write(line []byte) (int, error) {
 	label, rest, ok := bytes.Cut(line, []byte(" "))
 	if !ok {
-		return 0, errors.New("tls13: malformed key log line")
+		return 0, errors.New("malformed key log line")
 	}
 	var dst *[]byte
 	switch string(label) {
@@ -295,11 +295,11 @@ func (w *keyLogWriter) Write(line []byte) (int, error) {
 	_, secretHex, ok := bytes.Cut(rest, []byte(" "))
 	secretHex = bytes.TrimSuffix(secretHex, []byte("\n"))
 	if !ok || len(secretHex) == 0 || len(secretHex)/2 > maxSecretLen {
-		return 0, errors.New("tls13: malformed key log line")
+		return 0, errors.New("malformed key log line")
 	}
 	secret := make([]byte, hex.DecodedLen(len(secretHex)))
 	if _, err := hex.Decode(secret, secretHex); err != nil {
-		return 0, fmt.Errorf("tls13: malformed key log line: %w", err)
+		return 0, fmt.Errorf("malformed key log line: %w", err)
 	}
 	*dst = secret
 	return len(line), nil

@@ -164,8 +164,8 @@ func (s *Server) Close() {
 }
 
 // errServerClosed is the cause wrapped in ErrHandshake when a handshake
-// cannot start because Close was called.
-var errServerClosed = errors.New("tls13: server closed")
+// cannot start, or is cancelled, because Close was called.
+var errServerClosed = errors.New("server closed")
 
 // claim reports whether h holds a handshake slot, taking a free one or
 // putting h in the queue on its first call; the caller then calls start.
