@@ -181,7 +181,7 @@ func (c *Client) Run(ctx context.Context) error {
 func (c *Client) loop(ctx context.Context) error {
 	failures := 0
 	for {
-		err, loggedIn := c.runSession(ctx)
+		err, stable := c.runSession(ctx)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -190,7 +190,7 @@ func (c *Client) loop(ctx context.Context) error {
 			c.log.Debug("client: stopping", "err", err)
 			return err
 		}
-		if loggedIn {
+		if stable {
 			failures = 0
 		}
 		delay := c.cfg.backoff(failures)

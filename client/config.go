@@ -62,24 +62,28 @@ type Config struct {
 	WriteTimeout time.Duration
 
 	// BackoffMin and BackoffMax bound the delay between reconnection
-	// attempts. After the n-th consecutive failed attempt (n counting from
-	// 0 and reset by a successful Login) the client waits a uniformly
-	// random duration in [0, min(BackoffMax, BackoffMin·2^n)) ("full
-	// jitter"). A delay the server asks for (GoAway, or retry_after_ms on a
-	// connection-scope Error) replaces it: that delay plus a random extra of
-	// up to max(BackoffMin, half the delay). Zero means 500 milliseconds
-	// and 30 seconds.
+	// attempts (spec [S-6-13]). After the n-th consecutive failure (n
+	// counting from 0) the client waits a uniformly random duration in
+	// [0, min(BackoffMax, BackoffMin·2^n)) ("full jitter"); n goes back to
+	// 0 after a connection that stayed logged in for BackoffMax. A delay
+	// the server names (GoAway's reconnect_after_ms, or retry_after_ms on
+	// the Error refusing Login) replaces it: that delay plus a random extra
+	// of up to BackoffMin, never less ([S-6-10], [S-11-1]). The same rules
+	// time the retries of sends and requests refused with RATE_LIMITED,
+	// OVERLOADED or INTERNAL. Zero means 1 second and 60 seconds.
 	BackoffMin, BackoffMax time.Duration
 
 	// PingInterval is how long the connection may go without a frame
-	// written or read before the client sends Ping. Zero, or a value
-	// above it, means three quarters of the heartbeat the server announces
-	// in LoginOk, so the server always hears from the client in time.
+	// written, or without bytes read, before the client sends Ping (spec
+	// [S-6-8]). Zero, or a value above it, means three quarters of the
+	// heartbeat the server announces in LoginOk, so the server always hears
+	// from the client in time.
 	PingInterval time.Duration
 
 	// PongTimeout is how long after a Ping the connection may deliver no
 	// bytes before the client declares it dead (ErrDeadConnection) and
-	// reconnects. Zero means half the server's heartbeat.
+	// reconnects: the defence against half-open TCP. Zero means 15 seconds
+	// ([S-6-8]), or half the server's heartbeat if that is shorter.
 	PongTimeout time.Duration
 
 	// AckDelay is how long a cumulative Ack may wait so that it covers
@@ -104,8 +108,11 @@ type Config struct {
 	// Events.
 	OnEvent func(Event)
 
-	// MaxInFlight is the most sends written to the connection and not yet
-	// answered; later sends wait in the outbox. Zero means 64.
+	// MaxInFlight is the most sends and requests written to the connection
+	// and not yet answered; later ones wait in the outbox. The server stops
+	// reading from a connection with 128 unanswered ([S-6-14]), so it must
+	// be below 128. Zero means 64. Before LoginOk the client also writes at
+	// most 128 KiB after Login, half of what the server holds meanwhile.
 	MaxInFlight int
 
 	// MaxOutbox is the most sends not yet answered by the server (queued,
@@ -157,12 +164,20 @@ func (systemClock) AfterFunc(d time.Duration, f func()) func() bool {
 const (
 	defaultDialTimeout  = 10 * time.Second
 	defaultWriteTimeout = 10 * time.Second
-	defaultBackoffMin   = 500 * time.Millisecond
-	defaultBackoffMax   = 30 * time.Second
+	defaultBackoffMin   = time.Second
+	defaultBackoffMax   = 60 * time.Second
+	defaultPongTimeout  = 15 * time.Second
 	defaultAckDelay     = 50 * time.Millisecond
 	defaultMaxInFlight  = 64
 	defaultMaxOutbox    = 1024
 	defaultWindow       = 64 // used if LoginOk names no window
+
+	// maxServerPending is how many unanswered sends and requests make the
+	// server stop reading ([S-6-14]).
+	maxServerPending = 128
+	// maxPipelined is the most bytes written after Login before LoginOk:
+	// half the 256 KiB the server holds while logging in ([S-6-14]).
+	maxPipelined = 128 << 10
 )
 
 // settings is a validated Config with its defaults filled in and its TLS
@@ -208,8 +223,8 @@ func (c Config) resolve() (settings, error) {
 			errs = append(errs, fmt.Errorf("client: Config.%s %v is negative", d.name, d.v))
 		}
 	}
-	if c.MaxInFlight < 0 {
-		errs = append(errs, fmt.Errorf("client: Config.MaxInFlight %d is negative", c.MaxInFlight))
+	if c.MaxInFlight < 0 || c.MaxInFlight >= maxServerPending {
+		errs = append(errs, fmt.Errorf("client: Config.MaxInFlight %d outside 0 to %d", c.MaxInFlight, maxServerPending-1))
 	}
 	if c.MaxOutbox < 0 {
 		errs = append(errs, fmt.Errorf("client: Config.MaxOutbox %d is negative", c.MaxOutbox))
@@ -334,9 +349,9 @@ func (s *settings) backoff(n int) time.Duration {
 }
 
 // serverDelay returns the delay before reconnecting or retrying when the
-// server asked for d: d plus a random extra of up to max(BackoffMin, d/2),
-// so that clients told the same delay do not return all at once.
+// server asked for d: never less than d ([S-11-1]), plus a random extra of
+// up to BackoffMin. The server spreads its GoAway delays itself, so the
+// client comes back soon after ([S-6-10]).
 func (s *settings) serverDelay(d time.Duration) time.Duration {
-	spread := max(s.BackoffMin, d/2)
-	return d + time.Duration(s.Rand()*float64(spread))
+	return d + time.Duration(s.Rand()*float64(s.BackoffMin))
 }

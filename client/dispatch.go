@@ -66,6 +66,9 @@ func (c *Client) dispatch() {
 // closed before the application took it.
 func (c *Client) deliver(q queued) bool {
 	switch {
+	case q.ev == nil && q.done == nil:
+		// An entry the application does not see (a receipt of an unknown
+		// type): processed by being skipped.
 	case q.done != nil:
 		q.done(q.sent, q.err)
 	case c.cfg.OnEvent != nil:

@@ -96,13 +96,16 @@ func (e *ServerError) Fatal() bool {
 }
 
 // retryable reports whether a failed send or request is retried with the
-// same cmid (or a new rid) after a delay.
+// same cmid (or a new rid) after a delay: RATE_LIMITED, OVERLOADED,
+// INTERNAL, and message-scope codes this version does not know, which
+// count as INTERNAL (spec [S-11-2]).
 func (e *ServerError) retryable() bool {
 	switch e.Code {
 	case protocol.CodeRateLimited, protocol.CodeOverloaded, protocol.CodeInternal:
 		return true
 	}
-	return false
+	_, known := protocol.LookupCode(e.Code)
+	return !known && protocol.ScopeOf(e.Code) == protocol.ScopeMessage
 }
 
 // CodeOf returns the code of the ServerError that err wraps, or 0 if err

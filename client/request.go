@@ -124,6 +124,8 @@ func (c *Client) handleReply(s *session, rid uint32, res requestResult) {
 		return
 	}
 	delete(s.reqs, rid)
+	s.inflight--
+	c.kickLocked(s)
 	r.rid, r.sess = 0, nil
 	if se, ok := res.err.(*ServerError); ok && se.retryable() && c.stopErr == nil {
 		r.state = requestWaiting
@@ -166,6 +168,7 @@ func (c *Client) dropRequestLocked(r *request) {
 	}
 	if r.state == requestInFlight && r.sess != nil {
 		delete(r.sess.reqs, r.rid)
+		r.sess.inflight--
 	}
 	r.state, r.sess = requestDone, nil
 	if i := slices.Index(c.requests, r); i >= 0 {
@@ -174,9 +177,10 @@ func (c *Client) dropRequestLocked(r *request) {
 }
 
 // ValidatePhone reports whether p is an E.164 number as the protocol
-// takes it: "+" followed by 8 to 15 digits. The error wraps ErrInvalid.
+// takes it: "+" followed by 8 to 15 digits, the first not 0 (spec [S-2-6]).
+// The error wraps ErrInvalid.
 func ValidatePhone(p string) error {
-	ok := len(p) >= 9 && len(p) <= 16 && p[0] == '+'
+	ok := len(p) >= 9 && len(p) <= 16 && p[0] == '+' && p[1] != '0'
 	for i := 1; ok && i < len(p); i++ {
 		ok = p[i] >= '0' && p[i] <= '9'
 	}

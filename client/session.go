@@ -34,7 +34,10 @@ type session struct {
 	closed       bool
 	err          error // why the session ended; the first cause wins
 	loginWritten bool
-	loggedIn     bool // LoginOk received
+	loggedIn     bool      // LoginOk received
+	loggedInAt   time.Time // when LoginOk arrived
+	pipelined    int       // bytes written after Login before LoginOk
+	goAway       error     // the GoAway received, if any: the session ends with it
 	pingEvery    time.Duration
 	pongTimeout  time.Duration
 	window       int
@@ -48,7 +51,7 @@ type session struct {
 	flushAt      uint64   // ack without delay once the cursor reaches this
 	ackNow       bool     // write an Ack at the next opportunity
 	ackDue       time.Time
-	inflight     int                 // sends written and not answered
+	inflight     int                 // sends and requests written and not answered
 	reqs         map[uint32]*request // requests written and not answered, by rid
 	timerStop    func() bool         // the writer's wake-up timer
 	timerAt      time.Time
@@ -76,8 +79,9 @@ func (s *session) lastReadTime() time.Time {
 }
 
 // runSession makes one connection and serves it until it ends. It returns
-// why it ended and whether Login succeeded.
-func (c *Client) runSession(ctx context.Context) (err error, loggedIn bool) {
+// why it ended and whether it stayed logged in for BackoffMax, which resets
+// the backoff ([S-6-13]).
+func (c *Client) runSession(ctx context.Context) (err error, stable bool) {
 	dctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
 	conn, raw, err := c.cfg.dial(dctx)
 	cancel()
@@ -122,7 +126,13 @@ func (c *Client) runSession(ctx context.Context) (err error, loggedIn bool) {
 	c.endSession(s)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return s.err, s.loggedIn
+	err = s.err
+	var se *ServerError
+	if s.goAway != nil && !errors.As(err, &se) && ctx.Err() == nil {
+		err = s.goAway // the server closed after GoAway, as announced
+	}
+	stable = s.loggedIn && c.cfg.Clock.Now().Sub(s.loggedInAt) >= c.cfg.BackoffMax
+	return err, stable
 }
 
 // startSessionLocked makes s the current session and starts its writer,
@@ -207,7 +217,11 @@ func (c *Client) handleFrame(s *session, f codec.Frame, inBatch bool) error {
 		if err != nil {
 			return fmt.Errorf("%w: %w", ErrProtocol, err)
 		}
-		return c.handleEntry(s, r.Seq, Receipt{Seq: r.Seq, Peer: r.Peer, Type: r.Type, UpTo: r.UpTo})
+		var ev Event = Receipt{Seq: r.Seq, Peer: r.Peer, Type: r.Type, UpTo: r.UpTo}
+		if _, known := pb.ReceiptType_name[int32(r.Type)]; !known {
+			ev = nil // acknowledged and otherwise ignored ([S-12-5])
+		}
+		return c.handleEntry(s, r.Seq, ev)
 	case protocol.KindBatch:
 		if inBatch {
 			return fmt.Errorf("%w: nested batch", ErrProtocol)
@@ -242,7 +256,18 @@ func (c *Client) handleFrame(s *session, f codec.Frame, inBatch bool) error {
 		if err := codec.ParseProto(f.Body, &m); err != nil {
 			return fmt.Errorf("%w: %w", ErrProtocol, err)
 		}
-		return &ServerError{Code: m.Code, GoAway: true, RetryAfter: time.Duration(m.ReconnectAfterMs) * time.Millisecond}
+		se := &ServerError{Code: m.Code, GoAway: true, RetryAfter: time.Duration(m.ReconnectAfterMs) * time.Millisecond}
+		if se.Fatal() {
+			return se
+		}
+		// The server sends what it has queued, then closes; those frames
+		// count ([S-6-10]). Stop writing anything but acks, and stop waiting
+		// if the close does not come.
+		c.mu.Lock()
+		s.goAway = se
+		c.mu.Unlock()
+		_ = s.conn.SetReadDeadline(time.Now().Add(c.cfg.DialTimeout))
+		return nil
 	case protocol.KindPong:
 		c.mu.Lock()
 		s.pingOut = false
@@ -288,31 +313,26 @@ func (c *Client) handleLoginOK(s *session, body []byte) error {
 		return fmt.Errorf("%w: second LoginOk", ErrProtocol)
 	}
 	s.loggedIn = true
+	s.loggedInAt = c.cfg.Clock.Now()
 	s.window = int(m.Window)
 	if s.window <= 0 {
 		s.window = defaultWindow
 	}
 	s.pingEvery, s.pongTimeout = c.cfg.PingInterval, c.cfg.PongTimeout
-	if heartbeat > 0 {
+	if heartbeat > 0 { // [S-6-8]
 		if limit := heartbeat * 3 / 4; s.pingEvery == 0 || s.pingEvery > limit {
 			s.pingEvery = limit
 		}
 		if s.pongTimeout == 0 {
-			s.pongTimeout = heartbeat / 2
+			s.pongTimeout = min(defaultPongTimeout, heartbeat/2)
 		}
+	} else if s.pongTimeout == 0 {
+		s.pongTimeout = defaultPongTimeout
 	}
 	now := c.cfg.Clock.Now()
 	s.lastWrite = now
 	s.lastRead.Store(int64(now.Sub(s.start)))
-	// The server resumes after its cursor. If it is ahead of ours, the
-	// entries in between are gone (acknowledged from a lost copy of this
-	// state, or expired): move on. If it is behind, the repeats are dropped.
-	if m.Cursor > c.processed {
-		c.log.Warn("client: server cursor ahead of local cursor", "server", m.Cursor, "local", c.processed)
-		c.received = max(c.received, m.Cursor)
-		c.delivered = max(c.delivered, m.Cursor)
-		c.processed = m.Cursor
-	}
+	c.adoptCursorLocked(m.Cursor)
 	c.enqueueLocked(queued{ev: Connected{
 		ServerTime: time.UnixMilli(int64(m.ServerTimeMs)),
 		Heartbeat:  heartbeat,
@@ -320,7 +340,39 @@ func (c *Client) handleLoginOK(s *session, body []byte) error {
 		Cursor:     m.Cursor,
 	}})
 	c.armLocked(s, now)
+	c.kickLocked(s) // sends held back until LoginOk
 	return nil
+}
+
+// adoptCursorLocked takes the server's cursor L as the device's cursor
+// ([S-8-7]). Normally L is the cursor the client logged in with. Above it,
+// the entries in between are gone (acknowledged through a lost copy of
+// this state, or expired): the client moves on. Below it, the server's
+// inbox has never reached the client's cursor (the client's state belongs
+// to an earlier life of the account): the client goes back to L, and
+// entries above L still waiting for delivery are dropped, since the
+// server will send its own.
+func (c *Client) adoptCursorLocked(cursor uint64) {
+	switch {
+	case cursor > c.processed:
+		if cursor > c.received {
+			c.log.Warn("client: server cursor ahead of local cursor", "server", cursor, "local", c.processed)
+		}
+		c.received = max(c.received, cursor)
+		c.delivered = max(c.delivered, cursor)
+		c.processed = cursor
+	case cursor < c.processed:
+		c.log.Warn("client: server cursor behind local cursor", "server", cursor, "local", c.processed)
+		c.received, c.delivered, c.processed = cursor, cursor, cursor
+		kept := c.evq[:0]
+		for _, q := range c.evq {
+			if q.seq <= cursor {
+				kept = append(kept, q)
+			}
+		}
+		clear(c.evq[len(kept):])
+		c.evq = kept
+	}
 }
 
 // handleBatch applies the frames of a Batch body, then lets the
@@ -374,6 +426,11 @@ func (c *Client) handleError(s *session, m *pb.Error) error {
 	se := &ServerError{Code: m.Code, Message: m.Message, RetryAfter: time.Duration(m.RetryAfterMs) * time.Millisecond}
 	switch {
 	case protocol.ScopeOf(m.Code) == protocol.ScopeConnection:
+		return se
+	case !s.loggedIn:
+		// The answer to Login: OVERLOADED (retry after retry_after_ms) or
+		// INTERNAL (reconnect with backoff) ([S-7-3]). Either way this
+		// connection is done; pipelined frames would be refused.
 		return se
 	case m.Cmid != 0:
 		c.handleSendError(s, m.Cmid, se)

@@ -104,14 +104,17 @@ func TestLoginResumesFromCursor(t *testing.T) {
 	waitFor[Connected](c)
 }
 
+// TestEntriesAtOrBelowCursorDropped checks [S-8-9]: an entry at or below
+// the cursor is dropped, yet acknowledged.
 func TestEntriesAtOrBelowCursorDropped(t *testing.T) {
 	srv := newFakeServer(t, false)
 	st := storeAt(t, 10)
 	cfg := testConfig(srv)
 	c := startClient(t, cfg, st)
 	fc := srv.accept(t)
-	fc.login(16, 30, 8) // the server is behind the client's cursor
+	fc.login(16, 30, 10)
 	waitFor[Connected](c)
+	// A faulty server repeats entries the device already has.
 	for seq := uint64(9); seq <= 11; seq++ {
 		fc.write(message(seq, msgID(seq, 0), 5, "m"))
 	}
@@ -122,6 +125,31 @@ func TestEntriesAtOrBelowCursorDropped(t *testing.T) {
 	waitFor[Synced](c)
 	if n := ackUntil(t, fc, 11); n != 1 {
 		t.Errorf("%d acks, want 1 covering the dropped entries too", n)
+	}
+}
+
+// TestServerCursorBehindIsAdopted checks [S-8-7]: LoginOk.cursor is the
+// cursor even when it is below the client's (the client's state is from an
+// earlier life of the account), so the entries above it are not dropped.
+func TestServerCursorBehindIsAdopted(t *testing.T) {
+	srv := newFakeServer(t, false)
+	st := storeAt(t, 10)
+	c := startClient(t, testConfig(srv), st)
+	fc := srv.accept(t)
+	if login := fc.login(16, 30, 4); login.Cursor != 10 {
+		t.Fatalf("Login cursor %d, want 10", login.Cursor)
+	}
+	waitFor[Connected](c)
+	fc.write(message(5, 5, 5, "five"))
+	fc.writeProto(protocol.KindSynced, &pb.Synced{Seq: 5})
+	if m := waitFor[Message](c); m.Seq != 5 {
+		t.Fatalf("delivered seq %d, want 5", m.Seq)
+	}
+	if a := fc.expectAck(); a != 5 {
+		t.Fatalf("ack %d, want 5", a)
+	}
+	if got := cursorOf(t, st); got != 5 {
+		t.Errorf("stored cursor %d, want 5", got)
 	}
 }
 
@@ -316,16 +344,24 @@ func TestGoAwayHonoured(t *testing.T) {
 	fc.login(16, 30, 0)
 	waitFor[Connected](c)
 	fc.writeProto(protocol.KindGoAway, &pb.GoAway{Code: protocol.CodeShuttingDown, ReconnectAfterMs: 50})
+	// Frames after GoAway are processed ([S-6-10]) until the server closes.
+	fc.write(message(1, 1, 5, "last words"))
+	if m := waitFor[Message](c); m.Seq != 1 {
+		t.Fatalf("message after GoAway: %+v", m)
+	}
+	if a := fc.expectAck(); a != 1 {
+		t.Fatalf("ack %d after GoAway, want 1", a)
+	}
+	_ = fc.c.Close()
 	start := time.Now()
 	ev := waitFor[Disconnected](c)
 	if CodeOf(ev.Err) != protocol.CodeShuttingDown {
 		t.Errorf("Disconnected.Err = %v, want SHUTTING_DOWN", ev.Err)
 	}
-	// 50 ms plus half of max(BackoffMin, 25 ms).
-	if want := 50*time.Millisecond + 12500*time.Microsecond; ev.RetryIn != want {
+	// 50 ms plus Rand (0.5) times BackoffMin (1 ms).
+	if want := 50*time.Millisecond + 500*time.Microsecond; ev.RetryIn != want {
 		t.Errorf("RetryIn = %v, want %v", ev.RetryIn, want)
 	}
-	fc.expectClosed()
 	fc = srv.accept(t)
 	if d := time.Since(start); d < 50*time.Millisecond {
 		t.Errorf("reconnected after %v, before the 50ms GoAway asked for", d)

@@ -39,7 +39,7 @@ func (c *Client) writeLoop(s *session) {
 			return
 		}
 		now := c.cfg.Clock.Now()
-		buf, cursor, err := c.collectLocked(s, now, s.wbuf[:0])
+		buf, cursor, save, err := c.collectLocked(s, now, s.wbuf[:0])
 		if err != nil || len(buf) == 0 {
 			s.writing = false
 			if err == nil {
@@ -53,13 +53,13 @@ func (c *Client) writeLoop(s *session) {
 		}
 		c.mu.Unlock()
 
-		if cursor != 0 {
+		if save {
 			// The cursor is durable before the Ack that covers it leaves.
 			if err := c.store.SaveCursor(cursor); err != nil {
 				c.log.Warn("client: save cursor", "err", err)
 			} else {
 				c.mu.Lock()
-				c.savedCursor = max(c.savedCursor, cursor)
+				c.savedCursor = cursor
 				c.mu.Unlock()
 			}
 		}
@@ -80,10 +80,11 @@ func (c *Client) writeLoop(s *session) {
 }
 
 // collectLocked appends to buf every frame due on s at now: Login first,
-// then sends up to MaxInFlight, requests, a cumulative Ack and a Ping. It
-// returns the cursor to persist before writing (0: none), or
-// ErrDeadConnection when a Ping went unanswered.
-func (c *Client) collectLocked(s *session, now time.Time, buf []byte) ([]byte, uint64, error) {
+// then sends and requests (at most MaxInFlight unanswered, at most
+// maxPipelined bytes before LoginOk, none after GoAway), a cumulative Ack
+// and a Ping. It returns the cursor to persist before writing, if save,
+// or ErrDeadConnection when a Ping went unanswered.
+func (c *Client) collectLocked(s *session, now time.Time, buf []byte) (_ []byte, cursor uint64, save bool, _ error) {
 	if !s.loginWritten {
 		var err error
 		buf, err = codec.AppendProto(buf, protocol.KindLogin, &pb.Login{
@@ -94,38 +95,66 @@ func (c *Client) collectLocked(s *session, now time.Time, buf []byte) ([]byte, u
 			Cursor:     c.processed,
 		})
 		if err != nil {
-			return nil, 0, err
+			return nil, 0, false, err
 		}
 		s.loginWritten = true
 	}
-	for len(c.queue) > 0 && s.inflight < c.cfg.MaxInFlight {
+	// fits reports whether the frame appended after mark may go out now,
+	// and removes it if not.
+	fits := func(mark int) bool {
+		if s.loggedIn {
+			return true
+		}
+		if n := len(buf) - mark; s.pipelined+n <= maxPipelined {
+			s.pipelined += n
+			return true
+		}
+		buf = buf[:mark]
+		return false
+	}
+	for s.goAway == nil && len(c.queue) > 0 && s.inflight < c.cfg.MaxInFlight {
 		o := c.queue[0]
-		c.queue[0] = nil
-		c.queue = c.queue[1:]
 		if o.state != sendQueued {
+			c.queue[0] = nil
+			c.queue = c.queue[1:]
 			continue
 		}
+		mark := len(buf)
 		buf = codec.AppendSend(buf, codec.Send{To: o.To, CMID: o.CMID, Body: o.Body, Type: o.Type})
+		if !fits(mark) {
+			break
+		}
+		c.queue[0] = nil
+		c.queue = c.queue[1:]
 		o.state, o.sess = sendInFlight, s
 		s.inflight++
 	}
 	for _, r := range c.requests {
+		if s.goAway != nil || s.inflight >= c.cfg.MaxInFlight {
+			break
+		}
 		if r.state != requestQueued {
 			continue
 		}
-		c.nextRID++
-		if c.nextRID == 0 {
-			c.nextRID = 1
+		rid := c.nextRID + 1
+		if rid == 0 {
+			rid = 1
 		}
-		r.rid, r.sess, r.state = c.nextRID, s, requestInFlight
-		s.reqs[r.rid] = r
+		r.rid = rid
+		mark := len(buf)
 		var err error
 		if buf, err = r.appendFrame(buf); err != nil {
-			return nil, 0, err
+			return nil, 0, false, err
 		}
+		if !fits(mark) {
+			break
+		}
+		c.nextRID = rid
+		r.sess, r.state = s, requestInFlight
+		s.reqs[rid] = r
+		s.inflight++
 	}
 
-	var cursor uint64
 	if s.loggedIn {
 		ack := min(c.processed, s.recvHigh)
 		due := s.ackNow || len(buf) > 0 || (!s.ackDue.IsZero() && !now.Before(s.ackDue))
@@ -134,8 +163,8 @@ func (c *Client) collectLocked(s *session, now time.Time, buf []byte) ([]byte, u
 			s.ackSent, s.ackNow, s.ackDue = ack, false, time.Time{}
 			n := s.covered(ack)
 			s.unacked = append(s.unacked[:0], s.unacked[n:]...)
-			if c.processed > c.savedCursor {
-				cursor = c.processed
+			if c.processed != c.savedCursor {
+				cursor, save = c.processed, true
 			}
 		} else if ack <= s.ackSent {
 			s.ackNow, s.ackDue = false, time.Time{}
@@ -145,9 +174,9 @@ func (c *Client) collectLocked(s *session, now time.Time, buf []byte) ([]byte, u
 		switch {
 		case s.pingOut:
 			if s.pongTimeout > 0 && now.Sub(later(s.pingAt, lastRead)) >= s.pongTimeout {
-				return nil, 0, ErrDeadConnection
+				return nil, 0, false, ErrDeadConnection
 			}
-		case s.pingEvery > 0:
+		case s.pingEvery > 0 && s.goAway == nil:
 			if now.Sub(lastRead) >= s.pingEvery || (len(buf) == 0 && now.Sub(s.lastWrite) >= s.pingEvery) {
 				buf = codec.AppendFrame(buf, protocol.KindPing, nil)
 				s.pingOut, s.pingAt = true, now
@@ -157,7 +186,7 @@ func (c *Client) collectLocked(s *session, now time.Time, buf []byte) ([]byte, u
 	if len(buf) > 0 {
 		s.lastWrite = now
 	}
-	return buf, cursor, nil
+	return buf, cursor, save, nil
 }
 
 // covered returns how many of s.unacked an Ack of seq covers.
@@ -204,7 +233,7 @@ func (c *Client) armLocked(s *session, now time.Time) {
 		switch {
 		case s.pingOut && s.pongTimeout > 0:
 			t = later(s.pingAt, s.lastReadTime()).Add(s.pongTimeout)
-		case !s.pingOut && s.pingEvery > 0:
+		case !s.pingOut && s.pingEvery > 0 && s.goAway == nil:
 			t = earlier(s.lastWrite, s.lastReadTime()).Add(s.pingEvery)
 		}
 		if !t.IsZero() && (next.IsZero() || t.Before(next)) {

@@ -1,0 +1,338 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/parley-im/parley/codec"
+	"github.com/parley-im/parley/protocol"
+	"github.com/parley-im/parley/protocol/pb"
+)
+
+// expectSend reads the next frame, which must be a Send.
+func expectSend(t *testing.T, fc *fakeConn) codec.Send {
+	t.Helper()
+	f := fc.expect(protocol.KindSend)
+	s, err := codec.ParseSend(f.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// sendResult is the outcome of a Send run in the background.
+type sendOutcome struct {
+	sent Sent
+	err  error
+}
+
+func sendAsyncTest(c *testClient, ctx context.Context, to uint64, body string) <-chan sendOutcome {
+	ch := make(chan sendOutcome, 1)
+	go func() {
+		s, err := c.Send(ctx, to, []byte(body), pb.ContentType_CONTENT_TEXT)
+		ch <- sendOutcome{s, err}
+	}()
+	return ch
+}
+
+func outcome(t *testing.T, ch <-chan sendOutcome) sendOutcome {
+	t.Helper()
+	select {
+	case o := <-ch:
+		return o
+	case <-time.After(waitLong):
+		t.Fatal("Send did not return")
+	}
+	return sendOutcome{}
+}
+
+func outboxOf(t *testing.T, st Store) []Outgoing {
+	t.Helper()
+	s, err := st.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.Outbox
+}
+
+// TestSendResentWithSameCMID checks [S-8-14]: a SEND left unanswered when
+// the connection drops is resent identically, pipelined right behind
+// Login ([S-6-3]), and its outcome is reported once.
+func TestSendResentWithSameCMID(t *testing.T) {
+	srv := newFakeServer(t, false)
+	st := NewMemoryStore()
+	c := startClient(t, testConfig(srv), st)
+	fc := srv.accept(t)
+	fc.login(16, 30, 0)
+	waitFor[Connected](c)
+
+	res := sendAsyncTest(c, context.Background(), 77, "see you at eight")
+	first := expectSend(t, fc)
+	if first.To != 77 || first.CMID != 1 || string(first.Body) != "see you at eight" || first.Type != pb.ContentType_CONTENT_TEXT {
+		t.Fatalf("Send = %+v", first)
+	}
+	// The protocol budget: at most 16 bytes beyond the text ([DESIGN]).
+	if n := codec.HeaderLen(len(first.Body)+6) + 6; n > 16 {
+		t.Errorf("send overhead %d bytes, want ≤ 16", n)
+	}
+	if out := outboxOf(t, st); len(out) != 1 || out[0].CMID != 1 {
+		t.Fatalf("outbox before SENT: %+v", out)
+	}
+	_ = fc.c.Close() // dropped before SENT
+
+	fc = srv.accept(t)
+	fc.expect(protocol.KindLogin)
+	again := expectSend(t, fc) // before LoginOk: pipelined
+	if again.To != first.To || again.CMID != first.CMID || !bytes.Equal(again.Body, first.Body) || again.Type != first.Type {
+		t.Fatalf("resent %+v, want %+v", again, first)
+	}
+	fc.writeProto(protocol.KindLoginOK, &pb.LoginOk{HeartbeatS: 30, Window: 16})
+	id := msgID(5000, 9)
+	fc.write(codec.AppendSent(nil, 1, id))
+	fc.write(codec.AppendSent(nil, 1, id)) // a duplicate answer is ignored
+
+	o := outcome(t, res)
+	if o.err != nil || o.sent.CMID != 1 || o.sent.ID != id || !o.sent.Time.Equal(protocol.MessageTime(id)) {
+		t.Fatalf("Send = %+v, %v", o.sent, o.err)
+	}
+	if out := outboxOf(t, st); len(out) != 0 {
+		t.Errorf("outbox after SENT: %+v", out)
+	}
+	// Nothing else reports the send: no SendDone before the marker entry.
+	fc.write(message(1, 1, 5, "marker"))
+	for {
+		switch ev := c.next().(type) {
+		case SendDone:
+			t.Fatalf("outcome reported twice: %+v", ev)
+		case Message:
+			return
+		}
+	}
+}
+
+func TestSendRestoredFromStore(t *testing.T) {
+	srv := newFakeServer(t, false)
+	st := storeAt(t, 0)
+	if err := st.AddOutgoing(Outgoing{CMID: 5, To: 9, Body: []byte("from before the crash")}); err != nil {
+		t.Fatal(err)
+	}
+	c := startClient(t, testConfig(srv), st)
+	fc := srv.accept(t)
+	fc.expect(protocol.KindLogin)
+	s := expectSend(t, fc)
+	if s.CMID != 5 || s.To != 9 || string(s.Body) != "from before the crash" {
+		t.Fatalf("restored send = %+v", s)
+	}
+	fc.writeProto(protocol.KindLoginOK, &pb.LoginOk{HeartbeatS: 30, Window: 16})
+	fc.write(codec.AppendSent(nil, 5, 1234))
+	done := waitFor[SendDone](c)
+	if done.CMID != 5 || done.ID != 1234 || done.To != 9 || done.Err != nil {
+		t.Errorf("SendDone = %+v", done)
+	}
+	// The counter continues above the stored cmid.
+	res := sendAsyncTest(c, context.Background(), 9, "new")
+	if s := expectSend(t, fc); s.CMID != 6 {
+		t.Errorf("next cmid %d, want 6", s.CMID)
+	}
+	fc.write(codec.AppendSent(nil, 6, 1235))
+	if o := outcome(t, res); o.err != nil {
+		t.Fatal(o.err)
+	}
+}
+
+// TestSendFinalError checks [S-8-14]: NOT_FOUND ends the send for good.
+func TestSendFinalError(t *testing.T) {
+	srv := newFakeServer(t, false)
+	st := NewMemoryStore()
+	c := startClient(t, testConfig(srv), st)
+	fc := srv.accept(t)
+	fc.login(16, 30, 0)
+	res := sendAsyncTest(c, context.Background(), 404, "anyone there?")
+	s := expectSend(t, fc)
+	fc.write(codec.AppendError(nil, protocol.CodeNotFound, 0, s.CMID, "no such user", 0))
+	o := outcome(t, res)
+	var se *ServerError
+	if !errors.As(o.err, &se) || se.Code != protocol.CodeNotFound || se.Message != "no such user" {
+		t.Fatalf("Send error = %v, want NOT_FOUND", o.err)
+	}
+	if out := outboxOf(t, st); len(out) != 0 {
+		t.Errorf("outbox after final error: %+v", out)
+	}
+}
+
+// TestSendRetriedAfterOverloaded checks [S-8-14] and [S-11-1]: OVERLOADED
+// is retried with the same cmid, not before retry_after_ms.
+func TestSendRetriedAfterOverloaded(t *testing.T) {
+	for _, code := range []protocol.Code{protocol.CodeOverloaded, protocol.CodeInternal, protocol.CodeRateLimited, 50 /* unknown: as INTERNAL */} {
+		t.Run(code.String(), func(t *testing.T) {
+			srv := newFakeServer(t, false)
+			c := startClient(t, testConfig(srv), nil)
+			fc := srv.accept(t)
+			fc.login(16, 30, 0)
+			res := sendAsyncTest(c, context.Background(), 9, "retry me")
+			s := expectSend(t, fc)
+			fc.write(codec.AppendError(nil, code, 0, s.CMID, "", 30))
+			start := time.Now()
+			again := expectSend(t, fc)
+			if d := time.Since(start); d < 30*time.Millisecond {
+				t.Errorf("retried after %v, before retry_after_ms", d)
+			}
+			if again.CMID != s.CMID || !bytes.Equal(again.Body, s.Body) {
+				t.Fatalf("retry %+v, want %+v", again, s)
+			}
+			fc.write(codec.AppendSent(nil, s.CMID, 99))
+			if o := outcome(t, res); o.err != nil || o.sent.ID != 99 {
+				t.Fatalf("Send = %+v, %v", o.sent, o.err)
+			}
+		})
+	}
+}
+
+// TestSendGivenUpReportsSendDone: a Send whose context ends still gets its
+// answer, as a SendDone event.
+func TestSendGivenUpReportsSendDone(t *testing.T) {
+	srv := newFakeServer(t, false)
+	c := startClient(t, testConfig(srv), nil)
+	fc := srv.accept(t)
+	fc.login(16, 30, 0)
+	ctx, cancel := context.WithCancel(context.Background())
+	res := sendAsyncTest(c, ctx, 9, "slow")
+	s := expectSend(t, fc)
+	cancel()
+	o := outcome(t, res)
+	if !errors.Is(o.err, context.Canceled) || o.sent.CMID != s.CMID {
+		t.Fatalf("Send = %+v, %v; want the cmid and context.Canceled", o.sent, o.err)
+	}
+	fc.write(codec.AppendSent(nil, s.CMID, 4242))
+	if done := waitFor[SendDone](c); done.CMID != s.CMID || done.ID != 4242 || done.Err != nil {
+		t.Errorf("SendDone = %+v", done)
+	}
+}
+
+func TestSendAsyncCallback(t *testing.T) {
+	srv := newFakeServer(t, false)
+	c := startClient(t, testConfig(srv), nil)
+	fc := srv.accept(t)
+	fc.login(16, 30, 0)
+	waitFor[Connected](c) // callbacks are delivered in order with events
+	got := make(chan Sent, 1)
+	cmid, err := c.SendAsync(9, []byte("x"), pb.ContentType_CONTENT_IMAGE, func(s Sent, err error) {
+		if err != nil {
+			t.Error(err)
+		}
+		got <- s
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := expectSend(t, fc)
+	if s.CMID != cmid || s.Type != pb.ContentType_CONTENT_IMAGE {
+		t.Fatalf("Send = %+v, cmid %d", s, cmid)
+	}
+	fc.write(codec.AppendSent(nil, cmid, 7))
+	select {
+	case s := <-got:
+		if s.ID != 7 {
+			t.Errorf("callback got %+v", s)
+		}
+	case <-time.After(waitLong):
+		t.Fatal("callback not called")
+	}
+}
+
+// TestInFlightBounded checks [S-6-14]: at most MaxInFlight sends are
+// unanswered on a connection; the rest follow as answers arrive.
+func TestInFlightBounded(t *testing.T) {
+	srv := newFakeServer(t, false)
+	cfg := testConfig(srv)
+	cfg.MaxInFlight = 3
+	c := startClient(t, cfg, nil)
+	fc := srv.accept(t)
+	fc.login(16, 30, 0)
+	waitFor[Connected](c)
+	for range 5 {
+		if _, err := c.SendAsync(9, []byte("m"), 0, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var cmids []uint64
+	for range 3 {
+		cmids = append(cmids, expectSend(t, fc).CMID)
+	}
+	select {
+	case f := <-fc.frames:
+		t.Fatalf("%v frame written with 3 sends unanswered", f.Kind)
+	case <-time.After(20 * time.Millisecond):
+	}
+	fc.write(codec.AppendSent(nil, cmids[0], 1))
+	if s := expectSend(t, fc); s.CMID != 4 {
+		t.Errorf("next send cmid %d, want 4 (in order)", s.CMID)
+	}
+}
+
+// TestPipelineBoundedBeforeLoginOK checks [S-6-14]: little is sent between
+// Login and LoginOk, the rest after.
+func TestPipelineBoundedBeforeLoginOK(t *testing.T) {
+	srv := newFakeServer(t, false)
+	st := storeAt(t, 0)
+	big := bytes.Repeat([]byte("z"), 40<<10) // three fit in 128 KiB
+	for cmid := uint64(1); cmid <= 5; cmid++ {
+		if err := st.AddOutgoing(Outgoing{CMID: cmid, To: 9, Body: big}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := startClient(t, testConfig(srv), st)
+	fc := srv.accept(t)
+	fc.expect(protocol.KindLogin)
+	for range 3 {
+		expectSend(t, fc)
+	}
+	select {
+	case f := <-fc.frames:
+		t.Fatalf("%v frame beyond 128 KiB before LoginOk", f.Kind)
+	case <-time.After(20 * time.Millisecond):
+	}
+	fc.writeProto(protocol.KindLoginOK, &pb.LoginOk{HeartbeatS: 30, Window: 16})
+	if s := expectSend(t, fc); s.CMID != 4 {
+		t.Errorf("cmid %d after LoginOk, want 4", s.CMID)
+	}
+	expectSend(t, fc)
+	waitFor[Connected](c)
+}
+
+func TestSendValidation(t *testing.T) {
+	c, err := New(Config{Addr: "127.0.0.1:1"}, testCreds, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for _, tt := range []struct {
+		to   uint64
+		body []byte
+	}{
+		{0, []byte("x")},
+		{1, nil},
+		{1, make([]byte, protocol.MaxMessageBody+1)},
+	} {
+		if _, err := c.SendAsync(tt.to, tt.body, 0, nil); !errors.Is(err, ErrInvalid) {
+			t.Errorf("SendAsync(%d, %d bytes) = %v, want ErrInvalid", tt.to, len(tt.body), err)
+		}
+	}
+}
+
+func TestOutboxFull(t *testing.T) {
+	c, err := New(Config{Addr: "127.0.0.1:1", MaxOutbox: 2}, testCreds, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i := range 3 {
+		_, err := c.SendAsync(9, []byte("x"), 0, nil)
+		if want := i == 2; errors.Is(err, ErrOutboxFull) != want {
+			t.Errorf("send %d: %v", i, err)
+		}
+	}
+}
