@@ -155,7 +155,9 @@ func SealedSize(n int) int {
 }
 
 // sealRecord appends one protected record carrying payload (at most
-// maxPlaintext bytes) with inner content type typ, sealed under out.
+// maxPlaintext bytes) with inner content type typ, sealed under out. Once
+// rekeyAfter records have used the sending key, a KeyUpdate goes first (a
+// KeyUpdate record never triggers another).
 func (tc *Conn) sealRecord(dst []byte, typ uint8, payload []byte) []byte {
 	s := &suites[tc.suite]
 	if tc.out.seq >= tc.rekeyAfter() && typ != typeHandshake {
