@@ -12,6 +12,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -32,22 +33,36 @@ func main() {
 
 func run(args []string) error {
 	fs := flag.NewFlagSet("parleyd", flag.ContinueOnError)
+	shardsDefault, err := envInt("PARLEY_SHARDS", 4)
+	if err != nil {
+		return err
+	}
+	heartbeatDefault, err := envDuration("PARLEY_HEARTBEAT", 60*time.Second)
+	if err != nil {
+		return err
+	}
 	listen := fs.String("listen", env("PARLEY_LISTEN", "127.0.0.1:5222"), "client `address` (host:port)")
 	data := fs.String("data", env("PARLEY_DATA", "parley-data"), "data `directory`")
-	shards := fs.Int("shards", envInt("PARLEY_SHARDS", 4), "number of shards")
+	shards := fs.Int("shards", shardsDefault, "number of shards")
 	cert := fs.String("cert", env("PARLEY_CERT", ""), "TLS certificate `file` (PEM); default: self-signed in the data directory")
 	key := fs.String("key", env("PARLEY_KEY", ""), "TLS key `file` (PEM)")
 	plaintext := fs.Bool("plaintext", env("PARLEY_PLAINTEXT", "") == "1", "serve without TLS (only behind a TLS-terminating proxy)")
-	heartbeat := fs.Duration("heartbeat", envDuration("PARLEY_HEARTBEAT", 60*time.Second), "client heartbeat interval")
+	heartbeat := fs.Duration("heartbeat", heartbeatDefault, "client heartbeat interval")
 	level := fs.String("log-level", env("PARLEY_LOG_LEVEL", "info"), "log `level`: debug, info, warn, error")
+	fs.SetOutput(io.Discard)
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
+			fs.SetOutput(os.Stdout)
+			fs.PrintDefaults()
 			return nil
 		}
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if *shards < 1 {
+		return fmt.Errorf("--shards %d: want at least 1", *shards)
 	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
@@ -76,20 +91,26 @@ func env(name, def string) string {
 	return def
 }
 
-func envInt(name string, def int) int {
-	if v, ok := os.LookupEnv(name); ok {
-		if n, err := strconv.Atoi(v); err == nil {
-			return n
-		}
+func envInt(name string, def int) (int, error) {
+	v, ok := os.LookupEnv(name)
+	if !ok {
+		return def, nil
 	}
-	return def
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return 0, fmt.Errorf("%s=%q is not a number", name, v)
+	}
+	return n, nil
 }
 
-func envDuration(name string, def time.Duration) time.Duration {
-	if v, ok := os.LookupEnv(name); ok {
-		if d, err := time.ParseDuration(v); err == nil {
-			return d
-		}
+func envDuration(name string, def time.Duration) (time.Duration, error) {
+	v, ok := os.LookupEnv(name)
+	if !ok {
+		return def, nil
 	}
-	return def
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return 0, fmt.Errorf("%s=%q is not a duration (like 60s)", name, v)
+	}
+	return d, nil
 }

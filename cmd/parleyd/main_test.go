@@ -1,0 +1,260 @@
+package main
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/parley-im/parley/codec"
+	"github.com/parley-im/parley/internal/wiretest"
+	"github.com/parley-im/parley/protocol"
+	"github.com/parley-im/parley/protocol/pb"
+)
+
+// TestMain runs the test binary as parleyd itself when asked, so tests
+// can start, kill -9 and restart real parleyd processes without building
+// a separate binary.
+func TestMain(m *testing.M) {
+	if os.Getenv("PARLEYD_TEST_AS_MAIN") == "1" {
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// daemon is a parleyd child process.
+type daemon struct {
+	cmd   *exec.Cmd
+	addr  string
+	dir   string
+	mu    sync.Mutex
+	codes map[string]string
+	ready chan struct{}
+	exit  chan struct{}
+}
+
+var codeLine = regexp.MustCompile(`phone=(\+\d+) code=(\d+)`)
+
+func startDaemon(t *testing.T, dir, addr string) *daemon {
+	t.Helper()
+	d := &daemon{addr: addr, dir: dir, codes: map[string]string{}, ready: make(chan struct{}), exit: make(chan struct{})}
+	d.cmd = exec.Command(os.Args[0], "--listen", addr, "--data", dir, "--shards", "2")
+	d.cmd.Env = append(os.Environ(), "PARLEYD_TEST_AS_MAIN=1")
+	stderr, err := d.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		defer close(d.exit)
+		s := bufio.NewScanner(stderr)
+		once := sync.Once{}
+		for s.Scan() {
+			line := s.Text()
+			if m := codeLine.FindStringSubmatch(line); m != nil {
+				d.mu.Lock()
+				d.codes[m[1]] = m[2]
+				d.mu.Unlock()
+			}
+			if regexp.MustCompile(`parleyd ready`).MatchString(line) {
+				once.Do(func() { close(d.ready) })
+			}
+		}
+		_, _ = io.Copy(io.Discard, stderr)
+		_ = d.cmd.Wait()
+	}()
+	select {
+	case <-d.ready:
+	case <-d.exit:
+		t.Fatal("parleyd exited before it was ready")
+	case <-time.After(30 * time.Second):
+		t.Fatal("parleyd not ready after 30 s")
+	}
+	t.Cleanup(func() { d.kill() })
+	return d
+}
+
+func (d *daemon) code(phone string) string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.codes[phone]
+}
+
+// kill sends SIGKILL and waits for the process to go.
+func (d *daemon) kill() {
+	_ = d.cmd.Process.Signal(syscall.SIGKILL)
+	<-d.exit
+}
+
+func (d *daemon) fingerprint(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(d.dir, "tls", "cert.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(b)
+	if _, err := x509.ParseCertificate(block.Bytes); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(block.Bytes)
+	return hex.EncodeToString(sum[:])
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// TestKill9LosesNoAcknowledgedMessage is DESIGN.md invariant 1 on a real
+// process: parleyd is killed with SIGKILL in the middle of a stream of
+// pipelined sends. After a restart, every message whose Sent the client
+// saw is delivered; the client resends the rest with the same cmids; the
+// recipient gets every message exactly once, in one order.
+func TestKill9LosesNoAcknowledgedMessage(t *testing.T) {
+	dir, addr := t.TempDir(), freeAddr(t)
+	d := startDaemon(t, dir, addr)
+	fp := d.fingerprint(t)
+	reg := wiretest.Dial(t, addr, fp)
+	alice := reg.Register("+15550009001", d.code)
+	bob := reg.Register("+15550009002", d.code)
+	reg.Conn.Close()
+
+	a := wiretest.Dial(t, addr, fp)
+	a.Login(alice, 0)
+	const total = 5000
+	sentBefore := map[uint64]uint64{} // cmid → id, Sent seen before the kill
+	go func() {
+		var buf []byte
+		for cmid := uint64(1); cmid <= total; cmid++ {
+			buf = codec.AppendSend(buf[:0], codec.Send{To: bob.ID, CMID: cmid, Body: fmt.Appendf(nil, "m%d", cmid)})
+			if _, err := a.Conn.Write(buf); err != nil {
+				return // the server died
+			}
+		}
+	}()
+	for len(sentBefore) < 300 {
+		f, err := a.Next(wiretest.Timeout)
+		if err != nil {
+			t.Fatalf("before the kill: %v", err)
+		}
+		if f.Kind == protocol.KindSent {
+			var s pb.Sent
+			if err := codec.ParseProto(f.Body, &s); err != nil {
+				t.Fatal(err)
+			}
+			sentBefore[s.Cmid] = s.Id
+		}
+	}
+	d.kill()
+	t.Logf("killed parleyd after %d Sent acknowledgements", len(sentBefore))
+
+	startDaemon(t, dir, addr)
+	a = wiretest.Dial(t, addr, fp)
+	a.Login(alice, 0)
+	ids := map[uint64]uint64{} // cmid → id after the retry
+	for cmid := uint64(1); cmid <= total; cmid++ {
+		a.Write(codec.AppendSend(nil, codec.Send{To: bob.ID, CMID: cmid, Body: fmt.Appendf(nil, "m%d", cmid)}))
+		if cmid%100 == 0 || cmid == total {
+			for uint64(len(ids)) < cmid {
+				var s pb.Sent
+				a.ExpectProto(protocol.KindSent, &s, protocol.KindSynced, protocol.KindReceipt)
+				ids[s.Cmid] = s.Id
+			}
+		}
+	}
+	for cmid, id := range sentBefore {
+		if ids[cmid] != id {
+			t.Fatalf("cmid %d: id %d before the kill, %d after the retry", cmid, id, ids[cmid])
+		}
+	}
+
+	b := wiretest.Dial(t, addr, fp)
+	b.Login(bob, 0)
+	seen := map[string]bool{}
+	var last uint64
+	for len(seen) < total {
+		m := b.Message()
+		if m.Seq <= last {
+			t.Fatalf("seq %d after %d", m.Seq, last)
+		}
+		last = m.Seq
+		body := string(m.Body)
+		if seen[body] {
+			t.Fatalf("%s delivered twice", body)
+		}
+		seen[body] = true
+		var cmid uint64
+		fmt.Sscanf(body, "m%d", &cmid)
+		if ids[cmid] != m.ID {
+			t.Fatalf("%s has id %d, Sent said %d", body, m.ID, ids[cmid])
+		}
+		if len(seen)%100 == 0 {
+			b.Ack(m.Seq)
+		}
+	}
+	b.Ack(last)
+	var s pb.Synced
+	b.ExpectProto(protocol.KindSynced, &s)
+	if s.Seq != last {
+		t.Fatalf("inbox holds %d entries beyond the %d delivered", s.Seq-last, total)
+	}
+}
+
+// TestBadArguments: bad input gets a non-zero exit and one readable line.
+func TestBadArguments(t *testing.T) {
+	tests := []struct {
+		args []string
+		env  string
+		want string
+	}{
+		{[]string{"--shards", "x"}, "", `invalid value "x" for flag -shards: parse error`},
+		{[]string{"--nope"}, "", "flag provided but not defined: -nope"},
+		{[]string{"extra"}, "", `unexpected argument "extra"`},
+		{nil, "PARLEY_SHARDS=many", `PARLEY_SHARDS="many" is not a number`},
+		{nil, "PARLEY_HEARTBEAT=5", `PARLEY_HEARTBEAT="5" is not a duration (like 60s)`},
+		{[]string{"--log-level", "loud"}, "", `bad --log-level "loud"`},
+		{[]string{"--shards", "0"}, "", "--shards 0: want at least 1"},
+		{[]string{"--shards", "2000", "--data", "DIR"}, "", "node: 2000 shards, want 1 to 1024"},
+	}
+	for _, tt := range tests {
+		args := append([]string(nil), tt.args...)
+		for i, a := range args {
+			if a == "DIR" {
+				args[i] = t.TempDir()
+			}
+		}
+		cmd := exec.Command(os.Args[0], args...)
+		cmd.Env = append(os.Environ(), "PARLEYD_TEST_AS_MAIN=1")
+		if tt.env != "" {
+			cmd.Env = append(cmd.Env, tt.env)
+		}
+		out, err := cmd.CombinedOutput()
+		if err == nil {
+			t.Errorf("%v %s: exit 0, want failure", tt.args, tt.env)
+			continue
+		}
+		if got, want := string(out), "parleyd: "+tt.want+"\n"; got != want {
+			t.Errorf("%v %s: output %q, want %q", tt.args, tt.env, got, want)
+		}
+	}
+}
