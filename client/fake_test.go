@@ -319,10 +319,17 @@ type testClient struct {
 	errc chan error // Run's result
 }
 
-// startClient creates a client on store (nil: a new MemoryStore) and runs it.
+// startClient creates a client for testCreds on store (nil: a new
+// MemoryStore) and runs it.
 func startClient(t *testing.T, cfg Config, store Store) *testClient {
 	t.Helper()
-	c, err := New(cfg, testCreds, store)
+	return startClientAs(t, cfg, testCreds, store)
+}
+
+// startClientAs is startClient for other credentials.
+func startClientAs(t *testing.T, cfg Config, creds Credentials, store Store) *testClient {
+	t.Helper()
+	c, err := New(cfg, creds, store)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -431,4 +438,9 @@ func (c *manualClock) Advance(d time.Duration) {
 		}
 	}
 	c.timers = keep
+}
+
+// appendProtoFrame returns a frame of kind k with body m.
+func appendProtoFrame(k protocol.Kind, m proto.Message) ([]byte, error) {
+	return codec.AppendProto(nil, k, m)
 }

@@ -137,10 +137,14 @@ func exchange(ctx context.Context, cfg Config, kind protocol.Kind, req proto.Mes
 	}
 }
 
-// ctxErr prefers the context's error, which explains a closed connection.
+// ctxErr prefers the context's error, which explains a closed connection
+// or a deadline the socket reached a moment before the context did.
 func ctxErr(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
+	}
+	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+		return fmt.Errorf("%w: %w", context.DeadlineExceeded, err)
 	}
 	return err
 }
