@@ -116,7 +116,7 @@ func TestLookupAndMarkRead(t *testing.T) {
 	var lk2 pb.Lookup
 	fc.expectProto(protocol.KindLookup, &lk2)
 	fc.writeProto(protocol.KindLoginOK, &pb.LoginOk{HeartbeatS: 30, Window: 16})
-	fc.writeProto(protocol.KindOK, &pb.Ok{Rid: lk.Rid})                                                                        // a stale rid: ignored
+	fc.writeProto(protocol.KindOK, &pb.Ok{Rid: lk.Rid})                                                                                 // a stale rid: ignored
 	fc.writeProto(protocol.KindLookupResult, &pb.LookupResult{Rid: lk2.Rid, Contacts: []*pb.Contact{{Phone: "+15557654321", User: 8}}}) // answered
 	o := <-lres
 	if o.err != nil || len(o.contacts) != 1 || o.contacts[0] != (Contact{Phone: "+15557654321", User: 8}) {
