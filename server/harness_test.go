@@ -17,6 +17,10 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if spec := os.Getenv(memWorkerEnv); spec != "" {
+		runMemWorker(spec)
+		os.Exit(0)
+	}
 	goleak.VerifyTestMain(m,
 		// gnet's package-level goroutine pool (ants) lives for the process.
 		goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*poolCommon).purgeStaleWorkers"),
@@ -80,7 +84,7 @@ func startNode(t *testing.T, tweak func(*node.Config)) *testNode {
 	return tn
 }
 
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(testing.TB) *slog.Logger {
 	if os.Getenv("PARLEY_TEST_LOG") != "" {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}

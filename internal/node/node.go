@@ -163,6 +163,9 @@ func (n *Node) Fingerprint() string { return n.fingerprint }
 // Server returns the node's client server.
 func (n *Node) Server() *server.Server { return n.srv }
 
+// Router returns the node's router.
+func (n *Node) Router() *router.Router { return n.router }
+
 // Shards returns the node's shards.
 func (n *Node) Shards() []*storage.Shard { return n.shards }
 
