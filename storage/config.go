@@ -79,6 +79,10 @@ type Config struct {
 	CodesPerHour int
 	// CodeAttempts is how many wrong codes end a code. Default 5.
 	CodeAttempts int
+	// TestPrefix and TestCode reserve phone numbers for testing, as SMS
+	// gateways do: a number starting with TestPrefix is sent no code, and
+	// TestCode verifies it (load tests and staging). Empty TestPrefix: none.
+	TestPrefix, TestCode string
 }
 
 func (c *Config) setDefaults() {
@@ -151,6 +155,9 @@ func (c *Config) validate() error {
 		if v.d < 0 {
 			errs = append(errs, fmt.Errorf("negative %s %v", v.name, v.d))
 		}
+	}
+	if c.TestPrefix != "" && c.TestCode == "" {
+		errs = append(errs, errors.New("test phone prefix without a test code"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("storage: config: %w", err)

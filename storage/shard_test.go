@@ -331,3 +331,17 @@ func TestSendToUnknownUser(t *testing.T) {
 		t.Fatalf("send to nobody: %v, want NOT_FOUND cmid 3", e)
 	}
 }
+
+// TestTestNumbers: numbers under the test prefix verify with the test code
+// and no code is sent.
+func TestTestNumbers(t *testing.T) {
+	n := newNode(t, 1, func(c *storage.Config) { c.TestPrefix, c.TestCode = "+1555999", "424242" })
+	ep := newEndpoint(t)
+	n.submit(storage.Op{Kind: storage.OpRequestCode, Phone: "+15559990001", RID: 1, EP: ep})
+	ep.take(t, protocol.KindCodeSent)
+	if got := n.codes.code("+15559990001"); got != "" {
+		t.Fatalf("a code was sent to a test number: %q", got)
+	}
+	n.submit(storage.Op{Kind: storage.OpVerify, Phone: "+15559990001", Code: "424242", RID: 2, EP: ep})
+	ep.take(t, protocol.KindRegistered)
+}

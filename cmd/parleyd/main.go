@@ -5,7 +5,8 @@
 //
 // Every flag has an environment variable that sets its default:
 // PARLEY_LISTEN, PARLEY_DATA, PARLEY_SHARDS, PARLEY_CERT, PARLEY_KEY,
-// PARLEY_PLAINTEXT, PARLEY_HEARTBEAT, PARLEY_LOG_LEVEL.
+// PARLEY_PLAINTEXT, PARLEY_HEARTBEAT, PARLEY_TEST_PHONE_PREFIX,
+// PARLEY_TEST_CODE, PARLEY_LOG_LEVEL.
 package main
 
 import (
@@ -22,6 +23,7 @@ import (
 
 	"github.com/parley-im/parley/internal/node"
 	"github.com/parley-im/parley/server"
+	"github.com/parley-im/parley/storage"
 )
 
 func main() {
@@ -48,6 +50,8 @@ func run(args []string) error {
 	key := fs.String("key", env("PARLEY_KEY", ""), "TLS key `file` (PEM)")
 	plaintext := fs.Bool("plaintext", env("PARLEY_PLAINTEXT", "") == "1", "serve without TLS (only behind a TLS-terminating proxy)")
 	heartbeat := fs.Duration("heartbeat", heartbeatDefault, "client heartbeat interval")
+	testPrefix := fs.String("test-phone-prefix", env("PARLEY_TEST_PHONE_PREFIX", ""), "phone numbers starting with this `prefix` get no SMS and verify with --test-code (load tests, staging)")
+	testCode := fs.String("test-code", env("PARLEY_TEST_CODE", ""), "verification `code` for the test numbers")
 	level := fs.String("log-level", env("PARLEY_LOG_LEVEL", "info"), "log `level`: debug, info, warn, error")
 	fs.SetOutput(io.Discard)
 	if err := fs.Parse(args); err != nil {
@@ -60,6 +64,9 @@ func run(args []string) error {
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if (*testPrefix == "") != (*testCode == "") {
+		return fmt.Errorf("--test-phone-prefix and --test-code go together")
 	}
 	if *shards < 1 {
 		return fmt.Errorf("--shards %d: want at least 1", *shards)
@@ -81,6 +88,7 @@ func run(args []string) error {
 		Plaintext: *plaintext,
 		Logger:    logger,
 		Server:    server.Config{Heartbeat: *heartbeat},
+		Storage:   storage.Config{TestPrefix: *testPrefix, TestCode: *testCode},
 	}, 10*time.Second)
 }
 
