@@ -65,6 +65,10 @@ type Config struct {
 	// CacheUsers is how many users without a live session the shard keeps
 	// in memory. Default 100,000.
 	CacheUsers int
+	// OnCommit, if set, is called by the actor after each commit with how
+	// long the commit took and how many ops the batch applied; it must be
+	// quick and must not block (metrics).
+	OnCommit func(d time.Duration, ops int)
 	// NoSync commits without fsync. Only for benchmarks that measure
 	// everything but the disk; never in production.
 	NoSync bool

@@ -55,6 +55,7 @@ type Shard struct {
 	zbuf       []byte // compressor scratch
 	comp       *codec.Compressor
 	touched    []*user // users to pump and flush this cycle
+	cycleOps   int     // ops applied in this cycle
 
 	commits     atomic.Uint64
 	ops         atomic.Uint64
@@ -245,6 +246,7 @@ func (s *Shard) cycle(ops []Op) {
 	for i := range ops {
 		s.apply(&ops[i])
 	}
+	s.cycleOps = len(ops)
 	s.finishCycle()
 	s.ops.Add(uint64(len(ops)))
 }
@@ -283,11 +285,16 @@ func (s *Shard) finishCycle() {
 			s.batch = nil
 			return
 		}
+		d := time.Since(start)
 		s.commits.Add(1)
-		s.commitNanos.Add(uint64(time.Since(start)))
+		s.commitNanos.Add(uint64(d))
+		if s.cfg.OnCommit != nil {
+			s.cfg.OnCommit(d, s.cycleOps)
+		}
 	}
 	_ = s.batch.Close()
 	s.batch = nil
+	s.cycleOps = 0
 	s.emit()
 	s.evict()
 }
