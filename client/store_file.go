@@ -97,6 +97,20 @@ func (f *FileStore) Attr(key string) string {
 	return f.attrs[key]
 }
 
+// Attrs returns a copy of all application attributes.
+func (f *FileStore) Attrs() map[string]string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return maps.Clone(f.attrs)
+}
+
+// Reset replaces the state with an empty one, keeping the attributes: a
+// device registered anew starts with a new cursor and cmid space (spec
+// [S-9-10]). No Client may be using the store.
+func (f *FileStore) Reset() error {
+	return f.update(func(st *State, _ map[string]string) { *st = State{} })
+}
+
 // SetAttr stores the application attribute key; an empty value deletes it.
 func (f *FileStore) SetAttr(key, value string) error {
 	return f.update(func(st *State, attrs map[string]string) {

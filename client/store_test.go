@@ -77,6 +77,15 @@ func TestFileStoreRoundTrip(t *testing.T) {
 	if got := g.Attr("server"); got != "chat.example:7443" {
 		t.Errorf("Attr = %q", got)
 	}
+	if err := g.Reset(); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := g.Load(); st.Credentials.User != 0 || st.Cursor != 0 || st.LastCMID != 0 || len(st.Outbox) != 0 {
+		t.Errorf("after Reset: %+v", st)
+	}
+	if got := g.Attrs(); len(got) != 1 || got["server"] != "chat.example:7443" {
+		t.Errorf("Attrs after Reset = %v", got)
+	}
 }
 
 func outgoingEqual(a, b Outgoing) bool {

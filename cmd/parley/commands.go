@@ -1,0 +1,143 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/parley-im/parley/client"
+	"github.com/parley-im/parley/protocol"
+	"github.com/parley-im/parley/protocol/pb"
+)
+
+// cmdLookup prints the user id of each registered phone number.
+func cmdLookup(ctx context.Context, args []string, e env) error {
+	var o options
+	fs := o.flags("lookup", e)
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) == 0 {
+		return usagef("lookup needs phone numbers, like parley lookup +15551234567")
+	}
+	if len(pos) > protocol.MaxLookupPhones {
+		return usagef("lookup takes at most %d numbers at once", protocol.MaxLookupPhones)
+	}
+	phones := make([]string, len(pos))
+	for i, p := range pos {
+		if phones[i], err = normalisePhone(p); err != nil {
+			return err
+		}
+	}
+	con := newConsole(e, o.plain)
+	k, err := connect(ctx, &o, e, con, connectOptions{})
+	if err != nil {
+		return err
+	}
+	defer k.close()
+	cctx, cancel := context.WithTimeout(k.ctx, o.timeout)
+	defer cancel()
+	contacts, err := k.c.Lookup(cctx, phones)
+	if err != nil {
+		return k.reason(err)
+	}
+	k.remember(contacts)
+	users := make(map[string]uint64, len(contacts))
+	for _, ct := range contacts {
+		users[ct.Phone] = ct.User
+	}
+	for _, p := range phones {
+		if u, ok := users[p]; ok {
+			con.printf("%s\t%d", p, u)
+		} else {
+			con.printf("%s\tnot registered", p)
+		}
+	}
+	return nil
+}
+
+// cmdSend sends one message and waits until the server has stored it.
+func cmdSend(ctx context.Context, args []string, e env) error {
+	var o options
+	fs := o.flags("send", e)
+	to := fs.String("to", "", "")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if *to == "" {
+		return usagef("send needs --to USER or --to +NUMBER")
+	}
+	text := strings.Join(pos, " ")
+	if len(pos) == 0 {
+		b, err := io.ReadAll(io.LimitReader(e.stdin, protocol.MaxMessageBody+1))
+		if err != nil {
+			return err
+		}
+		text = strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
+	}
+	switch {
+	case strings.TrimSpace(text) == "":
+		return usagef("send: the message is empty")
+	case len(text) > protocol.MaxMessageBody:
+		return usagef("send: the message is longer than %d bytes", protocol.MaxMessageBody)
+	}
+
+	con := newConsole(e, o.plain)
+	k, err := connect(ctx, &o, e, con, connectOptions{})
+	if err != nil {
+		return err
+	}
+	defer k.close()
+	cctx, cancel := context.WithTimeout(k.ctx, o.timeout)
+	defer cancel()
+	peer, name, err := k.resolve(cctx, *to)
+	if err != nil {
+		return err
+	}
+	sent, err := k.c.Send(cctx, peer, []byte(text), pb.ContentType_CONTENT_TEXT)
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) && k.ctx.Err() == nil {
+			return fmt.Errorf("no answer from the server within %v; the message stays queued and goes out with the next parley command of this profile", o.timeout)
+		}
+		return k.reason(err)
+	}
+	con.printf("%s to %s at %s (id %d)", con.mark(stateSent), name, con.when(sent.Time), sent.ID)
+	return nil
+}
+
+// cmdListen prints incoming messages and receipts until interrupted.
+func cmdListen(ctx context.Context, args []string, e env) error {
+	var o options
+	fs := o.flags("listen", e)
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usagef("listen: unexpected argument %q", pos[0])
+	}
+	con := newConsole(e, o.plain)
+	k, err := connect(ctx, &o, e, con, connectOptions{consume: true, verbose: true, handle: func(k *conn, ev client.Event) {
+		switch ev := ev.(type) {
+		case client.Message:
+			con.printf("[%s] %s: %s", con.when(ev.Time), k.names.of(ev.From), body(ev.Body, ev.Type))
+		case client.Receipt:
+			state := stateDelivered
+			if ev.Type == pb.ReceiptType_RECEIPT_READ {
+				state = stateRead
+			}
+			con.printf("[%s] %s by %s: your messages up to %s", con.when(con.now()), con.mark(state), k.names.of(ev.Peer), con.when(protocol.MessageTime(ev.UpTo)))
+		case client.Synced:
+			con.statusf("up to date")
+		}
+	}})
+	if err != nil {
+		return err
+	}
+	defer k.close()
+	return k.wait()
+}
