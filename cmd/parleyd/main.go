@@ -6,7 +6,11 @@
 // Every flag has an environment variable that sets its default:
 // PARLEY_LISTEN, PARLEY_DATA, PARLEY_SHARDS, PARLEY_CERT, PARLEY_KEY,
 // PARLEY_PLAINTEXT, PARLEY_HEARTBEAT, PARLEY_TEST_PHONE_PREFIX,
-// PARLEY_TEST_CODE, PARLEY_LOG_LEVEL.
+// PARLEY_TEST_CODE, PARLEY_ADMIN, PARLEY_LOG_LEVEL.
+//
+// The admin endpoint (--admin, default 127.0.0.1:9222; "" turns it off)
+// serves Prometheus metrics at /metrics and the profiler at /debug/pprof/.
+// It has no authentication: keep it on loopback or a private network.
 package main
 
 import (
@@ -52,6 +56,7 @@ func run(args []string) error {
 	heartbeat := fs.Duration("heartbeat", heartbeatDefault, "client heartbeat interval")
 	testPrefix := fs.String("test-phone-prefix", env("PARLEY_TEST_PHONE_PREFIX", ""), "phone numbers starting with this `prefix` get no SMS and verify with --test-code (load tests, staging)")
 	testCode := fs.String("test-code", env("PARLEY_TEST_CODE", ""), "verification `code` for the test numbers")
+	adminAddr := fs.String("admin", env("PARLEY_ADMIN", "127.0.0.1:9222"), "admin `address` for /metrics and /debug/pprof/ (\"\" turns it off; keep it private)")
 	level := fs.String("log-level", env("PARLEY_LOG_LEVEL", "info"), "log `level`: debug, info, warn, error")
 	fs.SetOutput(io.Discard)
 	if err := fs.Parse(args); err != nil {
@@ -86,6 +91,7 @@ func run(args []string) error {
 		CertFile:  *cert,
 		KeyFile:   *key,
 		Plaintext: *plaintext,
+		AdminAddr: *adminAddr,
 		Logger:    logger,
 		Server:    server.Config{Heartbeat: *heartbeat},
 		Storage:   storage.Config{TestPrefix: *testPrefix, TestCode: *testCode},

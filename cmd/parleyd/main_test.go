@@ -53,7 +53,7 @@ func startDaemon(t *testing.T, dir, addr string) *daemon {
 	t.Helper()
 	d := &daemon{addr: addr, dir: dir, codes: map[string]string{}, ready: make(chan struct{}), exit: make(chan struct{})}
 	d.cmd = exec.Command(os.Args[0], "--listen", addr, "--data", dir, "--shards", "2",
-		"--test-phone-prefix", "+1555000", "--test-code", testCode)
+		"--test-phone-prefix", "+1555000", "--test-code", testCode, "--admin", "127.0.0.1:0")
 	d.cmd.Env = append(os.Environ(), "PARLEYD_TEST_AS_MAIN=1")
 	stderr, err := d.cmd.StderrPipe()
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/parley-im/parley/internal/admin"
 	"github.com/parley-im/parley/router"
 	"github.com/parley-im/parley/server"
 	"github.com/parley-im/parley/storage"
@@ -34,6 +35,10 @@ type Config struct {
 	Logger *slog.Logger
 	// Codes sends verification codes; nil logs them (development only).
 	Codes storage.CodeSender
+	// AdminAddr is the address of the admin endpoint (Prometheus /metrics,
+	// /debug/pprof/, /debug/memory), host:port; port 0 picks a free port.
+	// Default "": no admin endpoint. Keep it on a private address.
+	AdminAddr string
 	// Server tunes the client server; Addr, TLS, Plaintext, Router and
 	// Logger are filled in by the node.
 	Server server.Config
@@ -90,6 +95,7 @@ type Node struct {
 	srv         *server.Server
 	served      chan error
 	fingerprint string
+	admin       *admin.Admin // nil without AdminAddr
 }
 
 // Start opens the shards, starts the server and returns once it listens.
@@ -114,8 +120,19 @@ func Start(cfg Config) (*Node, error) {
 		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
 	}
 
+	var commits *admin.Commits
+	if cfg.AdminAddr != "" {
+		commits = admin.NewCommits()
+	}
 	for i := range cfg.Shards {
 		sc := cfg.Storage
+		if commits != nil {
+			if user := sc.OnCommit; user != nil {
+				sc.OnCommit = func(d time.Duration, ops int) { commits.Observe(d, ops); user(d, ops) }
+			} else {
+				sc.OnCommit = commits.Observe
+			}
+		}
 		sc.ID = uint16(i)
 		sc.Dir = filepath.Join(cfg.DataDir, "shards", fmt.Sprintf("%03d", i))
 		sc.Forwarder = n.router
@@ -150,11 +167,27 @@ func Start(cfg Config) (*Node, error) {
 		n.closeShards()
 		return nil, fmt.Errorf("node: server did not start: %w", err)
 	}
+	if cfg.AdminAddr != "" {
+		a, err := admin.Start(admin.Config{Addr: cfg.AdminAddr, Server: srv, Shards: n.shards, Commits: commits, Logger: log})
+		if err != nil {
+			_ = n.Shutdown(context.Background())
+			return nil, err
+		}
+		n.admin = a
+	}
 	return n, nil
 }
 
 // Addr returns the client address the node listens on.
 func (n *Node) Addr() net.Addr { return n.srv.Addr() }
+
+// AdminAddr returns the admin endpoint's address, or nil without one.
+func (n *Node) AdminAddr() net.Addr {
+	if n.admin == nil {
+		return nil
+	}
+	return n.admin.Addr()
+}
 
 // Fingerprint returns the hex SHA-256 of the node's certificate, or "" in
 // plaintext mode.
@@ -173,7 +206,11 @@ func (n *Node) Shards() []*storage.Shard { return n.shards }
 // reconnect, the server stops, and every shard commits what it has and
 // closes.
 func (n *Node) Shutdown(ctx context.Context) error {
-	err := n.srv.Shutdown(ctx)
+	var err error
+	if n.admin != nil {
+		err = n.admin.Close(ctx)
+	}
+	err = errors.Join(err, n.srv.Shutdown(ctx))
 	if serr := <-n.served; serr != nil {
 		err = errors.Join(err, serr)
 	}
@@ -200,6 +237,9 @@ func Run(ctx context.Context, cfg Config, grace time.Duration) error {
 	attrs := []any{"addr", n.Addr().String(), "data", n.cfg.DataDir, "shards", n.cfg.Shards}
 	if n.fingerprint != "" {
 		attrs = append(attrs, "fingerprint", n.fingerprint)
+	}
+	if a := n.AdminAddr(); a != nil {
+		attrs = append(attrs, "admin", a.String())
 	}
 	log.Info("parleyd ready", attrs...)
 	select {

@@ -1,0 +1,13 @@
+// Package admin is a node's operator endpoint: Prometheus metrics at
+// /metrics, Go's profiler at /debug/pprof/, and the process's memory at
+// /debug/memory. It is meant for a loopback or otherwise private address:
+// it has no authentication, and the profiler can slow the node down.
+//
+// The metrics are read at scrape time from the counters the server and the
+// shards already keep (server.Stats, storage.Shard.Stats), so the message
+// path pays nothing for them; the one exception is Commits, a histogram the
+// shards feed through storage.Config.OnCommit.
+//
+// Threading: Commits.Observe may be called from any goroutine (every shard
+// actor calls it). An Admin's methods are safe for concurrent use.
+package admin
