@@ -15,8 +15,14 @@ import (
 	"github.com/parley-im/parley/protocol/pb"
 )
 
+// TestMain fails the run if a test leaves a goroutine behind. gnet's
+// worker pool starts two goroutines when the package is initialised (the
+// end-to-end test links the server); they are not the command's.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m,
+		goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*poolCommon).purgeStaleWorkers"),
+		goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*poolCommon).ticktock"),
+	)
 }
 
 // testEnv returns an env with empty input, captured output, no environment
