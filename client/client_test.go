@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -399,5 +400,28 @@ func TestRequestCodeHonoursContext(t *testing.T) {
 	fc.expect(protocol.KindRequestCode) // and never answer
 	if err := <-res; !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("RequestCode = %v, want DeadlineExceeded", err)
+	}
+}
+
+// TestIdleClientUsesOneGoroutine guards the footprint the load generator
+// relies on: a connected, idle client runs one goroutine (its reader); the
+// writer and the dispatcher exist only while they have work.
+func TestIdleClientUsesOneGoroutine(t *testing.T) {
+	const n = 10
+	srv := newFakeServer(t, false)
+	base := runtime.NumGoroutine()
+	for range n {
+		c := startClient(t, testConfig(srv), nil)
+		srv.accept(t).login(16, 30, 0)
+		waitFor[Connected](c)
+	}
+	// Each connection also has the fake server's reader goroutine.
+	want := base + 2*n
+	deadline := time.Now().Add(waitLong)
+	for runtime.NumGoroutine() != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines for %d idle clients, want %d (one each, plus the fake server's)", runtime.NumGoroutine()-base-n, n, n)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
