@@ -1,7 +1,7 @@
 // Package client is Parley's Go client SDK: it registers a device, keeps
 // one logged-in connection to the server alive, delivers the device's inbox
-// in order exactly once per Store, and sends messages that survive
-// reconnects and restarts. The command-line client, the load generator and
+// in order and without repeats, and sends messages that survive reconnects
+// and restarts. The command-line client, the load generator and
 // the end-to-end tests are built on it.
 //
 // # Use
@@ -16,13 +16,17 @@
 //
 // # What the client does for the application
 //
-//   - Connects over TLS 1.3 (pinned certificate fingerprint or a CA pool),
-//     logs in with the cursor kept in the Store, and pipelines the sends
-//     and requests still unanswered right behind Login.
+//   - Connects over TLS 1.3 (pinned certificate fingerprint or a CA pool;
+//     spec [S-5-4]), logs in with the cursor kept in the Store, and
+//     pipelines the sends and requests still unanswered right behind Login
+//     ([S-6-3]; at most 128 KiB before LoginOk, [S-6-14]). LoginOk.cursor
+//     becomes the cursor ([S-8-7]).
 //   - Reconnects after any failure with exponential backoff and full
-//     jitter, or after the delay a GoAway names; stops for good on
-//     UNSUPPORTED_VERSION, AUTH_FAILED, DEVICE_REVOKED and SESSION_REPLACED
-//     (a Fatal event; Run returns the error).
+//     jitter (1 s doubling to 60 s, reset after a minute logged in;
+//     [S-6-13]), or, after GoAway, once reconnect_after_ms has passed
+//     ([S-6-10]); frames after GoAway are still processed. Stops for good
+//     on UNSUPPORTED_VERSION, AUTH_FAILED, DEVICE_REVOKED and
+//     SESSION_REPLACED (a Fatal event; Run returns the error).
 //   - Inbox: entries (Message, Receipt, also inside compressed Batch
 //     frames) are delivered in seq order; an entry at or below the cursor
 //     is dropped (but still acknowledged). Acks are cumulative and
@@ -35,11 +39,11 @@
 //     the Store, is stored before it is written, is resent identically
 //     after each reconnect until SENT (the server deduplicates), is retried
 //     after RATE_LIMITED, OVERLOADED and INTERNAL, and reports its outcome
-//     exactly once. At most Config.MaxInFlight sends are unanswered on a
-//     connection.
-//   - Liveness: Ping when nothing was written or read for three quarters
-//     of the server's heartbeat; a connection that delivers no byte within
-//     half a heartbeat after a Ping is dropped as dead (half-open TCP).
+//     exactly once ([S-8-11], [S-8-14]). At most Config.MaxInFlight sends
+//     and requests are unanswered on a connection ([S-6-14]).
+//   - Liveness ([S-6-8]): Ping when nothing was written or read for three
+//     quarters of the server's heartbeat; a connection that delivers no
+//     byte within 15 s after a Ping is dropped as dead (half-open TCP).
 //
 // # Threading
 //
@@ -55,9 +59,11 @@
 // every goroutine; it must not be called from OnEvent or a callback.
 //
 // Client.mu guards all mutable state of the client and its sessions. It is
-// the only lock; it is never held during network or Store I/O or while
-// calling the application (OnEvent, Events, callbacks). Store methods may
-// be called concurrently; Store implementations lock for themselves.
+// the client's only lock; it is never held during network or Store I/O or
+// while calling the application (OnEvent, Events, callbacks). Config.Clock
+// and Config.Rand are called with it held and must not call the Client.
+// Store methods may be called concurrently; Store implementations lock for
+// themselves.
 //
 // # Tests
 //

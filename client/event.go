@@ -67,15 +67,20 @@ type Message struct {
 // Receipt is a receipt inbox entry: Peer's devices received (DELIVERED) or
 // read (READ) every message this user sent to Peer with an id up to UpTo.
 type Receipt struct {
-	Seq  uint64
+	// Seq is the entry's position in this user's inbox.
+	Seq uint64
+	// Peer is the user whose devices received or read.
 	Peer uint64
+	// Type is RECEIPT_DELIVERED or RECEIPT_READ; READ implies delivered.
 	Type pb.ReceiptType
+	// UpTo is a message id: every message to Peer up to it is covered.
 	UpTo uint64
 }
 
 // Synced reports that the backlog waiting at Login has been delivered, up
 // to Seq; later entries arrive live. It comes once per connection.
 type Synced struct {
+	// Seq is the highest seq sent before Synced, or the login cursor.
 	Seq uint64
 }
 

@@ -12,8 +12,10 @@ import (
 
 // Contact is a registered phone number and its user.
 type Contact struct {
+	// Phone is the number exactly as it was looked up.
 	Phone string
-	User  uint64
+	// User is the number's user id.
+	User uint64
 }
 
 // requestState is where a request is.

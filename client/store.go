@@ -13,7 +13,9 @@ import (
 // Credentials authenticate one device of one user. They come from Verify
 // and are kept in a Store.
 type Credentials struct {
-	User   uint64 `json:"user"`
+	// User is the account's user id (never 0).
+	User uint64 `json:"user"`
+	// Device is this device's id within the account.
 	Device uint32 `json:"device"`
 	// Secret is the 32-byte credential the server issued; it is shown only
 	// once, so losing it means registering the device again.
@@ -35,9 +37,13 @@ func (c Credentials) validate() error {
 // it, identically, after every reconnect until it gets SENT or a final
 // error.
 type Outgoing struct {
-	CMID uint64         `json:"cmid"`
-	To   uint64         `json:"to"`
-	Body []byte         `json:"body"`
+	// CMID is the client message id, unique for the device and never reused.
+	CMID uint64 `json:"cmid"`
+	// To is the recipient's user id.
+	To uint64 `json:"to"`
+	// Body is the message, 1 to 64 KiB; nobody modifies it once stored.
+	Body []byte `json:"body"`
+	// Type is the content type hint.
 	Type pb.ContentType `json:"type,omitempty"`
 }
 
@@ -66,7 +72,8 @@ type Store interface {
 	// SaveCredentials stores the device's credentials.
 	SaveCredentials(Credentials) error
 	// SaveCursor stores the inbox cursor. The Client calls it before it
-	// acknowledges entries up to seq; seq only grows.
+	// acknowledges entries up to seq. seq grows, except when the server
+	// puts the cursor back (spec [S-8-7]).
 	SaveCursor(seq uint64) error
 	// AddOutgoing stores a send before it is first written, and raises
 	// LastCMID to its cmid if lower.
