@@ -409,19 +409,37 @@ func TestRequestCodeHonoursContext(t *testing.T) {
 func TestIdleClientUsesOneGoroutine(t *testing.T) {
 	const n = 10
 	srv := newFakeServer(t, false)
-	base := runtime.NumGoroutine()
 	for range n {
 		c := startClient(t, testConfig(srv), nil)
 		srv.accept(t).login(16, 30, 0)
 		waitFor[Connected](c)
 	}
-	// Each connection also has the fake server's reader goroutine.
-	want := base + 2*n
+	var runs, others int
 	deadline := time.Now().Add(waitLong)
-	for runtime.NumGoroutine() != want {
+	for {
+		runs, others = clientGoroutines()
+		if runs == n && others == 0 {
+			return
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d goroutines for %d idle clients, want %d (one each, plus the fake server's)", runtime.NumGoroutine()-base-n, n, n)
+			t.Fatalf("%d idle clients run %d reader and %d other goroutines, want %d and 0", n, runs, others, n)
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// clientGoroutines counts the goroutines running Client.Run, and those
+// running the client's writer or dispatcher.
+func clientGoroutines() (runs, others int) {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		switch {
+		case strings.Contains(g, "client.(*Client).writeLoop("), strings.Contains(g, "client.(*Client).dispatch("):
+			others++
+		case strings.Contains(g, "client.(*Client).Run("):
+			runs++
+		}
+	}
+	return runs, others
 }

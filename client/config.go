@@ -57,8 +57,9 @@ type Config struct {
 	// Zero means 10 seconds.
 	DialTimeout time.Duration
 
-	// WriteTimeout bounds one write to the connection; a write that takes
-	// longer drops the connection. Zero means 10 seconds.
+	// WriteTimeout is how long a write to the connection may make no
+	// progress (32 KiB at a time) before the connection is dropped. Zero
+	// means 10 seconds.
 	WriteTimeout time.Duration
 
 	// BackoffMin and BackoffMax bound the delay between reconnection

@@ -10,8 +10,17 @@ import (
 	"github.com/parley-im/parley/protocol/pb"
 )
 
-// maxKeptWriteBuffer is the largest write buffer a session keeps for reuse.
-const maxKeptWriteBuffer = 64 << 10
+const (
+	// maxKeptWriteBuffer is the largest write buffer a session keeps for
+	// reuse.
+	maxKeptWriteBuffer = 64 << 10
+	// maxCollect is about the most bytes of sends one pass of the writer
+	// collects, so acks and pings are not held up behind a long pipeline.
+	maxCollect = 256 << 10
+	// writeChunk is how much is written under one deadline: WriteTimeout
+	// bounds a write that makes no progress, not a long one on a slow link.
+	writeChunk = 32 << 10
+)
 
 // kickLocked makes sure a writer goroutine runs for s. The writer writes
 // whatever is due and exits when nothing is; everything it looks at is
@@ -63,8 +72,7 @@ func (c *Client) writeLoop(s *session) {
 				c.mu.Unlock()
 			}
 		}
-		_ = s.conn.SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout))
-		if _, err := s.conn.Write(buf); err != nil {
+		if err := c.write(s, buf); err != nil {
 			c.fail(s, fmt.Errorf("client: write: %w", err))
 			c.mu.Lock()
 			s.writing = false
@@ -77,6 +85,19 @@ func (c *Client) writeLoop(s *session) {
 			s.wbuf = nil
 		}
 	}
+}
+
+// write writes buf to s in chunks, each with its own deadline.
+func (c *Client) write(s *session, buf []byte) error {
+	for len(buf) > 0 {
+		n := min(len(buf), writeChunk)
+		_ = s.conn.SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout))
+		if _, err := s.conn.Write(buf[:n]); err != nil {
+			return err
+		}
+		buf = buf[n:]
+	}
+	return nil
 }
 
 // collectLocked appends to buf every frame due on s at now: Login first,
@@ -112,7 +133,7 @@ func (c *Client) collectLocked(s *session, now time.Time, buf []byte) (_ []byte,
 		buf = buf[:mark]
 		return false
 	}
-	for s.goAway == nil && len(c.queue) > 0 && s.inflight < c.cfg.MaxInFlight {
+	for s.goAway == nil && len(c.queue) > 0 && s.inflight < c.cfg.MaxInFlight && len(buf) < maxCollect {
 		o := c.queue[0]
 		if o.state != sendQueued {
 			c.queue[0] = nil
