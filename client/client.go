@@ -23,7 +23,8 @@ type Client struct {
 	store  Store
 	log    *slog.Logger
 	dec    *codec.Decompressor
-	ownDec bool
+	ownDec bool       // dec was made by New and is closed by Close
+	decEnd sync.Once  // closes dec once
 	events chan Event // unbuffered; nil when cfg.OnEvent is set
 
 	ctx     context.Context // cancelled by Close
@@ -247,8 +248,7 @@ func (c *Client) Close() error {
 	c.maybeCloseEventsLocked()
 	c.mu.Unlock()
 	if c.ownDec {
-		c.dec.Close()
-		c.ownDec = false
+		c.decEnd.Do(c.dec.Close)
 	}
 	return nil
 }

@@ -443,3 +443,18 @@ func clientGoroutines() (runs, others int) {
 	}
 	return runs, others
 }
+
+func TestCloseConcurrently(t *testing.T) {
+	srv := newFakeServer(t, false)
+	c := startClient(t, testConfig(srv), nil)
+	srv.accept(t).login(16, 30, 0)
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = c.Close() }()
+	}
+	wg.Wait()
+	if err := c.runErr(); !errors.Is(err, ErrClosed) {
+		t.Errorf("Run = %v, want ErrClosed", err)
+	}
+}
