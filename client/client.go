@@ -142,7 +142,8 @@ func (c *Client) Events() <-chan Event { return c.events }
 
 // Run connects to the server, logs in and streams the inbox, reconnecting
 // with backoff whenever the connection is lost, until ctx is done, Close is
-// called, or the server says to stop (see Fatal). It returns ctx.Err(),
+// called, or the server says to stop (see Fatal); when it stops it first
+// writes the Ack it was holding back, as Close does. It returns ctx.Err(),
 // ErrClosed, or the fatal *ServerError. Run may be called once; when it
 // returns the client has stopped and pending Send, MarkRead and Lookup
 // calls fail (sends stay in the Store).
@@ -225,10 +226,11 @@ func (c *Client) sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// Close stops the client: Run returns, pending calls fail with ErrClosed,
-// undelivered events are dropped (their entries are not acknowledged, so
-// the server delivers them again next time), and every goroutine of the
-// client has exited when Close returns. Sends stay in the Store. Close does
+// Close stops the client: the connection writes a last Ack for the entries
+// the application has processed (waiting at most a second), Run returns,
+// pending calls fail with ErrClosed, undelivered events are dropped (their
+// entries are not acknowledged, so the server delivers them again next
+// time), and every goroutine of the client has exited when Close returns. Sends stay in the Store. Close does
 // not close the Store. It is safe to call more than once, but not from
 // Config.OnEvent or a SendAsync callback.
 func (c *Client) Close() error {

@@ -30,9 +30,15 @@ type session struct {
 
 	wbuf []byte // owned by the writer goroutine
 
+	// drained is closed when a draining session has written its last Ack,
+	// or when the session ends.
+	drained chan struct{}
+
 	// Guarded by Client.mu.
 	closed       bool
 	err          error // why the session ended; the first cause wins
+	draining     bool  // the client is stopping: write the last Ack, nothing else
+	drainedShut  bool  // drained is closed
 	loginWritten bool
 	loggedIn     bool      // LoginOk received
 	loggedInAt   time.Time // when LoginOk arrived
@@ -88,7 +94,7 @@ func (c *Client) runSession(ctx context.Context) (err error, stable bool) {
 	if err != nil {
 		return err, false
 	}
-	s := &session{conn: conn, raw: raw, start: c.cfg.Clock.Now(), reqs: make(map[uint32]*request)}
+	s := &session{conn: conn, raw: raw, start: c.cfg.Clock.Now(), reqs: make(map[uint32]*request), drained: make(chan struct{})}
 	s.lastWrite = s.start
 
 	c.mu.Lock()
@@ -100,7 +106,7 @@ func (c *Client) runSession(ctx context.Context) (err error, stable bool) {
 	c.startSessionLocked(s)
 	c.mu.Unlock()
 
-	stop := context.AfterFunc(ctx, func() { c.fail(s, ctx.Err()) })
+	stop := context.AfterFunc(ctx, func() { c.drain(s, ctx.Err()) })
 	_ = conn.SetReadDeadline(time.Now().Add(c.cfg.DialTimeout))
 	r := codec.NewReader(activityReader{c, s}, protocol.MaxFrameBody, c.dec)
 	for {
@@ -164,8 +170,42 @@ func (c *Client) fail(s *session, err error) {
 		s.timerStop()
 		s.timerStop = nil
 	}
+	s.shutDrainedLocked()
 	c.mu.Unlock()
 	_ = s.raw.Close()
+}
+
+// drainTimeout bounds how long a stopping client waits for its last Ack
+// to be written.
+const drainTimeout = time.Second
+
+// drain ends session s because the client is stopping, after writing an
+// Ack for what the application has processed, so the server does not
+// deliver it again next time. It waits at most drainTimeout.
+func (c *Client) drain(s *session, err error) {
+	c.mu.Lock()
+	if s.closed {
+		c.mu.Unlock()
+		return
+	}
+	s.draining, s.ackNow = true, true
+	c.kickLocked(s) // a running writer sees draining on its next pass
+	c.mu.Unlock()
+	t := time.NewTimer(min(drainTimeout, c.cfg.WriteTimeout))
+	select {
+	case <-s.drained:
+	case <-t.C:
+	}
+	t.Stop()
+	c.fail(s, err)
+}
+
+// shutDrainedLocked closes s.drained once.
+func (s *session) shutDrainedLocked() {
+	if !s.drainedShut {
+		s.drainedShut = true
+		close(s.drained)
+	}
 }
 
 // endSession detaches the ended session s: its unanswered sends and

@@ -516,3 +516,31 @@ func TestPongKeepsConnectionAlive(t *testing.T) {
 	default:
 	}
 }
+
+// TestStopFlushesAck: a client that stops writes the Ack it was holding
+// back, so the server does not deliver those entries again.
+func TestStopFlushesAck(t *testing.T) {
+	srv := newFakeServer(t, false)
+	cfg := testConfig(srv)
+	cfg.AckDelay = time.Hour
+	st := NewMemoryStore()
+	c := startClient(t, cfg, st)
+	fc := srv.accept(t)
+	fc.login(64, 30, 0)
+	fc.write(message(1, 1, 5, "seen just before quitting"))
+	waitFor[Message](c)
+	waitUntil(t, func() bool { c.mu.Lock(); defer c.mu.Unlock(); return c.processed == 1 })
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got := fc.expectClosed()
+	if len(got) != 1 || got[0].Kind != protocol.KindAck {
+		t.Fatalf("frames before close: %v, want one Ack", got)
+	}
+	if seq, _ := codec.ParseAck(got[0].Body); seq != 1 {
+		t.Errorf("ack %d, want 1", seq)
+	}
+	if cursorOf(t, st) != 1 {
+		t.Errorf("stored cursor %d, want 1", cursorOf(t, st))
+	}
+}

@@ -54,6 +54,9 @@ func (c *Client) writeLoop(s *session) {
 			if err == nil {
 				c.armLocked(s, now)
 			}
+			if s.draining {
+				s.shutDrainedLocked()
+			}
 			c.mu.Unlock()
 			if err != nil {
 				c.fail(s, err)
@@ -106,6 +109,9 @@ func (c *Client) write(s *session, buf []byte) error {
 // and a Ping. It returns the cursor to persist before writing, if save,
 // or ErrDeadConnection when a Ping went unanswered.
 func (c *Client) collectLocked(s *session, now time.Time, buf []byte) (_ []byte, cursor uint64, save bool, _ error) {
+	if s.draining {
+		return c.collectAckLocked(s, now, buf)
+	}
 	if !s.loginWritten {
 		var err error
 		buf, err = codec.AppendProto(buf, protocol.KindLogin, &pb.Login{
@@ -177,19 +183,7 @@ func (c *Client) collectLocked(s *session, now time.Time, buf []byte) (_ []byte,
 	}
 
 	if s.loggedIn {
-		ack := min(c.processed, s.recvHigh)
-		due := s.ackNow || len(buf) > 0 || (!s.ackDue.IsZero() && !now.Before(s.ackDue))
-		if ack > s.ackSent && due {
-			buf = codec.AppendAck(buf, ack)
-			s.ackSent, s.ackNow, s.ackDue = ack, false, time.Time{}
-			n := s.covered(ack)
-			s.unacked = append(s.unacked[:0], s.unacked[n:]...)
-			if c.processed != c.savedCursor {
-				cursor, save = c.processed, true
-			}
-		} else if ack <= s.ackSent {
-			s.ackNow, s.ackDue = false, time.Time{}
-		}
+		buf, cursor, save, _ = c.collectAckLocked(s, now, buf)
 
 		lastRead := s.lastReadTime()
 		switch {
@@ -214,6 +208,29 @@ func (c *Client) collectLocked(s *session, now time.Time, buf []byte) (_ []byte,
 func (s *session) covered(seq uint64) int {
 	n, _ := slices.BinarySearch(s.unacked, seq+1)
 	return n
+}
+
+// collectAckLocked appends the cumulative Ack to buf if one is due: asked
+// for (ackNow), delayed long enough, or riding along with other frames.
+func (c *Client) collectAckLocked(s *session, now time.Time, buf []byte) (_ []byte, cursor uint64, save bool, _ error) {
+	if !s.loggedIn {
+		return buf, 0, false, nil
+	}
+	ack := min(c.processed, s.recvHigh)
+	due := s.ackNow || len(buf) > 0 || (!s.ackDue.IsZero() && !now.Before(s.ackDue))
+	switch {
+	case ack > s.ackSent && due:
+		buf = codec.AppendAck(buf, ack)
+		s.ackSent, s.ackNow, s.ackDue = ack, false, time.Time{}
+		n := s.covered(ack)
+		s.unacked = append(s.unacked[:0], s.unacked[n:]...)
+		if c.processed != c.savedCursor {
+			cursor, save = c.processed, true
+		}
+	case ack <= s.ackSent:
+		s.ackNow, s.ackDue = false, time.Time{}
+	}
+	return buf, cursor, save, nil
 }
 
 // ackLocked is called when more entries may be acknowledged on s. It asks

@@ -194,17 +194,25 @@ func TestEndToEnd(t *testing.T) {
 		t.Errorf("send printed %q", out)
 	}
 
-	listen := bob.start("listen", "--plain")
-	listen.out.waitFor(t, ": see you at eight\n")
-	listen.cancel()
-	if code := listen.exit(t); code != 0 {
-		t.Errorf("listen exit %d\n%s", code, listen.err)
-	}
+	lb := bob.start("listen", "--plain")
+	lb.out.waitFor(t, ": see you at eight\n")
 	// Alice hears that it arrived.
-	listen = alice.start("listen", "--plain")
-	listen.out.waitFor(t, "delivered by +15551234567")
-	listen.cancel()
-	listen.exit(t)
+	la := alice.start("listen", "--plain")
+	la.out.waitFor(t, "delivered by +15551234567")
+	for _, c := range []*command{lb, la} {
+		c.cancel()
+		if code := c.exit(t); code != 0 {
+			t.Errorf("listen exit %d\n%s", code, c.err)
+		}
+	}
+	// Bob's listen acknowledged the message: he does not get it again.
+	lb = bob.start("listen", "--plain")
+	lb.err.waitFor(t, "up to date")
+	lb.cancel()
+	lb.exit(t)
+	if strings.Contains(lb.out.String(), "see you at eight") {
+		t.Errorf("message delivered twice:\n%s", lb.out)
+	}
 
 	// Two terminals chat.
 	ca := alice.start("chat", "--plain", "--to", "+15551234567")
