@@ -1,0 +1,125 @@
+// Command parley-load is Parley's load tester: it drives a node with
+// thousands of TLS clients from worker processes on 127.0.0.2, .3, …,
+// verifies every delivery end to end and reports throughput, latency and
+// the server's memory and CPU. It exits 1 when any message was lost,
+// duplicated, reordered or skipped, 2 on bad arguments or a failed run.
+//
+//	parley-load --spawn --scenario pairs
+//	parley-load --addr 127.0.0.1:5222 --fingerprint HEX --admin 127.0.0.1:9222 --scenario idle --conns 19000
+//
+// The node must be started with test phone numbers:
+// parleyd --test-phone-prefix +1999 --test-code 000000.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/parley-im/parley/loadtest"
+)
+
+func main() {
+	if ran, code := loadtest.RunChild(); ran {
+		os.Exit(code)
+	}
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("parley-load", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg loadtest.Config
+	var scenarios []string
+	for _, s := range loadtest.Scenarios {
+		scenarios = append(scenarios, fmt.Sprintf("%s (%s)", s.Name, s.Summary))
+	}
+	fs.StringVar(&cfg.Scenario, "scenario", "pairs", "`name`: "+strings.Join(scenarios, "; "))
+	fs.BoolVar(&cfg.Spawn, "spawn", false, "start a node on loopback for the run (fresh data, removed after)")
+	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:5222", "node client `address`")
+	fs.StringVar(&cfg.Fingerprint, "fingerprint", os.Getenv("PARLEY_FINGERPRINT"), "node certificate SHA-256 `hex` (parleyd prints it)")
+	fs.StringVar(&cfg.Admin, "admin", "127.0.0.1:9222", "node admin `address` for server memory and CPU (\"\": none)")
+	fs.IntVar(&cfg.SpawnShards, "shards", 4, "shards of the spawned node")
+	fs.IntVar(&cfg.SpawnLoops, "loops", 0, "event loops of the spawned node (0: GOMAXPROCS)")
+	fs.BoolVar(&cfg.SpawnNoSync, "nosync", false, "spawned node commits without fsync (benchmarks everything but the disk)")
+	fs.StringVar(&cfg.PhonePrefix, "phone-prefix", "+1999", "node's test phone `prefix`")
+	fs.StringVar(&cfg.TestCode, "test-code", "000000", "node's test verification `code`")
+	fs.IntVar(&cfg.Connections, "conns", 1000, "connections (one account each)")
+	fs.DurationVar(&cfg.Duration, "duration", 0, "traffic duration (default 10s)")
+	fs.DurationVar(&cfg.Warmup, "warmup", 0, "start of the traffic left out of the figures (default 1s)")
+	fs.IntVar(&cfg.Rate, "rate", 0, "total messages per second (0: flat out)")
+	fs.IntVar(&cfg.InFlight, "inflight", 0, "unanswered sends per device (default 10)")
+	fs.IntVar(&cfg.MessageSize, "size", 0, "message body `bytes`, at least 20 (default 20)")
+	fs.IntVar(&cfg.Queue, "queue", 0, "offline: messages queued per user (default 100)")
+	fs.DurationVar(&cfg.ChurnLife, "churn-life", 0, "churn: mean connection lifetime (default 5s)")
+	fs.DurationVar(&cfg.IdleSettle, "idle-settle", 0, "idle: wait before reading server memory (default 12s)")
+	fs.DurationVar(&cfg.Hold, "hold", 0, "idle: keep the connections this long after measuring")
+	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", 0, "wait for in-flight messages after traffic (default 30s)")
+	fs.IntVar(&cfg.PerWorker, "per-worker", 0, "most connections per worker process (default 8000)")
+	fs.IntVar(&cfg.Workers, "workers", 0, "worker processes (0: as many as --per-worker needs)")
+	fs.IntVar(&cfg.InjectDuplicate, "inject-duplicate", 0, "fault injection: count every `N`th delivery twice (the run must fail)")
+	jsonOut := fs.Bool("json", false, "print the result as one JSON object on stdout")
+	htmlFile := fs.String("html", "", "write an HTML report charting rate and latency to `file`")
+	quiet := fs.Bool("quiet", false, "no progress lines")
+	verbose := fs.Bool("v", false, "log steps")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "parley-load: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	level := slog.LevelWarn
+	if *verbose {
+		level = slog.LevelInfo
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	if !*quiet {
+		cfg.Progress = stderr
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	res, err := loadtest.Run(ctx, cfg)
+	if res != nil {
+		if *jsonOut {
+			b, _ := json.Marshal(res)
+			fmt.Fprintln(stdout, string(b))
+		} else {
+			res.WriteText(stdout)
+		}
+		if *htmlFile != "" {
+			if herr := writeHTML(*htmlFile, res); herr != nil {
+				fmt.Fprintln(stderr, "parley-load:", herr)
+			}
+		}
+	}
+	switch {
+	case errors.Is(err, loadtest.ErrVerification):
+		fmt.Fprintln(stderr, "parley-load:", err)
+		return 1
+	case err != nil:
+		fmt.Fprintln(stderr, "parley-load:", err)
+		return 2
+	}
+	return 0
+}
+
+func writeHTML(name string, res *loadtest.Result) error {
+	f, err := os.Create(name)
+	if err != nil {
+		return err
+	}
+	if err := res.WriteHTML(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}

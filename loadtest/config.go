@@ -1,0 +1,224 @@
+package loadtest
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+)
+
+// Config configures a run. The zero value of each optional field means its
+// default; Scenario and either Spawn or Addr and Fingerprint are required.
+type Config struct {
+	// Scenario is the name of a scenario in Scenarios.
+	Scenario string `json:"scenario"`
+
+	// Addr is the node's client address, host:port. Ignored with Spawn.
+	Addr string `json:"addr"`
+	// Fingerprint is the hex SHA-256 of the node's certificate (parleyd
+	// prints it at start). Ignored with Spawn.
+	Fingerprint string `json:"fingerprint"`
+	// Admin is the node's admin endpoint, host:port, where the server's
+	// memory and CPU are read; "" leaves those figures out. Ignored with
+	// Spawn.
+	Admin string `json:"admin"`
+	// Spawn starts a node in a child process on loopback for the run,
+	// with a fresh data directory that is removed afterwards.
+	Spawn bool `json:"spawn"`
+	// SpawnShards is the spawned node's shard count. Default 4.
+	SpawnShards int `json:"spawn_shards"`
+	// SpawnLoops is the spawned node's event-loop count; 0 is the
+	// server's default (GOMAXPROCS).
+	SpawnLoops int `json:"spawn_loops"`
+	// SpawnNoSync commits without fsync in the spawned node: a benchmark
+	// of everything but the disk. Never what a deployment runs.
+	SpawnNoSync bool `json:"spawn_nosync"`
+	// PhonePrefix is the node's test phone prefix (parleyd
+	// --test-phone-prefix); accounts get numbers under it. Default "+1999".
+	PhonePrefix string `json:"phone_prefix"`
+	// TestCode is the node's test verification code. Default "000000".
+	TestCode string `json:"test_code"`
+
+	// Connections is how many devices (one account each) connect. Scenarios
+	// that pair accounts round it up to an even number. Default 1000.
+	Connections int `json:"connections"`
+	// Duration is how long traffic runs. Default 10 s.
+	Duration time.Duration `json:"duration"`
+	// Warmup is the start of the traffic left out of the rate and latency
+	// figures. Default 1 s; negative means none.
+	Warmup time.Duration `json:"warmup"`
+	// Rate is the total messages per second over all senders; 0 sends flat
+	// out, each sender keeping InFlight sends unanswered.
+	Rate int `json:"rate"`
+	// InFlight is how many sends one device keeps unanswered at most.
+	// Default 10; at most 120 (the server reads no more than 128).
+	InFlight int `json:"in_flight"`
+	// MessageSize is the body of each message in bytes, at least 20 (the
+	// timestamps and cmid it carries). Default 20.
+	MessageSize int `json:"message_size"`
+	// Queue is how many messages each offline user gets queued (offline).
+	// Default 100.
+	Queue int `json:"queue"`
+	// ChurnLife is the mean time a connection lives before it drops and
+	// reconnects (churn). Default 5 s.
+	ChurnLife time.Duration `json:"churn_life"`
+	// IdleSettle is how long the idle scenario waits after everyone logged
+	// in before reading the server's memory: past the server's IdleTrim
+	// (10 s by default). Default 12 s.
+	IdleSettle time.Duration `json:"idle_settle"`
+	// Hold is how long the idle scenario keeps the connections after
+	// measuring. Default 0.
+	Hold time.Duration `json:"hold"`
+	// DrainTimeout bounds the wait for every sent message to arrive after
+	// traffic stops; what has not arrived by then is lost. Default 30 s.
+	DrainTimeout time.Duration `json:"drain_timeout"`
+
+	// PerWorker is the most connections one worker process holds. Default
+	// 8000 (a process may hold 20,000 open files here).
+	PerWorker int `json:"per_worker"`
+	// Workers is how many worker processes run; 0 means as many as
+	// PerWorker needs.
+	Workers int `json:"workers"`
+	// SourceBase is the last octet of the first worker's source address
+	// 127.0.0.x; the next worker gets the next one. Default 2.
+	SourceBase int `json:"source_base"`
+
+	// InjectDuplicate counts every Nth delivered message twice: a fault
+	// for testing the verifier, which must then fail the run. 0: none.
+	InjectDuplicate int `json:"inject_duplicate"`
+
+	// WorkerCommand is the argv that starts a worker or a spawned node;
+	// the child role is set in the environment (see RunChild). Default:
+	// this executable with no arguments.
+	WorkerCommand []string `json:"-"`
+	// Progress receives a live progress line every second; nil: none.
+	Progress io.Writer `json:"-"`
+	// Logger receives the run's logs; nil discards them.
+	Logger *slog.Logger `json:"-"`
+}
+
+func (c *Config) setDefaults() {
+	if c.SpawnShards == 0 {
+		c.SpawnShards = 4
+	}
+	if c.PhonePrefix == "" {
+		c.PhonePrefix = "+1999"
+	}
+	if c.TestCode == "" {
+		c.TestCode = "000000"
+	}
+	if c.Connections == 0 {
+		c.Connections = 1000
+	}
+	if c.Duration == 0 {
+		c.Duration = 10 * time.Second
+	}
+	if c.Warmup == 0 {
+		c.Warmup = time.Second
+	}
+	if c.Warmup < 0 {
+		c.Warmup = 0
+	}
+	if c.InFlight == 0 {
+		c.InFlight = 10
+	}
+	if c.MessageSize == 0 {
+		c.MessageSize = bodyHeader
+	}
+	if c.Queue == 0 {
+		c.Queue = 100
+	}
+	if c.ChurnLife == 0 {
+		c.ChurnLife = 5 * time.Second
+	}
+	if c.IdleSettle == 0 {
+		c.IdleSettle = 12 * time.Second
+	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = 30 * time.Second
+	}
+	if c.PerWorker == 0 {
+		c.PerWorker = 8000
+	}
+	if c.SourceBase == 0 {
+		c.SourceBase = 2
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// validate reports every problem with c at once.
+func (c *Config) validate() error {
+	var errs []error
+	if _, ok := scenarioByName(c.Scenario); !ok {
+		errs = append(errs, fmt.Errorf("unknown scenario %q (have %s)", c.Scenario, strings.Join(ScenarioNames(), ", ")))
+	}
+	if !c.Spawn && (c.Addr == "" || c.Fingerprint == "") {
+		errs = append(errs, errors.New("no server: give the address and certificate fingerprint, or spawn one"))
+	}
+	if digits := strings.TrimPrefix(c.PhonePrefix, "+"); !strings.HasPrefix(c.PhonePrefix, "+") || len(digits) == 0 ||
+		strings.Trim(digits, "0123456789") != "" || len(digits) > maxPhoneDigits-indexDigits-runDigits {
+		errs = append(errs, fmt.Errorf("phone prefix %q: want + and 1 to %d digits", c.PhonePrefix, maxPhoneDigits-indexDigits-runDigits))
+	}
+	if c.Connections < 2 || c.Connections > maxConnections {
+		errs = append(errs, fmt.Errorf("%d connections: want 2 to %d", c.Connections, maxConnections))
+	}
+	if c.Duration < 0 || c.Duration > 24*time.Hour {
+		errs = append(errs, fmt.Errorf("duration %v: want up to 24h", c.Duration))
+	}
+	if c.Warmup >= c.Duration {
+		errs = append(errs, fmt.Errorf("warmup %v not below the duration %v", c.Warmup, c.Duration))
+	}
+	if c.Rate < 0 {
+		errs = append(errs, fmt.Errorf("negative rate %d", c.Rate))
+	}
+	if c.InFlight < 1 || c.InFlight > 120 {
+		errs = append(errs, fmt.Errorf("in flight %d: want 1 to 120", c.InFlight))
+	}
+	if c.MessageSize < bodyHeader || c.MessageSize > 64<<10 {
+		errs = append(errs, fmt.Errorf("message size %d: want %d to 65536", c.MessageSize, bodyHeader))
+	}
+	if c.Queue < 1 || c.Queue > 1_000_000 {
+		errs = append(errs, fmt.Errorf("queue %d: want 1 to 1000000", c.Queue))
+	}
+	if c.PerWorker < 1 || c.PerWorker > 18_000 {
+		errs = append(errs, fmt.Errorf("%d connections per worker: want 1 to 18000 (20,000 open files per process)", c.PerWorker))
+	}
+	if c.Workers < 0 || c.SourceBase < 1 || c.SourceBase+c.workers() > 255 {
+		errs = append(errs, fmt.Errorf("%d workers from 127.0.0.%d: out of 127.0.0.x", c.workers(), c.SourceBase))
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"churn life", c.ChurnLife}, {"idle settle", c.IdleSettle}, {"drain timeout", c.DrainTimeout}} {
+		if d.v <= 0 {
+			errs = append(errs, fmt.Errorf("%s %v not positive", d.name, d.v))
+		}
+	}
+	if c.Hold < 0 || c.InjectDuplicate < 0 {
+		errs = append(errs, errors.New("negative hold or inject-duplicate"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("loadtest: config: %w", err)
+	}
+	return nil
+}
+
+// workers returns how many worker processes the run uses.
+func (c *Config) workers() int {
+	if c.Workers > 0 {
+		return c.Workers
+	}
+	return max(1, (c.Connections+c.PerWorker-1)/c.PerWorker)
+}
+
+// Phone numbers: prefix, run id, account index. E.164 allows 15 digits.
+const (
+	maxPhoneDigits = 15
+	indexDigits    = 7
+	runDigits      = 3
+	maxConnections = 9_999_999
+)

@@ -1,0 +1,461 @@
+package loadtest
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os/exec"
+	"strings"
+	"time"
+
+	hdr "github.com/HdrHistogram/hdrhistogram-go"
+)
+
+// ErrVerification is returned (wrapped) by Run when messages were lost,
+// duplicated, reordered or skipped. The Result is returned with it.
+var ErrVerification = errors.New("loadtest: verification failed")
+
+// workerProc is a worker child process, seen from the coordinator.
+type workerProc struct {
+	index int
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	spec  workerSpec
+
+	last     Counters   // from the latest event
+	steps    []Counters // counters at the end of each step
+	interval []*hdr.Histogram
+	result   *event
+	exited   bool
+}
+
+// workerEvent is an event from worker index, or its exit.
+type workerEvent struct {
+	index int
+	ev    event
+	exit  error // set with exited
+	exited bool
+}
+
+// coordinator runs one load test.
+type coordinator struct {
+	cfg     *Config
+	steps   []Step
+	workers []*workerProc
+	events  chan workerEvent
+	admin   *adminClient // nil without an admin endpoint
+	node    *spawnedNode // nil unless spawned
+	res     *Result
+	start   time.Time
+
+	baseline  serverMemory
+	haveBase  bool
+	fromCount Counters
+	toCount   Counters
+	fromAt    time.Time
+	toAt      time.Time
+	fromSrv   map[string]float64
+	toSrv     map[string]float64
+}
+
+// Run runs the load test cfg describes. It returns the result, and an
+// error wrapping ErrVerification when any message was lost, duplicated,
+// reordered or skipped (the result is returned then too).
+func Run(ctx context.Context, cfg Config) (*Result, error) {
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	sc, _ := scenarioByName(cfg.Scenario)
+	c := &coordinator{cfg: &cfg, steps: sc.Steps(&cfg), events: make(chan workerEvent, 1024)}
+	c.res = &Result{Scenario: cfg.Scenario, TargetRate: cfg.Rate, MessageSize: cfg.MessageSize}
+	if cfg.Spawn {
+		n, err := spawnNode(ctx, &cfg)
+		if err != nil {
+			return nil, err
+		}
+		defer n.stop()
+		c.node = n
+		cfg.Addr, cfg.Fingerprint, cfg.Admin = n.info.Addr, n.info.Fingerprint, n.info.Admin
+		cfg.Logger.Info("spawned a node", "addr", cfg.Addr, "admin", cfg.Admin, "fingerprint", cfg.Fingerprint)
+	}
+	if cfg.Admin != "" {
+		c.admin = newAdminClient(cfg.Admin)
+	}
+	if err := c.startWorkers(); err != nil {
+		c.kill()
+		return nil, err
+	}
+	defer c.kill()
+	if err := c.walk(ctx); err != nil {
+		return nil, err
+	}
+	c.assemble()
+	if r := c.res; r.Lost+r.Duplicated+r.Reordered+r.Gaps > 0 {
+		return c.res, fmt.Errorf("%w: %d lost, %d duplicated, %d reordered, %d skipped", ErrVerification, r.Lost, r.Duplicated, r.Reordered, r.Gaps)
+	}
+	return c.res, nil
+}
+
+// startWorkers splits the accounts over the workers (pairs never split)
+// and starts them.
+func (c *coordinator) startWorkers() error {
+	cfg := c.cfg
+	n := cfg.Connections + cfg.Connections%2
+	nw := min(cfg.workers(), n/2)
+	c.res.Connections, c.res.Workers = n, nw
+	digits := maxPhoneDigits - len(cfg.PhonePrefix) + 1 - indexDigits
+	runID := fmt.Sprintf("%0*d", digits, rand.N(pow10(digits)))
+	pairsPer := n / 2 / nw
+	lo := 0
+	for i := range nw {
+		hi := lo + 2*pairsPer
+		if i == nw-1 {
+			hi = n
+		}
+		spec := workerSpec{Config: *cfg, Index: i, Source: fmt.Sprintf("127.0.0.%d", cfg.SourceBase+i),
+			Lo: lo, Hi: hi, Addr: cfg.Addr, Fingerprint: cfg.Fingerprint, RunID: runID}
+		spec.Config.Connections = n
+		lo = hi
+		cmd, err := childCommand(cfg, childWorker)
+		if err != nil {
+			return err
+		}
+		stdin, _ := cmd.StdinPipe()
+		stdout, _ := cmd.StdoutPipe()
+		stderr, _ := cmd.StderrPipe()
+		if err := cmd.Start(); err != nil {
+			return fmt.Errorf("loadtest: start worker: %w", err)
+		}
+		wp := &workerProc{index: i, cmd: cmd, stdin: stdin, spec: spec}
+		c.workers = append(c.workers, wp)
+		go forwardLog(stderr, cfg.Logger, fmt.Sprintf("worker %d", i))
+		go c.readEvents(wp, stdout)
+		line, _ := json.Marshal(spec)
+		if _, err := stdin.Write(append(line, '\n')); err != nil {
+			return fmt.Errorf("loadtest: worker %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
+// readEvents forwards a worker's events, then its exit.
+func (c *coordinator) readEvents(wp *workerProc, r io.Reader) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	for sc.Scan() {
+		var ev event
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			c.cfg.Logger.Warn("worker output", "worker", wp.index, "line", sc.Text())
+			continue
+		}
+		c.events <- workerEvent{index: wp.index, ev: ev}
+	}
+	c.events <- workerEvent{index: wp.index, exited: true, exit: wp.cmd.Wait()}
+}
+
+// kill stops every worker still running.
+func (c *coordinator) kill() {
+	for _, wp := range c.workers {
+		_ = wp.stdin.Close()
+		if !wp.exited && wp.cmd.Process != nil {
+			_ = wp.cmd.Process.Kill()
+		}
+	}
+}
+
+// walk takes the workers through the steps in lock step.
+func (c *coordinator) walk(ctx context.Context) error {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	c.start = time.Now()
+	stepStart := c.start
+	step := 0
+	c.res.Steps = append(c.res.Steps, StepTime{Name: c.steps[0].Name})
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+			c.progress(step)
+		case we := <-c.events:
+			wp := c.workers[we.index]
+			if we.exited {
+				wp.exited = true
+				if wp.result == nil {
+					return fmt.Errorf("loadtest: worker %d exited early: %v", we.index, we.exit)
+				}
+				if c.allResults() {
+					return nil
+				}
+				continue
+			}
+			ev := we.ev
+			switch ev.Type {
+			case "error":
+				return fmt.Errorf("loadtest: worker %d: %s", we.index, ev.Error)
+			case "stats":
+				wp.last = ev.Counters
+				if h, err := decodeHist(ev.Interval); err == nil {
+					wp.interval = append(wp.interval, h)
+				}
+			case "result":
+				wp.last = ev.Counters
+				wp.result = &ev
+				if c.allResults() && c.allExited() {
+					return nil
+				}
+			case "step":
+				wp.last = ev.Counters
+				wp.steps = append(wp.steps, ev.Counters)
+				if !c.allAt(step) {
+					continue
+				}
+				st := c.steps[step]
+				took := time.Since(stepStart)
+				c.res.Steps[step].Seconds = took.Seconds()
+				c.res.Steps[step].Timed = st.Timed
+				c.cfg.Logger.Info("step done", "step", st.Name, "took", took)
+				if st.MeasureTo {
+					c.markTo(ctx, step)
+				}
+				if st.After != nil {
+					if err := st.After(ctx, c); err != nil {
+						return err
+					}
+				}
+				step++
+				if step < len(c.steps) {
+					c.res.Steps = append(c.res.Steps, StepTime{Name: c.steps[step].Name})
+					if c.steps[step].MeasureFrom {
+						c.markFrom(ctx, step)
+					}
+				}
+				stepStart = time.Now()
+				for _, w := range c.workers {
+					_, _ = io.WriteString(w.stdin, "go\n")
+				}
+			}
+		}
+	}
+}
+
+func (c *coordinator) allAt(step int) bool {
+	for _, w := range c.workers {
+		if len(w.steps) <= step {
+			return false
+		}
+	}
+	return true
+}
+
+func (c *coordinator) allResults() bool {
+	for _, w := range c.workers {
+		if w.result == nil {
+			return false
+		}
+	}
+	return true
+}
+
+func (c *coordinator) allExited() bool {
+	for _, w := range c.workers {
+		if !w.exited {
+			return false
+		}
+	}
+	return true
+}
+
+// sum adds the workers' counters at the end of step (or the latest, for
+// step -1).
+func (c *coordinator) sum(step int) Counters {
+	var t Counters
+	for _, w := range c.workers {
+		switch {
+		case step < 0:
+			t.add(w.last)
+		case step < len(w.steps):
+			t.add(w.steps[step])
+		}
+	}
+	return t
+}
+
+// markFrom starts the measured traffic window before step starts.
+func (c *coordinator) markFrom(ctx context.Context, step int) {
+	c.fromCount, c.fromAt = c.sum(step-1), time.Now()
+	if c.admin != nil {
+		c.fromSrv, _ = c.admin.metrics(ctx)
+	}
+}
+
+// markTo ends the measured traffic window after step.
+func (c *coordinator) markTo(ctx context.Context, step int) {
+	c.toCount, c.toAt = c.sum(step), time.Now()
+	if c.admin != nil {
+		c.toSrv, _ = c.admin.metrics(ctx)
+	}
+}
+
+// readBaseline reads the server's settled memory before the connections.
+func (c *coordinator) readBaseline(ctx context.Context) error {
+	if c.admin == nil {
+		return nil
+	}
+	m, err := c.admin.memory(ctx, true)
+	if err != nil {
+		c.cfg.Logger.Warn("no server memory figures", "err", err)
+		c.admin = nil
+		return nil
+	}
+	c.baseline, c.haveBase = m, true
+	return nil
+}
+
+// readConnected waits settle, then reads the server's settled memory with
+// every connection up and figures the memory per connection.
+func (c *coordinator) readConnected(ctx context.Context, settle time.Duration) error {
+	if c.admin == nil || !c.haveBase {
+		return nil
+	}
+	if settle > 0 {
+		c.cfg.Logger.Info("waiting for the server to trim idle connections", "for", settle)
+		if err := sleepCtx(ctx, settle); err != nil {
+			return err
+		}
+	}
+	m, err := c.admin.memory(ctx, true)
+	if err != nil {
+		return err
+	}
+	conns := c.sum(-1).Connected
+	c.res.ServerRSS = m.RSS
+	c.res.ServerHeap = m.HeapInuse
+	if conns > 0 {
+		c.res.ServerRSSPerConn = float64(m.RSS-c.baseline.RSS) / float64(conns)
+		c.res.ServerHeapPerConn = float64(m.HeapInuse-c.baseline.HeapInuse) / float64(conns)
+	}
+	c.res.MemoryConnections = conns
+	return nil
+}
+
+// progress prints the live line and records a point of the series.
+func (c *coordinator) progress(step int) {
+	t := c.sum(-1)
+	iv := newHist()
+	for _, w := range c.workers {
+		for _, h := range w.interval {
+			iv.Merge(h)
+		}
+		w.interval = w.interval[:0]
+	}
+	p := Point{
+		T:          time.Since(c.start).Seconds(),
+		Connected:  t.Connected,
+		Sent:       t.Sent,
+		Delivered:  t.Delivered,
+		LatencyP50: iv.ValueAtQuantile(50),
+		LatencyP99: iv.ValueAtQuantile(99),
+		LatencyMax: iv.Max(),
+	}
+	if n := len(c.res.Series); n > 0 {
+		prev := c.res.Series[n-1]
+		p.Rate = float64(p.Delivered-prev.Delivered) / (p.T - prev.T)
+	}
+	c.res.Series = append(c.res.Series, p)
+	if c.cfg.Progress == nil {
+		return
+	}
+	name := ""
+	if step < len(c.steps) {
+		name = c.steps[step].Name
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%6.1fs %-18s conns %6d  sent %9d  delivered %9d  %8.0f msg/s", p.T, name, t.Connected, t.Sent, t.Delivered, p.Rate)
+	if iv.TotalCount() > 0 {
+		fmt.Fprintf(&b, "  p50 %s p99 %s", us(p.LatencyP50), us(p.LatencyP99))
+	}
+	if e := t.ErrorFrames + t.DialErrors + t.Drops; e > 0 {
+		fmt.Fprintf(&b, "  errors %d", e)
+	}
+	if bad := t.Duplicated + t.Reordered + t.Gaps; bad > 0 {
+		fmt.Fprintf(&b, "  ANOMALIES %d", bad)
+	}
+	fmt.Fprintln(c.cfg.Progress, b.String())
+}
+
+// assemble merges the workers' results into c.res.
+func (c *coordinator) assemble() {
+	r, cfg := c.res, c.cfg
+	lat, raw, conn := newHist(), newHist(), newHist()
+	var t Counters
+	var inRate int64
+	for _, w := range c.workers {
+		t.add(w.result.Counters)
+		inRate += w.result.InRate
+		for _, m := range []struct {
+			dst *hdr.Histogram
+			b   []byte
+		}{{lat, w.result.Latency}, {raw, w.result.Uncorrected}, {conn, w.result.Connect}} {
+			if h, err := decodeHist(m.b); err == nil {
+				m.dst.Merge(h)
+			}
+		}
+	}
+	r.Counters = t
+	r.MessagesSent, r.MessagesDelivered, r.ReceiptsDelivered = t.Sent, t.Delivered, t.Receipts
+	r.Lost, r.Duplicated, r.Reordered, r.Gaps = t.Lost, t.Duplicated, t.Reordered, t.Gaps
+	r.Latency, r.LatencyUncorrected, r.Connect = percentiles(lat), percentiles(raw), percentiles(conn)
+	r.DurationSeconds = time.Since(c.start).Seconds()
+	if window := (cfg.Duration - cfg.Warmup).Seconds(); inRate > 0 && window > 0 {
+		r.MsgsPerSec = float64(inRate) / window
+	}
+	if !c.toAt.IsZero() && !c.fromAt.IsZero() {
+		up, down := c.toCount.Sent-c.fromCount.Sent, c.toCount.Delivered-c.fromCount.Delivered
+		if r.MsgsPerSec == 0 && down > 0 {
+			r.MsgsPerSec = float64(down) / c.toAt.Sub(c.fromAt).Seconds()
+		}
+		if up > 0 && down > 0 {
+			r.BytesPerMsgUp = float64(c.toCount.BytesUp-c.fromCount.BytesUp) / float64(up)
+			r.BytesPerMsgDown = float64(c.toCount.BytesDown-c.fromCount.BytesDown) / float64(down)
+			r.FrameBytesPerMsgUp = float64(c.toCount.FrameBytesUp-c.fromCount.FrameBytesUp) / float64(up)
+			r.FrameBytesPerMsgDown = float64(c.toCount.FrameBytesDown-c.fromCount.FrameBytesDown) / float64(down)
+			if c.fromSrv != nil && c.toSrv != nil {
+				d := func(name string) float64 { return c.toSrv[name] - c.fromSrv[name] }
+				r.ServerCPUPerMsgUS = d("process_cpu_seconds_total") / float64(down) * 1e6
+				r.ServerCommits = int64(d("parley_shard_commits_total"))
+				if r.ServerCommits > 0 {
+					r.ServerOpsPerCommit = d("parley_shard_ops_total") / float64(r.ServerCommits)
+					r.ServerCommitMeanUS = d("parley_shard_commit_seconds_total") / float64(r.ServerCommits) * 1e6
+				}
+				r.ServerCPUSeconds = d("process_cpu_seconds_total")
+			}
+		}
+	}
+	r.Passed = r.Lost+r.Duplicated+r.Reordered+r.Gaps == 0
+}
+
+func pow10(n int) int {
+	p := 1
+	for range n {
+		p *= 10
+	}
+	return p
+}
+
+// us formats microseconds for people.
+func us(v int64) string {
+	switch {
+	case v >= 10_000:
+		return fmt.Sprintf("%.0fms", float64(v)/1e3)
+	case v >= 1000:
+		return fmt.Sprintf("%.2fms", float64(v)/1e3)
+	default:
+		return fmt.Sprintf("%dµs", v)
+	}
+}

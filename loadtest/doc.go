@@ -1,0 +1,38 @@
+// Package loadtest is Parley's load generator: it drives a node with
+// thousands of real TLS clients speaking the wire protocol, verifies every
+// delivery end to end, and reports throughput, latency and the server's
+// own figures against the budgets of DESIGN.md.
+//
+// A run has one coordinator and one or more worker processes. The
+// coordinator (Run) optionally starts a node (Config.Spawn), splits the
+// accounts over the workers, starts each worker as a child process bound
+// to its own source address (127.0.0.2, 127.0.0.3, …: one process may hold
+// only 20,000 open files, and one source address only as many connections
+// as there are ephemeral ports), and walks them through the scenario's
+// steps in lock step: every worker finishes step i, the coordinator runs
+// its own part of step i (reading the server's memory, timing the step),
+// then tells them all to go on. Workers report counters and latency
+// histograms (HdrHistogram, V2-encoded) every second; the coordinator
+// merges them into the live progress line and the final Result.
+//
+// Workers speak the lean raw protocol: codec frames over crypto/tls, one
+// reader goroutine per connection, one sender goroutine per sending
+// device, no SDK. A device remembers its cursor and its unacknowledged
+// sends across reconnects and resends them with the same cmid, as spec.md
+// [S-8-14] requires, so scenarios that cut connections still account for
+// every message.
+//
+// Verification: message bodies carry the intended send time, the actual
+// send time and the sender's cmid. A receiver checks that inbox seqs grow
+// by one (a seq at or below the cursor is a duplicate, a jump is a gap),
+// that a cmid arrives once, and that cmids from one sender do not go
+// backwards (except for resent ones). At the end, a message whose Sent
+// was seen but which never arrived is lost. Any lost, duplicated,
+// reordered or skipped message fails the run.
+//
+// Scenarios are values in the table in scenario.go, one file each
+// (scenario_pairs.go, …): adding one is a file and a line.
+//
+// Threading: Run belongs to one goroutine. Inside a worker, a device's
+// fields are guarded by its mutex; a direction's by its own.
+package loadtest

@@ -1,0 +1,218 @@
+package loadtest
+
+import (
+	"fmt"
+	"html/template"
+	"io"
+	"strings"
+)
+
+// Result is what a run measured. Its JSON form is the tool's --json
+// output.
+type Result struct {
+	Scenario    string `json:"scenario"`
+	Connections int    `json:"connections"`
+	Workers     int    `json:"workers"`
+	// TargetRate is the configured total rate; 0 for flat out.
+	TargetRate  int     `json:"target_rate"`
+	MessageSize int     `json:"message_size"`
+	// DurationSeconds is the whole run, registration included.
+	DurationSeconds float64 `json:"duration_s"`
+
+	MessagesSent      int64 `json:"messages_sent"`
+	MessagesDelivered int64 `json:"messages_delivered"`
+	ReceiptsDelivered int64 `json:"receipts_delivered"`
+	Lost              int64 `json:"lost"`
+	Duplicated        int64 `json:"duplicated"`
+	Reordered         int64 `json:"reordered"`
+	// Gaps counts jumps in inbox seq: entries skipped.
+	Gaps   int64 `json:"skipped"`
+	Passed bool  `json:"passed"`
+
+	// MsgsPerSec is the delivery rate inside the measured window (after
+	// the warmup), or the backlog drain rate for offline.
+	MsgsPerSec float64 `json:"msgs_per_sec"`
+	// Latency is end to end, sender to recipient, from the intended send
+	// time (corrected for coordinated omission at a fixed rate).
+	Latency            Percentiles `json:"latency_us"`
+	LatencyUncorrected Percentiles `json:"latency_uncorrected_us"`
+	// Connect is TCP + TLS + login until Synced.
+	Connect Percentiles `json:"connect_us"`
+
+	// Bytes per message on the wire (TLS included), all frames counted:
+	// sends, acks and pings up; entries, receipts and Sent down.
+	BytesPerMsgUp   float64 `json:"bytes_per_msg_up"`
+	BytesPerMsgDown float64 `json:"bytes_per_msg_down"`
+	// The same in frames, before TLS.
+	FrameBytesPerMsgUp   float64 `json:"frame_bytes_per_msg_up"`
+	FrameBytesPerMsgDown float64 `json:"frame_bytes_per_msg_down"`
+
+	// Server figures from the admin endpoint (0 without one). Memory is
+	// read settled (after GC) with every connection up; per connection it
+	// is the growth over the settled baseline before they connected.
+	ServerRSS          int64   `json:"server_rss_bytes"`
+	ServerHeap         int64   `json:"server_heap_bytes"`
+	ServerRSSPerConn   float64 `json:"server_rss_per_conn_bytes"`
+	ServerHeapPerConn  float64 `json:"server_heap_per_conn_bytes"`
+	MemoryConnections  int64   `json:"memory_connections"`
+	ServerCPUSeconds   float64 `json:"server_cpu_s"`
+	ServerCPUPerMsgUS  float64 `json:"server_cpu_us_per_msg"`
+	ServerCommits      int64   `json:"server_commits"`
+	ServerOpsPerCommit float64 `json:"server_ops_per_commit"`
+	ServerCommitMeanUS float64 `json:"server_commit_mean_us"`
+
+	Steps    []StepTime `json:"steps"`
+	Counters Counters   `json:"counters"`
+	Series   []Point    `json:"series"`
+}
+
+// StepTime is how long a step took.
+type StepTime struct {
+	Name    string  `json:"name"`
+	Seconds float64 `json:"seconds"`
+	Timed   bool    `json:"timed"`
+}
+
+// Point is one second of the run.
+type Point struct {
+	T          float64 `json:"t"`
+	Connected  int64   `json:"connected"`
+	Sent       int64   `json:"sent"`
+	Delivered  int64   `json:"delivered"`
+	Rate       float64 `json:"rate"`
+	LatencyP50 int64   `json:"p50_us"`
+	LatencyP99 int64   `json:"p99_us"`
+	LatencyMax int64   `json:"max_us"`
+}
+
+// WriteText writes the final report for people.
+func (r *Result) WriteText(w io.Writer) {
+	verdict := "PASS"
+	if !r.Passed {
+		verdict = "FAIL"
+	}
+	fmt.Fprintf(w, "scenario %s: %d connections over %d workers, %.1fs — %s\n", r.Scenario, r.Connections, r.Workers, r.DurationSeconds, verdict)
+	for _, s := range r.Steps {
+		if s.Timed {
+			fmt.Fprintf(w, "  %-20s %8.3fs\n", s.Name, s.Seconds)
+		}
+	}
+	fmt.Fprintf(w, "messages: %d sent, %d delivered, %d receipts; lost %d, duplicated %d, reordered %d, skipped %d\n",
+		r.MessagesSent, r.MessagesDelivered, r.ReceiptsDelivered, r.Lost, r.Duplicated, r.Reordered, r.Gaps)
+	c := r.Counters
+	if c.ErrorFrames+c.Drops+c.DialErrors+c.Resent+c.GoAways > 0 {
+		fmt.Fprintf(w, "errors: %d error frames, %d drops, %d dial errors, %d resends, %d goaways\n", c.ErrorFrames, c.Drops, c.DialErrors, c.Resent, c.GoAways)
+	}
+	if r.MsgsPerSec > 0 {
+		rate := "flat out"
+		if r.TargetRate > 0 {
+			rate = fmt.Sprintf("target %d/s", r.TargetRate)
+		}
+		fmt.Fprintf(w, "rate: %.0f msg/s delivered (%s)\n", r.MsgsPerSec, rate)
+	}
+	if r.Latency.Count > 0 {
+		fmt.Fprintf(w, "latency end to end: %s\n", r.Latency)
+		fmt.Fprintf(w, "  uncorrected:      %s\n", r.LatencyUncorrected)
+	}
+	if r.Connect.Count > 0 {
+		fmt.Fprintf(w, "connect (TCP+TLS+login+synced): %s\n", r.Connect)
+	}
+	if r.BytesPerMsgUp > 0 {
+		fmt.Fprintf(w, "bytes per message (%d-byte body), all frames: up %.1f on the wire / %.1f in frames; down %.1f / %.1f\n",
+			r.MessageSize, r.BytesPerMsgUp, r.FrameBytesPerMsgUp, r.BytesPerMsgDown, r.FrameBytesPerMsgDown)
+	}
+	if r.ServerRSS > 0 {
+		fmt.Fprintf(w, "server memory with %d connections: RSS %.1f MiB, heap %.1f MiB; per connection RSS %.0f B, heap %.0f B\n",
+			r.MemoryConnections, float64(r.ServerRSS)/(1<<20), float64(r.ServerHeap)/(1<<20), r.ServerRSSPerConn, r.ServerHeapPerConn)
+	}
+	if r.ServerCPUPerMsgUS > 0 {
+		fmt.Fprintf(w, "server: %.1f µs CPU per delivered message, %d commits, %.1f ops/commit, %.0f µs/commit\n",
+			r.ServerCPUPerMsgUS, r.ServerCommits, r.ServerOpsPerCommit, r.ServerCommitMeanUS)
+	}
+}
+
+// String formats latency percentiles.
+func (p Percentiles) String() string {
+	return fmt.Sprintf("p50 %s  p90 %s  p99 %s  p99.9 %s  max %s  (n=%d)", us(p.P50), us(p.P90), us(p.P99), us(p.P999), us(p.Max), p.Count)
+}
+
+// WriteHTML writes a self-contained page charting rate and latency over
+// time (inline SVG, no scripts, nothing fetched).
+func (r *Result) WriteHTML(w io.Writer) error {
+	var text strings.Builder
+	r.WriteText(&text)
+	data := struct {
+		R    *Result
+		Text string
+		Rate template.HTML
+		Lat  template.HTML
+	}{R: r, Text: text.String()}
+	rate := make([]float64, len(r.Series))
+	p50 := make([]float64, len(r.Series))
+	p99 := make([]float64, len(r.Series))
+	ts := make([]float64, len(r.Series))
+	for i, p := range r.Series {
+		ts[i], rate[i], p50[i], p99[i] = p.T, p.Rate, float64(p.LatencyP50)/1e3, float64(p.LatencyP99)/1e3
+	}
+	data.Rate = svgChart("delivered messages per second", ts, []series{{"msg/s", "#1f77b4", rate}})
+	data.Lat = svgChart("end-to-end latency per second (ms)", ts, []series{{"p50", "#2ca02c", p50}, {"p99", "#d62728", p99}})
+	return htmlPage.Execute(w, data)
+}
+
+type series struct {
+	name, color string
+	v           []float64
+}
+
+// svgChart draws lines over time.
+func svgChart(title string, t []float64, ss []series) template.HTML {
+	const W, H, L, B = 800.0, 260.0, 60.0, 30.0
+	var maxT, maxV float64
+	for _, x := range t {
+		maxT = max(maxT, x)
+	}
+	for _, s := range ss {
+		for _, v := range s.v {
+			maxV = max(maxV, v)
+		}
+	}
+	if maxT == 0 {
+		maxT = 1
+	}
+	if maxV == 0 {
+		maxV = 1
+	}
+	x := func(v float64) float64 { return L + v/maxT*(W-L-10) }
+	y := func(v float64) float64 { return H - B - v/maxV*(H-B-20) }
+	var b strings.Builder
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" font-family="sans-serif" font-size="11">`, W, H)
+	fmt.Fprintf(&b, `<text x="%.0f" y="14" font-size="13">%s</text>`, L, template.HTMLEscapeString(title))
+	fmt.Fprintf(&b, `<line x1="%.0f" y1="%.0f" x2="%.0f" y2="%.0f" stroke="#888"/>`, L, H-B, W-10, H-B)
+	fmt.Fprintf(&b, `<line x1="%.0f" y1="20" x2="%.0f" y2="%.0f" stroke="#888"/>`, L, L, H-B)
+	for i := 0; i <= 4; i++ {
+		v := maxV * float64(i) / 4
+		fmt.Fprintf(&b, `<text x="%.0f" y="%.1f" text-anchor="end">%.4g</text>`, L-4, y(v)+4, v)
+		tv := maxT * float64(i) / 4
+		fmt.Fprintf(&b, `<text x="%.1f" y="%.0f" text-anchor="middle">%.0fs</text>`, x(tv), H-B+16, tv)
+	}
+	for k, s := range ss {
+		var pts strings.Builder
+		for i, v := range s.v {
+			fmt.Fprintf(&pts, "%.1f,%.1f ", x(t[i]), y(v))
+		}
+		fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="1.5" points="%s"/>`, s.color, pts.String())
+		fmt.Fprintf(&b, `<text x="%.0f" y="%d" fill="%s">%s</text>`, W-120, 30+14*k, s.color, template.HTMLEscapeString(s.name))
+	}
+	b.WriteString(`</svg>`)
+	return template.HTML(b.String())
+}
+
+var htmlPage = template.Must(template.New("report").Parse(`<!doctype html>
+<html><head><meta charset="utf-8"><title>parley-load: {{.R.Scenario}}</title>
+<style>body{font-family:sans-serif;margin:2em}pre{background:#f4f4f4;padding:1em}</style></head>
+<body><h1>parley-load: {{.R.Scenario}}</h1>
+<pre>{{.Text}}</pre>
+<div>{{.Rate}}</div>
+<div>{{.Lat}}</div>
+</body></html>
+`))

@@ -1,0 +1,488 @@
+package loadtest
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/parley-im/parley/codec"
+	"github.com/parley-im/parley/protocol"
+	"github.com/parley-im/parley/protocol/pb"
+)
+
+// device is one account's device and what survives its reconnects: the
+// cursor and the sends not yet answered.
+type device struct {
+	w     *Worker
+	index int // account index in the run
+	user  uint64
+	id    uint32
+	cred  []byte
+	peer  *device    // the device this one talks to; nil if none
+	out   *direction // this device → peer
+	in    *direction // peer → this device
+
+	// cursor is the highest inbox seq processed. Written by the reader of
+	// the live session (one at a time), read when logging in.
+	cursor atomic.Uint64
+	// credit is signalled (capacity 1) when a Sent frees a send slot.
+	credit chan struct{}
+	// keep reconnects the device after an unexpected drop.
+	keep atomic.Bool
+
+	mu       sync.Mutex
+	sess     *session           // guarded by mu: the logged-in session, or nil
+	live     chan struct{}      // guarded by mu: closed once sess is set
+	nextCMID uint64             // guarded by mu: the next cmid to use
+	unacked  map[uint64]pending // guarded by mu: sent, Sent not seen yet
+}
+
+// pending is a send whose Sent has not arrived: enough to resend it
+// byte for byte ([S-8-14]).
+type pending struct{ intended, actual int64 }
+
+func newDevice(w *Worker, index int) *device {
+	return &device{w: w, index: index, credit: make(chan struct{}, 1), live: make(chan struct{}), nextCMID: 1, unacked: map[uint64]pending{}}
+}
+
+// session is one connection of a device. Its reader goroutine owns the
+// read side; writes from any goroutine go through write.
+type session struct {
+	d      *device
+	raw    *net.TCPConn
+	conn   *tls.Conn
+	window int
+
+	loggedIn chan struct{} // closed at LoginOk
+	synced   chan struct{} // closed at Synced
+	done     chan struct{} // closed when the reader has exited
+
+	wmu       sync.Mutex
+	lastWrite atomic.Int64 // unix nanos
+	closing   atomic.Bool  // closed on purpose: not a drop
+	ackedSeq  uint64       // owned by the reader: the last Ack written
+	inflate   []byte       // owned by the reader
+	body      []byte       // owned by the reader
+	loginErr  error        // set by the reader before loggedIn or done closes
+}
+
+// errOverloaded is a Login answered with OVERLOADED: try again later.
+type errOverloaded struct{ after time.Duration }
+
+func (e errOverloaded) Error() string { return fmt.Sprintf("login overloaded, retry after %v", e.after) }
+
+// connect dials, logs the device in, resends its unanswered sends and
+// waits for Synced. It returns how long that took.
+func (d *device) connect(ctx context.Context) (time.Duration, error) {
+	w := d.w
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	nc, err := w.dialer.DialContext(ctx, "tcp", w.spec.Addr)
+	if err != nil {
+		w.stats.dialErrors.Add(1)
+		return 0, fmt.Errorf("dial: %w", err)
+	}
+	raw := nc.(*net.TCPConn)
+	tc := tls.Client(countingConn{Conn: raw, w: w}, w.tlsConfig)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		raw.Close()
+		w.stats.dialErrors.Add(1)
+		return 0, fmt.Errorf("tls: %w", err)
+	}
+	s := &session{d: d, raw: raw, conn: tc, loggedIn: make(chan struct{}), synced: make(chan struct{}), done: make(chan struct{})}
+	login, _ := codec.AppendProto(nil, protocol.KindLogin, &pb.Login{
+		Version: protocol.Version, User: d.user, Device: d.id, Credential: d.cred, Cursor: d.cursor.Load(),
+	})
+	if err := s.write(login); err != nil {
+		raw.Close()
+		return 0, err
+	}
+	w.stats.connected.Add(1)
+	go s.read()
+	select {
+	case <-s.loggedIn:
+	case <-s.done:
+		return 0, s.loginErr
+	case <-ctx.Done():
+		s.close(true)
+		<-s.done
+		return 0, ctx.Err()
+	}
+	// Resend what is unanswered, in cmid order, before any new send.
+	d.mu.Lock()
+	if isClosed(s.done) {
+		d.mu.Unlock()
+		return 0, fmt.Errorf("connection lost after LoginOk: %w", s.loginErr)
+	}
+	if len(d.unacked) > 0 {
+		var buf []byte
+		for _, cmid := range sortedKeys(d.unacked) {
+			p := d.unacked[cmid]
+			buf = d.appendSend(buf, cmid, p)
+			d.out.markResent(cmid)
+			w.stats.resent.Add(1)
+		}
+		_ = s.write(buf)
+	}
+	d.sess = s
+	close(d.live)
+	d.mu.Unlock()
+	w.stats.logins.Add(1)
+	select {
+	case <-s.synced:
+	case <-s.done:
+		return 0, errors.New("connection lost before Synced")
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	took := time.Since(start)
+	w.connectTimes.record(took)
+	return took, nil
+}
+
+// appendSend appends the Send frame for cmid. d.mu must be held.
+func (d *device) appendSend(dst []byte, cmid uint64, p pending) []byte {
+	var body [64]byte
+	b := appendBody(body[:0], p.intended, p.actual, cmid, d.w.spec.Config.MessageSize)
+	return codec.AppendSend(dst, codec.Send{To: d.peer.user, CMID: cmid, Body: b})
+}
+
+// disconnect closes the live session on purpose; abrupt drops it with a
+// TCP reset and no close_notify, like a phone losing its network.
+func (d *device) disconnect(abrupt bool) {
+	d.mu.Lock()
+	s := d.sess
+	d.mu.Unlock()
+	if s != nil {
+		s.close(abrupt)
+		<-s.done
+	}
+}
+
+// session returns the live session, or nil.
+func (d *device) session() *session {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.sess
+}
+
+// write writes b on the connection.
+func (s *session) write(b []byte) error {
+	if len(b) == 0 {
+		return nil
+	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	_ = s.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	_, err := s.conn.Write(b)
+	s.lastWrite.Store(time.Now().UnixNano())
+	s.d.w.stats.frameBytesUp.Add(int64(len(b)))
+	if err != nil {
+		_ = s.raw.Close()
+		return fmt.Errorf("write: %w", err)
+	}
+	return nil
+}
+
+// close ends the session on purpose. abrupt resets the TCP connection.
+func (s *session) close(abrupt bool) {
+	s.closing.Store(true)
+	if abrupt {
+		_ = s.raw.SetLinger(0)
+		_ = s.raw.Close()
+		return
+	}
+	s.wmu.Lock()
+	_ = s.conn.SetWriteDeadline(time.Now().Add(time.Second))
+	_ = s.conn.Close() // close_notify, then close
+	s.wmu.Unlock()
+}
+
+// read is the session's reader goroutine.
+func (s *session) read() {
+	d, w := s.d, s.d.w
+	defer func() {
+		_ = s.raw.Close()
+		d.mu.Lock()
+		wasLive := d.sess == s
+		if wasLive {
+			d.sess = nil
+			d.live = make(chan struct{})
+		}
+		close(s.done) // under d.mu: connect checks it there
+		d.mu.Unlock()
+		w.stats.connected.Add(-1)
+		if wasLive && !s.closing.Load() {
+			w.stats.drops.Add(1)
+			if d.keep.Load() {
+				go d.reconnect()
+			}
+		}
+	}()
+	br := bufio.NewReaderSize(s.conn, 4096)
+	for {
+		f, err := s.readFrame(br)
+		if err != nil {
+			if s.loginErr == nil {
+				s.loginErr = fmt.Errorf("read: %w", err)
+			}
+			return
+		}
+		if err := s.handle(f); err != nil {
+			s.loginErr = err
+			return
+		}
+		if br.Buffered() == 0 {
+			if c := d.cursor.Load(); c > s.ackedSeq {
+				s.ackedSeq = c
+				var a [16]byte
+				if s.write(codec.AppendAck(a[:0], c)) != nil {
+					return
+				}
+			}
+		}
+	}
+}
+
+// readFrame reads one frame, inflating a compressed body. The body is
+// valid until the next call.
+func (s *session) readFrame(br *bufio.Reader) (codec.Frame, error) {
+	var hdr [protocol.MaxHeaderLen]byte
+	n := 0
+	for {
+		b, err := br.ReadByte()
+		if err != nil {
+			return codec.Frame{}, err
+		}
+		hdr[n] = b
+		n++
+		if n >= 2 && hdr[n-2] < 0x80 {
+			break
+		}
+		if n == len(hdr) {
+			return codec.Frame{}, codec.ErrMalformed
+		}
+	}
+	_, _, need, err := codec.Parse(hdr[:n], protocol.MaxFrameBody)
+	if err != nil {
+		return codec.Frame{}, err
+	}
+	if need == 0 {
+		return codec.Frame{}, codec.ErrMalformed
+	}
+	bodyLen := need - n
+	if cap(s.body) < bodyLen {
+		s.body = make([]byte, bodyLen)
+	}
+	s.body = s.body[:bodyLen]
+	if _, err := io.ReadFull(br, s.body); err != nil {
+		return codec.Frame{}, err
+	}
+	s.d.w.stats.frameBytesDown.Add(int64(need))
+	kb := hdr[n-1]
+	f := codec.Frame{Kind: protocol.Kind(kb &^ protocol.FlagCompressed), Compressed: kb&protocol.FlagCompressed != 0, Body: s.body}
+	if f.Compressed {
+		s.inflate, err = s.d.w.dec.Decompress(s.inflate, f.Body)
+		if err != nil {
+			return codec.Frame{}, err
+		}
+		f.Body, f.Compressed = s.inflate, false
+	}
+	return f, nil
+}
+
+// handle processes one frame from the server.
+func (s *session) handle(f codec.Frame) error {
+	d, w := s.d, s.d.w
+	switch f.Kind {
+	case protocol.KindLoginOK:
+		var ok pb.LoginOk
+		if err := codec.ParseProto(f.Body, &ok); err != nil {
+			return err
+		}
+		s.window = int(ok.Window)
+		w.heartbeat.CompareAndSwap(0, int64(ok.HeartbeatS))
+		d.cursor.Store(ok.Cursor) // [S-8-7]
+		s.ackedSeq = ok.Cursor
+		close(s.loggedIn)
+	case protocol.KindSynced:
+		select {
+		case <-s.synced:
+		default:
+			close(s.synced)
+		}
+	case protocol.KindBatch:
+		for rest := f.Body; len(rest) > 0; {
+			inner, r, err := codec.NextFrame(rest, protocol.MaxFrameBody)
+			if err != nil {
+				return err
+			}
+			if err := s.entry(inner); err != nil {
+				return err
+			}
+			rest = r
+		}
+	case protocol.KindMessage, protocol.KindReceipt:
+		return s.entry(f)
+	case protocol.KindSent:
+		var sent pb.Sent
+		if err := codec.ParseProto(f.Body, &sent); err != nil {
+			return err
+		}
+		d.mu.Lock()
+		_, ok := d.unacked[sent.Cmid]
+		delete(d.unacked, sent.Cmid)
+		d.mu.Unlock()
+		if ok && d.out.ack(sent.Cmid) {
+			w.stats.acked.Add(1)
+		}
+		select {
+		case d.credit <- struct{}{}:
+		default:
+		}
+	case protocol.KindError:
+		var e pb.Error
+		if err := codec.ParseProto(f.Body, &e); err != nil {
+			return err
+		}
+		w.countError(e.Code)
+		switch {
+		case e.Cmid != 0 && (e.Code == protocol.CodeOverloaded || e.Code == protocol.CodeInternal):
+			after := max(time.Duration(e.RetryAfterMs)*time.Millisecond, 10*time.Millisecond)
+			time.AfterFunc(after, func() { d.resend(e.Cmid) })
+		case e.Code == protocol.CodeOverloaded && !isClosed(s.loggedIn):
+			s.closing.Store(true)
+			return errOverloaded{after: time.Duration(e.RetryAfterMs) * time.Millisecond}
+		case int(e.Code) < 32:
+			if !isClosed(s.loggedIn) {
+				s.closing.Store(true)
+			}
+			return fmt.Errorf("server closed the connection: %v", e.Code)
+		}
+	case protocol.KindGoAway:
+		w.stats.goAways.Add(1)
+	case protocol.KindPong:
+	default:
+		// [S-12-4] ignore kinds we do not know.
+	}
+	return nil
+}
+
+// entry processes one inbox entry.
+func (s *session) entry(f codec.Frame) error {
+	d, w := s.d, s.d.w
+	var seq uint64
+	var m codec.Message
+	var err error
+	switch f.Kind {
+	case protocol.KindMessage:
+		m, err = codec.ParseMessage(f.Body)
+		seq = m.Seq
+	case protocol.KindReceipt:
+		var r codec.Receipt
+		r, err = codec.ParseReceipt(f.Body)
+		seq = r.Seq
+	default:
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	cur := d.cursor.Load()
+	switch {
+	case seq <= cur:
+		w.stats.duplicated.Add(1) // [S-8-9]: delivered again past the cursor
+		w.logAnomaly("entry at or below the cursor", d, seq, cur)
+		return nil
+	case seq != cur+1:
+		w.stats.gaps.Add(1)
+		w.logAnomaly("gap in inbox seq", d, seq, cur)
+	}
+	d.cursor.Store(seq)
+	if f.Kind == protocol.KindReceipt {
+		w.stats.receipts.Add(1)
+		return nil
+	}
+	now := time.Now().UnixNano()
+	intended, actual, cmid, ok := parseBody(m.Body)
+	if !ok || d.peer == nil || m.From != d.peer.user {
+		w.stats.foreign.Add(1)
+		return nil
+	}
+	w.receive(d, cmid)
+	if n := w.spec.Config.InjectDuplicate; n > 0 && w.stats.delivered.Load()%int64(n) == 0 {
+		w.receive(d, cmid) // injected fault: the same message processed twice
+	}
+	w.latency.record(d.index, intended, actual, now)
+	return nil
+}
+
+// resend sends cmid again if it is still unanswered, after an OVERLOADED
+// or INTERNAL answer ([S-11-3]).
+func (d *device) resend(cmid uint64) {
+	d.mu.Lock()
+	p, ok := d.unacked[cmid]
+	s := d.sess
+	var buf []byte
+	if ok && s != nil {
+		buf = d.appendSend(nil, cmid, p)
+		d.out.markResent(cmid)
+	}
+	d.mu.Unlock()
+	if buf != nil {
+		d.w.stats.resent.Add(1)
+		_ = s.write(buf)
+	}
+}
+
+// reconnect brings a dropped device back, with jittered backoff.
+func (d *device) reconnect() {
+	w := d.w
+	backoff := 50 * time.Millisecond
+	for w.ctx.Err() == nil && d.keep.Load() {
+		time.Sleep(jitter(backoff))
+		if _, err := d.connect(w.ctx); err == nil {
+			w.stats.reconnects.Add(1)
+			return
+		} else if o, ok := err.(errOverloaded); ok {
+			backoff = max(backoff, o.after)
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+// countingConn counts the bytes that cross the socket (TLS records
+// included).
+type countingConn struct {
+	net.Conn
+	w *Worker
+}
+
+func (c countingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.w.stats.bytesDown.Add(int64(n))
+	return n, err
+}
+
+func (c countingConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.w.stats.bytesUp.Add(int64(n))
+	return n, err
+}
+
+func isClosed(ch chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}

@@ -1,0 +1,462 @@
+package loadtest
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/parley-im/parley/codec"
+	"github.com/parley-im/parley/protocol"
+)
+
+// workerSpec is what the coordinator tells a worker, as the first line of
+// its standard input.
+type workerSpec struct {
+	Config      Config `json:"config"`
+	Index       int    `json:"index"`
+	Source      string `json:"source"` // source IP address
+	Lo, Hi      int    // account indices [Lo, Hi)
+	Addr        string `json:"addr"`
+	Fingerprint string `json:"fingerprint"`
+	RunID       string `json:"run_id"` // digits that make this run's phone numbers unique
+}
+
+// event is a line a worker writes to its standard output.
+type event struct {
+	Type     string   `json:"type"` // "step", "stats", "result" or "error"
+	Step     int      `json:"step,omitempty"`
+	Counters Counters `json:"counters"`
+	// Interval holds the latencies recorded since the previous stats
+	// event (HdrHistogram V2, base64), on stats events.
+	Interval []byte `json:"interval,omitempty"`
+	// Latency, Uncorrected and Connect are the run's histograms, on the
+	// result event.
+	Latency     []byte `json:"latency,omitempty"`
+	Uncorrected []byte `json:"uncorrected,omitempty"`
+	Connect     []byte `json:"connect,omitempty"`
+	// InRate counts deliveries inside the measured window.
+	InRate int64  `json:"in_rate,omitempty"`
+	Error  string `json:"error,omitempty"`
+}
+
+// Counters are a worker's (or, summed, a run's) counts.
+type Counters struct {
+	Connected   int64 `json:"connected"`
+	Logins      int64 `json:"logins"`
+	Reconnects  int64 `json:"reconnects"`
+	Drops       int64 `json:"drops"`
+	DialErrors  int64 `json:"dial_errors"`
+	GoAways     int64 `json:"go_aways"`
+	ErrorFrames int64 `json:"error_frames"`
+	Sent        int64 `json:"sent"`
+	Resent      int64 `json:"resent"`
+	Acked       int64 `json:"acked"`
+	Delivered   int64 `json:"delivered"`
+	Receipts    int64 `json:"receipts"`
+	Foreign     int64 `json:"foreign"`
+	Lost        int64 `json:"lost"`
+	Duplicated  int64 `json:"duplicated"`
+	Reordered   int64 `json:"reordered"`
+	Gaps        int64 `json:"gaps"`
+	// Bytes on the wire (TLS records included) and in frames (before
+	// TLS), up (client to server) and down.
+	BytesUp        int64 `json:"bytes_up"`
+	BytesDown      int64 `json:"bytes_down"`
+	FrameBytesUp   int64 `json:"frame_bytes_up"`
+	FrameBytesDown int64 `json:"frame_bytes_down"`
+}
+
+func (c *Counters) add(o Counters) {
+	c.Connected += o.Connected
+	c.Logins += o.Logins
+	c.Reconnects += o.Reconnects
+	c.Drops += o.Drops
+	c.DialErrors += o.DialErrors
+	c.GoAways += o.GoAways
+	c.ErrorFrames += o.ErrorFrames
+	c.Sent += o.Sent
+	c.Resent += o.Resent
+	c.Acked += o.Acked
+	c.Delivered += o.Delivered
+	c.Receipts += o.Receipts
+	c.Foreign += o.Foreign
+	c.Lost += o.Lost
+	c.Duplicated += o.Duplicated
+	c.Reordered += o.Reordered
+	c.Gaps += o.Gaps
+	c.BytesUp += o.BytesUp
+	c.BytesDown += o.BytesDown
+	c.FrameBytesUp += o.FrameBytesUp
+	c.FrameBytesDown += o.FrameBytesDown
+}
+
+// workerStats are a worker's live counters.
+type workerStats struct {
+	connected, logins, reconnects, drops, dialErrors, goAways, errorFrames atomic.Int64
+	sent, resent, acked, delivered, receipts, foreign                      atomic.Int64
+	lost, duplicated, reordered, gaps                                      atomic.Int64
+	bytesUp, bytesDown, frameBytesUp, frameBytesDown                       atomic.Int64
+}
+
+func (s *workerStats) snapshot() Counters {
+	return Counters{
+		Connected: s.connected.Load(), Logins: s.logins.Load(), Reconnects: s.reconnects.Load(),
+		Drops: s.drops.Load(), DialErrors: s.dialErrors.Load(), GoAways: s.goAways.Load(), ErrorFrames: s.errorFrames.Load(),
+		Sent: s.sent.Load(), Resent: s.resent.Load(), Acked: s.acked.Load(), Delivered: s.delivered.Load(),
+		Receipts: s.receipts.Load(), Foreign: s.foreign.Load(),
+		Lost: s.lost.Load(), Duplicated: s.duplicated.Load(), Reordered: s.reordered.Load(), Gaps: s.gaps.Load(),
+		BytesUp: s.bytesUp.Load(), BytesDown: s.bytesDown.Load(), FrameBytesUp: s.frameBytesUp.Load(), FrameBytesDown: s.frameBytesDown.Load(),
+	}
+}
+
+// Worker is one worker process's share of a run: its devices and their
+// connections. Scenario steps act on it.
+type Worker struct {
+	spec      workerSpec
+	ctx       context.Context
+	log       *slog.Logger
+	dialer    *net.Dialer
+	tlsConfig *tls.Config
+	dec       *codec.Decompressor
+	devices   []*device
+	stats     workerStats
+
+	latency      *latencyRecorder
+	connectTimes durationRecorder
+	anomalies    atomic.Int64 // anomalies logged so far (the log is capped)
+	heartbeat    atomic.Int64 // LoginOk.heartbeat_s, once a login has told it
+	pingerOnce   sync.Once
+
+	outMu sync.Mutex
+	out   *json.Encoder // guarded by outMu
+}
+
+// runWorker is a worker process: it reads its spec from in, runs the
+// scenario's steps in lock step with the coordinator, and reports on out.
+func runWorker(ctx context.Context, in io.Reader, out io.Writer, logw io.Writer) error {
+	r := bufio.NewReader(in)
+	line, err := r.ReadBytes('\n')
+	if err != nil {
+		return fmt.Errorf("loadtest worker: read spec: %w", err)
+	}
+	var spec workerSpec
+	if err := json.Unmarshal(line, &spec); err != nil {
+		return fmt.Errorf("loadtest worker: spec: %w", err)
+	}
+	cfg := &spec.Config
+	cfg.setDefaults()
+	sc, ok := scenarioByName(cfg.Scenario)
+	if !ok {
+		return fmt.Errorf("loadtest worker: unknown scenario %q", cfg.Scenario)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// The coordinator's "go" lines; EOF (the coordinator is gone) stops
+	// the worker.
+	goes := make(chan struct{})
+	go func() {
+		defer cancel()
+		for {
+			if _, err := r.ReadBytes('\n'); err != nil {
+				return
+			}
+			select {
+			case goes <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+
+	w, err := newWorker(ctx, spec, out, logw)
+	if err != nil {
+		return err
+	}
+	defer w.dec.Close()
+	stop := w.startStats()
+	defer stop()
+	defer w.closeAll()
+
+	steps := sc.Steps(cfg)
+	for i, st := range steps {
+		if st.Worker != nil {
+			if err := st.Worker(ctx, w); err != nil {
+				w.emit(event{Type: "error", Error: fmt.Sprintf("step %s: %v", st.Name, err)})
+				return err
+			}
+		}
+		w.emit(event{Type: "step", Step: i, Counters: w.stats.snapshot()})
+		select {
+		case <-goes:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	w.finish()
+	return nil
+}
+
+func newWorker(ctx context.Context, spec workerSpec, out, logw io.Writer) (*Worker, error) {
+	want, err := hex.DecodeString(strings.ReplaceAll(spec.Fingerprint, ":", ""))
+	if err != nil || len(want) != sha256.Size {
+		return nil, fmt.Errorf("loadtest worker: bad fingerprint %q", spec.Fingerprint)
+	}
+	dec, err := codec.NewDecompressor(protocol.MaxFrameBody)
+	if err != nil {
+		return nil, err
+	}
+	w := &Worker{
+		spec: spec,
+		ctx:  ctx,
+		log:  slog.New(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: slog.LevelWarn})).With("worker", spec.Index),
+		dialer: &net.Dialer{
+			LocalAddr: &net.TCPAddr{IP: net.ParseIP(spec.Source)},
+			Timeout:   15 * time.Second,
+		},
+		tlsConfig: &tls.Config{
+			MinVersion:             tls.VersionTLS13,
+			SessionTicketsDisabled: true,
+			InsecureSkipVerify:     true, // replaced by the pin below ([S-5-4])
+			VerifyConnection: func(cs tls.ConnectionState) error {
+				sum := sha256.Sum256(cs.PeerCertificates[0].Raw)
+				if string(sum[:]) != string(want) {
+					return errors.New("loadtest: server certificate does not match the fingerprint")
+				}
+				return nil
+			},
+		},
+		dec:     dec,
+		latency: newLatencyRecorder(),
+		out:     json.NewEncoder(out),
+	}
+	for i := spec.Lo; i < spec.Hi; i++ {
+		w.devices = append(w.devices, newDevice(w, i))
+	}
+	return w, nil
+}
+
+// emit writes one event line.
+func (w *Worker) emit(e event) {
+	w.outMu.Lock()
+	defer w.outMu.Unlock()
+	_ = w.out.Encode(e)
+}
+
+// startStats emits a stats event every second until stop is called.
+func (w *Worker) startStats() (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				w.emit(event{Type: "stats", Counters: w.stats.snapshot(), Interval: encodeHist(w.latency.takeInterval())})
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }
+}
+
+// finish counts what was lost and emits the result.
+func (w *Worker) finish() {
+	var lost int64
+	for _, d := range w.devices {
+		if d.out != nil {
+			lost += int64(d.out.lost())
+		}
+	}
+	w.stats.lost.Store(lost)
+	corrected, raw := w.latency.totals()
+	w.emit(event{
+		Type: "result", Counters: w.stats.snapshot(),
+		Latency: encodeHist(corrected), Uncorrected: encodeHist(raw), Connect: encodeHist(w.connectTimes.snapshot()),
+		InRate: w.latency.inRate.Load(),
+	})
+}
+
+// receive records the delivery of cmid from d's peer to d.
+func (w *Worker) receive(d *device, cmid uint64) {
+	switch d.in.receive(cmid) {
+	case deliveredOK:
+		w.stats.delivered.Add(1)
+	case deliveredTwice:
+		w.stats.duplicated.Add(1)
+		w.logAnomaly("message delivered twice", d, cmid, 0)
+	case deliveredOutOfOrder:
+		w.stats.delivered.Add(1)
+		w.stats.reordered.Add(1)
+		w.logAnomaly("message out of order", d, cmid, 0)
+	}
+}
+
+// countError counts an Error frame.
+func (w *Worker) countError(code protocol.Code) {
+	w.stats.errorFrames.Add(1)
+	if w.anomalies.Add(1) <= 20 {
+		w.log.Warn("error frame", "code", code)
+	}
+}
+
+// logAnomaly logs the first anomalies a worker sees.
+func (w *Worker) logAnomaly(what string, d *device, a, b uint64) {
+	if w.anomalies.Add(1) <= 20 {
+		w.log.Warn(what, "device", d.index, "user", d.user, "a", a, "b", b)
+	}
+}
+
+// forEach runs fn for every device that match selects, at most
+// parallel at once, and returns the first error.
+func (w *Worker) forEach(ctx context.Context, parallel int, match func(*device) bool, fn func(context.Context, *device) error) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	sem := make(chan struct{}, parallel)
+	var wg sync.WaitGroup
+	for _, d := range w.devices {
+		if match != nil && !match(d) {
+			continue
+		}
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if err := fn(ctx, d); err != nil {
+				cancel(err)
+			}
+		}()
+	}
+	wg.Wait()
+	return context.Cause(ctx)
+}
+
+// connectAll connects the devices match selects (nil: all), retrying
+// refused logins, and marks them to reconnect after a drop.
+func (w *Worker) connectAll(ctx context.Context, match func(*device) bool) error {
+	return w.forEach(ctx, 64, match, func(ctx context.Context, d *device) error { return d.connectRetry(ctx) })
+}
+
+// closeAll closes every connection on purpose.
+func (w *Worker) closeAll() {
+	for _, d := range w.devices {
+		d.keep.Store(false)
+	}
+	_ = w.forEach(context.Background(), 256, nil, func(_ context.Context, d *device) error {
+		d.disconnect(false)
+		return nil
+	})
+}
+
+// startPinger starts the pinger once the first login has told the
+// heartbeat interval.
+func (w *Worker) startPinger() {
+	w.pingerOnce.Do(func() {
+		go func() {
+			for w.heartbeat.Load() == 0 {
+				if sleepCtx(w.ctx, 100*time.Millisecond) != nil {
+					return
+				}
+			}
+			w.pinger(w.ctx, time.Duration(w.heartbeat.Load())*time.Second)
+		}()
+	})
+}
+
+// pinger sends Ping on connections that have been quiet for half the
+// heartbeat, until ctx ends ([S-6-8]).
+func (w *Worker) pinger(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every / 4)
+	defer t.Stop()
+	ping := codec.AppendFrame(nil, protocol.KindPing, nil)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		quiet := time.Now().Add(-every / 2).UnixNano()
+		for _, d := range w.devices {
+			if s := d.session(); s != nil && s.lastWrite.Load() < quiet {
+				_ = s.write(ping)
+			}
+		}
+	}
+}
+
+// portHint suggests widening the ephemeral port range when dialing ran
+// out of local ports.
+func portHint(err error) string {
+	if err != nil && strings.Contains(err.Error(), "cannot assign requested address") {
+		return ` (out of local ports: spread over more workers, or sysctl -w net.ipv4.ip_local_port_range="1024 65535")`
+	}
+	return ""
+}
+
+// jitter returns a random duration in [d/2, d).
+func jitter(d time.Duration) time.Duration {
+	return d/2 + rand.N(d/2+1)
+}
+
+// sortedKeys returns m's keys in increasing order.
+func sortedKeys[V any](m map[uint64]V) []uint64 {
+	keys := make([]uint64, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// RunChild runs this process as a child of a run when the environment
+// says so: a worker or a spawned node. It reports whether it did; a main
+// calls it first and exits with the returned code when it did.
+func RunChild() (ran bool, code int) {
+	var err error
+	switch os.Getenv(childEnv) {
+	case "":
+		return false, 0
+	case childWorker:
+		err = runWorker(context.Background(), os.Stdin, os.Stdout, os.Stderr)
+	case childNode:
+		err = runNode(os.Stdin, os.Stdout, os.Stderr)
+	default:
+		err = fmt.Errorf("loadtest: unknown child role %q", os.Getenv(childEnv))
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "parley-load child:", err)
+		return true, 1
+	}
+	return true, 0
+}
+
+// The environment variable that makes a process a child of a run.
+const (
+	childEnv    = "PARLEY_LOAD_CHILD"
+	childWorker = "worker"
+	childNode   = "node"
+)
