@@ -35,9 +35,9 @@ type workerProc struct {
 
 // workerEvent is an event from worker index, or its exit.
 type workerEvent struct {
-	index int
-	ev    event
-	exit  error // set with exited
+	index  int
+	ev     event
+	exit   error // set with exited
 	exited bool
 }
 

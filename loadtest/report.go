@@ -14,8 +14,8 @@ type Result struct {
 	Connections int    `json:"connections"`
 	Workers     int    `json:"workers"`
 	// TargetRate is the configured total rate; 0 for flat out.
-	TargetRate  int     `json:"target_rate"`
-	MessageSize int     `json:"message_size"`
+	TargetRate  int `json:"target_rate"`
+	MessageSize int `json:"message_size"`
 	// DurationSeconds is the whole run, registration included.
 	DurationSeconds float64 `json:"duration_s"`
 

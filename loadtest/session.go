@@ -76,7 +76,9 @@ type session struct {
 // errOverloaded is a Login answered with OVERLOADED: try again later.
 type errOverloaded struct{ after time.Duration }
 
-func (e errOverloaded) Error() string { return fmt.Sprintf("login overloaded, retry after %v", e.after) }
+func (e errOverloaded) Error() string {
+	return fmt.Sprintf("login overloaded, retry after %v", e.after)
+}
 
 // connect dials, logs the device in, resends its unanswered sends and
 // waits for Synced. It returns how long that took.
