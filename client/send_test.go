@@ -166,7 +166,7 @@ func TestSendFinalError(t *testing.T) {
 // TestSendRetriedAfterOverloaded checks [S-8-14] and [S-11-1]: OVERLOADED
 // is retried with the same cmid, not before retry_after_ms.
 func TestSendRetriedAfterOverloaded(t *testing.T) {
-	for _, code := range []protocol.Code{protocol.CodeOverloaded, protocol.CodeInternal, protocol.CodeRateLimited, 50 /* unknown: as INTERNAL */} {
+	for _, code := range []protocol.Code{protocol.CodeOverloaded, protocol.CodeInternal, protocol.CodeRateLimited, 1000 /* unknown: as INTERNAL */} {
 		t.Run(code.String(), func(t *testing.T) {
 			srv := newFakeServer(t, false)
 			c := startClient(t, testConfig(srv), nil)

@@ -38,6 +38,21 @@ const (
 	CodeInternal        = pb.ErrorCode_ERROR_INTERNAL
 )
 
+// Error codes of media (spec.md section 14), message scope. The media
+// endpoint sends them in its Parley-Error header too.
+const (
+	CodeMediaTooLarge       = pb.ErrorCode_ERROR_MEDIA_TOO_LARGE
+	CodeMediaNotFound       = pb.ErrorCode_ERROR_MEDIA_NOT_FOUND
+	CodeMediaNotReady       = pb.ErrorCode_ERROR_MEDIA_NOT_READY
+	CodeMediaURLExpired     = pb.ErrorCode_ERROR_MEDIA_URL_EXPIRED
+	CodeMediaBadSignature   = pb.ErrorCode_ERROR_MEDIA_BAD_SIGNATURE
+	CodeMediaHashMismatch   = pb.ErrorCode_ERROR_MEDIA_HASH_MISMATCH
+	CodeMediaSizeMismatch   = pb.ErrorCode_ERROR_MEDIA_SIZE_MISMATCH
+	CodeMediaOffsetMismatch = pb.ErrorCode_ERROR_MEDIA_OFFSET_MISMATCH
+	CodeMediaUploadBusy     = pb.ErrorCode_ERROR_MEDIA_UPLOAD_BUSY
+	CodeMediaUnavailable    = pb.ErrorCode_ERROR_MEDIA_UNAVAILABLE
+)
+
 // Scope says what an error code ends.
 type Scope uint8
 
@@ -93,6 +108,16 @@ var Codes = []CodeInfo{
 	{CodeCodeExpired, "CODE_EXPIRED", ScopeMessage, "The verification code expired or was never requested: request a new one."},
 	{CodeTooManyAttempts, "TOO_MANY_ATTEMPTS", ScopeMessage, "Too many wrong codes: request a new code."},
 	{CodeInternal, "INTERNAL", ScopeMessage, "A server fault: retry later with backoff, with the same cmid or rid."},
+	{CodeMediaTooLarge, "MEDIA_TOO_LARGE", ScopeMessage, "The media exceeds its type's limit: do not retry it unchanged."},
+	{CodeMediaNotFound, "MEDIA_NOT_FOUND", ScopeMessage, "The media id is unknown, was refused or has expired: do not retry; upload the media again if you have it."},
+	{CodeMediaNotReady, "MEDIA_NOT_READY", ScopeMessage, "The media is still being uploaded: retry later with backoff."},
+	{CodeMediaURLExpired, "MEDIA_URL_EXPIRED", ScopeMessage, "The media URL expired: ask for a fresh URL (MEDIA_UPLOAD with resume, or MEDIA_DOWNLOAD) and continue."},
+	{CodeMediaBadSignature, "MEDIA_BAD_SIGNATURE", ScopeMessage, "The media URL was altered or used for another media or method: fix the client; use URLs as given."},
+	{CodeMediaHashMismatch, "MEDIA_HASH_MISMATCH", ScopeMessage, "The uploaded bytes do not have the declared SHA-256: the upload is discarded; ask for a new slot."},
+	{CodeMediaSizeMismatch, "MEDIA_SIZE_MISMATCH", ScopeMessage, "The upload does not end at the declared size: the upload is discarded; ask for a new slot."},
+	{CodeMediaOffsetMismatch, "MEDIA_OFFSET_MISMATCH", ScopeMessage, "The PUT does not start where the server stands: continue from Upload-Offset."},
+	{CodeMediaUploadBusy, "MEDIA_UPLOAD_BUSY", ScopeMessage, "Another PUT is writing this upload: wait Retry-After, ask HEAD for the offset, continue."},
+	{CodeMediaUnavailable, "MEDIA_UNAVAILABLE", ScopeMessage, "The server offers no media: do not retry on this server."},
 }
 
 // LookupCode returns the description of c, and false if c is not a code

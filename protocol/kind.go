@@ -37,6 +37,15 @@ const (
 	KindSynced       Kind = 76 // Synced: the backlog has been sent up to a seq
 )
 
+// Frame kinds of media (spec.md section 14, media.proto). 34–35 and 98–99
+// are reserved for media too.
+const (
+	KindMediaUpload      Kind = 32 // MediaUpload: ask for an upload slot (client to server)
+	KindMediaDownload    Kind = 33 // MediaDownload: ask for a download URL (client to server)
+	KindMediaUploadSlot  Kind = 96 // MediaUploadSlot: answers MediaUpload (server to client)
+	KindMediaDownloadURL Kind = 97 // MediaDownloadUrl: answers MediaDownload (server to client)
+)
+
 // FlagCompressed is the high bit of the kind byte: the body is a zstd frame
 // whose content is the real body (spec.md [S-3-6]).
 const FlagCompressed byte = 0x80
@@ -92,6 +101,8 @@ var Kinds = []KindInfo{
 	{KindAck, "ACK", "Ack", ClientToServer, StateAuthenticated, false},
 	{KindRead, "READ", "Read", ClientToServer, StateAuthenticated, false},
 	{KindLookup, "LOOKUP", "Lookup", ClientToServer, StateAuthenticated, false},
+	{KindMediaUpload, "MEDIA_UPLOAD", "MediaUpload", ClientToServer, StateAuthenticated, false},
+	{KindMediaDownload, "MEDIA_DOWNLOAD", "MediaDownload", ClientToServer, StateAuthenticated, false},
 	{KindPong, "PONG", "Pong", ServerToClient, 0, false},
 	{KindError, "ERROR", "Error", ServerToClient, 0, false},
 	{KindGoAway, "GOAWAY", "GoAway", ServerToClient, 0, false},
@@ -105,6 +116,8 @@ var Kinds = []KindInfo{
 	{KindReceipt, "RECEIPT", "Receipt", ServerToClient, 0, true},
 	{KindBatch, "BATCH", "", ServerToClient, 0, false},
 	{KindSynced, "SYNCED", "Synced", ServerToClient, 0, false},
+	{KindMediaUploadSlot, "MEDIA_UPLOAD_SLOT", "MediaUploadSlot", ServerToClient, 0, false},
+	{KindMediaDownloadURL, "MEDIA_DOWNLOAD_URL", "MediaDownloadUrl", ServerToClient, 0, false},
 }
 
 var kindIndex = func() (idx [128]int8) {

@@ -52,3 +52,22 @@ const MessageIDTimeShift = 22
 func MessageTime(id uint64) time.Time {
 	return time.UnixMilli(MessageIDEpochMS + int64(id>>MessageIDTimeShift))
 }
+
+// Limits of media (spec.md section 14). A MediaUpload whose size is over
+// its type's limit is refused with MEDIA_TOO_LARGE.
+const (
+	// MaxMediaImage is the largest image in bytes (16 MiB).
+	MaxMediaImage = 16 << 20
+
+	// MaxMediaVideo is the largest video in bytes (1 GiB).
+	MaxMediaVideo = 1 << 30
+
+	// MaxMediaVoice is the largest voice note in bytes (16 MiB).
+	MaxMediaVoice = 16 << 20
+
+	// MaxMediaDocument is the largest document in bytes (2 GiB).
+	MaxMediaDocument = 2 << 30
+
+	// MediaIDLen is the length of a media id in bytes: 128 random bits.
+	MediaIDLen = 16
+)

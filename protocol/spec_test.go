@@ -211,6 +211,11 @@ var constants = map[string]int64{
 	"MinCompress":        protocol.MinCompress,
 	"MessageIDEpochMS":   protocol.MessageIDEpochMS,
 	"MessageIDTimeShift": protocol.MessageIDTimeShift,
+	"MaxMediaImage":      protocol.MaxMediaImage,
+	"MaxMediaVideo":      protocol.MaxMediaVideo,
+	"MaxMediaVoice":      protocol.MaxMediaVoice,
+	"MaxMediaDocument":   protocol.MaxMediaDocument,
+	"MediaIDLen":         protocol.MediaIDLen,
 }
 
 func TestSpecLimits(t *testing.T) {

@@ -28,6 +28,10 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Media answers MEDIA_UPLOAD and MEDIA_DOWNLOAD (spec.md section 14)
+	// off the event loop; nil means the server offers no media and answers
+	// them with MEDIA_UNAVAILABLE.
+	Media MediaService
 
 	// Loops is the number of event loops; 0 means GOMAXPROCS.
 	Loops int

@@ -89,6 +89,10 @@ func (c *conn) handleFrame(f codec.Frame, w *buffer) verdict {
 		return c.handleRead(f.Body, w)
 	case protocol.KindLookup:
 		return c.handleLookup(f.Body, w)
+	case protocol.KindMediaUpload:
+		return c.handleMediaUpload(f.Body, w)
+	case protocol.KindMediaDownload:
+		return c.handleMediaDownload(f.Body, w)
 	}
 	return c.fail(w, protocol.CodeProtocolViolation)
 }

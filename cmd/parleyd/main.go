@@ -6,7 +6,17 @@
 // Every flag has an environment variable that sets its default:
 // PARLEY_LISTEN, PARLEY_DATA, PARLEY_SHARDS, PARLEY_CERT, PARLEY_KEY,
 // PARLEY_PLAINTEXT, PARLEY_HEARTBEAT, PARLEY_TEST_PHONE_PREFIX,
-// PARLEY_TEST_CODE, PARLEY_ADMIN, PARLEY_LOG_LEVEL.
+// PARLEY_TEST_CODE, PARLEY_ADMIN, PARLEY_LOG_LEVEL, PARLEY_MEDIA_LISTEN,
+// PARLEY_MEDIA_URL, PARLEY_MEDIA_EXPIRY, PARLEY_MEDIA_S3_ENDPOINT,
+// PARLEY_MEDIA_S3_BUCKET, PARLEY_MEDIA_S3_PREFIX, PARLEY_MEDIA_S3_REGION,
+// PARLEY_MEDIA_S3_ACCESS_KEY, PARLEY_MEDIA_S3_INSECURE. The S3 secret key
+// is read only from PARLEY_MEDIA_S3_SECRET_KEY, never from a flag, so it
+// does not show in the process list.
+//
+// The media endpoint (--media-listen, default 127.0.0.1:5443; "" turns
+// media off) serves uploads and downloads over HTTPS with the chat
+// certificate (spec.md section 14). Blobs live in the data directory
+// unless --media-s3-endpoint names an S3-compatible store.
 //
 // The admin endpoint (--admin, default 127.0.0.1:9222; "" turns it off)
 // serves Prometheus metrics at /metrics and the profiler at /debug/pprof/.
@@ -26,6 +36,7 @@ import (
 	"time"
 
 	"github.com/parley-im/parley/internal/node"
+	"github.com/parley-im/parley/media"
 	"github.com/parley-im/parley/server"
 	"github.com/parley-im/parley/storage"
 )
@@ -47,6 +58,10 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	mediaExpiryDefault, err := envDuration("PARLEY_MEDIA_EXPIRY", 30*24*time.Hour)
+	if err != nil {
+		return err
+	}
 	listen := fs.String("listen", env("PARLEY_LISTEN", "127.0.0.1:5222"), "client `address` (host:port)")
 	data := fs.String("data", env("PARLEY_DATA", "parley-data"), "data `directory`")
 	shards := fs.Int("shards", shardsDefault, "number of shards")
@@ -57,6 +72,15 @@ func run(args []string) error {
 	testPrefix := fs.String("test-phone-prefix", env("PARLEY_TEST_PHONE_PREFIX", ""), "phone numbers starting with this `prefix` get no SMS and verify with --test-code (load tests, staging)")
 	testCode := fs.String("test-code", env("PARLEY_TEST_CODE", ""), "verification `code` for the test numbers")
 	adminAddr := fs.String("admin", env("PARLEY_ADMIN", "127.0.0.1:9222"), "admin `address` for /metrics and /debug/pprof/ (\"\" turns it off; keep it private)")
+	mediaListen := fs.String("media-listen", env("PARLEY_MEDIA_LISTEN", "127.0.0.1:5443"), "media HTTPS `address` (\"\" turns media off)")
+	mediaURL := fs.String("media-url", env("PARLEY_MEDIA_URL", ""), "public base `URL` of the media endpoint (default https://<media-listen>)")
+	mediaExpiry := fs.Duration("media-expiry", mediaExpiryDefault, "delete media not referenced for this long")
+	s3Endpoint := fs.String("media-s3-endpoint", env("PARLEY_MEDIA_S3_ENDPOINT", ""), "S3-compatible `host:port` for media blobs (default: the data directory)")
+	s3Bucket := fs.String("media-s3-bucket", env("PARLEY_MEDIA_S3_BUCKET", ""), "S3 `bucket` for media blobs (must exist)")
+	s3Prefix := fs.String("media-s3-prefix", env("PARLEY_MEDIA_S3_PREFIX", ""), "object name `prefix` in the bucket")
+	s3Region := fs.String("media-s3-region", env("PARLEY_MEDIA_S3_REGION", ""), "S3 `region`")
+	s3Access := fs.String("media-s3-access-key", env("PARLEY_MEDIA_S3_ACCESS_KEY", ""), "S3 access `key` (the secret comes from PARLEY_MEDIA_S3_SECRET_KEY)")
+	s3Insecure := fs.Bool("media-s3-insecure", env("PARLEY_MEDIA_S3_INSECURE", "") == "1", "speak plain HTTP to the S3 endpoint (loopback or a private network only)")
 	level := fs.String("log-level", env("PARLEY_LOG_LEVEL", "info"), "log `level`: debug, info, warn, error")
 	fs.SetOutput(io.Discard)
 	if err := fs.Parse(args); err != nil {
@@ -76,6 +100,12 @@ func run(args []string) error {
 	if *shards < 1 {
 		return fmt.Errorf("--shards %d: want at least 1", *shards)
 	}
+	if *s3Endpoint != "" && *s3Bucket == "" {
+		return fmt.Errorf("--media-s3-endpoint needs --media-s3-bucket")
+	}
+	if *mediaListen == "" {
+		*mediaListen = "off"
+	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
 		return fmt.Errorf("bad --log-level %q", *level)
@@ -92,9 +122,16 @@ func run(args []string) error {
 		KeyFile:   *key,
 		Plaintext: *plaintext,
 		AdminAddr: *adminAddr,
-		Logger:    logger,
-		Server:    server.Config{Heartbeat: *heartbeat},
-		Storage:   storage.Config{TestPrefix: *testPrefix, TestCode: *testCode},
+		MediaAddr: *mediaListen,
+		MediaURL:  *mediaURL,
+		MediaS3: media.S3Config{
+			Endpoint: *s3Endpoint, Bucket: *s3Bucket, Prefix: *s3Prefix, Region: *s3Region,
+			AccessKey: *s3Access, SecretKey: os.Getenv("PARLEY_MEDIA_S3_SECRET_KEY"), Insecure: *s3Insecure,
+		},
+		Media:   media.Config{Expiry: *mediaExpiry},
+		Logger:  logger,
+		Server:  server.Config{Heartbeat: *heartbeat},
+		Storage: storage.Config{TestPrefix: *testPrefix, TestCode: *testCode},
 	}, 10*time.Second)
 }
 

@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"path/filepath"
 	"time"
 
 	"github.com/parley-im/parley/internal/admin"
+	"github.com/parley-im/parley/media"
 	"github.com/parley-im/parley/router"
 	"github.com/parley-im/parley/server"
 	"github.com/parley-im/parley/storage"
@@ -39,7 +41,23 @@ type Config struct {
 	// /debug/pprof/, /debug/memory), host:port; port 0 picks a free port.
 	// Default "": no admin endpoint. Keep it on a private address.
 	AdminAddr string
-	// Server tunes the client server; Addr, TLS, Plaintext, Router and
+	// MediaAddr is the address of the HTTPS media endpoint (spec.md
+	// section 14), host:port. Default "127.0.0.1:5443", or a free port
+	// when Listen asks for one (port 0), so test nodes never collide;
+	// "off" runs the node without media (MEDIA_UNAVAILABLE). It serves
+	// with the chat listener's certificate, or plain HTTP when Plaintext.
+	MediaAddr string
+	// MediaURL is the base URL in the media URLs handed to clients, such
+	// as "https://media.example.com". Default "https://" (or "http://"
+	// when Plaintext) followed by the address the endpoint listens on.
+	MediaURL string
+	// MediaS3 keeps the media blobs in an S3-compatible bucket; zero (no
+	// Endpoint) keeps them in DataDir/media/blobs.
+	MediaS3 media.S3Config
+	// Media tunes the media service; Dir, BaseURL, Store and Logger are
+	// filled in by the node.
+	Media media.Config
+	// Server tunes the client server; Addr, TLS, Plaintext, Router, Media and
 	// Logger are filled in by the node.
 	Server server.Config
 	// Storage tunes every shard; ID, Dir, Forwarder, Codes and Logger are
@@ -69,6 +87,12 @@ func (c *Config) setDefaults() {
 	if c.Codes == nil {
 		c.Codes = LogCodes{Logger: c.Logger}
 	}
+	if c.MediaAddr == "" {
+		c.MediaAddr = "127.0.0.1:5443"
+		if _, port, err := net.SplitHostPort(c.Listen); err == nil && port == "0" {
+			c.MediaAddr = "127.0.0.1:0"
+		}
+	}
 }
 
 func (c *Config) validate() error {
@@ -95,7 +119,11 @@ type Node struct {
 	srv         *server.Server
 	served      chan error
 	fingerprint string
-	admin       *admin.Admin // nil without AdminAddr
+	admin       *admin.Admin   // nil without AdminAddr
+	media       *media.Service // nil with MediaAddr "off"
+	mediaHTTP   *http.Server
+	mediaLn     net.Listener
+	mediaServed chan error
 }
 
 // Start opens the shards, starts the server and returns once it listens.
@@ -153,10 +181,21 @@ func Start(cfg Config) (*Node, error) {
 		s.Start()
 	}
 
+	if cfg.MediaAddr != "off" {
+		if err := n.openMedia(tlsConfig); err != nil {
+			n.closeShards()
+			return nil, err
+		}
+	}
+
 	sc := cfg.Server
 	sc.Addr, sc.TLS, sc.Plaintext, sc.Router, sc.Logger = cfg.Listen, tlsConfig, cfg.Plaintext, n.router, log
+	if n.media != nil {
+		sc.Media = n.media
+	}
 	srv, err := server.New(sc)
 	if err != nil {
+		n.closeMedia(context.Background())
 		n.closeShards()
 		return nil, err
 	}
@@ -164,9 +203,11 @@ func Start(cfg Config) (*Node, error) {
 	go func() { n.served <- srv.Serve() }()
 	if srv.Addr() == nil {
 		err := <-n.served
+		n.closeMedia(context.Background())
 		n.closeShards()
 		return nil, fmt.Errorf("node: server did not start: %w", err)
 	}
+	n.startMedia()
 	if cfg.AdminAddr != "" {
 		a, err := admin.Start(admin.Config{Addr: cfg.AdminAddr, Server: srv, Shards: n.shards, Commits: commits, Logger: log})
 		if err != nil {
@@ -214,6 +255,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	if serr := <-n.served; serr != nil {
 		err = errors.Join(err, serr)
 	}
+	err = errors.Join(err, n.closeMedia(ctx))
 	return errors.Join(err, n.closeShards())
 }
 
@@ -240,6 +282,9 @@ func Run(ctx context.Context, cfg Config, grace time.Duration) error {
 	}
 	if a := n.AdminAddr(); a != nil {
 		attrs = append(attrs, "admin", a.String())
+	}
+	if n.media != nil {
+		attrs = append(attrs, "media", n.mediaLn.Addr().String(), "media_url", n.cfg.MediaURL)
 	}
 	log.Info("parleyd ready", attrs...)
 	select {

@@ -44,6 +44,9 @@ const (
 	Kind_KIND_ACK          Kind = 6 // Ack
 	Kind_KIND_READ         Kind = 7 // Read
 	Kind_KIND_LOOKUP       Kind = 8 // Lookup
+	// Media (media.proto, spec.md section 14); 34 and 35 are reserved for media.
+	Kind_KIND_MEDIA_UPLOAD   Kind = 32 // MediaUpload
+	Kind_KIND_MEDIA_DOWNLOAD Kind = 33 // MediaDownload
 	// Server to client.
 	Kind_KIND_PONG          Kind = 64 // Pong
 	Kind_KIND_ERROR         Kind = 65 // Error
@@ -58,6 +61,9 @@ const (
 	Kind_KIND_RECEIPT       Kind = 74 // Receipt (an inbox entry)
 	Kind_KIND_BATCH         Kind = 75 // a sequence of frames (not a protobuf message)
 	Kind_KIND_SYNCED        Kind = 76 // Synced
+	// Media (media.proto); 98 and 99 are reserved for media.
+	Kind_KIND_MEDIA_UPLOAD_SLOT  Kind = 96 // MediaUploadSlot
+	Kind_KIND_MEDIA_DOWNLOAD_URL Kind = 97 // MediaDownloadUrl
 )
 
 // Enum value maps for Kind.
@@ -72,6 +78,8 @@ var (
 		6:  "KIND_ACK",
 		7:  "KIND_READ",
 		8:  "KIND_LOOKUP",
+		32: "KIND_MEDIA_UPLOAD",
+		33: "KIND_MEDIA_DOWNLOAD",
 		64: "KIND_PONG",
 		65: "KIND_ERROR",
 		66: "KIND_GOAWAY",
@@ -85,30 +93,36 @@ var (
 		74: "KIND_RECEIPT",
 		75: "KIND_BATCH",
 		76: "KIND_SYNCED",
+		96: "KIND_MEDIA_UPLOAD_SLOT",
+		97: "KIND_MEDIA_DOWNLOAD_URL",
 	}
 	Kind_value = map[string]int32{
-		"KIND_UNSPECIFIED":   0,
-		"KIND_PING":          1,
-		"KIND_REQUEST_CODE":  2,
-		"KIND_VERIFY":        3,
-		"KIND_LOGIN":         4,
-		"KIND_SEND":          5,
-		"KIND_ACK":           6,
-		"KIND_READ":          7,
-		"KIND_LOOKUP":        8,
-		"KIND_PONG":          64,
-		"KIND_ERROR":         65,
-		"KIND_GOAWAY":        66,
-		"KIND_CODE_SENT":     67,
-		"KIND_REGISTERED":    68,
-		"KIND_LOGIN_OK":      69,
-		"KIND_SENT":          70,
-		"KIND_OK":            71,
-		"KIND_LOOKUP_RESULT": 72,
-		"KIND_MESSAGE":       73,
-		"KIND_RECEIPT":       74,
-		"KIND_BATCH":         75,
-		"KIND_SYNCED":        76,
+		"KIND_UNSPECIFIED":        0,
+		"KIND_PING":               1,
+		"KIND_REQUEST_CODE":       2,
+		"KIND_VERIFY":             3,
+		"KIND_LOGIN":              4,
+		"KIND_SEND":               5,
+		"KIND_ACK":                6,
+		"KIND_READ":               7,
+		"KIND_LOOKUP":             8,
+		"KIND_MEDIA_UPLOAD":       32,
+		"KIND_MEDIA_DOWNLOAD":     33,
+		"KIND_PONG":               64,
+		"KIND_ERROR":              65,
+		"KIND_GOAWAY":             66,
+		"KIND_CODE_SENT":          67,
+		"KIND_REGISTERED":         68,
+		"KIND_LOGIN_OK":           69,
+		"KIND_SENT":               70,
+		"KIND_OK":                 71,
+		"KIND_LOOKUP_RESULT":      72,
+		"KIND_MESSAGE":            73,
+		"KIND_RECEIPT":            74,
+		"KIND_BATCH":              75,
+		"KIND_SYNCED":             76,
+		"KIND_MEDIA_UPLOAD_SLOT":  96,
+		"KIND_MEDIA_DOWNLOAD_URL": 97,
 	}
 )
 
@@ -172,6 +186,18 @@ const (
 	ErrorCode_ERROR_CODE_EXPIRED      ErrorCode = 40
 	ErrorCode_ERROR_TOO_MANY_ATTEMPTS ErrorCode = 41
 	ErrorCode_ERROR_INTERNAL          ErrorCode = 42
+	// Media (spec.md section 14), message scope; also sent by the media
+	// endpoint in its Parley-Error header.
+	ErrorCode_ERROR_MEDIA_TOO_LARGE       ErrorCode = 50
+	ErrorCode_ERROR_MEDIA_NOT_FOUND       ErrorCode = 51
+	ErrorCode_ERROR_MEDIA_NOT_READY       ErrorCode = 52
+	ErrorCode_ERROR_MEDIA_URL_EXPIRED     ErrorCode = 53
+	ErrorCode_ERROR_MEDIA_BAD_SIGNATURE   ErrorCode = 54
+	ErrorCode_ERROR_MEDIA_HASH_MISMATCH   ErrorCode = 55
+	ErrorCode_ERROR_MEDIA_SIZE_MISMATCH   ErrorCode = 56
+	ErrorCode_ERROR_MEDIA_OFFSET_MISMATCH ErrorCode = 57
+	ErrorCode_ERROR_MEDIA_UPLOAD_BUSY     ErrorCode = 58
+	ErrorCode_ERROR_MEDIA_UNAVAILABLE     ErrorCode = 59
 )
 
 // Enum value maps for ErrorCode.
@@ -201,32 +227,52 @@ var (
 		40: "ERROR_CODE_EXPIRED",
 		41: "ERROR_TOO_MANY_ATTEMPTS",
 		42: "ERROR_INTERNAL",
+		50: "ERROR_MEDIA_TOO_LARGE",
+		51: "ERROR_MEDIA_NOT_FOUND",
+		52: "ERROR_MEDIA_NOT_READY",
+		53: "ERROR_MEDIA_URL_EXPIRED",
+		54: "ERROR_MEDIA_BAD_SIGNATURE",
+		55: "ERROR_MEDIA_HASH_MISMATCH",
+		56: "ERROR_MEDIA_SIZE_MISMATCH",
+		57: "ERROR_MEDIA_OFFSET_MISMATCH",
+		58: "ERROR_MEDIA_UPLOAD_BUSY",
+		59: "ERROR_MEDIA_UNAVAILABLE",
 	}
 	ErrorCode_value = map[string]int32{
-		"ERROR_UNSPECIFIED":         0,
-		"ERROR_MALFORMED_FRAME":     1,
-		"ERROR_FRAME_TOO_LARGE":     2,
-		"ERROR_UNSUPPORTED_VERSION": 3,
-		"ERROR_UNAUTHENTICATED":     4,
-		"ERROR_AUTH_FAILED":         5,
-		"ERROR_DEVICE_REVOKED":      6,
-		"ERROR_SESSION_REPLACED":    7,
-		"ERROR_IDLE_TIMEOUT":        8,
-		"ERROR_SLOW_CONSUMER":       9,
-		"ERROR_SHUTTING_DOWN":       10,
-		"ERROR_PROTOCOL_VIOLATION":  11,
-		"ERROR_INPUT_OVERFLOW":      12,
-		"ERROR_UNKNOWN_KIND":        32,
-		"ERROR_INVALID_ARGUMENT":    33,
-		"ERROR_WRONG_STATE":         34,
-		"ERROR_RATE_LIMITED":        35,
-		"ERROR_OVERLOADED":          36,
-		"ERROR_NOT_FOUND":           37,
-		"ERROR_MESSAGE_TOO_LARGE":   38,
-		"ERROR_CODE_INVALID":        39,
-		"ERROR_CODE_EXPIRED":        40,
-		"ERROR_TOO_MANY_ATTEMPTS":   41,
-		"ERROR_INTERNAL":            42,
+		"ERROR_UNSPECIFIED":           0,
+		"ERROR_MALFORMED_FRAME":       1,
+		"ERROR_FRAME_TOO_LARGE":       2,
+		"ERROR_UNSUPPORTED_VERSION":   3,
+		"ERROR_UNAUTHENTICATED":       4,
+		"ERROR_AUTH_FAILED":           5,
+		"ERROR_DEVICE_REVOKED":        6,
+		"ERROR_SESSION_REPLACED":      7,
+		"ERROR_IDLE_TIMEOUT":          8,
+		"ERROR_SLOW_CONSUMER":         9,
+		"ERROR_SHUTTING_DOWN":         10,
+		"ERROR_PROTOCOL_VIOLATION":    11,
+		"ERROR_INPUT_OVERFLOW":        12,
+		"ERROR_UNKNOWN_KIND":          32,
+		"ERROR_INVALID_ARGUMENT":      33,
+		"ERROR_WRONG_STATE":           34,
+		"ERROR_RATE_LIMITED":          35,
+		"ERROR_OVERLOADED":            36,
+		"ERROR_NOT_FOUND":             37,
+		"ERROR_MESSAGE_TOO_LARGE":     38,
+		"ERROR_CODE_INVALID":          39,
+		"ERROR_CODE_EXPIRED":          40,
+		"ERROR_TOO_MANY_ATTEMPTS":     41,
+		"ERROR_INTERNAL":              42,
+		"ERROR_MEDIA_TOO_LARGE":       50,
+		"ERROR_MEDIA_NOT_FOUND":       51,
+		"ERROR_MEDIA_NOT_READY":       52,
+		"ERROR_MEDIA_URL_EXPIRED":     53,
+		"ERROR_MEDIA_BAD_SIGNATURE":   54,
+		"ERROR_MEDIA_HASH_MISMATCH":   55,
+		"ERROR_MEDIA_SIZE_MISMATCH":   56,
+		"ERROR_MEDIA_OFFSET_MISMATCH": 57,
+		"ERROR_MEDIA_UPLOAD_BUSY":     58,
+		"ERROR_MEDIA_UNAVAILABLE":     59,
 	}
 )
 
@@ -1718,7 +1764,7 @@ const file_parley_proto_rawDesc = "" +
 	"\x0eretry_after_ms\x18\x05 \x01(\rR\fretryAfterMs\"`\n" +
 	"\x06GoAway\x12(\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x14.parley.v1.ErrorCodeR\x04code\x12,\n" +
-	"\x12reconnect_after_ms\x18\x02 \x01(\rR\x10reconnectAfterMs*\x85\x03\n" +
+	"\x12reconnect_after_ms\x18\x02 \x01(\rR\x10reconnectAfterMs*\xee\x03\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tKIND_PING\x10\x01\x12\x15\n" +
@@ -1729,7 +1775,9 @@ const file_parley_proto_rawDesc = "" +
 	"\tKIND_SEND\x10\x05\x12\f\n" +
 	"\bKIND_ACK\x10\x06\x12\r\n" +
 	"\tKIND_READ\x10\a\x12\x0f\n" +
-	"\vKIND_LOOKUP\x10\b\x12\r\n" +
+	"\vKIND_LOOKUP\x10\b\x12\x15\n" +
+	"\x11KIND_MEDIA_UPLOAD\x10 \x12\x17\n" +
+	"\x13KIND_MEDIA_DOWNLOAD\x10!\x12\r\n" +
 	"\tKIND_PONG\x10@\x12\x0e\n" +
 	"\n" +
 	"KIND_ERROR\x10A\x12\x0f\n" +
@@ -1744,7 +1792,9 @@ const file_parley_proto_rawDesc = "" +
 	"\fKIND_RECEIPT\x10J\x12\x0e\n" +
 	"\n" +
 	"KIND_BATCH\x10K\x12\x0f\n" +
-	"\vKIND_SYNCED\x10L*\xed\x04\n" +
+	"\vKIND_SYNCED\x10L\x12\x1a\n" +
+	"\x16KIND_MEDIA_UPLOAD_SLOT\x10`\x12\x1b\n" +
+	"\x17KIND_MEDIA_DOWNLOAD_URL\x10a*\x93\a\n" +
 	"\tErrorCode\x12\x15\n" +
 	"\x11ERROR_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15ERROR_MALFORMED_FRAME\x10\x01\x12\x19\n" +
@@ -1770,7 +1820,17 @@ const file_parley_proto_rawDesc = "" +
 	"\x12ERROR_CODE_INVALID\x10'\x12\x16\n" +
 	"\x12ERROR_CODE_EXPIRED\x10(\x12\x1b\n" +
 	"\x17ERROR_TOO_MANY_ATTEMPTS\x10)\x12\x12\n" +
-	"\x0eERROR_INTERNAL\x10**n\n" +
+	"\x0eERROR_INTERNAL\x10*\x12\x19\n" +
+	"\x15ERROR_MEDIA_TOO_LARGE\x102\x12\x19\n" +
+	"\x15ERROR_MEDIA_NOT_FOUND\x103\x12\x19\n" +
+	"\x15ERROR_MEDIA_NOT_READY\x104\x12\x1b\n" +
+	"\x17ERROR_MEDIA_URL_EXPIRED\x105\x12\x1d\n" +
+	"\x19ERROR_MEDIA_BAD_SIGNATURE\x106\x12\x1d\n" +
+	"\x19ERROR_MEDIA_HASH_MISMATCH\x107\x12\x1d\n" +
+	"\x19ERROR_MEDIA_SIZE_MISMATCH\x108\x12\x1f\n" +
+	"\x1bERROR_MEDIA_OFFSET_MISMATCH\x109\x12\x1b\n" +
+	"\x17ERROR_MEDIA_UPLOAD_BUSY\x10:\x12\x1b\n" +
+	"\x17ERROR_MEDIA_UNAVAILABLE\x10;*n\n" +
 	"\vContentType\x12\x10\n" +
 	"\fCONTENT_TEXT\x10\x00\x12\x11\n" +
 	"\rCONTENT_IMAGE\x10\x01\x12\x11\n" +
