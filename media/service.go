@@ -118,13 +118,19 @@ func (s *Service) Start() {
 }
 
 // Close stops the workers and the sweeper, answers the requests still
-// queued with OVERLOADED, and closes the metadata. The HTTP server in
-// front of Handler must be shut down first.
+// queued with OVERLOADED, waits for the HTTP requests in progress, and
+// closes the metadata. Shut the HTTP server in front of Handler down (or
+// close it) first, so that no request is left waiting on its client.
 func (s *Service) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
 		close(s.stop)
 		s.wg.Wait()
+		// Wait for HTTP handlers still running (http.Server.Close does not
+		// wait for them); from here on the handler answers 503.
+		for range cap(s.transfers) {
+			s.transfers <- struct{}{}
+		}
 		for {
 			select {
 			case j := <-s.queue:
