@@ -58,6 +58,11 @@ type Config struct {
 	// MessageSize is the body of each message in bytes, at least 20 (the
 	// timestamps and cmid it carries). Default 20.
 	MessageSize int `json:"message_size"`
+	// AckDelay is how long a device may hold a cumulative Ack so that it
+	// covers more entries or rides along with a send, as the SDK does
+	// (client.Config.AckDelay); it acks at once when half the window is
+	// unacknowledged. Default 50 ms; negative acks every read at once.
+	AckDelay time.Duration `json:"ack_delay"`
 	// Queue is how many messages each offline user gets queued (offline).
 	// Default 100.
 	Queue int `json:"queue"`
@@ -126,6 +131,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MessageSize == 0 {
 		c.MessageSize = bodyHeader
+	}
+	if c.AckDelay == 0 {
+		c.AckDelay = 50 * time.Millisecond
 	}
 	if c.Queue == 0 {
 		c.Queue = 100

@@ -31,6 +31,7 @@ type workerProc struct {
 	interval []*hdr.Histogram
 	result   *event
 	exited   bool
+	fresh    bool // a stats event arrived since the last progress line
 }
 
 // workerEvent is an event from worker index, or its exit.
@@ -170,7 +171,9 @@ func (c *coordinator) kill() {
 
 // walk takes the workers through the steps in lock step.
 func (c *coordinator) walk(ctx context.Context) error {
-	tick := time.NewTicker(time.Second)
+	// A progress line goes out when every worker has reported its second,
+	// or after two seconds if one is late.
+	tick := time.NewTicker(2 * time.Second)
 	defer tick.Stop()
 	c.start = time.Now()
 	stepStart := c.start
@@ -182,6 +185,7 @@ func (c *coordinator) walk(ctx context.Context) error {
 			return ctx.Err()
 		case <-tick.C:
 			c.progress(step)
+			tick.Reset(2 * time.Second)
 		case we := <-c.events:
 			wp := c.workers[we.index]
 			if we.exited {
@@ -202,6 +206,11 @@ func (c *coordinator) walk(ctx context.Context) error {
 				wp.last = ev.Counters
 				if h, err := decodeHist(ev.Interval); err == nil {
 					wp.interval = append(wp.interval, h)
+				}
+				wp.fresh = true
+				if c.allFresh() {
+					c.progress(step)
+					tick.Reset(2 * time.Second)
 				}
 			case "result":
 				wp.last = ev.Counters
@@ -247,6 +256,15 @@ func (c *coordinator) walk(ctx context.Context) error {
 func (c *coordinator) allAt(step int) bool {
 	for _, w := range c.workers {
 		if len(w.steps) <= step {
+			return false
+		}
+	}
+	return true
+}
+
+func (c *coordinator) allFresh() bool {
+	for _, w := range c.workers {
+		if !w.fresh {
 			return false
 		}
 	}
@@ -353,6 +371,7 @@ func (c *coordinator) progress(step int) {
 			iv.Merge(h)
 		}
 		w.interval = w.interval[:0]
+		w.fresh = false
 	}
 	p := Point{
 		T:          time.Since(c.start).Seconds(),

@@ -65,9 +65,10 @@ type session struct {
 	done     chan struct{} // closed when the reader has exited
 
 	wmu       sync.Mutex
+	ackedSeq  uint64       // guarded by wmu: the last Ack written
+	ackTimer  *time.Timer  // guarded by wmu: a delayed Ack, or nil
 	lastWrite atomic.Int64 // unix nanos
 	closing   atomic.Bool  // closed on purpose: not a drop
-	ackedSeq  uint64       // owned by the reader: the last Ack written
 	inflate   []byte       // owned by the reader
 	body      []byte       // owned by the reader
 	loginErr  error        // set by the reader before loggedIn or done closes
@@ -99,9 +100,13 @@ func (d *device) connect(ctx context.Context) (time.Duration, error) {
 		w.stats.dialErrors.Add(1)
 		return 0, fmt.Errorf("tls: %w", err)
 	}
-	s := &session{d: d, raw: raw, conn: tc, loggedIn: make(chan struct{}), synced: make(chan struct{}), done: make(chan struct{})}
+	cursor := d.cursor.Load()
+	// Login.cursor acknowledges up to cursor ([S-8-7]): no Ack may precede
+	// LoginOk, which an Ack riding on the Login would.
+	s := &session{d: d, raw: raw, conn: tc, ackedSeq: cursor,
+		loggedIn: make(chan struct{}), synced: make(chan struct{}), done: make(chan struct{})}
 	login, _ := codec.AppendProto(nil, protocol.KindLogin, &pb.Login{
-		Version: protocol.Version, User: d.user, Device: d.id, Credential: d.cred, Cursor: d.cursor.Load(),
+		Version: protocol.Version, User: d.user, Device: d.id, Credential: d.cred, Cursor: cursor,
 	})
 	if err := s.write(login); err != nil {
 		raw.Close()
@@ -176,13 +181,33 @@ func (d *device) session() *session {
 	return d.sess
 }
 
-// write writes b on the connection.
+// write writes b on the connection, with an Ack in front when entries
+// are waiting for one: acks ride along with sends.
 func (s *session) write(b []byte) error {
-	if len(b) == 0 {
-		return nil
-	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	return s.writeLocked(b, false)
+}
+
+// writeLocked writes b, prefixed by a due Ack; with b empty it writes the
+// Ack alone if force is set. s.wmu must be held.
+func (s *session) writeLocked(b []byte, force bool) error {
+	var a [16]byte
+	ack := a[:0]
+	if c := s.d.cursor.Load(); c > s.ackedSeq && (len(b) > 0 || force) {
+		ack = codec.AppendAck(ack, c)
+		s.ackedSeq = c
+		if s.ackTimer != nil {
+			s.ackTimer.Stop()
+			s.ackTimer = nil
+		}
+	}
+	if len(b) == 0 && len(ack) == 0 {
+		return nil
+	}
+	if len(ack) > 0 {
+		b = append(ack, b...)
+	}
 	_ = s.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	_, err := s.conn.Write(b)
 	s.lastWrite.Store(time.Now().UnixNano())
@@ -190,6 +215,30 @@ func (s *session) write(b []byte) error {
 	if err != nil {
 		_ = s.raw.Close()
 		return fmt.Errorf("write: %w", err)
+	}
+	return nil
+}
+
+// maybeAck acknowledges what the reader processed: at once when half the
+// window is unacknowledged (or AckDelay is 0), else within AckDelay,
+// as the SDK does ([S-8-5]).
+func (s *session) maybeAck() error {
+	delay := s.d.w.spec.Config.AckDelay
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	c := s.d.cursor.Load()
+	switch {
+	case c <= s.ackedSeq:
+		return nil
+	case delay <= 0 || int(c-s.ackedSeq) >= max(1, s.window/2):
+		return s.writeLocked(nil, true)
+	case s.ackTimer == nil:
+		s.ackTimer = time.AfterFunc(delay, func() {
+			s.wmu.Lock()
+			defer s.wmu.Unlock()
+			s.ackTimer = nil
+			_ = s.writeLocked(nil, true)
+		})
 	}
 	return nil
 }
@@ -213,6 +262,12 @@ func (s *session) read() {
 	d, w := s.d, s.d.w
 	defer func() {
 		_ = s.raw.Close()
+		s.wmu.Lock()
+		if s.ackTimer != nil {
+			s.ackTimer.Stop()
+			s.ackTimer = nil
+		}
+		s.wmu.Unlock()
 		d.mu.Lock()
 		wasLive := d.sess == s
 		if wasLive {
@@ -242,14 +297,8 @@ func (s *session) read() {
 			s.loginErr = err
 			return
 		}
-		if br.Buffered() == 0 {
-			if c := d.cursor.Load(); c > s.ackedSeq {
-				s.ackedSeq = c
-				var a [16]byte
-				if s.write(codec.AppendAck(a[:0], c)) != nil {
-					return
-				}
-			}
+		if br.Buffered() == 0 && s.maybeAck() != nil {
+			return
 		}
 	}
 }
@@ -313,7 +362,9 @@ func (s *session) handle(f codec.Frame) error {
 		s.window = int(ok.Window)
 		w.heartbeat.CompareAndSwap(0, int64(ok.HeartbeatS))
 		d.cursor.Store(ok.Cursor) // [S-8-7]
+		s.wmu.Lock()
 		s.ackedSeq = ok.Cursor
+		s.wmu.Unlock()
 		close(s.loggedIn)
 	case protocol.KindSynced:
 		select {

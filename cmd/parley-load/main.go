@@ -58,6 +58,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.Rate, "rate", 0, "total messages per second (0: flat out)")
 	fs.IntVar(&cfg.InFlight, "inflight", 0, "unanswered sends per device (default 10)")
 	fs.IntVar(&cfg.MessageSize, "size", 0, "message body `bytes`, at least 20 (default 20)")
+	fs.DurationVar(&cfg.AckDelay, "ack-delay", 0, "longest wait before a cumulative ack, as the SDK's (default 50ms; -1ns: ack every read)")
 	fs.IntVar(&cfg.Queue, "queue", 0, "offline: messages queued per user (default 100)")
 	fs.DurationVar(&cfg.ChurnLife, "churn-life", 0, "churn: mean connection lifetime (default 5s)")
 	fs.DurationVar(&cfg.IdleSettle, "idle-settle", 0, "idle: wait before reading server memory (default 12s)")
