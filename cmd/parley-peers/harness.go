@@ -1,0 +1,250 @@
+package main
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	hdr "github.com/HdrHistogram/hdrhistogram-go"
+)
+
+type config struct {
+	peer, scenario   string
+	conns            int
+	duration, warmup time.Duration
+	rate, inflight   int
+	settle           time.Duration
+}
+
+// harness runs one measurement against a peer.
+type harness struct {
+	cfg   config
+	srv   *peerServer
+	conns []*pconn
+
+	wireUp, wireDown, frameUp, frameDown atomic.Int64
+	sent, delivered, inRate              atomic.Int64
+	from, to                             atomic.Int64 // measured window, unix nanos
+
+	mu       sync.Mutex
+	lat, raw *hdr.Histogram // guarded by mu, microseconds
+}
+
+// result is what a peer run measured; the JSON names match parley-load's.
+type result struct {
+	Peer              string  `json:"peer"`
+	Scenario          string  `json:"scenario"`
+	Connections       int     `json:"connections"`
+	TargetRate        int     `json:"target_rate"`
+	MessagesSent      int64   `json:"messages_sent"`
+	MessagesDelivered int64   `json:"messages_delivered"`
+	MsgsPerSec        float64 `json:"msgs_per_sec"`
+	Latency           lat     `json:"latency_us"`
+	LatencyRaw        lat     `json:"latency_uncorrected_us"`
+	BytesPerMsgUp     float64 `json:"bytes_per_msg_up"`
+	BytesPerMsgDown   float64 `json:"bytes_per_msg_down"`
+	FrameBytesUp      float64 `json:"frame_bytes_per_msg_up"`
+	FrameBytesDown    float64 `json:"frame_bytes_per_msg_down"`
+	ServerRSS         int64   `json:"server_rss_bytes"`
+	ServerRSSPerConn  float64 `json:"server_rss_per_conn_bytes"`
+	ServerCPUPerMsgUS float64 `json:"server_cpu_us_per_msg"`
+}
+
+type lat struct {
+	P50, P90, P99, P999, Max int64
+}
+
+func percentiles(h *hdr.Histogram) lat {
+	return lat{h.ValueAtQuantile(50), h.ValueAtQuantile(90), h.ValueAtQuantile(99), h.ValueAtQuantile(99.9), h.Max()}
+}
+
+func (r *result) writeText(w io.Writer) {
+	fmt.Fprintf(w, "peer %s, scenario %s, %d connections\n", r.Peer, r.Scenario, r.Connections)
+	if r.ServerRSSPerConn != 0 {
+		fmt.Fprintf(w, "server RSS %.1f MiB, %.0f B per connection\n", float64(r.ServerRSS)/(1<<20), r.ServerRSSPerConn)
+	}
+	if r.MessagesSent > 0 {
+		fmt.Fprintf(w, "messages: %d sent, %d delivered; %.0f msg/s\n", r.MessagesSent, r.MessagesDelivered, r.MsgsPerSec)
+		fmt.Fprintf(w, "latency µs: p50 %d p90 %d p99 %d p99.9 %d max %d (uncorrected p50 %d p99 %d)\n",
+			r.Latency.P50, r.Latency.P90, r.Latency.P99, r.Latency.P999, r.Latency.Max, r.LatencyRaw.P50, r.LatencyRaw.P99)
+		fmt.Fprintf(w, "bytes per message: up %.1f wire / %.1f frames; down %.1f / %.1f\n", r.BytesPerMsgUp, r.FrameBytesUp, r.BytesPerMsgDown, r.FrameBytesDown)
+		fmt.Fprintf(w, "server CPU %.1f µs per message\n", r.ServerCPUPerMsgUS)
+	}
+}
+
+func measure(ctx context.Context, cfg config, logw io.Writer) (*result, error) {
+	srv, err := startPeer(cfg.peer, logw)
+	if err != nil {
+		return nil, err
+	}
+	defer srv.stop()
+	h := &harness{cfg: cfg, srv: srv, lat: hdr.New(1, 600e6, 3), raw: hdr.New(1, 600e6, 3)}
+	time.Sleep(time.Second)
+	rss0 := srv.rss()
+	n := cfg.conns + cfg.conns%2
+	h.conns = make([]*pconn, n)
+	for i := range h.conns {
+		h.conns[i] = &pconn{h: h, idx: i, credit: make(chan struct{}, 1)}
+	}
+	for i, c := range h.conns {
+		c.peer = h.conns[i^1]
+	}
+	sem := make(chan struct{}, 64)
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	for _, c := range h.conns {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if err := h.dial(ctx, c); err != nil {
+				errs <- fmt.Errorf("connection %d: %w", c.idx, err)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		return nil, err
+	}
+	defer func() {
+		for _, c := range h.conns {
+			c.raw.Close()
+		}
+	}()
+	for _, c := range h.conns {
+		go func() {
+			if cfg.peer == "mosquitto" {
+				_ = c.mqttReadLoop()
+			} else {
+				_ = c.natsReadLoop()
+			}
+		}()
+	}
+	res := &result{Peer: cfg.peer, Scenario: cfg.scenario, Connections: n, TargetRate: cfg.rate}
+	if cfg.scenario == "idle" {
+		time.Sleep(cfg.settle)
+		res.ServerRSS = srv.rss()
+		res.ServerRSSPerConn = float64(res.ServerRSS-rss0) / float64(n)
+		return res, nil
+	}
+
+	cpu0 := srv.cpu()
+	up0, down0, fup0, fdown0 := h.wireUp.Load(), h.wireDown.Load(), h.frameUp.Load(), h.frameDown.Load()
+	start := time.Now()
+	end := start.Add(cfg.duration)
+	h.to.Store(end.UnixNano())
+	h.from.Store(start.Add(cfg.warmup).UnixNano())
+	var interval time.Duration
+	if cfg.rate > 0 {
+		interval = time.Duration(float64(n) / float64(cfg.rate) * float64(time.Second))
+	}
+	var sw sync.WaitGroup
+	for _, c := range h.conns {
+		sw.Go(func() { h.sendLoop(ctx, c, end, interval) })
+	}
+	sw.Wait()
+	for t := time.Now(); time.Since(t) < 10*time.Second && h.delivered.Load() < h.sent.Load(); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	cpu := srv.cpu() - cpu0
+	res.ServerRSS = srv.rss()
+	res.MessagesSent, res.MessagesDelivered = h.sent.Load(), h.delivered.Load()
+	res.MsgsPerSec = float64(h.inRate.Load()) / (cfg.duration - cfg.warmup).Seconds()
+	h.mu.Lock()
+	res.Latency, res.LatencyRaw = percentiles(h.lat), percentiles(h.raw)
+	h.mu.Unlock()
+	if s, d := float64(res.MessagesSent), float64(res.MessagesDelivered); s > 0 && d > 0 {
+		res.BytesPerMsgUp = float64(h.wireUp.Load()-up0) / s
+		res.BytesPerMsgDown = float64(h.wireDown.Load()-down0) / d
+		res.FrameBytesUp = float64(h.frameUp.Load()-fup0) / s
+		res.FrameBytesDown = float64(h.frameDown.Load()-fdown0) / d
+		res.ServerCPUPerMsgUS = float64(cpu.Microseconds()) / d
+	}
+	return res, nil
+}
+
+// sendLoop publishes from c to its peer until end: flat out within the
+// in-flight window, or at interval, timing from the intended send time.
+func (h *harness) sendLoop(ctx context.Context, c *pconn, end time.Time, interval time.Duration) {
+	ctx, cancel := context.WithDeadline(ctx, end)
+	defer cancel()
+	next := time.Now()
+	if interval > 0 {
+		next = next.Add(rand.N(interval))
+	}
+	var seq uint32
+	bodies := make([][]byte, 0, 128)
+	for ctx.Err() == nil {
+		now := time.Now()
+		if interval > 0 && next.After(now) {
+			select {
+			case <-time.After(next.Sub(now)):
+			case <-ctx.Done():
+			}
+			continue
+		}
+		free := h.cfg.inflight - int(c.inflight.Load())
+		if free <= 0 {
+			select {
+			case <-c.credit:
+			case <-ctx.Done():
+			}
+			continue
+		}
+		k := free
+		if interval > 0 {
+			k = min(k, int(now.Sub(next)/interval)+1)
+		}
+		bodies = bodies[:0]
+		for range k {
+			intended := now.UnixNano()
+			if interval > 0 {
+				intended = next.UnixNano()
+				next = next.Add(interval)
+			}
+			seq++
+			b := make([]byte, 20)
+			binary.BigEndian.PutUint64(b, uint64(intended))
+			binary.BigEndian.PutUint64(b[8:], uint64(now.UnixNano()))
+			binary.BigEndian.PutUint32(b[16:], seq)
+			bodies = append(bodies, b)
+		}
+		c.inflight.Add(int32(k))
+		h.sent.Add(int64(k))
+		var err error
+		if h.cfg.peer == "mosquitto" {
+			err = c.mqttPublish(bodies)
+		} else {
+			err = c.natsPublish(bodies)
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// deliver records a message received on c.
+func (h *harness) deliver(c *pconn, body []byte) {
+	if len(body) < 20 {
+		return
+	}
+	now := time.Now().UnixNano()
+	intended := int64(binary.BigEndian.Uint64(body))
+	actual := int64(binary.BigEndian.Uint64(body[8:]))
+	h.delivered.Add(1)
+	if intended < h.from.Load() {
+		return
+	}
+	if now <= h.to.Load() {
+		h.inRate.Add(1)
+	}
+	h.mu.Lock()
+	_ = h.lat.RecordValue(max(1, (now-intended)/1e3))
+	_ = h.raw.RecordValue(max(1, (now-actual)/1e3))
+	h.mu.Unlock()
+}
