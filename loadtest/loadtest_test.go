@@ -165,3 +165,19 @@ func TestConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestHTMLReport: the HTML report is self-contained and charts the series.
+func TestHTMLReport(t *testing.T) {
+	r := &Result{Scenario: "pairs", Passed: true, Series: []Point{{T: 1, Rate: 100, LatencyP50: 900, LatencyP99: 3000}, {T: 2, Rate: 120, LatencyP50: 800, LatencyP99: 2500}}}
+	var b strings.Builder
+	if err := r.WriteHTML(&b); err != nil {
+		t.Fatal(err)
+	}
+	page := b.String()
+	if strings.Count(page, "<svg") != 2 || strings.Count(page, "<polyline") != 3 {
+		t.Errorf("want two charts with three lines:\n%s", page)
+	}
+	if strings.Contains(page, "<script") || strings.Contains(page, "src=") || strings.Contains(page, "href=") {
+		t.Error("the page loads something")
+	}
+}
