@@ -18,10 +18,11 @@ import (
 
 // Field numbers of the hot messages, from parley.proto.
 const (
-	fieldSendTo   = 1
-	fieldSendCMID = 2
-	fieldSendBody = 3
-	fieldSendType = 4
+	fieldSendTo    = 1
+	fieldSendCMID  = 2
+	fieldSendBody  = 3
+	fieldSendType  = 4
+	fieldSendGroup = 5
 
 	fieldAckSeq = 1
 
@@ -35,10 +36,14 @@ const (
 	fieldMessageBody       = 4
 	fieldMessageType       = 5
 	fieldMessageFromDevice = 6
+	fieldMessageGroup      = 7
+	fieldMessageGSeq       = 8
+	fieldMessageTo         = 9
 
-	fieldReceiptPeer = 2
-	fieldReceiptType = 3
-	fieldReceiptUpTo = 4
+	fieldReceiptPeer  = 2
+	fieldReceiptType  = 3
+	fieldReceiptUpTo  = 4
+	fieldReceiptGroup = 5
 
 	fieldErrorCode    = 1
 	fieldErrorRID     = 2
@@ -49,10 +54,11 @@ const (
 
 // Send is a decoded Send body. Body aliases the frame.
 type Send struct {
-	To   uint64
-	CMID uint64
-	Body []byte
-	Type pb.ContentType
+	To    uint64
+	CMID  uint64
+	Body  []byte
+	Type  pb.ContentType
+	Group uint64
 }
 
 // Message is a decoded Message body. Body aliases the frame.
@@ -63,14 +69,18 @@ type Message struct {
 	Body       []byte
 	Type       pb.ContentType
 	FromDevice uint32
+	Group      uint64
+	GSeq       uint64
+	To         uint64
 }
 
 // Receipt is a decoded Receipt body.
 type Receipt struct {
-	Seq  uint64
-	Peer uint64
-	Type pb.ReceiptType
-	UpTo uint64
+	Seq   uint64
+	Peer  uint64
+	Type  pb.ReceiptType
+	UpTo  uint64
+	Group uint64
 }
 
 // field is one decoded protobuf field: a varint (v) or a length-delimited
@@ -152,6 +162,8 @@ func ParseSend(b []byte) (Send, error) {
 			if f.typ == protowire.VarintType {
 				s.Type = pb.ContentType(int32(f.v))
 			}
+		case fieldSendGroup:
+			f.varint(&s.Group)
 		}
 	})
 	return s, err
@@ -189,6 +201,12 @@ func ParseMessage(b []byte) (Message, error) {
 			if f.typ == protowire.VarintType {
 				m.FromDevice = uint32(f.v)
 			}
+		case fieldMessageGroup:
+			f.varint(&m.Group)
+		case fieldMessageGSeq:
+			f.varint(&m.GSeq)
+		case fieldMessageTo:
+			f.varint(&m.To)
 		}
 	})
 	return m, err
@@ -209,6 +227,8 @@ func ParseReceipt(b []byte) (Receipt, error) {
 			}
 		case fieldReceiptUpTo:
 			f.varint(&r.UpTo)
+		case fieldReceiptGroup:
+			f.varint(&r.Group)
 		}
 	})
 	return r, err
@@ -253,12 +273,14 @@ func bytesFieldSize(num protowire.Number, n int) int {
 // AppendSend appends a Send frame.
 func AppendSend(dst []byte, s Send) []byte {
 	n := varintFieldSize(fieldSendTo, s.To) + varintFieldSize(fieldSendCMID, s.CMID) +
-		bytesFieldSize(fieldSendBody, len(s.Body)) + varintFieldSize(fieldSendType, uint64(s.Type))
+		bytesFieldSize(fieldSendBody, len(s.Body)) + varintFieldSize(fieldSendType, uint64(s.Type)) +
+		varintFieldSize(fieldSendGroup, s.Group)
 	dst = AppendHeader(dst, protocol.KindSend, false, n)
 	dst = appendVarintField(dst, fieldSendTo, s.To)
 	dst = appendVarintField(dst, fieldSendCMID, s.CMID)
 	dst = appendBytesField(dst, fieldSendBody, s.Body)
-	return appendVarintField(dst, fieldSendType, uint64(s.Type))
+	dst = appendVarintField(dst, fieldSendType, uint64(s.Type))
+	return appendVarintField(dst, fieldSendGroup, s.Group)
 }
 
 // AppendAck appends an Ack frame for seq.
@@ -282,7 +304,10 @@ func AppendMessageEntry(dst []byte, m Message) []byte {
 	dst = appendVarintField(dst, fieldMessageFrom, m.From)
 	dst = appendBytesField(dst, fieldMessageBody, m.Body)
 	dst = appendVarintField(dst, fieldMessageType, uint64(m.Type))
-	return appendVarintField(dst, fieldMessageFromDevice, uint64(m.FromDevice))
+	dst = appendVarintField(dst, fieldMessageFromDevice, uint64(m.FromDevice))
+	dst = appendVarintField(dst, fieldMessageGroup, m.Group)
+	dst = appendVarintField(dst, fieldMessageGSeq, m.GSeq)
+	return appendVarintField(dst, fieldMessageTo, m.To)
 }
 
 // AppendReceiptEntry appends the stored form of a Receipt inbox entry: the
@@ -290,7 +315,8 @@ func AppendMessageEntry(dst []byte, m Message) []byte {
 func AppendReceiptEntry(dst []byte, r Receipt) []byte {
 	dst = appendVarintField(dst, fieldReceiptPeer, r.Peer)
 	dst = appendVarintField(dst, fieldReceiptType, uint64(r.Type))
-	return appendVarintField(dst, fieldReceiptUpTo, r.UpTo)
+	dst = appendVarintField(dst, fieldReceiptUpTo, r.UpTo)
+	return appendVarintField(dst, fieldReceiptGroup, r.Group)
 }
 
 // AppendEntry appends the frame of an inbox entry of kind k (Message or

@@ -36,11 +36,18 @@ func TestHotEncodersMatchGenerated(t *testing.T) {
 		{"send", AppendSend(nil, Send{To: 300, CMID: 1 << 40, Body: []byte("hi"), Type: pb.ContentType_CONTENT_IMAGE}),
 			protocol.KindSend, &pb.Send{To: 300, Cmid: 1 << 40, Body: []byte("hi"), Type: pb.ContentType_CONTENT_IMAGE}},
 		{"send zero fields", AppendSend(nil, Send{To: 1}), protocol.KindSend, &pb.Send{To: 1}},
+		{"group send", AppendSend(nil, Send{CMID: 2, Body: []byte("g"), Group: 1 << 33}), protocol.KindSend, &pb.Send{Cmid: 2, Body: []byte("g"), Group: 1 << 33}},
 		{"ack", AppendAck(nil, 1<<21), protocol.KindAck, &pb.Ack{Seq: 1 << 21}},
 		{"ack zero", AppendAck(nil, 0), protocol.KindAck, &pb.Ack{}},
 		{"sent", AppendSent(nil, 5, 1<<62), protocol.KindSent, &pb.Sent{Cmid: 5, Id: 1 << 62}},
 		{"message", AppendEntry(nil, protocol.KindMessage, 77, AppendMessageEntry(nil, Message{ID: 1 << 60, From: 12345, Body: []byte("hello"), Type: pb.ContentType_CONTENT_VOICE, FromDevice: 3})),
 			protocol.KindMessage, &pb.Message{Seq: 77, Id: 1 << 60, From: 12345, Body: []byte("hello"), Type: pb.ContentType_CONTENT_VOICE, FromDevice: 3}},
+		{"group message", AppendEntry(nil, protocol.KindMessage, 78, AppendMessageEntry(nil, Message{ID: 5, From: 6, Body: []byte("x"), Group: 9 << 12, GSeq: 300, To: 0})),
+			protocol.KindMessage, &pb.Message{Seq: 78, Id: 5, From: 6, Body: []byte("x"), Group: 9 << 12, Gseq: 300}},
+		{"self copy", AppendEntry(nil, protocol.KindMessage, 79, AppendMessageEntry(nil, Message{ID: 5, From: 6, Body: []byte("x"), To: 7})),
+			protocol.KindMessage, &pb.Message{Seq: 79, Id: 5, From: 6, Body: []byte("x"), To: 7}},
+		{"group receipt", AppendEntry(nil, protocol.KindReceipt, 9, AppendReceiptEntry(nil, Receipt{Peer: 4, Type: pb.ReceiptType_RECEIPT_READ, UpTo: 3, Group: 8})),
+			protocol.KindReceipt, &pb.Receipt{Seq: 9, Peer: 4, Type: pb.ReceiptType_RECEIPT_READ, UpTo: 3, Group: 8}},
 		{"receipt", AppendEntry(nil, protocol.KindReceipt, 9, AppendReceiptEntry(nil, Receipt{Peer: 4, Type: pb.ReceiptType_RECEIPT_READ, UpTo: 1 << 50})),
 			protocol.KindReceipt, &pb.Receipt{Seq: 9, Peer: 4, Type: pb.ReceiptType_RECEIPT_READ, UpTo: 1 << 50}},
 		{"synced", AppendSynced(nil, 300), protocol.KindSynced, &pb.Synced{Seq: 300}},
@@ -67,9 +74,9 @@ func TestHotEncodersMatchGenerated(t *testing.T) {
 func TestHotDecodersMatchGenerated(t *testing.T) {
 	unknown := []byte{0xf8, 0x07, 0x01, 0xfa, 0x07, 0x02, 'x', 'y', 0xfd, 0x07, 1, 2, 3, 4}
 
-	b, _ := proto.Marshal(&pb.Send{To: 9, Cmid: 10, Body: []byte("body"), Type: pb.ContentType_CONTENT_DOCUMENT})
+	b, _ := proto.Marshal(&pb.Send{To: 9, Cmid: 10, Body: []byte("body"), Type: pb.ContentType_CONTENT_DOCUMENT, Group: 11})
 	s, err := ParseSend(append(b, unknown...))
-	if err != nil || s.To != 9 || s.CMID != 10 || string(s.Body) != "body" || s.Type != pb.ContentType_CONTENT_DOCUMENT {
+	if err != nil || s.To != 9 || s.CMID != 10 || string(s.Body) != "body" || s.Type != pb.ContentType_CONTENT_DOCUMENT || s.Group != 11 {
 		t.Fatalf("ParseSend = %+v, %v", s, err)
 	}
 
@@ -79,15 +86,16 @@ func TestHotDecodersMatchGenerated(t *testing.T) {
 		t.Fatalf("ParseAck = %d, %v", seq, err)
 	}
 
-	b, _ = proto.Marshal(&pb.Message{Seq: 1, Id: 2, From: 3, Body: []byte("m"), Type: pb.ContentType_CONTENT_VIDEO, FromDevice: 4})
+	b, _ = proto.Marshal(&pb.Message{Seq: 1, Id: 2, From: 3, Body: []byte("m"), Type: pb.ContentType_CONTENT_VIDEO, FromDevice: 4, Group: 5, Gseq: 6, To: 7})
 	m, err := ParseMessage(append(b, unknown...))
-	if err != nil || m.Seq != 1 || m.ID != 2 || m.From != 3 || string(m.Body) != "m" || m.Type != pb.ContentType_CONTENT_VIDEO || m.FromDevice != 4 {
+	if err != nil || m.Seq != 1 || m.ID != 2 || m.From != 3 || string(m.Body) != "m" || m.Type != pb.ContentType_CONTENT_VIDEO || m.FromDevice != 4 ||
+		m.Group != 5 || m.GSeq != 6 || m.To != 7 {
 		t.Fatalf("ParseMessage = %+v, %v", m, err)
 	}
 
-	b, _ = proto.Marshal(&pb.Receipt{Seq: 5, Peer: 6, Type: pb.ReceiptType_RECEIPT_READ, UpTo: 7})
+	b, _ = proto.Marshal(&pb.Receipt{Seq: 5, Peer: 6, Type: pb.ReceiptType_RECEIPT_READ, UpTo: 7, Group: 8})
 	r, err := ParseReceipt(append(b, unknown...))
-	if err != nil || r != (Receipt{Seq: 5, Peer: 6, Type: pb.ReceiptType_RECEIPT_READ, UpTo: 7}) {
+	if err != nil || r != (Receipt{Seq: 5, Peer: 6, Type: pb.ReceiptType_RECEIPT_READ, UpTo: 7, Group: 8}) {
 		t.Fatalf("ParseReceipt = %+v, %v", r, err)
 	}
 }

@@ -39,7 +39,7 @@ func FuzzParse(f *testing.F) {
 			if (err == nil) != (genErr == nil) {
 				t.Fatalf("ParseSend(% x) err = %v, generated err = %v", fr.Body, err, genErr)
 			}
-			if err == nil && (gen.To != s.To || gen.Cmid != s.CMID || !bytes.Equal(gen.Body, s.Body) || gen.Type != s.Type) {
+			if err == nil && (gen.To != s.To || gen.Cmid != s.CMID || !bytes.Equal(gen.Body, s.Body) || gen.Type != s.Type || gen.Group != s.Group) {
 				t.Fatalf("ParseSend = %+v, generated = %v", s, &gen)
 			}
 			_, _ = ParseAck(fr.Body)

@@ -36,6 +36,13 @@ const (
 	CodeCodeExpired     = pb.ErrorCode_ERROR_CODE_EXPIRED
 	CodeTooManyAttempts = pb.ErrorCode_ERROR_TOO_MANY_ATTEMPTS
 	CodeInternal        = pb.ErrorCode_ERROR_INTERNAL
+	CodeNotMember       = pb.ErrorCode_ERROR_NOT_MEMBER
+	CodeNotAdmin        = pb.ErrorCode_ERROR_NOT_ADMIN
+	CodeGroupFull       = pb.ErrorCode_ERROR_GROUP_FULL
+	CodeTooManyGroups   = pb.ErrorCode_ERROR_TOO_MANY_GROUPS
+	CodeTooManyDevices  = pb.ErrorCode_ERROR_TOO_MANY_DEVICES
+	CodeLinkExpired     = pb.ErrorCode_ERROR_LINK_EXPIRED
+	CodeNotPrimary      = pb.ErrorCode_ERROR_NOT_PRIMARY
 )
 
 // Error codes of media (spec.md section 14), message scope. The media
@@ -108,6 +115,13 @@ var Codes = []CodeInfo{
 	{CodeCodeExpired, "CODE_EXPIRED", ScopeMessage, "The verification code expired or was never requested: request a new one."},
 	{CodeTooManyAttempts, "TOO_MANY_ATTEMPTS", ScopeMessage, "Too many wrong codes: request a new code."},
 	{CodeInternal, "INTERNAL", ScopeMessage, "A server fault: retry later with backoff, with the same cmid or rid."},
+	{CodeNotMember, "NOT_MEMBER", ScopeMessage, "The user is not a member of the group (or the group does not exist): do not retry."},
+	{CodeNotAdmin, "NOT_ADMIN", ScopeMessage, "Only group admins may do this: do not retry."},
+	{CodeGroupFull, "GROUP_FULL", ScopeMessage, "The group has the maximum number of members."},
+	{CodeTooManyGroups, "TOO_MANY_GROUPS", ScopeMessage, "The user is in the maximum number of groups."},
+	{CodeTooManyDevices, "TOO_MANY_DEVICES", ScopeMessage, "The account has the maximum number of companion devices: revoke one first."},
+	{CodeLinkExpired, "LINK_EXPIRED", ScopeMessage, "The link code is unknown, used or expired: request a new one on the companion."},
+	{CodeNotPrimary, "NOT_PRIMARY", ScopeMessage, "Only the primary device may do this: do it from the primary."},
 	{CodeMediaTooLarge, "MEDIA_TOO_LARGE", ScopeMessage, "The media exceeds its type's limit: do not retry it unchanged."},
 	{CodeMediaNotFound, "MEDIA_NOT_FOUND", ScopeMessage, "The media id is unknown, was refused or has expired: do not retry; upload the media again if you have it."},
 	{CodeMediaNotReady, "MEDIA_NOT_READY", ScopeMessage, "The media is still being uploaded: retry later with backoff."},

@@ -18,6 +18,18 @@ const (
 	KindAck         Kind = 6 // Ack: cumulative acknowledgement of inbox entries
 	KindRead        Kind = 7 // Read: mark a peer's messages read
 	KindLookup      Kind = 8 // Lookup: phone numbers to user ids
+
+	KindTyping            Kind = 9  // Typing: an ephemeral typing indicator
+	KindPresenceSubscribe Kind = 10 // PresenceSubscribe: watch contacts' presence
+	KindSetPrivacy        Kind = 11 // SetPrivacy: who sees my presence
+	KindLinkRequest       Kind = 12 // LinkRequest: a companion asks for a link code
+	KindLinkApprove       Kind = 13 // LinkApprove: the primary approves a link code
+	KindDevices           Kind = 14 // Devices: list the account's devices
+	KindRevokeDevice      Kind = 15 // RevokeDevice: remove a device
+	KindGroupCreate       Kind = 16 // GroupCreate: create a group
+	KindGroupUpdate       Kind = 17 // GroupUpdate: change members, roles, name, avatar; leave
+	KindGroupGet          Kind = 18 // GroupGet: a group's state
+	KindGroupList         Kind = 19 // GroupList: my groups
 )
 
 // Frame kinds, server to client.
@@ -35,6 +47,16 @@ const (
 	KindReceipt      Kind = 74 // Receipt: a receipt inbox entry
 	KindBatch        Kind = 75 // Batch: a sequence of whole frames, usually compressed
 	KindSynced       Kind = 76 // Synced: the backlog has been sent up to a seq
+
+	KindPresence        Kind = 77 // Presence: a contact's online state or last seen
+	KindIsTyping        Kind = 78 // IsTyping: relays Typing
+	KindLinkCode        Kind = 79 // LinkCode: answers LinkRequest
+	KindLinked          Kind = 80 // Linked: the companion is registered
+	KindDeviceList      Kind = 81 // DeviceList: answers Devices
+	KindGroupInfo       Kind = 82 // GroupInfo: a group's state
+	KindGroupListResult Kind = 83 // GroupListResult: answers GroupList
+	KindGroupEvent      Kind = 84 // GroupEvent: a group change inbox entry
+	KindReceipts        Kind = 85 // Receipts: coalesced group receipts inbox entry
 )
 
 // Frame kinds of media (spec.md section 14, media.proto). 34–35 and 98–99
@@ -101,6 +123,17 @@ var Kinds = []KindInfo{
 	{KindAck, "ACK", "Ack", ClientToServer, StateAuthenticated, false},
 	{KindRead, "READ", "Read", ClientToServer, StateAuthenticated, false},
 	{KindLookup, "LOOKUP", "Lookup", ClientToServer, StateAuthenticated, false},
+	{KindTyping, "TYPING", "Typing", ClientToServer, StateAuthenticated, false},
+	{KindPresenceSubscribe, "PRESENCE_SUBSCRIBE", "PresenceSubscribe", ClientToServer, StateAuthenticated, false},
+	{KindSetPrivacy, "SET_PRIVACY", "SetPrivacy", ClientToServer, StateAuthenticated, false},
+	{KindLinkRequest, "LINK_REQUEST", "LinkRequest", ClientToServer, StateOpen, false},
+	{KindLinkApprove, "LINK_APPROVE", "LinkApprove", ClientToServer, StateAuthenticated, false},
+	{KindDevices, "DEVICES", "Devices", ClientToServer, StateAuthenticated, false},
+	{KindRevokeDevice, "REVOKE_DEVICE", "RevokeDevice", ClientToServer, StateAuthenticated, false},
+	{KindGroupCreate, "GROUP_CREATE", "GroupCreate", ClientToServer, StateAuthenticated, false},
+	{KindGroupUpdate, "GROUP_UPDATE", "GroupUpdate", ClientToServer, StateAuthenticated, false},
+	{KindGroupGet, "GROUP_GET", "GroupGet", ClientToServer, StateAuthenticated, false},
+	{KindGroupList, "GROUP_LIST", "GroupList", ClientToServer, StateAuthenticated, false},
 	{KindMediaUpload, "MEDIA_UPLOAD", "MediaUpload", ClientToServer, StateAuthenticated, false},
 	{KindMediaDownload, "MEDIA_DOWNLOAD", "MediaDownload", ClientToServer, StateAuthenticated, false},
 	{KindPong, "PONG", "Pong", ServerToClient, 0, false},
@@ -116,6 +149,15 @@ var Kinds = []KindInfo{
 	{KindReceipt, "RECEIPT", "Receipt", ServerToClient, 0, true},
 	{KindBatch, "BATCH", "", ServerToClient, 0, false},
 	{KindSynced, "SYNCED", "Synced", ServerToClient, 0, false},
+	{KindPresence, "PRESENCE", "Presence", ServerToClient, 0, false},
+	{KindIsTyping, "IS_TYPING", "IsTyping", ServerToClient, 0, false},
+	{KindLinkCode, "LINK_CODE", "LinkCode", ServerToClient, 0, false},
+	{KindLinked, "LINKED", "Linked", ServerToClient, 0, false},
+	{KindDeviceList, "DEVICE_LIST", "DeviceList", ServerToClient, 0, false},
+	{KindGroupInfo, "GROUP_INFO", "GroupInfo", ServerToClient, 0, false},
+	{KindGroupListResult, "GROUP_LIST_RESULT", "GroupListResult", ServerToClient, 0, false},
+	{KindGroupEvent, "GROUP_EVENT", "GroupEvent", ServerToClient, 0, true},
+	{KindReceipts, "RECEIPTS", "Receipts", ServerToClient, 0, true},
 	{KindMediaUploadSlot, "MEDIA_UPLOAD_SLOT", "MediaUploadSlot", ServerToClient, 0, false},
 	{KindMediaDownloadURL, "MEDIA_DOWNLOAD_URL", "MediaDownloadUrl", ServerToClient, 0, false},
 }

@@ -33,6 +33,29 @@ const (
 	// CredentialLen is the length of a device credential in bytes.
 	CredentialLen = 32
 
+	// MaxGroupMembers is the most members a group has: GROUP_FULL.
+	MaxGroupMembers = 1024
+
+	// MaxGroupsPerUser is the most groups a user belongs to: TOO_MANY_GROUPS.
+	MaxGroupsPerUser = 512
+
+	// MaxGroupName is the longest group name in bytes: INVALID_ARGUMENT.
+	MaxGroupName = 100
+
+	// MaxAvatar is the longest avatar reference in bytes: INVALID_ARGUMENT.
+	MaxAvatar = 256
+
+	// MaxCompanions is how many companion devices an account may link
+	// besides its primary: TOO_MANY_DEVICES.
+	MaxCompanions = 4
+
+	// MaxPresenceSubscriptions is the most users one PresenceSubscribe
+	// names: INVALID_ARGUMENT.
+	MaxPresenceSubscriptions = 256
+
+	// LinkCodeLen is the length of a link code in characters.
+	LinkCodeLen = 16
+
 	// MinCompress is the smallest body, in bytes, the server compresses;
 	// smaller bodies never pay for the zstd frame header.
 	MinCompress = 512

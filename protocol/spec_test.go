@@ -200,22 +200,29 @@ func TestSpecKindTable(t *testing.T) {
 
 // constants are the values of the constants declared in limits.go.
 var constants = map[string]int64{
-	"Version":            protocol.Version,
-	"MaxFrameBody":       protocol.MaxFrameBody,
-	"MaxClientFrameBody": protocol.MaxClientFrameBody,
-	"MaxMessageBody":     protocol.MaxMessageBody,
-	"MaxHeaderLen":       protocol.MaxHeaderLen,
-	"MaxLookupPhones":    protocol.MaxLookupPhones,
-	"MaxDeviceName":      protocol.MaxDeviceName,
-	"CredentialLen":      protocol.CredentialLen,
-	"MinCompress":        protocol.MinCompress,
-	"MessageIDEpochMS":   protocol.MessageIDEpochMS,
-	"MessageIDTimeShift": protocol.MessageIDTimeShift,
-	"MaxMediaImage":      protocol.MaxMediaImage,
-	"MaxMediaVideo":      protocol.MaxMediaVideo,
-	"MaxMediaVoice":      protocol.MaxMediaVoice,
-	"MaxMediaDocument":   protocol.MaxMediaDocument,
-	"MediaIDLen":         protocol.MediaIDLen,
+	"Version":                  protocol.Version,
+	"MaxFrameBody":             protocol.MaxFrameBody,
+	"MaxClientFrameBody":       protocol.MaxClientFrameBody,
+	"MaxMessageBody":           protocol.MaxMessageBody,
+	"MaxHeaderLen":             protocol.MaxHeaderLen,
+	"MaxLookupPhones":          protocol.MaxLookupPhones,
+	"MaxDeviceName":            protocol.MaxDeviceName,
+	"CredentialLen":            protocol.CredentialLen,
+	"MaxGroupMembers":          protocol.MaxGroupMembers,
+	"MaxGroupsPerUser":         protocol.MaxGroupsPerUser,
+	"MaxGroupName":             protocol.MaxGroupName,
+	"MaxAvatar":                protocol.MaxAvatar,
+	"MaxCompanions":            protocol.MaxCompanions,
+	"MaxPresenceSubscriptions": protocol.MaxPresenceSubscriptions,
+	"LinkCodeLen":              protocol.LinkCodeLen,
+	"MinCompress":              protocol.MinCompress,
+	"MessageIDEpochMS":         protocol.MessageIDEpochMS,
+	"MessageIDTimeShift":       protocol.MessageIDTimeShift,
+	"MaxMediaImage":            protocol.MaxMediaImage,
+	"MaxMediaVideo":            protocol.MaxMediaVideo,
+	"MaxMediaVoice":            protocol.MaxMediaVoice,
+	"MaxMediaDocument":         protocol.MaxMediaDocument,
+	"MediaIDLen":               protocol.MediaIDLen,
 }
 
 func TestSpecLimits(t *testing.T) {
@@ -650,9 +657,9 @@ func checkBody(t *testing.T, line int, k protocol.Kind, body []byte, want proto.
 	var wantDecoded any
 	switch m := want.(type) {
 	case *pb.Send:
-		hand = codec.AppendSend(nil, codec.Send{To: m.To, CMID: m.Cmid, Body: m.Body, Type: m.Type})
+		hand = codec.AppendSend(nil, codec.Send{To: m.To, CMID: m.Cmid, Body: m.Body, Type: m.Type, Group: m.Group})
 		handDecoded, err = codec.ParseSend(body)
-		wantDecoded = codec.Send{To: m.To, CMID: m.Cmid, Body: m.Body, Type: m.Type}
+		wantDecoded = codec.Send{To: m.To, CMID: m.Cmid, Body: m.Body, Type: m.Type, Group: m.Group}
 	case *pb.Ack:
 		hand = codec.AppendAck(nil, m.Seq)
 		handDecoded, err = codec.ParseAck(body)
@@ -660,13 +667,14 @@ func checkBody(t *testing.T, line int, k protocol.Kind, body []byte, want proto.
 	case *pb.Sent:
 		hand = codec.AppendSent(nil, m.Cmid, m.Id)
 	case *pb.Message:
-		cm := codec.Message{ID: m.Id, From: m.From, Body: m.Body, Type: m.Type, FromDevice: m.FromDevice}
+		cm := codec.Message{ID: m.Id, From: m.From, Body: m.Body, Type: m.Type, FromDevice: m.FromDevice,
+			Group: m.Group, GSeq: m.Gseq, To: m.To}
 		hand = codec.AppendEntry(nil, protocol.KindMessage, m.Seq, codec.AppendMessageEntry(nil, cm))
 		handDecoded, err = codec.ParseMessage(body)
 		cm.Seq = m.Seq
 		wantDecoded = cm
 	case *pb.Receipt:
-		cr := codec.Receipt{Peer: m.Peer, Type: m.Type, UpTo: m.UpTo}
+		cr := codec.Receipt{Peer: m.Peer, Type: m.Type, UpTo: m.UpTo, Group: m.Group}
 		hand = codec.AppendEntry(nil, protocol.KindReceipt, m.Seq, codec.AppendReceiptEntry(nil, cr))
 		handDecoded, err = codec.ParseReceipt(body)
 		cr.Seq = m.Seq

@@ -52,23 +52,14 @@ func (r *Router) Shards() int { return len(r.shards) }
 // Shard returns shard id.
 func (r *Router) Shard(id uint16) *storage.Shard { return r.shards[id] }
 
-// Submit sends op to the shard that owns it: the shard of op.Phone for
-// code requests and verification, of the first of op.Phones for lookups
-// (the caller splits lookups by shard), else of op.User.
+// Submit sends op to the shard that owns its slot (storage.Op.Slot). A
+// lookup goes to the shard of its first phone number: the caller splits
+// lookups by shard.
 func (r *Router) Submit(op storage.Op) error {
-	var id uint16
-	switch op.Kind {
-	case storage.OpRequestCode, storage.OpVerify:
-		id = r.ShardOfPhone(op.Phone)
-	case storage.OpLookup:
-		if len(op.Phones) == 0 {
-			return fmt.Errorf("router: empty lookup")
-		}
-		id = r.ShardOfPhone(op.Phones[0])
-	default:
-		id = r.ShardOf(op.User)
+	if op.Kind == storage.OpLookup && len(op.Phones) == 0 {
+		return fmt.Errorf("router: empty lookup")
 	}
-	return r.submit(id, op)
+	return r.submit(r.slots[op.Slot()], op)
 }
 
 func (r *Router) submit(id uint16, op storage.Op) error {
@@ -80,9 +71,10 @@ func (r *Router) submit(id uint16, op storage.Op) error {
 
 // Forward implements storage.Forwarder.
 func (r *Router) Forward(op storage.Op) {
-	// A refused forward stays in the source's outbox and is replayed
-	// when the source restarts.
-	_ = r.submit(r.ShardOf(op.User), op)
+	// A refused outbox forward stays in the source's outbox and is
+	// replayed when the source restarts; the internal requests that are
+	// not in an outbox (group joins, watches) are retried by their callers.
+	_ = r.Submit(op)
 }
 
 // ForwardDone implements storage.Forwarder.

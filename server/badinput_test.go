@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/parley-im/parley/codec"
-	"github.com/parley-im/parley/internal/wiretest"
 	"github.com/parley-im/parley/internal/node"
+	"github.com/parley-im/parley/internal/wiretest"
 	"github.com/parley-im/parley/protocol"
 	"github.com/parley-im/parley/protocol/pb"
 	"github.com/parley-im/parley/server"

@@ -36,8 +36,11 @@ type conn struct {
 	user   uint64 // once logging in: the Login's user and device
 	device uint32
 
-	lookupTokens float64 // contact-lookup rate limiter
-	lookupAt     int64   // unix nanos of the last refill
+	lookupTokens float64  // contact-lookup rate limiter
+	lookupAt     int64    // unix nanos of the last refill
+	typingTokens float64  // typing-indicator rate limiter
+	typingAt     int64    // unix nanos of the last refill
+	watching     []uint64 // users whose presence this connection watches
 
 	// openedAt is the unix nanos the connection opened; immutable.
 	openedAt int64
@@ -50,6 +53,9 @@ type conn struct {
 	trim atomic.Bool
 	// authed mirrors state == stateAuthenticated for the timer.
 	authed atomic.Bool
+	// linking: a companion waiting for its link code to be approved, which
+	// may take longer than LoginTimeout.
+	linking atomic.Bool
 
 	mu        sync.Mutex
 	out       *buffer          // guarded by mu: frames queued by other goroutines; nil when none

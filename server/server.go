@@ -211,6 +211,7 @@ func (s *Server) OnClose(gc gnet.Conn, _ error) gnet.Action {
 		c.tc.Close()
 	}
 	s.releasePlain(c)
+	c.unwatchAll()
 	switch c.state {
 	case stateLoggingIn, stateAuthenticated:
 		// Ordered after the Login on the same shard, so it ends the session
@@ -224,10 +225,10 @@ func (s *Server) OnClose(gc gnet.Conn, _ error) gnet.Action {
 	return gnet.None
 }
 
-// OnTick runs the timer wheel once a second.
+// OnTick runs the timer wheel once per wheel unit.
 func (s *Server) OnTick() (time.Duration, gnet.Action) {
 	s.wheel.tick(s.cfg.Now())
-	return time.Second, gnet.None
+	return time.Duration(s.wheel.unit), gnet.None
 }
 
 // appendCloseFrame appends the frame that announces a close with code:

@@ -93,6 +93,28 @@ func (c *conn) handleFrame(f codec.Frame, w *buffer) verdict {
 		return c.handleMediaUpload(f.Body, w)
 	case protocol.KindMediaDownload:
 		return c.handleMediaDownload(f.Body, w)
+	case protocol.KindTyping:
+		return c.handleTyping(f.Body, w)
+	case protocol.KindPresenceSubscribe:
+		return c.handlePresenceSubscribe(f.Body, w)
+	case protocol.KindSetPrivacy:
+		return c.handleSetPrivacy(f.Body, w)
+	case protocol.KindLinkRequest:
+		return c.handleLinkRequest(f.Body, w)
+	case protocol.KindLinkApprove:
+		return c.handleLinkApprove(f.Body, w)
+	case protocol.KindDevices:
+		return c.handleDevices(f.Body, w)
+	case protocol.KindRevokeDevice:
+		return c.handleRevokeDevice(f.Body, w)
+	case protocol.KindGroupCreate:
+		return c.handleGroupCreate(f.Body, w)
+	case protocol.KindGroupUpdate:
+		return c.handleGroupUpdate(f.Body, w)
+	case protocol.KindGroupGet:
+		return c.handleGroupGet(f.Body, w)
+	case protocol.KindGroupList:
+		return c.handleGroupList(f.Body, w)
 	}
 	return c.fail(w, protocol.CodeProtocolViolation)
 }
@@ -172,7 +194,7 @@ func (c *conn) handleSend(body []byte, w *buffer) verdict {
 		return c.fail(w, protocol.CodeMalformedFrame)
 	}
 	switch {
-	case m.CMID == 0 || m.To == 0 || len(m.Body) == 0:
+	case m.CMID == 0 || (m.To == 0) == (m.Group == 0) || len(m.Body) == 0:
 		refuse(w, protocol.CodeInvalidArgument, 0, m.CMID)
 		return verdict{}
 	case len(m.Body) > protocol.MaxMessageBody:
@@ -180,7 +202,7 @@ func (c *conn) handleSend(body []byte, w *buffer) verdict {
 		return verdict{}
 	}
 	op := storage.Op{
-		Kind: storage.OpSend, From: c.user, FromDevice: c.device, User: m.To,
+		Kind: storage.OpSend, From: c.user, FromDevice: c.device, User: m.To, Group: m.Group,
 		CMID: m.CMID, Type: m.Type, Body: append([]byte(nil), m.Body...), EP: c,
 	}
 	if !c.submit(op) {
@@ -211,7 +233,7 @@ func (c *conn) handleRead(body []byte, w *buffer) verdict {
 		refuse(w, protocol.CodeInvalidArgument, m.Rid, 0)
 		return verdict{}
 	}
-	if !c.submit(storage.Op{Kind: storage.OpRead, User: m.Peer, From: c.user, UpTo: m.UpTo, RID: m.Rid, EP: c}) {
+	if !c.submit(storage.Op{Kind: storage.OpRead, User: m.Peer, From: c.user, UpTo: m.UpTo, Group: m.Group, RID: m.Rid, EP: c}) {
 		w.b = codec.AppendError(w.b, protocol.CodeOverloaded, m.Rid, 0, "", retryAfterBusyMS)
 	}
 	return verdict{}

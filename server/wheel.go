@@ -7,10 +7,14 @@ import (
 	"github.com/parley-im/parley/protocol"
 )
 
-// wheelSlots is the number of one-second slots of the timer wheel. A
-// connection whose next check is further away is visited early and put
-// back, so the size only trades memory for revisits.
-const wheelSlots = 256
+// linkWait is how long a companion device waiting for its link code to be
+// approved may stay unauthenticated: the code's lifetime and a margin.
+const linkWait = 3 * time.Minute
+
+// wheelSlots is the number of slots of the timer wheel, each one tick
+// long. A connection whose next check is further away is visited early and
+// put back, so the size only trades memory for revisits.
+const wheelSlots = 512
 
 // wheel is a hashed timer wheel that closes silent connections and trims
 // idle ones (gnet has no per-connection deadlines). Each connection sits
@@ -19,20 +23,25 @@ const wheelSlots = 256
 // lock.
 type wheel struct {
 	srv   *Server
+	unit  int64 // nanoseconds per slot: the timers' resolution
 	mu    sync.Mutex
 	slots [wheelSlots]*conn // guarded by mu: list heads
-	last  int64             // guarded by mu: the last second ticked
+	last  int64             // guarded by mu: the last tick processed
 	count int               // guarded by mu
 }
 
+// newWheel returns a wheel whose resolution is an eighth of the heartbeat,
+// between 50 ms and 1 s, so an idle timeout of 1.5 heartbeats fires well
+// within two ([S-6-8]).
 func newWheel(s *Server) *wheel {
-	return &wheel{srv: s, last: s.cfg.Now().Unix()}
+	unit := min(max(s.cfg.Heartbeat/8, 50*time.Millisecond), time.Second)
+	return &wheel{srv: s, unit: int64(unit), last: s.cfg.Now().UnixNano() / int64(unit)}
 }
 
 // add puts a new connection on the wheel.
 func (w *wheel) add(c *conn) {
 	w.mu.Lock()
-	w.insertLocked(c, c.lastActive.Load()/int64(time.Second)+1)
+	w.insertLocked(c, c.lastActive.Load()/w.unit+1)
 	w.count++
 	w.mu.Unlock()
 }
@@ -49,8 +58,8 @@ func (w *wheel) remove(c *conn) {
 	w.mu.Unlock()
 }
 
-func (w *wheel) insertLocked(c *conn, second int64) {
-	slot := int32(second % wheelSlots)
+func (w *wheel) insertLocked(c *conn, tick int64) {
+	slot := int32(tick % wheelSlots)
 	c.wslot = slot
 	c.wprev = nil
 	c.wnext = w.slots[slot]
@@ -72,10 +81,10 @@ func (w *wheel) unlinkLocked(c *conn) {
 	c.wnext, c.wprev = nil, nil
 }
 
-// tick checks the connections due in the seconds since the last tick.
+// tick checks the connections due in the ticks since the last one.
 func (w *wheel) tick(now time.Time) {
-	sec := now.Unix()
 	nowNS := now.UnixNano()
+	sec := nowNS / w.unit
 	var expired []*conn
 	var trims []*conn
 	w.mu.Lock()
@@ -116,7 +125,7 @@ func (w *wheel) tick(now time.Time) {
 	}
 }
 
-// check decides what to do with c now: the second of its next check,
+// check decides what to do with c now: the tick of its next check,
 // whether to trim it, whether it has been silent too long. w.mu is held.
 func (w *wheel) check(c *conn, nowNS int64) (due int64, trim, expire bool) {
 	cfg := &w.srv.cfg
@@ -124,6 +133,9 @@ func (w *wheel) check(c *conn, nowNS int64) (due int64, trim, expire bool) {
 	// [S-6-9] a connection must log in within LoginTimeout of opening,
 	// and then send something every 1.5 heartbeats.
 	deadline := c.openedAt + int64(cfg.LoginTimeout)
+	if c.linking.Load() {
+		deadline = c.openedAt + int64(linkWait)
+	}
 	if c.authed.Load() {
 		deadline = last + int64(cfg.Heartbeat*3/2)
 	}
@@ -140,7 +152,7 @@ func (w *wheel) check(c *conn, nowNS int64) (due int64, trim, expire bool) {
 			next = min(next, trimAt)
 		}
 	}
-	return (next + int64(time.Second) - 1) / int64(time.Second), trim, false
+	return (next + w.unit - 1) / w.unit, trim, false
 }
 
 // all returns the connections on the wheel.

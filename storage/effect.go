@@ -123,6 +123,12 @@ func (s *Shard) emit() {
 	s.out = s.out[:0]
 }
 
+// appendProtoEntry appends the stored form of an inbox entry holding m:
+// its encoding without seq (field 1, which m leaves zero).
+func appendProtoEntry(dst []byte, m proto.Message) ([]byte, error) {
+	return proto.MarshalOptions{Deterministic: true}.MarshalAppend(dst, m)
+}
+
 // appendProtoFrame and appendErrorFrame encode frames for effects that run
 // outside the actor (Lookup).
 func appendProtoFrame(dst []byte, k protocol.Kind, m proto.Message) ([]byte, error) {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"go.uber.org/goleak"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/parley-im/parley/codec"
 	"github.com/parley-im/parley/protocol"
@@ -212,36 +213,31 @@ func decodeBody(k protocol.Kind, body []byte) any {
 			panic(err)
 		}
 		return v
-	case protocol.KindSent:
-		var v pb.Sent
-		must(codec.ParseProto(body, &v))
-		return &v
-	case protocol.KindError:
-		var v pb.Error
-		must(codec.ParseProto(body, &v))
-		return &v
-	case protocol.KindSynced:
-		var v pb.Synced
-		must(codec.ParseProto(body, &v))
-		return &v
-	case protocol.KindOK:
-		var v pb.Ok
-		must(codec.ParseProto(body, &v))
-		return &v
-	case protocol.KindCodeSent:
-		var v pb.CodeSent
-		must(codec.ParseProto(body, &v))
-		return &v
-	case protocol.KindRegistered:
-		var v pb.Registered
-		must(codec.ParseProto(body, &v))
-		return &v
-	case protocol.KindLookupResult:
-		var v pb.LookupResult
-		must(codec.ParseProto(body, &v))
-		return &v
 	}
-	panic(fmt.Sprintf("unexpected kind %v", k))
+	factory := map[protocol.Kind]func() proto.Message{
+		protocol.KindSent:            func() proto.Message { return &pb.Sent{} },
+		protocol.KindError:           func() proto.Message { return &pb.Error{} },
+		protocol.KindSynced:          func() proto.Message { return &pb.Synced{} },
+		protocol.KindOK:              func() proto.Message { return &pb.Ok{} },
+		protocol.KindCodeSent:        func() proto.Message { return &pb.CodeSent{} },
+		protocol.KindRegistered:      func() proto.Message { return &pb.Registered{} },
+		protocol.KindLookupResult:    func() proto.Message { return &pb.LookupResult{} },
+		protocol.KindGroupInfo:       func() proto.Message { return &pb.GroupInfo{} },
+		protocol.KindGroupEvent:      func() proto.Message { return &pb.GroupEvent{} },
+		protocol.KindReceipts:        func() proto.Message { return &pb.Receipts{} },
+		protocol.KindGroupListResult: func() proto.Message { return &pb.GroupListResult{} },
+		protocol.KindDeviceList:      func() proto.Message { return &pb.DeviceList{} },
+		protocol.KindLinkCode:        func() proto.Message { return &pb.LinkCode{} },
+		protocol.KindLinked:          func() proto.Message { return &pb.Linked{} },
+		protocol.KindPresence:        func() proto.Message { return &pb.Presence{} },
+		protocol.KindIsTyping:        func() proto.Message { return &pb.IsTyping{} },
+	}[k]
+	if factory == nil {
+		panic(fmt.Sprintf("unexpected kind %v", k))
+	}
+	m := factory()
+	must(codec.ParseProto(body, m))
+	return m
 }
 
 func must(err error) {
@@ -298,13 +294,21 @@ func (e *endpoint) wait(t *testing.T, what string, cond func(e *endpoint) bool) 
 // take waits for a frame of kind k and removes the frames up to it.
 func (e *endpoint) take(t *testing.T, k protocol.Kind) any {
 	t.Helper()
+	return e.takeAny(t, k)
+}
+
+// takeAny waits for a frame of one of kinds and removes the frames up to it.
+func (e *endpoint) takeAny(t *testing.T, kinds ...protocol.Kind) any {
+	t.Helper()
 	var got any
-	e.wait(t, k.String(), func(e *endpoint) bool {
+	e.wait(t, fmt.Sprint(kinds), func(e *endpoint) bool {
 		for i, f := range e.frames {
-			if f.kind == k {
-				got = f.msg
-				e.frames = append(e.frames[:0:0], e.frames[i+1:]...)
-				return true
+			for _, k := range kinds {
+				if f.kind == k {
+					got = f.msg
+					e.frames = append(e.frames[:0:0], e.frames[i+1:]...)
+					return true
+				}
 			}
 		}
 		return false

@@ -36,15 +36,24 @@ func SlotOfPhone(phone string) uint16 {
 //	slot 'c' user device                 device cursor (highest acked seq)
 //	slot 'i' user seq                    inbox entry: kind byte + stored body
 //	slot 'd' to from device cmid         send dedupe record: message id
-//	slot 'e' day to from device cmid     dedupe expiry index: empty
+//	slot 'D' group from device cmid      group send dedupe: message id, gseq
+//	slot 'e' day <dedupe key after slot> dedupe expiry index: empty
+//	slot 'G' group                       group record
+//	slot 'M' group user                  group member record
+//	slot 'l' user group                  a group the user belongs to
+//	slot 'N'                             next group counter of the slot
 //	slot 'p' phone                       phone number → user id
 //	slot 'o' phone                       verification code state
-//	slot 'r' user reader                 highest id reader marked read
+//	slot 'r' user reader group           highest id reader marked read (group 0: 1:1)
 //	slot 'x' day user                    expiry index: user's last seq of that day
+//	slot 'k' user contact                a contact of user (presence privacy)
 //	slot 'n'                             next user counter of the slot
 //	ffff 'g'                             last message id issued by the shard
 //	ffff 'q' outseq                      outbox: an entry for another shard
 //	ffff 'w' source                      highest outseq applied from a source shard
+//	ffff 'b' group gseq                  a group message body, once per shard: its entry
+//	ffff 'B' group gseq                  inbox references left to that body
+//	ffff 'y' day group gseq              body expiry index: empty
 const (
 	tagUser         = 'u'
 	tagDevice       = 'v'
@@ -52,11 +61,20 @@ const (
 	tagInbox        = 'i'
 	tagDedupe       = 'd'
 	tagDedupeExpiry = 'e'
+	tagGroupDedupe  = 'D'
+	tagGroup        = 'G'
+	tagMember       = 'M'
+	tagUserGroup    = 'l'
+	tagGroupCounter = 'N'
+	tagBody         = 'b'
+	tagBodyRefs     = 'B'
+	tagBodyExpiry   = 'y'
 	tagPhone        = 'p'
 	tagCode         = 'o'
 	tagRead         = 'r'
 	tagExpiry       = 'x'
 	tagCounter      = 'n'
+	tagContact      = 'k'
 
 	tagLastID    = 'g'
 	tagOutbox    = 'q'
@@ -89,12 +107,19 @@ func dedupeKey(dst []byte, to, from uint64, dev uint32, cmid uint64) []byte {
 	return appendDedupeTail(dst, from, dev, cmid)
 }
 
-// dedupeExpiryKey indexes dedupeKey(to, from, dev, cmid) under the day it
-// was written, so expired records are found without scanning all of them.
-func dedupeExpiryKey(dst []byte, day uint32, to, from uint64, dev uint32, cmid uint64) []byte {
-	dst = binary.BigEndian.AppendUint32(appendPrefix(dst, SlotOfUser(to), tagDedupeExpiry), day)
-	dst = binary.BigEndian.AppendUint64(dst, to)
+// groupDedupeKey is dedupeKey for a group message.
+func groupDedupeKey(dst []byte, group, from uint64, dev uint32, cmid uint64) []byte {
+	dst = binary.BigEndian.AppendUint64(appendPrefix(dst, SlotOfUser(group), tagGroupDedupe), group)
 	return appendDedupeTail(dst, from, dev, cmid)
+}
+
+// dedupeExpiryKey indexes the dedupe key dk under the day it was written,
+// so expired records are found without scanning all of them: the index key
+// is dk's slot, the tag, the day, then dk after its slot.
+func dedupeExpiryKey(dst []byte, day uint32, dk []byte) []byte {
+	dst = append(dst, dk[:2]...)
+	dst = binary.BigEndian.AppendUint32(append(dst, tagDedupeExpiry), day)
+	return append(dst, dk[2:]...)
 }
 
 func appendDedupeTail(dst []byte, from uint64, dev uint32, cmid uint64) []byte {
@@ -107,14 +132,20 @@ func phoneKey(dst []byte, tag byte, phone string) []byte {
 	return append(appendPrefix(dst, SlotOfPhone(phone), tag), phone...)
 }
 
-func readKey(dst []byte, u, reader uint64) []byte {
+func readKey(dst []byte, u, reader, group uint64) []byte {
 	dst = binary.BigEndian.AppendUint64(appendPrefix(dst, SlotOfUser(u), tagRead), u)
-	return binary.BigEndian.AppendUint64(dst, reader)
+	dst = binary.BigEndian.AppendUint64(dst, reader)
+	return binary.BigEndian.AppendUint64(dst, group)
 }
 
 func expiryKey(dst []byte, day uint32, u uint64) []byte {
 	dst = binary.BigEndian.AppendUint32(appendPrefix(dst, SlotOfUser(u), tagExpiry), day)
 	return binary.BigEndian.AppendUint64(dst, u)
+}
+
+func contactKey(dst []byte, u, contact uint64) []byte {
+	dst = binary.BigEndian.AppendUint64(appendPrefix(dst, SlotOfUser(u), tagContact), u)
+	return binary.BigEndian.AppendUint64(dst, contact)
 }
 
 func counterKey(dst []byte, slot uint16) []byte { return appendPrefix(dst, slot, tagCounter) }
@@ -127,4 +158,29 @@ func outboxKey(dst []byte, seq uint64) []byte {
 
 func watermarkKey(dst []byte, source uint16) []byte {
 	return binary.BigEndian.AppendUint16(shardKey(dst, tagWatermark), source)
+}
+
+func groupKey(dst []byte, g uint64) []byte {
+	return binary.BigEndian.AppendUint64(appendPrefix(dst, SlotOfUser(g), tagGroup), g)
+}
+
+func memberKey(dst []byte, g, u uint64) []byte {
+	dst = binary.BigEndian.AppendUint64(appendPrefix(dst, SlotOfUser(g), tagMember), g)
+	return binary.BigEndian.AppendUint64(dst, u)
+}
+
+func userGroupKey(dst []byte, u, g uint64) []byte {
+	dst = binary.BigEndian.AppendUint64(appendPrefix(dst, SlotOfUser(u), tagUserGroup), u)
+	return binary.BigEndian.AppendUint64(dst, g)
+}
+
+func bodyKey(dst []byte, tag byte, g, gseq uint64) []byte {
+	dst = binary.BigEndian.AppendUint64(shardKey(dst, tag), g)
+	return binary.BigEndian.AppendUint64(dst, gseq)
+}
+
+func bodyExpiryKey(dst []byte, day uint32, g, gseq uint64) []byte {
+	dst = binary.BigEndian.AppendUint32(shardKey(dst, tagBodyExpiry), day)
+	dst = binary.BigEndian.AppendUint64(dst, g)
+	return binary.BigEndian.AppendUint64(dst, gseq)
 }

@@ -61,33 +61,114 @@ const (
 	OpForward
 	// OpForwardDone: OutSeq. The destination applied this outbox entry.
 	OpForwardDone
+
+	// OpLinkRequest: Code (its slot picks the shard), Name, RID, EP (the
+	// companion). Answers LinkCode; the EP waits for Linked.
+	OpLinkRequest
+	// OpLinkApprove: Code, User, Device (the approving device), RID, EP.
+	OpLinkApprove
+	// OpLinkDevice: User, Device (approver), Name, RID, EP, Companion,
+	// CompanionRID. Creates the companion on the user's shard. Internal.
+	OpLinkDevice
+	// OpDevices: User, RID, EP. Answers DeviceList.
+	OpDevices
+	// OpRevokeDevice: User, Device (requester), Target, RID, EP. Answers Ok.
+	OpRevokeDevice
+
+	// OpSubscribe: User (the subscriber), Users (its contacts), RID, EP.
+	// Records the contacts; answers Ok.
+	OpSubscribe
+	// OpWatch: User (the watched), From (the watcher), EP. Internal.
+	OpWatch
+	// OpUnwatch: User (the watched), EP. Internal.
+	OpUnwatch
+	// OpSetPrivacy: User, Visibility, RID, EP. Answers Ok.
+	OpSetPrivacy
+	// OpTyping: User (the target) or Group, From, TypingState. Ephemeral.
+	OpTyping
+
+	// OpGroupCreate: User (the creator), Name, Body (avatar), Users, RID, EP.
+	// Runs on the creator's shard, which becomes the group's. Answers
+	// GroupInfo.
+	OpGroupCreate
+	// OpGroupUpdate: Group, User (the actor), GroupOp, Users, Name, Body
+	// (avatar), RID, EP. Answers GroupInfo (ADD) or Ok.
+	OpGroupUpdate
+	// OpGroupGet: Group, User, RID, EP. Answers GroupInfo.
+	OpGroupGet
+	// OpGroupList: User, RID, EP. Answers GroupListResult.
+	OpGroupList
+	// OpGroupJoin: User (to add), Group, Source. Internal: asks the user's
+	// shard whether the user may join one more group.
+	OpGroupJoin
+	// OpGroupJoined: Group, User, Code (0: may join). Internal answer.
+	OpGroupJoined
+)
+
+// Op flags.
+const (
+	// FlagCompanions: append the entry only if the user has more than one
+	// active device (copies of a user's own actions for its other devices).
+	FlagCompanions uint8 = 1 << iota
 )
 
 // Op is one request to a shard. It is a value type so submitting one does
 // not allocate; Body, Credential and Entry must be owned by the Op (not
 // aliasing a connection's read buffer).
 type Op struct {
-	Kind       OpKind
-	Type       pb.ContentType
-	FromDevice uint32
-	Device     uint32
-	RID        uint32
-	Source     uint16 // OpForward: the sending shard
-	User       uint64
-	From       uint64
-	CMID       uint64
-	Seq        uint64
-	UpTo       uint64
-	OutSeq     uint64
-	Body       []byte
-	Credential []byte
-	Entry      []byte // OpForward: kind byte + stored entry body
-	Phone      string
-	Code       string
-	Name       string
-	Phones     []string
-	Lookup     *Lookup
-	EP         Endpoint
+	Kind         OpKind
+	Flags        uint8
+	Type         pb.ContentType
+	GroupOp      pb.GroupOp
+	Visibility   pb.Visibility
+	TypingState  pb.TypingState
+	ErrCode      protocol.Code // OpGroupJoined
+	FromDevice   uint32
+	Device       uint32
+	Target       uint32 // OpRevokeDevice
+	RID          uint32
+	CompanionRID uint32
+	Source       uint16 // OpForward, OpGroupJoin: the sending shard
+	User         uint64
+	From         uint64
+	Group        uint64
+	CMID         uint64
+	Seq          uint64
+	UpTo         uint64
+	OutSeq       uint64
+	Body         []byte
+	Credential   []byte
+	Entry        []byte   // OpForward: kind byte + stored entry body
+	Users        []uint64 // OpForward of a group entry: its recipients here
+	Phone        string
+	Code         string
+	Name         string
+	Phones       []string
+	Lookup       *Lookup
+	EP           Endpoint
+	Companion    Endpoint // OpLinkDevice: the waiting companion
+}
+
+// Slot returns the slot whose shard runs op.
+func (op *Op) Slot() uint16 {
+	switch op.Kind {
+	case OpRequestCode, OpVerify:
+		return SlotOfPhone(op.Phone)
+	case OpLookup:
+		if len(op.Phones) > 0 {
+			return SlotOfPhone(op.Phones[0])
+		}
+	case OpLinkRequest, OpLinkApprove:
+		slot, _ := LinkCodeSlot(op.Code)
+		return slot
+	case OpGroupUpdate, OpGroupGet, OpGroupJoined:
+		return SlotOfUser(op.Group)
+	case OpSend, OpTyping:
+		if op.Group != 0 && op.User == 0 {
+			return SlotOfUser(op.Group)
+		}
+	}
+	return SlotOfUser(op.User)
 }
 
 // Lookup gathers the answer to one Lookup request across the shards that

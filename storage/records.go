@@ -100,6 +100,8 @@ type userRecord struct {
 	Deleted    uint64 // entries with seq <= Deleted are gone
 	Receipted  uint64 // delivered receipts were produced for entries <= Receipted
 	NextDevice uint32 // next device id to issue
+	LastSeenMS uint64 // when the last session ended
+	Visibility uint8  // pb.Visibility of presence
 }
 
 func (u *userRecord) encode(dst []byte) []byte {
@@ -110,6 +112,8 @@ func (u *userRecord) encode(dst []byte) []byte {
 	w.uint(u.Deleted)
 	w.uint(u.Receipted)
 	w.uint(uint64(u.NextDevice))
+	w.uint(u.LastSeenMS)
+	w.uint(uint64(u.Visibility))
 	return w.b
 }
 
@@ -121,6 +125,8 @@ func (u *userRecord) decode(b []byte) error {
 	u.Deleted = r.uint()
 	u.Receipted = r.uint()
 	u.NextDevice = uint32(r.uint())
+	u.LastSeenMS = r.uint()
+	u.Visibility = uint8(r.uint())
 	return r.done("user")
 }
 
@@ -130,6 +136,7 @@ type deviceRecord struct {
 	Name      string
 	CreatedMS uint64
 	Revoked   bool
+	Primary   bool // registered by phone verification, not linked
 }
 
 func (d *deviceRecord) encode(dst []byte) []byte {
@@ -138,6 +145,7 @@ func (d *deviceRecord) encode(dst []byte) []byte {
 	w.string(d.Name)
 	w.uint(d.CreatedMS)
 	w.bool(d.Revoked)
+	w.bool(d.Primary)
 	return w.b
 }
 
@@ -147,6 +155,7 @@ func (d *deviceRecord) decode(b []byte) error {
 	d.Name = r.string()
 	d.CreatedMS = r.uint()
 	d.Revoked = r.bool()
+	d.Primary = r.bool()
 	return r.done("device")
 }
 

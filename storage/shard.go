@@ -13,6 +13,7 @@ import (
 
 	"github.com/parley-im/parley/codec"
 	"github.com/parley-im/parley/protocol"
+	"github.com/parley-im/parley/protocol/pb"
 )
 
 // Errors returned by Submit.
@@ -43,19 +44,26 @@ type Shard struct {
 	done chan struct{} // closed when the actor has exited
 
 	// Everything below is owned by the actor goroutine.
-	batch      *pebble.Batch
-	users      map[uint64]*user
-	ids        idGenerator
-	outSeq     uint64
-	watermarks map[uint16]uint64
-	effects    []effect
-	out        []byte // frames referenced by effects
-	scratch    []byte // per-use scratch for keys and values
-	frames     []byte // a device's frames before batching
-	zbuf       []byte // compressor scratch
-	comp       *codec.Compressor
-	touched    []*user // users to pump and flush this cycle
-	cycleOps   int     // ops applied in this cycle
+	batch           *pebble.Batch
+	users           map[uint64]*user
+	ids             idGenerator
+	outSeq          uint64
+	watermarks      map[uint16]uint64
+	effects         []effect
+	out             []byte // frames referenced by effects
+	scratch         []byte // per-use scratch for keys and values
+	frames          []byte // a device's frames before batching
+	zbuf            []byte // compressor scratch
+	comp            *codec.Compressor
+	touched         []*user // users to pump and flush this cycle
+	groups          map[uint64]*group
+	groupSends      map[gkey]*groupSend // group messages waiting for their shards
+	outboxGroup     map[uint64]gkey     // outbox seq → the group message it carries
+	links           map[string]*pendingLink
+	watchers        map[uint64][]watcher
+	presencePending map[uint64]struct{}
+	receipts        map[receiptKey][]*pb.ReceiptItem // group receipts coalesced this cycle
+	cycleOps        int                              // ops applied in this cycle
 
 	commits     atomic.Uint64
 	ops         atomic.Uint64
@@ -109,15 +117,22 @@ func Open(cfg Config) (*Shard, error) {
 		return nil, err
 	}
 	s := &Shard{
-		cfg:        cfg,
-		db:         db,
-		log:        cfg.Logger.With("shard", cfg.ID),
-		wake:       make(chan struct{}, 1),
-		done:       make(chan struct{}),
-		users:      make(map[uint64]*user),
-		ids:        idGenerator{shard: cfg.ID},
-		watermarks: make(map[uint16]uint64),
-		comp:       comp,
+		cfg:             cfg,
+		db:              db,
+		log:             cfg.Logger.With("shard", cfg.ID),
+		wake:            make(chan struct{}, 1),
+		done:            make(chan struct{}),
+		users:           make(map[uint64]*user),
+		ids:             idGenerator{shard: cfg.ID},
+		watermarks:      make(map[uint16]uint64),
+		comp:            comp,
+		groups:          make(map[uint64]*group),
+		groupSends:      make(map[gkey]*groupSend),
+		outboxGroup:     make(map[uint64]gkey),
+		links:           make(map[string]*pendingLink),
+		watchers:        make(map[uint64][]watcher),
+		presencePending: make(map[uint64]struct{}),
+		receipts:        make(map[receiptKey][]*pb.ReceiptItem),
 	}
 	if err := s.recover(); err != nil {
 		comp.Close()
@@ -194,6 +209,8 @@ func (s *Shard) run() {
 	}
 	tick := time.NewTicker(maintenanceEvery)
 	defer tick.Stop()
+	second := time.NewTicker(time.Second)
+	defer second.Stop()
 	// The first sweep chunk runs before any op, so a restarted shard does
 	// not serve entries that expired while it was down.
 	sweeping := s.failed == nil && s.maintain()
@@ -210,6 +227,11 @@ func (s *Shard) run() {
 			case <-s.wake:
 			case <-tick.C:
 				sweeping = true
+				continue
+			case <-second.C:
+				if s.failed == nil {
+					s.timers()
+				}
 				continue
 			}
 		}
@@ -251,10 +273,35 @@ func (s *Shard) cycle(ops []Op) {
 	s.ops.Add(uint64(len(ops)))
 }
 
+// timers runs the once-a-second work: presence notifications the throttle
+// held back, link codes and group adds past their time.
+func (s *Shard) timers() {
+	if len(s.presencePending) == 0 && len(s.links) == 0 && !s.joinsWaiting() {
+		return
+	}
+	now := s.cfg.Now()
+	s.batch = s.db.NewIndexedBatch()
+	s.flushPresence(now)
+	s.expireLinks(now)
+	s.expireJoins(now)
+	s.finishCycle()
+}
+
+// joinsWaiting reports whether some group add waits for answers.
+func (s *Shard) joinsWaiting() bool {
+	for _, g := range s.groups {
+		if len(g.joins) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // finishCycle pumps the touched users, writes their records, commits, and
 // emits. On a commit failure the shard stops: nothing it promised is
 // emitted, and every later Submit fails.
 func (s *Shard) finishCycle() {
+	s.flushReceipts()
 	for _, u := range s.touched {
 		s.pump(u)
 	}

@@ -125,30 +125,12 @@ func (s *Shard) applyVerify(op *Op) {
 	// oldest of them stopped, so waiting messages reach the new install.
 	cursor := u.rec.Head
 	for _, d := range u.devices {
-		if d.rec.Revoked {
-			continue
-		}
-		cursor = min(cursor, d.cursor)
-		d.rec.Revoked = true
-		s.batch.Set(deviceKey(nil, tagDevice, u.id, d.id), d.rec.encode(nil), nil)
-		if d.sess != nil {
-			s.effects = append(s.effects, effect{kind: effClose, ep: d.sess.ep, code: protocol.CodeDeviceRevoked})
-			s.endSession(u, d)
+		if !d.rec.Revoked {
+			cursor = min(cursor, d.cursor)
+			s.revoke(u, d)
 		}
 	}
-	credential := make([]byte, protocol.CredentialLen)
-	s.cfg.Rand(credential)
-	hash := sha256.Sum256(credential)
-	d := &device{
-		id:     u.rec.NextDevice,
-		rec:    deviceRecord{CredHash: hash[:], Name: op.Name, CreatedMS: nowMS},
-		cursor: cursor,
-	}
-	u.rec.NextDevice++
-	u.devices = append(u.devices, d)
-	s.batch.Set(deviceKey(nil, tagDevice, u.id, d.id), d.rec.encode(nil), nil)
-	s.setCursor(u, d)
-	s.markDirty(u)
+	d, credential := s.addDevice(u, op.Name, cursor, true, nowMS)
 	s.replyProto(op.EP, protocol.KindRegistered, &pb.Registered{
 		Rid: op.RID, User: u.id, Device: d.id, Credential: credential,
 	})
@@ -183,7 +165,7 @@ func (s *Shard) accountOf(phone string, nowMS uint64) (*user, error) {
 	n++
 	s.batch.Set(nk, be64(n), nil)
 	id := n<<slotBits | uint64(slot)
-	u := &user{id: id, rec: userRecord{Phone: phone, CreatedMS: nowMS, NextDevice: 1}}
+	u := &user{id: id, rec: userRecord{Phone: phone, CreatedMS: nowMS, NextDevice: 1}, groups: 0}
 	s.users[id] = u
 	s.batch.Set(pk, be64(id), nil)
 	s.markDirty(u)

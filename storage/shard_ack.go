@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"encoding/binary"
 	"fmt"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -56,8 +57,38 @@ func (s *Shard) applyAck(op *Op) {
 }
 
 // deliveredReceipts sends, for the entries (from, to] of u's inbox, one
-// delivered receipt to each sender, naming the largest message id.
+// delivered receipt to each sender (per group for group messages), naming
+// the largest message id.
 func (s *Shard) deliveredReceipts(u *user, from, to uint64) error {
+	type upTo struct{ sender, group, id uint64 }
+	var senders []upTo
+	err := s.scanInbox(u, from, to, func(_ uint64, m codec.Message) {
+		if m.From == u.id {
+			return
+		}
+		for i := range senders {
+			if senders[i].sender == m.From && senders[i].group == m.Group {
+				senders[i].id = max(senders[i].id, m.ID)
+				return
+			}
+		}
+		senders = append(senders, upTo{m.From, m.Group, m.ID})
+	})
+	if err != nil {
+		return err
+	}
+	for _, r := range senders {
+		entry := append([]byte{byte(protocol.KindReceipt)}, codec.AppendReceiptEntry(nil, codec.Receipt{
+			Peer: u.id, Type: pb.ReceiptType_RECEIPT_DELIVERED, UpTo: r.id, Group: r.group,
+		})...)
+		s.appendEntry(r.sender, entry, 0)
+	}
+	return nil
+}
+
+// scanInbox calls fn for every message entry of u's inbox in (from, to],
+// resolving group references to their bodies.
+func (s *Shard) scanInbox(u *user, from, to uint64, fn func(seq uint64, m codec.Message)) error {
 	it, err := s.batch.NewIter(&pebble.IterOptions{
 		LowerBound: inboxKey(nil, u.id, from+1),
 		UpperBound: inboxKey(nil, u.id, to+1),
@@ -65,53 +96,61 @@ func (s *Shard) deliveredReceipts(u *user, from, to uint64) error {
 	if err != nil {
 		return fmt.Errorf("storage: inbox of %d: %w", u.id, err)
 	}
-	type upTo struct{ sender, id uint64 }
-	var senders []upTo
+	defer it.Close()
 	for ok := it.First(); ok; ok = it.Next() {
 		v := it.Value()
-		if len(v) == 0 || protocol.Kind(v[0]) != protocol.KindMessage {
+		if len(v) == 0 {
 			continue
 		}
-		m, err := codec.ParseMessage(v[1:])
+		stored := v[1:]
+		switch {
+		case v[0] == kindGroupRef && len(v) == 17:
+			body, err := s.groupBody(binary.BigEndian.Uint64(v[1:]), binary.BigEndian.Uint64(v[9:]))
+			if err != nil || len(body) == 0 {
+				continue // expired
+			}
+			stored = body[1:]
+		case protocol.Kind(v[0]) != protocol.KindMessage:
+			continue
+		}
+		m, err := codec.ParseMessage(stored)
 		if err != nil {
-			_ = it.Close()
 			return fmt.Errorf("storage: inbox of %d: %w", u.id, err)
 		}
-		if m.From == u.id {
-			continue
-		}
-		found := false
-		for i := range senders {
-			if senders[i].sender == m.From {
-				senders[i].id = max(senders[i].id, m.ID)
-				found = true
-				break
-			}
-		}
-		if !found {
-			senders = append(senders, upTo{m.From, m.ID})
-		}
-	}
-	if err := it.Close(); err != nil {
-		return fmt.Errorf("storage: inbox of %d: %w", u.id, err)
-	}
-	for _, r := range senders {
-		entry := append([]byte{byte(protocol.KindReceipt)}, codec.AppendReceiptEntry(nil, codec.Receipt{
-			Peer: u.id, Type: pb.ReceiptType_RECEIPT_DELIVERED, UpTo: r.id,
-		})...)
-		s.appendEntry(r.sender, entry)
+		k := it.Key()
+		fn(binary.BigEndian.Uint64(k[len(k)-8:]), m)
 	}
 	return nil
 }
 
 // deleteAcknowledged deletes the entries every active device has
-// acknowledged (DESIGN.md invariant 3).
+// acknowledged (DESIGN.md invariant 3), releasing the group bodies they
+// refer to.
 func (s *Shard) deleteAcknowledged(u *user) {
 	m := u.minCursor()
 	if m <= u.rec.Deleted {
 		return
 	}
+	s.releaseRefs(u, u.rec.Deleted, m)
 	s.batch.DeleteRange(inboxKey(nil, u.id, u.rec.Deleted+1), inboxKey(nil, u.id, m+1), nil)
 	u.rec.Deleted = m
 	s.markDirty(u)
+}
+
+// releaseRefs drops the body references of u's group entries in (from, to].
+func (s *Shard) releaseRefs(u *user, from, to uint64) {
+	it, err := s.batch.NewIter(&pebble.IterOptions{
+		LowerBound: inboxKey(nil, u.id, from+1),
+		UpperBound: inboxKey(nil, u.id, to+1),
+	})
+	if err != nil {
+		s.log.Error("release refs", "user", u.id, "err", err)
+		return
+	}
+	defer it.Close()
+	for ok := it.First(); ok; ok = it.Next() {
+		if v := it.Value(); len(v) == 17 && v[0] == kindGroupRef {
+			s.releaseBody(binary.BigEndian.Uint64(v[1:]), binary.BigEndian.Uint64(v[9:]))
+		}
+	}
 }

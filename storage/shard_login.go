@@ -38,7 +38,9 @@ func (s *Shard) applyLogin(op *Op) {
 		s.deleteAcknowledged(u)
 	}
 	d.sess = &session{ep: op.EP, sent: max(d.cursor, u.rec.Deleted)}
-	u.live++
+	if u.live++; u.live == 1 {
+		s.presenceChanged(u)
+	}
 	s.effects = append(s.effects, effect{kind: effAuthenticated, ep: op.EP, session: Session{
 		User: u.id, Device: d.id, Cursor: d.sess.sent, Window: uint32(s.cfg.Window),
 	}})
@@ -56,10 +58,15 @@ func (s *Shard) applyLogout(op *Op) {
 	}
 }
 
-// endSession forgets d's live connection.
+// endSession forgets d's live connection; the user's last seen is now if
+// it was the last.
 func (s *Shard) endSession(u *user, d *device) {
 	d.sess = nil
-	u.live--
+	if u.live--; u.live == 0 {
+		u.rec.LastSeenMS = uint64(s.cfg.Now().UnixMilli())
+		s.markDirty(u)
+		s.presenceChanged(u)
+	}
 }
 
 // credentialMatches compares a presented credential with the stored hash

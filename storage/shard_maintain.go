@@ -5,6 +5,9 @@ import (
 	"fmt"
 
 	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/parley-im/parley/codec"
+	"github.com/parley-im/parley/protocol"
 )
 
 // sweepChunk bounds the keys one maintenance step deletes, so a large
@@ -56,17 +59,27 @@ func (s *Shard) replayOutbox() error {
 	}
 	n := 0
 	for ok := it.First(); ok; ok = it.Next() {
-		k, v := it.Key(), it.Value()
-		if len(v) < 9 {
+		k := it.Key()
+		v := append([]byte(nil), it.Value()...)
+		var d delivery
+		if err := d.decode(v); err != nil || len(d.users) == 0 {
+			s.log.Error("outbox record", "err", err)
 			continue
 		}
-		s.cfg.Forwarder.Forward(Op{
-			Kind:   OpForward,
-			Source: s.cfg.ID,
-			OutSeq: binary.BigEndian.Uint64(k[len(k)-8:]),
-			User:   binary.BigEndian.Uint64(v),
-			Entry:  append([]byte(nil), v[8:]...),
-		})
+		seq := binary.BigEndian.Uint64(k[len(k)-8:])
+		if d.group != 0 && len(d.entry) > 0 && protocol.Kind(d.entry[0]) == protocol.KindMessage {
+			// A group message still on its way: a retried send waits for it.
+			gk := gkey{d.group, d.gseq}
+			p := s.groupSends[gk]
+			if p == nil {
+				m, _ := codec.ParseMessage(d.entry[1:])
+				p = &groupSend{id: m.ID}
+				s.groupSends[gk] = p
+			}
+			p.remaining++
+			s.outboxGroup[seq] = gk
+		}
+		s.cfg.Forwarder.Forward(Op{Kind: OpForward, Source: s.cfg.ID, OutSeq: seq, User: d.users[0], Entry: v})
 		n++
 	}
 	if n > 0 {
@@ -88,6 +101,9 @@ func (s *Shard) maintain() bool {
 		if err == nil && budget > 0 {
 			budget, err = s.expireDedupe(uint16(slot), cutoff, budget)
 		}
+	}
+	if err == nil && budget > 0 {
+		budget, err = s.expireBodies(cutoff, budget)
 	}
 	if err != nil {
 		s.log.Error("maintenance", "err", err)
@@ -136,9 +152,29 @@ func (s *Shard) expireDedupe(slot uint16, cutoff uint32, budget int) (int, error
 	}
 	for ok := it.First(); ok && budget > 0; ok = it.Next() {
 		k := it.Key()
-		// slot(2) 'e' day(4) | to from dev cmid → slot(2) 'd' | to from dev cmid
-		dk := append(appendPrefix(nil, slot, tagDedupe), k[7:]...)
+		// slot(2) 'e' day(4) | tag key… → slot(2) | tag key…
+		dk := append(binary.BigEndian.AppendUint16(nil, slot), k[7:]...)
 		s.batch.Delete(dk, nil)
+		s.batch.Delete(k, nil)
+		budget--
+	}
+	return budget, it.Close()
+}
+
+// expireBodies deletes group message bodies written up to day cutoff: the
+// inbox entries that refer to them have expired too.
+func (s *Shard) expireBodies(cutoff uint32, budget int) (int, error) {
+	lo := shardKey(nil, tagBodyExpiry)
+	hi := binary.BigEndian.AppendUint32(shardKey(nil, tagBodyExpiry), cutoff+1)
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return budget, err
+	}
+	for ok := it.First(); ok && budget > 0; ok = it.Next() {
+		k := it.Key()
+		g, gseq := binary.BigEndian.Uint64(k[len(k)-16:]), binary.BigEndian.Uint64(k[len(k)-8:])
+		s.batch.Delete(bodyKey(nil, tagBody, g, gseq), nil)
+		s.batch.Delete(bodyKey(nil, tagBodyRefs, g, gseq), nil)
 		s.batch.Delete(k, nil)
 		budget--
 	}

@@ -59,16 +59,23 @@ func (s *Shard) streamEntries(u *user, sess *session, room int) error {
 	count := 0
 	for ok := it.First(); ok && room > 0 && sess.bytes < s.cfg.WindowBytes; ok = it.Next() {
 		k, v := it.Key(), it.Value()
+		seq := beUint64(k[len(k)-8:])
+		sess.sent = seq
+		if len(v) > 0 && v[0] == kindGroupRef {
+			body, err := s.groupBody(beUint64(v[1:]), beUint64(v[9:]))
+			if err != nil || len(body) == 0 {
+				continue // expired before this device fetched it
+			}
+			v = body
+		}
 		if len(v) == 0 {
 			continue
 		}
-		seq := beUint64(k[len(k)-8:])
 		before := len(s.frames)
 		s.frames = codec.AppendEntry(s.frames, protocol.Kind(v[0]), seq, v[1:])
 		size := len(s.frames) - before
 		sess.inflight = append(sess.inflight, inflight{seq: seq, size: size})
 		sess.bytes += size
-		sess.sent = seq
 		room--
 		count++
 		if len(s.frames) >= maxBatchBody {

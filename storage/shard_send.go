@@ -1,7 +1,9 @@
 package storage
 
 import (
+	"cmp"
 	"encoding/binary"
+	"slices"
 
 	"github.com/parley-im/parley/codec"
 	"github.com/parley-im/parley/protocol"
@@ -30,15 +32,52 @@ func (s *Shard) apply(op *Op) {
 	case OpForward:
 		s.applyForward(op)
 	case OpForwardDone:
-		s.batch.Delete(outboxKey(s.scratch[:0], op.OutSeq), nil)
+		s.forwardDone(op.OutSeq)
+	case OpLinkRequest:
+		s.applyLinkRequest(op)
+	case OpLinkApprove:
+		s.applyLinkApprove(op)
+	case OpLinkDevice:
+		s.applyLinkDevice(op)
+	case OpDevices:
+		s.applyDevices(op)
+	case OpRevokeDevice:
+		s.applyRevokeDevice(op)
+	case OpSubscribe:
+		s.applySubscribe(op)
+	case OpWatch:
+		s.applyWatch(op)
+	case OpUnwatch:
+		s.applyUnwatch(op)
+	case OpSetPrivacy:
+		s.applySetPrivacy(op)
+	case OpTyping:
+		s.applyTyping(op)
+	case OpGroupCreate:
+		s.applyGroupCreate(op)
+	case OpGroupUpdate:
+		s.applyGroupUpdate(op)
+	case OpGroupGet:
+		s.applyGroupGet(op)
+	case OpGroupList:
+		s.applyGroupList(op)
+	case OpGroupJoin:
+		s.applyGroupJoin(op)
+	case OpGroupJoined:
+		s.applyGroupJoined(op)
 	default:
 		s.log.Error("unknown op", "kind", op.Kind)
 	}
 }
 
 // applySend appends a message to the recipient's inbox, once per
-// (sender device, cmid, recipient), and answers Sent.
+// (sender device, cmid, recipient), and a copy to the sender's own inbox
+// for its other devices, and answers Sent.
 func (s *Shard) applySend(op *Op) {
+	if op.Group != 0 {
+		s.applyGroupSend(op)
+		return
+	}
 	u, err := s.loadUser(op.User)
 	if err != nil {
 		s.log.Error("send: load recipient", "user", op.User, "err", err)
@@ -68,8 +107,15 @@ func (s *Shard) applySend(op *Op) {
 		ID: id, From: op.From, Body: op.Body, Type: op.Type, FromDevice: op.FromDevice,
 	})
 	s.appendLocal(u, s.scratch)
+	if op.From != op.User {
+		// [S-8-17] the sender's other devices get a copy, in their order.
+		self := append([]byte{byte(protocol.KindMessage)}, codec.AppendMessageEntry(nil, codec.Message{
+			ID: id, From: op.From, Body: op.Body, Type: op.Type, FromDevice: op.FromDevice, To: op.User,
+		})...)
+		s.appendEntry(op.From, self, FlagCompanions)
+	}
 	s.batch.Set(dk, be64(id), nil)
-	s.batch.Set(dedupeExpiryKey(nil, s.day(), op.User, op.From, op.FromDevice, op.CMID), nil, nil)
+	s.batch.Set(dedupeExpiryKey(nil, s.day(), dk), nil, nil)
 	start := len(s.out)
 	s.out = codec.AppendSent(s.out, op.CMID, id)
 	s.reply(op.EP, start)
@@ -88,7 +134,7 @@ func (s *Shard) applyRead(op *Op) {
 		s.replyError(op.EP, protocol.CodeNotFound, op.RID, 0)
 		return
 	}
-	rk := readKey(nil, op.User, op.From)
+	rk := readKey(nil, op.User, op.From, op.Group)
 	prev, err := s.get(rk)
 	if err != nil {
 		s.log.Error("read: watermark", "err", err)
@@ -98,61 +144,73 @@ func (s *Shard) applyRead(op *Op) {
 	if len(prev) != 8 || binary.BigEndian.Uint64(prev) < op.UpTo {
 		s.batch.Set(rk, be64(op.UpTo), nil)
 		s.scratch = append(s.scratch[:0], byte(protocol.KindReceipt))
-		s.scratch = codec.AppendReceiptEntry(s.scratch, codec.Receipt{Peer: op.From, Type: pb.ReceiptType_RECEIPT_READ, UpTo: op.UpTo})
+		s.scratch = codec.AppendReceiptEntry(s.scratch, codec.Receipt{Peer: op.From, Type: pb.ReceiptType_RECEIPT_READ, UpTo: op.UpTo, Group: op.Group})
 		s.appendLocal(u, s.scratch)
+		// [S-10-6] the reader's other devices learn what was read.
+		mine := append([]byte{byte(protocol.KindReceipt)}, codec.AppendReceiptEntry(nil, codec.Receipt{
+			Peer: op.User, Type: pb.ReceiptType_RECEIPT_SELF_READ, UpTo: op.UpTo, Group: op.Group,
+		})...)
+		s.appendEntry(op.From, mine, FlagCompanions)
 	}
 	start := len(s.out)
 	s.out = codec.AppendOK(s.out, op.RID)
 	s.reply(op.EP, start)
 }
 
-// appendEntry appends entry (kind byte + stored body) to user id's inbox:
-// here if this shard owns the user, else through the outbox.
-func (s *Shard) appendEntry(id uint64, entry []byte) {
-	if s.cfg.Forwarder.ShardOf(id) != s.cfg.ID {
-		s.outSeq++
-		v := binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(entry)), id)
-		v = append(v, entry...)
-		s.batch.Set(outboxKey(s.scratch[:0], s.outSeq), v, nil)
-		s.effects = append(s.effects, effect{kind: effForward, op: Op{
-			Kind: OpForward, Source: s.cfg.ID, OutSeq: s.outSeq, User: id, Entry: v[8:],
-		}})
-		return
-	}
-	u, err := s.loadUser(id)
-	if err != nil {
-		s.log.Error("append: load user", "user", id, "err", err)
-		return
-	}
-	if u == nil {
-		return // the user no longer exists: nothing to deliver
-	}
-	s.appendLocal(u, entry)
+// receiptKey groups the receipts of one cycle that coalesce into one
+// Receipts entry: for one user, in one group, of one type.
+type receiptKey struct {
+	user, group uint64
+	typ         pb.ReceiptType
 }
 
-// appendLocal appends entry to the inbox of u, a user of this shard.
+// appendLocal appends entry to the inbox of u, a user of this shard. A
+// receipt on a group message is held until the end of the cycle and
+// coalesced with the others for the same group ([S-16-8]).
 func (s *Shard) appendLocal(u *user, entry []byte) {
+	if len(entry) > 0 && protocol.Kind(entry[0]) == protocol.KindReceipt {
+		if r, err := codec.ParseReceipt(entry[1:]); err == nil && r.Group != 0 {
+			k := receiptKey{u.id, r.Group, r.Type}
+			s.receipts[k] = append(s.receipts[k], &pb.ReceiptItem{Peer: r.Peer, UpTo: r.UpTo})
+			s.touch(u)
+			return
+		}
+	}
+	s.appendRaw(u, entry)
+}
+
+// flushReceipts appends one Receipts entry per coalesced key, in key order.
+func (s *Shard) flushReceipts() {
+	if len(s.receipts) == 0 {
+		return
+	}
+	keys := make([]receiptKey, 0, len(s.receipts))
+	for k := range s.receipts {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b receiptKey) int {
+		return cmp.Or(cmp.Compare(a.user, b.user), cmp.Compare(a.group, b.group), cmp.Compare(a.typ, b.typ))
+	})
+	for _, k := range keys {
+		items := s.receipts[k]
+		delete(s.receipts, k)
+		u := s.users[k.user]
+		if u == nil {
+			continue
+		}
+		entry, err := appendProtoEntry([]byte{byte(protocol.KindReceipts)}, &pb.Receipts{Group: k.group, Type: k.typ, Items: items})
+		if err != nil {
+			continue
+		}
+		s.appendRaw(u, entry)
+	}
+}
+
+// appendRaw appends entry to u's inbox as it is.
+func (s *Shard) appendRaw(u *user, entry []byte) {
 	u.rec.Head++
 	s.batch.Set(inboxKey(nil, u.id, u.rec.Head), entry, nil)
 	u.appended = true
 	s.entries.Add(1)
 	s.markDirty(u)
-}
-
-// applyForward appends an entry another shard's outbox carried here,
-// exactly once per (source, outseq).
-func (s *Shard) applyForward(op *Op) {
-	if op.OutSeq > s.watermarks[op.Source] {
-		u, err := s.loadUser(op.User)
-		if err != nil {
-			s.log.Error("forward: load user", "user", op.User, "err", err)
-			return // not acknowledged: the source replays it after a restart
-		}
-		s.watermarks[op.Source] = op.OutSeq
-		s.batch.Set(watermarkKey(nil, op.Source), be64(op.OutSeq), nil)
-		if u != nil {
-			s.appendLocal(u, op.Entry)
-		}
-	}
-	s.effects = append(s.effects, effect{kind: effForwardDone, op: Op{Source: op.Source, OutSeq: op.OutSeq}})
 }

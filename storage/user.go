@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 )
@@ -17,6 +18,11 @@ type user struct {
 	dirty    bool      // rec changed in this cycle
 	touched  bool      // in s.touched this cycle
 	appended bool      // entries were appended this cycle
+
+	presenceAt time.Time // when watchers were last told of a change
+
+	groups   int           // groups the user belongs to; -1 until counted
+	reserved []reservation // group slots promised to adds in flight
 }
 
 // device is one registered device. Actor-owned.
@@ -40,6 +46,45 @@ type session struct {
 type inflight struct {
 	seq  uint64
 	size int
+}
+
+// reservation is a group slot a user's shard promised to a group's add.
+type reservation struct {
+	group uint64
+	until time.Time
+}
+
+// reservedGroups returns the live reservations, dropping expired ones.
+func (u *user) reservedGroups(now time.Time) int {
+	live := u.reserved[:0]
+	for _, r := range u.reserved {
+		if now.Before(r.until) {
+			live = append(live, r)
+		}
+	}
+	u.reserved = live
+	return len(live)
+}
+
+// release ends the reservation for group, which the user has now joined.
+func (u *user) release(group uint64) {
+	for i, r := range u.reserved {
+		if r.group == group {
+			u.reserved = append(u.reserved[:i], u.reserved[i+1:]...)
+			return
+		}
+	}
+}
+
+// activeDevices returns how many devices of u are not revoked.
+func (u *user) activeDevices() int {
+	n := 0
+	for _, d := range u.devices {
+		if !d.rec.Revoked {
+			n++
+		}
+	}
+	return n
 }
 
 // device returns the user's device id, or nil.
@@ -78,8 +123,8 @@ func (s *Shard) markDirty(u *user) {
 	s.touch(u)
 }
 
-// get reads key through the current batch, returning a copy of the value,
-// or nil when the key does not exist.
+// get reads key through the current batch, returning a copy of the value
+// (non-nil, possibly empty), or nil when the key does not exist.
 func (s *Shard) get(key []byte) ([]byte, error) {
 	var r pebble.Reader = s.db
 	if s.batch != nil {
@@ -92,7 +137,7 @@ func (s *Shard) get(key []byte) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("storage: get %x: %w", key, err)
 	}
-	out := append([]byte(nil), v...)
+	out := append(make([]byte, 0, len(v)), v...) // non-nil even when empty
 	_ = closer.Close()
 	return out, nil
 }
@@ -107,7 +152,7 @@ func (s *Shard) loadUser(id uint64) (*user, error) {
 	if err != nil || v == nil {
 		return nil, err
 	}
-	u := &user{id: id}
+	u := &user{id: id, groups: -1}
 	if err := u.rec.decode(v); err != nil {
 		return nil, fmt.Errorf("user %d: %w", id, err)
 	}

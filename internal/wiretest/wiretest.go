@@ -253,3 +253,26 @@ func (c *Client) Ack(seq uint64) { c.Write(codec.AppendAck(nil, seq)) }
 
 // Ping writes a Ping.
 func (c *Client) Ping() { c.Write(codec.AppendFrame(nil, protocol.KindPing, nil)) }
+
+// Link links a new companion device to the account logged in on primary:
+// it dials addr, asks for a link code, has primary approve it, and returns
+// the companion's credentials.
+func Link(t testing.TB, addr, fingerprint string, primary *Client, name string) User {
+	t.Helper()
+	c := Dial(t, addr, fingerprint)
+	defer c.Conn.Close()
+	rid := c.NextRID()
+	c.Send(protocol.KindLinkRequest, &pb.LinkRequest{Rid: rid, Version: protocol.Version, DeviceName: name})
+	var code pb.LinkCode
+	c.ExpectProto(protocol.KindLinkCode, &code)
+	prid := primary.NextRID()
+	primary.Send(protocol.KindLinkApprove, &pb.LinkApprove{Rid: prid, Code: code.Code})
+	var linked pb.Linked
+	c.ExpectProto(protocol.KindLinked, &linked)
+	if linked.Rid != rid {
+		t.Fatalf("Linked rid %d, want %d", linked.Rid, rid)
+	}
+	var ok pb.Ok
+	primary.ExpectProto(protocol.KindOK, &ok, protocol.KindMessage, protocol.KindReceipt, protocol.KindSynced, protocol.KindGroupEvent, protocol.KindReceipts)
+	return User{ID: linked.User, Device: linked.Device, Cred: linked.Credential}
+}

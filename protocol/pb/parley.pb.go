@@ -36,31 +36,51 @@ type Kind int32
 const (
 	Kind_KIND_UNSPECIFIED Kind = 0
 	// Client to server.
-	Kind_KIND_PING         Kind = 1 // Ping
-	Kind_KIND_REQUEST_CODE Kind = 2 // RequestCode
-	Kind_KIND_VERIFY       Kind = 3 // Verify
-	Kind_KIND_LOGIN        Kind = 4 // Login
-	Kind_KIND_SEND         Kind = 5 // Send
-	Kind_KIND_ACK          Kind = 6 // Ack
-	Kind_KIND_READ         Kind = 7 // Read
-	Kind_KIND_LOOKUP       Kind = 8 // Lookup
+	Kind_KIND_PING               Kind = 1  // Ping
+	Kind_KIND_REQUEST_CODE       Kind = 2  // RequestCode
+	Kind_KIND_VERIFY             Kind = 3  // Verify
+	Kind_KIND_LOGIN              Kind = 4  // Login
+	Kind_KIND_SEND               Kind = 5  // Send
+	Kind_KIND_ACK                Kind = 6  // Ack
+	Kind_KIND_READ               Kind = 7  // Read
+	Kind_KIND_LOOKUP             Kind = 8  // Lookup
+	Kind_KIND_TYPING             Kind = 9  // Typing (ephemeral)
+	Kind_KIND_PRESENCE_SUBSCRIBE Kind = 10 // PresenceSubscribe
+	Kind_KIND_SET_PRIVACY        Kind = 11 // SetPrivacy
+	Kind_KIND_LINK_REQUEST       Kind = 12 // LinkRequest (from a new companion device)
+	Kind_KIND_LINK_APPROVE       Kind = 13 // LinkApprove (from the primary device)
+	Kind_KIND_DEVICES            Kind = 14 // Devices
+	Kind_KIND_REVOKE_DEVICE      Kind = 15 // RevokeDevice
+	Kind_KIND_GROUP_CREATE       Kind = 16 // GroupCreate
+	Kind_KIND_GROUP_UPDATE       Kind = 17 // GroupUpdate
+	Kind_KIND_GROUP_GET          Kind = 18 // GroupGet
+	Kind_KIND_GROUP_LIST         Kind = 19 // GroupList
 	// Media (media.proto, spec.md section 14); 34 and 35 are reserved for media.
 	Kind_KIND_MEDIA_UPLOAD   Kind = 32 // MediaUpload
 	Kind_KIND_MEDIA_DOWNLOAD Kind = 33 // MediaDownload
 	// Server to client.
-	Kind_KIND_PONG          Kind = 64 // Pong
-	Kind_KIND_ERROR         Kind = 65 // Error
-	Kind_KIND_GOAWAY        Kind = 66 // GoAway
-	Kind_KIND_CODE_SENT     Kind = 67 // CodeSent
-	Kind_KIND_REGISTERED    Kind = 68 // Registered
-	Kind_KIND_LOGIN_OK      Kind = 69 // LoginOk
-	Kind_KIND_SENT          Kind = 70 // Sent
-	Kind_KIND_OK            Kind = 71 // Ok
-	Kind_KIND_LOOKUP_RESULT Kind = 72 // LookupResult
-	Kind_KIND_MESSAGE       Kind = 73 // Message (an inbox entry)
-	Kind_KIND_RECEIPT       Kind = 74 // Receipt (an inbox entry)
-	Kind_KIND_BATCH         Kind = 75 // a sequence of frames (not a protobuf message)
-	Kind_KIND_SYNCED        Kind = 76 // Synced
+	Kind_KIND_PONG              Kind = 64 // Pong
+	Kind_KIND_ERROR             Kind = 65 // Error
+	Kind_KIND_GOAWAY            Kind = 66 // GoAway
+	Kind_KIND_CODE_SENT         Kind = 67 // CodeSent
+	Kind_KIND_REGISTERED        Kind = 68 // Registered
+	Kind_KIND_LOGIN_OK          Kind = 69 // LoginOk
+	Kind_KIND_SENT              Kind = 70 // Sent
+	Kind_KIND_OK                Kind = 71 // Ok
+	Kind_KIND_LOOKUP_RESULT     Kind = 72 // LookupResult
+	Kind_KIND_MESSAGE           Kind = 73 // Message (an inbox entry)
+	Kind_KIND_RECEIPT           Kind = 74 // Receipt (an inbox entry)
+	Kind_KIND_BATCH             Kind = 75 // a sequence of frames (not a protobuf message)
+	Kind_KIND_SYNCED            Kind = 76 // Synced
+	Kind_KIND_PRESENCE          Kind = 77 // Presence
+	Kind_KIND_IS_TYPING         Kind = 78 // IsTyping (ephemeral)
+	Kind_KIND_LINK_CODE         Kind = 79 // LinkCode
+	Kind_KIND_LINKED            Kind = 80 // Linked
+	Kind_KIND_DEVICE_LIST       Kind = 81 // DeviceList
+	Kind_KIND_GROUP_INFO        Kind = 82 // GroupInfo
+	Kind_KIND_GROUP_LIST_RESULT Kind = 83 // GroupListResult
+	Kind_KIND_GROUP_EVENT       Kind = 84 // GroupEvent (an inbox entry)
+	Kind_KIND_RECEIPTS          Kind = 85 // Receipts (an inbox entry)
 	// Media (media.proto); 98 and 99 are reserved for media.
 	Kind_KIND_MEDIA_UPLOAD_SLOT  Kind = 96 // MediaUploadSlot
 	Kind_KIND_MEDIA_DOWNLOAD_URL Kind = 97 // MediaDownloadUrl
@@ -78,6 +98,17 @@ var (
 		6:  "KIND_ACK",
 		7:  "KIND_READ",
 		8:  "KIND_LOOKUP",
+		9:  "KIND_TYPING",
+		10: "KIND_PRESENCE_SUBSCRIBE",
+		11: "KIND_SET_PRIVACY",
+		12: "KIND_LINK_REQUEST",
+		13: "KIND_LINK_APPROVE",
+		14: "KIND_DEVICES",
+		15: "KIND_REVOKE_DEVICE",
+		16: "KIND_GROUP_CREATE",
+		17: "KIND_GROUP_UPDATE",
+		18: "KIND_GROUP_GET",
+		19: "KIND_GROUP_LIST",
 		32: "KIND_MEDIA_UPLOAD",
 		33: "KIND_MEDIA_DOWNLOAD",
 		64: "KIND_PONG",
@@ -93,6 +124,15 @@ var (
 		74: "KIND_RECEIPT",
 		75: "KIND_BATCH",
 		76: "KIND_SYNCED",
+		77: "KIND_PRESENCE",
+		78: "KIND_IS_TYPING",
+		79: "KIND_LINK_CODE",
+		80: "KIND_LINKED",
+		81: "KIND_DEVICE_LIST",
+		82: "KIND_GROUP_INFO",
+		83: "KIND_GROUP_LIST_RESULT",
+		84: "KIND_GROUP_EVENT",
+		85: "KIND_RECEIPTS",
 		96: "KIND_MEDIA_UPLOAD_SLOT",
 		97: "KIND_MEDIA_DOWNLOAD_URL",
 	}
@@ -106,6 +146,17 @@ var (
 		"KIND_ACK":                6,
 		"KIND_READ":               7,
 		"KIND_LOOKUP":             8,
+		"KIND_TYPING":             9,
+		"KIND_PRESENCE_SUBSCRIBE": 10,
+		"KIND_SET_PRIVACY":        11,
+		"KIND_LINK_REQUEST":       12,
+		"KIND_LINK_APPROVE":       13,
+		"KIND_DEVICES":            14,
+		"KIND_REVOKE_DEVICE":      15,
+		"KIND_GROUP_CREATE":       16,
+		"KIND_GROUP_UPDATE":       17,
+		"KIND_GROUP_GET":          18,
+		"KIND_GROUP_LIST":         19,
 		"KIND_MEDIA_UPLOAD":       32,
 		"KIND_MEDIA_DOWNLOAD":     33,
 		"KIND_PONG":               64,
@@ -121,6 +172,15 @@ var (
 		"KIND_RECEIPT":            74,
 		"KIND_BATCH":              75,
 		"KIND_SYNCED":             76,
+		"KIND_PRESENCE":           77,
+		"KIND_IS_TYPING":          78,
+		"KIND_LINK_CODE":          79,
+		"KIND_LINKED":             80,
+		"KIND_DEVICE_LIST":        81,
+		"KIND_GROUP_INFO":         82,
+		"KIND_GROUP_LIST_RESULT":  83,
+		"KIND_GROUP_EVENT":        84,
+		"KIND_RECEIPTS":           85,
 		"KIND_MEDIA_UPLOAD_SLOT":  96,
 		"KIND_MEDIA_DOWNLOAD_URL": 97,
 	}
@@ -186,6 +246,13 @@ const (
 	ErrorCode_ERROR_CODE_EXPIRED      ErrorCode = 40
 	ErrorCode_ERROR_TOO_MANY_ATTEMPTS ErrorCode = 41
 	ErrorCode_ERROR_INTERNAL          ErrorCode = 42
+	ErrorCode_ERROR_NOT_MEMBER        ErrorCode = 43
+	ErrorCode_ERROR_NOT_ADMIN         ErrorCode = 44
+	ErrorCode_ERROR_GROUP_FULL        ErrorCode = 45
+	ErrorCode_ERROR_TOO_MANY_GROUPS   ErrorCode = 46
+	ErrorCode_ERROR_TOO_MANY_DEVICES  ErrorCode = 47
+	ErrorCode_ERROR_LINK_EXPIRED      ErrorCode = 48
+	ErrorCode_ERROR_NOT_PRIMARY       ErrorCode = 49
 	// Media (spec.md section 14), message scope; also sent by the media
 	// endpoint in its Parley-Error header.
 	ErrorCode_ERROR_MEDIA_TOO_LARGE       ErrorCode = 50
@@ -227,6 +294,13 @@ var (
 		40: "ERROR_CODE_EXPIRED",
 		41: "ERROR_TOO_MANY_ATTEMPTS",
 		42: "ERROR_INTERNAL",
+		43: "ERROR_NOT_MEMBER",
+		44: "ERROR_NOT_ADMIN",
+		45: "ERROR_GROUP_FULL",
+		46: "ERROR_TOO_MANY_GROUPS",
+		47: "ERROR_TOO_MANY_DEVICES",
+		48: "ERROR_LINK_EXPIRED",
+		49: "ERROR_NOT_PRIMARY",
 		50: "ERROR_MEDIA_TOO_LARGE",
 		51: "ERROR_MEDIA_NOT_FOUND",
 		52: "ERROR_MEDIA_NOT_READY",
@@ -263,6 +337,13 @@ var (
 		"ERROR_CODE_EXPIRED":          40,
 		"ERROR_TOO_MANY_ATTEMPTS":     41,
 		"ERROR_INTERNAL":              42,
+		"ERROR_NOT_MEMBER":            43,
+		"ERROR_NOT_ADMIN":             44,
+		"ERROR_GROUP_FULL":            45,
+		"ERROR_TOO_MANY_GROUPS":       46,
+		"ERROR_TOO_MANY_DEVICES":      47,
+		"ERROR_LINK_EXPIRED":          48,
+		"ERROR_NOT_PRIMARY":           49,
 		"ERROR_MEDIA_TOO_LARGE":       50,
 		"ERROR_MEDIA_NOT_FOUND":       51,
 		"ERROR_MEDIA_NOT_READY":       52,
@@ -367,6 +448,7 @@ type ReceiptType int32
 const (
 	ReceiptType_RECEIPT_DELIVERED ReceiptType = 0 // a device of the recipient acknowledged the message
 	ReceiptType_RECEIPT_READ      ReceiptType = 1 // the recipient marked the message read
+	ReceiptType_RECEIPT_SELF_READ ReceiptType = 2 // this user read peer's messages on another device
 )
 
 // Enum value maps for ReceiptType.
@@ -374,10 +456,12 @@ var (
 	ReceiptType_name = map[int32]string{
 		0: "RECEIPT_DELIVERED",
 		1: "RECEIPT_READ",
+		2: "RECEIPT_SELF_READ",
 	}
 	ReceiptType_value = map[string]int32{
 		"RECEIPT_DELIVERED": 0,
 		"RECEIPT_READ":      1,
+		"RECEIPT_SELF_READ": 2,
 	}
 )
 
@@ -906,10 +990,11 @@ func (x *LoginOk) GetCursor() uint64 {
 // message is durable in the recipient's inbox, or by Error carrying cmid.
 type Send struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	To            uint64                 `protobuf:"varint,1,opt,name=to,proto3" json:"to,omitempty"`     // recipient user id
+	To            uint64                 `protobuf:"varint,1,opt,name=to,proto3" json:"to,omitempty"`     // recipient user id; 0 for a group message
 	Cmid          uint64                 `protobuf:"varint,2,opt,name=cmid,proto3" json:"cmid,omitempty"` // client message id: unique per sending device, never reused
 	Body          []byte                 `protobuf:"bytes,3,opt,name=body,proto3" json:"body,omitempty"`  // opaque to the server (end-to-end encrypted by clients)
 	Type          ContentType            `protobuf:"varint,4,opt,name=type,proto3,enum=parley.v1.ContentType" json:"type,omitempty"`
+	Group         uint64                 `protobuf:"varint,5,opt,name=group,proto3" json:"group,omitempty"` // the group for a group message; 0 for a 1:1 message
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -970,6 +1055,13 @@ func (x *Send) GetType() ContentType {
 		return x.Type
 	}
 	return ContentType_CONTENT_TEXT
+}
+
+func (x *Send) GetGroup() uint64 {
+	if x != nil {
+		return x.Group
+	}
+	return 0
 }
 
 // Sent (kind 70) acknowledges a Send: the message is durable and will be
@@ -1076,8 +1168,9 @@ func (x *Ack) GetSeq() uint64 {
 type Read struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Rid           uint32                 `protobuf:"varint,1,opt,name=rid,proto3" json:"rid,omitempty"`
-	Peer          uint64                 `protobuf:"varint,2,opt,name=peer,proto3" json:"peer,omitempty"`
+	Peer          uint64                 `protobuf:"varint,2,opt,name=peer,proto3" json:"peer,omitempty"` // whose messages were read (in a group: one sender)
 	UpTo          uint64                 `protobuf:"varint,3,opt,name=up_to,json=upTo,proto3" json:"up_to,omitempty"`
+	Group         uint64                 `protobuf:"varint,4,opt,name=group,proto3" json:"group,omitempty"` // the group, for group messages; else 0
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1129,6 +1222,13 @@ func (x *Read) GetPeer() uint64 {
 func (x *Read) GetUpTo() uint64 {
 	if x != nil {
 		return x.UpTo
+	}
+	return 0
+}
+
+func (x *Read) GetGroup() uint64 {
+	if x != nil {
+		return x.Group
 	}
 	return 0
 }
@@ -1346,6 +1446,9 @@ type Message struct {
 	Body          []byte                 `protobuf:"bytes,4,opt,name=body,proto3" json:"body,omitempty"`
 	Type          ContentType            `protobuf:"varint,5,opt,name=type,proto3,enum=parley.v1.ContentType" json:"type,omitempty"`
 	FromDevice    uint32                 `protobuf:"varint,6,opt,name=from_device,json=fromDevice,proto3" json:"from_device,omitempty"` // sending device
+	Group         uint64                 `protobuf:"varint,7,opt,name=group,proto3" json:"group,omitempty"`                             // the group of a group message; else 0
+	Gseq          uint64                 `protobuf:"varint,8,opt,name=gseq,proto3" json:"gseq,omitempty"`                               // the message's place in the group's order
+	To            uint64                 `protobuf:"varint,9,opt,name=to,proto3" json:"to,omitempty"`                                   // for a copy of my own 1:1 message: its recipient
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1422,6 +1525,27 @@ func (x *Message) GetFromDevice() uint32 {
 	return 0
 }
 
+func (x *Message) GetGroup() uint64 {
+	if x != nil {
+		return x.Group
+	}
+	return 0
+}
+
+func (x *Message) GetGseq() uint64 {
+	if x != nil {
+		return x.Gseq
+	}
+	return 0
+}
+
+func (x *Message) GetTo() uint64 {
+	if x != nil {
+		return x.To
+	}
+	return 0
+}
+
 // Receipt (kind 74) is a receipt inbox entry: peer got or read this
 // user's messages up to up_to.
 type Receipt struct {
@@ -1430,6 +1554,7 @@ type Receipt struct {
 	Peer          uint64                 `protobuf:"varint,2,opt,name=peer,proto3" json:"peer,omitempty"` // the user whose devices received or read
 	Type          ReceiptType            `protobuf:"varint,3,opt,name=type,proto3,enum=parley.v1.ReceiptType" json:"type,omitempty"`
 	UpTo          uint64                 `protobuf:"varint,4,opt,name=up_to,json=upTo,proto3" json:"up_to,omitempty"` // every message to peer with id <= up_to
+	Group         uint64                 `protobuf:"varint,5,opt,name=group,proto3" json:"group,omitempty"`           // the group, for receipts on group messages
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1488,6 +1613,13 @@ func (x *Receipt) GetType() ReceiptType {
 func (x *Receipt) GetUpTo() uint64 {
 	if x != nil {
 		return x.UpTo
+	}
+	return 0
+}
+
+func (x *Receipt) GetGroup() uint64 {
+	if x != nil {
+		return x.Group
 	}
 	return 0
 }
@@ -1715,21 +1847,23 @@ const file_parley_proto_rawDesc = "" +
 	"\vheartbeat_s\x18\x02 \x01(\rR\n" +
 	"heartbeatS\x12\x16\n" +
 	"\x06window\x18\x03 \x01(\rR\x06window\x12\x16\n" +
-	"\x06cursor\x18\x04 \x01(\x04R\x06cursor\"j\n" +
+	"\x06cursor\x18\x04 \x01(\x04R\x06cursor\"\x80\x01\n" +
 	"\x04Send\x12\x0e\n" +
 	"\x02to\x18\x01 \x01(\x04R\x02to\x12\x12\n" +
 	"\x04cmid\x18\x02 \x01(\x04R\x04cmid\x12\x12\n" +
 	"\x04body\x18\x03 \x01(\fR\x04body\x12*\n" +
-	"\x04type\x18\x04 \x01(\x0e2\x16.parley.v1.ContentTypeR\x04type\"*\n" +
+	"\x04type\x18\x04 \x01(\x0e2\x16.parley.v1.ContentTypeR\x04type\x12\x14\n" +
+	"\x05group\x18\x05 \x01(\x04R\x05group\"*\n" +
 	"\x04Sent\x12\x12\n" +
 	"\x04cmid\x18\x01 \x01(\x04R\x04cmid\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\x04R\x02id\"\x17\n" +
 	"\x03Ack\x12\x10\n" +
-	"\x03seq\x18\x01 \x01(\x04R\x03seq\"A\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\"W\n" +
 	"\x04Read\x12\x10\n" +
 	"\x03rid\x18\x01 \x01(\rR\x03rid\x12\x12\n" +
 	"\x04peer\x18\x02 \x01(\x04R\x04peer\x12\x13\n" +
-	"\x05up_to\x18\x03 \x01(\x04R\x04upTo\"\x16\n" +
+	"\x05up_to\x18\x03 \x01(\x04R\x04upTo\x12\x14\n" +
+	"\x05group\x18\x04 \x01(\x04R\x05group\"\x16\n" +
 	"\x02Ok\x12\x10\n" +
 	"\x03rid\x18\x01 \x01(\rR\x03rid\"2\n" +
 	"\x06Lookup\x12\x10\n" +
@@ -1740,7 +1874,7 @@ const file_parley_proto_rawDesc = "" +
 	"\bcontacts\x18\x02 \x03(\v2\x12.parley.v1.ContactR\bcontacts\"3\n" +
 	"\aContact\x12\x14\n" +
 	"\x05phone\x18\x01 \x01(\tR\x05phone\x12\x12\n" +
-	"\x04user\x18\x02 \x01(\x04R\x04user\"\xa0\x01\n" +
+	"\x04user\x18\x02 \x01(\x04R\x04user\"\xda\x01\n" +
 	"\aMessage\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\x04R\x02id\x12\x12\n" +
@@ -1748,12 +1882,16 @@ const file_parley_proto_rawDesc = "" +
 	"\x04body\x18\x04 \x01(\fR\x04body\x12*\n" +
 	"\x04type\x18\x05 \x01(\x0e2\x16.parley.v1.ContentTypeR\x04type\x12\x1f\n" +
 	"\vfrom_device\x18\x06 \x01(\rR\n" +
-	"fromDevice\"p\n" +
+	"fromDevice\x12\x14\n" +
+	"\x05group\x18\a \x01(\x04R\x05group\x12\x12\n" +
+	"\x04gseq\x18\b \x01(\x04R\x04gseq\x12\x0e\n" +
+	"\x02to\x18\t \x01(\x04R\x02to\"\x86\x01\n" +
 	"\aReceipt\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x12\n" +
 	"\x04peer\x18\x02 \x01(\x04R\x04peer\x12*\n" +
 	"\x04type\x18\x03 \x01(\x0e2\x16.parley.v1.ReceiptTypeR\x04type\x12\x13\n" +
-	"\x05up_to\x18\x04 \x01(\x04R\x04upTo\"\x1a\n" +
+	"\x05up_to\x18\x04 \x01(\x04R\x04upTo\x12\x14\n" +
+	"\x05group\x18\x05 \x01(\x04R\x05group\"\x1a\n" +
 	"\x06Synced\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\"\x97\x01\n" +
 	"\x05Error\x12(\n" +
@@ -1764,7 +1902,7 @@ const file_parley_proto_rawDesc = "" +
 	"\x0eretry_after_ms\x18\x05 \x01(\rR\fretryAfterMs\"`\n" +
 	"\x06GoAway\x12(\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x14.parley.v1.ErrorCodeR\x04code\x12,\n" +
-	"\x12reconnect_after_ms\x18\x02 \x01(\rR\x10reconnectAfterMs*\xee\x03\n" +
+	"\x12reconnect_after_ms\x18\x02 \x01(\rR\x10reconnectAfterMs*\x9d\a\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tKIND_PING\x10\x01\x12\x15\n" +
@@ -1775,7 +1913,19 @@ const file_parley_proto_rawDesc = "" +
 	"\tKIND_SEND\x10\x05\x12\f\n" +
 	"\bKIND_ACK\x10\x06\x12\r\n" +
 	"\tKIND_READ\x10\a\x12\x0f\n" +
-	"\vKIND_LOOKUP\x10\b\x12\x15\n" +
+	"\vKIND_LOOKUP\x10\b\x12\x0f\n" +
+	"\vKIND_TYPING\x10\t\x12\x1b\n" +
+	"\x17KIND_PRESENCE_SUBSCRIBE\x10\n" +
+	"\x12\x14\n" +
+	"\x10KIND_SET_PRIVACY\x10\v\x12\x15\n" +
+	"\x11KIND_LINK_REQUEST\x10\f\x12\x15\n" +
+	"\x11KIND_LINK_APPROVE\x10\r\x12\x10\n" +
+	"\fKIND_DEVICES\x10\x0e\x12\x16\n" +
+	"\x12KIND_REVOKE_DEVICE\x10\x0f\x12\x15\n" +
+	"\x11KIND_GROUP_CREATE\x10\x10\x12\x15\n" +
+	"\x11KIND_GROUP_UPDATE\x10\x11\x12\x12\n" +
+	"\x0eKIND_GROUP_GET\x10\x12\x12\x13\n" +
+	"\x0fKIND_GROUP_LIST\x10\x13\x12\x15\n" +
 	"\x11KIND_MEDIA_UPLOAD\x10 \x12\x17\n" +
 	"\x13KIND_MEDIA_DOWNLOAD\x10!\x12\r\n" +
 	"\tKIND_PONG\x10@\x12\x0e\n" +
@@ -1792,9 +1942,18 @@ const file_parley_proto_rawDesc = "" +
 	"\fKIND_RECEIPT\x10J\x12\x0e\n" +
 	"\n" +
 	"KIND_BATCH\x10K\x12\x0f\n" +
-	"\vKIND_SYNCED\x10L\x12\x1a\n" +
+	"\vKIND_SYNCED\x10L\x12\x11\n" +
+	"\rKIND_PRESENCE\x10M\x12\x12\n" +
+	"\x0eKIND_IS_TYPING\x10N\x12\x12\n" +
+	"\x0eKIND_LINK_CODE\x10O\x12\x0f\n" +
+	"\vKIND_LINKED\x10P\x12\x14\n" +
+	"\x10KIND_DEVICE_LIST\x10Q\x12\x13\n" +
+	"\x0fKIND_GROUP_INFO\x10R\x12\x1a\n" +
+	"\x16KIND_GROUP_LIST_RESULT\x10S\x12\x14\n" +
+	"\x10KIND_GROUP_EVENT\x10T\x12\x11\n" +
+	"\rKIND_RECEIPTS\x10U\x12\x1a\n" +
 	"\x16KIND_MEDIA_UPLOAD_SLOT\x10`\x12\x1b\n" +
-	"\x17KIND_MEDIA_DOWNLOAD_URL\x10a*\x93\a\n" +
+	"\x17KIND_MEDIA_DOWNLOAD_URL\x10a*\xba\b\n" +
 	"\tErrorCode\x12\x15\n" +
 	"\x11ERROR_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15ERROR_MALFORMED_FRAME\x10\x01\x12\x19\n" +
@@ -1820,7 +1979,14 @@ const file_parley_proto_rawDesc = "" +
 	"\x12ERROR_CODE_INVALID\x10'\x12\x16\n" +
 	"\x12ERROR_CODE_EXPIRED\x10(\x12\x1b\n" +
 	"\x17ERROR_TOO_MANY_ATTEMPTS\x10)\x12\x12\n" +
-	"\x0eERROR_INTERNAL\x10*\x12\x19\n" +
+	"\x0eERROR_INTERNAL\x10*\x12\x14\n" +
+	"\x10ERROR_NOT_MEMBER\x10+\x12\x13\n" +
+	"\x0fERROR_NOT_ADMIN\x10,\x12\x14\n" +
+	"\x10ERROR_GROUP_FULL\x10-\x12\x19\n" +
+	"\x15ERROR_TOO_MANY_GROUPS\x10.\x12\x1a\n" +
+	"\x16ERROR_TOO_MANY_DEVICES\x10/\x12\x16\n" +
+	"\x12ERROR_LINK_EXPIRED\x100\x12\x15\n" +
+	"\x11ERROR_NOT_PRIMARY\x101\x12\x19\n" +
 	"\x15ERROR_MEDIA_TOO_LARGE\x102\x12\x19\n" +
 	"\x15ERROR_MEDIA_NOT_FOUND\x103\x12\x19\n" +
 	"\x15ERROR_MEDIA_NOT_READY\x104\x12\x1b\n" +
@@ -1836,10 +2002,11 @@ const file_parley_proto_rawDesc = "" +
 	"\rCONTENT_IMAGE\x10\x01\x12\x11\n" +
 	"\rCONTENT_VIDEO\x10\x02\x12\x11\n" +
 	"\rCONTENT_VOICE\x10\x03\x12\x14\n" +
-	"\x10CONTENT_DOCUMENT\x10\x04*6\n" +
+	"\x10CONTENT_DOCUMENT\x10\x04*M\n" +
 	"\vReceiptType\x12\x15\n" +
 	"\x11RECEIPT_DELIVERED\x10\x00\x12\x10\n" +
-	"\fRECEIPT_READ\x10\x01B)Z'github.com/parley-im/parley/protocol/pbb\x06proto3"
+	"\fRECEIPT_READ\x10\x01\x12\x15\n" +
+	"\x11RECEIPT_SELF_READ\x10\x02B)Z'github.com/parley-im/parley/protocol/pbb\x06proto3"
 
 var (
 	file_parley_proto_rawDescOnce sync.Once

@@ -1,0 +1,127 @@
+package storage
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"github.com/parley-im/parley/protocol"
+)
+
+// delivery is one entry for some users of one shard: what an outbox record
+// carries and what a shard applies, here or at the destination.
+type delivery struct {
+	flags uint8
+	users []uint64
+	group uint64 // for a group message or event
+	gseq  uint64
+	entry []byte // kind byte + stored body
+}
+
+// encode appends the outbox value of d: flags, uvarint count, users,
+// group, gseq, entry.
+func (d *delivery) encode(dst []byte) []byte {
+	dst = append(dst, d.flags)
+	dst = binary.AppendUvarint(dst, uint64(len(d.users)))
+	for _, u := range d.users {
+		dst = binary.BigEndian.AppendUint64(dst, u)
+	}
+	dst = binary.BigEndian.AppendUint64(dst, d.group)
+	dst = binary.BigEndian.AppendUint64(dst, d.gseq)
+	return append(dst, d.entry...)
+}
+
+// decode parses an outbox value; d aliases b.
+func (d *delivery) decode(b []byte) error {
+	if len(b) < 1 {
+		return fmt.Errorf("%w: outbox record", errCorrupt)
+	}
+	d.flags = b[0]
+	n, k := binary.Uvarint(b[1:])
+	if k <= 0 || n > protocol.MaxGroupMembers || uint64(len(b)) < uint64(1+k)+n*8+16 {
+		return fmt.Errorf("%w: outbox record", errCorrupt)
+	}
+	b = b[1+k:]
+	d.users = make([]uint64, n)
+	for i := range d.users {
+		d.users[i] = binary.BigEndian.Uint64(b)
+		b = b[8:]
+	}
+	d.group = binary.BigEndian.Uint64(b)
+	d.gseq = binary.BigEndian.Uint64(b[8:])
+	d.entry = b[16:]
+	return nil
+}
+
+// appendEntry appends entry (kind byte + stored body) to user id's inbox:
+// here if this shard owns the user, else through the outbox. flags may ask
+// for FlagCompanions.
+func (s *Shard) appendEntry(id uint64, entry []byte, flags uint8) {
+	s.deliver(delivery{flags: flags, users: []uint64{id}, entry: entry})
+}
+
+// deliver applies d to this shard's users, or, for users of other shards,
+// writes it to the outbox, one record per destination shard, and returns
+// the outbox seqs it used.
+func (s *Shard) deliver(d delivery) (outSeqs []uint64) {
+	byShard := map[uint16][]uint64{}
+	var order []uint16
+	for _, u := range d.users {
+		id := s.cfg.Forwarder.ShardOf(u)
+		if _, ok := byShard[id]; !ok {
+			order = append(order, id)
+		}
+		byShard[id] = append(byShard[id], u)
+	}
+	for _, id := range order {
+		part := d
+		part.users = byShard[id]
+		if id == s.cfg.ID {
+			s.applyDelivery(&part)
+			continue
+		}
+		s.outSeq++
+		v := part.encode(nil)
+		s.batch.Set(outboxKey(nil, s.outSeq), v, nil)
+		s.effects = append(s.effects, effect{kind: effForward, op: Op{
+			Kind: OpForward, Source: s.cfg.ID, OutSeq: s.outSeq, User: part.users[0], Entry: v,
+		}})
+		outSeqs = append(outSeqs, s.outSeq)
+	}
+	return outSeqs
+}
+
+// applyForward applies a delivery another shard's outbox carried here,
+// exactly once per (source, outseq), and acknowledges it.
+func (s *Shard) applyForward(op *Op) {
+	if op.OutSeq > s.watermarks[op.Source] {
+		var d delivery
+		if err := d.decode(op.Entry); err != nil {
+			s.log.Error("forward", "source", op.Source, "outseq", op.OutSeq, "err", err)
+		} else if !s.applyDelivery(&d) {
+			return // not acknowledged: the source replays it after a restart
+		}
+		s.watermarks[op.Source] = op.OutSeq
+		s.batch.Set(watermarkKey(nil, op.Source), be64(op.OutSeq), nil)
+	}
+	s.effects = append(s.effects, effect{kind: effForwardDone, op: Op{Source: op.Source, OutSeq: op.OutSeq}})
+}
+
+// applyDelivery appends d's entry to its users here. It reports false on a
+// storage error.
+func (s *Shard) applyDelivery(d *delivery) bool {
+	if d.group != 0 {
+		return s.applyGroupDelivery(d)
+	}
+	for _, id := range d.users {
+		u, err := s.loadUser(id)
+		if err != nil {
+			s.log.Error("deliver: load user", "user", id, "err", err)
+			return false
+		}
+		if u == nil || (d.flags&FlagCompanions != 0 && u.activeDevices() < 2) {
+			continue // gone, or no other device to tell
+		}
+		s.appendLocal(u, d.entry)
+	}
+	return true
+}
