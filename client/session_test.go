@@ -232,7 +232,9 @@ func TestAcksCumulativeAndCoalesced(t *testing.T) {
 			t.Fatalf("delivered seq %d, want %d", seq, want)
 		}
 	}
-	if acks > total/2 {
+	// An Ack goes out once it covers a quarter of the window (2 entries
+	// here), so about total/2; well under one per entry is coalescing.
+	if acks > total*3/4 {
 		t.Errorf("%d acks for %d entries: not coalesced", acks, total)
 	}
 	t.Logf("%d entries, window %d: %d acks", total, window, acks)
