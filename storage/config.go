@@ -62,6 +62,9 @@ type Config struct {
 	// Retention is how long an inbox entry waits for its devices before it
 	// expires, and how long send dedupe records are kept. Default 30 days.
 	Retention time.Duration
+	// CacheBytes is the size of the shard's Pebble block cache. Default
+	// 32 MiB.
+	CacheBytes int64
 	// CacheUsers is how many users without a live session the shard keeps
 	// in memory. Default 100,000.
 	CacheUsers int
@@ -110,6 +113,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Retention == 0 {
 		c.Retention = 30 * 24 * time.Hour
+	}
+	if c.CacheBytes == 0 {
+		c.CacheBytes = 32 << 20
 	}
 	if c.CacheUsers == 0 {
 		c.CacheUsers = 100_000

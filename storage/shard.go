@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
 
 	"github.com/parley-im/parley/codec"
 	"github.com/parley-im/parley/protocol"
@@ -64,6 +65,7 @@ type Shard struct {
 	presencePending map[uint64]struct{}
 	receipts        map[receiptKey][]*pb.ReceiptItem // group receipts coalesced this cycle
 	cycleOps        int                              // ops applied in this cycle
+	arena           []byte                           // copies of entries appended this cycle, for the pump
 
 	commits     atomic.Uint64
 	ops         atomic.Uint64
@@ -104,10 +106,18 @@ func Open(cfg Config) (*Shard, error) {
 	if cfg.Rand == nil {
 		cfg.Rand = func(b []byte) { _, _ = rand.Read(b) }
 	}
-	db, err := pebble.Open(cfg.Dir, &pebble.Options{
+	opts := &pebble.Options{
 		FS:     cfg.FS,
 		Logger: pebbleLogger{cfg.Logger},
-	})
+		Cache:  pebble.NewCache(cfg.CacheBytes),
+	}
+	defer opts.Cache.Unref()
+	for i := range opts.Levels {
+		// Dedupe and record lookups mostly miss: a Bloom filter answers
+		// those without reading a data block.
+		opts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+	}
+	db, err := pebble.Open(cfg.Dir, opts)
 	if err != nil {
 		return nil, fmt.Errorf("storage: open shard %d at %s: %w", cfg.ID, cfg.Dir, err)
 	}
@@ -316,6 +326,7 @@ func (s *Shard) finishCycle() {
 			s.batch.Set(userKey(s.scratch[:0], u.id), u.rec.encode(nil), nil)
 			u.dirty = false
 		}
+		u.recent.endCycle()
 		u.touched = false
 	}
 	s.touched = s.touched[:0]
@@ -342,6 +353,10 @@ func (s *Shard) finishCycle() {
 	_ = s.batch.Close()
 	s.batch = nil
 	s.cycleOps = 0
+	if cap(s.arena) > 4<<20 {
+		s.arena = nil
+	}
+	s.arena = s.arena[:0]
 	s.emit()
 	s.evict()
 }

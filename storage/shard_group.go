@@ -518,7 +518,7 @@ func (s *Shard) applyGroupDelivery(d *delivery) bool {
 			if u == nil || (id == m.From && u.activeDevices() < 2) {
 				continue // the sender's own device needs no copy
 			}
-			s.appendLocal(u, ref)
+			s.appendRaw(u, ref, d.entry)
 			refs++
 		}
 		if refs > 0 {

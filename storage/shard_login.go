@@ -38,6 +38,7 @@ func (s *Shard) applyLogin(op *Op) {
 		s.deleteAcknowledged(u)
 	}
 	d.sess = &session{ep: op.EP, sent: max(d.cursor, u.rec.Deleted)}
+	u.recent.start(u.rec.Head)
 	if u.live++; u.live == 1 {
 		s.presenceChanged(u)
 	}
@@ -63,6 +64,7 @@ func (s *Shard) applyLogout(op *Op) {
 func (s *Shard) endSession(u *user, d *device) {
 	d.sess = nil
 	if u.live--; u.live == 0 {
+		u.recent.stop()
 		u.rec.LastSeenMS = uint64(s.cfg.Now().UnixMilli())
 		s.markDirty(u)
 		s.presenceChanged(u)

@@ -48,6 +48,9 @@ func (s *Shard) pumpDevice(u *user, sess *session) {
 // streamEntries posts up to room entries after sess.sent. One entry goes
 // as its own frame; several go in Batch frames, compressed where it pays.
 func (s *Shard) streamEntries(u *user, sess *session, room int) error {
+	if s.streamRecent(u, sess, room) {
+		return nil
+	}
 	it, err := s.batch.NewIter(&pebble.IterOptions{
 		LowerBound: inboxKey(nil, u.id, sess.sent+1),
 		UpperBound: inboxKey(nil, u.id, u.rec.Head+1),
@@ -71,23 +74,57 @@ func (s *Shard) streamEntries(u *user, sess *session, room int) error {
 		if len(v) == 0 {
 			continue
 		}
-		before := len(s.frames)
-		s.frames = codec.AppendEntry(s.frames, protocol.Kind(v[0]), seq, v[1:])
-		size := len(s.frames) - before
-		sess.inflight = append(sess.inflight, inflight{seq: seq, size: size})
-		sess.bytes += size
+		count = s.frame(sess, seq, v, count)
 		room--
-		count++
-		if len(s.frames) >= maxBatchBody {
-			s.flushFrames(sess, count)
-			count = 0
-		}
 	}
 	if err := it.Close(); err != nil {
 		return err
 	}
 	s.flushFrames(sess, count)
 	return nil
+}
+
+// streamRecent is streamEntries for the common case of a device that is up
+// to date: the entries it lacks were all appended in this cycle, and their
+// values are in memory. It reports false, doing nothing, otherwise.
+func (s *Shard) streamRecent(u *user, sess *session, room int) bool {
+	if !u.recent.covers(sess.sent, u.rec.Head) {
+		return false
+	}
+	metas := u.recent.slice(sess.sent, u.rec.Head)
+	for _, m := range metas {
+		if m.value == nil {
+			return false
+		}
+	}
+	count := 0
+	for _, m := range metas {
+		if room == 0 || sess.bytes >= s.cfg.WindowBytes {
+			break
+		}
+		sess.sent = m.seq
+		count = s.frame(sess, m.seq, m.value, count)
+		room--
+	}
+	s.flushFrames(sess, count)
+	return true
+}
+
+// frame adds the entry at seq (value: kind byte + stored body) to the
+// frames being built for sess, flushing a full batch, and returns the
+// count of frames pending.
+func (s *Shard) frame(sess *session, seq uint64, v []byte, count int) int {
+	before := len(s.frames)
+	s.frames = codec.AppendEntry(s.frames, protocol.Kind(v[0]), seq, v[1:])
+	size := len(s.frames) - before
+	sess.inflight = append(sess.inflight, inflight{seq: seq, size: size})
+	sess.bytes += size
+	count++
+	if len(s.frames) >= maxBatchBody {
+		s.flushFrames(sess, count)
+		count = 0
+	}
+	return count
 }
 
 // flushFrames posts the count entry frames in s.frames.

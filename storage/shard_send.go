@@ -176,7 +176,7 @@ func (s *Shard) appendLocal(u *user, entry []byte) {
 			return
 		}
 	}
-	s.appendRaw(u, entry)
+	s.appendRaw(u, entry, nil)
 }
 
 // flushReceipts appends one Receipts entry per coalesced key, in key order.
@@ -202,14 +202,24 @@ func (s *Shard) flushReceipts() {
 		if err != nil {
 			continue
 		}
-		s.appendRaw(u, entry)
+		s.appendRaw(u, entry, nil)
 	}
 }
 
-// appendRaw appends entry to u's inbox as it is.
-func (s *Shard) appendRaw(u *user, entry []byte) {
+// appendRaw appends entry to u's inbox as it is. ref is the body a group
+// reference points to, nil for other entries.
+func (s *Shard) appendRaw(u *user, entry, ref []byte) {
 	u.rec.Head++
 	s.batch.Set(inboxKey(nil, u.id, u.rec.Head), entry, nil)
+	if u.live > 0 {
+		if ref == nil {
+			// entry may alias scratch space: the pump needs its own copy.
+			n := len(s.arena)
+			s.arena = append(s.arena, entry...)
+			entry = s.arena[n:len(s.arena):len(s.arena)]
+		}
+		u.recent.add(metaOf(u.rec.Head, entry, ref))
+	}
 	u.appended = true
 	s.entries.Add(1)
 	s.markDirty(u)

@@ -21,6 +21,7 @@ type user struct {
 
 	presenceAt time.Time // when watchers were last told of a change
 
+	recent   recentWindow  // recent entries, while a session is live
 	groups   int           // groups the user belongs to; -1 until counted
 	reserved []reservation // group slots promised to adds in flight
 }
