@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"slices"
 
+	"github.com/cockroachdb/pebble/v2"
+
 	"github.com/parley-im/parley/codec"
 	"github.com/parley-im/parley/protocol"
 	"github.com/parley-im/parley/protocol/pb"
@@ -89,7 +91,7 @@ func (s *Shard) applySend(op *Op) {
 		return
 	}
 	dk := dedupeKey(nil, op.User, op.From, op.FromDevice, op.CMID)
-	prev, err := s.get(dk)
+	prev, err := s.dedupeLookup(u, op, dk)
 	if err != nil {
 		s.log.Error("send: dedupe lookup", "err", err)
 		s.replyError(op.EP, protocol.CodeInternal, 0, op.CMID)
@@ -119,6 +121,43 @@ func (s *Shard) applySend(op *Op) {
 	start := len(s.out)
 	s.out = codec.AppendSent(s.out, op.CMID, id)
 	s.reply(op.EP, start)
+}
+
+// senderDevice names one sending device.
+type senderDevice struct {
+	user   uint64
+	device uint32
+}
+
+// dedupeLookup returns the dedupe record of op (nil if op is new). Clients
+// number their sends with a counter ([S-8-11]), so a cmid above the
+// highest this recipient has from that device is new without a lookup;
+// the highest is found once per device with one seek.
+func (s *Shard) dedupeLookup(u *user, op *Op, dk []byte) ([]byte, error) {
+	sd := senderDevice{op.From, op.FromDevice}
+	top, ok := u.topCMID[sd]
+	if !ok {
+		prefix := dk[:len(dk)-8]
+		it, err := s.batch.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+		if err != nil {
+			return nil, err
+		}
+		if it.Last() {
+			k := it.Key()
+			top = binary.BigEndian.Uint64(k[len(k)-8:])
+		}
+		if err := it.Close(); err != nil {
+			return nil, err
+		}
+		if u.topCMID == nil {
+			u.topCMID = make(map[senderDevice]uint64)
+		}
+	}
+	u.topCMID[sd] = max(top, op.CMID)
+	if op.CMID > top {
+		return nil, nil
+	}
+	return s.get(dk)
 }
 
 // applyRead records that op.From read op.User's messages up to op.UpTo and

@@ -345,3 +345,28 @@ func TestTestNumbers(t *testing.T) {
 	n.submit(storage.Op{Kind: storage.OpVerify, Phone: "+15559990001", Code: "424242", RID: 2, EP: ep})
 	ep.take(t, protocol.KindRegistered)
 }
+
+// TestDedupeAcrossRestartOutOfOrder: the shard's highest-cmid shortcut
+// must not mistake a retry for a new send when a lower cmid comes first
+// after a restart.
+func TestDedupeAcrossRestartOutOfOrder(t *testing.T) {
+	n := newNode(t, 1, nil)
+	alice, bob := n.register(t, "+15550000901"), n.register(t, "+15550000902")
+	aep := n.login(t, alice, 0)
+	id10 := n.send(t, alice, aep, bob.user, 10, "ten")
+	n.restart()
+	aep = n.login(t, alice, 0)
+	n.send(t, alice, aep, bob.user, 8, "eight")
+	if again := n.send(t, alice, aep, bob.user, 10, "ten"); again != id10 {
+		t.Fatalf("retried cmid 10 got id %d, want %d", again, id10)
+	}
+	n.send(t, alice, aep, bob.user, 11, "eleven")
+	bep := n.login(t, bob, 0)
+	var bodies []string
+	for _, m := range n.drain(t, bob, bep) {
+		bodies = append(bodies, string(m.Body))
+	}
+	if fmt.Sprint(bodies) != "[ten eight eleven]" {
+		t.Fatalf("bob got %v, want [ten eight eleven]", bodies)
+	}
+}

@@ -21,9 +21,10 @@ type user struct {
 
 	presenceAt time.Time // when watchers were last told of a change
 
-	recent   recentWindow  // recent entries, while a session is live
-	groups   int           // groups the user belongs to; -1 until counted
-	reserved []reservation // group slots promised to adds in flight
+	recent   recentWindow            // recent entries, while a session is live
+	topCMID  map[senderDevice]uint64 // highest cmid stored from each sending device
+	groups   int                     // groups the user belongs to; -1 until counted
+	reserved []reservation           // group slots promised to adds in flight
 }
 
 // device is one registered device. Actor-owned.
