@@ -56,7 +56,7 @@ type testNode struct {
 	cfg   node.Config
 }
 
-func startNode(t *testing.T, tweak func(*node.Config)) *testNode {
+func startNode(t testing.TB, tweak func(*node.Config)) *testNode {
 	t.Helper()
 	cs := &codes{}
 	cfg := node.Config{
@@ -92,13 +92,13 @@ func testLogger(testing.TB) *slog.Logger {
 }
 
 // dial connects to n.
-func dial(t *testing.T, n *testNode) *wiretest.Client {
+func dial(t testing.TB, n *testNode) *wiretest.Client {
 	t.Helper()
 	return wiretest.Dial(t, n.Addr().String(), n.Fingerprint())
 }
 
 // register registers phone on a fresh connection.
-func register(t *testing.T, n *testNode, phone string) wiretest.User {
+func register(t testing.TB, n *testNode, phone string) wiretest.User {
 	t.Helper()
 	c := dial(t, n)
 	defer c.Conn.Close()
@@ -106,7 +106,7 @@ func register(t *testing.T, n *testNode, phone string) wiretest.User {
 }
 
 // login opens a logged-in connection for u resuming after cursor.
-func login(t *testing.T, n *testNode, u wiretest.User, cursor uint64) (*wiretest.Client, *pb.LoginOk) {
+func login(t testing.TB, n *testNode, u wiretest.User, cursor uint64) (*wiretest.Client, *pb.LoginOk) {
 	t.Helper()
 	c := dial(t, n)
 	return c, c.Login(u, cursor)

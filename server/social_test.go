@@ -16,7 +16,7 @@ import (
 )
 
 // registerMany registers n users concurrently.
-func registerMany(t *testing.T, nd *testNode, base, n int) []wiretest.User {
+func registerMany(t testing.TB, nd *testNode, base, n int) []wiretest.User {
 	t.Helper()
 	users := make([]wiretest.User, n)
 	var wg sync.WaitGroup
@@ -35,7 +35,7 @@ func registerMany(t *testing.T, nd *testNode, base, n int) []wiretest.User {
 }
 
 // groupCreate creates a group on c (logged in as its creator).
-func groupCreate(t *testing.T, c *wiretest.Client, name string, members []uint64) *pb.GroupInfo {
+func groupCreate(t testing.TB, c *wiretest.Client, name string, members []uint64) *pb.GroupInfo {
 	t.Helper()
 	c.Send(protocol.KindGroupCreate, &pb.GroupCreate{Rid: c.NextRID(), Name: name, Members: members})
 	var info pb.GroupInfo
