@@ -212,3 +212,23 @@ func TestShutdownSendsGoAway(t *testing.T) {
 		cl.ExpectClosed()
 	}
 }
+
+// TestLoginOverloadedGoesAway: a LOGIN the shard cannot take is answered
+// with GOAWAY OVERLOADED and a close, so the frames pipelined behind it are
+// not mistaken for unauthenticated ones ([S-7-3]).
+func TestLoginOverloadedGoesAway(t *testing.T) {
+	n := startNode(t, nil)
+	u := register(t, n, phone(501))
+	for _, s := range n.Shards() {
+		s.Close() // a closed shard refuses every op, as a full one refuses logins
+	}
+	c := dial(t, n)
+	login, _ := codec.AppendProto(nil, protocol.KindLogin, &pb.Login{Version: protocol.Version, User: u.ID, Device: u.Device, Credential: u.Cred})
+	c.Write(append(login, codec.AppendSend(nil, codec.Send{To: u.ID, CMID: 1, Body: []byte("x")})...))
+	var g pb.GoAway
+	c.ExpectProto(protocol.KindGoAway, &g)
+	if g.Code != protocol.CodeOverloaded || g.ReconnectAfterMs == 0 {
+		t.Fatalf("GoAway = %v, want OVERLOADED with a delay", &g)
+	}
+	c.ExpectClosed()
+}

@@ -235,14 +235,20 @@ func (s *Server) OnTick() (time.Duration, gnet.Action) {
 // GoAway for a shutdown, else Error.
 func (s *Server) appendCloseFrame(dst []byte, code protocol.Code) []byte {
 	if code == protocol.CodeShuttingDown {
-		base := s.cfg.ReconnectAfter.Milliseconds()
-		b, _ := codec.AppendProto(dst, protocol.KindGoAway, &pb.GoAway{
-			Code:             code,
-			ReconnectAfterMs: uint32(base + rand.Int64N(base+1)),
-		})
-		return b
+		return s.appendGoAway(dst, code)
 	}
 	return codec.AppendError(dst, code, 0, 0, "", 0)
+}
+
+// appendGoAway appends a GoAway with code and a reconnect delay spread
+// between ReconnectAfter and twice that, so clients do not return at once.
+func (s *Server) appendGoAway(dst []byte, code protocol.Code) []byte {
+	base := s.cfg.ReconnectAfter.Milliseconds()
+	b, _ := codec.AppendProto(dst, protocol.KindGoAway, &pb.GoAway{
+		Code:             code,
+		ReconnectAfterMs: uint32(base + rand.Int64N(base+1)),
+	})
+	return b
 }
 
 // gnetLogger sends gnet's logs to slog.

@@ -144,8 +144,10 @@ func (c *conn) handleLogin(body []byte, w *buffer) verdict {
 		return c.fail(w, protocol.CodeAuthFailed)
 	}
 	if !c.submit(storage.Op{Kind: storage.OpLogin, User: m.User, Device: m.Device, Credential: m.Credential, Seq: m.Cursor, EP: c}) {
-		w.b = codec.AppendError(w.b, protocol.CodeOverloaded, 0, 0, "", retryAfterBusyMS)
-		return verdict{}
+		// [S-7-3] the frames pipelined behind the Login cannot be served:
+		// tell the client when to come back and close.
+		w.b = c.srv.appendGoAway(w.b, protocol.CodeOverloaded)
+		return verdict{close: true, code: protocol.CodeOverloaded}
 	}
 	c.state, c.user, c.device = stateLoggingIn, m.User, m.Device
 	return verdict{}

@@ -41,6 +41,10 @@ type Shard struct {
 	closing bool // guarded by mu
 	failed  error
 
+	started   atomic.Bool
+	closeOnce sync.Once
+	closeErr  error // set by closeOnce
+
 	wake chan struct{} // capacity 1: work is queued
 	done chan struct{} // closed when the actor has exited
 
@@ -184,7 +188,7 @@ func (s *Shard) Submit(op Op) error {
 }
 
 // Close stops taking ops, lets the actor apply and commit what is queued,
-// and closes the database.
+// and closes the database. Later calls return the first call's result.
 func (s *Shard) Close() error {
 	s.mu.Lock()
 	already := s.closing
@@ -196,18 +200,26 @@ func (s *Shard) Close() error {
 		default:
 		}
 	}
-	<-s.done
-	s.comp.Close()
-	if err := s.db.Close(); err != nil {
-		return fmt.Errorf("storage: close shard %d: %w", s.cfg.ID, err)
+	if s.started.Load() {
+		<-s.done
 	}
-	return s.failed
+	s.closeOnce.Do(func() {
+		s.comp.Close()
+		if err := s.db.Close(); err != nil {
+			s.closeErr = fmt.Errorf("storage: close shard %d: %w", s.cfg.ID, err)
+		} else {
+			s.closeErr = s.failed
+		}
+	})
+	return s.closeErr
 }
 
 // Start starts the shard's actor, which first replays the outbox. Call it
 // once every shard the Forwarder reaches is open.
 func (s *Shard) Start() {
-	go s.run()
+	if s.started.CompareAndSwap(false, true) {
+		go s.run()
+	}
 }
 
 // run is the actor loop: it applies queued ops in cycles and, between
