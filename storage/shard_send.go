@@ -261,5 +261,5 @@ func (s *Shard) appendRaw(u *user, entry, ref []byte) {
 	}
 	u.appended = true
 	s.entries.Add(1)
-	s.markDirty(u)
+	s.touch(u) // Head is not rewritten: loadUser finds it from the last entry
 }

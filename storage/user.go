@@ -158,11 +158,34 @@ func (s *Shard) loadUser(id uint64) (*user, error) {
 	if err := u.rec.decode(v); err != nil {
 		return nil, fmt.Errorf("user %d: %w", id, err)
 	}
+	// Appending an entry does not rewrite the user record: the inbox's last
+	// key is the head whenever the inbox is not empty, and every change that
+	// empties it (deletion, expiry) writes the record.
+	if last, err := s.lastInboxSeq(id); err != nil {
+		return nil, err
+	} else if last > u.rec.Head {
+		u.rec.Head = last
+	}
 	if err := s.loadDevices(u); err != nil {
 		return nil, err
 	}
 	s.users[id] = u
 	return u, nil
+}
+
+// lastInboxSeq returns the seq of the last entry in u's inbox, 0 if empty.
+func (s *Shard) lastInboxSeq(u uint64) (uint64, error) {
+	lo := inboxKey(nil, u, 0)
+	it, err := s.reader().NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo[:len(lo)-8])})
+	if err != nil {
+		return 0, fmt.Errorf("storage: inbox of %d: %w", u, err)
+	}
+	var last uint64
+	if it.Last() {
+		k := it.Key()
+		last = binary.BigEndian.Uint64(k[len(k)-8:])
+	}
+	return last, it.Close()
 }
 
 // loadDevices reads u's device records and cursors.
