@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -34,6 +35,8 @@ type Server struct {
 	addr     net.Addr      // set before booted is closed
 	eng      gnet.Engine   // set before booted is closed
 	stopping atomic.Bool
+	stopOnce sync.Once
+	stopErr  error // set by stopOnce
 
 	stats Stats
 }
@@ -147,11 +150,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return s.stopEngine(ctx)
 }
 
+// stopEngine stops gnet once; later calls (a second Shutdown) wait for
+// nothing and report the first call's result.
 func (s *Server) stopEngine(ctx context.Context) error {
-	if err := s.eng.Stop(ctx); err != nil && !errors.Is(err, context.Canceled) {
-		return fmt.Errorf("server: stop: %w", err)
-	}
-	return nil
+	s.stopOnce.Do(func() {
+		if err := s.eng.Stop(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			s.stopErr = fmt.Errorf("server: stop: %w", err)
+		}
+	})
+	return s.stopErr
 }
 
 // OnBoot records the engine and its address.

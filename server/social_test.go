@@ -465,7 +465,7 @@ func TestPresenceWithinBoundedTime(t *testing.T) {
 		}
 	}()
 	for {
-		f := b.Expect(protocol.KindPresence, protocol.KindPong)
+		f := b.Expect(protocol.KindPresence, protocol.KindPong, protocol.KindOK)
 		if err := codec.ParseProto(f.Body, &p); err != nil {
 			t.Fatal(err)
 		}
