@@ -59,6 +59,10 @@ type Client struct {
 	nextRID  uint32
 	requests []*request
 
+	// subscribed is the user list of the last Subscribe call, nil before
+	// the first; every new connection subscribes to it again.
+	subscribed []uint64
+
 	// Events not yet delivered, and whether a dispatcher goroutine runs.
 	evq         []queued
 	dispatching bool

@@ -27,6 +27,14 @@ var (
 	// sends are already waiting for the server's answer.
 	ErrOutboxFull = errors.New("client: outbox full")
 
+	// ErrNoAnswer is returned by a request that is not safe to repeat
+	// (CreateGroup, RemoveGroupMembers, LeaveGroup, ApproveLink,
+	// RevokeDevice) when the connection was lost after the request was
+	// written and before its answer arrived: the server may or may not
+	// have carried it out. Look (Groups, Group, Devices) before trying
+	// again.
+	ErrNoAnswer = errors.New("client: connection lost before the server answered; the request may have taken effect")
+
 	// ErrFingerprint reports a server certificate that does not match
 	// Config.Fingerprint. The client keeps retrying (a captive portal can
 	// cause it); an interactive application usually stops and tells the user.

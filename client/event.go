@@ -8,8 +8,11 @@ import (
 
 // Event is something the client reports to the application, through
 // Config.OnEvent or the Events channel, in the order it happened. The set
-// is closed: Connected, Disconnected, Fatal, Message, Receipt, Synced and
-// SendDone. Events own their memory; the application may keep them.
+// is closed: Connected, Disconnected, Fatal, Synced and SendDone about the
+// connection and the outbox; Message, Receipt, Receipts and GroupEvent,
+// the inbox entries; Presence and IsTyping, which are not stored. Later
+// versions may add events: an application ignores the ones it does not
+// know. Events own their memory; the application may keep them.
 type Event interface {
 	event()
 }
@@ -47,7 +50,20 @@ type Fatal struct {
 	Err error
 }
 
-// Message is a message inbox entry: someone sent this user a message.
+// Message is a message inbox entry: someone sent this user a message, or
+// a group this user belongs to a message, or another device of this user
+// sent a message (a copy). The kinds are told apart by their fields:
+//
+//   - Group == 0, To == 0: a 1:1 message from From to this user.
+//   - Group != 0: a message From sent to the group, at place GSeq in the
+//     group's order ([S-16-6]). From may be this user: its account has
+//     several devices, and every device gets the group's whole sequence.
+//   - To != 0: a copy of a 1:1 message this user (From) sent to To from
+//     device FromDevice ([S-8-17]), so that every device shows the
+//     conversation in one order.
+//
+// A device that sent a message itself (From is Client.User and FromDevice
+// Client.Device) gets its copy too and must not show it twice.
 type Message struct {
 	// Seq is the entry's position in this user's inbox.
 	Seq uint64
@@ -62,19 +78,117 @@ type Message struct {
 	Body []byte
 	// Type is the sender's hint about the body's content.
 	Type pb.ContentType
+	// Group is the group of a group message; 0 otherwise.
+	Group uint64
+	// GSeq is a group message's place in the group's order; 0 otherwise.
+	GSeq uint64
+	// To is the recipient of a copy of this user's own 1:1 message; 0
+	// otherwise.
+	To uint64
 }
 
-// Receipt is a receipt inbox entry: Peer's devices received (DELIVERED) or
-// read (READ) every message this user sent to Peer with an id up to UpTo.
+// Receipt is a receipt inbox entry. RECEIPT_DELIVERED and RECEIPT_READ:
+// Peer's devices received, or Peer read, every message this user sent to
+// Peer (to Group, if set) with an id up to UpTo ([S-10-4]); READ implies
+// delivered. RECEIPT_SELF_READ: this user read, on another of its devices,
+// every message Peer sent to this user (to Group, if set) with an id up
+// to UpTo; the application shows them as read and sends no READ for them
+// ([S-10-6]). Receipts with a ReceiptType this version does not know are
+// acknowledged without an event ([S-12-5]).
 type Receipt struct {
 	// Seq is the entry's position in this user's inbox.
 	Seq uint64
-	// Peer is the user whose devices received or read.
+	// Peer is the user whose devices received or read, or, for
+	// SELF_READ, the user whose messages this user read.
 	Peer uint64
-	// Type is RECEIPT_DELIVERED or RECEIPT_READ; READ implies delivered.
+	// Type is RECEIPT_DELIVERED, RECEIPT_READ or RECEIPT_SELF_READ.
 	Type pb.ReceiptType
-	// UpTo is a message id: every message to Peer up to it is covered.
+	// UpTo is a message id: every message up to it is covered.
 	UpTo uint64
+	// Group is the group whose messages are covered; 0 for 1:1 messages.
+	// Version 1 servers send group receipts as Receipts instead.
+	Group uint64
+}
+
+// Receipts is a receipts inbox entry: several receipts of one Type on
+// messages of one Group, coalesced by the server ([S-16-8]). Each item
+// means what a Receipt with this Group and Type and the item's Peer and
+// UpTo means; a peer may appear more than once, and its highest UpTo
+// counts.
+type Receipts struct {
+	// Seq is the entry's position in this user's inbox.
+	Seq uint64
+	// Group is the group whose messages the items cover.
+	Group uint64
+	// Type is RECEIPT_DELIVERED, RECEIPT_READ or RECEIPT_SELF_READ.
+	Type pb.ReceiptType
+	// Items are the receipts, in the server's order.
+	Items []ReceiptItem
+}
+
+// ReceiptItem is one receipt of a Receipts entry.
+type ReceiptItem struct {
+	// Peer is the member who received or read (for SELF_READ: whose
+	// messages this user read).
+	Peer uint64
+	// UpTo is a message id: every covered message up to it counts.
+	UpTo uint64
+}
+
+// GroupEvent is a group-change inbox entry, in the group's order with its
+// messages ([S-16-5]): a client keeps a group's state by applying them in
+// GSeq order (GroupInfo.Apply does). An Op this version does not know is
+// delivered too; the application ignores it or refreshes the group with
+// Client.Group ([S-12-5]).
+type GroupEvent struct {
+	// Seq is the entry's position in this user's inbox.
+	Seq uint64
+	// ID is the server's id of the event, time-sortable like a message id.
+	ID uint64
+	// Time is when the server made the change (from ID).
+	Time time.Time
+	// Group is the group, GSeq the event's place in its order.
+	Group, GSeq uint64
+	// Actor is the user who made the change; 0 for the server (the
+	// promotion that follows the last admin's LEAVE, [S-16-4]).
+	Actor uint64
+	// Op is what changed.
+	Op pb.GroupOp
+	// Members are the users added, removed, promoted or demoted; for
+	// CREATE the creator, for LEAVE the user who left.
+	Members []uint64
+	// Name is the group's name, for CREATE and RENAME.
+	Name string
+	// Avatar is the group's avatar reference, for CREATE and SET_AVATAR.
+	Avatar []byte
+}
+
+// Presence reports a subscribed user's presence ([S-15-1]): once for each
+// user after every (re)subscription, including the one the client makes
+// after each reconnect, then on every change, at most once a second per
+// user. It is not an inbox entry.
+type Presence struct {
+	// User is the user whose presence this is.
+	User uint64
+	// Online is true while at least one of User's devices is connected.
+	Online bool
+	// LastSeen is when User's last device disconnected; zero while online,
+	// when User was never seen, or when User's privacy hides it
+	// ([S-15-5]).
+	LastSeen time.Time
+}
+
+// IsTyping relays a typing indicator ([S-15-7]). It is not stored; an
+// application shows "typing" for at most a few seconds (6 s is
+// recommended) after the last TYPING_STARTED, since a TYPING_STOPPED can
+// be lost ([S-15-8]).
+type IsTyping struct {
+	// From is the user who is typing.
+	From uint64
+	// Group is the group From is typing in; 0 when typing to this user.
+	Group uint64
+	// State is TYPING_STARTED or TYPING_STOPPED.
+	State pb.TypingState
 }
 
 // Synced reports that the backlog waiting at Login has been delivered, up
@@ -90,8 +204,10 @@ type Synced struct {
 type SendDone struct {
 	// Sent holds the cmid and, on success, the server's id and time.
 	Sent
-	// To is the recipient.
+	// To is the recipient of a 1:1 send; 0 for a group send.
 	To uint64
+	// Group is the group of a group send; 0 for a 1:1 send.
+	Group uint64
 	// Err is nil on success, else a *ServerError with a final code
 	// (NOT_FOUND, INVALID_ARGUMENT, MESSAGE_TOO_LARGE, …).
 	Err error
@@ -104,3 +220,7 @@ func (Message) event()      {}
 func (Receipt) event()      {}
 func (Synced) event()       {}
 func (SendDone) event()     {}
+func (Receipts) event()     {}
+func (GroupEvent) event()   {}
+func (Presence) event()     {}
+func (IsTyping) event()     {}

@@ -72,8 +72,29 @@ func (o *outgoing) stopRetry() {
 // the server names or with backoff. Answers are read independently of
 // event delivery, so Send may be called from Config.OnEvent.
 func (c *Client) Send(ctx context.Context, to uint64, body []byte, typ pb.ContentType) (Sent, error) {
+	if to == 0 {
+		return Sent{}, fmt.Errorf("%w: send to user 0", ErrInvalid)
+	}
+	return c.sendWait(ctx, to, 0, body, typ)
+}
+
+// SendGroup sends body to group, as Send does to a user: a SEND with
+// group set and to 0 ([S-7-4]), stored, numbered and resent with the same
+// cmid until answered. SENT comes once every member's inbox holds the
+// message ([S-16-6]), which may take longer than a 1:1 send; its id is
+// the message's id in every inbox. NOT_MEMBER (no such group, or this
+// user is not a member) is final.
+func (c *Client) SendGroup(ctx context.Context, group uint64, body []byte, typ pb.ContentType) (Sent, error) {
+	if group == 0 {
+		return Sent{}, fmt.Errorf("%w: send to group 0", ErrInvalid)
+	}
+	return c.sendWait(ctx, 0, group, body, typ)
+}
+
+// sendWait sends to a user or a group and waits for the outcome.
+func (c *Client) sendWait(ctx context.Context, to, group uint64, body []byte, typ pb.ContentType) (Sent, error) {
 	wait := make(chan sendResult, 1)
-	o, err := c.send(to, body, typ, wait, nil)
+	o, err := c.send(to, group, body, typ, wait, nil)
 	if err != nil {
 		return Sent{}, err
 	}
@@ -100,25 +121,42 @@ func (c *Client) Send(ctx context.Context, to uint64, body []byte, typ pb.Conten
 // event. After Close, done is not called. SendAsync blocks only for
 // Store.AddOutgoing.
 func (c *Client) SendAsync(to uint64, body []byte, typ pb.ContentType, done func(Sent, error)) (cmid uint64, err error) {
-	o, err := c.send(to, body, typ, nil, done)
+	if to == 0 {
+		return 0, fmt.Errorf("%w: send to user 0", ErrInvalid)
+	}
+	o, err := c.send(to, 0, body, typ, nil, done)
 	if err != nil {
 		return 0, err
 	}
 	return o.CMID, nil
 }
 
-// send validates, numbers, stores and queues a send.
-func (c *Client) send(to uint64, body []byte, typ pb.ContentType, wait chan sendResult, done func(Sent, error)) (*outgoing, error) {
+// SendGroupAsync is SendGroup without waiting, as SendAsync is Send
+// without waiting.
+func (c *Client) SendGroupAsync(group uint64, body []byte, typ pb.ContentType, done func(Sent, error)) (cmid uint64, err error) {
+	if group == 0 {
+		return 0, fmt.Errorf("%w: send to group 0", ErrInvalid)
+	}
+	o, err := c.send(0, group, body, typ, nil, done)
+	if err != nil {
+		return 0, err
+	}
+	return o.CMID, nil
+}
+
+// send validates, numbers, stores and queues a send to user to or to
+// group (exactly one is set).
+func (c *Client) send(to, group uint64, body []byte, typ pb.ContentType, wait chan sendResult, done func(Sent, error)) (*outgoing, error) {
 	switch {
-	case to == 0:
-		return nil, fmt.Errorf("%w: send to user 0", ErrInvalid)
+	case (to == 0) == (group == 0):
+		return nil, fmt.Errorf("%w: a send names a user or a group", ErrInvalid)
 	case len(body) == 0:
 		return nil, fmt.Errorf("%w: empty message body", ErrInvalid)
 	case len(body) > protocol.MaxMessageBody:
 		return nil, fmt.Errorf("%w: message body of %d bytes exceeds %d", ErrInvalid, len(body), protocol.MaxMessageBody)
 	}
 	o := &outgoing{
-		Outgoing: Outgoing{To: to, Body: bytes.Clone(body), Type: typ},
+		Outgoing: Outgoing{To: to, Group: group, Body: bytes.Clone(body), Type: typ},
 		state:    sendStoring,
 		wait:     wait,
 		done:     done,
@@ -259,7 +297,7 @@ func (c *Client) notifySendLocked(o *outgoing, sent Sent, err error) {
 	case o.done != nil:
 		c.enqueueLocked(queued{done: o.done, sent: sent, err: err})
 	default:
-		c.enqueueLocked(queued{ev: SendDone{Sent: sent, To: o.To, Err: err}})
+		c.enqueueLocked(queued{ev: SendDone{Sent: sent, To: o.To, Group: o.Group, Err: err}})
 	}
 	o.wait, o.done = nil, nil
 }

@@ -6,9 +6,13 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/parley-im/parley/codec"
 	"github.com/parley-im/parley/protocol"
@@ -62,6 +66,15 @@ type session struct {
 	timerStop    func() bool         // the writer's wake-up timer
 	timerAt      time.Time
 	timerGen     uint64
+
+	// Typing indicators ([S-15-8]): a token bucket like the server's, the
+	// indicators it lets through and not yet written, and those held
+	// back until it has a token (at most one per chat; the latest wins).
+	typingTokens float64
+	typingAt     time.Time
+	typingOut    []*pb.Typing
+	typingHeld   []*pb.Typing
+	typingTimer  func() bool
 }
 
 // activityReader records when bytes arrive, for dead-connection
@@ -96,6 +109,7 @@ func (c *Client) runSession(ctx context.Context) (err error, stable bool) {
 	}
 	s := &session{conn: conn, raw: raw, start: c.cfg.Clock.Now(), reqs: make(map[uint32]*request), drained: make(chan struct{})}
 	s.lastWrite = s.start
+	s.typingTokens, s.typingAt = typingBurst, s.start
 
 	c.mu.Lock()
 	if c.stopErr != nil {
@@ -153,6 +167,13 @@ func (c *Client) startSessionLocked(s *session) {
 		}
 	}
 	sortByCMID(c.queue)
+	// Subscriptions end with the connection: subscribe again ([S-15-2]),
+	// unless a Subscribe call's request is still to be written anyway.
+	if len(c.subscribed) > 0 && !slices.ContainsFunc(c.requests, func(r *request) bool { return r.kind == protocol.KindPresenceSubscribe }) {
+		r := c.subscribeRequest(c.subscribed)
+		r.state, r.reply = requestQueued, make(chan requestResult, 1)
+		c.requests = append(c.requests, r)
+	}
 	c.kickLocked(s)
 }
 
@@ -169,6 +190,10 @@ func (c *Client) fail(s *session, err error) {
 	if s.timerStop != nil {
 		s.timerStop()
 		s.timerStop = nil
+	}
+	if s.typingTimer != nil {
+		s.typingTimer()
+		s.typingTimer = nil
 	}
 	s.shutDrainedLocked()
 	c.mu.Unlock()
@@ -223,9 +248,16 @@ func (c *Client) endSession(s *session) {
 	}
 	c.queue = c.queue[:0]
 	for rid, r := range s.reqs {
-		r.rid, r.sess, r.state = 0, nil, requestQueued
 		delete(s.reqs, rid)
+		r.rid, r.sess, r.state = 0, nil, requestQueued
+		if r.once {
+			// Written on a logged-in connection and not answered: the
+			// server may have carried it out. Repeating it could do it
+			// twice, so the caller decides.
+			c.completeRequestLocked(r, requestResult{err: fmt.Errorf("%w (%v)", ErrNoAnswer, r.kind)})
+		}
 	}
+	s.typingHeld, s.typingOut = nil, nil
 }
 
 // handleFrame applies one frame from the server. inBatch is true for the
@@ -251,17 +283,66 @@ func (c *Client) handleFrame(s *session, f codec.Frame, inBatch bool) error {
 		return c.handleEntry(s, m.Seq, Message{
 			Seq: m.Seq, ID: m.ID, Time: protocol.MessageTime(m.ID), From: m.From,
 			FromDevice: m.FromDevice, Body: append([]byte(nil), m.Body...), Type: m.Type,
+			Group: m.Group, GSeq: m.GSeq, To: m.To,
 		})
 	case protocol.KindReceipt:
 		r, err := codec.ParseReceipt(f.Body)
 		if err != nil {
 			return fmt.Errorf("%w: %w", ErrProtocol, err)
 		}
-		var ev Event = Receipt{Seq: r.Seq, Peer: r.Peer, Type: r.Type, UpTo: r.UpTo}
-		if _, known := pb.ReceiptType_name[int32(r.Type)]; !known {
+		var ev Event = Receipt{Seq: r.Seq, Peer: r.Peer, Type: r.Type, UpTo: r.UpTo, Group: r.Group}
+		if !knownReceiptType(r.Type) {
 			ev = nil // acknowledged and otherwise ignored ([S-12-5])
 		}
 		return c.handleEntry(s, r.Seq, ev)
+	case protocol.KindReceipts:
+		var m pb.Receipts
+		if err := codec.ParseProto(f.Body, &m); err != nil {
+			return fmt.Errorf("%w: %w", ErrProtocol, err)
+		}
+		var ev Event
+		if knownReceiptType(m.Type) { // else acknowledged and ignored ([S-12-5])
+			items := make([]ReceiptItem, len(m.Items))
+			for i, it := range m.Items {
+				items[i] = ReceiptItem{Peer: it.Peer, UpTo: it.UpTo}
+			}
+			ev = Receipts{Seq: m.Seq, Group: m.Group, Type: m.Type, Items: items}
+		}
+		return c.handleEntry(s, m.Seq, ev)
+	case protocol.KindGroupEvent:
+		var m pb.GroupEvent
+		if err := codec.ParseProto(f.Body, &m); err != nil {
+			return fmt.Errorf("%w: %w", ErrProtocol, err)
+		}
+		return c.handleEntry(s, m.Seq, GroupEvent{
+			Seq: m.Seq, ID: m.Id, Time: protocol.MessageTime(m.Id), Group: m.Group, GSeq: m.Gseq,
+			Actor: m.Actor, Op: m.Op, Members: m.Members, Name: m.Name, Avatar: m.Avatar,
+		})
+	case protocol.KindPresence:
+		var m pb.Presence
+		if err := codec.ParseProto(f.Body, &m); err != nil {
+			return fmt.Errorf("%w: %w", ErrProtocol, err)
+		}
+		p := Presence{User: m.User, Online: m.Online}
+		if m.LastSeenMs != 0 {
+			p.LastSeen = time.UnixMilli(int64(m.LastSeenMs))
+		}
+		c.mu.Lock()
+		c.enqueueLocked(queued{ev: p})
+		c.mu.Unlock()
+		return nil
+	case protocol.KindIsTyping:
+		var m pb.IsTyping
+		if err := codec.ParseProto(f.Body, &m); err != nil {
+			return fmt.Errorf("%w: %w", ErrProtocol, err)
+		}
+		if _, known := pb.TypingState_name[int32(m.State)]; !known {
+			return nil // ignored ([S-12-5])
+		}
+		c.mu.Lock()
+		c.enqueueLocked(queued{ev: IsTyping{From: m.From, Group: m.Group, State: m.State}})
+		c.mu.Unlock()
+		return nil
 	case protocol.KindBatch:
 		if inBatch {
 			return fmt.Errorf("%w: nested batch", ErrProtocol)
@@ -315,28 +396,73 @@ func (c *Client) handleFrame(s *session, f codec.Frame, inBatch bool) error {
 		c.mu.Unlock()
 		return nil
 	case protocol.KindOK:
-		var m pb.Ok
-		if err := codec.ParseProto(f.Body, &m); err != nil {
-			return fmt.Errorf("%w: %w", ErrProtocol, err)
-		}
-		c.handleReply(s, m.Rid, requestResult{})
-		return nil
+		return handleAnswer(c, s, f.Body, &pb.Ok{}, (*pb.Ok).GetRid)
 	case protocol.KindLookupResult:
-		var m pb.LookupResult
-		if err := codec.ParseProto(f.Body, &m); err != nil {
-			return fmt.Errorf("%w: %w", ErrProtocol, err)
-		}
-		contacts := make([]Contact, len(m.Contacts))
-		for i, ct := range m.Contacts {
-			contacts[i] = Contact{Phone: ct.Phone, User: ct.User}
-		}
-		c.handleReply(s, m.Rid, requestResult{contacts: contacts})
-		return nil
+		return handleAnswer(c, s, f.Body, &pb.LookupResult{}, (*pb.LookupResult).GetRid)
+	case protocol.KindGroupInfo:
+		return handleAnswer(c, s, f.Body, &pb.GroupInfo{}, (*pb.GroupInfo).GetRid)
+	case protocol.KindGroupListResult:
+		return handleAnswer(c, s, f.Body, &pb.GroupListResult{}, (*pb.GroupListResult).GetRid)
+	case protocol.KindDeviceList:
+		return handleAnswer(c, s, f.Body, &pb.DeviceList{}, (*pb.DeviceList).GetRid)
+	case protocol.KindMediaUploadSlot:
+		return handleAnswer(c, s, f.Body, &pb.MediaUploadSlot{}, (*pb.MediaUploadSlot).GetRid)
+	case protocol.KindMediaDownloadURL:
+		return handleAnswer(c, s, f.Body, &pb.MediaDownloadUrl{}, (*pb.MediaDownloadUrl).GetRid)
 	}
-	// A kind this version does not know, or one that makes no sense here
-	// (CODE_SENT after Login): a newer server may send more; ignore it.
+	if info, known := f.Kind.Info(); known && info.Entry {
+		// An entry kind this client has no event for: acknowledged like
+		// any other entry, so the stream never stalls on it.
+		return c.handleEntry(s, entrySeq(f.Body), nil)
+	}
+	// A kind this version does not know ([S-12-4]), or one that makes no
+	// sense here (CODE_SENT, LINKED after Login): ignore it.
 	c.log.Debug("client: ignoring frame", "kind", f.Kind)
 	return nil
+}
+
+// handleAnswer parses the answer to a request into m and completes the
+// request named by its rid.
+func handleAnswer[M proto.Message](c *Client, s *session, body []byte, m M, rid func(M) uint32) error {
+	if err := codec.ParseProto(body, m); err != nil {
+		return fmt.Errorf("%w: %w", ErrProtocol, err)
+	}
+	c.handleReply(s, rid(m), requestResult{answer: m})
+	return nil
+}
+
+// knownReceiptType reports whether t is a ReceiptType of this version.
+func knownReceiptType(t pb.ReceiptType) bool {
+	_, known := pb.ReceiptType_name[int32(t)]
+	return known
+}
+
+// entrySeq returns the seq of an entry body: field 1, as in every entry
+// kind ([S-8-1]). A body without it yields 0, which handleEntry refuses.
+func entrySeq(body []byte) uint64 {
+	var seq uint64
+	for len(body) > 0 {
+		num, typ, n := protowire.ConsumeTag(body)
+		if n < 0 {
+			return 0
+		}
+		body = body[n:]
+		if num == 1 && typ == protowire.VarintType {
+			v, n := protowire.ConsumeVarint(body)
+			if n < 0 {
+				return 0
+			}
+			seq = v
+			body = body[n:]
+			continue
+		}
+		n = protowire.ConsumeFieldValue(num, typ, body)
+		if n < 0 {
+			return 0
+		}
+		body = body[n:]
+	}
+	return seq
 }
 
 // handleLoginOK starts the authenticated phase.

@@ -147,7 +147,7 @@ func (c *Client) collectLocked(s *session, now time.Time, buf []byte) (_ []byte,
 			continue
 		}
 		mark := len(buf)
-		buf = codec.AppendSend(buf, codec.Send{To: o.To, CMID: o.CMID, Body: o.Body, Type: o.Type})
+		buf = codec.AppendSend(buf, codec.Send{To: o.To, Group: o.Group, CMID: o.CMID, Body: o.Body, Type: o.Type})
 		if !fits(mark) {
 			break
 		}
@@ -160,7 +160,10 @@ func (c *Client) collectLocked(s *session, now time.Time, buf []byte) (_ []byte,
 		if s.goAway != nil || s.inflight >= c.cfg.MaxInFlight {
 			break
 		}
-		if r.state != requestQueued {
+		if r.state != requestQueued || (r.once && !s.loggedIn) {
+			// A request that must not be repeated waits for LoginOk: if
+			// the login fails, the server closes without telling which
+			// pipelined frames it had read.
 			continue
 		}
 		rid := c.nextRID + 1
@@ -182,6 +185,16 @@ func (c *Client) collectLocked(s *session, now time.Time, buf []byte) (_ []byte,
 		s.inflight++
 	}
 
+	if s.loggedIn && s.goAway == nil {
+		for i, m := range s.typingOut {
+			var err error
+			if buf, err = codec.AppendProto(buf, protocol.KindTyping, m); err != nil {
+				return nil, 0, false, err
+			}
+			s.typingOut[i] = nil
+		}
+		s.typingOut = s.typingOut[:0]
+	}
 	if s.loggedIn {
 		buf, cursor, save, _ = c.collectAckLocked(s, now, buf)
 

@@ -39,8 +39,11 @@ func (c Credentials) validate() error {
 type Outgoing struct {
 	// CMID is the client message id, unique for the device and never reused.
 	CMID uint64 `json:"cmid"`
-	// To is the recipient's user id.
+	// To is the recipient's user id; 0 for a group message.
 	To uint64 `json:"to"`
+	// Group is the group of a group message; 0 for a 1:1 message. Exactly
+	// one of To and Group is set.
+	Group uint64 `json:"group,omitempty"`
 	// Body is the message, 1 to 64 KiB; nobody modifies it once stored.
 	Body []byte `json:"body"`
 	// Type is the content type hint.
