@@ -1,8 +1,10 @@
-// Package client is Parley's Go client SDK: it registers a device, keeps
-// one logged-in connection to the server alive, delivers the device's inbox
-// in order and without repeats, and sends messages that survive reconnects
-// and restarts. The command-line client, the load generator and
-// the end-to-end tests are built on it.
+// Package client is Parley's Go client SDK: it registers a device (or
+// links a companion device), keeps one logged-in connection to the server
+// alive, delivers the device's inbox in order and without repeats, and
+// sends messages, to users and groups, that survive reconnects and
+// restarts. It also manages groups, presence and typing indicators, the
+// account's devices, and media transfers. The command-line client, the
+// load generator and the end-to-end tests are built on it.
 //
 // # Use
 //
@@ -13,6 +15,26 @@
 //	for ev := range c.Events() { … }    // Message, Receipt, Synced, Connected, …
 //	sent, err := c.Send(ctx, to, body, pb.ContentType_CONTENT_TEXT)
 //	c.Close()
+//
+// Groups (spec section 16): CreateGroup, AddGroupMembers and the other
+// updates, Group, Groups; SendGroup and MarkGroupRead. Group messages,
+// group changes and coalesced group receipts arrive as Message (Group
+// set), GroupEvent and Receipts events; GroupInfo.Apply keeps a group's
+// state from its events.
+//
+// Presence and typing (section 15): Subscribe (the client subscribes
+// again after every reconnect), SetPrivacy, Typing and GroupTyping; the
+// server's PRESENCE and IS_TYPING frames are Presence and IsTyping events.
+//
+// Linked devices (section 9): on the new device, RequestLink shows a code
+// and PendingLink.Wait yields its Credentials once the primary device
+// calls ApproveLink; Devices and RevokeDevice manage the account's
+// devices. Copies of messages sent from this user's other devices arrive
+// as Message events with To set, and reads made there as Receipt events
+// of type RECEIPT_SELF_READ.
+//
+// Media (section 14): a Client is a MediaRequester, so
+// Media{Requester: c, HTTP: …} uploads and downloads over its connection.
 //
 // # What the client does for the application
 //
@@ -27,8 +49,8 @@
 //     ([S-6-10]); frames after GoAway are still processed. Stops for good
 //     on UNSUPPORTED_VERSION, AUTH_FAILED, DEVICE_REVOKED and
 //     SESSION_REPLACED (a Fatal event; Run returns the error).
-//   - Inbox: entries (Message, Receipt, also inside compressed Batch
-//     frames) are delivered in seq order; an entry at or below the cursor
+//   - Inbox: entries (Message, Receipt, Receipts, GroupEvent, also inside
+//     compressed Batch frames) are delivered in seq order; an entry at or below the cursor
 //     is dropped (but still acknowledged). Acks are cumulative and
 //     coalesced for up to Config.AckDelay; one goes out at once when it
 //     covers a quarter of the server's window, when the window is full,
@@ -41,6 +63,17 @@
 //     after RATE_LIMITED, OVERLOADED and INTERNAL, and reports its outcome
 //     exactly once ([S-8-11], [S-8-14]). At most Config.MaxInFlight sends
 //     and requests are unanswered on a connection ([S-6-14]).
+//   - Requests (READ, LOOKUP, the group, presence, device and media
+//     requests) are matched to their answers by rid, written again with a
+//     new rid after a reconnect, and retried after RATE_LIMITED,
+//     OVERLOADED and INTERNAL. The few that must not be carried out twice
+//     (CreateGroup, RemoveGroupMembers, LeaveGroup, ApproveLink,
+//     RevokeDevice) are written only once logged in, and fail with
+//     ErrNoAnswer instead of being repeated when the connection is lost
+//     before their answer.
+//   - Entries of a kind or enum value this version does not know are
+//     acknowledged without an event ([S-12-5]); frames of unknown kinds
+//     are skipped ([S-12-4]).
 //   - Liveness ([S-6-8]): Ping when nothing was written or read for three
 //     quarters of the server's heartbeat; a connection that delivers no
 //     byte within 15 s after a Ping is dropped as dead (half-open TCP).
@@ -53,8 +86,8 @@
 // dispatcher, started on demand when events are queued and gone when they
 // are delivered; and timers (Config.Clock.AfterFunc). An idle connected
 // client therefore has one goroutine. The reader never waits for the
-// application: Send, MarkRead and Lookup complete while events wait, so
-// they may be called from Config.OnEvent. Events and SendAsync callbacks
+// application: Send, MarkRead, Lookup and the other requests complete
+// while events wait, so they may be called from Config.OnEvent. Events and SendAsync callbacks
 // are delivered by the dispatcher, one at a time, in order. Close waits for
 // every goroutine; it must not be called from OnEvent or a callback.
 //
