@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	hdr "github.com/HdrHistogram/hdrhistogram-go"
@@ -53,6 +54,8 @@ type result struct {
 	ServerRSS         int64   `json:"server_rss_bytes"`
 	ServerRSSPerConn  float64 `json:"server_rss_per_conn_bytes"`
 	ServerCPUPerMsgUS float64 `json:"server_cpu_us_per_msg"`
+	// LoadCPUPerMsgUS is this process's CPU (the clients) per message.
+	LoadCPUPerMsgUS float64 `json:"load_cpu_us_per_msg"`
 }
 
 type lat struct {
@@ -73,7 +76,7 @@ func (r *result) writeText(w io.Writer) {
 		fmt.Fprintf(w, "latency µs: p50 %d p90 %d p99 %d p99.9 %d max %d (uncorrected p50 %d p99 %d)\n",
 			r.Latency.P50, r.Latency.P90, r.Latency.P99, r.Latency.P999, r.Latency.Max, r.LatencyRaw.P50, r.LatencyRaw.P99)
 		fmt.Fprintf(w, "bytes per message: up %.1f wire / %.1f frames; down %.1f / %.1f\n", r.BytesPerMsgUp, r.FrameBytesUp, r.BytesPerMsgDown, r.FrameBytesDown)
-		fmt.Fprintf(w, "server CPU %.1f µs per message\n", r.ServerCPUPerMsgUS)
+		fmt.Fprintf(w, "server CPU %.1f µs per message; clients %.1f µs\n", r.ServerCPUPerMsgUS, r.LoadCPUPerMsgUS)
 	}
 }
 
@@ -133,7 +136,7 @@ func measure(ctx context.Context, cfg config, logw io.Writer) (*result, error) {
 		return res, nil
 	}
 
-	cpu0 := srv.cpu()
+	cpu0, self0 := srv.cpu(), selfCPU()
 	up0, down0, fup0, fdown0 := h.wireUp.Load(), h.wireDown.Load(), h.frameUp.Load(), h.frameDown.Load()
 	start := time.Now()
 	end := start.Add(cfg.duration)
@@ -151,7 +154,7 @@ func measure(ctx context.Context, cfg config, logw io.Writer) (*result, error) {
 	for t := time.Now(); time.Since(t) < 10*time.Second && h.delivered.Load() < h.sent.Load(); {
 		time.Sleep(10 * time.Millisecond)
 	}
-	cpu := srv.cpu() - cpu0
+	cpu, self := srv.cpu()-cpu0, selfCPU()-self0
 	res.ServerRSS = srv.rss()
 	res.MessagesSent, res.MessagesDelivered = h.sent.Load(), h.delivered.Load()
 	res.MsgsPerSec = float64(h.inRate.Load()) / (cfg.duration - cfg.warmup).Seconds()
@@ -164,6 +167,7 @@ func measure(ctx context.Context, cfg config, logw io.Writer) (*result, error) {
 		res.FrameBytesUp = float64(h.frameUp.Load()-fup0) / s
 		res.FrameBytesDown = float64(h.frameDown.Load()-fdown0) / d
 		res.ServerCPUPerMsgUS = float64(cpu.Microseconds()) / d
+		res.LoadCPUPerMsgUS = float64(self.Microseconds()) / d
 	}
 	return res, nil
 }
@@ -247,4 +251,13 @@ func (h *harness) deliver(c *pconn, body []byte) {
 	_ = h.lat.RecordValue(max(1, (now-intended)/1e3))
 	_ = h.raw.RecordValue(max(1, (now-actual)/1e3))
 	h.mu.Unlock()
+}
+
+// selfCPU returns this process's CPU time so far, user and system.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
