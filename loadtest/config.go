@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"strings"
 	"time"
+
+	"github.com/parley-im/parley/protocol"
 )
 
 // Config configures a run. The zero value of each optional field means its
@@ -63,6 +65,20 @@ type Config struct {
 	// (client.Config.AckDelay); it acks at once when half the window is
 	// unacknowledged. Default 50 ms; negative acks every read at once.
 	AckDelay time.Duration `json:"ack_delay"`
+	// Groups is how many groups a groups run has. Default 1.
+	Groups int `json:"groups"`
+	// GroupSize is the members per group, 2 to 1024. Default 1024, or
+	// the connections if fewer.
+	GroupSize int `json:"group_size"`
+	// GroupSenders is how many members of each group send to it.
+	// Default 1.
+	GroupSenders int `json:"group_senders"`
+	// MediaSize is the bytes of each file a media run moves. Default
+	// 1 MiB.
+	MediaSize int `json:"media_size"`
+	// MediaCount is the most files each uploading device moves in a
+	// media run. Default 100,000 (the duration ends it first).
+	MediaCount int `json:"media_count"`
 	// Queue is how many messages each offline user gets queued (offline).
 	// Default 100.
 	Queue int `json:"queue"`
@@ -135,6 +151,21 @@ func (c *Config) setDefaults() {
 	if c.AckDelay == 0 {
 		c.AckDelay = 50 * time.Millisecond
 	}
+	if c.Groups == 0 {
+		c.Groups = 1
+	}
+	if c.GroupSize == 0 {
+		c.GroupSize = min(1024, c.Connections+c.Connections%2)
+	}
+	if c.GroupSenders == 0 {
+		c.GroupSenders = 1
+	}
+	if c.MediaSize == 0 {
+		c.MediaSize = 1 << 20
+	}
+	if c.MediaCount == 0 {
+		c.MediaCount = 100_000
+	}
 	if c.Queue == 0 {
 		c.Queue = 100
 	}
@@ -191,6 +222,14 @@ func (c *Config) validate() error {
 	}
 	if c.Queue < 1 || c.Queue > 1_000_000 {
 		errs = append(errs, fmt.Errorf("queue %d: want 1 to 1000000", c.Queue))
+	}
+	if c.Scenario == groupsScenario.Name && c.Connections >= 2 {
+		if err := planGroups(c).check(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if c.MediaSize < 1 || c.MediaSize > protocol.MaxMediaDocument || c.MediaCount < 1 {
+		errs = append(errs, fmt.Errorf("media size %d, count %d: want 1 to %d bytes and a count of 1 or more", c.MediaSize, c.MediaCount, protocol.MaxMediaDocument))
 	}
 	if c.PerWorker < 1 || c.PerWorker > 18_000 {
 		errs = append(errs, fmt.Errorf("%d connections per worker: want 1 to 18000 (20,000 open files per process)", c.PerWorker))

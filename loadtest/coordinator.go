@@ -30,6 +30,7 @@ type workerProc struct {
 	steps    []Counters // counters at the end of each step
 	interval []*hdr.Histogram
 	result   *event
+	share    []uint64 // the latest step's shared values
 	exited   bool
 	fresh    bool // a stats event arrived since the last progress line
 }
@@ -61,6 +62,8 @@ type coordinator struct {
 	toAt      time.Time
 	fromSrv   map[string]float64
 	toSrv     map[string]float64
+
+	fanout fanoutMerger // a groups run's fan-outs across workers
 }
 
 // Run runs the load test cfg describes. It returns the result, and an
@@ -96,8 +99,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, err
 	}
 	c.assemble()
-	if r := c.res; r.Lost+r.Duplicated+r.Reordered+r.Gaps > 0 {
-		return c.res, fmt.Errorf("%w: %d lost, %d duplicated, %d reordered, %d skipped", ErrVerification, r.Lost, r.Duplicated, r.Reordered, r.Gaps)
+	if r := c.res; !r.Passed {
+		return c.res, fmt.Errorf("%w: %d lost, %d duplicated, %d reordered, %d skipped, %d group order mismatches, %d corrupt media",
+			ErrVerification, r.Lost, r.Duplicated, r.Reordered, r.Gaps, r.OrderMismatch, r.MediaCorrupt)
 	}
 	return c.res, nil
 }
@@ -203,6 +207,7 @@ func (c *coordinator) walk(ctx context.Context) error {
 			case "error":
 				return fmt.Errorf("loadtest: worker %d: %s", we.index, ev.Error)
 			case "stats":
+				c.fanout.add(c.cfg, ev.Fanout)
 				wp.last = ev.Counters
 				if h, err := decodeHist(ev.Interval); err == nil {
 					wp.interval = append(wp.interval, h)
@@ -213,6 +218,7 @@ func (c *coordinator) walk(ctx context.Context) error {
 					tick.Reset(2 * time.Second)
 				}
 			case "result":
+				c.fanout.add(c.cfg, ev.Fanout)
 				wp.last = ev.Counters
 				wp.result = &ev
 				if c.allResults() && c.allExited() {
@@ -221,6 +227,7 @@ func (c *coordinator) walk(ctx context.Context) error {
 			case "step":
 				wp.last = ev.Counters
 				wp.steps = append(wp.steps, ev.Counters)
+				wp.share = ev.Share
 				if !c.allAt(step) {
 					continue
 				}
@@ -245,8 +252,17 @@ func (c *coordinator) walk(ctx context.Context) error {
 					}
 				}
 				stepStart = time.Now()
+				line := []byte("go\n")
+				if st.Share != nil {
+					var all []uint64
+					for _, w := range c.workers {
+						all = append(all, w.share...)
+					}
+					line, _ = json.Marshal(goLine{Share: all})
+					line = append(line, '\n')
+				}
 				for _, w := range c.workers {
-					_, _ = io.WriteString(w.stdin, "go\n")
+					_, _ = w.stdin.Write(line)
 				}
 			}
 		}
@@ -444,6 +460,8 @@ func (c *coordinator) assemble() {
 			r.BytesPerMsgDown = float64(c.toCount.BytesDown-c.fromCount.BytesDown) / float64(down)
 			r.FrameBytesPerMsgUp = float64(c.toCount.FrameBytesUp-c.fromCount.FrameBytesUp) / float64(up)
 			r.FrameBytesPerMsgDown = float64(c.toCount.FrameBytesDown-c.fromCount.FrameBytesDown) / float64(down)
+			r.LoadCPUSeconds = float64(c.toCount.CPUMicros-c.fromCount.CPUMicros) / 1e6
+			r.LoadCPUPerMsgUS = r.LoadCPUSeconds / float64(down) * 1e6
 			if c.fromSrv != nil && c.toSrv != nil {
 				d := func(name string) float64 { return c.toSrv[name] - c.fromSrv[name] }
 				r.ServerCPUPerMsgUS = d("process_cpu_seconds_total") / float64(down) * 1e6
@@ -456,7 +474,9 @@ func (c *coordinator) assemble() {
 			}
 		}
 	}
-	r.Passed = r.Lost+r.Duplicated+r.Reordered+r.Gaps == 0
+	c.assembleGroups()
+	c.assembleMedia()
+	r.Passed = r.Lost+r.Duplicated+r.Reordered+r.Gaps+r.OrderMismatch+r.MediaCorrupt == 0
 }
 
 func pow10(n int) int {

@@ -1,9 +1,11 @@
 package loadtest
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"os"
 	"strings"
 	"testing"
@@ -41,6 +43,10 @@ func small(scenario string) Config {
 func TestScenarios(t *testing.T) {
 	rated := small("pairs")
 	rated.Rate = 400
+	// Three groups of 10 over 24 accounts in two workers: groups span the
+	// workers, the last one wraps around, and three members of each send.
+	groups := small("groups")
+	groups.Groups, groups.GroupSize, groups.GroupSenders, groups.Rate = 3, 10, 3, 150
 	for _, tc := range []struct {
 		name string
 		cfg  Config
@@ -48,6 +54,7 @@ func TestScenarios(t *testing.T) {
 		{"idle", small("idle")},
 		{"pairs flat out", small("pairs")},
 		{"pairs at a rate", rated},
+		{"groups", groups},
 		{"offline", small("offline")},
 		{"storm", small("storm")},
 		{"churn", small("churn")},
@@ -70,6 +77,14 @@ func TestScenarios(t *testing.T) {
 			}
 			if res.MessagesSent == 0 || res.MessagesDelivered < res.MessagesSent {
 				t.Errorf("%d sent, %d delivered", res.MessagesSent, res.MessagesDelivered)
+			}
+			if tc.cfg.Scenario == "groups" {
+				if want := res.MessagesSent * int64(tc.cfg.GroupSize-1); res.MessagesDelivered != want {
+					t.Errorf("%d group messages delivered %d times, want %d", res.MessagesSent, res.MessagesDelivered, want)
+				}
+				if res.FanoutLatency.Count == 0 || res.FanoutLatency.P99 < res.FanoutLatency.P50 || res.GroupMsgsPerSec == 0 {
+					t.Errorf("fan-out %+v, %v group msgs/s", res.FanoutLatency, res.GroupMsgsPerSec)
+				}
 			}
 			if tc.cfg.Scenario != "offline" && (res.Latency.Count == 0 || res.Latency.P50 == 0 || res.MsgsPerSec == 0) {
 				t.Errorf("latency %+v, rate %v", res.Latency, res.MsgsPerSec)
@@ -179,5 +194,78 @@ func TestHTMLReport(t *testing.T) {
 	}
 	if strings.Contains(page, "<script") || strings.Contains(page, "src=") || strings.Contains(page, "href=") {
 		t.Error("the page loads something")
+	}
+}
+
+// TestGroupPlan: groups span workers and the plan refuses what the server
+// or the verifier could not take.
+func TestGroupPlan(t *testing.T) {
+	p := groupPlan{n: 24, groups: 3, size: 10, senders: 3}
+	if err := p.check(); err != nil {
+		t.Fatal(err)
+	}
+	if got := p.member(2, 5); got != 1 {
+		t.Errorf("member 5 of group 2 is account %d, want 1 (wrapped)", got)
+	}
+	for _, bad := range []groupPlan{
+		{n: 24, groups: 1, size: 1, senders: 1},
+		{n: 2000, groups: 1, size: 1025, senders: 1},
+		{n: 24, groups: 9, size: 10, senders: 3}, // a device would send to two groups
+		{n: 24, groups: 1, size: 10, senders: 11},
+	} {
+		if bad.check() == nil {
+			t.Errorf("%+v: no error", bad)
+		}
+	}
+}
+
+// TestFanoutMerge: a message's fan-out completes when the parts of every
+// worker add up to every member but the sender.
+func TestFanoutMerge(t *testing.T) {
+	cfg := &Config{GroupSize: 5}
+	var f fanoutMerger
+	f.add(cfg, []fanoutPart{{S: 7, C: 1, N: 2, I: 1_000_000, T: 3_000_000}})
+	if f.hist.TotalCount() != 0 {
+		t.Fatal("completed early")
+	}
+	f.add(cfg, []fanoutPart{{S: 7, C: 1, N: 2, I: 1_000_000, T: 9_000_000}, {S: 7, C: 2, N: 1, I: 1, T: 2}})
+	if f.hist.TotalCount() != 1 || f.hist.Max() < 7990 || f.hist.Max() > 8010 || len(f.pending) != 1 {
+		t.Errorf("count %d max %d pending %d: want one fan-out of 8 ms and one pending", f.hist.TotalCount(), f.hist.Max(), len(f.pending))
+	}
+}
+
+// TestMedia moves a few files through the HTTPS endpoint and checks each
+// by size and SHA-256.
+func TestMedia(t *testing.T) {
+	cfg := small("media")
+	cfg.Connections, cfg.Workers, cfg.MediaSize, cfg.Duration = 4, 1, 300_000, time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res, err := Run(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.MediaUploads == 0 || res.MediaDownloads != res.MediaUploads || res.MediaCorrupt != 0 {
+		t.Fatalf("%d uploads, %d downloads, %d corrupt", res.MediaUploads, res.MediaDownloads, res.MediaCorrupt)
+	}
+	if res.MediaUpMiBps <= 0 || res.MediaDownMiBps <= 0 || res.MediaUploadLatency.Count != res.MediaUploads || res.MediaDownloadLatency.P50 == 0 {
+		t.Errorf("up %.1f MiB/s, down %.1f MiB/s, upload latency %+v, download latency %+v",
+			res.MediaUpMiBps, res.MediaDownMiBps, res.MediaUploadLatency, res.MediaDownloadLatency)
+	}
+}
+
+// TestMediaBytes: a file's bytes are the same each time they are made
+// from its seed, and two files differ.
+func TestMediaBytes(t *testing.T) {
+	read := func(seed [32]byte) []byte {
+		b, err := io.ReadAll(mediaBytes(seed, 1000))
+		if err != nil || len(b) != 1000 {
+			t.Fatalf("%d bytes, %v", len(b), err)
+		}
+		return b
+	}
+	a, b := read(mediaSeed("123", 4, 0)), read(mediaSeed("123", 4, 0))
+	if !bytes.Equal(a, b) || bytes.Equal(a, read(mediaSeed("123", 4, 1))) {
+		t.Error("same seed, other bytes; or other seed, same bytes")
 	}
 }

@@ -26,8 +26,11 @@ type Result struct {
 	Duplicated        int64 `json:"duplicated"`
 	Reordered         int64 `json:"reordered"`
 	// Gaps counts jumps in inbox seq: entries skipped.
-	Gaps   int64 `json:"skipped"`
-	Passed bool  `json:"passed"`
+	Gaps int64 `json:"skipped"`
+	// OrderMismatch counts group messages that two members saw at
+	// different places in the group's order (groups).
+	OrderMismatch int64 `json:"order_mismatch"`
+	Passed        bool  `json:"passed"`
 
 	// MsgsPerSec is the delivery rate inside the measured window (after
 	// the warmup), or the backlog drain rate for offline.
@@ -60,6 +63,32 @@ type Result struct {
 	ServerCommits      int64   `json:"server_commits"`
 	ServerOpsPerCommit float64 `json:"server_ops_per_commit"`
 	ServerCommitMeanUS float64 `json:"server_commit_mean_us"`
+	// LoadCPUSeconds and LoadCPUPerMsgUS are the worker processes' CPU
+	// over the same window: the load generator's share of the cores.
+	LoadCPUSeconds  float64 `json:"load_cpu_s"`
+	LoadCPUPerMsgUS float64 `json:"load_cpu_us_per_msg"`
+
+	// Groups runs: the plan, group messages fanned out per second, and
+	// the latency until the last member of the group had a message.
+	Groups           int         `json:"groups,omitempty"`
+	GroupSize        int         `json:"group_size,omitempty"`
+	GroupSenders     int         `json:"group_senders,omitempty"`
+	GroupMsgsPerSec  float64     `json:"group_msgs_per_sec,omitempty"`
+	FanoutLatency    Percentiles `json:"fanout_latency_us"`
+	FanoutIncomplete int64       `json:"fanout_incomplete,omitempty"`
+
+	// Media runs: files of MediaSize bytes moved each way, latency per
+	// file (slot or URL request included), throughput, files whose bytes
+	// differed, and the server's CPU per MiB moved (up plus down).
+	MediaSize            int         `json:"media_size,omitempty"`
+	MediaUploads         int64       `json:"media_uploads,omitempty"`
+	MediaDownloads       int64       `json:"media_downloads,omitempty"`
+	MediaCorrupt         int64       `json:"media_corrupt"`
+	MediaUpMiBps         float64     `json:"media_up_mib_per_sec,omitempty"`
+	MediaDownMiBps       float64     `json:"media_down_mib_per_sec,omitempty"`
+	MediaUploadLatency   Percentiles `json:"media_upload_latency_us"`
+	MediaDownloadLatency Percentiles `json:"media_download_latency_us"`
+	ServerCPUPerMiBMS    float64     `json:"server_cpu_ms_per_mib,omitempty"`
 
 	Steps    []StepTime `json:"steps"`
 	Counters Counters   `json:"counters"`
@@ -97,8 +126,10 @@ func (r *Result) WriteText(w io.Writer) {
 			fmt.Fprintf(w, "  %-20s %8.3fs\n", s.Name, s.Seconds)
 		}
 	}
-	fmt.Fprintf(w, "messages: %d sent, %d delivered, %d receipts; lost %d, duplicated %d, reordered %d, skipped %d\n",
-		r.MessagesSent, r.MessagesDelivered, r.ReceiptsDelivered, r.Lost, r.Duplicated, r.Reordered, r.Gaps)
+	if r.MediaSize == 0 {
+		fmt.Fprintf(w, "messages: %d sent, %d delivered, %d receipt entries; lost %d, duplicated %d, reordered %d, skipped %d\n",
+			r.MessagesSent, r.MessagesDelivered, r.ReceiptsDelivered, r.Lost, r.Duplicated, r.Reordered, r.Gaps)
+	}
 	c := r.Counters
 	if c.ErrorFrames+c.Drops+c.DialErrors+c.Resent+c.GoAways > 0 {
 		fmt.Fprintf(w, "errors: %d error frames, %d drops, %d dial errors, %d resends, %d goaways\n", c.ErrorFrames, c.Drops, c.DialErrors, c.Resent, c.GoAways)
@@ -109,6 +140,23 @@ func (r *Result) WriteText(w io.Writer) {
 			rate = fmt.Sprintf("target %d/s", r.TargetRate)
 		}
 		fmt.Fprintf(w, "rate: %.0f msg/s delivered (%s)\n", r.MsgsPerSec, rate)
+	}
+	if r.Groups > 0 {
+		fmt.Fprintf(w, "groups: %d of %d members, %d senders each; %.1f group messages/s fanned out; %d order mismatches\n",
+			r.Groups, r.GroupSize, r.GroupSenders, r.GroupMsgsPerSec, r.OrderMismatch)
+		fmt.Fprintf(w, "fan-out to the last member: %s\n", r.FanoutLatency)
+		if r.FanoutIncomplete > 0 {
+			fmt.Fprintf(w, "  %d fan-outs incomplete at the end\n", r.FanoutIncomplete)
+		}
+	}
+	if r.MediaSize > 0 {
+		fmt.Fprintf(w, "media: %d uploads, %d downloads of %d bytes, %d corrupt; up %.1f MiB/s, down %.1f MiB/s\n",
+			r.MediaUploads, r.MediaDownloads, r.MediaSize, r.MediaCorrupt, r.MediaUpMiBps, r.MediaDownMiBps)
+		fmt.Fprintf(w, "upload (slot + PUT):  %s\n", r.MediaUploadLatency)
+		fmt.Fprintf(w, "download (URL + GET): %s\n", r.MediaDownloadLatency)
+		if r.ServerCPUSeconds > 0 {
+			fmt.Fprintf(w, "server: %.2f s CPU, %.2f ms per MiB moved; load generator %.2f s\n", r.ServerCPUSeconds, r.ServerCPUPerMiBMS, r.LoadCPUSeconds)
+		}
 	}
 	if r.Latency.Count > 0 {
 		fmt.Fprintf(w, "latency end to end: %s\n", r.Latency)
@@ -128,6 +176,9 @@ func (r *Result) WriteText(w io.Writer) {
 	if r.ServerCPUPerMsgUS > 0 {
 		fmt.Fprintf(w, "server: %.1f µs CPU per delivered message, %d commits, %.1f ops/commit, %.0f µs/commit\n",
 			r.ServerCPUPerMsgUS, r.ServerCommits, r.ServerOpsPerCommit, r.ServerCommitMeanUS)
+	}
+	if r.LoadCPUPerMsgUS > 0 {
+		fmt.Fprintf(w, "load generator: %.1f µs CPU per delivered message (%.2f s in the measured window)\n", r.LoadCPUPerMsgUS, r.LoadCPUSeconds)
 	}
 }
 

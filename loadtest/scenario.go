@@ -34,13 +34,21 @@ type Step struct {
 	// figures (bytes, server CPU) divide: from the start of the step
 	// marked MeasureFrom to the end of the one marked MeasureTo.
 	MeasureFrom, MeasureTo bool
+	// Share, if set, runs in each worker after the step's Worker and
+	// returns one value per device of the worker, in account order; the
+	// coordinator joins them in account order and hands the whole vector
+	// to every worker (Worker.shared) before the next step starts. It is
+	// how workers learn what other workers know: user ids, group ids, the
+	// last cmid each device sent.
+	Share func(w *Worker) []uint64
 }
 
-// Scenarios lists the scenarios, one file each. groups and media come
-// with those features (see docs/benchmarks.md).
+// Scenarios lists the scenarios, one file each.
 var Scenarios = []Scenario{
 	idleScenario,
 	pairsScenario,
+	groupsScenario,
+	mediaScenario,
 	offlineScenario,
 	stormScenario,
 	churnScenario,

@@ -15,6 +15,8 @@ import (
 	"github.com/parley-im/parley/codec"
 	"github.com/parley-im/parley/protocol"
 	"github.com/parley-im/parley/protocol/pb"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 )
 
 // device is one account's device and what survives its reconnects: the
@@ -37,11 +39,22 @@ type device struct {
 	// keep reconnects the device after an unexpected drop.
 	keep atomic.Bool
 
+	// rid numbers this device's requests ([S-6-6]).
+	rid atomic.Uint32
+	// group is the group state of a groups run (scenario_groups.go); nil
+	// otherwise.
+	group atomic.Pointer[deviceGroups]
+
 	mu       sync.Mutex
 	sess     *session           // guarded by mu: the logged-in session, or nil
 	live     chan struct{}      // guarded by mu: closed once sess is set
 	nextCMID uint64             // guarded by mu: the next cmid to use
 	unacked  map[uint64]pending // guarded by mu: sent, Sent not seen yet
+	// groupEvents is, per group id, the highest gseq of the GROUP_EVENT
+	// entries seen (guarded by mu); createdGroup the group this device
+	// created. Groups runs only.
+	groupEvents  map[uint64]uint64
+	createdGroup uint64
 }
 
 // pending is a send whose Sent has not arrived: enough to resend it
@@ -72,6 +85,15 @@ type session struct {
 	inflate   []byte       // owned by the reader
 	body      []byte       // owned by the reader
 	loginErr  error        // set by the reader before loggedIn or done closes
+
+	reqMu sync.Mutex
+	reqs  map[uint32]chan reply // guarded by reqMu: requests waiting for their answer
+}
+
+// reply is the answer to a request: its frame kind and a copy of its body.
+type reply struct {
+	kind protocol.Kind
+	body []byte
 }
 
 // errOverloaded is a Login answered with OVERLOADED: try again later.
@@ -159,6 +181,9 @@ func (d *device) connect(ctx context.Context) (time.Duration, error) {
 func (d *device) appendSend(dst []byte, cmid uint64, p pending) []byte {
 	var body [64]byte
 	b := appendBody(body[:0], p.intended, p.actual, cmid, d.w.spec.Config.MessageSize)
+	if d.peer == nil {
+		return codec.AppendSend(dst, codec.Send{Group: d.group.Load().sendTo, CMID: cmid, Body: b})
+	}
 	return codec.AppendSend(dst, codec.Send{To: d.peer.user, CMID: cmid, Body: b})
 }
 
@@ -383,8 +408,11 @@ func (s *session) handle(f codec.Frame) error {
 			}
 			rest = r
 		}
-	case protocol.KindMessage, protocol.KindReceipt:
+	case protocol.KindMessage, protocol.KindReceipt, protocol.KindGroupEvent, protocol.KindReceipts:
 		return s.entry(f)
+	case protocol.KindOK, protocol.KindGroupInfo, protocol.KindMediaUploadSlot, protocol.KindMediaDownloadURL,
+		protocol.KindLookupResult, protocol.KindGroupListResult:
+		s.answer(f, uint32(firstVarint(f.Body)))
 	case protocol.KindSent:
 		var sent pb.Sent
 		if err := codec.ParseProto(f.Body, &sent); err != nil {
@@ -394,7 +422,7 @@ func (s *session) handle(f codec.Frame) error {
 		_, ok := d.unacked[sent.Cmid]
 		delete(d.unacked, sent.Cmid)
 		d.mu.Unlock()
-		if ok && d.out.ack(sent.Cmid) {
+		if ok && (d.out == nil || d.out.ack(sent.Cmid)) {
 			w.stats.acked.Add(1)
 		}
 		select {
@@ -407,6 +435,9 @@ func (s *session) handle(f codec.Frame) error {
 			return err
 		}
 		w.countError(e.Code)
+		if e.Rid != 0 && s.answer(f, e.Rid) {
+			return nil
+		}
 		switch {
 		case e.Cmid != 0 && (e.Code == protocol.CodeOverloaded || e.Code == protocol.CodeInternal):
 			after := max(time.Duration(e.RetryAfterMs)*time.Millisecond, 10*time.Millisecond)
@@ -443,6 +474,15 @@ func (s *session) entry(f codec.Frame) error {
 		var r codec.Receipt
 		r, err = codec.ParseReceipt(f.Body)
 		seq = r.Seq
+	case protocol.KindReceipts:
+		seq = firstVarint(f.Body)
+	case protocol.KindGroupEvent:
+		var ev pb.GroupEvent
+		err = codec.ParseProto(f.Body, &ev)
+		seq = ev.Seq
+		if err == nil {
+			d.groupEvent(&ev)
+		}
 	default:
 		return nil
 	}
@@ -460,11 +500,18 @@ func (s *session) entry(f codec.Frame) error {
 		w.logAnomaly("gap in inbox seq", d, seq, cur)
 	}
 	d.cursor.Store(seq)
-	if f.Kind == protocol.KindReceipt {
+	switch f.Kind {
+	case protocol.KindReceipt, protocol.KindReceipts:
 		w.stats.receipts.Add(1)
+		return nil
+	case protocol.KindGroupEvent:
 		return nil
 	}
 	now := time.Now().UnixNano()
+	if m.Group != 0 {
+		w.groupDelivery(d, m, now)
+		return nil
+	}
 	intended, actual, cmid, ok := parseBody(m.Body)
 	if !ok || d.peer == nil || m.From != d.peer.user {
 		w.stats.foreign.Add(1)
@@ -538,4 +585,64 @@ func isClosed(ch chan struct{}) bool {
 	default:
 		return false
 	}
+}
+
+// request sends a request frame (kind, with rid set by fill) and waits
+// for the answer with that rid: its frame, or an Error frame.
+func (s *session) request(ctx context.Context, kind protocol.Kind, fill func(rid uint32) proto.Message) (reply, error) {
+	rid := s.d.rid.Add(1)
+	ch := make(chan reply, 1)
+	s.reqMu.Lock()
+	if s.reqs == nil {
+		s.reqs = map[uint32]chan reply{}
+	}
+	s.reqs[rid] = ch
+	s.reqMu.Unlock()
+	defer func() {
+		s.reqMu.Lock()
+		delete(s.reqs, rid)
+		s.reqMu.Unlock()
+	}()
+	b, err := codec.AppendProto(nil, kind, fill(rid))
+	if err != nil {
+		return reply{}, err
+	}
+	if err := s.write(b); err != nil {
+		return reply{}, err
+	}
+	select {
+	case r := <-ch:
+		return r, nil
+	case <-s.done:
+		return reply{}, fmt.Errorf("connection lost waiting for the answer to %v: %w", kind, s.loginErr)
+	case <-ctx.Done():
+		return reply{}, ctx.Err()
+	}
+}
+
+// answer hands f to the request waiting for rid; it reports whether one
+// was.
+func (s *session) answer(f codec.Frame, rid uint32) bool {
+	s.reqMu.Lock()
+	ch, ok := s.reqs[rid]
+	delete(s.reqs, rid)
+	s.reqMu.Unlock()
+	if ok {
+		ch <- reply{kind: f.Kind, body: append([]byte(nil), f.Body...)}
+	}
+	return ok
+}
+
+// firstVarint returns the value of field 1 of a protobuf body when it is
+// a varint (the rid of an answer, the seq of an entry); 0 otherwise.
+func firstVarint(b []byte) uint64 {
+	num, typ, n := protowire.ConsumeTag(b)
+	if n < 0 || num != 1 || typ != protowire.VarintType {
+		return 0
+	}
+	v, m := protowire.ConsumeVarint(b[n:])
+	if m < 0 {
+		return 0
+	}
+	return v
 }

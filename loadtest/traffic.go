@@ -35,7 +35,7 @@ func (w *Worker) traffic(ctx context.Context, p trafficPlan, warmup time.Duratio
 	}
 	var wg sync.WaitGroup
 	for _, d := range w.devices {
-		if d.peer == nil || (p.match != nil && !p.match(d)) {
+		if (d.peer == nil && !d.groupSender()) || (p.match != nil && !p.match(d)) {
 			continue
 		}
 		wg.Go(func() { d.sendLoop(ctx, p) })

@@ -64,6 +64,9 @@ func (d *direction) ack(cmid uint64) bool {
 
 // markResent records that cmid was sent again.
 func (d *direction) markResent(cmid uint64) {
+	if d == nil {
+		return
+	}
 	d.mu.Lock()
 	d.resent.set(cmid)
 	d.mu.Unlock()
@@ -106,6 +109,19 @@ func (d *direction) lost() int {
 			r = d.received[i]
 		}
 		n += bits.OnesCount64(w &^ r)
+	}
+	return n
+}
+
+// missing counts the cmids from 1 to last that never arrived.
+func (d *direction) missing(last uint64) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n := 0
+	for c := uint64(1); c <= last; c++ {
+		if !d.received.get(c) {
+			n++
+		}
 	}
 	return n
 }

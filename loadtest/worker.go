@@ -18,6 +18,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/parley-im/parley/codec"
@@ -52,6 +53,24 @@ type event struct {
 	// InRate counts deliveries inside the measured window.
 	InRate int64  `json:"in_rate,omitempty"`
 	Error  string `json:"error,omitempty"`
+	// Share is a step's Step.Share values, on step events.
+	Share []uint64 `json:"share,omitempty"`
+	// Fanout holds a groups run's partial fan-outs (scenario_groups.go),
+	// on stats and result events; FanoutLocal the fan-out latencies this
+	// worker completed alone and Order its groups' order, on the result.
+	Fanout      []fanoutPart `json:"fanout,omitempty"`
+	FanoutLocal []byte       `json:"fanout_local,omitempty"`
+	Order       []orderEntry `json:"order,omitempty"`
+	// MediaUp and MediaDown are a media run's transfer latencies, on the
+	// result.
+	MediaUp   []byte `json:"media_up,omitempty"`
+	MediaDown []byte `json:"media_down,omitempty"`
+}
+
+// goLine is a line from the coordinator that lets a worker go on with the
+// next step: "go", or this object when the step shared values.
+type goLine struct {
+	Share []uint64 `json:"share"`
 }
 
 // Counters are a worker's (or, summed, a run's) counts.
@@ -73,12 +92,26 @@ type Counters struct {
 	Duplicated  int64 `json:"duplicated"`
 	Reordered   int64 `json:"reordered"`
 	Gaps        int64 `json:"gaps"`
+	// OrderMismatch counts group deliveries whose gseq held another
+	// message for another member of the group.
+	OrderMismatch int64 `json:"order_mismatch"`
 	// Bytes on the wire (TLS records included) and in frames (before
 	// TLS), up (client to server) and down.
 	BytesUp        int64 `json:"bytes_up"`
 	BytesDown      int64 `json:"bytes_down"`
 	FrameBytesUp   int64 `json:"frame_bytes_up"`
 	FrameBytesDown int64 `json:"frame_bytes_down"`
+	// CPUMicros is the worker processes' own CPU time (user + system,
+	// getrusage): what the load generator spends on the shared cores.
+	CPUMicros int64 `json:"cpu_us"`
+	// Media transfers (media): files up and down, their bytes, files
+	// whose bytes differed from the upload, answers waited out.
+	MediaUploads   int64 `json:"media_uploads,omitempty"`
+	MediaDownloads int64 `json:"media_downloads,omitempty"`
+	MediaBytesUp   int64 `json:"media_bytes_up,omitempty"`
+	MediaBytesDown int64 `json:"media_bytes_down,omitempty"`
+	MediaCorrupt   int64 `json:"media_corrupt,omitempty"`
+	MediaRetries   int64 `json:"media_retries,omitempty"`
 }
 
 func (c *Counters) add(o Counters) {
@@ -99,18 +132,28 @@ func (c *Counters) add(o Counters) {
 	c.Duplicated += o.Duplicated
 	c.Reordered += o.Reordered
 	c.Gaps += o.Gaps
+	c.OrderMismatch += o.OrderMismatch
 	c.BytesUp += o.BytesUp
 	c.BytesDown += o.BytesDown
 	c.FrameBytesUp += o.FrameBytesUp
 	c.FrameBytesDown += o.FrameBytesDown
+	c.CPUMicros += o.CPUMicros
+	c.MediaUploads += o.MediaUploads
+	c.MediaDownloads += o.MediaDownloads
+	c.MediaBytesUp += o.MediaBytesUp
+	c.MediaBytesDown += o.MediaBytesDown
+	c.MediaCorrupt += o.MediaCorrupt
+	c.MediaRetries += o.MediaRetries
 }
 
 // workerStats are a worker's live counters.
 type workerStats struct {
 	connected, logins, reconnects, drops, dialErrors, goAways, errorFrames atomic.Int64
 	sent, resent, acked, delivered, receipts, foreign                      atomic.Int64
-	lost, duplicated, reordered, gaps                                      atomic.Int64
+	lost, duplicated, reordered, gaps, orderMismatch                       atomic.Int64
 	bytesUp, bytesDown, frameBytesUp, frameBytesDown                       atomic.Int64
+	mediaUploads, mediaDownloads, mediaBytesUp, mediaBytesDown             atomic.Int64
+	mediaCorrupt, mediaRetries                                             atomic.Int64
 }
 
 func (s *workerStats) snapshot() Counters {
@@ -119,9 +162,22 @@ func (s *workerStats) snapshot() Counters {
 		Drops: s.drops.Load(), DialErrors: s.dialErrors.Load(), GoAways: s.goAways.Load(), ErrorFrames: s.errorFrames.Load(),
 		Sent: s.sent.Load(), Resent: s.resent.Load(), Acked: s.acked.Load(), Delivered: s.delivered.Load(),
 		Receipts: s.receipts.Load(), Foreign: s.foreign.Load(),
-		Lost: s.lost.Load(), Duplicated: s.duplicated.Load(), Reordered: s.reordered.Load(), Gaps: s.gaps.Load(),
+		Lost: s.lost.Load(), Duplicated: s.duplicated.Load(), Reordered: s.reordered.Load(), Gaps: s.gaps.Load(), OrderMismatch: s.orderMismatch.Load(),
 		BytesUp: s.bytesUp.Load(), BytesDown: s.bytesDown.Load(), FrameBytesUp: s.frameBytesUp.Load(), FrameBytesDown: s.frameBytesDown.Load(),
+		CPUMicros:    selfCPU().Microseconds(),
+		MediaUploads: s.mediaUploads.Load(), MediaDownloads: s.mediaDownloads.Load(),
+		MediaBytesUp: s.mediaBytesUp.Load(), MediaBytesDown: s.mediaBytesDown.Load(),
+		MediaCorrupt: s.mediaCorrupt.Load(), MediaRetries: s.mediaRetries.Load(),
 	}
+}
+
+// selfCPU returns this process's CPU time so far, user and system.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // Worker is one worker process's share of a run: its devices and their
@@ -141,6 +197,11 @@ type Worker struct {
 	anomalies    atomic.Int64 // anomalies logged so far (the log is capped)
 	heartbeat    atomic.Int64 // LoginOk.heartbeat_s, once a login has told it
 	pingerOnce   sync.Once
+	// shared is the vector of the last step that shared values
+	// (Step.Share), indexed by account; set between steps.
+	shared []uint64
+	groups groupWorker // a groups run's state (scenario_groups.go)
+	media  mediaStats  // a media run's latencies (scenario_media.go)
 
 	outMu sync.Mutex
 	out   *json.Encoder // guarded by outMu
@@ -168,15 +229,22 @@ func runWorker(ctx context.Context, in io.Reader, out io.Writer, logw io.Writer)
 	defer cancel()
 	// The coordinator's "go" lines; EOF (the coordinator is gone) stops
 	// the worker.
-	goes := make(chan struct{})
+	goes := make(chan []uint64)
 	go func() {
 		defer cancel()
 		for {
-			if _, err := r.ReadBytes('\n'); err != nil {
+			line, err := r.ReadBytes('\n')
+			if err != nil {
 				return
 			}
+			var gl goLine
+			if len(line) > 0 && line[0] == '{' {
+				if err := json.Unmarshal(line, &gl); err != nil {
+					return
+				}
+			}
 			select {
-			case goes <- struct{}{}:
+			case goes <- gl.Share:
 			case <-ctx.Done():
 				return
 			}
@@ -200,9 +268,16 @@ func runWorker(ctx context.Context, in io.Reader, out io.Writer, logw io.Writer)
 				return err
 			}
 		}
-		w.emit(event{Type: "step", Step: i, Counters: w.stats.snapshot()})
+		ev := event{Type: "step", Step: i, Counters: w.stats.snapshot()}
+		if st.Share != nil {
+			ev.Share = st.Share(w)
+		}
+		w.emit(ev)
 		select {
-		case <-goes:
+		case sh := <-goes:
+			if sh != nil {
+				w.shared = sh
+			}
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -269,7 +344,7 @@ func (w *Worker) startStats() (stop func()) {
 		for {
 			select {
 			case <-t.C:
-				w.emit(event{Type: "stats", Counters: w.stats.snapshot(), Interval: encodeHist(w.latency.takeInterval())})
+				w.emit(event{Type: "stats", Counters: w.stats.snapshot(), Interval: encodeHist(w.latency.takeInterval()), Fanout: w.groups.takeParts()})
 			case <-done:
 				return
 			}
@@ -287,12 +362,18 @@ func (w *Worker) finish() {
 		}
 	}
 	w.stats.lost.Store(lost)
+	w.groups.finish(w)
 	corrected, raw := w.latency.totals()
-	w.emit(event{
+	ev := event{
 		Type: "result", Counters: w.stats.snapshot(),
 		Latency: encodeHist(corrected), Uncorrected: encodeHist(raw), Connect: encodeHist(w.connectTimes.snapshot()),
 		InRate: w.latency.inRate.Load(),
-	})
+	}
+	w.groups.result(&ev)
+	if w.spec.Config.Scenario == mediaScenario.Name {
+		ev.MediaUp, ev.MediaDown = encodeHist(w.media.up.snapshot()), encodeHist(w.media.down.snapshot())
+	}
+	w.emit(ev)
 }
 
 // receive records the delivery of cmid from d's peer to d.
