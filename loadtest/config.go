@@ -106,6 +106,11 @@ type Config struct {
 	// 127.0.0.x; the next worker gets the next one. Default 2.
 	SourceBase int `json:"source_base"`
 
+	// ProfileDir, if set, makes each worker write a CPU profile of its
+	// whole run to ProfileDir/worker-<index>.pprof: where the load
+	// generator's own CPU goes.
+	ProfileDir string `json:"profile_dir"`
+
 	// InjectDuplicate counts every Nth delivered message twice: a fault
 	// for testing the verifier, which must then fail the run. 0: none.
 	InjectDuplicate int `json:"inject_duplicate"`

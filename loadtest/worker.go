@@ -14,6 +14,8 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -254,6 +256,17 @@ func runWorker(ctx context.Context, in io.Reader, out io.Writer, logw io.Writer)
 	w, err := newWorker(ctx, spec, out, logw)
 	if err != nil {
 		return err
+	}
+	if dir := cfg.ProfileDir; dir != "" {
+		f, err := os.Create(filepath.Join(dir, fmt.Sprintf("worker-%d.pprof", spec.Index)))
+		if err != nil {
+			return fmt.Errorf("loadtest worker: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("loadtest worker: %w", err)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	defer w.dec.Close()
 	stop := w.startStats()
