@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"errors"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -12,13 +14,17 @@ import (
 	"github.com/parley-im/parley/protocol/pb"
 )
 
-// cmdChat is an interactive conversation with one user: lines typed are
-// sent; incoming messages are printed and marked read; the marks of sent
-// messages follow their receipts.
+// cmdChat is an interactive conversation with one user or in one group:
+// lines typed are sent; incoming messages are printed and marked read;
+// the marks of sent messages follow their receipts. With a user, their
+// presence and typing are shown; in a group, who sent what, and how many
+// members received and read each message. The user's own typing is
+// announced while a line is typed.
 func cmdChat(ctx context.Context, args []string, e env) error {
 	var o options
 	fs := o.flags("chat", e)
 	to := fs.String("to", "", "")
+	group := fs.String("group", "", "")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -26,8 +32,8 @@ func cmdChat(ctx context.Context, args []string, e env) error {
 	if len(pos) > 0 {
 		return usagef("chat: unexpected argument %q", pos[0])
 	}
-	if *to == "" {
-		return usagef("chat needs --to USER or --to +NUMBER")
+	if (*to == "") == (*group == "") {
+		return usagef("chat needs --to USER, --to +NUMBER or --group GROUP")
 	}
 	con := newConsole(e, o.plain)
 	marker := newReadMarker(con)
@@ -49,40 +55,94 @@ func cmdChat(ctx context.Context, args []string, e env) error {
 		cancel()
 	}()
 
-	rctx, cancel := context.WithTimeout(k.ctx, o.timeout)
-	peer, name, err := k.resolve(rctx, *to)
-	cancel()
+	t, err := k.target(ctx, *to, *group)
 	if err != nil {
 		return err
 	}
-	ui.setPeer(peer)
-	con.statusf("Chatting with %s. Type a message and press Enter; Ctrl-D or /quit to leave.", name)
+	if t.group != 0 {
+		cctx, cancel := context.WithTimeout(k.ctx, o.timeout)
+		g, err := k.c.Group(cctx, t.group)
+		cancel()
+		if err != nil {
+			return k.reason(err)
+		}
+		k.rememberGroup(g.ID, g.Name)
+		t.name = sanitize(g.Name)
+		ui.setGroup(g, k.c.User())
+		con.statusf("Chatting in %s (%d members). Type a message and press Enter; /save SEQ PATH saves a file; Ctrl-D or /quit to leave.", t.name, len(g.Members))
+	} else {
+		ui.setPeer(t.user)
+		// Watch the peer's presence. The subscription is the account's
+		// contact list too ([S-15-2]), so it names every contact the
+		// profile knows, the peer first.
+		if err := k.c.Subscribe(k.ctx, k.contacts(t.user)); err != nil && k.ctx.Err() == nil {
+			con.statusf("cannot follow %s's presence: %s", t.name, describe(err))
+		}
+		con.statusf("Chatting with %s. Type a message and press Enter; /save SEQ PATH saves a file; Ctrl-D or /quit to leave.", t.name)
+	}
 
-	in := lines(k.ctx, e.stdin)
+	notifier := newTypingNotifier(func(s pb.TypingState) { t.typing(k.c, s) })
+	defer notifier.close()
+	in, restore := readInput(k.ctx, e, con, notifier.edited)
+	defer restore()
+	var saves sync.WaitGroup
+	defer saves.Wait()
 	for {
 		select {
 		case <-k.ctx.Done():
 			return k.wait()
 		case line, ok := <-in:
-			if !ok || strings.TrimSpace(line) == "/quit" {
+			cmd := strings.TrimSpace(line)
+			switch {
+			case !ok || cmd == "/quit":
 				if n := ui.pending(); n > 0 {
 					con.statusf("%d message(s) not yet sent: they go out with the next parley command of this profile.", n)
 				}
 				return nil
-			}
-			if strings.TrimSpace(line) == "" {
+			case cmd == "":
 				continue
-			}
-			if len(line) > protocol.MaxMessageBody {
+			case strings.HasPrefix(cmd, "/save"):
+				f := strings.Fields(cmd)
+				seq, err := strconv.ParseUint(strings.Join(f[1:2], ""), 10, 64)
+				if len(f) != 3 || err != nil {
+					con.statusf("usage: /save SEQ PATH (SEQ is the number shown with the file)")
+					continue
+				}
+				saves.Add(1)
+				go func() {
+					defer saves.Done()
+					if dst, err := k.saveFile(seq, f[2]); err != nil {
+						con.statusf("could not save the file: %s", describe(err))
+					} else {
+						con.statusf("saved %s", dst)
+					}
+				}()
+				continue
+			case len(line) > protocol.MaxMessageBody:
 				con.statusf("That message is longer than %d bytes; not sent.", protocol.MaxMessageBody)
 				continue
 			}
 			m := ui.add(line)
-			if _, err := k.c.SendAsync(peer, []byte(line), pb.ContentType_CONTENT_TEXT, ui.onSent(m)); err != nil {
+			if _, err := t.sendAsync(k.c, []byte(line), pb.ContentType_CONTENT_TEXT, ui.onSent(m)); err != nil {
 				ui.onSent(m)(client.Sent{}, err)
 			}
 		}
 	}
+}
+
+// contacts returns the users whose presence chat follows: peer, then the
+// contacts the profile knows, up to the protocol's limit.
+func (k *conn) contacts(peer uint64) []uint64 {
+	users := []uint64{peer}
+	for key, v := range k.store.Attrs() {
+		if strings.HasPrefix(key, attrContact) {
+			if u, ok := parseUser(v); ok && !slices.Contains(users, u) && u != k.c.User() {
+				users = append(users, u)
+			}
+		}
+	}
+	slices.Sort(users[1:])
+	return users[:min(len(users), protocol.MaxPresenceSubscriptions)]
 }
 
 // chatUI is the state of the conversation on screen. Its methods are
@@ -90,12 +150,17 @@ func cmdChat(ctx context.Context, args []string, e env) error {
 type chatUI struct {
 	con    *console
 	marker *readMarker
+	typing *typingSeen
 
-	mu        sync.Mutex // guards the fields below
-	peer      uint64     // 0 until --to is resolved
-	mine      []*outMsg  // messages sent to peer not yet read (or failed), in order
-	delivered uint64     // the highest DELIVERED up_to from peer ([S-10-4])
-	read      uint64     // the highest READ up_to from peer
+	mu        sync.Mutex        // guards the fields below
+	me        uint64            // this user
+	peer      uint64            // with --to: 0 until --to is resolved
+	group     *client.GroupInfo // with --group
+	mine      []*outMsg         // messages sent and not yet read by all (or failed), in order
+	delivered uint64            // with --to: the highest DELIVERED up_to from peer ([S-10-4])
+	read      uint64            // with --to: the highest READ up_to from peer
+	marks     map[uint64][2]uint64
+	presence  string // the presence last shown
 }
 
 // outMsg is a message the user typed.
@@ -103,16 +168,34 @@ type outMsg struct {
 	text  string
 	id    uint64 // from SENT; 0 before
 	state msgState
+	d, r  int // in a group: the members who received and read it, as last shown
 }
 
 func newChatUI(con *console, marker *readMarker) *chatUI {
-	return &chatUI{con: con, marker: marker}
+	return &chatUI{con: con, marker: marker, typing: newTypingSeen(), marks: make(map[uint64][2]uint64)}
 }
 
 func (u *chatUI) setPeer(peer uint64) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	u.peer = peer
+}
+
+// setGroup makes the chat one in group g, as user me.
+func (u *chatUI) setGroup(g client.GroupInfo, me uint64) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.group, u.me = &g, me
+}
+
+// groupID returns the chat's group, or 0.
+func (u *chatUI) groupID() uint64 {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.group == nil {
+		return 0
+	}
+	return u.group.ID
 }
 
 // add records a message the user is sending.
@@ -149,6 +232,13 @@ func (u *chatUI) onSent(m *outMsg) func(client.Sent, error) {
 			return
 		}
 		m.id = s.ID
+		if u.group != nil {
+			m.state = stateSent
+			m.d, m.r = u.countLocked(m.id) // receipts may have come first
+			u.con.printf("  %s %s: %s", u.con.groupMark(m.d, m.r, u.othersLocked()), u.con.when(s.Time), preview(m.text))
+			u.pruneLocked()
+			return
+		}
 		// A receipt may have come first: READ implies delivered ([S-10-4]).
 		switch {
 		case m.id <= u.read:
@@ -165,12 +255,69 @@ func (u *chatUI) onSent(m *outMsg) func(client.Sent, error) {
 
 // handle shows the events of the conversation.
 func (u *chatUI) handle(k *conn, ev client.Event) {
+	here := u.groupID()
 	switch ev := ev.(type) {
 	case client.Message:
-		u.con.printf("[%s] %s: %s", u.con.when(ev.Time), k.names.of(ev.From), body(ev.Body, ev.Type))
-		u.marker.mark(ev.From, ev.ID)
+		if ev.From == k.c.User() && ev.FromDevice == k.c.Device() {
+			return // this device's own message: shown when it was sent ([S-8-17])
+		}
+		u.typing.stopped(ev.From)
+		u.con.printf("%s", k.message(ev, here, "(/save %d PATH)"))
+		if ev.From != k.c.User() {
+			u.marker.mark(ev.Group, ev.From, ev.ID)
+		}
 	case client.Receipt:
-		u.receipt(ev)
+		if ev.Type == pb.ReceiptType_RECEIPT_SELF_READ {
+			u.marker.readElsewhere(ev.Group, ev.Peer, ev.UpTo)
+		} else if ev.Group == 0 {
+			u.receipt(ev)
+		} else if ev.Group == here {
+			u.groupReceipts(ev.Type, []client.ReceiptItem{{Peer: ev.Peer, UpTo: ev.UpTo}})
+		}
+	case client.Receipts:
+		switch {
+		case ev.Type == pb.ReceiptType_RECEIPT_SELF_READ:
+			for _, it := range ev.Items {
+				u.marker.readElsewhere(ev.Group, it.Peer, it.UpTo)
+			}
+		case ev.Group == here:
+			u.groupReceipts(ev.Type, ev.Items)
+		}
+	case client.GroupEvent:
+		u.con.printf("%s", k.groupEvent(ev))
+		if ev.Group == here {
+			u.mu.Lock()
+			u.group.Apply(ev)
+			_, member := u.group.Member(k.c.User())
+			u.mu.Unlock()
+			if !member {
+				u.con.statusf("You are no longer a member of %s.", k.groupName(here))
+			}
+		}
+	case client.IsTyping:
+		u.mu.Lock()
+		mine := (here == 0 && ev.Group == 0 && ev.From == u.peer) || (here != 0 && ev.Group == here)
+		u.mu.Unlock()
+		switch {
+		case !mine:
+		case ev.State == pb.TypingState_TYPING_STOPPED:
+			u.typing.stopped(ev.From)
+		case u.typing.started(ev.From):
+			u.con.statusf("%s is typing…", k.names.of(ev.From))
+		}
+	case client.Presence:
+		u.mu.Lock()
+		show := ev.User == u.peer
+		line := k.presence(ev)
+		if show && line != u.presence {
+			u.presence = line
+		} else {
+			show = false
+		}
+		u.mu.Unlock()
+		if show {
+			u.con.statusf("%s", line)
+		}
 	case client.Synced:
 		u.con.statusf("up to date")
 	}
@@ -205,39 +352,135 @@ func (u *chatUI) receipt(r client.Receipt) {
 	u.pruneLocked()
 }
 
-// pruneLocked forgets the messages at the front that can change no more.
+// groupReceipts applies receipts of group members ([S-10-7]) and shows,
+// for the messages whose counts changed, how many members have received
+// and read them.
+func (u *chatUI) groupReceipts(typ pb.ReceiptType, items []client.ReceiptItem) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for _, it := range items {
+		v := u.marks[it.Peer]
+		switch typ {
+		case pb.ReceiptType_RECEIPT_DELIVERED:
+			v[0] = max(v[0], it.UpTo)
+		case pb.ReceiptType_RECEIPT_READ: // READ implies delivered
+			v[0], v[1] = max(v[0], it.UpTo), max(v[1], it.UpTo)
+		}
+		u.marks[it.Peer] = v
+	}
+	var changed []*outMsg
+	for _, m := range u.mine {
+		if m.id == 0 || m.state == stateFailed {
+			continue
+		}
+		if d, r := u.countLocked(m.id); d != m.d || r != m.r {
+			m.d, m.r = d, r
+			changed = append(changed, m)
+		}
+	}
+	n := u.othersLocked()
+	switch c := len(changed); {
+	case c == 1:
+		m := changed[0]
+		u.con.printf("  %s: %s", u.con.groupMark(m.d, m.r, n), preview(m.text))
+	case c > 1:
+		m := changed[c-1]
+		u.con.printf("  %s: %s (and %d before)", u.con.groupMark(m.d, m.r, n), preview(m.text), c-1)
+	}
+	u.pruneLocked()
+}
+
+// countLocked returns how many other members received and read message
+// id, by their receipts.
+func (u *chatUI) countLocked(id uint64) (d, r int) {
+	for _, m := range u.group.Members {
+		if v, ok := u.marks[m.User]; ok && m.User != u.me {
+			if v[0] >= id {
+				d++
+			}
+			if v[1] >= id {
+				r++
+			}
+		}
+	}
+	return d, r
+}
+
+// othersLocked returns how many members the group has besides this user.
+func (u *chatUI) othersLocked() int {
+	if _, ok := u.group.Member(u.me); ok {
+		return len(u.group.Members) - 1
+	}
+	return len(u.group.Members)
+}
+
+// pruneLocked forgets the messages at the front that can change no more:
+// read (by every member, in a group) or failed.
 func (u *chatUI) pruneLocked() {
 	i := 0
-	for i < len(u.mine) && (u.mine[i].state == stateRead || u.mine[i].state == stateFailed) {
+	for i < len(u.mine) {
+		m := u.mine[i]
+		done := m.state == stateFailed || m.state == stateRead
+		if u.group != nil && m.state == stateSent {
+			done = m.r >= u.othersLocked()
+		}
+		if !done {
+			break
+		}
 		u.mine[i] = nil
 		i++
 	}
 	u.mine = u.mine[i:]
 }
 
-// readMarker marks shown messages read, one READ per peer for everything
-// shown since the last, without holding up the display.
+// readKey names a conversation's messages from one sender: group 0 for
+// 1:1 messages.
+type readKey struct{ group, peer uint64 }
+
+// readMarker marks shown messages read, one READ per sender (per group)
+// for everything shown since the last ([S-10-7]), without holding up the
+// display, and not for messages this user read on another device
+// ([S-10-6]).
 type readMarker struct {
 	con *console
 	c   *client.Client // set before run
 
-	mu      sync.Mutex        // guards pending
-	pending map[uint64]uint64 // peer → highest message id shown
+	mu      sync.Mutex         // guards pending and done
+	pending map[readKey]uint64 // highest message id shown, not yet marked
+	done    map[readKey]uint64 // highest id marked read, here or elsewhere
 	kick    chan struct{}
 }
 
 func newReadMarker(con *console) *readMarker {
-	return &readMarker{con: con, pending: make(map[uint64]uint64), kick: make(chan struct{}, 1)}
+	return &readMarker{con: con, pending: make(map[readKey]uint64), done: make(map[readKey]uint64), kick: make(chan struct{}, 1)}
 }
 
-// mark records that message id from peer has been shown.
-func (r *readMarker) mark(peer, id uint64) {
+// mark records that message id from peer (in group, or 1:1 with group
+// 0) has been shown.
+func (r *readMarker) mark(group, peer, id uint64) {
+	k := readKey{group, peer}
 	r.mu.Lock()
-	r.pending[peer] = max(r.pending[peer], id)
+	if id <= r.done[k] {
+		r.mu.Unlock()
+		return
+	}
+	r.pending[k] = max(r.pending[k], id)
 	r.mu.Unlock()
 	select {
 	case r.kick <- struct{}{}:
 	default:
+	}
+}
+
+// readElsewhere records that this user read peer's messages up to upTo
+// on another device: no READ is sent for them.
+func (r *readMarker) readElsewhere(group, peer, upTo uint64) {
+	k := readKey{group, peer}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.done[k] = max(r.done[k], upTo)
+	if r.pending[k] <= upTo {
+		delete(r.pending, k)
 	}
 }
 
@@ -253,21 +496,46 @@ func (r *readMarker) run(ctx context.Context) {
 	}
 }
 
-// flush sends a READ for every peer with messages shown since the last.
-// What it cannot send stays pending.
+// flush sends the READs for everything shown since the last: one per
+// 1:1 peer, and per group one per sender. What it cannot send stays
+// pending.
 func (r *readMarker) flush(ctx context.Context) {
 	r.mu.Lock()
 	todo := r.pending
-	r.pending = make(map[uint64]uint64)
+	r.pending = make(map[readKey]uint64)
 	r.mu.Unlock()
-	for peer, id := range todo {
-		if err := r.c.MarkRead(ctx, peer, id); err != nil {
-			r.mu.Lock()
-			r.pending[peer] = max(r.pending[peer], id)
-			r.mu.Unlock()
-			if ctx.Err() == nil && !errors.Is(err, client.ErrClosed) {
-				r.con.statusf("could not mark messages read: %s", describe(err))
+	groups := make(map[uint64]map[uint64]uint64)
+	for k, id := range todo {
+		if k.group != 0 {
+			if groups[k.group] == nil {
+				groups[k.group] = make(map[uint64]uint64)
 			}
+			groups[k.group][k.peer] = id
+			continue
 		}
+		r.settle(ctx, map[readKey]uint64{k: id}, r.c.MarkRead(ctx, k.peer, id))
+	}
+	for g, upTo := range groups {
+		keys := make(map[readKey]uint64, len(upTo))
+		for peer, id := range upTo {
+			keys[readKey{g, peer}] = id
+		}
+		r.settle(ctx, keys, r.c.MarkGroupRead(ctx, g, upTo))
+	}
+}
+
+// settle records the outcome of marking keys read.
+func (r *readMarker) settle(ctx context.Context, keys map[readKey]uint64, err error) {
+	r.mu.Lock()
+	for k, id := range keys {
+		if err == nil {
+			r.done[k] = max(r.done[k], id)
+		} else if id > r.done[k] {
+			r.pending[k] = max(r.pending[k], id)
+		}
+	}
+	r.mu.Unlock()
+	if err != nil && ctx.Err() == nil && !errors.Is(err, client.ErrClosed) {
+		r.con.statusf("could not mark messages read: %s", describe(err))
 	}
 }

@@ -44,9 +44,25 @@ const usage = `parley: a terminal client for Parley
 Usage:
   parley register --server HOST:PORT --fingerprint HEX --phone +NUMBER [--device-name NAME] [--force]
   parley lookup +NUMBER...
-  parley send --to USER|+NUMBER [TEXT...]     (no TEXT: read the message from stdin)
+  parley send --to USER|+NUMBER|--group GROUP [TEXT...]   (no TEXT: read the message from stdin)
+  parley send-file --to USER|+NUMBER|--group GROUP PATH   (encrypted end to end)
+  parley save-file SEQ PATH                               (a file listen or chat showed)
   parley listen
-  parley chat --to USER|+NUMBER
+  parley chat --to USER|+NUMBER | --group GROUP
+
+Groups (GROUP is a group id, or a name this profile has seen):
+  parley group create NAME +NUMBER...
+  parley group add|remove|promote|demote GROUP +NUMBER...
+  parley group leave GROUP
+  parley group info GROUP
+  parley groups
+
+Devices:
+  parley link --server HOST:PORT --fingerprint HEX [--device-name NAME] [--force]
+                      make this machine a device of an account: shows a code to approve
+  parley approve CODE on the account's primary device: link the device showing CODE
+  parley devices      the account's devices
+  parley revoke ID    remove a device from the account
 
 Every command takes:
   --profile NAME      state in <config dir>/parley/NAME.json (default "default", env PARLEY_PROFILE)
@@ -90,6 +106,22 @@ func run(ctx context.Context, args []string, e env) int {
 		err = cmdListen(ctx, args[1:], e)
 	case "chat":
 		err = cmdChat(ctx, args[1:], e)
+	case "send-file":
+		err = cmdSendFile(ctx, args[1:], e)
+	case "save-file":
+		err = cmdSaveFile(ctx, args[1:], e)
+	case "group":
+		err = cmdGroup(ctx, args[1:], e)
+	case "groups":
+		err = cmdGroups(ctx, args[1:], e)
+	case "link":
+		err = cmdLink(ctx, args[1:], e)
+	case "approve":
+		err = cmdApprove(ctx, args[1:], e)
+	case "devices":
+		err = cmdDevices(ctx, args[1:], e)
+	case "revoke":
+		err = cmdRevoke(ctx, args[1:], e)
 	case "help", "-h", "-help", "--help":
 		err = errHelp
 	default:
@@ -336,7 +368,31 @@ func describe(err error) string {
 		case protocol.CodeTooManyAttempts:
 			return "too many wrong codes (TOO_MANY_ATTEMPTS): run parley register again for a new one"
 		case protocol.CodeNotFound:
-			return "no such user (NOT_FOUND)"
+			return "no such user or device (NOT_FOUND)"
+		case protocol.CodeNotMember:
+			return "no such group, or you are not a member of it (NOT_MEMBER)"
+		case protocol.CodeNotAdmin:
+			return "only the group's admins can do that (NOT_ADMIN)"
+		case protocol.CodeGroupFull:
+			return fmt.Sprintf("the group would have more than %d members (GROUP_FULL)", protocol.MaxGroupMembers)
+		case protocol.CodeTooManyGroups:
+			return fmt.Sprintf("you are already in %d groups (TOO_MANY_GROUPS)", protocol.MaxGroupsPerUser)
+		case protocol.CodeTooManyDevices:
+			return fmt.Sprintf("the account already has %d linked devices (TOO_MANY_DEVICES): revoke one first", protocol.MaxCompanions)
+		case protocol.CodeLinkExpired:
+			return "the code is wrong, used or expired (LINK_EXPIRED): run parley link again on the new device"
+		case protocol.CodeNotPrimary:
+			return "only the primary device, the one registered with the phone number, can do that (NOT_PRIMARY)"
+		case protocol.CodeInvalidArgument:
+			return "the server refused the request as invalid (INVALID_ARGUMENT)"
+		case protocol.CodeMediaTooLarge:
+			return "the file is too large for the server (MEDIA_TOO_LARGE)"
+		case protocol.CodeMediaNotFound:
+			return "the server no longer has the file (MEDIA_NOT_FOUND): ask the sender to send it again"
+		case protocol.CodeMediaNotReady:
+			return "the file is still being uploaded (MEDIA_NOT_READY): try again later"
+		case protocol.CodeMediaUnavailable:
+			return "this server does not take files (MEDIA_UNAVAILABLE)"
 		}
 		switch {
 		case se.GoAway:
@@ -351,6 +407,10 @@ func describe(err error) string {
 		return "the server's certificate is not trusted: " + err.Error()
 	case errors.Is(err, context.DeadlineExceeded):
 		return "the server did not answer in time: " + err.Error()
+	case errors.Is(err, client.ErrNoAnswer):
+		return "the connection broke before the server answered, so it may or may not have been done: check before trying again"
+	case errors.Is(err, client.ErrMediaCorrupt):
+		return "the downloaded file does not match what was sent: " + err.Error()
 	}
 	return err.Error()
 }

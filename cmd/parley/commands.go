@@ -64,12 +64,13 @@ func cmdSend(ctx context.Context, args []string, e env) error {
 	var o options
 	fs := o.flags("send", e)
 	to := fs.String("to", "", "")
+	group := fs.String("group", "", "")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
 	}
-	if *to == "" {
-		return usagef("send needs --to USER or --to +NUMBER")
+	if (*to == "") == (*group == "") {
+		return usagef("send needs --to USER, --to +NUMBER or --group GROUP")
 	}
 	text := strings.Join(pos, " ")
 	if len(pos) == 0 {
@@ -92,21 +93,34 @@ func cmdSend(ctx context.Context, args []string, e env) error {
 		return err
 	}
 	defer k.close()
-	cctx, cancel := context.WithTimeout(k.ctx, o.timeout)
-	defer cancel()
-	peer, name, err := k.resolve(cctx, *to)
+	t, err := k.target(ctx, *to, *group)
 	if err != nil {
 		return err
 	}
-	sent, err := k.c.Send(cctx, peer, []byte(text), pb.ContentType_CONTENT_TEXT)
+	cctx, cancel := context.WithTimeout(k.ctx, o.timeout)
+	defer cancel()
+	sent, err := t.send(cctx, k.c, []byte(text), pb.ContentType_CONTENT_TEXT)
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) && k.ctx.Err() == nil {
 			return fmt.Errorf("no answer from the server within %v; the message stays queued and goes out with the next parley command of this profile", o.timeout)
 		}
 		return k.reason(err)
 	}
-	con.printf("%s to %s at %s (id %d)", con.mark(stateSent), name, con.when(sent.Time), sent.ID)
+	con.printf("%s to %s at %s (id %d)", con.mark(stateSent), t.name, con.when(sent.Time), sent.ID)
 	return nil
+}
+
+// showReceipt prints a receipt on this user's messages.
+func (k *conn) showReceipt(group uint64, typ pb.ReceiptType, peer, upTo uint64) {
+	state := stateDelivered
+	if typ == pb.ReceiptType_RECEIPT_READ {
+		state = stateRead
+	}
+	where := ""
+	if group != 0 {
+		where = " in " + k.groupName(group)
+	}
+	k.con.printf("[%s] %s by %s%s: your messages up to %s", k.con.when(k.con.now()), k.con.mark(state), k.names.of(peer), where, k.con.when(protocol.MessageTime(upTo)))
 }
 
 // cmdListen prints incoming messages and receipts until interrupted.
@@ -124,13 +138,22 @@ func cmdListen(ctx context.Context, args []string, e env) error {
 	k, err := connect(ctx, &o, e, con, connectOptions{consume: true, verbose: true, handle: func(k *conn, ev client.Event) {
 		switch ev := ev.(type) {
 		case client.Message:
-			con.printf("[%s] %s: %s", con.when(ev.Time), k.names.of(ev.From), body(ev.Body, ev.Type))
-		case client.Receipt:
-			state := stateDelivered
-			if ev.Type == pb.ReceiptType_RECEIPT_READ {
-				state = stateRead
+			if ev.From == k.c.User() && ev.FromDevice == k.c.Device() {
+				return // sent from here: shown by the command that sent it ([S-8-17])
 			}
-			con.printf("[%s] %s by %s: your messages up to %s", con.when(con.now()), con.mark(state), k.names.of(ev.Peer), con.when(protocol.MessageTime(ev.UpTo)))
+			con.printf("%s", k.message(ev, 0, "(parley save-file %d PATH)"))
+		case client.Receipt:
+			if ev.Type != pb.ReceiptType_RECEIPT_SELF_READ {
+				k.showReceipt(ev.Group, ev.Type, ev.Peer, ev.UpTo)
+			}
+		case client.Receipts:
+			if ev.Type != pb.ReceiptType_RECEIPT_SELF_READ {
+				for _, it := range ev.Items {
+					k.showReceipt(ev.Group, ev.Type, it.Peer, it.UpTo)
+				}
+			}
+		case client.GroupEvent:
+			con.printf("%s", k.groupEvent(ev))
 		case client.Synced:
 			con.statusf("up to date")
 		}

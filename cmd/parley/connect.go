@@ -19,8 +19,9 @@ type conn struct {
 	store  *client.FileStore
 	c      *client.Client
 	names  *names
-	addr   string     // the server's address
-	runErr chan error // Run's result
+	cfg    client.Config // the client's configuration
+	addr   string        // the server's address
+	runErr chan error    // Run's result
 
 	verbose bool                      // report connection changes on stderr
 	handle  func(*conn, client.Event) // the command's own event handling; may be nil
@@ -60,8 +61,11 @@ func connect(ctx context.Context, o *options, e env, con *console, co connectOpt
 		return nil, err
 	}
 	k := &conn{
-		o: o, con: con, store: st, names: namesOf(st), addr: cfg.Addr, runErr: make(chan error, 1),
+		o: o, con: con, store: st, names: namesOf(st), cfg: cfg, addr: cfg.Addr, runErr: make(chan error, 1),
 		verbose: co.verbose || o.verbose, handle: co.handle,
+	}
+	if phone := st.Attr(attrPhone); phone != "" {
+		k.names.set(state.Credentials.User, phone)
 	}
 	k.ctx, k.cancel = context.WithCancelCause(ctx)
 	cfg.ManualAck = !co.consume
@@ -95,10 +99,14 @@ func (k *conn) onEvent(ev client.Event) {
 		k.cancel(ev.Err)
 	case client.SendDone:
 		// A message queued by an earlier command has been answered.
+		to := k.names.of(ev.To)
+		if ev.Group != 0 {
+			to = k.groupName(ev.Group)
+		}
 		if ev.Err != nil {
-			k.con.statusf("an earlier message to %s was not sent: %s", k.names.of(ev.To), describe(ev.Err))
+			k.con.statusf("an earlier message to %s was not sent: %s", to, describe(ev.Err))
 		} else if k.verbose {
-			k.con.statusf("an earlier message to %s: %s", k.names.of(ev.To), k.con.mark(stateSent))
+			k.con.statusf("an earlier message to %s: %s", to, k.con.mark(stateSent))
 		}
 	}
 	if k.handle != nil {

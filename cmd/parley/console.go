@@ -17,11 +17,18 @@ import (
 // console writes lines to the terminal from several goroutines, one line
 // at a time.
 type console struct {
-	mu    sync.Mutex // guards writes to out and err
+	mu    sync.Mutex // guards writes to out and err, and the fields below
 	out   io.Writer
 	err   io.Writer
 	plain bool             // words instead of check marks
 	now   func() time.Time // for formatting times
+
+	// When the command edits the input line itself (a terminal in raw
+	// mode), the line being typed stays at the bottom of the terminal:
+	// every output line first clears it and then draws it again.
+	edit   bool
+	prompt string
+	typed  string
 }
 
 func newConsole(e env, plain bool) *console {
@@ -32,7 +39,9 @@ func newConsole(e env, plain bool) *console {
 func (c *console) printf(format string, args ...any) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.clearLocked()
 	fmt.Fprintf(c.out, format+"\n", args...)
+	c.drawLocked()
 }
 
 // promptf writes a prompt, without a line break, to standard error.
@@ -46,7 +55,66 @@ func (c *console) promptf(format string, args ...any) {
 func (c *console) statusf(format string, args ...any) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.clearLocked()
 	fmt.Fprintf(c.err, format+"\n", args...)
+	c.drawLocked()
+}
+
+// startEditing keeps the line being typed, after prompt, at the bottom of
+// the terminal (standard error) until stopEditing.
+func (c *console) startEditing(prompt string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.edit, c.prompt, c.typed = true, prompt, ""
+	c.drawLocked()
+}
+
+// stopEditing removes the line being typed from the terminal.
+func (c *console) stopEditing() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.clearLocked()
+	c.edit = false
+}
+
+// editing shows line as the line being typed.
+func (c *console) editing(line string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.edit && line != c.typed {
+		c.clearLocked()
+		c.typed = line
+		c.drawLocked()
+	}
+}
+
+// commit leaves a line the user finished typing on the terminal, as a
+// terminal in line mode would.
+func (c *console) commit(line string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.edit {
+		return
+	}
+	c.clearLocked()
+	fmt.Fprintf(c.err, "%s%s\r\n", c.prompt, sanitize(line))
+	c.typed = ""
+	c.drawLocked()
+}
+
+// clearLocked erases the line being typed, if shown, leaving the cursor
+// at the start of the empty line.
+func (c *console) clearLocked() {
+	if c.edit {
+		io.WriteString(c.err, "\r\x1b[K")
+	}
+}
+
+// drawLocked draws the prompt and the line being typed.
+func (c *console) drawLocked() {
+	if c.edit {
+		io.WriteString(c.err, c.prompt+sanitizeLine(c.typed))
+	}
 }
 
 // when formats t for a chat line: the time of day, with the date if it is
@@ -120,6 +188,17 @@ func sanitize(s string) string {
 		return r
 	}, s)
 	return strings.ReplaceAll(s, "\n", "\n    ")
+}
+
+// sanitizeLine is sanitize for text on one terminal line: tabs and line
+// breaks become spaces.
+func sanitizeLine(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '\n' || r == '\t' {
+			return ' '
+		}
+		return r
+	}, sanitize(s))
 }
 
 // preview shortens a text for a status line.

@@ -3,10 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/parley-im/parley/client"
 	"github.com/parley-im/parley/protocol"
@@ -39,12 +37,7 @@ func cmdRegister(ctx context.Context, args []string, e env) error {
 		name, _ = e.hostname()
 		name = "parley on " + name
 	}
-	if len(name) > protocol.MaxDeviceName {
-		name = name[:protocol.MaxDeviceName]
-		for !utf8.ValidString(name) { // cut inside a character
-			name = name[:len(name)-1]
-		}
-	}
+	name = truncateName(name)
 
 	st, err := o.openStore(e, true)
 	if err != nil {
@@ -92,30 +85,8 @@ func cmdRegister(ctx context.Context, args []string, e env) error {
 		break
 	}
 
-	// A device registered anew starts with a new cursor and cmid space.
-	if err := st.Reset(); err != nil {
+	if err := saveDevice(st, &o, cfg, creds, phone); err != nil {
 		return err
-	}
-	if err := st.SaveCredentials(creds); err != nil {
-		return fmt.Errorf("saving the credentials (register again): %w", err)
-	}
-	ca := o.ca
-	if ca != "" {
-		if abs, err := filepath.Abs(ca); err == nil {
-			ca = abs
-		}
-	}
-	plaintext := ""
-	if o.plaintext {
-		plaintext = "1"
-	}
-	for k, v := range map[string]string{
-		attrServer: cfg.Addr, attrFingerprint: cfg.Fingerprint, attrCA: ca,
-		attrPlaintext: plaintext, attrPhone: phone,
-	} {
-		if err := st.SetAttr(k, v); err != nil {
-			return err
-		}
 	}
 	con.printf("Registered %s as user %d, device %d (profile %q, %s).", phone, creds.User, creds.Device, o.profile, st.Path())
 	return nil

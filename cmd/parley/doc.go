@@ -1,0 +1,69 @@
+// Command parley is a terminal client for Parley: register a phone number
+// or link this machine to an account, look up contacts, send messages and
+// files to people and groups, listen for messages, or chat.
+//
+//	parley register --server HOST:PORT --fingerprint HEX --phone +15551234567
+//	parley lookup +15557654321
+//	parley send --to +15557654321 see you at eight
+//	parley send-file --group hike route.gpx
+//	parley listen
+//	parley chat --to +15557654321
+//	parley chat --group hike
+//	parley group create hike +15557654321 +447700900123
+//	parley link --server HOST:PORT --fingerprint HEX   (then, on the phone: parley approve CODE)
+//
+// register and link store the device's credentials and the server's
+// address in a profile (os.UserConfigDir()/parley/<profile>.json, --profile
+// to keep several on one machine); later commands need no server flags.
+// The profile also remembers the phone numbers looked up, the names of
+// the groups seen, and the files received (for save-file, the last 64).
+// The environment variables PARLEY_SERVER, PARLEY_FINGERPRINT and
+// PARLEY_PROFILE are the defaults of --server, --fingerprint and
+// --profile. Bad input exits with status 2 and one line on stderr;
+// failures exit with status 1.
+//
+// In chat, parley shows when the other person is online or was last seen,
+// and when they are typing; it tells them when you are. On a Linux
+// terminal it reads keys as they are typed to do so (it edits the line
+// itself: backspace, Ctrl-U, Ctrl-W; Ctrl-D on an empty line leaves);
+// elsewhere it sees a line only once Enter is pressed. In a group, each
+// message you send shows how many members received and read it
+// ("✓✓ 3/5 read").
+//
+// # Files
+//
+// send-file encrypts the file end to end, uploads the ciphertext through
+// the server's media endpoint (spec.md section 14), and sends an ordinary
+// message whose content type says image, video, voice or document (by the
+// file's MIME type; document when the file is over the type's limit) and
+// whose body is this JSON object, which the server never reads:
+//
+//	{
+//	  "v": 1,                  layout version
+//	  "id": "3f9a2c71…",       media id, 32 hex digits
+//	  "key": "Wm9v…",          AES-256 key, 32 bytes, unpadded base64url
+//	  "size": 245824,          bytes of ciphertext, as uploaded
+//	  "sha256": "69f2db1d…",   SHA-256 of the ciphertext, 64 hex digits
+//	  "name": "route.gpx",     the file's name, without directories
+//	  "mime": "application/gpx+xml"
+//	}
+//
+// The ciphertext is the file cut into chunks of 65536 bytes (the last
+// may be shorter, or empty for an empty file), each sealed on its own
+// with AES-256-GCM under the key, which is drawn at random for each file.
+// Chunk i (from 0) has the 12-byte nonce made of i as an 8-byte
+// big-endian number, three zero bytes, and a byte that is 1 for the last
+// chunk and 0 otherwise; there is no additional data. Each sealed chunk
+// is its plaintext followed by the 16-byte tag, so the ciphertext is
+// 16 bytes per chunk longer than the file, and it cannot be reordered,
+// cut short or extended without failing to open.
+//
+// save-file (or /save in chat) asks the server for a download URL,
+// downloads the ciphertext, checks that its size and SHA-256 are both
+// what the server announced and what the sender's message says, decrypts
+// it, and only then puts the file in place. It never replaces an
+// existing file.
+//
+// The protocol logic lives in package client; this command turns flags
+// into a client.Config and calls, and events into lines of text.
+package main
