@@ -3,8 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -66,10 +70,36 @@ func (s *syncBuffer) String() string {
 // waitFor waits until the output contains want.
 func (s *syncBuffer) waitFor(t *testing.T, want string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for !strings.Contains(s.String(), want) {
 		if time.Now().After(deadline) {
 			t.Fatalf("output lacks %q:\n%s", want, s)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// waitForLine waits until a line of the output holds every part, in
+// order.
+func (s *syncBuffer) waitForLine(t *testing.T, parts ...string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		for _, line := range strings.Split(s.String(), "\n") {
+			rest, ok := line, true
+			for _, p := range parts {
+				var found bool
+				if _, rest, found = strings.Cut(rest, p); !found {
+					ok = false
+					break
+				}
+			}
+			if ok {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("output lacks a line with %q:\n%s", parts, s)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -231,5 +261,253 @@ func TestEndToEnd(t *testing.T) {
 		if code := c.exit(t); code != 0 {
 			t.Errorf("chat exit %d\n%s", code, c.err)
 		}
+	}
+}
+
+// userID returns the user id the profile of tm is registered as.
+func (tm *terminal) userID() string {
+	tm.t.Helper()
+	o := options{profile: "default"}
+	st, err := o.openStore(env{configDir: func() (string, error) { return tm.dir, nil }}, false)
+	if err != nil {
+		tm.t.Fatal(err)
+	}
+	defer st.Close()
+	s, err := st.Load()
+	if err != nil {
+		tm.t.Fatal(err)
+	}
+	return strconv.FormatUint(s.Credentials.User, 10)
+}
+
+// field returns the text after prefix in out, up to the next space or
+// line break.
+func field(t *testing.T, out, prefix string) string {
+	t.Helper()
+	_, rest, ok := strings.Cut(out, prefix)
+	if !ok {
+		t.Fatalf("output lacks %q:\n%s", prefix, out)
+	}
+	if i := strings.IndexAny(rest, " \n"); i >= 0 {
+		rest = rest[:i]
+	}
+	return rest
+}
+
+// TestEndToEndGroups: three people make a group, chat in it with typing
+// and per-message receipt counts, and change it.
+func TestEndToEndGroups(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a node")
+	}
+	n, codes := startNode(t)
+	alice := register(t, n, codes, "+447700900201")
+	bob := register(t, n, codes, "+447700900202")
+	carol := register(t, n, codes, "+447700900203")
+
+	out := alice.ok("group", "create", "Saturday hike", "+447700900202", "+447700900203")
+	if !strings.Contains(out, `"Saturday hike" with 3 members`) {
+		t.Fatalf("group create printed %q", out)
+	}
+	g := field(t, out, "Created group ")
+	if out := bob.ok("groups"); !strings.Contains(out, g+"\tSaturday hike\t3 members") {
+		t.Errorf("groups printed %q", out)
+	}
+	if out := alice.ok("group", "info", "Saturday hike"); !strings.Contains(out, "+447700900201\tadmin (you)") ||
+		!strings.Contains(out, "+447700900202\tmember") {
+		t.Errorf("group info printed %q", out)
+	}
+
+	aliceID := alice.userID()
+	ca := alice.start("chat", "--plain", "--group", g)
+	cb := bob.start("chat", "--plain", "--group", "Saturday hike") // the name bob's groups learnt
+	cc := carol.start("chat", "--plain", "--group", g)
+	for _, c := range []*command{ca, cb, cc} {
+		c.err.waitFor(t, "Chatting in Saturday hike (3 members)")
+		c.err.waitFor(t, "up to date")
+	}
+	io.WriteString(ca.in, "who brings the map?\n")
+	cb.out.waitFor(t, "user "+aliceID+": who brings the map?")
+	cc.out.waitFor(t, ": who brings the map?")
+	ca.out.waitForLine(t, "read 2/2", ": who brings the map?") // both chats showed it, so marked it read
+
+	io.WriteString(cb.in, "I d") // typing…
+	ca.err.waitFor(t, " is typing…")
+	io.WriteString(cb.in, "o\n")
+	ca.out.waitFor(t, ": I do")
+	cb.out.waitForLine(t, "read 2/2", ": I do")
+
+	// Carol leaves; the others see it in the group's order.
+	_ = cc.in.Close()
+	if code := cc.exit(t); code != 0 {
+		t.Errorf("chat exit %d\n%s", code, cc.err)
+	}
+	carol.ok("group", "leave", g)
+	ca.out.waitFor(t, "left Saturday hike")
+	cb.out.waitFor(t, "left Saturday hike")
+	io.WriteString(ca.in, "just us now\n")
+	ca.out.waitForLine(t, "read 1/1", ": just us now")
+
+	for _, c := range []*command{ca, cb} {
+		_ = c.in.Close()
+		if code := c.exit(t); code != 0 {
+			t.Errorf("chat exit %d\n%s", code, c.err)
+		}
+	}
+	c := bob.start("group", "remove", g, "+447700900201")
+	_ = c.in.Close()
+	if code := c.exit(t); code != 1 || !strings.Contains(c.err.String(), "only the group's admins can do that (NOT_ADMIN)") {
+		t.Errorf("remove by a member: exit %d, stderr %q", code, c.err)
+	}
+}
+
+// TestEndToEndPresenceAndTyping: chat --to shows when the other person
+// comes online, types and leaves.
+func TestEndToEndPresenceAndTyping(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a node")
+	}
+	n, codes := startNode(t)
+	alice := register(t, n, codes, "+447700900301")
+	bob := register(t, n, codes, "+447700900302")
+
+	ca := alice.start("chat", "--plain", "--to", "+447700900302")
+	ca.err.waitFor(t, "Chatting with +447700900302")
+	ca.err.waitFor(t, "+447700900302 is offline") // never logged in
+	cb := bob.start("chat", "--plain", "--to", "+447700900301")
+	ca.err.waitFor(t, "+447700900302 is online")
+	cb.err.waitFor(t, "+447700900301 is online")
+	io.WriteString(cb.in, "hel")
+	ca.err.waitFor(t, "+447700900302 is typing…")
+	io.WriteString(cb.in, "lo\n")
+	ca.out.waitFor(t, "+447700900302: hello")
+	_ = cb.in.Close()
+	if code := cb.exit(t); code != 0 {
+		t.Errorf("chat exit %d\n%s", code, cb.err)
+	}
+	ca.err.waitFor(t, "+447700900302 was last seen today at")
+	_ = ca.in.Close()
+	ca.exit(t)
+}
+
+// TestEndToEndFiles: a file sent to a person and one sent to a group
+// arrive encrypted end to end and are saved intact.
+func TestEndToEndFiles(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a node")
+	}
+	n, codes := startNode(t)
+	alice := register(t, n, codes, "+447700900401")
+	bob := register(t, n, codes, "+447700900402")
+
+	dir := t.TempDir()
+	data := make([]byte, 200<<10+3)
+	rand.Read(data)
+	src := filepath.Join(dir, "notes.bin")
+	if err := os.WriteFile(src, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	png := filepath.Join(dir, "map.png")
+	if err := os.WriteFile(png, append([]byte("\x89PNG\r\n\x1a\n"), data[:1000]...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out := alice.ok("send-file", "--plain", "--to", "+447700900402", src); !strings.HasPrefix(out, "sent notes.bin (200.0 KB) to +447700900402") {
+		t.Errorf("send-file printed %q", out)
+	}
+	out := alice.ok("group", "create", "maps", "+447700900402")
+	g := field(t, out, "Created group ")
+	alice.ok("send-file", "--group", g, png)
+
+	lb := bob.start("listen", "--plain")
+	lb.out.waitFor(t, "[document notes.bin, 200.0 KB] (parley save-file ")
+	lb.out.waitFor(t, "in maps: [image map.png, 1008 bytes] (parley save-file ")
+	lb.cancel()
+	lb.exit(t)
+	seq := field(t, lb.out.String(), "notes.bin, 200.0 KB] (parley save-file ")
+	saved := t.TempDir()
+	if out := bob.ok("save-file", seq, saved); !strings.Contains(out, "saved "+filepath.Join(saved, "notes.bin")) {
+		t.Errorf("save-file printed %q", out)
+	}
+	if got, err := os.ReadFile(filepath.Join(saved, "notes.bin")); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("saved file: %v (equal %v)", err, bytes.Equal(got, data))
+	}
+	// Saving again does not replace the file.
+	c := bob.start("save-file", seq, saved)
+	_ = c.in.Close()
+	if code := c.exit(t); code != 1 || !strings.Contains(c.err.String(), "exists") {
+		t.Errorf("second save: exit %d, stderr %q", code, c.err)
+	}
+	// From the chat view.
+	cb := bob.start("chat", "--plain", "--group", g)
+	cb.err.waitFor(t, "up to date")
+	seq = field(t, lb.out.String(), "map.png, 1008 bytes] (parley save-file ")
+	io.WriteString(cb.in, "/save "+seq+" "+filepath.Join(saved, "m.png")+"\n")
+	cb.err.waitFor(t, "saved "+filepath.Join(saved, "m.png"))
+	_ = cb.in.Close()
+	cb.exit(t)
+	if got, _ := os.ReadFile(filepath.Join(saved, "m.png")); !bytes.HasPrefix(got, []byte("\x89PNG")) || len(got) != 1008 {
+		t.Errorf("saved picture of %d bytes", len(got))
+	}
+}
+
+// TestEndToEndLinking: a second machine is linked to alice's account with
+// a code approved on her phone, sees what she sends from the phone, and
+// is revoked.
+func TestEndToEndLinking(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a node")
+	}
+	n, codes := startNode(t)
+	alice := register(t, n, codes, "+447700900501")
+	bob := register(t, n, codes, "+447700900502")
+	laptop := &terminal{t: t, dir: t.TempDir(), environ: map[string]string{
+		"PARLEY_SERVER": n.Addr().String(), "PARLEY_FINGERPRINT": n.Fingerprint(),
+	}}
+
+	l := laptop.start("link", "--device-name", "laptop")
+	l.out.waitFor(t, "Link code: ")
+	code := field(t, l.out.String(), "Link code: ")
+	c := alice.start("approve", "x"+code) // a typo
+	_ = c.in.Close()
+	if status := c.exit(t); status != 2 {
+		t.Errorf("approve with a typo: exit %d", status)
+	}
+	if out := alice.ok("approve", strings.ToLower(code)); !strings.Contains(out, "Approved") {
+		t.Errorf("approve printed %q", out)
+	}
+	if status := l.exit(t); status != 0 {
+		t.Fatalf("link: exit %d\n%s", status, l.err)
+	}
+	l.out.waitFor(t, "Linked as device 2 of user "+alice.userID())
+	laptop.environ = nil
+
+	out := laptop.ok("devices")
+	if !strings.Contains(out, "1\tparley on e2e\tprimary, ") || !strings.Contains(out, "2\tlaptop\tonline, this device") {
+		t.Errorf("devices printed %q", out)
+	}
+	// Only the primary approves; a refused approval uses the code up.
+	tablet := &terminal{t: t, dir: t.TempDir(), environ: map[string]string{
+		"PARLEY_SERVER": n.Addr().String(), "PARLEY_FINGERPRINT": n.Fingerprint(),
+	}}
+	l = tablet.start("link")
+	l.out.waitFor(t, "Link code: ")
+	c = laptop.start("approve", field(t, l.out.String(), "Link code: "))
+	_ = c.in.Close()
+	if status := c.exit(t); status != 1 || !strings.Contains(c.err.String(), "NOT_PRIMARY") {
+		t.Errorf("approve on a companion: exit %d, stderr %q", status, c.err)
+	}
+	l.cancel()
+	if status := l.exit(t); status != 1 {
+		t.Errorf("interrupted link: exit %d", status)
+	}
+	ll := laptop.start("listen", "--plain")
+	ll.err.waitFor(t, "up to date")
+	alice.ok("send", "--to", "+447700900502", "sent from the phone")
+	ll.out.waitFor(t, "me → user "+bob.userID()+": sent from the phone")
+	if out := alice.ok("revoke", "2"); !strings.Contains(out, "Revoked device 2.") {
+		t.Errorf("revoke printed %q", out)
+	}
+	if status := ll.exit(t); status != 1 || !strings.Contains(ll.err.String(), "DEVICE_REVOKED") {
+		t.Errorf("revoked listen: exit %d, stderr %q", status, ll.err)
 	}
 }
