@@ -72,13 +72,20 @@ func cmdChat(ctx context.Context, args []string, e env) error {
 		con.statusf("Chatting in %s (%d members). Type a message and press Enter; /save SEQ PATH saves a file; Ctrl-D or /quit to leave.", t.name, len(g.Members))
 	} else {
 		ui.setPeer(t.user)
-		// Watch the peer's presence. The subscription is the account's
-		// contact list too ([S-15-2]), so it names every contact the
-		// profile knows, the peer first.
-		if err := k.c.Subscribe(k.ctx, k.contacts(t.user)); err != nil && k.ctx.Err() == nil {
-			con.statusf("cannot follow %s's presence: %s", t.name, describe(err))
-		}
 		con.statusf("Chatting with %s. Type a message and press Enter; /save SEQ PATH saves a file; Ctrl-D or /quit to leave.", t.name)
+		// Watch the peer's presence, without waiting: the chat works
+		// offline too. The subscription is the account's contact list as
+		// well ([S-15-2]), so it names every contact the profile knows,
+		// the peer first.
+		sctx, stopSubscribe := context.WithCancel(k.ctx)
+		subscribed := make(chan struct{})
+		go func() {
+			defer close(subscribed)
+			if err := k.c.Subscribe(sctx, k.contacts(t.user)); err != nil && sctx.Err() == nil {
+				con.statusf("cannot follow %s's presence: %s", t.name, describe(err))
+			}
+		}()
+		defer func() { stopSubscribe(); <-subscribed }()
 	}
 
 	notifier := newTypingNotifier(func(s pb.TypingState) { t.typing(k.c, s) })

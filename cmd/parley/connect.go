@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/parley-im/parley/client"
@@ -25,6 +26,9 @@ type conn struct {
 
 	verbose bool                      // report connection changes on stderr
 	handle  func(*conn, client.Event) // the command's own event handling; may be nil
+
+	mu    sync.Mutex      // guards asked
+	asked map[uint64]bool // groups whose name learnGroup asked for
 }
 
 // connectOptions say how a command uses the connection.

@@ -97,7 +97,7 @@ func (c *console) commit(line string) {
 		return
 	}
 	c.clearLocked()
-	fmt.Fprintf(c.err, "%s%s\r\n", c.prompt, sanitize(line))
+	fmt.Fprintf(c.err, "%s%s\n", c.prompt, sanitizeLine(line))
 	c.typed = ""
 	c.drawLocked()
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -53,7 +52,7 @@ func (k *conn) groupEvent(ev client.GroupEvent) string {
 		actor = self
 	}
 	who := k.memberList(ev.Members)
-	if ev.Op == pb.GroupOp_GROUP_OP_ADD && slices.Contains(ev.Members, k.c.User()) {
+	if ev.Op != pb.GroupOp_GROUP_OP_CREATE && ev.Op != pb.GroupOp_GROUP_OP_RENAME {
 		k.learnGroup(ev.Group)
 	}
 	group := k.groupName(ev.Group)

@@ -96,6 +96,16 @@ func (k *conn) learnGroup(g uint64) {
 	if k.store.Attr(attrGroup+strconv.FormatUint(g, 10)) != "" {
 		return
 	}
+	k.mu.Lock()
+	asked := k.asked[g]
+	if k.asked == nil {
+		k.asked = make(map[uint64]bool)
+	}
+	k.asked[g] = true
+	k.mu.Unlock()
+	if asked {
+		return // once per command, whatever the answer
+	}
 	ctx, cancel := context.WithTimeout(k.ctx, learnGroupTimeout)
 	defer cancel()
 	if info, err := k.c.Group(ctx, g); err == nil {
