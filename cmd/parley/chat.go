@@ -92,8 +92,10 @@ func cmdChat(ctx context.Context, args []string, e env) error {
 	defer notifier.close()
 	in, restore := readInput(k.ctx, e, con, notifier.edited)
 	defer restore()
+	// Files being saved (/save) stop when the chat ends.
+	savesCtx, stopSaves := context.WithCancel(k.ctx)
 	var saves sync.WaitGroup
-	defer saves.Wait()
+	defer func() { stopSaves(); saves.Wait() }()
 	for {
 		select {
 		case <-k.ctx.Done():
@@ -118,8 +120,10 @@ func cmdChat(ctx context.Context, args []string, e env) error {
 				saves.Add(1)
 				go func() {
 					defer saves.Done()
-					if dst, err := k.saveFile(seq, f[2]); err != nil {
-						con.statusf("could not save the file: %s", describe(err))
+					if dst, err := k.saveFile(savesCtx, seq, f[2]); err != nil {
+						if savesCtx.Err() == nil {
+							con.statusf("could not save the file: %s", describe(err))
+						}
 					} else {
 						con.statusf("saved %s", dst)
 					}

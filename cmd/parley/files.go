@@ -249,6 +249,7 @@ func cmdSendFile(ctx context.Context, args []string, e env) error {
 	if err != nil {
 		return err
 	}
+	defer m.HTTP.CloseIdleConnections()
 	mref, err := m.UploadMedia(k.ctx, typ, tmp, size, sum)
 	if err != nil {
 		return fmt.Errorf("uploading %s: %w", name, k.reason(err))
@@ -294,7 +295,7 @@ func cmdSaveFile(ctx context.Context, args []string, e env) error {
 		return err
 	}
 	defer k.close()
-	dst, err := k.saveFile(seq, pos[1])
+	dst, err := k.saveFile(k.ctx, seq, pos[1])
 	if err != nil {
 		return err
 	}
@@ -303,8 +304,9 @@ func cmdSaveFile(ctx context.Context, args []string, e env) error {
 }
 
 // saveFile saves the file of inbox entry seq at path (a directory takes
-// the file's own name) and returns where it went.
-func (k *conn) saveFile(seq uint64, path string) (string, error) {
+// the file's own name) and returns where it went. If ctx ends first,
+// nothing is left behind.
+func (k *conn) saveFile(ctx context.Context, seq uint64, path string) (string, error) {
 	body := k.store.Attr(attrFile + strconv.FormatUint(seq, 10))
 	ref, ok := parseFileRef([]byte(body))
 	if !ok {
@@ -322,6 +324,7 @@ func (k *conn) saveFile(seq uint64, path string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	defer m.HTTP.CloseIdleConnections()
 	dir := filepath.Dir(path)
 	enc, err := os.CreateTemp(dir, ".parley-download-*")
 	if err != nil {
@@ -329,7 +332,7 @@ func (k *conn) saveFile(seq uint64, path string) (string, error) {
 	}
 	defer os.Remove(enc.Name())
 	defer enc.Close()
-	u, err := m.DownloadMedia(k.ctx, ref.mediaID(), enc)
+	u, err := m.DownloadMedia(ctx, ref.mediaID(), enc)
 	if err != nil {
 		return "", fmt.Errorf("downloading %s: %w", ref.Name, k.reason(err))
 	}
