@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+
 	"github.com/parley-im/parley/codec"
 	"github.com/parley-im/parley/protocol"
 	"github.com/parley-im/parley/protocol/pb"
@@ -544,5 +547,24 @@ func TestStopFlushesAck(t *testing.T) {
 	}
 	if cursorOf(t, st) != 1 {
 		t.Errorf("stored cursor %d, want 1", cursorOf(t, st))
+	}
+}
+
+// TestEntrySeq: the seq of an entry of a kind the client has no event
+// for is read from field 1 wherever it is, so the entry can be
+// acknowledged.
+func TestEntrySeq(t *testing.T) {
+	body, err := proto.Marshal(&pb.GroupEvent{Seq: 77, Id: 5, Group: 9, Name: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another field first, and one of a type version 1 has not got.
+	body = append(protowire.AppendVarint(protowire.AppendTag(nil, 9, protowire.BytesType), 0), body...)
+	body = append(protowire.AppendFixed32(protowire.AppendTag(nil, 20, protowire.Fixed32Type), 1), body...)
+	if got := entrySeq(body); got != 77 {
+		t.Errorf("entrySeq = %d, want 77", got)
+	}
+	if got := entrySeq([]byte{0x08}); got != 0 {
+		t.Errorf("entrySeq of a cut body = %d, want 0", got)
 	}
 }

@@ -72,11 +72,12 @@ Every command takes:
   --ca FILE           verify the server against this CA certificate (PEM) instead
   --plaintext         no TLS (only for tests or behind a trusted proxy)
   --plain             plain output: words instead of check marks
-  --timeout DURATION  how long lookup and send wait for the server (default 30s)
+  --timeout DURATION  how long a command waits for the server's answer (default 30s)
   -v                  log connection details to stderr
 
-Registering a number again, here or on another machine, revokes the
-devices registered before: give each chat partner their own number.`
+Registering a number again, here or on another machine, revokes every
+device of the account: to use one account on several machines, register
+it on one and link the others (parley link, then parley approve).`
 
 // errHelp asks for the usage text on stdout and exit status 0.
 var errHelp = errors.New("help requested")
