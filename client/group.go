@@ -42,6 +42,7 @@ type GroupInfo struct {
 
 // GroupMember is one member of a group.
 type GroupMember struct {
+	// User is the member's user id.
 	User uint64
 	// Role is ROLE_MEMBER or ROLE_ADMIN.
 	Role pb.GroupRole
@@ -51,7 +52,9 @@ type GroupMember struct {
 
 // GroupRefusal is a user a group could not take, and why.
 type GroupRefusal struct {
+	// User is the user who was not added.
 	User uint64
+	// Code says why: NOT_FOUND, TOO_MANY_GROUPS, GROUP_FULL or OVERLOADED.
 	Code protocol.Code
 }
 
