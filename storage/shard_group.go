@@ -228,8 +228,8 @@ func (s *Shard) groupEvent(g *group, actor uint64, gop pb.GroupOp, users []uint6
 		Id: s.ids.next(s.cfg.Now()), Group: g.id, Gseq: gseq, Actor: actor, Op: gop, Members: users,
 	}
 	switch gop {
-	case pb.GroupOp_GROUP_OP_CREATE:
-		ev.Name, ev.Avatar = g.rec.Name, g.rec.Avatar
+	case pb.GroupOp_GROUP_OP_CREATE, pb.GroupOp_GROUP_OP_ADD:
+		ev.Name, ev.Avatar = g.rec.Name, g.rec.Avatar // added members learn them
 	case pb.GroupOp_GROUP_OP_RENAME:
 		ev.Name = g.rec.Name
 	case pb.GroupOp_GROUP_OP_SET_AVATAR:

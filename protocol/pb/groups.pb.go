@@ -663,8 +663,8 @@ type GroupEvent struct {
 	Actor         uint64                 `protobuf:"varint,5,opt,name=actor,proto3" json:"actor,omitempty"` // who made the change
 	Op            GroupOp                `protobuf:"varint,6,opt,name=op,proto3,enum=parley.v1.GroupOp" json:"op,omitempty"`
 	Members       []uint64               `protobuf:"varint,7,rep,packed,name=members,proto3" json:"members,omitempty"` // who was added, removed, promoted, demoted
-	Name          string                 `protobuf:"bytes,8,opt,name=name,proto3" json:"name,omitempty"`               // CREATE, RENAME
-	Avatar        []byte                 `protobuf:"bytes,9,opt,name=avatar,proto3" json:"avatar,omitempty"`           // CREATE, SET_AVATAR
+	Name          string                 `protobuf:"bytes,8,opt,name=name,proto3" json:"name,omitempty"`               // CREATE, ADD, RENAME
+	Avatar        []byte                 `protobuf:"bytes,9,opt,name=avatar,proto3" json:"avatar,omitempty"`           // CREATE, ADD, SET_AVATAR
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
