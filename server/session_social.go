@@ -91,7 +91,7 @@ func (c *conn) handlePresenceSubscribe(body []byte, w *buffer) verdict {
 		}
 	}
 	c.watching = users
-	return c.request(storage.Op{Kind: storage.OpSubscribe, User: c.user, Users: users, RID: m.Rid, EP: c}, m.Rid, w)
+	return c.request(storage.Op{Kind: storage.OpSubscribe, User: c.user, Device: c.device, Users: users, RID: m.Rid, EP: c}, m.Rid, w)
 }
 
 // unwatchAll ends the connection's presence subscriptions; OnClose calls it.

@@ -46,7 +46,7 @@ func SlotOfPhone(phone string) uint16 {
 //	slot 'o' phone                       verification code state
 //	slot 'r' user reader group           highest id reader marked read (group 0: 1:1)
 //	slot 'x' day user                    expiry index: user's last seq of that day
-//	slot 'k' user contact                a contact of user (presence privacy)
+//	slot 'k' user device contact         a contact one device of user subscribes to
 //	slot 'n'                             next user counter of the slot
 //	ffff 'g'                             last message id issued by the shard
 //	ffff 'q' outseq                      outbox: an entry for another shard
@@ -143,8 +143,9 @@ func expiryKey(dst []byte, day uint32, u uint64) []byte {
 	return binary.BigEndian.AppendUint64(dst, u)
 }
 
-func contactKey(dst []byte, u, contact uint64) []byte {
+func contactKey(dst []byte, u uint64, device uint32, contact uint64) []byte {
 	dst = binary.BigEndian.AppendUint64(appendPrefix(dst, SlotOfUser(u), tagContact), u)
+	dst = binary.BigEndian.AppendUint32(dst, device)
 	return binary.BigEndian.AppendUint64(dst, contact)
 }
 

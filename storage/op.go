@@ -75,8 +75,8 @@ const (
 	// OpRevokeDevice: User, Device (requester), Target, RID, EP. Answers Ok.
 	OpRevokeDevice
 
-	// OpSubscribe: User (the subscriber), Users (its contacts), RID, EP.
-	// Records the contacts; answers Ok.
+	// OpSubscribe: User, Device (the subscriber), Users (its contacts),
+	// RID, EP. Records the device's contacts; answers Ok.
 	OpSubscribe
 	// OpWatch: User (the watched), From (the watcher), EP. Internal.
 	OpWatch

@@ -23,7 +23,8 @@ type watcher struct {
 	user uint64 // who is watching, for the privacy check
 }
 
-// applySubscribe records a user's contacts: the users it subscribes to
+// applySubscribe records the contacts of one device: the users it
+// subscribes to. A user's contacts are those of all its devices
 // ([S-15-2]). The server sends the watches themselves to the targets'
 // shards.
 func (s *Shard) applySubscribe(op *Op) {
@@ -32,10 +33,10 @@ func (s *Shard) applySubscribe(op *Op) {
 		s.replyError(op.EP, protocol.CodeInternal, op.RID, 0)
 		return
 	}
-	lo := contactKey(nil, u.id, 0)
+	lo := contactKey(nil, u.id, op.Device, 0)
 	s.batch.DeleteRange(lo, prefixEnd(lo[:len(lo)-8]), nil)
 	for _, c := range op.Users {
-		s.batch.Set(contactKey(nil, u.id, c), nil, nil)
+		s.batch.Set(contactKey(nil, u.id, op.Device, c), nil, nil)
 	}
 	start := len(s.out)
 	s.out = codec.AppendOK(s.out, op.RID)
@@ -100,8 +101,15 @@ func (s *Shard) visible(u *user, watcher uint64) bool {
 	case pb.Visibility_VISIBILITY_EVERYONE:
 		return true
 	case pb.Visibility_VISIBILITY_CONTACTS:
-		v, err := s.get(contactKey(nil, u.id, watcher))
-		return err == nil && v != nil
+		for _, d := range u.devices {
+			if d.rec.Revoked {
+				continue
+			}
+			if v, err := s.get(contactKey(nil, u.id, d.id, watcher)); err == nil && v != nil {
+				return true
+			}
+		}
+		return false
 	}
 	return watcher == u.id
 }

@@ -223,7 +223,7 @@ func TestPresenceAndPrivacy(t *testing.T) {
 		t.Fatalf("after login %v, want online", p)
 	}
 	// Contacts only: bob is alice's contact, carol is not.
-	n.submit(storage.Op{Kind: storage.OpSubscribe, User: alice.user, Users: []uint64{bob.user}, RID: 1, EP: aep})
+	n.submit(storage.Op{Kind: storage.OpSubscribe, User: alice.user, Device: alice.device, Users: []uint64{bob.user}, RID: 1, EP: aep})
 	aep.take(t, protocol.KindOK)
 	n.submit(storage.Op{Kind: storage.OpSetPrivacy, User: alice.user, Visibility: pb.Visibility_VISIBILITY_CONTACTS, RID: 2, EP: aep})
 	aep.take(t, protocol.KindOK)
@@ -260,5 +260,29 @@ func TestTypingIsNeverStored(t *testing.T) {
 	after := n.shards[0].Stats()
 	if after.Commits != before.Commits || after.Entries != before.Entries {
 		t.Fatalf("typing wrote: commits %d→%d entries %d→%d", before.Commits, after.Commits, before.Entries, after.Entries)
+	}
+}
+
+// TestContactsAreEveryDevices: with contacts-only presence, a user's
+// contacts are those of all its devices; one device's subscription does
+// not replace another's.
+func TestContactsAreEveryDevices(t *testing.T) {
+	n := newNode(t, 2, nil)
+	alice, bob, carol := n.register(t, "+15550006001"), n.register(t, "+15550006002"), n.register(t, "+15550006003")
+	phone := n.login(t, alice, 0)
+	laptop := n.link(t, alice, phone, "laptop")
+	lep := n.login(t, laptop, 0)
+	n.submit(storage.Op{Kind: storage.OpSubscribe, User: alice.user, Device: alice.device, Users: []uint64{bob.user}, RID: 1, EP: phone})
+	phone.take(t, protocol.KindOK)
+	n.submit(storage.Op{Kind: storage.OpSubscribe, User: alice.user, Device: laptop.device, Users: []uint64{carol.user}, RID: 1, EP: lep})
+	lep.take(t, protocol.KindOK)
+	n.submit(storage.Op{Kind: storage.OpSetPrivacy, User: alice.user, Visibility: pb.Visibility_VISIBILITY_CONTACTS, RID: 2, EP: phone})
+	phone.take(t, protocol.KindOK)
+	for _, watcher := range []account{bob, carol} {
+		ep := n.login(t, watcher, 0)
+		n.submit(storage.Op{Kind: storage.OpWatch, User: alice.user, From: watcher.user, EP: ep})
+		if p := ep.take(t, protocol.KindPresence).(*pb.Presence); !p.Online {
+			t.Fatalf("contact %d sees %v, want alice online", watcher.user, p)
+		}
 	}
 }
