@@ -84,8 +84,16 @@ func (s *Shard) deliveredReceipts(u *user, from, to uint64) error {
 		return err
 	}
 	for _, r := range senders {
+		if r.group != 0 {
+			// Coalesced with the other members' receipts of this cycle into
+			// one Receipts entry per sender and group ([S-16-8]), so a
+			// 1024-member group does not cost a forward per member.
+			k := receiptKey{r.sender, r.group, pb.ReceiptType_RECEIPT_DELIVERED}
+			s.receipts[k] = append(s.receipts[k], &pb.ReceiptItem{Peer: u.id, UpTo: r.id})
+			continue
+		}
 		entry := append([]byte{byte(protocol.KindReceipt)}, codec.AppendReceiptEntry(nil, codec.Receipt{
-			Peer: u.id, Type: pb.ReceiptType_RECEIPT_DELIVERED, UpTo: r.id, Group: r.group,
+			Peer: u.id, Type: pb.ReceiptType_RECEIPT_DELIVERED, UpTo: r.id,
 		})...)
 		s.appendEntry(r.sender, entry, 0)
 	}

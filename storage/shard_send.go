@@ -218,7 +218,8 @@ func (s *Shard) appendLocal(u *user, entry []byte) {
 	s.appendRaw(u, entry, nil)
 }
 
-// flushReceipts appends one Receipts entry per coalesced key, in key order.
+// flushReceipts appends one Receipts entry per coalesced key, in key order:
+// here for this shard's users, through the outbox for others.
 func (s *Shard) flushReceipts() {
 	if len(s.receipts) == 0 {
 		return
@@ -233,15 +234,15 @@ func (s *Shard) flushReceipts() {
 	for _, k := range keys {
 		items := s.receipts[k]
 		delete(s.receipts, k)
-		u := s.users[k.user]
-		if u == nil {
-			continue
-		}
 		entry, err := appendProtoEntry([]byte{byte(protocol.KindReceipts)}, &pb.Receipts{Group: k.group, Type: k.typ, Items: items})
 		if err != nil {
 			continue
 		}
-		s.appendRaw(u, entry, nil)
+		if u := s.users[k.user]; u != nil && s.cfg.Forwarder.ShardOf(k.user) == s.cfg.ID {
+			s.appendRaw(u, entry, nil)
+		} else {
+			s.appendEntry(k.user, entry, 0) // another shard's user, or not loaded
+		}
 	}
 }
 
