@@ -79,7 +79,10 @@ type session struct {
 
 	wmu       sync.Mutex
 	ackedSeq  uint64       // guarded by wmu: the last Ack written
-	ackTimer  *time.Timer  // guarded by wmu: a delayed Ack, or nil
+	ackTimer  *time.Timer  // guarded by wmu: writes a delayed Ack; reused
+	ackArmed  bool         // guarded by wmu: ackTimer is set to fire
+	wbuf      []byte       // guarded by wmu: an Ack and what rides with it
+	deadline  int64        // guarded by wmu: the write deadline, unix nanos
 	lastWrite atomic.Int64 // unix nanos
 	closing   atomic.Bool  // closed on purpose: not a drop
 	inflate   []byte       // owned by the reader
@@ -216,26 +219,31 @@ func (s *session) write(b []byte) error {
 
 // writeLocked writes b, prefixed by a due Ack; with b empty it writes the
 // Ack alone if force is set. s.wmu must be held.
+//
+// It allocates nothing: the Ack and b are joined in the session's buffer,
+// and the write deadline (10 s) is moved only when less than 5 s of it
+// are left, not before every write (each move is a timer update in the
+// runtime's poller).
 func (s *session) writeLocked(b []byte, force bool) error {
-	var a [16]byte
-	ack := a[:0]
 	if c := s.d.cursor.Load(); c > s.ackedSeq && (len(b) > 0 || force) {
-		ack = codec.AppendAck(ack, c)
+		s.wbuf = append(codec.AppendAck(s.wbuf[:0], c), b...)
+		b = s.wbuf
 		s.ackedSeq = c
-		if s.ackTimer != nil {
+		if s.ackArmed {
 			s.ackTimer.Stop()
-			s.ackTimer = nil
+			s.ackArmed = false
 		}
 	}
-	if len(b) == 0 && len(ack) == 0 {
+	if len(b) == 0 {
 		return nil
 	}
-	if len(ack) > 0 {
-		b = append(ack, b...)
+	now := time.Now().UnixNano()
+	if s.deadline-now < int64(5*time.Second) {
+		s.deadline = now + int64(10*time.Second)
+		_ = s.conn.SetWriteDeadline(time.Unix(0, s.deadline))
 	}
-	_ = s.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	_, err := s.conn.Write(b)
-	s.lastWrite.Store(time.Now().UnixNano())
+	s.lastWrite.Store(now)
 	s.d.w.stats.frameBytesUp.Add(int64(len(b)))
 	if err != nil {
 		_ = s.raw.Close()
@@ -257,15 +265,24 @@ func (s *session) maybeAck() error {
 		return nil
 	case delay <= 0 || int(c-s.ackedSeq) >= max(1, s.window/2):
 		return s.writeLocked(nil, true)
-	case s.ackTimer == nil:
-		s.ackTimer = time.AfterFunc(delay, func() {
-			s.wmu.Lock()
-			defer s.wmu.Unlock()
-			s.ackTimer = nil
-			_ = s.writeLocked(nil, true)
-		})
+	case !s.ackArmed:
+		s.ackArmed = true
+		if s.ackTimer == nil {
+			s.ackTimer = time.AfterFunc(delay, s.ackDue)
+		} else {
+			s.ackTimer.Reset(delay)
+		}
 	}
 	return nil
+}
+
+// ackDue writes the delayed Ack. A late run after the timer was stopped
+// writes only an Ack that is due anyway.
+func (s *session) ackDue() {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.ackArmed = false
+	_ = s.writeLocked(nil, true)
 }
 
 // close ends the session on purpose. abrupt resets the TCP connection.
@@ -277,7 +294,8 @@ func (s *session) close(abrupt bool) {
 		return
 	}
 	s.wmu.Lock()
-	_ = s.conn.SetWriteDeadline(time.Now().Add(time.Second))
+	s.deadline = time.Now().Add(time.Second).UnixNano()
+	_ = s.conn.SetWriteDeadline(time.Unix(0, s.deadline))
 	_ = s.conn.Close() // close_notify, then close
 	s.wmu.Unlock()
 }
@@ -290,7 +308,7 @@ func (s *session) read() {
 		s.wmu.Lock()
 		if s.ackTimer != nil {
 			s.ackTimer.Stop()
-			s.ackTimer = nil
+			s.ackArmed = false
 		}
 		s.wmu.Unlock()
 		d.mu.Lock()
@@ -414,15 +432,15 @@ func (s *session) handle(f codec.Frame) error {
 		protocol.KindLookupResult, protocol.KindGroupListResult:
 		s.answer(f, uint32(firstVarint(f.Body)))
 	case protocol.KindSent:
-		var sent pb.Sent
-		if err := codec.ParseProto(f.Body, &sent); err != nil {
+		cmid, err := varintField(f.Body, 1) // Sent.cmid, without a proto.Unmarshal
+		if err != nil {
 			return err
 		}
 		d.mu.Lock()
-		_, ok := d.unacked[sent.Cmid]
-		delete(d.unacked, sent.Cmid)
+		_, ok := d.unacked[cmid]
+		delete(d.unacked, cmid)
 		d.mu.Unlock()
-		if ok && (d.out == nil || d.out.ack(sent.Cmid)) {
+		if ok && (d.out == nil || d.out.ack(cmid)) {
 			w.stats.acked.Add(1)
 		}
 		select {
@@ -631,6 +649,32 @@ func (s *session) answer(f codec.Frame, rid uint32) bool {
 		ch <- reply{kind: f.Kind, body: append([]byte(nil), f.Body...)}
 	}
 	return ok
+}
+
+// varintField returns the varint field num of a protobuf body (0 when
+// absent), allocating nothing.
+func varintField(b []byte, num protowire.Number) (uint64, error) {
+	var v uint64
+	for len(b) > 0 {
+		n, typ, k := protowire.ConsumeTag(b)
+		if k < 0 {
+			return 0, codec.ErrMalformed
+		}
+		b = b[k:]
+		if n == num && typ == protowire.VarintType {
+			x, k := protowire.ConsumeVarint(b)
+			if k < 0 {
+				return 0, codec.ErrMalformed
+			}
+			v, b = x, b[k:]
+			continue
+		}
+		if k = protowire.ConsumeFieldValue(n, typ, b); k < 0 {
+			return 0, codec.ErrMalformed
+		}
+		b = b[k:]
+	}
+	return v, nil
 }
 
 // firstVarint returns the value of field 1 of a protobuf body when it is
