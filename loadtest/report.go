@@ -152,6 +152,9 @@ func (r *Result) WriteText(w io.Writer) {
 	if r.MediaSize > 0 {
 		fmt.Fprintf(w, "media: %d uploads, %d downloads of %d bytes, %d corrupt; up %.1f MiB/s, down %.1f MiB/s\n",
 			r.MediaUploads, r.MediaDownloads, r.MediaSize, r.MediaCorrupt, r.MediaUpMiBps, r.MediaDownMiBps)
+		if r.Counters.MediaRetries > 0 {
+			fmt.Fprintf(w, "  %d answers waited out (RATE_LIMITED: 600 media requests a minute per user; OVERLOADED)\n", r.Counters.MediaRetries)
+		}
 		fmt.Fprintf(w, "upload (slot + PUT):  %s\n", r.MediaUploadLatency)
 		fmt.Fprintf(w, "download (URL + GET): %s\n", r.MediaDownloadLatency)
 		if r.ServerCPUSeconds > 0 {

@@ -101,7 +101,10 @@ func (d *device) mediaLoop(ctx context.Context, client *http.Client, end time.Ti
 		sum := h.Sum(nil)
 
 		start := time.Now()
-		id, err := d.upload(ctx, client, seed, sum, size)
+		id, err := d.upload(ctx, client, seed, sum, size, end)
+		if errors.Is(err, errPastEnd) {
+			return nil
+		}
 		if err != nil {
 			return fmt.Errorf("media: device %d upload %d: %w", d.index, i, err)
 		}
@@ -109,7 +112,9 @@ func (d *device) mediaLoop(ctx context.Context, client *http.Client, end time.Ti
 		w.stats.mediaUploads.Add(1)
 
 		start = time.Now()
-		if err := d.peer.download(ctx, client, id, sum, size); err != nil {
+		if err := d.peer.download(ctx, client, id, sum, size, end); errors.Is(err, errPastEnd) {
+			return nil
+		} else if err != nil {
 			return fmt.Errorf("media: device %d download %d: %w", d.peer.index, i, err)
 		}
 		w.media.down.record(time.Since(start))
@@ -119,8 +124,8 @@ func (d *device) mediaLoop(ctx context.Context, client *http.Client, end time.Ti
 }
 
 // upload asks for a slot and PUTs the file; it returns the media id.
-func (d *device) upload(ctx context.Context, client *http.Client, seed [32]byte, sum []byte, size int64) ([]byte, error) {
-	r, err := d.mediaRequest(ctx, protocol.KindMediaUpload, func(rid uint32) proto.Message {
+func (d *device) upload(ctx context.Context, client *http.Client, seed [32]byte, sum []byte, size int64, end time.Time) ([]byte, error) {
+	r, err := d.mediaRequest(ctx, end, protocol.KindMediaUpload, func(rid uint32) proto.Message {
 		return &pb.MediaUpload{Rid: rid, Type: pb.ContentType_CONTENT_DOCUMENT, Size: uint64(size), Sha256: sum}
 	})
 	if err != nil {
@@ -163,8 +168,8 @@ func (d *device) upload(ctx context.Context, client *http.Client, seed [32]byte,
 
 // download asks for the download URL of id, GETs it and checks the
 // bytes against what was uploaded.
-func (d *device) download(ctx context.Context, client *http.Client, id, sum []byte, size int64) error {
-	r, err := d.mediaRequest(ctx, protocol.KindMediaDownload, func(rid uint32) proto.Message {
+func (d *device) download(ctx context.Context, client *http.Client, id, sum []byte, size int64, end time.Time) error {
+	r, err := d.mediaRequest(ctx, end, protocol.KindMediaDownload, func(rid uint32) proto.Message {
 		return &pb.MediaDownload{Rid: rid, Id: id}
 	})
 	if err != nil {
@@ -216,9 +221,14 @@ func (d *device) download(ctx context.Context, client *http.Client, id, sum []by
 	}
 }
 
+// errPastEnd ends a transfer loop whose wait for the server would run
+// past the end of the run.
+var errPastEnd = errors.New("media: past the end of the run")
+
 // mediaRequest sends a media request on d's connection, waiting out
-// RATE_LIMITED and OVERLOADED answers ([S-14-3]); other errors fail.
-func (d *device) mediaRequest(ctx context.Context, kind protocol.Kind, fill func(rid uint32) proto.Message) (reply, error) {
+// RATE_LIMITED and OVERLOADED answers ([S-14-3]) unless the wait would
+// pass end (errPastEnd); other errors fail.
+func (d *device) mediaRequest(ctx context.Context, end time.Time, kind protocol.Kind, fill func(rid uint32) proto.Message) (reply, error) {
 	for attempt := 0; ; attempt++ {
 		s := d.session()
 		if s == nil {
@@ -239,7 +249,11 @@ func (d *device) mediaRequest(ctx context.Context, kind protocol.Kind, fill func
 			return reply{}, fmt.Errorf("%v: %v %s", kind, e.Code, e.Message)
 		}
 		d.w.stats.mediaRetries.Add(1)
-		if err := sleepCtx(ctx, max(10*time.Millisecond, time.Duration(e.RetryAfterMs)*time.Millisecond)); err != nil {
+		wait := max(10*time.Millisecond, time.Duration(e.RetryAfterMs)*time.Millisecond)
+		if time.Now().Add(wait).After(end) {
+			return reply{}, errPastEnd
+		}
+		if err := sleepCtx(ctx, wait); err != nil {
 			return reply{}, err
 		}
 	}
