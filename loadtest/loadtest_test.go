@@ -269,3 +269,26 @@ func TestMediaBytes(t *testing.T) {
 		t.Error("same seed, other bytes; or other seed, same bytes")
 	}
 }
+
+// TestGroupOrderMismatch: two workers that saw different messages at one
+// gseq of a group fail the run, and so does a mismatch a worker counted.
+func TestGroupOrderMismatch(t *testing.T) {
+	cfg := &Config{Scenario: "groups", GroupSize: 3}
+	c := &coordinator{cfg: cfg, res: &Result{}}
+	for _, order := range [][]orderEntry{
+		{{G: 0, Q: 3, S: 7, C: 1}, {G: 0, Q: 4, S: 8, C: 1}},
+		{{G: 0, Q: 3, S: 7, C: 1}, {G: 0, Q: 4, S: 7, C: 2}, {G: 1, Q: 4, S: 9, C: 1}},
+	} {
+		c.workers = append(c.workers, &workerProc{result: &event{Order: order}})
+	}
+	c.assembleGroups()
+	if c.res.OrderMismatch != 1 {
+		t.Fatalf("order mismatch %d, want 1 (gseq 4 of group 0)", c.res.OrderMismatch)
+	}
+	c.res.Counters.OrderMismatch = 2
+	c.res.OrderMismatch = 0
+	c.assembleGroups()
+	if c.res.OrderMismatch != 3 {
+		t.Errorf("order mismatch %d, want 3 (1 across workers + 2 within)", c.res.OrderMismatch)
+	}
+}
