@@ -65,6 +65,9 @@ type Config struct {
 	// CacheBytes is the size of the shard's Pebble block cache. Default
 	// 32 MiB.
 	CacheBytes int64
+	// MemTableBytes is the size of the shard's Pebble memtable; up to two
+	// may be held while one flushes. Default 64 MiB.
+	MemTableBytes uint64
 	// CacheUsers is how many users without a live session the shard keeps
 	// in memory. Default 100,000.
 	CacheUsers int
@@ -116,6 +119,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.CacheBytes == 0 {
 		c.CacheBytes = 32 << 20
+	}
+	if c.MemTableBytes == 0 {
+		c.MemTableBytes = 64 << 20
 	}
 	if c.CacheUsers == 0 {
 		c.CacheUsers = 100_000

@@ -114,6 +114,11 @@ func Open(cfg Config) (*Shard, error) {
 		FS:     cfg.FS,
 		Logger: pebbleLogger{cfg.Logger},
 		Cache:  pebble.NewCache(cfg.CacheBytes),
+		// Inbox entries live seconds: in a large memtable most are set and
+		// single-deleted before a flush, so they never reach an sstable
+		// (measured flat out: server CPU per message 11.7 → 7.4–8.5 µs;
+		// docs/benchmarks.md).
+		MemTableSize: cfg.MemTableBytes,
 	}
 	defer opts.Cache.Unref()
 	for i := range opts.Levels {

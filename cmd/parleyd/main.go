@@ -50,7 +50,7 @@ func main() {
 
 func run(args []string) error {
 	fs := flag.NewFlagSet("parleyd", flag.ContinueOnError)
-	shardsDefault, err := envInt("PARLEY_SHARDS", 4)
+	shardsDefault, err := envInt("PARLEY_SHARDS", 0)
 	if err != nil {
 		return err
 	}
@@ -64,7 +64,7 @@ func run(args []string) error {
 	}
 	listen := fs.String("listen", env("PARLEY_LISTEN", "127.0.0.1:5222"), "client `address` (host:port)")
 	data := fs.String("data", env("PARLEY_DATA", "parley-data"), "data `directory`")
-	shards := fs.Int("shards", shardsDefault, "number of shards")
+	shards := fs.Int("shards", shardsDefault, "number of shards; fixed when the data directory is created (0: as created, or one per CPU for a new directory)")
 	cert := fs.String("cert", env("PARLEY_CERT", ""), "TLS certificate `file` (PEM); default: self-signed in the data directory")
 	key := fs.String("key", env("PARLEY_KEY", ""), "TLS key `file` (PEM)")
 	plaintext := fs.Bool("plaintext", env("PARLEY_PLAINTEXT", "") == "1", "serve without TLS (only behind a TLS-terminating proxy)")
@@ -97,8 +97,8 @@ func run(args []string) error {
 	if (*testPrefix == "") != (*testCode == "") {
 		return fmt.Errorf("--test-phone-prefix and --test-code go together")
 	}
-	if *shards < 1 {
-		return fmt.Errorf("--shards %d: want at least 1", *shards)
+	if *shards < 0 {
+		return fmt.Errorf("--shards %d: want 0 (the default) or more", *shards)
 	}
 	if *s3Endpoint != "" && *s3Bucket == "" {
 		return fmt.Errorf("--media-s3-endpoint needs --media-s3-bucket")

@@ -250,7 +250,7 @@ func TestBadArguments(t *testing.T) {
 		{nil, "PARLEY_SHARDS=many", `PARLEY_SHARDS="many" is not a number`},
 		{nil, "PARLEY_HEARTBEAT=5", `PARLEY_HEARTBEAT="5" is not a duration (like 60s)`},
 		{[]string{"--log-level", "loud"}, "", `bad --log-level "loud"`},
-		{[]string{"--shards", "0"}, "", "--shards 0: want at least 1"},
+		{[]string{"--shards", "-1"}, "", "--shards -1: want 0 (the default) or more"},
 		{[]string{"--test-code", "1"}, "", "--test-phone-prefix and --test-code go together"},
 		{[]string{"--shards", "2000", "--data", "DIR"}, "", "node: 2000 shards, want 1 to 1024"},
 	}

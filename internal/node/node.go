@@ -8,7 +8,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/parley-im/parley/internal/admin"
@@ -26,7 +30,11 @@ type Config struct {
 	DataDir string
 	// Listen is the client address, host:port. Default "127.0.0.1:5222".
 	Listen string
-	// Shards is the number of shards (Pebble databases). Default 4.
+	// Shards is the number of shards (Pebble databases). It is fixed when
+	// the data directory is created (recorded in DataDir/shard-count) and must
+	// match it afterwards. 0 means: as recorded, or for a new directory
+	// GOMAXPROCS — more actors than cores add fsyncs and context switches
+	// without parallelism (measured: docs/benchmarks.md, "Shard count").
 	Shards int
 	// CertFile and KeyFile are the TLS certificate and key (PEM). Default
 	// DataDir/tls/cert.pem and key.pem, generated self-signed on first start.
@@ -72,9 +80,7 @@ func (c *Config) setDefaults() {
 	if c.Listen == "" {
 		c.Listen = "127.0.0.1:5222"
 	}
-	if c.Shards == 0 {
-		c.Shards = 4
-	}
+
 	if c.CertFile == "" {
 		c.CertFile = filepath.Join(c.DataDir, "tls", "cert.pem")
 	}
@@ -100,6 +106,42 @@ func (c *Config) validate() error {
 		return fmt.Errorf("node: %d shards, want 1 to %d", c.Shards, storage.MaxShards)
 	}
 	return nil
+}
+
+// shardCount returns how many shards the data directory in dir holds: the
+// count it was created with (recorded in dir/shard-count), which want must
+// match if it is not 0; for a new directory want, or GOMAXPROCS when want
+// is 0. Slots map to shards by the count, so it can never change under
+// existing data.
+func shardCount(dir string, want int) (int, error) {
+	name := filepath.Join(dir, "shard-count")
+	b, err := os.ReadFile(name)
+	switch {
+	case err == nil:
+		have, perr := strconv.Atoi(strings.TrimSpace(string(b)))
+		if perr != nil || have < 1 {
+			return 0, fmt.Errorf("node: %s: not a shard count: %q", name, b)
+		}
+		if want != 0 && want != have {
+			return 0, fmt.Errorf("node: %s holds %d shards, not %d: the shard count is fixed when a data directory is created", dir, have, want)
+		}
+		return have, nil
+	case !errors.Is(err, os.ErrNotExist):
+		return 0, fmt.Errorf("node: %w", err)
+	}
+	if want == 0 {
+		want = runtime.GOMAXPROCS(0)
+	}
+	if want < 1 || want > storage.MaxShards {
+		return 0, fmt.Errorf("node: %d shards, want 1 to %d", want, storage.MaxShards)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return 0, fmt.Errorf("node: %w", err)
+	}
+	if err := writeFileAtomic(name, []byte(strconv.Itoa(want)+"\n"), 0o644); err != nil {
+		return 0, err
+	}
+	return want, nil
 }
 
 // LogCodes is the embedded verification-code sender: it logs each code.
@@ -129,6 +171,11 @@ type Node struct {
 // Start opens the shards, starts the server and returns once it listens.
 func Start(cfg Config) (*Node, error) {
 	cfg.setDefaults()
+	shards, err := shardCount(cfg.DataDir, cfg.Shards)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Shards = shards
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
