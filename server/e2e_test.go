@@ -45,6 +45,11 @@ func TestOnlineChatWithReceipts(t *testing.T) {
 	}
 	a.Write(codec.AppendFrame(nil, protocol.KindPing, nil))
 	a.Expect(protocol.KindPong)
+	// Frames both ways are counted for the metrics endpoint.
+	st := n.Server().Stats()
+	if st.FramesIn.Load() < 8 || st.FramesOut.Load() < 12 {
+		t.Fatalf("frames in %d, out %d: not counted", st.FramesIn.Load(), st.FramesOut.Load())
+	}
 }
 
 // TestOfflineQueueInOrder: messages for an offline device arrive in order

@@ -5,6 +5,7 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 
+	"github.com/parley-im/parley/codec"
 	"github.com/parley-im/parley/internal/tls13"
 	"github.com/parley-im/parley/protocol"
 )
@@ -77,6 +78,7 @@ func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 // write sends plaintext frames, sealing them into TLS records unless the
 // connection is plaintext. closing adds close_notify.
 func (s *Server) write(c *conn, frames []byte, closing bool) {
+	s.stats.FramesOut.Add(countFrames(frames))
 	var n int
 	if c.tc == nil {
 		n = len(frames)
@@ -180,4 +182,19 @@ func (c *conn) paused() bool {
 func (s *Server) releasePlain(c *conn) {
 	s.bufs.put(c.plain)
 	c.plain = nil
+}
+
+// countFrames counts the whole frames in b (a Batch counts once), walking
+// only their headers.
+func countFrames(b []byte) uint64 {
+	var n uint64
+	for len(b) > 0 {
+		_, size, _, err := codec.Parse(b, protocol.MaxFrameBody)
+		if err != nil || size == 0 {
+			break
+		}
+		b = b[size:]
+		n++
+	}
+	return n
 }
