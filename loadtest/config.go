@@ -29,7 +29,8 @@ type Config struct {
 	// Spawn starts a node in a child process on loopback for the run,
 	// with a fresh data directory that is removed afterwards.
 	Spawn bool `json:"spawn"`
-	// SpawnShards is the spawned node's shard count. Default 4.
+	// SpawnShards is the spawned node's shard count; 0 is the node's
+	// default (one per CPU, internal/node).
 	SpawnShards int `json:"spawn_shards"`
 	// SpawnLoops is the spawned node's event-loop count; 0 is the
 	// server's default (GOMAXPROCS).
@@ -126,8 +127,8 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() {
-	if c.SpawnShards == 0 {
-		c.SpawnShards = 4
+	if c.SpawnShards < 0 {
+		c.SpawnShards = 0
 	}
 	if c.PhonePrefix == "" {
 		c.PhonePrefix = "+1999"

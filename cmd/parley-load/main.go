@@ -47,7 +47,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:5222", "node client `address`")
 	fs.StringVar(&cfg.Fingerprint, "fingerprint", os.Getenv("PARLEY_FINGERPRINT"), "node certificate SHA-256 `hex` (parleyd prints it)")
 	fs.StringVar(&cfg.Admin, "admin", "127.0.0.1:9222", "node admin `address` for server memory and CPU (\"\": none)")
-	fs.IntVar(&cfg.SpawnShards, "shards", 4, "shards of the spawned node")
+	fs.IntVar(&cfg.SpawnShards, "shards", 0, "shards of the spawned node (0: the node's default, one per CPU)")
 	fs.IntVar(&cfg.SpawnLoops, "loops", 0, "event loops of the spawned node (0: GOMAXPROCS)")
 	fs.BoolVar(&cfg.SpawnNoSync, "nosync", false, "spawned node commits without fsync (benchmarks everything but the disk)")
 	fs.StringVar(&cfg.PhonePrefix, "phone-prefix", "+1999", "node's test phone `prefix`")
