@@ -8,6 +8,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 
+	"github.com/parley-im/parley/internal/pebblelog"
 	"github.com/parley-im/parley/protocol/pb"
 )
 
@@ -158,7 +159,7 @@ func decodeBlob(b []byte) (blobRecord, error) {
 type meta struct{ db *pebble.DB }
 
 func openMeta(dir string, log *slog.Logger) (*meta, error) {
-	db, err := pebble.Open(dir, &pebble.Options{Logger: pebbleLogger{log}})
+	db, err := pebble.Open(dir, &pebble.Options{Logger: pebblelog.Logger{L: log}})
 	if err != nil {
 		return nil, fmt.Errorf("media: open metadata at %s: %w", dir, err)
 	}
@@ -244,20 +245,4 @@ func (m *meta) commit(b *pebble.Batch) error {
 		return fmt.Errorf("media: metadata commit: %w", err)
 	}
 	return nil
-}
-
-// pebbleLogger sends Pebble's logs to slog.
-type pebbleLogger struct{ l *slog.Logger }
-
-func (p pebbleLogger) Infof(format string, args ...any) {
-	p.l.Debug(fmt.Sprintf(format, args...), "component", "pebble")
-}
-
-func (p pebbleLogger) Errorf(format string, args ...any) {
-	p.l.Error(fmt.Sprintf(format, args...), "component", "pebble")
-}
-
-func (p pebbleLogger) Fatalf(format string, args ...any) {
-	p.l.Error(fmt.Sprintf(format, args...), "component", "pebble")
-	panic(fmt.Sprintf(format, args...))
 }

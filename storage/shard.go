@@ -13,6 +13,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/bloom"
 
 	"github.com/parley-im/parley/codec"
+	"github.com/parley-im/parley/internal/pebblelog"
 	"github.com/parley-im/parley/protocol"
 	"github.com/parley-im/parley/protocol/pb"
 )
@@ -112,7 +113,7 @@ func Open(cfg Config) (*Shard, error) {
 	}
 	opts := &pebble.Options{
 		FS:     cfg.FS,
-		Logger: pebbleLogger{cfg.Logger},
+		Logger: pebblelog.Logger{L: cfg.Logger},
 		Cache:  pebble.NewCache(cfg.CacheBytes),
 		// Inbox entries live seconds: in a large memtable most are set and
 		// single-deleted before a flush, so they never reach an sstable
@@ -395,20 +396,6 @@ func (s *Shard) fail(err error) {
 // day returns today's day number (days since the Unix epoch, UTC).
 func (s *Shard) day() uint32 {
 	return uint32(s.cfg.Now().Unix() / 86400)
-}
-
-// pebbleLogger sends Pebble's logs to slog.
-type pebbleLogger struct{ l *slog.Logger }
-
-func (p pebbleLogger) Infof(format string, args ...any) {
-	p.l.Debug(fmt.Sprintf(format, args...), "component", "pebble")
-}
-func (p pebbleLogger) Errorf(format string, args ...any) {
-	p.l.Error(fmt.Sprintf(format, args...), "component", "pebble")
-}
-func (p pebbleLogger) Fatalf(format string, args ...any) {
-	p.l.Error(fmt.Sprintf(format, args...), "component", "pebble")
-	panic(fmt.Sprintf(format, args...))
 }
 
 var _ protocol.Kind // the protocol package is used by the shard_*.go files
