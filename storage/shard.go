@@ -14,7 +14,6 @@ import (
 
 	"github.com/parley-im/parley/codec"
 	"github.com/parley-im/parley/internal/pebblelog"
-	"github.com/parley-im/parley/protocol"
 	"github.com/parley-im/parley/protocol/pb"
 )
 
@@ -398,4 +397,3 @@ func (s *Shard) day() uint32 {
 	return uint32(s.cfg.Now().Unix() / 86400)
 }
 
-var _ protocol.Kind // the protocol package is used by the shard_*.go files
