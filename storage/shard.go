@@ -396,4 +396,3 @@ func (s *Shard) fail(err error) {
 func (s *Shard) day() uint32 {
 	return uint32(s.cfg.Now().Unix() / 86400)
 }
-
