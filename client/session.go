@@ -410,9 +410,10 @@ func (c *Client) handleFrame(s *session, f codec.Frame, inBatch bool) error {
 	case protocol.KindMediaDownloadURL:
 		return handleAnswer(c, s, f.Body, &pb.MediaDownloadUrl{}, (*pb.MediaDownloadUrl).GetRid)
 	}
-	if info, known := f.Kind.Info(); known && info.Entry {
-		// An entry kind this client has no event for: acknowledged like
-		// any other entry, so the stream never stalls on it.
+	if info, known := f.Kind.Info(); (known && info.Entry) || (!known && f.Kind >= protocol.FirstReservedEntryKind) {
+		// An entry kind this client has no event for, or one of a later
+		// revision ([S-12-6]): acknowledged like any other entry, so the
+		// stream never stalls on it.
 		return c.handleEntry(s, entrySeq(f.Body), nil)
 	}
 	// A kind this version does not know ([S-12-4]), or one that makes no

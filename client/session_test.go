@@ -568,3 +568,35 @@ func TestEntrySeq(t *testing.T) {
 		t.Errorf("entrySeq of a cut body = %d, want 0", got)
 	}
 }
+
+// TestFutureEntryKindsAcknowledged is [S-12-6]: an entry of a kind this
+// client does not know, in the reserved range, is acknowledged, so the
+// stream does not stall on it; an unknown kind outside it is ignored.
+func TestFutureEntryKindsAcknowledged(t *testing.T) {
+	srv := newFakeServer(t, false)
+	cfg := testConfig(srv)
+	cfg.AckDelay = time.Millisecond
+	c := startClient(t, cfg, nil)
+	fc := srv.accept(t)
+	fc.login(8, 30, 0)
+	if ev := <-c.Events(); ev == nil {
+		t.Fatal("no Connected event")
+	}
+	fc.write(codec.AppendFrame(nil, 100, []byte{0x08, 0x09}))                                  // unknown, not an entry
+	fc.write(codec.AppendEntry(nil, protocol.FirstReservedEntryKind+3, 1, []byte{0x12, 0x00})) // a future entry, seq 1
+	if a := fc.expectAck(); a != 1 {
+		t.Fatalf("ack %d, want 1 (the future entry)", a)
+	}
+	fc.write(message(2, msgID(2, 0), 5, "after it"))
+	select {
+	case ev := <-c.Events():
+		if m, ok := ev.(Message); !ok || m.Seq != 2 {
+			t.Fatalf("event %#v, want the message at seq 2", ev)
+		}
+	case <-time.After(waitLong):
+		t.Fatal("no message event")
+	}
+	if a := fc.expectAck(); a != 2 {
+		t.Fatalf("ack %d, want 2", a)
+	}
+}

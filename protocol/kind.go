@@ -68,6 +68,11 @@ const (
 	KindMediaDownloadURL Kind = 97 // MediaDownloadUrl: answers MediaDownload (server to client)
 )
 
+// FirstReservedEntryKind starts the server kinds (112–127) reserved for
+// inbox entries added within version 1: each carries its seq in field 1,
+// and a client that does not know one acknowledges it (spec.md [S-12-6]).
+const FirstReservedEntryKind Kind = 112
+
 // FlagCompressed is the high bit of the kind byte: the body is a zstd frame
 // whose content is the real body (spec.md [S-3-6]).
 const FlagCompressed byte = 0x80
