@@ -12,21 +12,33 @@ var ErrNoShard = errors.New("router: no shard for slot")
 
 // Router maps slots to shards and submits ops to them.
 type Router struct {
+	count  int
 	shards []*storage.Shard // by shard id
 	slots  [storage.NumSlots]uint16
 }
 
-// New returns a Router with no shards yet: open the shards with it as
-// their Forwarder, then Attach them.
-func New() *Router { return &Router{} }
+// New returns a Router for count shards, with slots assigned to them in
+// equal contiguous ranges: ShardOf works at once, so shards opened with the
+// router as their Forwarder can place users while they recover. Attach the
+// shards before any Submit.
+func New(count int) (*Router, error) {
+	if count <= 0 || count > storage.MaxShards {
+		return nil, fmt.Errorf("router: %d shards, want 1 to %d", count, storage.MaxShards)
+	}
+	r := &Router{count: count}
+	for slot := range r.slots {
+		r.slots[slot] = uint16(slot * count / storage.NumSlots)
+	}
+	return r, nil
+}
 
-// Attach sets the shards the router reaches and assigns slots to them in
-// equal contiguous ranges. It must be called once, before any Submit, with
-// shards numbered 0 … n-1 in order; shards are opened with the router as
-// their Forwarder before Attach, and started after it.
+// Attach sets the shards the router reaches. It must be called once,
+// before any Submit, with the router's count of shards numbered 0 … n-1 in
+// order; shards are opened with the router as their Forwarder before
+// Attach, and started after it.
 func (r *Router) Attach(shards []*storage.Shard) error {
-	if len(shards) == 0 || len(shards) > storage.MaxShards {
-		return fmt.Errorf("router: %d shards, want 1 to %d", len(shards), storage.MaxShards)
+	if len(shards) != r.count {
+		return fmt.Errorf("router: %d shards attached to a router for %d", len(shards), r.count)
 	}
 	for i, s := range shards {
 		if int(s.ID()) != i {
@@ -34,9 +46,6 @@ func (r *Router) Attach(shards []*storage.Shard) error {
 		}
 	}
 	r.shards = shards
-	for slot := range r.slots {
-		r.slots[slot] = uint16(slot * len(shards) / storage.NumSlots)
-	}
 	return nil
 }
 
@@ -47,7 +56,7 @@ func (r *Router) ShardOf(user uint64) uint16 { return r.slots[storage.SlotOfUser
 func (r *Router) ShardOfPhone(phone string) uint16 { return r.slots[storage.SlotOfPhone(phone)] }
 
 // Shards returns the number of shards.
-func (r *Router) Shards() int { return len(r.shards) }
+func (r *Router) Shards() int { return r.count }
 
 // Shard returns shard id.
 func (r *Router) Shard(id uint16) *storage.Shard { return r.shards[id] }
@@ -69,15 +78,13 @@ func (r *Router) submit(id uint16, op storage.Op) error {
 	return r.shards[id].Submit(op)
 }
 
-// Forward implements storage.Forwarder.
+// Forward implements storage.Forwarder. A refused outbox forward or answer
+// is sent again by the source's retransmission; the internal requests that
+// are not in an outbox (group joins, watches) time out at their callers.
 func (r *Router) Forward(op storage.Op) {
-	// A refused outbox forward stays in the source's outbox and is
-	// replayed when the source restarts; the internal requests that are
-	// not in an outbox (group joins, watches) are retried by their callers.
+	if op.Kind == storage.OpForward || op.Kind == storage.OpForwardDone {
+		_ = r.submit(op.Dest, op)
+		return
+	}
 	_ = r.Submit(op)
-}
-
-// ForwardDone implements storage.Forwarder.
-func (r *Router) ForwardDone(source uint16, seq uint64) {
-	_ = r.submit(source, storage.Op{Kind: storage.OpForwardDone, OutSeq: seq})
 }

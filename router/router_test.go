@@ -8,6 +8,15 @@ import (
 	"github.com/parley-im/parley/storage"
 )
 
+func newRouter(t *testing.T, count int) *Router {
+	t.Helper()
+	r, err := New(count)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
 type nopCodes struct{}
 
 func (nopCodes) SendCode(string, string) {}
@@ -30,7 +39,7 @@ func openShards(t *testing.T, r *Router, n int) []*storage.Shard {
 // TestSlotsContiguous: slots are assigned to shards in equal contiguous
 // ranges, so a slot range moves as a unit.
 func TestSlotsContiguous(t *testing.T) {
-	r := New()
+	r := newRouter(t, 3)
 	if err := r.Attach(openShards(t, r, 3)); err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +61,7 @@ func TestSlotsContiguous(t *testing.T) {
 
 // TestRouting: ops go to the shard of what they name.
 func TestRouting(t *testing.T) {
-	r := New()
+	r := newRouter(t, 4)
 	if err := r.Attach(openShards(t, r, 4)); err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +91,10 @@ func TestRouting(t *testing.T) {
 }
 
 func TestAttachRefusesMisnumberedShards(t *testing.T) {
-	r := New()
+	if _, err := New(0); err == nil {
+		t.Fatal("New accepted no shards")
+	}
+	r := newRouter(t, 2)
 	shards := openShards(t, r, 2)
 	if err := r.Attach([]*storage.Shard{shards[1], shards[0]}); err == nil {
 		t.Fatal("Attach accepted shards out of order")

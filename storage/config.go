@@ -17,15 +17,15 @@ type CodeSender interface {
 }
 
 // Forwarder moves ops between shards; the router implements it. Forward
-// must not block and must deliver ops for one destination in the order it
-// was given them.
+// must not block. It may lose, repeat or reorder ops: the outbox protocol
+// (outbox.go) makes OpForward exactly-once and in order regardless, and the
+// internal requests (group joins, watches, links) have timeouts.
 type Forwarder interface {
 	// ShardOf returns the number of the shard that owns user id.
 	ShardOf(user uint64) uint16
-	// Forward submits op to the shard that owns user op.User.
+	// Forward submits op to shard op.Dest for OpForward and OpForwardDone,
+	// else to the shard that owns op's slot (Op.Slot).
 	Forward(op Op)
-	// ForwardDone tells shard source that its outbox entry seq was applied.
-	ForwardDone(source uint16, seq uint64)
 }
 
 // Config configures a Shard. The zero value of each optional field means

@@ -20,7 +20,6 @@ const (
 	effClose                               // ep.Close(code)
 	effAuthenticated                       // ep.Authenticated(session)
 	effForward                             // Forwarder.Forward(op)
-	effForwardDone                         // Forwarder.ForwardDone(source, seq)
 	effSendCode                            // Codes.SendCode(phone, code)
 	effLookup                              // lookup.Done(contacts)
 )
@@ -107,8 +106,6 @@ func (s *Shard) emit() {
 			e.ep.Authenticated(e.session)
 		case effForward:
 			s.cfg.Forwarder.Forward(e.op)
-		case effForwardDone:
-			s.cfg.Forwarder.ForwardDone(e.op.Source, e.op.OutSeq)
 		case effSendCode:
 			s.cfg.Codes.SendCode(e.phone, e.text)
 		case effLookup:

@@ -131,6 +131,14 @@ func (s *Shard) loadGroup(id uint64) (*group, error) {
 	if g, ok := s.groups[id]; ok {
 		return g, nil
 	}
+	g, err := s.readGroup(id)
+	if err != nil {
+		s.abort(err)
+	}
+	return g, err
+}
+
+func (s *Shard) readGroup(id uint64) (*group, error) {
 	v, err := s.get(groupKey(nil, id))
 	if err != nil || v == nil {
 		return nil, err

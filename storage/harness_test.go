@@ -85,7 +85,11 @@ func newNodeOn(t *testing.T, fs vfs.FS, shards int, tweak func(*storage.Config))
 
 func (n *node) open(count int) {
 	n.t.Helper()
-	n.router = router.New()
+	r, err := router.New(count)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	n.router = r
 	n.shards = nil
 	for i := range count {
 		cfg := storage.Config{

@@ -48,9 +48,11 @@ func SlotOfPhone(phone string) uint16 {
 //	slot 'x' day user                    expiry index: user's last seq of that day
 //	slot 'k' user device contact         a contact one device of user subscribes to
 //	slot 'n'                             next user counter of the slot
+//	ffff 'V'                             storage format version (formatVersion)
 //	ffff 'g'                             last message id issued by the shard
-//	ffff 'q' outseq                      outbox: an entry for another shard
-//	ffff 'w' source                      highest outseq applied from a source shard
+//	ffff 'O' dest outseq                 outbox: an entry for shard dest, in that pair's order
+//	ffff 'S' dest                        last outseq assigned towards shard dest (never reused)
+//	ffff 'W' source                      highest outseq applied from shard source (contiguous)
 //	ffff 'b' group gseq                  a group message body, once per shard: its entry
 //	ffff 'B' group gseq                  inbox references left to that body
 //	ffff 'y' day group gseq              body expiry index: empty
@@ -76,9 +78,17 @@ const (
 	tagCounter      = 'n'
 	tagContact      = 'k'
 
+	tagVersion   = 'V'
 	tagLastID    = 'g'
-	tagOutbox    = 'q'
-	tagWatermark = 'w'
+	tagOutbox    = 'O'
+	tagOutSeq    = 'S'
+	tagWatermark = 'W'
+
+	// Format 1 keys, read only to upgrade a format 1 database: one outbox
+	// sequence for all destinations (ffff 'q' outseq) and watermarks in it
+	// (ffff 'w' source).
+	tagOutboxV1    = 'q'
+	tagWatermarkV1 = 'w'
 )
 
 const shardPrefix = 0xffff
@@ -153,8 +163,13 @@ func counterKey(dst []byte, slot uint16) []byte { return appendPrefix(dst, slot,
 
 func shardKey(dst []byte, tag byte) []byte { return appendPrefix(dst, shardPrefix, tag) }
 
-func outboxKey(dst []byte, seq uint64) []byte {
-	return binary.BigEndian.AppendUint64(shardKey(dst, tagOutbox), seq)
+func outboxKey(dst []byte, dest uint16, seq uint64) []byte {
+	dst = binary.BigEndian.AppendUint16(shardKey(dst, tagOutbox), dest)
+	return binary.BigEndian.AppendUint64(dst, seq)
+}
+
+func outSeqKey(dst []byte, dest uint16) []byte {
+	return binary.BigEndian.AppendUint16(shardKey(dst, tagOutSeq), dest)
 }
 
 func watermarkKey(dst []byte, source uint16) []byte {

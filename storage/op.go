@@ -56,10 +56,12 @@ const (
 	OpVerify
 	// OpLookup: Phones (all of this shard), Lookup. The Lookup answers.
 	OpLookup
-	// OpForward: Source, OutSeq, User, Entry. An entry for a user of this
-	// shard from another shard's outbox.
+	// OpForward: Source, Dest, OutSeq, Entry. An entry of shard Source's
+	// outbox towards shard Dest (outbox.go).
 	OpForward
-	// OpForwardDone: OutSeq. The destination applied this outbox entry.
+	// OpForwardDone: Source, Dest, OutSeq, Flags. Shard Source applied
+	// everything of shard Dest's outbox towards it up to OutSeq; FlagGap:
+	// it received an entry beyond the next it expected.
 	OpForwardDone
 
 	// OpLinkRequest: Code (its slot picks the shard), Name, RID, EP (the
@@ -128,7 +130,8 @@ type Op struct {
 	Target       uint32 // OpRevokeDevice
 	RID          uint32
 	CompanionRID uint32
-	Source       uint16 // OpForward, OpGroupJoin: the sending shard
+	Source       uint16 // OpForward, OpForwardDone, OpGroupJoin: the sending shard
+	Dest         uint16 // OpForward, OpForwardDone: the shard the op is for
 	User         uint64
 	From         uint64
 	Group        uint64
@@ -149,7 +152,8 @@ type Op struct {
 	Companion    Endpoint // OpLinkDevice: the waiting companion
 }
 
-// Slot returns the slot whose shard runs op.
+// Slot returns the slot whose shard runs op. OpForward and OpForwardDone
+// name their shard instead (Dest).
 func (op *Op) Slot() uint16 {
 	switch op.Kind {
 	case OpRequestCode, OpVerify:

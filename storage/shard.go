@@ -14,6 +14,7 @@ import (
 
 	"github.com/parley-im/parley/codec"
 	"github.com/parley-im/parley/internal/pebblelog"
+	"github.com/parley-im/parley/protocol"
 	"github.com/parley-im/parley/protocol/pb"
 )
 
@@ -52,8 +53,12 @@ type Shard struct {
 	batch           *pebble.Batch
 	users           map[uint64]*user
 	ids             idGenerator
-	outSeq          uint64
-	watermarks      map[uint16]uint64
+	pairs           map[uint16]*outPair // outbox pairs, by destination
+	pairOrder       []uint16            // keys of pairs, sorted
+	inPairs         map[uint16]*inPair  // inbound pairs, by source
+	inOrder         []uint16            // keys of inPairs, sorted
+	cycleErr        error               // the cycle is aborted: nothing of it commits
+	abortTimes      []time.Time         // when recent cycles were aborted
 	effects         []effect
 	out             []byte // frames referenced by effects
 	scratch         []byte // per-use scratch for keys and values
@@ -63,7 +68,7 @@ type Shard struct {
 	touched         []*user // users to pump and flush this cycle
 	groups          map[uint64]*group
 	groupSends      map[gkey]*groupSend // group messages waiting for their shards
-	outboxGroup     map[uint64]gkey     // outbox seq → the group message it carries
+	outboxGroup     map[pairSeq]gkey    // outbox entry → the group message it carries
 	links           map[string]*pendingLink
 	watchers        map[uint64][]watcher
 	presencePending map[uint64]struct{}
@@ -71,10 +76,14 @@ type Shard struct {
 	cycleOps        int                              // ops applied in this cycle
 	arena           []byte                           // copies of entries appended this cycle, for the pump
 
-	commits     atomic.Uint64
-	ops         atomic.Uint64
-	entries     atomic.Uint64
-	commitNanos atomic.Uint64
+	commits        atomic.Uint64
+	ops            atomic.Uint64
+	entries        atomic.Uint64
+	commitNanos    atomic.Uint64
+	resends        atomic.Uint64
+	forwardRepeats atomic.Uint64
+	forwardGaps    atomic.Uint64
+	aborts         atomic.Uint64
 }
 
 // Stats are a shard's counters since Open.
@@ -84,6 +93,15 @@ type Stats struct {
 	Entries     uint64        // inbox entries appended
 	CommitTime  time.Duration // total time spent committing
 	QueueLength int           // ops waiting for the actor now
+	// Resends counts go-backs: outbox entries forwarded again after a gap
+	// answer or a pair that made no progress.
+	Resends uint64
+	// ForwardRepeats and ForwardGaps count forwards received that were
+	// not applied: already applied, or beyond the next expected.
+	ForwardRepeats, ForwardGaps uint64
+	// Aborts counts cycles aborted by a storage error (the shard then
+	// restarted in place).
+	Aborts uint64
 }
 
 // Stats returns the shard's counters. It may be called from any goroutine.
@@ -97,6 +115,11 @@ func (s *Shard) Stats() Stats {
 		Entries:     s.entries.Load(),
 		CommitTime:  time.Duration(s.commitNanos.Load()),
 		QueueLength: n,
+
+		Resends:        s.resends.Load(),
+		ForwardRepeats: s.forwardRepeats.Load(),
+		ForwardGaps:    s.forwardGaps.Load(),
+		Aborts:         s.aborts.Load(),
 	}
 }
 
@@ -136,23 +159,16 @@ func Open(cfg Config) (*Shard, error) {
 		return nil, err
 	}
 	s := &Shard{
-		cfg:             cfg,
-		db:              db,
-		log:             cfg.Logger.With("shard", cfg.ID),
-		wake:            make(chan struct{}, 1),
-		done:            make(chan struct{}),
-		users:           make(map[uint64]*user),
-		ids:             idGenerator{shard: cfg.ID},
-		watermarks:      make(map[uint16]uint64),
-		comp:            comp,
-		groups:          make(map[uint64]*group),
-		groupSends:      make(map[gkey]*groupSend),
-		outboxGroup:     make(map[uint64]gkey),
-		links:           make(map[string]*pendingLink),
-		watchers:        make(map[uint64][]watcher),
-		presencePending: make(map[uint64]struct{}),
-		receipts:        make(map[receiptKey][]*pb.ReceiptItem),
+		cfg:   cfg,
+		db:    db,
+		log:   cfg.Logger.With("shard", cfg.ID),
+		wake:  make(chan struct{}, 1),
+		done:  make(chan struct{}),
+		users: make(map[uint64]*user),
+		ids:   idGenerator{shard: cfg.ID},
+		comp:  comp,
 	}
+	s.resetMemory()
 	if err := s.recover(); err != nil {
 		comp.Close()
 		_ = db.Close()
@@ -219,6 +235,27 @@ func (s *Shard) Close() error {
 	return s.closeErr
 }
 
+// resetMemory empties everything the actor keeps in memory but the message
+// id generator; recover then reloads what the database holds.
+func (s *Shard) resetMemory() {
+	s.users = make(map[uint64]*user)
+	s.pairs = make(map[uint16]*outPair)
+	s.pairOrder = nil
+	s.inPairs = make(map[uint16]*inPair)
+	s.inOrder = nil
+	s.groups = make(map[uint64]*group)
+	s.groupSends = make(map[gkey]*groupSend)
+	s.outboxGroup = make(map[pairSeq]gkey)
+	s.links = make(map[string]*pendingLink)
+	s.watchers = make(map[uint64][]watcher)
+	s.presencePending = make(map[uint64]struct{})
+	s.receipts = make(map[receiptKey][]*pb.ReceiptItem)
+	s.touched = s.touched[:0]
+	s.effects = s.effects[:0]
+	s.out = s.out[:0]
+	s.arena = s.arena[:0]
+}
+
 // Start starts the shard's actor, which first replays the outbox. Call it
 // once every shard the Forwarder reaches is open.
 func (s *Shard) Start() {
@@ -231,22 +268,20 @@ func (s *Shard) Start() {
 // them, runs maintenance sweeps in chunks.
 func (s *Shard) run() {
 	defer close(s.done)
-	if err := s.replayOutbox(); err != nil {
-		s.fail(err)
-	}
+	s.replayOutbox()
 	tick := time.NewTicker(maintenanceEvery)
 	defer tick.Stop()
 	second := time.NewTicker(time.Second)
 	defer second.Stop()
 	// The first sweep chunk runs before any op, so a restarted shard does
 	// not serve entries that expired while it was down.
-	sweeping := s.failed == nil && s.maintain()
+	sweeping := s.failed == nil && s.sweep()
 	for {
 		if sweeping && s.failed == nil {
 			select {
 			case <-s.wake:
 			default:
-				sweeping = s.maintain()
+				sweeping = s.sweep()
 				continue
 			}
 		} else {
@@ -271,6 +306,9 @@ func (s *Shard) run() {
 
 		if len(ops) > 0 && s.failed == nil {
 			s.cycle(ops)
+			if s.cycleErr != nil {
+				s.restartInPlace(ops)
+			}
 		}
 		clear(ops)
 		s.mu.Lock()
@@ -300,10 +338,20 @@ func (s *Shard) cycle(ops []Op) {
 	s.ops.Add(uint64(len(ops)))
 }
 
+// sweep runs one chunk of maintenance and reports whether work remains.
+func (s *Shard) sweep() bool {
+	more := s.maintain()
+	if s.cycleErr != nil {
+		s.restartInPlace(nil)
+		return false
+	}
+	return more
+}
+
 // timers runs the once-a-second work: presence notifications the throttle
 // held back, link codes and group adds past their time.
 func (s *Shard) timers() {
-	if len(s.presencePending) == 0 && len(s.links) == 0 && !s.joinsWaiting() {
+	if len(s.presencePending) == 0 && len(s.links) == 0 && !s.joinsWaiting() && !s.stalledPairs() {
 		return
 	}
 	now := s.cfg.Now()
@@ -311,7 +359,11 @@ func (s *Shard) timers() {
 	s.flushPresence(now)
 	s.expireLinks(now)
 	s.expireJoins(now)
+	s.resendStalled(now)
 	s.finishCycle()
+	if s.cycleErr != nil {
+		s.restartInPlace(nil)
+	}
 }
 
 // joinsWaiting reports whether some group add waits for answers.
@@ -331,6 +383,13 @@ func (s *Shard) finishCycle() {
 	s.flushReceipts()
 	for _, u := range s.touched {
 		s.pump(u)
+	}
+	s.answerForwards()
+	s.writeOutSeqs()
+	if s.cycleErr != nil {
+		_ = s.batch.Close()
+		s.batch = nil
+		return // the caller restarts the shard in place
 	}
 	day := s.day()
 	for _, u := range s.touched {
@@ -395,4 +454,105 @@ func (s *Shard) fail(err error) {
 // day returns today's day number (days since the Unix epoch, UTC).
 func (s *Shard) day() uint32 {
 	return uint32(s.cfg.Now().Unix() / 86400)
+}
+
+// abort marks the current cycle failed by a storage error: finishCycle
+// then commits nothing of it and emits none of its effects, and the actor
+// restarts the shard in place. So an op, a forward or a group delivery is
+// applied entirely or not at all.
+func (s *Shard) abort(err error) {
+	if s.cycleErr == nil {
+		s.cycleErr = err
+	}
+}
+
+// maxAborts is how many aborted cycles within abortWindow the shard
+// survives by restarting in place; one more and it stops (fail).
+const (
+	maxAborts   = 5
+	abortWindow = time.Minute
+)
+
+// restartInPlace recovers from an aborted cycle: nothing of it was
+// committed, but the actor's memory had moved with it, so the shard drops
+// its memory, closes every connection it was serving or owed an answer
+// (ops is the aborted cycle's ops, nil for a timer cycle) with
+// SHUTTING_DOWN so that the clients reconnect and retry, and reloads its
+// state from the database, replaying the outbox.
+func (s *Shard) restartInPlace(ops []Op) {
+	cause := s.cycleErr
+	s.cycleErr = nil
+	s.aborts.Add(1)
+	now := s.cfg.Now()
+	s.abortTimes = append(s.abortTimes, now)
+	for len(s.abortTimes) > 0 && now.Sub(s.abortTimes[0]) > abortWindow {
+		s.abortTimes = s.abortTimes[1:]
+	}
+	s.log.Error("storage error: cycle aborted, shard restarts in place", "err", cause, "recent_aborts", len(s.abortTimes))
+	for _, ep := range s.endpoints(ops) {
+		ep.Close(protocol.CodeShuttingDown)
+	}
+	for i := range ops {
+		if ops[i].Lookup != nil {
+			ops[i].Lookup.Done(nil)
+		}
+	}
+	s.resetMemory()
+	if len(s.abortTimes) > maxAborts {
+		s.fail(fmt.Errorf("storage: shard %d: %d storage errors within %v, last: %w", s.cfg.ID, len(s.abortTimes), abortWindow, cause))
+		return
+	}
+	if err := s.recover(); err != nil {
+		s.fail(err)
+		return
+	}
+	s.replayOutbox()
+	if s.cycleErr != nil {
+		s.fail(fmt.Errorf("storage: shard %d: replay after a restart in place: %w", s.cfg.ID, s.cycleErr))
+	}
+}
+
+// endpoints returns every connection the actor's memory refers to: live
+// sessions, senders waiting for a group message's Sent, waiting link
+// companions and approvers, group adds in progress, presence watchers, and
+// the connections of ops.
+func (s *Shard) endpoints(ops []Op) []Endpoint {
+	seen := map[Endpoint]bool{}
+	var eps []Endpoint
+	add := func(ep Endpoint) {
+		if ep != nil && !seen[ep] {
+			seen[ep] = true
+			eps = append(eps, ep)
+		}
+	}
+	for i := range ops {
+		add(ops[i].EP)
+		add(ops[i].Companion)
+	}
+	for _, u := range s.users {
+		for _, d := range u.devices {
+			if d.sess != nil {
+				add(d.sess.ep)
+			}
+		}
+	}
+	for _, p := range s.groupSends {
+		for _, w := range p.waiters {
+			add(w.ep)
+		}
+	}
+	for _, l := range s.links {
+		add(l.ep)
+	}
+	for _, g := range s.groups {
+		for _, j := range g.joins {
+			add(j.ep)
+		}
+	}
+	for _, ws := range s.watchers {
+		for _, w := range ws {
+			add(w.ep)
+		}
+	}
+	return eps
 }

@@ -46,7 +46,8 @@ func (s *Shard) applyAck(op *Op) {
 	}
 	if op.Seq > u.rec.Receipted {
 		if err := s.deliveredReceipts(u, u.rec.Receipted, op.Seq); err != nil {
-			s.log.Error("ack: receipts", "user", u.id, "err", err)
+			s.abort(fmt.Errorf("storage: receipts of %d: %w", u.id, err))
+			return
 		} else {
 			u.rec.Receipted = op.Seq
 			s.markDirty(u)
@@ -182,13 +183,15 @@ func (s *Shard) releaseRefs(u *user, from, to uint64) {
 		UpperBound: inboxKey(nil, u.id, to+1),
 	})
 	if err != nil {
-		s.log.Error("release refs", "user", u.id, "err", err)
+		s.abort(fmt.Errorf("storage: release refs of %d: %w", u.id, err))
 		return
 	}
-	defer it.Close()
 	for ok := it.First(); ok; ok = it.Next() {
 		if v := it.Value(); len(v) == 17 && v[0] == kindGroupRef {
 			s.releaseBody(binary.BigEndian.Uint64(v[1:]), binary.BigEndian.Uint64(v[9:]))
 		}
+	}
+	if err := it.Close(); err != nil {
+		s.abort(fmt.Errorf("storage: release refs of %d: %w", u.id, err))
 	}
 }

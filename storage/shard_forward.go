@@ -59,12 +59,13 @@ func (s *Shard) appendEntry(id uint64, entry []byte, flags uint8) {
 	s.deliver(delivery{flags: flags, users: []uint64{id}, entry: entry})
 }
 
-// deliver applies d to this shard's users, or, for users of other shards,
-// writes it to the outbox, one record per destination shard, and returns
-// the outbox seqs it used.
-func (s *Shard) deliver(d delivery) (outSeqs []uint64) {
-	byShard := map[uint16][]uint64{}
+// deliver applies d to this shard's users and, for users of other shards,
+// writes it to the outbox towards each of their shards, one entry per
+// destination, in the order the users' shards first appear. It returns the
+// outbox entries it wrote.
+func (s *Shard) deliver(d delivery) (entries []pairSeq) {
 	var order []uint16
+	byShard := map[uint16][]uint64{}
 	for _, u := range d.users {
 		id := s.cfg.Forwarder.ShardOf(u)
 		if _, ok := byShard[id]; !ok {
@@ -79,35 +80,15 @@ func (s *Shard) deliver(d delivery) (outSeqs []uint64) {
 			s.applyDelivery(&part)
 			continue
 		}
-		s.outSeq++
-		v := part.encode(nil)
-		s.batch.Set(outboxKey(nil, s.outSeq), v, nil)
-		s.effects = append(s.effects, effect{kind: effForward, op: Op{
-			Kind: OpForward, Source: s.cfg.ID, OutSeq: s.outSeq, User: part.users[0], Entry: v,
-		}})
-		outSeqs = append(outSeqs, s.outSeq)
+		seq := s.enqueue(id, part.encode(nil))
+		entries = append(entries, pairSeq{id, seq})
 	}
-	return outSeqs
+	return entries
 }
 
-// applyForward applies a delivery another shard's outbox carried here,
-// exactly once per (source, outseq), and acknowledges it.
-func (s *Shard) applyForward(op *Op) {
-	if op.OutSeq > s.watermarks[op.Source] {
-		var d delivery
-		if err := d.decode(op.Entry); err != nil {
-			s.log.Error("forward", "source", op.Source, "outseq", op.OutSeq, "err", err)
-		} else if !s.applyDelivery(&d) {
-			return // not acknowledged: the source replays it after a restart
-		}
-		s.watermarks[op.Source] = op.OutSeq
-		s.batch.Set(watermarkKey(nil, op.Source), be64(op.OutSeq), nil)
-	}
-	s.effects = append(s.effects, effect{kind: effForwardDone, op: Op{Source: op.Source, OutSeq: op.OutSeq}})
-}
-
-// applyDelivery appends d's entry to its users here. It reports false on a
-// storage error.
+// applyDelivery appends d's entry to its users here. It reports false when
+// the entry cannot be applied: the cycle is aborted (a storage error) or
+// the entry is corrupt; then it wrote nothing that will commit.
 func (s *Shard) applyDelivery(d *delivery) bool {
 	if d.group != 0 {
 		return s.applyGroupDelivery(d)
@@ -115,7 +96,6 @@ func (s *Shard) applyDelivery(d *delivery) bool {
 	for _, id := range d.users {
 		u, err := s.loadUser(id)
 		if err != nil {
-			s.log.Error("deliver: load user", "user", id, "err", err)
 			return false
 		}
 		if u == nil || (d.flags&FlagCompanions != 0 && u.activeDevices() < 2) {

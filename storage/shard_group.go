@@ -452,30 +452,30 @@ func (s *Shard) applyGroupSend(op *Op) {
 	entry := append([]byte{byte(protocol.KindMessage)}, codec.AppendMessageEntry(nil, codec.Message{
 		ID: id, From: op.From, Body: op.Body, Type: op.Type, FromDevice: op.FromDevice, Group: g.id, GSeq: gseq,
 	})...)
-	outSeqs := s.deliver(delivery{users: g.users(), group: g.id, gseq: gseq, entry: entry})
-	if len(outSeqs) == 0 {
+	entries := s.deliver(delivery{users: g.users(), group: g.id, gseq: gseq, entry: entry})
+	if len(entries) == 0 {
 		start := len(s.out)
 		s.out = codec.AppendSent(s.out, op.CMID, id)
 		s.reply(op.EP, start)
 		return
 	}
-	p := &groupSend{remaining: len(outSeqs), id: id, waiters: []sentWaiter{{op.EP, op.CMID}}}
+	p := &groupSend{remaining: len(entries), id: id, waiters: []sentWaiter{{op.EP, op.CMID}}}
 	k := gkey{g.id, gseq}
 	s.groupSends[k] = p
-	for _, seq := range outSeqs {
-		s.outboxGroup[seq] = k
+	for _, e := range entries {
+		s.outboxGroup[e] = k
 	}
 }
 
-// forwardDone deletes an acknowledged outbox entry and, when it was the
-// last shard a group message waited for, answers its senders.
-func (s *Shard) forwardDone(seq uint64) {
-	s.batch.Delete(outboxKey(nil, seq), nil)
-	k, ok := s.outboxGroup[seq]
+// confirmGroupSend notes that outbox entry e reached its destination and,
+// when it was the last one a group message waited for, answers its
+// senders.
+func (s *Shard) confirmGroupSend(e pairSeq) {
+	k, ok := s.outboxGroup[e]
 	if !ok {
 		return
 	}
-	delete(s.outboxGroup, seq)
+	delete(s.outboxGroup, e)
 	p := s.groupSends[k]
 	if p == nil {
 		return
@@ -502,8 +502,8 @@ func (s *Shard) applyGroupDelivery(d *delivery) bool {
 	case protocol.KindMessage:
 		m, err := codec.ParseMessage(d.entry[1:])
 		if err != nil {
-			s.log.Error("group delivery", "err", err)
-			return true
+			s.log.Error("group delivery cannot be decoded", "group", d.group, "gseq", d.gseq, "err", err)
+			return false
 		}
 		ref := make([]byte, 17)
 		ref[0] = kindGroupRef
@@ -529,8 +529,8 @@ func (s *Shard) applyGroupDelivery(d *delivery) bool {
 	case protocol.KindGroupEvent:
 		var ev pb.GroupEvent
 		if err := codec.ParseProto(d.entry[1:], &ev); err != nil {
-			s.log.Error("group event delivery", "err", err)
-			return true
+			s.log.Error("group event delivery cannot be decoded", "group", d.group, "gseq", d.gseq, "err", err)
+			return false
 		}
 		for _, id := range d.users {
 			u, err := s.loadUser(id)

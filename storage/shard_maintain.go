@@ -5,87 +5,94 @@ import (
 	"fmt"
 
 	"github.com/cockroachdb/pebble/v2"
-
-	"github.com/parley-im/parley/codec"
-	"github.com/parley-im/parley/protocol"
 )
 
 // sweepChunk bounds the keys one maintenance step deletes, so a large
 // sweep does not stall the ops queued behind it.
 const sweepChunk = 4096
 
+// formatVersion is the layout of the keys the shard writes (keys.go).
+// Format 1 had one outbox sequence for all destinations; format 2 has one
+// per destination (outbox.go).
+const formatVersion = 2
+
 // recover restores the actor's shard-level state from the database: the
-// last message id, outbox position and watermarks. Users load lazily.
+// format, the last message id, and both sides of every outbox pair. Users
+// and groups load lazily.
 func (s *Shard) recover() error {
+	if err := s.upgrade(); err != nil {
+		return err
+	}
 	v, err := s.get(shardKey(nil, tagLastID))
 	if err != nil {
 		return err
 	}
 	if len(v) == 8 {
-		s.ids.last = binary.BigEndian.Uint64(v)
+		s.ids.last = max(s.ids.last, binary.BigEndian.Uint64(v))
 	}
-	lo := shardKey(nil, tagWatermark)
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
-	if err != nil {
-		return fmt.Errorf("storage: recover watermarks: %w", err)
-	}
-	for ok := it.First(); ok; ok = it.Next() {
-		k := it.Key()
-		s.watermarks[binary.BigEndian.Uint16(k[len(k)-2:])] = binary.BigEndian.Uint64(it.Value())
-	}
-	if err := it.Close(); err != nil {
-		return fmt.Errorf("storage: recover watermarks: %w", err)
-	}
-	lo = shardKey(nil, tagOutbox)
-	it, err = s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
-	if err != nil {
-		return fmt.Errorf("storage: recover outbox: %w", err)
-	}
-	if it.Last() {
-		k := it.Key()
-		s.outSeq = binary.BigEndian.Uint64(k[len(k)-8:])
-	}
-	return it.Close()
+	return s.recoverOutbox()
 }
 
-// replayOutbox forwards every outbox entry not yet acknowledged, in order.
-// Destinations apply each (source, outseq) once, so replaying what was
-// already applied is harmless.
-func (s *Shard) replayOutbox() error {
-	lo := shardKey(nil, tagOutbox)
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
+// upgrade brings the database to formatVersion, stamping a new one. A
+// format 1 database (no version key) has its outbox moved into per
+// destination pairs, in order, and its watermarks dropped: both sides of
+// every pair start again from zero, every shard of the node upgrading at
+// the same start. An entry applied by its destination but not yet deleted
+// by its source when the old node stopped is applied again: the upgrade
+// log says how many entries moved.
+func (s *Shard) upgrade() error {
+	v, err := s.get(shardKey(nil, tagVersion))
 	if err != nil {
-		return fmt.Errorf("storage: replay outbox: %w", err)
+		return err
 	}
-	n := 0
-	for ok := it.First(); ok; ok = it.Next() {
-		k := it.Key()
-		v := append([]byte(nil), it.Value()...)
+	switch {
+	case len(v) == 8 && binary.BigEndian.Uint64(v) == formatVersion:
+		return nil
+	case len(v) == 8:
+		return fmt.Errorf("storage: shard %d has format %d, this parleyd reads format %d", s.cfg.ID, binary.BigEndian.Uint64(v), formatVersion)
+	}
+	b := s.db.NewIndexedBatch()
+	defer b.Close()
+	next := map[uint16]uint64{}
+	moved := 0
+	if err := s.scan(shardKey(nil, tagOutboxV1), func(k, v []byte) error {
 		var d delivery
-		if err := d.decode(v); err != nil || len(d.users) == 0 {
-			s.log.Error("outbox record", "err", err)
-			continue
+		if err := d.decode(v); err != nil {
+			return err
 		}
-		seq := binary.BigEndian.Uint64(k[len(k)-8:])
-		if d.group != 0 && len(d.entry) > 0 && protocol.Kind(d.entry[0]) == protocol.KindMessage {
-			// A group message still on its way: a retried send waits for it.
-			gk := gkey{d.group, d.gseq}
-			p := s.groupSends[gk]
-			if p == nil {
-				m, _ := codec.ParseMessage(d.entry[1:])
-				p = &groupSend{id: m.ID}
-				s.groupSends[gk] = p
-			}
-			p.remaining++
-			s.outboxGroup[seq] = gk
+		if len(d.users) == 0 {
+			return fmt.Errorf("%w: format 1 outbox entry without users", errCorrupt)
 		}
-		s.cfg.Forwarder.Forward(Op{Kind: OpForward, Source: s.cfg.ID, OutSeq: seq, User: d.users[0], Entry: v})
-		n++
+		dest := s.cfg.Forwarder.ShardOf(d.users[0])
+		next[dest]++
+		if err := b.Set(outboxKey(nil, dest, next[dest]), v, nil); err != nil {
+			return err
+		}
+		moved++
+		return b.Delete(k, nil)
+	}); err != nil {
+		return fmt.Errorf("storage: upgrade shard %d outbox: %w", s.cfg.ID, err)
 	}
-	if n > 0 {
-		s.log.Info("replayed outbox", "entries", n)
+	for dest, n := range next {
+		if err := b.Set(outSeqKey(nil, dest), be64(n), nil); err != nil {
+			return err
+		}
 	}
-	return it.Close()
+	if err := s.scan(shardKey(nil, tagWatermarkV1), func(k, _ []byte) error {
+		return b.Delete(k, nil)
+	}); err != nil {
+		return fmt.Errorf("storage: upgrade shard %d watermarks: %w", s.cfg.ID, err)
+	}
+	if err := b.Set(shardKey(nil, tagVersion), be64(formatVersion), nil); err != nil {
+		return err
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("storage: upgrade shard %d: %w", s.cfg.ID, err)
+	}
+	if moved > 0 {
+		s.log.Warn("upgraded the outbox to format 2; entries in flight when the old node stopped may be delivered twice", "entries", moved)
+	}
+	return nil
 }
 
 // maintain deletes, in chunks, inbox entries older than the retention

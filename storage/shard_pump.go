@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"fmt"
 	"github.com/cockroachdb/pebble/v2"
 
 	"github.com/parley-im/parley/codec"
@@ -33,7 +34,7 @@ func (s *Shard) pumpDevice(u *user, sess *session) {
 	room := s.cfg.Window - len(sess.inflight)
 	if sess.sent < u.rec.Head && room > 0 && sess.bytes < s.cfg.WindowBytes {
 		if err := s.streamEntries(u, sess, room); err != nil {
-			s.log.Error("pump", "user", u.id, "err", err)
+			s.abort(fmt.Errorf("storage: pump %d: %w", u.id, err))
 			return
 		}
 	}

@@ -34,7 +34,7 @@ func (s *Shard) apply(op *Op) {
 	case OpForward:
 		s.applyForward(op)
 	case OpForwardDone:
-		s.forwardDone(op.OutSeq)
+		s.applyForwardDone(op)
 	case OpLinkRequest:
 		s.applyLinkRequest(op)
 	case OpLinkApprove:
@@ -93,6 +93,7 @@ func (s *Shard) applySend(op *Op) {
 	dk := dedupeKey(nil, op.User, op.From, op.FromDevice, op.CMID)
 	prev, err := s.dedupeLookup(u, op, dk)
 	if err != nil {
+		s.abort(err)
 		s.log.Error("send: dedupe lookup", "err", err)
 		s.replyError(op.EP, protocol.CodeInternal, 0, op.CMID)
 		return

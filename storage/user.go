@@ -126,18 +126,17 @@ func (s *Shard) markDirty(u *user) {
 }
 
 // get reads key through the current batch, returning a copy of the value
-// (non-nil, possibly empty), or nil when the key does not exist.
+// (non-nil, possibly empty), or nil when the key does not exist. An error
+// aborts the cycle.
 func (s *Shard) get(key []byte) ([]byte, error) {
-	var r pebble.Reader = s.db
-	if s.batch != nil {
-		r = s.batch
-	}
-	v, closer, err := r.Get(key)
+	v, closer, err := s.reader().Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("storage: get %x: %w", key, err)
+		err = fmt.Errorf("storage: get %x: %w", key, err)
+		s.abort(err)
+		return nil, err
 	}
 	out := append(make([]byte, 0, len(v)), v...) // non-nil even when empty
 	_ = closer.Close()
@@ -145,11 +144,19 @@ func (s *Shard) get(key []byte) ([]byte, error) {
 }
 
 // loadUser returns user id's state, reading it on first use; nil when the
-// user does not exist.
+// user does not exist. An error aborts the cycle.
 func (s *Shard) loadUser(id uint64) (*user, error) {
 	if u, ok := s.users[id]; ok {
 		return u, nil
 	}
+	u, err := s.readUser(id)
+	if err != nil {
+		s.abort(err)
+	}
+	return u, err
+}
+
+func (s *Shard) readUser(id uint64) (*user, error) {
 	v, err := s.get(userKey(s.scratch[:0], id))
 	if err != nil || v == nil {
 		return nil, err

@@ -180,7 +180,11 @@ func Start(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	log := cfg.Logger
-	n := &Node{cfg: cfg, router: router.New(), served: make(chan error, 1)}
+	r, err := router.New(cfg.Shards)
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{cfg: cfg, router: r, served: make(chan error, 1)}
 
 	var tlsConfig *tls.Config
 	if !cfg.Plaintext {
