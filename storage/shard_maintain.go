@@ -102,70 +102,80 @@ func (s *Shard) maintain() bool {
 	cutoff := uint32(s.cfg.Now().Add(-s.cfg.Retention).Unix() / 86400)
 	s.batch = s.db.NewIndexedBatch()
 	budget := sweepChunk
-	var err error
-	for slot := 0; slot < NumSlots && budget > 0 && err == nil; slot++ {
-		budget, err = s.expireInboxes(uint16(slot), cutoff, budget)
-		if err == nil && budget > 0 {
-			budget, err = s.expireDedupe(uint16(slot), cutoff, budget)
-		}
+	it, err := s.db.NewIter(nil)
+	if err == nil {
+		budget = s.walkIndex(it, tagExpiry, cutoff, budget, s.expireInbox)
+		budget = s.walkIndex(it, tagDedupeExpiry, cutoff, budget, s.expireDedupe)
+		err = it.Close()
 	}
 	if err == nil && budget > 0 {
 		budget, err = s.expireBodies(cutoff, budget)
 	}
 	if err != nil {
-		s.log.Error("maintenance", "err", err)
+		s.abort(fmt.Errorf("storage: maintenance: %w", err))
 	}
 	s.finishCycle()
 	return budget == 0
 }
 
-// expireInboxes applies the expiry index of slot up to day cutoff.
-func (s *Shard) expireInboxes(slot uint16, cutoff uint32, budget int) (int, error) {
-	lo := appendPrefix(nil, slot, tagExpiry)
-	hi := binary.BigEndian.AppendUint32(appendPrefix(nil, slot, tagExpiry), cutoff+1)
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
-	if err != nil {
-		return budget, err
-	}
-	for ok := it.First(); ok && budget > 0; ok = it.Next() {
-		k := it.Key()
-		id := binary.BigEndian.Uint64(k[len(k)-8:])
-		upTo := binary.BigEndian.Uint64(it.Value())
-		s.batch.Delete(k, nil)
-		budget--
-		u, err := s.loadUser(id)
-		if err != nil {
-			_ = it.Close()
-			return budget, err
+// walkIndex calls fn for each key of the per-slot day index tag (slot, tag,
+// 4-byte day, …) whose day is at most cutoff, in every slot, while budget
+// lasts, and returns what is left of it. One iterator seeks from slot to
+// slot, so slots without such keys cost one seek or none.
+func (s *Shard) walkIndex(it *pebble.Iterator, tag byte, cutoff uint32, budget int, fn func(k, v []byte)) int {
+	for slot := 0; slot < NumSlots && budget > 0 && s.cycleErr == nil; {
+		if !it.SeekGE(appendPrefix(s.scratch[:0], uint16(slot), tag)) {
+			break
 		}
-		if u == nil || upTo <= u.rec.Deleted {
+		k := it.Key()
+		ks := int(binary.BigEndian.Uint16(k))
+		switch {
+		case ks > slot: // nothing of this slot at or after the index
+			slot = ks
+			continue
+		case k[2] != tag: // past this slot's index
+			slot++
 			continue
 		}
-		s.batch.DeleteRange(inboxKey(nil, id, u.rec.Deleted+1), inboxKey(nil, id, upTo+1), nil)
-		u.rec.Deleted = upTo
-		u.rec.Receipted = max(u.rec.Receipted, upTo)
-		s.markDirty(u)
+		for ok := true; ok && budget > 0; ok = it.Next() {
+			k = it.Key()
+			if len(k) < 7 || int(binary.BigEndian.Uint16(k)) != slot || k[2] != tag || binary.BigEndian.Uint32(k[3:]) > cutoff {
+				break
+			}
+			fn(k, it.Value())
+			budget--
+		}
+		slot++
 	}
-	return budget, it.Close()
+	return budget
 }
 
-// expireDedupe deletes the dedupe records of slot written up to day cutoff.
-func (s *Shard) expireDedupe(slot uint16, cutoff uint32, budget int) (int, error) {
-	lo := appendPrefix(nil, slot, tagDedupeExpiry)
-	hi := binary.BigEndian.AppendUint32(appendPrefix(nil, slot, tagDedupeExpiry), cutoff+1)
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
-	if err != nil {
-		return budget, err
+// expireInbox applies one key of the inbox expiry index: the user's inbox
+// held entries up to the value's seq on that day.
+func (s *Shard) expireInbox(k, v []byte) {
+	s.batch.Delete(k, nil)
+	if len(k) != 15 || len(v) != 8 {
+		return
 	}
-	for ok := it.First(); ok && budget > 0; ok = it.Next() {
-		k := it.Key()
-		// slot(2) 'e' day(4) | tag key… → slot(2) | tag key…
-		dk := append(binary.BigEndian.AppendUint16(nil, slot), k[7:]...)
-		s.batch.Delete(dk, nil)
-		s.batch.Delete(k, nil)
-		budget--
+	id := binary.BigEndian.Uint64(k[7:])
+	upTo := binary.BigEndian.Uint64(v)
+	u, err := s.loadUser(id)
+	if err != nil || u == nil || upTo <= u.rec.Deleted {
+		return
 	}
-	return budget, it.Close()
+	s.batch.DeleteRange(inboxKey(nil, id, u.rec.Deleted+1), inboxKey(nil, id, upTo+1), nil)
+	u.rec.Deleted = upTo
+	u.rec.Receipted = max(u.rec.Receipted, upTo)
+	s.markDirty(u)
+}
+
+// expireDedupe deletes one dedupe record written on a day past retention,
+// with its index key.
+func (s *Shard) expireDedupe(k, _ []byte) {
+	// slot(2) 'e' day(4) | tag key… → slot(2) | tag key…
+	dk := append(append(s.scratch[:0], k[:2]...), k[7:]...)
+	s.batch.Delete(dk, nil)
+	s.batch.Delete(k, nil)
 }
 
 // expireBodies deletes group message bodies written up to day cutoff: the
