@@ -33,8 +33,6 @@ func (s *Shard) applyAck(op *Op) {
 	if op.Seq <= d.cursor {
 		return
 	}
-	d.cursor = op.Seq
-	s.setCursor(u, d)
 	n := 0
 	for n < len(sess.inflight) && sess.inflight[n].seq <= op.Seq {
 		sess.bytes -= sess.inflight[n].size
@@ -44,17 +42,26 @@ func (s *Shard) applyAck(op *Op) {
 	if len(sess.inflight) == 0 {
 		sess.inflight = nil
 	}
-	if op.Seq > u.rec.Receipted {
-		if err := s.deliveredReceipts(u, u.rec.Receipted, op.Seq); err != nil {
+	s.advanceCursor(u, d, op.Seq)
+	s.touch(u)
+}
+
+// advanceCursor moves d's cursor to seq, which is above it: an Ack, or a
+// Login whose client has processed more than it acknowledged. Messages
+// acknowledged for the first time by any device of u get their delivered
+// receipts, and what every device has is deleted.
+func (s *Shard) advanceCursor(u *user, d *device, seq uint64) {
+	d.cursor = seq
+	s.setCursor(u, d)
+	if seq > u.rec.Receipted {
+		if err := s.deliveredReceipts(u, u.rec.Receipted, seq); err != nil {
 			s.abort(fmt.Errorf("storage: receipts of %d: %w", u.id, err))
 			return
-		} else {
-			u.rec.Receipted = op.Seq
-			s.markDirty(u)
 		}
+		u.rec.Receipted = seq
+		s.markDirty(u)
 	}
 	s.deleteAcknowledged(u)
-	s.touch(u)
 }
 
 // deliveredReceipts sends, for the entries (from, to] of u's inbox, one

@@ -33,9 +33,7 @@ func (s *Shard) applyLogin(op *Op) {
 	}
 	// [S-8-7] resume from the later of the stored and the client's cursor.
 	if c := min(op.Seq, u.rec.Head); c > d.cursor {
-		d.cursor = c
-		s.setCursor(u, d)
-		s.deleteAcknowledged(u)
+		s.advanceCursor(u, d, c)
 	}
 	d.sess = &session{ep: op.EP, sent: max(d.cursor, u.rec.Deleted)}
 	u.recent.start(u.rec.Head)
