@@ -116,6 +116,7 @@ func (s *Shard) enqueue(dest uint16, v []byte) uint64 {
 	p := s.pair(dest)
 	p.next++
 	p.dirty = true
+	s.unconfirmed.Add(1)
 	s.batch.Set(outboxKey(s.scratch[:0], dest, p.next), v, nil)
 	if p.sent == p.next-1 && p.roomFor(len(v)) {
 		p.markSent(len(v))
@@ -192,6 +193,7 @@ func (s *Shard) applyForwardDone(op *Op) {
 			}
 			p.inflight = append(p.inflight[:0], p.inflight[n:]...)
 		}
+		s.unconfirmed.Add(-(op.OutSeq - p.acked))
 		p.acked = op.OutSeq
 		p.progress = now
 		p.backoff = resendAfter
@@ -369,6 +371,11 @@ func (s *Shard) recoverOutbox() error {
 	}); err != nil {
 		return fmt.Errorf("storage: recover outbox: %w", err)
 	}
+	var n uint64
+	for _, p := range s.pairs {
+		n += p.next - p.acked
+	}
+	s.unconfirmed.Store(n)
 	return nil
 }
 

@@ -270,3 +270,81 @@ func TestFormat1OutboxUpgraded(t *testing.T) {
 		t.Fatalf("alice got %+v, want %d", m, id)
 	}
 }
+
+// rawUpdate opens a closed shard's database directly and runs fn on it.
+func rawUpdate(t *testing.T, fs vfs.FS, dir string, fn func(db *pebble.DB)) {
+	t.Helper()
+	db, err := pebble.Open(dir, &pebble.Options{FS: fs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fn(db)
+	must(db.Close())
+}
+
+func userRecordKey(u uint64) []byte {
+	k := binary.BigEndian.AppendUint16(nil, uint16(u&4095))
+	return binary.BigEndian.AppendUint64(append(k, 'u'), u)
+}
+
+// TestStorageErrorAbortsTheCycle: a group message forwarded to a shard
+// where one member's record cannot be read must not be applied in part.
+// Format 1 committed the references of the members before the failure
+// (without the body they point to) and went on; now the whole cycle is
+// aborted, the shard closes the connections it served and restarts in
+// place, and once the record is readable again every member gets the
+// message once, at the next seq.
+func TestStorageErrorAbortsTheCycle(t *testing.T) {
+	fs := vfs.NewMem()
+	n := newNodeOn(t, fs, 2, nil)
+	alice := n.register(t, n.phoneOn(t, 0, 7))
+	bob := n.register(t, n.phoneOn(t, 1, 8))
+	carol := n.register(t, n.phoneOn(t, 1, 9))
+	aep, bep := n.login(t, alice, 0), n.login(t, bob, 0)
+	g := n.createGroup(t, alice, aep, "abort", bob.user, carol.user).Group
+	ev := bep.take(t, protocol.KindGroupEvent).(*pb.GroupEvent)
+	n.ack(bob, bep, ev.Seq)
+	n.close()
+
+	var saved []byte
+	rawUpdate(t, fs, "shard-1", func(db *pebble.DB) {
+		v, closer, err := db.Get(userRecordKey(carol.user))
+		must(err)
+		saved = append([]byte(nil), v...)
+		must(closer.Close())
+		must(db.Set(userRecordKey(carol.user), []byte{0xff, 0xff, 0xff}, pebble.Sync))
+	})
+
+	n.open(2)
+	aep, bep = n.login(t, alice, 0), n.login(t, bob, ev.Seq)
+	n.submit(storage.Op{Kind: storage.OpSend, From: alice.user, FromDevice: alice.device, Group: g, CMID: 1, Body: []byte("all or nothing"), EP: aep})
+	bep.wait(t, "bob's connection closed by the restart in place", func(e *endpoint) bool { return e.isClosed })
+	if bep.closed != protocol.CodeShuttingDown {
+		t.Fatalf("bob's connection closed with %v, want SHUTTING_DOWN", bep.closed)
+	}
+	for _, f := range bep.frames {
+		if f.kind == protocol.KindMessage {
+			t.Fatalf("bob got %+v from an aborted cycle", f.msg)
+		}
+	}
+	if st := n.shards[1].Stats(); st.Aborts == 0 {
+		t.Fatalf("shard 1 aborted no cycle: %+v", st)
+	}
+	n.close()
+
+	rawUpdate(t, fs, "shard-1", func(db *pebble.DB) {
+		must(db.Set(userRecordKey(carol.user), saved, pebble.Sync))
+	})
+	n.open(2)
+	bep = n.login(t, bob, ev.Seq)
+	cep := n.login(t, carol, 0)
+	m := bep.take(t, protocol.KindMessage).(codec.Message)
+	if m.Seq != ev.Seq+1 || string(m.Body) != "all or nothing" {
+		t.Fatalf("bob got %+v at seq %d, want the message at seq %d", m, m.Seq, ev.Seq+1)
+	}
+	n.ack(bob, bep, m.Seq)
+	cep.take(t, protocol.KindGroupEvent)
+	if c := cep.take(t, protocol.KindMessage).(codec.Message); c.ID != m.ID {
+		t.Fatalf("carol got %+v, want message %d", c, m.ID)
+	}
+}

@@ -57,6 +57,7 @@ type Shard struct {
 	pairOrder       []uint16            // keys of pairs, sorted
 	inPairs         map[uint16]*inPair  // inbound pairs, by source
 	inOrder         []uint16            // keys of inPairs, sorted
+	begun           bool                // the outbox was replayed (begin)
 	cycleErr        error               // the cycle is aborted: nothing of it commits
 	abortTimes      []time.Time         // when recent cycles were aborted
 	effects         []effect
@@ -84,6 +85,7 @@ type Shard struct {
 	forwardRepeats atomic.Uint64
 	forwardGaps    atomic.Uint64
 	aborts         atomic.Uint64
+	unconfirmed    atomic.Uint64 // outbox entries not yet confirmed
 }
 
 // Stats are a shard's counters since Open.
@@ -102,6 +104,9 @@ type Stats struct {
 	// Aborts counts cycles aborted by a storage error (the shard then
 	// restarted in place).
 	Aborts uint64
+	// Unconfirmed is how many outbox entries wait for their destination's
+	// confirmation now.
+	Unconfirmed uint64
 }
 
 // Stats returns the shard's counters. It may be called from any goroutine.
@@ -120,6 +125,7 @@ func (s *Shard) Stats() Stats {
 		ForwardRepeats: s.forwardRepeats.Load(),
 		ForwardGaps:    s.forwardGaps.Load(),
 		Aborts:         s.aborts.Load(),
+		Unconfirmed:    s.unconfirmed.Load(),
 	}
 }
 
@@ -265,17 +271,14 @@ func (s *Shard) Start() {
 }
 
 // run is the actor loop: it applies queued ops in cycles and, between
-// them, runs maintenance sweeps in chunks.
+// them, runs maintenance sweeps in chunks and the once-a-second timers.
 func (s *Shard) run() {
 	defer close(s.done)
-	s.replayOutbox()
+	sweeping := s.begin()
 	tick := time.NewTicker(maintenanceEvery)
 	defer tick.Stop()
 	second := time.NewTicker(time.Second)
 	defer second.Stop()
-	// The first sweep chunk runs before any op, so a restarted shard does
-	// not serve entries that expired while it was down.
-	sweeping := s.failed == nil && s.sweep()
 	for {
 		if sweeping && s.failed == nil {
 			select {
@@ -291,30 +294,11 @@ func (s *Shard) run() {
 				sweeping = true
 				continue
 			case <-second.C:
-				if s.failed == nil {
-					s.timers()
-				}
+				s.Tick()
 				continue
 			}
 		}
-		s.mu.Lock()
-		ops := s.queue
-		s.queue, s.spare = s.spare[:0], nil
-		s.dropped = 0
-		closing := s.closing
-		s.mu.Unlock()
-
-		if len(ops) > 0 && s.failed == nil {
-			s.cycle(ops)
-			if s.cycleErr != nil {
-				s.restartInPlace(ops)
-			}
-		}
-		clear(ops)
-		s.mu.Lock()
-		s.spare = ops[:0]
-		more := len(s.queue) > 0
-		s.mu.Unlock()
+		more, closing := s.step()
 		switch {
 		case more:
 			select {
@@ -324,6 +308,70 @@ func (s *Shard) run() {
 		case closing:
 			return
 		}
+	}
+}
+
+// begin replays the outbox and runs the first maintenance chunk before any
+// op, so a restarted shard does not serve entries that expired while it
+// was down. It reports whether maintenance work remains.
+func (s *Shard) begin() bool {
+	s.begun = true
+	s.replayOutbox()
+	if s.cycleErr != nil {
+		s.restartInPlace(nil)
+	}
+	return s.failed == nil && s.sweep()
+}
+
+// step applies the ops queued since the last step as one cycle. It
+// reports whether more ops were queued meanwhile and whether the shard is
+// closing.
+func (s *Shard) step() (more, closing bool) {
+	s.mu.Lock()
+	ops := s.queue
+	s.queue, s.spare = s.spare[:0], nil
+	s.dropped = 0
+	closing = s.closing
+	s.mu.Unlock()
+
+	if len(ops) > 0 && s.failed == nil {
+		s.cycle(ops)
+		if s.cycleErr != nil {
+			s.restartInPlace(ops)
+		}
+	}
+	clear(ops)
+	s.mu.Lock()
+	s.spare = ops[:0]
+	more = len(s.queue) > 0
+	s.mu.Unlock()
+	return more, closing
+}
+
+// Step does the actor's work once, on the caller's goroutine, for a shard
+// that was never started: a simulation drives shards this way,
+// deterministically (sim_test.go). The first call replays the outbox and
+// runs maintenance to its end; every call applies the ops queued by Submit
+// as one cycle, commits it and emits its effects before it returns. Step
+// must not be called on a started shard, nor from two goroutines.
+func (s *Shard) Step() {
+	if s.started.Load() {
+		panic("storage: Step on a started shard")
+	}
+	if !s.begun {
+		for sweeping := s.begin(); sweeping; sweeping = s.sweep() {
+		}
+	}
+	s.step()
+}
+
+// Tick runs the once-a-second work at the shard's clock (Config.Now):
+// presence notifications the throttle held back, link codes and group adds
+// past their time, and outbox pairs that made no progress. The actor of a
+// started shard calls it; whoever drives a stepped shard calls it instead.
+func (s *Shard) Tick() {
+	if s.failed == nil {
+		s.timers()
 	}
 }
 
