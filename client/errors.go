@@ -109,7 +109,8 @@ func (e *ServerError) Fatal() bool {
 // count as INTERNAL (spec [S-11-2]).
 func (e *ServerError) retryable() bool {
 	switch e.Code {
-	case protocol.CodeRateLimited, protocol.CodeOverloaded, protocol.CodeInternal:
+	case protocol.CodeRateLimited, protocol.CodeOverloaded, protocol.CodeInternal,
+		protocol.CodeStorageFull, protocol.CodeInboxFull:
 		return true
 	}
 	_, known := protocol.LookupCode(e.Code)

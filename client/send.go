@@ -223,6 +223,12 @@ func (c *Client) handleSendError(s *session, cmid uint64, se *ServerError) {
 		c.log.Debug("client: error for unknown cmid", "cmid", cmid, "err", se)
 		return
 	}
+	if se.Code == protocol.CodeCMIDReused && c.stopErr == nil {
+		c.renumberLocked(o)
+		c.mu.Unlock()
+		c.storeRenumbered(o, cmid)
+		return
+	}
 	if se.retryable() && c.stopErr == nil {
 		defer c.mu.Unlock()
 		if o.state == sendInFlight {
@@ -255,6 +261,54 @@ func (c *Client) handleSendError(s *session, cmid uint64, se *ServerError) {
 	c.detachSendLocked(o)
 	c.mu.Unlock()
 	c.finishSend(o, Sent{CMID: cmid}, se)
+}
+
+// renumberLocked gives a send the server refused CMID_REUSED ([S-8-20]) a
+// new cmid above every one this device can have used before: the store
+// that counted them was lost, so the counter jumps to the time (ms since
+// the message id epoch, times 1024), which no earlier life of the device
+// reached. storeRenumbered then stores it and queues it again.
+func (c *Client) renumberLocked(o *outgoing) {
+	if o.state == sendInFlight {
+		o.sess.inflight--
+		c.kickLocked(o.sess)
+	}
+	o.stopRetry()
+	delete(c.outbox, o.CMID)
+	floor := uint64(max(c.cfg.Clock.Now().UnixMilli()-protocol.MessageIDEpochMS, 0)) << 10
+	c.lastCMID = max(c.lastCMID, o.CMID, floor) + 1
+	c.log.Warn("client: the server knows this cmid from another message; the counter was lost and jumps ahead", "cmid", o.CMID, "new_cmid", c.lastCMID)
+	o.CMID = c.lastCMID
+	o.state, o.sess, o.attempts = sendStoring, nil, 0
+	c.outbox[o.CMID] = o
+}
+
+// storeRenumbered stores a renumbered send under its new cmid, forgets the
+// old one, and queues it.
+func (c *Client) storeRenumbered(o *outgoing, old uint64) {
+	err := c.store.AddOutgoing(o.Outgoing)
+	if err == nil {
+		err = c.store.RemoveOutgoing(old)
+	}
+	c.mu.Lock()
+	if err != nil {
+		if o.state == sendStoring {
+			c.detachSendLocked(o)
+			c.mu.Unlock()
+			c.finishSend(o, Sent{CMID: o.CMID}, fmt.Errorf("client: store renumbered send: %w", err))
+			return
+		}
+		c.mu.Unlock()
+		return
+	}
+	defer c.mu.Unlock()
+	if o.state == sendStoring {
+		o.state = sendQueued
+		c.queue = append(c.queue, o)
+		if s := c.sess; s != nil {
+			c.kickLocked(s)
+		}
+	}
 }
 
 // detachSendLocked takes o out of the outbox and out of flight.

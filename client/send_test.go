@@ -336,3 +336,61 @@ func TestOutboxFull(t *testing.T) {
 		}
 	}
 }
+
+// TestSendContinuesAboveMaxCMID checks [S-8-19]: a client whose store lost
+// its counter (a fresh MemoryStore with old credentials) numbers its sends
+// above LoginOk.max_cmid.
+func TestSendContinuesAboveMaxCMID(t *testing.T) {
+	srv := newFakeServer(t, false)
+	st := NewMemoryStore()
+	c := startClient(t, testConfig(srv), st)
+	fc := srv.accept(t)
+	fc.expectProto(protocol.KindLogin, &pb.Login{})
+	fc.writeProto(protocol.KindLoginOK, &pb.LoginOk{HeartbeatS: 30, Window: 16, MaxCmid: 41})
+	waitFor[Connected](c)
+	res := sendAsyncTest(c, context.Background(), 9, "after a lost store")
+	if s := expectSend(t, fc); s.CMID != 42 {
+		t.Fatalf("first cmid %d, want 42 (above max_cmid 41)", s.CMID)
+	}
+	fc.write(codec.AppendSent(nil, 42, 77))
+	if o := outcome(t, res); o.err != nil || o.sent.CMID != 42 {
+		t.Fatalf("Send = %+v, %v", o.sent, o.err)
+	}
+	if s, _ := st.Load(); s.LastCMID != 42 {
+		t.Errorf("stored counter %d, want 42", s.LastCMID)
+	}
+}
+
+// TestSendRenumberedAfterCMIDReused checks [S-8-20]: a send refused
+// CMID_REUSED is sent again under a cmid beyond any the device can have
+// used (the time-based floor), stored under it, and answered under it.
+func TestSendRenumberedAfterCMIDReused(t *testing.T) {
+	srv := newFakeServer(t, false)
+	st := NewMemoryStore()
+	c := startClient(t, testConfig(srv), st)
+	fc := srv.accept(t)
+	fc.login(16, 30, 0)
+	res := sendAsyncTest(c, context.Background(), 9, "a new message")
+	first := expectSend(t, fc)
+	fc.write(codec.AppendError(nil, protocol.CodeCMIDReused, 0, first.CMID, "", 0))
+	again := expectSend(t, fc)
+	floor := uint64(time.Now().UnixMilli()-protocol.MessageIDEpochMS) << 10
+	if again.CMID <= floor-1<<20 || again.To != first.To || !bytes.Equal(again.Body, first.Body) {
+		t.Fatalf("resent %+v, want the same message with a cmid near %d", again, floor)
+	}
+	if out := outboxOf(t, st); len(out) != 1 || out[0].CMID != again.CMID {
+		t.Fatalf("stored outbox %+v, want only cmid %d", out, again.CMID)
+	}
+	fc.write(codec.AppendSent(nil, again.CMID, 5))
+	if o := outcome(t, res); o.err != nil || o.sent.CMID != again.CMID || o.sent.ID != 5 {
+		t.Fatalf("Send = %+v, %v", o.sent, o.err)
+	}
+	next := sendAsyncTest(c, context.Background(), 9, "and the next")
+	if s := expectSend(t, fc); s.CMID != again.CMID+1 {
+		t.Fatalf("next cmid %d, want %d", s.CMID, again.CMID+1)
+	}
+	fc.write(codec.AppendSent(nil, again.CMID+1, 6))
+	if o := outcome(t, next); o.err != nil {
+		t.Fatal(o.err)
+	}
+}

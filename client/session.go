@@ -500,6 +500,9 @@ func (c *Client) handleLoginOK(s *session, body []byte) error {
 	s.lastWrite = now
 	s.lastRead.Store(int64(now.Sub(s.start)))
 	c.adoptCursorLocked(m.Cursor)
+	// [S-8-19] a device whose store lost its counter continues above what
+	// the server recorded; the next AddOutgoing stores the new height.
+	c.lastCMID = max(c.lastCMID, m.MaxCmid)
 	c.enqueueLocked(queued{ev: Connected{
 		ServerTime: time.UnixMilli(int64(m.ServerTimeMs)),
 		Heartbeat:  heartbeat,

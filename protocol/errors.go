@@ -60,6 +60,19 @@ const (
 	CodeMediaUnavailable    = pb.ErrorCode_ERROR_MEDIA_UNAVAILABLE
 )
 
+// Error codes of the storage limits (spec.md section 8.4), message scope.
+const (
+	// CodeStorageFull: the node is short of disk space and stores no new
+	// data; acknowledgements and deliveries keep working.
+	CodeStorageFull = pb.ErrorCode_ERROR_STORAGE_FULL
+	// CodeInboxFull: the recipient's queue of undelivered entries is at its
+	// quota.
+	CodeInboxFull = pb.ErrorCode_ERROR_INBOX_FULL
+	// CodeCMIDReused: the sending device used this cmid before for a
+	// different message to the same recipient.
+	CodeCMIDReused = pb.ErrorCode_ERROR_CMID_REUSED
+)
+
 // Scope says what an error code ends.
 type Scope uint8
 
@@ -132,6 +145,9 @@ var Codes = []CodeInfo{
 	{CodeMediaOffsetMismatch, "MEDIA_OFFSET_MISMATCH", ScopeMessage, "The PUT does not start where the server stands: continue from Upload-Offset."},
 	{CodeMediaUploadBusy, "MEDIA_UPLOAD_BUSY", ScopeMessage, "Another PUT is writing this upload: wait Retry-After, ask HEAD for the offset, continue."},
 	{CodeMediaUnavailable, "MEDIA_UNAVAILABLE", ScopeMessage, "The server offers no media: do not retry on this server."},
+	{CodeStorageFull, "STORAGE_FULL", ScopeMessage, "The server is short of disk space and stores nothing new: retry the identical SEND or request after retry_after_ms; acknowledgements and deliveries keep working."},
+	{CodeInboxFull, "INBOX_FULL", ScopeMessage, "The recipient's queue of undelivered messages is full: retry the identical SEND later (after retry_after_ms at the earliest); it drains as the recipient comes online."},
+	{CodeCMIDReused, "CMID_REUSED", ScopeMessage, "This device sent another message with this cmid: the client lost its cmid counter. Continue above LoginOk.max_cmid and above this cmid, and send the message again with a new cmid."},
 }
 
 // LookupCode returns the description of c, and false if c is not a code

@@ -32,9 +32,10 @@ type conn struct {
 	// nil when empty, so idle connections hold no buffer.
 	plain *buffer
 
-	state  connState
-	user   uint64 // once logging in: the Login's user and device
-	device uint32
+	state   connState
+	user    uint64 // once logging in: the Login's user and device
+	device  uint32
+	maxCMID uint64 // the highest Send.cmid read, recorded at logout ([S-8-19])
 
 	lookupTokens float64  // contact-lookup rate limiter
 	lookupAt     int64    // unix nanos of the last refill
@@ -139,6 +140,7 @@ func (c *conn) Authenticated(s storage.Session) {
 		HeartbeatS:   uint32(c.srv.cfg.Heartbeat.Seconds()),
 		Window:       s.Window,
 		Cursor:       s.Cursor,
+		MaxCmid:      s.MaxCMID,
 	})
 	w := c.wakeLocked()
 	c.mu.Unlock()

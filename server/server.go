@@ -223,7 +223,7 @@ func (s *Server) OnClose(gc gnet.Conn, _ error) gnet.Action {
 	case stateLoggingIn, stateAuthenticated:
 		// Ordered after the Login on the same shard, so it ends the session
 		// the Login opened, whatever the Login's outcome.
-		_ = s.cfg.Router.Submit(storage.Op{Kind: storage.OpLogout, User: c.user, Device: c.device, EP: c})
+		_ = s.cfg.Router.Submit(storage.Op{Kind: storage.OpLogout, User: c.user, Device: c.device, CMID: c.maxCMID, EP: c})
 		if c.state == stateAuthenticated {
 			s.stats.Authenticated.Add(-1)
 		}

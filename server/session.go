@@ -203,6 +203,7 @@ func (c *conn) handleSend(body []byte, w *buffer) verdict {
 		refuse(w, protocol.CodeMessageTooLarge, 0, m.CMID)
 		return verdict{}
 	}
+	c.maxCMID = max(c.maxCMID, m.CMID)
 	op := storage.Op{
 		Kind: storage.OpSend, From: c.user, FromDevice: c.device, User: m.To, Group: m.Group,
 		CMID: m.CMID, Type: m.Type, Body: append([]byte(nil), m.Body...), EP: c,

@@ -71,6 +71,13 @@ type Config struct {
 	// CacheUsers is how many users without a live session the shard keeps
 	// in memory. Default 100,000.
 	CacheUsers int
+	// InboxEntries and InboxBytes are the quota of a user's queue of
+	// undelivered entries: a 1:1 send that would go beyond either is
+	// refused with INBOX_FULL (group messages, events and receipts are
+	// always queued: they are bounded by the senders' rates). Defaults
+	// 50,000 entries and 256 MiB.
+	InboxEntries int
+	InboxBytes   int64
 	// OnCommit, if set, is called by the actor after each commit with how
 	// long the commit took and how many ops the batch applied; it must be
 	// quick and must not block (metrics).
@@ -126,6 +133,12 @@ func (c *Config) setDefaults() {
 	if c.CacheUsers == 0 {
 		c.CacheUsers = 100_000
 	}
+	if c.InboxEntries == 0 {
+		c.InboxEntries = 50_000
+	}
+	if c.InboxBytes == 0 {
+		c.InboxBytes = 256 << 20
+	}
 	if c.CodeTTL == 0 {
 		c.CodeTTL = 10 * time.Minute
 	}
@@ -159,7 +172,8 @@ func (c *Config) validate() error {
 		name string
 		n    int
 	}{{"queue limit", c.QueueLimit}, {"window", c.Window}, {"window bytes", c.WindowBytes},
-		{"cache users", c.CacheUsers}, {"codes per hour", c.CodesPerHour}, {"code attempts", c.CodeAttempts}} {
+		{"cache users", c.CacheUsers}, {"codes per hour", c.CodesPerHour}, {"code attempts", c.CodeAttempts},
+		{"inbox entries", c.InboxEntries}} {
 		if v.n < 0 {
 			errs = append(errs, fmt.Errorf("negative %s %d", v.name, v.n))
 		}
@@ -171,6 +185,9 @@ func (c *Config) validate() error {
 		if v.d < 0 {
 			errs = append(errs, fmt.Errorf("negative %s %v", v.name, v.d))
 		}
+	}
+	if c.InboxBytes < 0 {
+		errs = append(errs, fmt.Errorf("negative inbox bytes %d", c.InboxBytes))
 	}
 	if c.TestPrefix != "" && c.TestCode == "" {
 		errs = append(errs, errors.New("test phone prefix without a test code"))

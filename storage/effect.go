@@ -46,6 +46,9 @@ type Session struct {
 	Device uint32
 	Cursor uint64 // the stream resumes after this seq
 	Window uint32 // inbox entries in flight before the device must ack
+	// MaxCMID is the highest Send.cmid recorded from the device when its
+	// earlier sessions ended ([S-8-19]).
+	MaxCMID uint64
 }
 
 // post queues frames s.out[start:] for ep.
@@ -68,10 +71,11 @@ func (s *Shard) replyError(ep Endpoint, code protocol.Code, rid uint32, cmid uin
 	s.reply(ep, start)
 }
 
-// replyRetry answers ep's request with an Error frame carrying a delay.
-func (s *Shard) replyRetry(ep Endpoint, code protocol.Code, rid uint32, retryMS uint32) {
+// replyRetry answers ep's request or send with an Error frame carrying a
+// delay.
+func (s *Shard) replyRetry(ep Endpoint, code protocol.Code, rid uint32, cmid uint64, retryMS uint32) {
 	start := len(s.out)
-	s.out = codec.AppendError(s.out, code, rid, 0, "", retryMS)
+	s.out = codec.AppendError(s.out, code, rid, cmid, "", retryMS)
 	s.reply(ep, start)
 }
 

@@ -48,7 +48,8 @@ const (
 	OpRead
 	// OpLogin: User, Device, Credential, Seq (the client's cursor), EP.
 	OpLogin
-	// OpLogout: User, Device, EP. The connection closed.
+	// OpLogout: User, Device, EP, CMID (the highest Send.cmid the
+	// connection read, 0 if none). The connection closed.
 	OpLogout
 	// OpRequestCode: Phone, RID, EP. Answers CodeSent.
 	OpRequestCode

@@ -15,6 +15,7 @@ const maxRecent = 512
 // pump seldom read the inbox back from Pebble.
 type entryMeta struct {
 	seq   uint64
+	size  int  // bytes the entry takes in the inbox (a group reference: 17)
 	kind  byte // the wire kind, or kindGroupRef
 	from  uint64
 	id    uint64
@@ -90,7 +91,7 @@ func (r *recentWindow) endCycle() {
 // metaOf describes the entry just stored at seq. ref is the group message
 // a group reference points to (its body), nil for other entries.
 func metaOf(seq uint64, entry, ref []byte) entryMeta {
-	m := entryMeta{seq: seq, value: entry}
+	m := entryMeta{seq: seq, size: len(entry), value: entry}
 	if len(entry) == 0 {
 		return m
 	}

@@ -8,7 +8,9 @@ import (
 
 // Records are stored as a version byte followed by uvarints and
 // length-prefixed strings, in the order of the struct fields. A record is
-// decoded strictly: a short or unknown record is corruption.
+// decoded strictly: a short or unknown record is corruption, except that
+// fields added later are appended at the end and read with optUint, so a
+// record written before them decodes with zero there.
 
 const recordVersion = 1
 
@@ -54,6 +56,15 @@ func (r *recordReader) uint() uint64 {
 	}
 	r.b = r.b[n:]
 	return v
+}
+
+// optUint reads a field added to a record after its first release: zero
+// when the record ends before it.
+func (r *recordReader) optUint() uint64 {
+	if r.err == nil && len(r.b) == 0 {
+		return 0
+	}
+	return r.uint()
 }
 
 func (r *recordReader) bytes() []byte {
@@ -136,7 +147,8 @@ type deviceRecord struct {
 	Name      string
 	CreatedMS uint64
 	Revoked   bool
-	Primary   bool // registered by phone verification, not linked
+	Primary   bool   // registered by phone verification, not linked
+	MaxCMID   uint64 // highest Send.cmid a session of the device reported ([S-8-19]); added later
 }
 
 func (d *deviceRecord) encode(dst []byte) []byte {
@@ -146,6 +158,7 @@ func (d *deviceRecord) encode(dst []byte) []byte {
 	w.uint(d.CreatedMS)
 	w.bool(d.Revoked)
 	w.bool(d.Primary)
+	w.uint(d.MaxCMID)
 	return w.b
 }
 
@@ -156,6 +169,7 @@ func (d *deviceRecord) decode(b []byte) error {
 	d.CreatedMS = r.uint()
 	d.Revoked = r.bool()
 	d.Primary = r.bool()
+	d.MaxCMID = r.optUint()
 	return r.done("device")
 }
 

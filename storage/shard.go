@@ -86,6 +86,9 @@ type Shard struct {
 	forwardGaps    atomic.Uint64
 	aborts         atomic.Uint64
 	unconfirmed    atomic.Uint64 // outbox entries not yet confirmed
+	full           atomic.Bool   // SetFull: store nothing new
+	fullRefusals   atomic.Uint64
+	quotaRefusals  atomic.Uint64
 }
 
 // Stats are a shard's counters since Open.
@@ -107,6 +110,9 @@ type Stats struct {
 	// Unconfirmed is how many outbox entries wait for their destination's
 	// confirmation now.
 	Unconfirmed uint64
+	// FullRefusals counts sends and requests refused STORAGE_FULL;
+	// QuotaRefusals sends refused INBOX_FULL.
+	FullRefusals, QuotaRefusals uint64
 }
 
 // Stats returns the shard's counters. It may be called from any goroutine.
@@ -126,6 +132,8 @@ func (s *Shard) Stats() Stats {
 		ForwardGaps:    s.forwardGaps.Load(),
 		Aborts:         s.aborts.Load(),
 		Unconfirmed:    s.unconfirmed.Load(),
+		FullRefusals:   s.fullRefusals.Load(),
+		QuotaRefusals:  s.quotaRefusals.Load(),
 	}
 }
 
@@ -182,6 +190,15 @@ func Open(cfg Config) (*Shard, error) {
 	}
 	return s, nil
 }
+
+// SetFull tells the shard whether the node is short of disk space. While
+// full, the shard refuses what would store new data (sends, registrations,
+// codes, group changes, links, contact lists) with STORAGE_FULL, and goes
+// on with what frees space or costs little: acknowledgements, deletions,
+// deliveries, logins, reads. Pebble cannot survive a failed write (its
+// commit pipeline stops the process), so the node calls SetFull while a
+// reserve of free space is left. Any goroutine may call it.
+func (s *Shard) SetFull(full bool) { s.full.Store(full) }
 
 // ID returns the shard's number.
 func (s *Shard) ID() uint16 { return s.cfg.ID }

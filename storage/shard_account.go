@@ -18,6 +18,9 @@ const codeDigits = 6
 // applyRequestCode issues a verification code for a phone number, within
 // the per-phone rate limits ([S-9-2]).
 func (s *Shard) applyRequestCode(op *Op) {
+	if !s.roomFor(op) {
+		return
+	}
 	now := s.cfg.Now()
 	nowMS := uint64(now.UnixMilli())
 	ck := phoneKey(nil, tagCode, op.Phone)
@@ -41,7 +44,7 @@ func (s *Shard) applyRequestCode(op *Op) {
 			next = max(next, rec.SentMS[0]+uint64(time.Hour.Milliseconds()))
 		}
 		if next > nowMS {
-			s.replyRetry(op.EP, protocol.CodeRateLimited, op.RID, uint32(next-nowMS))
+			s.replyRetry(op.EP, protocol.CodeRateLimited, op.RID, 0, uint32(next-nowMS))
 			return
 		}
 	}
@@ -88,6 +91,9 @@ func codeHash(phone, code string) [sha256.Size]byte {
 // applyVerify checks a verification code and registers a device,
 // creating the account on the number's first verification ([S-9-4]).
 func (s *Shard) applyVerify(op *Op) {
+	if !s.roomFor(op) {
+		return
+	}
 	nowMS := uint64(s.cfg.Now().UnixMilli())
 	ck := phoneKey(nil, tagCode, op.Phone)
 	var rec codeRecord

@@ -153,7 +153,7 @@ func (s *Shard) deleteAcknowledged(u *user) {
 	if m <= u.rec.Deleted {
 		return
 	}
-	s.releaseRefs(u, u.rec.Deleted, m)
+	u.inboxBytes -= s.releaseRefs(u, u.rec.Deleted, m)
 	if m-u.rec.Deleted <= maxPointDeletes {
 		// Point deletes: a range tombstone per ack makes every later read
 		// re-fragment the memtable's tombstones (measured: half the CPU).
@@ -168,6 +168,9 @@ func (s *Shard) deleteAcknowledged(u *user) {
 	}
 	u.recent.forget(m)
 	u.rec.Deleted = m
+	if m == u.rec.Head {
+		u.inboxBytes, u.bytesKnown = 0, true
+	}
 	s.markDirty(u)
 }
 
@@ -175,15 +178,17 @@ func (s *Shard) deleteAcknowledged(u *user) {
 // a larger run is one range deletion.
 const maxPointDeletes = 4096
 
-// releaseRefs drops the body references of u's group entries in (from, to].
-func (s *Shard) releaseRefs(u *user, from, to uint64) {
+// releaseRefs drops the body references of u's group entries in (from,
+// to], which are being deleted, and returns the bytes those entries took.
+func (s *Shard) releaseRefs(u *user, from, to uint64) (size int64) {
 	if u.recent.covers(from, to) {
 		for _, m := range u.recent.slice(from, to) {
+			size += int64(m.size)
 			if m.kind == kindGroupRef {
 				s.releaseBody(m.group, m.gseq)
 			}
 		}
-		return
+		return size
 	}
 	it, err := s.batch.NewIter(&pebble.IterOptions{
 		LowerBound: inboxKey(nil, u.id, from+1),
@@ -194,11 +199,53 @@ func (s *Shard) releaseRefs(u *user, from, to uint64) {
 		return
 	}
 	for ok := it.First(); ok; ok = it.Next() {
-		if v := it.Value(); len(v) == 17 && v[0] == kindGroupRef {
+		v := it.Value()
+		size += int64(len(v))
+		if len(v) == 17 && v[0] == kindGroupRef {
 			s.releaseBody(binary.BigEndian.Uint64(v[1:]), binary.BigEndian.Uint64(v[9:]))
 		}
 	}
 	if err := it.Close(); err != nil {
 		s.abort(fmt.Errorf("storage: release refs of %d: %w", u.id, err))
 	}
+	return size
 }
+
+// inboxFull reports whether one more entry of size bytes would take u's
+// queue of undelivered entries beyond its quota (Config.InboxEntries,
+// InboxBytes). The bytes are counted only when the number of entries does
+// not already rule the byte quota out: once, by reading the inbox, then
+// kept up to date.
+func (s *Shard) inboxFull(u *user, size int) bool {
+	entries := int64(u.rec.Head - u.rec.Deleted)
+	if entries+1 > int64(s.cfg.InboxEntries) {
+		return true
+	}
+	if entries*maxEntryBytes+int64(size) <= s.cfg.InboxBytes {
+		return false
+	}
+	if !u.bytesKnown {
+		it, err := s.batch.NewIter(&pebble.IterOptions{
+			LowerBound: inboxKey(nil, u.id, u.rec.Deleted+1),
+			UpperBound: inboxKey(nil, u.id, u.rec.Head+1),
+		})
+		if err != nil {
+			s.abort(fmt.Errorf("storage: inbox of %d: %w", u.id, err))
+			return true
+		}
+		var n int64
+		for ok := it.First(); ok; ok = it.Next() {
+			n += int64(len(it.Value()))
+		}
+		if err := it.Close(); err != nil {
+			s.abort(fmt.Errorf("storage: inbox of %d: %w", u.id, err))
+			return true
+		}
+		u.inboxBytes, u.bytesKnown = n, true
+	}
+	return u.inboxBytes+int64(size) > s.cfg.InboxBytes
+}
+
+// maxEntryBytes bounds one stored inbox entry: the largest body, the
+// message's fields and the kind byte.
+const maxEntryBytes = protocol.MaxMessageBody + 64

@@ -44,6 +44,9 @@ func (s *Shard) addDevice(u *user, name string, cursor uint64, primary bool, now
 // applyLinkRequest holds a companion's link code until the primary
 // approves it ([S-9-12]).
 func (s *Shard) applyLinkRequest(op *Op) {
+	if !s.roomFor(op) {
+		return
+	}
 	now := s.cfg.Now()
 	if _, taken := s.links[op.Code]; taken {
 		s.replyError(op.EP, protocol.CodeInternal, op.RID, 0) // 80 random bits collided
@@ -56,6 +59,9 @@ func (s *Shard) applyLinkRequest(op *Op) {
 // applyLinkApprove hands an approved link to the approver's shard, which
 // creates the companion device.
 func (s *Shard) applyLinkApprove(op *Op) {
+	if !s.roomFor(op) {
+		return
+	}
 	l := s.links[op.Code]
 	if l == nil || s.cfg.Now().After(l.expires) {
 		delete(s.links, op.Code)

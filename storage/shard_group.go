@@ -40,6 +40,9 @@ type gkey struct{ group, gseq uint64 }
 // applyGroupCreate creates a group on the creator's shard with the creator
 // as its admin, then adds the other members ([S-16-2]).
 func (s *Shard) applyGroupCreate(op *Op) {
+	if !s.roomFor(op) {
+		return
+	}
 	u, err := s.loadUser(op.User)
 	if err != nil || u == nil {
 		s.replyError(op.EP, protocol.CodeInternal, op.RID, 0)
@@ -261,6 +264,9 @@ func union(a, b []uint64) []uint64 {
 
 // applyGroupUpdate changes a group ([S-16-3]).
 func (s *Shard) applyGroupUpdate(op *Op) {
+	if op.GroupOp != pb.GroupOp_GROUP_OP_REMOVE && op.GroupOp != pb.GroupOp_GROUP_OP_LEAVE && !s.roomFor(op) {
+		return
+	}
 	g, err := s.loadGroup(op.Group)
 	if err != nil {
 		s.replyError(op.EP, protocol.CodeInternal, op.RID, 0)
@@ -424,15 +430,18 @@ func (s *Shard) applyGroupSend(op *Op) {
 		s.replyError(op.EP, protocol.CodeInternal, 0, op.CMID)
 		return
 	}
-	if g == nil || g.member(op.From) == nil {
-		s.replyError(op.EP, protocol.CodeNotMember, 0, op.CMID)
-		return
-	}
+	// A retry is answered as the first attempt was, even if the sender
+	// left the group since ([S-8-14]).
 	dk := groupDedupeKey(nil, op.Group, op.From, op.FromDevice, op.CMID)
+	sum := bodySum(op)
 	if prev, err := s.get(dk); err != nil {
 		s.replyError(op.EP, protocol.CodeInternal, 0, op.CMID)
 		return
-	} else if len(prev) == 16 {
+	} else if prev != nil {
+		if len(prev) < 16 || (len(prev) >= 24 && binary.BigEndian.Uint64(prev[16:]) != sum) {
+			s.replyError(op.EP, protocol.CodeCMIDReused, 0, op.CMID)
+			return
+		}
 		id, gseq := binary.BigEndian.Uint64(prev), binary.BigEndian.Uint64(prev[8:])
 		if p := s.groupSends[gkey{op.Group, gseq}]; p != nil {
 			p.waiters = append(p.waiters, sentWaiter{op.EP, op.CMID})
@@ -443,11 +452,18 @@ func (s *Shard) applyGroupSend(op *Op) {
 		s.reply(op.EP, start)
 		return
 	}
+	if g == nil || g.member(op.From) == nil {
+		s.replyError(op.EP, protocol.CodeNotMember, 0, op.CMID)
+		return
+	}
+	if !s.roomFor(op) {
+		return
+	}
 	id := s.ids.next(s.cfg.Now())
 	g.rec.GSeq++
 	gseq := g.rec.GSeq
 	s.batch.Set(groupKey(nil, g.id), g.rec.encode(nil), nil)
-	s.batch.Set(dk, binary.BigEndian.AppendUint64(be64(id), gseq), nil)
+	s.batch.Set(dk, binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(be64(id), gseq), sum), nil)
 	s.batch.Set(dedupeExpiryKey(nil, s.day(), dk), nil, nil)
 	entry := append([]byte{byte(protocol.KindMessage)}, codec.AppendMessageEntry(nil, codec.Message{
 		ID: id, From: op.From, Body: op.Body, Type: op.Type, FromDevice: op.FromDevice, Group: g.id, GSeq: gseq,

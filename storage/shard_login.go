@@ -41,7 +41,7 @@ func (s *Shard) applyLogin(op *Op) {
 		s.presenceChanged(u)
 	}
 	s.effects = append(s.effects, effect{kind: effAuthenticated, ep: op.EP, session: Session{
-		User: u.id, Device: d.id, Cursor: d.sess.sent, Window: uint32(s.cfg.Window),
+		User: u.id, Device: d.id, Cursor: d.sess.sent, Window: uint32(s.cfg.Window), MaxCMID: d.rec.MaxCMID,
 	}})
 	s.touch(u)
 }
@@ -49,10 +49,21 @@ func (s *Shard) applyLogin(op *Op) {
 // applyLogout ends the session of a connection that closed.
 func (s *Shard) applyLogout(op *Op) {
 	u := s.users[op.User]
+	if u == nil && op.CMID > 0 {
+		u, _ = s.loadUser(op.User)
+	}
 	if u == nil {
 		return
 	}
-	if d := u.device(op.Device); d != nil && d.sess != nil && d.sess.ep == op.EP {
+	d := u.device(op.Device)
+	if d == nil {
+		return
+	}
+	if op.CMID > d.rec.MaxCMID {
+		d.rec.MaxCMID = op.CMID
+		s.batch.Set(deviceKey(nil, tagDevice, u.id, d.id), d.rec.encode(nil), nil)
+	}
+	if d.sess != nil && d.sess.ep == op.EP {
 		s.endSession(u, d)
 	}
 }

@@ -166,6 +166,8 @@ func (s *Shard) expireInbox(k, v []byte) {
 	s.batch.DeleteRange(inboxKey(nil, id, u.rec.Deleted+1), inboxKey(nil, id, upTo+1), nil)
 	u.rec.Deleted = upTo
 	u.rec.Receipted = max(u.rec.Receipted, upTo)
+	u.bytesKnown = upTo == u.rec.Head
+	u.inboxBytes = 0
 	s.markDirty(u)
 }
 

@@ -28,6 +28,9 @@ type watcher struct {
 // ([S-15-2]). The server sends the watches themselves to the targets'
 // shards.
 func (s *Shard) applySubscribe(op *Op) {
+	if !s.roomFor(op) {
+		return
+	}
 	u, err := s.loadUser(op.User)
 	if err != nil || u == nil {
 		s.replyError(op.EP, protocol.CodeInternal, op.RID, 0)

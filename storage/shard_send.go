@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"slices"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/cockroachdb/pebble/v2"
 
 	"github.com/parley-im/parley/codec"
@@ -94,14 +95,28 @@ func (s *Shard) applySend(op *Op) {
 	prev, err := s.dedupeLookup(u, op, dk)
 	if err != nil {
 		s.abort(err)
-		s.log.Error("send: dedupe lookup", "err", err)
 		s.replyError(op.EP, protocol.CodeInternal, 0, op.CMID)
 		return
 	}
-	if len(prev) == 8 {
+	sum := bodySum(op)
+	if prev != nil {
+		// [S-8-14] a retry is answered with the stored message's id; [S-8-20]
+		// another message under a used cmid is refused.
+		if len(prev) < 8 || (len(prev) >= 16 && binary.BigEndian.Uint64(prev[8:]) != sum) {
+			s.replyError(op.EP, protocol.CodeCMIDReused, 0, op.CMID)
+			return
+		}
 		start := len(s.out)
 		s.out = codec.AppendSent(s.out, op.CMID, binary.BigEndian.Uint64(prev))
 		s.reply(op.EP, start)
+		return
+	}
+	if !s.roomFor(op) {
+		return
+	}
+	if s.inboxFull(u, len(op.Body)) {
+		s.quotaRefusals.Add(1)
+		s.replyRetry(op.EP, protocol.CodeInboxFull, 0, op.CMID, retryFullMS)
 		return
 	}
 	id := s.ids.next(s.cfg.Now())
@@ -117,11 +132,37 @@ func (s *Shard) applySend(op *Op) {
 		})...)
 		s.appendEntry(op.From, self, FlagCompanions)
 	}
-	s.batch.Set(dk, be64(id), nil)
+	s.batch.Set(dk, binary.BigEndian.AppendUint64(be64(id), sum), nil)
 	s.batch.Set(dedupeExpiryKey(nil, s.day(), dk), nil, nil)
 	start := len(s.out)
 	s.out = codec.AppendSent(s.out, op.CMID, id)
 	s.reply(op.EP, start)
+}
+
+// bodySum is what a dedupe record keeps of a send's content, to tell a
+// retry from another message under the same cmid: xxHash64 of the content
+// type and the body.
+func bodySum(op *Op) uint64 {
+	var d xxhash.Digest
+	d.Reset()
+	_, _ = d.Write([]byte{byte(op.Type)})
+	_, _ = d.Write(op.Body)
+	return d.Sum64()
+}
+
+// retryFullMS is the delay suggested with STORAGE_FULL and INBOX_FULL.
+const retryFullMS = 30_000
+
+// roomFor answers op STORAGE_FULL and reports false when the node is short
+// of disk space (SetFull): then the shard stores nothing new, while
+// acknowledgements, deletions and deliveries go on.
+func (s *Shard) roomFor(op *Op) bool {
+	if !s.full.Load() {
+		return true
+	}
+	s.fullRefusals.Add(1)
+	s.replyRetry(op.EP, protocol.CodeStorageFull, op.RID, op.CMID, retryFullMS)
+	return false
 }
 
 // senderDevice names one sending device.
@@ -252,6 +293,7 @@ func (s *Shard) flushReceipts() {
 func (s *Shard) appendRaw(u *user, entry, ref []byte) {
 	u.rec.Head++
 	s.batch.Set(inboxKey(nil, u.id, u.rec.Head), entry, nil)
+	u.inboxBytes += int64(len(entry))
 	if u.live > 0 {
 		if ref == nil {
 			// entry may alias scratch space: the pump needs its own copy.

@@ -25,6 +25,11 @@ type user struct {
 	topCMID  map[senderDevice]uint64 // highest cmid stored from each sending device
 	groups   int                     // groups the user belongs to; -1 until counted
 	reserved []reservation           // group slots promised to adds in flight
+
+	// inboxBytes is what the entries in (Deleted, Head] take, when
+	// bytesKnown; counted on demand (inboxUsage) and kept up to date.
+	inboxBytes int64
+	bytesKnown bool
 }
 
 // device is one registered device. Actor-owned.
@@ -173,6 +178,7 @@ func (s *Shard) readUser(id uint64) (*user, error) {
 	} else if last > u.rec.Head {
 		u.rec.Head = last
 	}
+	u.bytesKnown = u.rec.Head == u.rec.Deleted
 	if err := s.loadDevices(u); err != nil {
 		return nil, err
 	}

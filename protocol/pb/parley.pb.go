@@ -265,6 +265,10 @@ const (
 	ErrorCode_ERROR_MEDIA_OFFSET_MISMATCH ErrorCode = 57
 	ErrorCode_ERROR_MEDIA_UPLOAD_BUSY     ErrorCode = 58
 	ErrorCode_ERROR_MEDIA_UNAVAILABLE     ErrorCode = 59
+	// Storage limits (spec.md section 8.4), message scope.
+	ErrorCode_ERROR_STORAGE_FULL ErrorCode = 60
+	ErrorCode_ERROR_INBOX_FULL   ErrorCode = 61
+	ErrorCode_ERROR_CMID_REUSED  ErrorCode = 62
 )
 
 // Enum value maps for ErrorCode.
@@ -311,6 +315,9 @@ var (
 		57: "ERROR_MEDIA_OFFSET_MISMATCH",
 		58: "ERROR_MEDIA_UPLOAD_BUSY",
 		59: "ERROR_MEDIA_UNAVAILABLE",
+		60: "ERROR_STORAGE_FULL",
+		61: "ERROR_INBOX_FULL",
+		62: "ERROR_CMID_REUSED",
 	}
 	ErrorCode_value = map[string]int32{
 		"ERROR_UNSPECIFIED":           0,
@@ -354,6 +361,9 @@ var (
 		"ERROR_MEDIA_OFFSET_MISMATCH": 57,
 		"ERROR_MEDIA_UPLOAD_BUSY":     58,
 		"ERROR_MEDIA_UNAVAILABLE":     59,
+		"ERROR_STORAGE_FULL":          60,
+		"ERROR_INBOX_FULL":            61,
+		"ERROR_CMID_REUSED":           62,
 	}
 )
 
@@ -924,6 +934,7 @@ type LoginOk struct {
 	HeartbeatS    uint32                 `protobuf:"varint,2,opt,name=heartbeat_s,json=heartbeatS,proto3" json:"heartbeat_s,omitempty"`         // send a frame (Ping if nothing else) at least this often
 	Window        uint32                 `protobuf:"varint,3,opt,name=window,proto3" json:"window,omitempty"`                                   // inbox entries in flight before the server waits for an Ack
 	Cursor        uint64                 `protobuf:"varint,4,opt,name=cursor,proto3" json:"cursor,omitempty"`                                   // where the stream resumes: entries with seq > cursor follow
+	MaxCmid       uint64                 `protobuf:"varint,5,opt,name=max_cmid,json=maxCmid,proto3" json:"max_cmid,omitempty"`                  // the highest Send.cmid recorded from this device (spec [S-8-19]); 0 if none
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -982,6 +993,13 @@ func (x *LoginOk) GetWindow() uint32 {
 func (x *LoginOk) GetCursor() uint64 {
 	if x != nil {
 		return x.Cursor
+	}
+	return 0
+}
+
+func (x *LoginOk) GetMaxCmid() uint64 {
+	if x != nil {
+		return x.MaxCmid
 	}
 	return 0
 }
@@ -1841,13 +1859,14 @@ const file_parley_proto_rawDesc = "" +
 	"\n" +
 	"credential\x18\x04 \x01(\fR\n" +
 	"credential\x12\x16\n" +
-	"\x06cursor\x18\x05 \x01(\x04R\x06cursor\"\x80\x01\n" +
+	"\x06cursor\x18\x05 \x01(\x04R\x06cursor\"\x9b\x01\n" +
 	"\aLoginOk\x12$\n" +
 	"\x0eserver_time_ms\x18\x01 \x01(\x04R\fserverTimeMs\x12\x1f\n" +
 	"\vheartbeat_s\x18\x02 \x01(\rR\n" +
 	"heartbeatS\x12\x16\n" +
 	"\x06window\x18\x03 \x01(\rR\x06window\x12\x16\n" +
-	"\x06cursor\x18\x04 \x01(\x04R\x06cursor\"\x80\x01\n" +
+	"\x06cursor\x18\x04 \x01(\x04R\x06cursor\x12\x19\n" +
+	"\bmax_cmid\x18\x05 \x01(\x04R\amaxCmid\"\x80\x01\n" +
 	"\x04Send\x12\x0e\n" +
 	"\x02to\x18\x01 \x01(\x04R\x02to\x12\x12\n" +
 	"\x04cmid\x18\x02 \x01(\x04R\x04cmid\x12\x12\n" +
@@ -1953,7 +1972,7 @@ const file_parley_proto_rawDesc = "" +
 	"\x10KIND_GROUP_EVENT\x10T\x12\x11\n" +
 	"\rKIND_RECEIPTS\x10U\x12\x1a\n" +
 	"\x16KIND_MEDIA_UPLOAD_SLOT\x10`\x12\x1b\n" +
-	"\x17KIND_MEDIA_DOWNLOAD_URL\x10a*\xba\b\n" +
+	"\x17KIND_MEDIA_DOWNLOAD_URL\x10a*\xff\b\n" +
 	"\tErrorCode\x12\x15\n" +
 	"\x11ERROR_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15ERROR_MALFORMED_FRAME\x10\x01\x12\x19\n" +
@@ -1996,7 +2015,10 @@ const file_parley_proto_rawDesc = "" +
 	"\x19ERROR_MEDIA_SIZE_MISMATCH\x108\x12\x1f\n" +
 	"\x1bERROR_MEDIA_OFFSET_MISMATCH\x109\x12\x1b\n" +
 	"\x17ERROR_MEDIA_UPLOAD_BUSY\x10:\x12\x1b\n" +
-	"\x17ERROR_MEDIA_UNAVAILABLE\x10;*n\n" +
+	"\x17ERROR_MEDIA_UNAVAILABLE\x10;\x12\x16\n" +
+	"\x12ERROR_STORAGE_FULL\x10<\x12\x14\n" +
+	"\x10ERROR_INBOX_FULL\x10=\x12\x15\n" +
+	"\x11ERROR_CMID_REUSED\x10>*n\n" +
 	"\vContentType\x12\x10\n" +
 	"\fCONTENT_TEXT\x10\x00\x12\x11\n" +
 	"\rCONTENT_IMAGE\x10\x01\x12\x11\n" +
