@@ -58,6 +58,15 @@ const (
 	CodeMediaOffsetMismatch = pb.ErrorCode_ERROR_MEDIA_OFFSET_MISMATCH
 	CodeMediaUploadBusy     = pb.ErrorCode_ERROR_MEDIA_UPLOAD_BUSY
 	CodeMediaUnavailable    = pb.ErrorCode_ERROR_MEDIA_UNAVAILABLE
+	// CodeMediaStorageFull: the node is short of disk space and takes no
+	// new upload; downloads keep working.
+	CodeMediaStorageFull = pb.ErrorCode_ERROR_MEDIA_STORAGE_FULL
+	// CodeMediaQuotaExceeded: the user's unfinished uploads would hold
+	// more bytes than the staging quota allows.
+	CodeMediaQuotaExceeded = pb.ErrorCode_ERROR_MEDIA_QUOTA_EXCEEDED
+	// CodeMediaTooManyTransfers: the user has as many transfers in
+	// progress as the endpoint allows one user now.
+	CodeMediaTooManyTransfers = pb.ErrorCode_ERROR_MEDIA_TOO_MANY_TRANSFERS
 )
 
 // Error codes of the storage limits (spec.md section 8.4), message scope.
@@ -148,6 +157,9 @@ var Codes = []CodeInfo{
 	{CodeStorageFull, "STORAGE_FULL", ScopeMessage, "The server is short of disk space and stores nothing new: retry the identical SEND or request after retry_after_ms; acknowledgements and deliveries keep working."},
 	{CodeInboxFull, "INBOX_FULL", ScopeMessage, "The recipient's queue of undelivered messages is full: retry the identical SEND later (after retry_after_ms at the earliest); it drains as the recipient comes online."},
 	{CodeCMIDReused, "CMID_REUSED", ScopeMessage, "This device sent another message with this cmid: the client lost its cmid counter. Continue above LoginOk.max_cmid and above this cmid, and send the message again with a new cmid."},
+	{CodeMediaStorageFull, "MEDIA_STORAGE_FULL", ScopeMessage, "The server is short of disk space and takes no new uploads: retry after retry_after_ms (Retry-After); downloads keep working."},
+	{CodeMediaQuotaExceeded, "MEDIA_QUOTA_EXCEEDED", ScopeMessage, "The user's unfinished uploads hold the most bytes the server allows: finish (resume) them first, or retry after they expire."},
+	{CodeMediaTooManyTransfers, "MEDIA_TOO_MANY_TRANSFERS", ScopeMessage, "The user has as many media transfers in progress as the server allows one user now: retry after Retry-After, best once one of them has ended."},
 }
 
 // LookupCode returns the description of c, and false if c is not a code

@@ -269,6 +269,10 @@ const (
 	ErrorCode_ERROR_STORAGE_FULL ErrorCode = 60
 	ErrorCode_ERROR_INBOX_FULL   ErrorCode = 61
 	ErrorCode_ERROR_CMID_REUSED  ErrorCode = 62
+	// Media limits (spec.md sections 14.2 and 14.3).
+	ErrorCode_ERROR_MEDIA_STORAGE_FULL       ErrorCode = 63
+	ErrorCode_ERROR_MEDIA_QUOTA_EXCEEDED     ErrorCode = 64
+	ErrorCode_ERROR_MEDIA_TOO_MANY_TRANSFERS ErrorCode = 65
 )
 
 // Enum value maps for ErrorCode.
@@ -318,52 +322,58 @@ var (
 		60: "ERROR_STORAGE_FULL",
 		61: "ERROR_INBOX_FULL",
 		62: "ERROR_CMID_REUSED",
+		63: "ERROR_MEDIA_STORAGE_FULL",
+		64: "ERROR_MEDIA_QUOTA_EXCEEDED",
+		65: "ERROR_MEDIA_TOO_MANY_TRANSFERS",
 	}
 	ErrorCode_value = map[string]int32{
-		"ERROR_UNSPECIFIED":           0,
-		"ERROR_MALFORMED_FRAME":       1,
-		"ERROR_FRAME_TOO_LARGE":       2,
-		"ERROR_UNSUPPORTED_VERSION":   3,
-		"ERROR_UNAUTHENTICATED":       4,
-		"ERROR_AUTH_FAILED":           5,
-		"ERROR_DEVICE_REVOKED":        6,
-		"ERROR_SESSION_REPLACED":      7,
-		"ERROR_IDLE_TIMEOUT":          8,
-		"ERROR_SLOW_CONSUMER":         9,
-		"ERROR_SHUTTING_DOWN":         10,
-		"ERROR_PROTOCOL_VIOLATION":    11,
-		"ERROR_INPUT_OVERFLOW":        12,
-		"ERROR_UNKNOWN_KIND":          32,
-		"ERROR_INVALID_ARGUMENT":      33,
-		"ERROR_WRONG_STATE":           34,
-		"ERROR_RATE_LIMITED":          35,
-		"ERROR_OVERLOADED":            36,
-		"ERROR_NOT_FOUND":             37,
-		"ERROR_MESSAGE_TOO_LARGE":     38,
-		"ERROR_CODE_INVALID":          39,
-		"ERROR_CODE_EXPIRED":          40,
-		"ERROR_TOO_MANY_ATTEMPTS":     41,
-		"ERROR_INTERNAL":              42,
-		"ERROR_NOT_MEMBER":            43,
-		"ERROR_NOT_ADMIN":             44,
-		"ERROR_GROUP_FULL":            45,
-		"ERROR_TOO_MANY_GROUPS":       46,
-		"ERROR_TOO_MANY_DEVICES":      47,
-		"ERROR_LINK_EXPIRED":          48,
-		"ERROR_NOT_PRIMARY":           49,
-		"ERROR_MEDIA_TOO_LARGE":       50,
-		"ERROR_MEDIA_NOT_FOUND":       51,
-		"ERROR_MEDIA_NOT_READY":       52,
-		"ERROR_MEDIA_URL_EXPIRED":     53,
-		"ERROR_MEDIA_BAD_SIGNATURE":   54,
-		"ERROR_MEDIA_HASH_MISMATCH":   55,
-		"ERROR_MEDIA_SIZE_MISMATCH":   56,
-		"ERROR_MEDIA_OFFSET_MISMATCH": 57,
-		"ERROR_MEDIA_UPLOAD_BUSY":     58,
-		"ERROR_MEDIA_UNAVAILABLE":     59,
-		"ERROR_STORAGE_FULL":          60,
-		"ERROR_INBOX_FULL":            61,
-		"ERROR_CMID_REUSED":           62,
+		"ERROR_UNSPECIFIED":              0,
+		"ERROR_MALFORMED_FRAME":          1,
+		"ERROR_FRAME_TOO_LARGE":          2,
+		"ERROR_UNSUPPORTED_VERSION":      3,
+		"ERROR_UNAUTHENTICATED":          4,
+		"ERROR_AUTH_FAILED":              5,
+		"ERROR_DEVICE_REVOKED":           6,
+		"ERROR_SESSION_REPLACED":         7,
+		"ERROR_IDLE_TIMEOUT":             8,
+		"ERROR_SLOW_CONSUMER":            9,
+		"ERROR_SHUTTING_DOWN":            10,
+		"ERROR_PROTOCOL_VIOLATION":       11,
+		"ERROR_INPUT_OVERFLOW":           12,
+		"ERROR_UNKNOWN_KIND":             32,
+		"ERROR_INVALID_ARGUMENT":         33,
+		"ERROR_WRONG_STATE":              34,
+		"ERROR_RATE_LIMITED":             35,
+		"ERROR_OVERLOADED":               36,
+		"ERROR_NOT_FOUND":                37,
+		"ERROR_MESSAGE_TOO_LARGE":        38,
+		"ERROR_CODE_INVALID":             39,
+		"ERROR_CODE_EXPIRED":             40,
+		"ERROR_TOO_MANY_ATTEMPTS":        41,
+		"ERROR_INTERNAL":                 42,
+		"ERROR_NOT_MEMBER":               43,
+		"ERROR_NOT_ADMIN":                44,
+		"ERROR_GROUP_FULL":               45,
+		"ERROR_TOO_MANY_GROUPS":          46,
+		"ERROR_TOO_MANY_DEVICES":         47,
+		"ERROR_LINK_EXPIRED":             48,
+		"ERROR_NOT_PRIMARY":              49,
+		"ERROR_MEDIA_TOO_LARGE":          50,
+		"ERROR_MEDIA_NOT_FOUND":          51,
+		"ERROR_MEDIA_NOT_READY":          52,
+		"ERROR_MEDIA_URL_EXPIRED":        53,
+		"ERROR_MEDIA_BAD_SIGNATURE":      54,
+		"ERROR_MEDIA_HASH_MISMATCH":      55,
+		"ERROR_MEDIA_SIZE_MISMATCH":      56,
+		"ERROR_MEDIA_OFFSET_MISMATCH":    57,
+		"ERROR_MEDIA_UPLOAD_BUSY":        58,
+		"ERROR_MEDIA_UNAVAILABLE":        59,
+		"ERROR_STORAGE_FULL":             60,
+		"ERROR_INBOX_FULL":               61,
+		"ERROR_CMID_REUSED":              62,
+		"ERROR_MEDIA_STORAGE_FULL":       63,
+		"ERROR_MEDIA_QUOTA_EXCEEDED":     64,
+		"ERROR_MEDIA_TOO_MANY_TRANSFERS": 65,
 	}
 )
 
@@ -1972,7 +1982,7 @@ const file_parley_proto_rawDesc = "" +
 	"\x10KIND_GROUP_EVENT\x10T\x12\x11\n" +
 	"\rKIND_RECEIPTS\x10U\x12\x1a\n" +
 	"\x16KIND_MEDIA_UPLOAD_SLOT\x10`\x12\x1b\n" +
-	"\x17KIND_MEDIA_DOWNLOAD_URL\x10a*\xff\b\n" +
+	"\x17KIND_MEDIA_DOWNLOAD_URL\x10a*\xe1\t\n" +
 	"\tErrorCode\x12\x15\n" +
 	"\x11ERROR_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15ERROR_MALFORMED_FRAME\x10\x01\x12\x19\n" +
@@ -2018,7 +2028,10 @@ const file_parley_proto_rawDesc = "" +
 	"\x17ERROR_MEDIA_UNAVAILABLE\x10;\x12\x16\n" +
 	"\x12ERROR_STORAGE_FULL\x10<\x12\x14\n" +
 	"\x10ERROR_INBOX_FULL\x10=\x12\x15\n" +
-	"\x11ERROR_CMID_REUSED\x10>*n\n" +
+	"\x11ERROR_CMID_REUSED\x10>\x12\x1c\n" +
+	"\x18ERROR_MEDIA_STORAGE_FULL\x10?\x12\x1e\n" +
+	"\x1aERROR_MEDIA_QUOTA_EXCEEDED\x10@\x12\"\n" +
+	"\x1eERROR_MEDIA_TOO_MANY_TRANSFERS\x10A*n\n" +
 	"\vContentType\x12\x10\n" +
 	"\fCONTENT_TEXT\x10\x00\x12\x11\n" +
 	"\rCONTENT_IMAGE\x10\x01\x12\x11\n" +
