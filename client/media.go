@@ -146,6 +146,13 @@ func (m *Media) wait(ctx context.Context, n int, hint time.Duration) error {
 	}
 }
 
+// retriable reports whether a media endpoint refusal with code c passes
+// with time: the server or the user's share of it is busy ([S-14-14],
+// [S-14-18]), or it failed.
+func retriable(c protocol.Code) bool {
+	return c == protocol.CodeOverloaded || c == protocol.CodeMediaTooManyTransfers || c == protocol.CodeInternal
+}
+
 // httpRefusal turns a refused media request into a *ServerError carrying
 // the code of the Parley-Error header (INTERNAL if there is none).
 func httpRefusal(res *http.Response) *ServerError {
@@ -206,7 +213,7 @@ func (m *Media) upload(ctx context.Context, ref MediaRef, r io.ReaderAt, slot Me
 				}
 				url, off = s.URL, s.Offset
 			} else if err != nil {
-				if se := (*ServerError)(nil); errors.As(err, &se) && se.Code != protocol.CodeOverloaded && se.Code != protocol.CodeInternal {
+				if se := (*ServerError)(nil); errors.As(err, &se) && !retriable(se.Code) {
 					return err
 				}
 				last = err
@@ -242,7 +249,7 @@ func (m *Media) upload(ctx context.Context, ref MediaRef, r io.ReaderAt, slot Me
 				off, known = o, true
 			}
 		case se.Code == protocol.CodeMediaUploadBusy, res.StatusCode == http.StatusRequestTimeout,
-			se.Code == protocol.CodeOverloaded, se.Code == protocol.CodeInternal:
+			retriable(se.Code), se.Code == protocol.CodeMediaStorageFull:
 			if err := m.wait(ctx, n, se.RetryAfter); err != nil {
 				return err
 			}
@@ -348,7 +355,7 @@ func (m *Media) download(ctx context.Context, id MediaID, w io.Writer, have int6
 				return u, err
 			}
 			u.URL = nu.URL
-		case errors.As(err, &se) && se.Code != protocol.CodeOverloaded && se.Code != protocol.CodeInternal:
+		case errors.As(err, &se) && !retriable(se.Code):
 			return u, err
 		default:
 			if err := m.wait(ctx, n, 0); err != nil {

@@ -12,6 +12,8 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -84,10 +86,13 @@ func (s serviceRequester) RequestDownloadURL(_ context.Context, id MediaID) (Med
 }
 
 // flaky cuts the first PUT body after putAfter bytes and the first GET
-// response after getAfter bytes, like a network that drops.
+// response after getAfter bytes, like a network that drops; with busy, it
+// answers the first PUT and the first GET itself with 429
+// MEDIA_TOO_MANY_TRANSFERS, as a server whose user share is taken.
 type flaky struct {
 	rt                 http.RoundTripper
 	putAfter, getAfter int64
+	busy               bool
 	mu                 sync.Mutex
 	puts, gets, heads  int
 }
@@ -122,6 +127,13 @@ func (f *flaky) RoundTrip(req *http.Request) (*http.Response, error) {
 		f.heads++
 	}
 	f.mu.Unlock()
+	if f.busy && ((req.Method == http.MethodPut && f.puts == 1) || (req.Method == http.MethodGet && f.gets == 1)) {
+		h := http.Header{}
+		h.Set("Parley-Error", strconv.Itoa(int(protocol.CodeMediaTooManyTransfers)))
+		h.Set("Retry-After", "0")
+		return &http.Response{StatusCode: http.StatusTooManyRequests, Status: "429 Too Many Requests", Header: h,
+			Body: io.NopCloser(strings.NewReader("MEDIA_TOO_MANY_TRANSFERS\n")), Request: req}, nil
+	}
 	if cutPut {
 		req = req.Clone(req.Context())
 		req.Body = &cutBody{r: req.Body, n: f.putAfter}
@@ -221,6 +233,25 @@ func TestMediaResume(t *testing.T) {
 	}
 	if _, err := m.DownloadMediaFile(ctx, ref.ID, path); !errors.Is(err, ErrMediaCorrupt) {
 		t.Fatalf("corrupt partial file: %v", err)
+	}
+}
+
+// TestMediaTooManyTransfers: MEDIA_TOO_MANY_TRANSFERS is waited out, on
+// upload and download ([S-14-18]).
+func TestMediaTooManyTransfers(t *testing.T) {
+	fl := &flaky{busy: true}
+	m := newMediaEnv(t, fl)
+	data := mediaBytes(1000)
+	ref, err := m.UploadMedia(context.Background(), pb.ContentType_CONTENT_IMAGE, bytes.NewReader(data), 1000, sha256.Sum256(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if _, err := m.DownloadMedia(context.Background(), ref.ID, &buf); err != nil || !bytes.Equal(buf.Bytes(), data) {
+		t.Fatalf("download: %v", err)
+	}
+	if fl.puts != 2 || fl.gets != 2 {
+		t.Fatalf("%d PUTs, %d GETs", fl.puts, fl.gets)
 	}
 }
 

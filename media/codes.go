@@ -15,6 +15,9 @@ const (
 	codeSizeMismatch   = protocol.CodeMediaSizeMismatch
 	codeOffsetMismatch = protocol.CodeMediaOffsetMismatch
 	codeUploadBusy     = protocol.CodeMediaUploadBusy
+	codeStorageFull    = protocol.CodeMediaStorageFull
+	codeQuotaExceeded  = protocol.CodeMediaQuotaExceeded
+	codeTooMany        = protocol.CodeMediaTooManyTransfers
 
 	codeInvalidArgument = protocol.CodeInvalidArgument
 	codeRateLimited     = protocol.CodeRateLimited

@@ -54,11 +54,48 @@ type Config struct {
 	// minute; beyond it they are refused with RATE_LIMITED. Default 600.
 	RequestsPerMinute int
 	// MaxTransfers bounds concurrent HTTP requests; beyond it the handler
-	// answers 503 with Retry-After. Default 256.
+	// answers 503 OVERLOADED with Retry-After. Default 256.
 	MaxTransfers int
+	// MaxUserTransfers bounds the concurrent HTTP requests of one user
+	// (uploads, downloads and HEADs on URLs issued to that user); beyond
+	// it the handler answers 429 MEDIA_TOO_MANY_TRANSFERS. Default 8, at
+	// most MaxTransfers.
+	MaxUserTransfers int
+	// ReservedTransfers is the share of MaxTransfers kept for users with
+	// no transfer in progress: once no more than this many slots are
+	// free, a user who already holds one gets 429
+	// MEDIA_TOO_MANY_TRANSFERS, so a few users cannot take every slot.
+	// Default MaxTransfers/8 (32); negative means none.
+	ReservedTransfers int
 	// IdleTimeout is how long an HTTP upload or download may move no byte
 	// before the server gives up on it. Default 30 s.
 	IdleTimeout time.Duration
+	// MinTransferRate is the slowest a transfer may move its body, in
+	// bytes per second averaged over each RateWindow; a slower one is cut
+	// (an upload keeps what arrived and resumes from there). Default 1024
+	// (1 KiB/s); negative means no minimum.
+	MinTransferRate int
+	// RateWindow is the period over which MinTransferRate is measured,
+	// from the start of a body. Default 30 s.
+	RateWindow time.Duration
+
+	// StagingQuota bounds the bytes of unfinished uploads of one user (the
+	// uploader who asked for the slot): bytes staged on disk plus the rest
+	// of each upload a PUT is writing. A slot or PUT that would pass it is
+	// refused with MEDIA_QUOTA_EXCEEDED. Default 4 GiB (two of the largest
+	// documents); negative means no quota.
+	StagingQuota int64
+	// MinFreeBytes is the free-space reserve of the file system holding
+	// Dir: a slot or PUT that would leave less free (counting the bytes
+	// PUTs in progress have yet to write) is refused with
+	// MEDIA_STORAGE_FULL; downloads go on. Default 1 GiB; negative means
+	// no reserve.
+	MinFreeBytes int64
+	// FreeSpace returns the bytes available to the service in the file
+	// system holding dir; nil means the operating system's figure
+	// (statfs). It is called at most once a second (by Now). Tests inject
+	// it.
+	FreeSpace func(dir string) (uint64, error)
 }
 
 func (c *Config) setDefaults() {
@@ -77,7 +114,16 @@ func (c *Config) setDefaults() {
 	setDefault(&c.QueueLen, 1024)
 	setDefault(&c.RequestsPerMinute, 600)
 	setDefault(&c.MaxTransfers, 256)
+	setDefault(&c.MaxUserTransfers, min(8, c.MaxTransfers))
+	setDefault(&c.ReservedTransfers, c.MaxTransfers/8)
 	setDefault(&c.IdleTimeout, 30*time.Second)
+	setDefault(&c.MinTransferRate, 1024)
+	setDefault(&c.RateWindow, 30*time.Second)
+	setDefault(&c.StagingQuota, 4<<30)
+	setDefault(&c.MinFreeBytes, 1<<30)
+	if c.FreeSpace == nil {
+		c.FreeSpace = statfsFree
+	}
 	c.BaseURL = strings.TrimSuffix(c.BaseURL, "/")
 }
 
@@ -101,7 +147,7 @@ func (c *Config) validate() error {
 		name string
 		d    time.Duration
 	}{{"expiry", c.Expiry}, {"incomplete expiry", c.IncompleteExpiry}, {"upload URL lifetime", c.UploadURLTTL},
-		{"download URL lifetime", c.DownloadURLTTL}, {"idle timeout", c.IdleTimeout}} {
+		{"download URL lifetime", c.DownloadURLTTL}, {"idle timeout", c.IdleTimeout}, {"rate window", c.RateWindow}} {
 		if v.d < time.Second {
 			errs = append(errs, fmt.Errorf("%s %v below 1s", v.name, v.d))
 		}
@@ -109,10 +155,17 @@ func (c *Config) validate() error {
 	for _, v := range []struct {
 		name string
 		n    int
-	}{{"workers", c.Workers}, {"queue length", c.QueueLen}, {"requests per minute", c.RequestsPerMinute}, {"max transfers", c.MaxTransfers}} {
+	}{{"workers", c.Workers}, {"queue length", c.QueueLen}, {"requests per minute", c.RequestsPerMinute},
+		{"max transfers", c.MaxTransfers}, {"max transfers per user", c.MaxUserTransfers}} {
 		if v.n < 1 {
 			errs = append(errs, fmt.Errorf("%s %d below 1", v.name, v.n))
 		}
+	}
+	if c.MaxUserTransfers > c.MaxTransfers {
+		errs = append(errs, fmt.Errorf("max transfers per user %d above max transfers %d", c.MaxUserTransfers, c.MaxTransfers))
+	}
+	if c.ReservedTransfers >= c.MaxTransfers {
+		errs = append(errs, fmt.Errorf("reserved transfers %d leave none of max transfers %d", c.ReservedTransfers, c.MaxTransfers))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("media: config: %w", err)

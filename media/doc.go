@@ -20,6 +20,19 @@
 //     that is fine here, off the chat path, and bounded by
 //     Config.MaxTransfers. A transfer streams through one 128 KiB buffer,
 //     so memory does not grow with the media's size.
+//   - Limits (transfer.go, space.go; spec.md section 14.5), so no user
+//     can take the endpoint or the disk from the others: a transfer slot
+//     counts against the user its URL was issued to, who holds at most
+//     Config.MaxUserTransfers, and the last Config.ReservedTransfers free
+//     slots go to users holding none; a watchdog (every second, by
+//     Config.Now) cuts a body moving slower than Config.MinTransferRate
+//     over a Config.RateWindow, by setting the connection's deadline in
+//     the past; the unfinished uploads of a user hold at most
+//     Config.StagingQuota bytes; and no upload is admitted that would
+//     leave less than Config.MinFreeBytes free on Dir's file system
+//     (statfs, read at most once a second), counting the bytes admitted
+//     PUTs have yet to write. Stats counts the refusals by reason, the
+//     transfers cut and the bytes staged.
 //   - The Store of blobs: FSStore (default, in the data directory) or
 //     S3Store (an S3-compatible bucket, through minio-go). Blobs are
 //     content addressed: named by their SHA-256, stored once however many
@@ -42,8 +55,10 @@
 //     makes that hash a secret of the conversation.
 //   - URLs are signed with HMAC-SHA256 under a per-node key (Dir/url.key,
 //     32 random bytes made on first start; nodes sharing a bucket share
-//     the file) over "PUT" or "GET", the media id in hex and the expiry
-//     in Unix seconds, each separated by "\n". The server checks the
+//     the file) over "PUT" or "GET", the media id in hex, the user the
+//     URL is issued to and the expiry in Unix seconds, each separated by
+//     "\n". The user is in the URL (u=) so the endpoint can count a
+//     transfer against its user before it reads anything else. The server checks the
 //     signature with hmac.Equal before it looks at the expiry; an altered
 //     expiry, path or signature is MEDIA_BAD_SIGNATURE, an honest expired
 //     URL MEDIA_URL_EXPIRED. An upload URL lives 24 hours, a download
@@ -66,6 +81,16 @@
 //   - With S3 the upload is staged on local disk and copied to the bucket
 //     when verified: resuming then needs no multipart bookkeeping and the
 //     bucket only ever holds verified blobs.
+//   - The staging quota counts the slot's requester (the record's owner),
+//     not whoever holds the URL: the bytes on disk are the uploader's. A
+//     slot holds nothing until its PUT starts, so abandoned slots cost a
+//     metadata record, not quota; while a PUT runs, its upload counts its
+//     whole size, so concurrent PUTs cannot overshoot the quota. Open
+//     counts the staged files again from the metadata.
+//   - A refusal checked before the body is read (quota, free space, a
+//     busy or misplaced upload, no slot) answers an HTTP/1 PUT with
+//     "Connection: close": net/http would otherwise read up to 256 KiB of
+//     the body first, as slowly as the client likes.
 //   - Deletion never races an upload: the sweeper decides under mu, skips
 //     an upload with a PUT in progress and a hash being committed, deletes
 //     the records first (so nothing hands the blob out any more) and then
@@ -79,8 +104,12 @@
 //
 // A Service is safe for concurrent use. mu serialises every
 // read-modify-write of the metadata together with the maps of uploads in
-// progress, hashes being committed and hashes being deleted; it is held
-// across metadata commits (an fsync) but never across blob I/O or
-// network I/O. limMu guards the per-user request counts; the two locks
-// are never held together. Reads of the metadata take no lock.
+// progress, hashes being committed and hashes being deleted, and the
+// staging counts; it is held across metadata commits (an fsync) and the
+// free-space query (statfs, at most once a second) but never across blob
+// I/O or network I/O. limMu guards the per-user request counts. The
+// transfers have their own lock (transfers.mu) and each transfer one
+// (transfer.mu); neither is ever held together with another lock.
+// diskSpace.mu is taken under mu or alone. Reads of the metadata take no
+// lock.
 package media

@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -66,6 +67,9 @@ type env struct {
 	http  *http.Client
 	clock *clock
 	cfg   Config
+	// free is the free space the service sees (Config.FreeSpace), 1 TiB
+	// unless a test sets it.
+	free *atomic.Int64
 }
 
 // storeKind names a Store for a test: "fs" or "s3".
@@ -78,12 +82,15 @@ func newEnv(t *testing.T, kind storeKind, tweak func(*Config)) *env {
 		t.Fatal(err)
 	}
 	clk := newClock()
+	free := new(atomic.Int64)
+	free.Store(1 << 40)
 	cfg := Config{
 		Dir:           t.TempDir(),
 		BaseURL:       "https://" + ln.Addr().String(),
 		Now:           clk.Now,
 		SweepInterval: -1,
 		IdleTimeout:   2 * time.Second,
+		FreeSpace:     func(string) (uint64, error) { return uint64(free.Load()), nil },
 	}
 	if kind == "s3" {
 		cfg.Store = newS3Store(t)
@@ -100,7 +107,7 @@ func newEnv(t *testing.T, kind storeKind, tweak func(*Config)) *env {
 	srv.Listener.Close()
 	srv.Listener = ln
 	srv.StartTLS()
-	e := &env{t: t, svc: svc, srv: srv, http: srv.Client(), clock: clk, cfg: cfg}
+	e := &env{t: t, svc: svc, srv: srv, http: srv.Client(), clock: clk, cfg: cfg, free: free}
 	t.Cleanup(func() {
 		srv.Close()
 		if err := e.svc.Close(); err != nil {
@@ -108,6 +115,22 @@ func newEnv(t *testing.T, kind storeKind, tweak func(*Config)) *env {
 		}
 	})
 	return e
+}
+
+// restart closes the service and opens it again on the same directory
+// and store, behind the same test server.
+func (e *env) restart() {
+	e.t.Helper()
+	if err := e.svc.Close(); err != nil {
+		e.t.Fatal(err)
+	}
+	svc, err := Open(e.cfg)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	svc.Start()
+	e.svc = svc
+	e.srv.Config.Handler = svc.Handler()
 }
 
 // forEachStore runs f as a subtest for each Store.
@@ -183,13 +206,24 @@ func (e *env) request(user uint64, up *pb.MediaUpload, down *pb.MediaDownload) a
 
 func (e *env) slot(data []byte) answer {
 	e.t.Helper()
+	return e.slotAs(1, data)
+}
+
+// slotAs asks for an upload slot for data as user.
+func (e *env) slotAs(user uint64, data []byte) answer {
+	e.t.Helper()
 	sum := sha256.Sum256(data)
-	return e.request(1, &pb.MediaUpload{Rid: 7, Type: pb.ContentType_CONTENT_DOCUMENT, Size: uint64(len(data)), Sha256: sum[:]}, nil)
+	return e.request(user, &pb.MediaUpload{Rid: 7, Type: pb.ContentType_CONTENT_DOCUMENT, Size: uint64(len(data)), Sha256: sum[:]}, nil)
 }
 
 func (e *env) mustSlot(data []byte) *pb.MediaUploadSlot {
 	e.t.Helper()
-	a := e.slot(data)
+	return e.mustSlotAs(1, data)
+}
+
+func (e *env) mustSlotAs(user uint64, data []byte) *pb.MediaUploadSlot {
+	e.t.Helper()
+	a := e.slotAs(user, data)
 	if a.slot == nil || a.slot.Rid != 7 {
 		e.t.Fatalf("slot: %+v", a)
 	}
@@ -203,7 +237,12 @@ func (e *env) downloadURL(id []byte) answer {
 
 func (e *env) mustDownloadURL(id []byte) *pb.MediaDownloadUrl {
 	e.t.Helper()
-	a := e.downloadURL(id)
+	return e.mustDownloadURLAs(1, id)
+}
+
+func (e *env) mustDownloadURLAs(user uint64, id []byte) *pb.MediaDownloadUrl {
+	e.t.Helper()
+	a := e.request(user, nil, &pb.MediaDownload{Rid: 9, Id: id})
 	if a.url == nil || a.url.Rid != 9 {
 		e.t.Fatalf("download URL: %+v", a)
 	}
@@ -260,7 +299,13 @@ func (e *env) get(url string, header map[string]string) response {
 // upload runs the whole upload of data and returns its media id.
 func (e *env) upload(data []byte) []byte {
 	e.t.Helper()
-	s := e.mustSlot(data)
+	return e.uploadAs(1, data)
+}
+
+// uploadAs runs the whole upload of data as user and returns its media id.
+func (e *env) uploadAs(user uint64, data []byte) []byte {
+	e.t.Helper()
+	s := e.mustSlotAs(user, data)
 	if !s.Stored {
 		if r := e.put(s.Url, data, nil); r.status != http.StatusOK {
 			e.t.Fatalf("PUT: %d %s", r.status, r.body)

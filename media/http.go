@@ -2,6 +2,7 @@ package media
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -34,17 +35,17 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyBufSize); retur
 
 // Handler returns the HTTP handler of the media endpoint. Serve it over
 // TLS on its own listener; every request runs on its own goroutine (the
-// net/http model), bounded by Config.MaxTransfers.
+// net/http model), bounded by Config.MaxTransfers and, per user, by
+// Config.MaxUserTransfers.
 func (s *Service) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
 
 func (s *Service) serveHTTP(w http.ResponseWriter, r *http.Request) {
-	select {
-	case s.transfers <- struct{}{}:
-		defer func() { <-s.transfers }()
-	default:
-		w.Header().Set("Retry-After", "1")
-		httpError(w, http.StatusServiceUnavailable, codeOverloaded) // [S-14-14]
-		return
+	if r.Method == http.MethodPut && r.ProtoMajor == 1 {
+		// A PUT refused before its body is read closes the connection:
+		// net/http would otherwise read up to 256 KiB of the body first,
+		// for as long as a trickling client likes. serveUpload keeps the
+		// connection once it has read the body to its end.
+		w.Header().Set("Connection", "close")
 	}
 	var op, rest string
 	switch {
@@ -68,9 +69,10 @@ func (s *Service) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// [S-14-9] the signature first, in constant time, then the expiry.
 	id, err := ParseID(rest)
-	q := r.URL.Query()
+	var user uint64
 	if err == nil {
-		err = s.sign.verify(op, id, q.Get("exp"), q.Get("sig"), s.cfg.Now())
+		q := r.URL.Query()
+		user, err = s.sign.verify(op, id, q.Get("u"), q.Get("exp"), q.Get("sig"), s.cfg.Now())
 	}
 	switch {
 	case errors.Is(err, errExpired):
@@ -80,15 +82,38 @@ func (s *Service) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusForbidden, codeBadSignature)
 		return
 	}
+
+	// A slot, counted against the user the URL was issued to.
+	ctl := http.NewResponseController(w)
+	put := r.Method == http.MethodPut
+	cancel := func() { _ = ctl.SetWriteDeadline(past) }
+	if put {
+		cancel = func() { _ = ctl.SetReadDeadline(past) }
+	}
+	t, why := s.xfer.acquire(user, put, cancel)
+	if why != admitted {
+		s.stats.refused[why].Add(1)
+		w.Header().Set("Retry-After", "1")
+		if why == refuseFull {
+			httpError(w, http.StatusServiceUnavailable, codeOverloaded) // [S-14-14]
+		} else {
+			httpError(w, http.StatusTooManyRequests, codeTooMany) // [S-14-18]
+		}
+		return
+	}
+	defer s.xfer.release(t)
 	switch {
 	case op == opDownload:
-		s.serveDownload(w, r, id)
+		s.serveDownload(w, r, id, t, ctl)
 	case r.Method == http.MethodHead:
 		s.serveUploadOffset(w, id)
 	default:
-		s.serveUpload(w, r, id)
+		s.serveUpload(w, r, id, t, ctl)
 	}
 }
+
+// past is a deadline in the past: it ends a blocked read or write at once.
+var past = time.Unix(1, 0)
 
 // httpError answers a refused request: the status, the code in the
 // Parley-Error header, and the code's name as a plain-text body
@@ -105,7 +130,7 @@ func httpError(w http.ResponseWriter, status int, code pb.ErrorCode) {
 
 // serveDownload serves GET and HEAD on a download URL, with a single byte
 // range if asked ([S-14-12]).
-func (s *Service) serveDownload(w http.ResponseWriter, r *http.Request, id ID) {
+func (s *Service) serveDownload(w http.ResponseWriter, r *http.Request, id ID, t *transfer, ctl *http.ResponseController) {
 	rec, ok, err := s.meta.media(id)
 	switch {
 	case err != nil:
@@ -162,7 +187,7 @@ func (s *Service) serveDownload(w http.ResponseWriter, r *http.Request, id ID) {
 	if body == nil {
 		return
 	}
-	if err := s.copyOut(w, body, n); err != nil {
+	if err := s.copyOut(w, ctl, body, n, t); err != nil {
 		s.log.Debug("media: download cut", "id", id, "err", err)
 	}
 }
@@ -208,19 +233,26 @@ func parseRange(h string, size int64) (off, n int64, satisfiable, ok bool) {
 }
 
 // copyOut streams n bytes of body to w, giving up when a write makes no
-// progress for IdleTimeout.
-func (s *Service) copyOut(w http.ResponseWriter, body io.Reader, n int64) error {
-	ctl := http.NewResponseController(w)
+// progress for IdleTimeout or the watchdog cuts t for moving too slowly.
+func (s *Service) copyOut(w http.ResponseWriter, ctl *http.ResponseController, body io.Reader, n int64, t *transfer) error {
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
 	buf := *bp
+	s.xfer.stream(t, true, s.cfg.Now())
+	defer s.xfer.stream(t, false, s.cfg.Now())
 	for n > 0 {
 		m, err := io.ReadFull(body, buf[:min(int64(len(buf)), n)])
 		if m > 0 {
-			_ = ctl.SetWriteDeadline(time.Now().Add(s.cfg.IdleTimeout))
+			if !t.arm(ctl.SetWriteDeadline, time.Now().Add(s.cfg.IdleTimeout)) {
+				return errSlow
+			}
 			if _, werr := w.Write(buf[:m]); werr != nil {
+				if t.wasCut() {
+					return fmt.Errorf("%w: %w", errSlow, werr)
+				}
 				return werr
 			}
+			t.progress(m)
 			n -= int64(m)
 		}
 		if err != nil {
@@ -230,6 +262,6 @@ func (s *Service) copyOut(w http.ResponseWriter, body io.Reader, n int64) error 
 			break
 		}
 	}
-	_ = ctl.SetWriteDeadline(time.Time{})
+	t.arm(ctl.SetWriteDeadline, time.Time{})
 	return nil
 }

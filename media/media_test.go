@@ -237,7 +237,7 @@ func TestRefusals(t *testing.T) {
 		}, 403, codeBadSignature},
 		{"download signature on upload", func(s *pb.MediaUploadSlot) (string, []byte, map[string]string) {
 			id, _ := IDFromBytes(s.Id)
-			u, _ := e.svc.url(opDownload, id, e.clock.Now(), time.Hour)
+			u, _ := e.svc.url(opDownload, id, 1, e.clock.Now(), time.Hour)
 			return strings.Replace(u, downloadPath, uploadPath, 1), data, nil
 		}, 403, codeBadSignature},
 	} {
@@ -420,16 +420,7 @@ func TestRestart(t *testing.T) {
 	if err := os.WriteFile(e.svc.partialPath(hid), randomBytes(7, 1000)[:400], 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.svc.Close(); err != nil {
-		t.Fatal(err)
-	}
-	svc, err := Open(e.cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc.Start()
-	e.svc = svc
-	e.srv.Config.Handler = svc.Handler()
+	e.restart()
 	if r := e.get(u.Url, nil); r.status != 200 || !bytes.Equal(r.body, data) {
 		t.Fatalf("old URL after restart: %d", r.status)
 	}
@@ -442,11 +433,13 @@ func TestRestart(t *testing.T) {
 }
 
 func TestConfig(t *testing.T) {
-	_, err := Open(Config{BaseURL: "ftp://x/y", Workers: -1, Expiry: time.Millisecond})
+	_, err := Open(Config{BaseURL: "ftp://x/y", Workers: -1, Expiry: time.Millisecond,
+		MaxTransfers: 4, MaxUserTransfers: 5, ReservedTransfers: 4, RateWindow: time.Millisecond})
 	if err == nil {
 		t.Fatal("bad config accepted")
 	}
-	for _, want := range []string{"no directory", "base URL", "workers", "expiry"} {
+	for _, want := range []string{"no directory", "base URL", "workers", "expiry",
+		"max transfers per user 5 above", "reserved transfers 4", "rate window"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q lacks %q", err, want)
 		}
@@ -455,11 +448,19 @@ func TestConfig(t *testing.T) {
 
 func TestOverloaded(t *testing.T) {
 	e := newEnv(t, "fs", func(c *Config) { c.MaxTransfers = 1 })
-	e.svc.transfers <- struct{}{} // one transfer in progress
-	r := e.get(e.cfg.BaseURL+downloadPath+NewID().String(), nil)
-	<-e.svc.transfers
+	id := e.upload(randomBytes(9, 10))
+	u := e.mustDownloadURL(id)
+	held, why := e.svc.xfer.acquire(2, false, func() {}) // another user's transfer in progress
+	if why != admitted {
+		t.Fatal(why)
+	}
+	r := e.get(u.Url, nil)
+	e.svc.xfer.release(held)
 	if r.status != 503 || r.code() != codeOverloaded || r.header.Get("Retry-After") == "" {
 		t.Fatalf("%d %v", r.status, r.code())
+	}
+	if r := e.get(u.Url, nil); r.status != 200 {
+		t.Fatalf("after: %d %v", r.status, r.code())
 	}
 }
 

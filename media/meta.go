@@ -21,7 +21,8 @@ import (
 //	                        swept blob takes its ids with it
 //
 // Values start with a format byte (1) followed by uvarints and fixed
-// fields, below.
+// fields, below. A media record may end with a field added later (owner);
+// a record written before it decodes with the field zero.
 const (
 	prefixMedia = 'm'
 	prefixBlob  = 'b'
@@ -52,6 +53,9 @@ type record struct {
 	// or the last PUT to it; the incomplete-upload expiry counts from it.
 	// A ready id's freshness is its blob's.
 	touched int64
+	// owner is the user who asked for the slot, whose staging quota the
+	// unfinished upload counts against; 0 in records older than the field.
+	owner uint64
 }
 
 // blobRecord is what the service knows about one stored blob.
@@ -78,7 +82,8 @@ func (r record) encode() []byte {
 	b = binary.AppendUvarint(b, uint64(r.size))
 	b = append(b, r.hash[:]...)
 	b = binary.AppendUvarint(b, uint64(r.created))
-	return binary.AppendUvarint(b, uint64(r.touched))
+	b = binary.AppendUvarint(b, uint64(r.touched))
+	return binary.AppendUvarint(b, r.owner)
 }
 
 var errCorrupt = errors.New("media: corrupt metadata record")
@@ -134,6 +139,9 @@ func decodeRecord(b []byte) (record, error) {
 	r.hash = d.hash()
 	r.created = int64(d.uvarint())
 	r.touched = int64(d.uvarint())
+	if d.err == nil && len(d.b) > 0 {
+		r.owner = d.uvarint()
+	}
 	return r, d.err
 }
 

@@ -36,7 +36,9 @@ type Service struct {
 	uploads string // directory of unfinished uploads
 
 	queue     chan job
-	transfers chan struct{} // semaphore of concurrent HTTP requests
+	xfer      *transfers // the endpoint's requests in progress
+	disk      *diskSpace // free space of Dir's file system
+	stats     counters
 	stop      chan struct{}
 	wg        sync.WaitGroup
 	started   bool
@@ -54,6 +56,9 @@ type Service struct {
 	// deleting holds hashes the sweeper is deleting from the store;
 	// guarded by mu. A commit of the same hash waits for it.
 	deleting map[Hash]bool
+	// stage counts the bytes of unfinished uploads per uploader; its maps
+	// are guarded by mu.
+	stage staging
 
 	limMu     sync.Mutex
 	limMinute int64            // guarded by limMu: the minute counted
@@ -81,13 +86,15 @@ func Open(cfg Config) (*Service, error) {
 		uploads:    filepath.Join(cfg.Dir, "uploads"),
 		store:      cfg.Store,
 		queue:      make(chan job, cfg.QueueLen),
-		transfers:  make(chan struct{}, cfg.MaxTransfers),
+		xfer:       newTransfers(&cfg),
 		stop:       make(chan struct{}),
 		active:     make(map[ID]bool),
 		committing: make(map[Hash]int),
 		deleting:   make(map[Hash]bool),
 		limCount:   make(map[uint64]int32),
+		stage:      newStaging(),
 	}
+	s.disk = &diskSpace{dir: cfg.Dir, reserve: cfg.MinFreeBytes, free: cfg.FreeSpace, now: cfg.Now}
 	s.cond = sync.NewCond(&s.mu)
 	if s.store == nil {
 		s.store = &FSStore{Dir: filepath.Join(cfg.Dir, "blobs")}
@@ -103,18 +110,68 @@ func Open(cfg Config) (*Service, error) {
 	if s.meta, err = openMeta(filepath.Join(cfg.Dir, "meta"), s.log); err != nil {
 		return nil, err
 	}
+	if err := s.countStaged(); err != nil {
+		s.meta.close()
+		return nil, err
+	}
 	return s, nil
 }
 
-// Start starts the workers and the sweeper (which runs once right away).
+// countStaged counts the bytes of every unfinished upload against its
+// uploader (the staging quota), as Open finds them.
+func (s *Service) countStaged() error {
+	return s.meta.scan(prefixMedia, nil, func(k, v []byte) bool {
+		if r, err := decodeRecord(v); err == nil && r.state == statePending && len(k) == 1+IDLen {
+			id := ID(k[1:])
+			s.stage.set(id, r.owner, min(s.partialSize(id), r.size))
+		}
+		return true
+	})
+}
+
+// Start starts the workers, the sweeper (which runs once right away) and
+// the watchdog of slow transfers.
 func (s *Service) Start() {
 	s.started = true
 	for range s.cfg.Workers {
 		s.wg.Add(1)
 		go s.work()
 	}
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go s.sweepLoop()
+	go s.watchLoop()
+}
+
+// watchEvery is how often the watchdog looks at the transfers' rates.
+const watchEvery = time.Second
+
+func (s *Service) watchLoop() {
+	defer s.wg.Done()
+	if s.xfer.minBytes <= 0 {
+		return
+	}
+	tk := time.NewTicker(watchEvery)
+	defer tk.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-tk.C:
+			s.checkTransfers()
+		}
+	}
+}
+
+// checkTransfers cuts the transfers that moved less than
+// Config.MinTransferRate over their last Config.RateWindow, by the
+// service's clock ([S-14-19]). The watchdog calls it every second.
+func (s *Service) checkTransfers() {
+	up, down := s.xfer.check(s.cfg.Now())
+	if up+down > 0 {
+		s.stats.slowUploads.Add(uint64(up))
+		s.stats.slowDownloads.Add(uint64(down))
+		s.log.Debug("media: slow transfers cut", "uploads", up, "downloads", down)
+	}
 }
 
 // Close stops the workers and the sweeper, answers the requests still
@@ -128,9 +185,7 @@ func (s *Service) Close() error {
 		s.wg.Wait()
 		// Wait for HTTP handlers still running (http.Server.Close does not
 		// wait for them); from here on the handler answers 503.
-		for range cap(s.transfers) {
-			s.transfers <- struct{}{}
-		}
+		s.xfer.close()
 		for {
 			select {
 			case j := <-s.queue:
@@ -232,14 +287,19 @@ func (s *Service) answerUpload(user uint64, m *pb.MediaUpload) []byte {
 	}
 	now := s.cfg.Now()
 	if wait := s.limit(user, now); wait > 0 {
+		s.stats.refused[refuseRate].Add(1)
 		return errorFrame(codeRateLimited, m.Rid, wait)
 	}
-	slot, code, err := s.slot(m, now)
+	slot, code, err := s.slot(user, m, now)
 	if err != nil {
 		s.log.Error("media: upload slot", "err", err)
 		return errorFrame(codeInternal, m.Rid, 0)
 	}
-	if code != 0 {
+	switch code {
+	case 0:
+	case codeStorageFull:
+		return errorFrame(code, m.Rid, uint32(storageFullRetry/time.Millisecond))
+	default:
 		return errorFrame(code, m.Rid, 0)
 	}
 	slot.Rid = m.Rid
@@ -250,10 +310,11 @@ func (s *Service) answerUpload(user uint64, m *pb.MediaUpload) []byte {
 	return b
 }
 
-// slot issues an upload slot: a fresh id for bytes already stored (no
-// upload), a fresh id and URL for new bytes, or a fresh URL for an
-// unfinished upload named by m.Resume.
-func (s *Service) slot(m *pb.MediaUpload, now time.Time) (*pb.MediaUploadSlot, pb.ErrorCode, error) {
+// slot issues an upload slot to user: a fresh id for bytes already
+// stored (no upload), a fresh id and URL for new bytes, or a fresh URL for
+// an unfinished upload named by m.Resume. An upload that would pass its
+// uploader's staging quota or the free-space reserve gets no URL.
+func (s *Service) slot(user uint64, m *pb.MediaUpload, now time.Time) (*pb.MediaUploadSlot, pb.ErrorCode, error) {
 	var h Hash
 	copy(h[:], m.Sha256)
 	size := int64(m.Size)
@@ -277,13 +338,17 @@ func (s *Service) slot(m *pb.MediaUpload, now time.Time) (*pb.MediaUploadSlot, p
 			}
 			return &pb.MediaUploadSlot{Id: id[:], Stored: true}, 0, nil
 		}
+		held := min(s.partialSize(id), r.size)
+		if code := s.roomLocked(r.owner, id, r.size, r.size-held); code != 0 {
+			return nil, code, nil
+		}
 		r.touched = ms
 		b := s.meta.db.NewBatch()
 		_ = b.Set(mediaKey(id), r.encode(), nil)
 		if err := s.meta.commit(b); err != nil {
 			return nil, 0, err
 		}
-		return s.uploadSlot(id, now, s.partialSize(id)), 0, nil
+		return s.uploadSlot(id, user, now, held), 0, nil
 	}
 
 	id := NewID()
@@ -294,8 +359,13 @@ func (s *Service) slot(m *pb.MediaUpload, now time.Time) (*pb.MediaUploadSlot, p
 	if stored && br.size != size {
 		return nil, codeInvalidArgument, nil // the same SHA-256 with another size: the request is wrong
 	}
+	if !stored {
+		if code := s.roomLocked(user, id, size, size); code != 0 {
+			return nil, code, nil
+		}
+	}
 	b := s.meta.db.NewBatch()
-	r := record{state: statePending, typ: m.Type, size: size, hash: h, created: ms, touched: ms}
+	r := record{state: statePending, typ: m.Type, size: size, hash: h, created: ms, touched: ms, owner: user}
 	if stored {
 		// Content-hash dedupe: the bytes are here; the new id is usable now.
 		r.state = stateReady
@@ -310,24 +380,43 @@ func (s *Service) slot(m *pb.MediaUpload, now time.Time) (*pb.MediaUploadSlot, p
 	if stored {
 		return &pb.MediaUploadSlot{Id: id[:], Stored: true}, 0, nil
 	}
-	return s.uploadSlot(id, now, 0), 0, nil
+	return s.uploadSlot(id, user, now, 0), 0, nil
 }
 
-func (s *Service) uploadSlot(id ID, now time.Time, offset int64) *pb.MediaUploadSlot {
-	url, ttl := s.url(opUpload, id, now, s.cfg.UploadURLTTL)
+// roomLocked returns the code refusing an upload that would make upload
+// id of owner count size bytes of staging and write need more bytes to
+// disk, or 0 ([S-14-20], [S-14-21]). s.mu must be held.
+func (s *Service) roomLocked(owner uint64, id ID, size, need int64) pb.ErrorCode {
+	if s.stage.over(s.cfg.StagingQuota, owner, id, size) {
+		s.stats.refused[refuseQuota].Add(1)
+		return codeQuotaExceeded
+	}
+	ok, err := s.disk.fits(need)
+	if err != nil {
+		s.log.Warn("media: free space unknown", "dir", s.cfg.Dir, "err", err)
+	}
+	if !ok {
+		s.stats.refused[refuseDisk].Add(1)
+		return codeStorageFull
+	}
+	return 0
+}
+
+func (s *Service) uploadSlot(id ID, user uint64, now time.Time, offset int64) *pb.MediaUploadSlot {
+	url, ttl := s.url(opUpload, id, user, now, s.cfg.UploadURLTTL)
 	return &pb.MediaUploadSlot{Id: id[:], Url: url, ExpiresInS: ttl, Offset: uint64(offset)}
 }
 
-// url returns the signed URL for op on id, valid for ttl from now, and
-// its lifetime in whole seconds.
-func (s *Service) url(op string, id ID, now time.Time, ttl time.Duration) (string, uint32) {
+// url returns the signed URL for op on id, issued to user and valid for
+// ttl from now, and its lifetime in whole seconds.
+func (s *Service) url(op string, id ID, user uint64, now time.Time, ttl time.Duration) (string, uint32) {
 	secs := int64(ttl / time.Second)
-	exp, sig := s.sign.sign(op, id, now.Unix()+secs)
-	path := "/media/v1/download/"
+	u, exp, sig := s.sign.sign(op, id, user, now.Unix()+secs)
+	path := downloadPath
 	if op == opUpload {
-		path = "/media/v1/upload/"
+		path = uploadPath
 	}
-	return s.cfg.BaseURL + path + id.String() + "?exp=" + exp + "&sig=" + sig, uint32(secs)
+	return s.cfg.BaseURL + path + id.String() + "?u=" + u + "&exp=" + exp + "&sig=" + sig, uint32(secs)
 }
 
 // touchBlobLocked records a reference to blob h at ms if the last one is
@@ -351,6 +440,7 @@ func (s *Service) answerDownload(user uint64, m *pb.MediaDownload) []byte {
 	}
 	now := s.cfg.Now()
 	if wait := s.limit(user, now); wait > 0 {
+		s.stats.refused[refuseRate].Add(1)
 		return errorFrame(codeRateLimited, m.Rid, wait)
 	}
 	r, ok, err := s.meta.media(id)
@@ -376,7 +466,7 @@ func (s *Service) answerDownload(user uint64, m *pb.MediaDownload) []byte {
 	case !alive:
 		return errorFrame(codeNotFound, m.Rid, 0) // swept meanwhile
 	}
-	url, ttl := s.url(opDownload, id, now, s.cfg.DownloadURLTTL)
+	url, ttl := s.url(opDownload, id, user, now, s.cfg.DownloadURLTTL)
 	b, err := codec.AppendProto(nil, kindDownloadURL, &pb.MediaDownloadUrl{
 		Rid: m.Rid, Url: url, ExpiresInS: ttl, Size: uint64(r.size), Sha256: r.hash[:], Type: r.typ,
 	})

@@ -36,39 +36,47 @@ var (
 // secret key. It is immutable and safe for concurrent use.
 type signer struct{ key []byte }
 
-// mac returns HMAC-SHA256(key, op "\n" id-hex "\n" expiry-decimal).
-func (s signer) mac(op string, id ID, exp int64) []byte {
+// mac returns HMAC-SHA256(key, op "\n" id-hex "\n" user-decimal "\n"
+// expiry-decimal).
+func (s signer) mac(op string, id ID, user uint64, exp int64) []byte {
 	m := hmac.New(sha256.New, s.key)
 	m.Write([]byte(op))
 	m.Write([]byte{'\n'})
 	m.Write([]byte(id.String()))
 	m.Write([]byte{'\n'})
+	m.Write(strconv.AppendUint(nil, user, 10))
+	m.Write([]byte{'\n'})
 	m.Write(strconv.AppendInt(nil, exp, 10))
 	return m.Sum(nil)
 }
 
-// sign returns the exp and sig query values of a URL for op on id that
-// stops working at exp (Unix seconds).
-func (s signer) sign(op string, id ID, exp int64) (expValue, sig string) {
-	return strconv.FormatInt(exp, 10), base64.RawURLEncoding.EncodeToString(s.mac(op, id, exp))
+// sign returns the u, exp and sig query values of a URL for op on id,
+// issued to user, that stops working at exp (Unix seconds).
+func (s signer) sign(op string, id ID, user uint64, exp int64) (userValue, expValue, sig string) {
+	return strconv.FormatUint(user, 10), strconv.FormatInt(exp, 10), base64.RawURLEncoding.EncodeToString(s.mac(op, id, user, exp))
 }
 
-// verify checks the exp and sig query values of a URL for op on id at
-// time now. The signature is checked first, in constant time, and only
-// then the expiry, so an altered expiry is a bad signature.
-func (s signer) verify(op string, id ID, expValue, sig string, now time.Time) error {
+// verify checks the u, exp and sig query values of a URL for op on id at
+// time now and returns the user the URL was issued to. The signature is
+// checked first, in constant time, and only then the expiry, so an
+// altered user or expiry is a bad signature.
+func (s signer) verify(op string, id ID, userValue, expValue, sig string, now time.Time) (uint64, error) {
+	user, err := strconv.ParseUint(userValue, 10, 64)
+	if err != nil || userValue != strconv.FormatUint(user, 10) {
+		return 0, errBadSignature
+	}
 	exp, err := strconv.ParseInt(expValue, 10, 64)
 	if err != nil || expValue != strconv.FormatInt(exp, 10) {
-		return errBadSignature
+		return 0, errBadSignature
 	}
 	got, err := base64.RawURLEncoding.DecodeString(sig)
-	if err != nil || !hmac.Equal(got, s.mac(op, id, exp)) {
-		return errBadSignature
+	if err != nil || !hmac.Equal(got, s.mac(op, id, user, exp)) {
+		return 0, errBadSignature
 	}
 	if now.Unix() >= exp {
-		return errExpired
+		return 0, errExpired
 	}
-	return nil
+	return user, nil
 }
 
 // loadOrCreateKey reads the signing key at path, creating it with fresh

@@ -17,34 +17,41 @@ func TestSignatureExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, sig := s.sign(opUpload, id, 1795698340); sig != "lTHSEEPVTjXpWMYRI-88Qia1B1YmKFN46RxxUuvIl90" {
+	if _, _, sig := s.sign(opUpload, id, 4101, 1795698340); sig != "UeP3BYjpfq5Tmr6qtfIg2mP4L-IQz4MW1Ujm0h6a4ic" {
 		t.Errorf("upload signature %s", sig)
 	}
-	if _, sig := s.sign(opDownload, id, 1795615540); sig != "pX25_V8d1rR8KiAVbCzdI_LCriTc1J3oqiEsmKL5rkg" {
+	if _, _, sig := s.sign(opDownload, id, 4102, 1795615540); sig != "lpjUt0pvmbKxjjyvao2PMi0bn7LwM08qjx9xGVTQvac" {
 		t.Errorf("download signature %s", sig)
 	}
 	now := time.Unix(1795615000, 0)
-	exp, sig := s.sign(opUpload, id, 1795615540)
+	u, exp, sig := s.sign(opUpload, id, 4101, 1795615540)
+	if u != "4101" {
+		t.Fatalf("user %q", u)
+	}
 	for _, c := range []struct {
-		name      string
-		op        string
-		id        ID
-		exp, sig  string
-		now       time.Time
-		wantError error
+		name        string
+		op          string
+		id          ID
+		u, exp, sig string
+		now         time.Time
+		wantError   error
 	}{
-		{"valid", opUpload, id, exp, sig, now, nil},
-		{"expired", opUpload, id, exp, sig, time.Unix(1795615540, 0), errExpired},
-		{"other op", opDownload, id, exp, sig, now, errBadSignature},
-		{"other id", opUpload, NewID(), exp, sig, now, errBadSignature},
-		{"later expiry", opUpload, id, "1795615541", sig, now, errBadSignature},
-		{"padded expiry", opUpload, id, "0" + exp, sig, now, errBadSignature},
-		{"no signature", opUpload, id, exp, "", now, errBadSignature},
-		{"bad base64", opUpload, id, exp, "!!", now, errBadSignature},
-		{"truncated", opUpload, id, exp, sig[:40], now, errBadSignature},
+		{"valid", opUpload, id, u, exp, sig, now, nil},
+		{"expired", opUpload, id, u, exp, sig, time.Unix(1795615540, 0), errExpired},
+		{"other op", opDownload, id, u, exp, sig, now, errBadSignature},
+		{"other id", opUpload, NewID(), u, exp, sig, now, errBadSignature},
+		{"other user", opUpload, id, "4102", exp, sig, now, errBadSignature},
+		{"padded user", opUpload, id, "04101", exp, sig, now, errBadSignature},
+		{"no user", opUpload, id, "", exp, sig, now, errBadSignature},
+		{"later expiry", opUpload, id, u, "1795615541", sig, now, errBadSignature},
+		{"padded expiry", opUpload, id, u, "0" + exp, sig, now, errBadSignature},
+		{"no signature", opUpload, id, u, exp, "", now, errBadSignature},
+		{"bad base64", opUpload, id, u, exp, "!!", now, errBadSignature},
+		{"truncated", opUpload, id, u, exp, sig[:40], now, errBadSignature},
 	} {
-		if err := s.verify(c.op, c.id, c.exp, c.sig, c.now); err != c.wantError {
-			t.Errorf("%s: %v, want %v", c.name, err, c.wantError)
+		user, err := s.verify(c.op, c.id, c.u, c.exp, c.sig, c.now)
+		if err != c.wantError || (err == nil && user != 4101) {
+			t.Errorf("%s: %d %v, want %v", c.name, user, err, c.wantError)
 		}
 	}
 }

@@ -211,6 +211,7 @@ func (s *Service) expireUpload(id ID, cutoff int64) (bool, error) {
 	if err := s.meta.commit(b); err != nil {
 		return false, err
 	}
+	s.stage.set(id, 0, 0)
 	if err := os.Remove(s.partialPath(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return true, fmt.Errorf("media: %w", err)
 	}

@@ -176,6 +176,6 @@ func (e *env) cutPut(s *pb.MediaUploadSlot, data []byte, n int) int {
 
 func (e *env) freshUploadURL(id []byte) string {
 	i, _ := IDFromBytes(id)
-	u, _ := e.svc.url(opUpload, i, e.clock.Now(), time.Hour)
+	u, _ := e.svc.url(opUpload, i, 1, e.clock.Now(), time.Hour)
 	return u
 }

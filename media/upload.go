@@ -57,7 +57,7 @@ func uploadHeaders(w http.ResponseWriter, off, size int64) {
 }
 
 // serveUpload answers PUT on an upload URL ([S-14-11]).
-func (s *Service) serveUpload(w http.ResponseWriter, r *http.Request, id ID) {
+func (s *Service) serveUpload(w http.ResponseWriter, r *http.Request, id ID, t *transfer, ctl *http.ResponseController) {
 	rec, status, code := s.claim(id)
 	if code != 0 {
 		if code == codeUploadBusy {
@@ -92,8 +92,19 @@ func (s *Service) serveUpload(w http.ResponseWriter, r *http.Request, id ID) {
 		httpError(w, http.StatusConflict, codeOffsetMismatch)
 		return
 	}
+	room, code := s.admitPut(id, rec, start)
+	if code != 0 {
+		// Nothing is read or discarded: the client may continue later.
+		if code == codeStorageFull {
+			w.Header().Set("Retry-After", strconv.Itoa(int(storageFullRetry/time.Second)))
+		}
+		uploadHeaders(w, min(s.partialSize(id), rec.size), rec.size)
+		httpError(w, http.StatusInsufficientStorage, code)
+		return
+	}
 
-	got, sum, err := s.receive(w, r, id, start, rec.size)
+	got, sum, err := s.receive(ctl, r, id, start, rec.size, t, room)
+	room.end()
 	switch {
 	case errors.Is(err, errCut):
 		s.log.Debug("media: upload cut", "id", id, "offset", got, "err", err)
@@ -119,6 +130,7 @@ func (s *Service) serveUpload(w http.ResponseWriter, r *http.Request, id ID) {
 		httpError(w, http.StatusInternalServerError, codeInternal)
 		return
 	}
+	w.Header().Del("Connection") // the body was read to its end
 	uploadHeaders(w, rec.size, rec.size)
 	w.WriteHeader(http.StatusOK)
 }
@@ -144,10 +156,32 @@ func (s *Service) claim(id ID) (record, int, pb.ErrorCode) {
 	return rec, 0, 0
 }
 
-// release ends the PUT in progress on id.
+// admitPut checks that a PUT writing id's upload from start fits its
+// uploader's staging quota and the free-space reserve ([S-14-20],
+// [S-14-21]); if so the upload counts its whole size against the quota
+// until the PUT ends, and the returned reservation holds the bytes it may
+// write.
+func (s *Service) admitPut(id ID, rec record, start int64) (*reservation, pb.ErrorCode) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if code := s.roomLocked(rec.owner, id, rec.size, rec.size-start); code != 0 {
+		return nil, code
+	}
+	s.stage.set(id, rec.owner, rec.size)
+	return s.disk.reserveBytes(rec.size - start), 0
+}
+
+// release ends the PUT in progress on id. What the upload counts against
+// its uploader's quota is again the bytes staged: none once it was
+// committed or discarded.
 func (s *Service) release(id ID) {
 	s.mu.Lock()
 	delete(s.active, id)
+	if rec, ok, err := s.meta.media(id); err == nil && ok && rec.state == statePending {
+		s.stage.set(id, rec.owner, min(s.partialSize(id), rec.size))
+	} else {
+		s.stage.set(id, 0, 0)
+	}
 	s.mu.Unlock()
 }
 
@@ -180,9 +214,9 @@ func parseContentRange(h string, size int64) (start int64, ranged bool, code pb.
 // receive writes the PUT body into id's staged file from offset start and
 // returns the offset reached and, when that is size, the SHA-256 of the
 // whole file. It reads at most one byte beyond size (to detect a body
-// that is too long). A body that breaks off returns errCut, after syncing
-// what arrived.
-func (s *Service) receive(w http.ResponseWriter, r *http.Request, id ID, start, size int64) (int64, Hash, error) {
+// that is too long). A body that breaks off, or that the watchdog cuts for
+// moving too slowly, returns errCut, after syncing what arrived.
+func (s *Service) receive(ctl *http.ResponseController, r *http.Request, id ID, start, size int64, t *transfer, room *reservation) (int64, Hash, error) {
 	var sum Hash
 	f, err := os.OpenFile(s.partialPath(id), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
@@ -206,7 +240,7 @@ func (s *Service) receive(w http.ResponseWriter, r *http.Request, id ID, start, 
 	if _, err := f.Seek(start, io.SeekStart); err != nil {
 		return start, sum, fmt.Errorf("media: %w", err)
 	}
-	got, rerr := s.copyIn(w, f, h, r.Body, size-start+1, buf)
+	got, rerr := s.copyIn(ctl, f, h, r.Body, size-start+1, buf, t, room)
 	got += start
 	if err := f.Sync(); err != nil {
 		return got, sum, fmt.Errorf("media: %w", err)
@@ -219,25 +253,34 @@ func (s *Service) receive(w http.ResponseWriter, r *http.Request, id ID, start, 
 }
 
 // copyIn copies at most limit bytes of body to f and h, giving up when a
-// read makes no progress for IdleTimeout. It returns the bytes copied and
-// nil at the body's clean end, errCut when the body broke off.
-func (s *Service) copyIn(w http.ResponseWriter, f *os.File, h hash.Hash, body io.Reader, limit int64, buf []byte) (int64, error) {
-	ctl := http.NewResponseController(w)
+// read makes no progress for IdleTimeout or the watchdog cuts t for
+// moving too slowly. It returns the bytes copied and nil at the body's
+// clean end, errCut when the body broke off or was cut.
+func (s *Service) copyIn(ctl *http.ResponseController, f *os.File, h hash.Hash, body io.Reader, limit int64, buf []byte, t *transfer, room *reservation) (int64, error) {
+	s.xfer.stream(t, true, s.cfg.Now())
+	defer s.xfer.stream(t, false, s.cfg.Now())
 	var n int64
 	for n < limit {
-		_ = ctl.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))
+		if !t.arm(ctl.SetReadDeadline, time.Now().Add(s.cfg.IdleTimeout)) {
+			return n, fmt.Errorf("%w: %w", errCut, errSlow)
+		}
 		m, err := body.Read(buf[:min(int64(len(buf)), limit-n)])
 		if m > 0 {
 			if _, werr := f.Write(buf[:m]); werr != nil {
 				return n, fmt.Errorf("media: %w", werr)
 			}
+			room.wrote(m)
 			h.Write(buf[:m])
 			n += int64(m)
+			t.progress(m)
 		}
 		if err == io.EOF {
 			return n, nil
 		}
 		if err != nil {
+			if t.wasCut() {
+				err = errSlow
+			}
 			return n, fmt.Errorf("%w: %w", errCut, err)
 		}
 	}
@@ -260,6 +303,9 @@ func (s *Service) discard(id ID) error {
 	b := s.meta.db.NewBatch()
 	_ = b.Delete(mediaKey(id), nil)
 	err := s.meta.commit(b)
+	if err == nil {
+		s.stage.set(id, 0, 0)
+	}
 	if rerr := os.Remove(s.partialPath(id)); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) && err == nil {
 		err = fmt.Errorf("media: %w", rerr)
 	}
