@@ -9,14 +9,21 @@
 // PARLEY_TEST_CODE, PARLEY_ADMIN, PARLEY_LOG_LEVEL, PARLEY_MEDIA_LISTEN,
 // PARLEY_MEDIA_URL, PARLEY_MEDIA_EXPIRY, PARLEY_MEDIA_S3_ENDPOINT,
 // PARLEY_MEDIA_S3_BUCKET, PARLEY_MEDIA_S3_PREFIX, PARLEY_MEDIA_S3_REGION,
-// PARLEY_MEDIA_S3_ACCESS_KEY, PARLEY_MEDIA_S3_INSECURE. The S3 secret key
+// PARLEY_MEDIA_S3_ACCESS_KEY, PARLEY_MEDIA_S3_INSECURE,
+// PARLEY_MEDIA_MAX_TRANSFERS, PARLEY_MEDIA_USER_TRANSFERS,
+// PARLEY_MEDIA_RESERVED_TRANSFERS, PARLEY_MEDIA_MIN_RATE,
+// PARLEY_MEDIA_STAGING_QUOTA_MIB, PARLEY_MEDIA_MIN_FREE_MIB. The S3 secret key
 // is read only from PARLEY_MEDIA_S3_SECRET_KEY, never from a flag, so it
 // does not show in the process list.
 //
 // The media endpoint (--media-listen, default 127.0.0.1:5443; "" turns
 // media off) serves uploads and downloads over HTTPS with the chat
 // certificate (spec.md section 14). Blobs live in the data directory
-// unless --media-s3-endpoint names an S3-compatible store.
+// unless --media-s3-endpoint names an S3-compatible store. Its limits
+// (spec.md section 14.5, docs/security.md) have the flags --media-max-
+// transfers, --media-user-transfers, --media-reserved-transfers,
+// --media-min-rate, --media-staging-quota-mib and --media-min-free-mib;
+// 0 turns the last four off.
 //
 // The admin endpoint (--admin, default 127.0.0.1:9222; "" turns it off)
 // serves Prometheus metrics at /metrics and the profiler at /debug/pprof/.
@@ -81,6 +88,10 @@ func run(args []string) error {
 	s3Region := fs.String("media-s3-region", env("PARLEY_MEDIA_S3_REGION", ""), "S3 `region`")
 	s3Access := fs.String("media-s3-access-key", env("PARLEY_MEDIA_S3_ACCESS_KEY", ""), "S3 access `key` (the secret comes from PARLEY_MEDIA_S3_SECRET_KEY)")
 	s3Insecure := fs.Bool("media-s3-insecure", env("PARLEY_MEDIA_S3_INSECURE", "") == "1", "speak plain HTTP to the S3 endpoint (loopback or a private network only)")
+	limits, err := addMediaFlags(fs)
+	if err != nil {
+		return err
+	}
 	level := fs.String("log-level", env("PARLEY_LOG_LEVEL", "info"), "log `level`: debug, info, warn, error")
 	fs.SetOutput(io.Discard)
 	if err := fs.Parse(args); err != nil {
@@ -106,6 +117,11 @@ func run(args []string) error {
 	if *mediaListen == "" {
 		*mediaListen = "off"
 	}
+	mediaConfig, err := limits.config()
+	if err != nil {
+		return err
+	}
+	mediaConfig.Expiry = *mediaExpiry
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
 		return fmt.Errorf("bad --log-level %q", *level)
@@ -128,11 +144,83 @@ func run(args []string) error {
 			Endpoint: *s3Endpoint, Bucket: *s3Bucket, Prefix: *s3Prefix, Region: *s3Region,
 			AccessKey: *s3Access, SecretKey: os.Getenv("PARLEY_MEDIA_S3_SECRET_KEY"), Insecure: *s3Insecure,
 		},
-		Media:   media.Config{Expiry: *mediaExpiry},
+		Media:   mediaConfig,
 		Logger:  logger,
 		Server:  server.Config{Heartbeat: *heartbeat},
 		Storage: storage.Config{TestPrefix: *testPrefix, TestCode: *testCode},
 	}, 10*time.Second)
+}
+
+// mediaFlags are the media service's limits (spec.md section 14.5).
+type mediaFlags struct {
+	maxTransfers, userTransfers, reservedTransfers, minRate, stagingQuotaMiB, minFreeMiB *int
+}
+
+// addMediaFlags defines the media limit flags on fs, with their defaults
+// from the environment.
+func addMediaFlags(fs *flag.FlagSet) (*mediaFlags, error) {
+	var f mediaFlags
+	for _, d := range []struct {
+		v         **int
+		name, env string
+		def       int
+		usage     string
+	}{
+		{&f.maxTransfers, "media-max-transfers", "PARLEY_MEDIA_MAX_TRANSFERS", 256, "concurrent media transfers (HTTP requests)"},
+		{&f.userTransfers, "media-user-transfers", "PARLEY_MEDIA_USER_TRANSFERS", 8, "concurrent media transfers of one user"},
+		{&f.reservedTransfers, "media-reserved-transfers", "PARLEY_MEDIA_RESERVED_TRANSFERS", -1, "media transfer slots kept for users with none in progress (-1: an eighth of --media-max-transfers; 0: none)"},
+		{&f.minRate, "media-min-rate", "PARLEY_MEDIA_MIN_RATE", 1024, "slowest media transfer, `bytes` per second over 30 s, before it is cut (0: no minimum)"},
+		{&f.stagingQuotaMiB, "media-staging-quota-mib", "PARLEY_MEDIA_STAGING_QUOTA_MIB", 4096, "`MiB` of unfinished uploads one user may hold (0: no quota)"},
+		{&f.minFreeMiB, "media-min-free-mib", "PARLEY_MEDIA_MIN_FREE_MIB", 1024, "`MiB` the media directory's file system keeps free: new uploads are refused below it (0: no reserve)"},
+	} {
+		def, err := envInt(d.env, d.def)
+		if err != nil {
+			return nil, err
+		}
+		*d.v = fs.Int(d.name, def, d.usage)
+	}
+	return &f, nil
+}
+
+// config turns the flags into media.Config's limits (0 there means the
+// default, negative none).
+func (f *mediaFlags) config() (media.Config, error) {
+	for _, c := range []struct {
+		name string
+		v    int
+		min  int
+	}{
+		{"--media-max-transfers", *f.maxTransfers, 1}, {"--media-user-transfers", *f.userTransfers, 1},
+		{"--media-reserved-transfers", *f.reservedTransfers, -1}, {"--media-min-rate", *f.minRate, 0},
+		{"--media-staging-quota-mib", *f.stagingQuotaMiB, 0}, {"--media-min-free-mib", *f.minFreeMiB, 0},
+	} {
+		if c.v < c.min {
+			return media.Config{}, fmt.Errorf("%s %d: want %d or more", c.name, c.v, c.min)
+		}
+	}
+	if *f.userTransfers > *f.maxTransfers {
+		return media.Config{}, fmt.Errorf("--media-user-transfers %d: above --media-max-transfers %d", *f.userTransfers, *f.maxTransfers)
+	}
+	if *f.reservedTransfers >= *f.maxTransfers {
+		return media.Config{}, fmt.Errorf("--media-reserved-transfers %d: leaves none of --media-max-transfers %d", *f.reservedTransfers, *f.maxTransfers)
+	}
+	none := func(v, unit int) int64 { // the flag's 0 is the Config's "none", -1 its default
+		switch v {
+		case 0:
+			return -1
+		case -1:
+			return 0
+		}
+		return int64(v) * int64(unit)
+	}
+	return media.Config{
+		MaxTransfers:      *f.maxTransfers,
+		MaxUserTransfers:  *f.userTransfers,
+		ReservedTransfers: int(none(*f.reservedTransfers, 1)),
+		MinTransferRate:   int(none(*f.minRate, 1)),
+		StagingQuota:      none(*f.stagingQuotaMiB, 1<<20),
+		MinFreeBytes:      none(*f.minFreeMiB, 1<<20),
+	}, nil
 }
 
 func env(name, def string) string {

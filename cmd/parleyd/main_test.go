@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/pem"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/parley-im/parley/codec"
 	"github.com/parley-im/parley/internal/wiretest"
+	"github.com/parley-im/parley/media"
 	"github.com/parley-im/parley/protocol"
 	"github.com/parley-im/parley/protocol/pb"
 )
@@ -237,6 +239,45 @@ func TestKill9LosesNoAcknowledgedMessage(t *testing.T) {
 	}
 }
 
+// TestMediaFlags: the media limit flags and their environment variables
+// reach media.Config; a flag's 0 turns its limit off.
+func TestMediaFlags(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		env  map[string]string
+		want media.Config
+	}{
+		{nil, nil, media.Config{MaxTransfers: 256, MaxUserTransfers: 8, ReservedTransfers: 0, MinTransferRate: 1024, StagingQuota: 4 << 30, MinFreeBytes: 1 << 30}},
+		{[]string{"--media-max-transfers", "1000", "--media-user-transfers", "4", "--media-reserved-transfers", "0",
+			"--media-min-rate", "0", "--media-staging-quota-mib", "0", "--media-min-free-mib", "0"}, nil,
+			media.Config{MaxTransfers: 1000, MaxUserTransfers: 4, ReservedTransfers: -1, MinTransferRate: -1, StagingQuota: -1, MinFreeBytes: -1}},
+		{[]string{"--media-min-rate", "2048"}, map[string]string{"PARLEY_MEDIA_MIN_RATE": "1", "PARLEY_MEDIA_STAGING_QUOTA_MIB": "100", "PARLEY_MEDIA_MIN_FREE_MIB": "10240"},
+			media.Config{MaxTransfers: 256, MaxUserTransfers: 8, ReservedTransfers: 0, MinTransferRate: 2048, StagingQuota: 100 << 20, MinFreeBytes: 10 << 30}},
+		{[]string{"--media-reserved-transfers", "10"}, nil,
+			media.Config{MaxTransfers: 256, MaxUserTransfers: 8, ReservedTransfers: 10, MinTransferRate: 1024, StagingQuota: 4 << 30, MinFreeBytes: 1 << 30}},
+	} {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			fs := flag.NewFlagSet("parleyd", flag.ContinueOnError)
+			f, err := addMediaFlags(fs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := fs.Parse(tt.args); err != nil {
+				t.Fatal(err)
+			}
+			got, err := f.config()
+			if err != nil || got.MaxTransfers != tt.want.MaxTransfers || got.MaxUserTransfers != tt.want.MaxUserTransfers ||
+				got.ReservedTransfers != tt.want.ReservedTransfers || got.MinTransferRate != tt.want.MinTransferRate ||
+				got.StagingQuota != tt.want.StagingQuota || got.MinFreeBytes != tt.want.MinFreeBytes {
+				t.Errorf("%v %v: %+v %v", tt.args, tt.env, got, err)
+			}
+		})
+	}
+}
+
 // TestBadArguments: bad input gets a non-zero exit and one readable line.
 func TestBadArguments(t *testing.T) {
 	tests := []struct {
@@ -253,6 +294,12 @@ func TestBadArguments(t *testing.T) {
 		{[]string{"--shards", "-1"}, "", "--shards -1: want 0 (the default) or more"},
 		{[]string{"--test-code", "1"}, "", "--test-phone-prefix and --test-code go together"},
 		{[]string{"--shards", "2000", "--data", "DIR"}, "", "node: 2000 shards, want 1 to 1024"},
+		{[]string{"--media-user-transfers", "0"}, "", "--media-user-transfers 0: want 1 or more"},
+		{nil, "PARLEY_MEDIA_MIN_FREE_MIB=-5", "--media-min-free-mib -5: want 0 or more"},
+		{nil, "PARLEY_MEDIA_MIN_RATE=fast", `PARLEY_MEDIA_MIN_RATE="fast" is not a number`},
+		{[]string{"--media-user-transfers", "300"}, "", "--media-user-transfers 300: above --media-max-transfers 256"},
+		{[]string{"--media-max-transfers", "16", "--media-reserved-transfers", "16"}, "", "--media-reserved-transfers 16: leaves none of --media-max-transfers 16"},
+		{[]string{"--media-reserved-transfers", "-2"}, "", "--media-reserved-transfers -2: want -1 or more"},
 	}
 	for _, tt := range tests {
 		args := append([]string(nil), tt.args...)

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/parley-im/parley/media"
 	"github.com/parley-im/parley/server"
 	"github.com/parley-im/parley/storage"
 )
@@ -35,6 +36,8 @@ type Config struct {
 	Shards []*storage.Shard
 	// Commits is the commit histogram the shards feed; nil leaves it out.
 	Commits *Commits
+	// Media is the node's media service; nil leaves its metrics out.
+	Media *media.Service
 	// Logger receives the endpoint's errors; nil discards them.
 	Logger *slog.Logger
 }
@@ -63,6 +66,9 @@ func Start(cfg Config) (*Admin, error) {
 	)
 	if cfg.Commits != nil {
 		reg.MustRegister(cfg.Commits.duration, cfg.Commits.ops)
+	}
+	if cfg.Media != nil {
+		reg.MustRegister(mediaCollector{svc: cfg.Media})
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slogPrinter{log}}))

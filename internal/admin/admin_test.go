@@ -2,6 +2,7 @@ package admin_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -15,6 +16,9 @@ import (
 	"github.com/parley-im/parley/internal/admin"
 	"github.com/parley-im/parley/internal/node"
 	"github.com/parley-im/parley/internal/wiretest"
+	"github.com/parley-im/parley/media"
+	"github.com/parley-im/parley/protocol"
+	"github.com/parley-im/parley/protocol/pb"
 	"github.com/parley-im/parley/storage"
 )
 
@@ -28,13 +32,13 @@ func TestMain(m *testing.M) {
 	)
 }
 
-// TestMetricsMove: the admin endpoint of a real node serves Prometheus
-// metrics that follow what the node does.
-func TestMetricsMove(t *testing.T) {
-	n, err := node.Start(node.Config{
-		DataDir: t.TempDir(), Listen: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", Shards: 2,
-		Storage: storage.Config{TestPrefix: "+1999", TestCode: "000000"},
-	})
+// startNode starts a node of cfg with an admin endpoint and test phone
+// numbers, shut down when the test ends.
+func startNode(t *testing.T, cfg node.Config) *node.Node {
+	t.Helper()
+	cfg.DataDir, cfg.Listen, cfg.AdminAddr = t.TempDir(), "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Storage = storage.Config{TestPrefix: "+1999", TestCode: "000000"}
+	n, err := node.Start(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,6 +49,13 @@ func TestMetricsMove(t *testing.T) {
 			t.Error(err)
 		}
 	})
+	return n
+}
+
+// TestMetricsMove: the admin endpoint of a real node serves Prometheus
+// metrics that follow what the node does.
+func TestMetricsMove(t *testing.T) {
+	n := startNode(t, node.Config{Shards: 2})
 	base := "http://" + n.AdminAddr().String()
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 
@@ -100,6 +111,41 @@ func TestMetricsMove(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "goroutine profile") {
 		t.Errorf("/debug/pprof/goroutine: %s", resp.Status)
+	}
+}
+
+// TestMediaMetrics: the media service's limits show in the metrics:
+// refusals by reason, slow transfers cut, bytes staged, free space.
+func TestMediaMetrics(t *testing.T) {
+	// No disk is this large: every new upload meets the reserve.
+	n := startNode(t, node.Config{Shards: 1, Media: media.Config{MinFreeBytes: 1 << 62}})
+	base := "http://" + n.AdminAddr().String()
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+
+	c := wiretest.Dial(t, n.Addr().String(), n.Fingerprint())
+	alice := c.Register("+19990000001", func(string) string { return "000000" })
+	c.Login(alice, 0)
+	sum := sha256.Sum256([]byte("media"))
+	c.Send(protocol.KindMediaUpload, &pb.MediaUpload{Rid: c.NextRID(), Type: pb.ContentType_CONTENT_IMAGE, Size: 5, Sha256: sum[:]})
+	var e pb.Error
+	c.ExpectProto(protocol.KindError, &e, protocol.KindSynced)
+	if e.Code != protocol.CodeMediaStorageFull || e.RetryAfterMs == 0 {
+		t.Errorf("answer %+v, want MEDIA_STORAGE_FULL with retry_after_ms", &e)
+	}
+
+	got := scrape(t, client, base)
+	for name, want := range map[string]float64{
+		"parley_media_refused_total":            1,
+		"parley_media_slow_transfers_cut_total": 0,
+		"parley_media_transfers":                0,
+		"parley_media_staged_bytes":             0,
+	} {
+		if v, ok := got[name]; !ok || v != want {
+			t.Errorf("%s = %v (present %v), want %v", name, v, ok, want)
+		}
+	}
+	if got["parley_media_free_bytes"] <= 0 {
+		t.Errorf("parley_media_free_bytes = %v", got["parley_media_free_bytes"])
 	}
 }
 

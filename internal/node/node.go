@@ -260,7 +260,7 @@ func Start(cfg Config) (*Node, error) {
 	}
 	n.startMedia()
 	if cfg.AdminAddr != "" {
-		a, err := admin.Start(admin.Config{Addr: cfg.AdminAddr, Server: srv, Shards: n.shards, Commits: commits, Logger: log})
+		a, err := admin.Start(admin.Config{Addr: cfg.AdminAddr, Server: srv, Shards: n.shards, Commits: commits, Media: n.media, Logger: log})
 		if err != nil {
 			_ = n.Shutdown(context.Background())
 			return nil, err
