@@ -96,6 +96,20 @@ type Config struct {
 	CodesPerHour int
 	// CodeAttempts is how many wrong codes end a code. Default 5.
 	CodeAttempts int
+	// GroupsPerHour is how many groups one user may create in an hour;
+	// more are refused RATE_LIMITED. Default 20.
+	GroupsPerHour int
+	// MaxPendingLinks bounds the link codes a shard holds for companions
+	// waiting for approval (each holds the companion's connection in
+	// memory for two minutes); beyond it LINK_REQUEST is refused
+	// RATE_LIMITED. Default 10,000.
+	MaxPendingLinks int
+	// CodeKey is the secret of the keyed hash (HMAC-SHA256) under which
+	// verification codes are stored, so a copy of the database does not
+	// reveal live codes: keep it outside the database (the node keeps it in
+	// a file of its data directory). nil means a random key per Open: codes
+	// issued before a restart then no longer verify.
+	CodeKey []byte
 	// TestPrefix and TestCode reserve phone numbers for testing, as SMS
 	// gateways do: a number starting with TestPrefix is sent no code, and
 	// TestCode verifies it (load tests and staging). Empty TestPrefix: none.
@@ -151,6 +165,12 @@ func (c *Config) setDefaults() {
 	if c.CodeAttempts == 0 {
 		c.CodeAttempts = 5
 	}
+	if c.GroupsPerHour == 0 {
+		c.GroupsPerHour = 20
+	}
+	if c.MaxPendingLinks == 0 {
+		c.MaxPendingLinks = 10_000
+	}
 }
 
 // validate reports every problem with c at once.
@@ -173,6 +193,7 @@ func (c *Config) validate() error {
 		n    int
 	}{{"queue limit", c.QueueLimit}, {"window", c.Window}, {"window bytes", c.WindowBytes},
 		{"cache users", c.CacheUsers}, {"codes per hour", c.CodesPerHour}, {"code attempts", c.CodeAttempts},
+		{"pending links", c.MaxPendingLinks}, {"groups per hour", c.GroupsPerHour},
 		{"inbox entries", c.InboxEntries}} {
 		if v.n < 0 {
 			errs = append(errs, fmt.Errorf("negative %s %d", v.name, v.n))
@@ -188,6 +209,9 @@ func (c *Config) validate() error {
 	}
 	if c.InboxBytes < 0 {
 		errs = append(errs, fmt.Errorf("negative inbox bytes %d", c.InboxBytes))
+	}
+	if c.CodeKey != nil && len(c.CodeKey) < 16 {
+		errs = append(errs, fmt.Errorf("code key of %d bytes, want at least 16", len(c.CodeKey)))
 	}
 	if c.TestPrefix != "" && c.TestCode == "" {
 		errs = append(errs, errors.New("test phone prefix without a test code"))

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -97,6 +98,17 @@ func (g *group) pendingJoins() int {
 		n += len(j.waiting) + len(j.ok)
 	}
 	return n
+}
+
+// joining reports whether an open add of g already waits for, or has
+// accepted, user u.
+func (g *group) joining(u uint64) bool {
+	for _, j := range g.joins {
+		if j.waiting[u] || slices.Contains(j.ok, u) {
+			return true
+		}
+	}
+	return false
 }
 
 // add makes u a member.

@@ -44,6 +44,7 @@ func SlotOfPhone(phone string) uint16 {
 //	slot 'N'                             next group counter of the slot
 //	slot 'p' phone                       phone number → user id
 //	slot 'o' phone                       verification code state
+//	slot 'E' day phone                   code state written that day (sweep index): empty
 //	slot 'r' user reader group           highest id reader marked read (group 0: 1:1)
 //	slot 'x' day user                    expiry index: user's last seq of that day
 //	slot 'k' user device contact         a contact one device of user subscribes to
@@ -73,6 +74,7 @@ const (
 	tagBodyExpiry   = 'y'
 	tagPhone        = 'p'
 	tagCode         = 'o'
+	tagCodeExpiry   = 'E'
 	tagRead         = 'r'
 	tagExpiry       = 'x'
 	tagCounter      = 'n'
@@ -140,6 +142,13 @@ func appendDedupeTail(dst []byte, from uint64, dev uint32, cmid uint64) []byte {
 
 func phoneKey(dst []byte, tag byte, phone string) []byte {
 	return append(appendPrefix(dst, SlotOfPhone(phone), tag), phone...)
+}
+
+// codeExpiryKey indexes the code state of phone under the day it was
+// written, so the sweep finds states no longer needed without a scan.
+func codeExpiryKey(dst []byte, day uint32, phone string) []byte {
+	dst = binary.BigEndian.AppendUint32(appendPrefix(dst, SlotOfPhone(phone), tagCodeExpiry), day)
+	return append(dst, phone...)
 }
 
 func readKey(dst []byte, u, reader, group uint64) []byte {

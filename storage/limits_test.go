@@ -2,7 +2,13 @@ package storage_test
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
 	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/parley-im/parley/codec"
 	"github.com/parley-im/parley/protocol"
@@ -196,4 +202,164 @@ func TestStorageFull(t *testing.T) {
 	if m := bep.take(t, protocol.KindMessage).(codec.Message); string(m.Body) != "during" {
 		t.Fatalf("bob got %q", m.Body)
 	}
+}
+
+// TestCodesKeyedAndSwept: issue 9's verification code findings. A code is
+// stored under a keyed hash, so a copy of the database without the key
+// gives it away no more than a guess (the old SHA-256(phone, code) over a
+// space of 10^6 did); it verifies across a restart with the same key and
+// not with another. Code states are deleted once done with (they were
+// kept for ever).
+func TestCodesKeyedAndSwept(t *testing.T) {
+	key := bytes.Repeat([]byte{1}, 32)
+	fs := vfs.NewMem()
+	n := newNodeOn(t, fs, 1, func(c *storage.Config) { c.CodeKey = key })
+	const phone = "+15550008001"
+	ep := newEndpoint(t)
+	n.submit(storage.Op{Kind: storage.OpRequestCode, Phone: phone, RID: 1, EP: ep})
+	ep.take(t, protocol.KindCodeSent)
+	code := n.codes.code(phone)
+	n.close()
+
+	plain := sha256.Sum256([]byte(phone + "\x00" + code))
+	var stored []byte
+	rawUpdate(t, fs, "shard-0", func(db *pebble.DB) {
+		it, err := db.NewIter(nil)
+		must(err)
+		for ok := it.First(); ok; ok = it.Next() {
+			if bytes.Contains(it.Value(), plain[:]) {
+				t.Errorf("key %x holds SHA-256(phone, code)", it.Key())
+			}
+			if k := it.Key(); len(k) > 3 && k[2] == 'o' && string(k[3:]) == phone {
+				stored = append([]byte(nil), it.Value()...)
+			}
+		}
+		must(it.Close())
+	})
+	if stored == nil {
+		t.Fatal("no code state stored")
+	}
+
+	// Another key does not verify the code; the same key does, after a
+	// restart.
+	n.tweak = func(c *storage.Config) { c.CodeKey = bytes.Repeat([]byte{2}, 32) }
+	n.open(1)
+	n.submit(storage.Op{Kind: storage.OpVerify, Phone: phone, Code: code, Name: "x", RID: 2, EP: ep})
+	if e := ep.take(t, protocol.KindError).(*pb.Error); e.Code != protocol.CodeCodeInvalid {
+		t.Fatalf("verify under another key: %v, want CODE_INVALID", e.Code)
+	}
+	n.close()
+	n.tweak = func(c *storage.Config) { c.CodeKey = key }
+	n.open(1)
+	n.submit(storage.Op{Kind: storage.OpVerify, Phone: phone, Code: code, Name: "x", RID: 3, EP: ep})
+	ep.take(t, protocol.KindRegistered)
+
+	// Three days on, the start-up sweep deletes the state.
+	n.clock.Advance(72 * time.Hour)
+	n.restart()
+	// The actor sweeps before it takes any op: once one is answered, the
+	// sweep is done.
+	n.submit(storage.Op{Kind: storage.OpRequestCode, Phone: "+15550008002", RID: 5, EP: ep})
+	ep.take(t, protocol.KindCodeSent)
+	if st := n.shards[0].Stats(); st.CodesSwept != 1 {
+		t.Fatalf("%d code states swept, want 1", st.CodesSwept)
+	}
+	n.close()
+	rawUpdate(t, fs, "shard-0", func(db *pebble.DB) {
+		it, err := db.NewIter(nil)
+		must(err)
+		for ok := it.First(); ok; ok = it.Next() {
+			if k := it.Key(); len(k) > 3 && (k[2] == 'o' || k[2] == 'E') && bytes.HasSuffix(k, []byte(phone)) {
+				t.Errorf("code key %q left after the sweep", k)
+			}
+		}
+		must(it.Close())
+	})
+	n.open(1)
+	n.submit(storage.Op{Kind: storage.OpRequestCode, Phone: phone, RID: 4, EP: ep})
+	ep.take(t, protocol.KindCodeSent)
+}
+
+// TestPendingLinksBounded: issue 9 found 6.7 million pending link codes
+// made by four unauthenticated connections in a minute. A shard holds at
+// most MaxPendingLinks; beyond, LINK_REQUEST is refused RATE_LIMITED with
+// the time until the oldest expires, and expired codes free their places
+// (found in expiry order, not by scanning).
+func TestPendingLinksBounded(t *testing.T) {
+	n := newNode(t, 1, func(c *storage.Config) { c.MaxPendingLinks = 3 })
+	ep := newEndpoint(t)
+	for range 3 {
+		n.linkCode(t, ep)
+	}
+	var random [10]byte
+	random[0] = 0xee
+	n.submit(storage.Op{Kind: storage.OpLinkRequest, Code: storage.NewLinkCode(random), Name: "one too many", RID: 9, EP: ep})
+	e := ep.take(t, protocol.KindError).(*pb.Error)
+	if e.Code != protocol.CodeRateLimited || e.Rid != 9 || e.RetryAfterMs < 100_000 {
+		t.Fatalf("the fourth pending link: %v rid %d retry %d ms, want RATE_LIMITED after about 120 s", e.Code, e.Rid, e.RetryAfterMs)
+	}
+	if st := n.shards[0].Stats(); st.PendingLinks != 3 || st.LinkRefusals != 1 {
+		t.Fatalf("stats %+v, want 3 pending and 1 refusal", st)
+	}
+	n.clock.Advance(121 * time.Second)
+	n.linkCode(t, ep)
+	if st := n.shards[0].Stats(); st.PendingLinks != 1 {
+		t.Fatalf("%d pending links after the first three expired, want 1", st.PendingLinks)
+	}
+}
+
+// TestGroupAbuseBounded: issue 9's group findings. 120 pipelined ADDs of
+// one user to each of six groups held 720 of the user's group places for a
+// minute (TOO_MANY_GROUPS while in six groups); now a user waited for by
+// an add is not asked again, and a place held for a group is renewed, not
+// doubled. Creating groups is rate limited, and a group whose last member
+// left is deleted.
+func TestGroupAbuseBounded(t *testing.T) {
+	fs := vfs.NewMem()
+	n := newNodeOn(t, fs, 2, func(c *storage.Config) { c.GroupsPerHour = 8 })
+	attacker := n.register(t, n.phoneOn(t, 0, 21))
+	victim := n.register(t, n.phoneOn(t, 1, 22))
+	aep, vep := n.login(t, attacker, 0), n.login(t, victim, 0)
+	for gi := range 6 {
+		g := n.createGroup(t, attacker, aep, "spam", 0).Group
+		for range 120 {
+			n.submit(storage.Op{Kind: storage.OpGroupUpdate, User: attacker.user, Group: g, GroupOp: pb.GroupOp_GROUP_OP_ADD, Users: []uint64{victim.user}, RID: uint32(100 + gi), EP: aep})
+		}
+		for range 120 {
+			aep.take(t, protocol.KindGroupInfo)
+		}
+	}
+	// The victim is in six groups and may create or join 506 more: the
+	// first of those must not be refused.
+	info := n.createGroup(t, victim, vep, "mine")
+	if len(info.Members) != 1 {
+		t.Fatalf("the victim's own group: %+v", info)
+	}
+	n.submit(storage.Op{Kind: storage.OpGroupList, User: victim.user, RID: 7, EP: vep})
+	if l := vep.take(t, protocol.KindGroupListResult).(*pb.GroupListResult); len(l.Groups) != 7 {
+		t.Fatalf("the victim is in %d groups, want 7", len(l.Groups))
+	}
+
+	// Creation is rate limited: the attacker made six, two more are allowed.
+	n.createGroup(t, attacker, aep, "seventh")
+	empty := n.createGroup(t, attacker, aep, "eighth").Group
+	n.submit(storage.Op{Kind: storage.OpGroupCreate, User: attacker.user, Name: "ninth", RID: 9, EP: aep})
+	if e := aep.take(t, protocol.KindError).(*pb.Error); e.Code != protocol.CodeRateLimited || e.RetryAfterMs == 0 {
+		t.Fatalf("the ninth group in an hour: %v (retry %d ms), want RATE_LIMITED", e.Code, e.RetryAfterMs)
+	}
+	n.clock.Advance(time.Hour)
+	n.createGroup(t, attacker, aep, "an hour later")
+
+	// The last member leaves: the group record goes.
+	n.groupUpdate(t, attacker, aep, empty, pb.GroupOp_GROUP_OP_LEAVE)
+	aep.take(t, protocol.KindOK)
+	n.close()
+	rawUpdate(t, fs, "shard-0", func(db *pebble.DB) {
+		k := binary.BigEndian.AppendUint16(nil, uint16(empty&4095))
+		k = binary.BigEndian.AppendUint64(append(k, 'G'), empty)
+		if _, closer, err := db.Get(k); err == nil {
+			closer.Close()
+			t.Errorf("group %d is still stored after its last member left", empty)
+		}
+	})
 }

@@ -71,6 +71,7 @@ type Shard struct {
 	groupSends      map[gkey]*groupSend // group messages waiting for their shards
 	outboxGroup     map[pairSeq]gkey    // outbox entry → the group message it carries
 	links           map[string]*pendingLink
+	linkOrder       []linkExpiry // the codes of links (and approved ones), by expiry
 	watchers        map[uint64][]watcher
 	presencePending map[uint64]struct{}
 	receipts        map[receiptKey][]*pb.ReceiptItem // group receipts coalesced this cycle
@@ -89,6 +90,9 @@ type Shard struct {
 	full           atomic.Bool   // SetFull: store nothing new
 	fullRefusals   atomic.Uint64
 	quotaRefusals  atomic.Uint64
+	codesSwept     atomic.Uint64
+	linkRefusals   atomic.Uint64
+	pendingLinks   atomic.Int64 // len(linkOrder), for Stats
 }
 
 // Stats are a shard's counters since Open.
@@ -113,6 +117,13 @@ type Stats struct {
 	// FullRefusals counts sends and requests refused STORAGE_FULL;
 	// QuotaRefusals sends refused INBOX_FULL.
 	FullRefusals, QuotaRefusals uint64
+	// CodesSwept counts verification code states deleted once done with.
+	CodesSwept uint64
+	// LinkRefusals counts link requests refused because the shard held as
+	// many pending link codes as it may (Config.MaxPendingLinks).
+	LinkRefusals uint64
+	// PendingLinks is how many link codes wait for approval now.
+	PendingLinks int
 }
 
 // Stats returns the shard's counters. It may be called from any goroutine.
@@ -134,6 +145,9 @@ func (s *Shard) Stats() Stats {
 		Unconfirmed:    s.unconfirmed.Load(),
 		FullRefusals:   s.fullRefusals.Load(),
 		QuotaRefusals:  s.quotaRefusals.Load(),
+		CodesSwept:     s.codesSwept.Load(),
+		LinkRefusals:   s.linkRefusals.Load(),
+		PendingLinks:   int(s.pendingLinks.Load()),
 	}
 }
 
@@ -146,6 +160,10 @@ func Open(cfg Config) (*Shard, error) {
 	}
 	if cfg.Rand == nil {
 		cfg.Rand = func(b []byte) { _, _ = rand.Read(b) }
+	}
+	if cfg.CodeKey == nil {
+		cfg.CodeKey = make([]byte, 32)
+		cfg.Rand(cfg.CodeKey)
 	}
 	opts := &pebble.Options{
 		FS:     cfg.FS,
@@ -270,6 +288,7 @@ func (s *Shard) resetMemory() {
 	s.groupSends = make(map[gkey]*groupSend)
 	s.outboxGroup = make(map[pairSeq]gkey)
 	s.links = make(map[string]*pendingLink)
+	s.linkOrder = nil
 	s.watchers = make(map[uint64][]watcher)
 	s.presencePending = make(map[uint64]struct{})
 	s.receipts = make(map[receiptKey][]*pb.ReceiptItem)
@@ -416,7 +435,7 @@ func (s *Shard) sweep() bool {
 // timers runs the once-a-second work: presence notifications the throttle
 // held back, link codes and group adds past their time.
 func (s *Shard) timers() {
-	if len(s.presencePending) == 0 && len(s.links) == 0 && !s.joinsWaiting() && !s.stalledPairs() {
+	if len(s.presencePending) == 0 && len(s.linkOrder) == 0 && !s.joinsWaiting() && !s.stalledPairs() {
 		return
 	}
 	now := s.cfg.Now()
@@ -498,6 +517,7 @@ func (s *Shard) finishCycle() {
 		s.arena = nil
 	}
 	s.arena = s.arena[:0]
+	s.pendingLinks.Store(int64(len(s.linkOrder)))
 	s.emit()
 	s.evict()
 }

@@ -1,8 +1,8 @@
 package storage
 
 import (
+	"crypto/hmac"
 	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/binary"
 	"fmt"
 	"strings"
@@ -53,12 +53,11 @@ func (s *Shard) applyRequestCode(op *Op) {
 	if test {
 		code = s.cfg.TestCode
 	}
-	sum := codeHash(op.Phone, code)
-	rec.CodeHash = sum[:]
+	rec.CodeHash = s.codeHash(op.Phone, code)
 	rec.ExpiresMS = nowMS + uint64(s.cfg.CodeTTL.Milliseconds())
 	rec.Attempts = 0
 	rec.SentMS = append(rec.SentMS, nowMS)
-	s.batch.Set(ck, rec.encode(nil), nil)
+	s.setCodeRecord(op.Phone, ck, &rec)
 	if !test {
 		s.effects = append(s.effects, effect{kind: effSendCode, phone: op.Phone, text: code})
 	}
@@ -68,6 +67,42 @@ func (s *Shard) applyRequestCode(op *Op) {
 		ExpiresInS:  uint32(s.cfg.CodeTTL / time.Second),
 		RetryAfterS: uint32(s.cfg.CodeInterval / time.Second),
 	})
+}
+
+// setCodeRecord writes the code state of phone (under key ck) and indexes
+// it under today, for the sweep (expireCode).
+func (s *Shard) setCodeRecord(phone string, ck []byte, rec *codeRecord) {
+	s.batch.Set(ck, rec.encode(nil), nil)
+	s.batch.Set(codeExpiryKey(nil, s.day(), phone), nil, nil)
+}
+
+// expireCode takes one key of the code sweep index and deletes the code
+// state it names once nothing needs it: its code expired and its last
+// send is over an hour old (the per-phone rate limits look back one
+// hour). The index key goes either way: a later write added its own.
+func (s *Shard) expireCode(k, _ []byte) {
+	s.batch.Delete(k, nil)
+	if len(k) < 8 {
+		return
+	}
+	phone := string(k[7:])
+	ck := phoneKey(nil, tagCode, phone)
+	var rec codeRecord
+	if err := s.getRecord(ck, rec.decode); err != nil {
+		if s.cycleErr == nil {
+			s.batch.Delete(ck, nil) // undecodable: nothing to keep
+		}
+		return
+	}
+	nowMS := uint64(s.cfg.Now().UnixMilli())
+	last := uint64(0)
+	if n := len(rec.SentMS); n > 0 {
+		last = rec.SentMS[n-1]
+	}
+	if nowMS >= rec.ExpiresMS && nowMS-last >= uint64(time.Hour.Milliseconds()) {
+		s.batch.Delete(ck, nil)
+		s.codesSwept.Add(1)
+	}
 }
 
 // newCode returns a uniformly random decimal code.
@@ -83,9 +118,15 @@ func (s *Shard) newCode() string {
 	}
 }
 
-// codeHash binds a code to its phone number.
-func codeHash(phone, code string) [sha256.Size]byte {
-	return sha256.Sum256([]byte(phone + "\x00" + code))
+// codeHash binds a code to its phone number under the shard's code key:
+// a copy of the database alone does not give away live codes, whose space
+// (10^6) a plain hash would not protect.
+func (s *Shard) codeHash(phone, code string) []byte {
+	m := hmac.New(sha256.New, s.cfg.CodeKey)
+	m.Write([]byte(phone))
+	m.Write([]byte{0})
+	m.Write([]byte(code))
+	return m.Sum(nil)
 }
 
 // applyVerify checks a verification code and registers a device,
@@ -106,20 +147,19 @@ func (s *Shard) applyVerify(op *Op) {
 		s.replyError(op.EP, protocol.CodeCodeExpired, op.RID, 0)
 		return
 	}
-	sum := codeHash(op.Phone, op.Code)
-	if subtle.ConstantTimeCompare(sum[:], rec.CodeHash) != 1 {
+	if !hmac.Equal(s.codeHash(op.Phone, op.Code), rec.CodeHash) {
 		rec.Attempts++
 		code := protocol.CodeCodeInvalid
 		if int(rec.Attempts) >= s.cfg.CodeAttempts {
 			rec.CodeHash = nil // [S-9-5] the code is spent
 			code = protocol.CodeTooManyAttempts
 		}
-		s.batch.Set(ck, rec.encode(nil), nil)
+		s.setCodeRecord(op.Phone, ck, &rec)
 		s.replyError(op.EP, code, op.RID, 0)
 		return
 	}
 	rec.CodeHash = nil
-	s.batch.Set(ck, rec.encode(nil), nil)
+	s.setCodeRecord(op.Phone, ck, &rec)
 
 	u, err := s.accountOf(op.Phone, nowMS)
 	if err != nil {

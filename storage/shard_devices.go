@@ -48,11 +48,21 @@ func (s *Shard) applyLinkRequest(op *Op) {
 		return
 	}
 	now := s.cfg.Now()
+	s.expireLinks(now)
 	if _, taken := s.links[op.Code]; taken {
 		s.replyError(op.EP, protocol.CodeInternal, op.RID, 0) // 80 random bits collided
 		return
 	}
-	s.links[op.Code] = &pendingLink{ep: op.EP, rid: op.RID, name: op.Name, expires: now.Add(linkTTL)}
+	if len(s.linkOrder) >= s.cfg.MaxPendingLinks {
+		// [S-9-12] bounded: the oldest frees its place when it expires.
+		s.linkRefusals.Add(1)
+		wait := s.linkOrder[0].expires.Sub(now)
+		s.replyRetry(op.EP, protocol.CodeRateLimited, op.RID, 0, uint32(max(wait, time.Second)/time.Millisecond))
+		return
+	}
+	expires := now.Add(linkTTL)
+	s.links[op.Code] = &pendingLink{ep: op.EP, rid: op.RID, name: op.Name, expires: expires}
+	s.linkOrder = append(s.linkOrder, linkExpiry{op.Code, expires})
 	s.replyProto(op.EP, protocol.KindLinkCode, &pb.LinkCode{Rid: op.RID, Code: op.Code, ExpiresInS: uint32(linkTTL / time.Second)})
 }
 
@@ -185,11 +195,25 @@ func (s *Shard) requester(op *Op) (*user, *device, bool) {
 	return u, d, true
 }
 
-// expireLinks forgets link codes past their time.
+// linkExpiry is a link code in the order codes expire, which is the order
+// they were issued (they all live linkTTL).
+type linkExpiry struct {
+	code    string
+	expires time.Time
+}
+
+// expireLinks forgets link codes past their time, oldest first: the cost
+// is the codes that expire, never a scan of those that wait.
 func (s *Shard) expireLinks(now time.Time) {
-	for code, l := range s.links {
-		if now.After(l.expires) {
-			delete(s.links, code)
+	n := 0
+	for n < len(s.linkOrder) && now.After(s.linkOrder[n].expires) {
+		e := s.linkOrder[n]
+		if l := s.links[e.code]; l != nil && l.expires.Equal(e.expires) {
+			delete(s.links, e.code)
 		}
+		n++
+	}
+	if n > 0 {
+		s.linkOrder = append(s.linkOrder[:0], s.linkOrder[n:]...)
 	}
 }

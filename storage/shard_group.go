@@ -53,10 +53,18 @@ func (s *Shard) applyGroupCreate(op *Op) {
 		s.replyError(op.EP, protocol.CodeInternal, op.RID, 0)
 		return
 	}
-	if n+u.reservedGroups(s.cfg.Now()) >= protocol.MaxGroupsPerUser {
+	now := s.cfg.Now()
+	if n+u.reservedGroups(now) >= protocol.MaxGroupsPerUser {
 		s.replyError(op.EP, protocol.CodeTooManyGroups, op.RID, 0)
 		return
 	}
+	if wait := u.createLimit(now, s.cfg.GroupsPerHour); wait > 0 {
+		// [S-16-2] creating and leaving groups in a loop would fill the
+		// disk with group records.
+		s.replyRetry(op.EP, protocol.CodeRateLimited, op.RID, 0, uint32(wait/time.Millisecond))
+		return
+	}
+	u.groupCreates = append(u.groupCreates, now)
 	slot := SlotOfUser(u.id)
 	ck := appendPrefix(nil, slot, tagGroupCounter)
 	var count uint64
@@ -121,6 +129,8 @@ func (s *Shard) applyGroupJoin(op *Op) {
 		switch {
 		case err != nil:
 			code = protocol.CodeInternal
+		case u.reserve(op.Group, now.Add(reservationTTL)):
+			// this group already held a place: renewed, not doubled
 		case n+u.reservedGroups(now) >= protocol.MaxGroupsPerUser:
 			code = protocol.CodeTooManyGroups
 		default:
@@ -292,7 +302,10 @@ func (s *Shard) applyGroupUpdate(op *Op) {
 	case pb.GroupOp_GROUP_OP_ADD:
 		var users []uint64
 		for _, id := range others(op.Users, op.User) {
-			if g.member(id) == nil {
+			// One add at a time per user: a repeated ADD while the first
+			// waits for the user's shard would only hold another of the
+			// user's group places there.
+			if g.member(id) == nil && !g.joining(id) {
 				users = append(users, id)
 			}
 		}
@@ -344,12 +357,18 @@ func (s *Shard) applyGroupUpdate(op *Op) {
 		s.groupEvent(g, op.User, op.GroupOp, nil, nil, func(uint64) {})
 	case pb.GroupOp_GROUP_OP_LEAVE:
 		s.groupEvent(g, op.User, op.GroupOp, []uint64{op.User}, nil, func(uint64) { s.dropMember(g, op.User) })
-		if len(g.order) > 0 && g.admins() == 0 {
+		switch {
+		case len(g.order) > 0 && g.admins() == 0:
 			// [S-16-4] the longest-standing member becomes admin.
 			heir := g.order[0].user
 			s.groupEvent(g, 0, pb.GroupOp_GROUP_OP_PROMOTE, []uint64{heir}, nil, func(uint64) {
 				s.setMember(g, &member{user: heir, role: pb.GroupRole_ROLE_ADMIN})
 			})
+		case len(g.order) == 0 && len(g.joins) == 0:
+			// [S-16-4] the last member left: the group is gone. Its id is
+			// never issued again; its messages' bodies expire with them.
+			s.batch.Delete(groupKey(nil, g.id), nil)
+			delete(s.groups, g.id)
 		}
 	default:
 		s.replyError(op.EP, protocol.CodeInvalidArgument, op.RID, 0)

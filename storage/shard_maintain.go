@@ -106,6 +106,9 @@ func (s *Shard) maintain() bool {
 	if err == nil {
 		budget = s.walkIndex(it, tagExpiry, cutoff, budget, s.expireInbox)
 		budget = s.walkIndex(it, tagDedupeExpiry, cutoff, budget, s.expireDedupe)
+		// Code states written two days ago or earlier: a day is enough
+		// for any of them to be done with (expireCode checks).
+		budget = s.walkIndex(it, tagCodeExpiry, s.day()-2, budget, s.expireCode)
 		err = it.Close()
 	}
 	if err == nil && budget > 0 {

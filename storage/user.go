@@ -25,6 +25,9 @@ type user struct {
 	topCMID  map[senderDevice]uint64 // highest cmid stored from each sending device
 	groups   int                     // groups the user belongs to; -1 until counted
 	reserved []reservation           // group slots promised to adds in flight
+	// groupCreates are when the user created groups in the last hour, in
+	// memory only (a restart forgets them: a rate limit, not a quota).
+	groupCreates []time.Time
 
 	// inboxBytes is what the entries in (Deleted, Head] take, when
 	// bytesKnown; counted on demand (inboxUsage) and kept up to date.
@@ -71,6 +74,32 @@ func (u *user) reservedGroups(now time.Time) int {
 	}
 	u.reserved = live
 	return len(live)
+}
+
+// createLimit drops group creations older than an hour and returns how
+// long u must wait before creating another, given perHour; 0 if it may now.
+func (u *user) createLimit(now time.Time, perHour int) time.Duration {
+	n := 0
+	for n < len(u.groupCreates) && now.Sub(u.groupCreates[n]) >= time.Hour {
+		n++
+	}
+	u.groupCreates = u.groupCreates[n:]
+	if len(u.groupCreates) < perHour {
+		return 0
+	}
+	return time.Hour - now.Sub(u.groupCreates[0])
+}
+
+// reserve renews u's reservation for group until, and reports whether it
+// had one.
+func (u *user) reserve(group uint64, until time.Time) bool {
+	for i := range u.reserved {
+		if u.reserved[i].group == group {
+			u.reserved[i].until = until
+			return true
+		}
+	}
+	return false
 }
 
 // release ends the reservation for group, which the user has now joined.
