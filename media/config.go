@@ -26,6 +26,9 @@ type Config struct {
 	Store Store
 	// Logger receives the service's logs; nil discards them.
 	Logger *slog.Logger
+	// OnStorageFatal is called when the metadata database (Pebble) reports
+	// an error it cannot continue from; it must not return. nil panics.
+	OnStorageFatal func(msg string)
 	// Now is the clock; nil means time.Now. Expiry, URL lifetimes and the
 	// sweeper all read it, so tests can move time.
 	Now func() time.Time

@@ -166,8 +166,8 @@ func decodeBlob(b []byte) (blobRecord, error) {
 // Service's mu.
 type meta struct{ db *pebble.DB }
 
-func openMeta(dir string, log *slog.Logger) (*meta, error) {
-	db, err := pebble.Open(dir, &pebble.Options{Logger: pebblelog.Logger{L: log}})
+func openMeta(dir string, log *slog.Logger, fatal func(string)) (*meta, error) {
+	db, err := pebble.Open(dir, &pebble.Options{Logger: pebblelog.Logger{L: log, Fatal: fatal}})
 	if err != nil {
 		return nil, fmt.Errorf("media: open metadata at %s: %w", dir, err)
 	}

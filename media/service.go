@@ -107,7 +107,7 @@ func Open(cfg Config) (*Service, error) {
 		return nil, err
 	}
 	s.sign = signer{key: key}
-	if s.meta, err = openMeta(filepath.Join(cfg.Dir, "meta"), s.log); err != nil {
+	if s.meta, err = openMeta(filepath.Join(cfg.Dir, "meta"), s.log, cfg.OnStorageFatal); err != nil {
 		return nil, err
 	}
 	if err := s.countStaged(); err != nil {

@@ -45,6 +45,10 @@ type Config struct {
 	Codes CodeSender
 	// Logger receives the shard's logs; nil discards them.
 	Logger *slog.Logger
+	// OnFatal is called when Pebble reports an error it cannot continue
+	// from (a failed write to its log); it must not return. nil panics, as
+	// Pebble expects of its logger's Fatalf.
+	OnFatal func(msg string)
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Rand fills b with random bytes for credentials and codes; nil means

@@ -167,7 +167,7 @@ func Open(cfg Config) (*Shard, error) {
 	}
 	opts := &pebble.Options{
 		FS:     cfg.FS,
-		Logger: pebblelog.Logger{L: cfg.Logger},
+		Logger: pebblelog.Logger{L: cfg.Logger, Fatal: cfg.OnFatal},
 		Cache:  pebble.NewCache(cfg.CacheBytes),
 		// Inbox entries live seconds: in a large memtable most are set and
 		// single-deleted before a flush, so they never reach an sstable

@@ -12,7 +12,8 @@
 // PARLEY_MEDIA_S3_ACCESS_KEY, PARLEY_MEDIA_S3_INSECURE,
 // PARLEY_MEDIA_MAX_TRANSFERS, PARLEY_MEDIA_USER_TRANSFERS,
 // PARLEY_MEDIA_RESERVED_TRANSFERS, PARLEY_MEDIA_MIN_RATE,
-// PARLEY_MEDIA_STAGING_QUOTA_MIB, PARLEY_MEDIA_MIN_FREE_MIB. The S3 secret key
+// PARLEY_MEDIA_STAGING_QUOTA_MIB, PARLEY_MEDIA_MIN_FREE_MIB,
+// PARLEY_MIN_FREE_MIB, PARLEY_INBOX_MAX_ENTRIES, PARLEY_INBOX_MAX_MIB. The S3 secret key
 // is read only from PARLEY_MEDIA_S3_SECRET_KEY, never from a flag, so it
 // does not show in the process list.
 //
@@ -24,6 +25,15 @@
 // transfers, --media-user-transfers, --media-reserved-transfers,
 // --media-min-rate, --media-staging-quota-mib and --media-min-free-mib;
 // 0 turns the last four off.
+//
+// Storage limits (docs/security.md): --min-free-mib is the free space the
+// node keeps on the data directory's file system (below it nothing new is
+// stored: STORAGE_FULL); --inbox-max-entries and --inbox-max-mib are the
+// quota of one user's queue of undelivered messages (INBOX_FULL).
+//
+// Files are created readable by parleyd's user only (umask 077, the data
+// directory 0700): the shards, the certificate's key and the key that
+// protects verification codes live there.
 //
 // The admin endpoint (--admin, default 127.0.0.1:9222; "" turns it off)
 // serves Prometheus metrics at /metrics and the profiler at /debug/pprof/.
@@ -49,6 +59,7 @@ import (
 )
 
 func main() {
+	syscall.Umask(0o077)
 	if err := run(os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "parleyd:", err)
 		os.Exit(1)
@@ -92,6 +103,23 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	var minFree, inboxEntries, inboxMiB *int
+	for _, d := range []struct {
+		v         **int
+		name, env string
+		def       int
+		usage     string
+	}{
+		{&minFree, "min-free-mib", "PARLEY_MIN_FREE_MIB", 512, "`MiB` the data directory's file system keeps free: below it nothing new is stored (STORAGE_FULL)"},
+		{&inboxEntries, "inbox-max-entries", "PARLEY_INBOX_MAX_ENTRIES", 50_000, "undelivered `entries` one user's queue may hold before 1:1 sends to it are refused (INBOX_FULL)"},
+		{&inboxMiB, "inbox-max-mib", "PARLEY_INBOX_MAX_MIB", 256, "`MiB` one user's queue of undelivered entries may hold before 1:1 sends to it are refused"},
+	} {
+		def, err := envInt(d.env, d.def)
+		if err != nil {
+			return err
+		}
+		*d.v = fs.Int(d.name, def, d.usage)
+	}
 	level := fs.String("log-level", env("PARLEY_LOG_LEVEL", "info"), "log `level`: debug, info, warn, error")
 	fs.SetOutput(io.Discard)
 	if err := fs.Parse(args); err != nil {
@@ -107,6 +135,14 @@ func run(args []string) error {
 	}
 	if (*testPrefix == "") != (*testCode == "") {
 		return fmt.Errorf("--test-phone-prefix and --test-code go together")
+	}
+	for _, c := range []struct {
+		name string
+		v    int
+	}{{"--min-free-mib", *minFree}, {"--inbox-max-entries", *inboxEntries}, {"--inbox-max-mib", *inboxMiB}} {
+		if c.v < 1 {
+			return fmt.Errorf("%s %d: want 1 or more", c.name, c.v)
+		}
 	}
 	if *shards < 0 {
 		return fmt.Errorf("--shards %d: want 0 (the default) or more", *shards)
@@ -144,10 +180,20 @@ func run(args []string) error {
 			Endpoint: *s3Endpoint, Bucket: *s3Bucket, Prefix: *s3Prefix, Region: *s3Region,
 			AccessKey: *s3Access, SecretKey: os.Getenv("PARLEY_MEDIA_S3_SECRET_KEY"), Insecure: *s3Insecure,
 		},
-		Media:   mediaConfig,
-		Logger:  logger,
-		Server:  server.Config{Heartbeat: *heartbeat},
-		Storage: storage.Config{TestPrefix: *testPrefix, TestCode: *testCode},
+		Media:  mediaConfig,
+		Logger: logger,
+		Server: server.Config{Heartbeat: *heartbeat},
+		Storage: storage.Config{
+			TestPrefix: *testPrefix, TestCode: *testCode,
+			InboxEntries: *inboxEntries, InboxBytes: int64(*inboxMiB) << 20,
+		},
+		MinFreeBytes: uint64(*minFree) << 20,
+		OnStorageFatal: func(msg string) {
+			// Pebble cannot go on; the shards recover from their logs when
+			// a supervisor starts parleyd again.
+			logger.Error("storage failed; exiting", "err", msg)
+			os.Exit(70)
+		},
 	}, 10*time.Second)
 }
 

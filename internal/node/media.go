@@ -21,6 +21,7 @@ func (n *Node) openMedia(tlsConfig *tls.Config) error {
 	mc := cfg.Media
 	mc.Dir = filepath.Join(cfg.DataDir, "media")
 	mc.Logger = cfg.Logger
+	mc.OnStorageFatal = cfg.OnStorageFatal
 	if cfg.MediaS3.Endpoint != "" {
 		st, err := media.NewS3Store(cfg.MediaS3)
 		if err != nil {

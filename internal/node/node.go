@@ -68,9 +68,24 @@ type Config struct {
 	// Server tunes the client server; Addr, TLS, Plaintext, Router, Media and
 	// Logger are filled in by the node.
 	Server server.Config
-	// Storage tunes every shard; ID, Dir, Forwarder, Codes and Logger are
-	// filled in by the node.
+	// Storage tunes every shard; ID, Dir, Forwarder, Codes, CodeKey and
+	// Logger are filled in by the node.
 	Storage storage.Config
+
+	// MinFreeBytes is the free space the node keeps on the data
+	// directory's file system: below it the shards store nothing new and
+	// answer STORAGE_FULL ([S-8-22]) while deliveries and acks go on.
+	// Default 512 MiB, below the media service's own reserve, so that
+	// uploads stop first.
+	MinFreeBytes uint64
+	// FreeSpace returns the bytes available in dir's file system; nil
+	// means statfs. Tests inject it.
+	FreeSpace func(dir string) (uint64, error)
+	// OnStorageFatal is called when Pebble reports an error it cannot
+	// continue from (a failed write to its log); it must not return. nil
+	// panics, as Pebble expects of a logger's Fatalf. parleyd logs and
+	// exits, so a supervisor restarts it and the shards recover.
+	OnStorageFatal func(msg string)
 }
 
 func (c *Config) setDefaults() {
@@ -89,6 +104,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.MinFreeBytes == 0 {
+		c.MinFreeBytes = 512 << 20
+	}
+	if c.FreeSpace == nil {
+		c.FreeSpace = diskFree
 	}
 	if c.Codes == nil {
 		c.Codes = LogCodes{Logger: c.Logger}
@@ -138,7 +159,7 @@ func shardCount(dir string, want int) (int, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return 0, fmt.Errorf("node: %w", err)
 	}
-	if err := writeFileAtomic(name, []byte(strconv.Itoa(want)+"\n"), 0o644); err != nil {
+	if err := writeFileAtomic(name, []byte(strconv.Itoa(want)+"\n"), 0o600); err != nil {
 		return 0, err
 	}
 	return want, nil
@@ -166,6 +187,7 @@ type Node struct {
 	mediaHTTP   *http.Server
 	mediaLn     net.Listener
 	mediaServed chan error
+	disk        *diskGuard
 }
 
 // Start opens the shards, starts the server and returns once it listens.
@@ -185,6 +207,13 @@ func Start(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{cfg: cfg, router: r, served: make(chan error, 1)}
+	if err := privateDir(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	codeKey, err := loadOrCreateKey(filepath.Join(cfg.DataDir, "codes.key"))
+	if err != nil {
+		return nil, err
+	}
 
 	var tlsConfig *tls.Config
 	if !cfg.Plaintext {
@@ -216,7 +245,9 @@ func Start(cfg Config) (*Node, error) {
 		sc.Dir = filepath.Join(cfg.DataDir, "shards", fmt.Sprintf("%03d", i))
 		sc.Forwarder = n.router
 		sc.Codes = cfg.Codes
+		sc.CodeKey = codeKey
 		sc.Logger = log
+		sc.OnFatal = cfg.OnStorageFatal
 		s, err := storage.Open(sc)
 		if err != nil {
 			n.closeShards()
@@ -228,6 +259,13 @@ func Start(cfg Config) (*Node, error) {
 		n.closeShards()
 		return nil, err
 	}
+	setters := make([]fullSetter, len(n.shards))
+	for i, s := range n.shards {
+		setters[i] = s
+	}
+	n.disk = newDiskGuard(cfg.DataDir, cfg.MinFreeBytes, cfg.FreeSpace, setters, log)
+	n.disk.check()
+	go n.disk.run()
 	for _, s := range n.shards {
 		s.Start()
 	}
@@ -311,6 +349,10 @@ func (n *Node) Shutdown(ctx context.Context) error {
 }
 
 func (n *Node) closeShards() error {
+	if n.disk != nil {
+		n.disk.stop()
+		n.disk = nil
+	}
 	var errs []error
 	for _, s := range n.shards {
 		errs = append(errs, s.Close())

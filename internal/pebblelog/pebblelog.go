@@ -9,9 +9,14 @@ import (
 )
 
 // Logger implements pebble.Logger on an slog.Logger: Pebble's info lines
-// are debug lines here, its errors errors; a fatal one is logged, then
-// panics as Pebble expects.
-type Logger struct{ L *slog.Logger }
+// are debug lines here, its errors errors.
+type Logger struct {
+	L *slog.Logger
+	// Fatal is called, after the message is logged, when Pebble reports an
+	// error it cannot continue from (a failed write to its log, a broken
+	// invariant); it must not return. nil panics, as Pebble expects.
+	Fatal func(msg string)
+}
 
 // Infof implements pebble.Logger.
 func (p Logger) Infof(format string, args ...any) {
@@ -23,9 +28,12 @@ func (p Logger) Errorf(format string, args ...any) {
 	p.L.Error(fmt.Sprintf(format, args...), "component", "pebble")
 }
 
-// Fatalf implements pebble.Logger.
+// Fatalf implements pebble.Logger: it logs, then calls Fatal (or panics).
 func (p Logger) Fatalf(format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
-	p.L.Error(msg, "component", "pebble")
+	p.L.Error(msg, "component", "pebble", "fatal", true)
+	if p.Fatal != nil {
+		p.Fatal(msg)
+	}
 	panic(msg)
 }
