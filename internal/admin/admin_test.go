@@ -60,7 +60,8 @@ func TestMetricsMove(t *testing.T) {
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 
 	before := scrape(t, client, base)
-	for _, name := range []string{"parley_connections_open", "parley_shard_commits_total", "process_resident_memory_bytes", "go_memstats_heap_inuse_bytes"} {
+	for _, name := range []string{"parley_connections_open", "parley_shard_commits_total", "process_resident_memory_bytes", "go_memstats_heap_inuse_bytes",
+		"parley_shard_outbox_unconfirmed", "parley_shard_outbox_resends_total", "parley_shard_refused_total", "parley_shard_pending_links", "parley_shard_aborted_cycles_total"} {
 		if _, ok := before[name]; !ok {
 			t.Errorf("metric %s missing", name)
 		}

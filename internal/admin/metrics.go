@@ -66,11 +66,44 @@ var (
 	descQueue      = prometheus.NewDesc("parley_shard_queue_length", "Ops waiting for the shard's actor now.", []string{"shard"}, nil)
 )
 
+// Shard metrics of the outbox between shards, storage errors and the
+// storage limits (docs/security.md).
+var (
+	descUnconfirmed  = prometheus.NewDesc("parley_shard_outbox_unconfirmed", "Outbox entries waiting for their destination shard's confirmation now.", []string{"shard"}, nil)
+	descResends      = prometheus.NewDesc("parley_shard_outbox_resends_total", "Go-backs: outbox entries forwarded again after a gap or a pair without progress.", []string{"shard"}, nil)
+	descForwardsIdle = prometheus.NewDesc("parley_shard_forwards_not_applied_total", "Forwards received but not applied, by reason (repeat: already applied; gap: beyond the next expected).", []string{"shard", "reason"}, nil)
+	descAborts       = prometheus.NewDesc("parley_shard_aborted_cycles_total", "Cycles aborted by a storage error (the shard restarted in place).", []string{"shard"}, nil)
+	descRefused      = prometheus.NewDesc("parley_shard_refused_total", "Sends and requests refused by a storage limit, by kind (storage_full, inbox_full, pending_links).", []string{"shard", "kind"}, nil)
+	descPendingLinks = prometheus.NewDesc("parley_shard_pending_links", "Link codes waiting for approval now.", []string{"shard"}, nil)
+	descCodesSwept   = prometheus.NewDesc("parley_shard_code_states_swept_total", "Verification code states deleted once done with.", []string{"shard"}, nil)
+	shardLimitDescs  = []*prometheus.Desc{descUnconfirmed, descResends, descForwardsIdle, descAborts, descRefused, descPendingLinks, descCodesSwept}
+)
+
+// collectShardLimits sends the outbox and limit metrics of shard id.
+func collectShardLimits(ch chan<- prometheus.Metric, id string, st storage.Stats) {
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), append([]string{id}, labels...)...)
+	}
+	ch <- prometheus.MustNewConstMetric(descUnconfirmed, prometheus.GaugeValue, float64(st.Unconfirmed), id)
+	ch <- prometheus.MustNewConstMetric(descPendingLinks, prometheus.GaugeValue, float64(st.PendingLinks), id)
+	counter(descResends, st.Resends)
+	counter(descForwardsIdle, st.ForwardRepeats, "repeat")
+	counter(descForwardsIdle, st.ForwardGaps, "gap")
+	counter(descAborts, st.Aborts)
+	counter(descRefused, st.FullRefusals, "storage_full")
+	counter(descRefused, st.QuotaRefusals, "inbox_full")
+	counter(descRefused, st.LinkRefusals, "pending_links")
+	counter(descCodesSwept, st.CodesSwept)
+}
+
 // Describe implements prometheus.Collector.
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descAccepted, descOpen, descAuthenticated, descFramesIn,
 		descBytesIn, descBytesOut, descHandshakes, descHandshakeFail, descClosed,
 		descCommits, descOps, descEntries, descCommitTime, descQueue} {
+		ch <- d
+	}
+	for _, d := range shardLimitDescs {
 		ch <- d
 	}
 }
@@ -107,5 +140,6 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descEntries, prometheus.CounterValue, float64(st.Entries), id)
 		ch <- prometheus.MustNewConstMetric(descCommitTime, prometheus.CounterValue, st.CommitTime.Seconds(), id)
 		ch <- prometheus.MustNewConstMetric(descQueue, prometheus.GaugeValue, float64(st.QueueLength), id)
+		collectShardLimits(ch, id, st)
 	}
 }
