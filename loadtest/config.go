@@ -38,6 +38,11 @@ type Config struct {
 	// SpawnNoSync commits without fsync in the spawned node: a benchmark
 	// of everything but the disk. Never what a deployment runs.
 	SpawnNoSync bool `json:"spawn_nosync"`
+	// Parleyd is the path of a parleyd binary: with Spawn, the node is
+	// that program (real flags, signals and shutdown) rather than a node
+	// in a child of this one; SpawnLoops and SpawnNoSync do not apply to
+	// it. "" spawns the child node. The chaos scenario needs it.
+	Parleyd string `json:"parleyd"`
 	// PhonePrefix is the node's test phone prefix (parleyd
 	// --test-phone-prefix); accounts get numbers under it. Default "+1999".
 	PhonePrefix string `json:"phone_prefix"`
@@ -97,6 +102,17 @@ type Config struct {
 	// traffic stops; what has not arrived by then is lost. Default 30 s.
 	DrainTimeout time.Duration `json:"drain_timeout"`
 
+	// Kills is how many times a chaos run kills (SIGKILL) or gracefully
+	// restarts (SIGTERM) the node during the traffic. 0: none, a run
+	// without faults. Chaos runs only.
+	Kills int `json:"kills"`
+	// Seed makes a chaos run's choices: phone numbers on each shard,
+	// devices, groups, who sends what to whom, read marks, membership
+	// changes, and the moments and kinds of the faults. The same seed
+	// makes the same choices; timing differs from run to run. 0: Run
+	// picks one at random and reports it (Result.Chaos.Seed).
+	Seed int64 `json:"seed"`
+
 	// PerWorker is the most connections one worker process holds. Default
 	// 8000 (a process may hold 20,000 open files here).
 	PerWorker int `json:"per_worker"`
@@ -129,6 +145,9 @@ type Config struct {
 func (c *Config) setDefaults() {
 	if c.SpawnShards < 0 {
 		c.SpawnShards = 0
+	}
+	if c.Scenario == chaosScenario.Name {
+		c.setChaosDefaults()
 	}
 	if c.PhonePrefix == "" {
 		c.PhonePrefix = "+1999"
@@ -234,6 +253,12 @@ func (c *Config) validate() error {
 			errs = append(errs, err)
 		}
 	}
+	if c.Scenario == chaosScenario.Name {
+		errs = append(errs, c.validateChaos()...)
+	}
+	if c.Parleyd != "" && (c.SpawnLoops != 0 || c.SpawnNoSync) {
+		errs = append(errs, errors.New("the event loops and nosync of a spawned parleyd cannot be set (it has no flags for them)"))
+	}
 	if c.MediaSize < 1 || c.MediaSize > protocol.MaxMediaDocument || c.MediaCount < 1 {
 		errs = append(errs, fmt.Errorf("media size %d, count %d: want 1 to %d bytes and a count of 1 or more", c.MediaSize, c.MediaCount, protocol.MaxMediaDocument))
 	}
@@ -275,3 +300,66 @@ const (
 	runDigits      = 3
 	maxConnections = 9_999_999
 )
+
+// Chaos defaults: a small run over four shards that fits on a laptop and
+// in go test.
+const (
+	chaosConnections = 40 // 16 users with 2 or 3 devices
+	chaosShards      = 4
+	chaosGroups      = 4
+	chaosGroupSize   = 6
+	chaosKills       = 10
+	chaosRate        = 100 // actions per second over all devices
+	// chaosTimePerKill is the traffic time per fault a chaos run gets when
+	// Duration is not set.
+	chaosTimePerKill = 1500 * time.Millisecond
+	// chaosMaxConnections bounds a chaos run's devices: it runs in one
+	// worker, and the verifier keeps every entry.
+	chaosMaxConnections = 2000
+)
+
+// setChaosDefaults fills in the chaos scenario's own defaults, before the
+// common ones.
+func (c *Config) setChaosDefaults() {
+	if c.Connections == 0 {
+		c.Connections = chaosConnections
+	}
+	if c.SpawnShards == 0 {
+		c.SpawnShards = chaosShards
+	}
+	if c.Groups == 0 {
+		c.Groups = chaosGroups
+	}
+	if c.GroupSize == 0 {
+		c.GroupSize = chaosGroupSize
+	}
+	if c.Rate == 0 {
+		c.Rate = chaosRate
+	}
+	if c.Duration == 0 {
+		c.Duration = time.Duration(c.Kills)*chaosTimePerKill + 3*time.Second
+	}
+}
+
+// validateChaos reports what a chaos run cannot do with c.
+func (c *Config) validateChaos() []error {
+	var errs []error
+	if !c.Spawn || c.Parleyd == "" {
+		errs = append(errs, errors.New("chaos kills and restarts the node: spawn it (--spawn) from a parleyd binary (--parleyd PATH; go build ./cmd/parleyd)"))
+	}
+	if c.Workers > 1 {
+		errs = append(errs, fmt.Errorf("chaos runs in one worker, not %d", c.Workers))
+	}
+	if c.Kills < 0 || c.Kills > 100_000 {
+		errs = append(errs, fmt.Errorf("%d kills: want 0 to 100000", c.Kills))
+	}
+	if c.Connections > chaosMaxConnections {
+		errs = append(errs, fmt.Errorf("chaos: %d connections: want at most %d", c.Connections, chaosMaxConnections))
+	}
+	if c.Connections >= 2 && c.Connections <= chaosMaxConnections {
+		if err := planChaos(c).check(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errs
+}

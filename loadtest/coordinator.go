@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"os/exec"
 	"strings"
+	"sync"
 	"time"
 
 	hdr "github.com/HdrHistogram/hdrhistogram-go"
@@ -50,9 +51,18 @@ type coordinator struct {
 	workers []*workerProc
 	events  chan workerEvent
 	admin   *adminClient // nil without an admin endpoint
-	node    *spawnedNode // nil unless spawned
+	node    *spawnedNode // nil unless spawned as a child node
+	parleyd *parleydProc // nil unless spawned from Config.Parleyd
 	res     *Result
 	start   time.Time
+
+	// during is the result of the current step's During, once it has
+	// returned; nil while it runs or when the step has none.
+	during     chan error
+	duringDone bool
+	faults     chaosFaults // what a chaos run's kill loop did
+
+	progressMu sync.Mutex // serialises lines to Config.Progress: walk and During both write
 
 	baseline  serverMemory
 	haveBase  bool
@@ -70,6 +80,9 @@ type coordinator struct {
 // error wrapping ErrVerification when any message was lost, duplicated,
 // reordered or skipped (the result is returned then too).
 func Run(ctx context.Context, cfg Config) (*Result, error) {
+	if cfg.Scenario == chaosScenario.Name && cfg.Seed == 0 {
+		cfg.Seed = rand.Int64N(1<<53) + 1
+	}
 	cfg.setDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -77,7 +90,20 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	sc, _ := scenarioByName(cfg.Scenario)
 	c := &coordinator{cfg: &cfg, steps: sc.Steps(&cfg), events: make(chan workerEvent, 1024)}
 	c.res = &Result{Scenario: cfg.Scenario, TargetRate: cfg.Rate, MessageSize: cfg.MessageSize}
-	if cfg.Spawn {
+	if cfg.Scenario == chaosScenario.Name {
+		c.say("chaos: seed %d, %d faults over %v of traffic", cfg.Seed, cfg.Kills, cfg.Duration)
+	}
+	switch {
+	case cfg.Spawn && cfg.Parleyd != "":
+		p, err := spawnParleyd(ctx, &cfg)
+		if err != nil {
+			return nil, err
+		}
+		defer p.stop()
+		c.parleyd = p
+		cfg.Addr, cfg.Fingerprint, cfg.Admin = p.info.Addr, p.info.Fingerprint, p.info.Admin
+		cfg.Logger.Info("spawned parleyd", "addr", cfg.Addr, "admin", cfg.Admin, "fingerprint", cfg.Fingerprint, "data", p.dir)
+	case cfg.Spawn:
 		n, err := spawnNode(ctx, &cfg)
 		if err != nil {
 			return nil, err
@@ -100,8 +126,12 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	c.assemble()
 	if r := c.res; !r.Passed {
-		return c.res, fmt.Errorf("%w: %d lost, %d duplicated, %d reordered, %d skipped, %d group order mismatches, %d corrupt media",
+		err := fmt.Errorf("%w: %d lost, %d duplicated, %d reordered, %d skipped, %d group order mismatches, %d corrupt media",
 			ErrVerification, r.Lost, r.Duplicated, r.Reordered, r.Gaps, r.OrderMismatch, r.MediaCorrupt)
+		if ch := r.Chaos; ch != nil {
+			err = fmt.Errorf("%w; chaos: %d violations (seed %d)", err, ch.Violations, ch.Seed)
+		}
+		return c.res, err
 	}
 	return c.res, nil
 }
@@ -183,6 +213,14 @@ func (c *coordinator) walk(ctx context.Context) error {
 	stepStart := c.start
 	step := 0
 	c.res.Steps = append(c.res.Steps, StepTime{Name: c.steps[0].Name})
+	ctx, cancel := context.WithCancel(ctx)
+	defer func() {
+		cancel()
+		if c.during != nil && !c.duringDone {
+			<-c.during
+		}
+	}()
+	c.startDuring(ctx, 0)
 	for {
 		select {
 		case <-ctx.Done():
@@ -190,6 +228,14 @@ func (c *coordinator) walk(ctx context.Context) error {
 		case <-tick.C:
 			c.progress(step)
 			tick.Reset(2 * time.Second)
+		case err := <-c.during:
+			c.duringDone = true
+			if err != nil {
+				return fmt.Errorf("loadtest: step %s: %w", c.steps[step].Name, err)
+			}
+			if err := c.maybeAdvance(ctx, &step, &stepStart); err != nil {
+				return err
+			}
 		case we := <-c.events:
 			wp := c.workers[we.index]
 			if we.exited {
@@ -228,44 +274,67 @@ func (c *coordinator) walk(ctx context.Context) error {
 				wp.last = ev.Counters
 				wp.steps = append(wp.steps, ev.Counters)
 				wp.share = ev.Share
-				if !c.allAt(step) {
-					continue
-				}
-				st := c.steps[step]
-				took := time.Since(stepStart)
-				c.res.Steps[step].Seconds = took.Seconds()
-				c.res.Steps[step].Timed = st.Timed
-				c.cfg.Logger.Info("step done", "step", st.Name, "took", took)
-				if st.MeasureTo {
-					c.markTo(ctx, step)
-				}
-				if st.After != nil {
-					if err := st.After(ctx, c); err != nil {
-						return err
-					}
-				}
-				step++
-				if step < len(c.steps) {
-					c.res.Steps = append(c.res.Steps, StepTime{Name: c.steps[step].Name})
-					if c.steps[step].MeasureFrom {
-						c.markFrom(ctx, step)
-					}
-				}
-				stepStart = time.Now()
-				line := []byte("go\n")
-				if st.Share != nil {
-					var all []uint64
-					for _, w := range c.workers {
-						all = append(all, w.share...)
-					}
-					line, _ = json.Marshal(goLine{Share: all})
-					line = append(line, '\n')
-				}
-				for _, w := range c.workers {
-					_, _ = w.stdin.Write(line)
+				if err := c.maybeAdvance(ctx, &step, &stepStart); err != nil {
+					return err
 				}
 			}
 		}
+	}
+}
+
+// maybeAdvance ends *step once every worker has finished it and its
+// During has returned: it runs the step's After and lets the workers go
+// on with the next step.
+func (c *coordinator) maybeAdvance(ctx context.Context, step *int, stepStart *time.Time) error {
+	if !c.allAt(*step) || (c.during != nil && !c.duringDone) {
+		return nil
+	}
+	st := c.steps[*step]
+	took := time.Since(*stepStart)
+	c.res.Steps[*step].Seconds = took.Seconds()
+	c.res.Steps[*step].Timed = st.Timed
+	c.cfg.Logger.Info("step done", "step", st.Name, "took", took)
+	if st.MeasureTo {
+		c.markTo(ctx, *step)
+	}
+	if st.After != nil {
+		if err := st.After(ctx, c); err != nil {
+			return err
+		}
+	}
+	*step++
+	if *step < len(c.steps) {
+		c.res.Steps = append(c.res.Steps, StepTime{Name: c.steps[*step].Name})
+		if c.steps[*step].MeasureFrom {
+			c.markFrom(ctx, *step)
+		}
+	}
+	*stepStart = time.Now()
+	line := []byte("go\n")
+	if st.Share != nil {
+		var all []uint64
+		for _, w := range c.workers {
+			all = append(all, w.share...)
+		}
+		line, _ = json.Marshal(goLine{Share: all})
+		line = append(line, '\n')
+	}
+	for _, w := range c.workers {
+		_, _ = w.stdin.Write(line)
+	}
+	if *step < len(c.steps) {
+		c.startDuring(ctx, *step)
+	}
+	return nil
+}
+
+// startDuring starts step's During, if it has one.
+func (c *coordinator) startDuring(ctx context.Context, step int) {
+	c.during, c.duringDone = nil, false
+	if d := c.steps[step].During; d != nil {
+		ch := make(chan error, 1)
+		c.during = ch
+		go func() { ch <- d(ctx, c) }()
 	}
 }
 
@@ -421,7 +490,17 @@ func (c *coordinator) progress(step int) {
 	if bad := t.Duplicated + t.Reordered + t.Gaps; bad > 0 {
 		fmt.Fprintf(&b, "  ANOMALIES %d", bad)
 	}
-	fmt.Fprintln(c.cfg.Progress, b.String())
+	c.say("%s", b.String())
+}
+
+// say writes one progress line, if the run has a progress writer.
+func (c *coordinator) say(format string, args ...any) {
+	if c.cfg.Progress == nil {
+		return
+	}
+	c.progressMu.Lock()
+	defer c.progressMu.Unlock()
+	fmt.Fprintf(c.cfg.Progress, format+"\n", args...)
 }
 
 // assemble merges the workers' results into c.res.
@@ -476,7 +555,8 @@ func (c *coordinator) assemble() {
 	}
 	c.assembleGroups()
 	c.assembleMedia()
-	r.Passed = r.Lost+r.Duplicated+r.Reordered+r.Gaps+r.OrderMismatch+r.MediaCorrupt == 0
+	c.assembleChaos()
+	r.Passed = r.Lost+r.Duplicated+r.Reordered+r.Gaps+r.OrderMismatch+r.MediaCorrupt == 0 && (r.Chaos == nil || r.Chaos.Violations == 0)
 }
 
 func pow10(n int) int {

@@ -31,8 +31,21 @@
 // reordered or skipped message fails the run.
 //
 // Scenarios are values in the table in scenario.go, one file each
-// (scenario_pairs.go, …): adding one is a file and a line.
+// (scenario_pairs.go, …): adding one is a file and a line. A step may
+// also run code in the coordinator while the workers run it (Step.During).
 //
-// Threading: Run belongs to one goroutine. Inside a worker, a device's
-// fields are guarded by its mutex; a direction's by its own.
+// The chaos scenario (scenario_chaos.go) is the exception to the lean
+// clients: it runs in one worker, on the SDK (client/), with users on
+// every shard, two or three devices each, groups across shards whose
+// members come and go, and read marks, while the coordinator kills or
+// restarts a real parleyd (Config.Parleyd, spawn_parleyd.go) at moments
+// drawn from Config.Seed (chaos_kill.go). Its verifier (chaos_verify.go)
+// compares every acknowledged send, read mark and group event with what
+// every device got: exactly once, in order, the groups' one order, the
+// receipts owed, and nothing else.
+//
+// Threading: Run belongs to one goroutine, and a step's During to one
+// more while it runs. Inside a worker, a device's fields are guarded by
+// its mutex; a direction's by its own; a chaos run's verifier locks for
+// itself.
 package loadtest

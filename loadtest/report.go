@@ -90,9 +90,80 @@ type Result struct {
 	MediaDownloadLatency Percentiles `json:"media_download_latency_us"`
 	ServerCPUPerMiBMS    float64     `json:"server_cpu_ms_per_mib,omitempty"`
 
+	// Chaos is a chaos run's figures and findings; nil for other runs.
+	Chaos *ChaosResult `json:"chaos,omitempty"`
+
 	Steps    []StepTime `json:"steps"`
 	Counters Counters   `json:"counters"`
 	Series   []Point    `json:"series"`
+}
+
+// ChaosResult is what a chaos run did and found (scenario_chaos.go,
+// chaos_verify.go). Counts of deliveries count (message, device) pairs.
+type ChaosResult struct {
+	// Seed repeats the run's choices (not its timing): --seed.
+	Seed int64 `json:"seed"`
+	// The layout: shards, users per shard, users and their devices,
+	// groups and the shards of each group's first members.
+	Shards        int   `json:"shards"`
+	UsersPerShard []int `json:"users_per_shard"`
+	Users         int   `json:"users"`
+	Devices       int   `json:"devices"`
+	Groups        int   `json:"groups"`
+	GroupShards   []int `json:"group_shards"`
+
+	// The faults: SIGKILLs, graceful restarts (SIGTERM), graceful stops
+	// that needed a SIGKILL after 30 s or exited non-zero, and the
+	// longest and mean time from a signal to the node's ready line.
+	Kills          int     `json:"kills"`
+	Restarts       int     `json:"restarts"`
+	SlowStops      int     `json:"slow_stops"`
+	BadExits       int     `json:"bad_exits"`
+	DowntimeMaxMS  float64 `json:"downtime_max_ms"`
+	DowntimeMeanMS float64 `json:"downtime_mean_ms"`
+
+	// Sends handed to the clients, answered SENT, failed for good (a
+	// group send after its sender left, say), and never answered.
+	Sent         int `json:"sent"`
+	Acknowledged int `json:"acknowledged"`
+	Failed       int `json:"failed"`
+	Unanswered   int `json:"unanswered"`
+	// Deliveries the acknowledged sends and the group events owed, and
+	// those made; group events; membership changes asked for and
+	// answered; read marks answered; receipts owed.
+	DeliveriesExpected int `json:"deliveries_expected"`
+	Delivered          int `json:"delivered"`
+	GroupEvents        int `json:"group_events"`
+	MembershipChanges  int `json:"membership_changes"`
+	MembershipAnswered int `json:"membership_answered"`
+	ReadMarks          int `json:"read_marks"`
+	ReceiptsExpected   int `json:"receipts_expected"`
+	// Redelivered counts entries a device got again at the same seq after
+	// its client was restarted before its ack reached the server: allowed
+	// ([S-8-9]), and counted only to show it happened.
+	Redelivered int `json:"redelivered"`
+
+	// Violations by kind, and their total. Lost and the rest count
+	// (message, device) pairs, or entries; ReceiptsMissing counts
+	// (device, peer, group, type) receipts that never arrived.
+	Lost            int `json:"lost"`
+	Duplicated      int `json:"duplicated"`
+	Reordered       int `json:"reordered"`
+	Skipped         int `json:"skipped"`
+	OrderMismatch   int `json:"order_mismatch"`
+	Unexpected      int `json:"unexpected"`
+	ReceiptsMissing int `json:"receipts_missing"`
+	UnansweredSends int `json:"unanswered_violations"`
+	Violations      int `json:"violations"`
+	// LostGroupMessages, LostDirectMessages and LostCopies count the
+	// acknowledged sends behind Lost: group messages some member's device
+	// never got, 1:1 messages some device of the recipient never got, and
+	// 1:1 messages some device of the sender never got a copy of.
+	LostGroupMessages  int `json:"lost_group_messages"`
+	LostDirectMessages int `json:"lost_direct_messages"`
+	LostCopies         int `json:"lost_copies"`
+	// First lists the first few violations of each kind, with their ids.
+	First []string `json:"first"`
 }
 
 // StepTime is how long a step took.
@@ -126,7 +197,9 @@ func (r *Result) WriteText(w io.Writer) {
 			fmt.Fprintf(w, "  %-20s %8.3fs\n", s.Name, s.Seconds)
 		}
 	}
-	if r.MediaSize == 0 {
+	if r.Chaos != nil {
+		r.Chaos.writeText(w)
+	} else if r.MediaSize == 0 {
 		fmt.Fprintf(w, "messages: %d sent, %d delivered, %d receipt entries; lost %d, duplicated %d, reordered %d, skipped %d\n",
 			r.MessagesSent, r.MessagesDelivered, r.ReceiptsDelivered, r.Lost, r.Duplicated, r.Reordered, r.Gaps)
 	}
@@ -134,7 +207,7 @@ func (r *Result) WriteText(w io.Writer) {
 	if c.ErrorFrames+c.Drops+c.DialErrors+c.Resent+c.GoAways > 0 {
 		fmt.Fprintf(w, "errors: %d error frames, %d drops, %d dial errors, %d resends, %d goaways\n", c.ErrorFrames, c.Drops, c.DialErrors, c.Resent, c.GoAways)
 	}
-	if r.MsgsPerSec > 0 {
+	if r.MsgsPerSec > 0 && r.Chaos == nil {
 		rate := "flat out"
 		if r.TargetRate > 0 {
 			rate = fmt.Sprintf("target %d/s", r.TargetRate)
@@ -182,6 +255,34 @@ func (r *Result) WriteText(w io.Writer) {
 	}
 	if r.LoadCPUPerMsgUS > 0 {
 		fmt.Fprintf(w, "load generator: %.1f µs CPU per delivered message (%.2f s in the measured window)\n", r.LoadCPUPerMsgUS, r.LoadCPUSeconds)
+	}
+}
+
+// writeText writes a chaos run's part of the report.
+func (c *ChaosResult) writeText(w io.Writer) {
+	fmt.Fprintf(w, "chaos: seed %d (--seed %d repeats the choices, not the timing)\n", c.Seed, c.Seed)
+	fmt.Fprintf(w, "  %d users on %d devices over %d shards (users per shard %v); %d groups, first members on shards %v\n",
+		c.Users, c.Devices, c.Shards, c.UsersPerShard, c.Groups, c.GroupShards)
+	fmt.Fprintf(w, "  faults: %d SIGKILL, %d SIGTERM restarts; down %.0f ms at most, %.0f ms on average",
+		c.Kills, c.Restarts, c.DowntimeMaxMS, c.DowntimeMeanMS)
+	if c.SlowStops+c.BadExits > 0 {
+		fmt.Fprintf(w, "; %d graceful stops killed after the timeout, %d exited non-zero", c.SlowStops, c.BadExits)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "  sends: %d sent, %d acknowledged, %d failed for good, %d unanswered\n", c.Sent, c.Acknowledged, c.Failed, c.Unanswered)
+	fmt.Fprintf(w, "  deliveries: %d owed to devices, %d made; %d group events; %d membership changes (%d answered); %d read marks; %d receipts owed; %d redelivered after a client restart\n",
+		c.DeliveriesExpected, c.Delivered, c.GroupEvents, c.MembershipChanges, c.MembershipAnswered, c.ReadMarks, c.ReceiptsExpected, c.Redelivered)
+	fmt.Fprintf(w, "  lost %d, duplicated %d, reordered %d, skipped %d, group order %d, unexpected %d, receipts missing %d, unanswered %d: %d violations\n",
+		c.Lost, c.Duplicated, c.Reordered, c.Skipped, c.OrderMismatch, c.Unexpected, c.ReceiptsMissing, c.UnansweredSends, c.Violations)
+	if c.Lost > 0 {
+		fmt.Fprintf(w, "  lost: deliveries of %d acknowledged group messages, %d 1:1 messages, %d copies to their senders' devices\n",
+			c.LostGroupMessages, c.LostDirectMessages, c.LostCopies)
+	}
+	if len(c.First) > 0 {
+		fmt.Fprintln(w, "  first violations:")
+		for _, v := range c.First {
+			fmt.Fprintf(w, "    %s\n", v)
+		}
 	}
 }
 

@@ -27,6 +27,11 @@ type Step struct {
 	// After runs in the coordinator once every worker has finished the
 	// step, before the next one starts; nil: nothing.
 	After func(ctx context.Context, c *coordinator) error
+	// During runs in the coordinator, on a goroutine of its own, while
+	// the workers run the step: from the go that starts the step until it
+	// returns. The step ends when every worker has finished it and During
+	// has returned; an error ends the run. nil: nothing.
+	During func(ctx context.Context, c *coordinator) error
 	// Timed reports the step's wall time, from the coordinator's go to the
 	// last worker done, in Result.Steps.
 	Timed bool
@@ -52,6 +57,7 @@ var Scenarios = []Scenario{
 	offlineScenario,
 	stormScenario,
 	churnScenario,
+	chaosScenario,
 }
 
 // ScenarioNames returns the names of Scenarios.

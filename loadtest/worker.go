@@ -67,6 +67,8 @@ type event struct {
 	// result.
 	MediaUp   []byte `json:"media_up,omitempty"`
 	MediaDown []byte `json:"media_down,omitempty"`
+	// Chaos is a chaos run's check, on the result.
+	Chaos *ChaosResult `json:"chaos,omitempty"`
 }
 
 // goLine is a line from the coordinator that lets a worker go on with the
@@ -204,6 +206,7 @@ type Worker struct {
 	shared []uint64
 	groups groupWorker // a groups run's state (scenario_groups.go)
 	media  mediaStats  // a media run's latencies (scenario_media.go)
+	chaos  *chaosRun   // a chaos run's state (scenario_chaos.go); nil otherwise
 
 	outMu sync.Mutex
 	out   *json.Encoder // guarded by outMu
@@ -332,6 +335,10 @@ func newWorker(ctx context.Context, spec workerSpec, out, logw io.Writer) (*Work
 		latency: newLatencyRecorder(),
 		out:     json.NewEncoder(out),
 	}
+	if spec.Config.Scenario == chaosScenario.Name {
+		w.chaos = newChaosRun(w)
+		return w, nil
+	}
 	for i := spec.Lo; i < spec.Hi; i++ {
 		w.devices = append(w.devices, newDevice(w, i))
 	}
@@ -383,6 +390,12 @@ func (w *Worker) finish() {
 		InRate: w.latency.inRate.Load(),
 	}
 	w.groups.result(&ev)
+	if w.chaos != nil {
+		ev.Chaos = w.chaos.result()
+		ev.Counters.Lost, ev.Counters.Duplicated = int64(ev.Chaos.Lost), int64(ev.Chaos.Duplicated)
+		ev.Counters.Reordered, ev.Counters.Gaps = int64(ev.Chaos.Reordered), int64(ev.Chaos.Skipped)
+		ev.Counters.OrderMismatch = int64(ev.Chaos.OrderMismatch)
+	}
 	if w.spec.Config.Scenario == mediaScenario.Name {
 		ev.MediaUp, ev.MediaDown = encodeHist(w.media.up.snapshot()), encodeHist(w.media.down.snapshot())
 	}
@@ -419,17 +432,24 @@ func (w *Worker) logAnomaly(what string, d *device, a, b uint64) {
 	}
 }
 
-// forEach runs fn for every device that match selects, at most
-// parallel at once, and returns the first error.
+// forEach runs fn for every device that match selects (nil: all), at
+// most parallel at once, and returns the first error.
 func (w *Worker) forEach(ctx context.Context, parallel int, match func(*device) bool, fn func(context.Context, *device) error) error {
+	devs := w.devices
+	if match != nil {
+		devs = slices.DeleteFunc(slices.Clone(devs), func(d *device) bool { return !match(d) })
+	}
+	return forEachParallel(ctx, devs, parallel, fn)
+}
+
+// forEachParallel runs fn for every item, at most parallel at once, and
+// returns the first error; the first error cancels the others' ctx.
+func forEachParallel[T any](ctx context.Context, items []T, parallel int, fn func(context.Context, T) error) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	sem := make(chan struct{}, parallel)
 	var wg sync.WaitGroup
-	for _, d := range w.devices {
-		if match != nil && !match(d) {
-			continue
-		}
+	for _, it := range items {
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
@@ -437,13 +457,12 @@ func (w *Worker) forEach(ctx context.Context, parallel int, match func(*device) 
 		if ctx.Err() != nil {
 			break
 		}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			if err := fn(ctx, d); err != nil {
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if err := fn(ctx, it); err != nil {
 				cancel(err)
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	return context.Cause(ctx)
@@ -457,6 +476,9 @@ func (w *Worker) connectAll(ctx context.Context, match func(*device) bool) error
 
 // closeAll closes every connection on purpose.
 func (w *Worker) closeAll() {
+	if w.chaos != nil {
+		w.chaos.closeAll()
+	}
 	for _, d := range w.devices {
 		d.keep.Store(false)
 	}
