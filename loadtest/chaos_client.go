@@ -266,22 +266,22 @@ func (r *chaosRun) deviceLoop(ctx context.Context, d *chaosDevice, mean time.Dur
 		}
 		if roll >= chaosDirectShare {
 			if gs := d.user.memberOf(); len(gs) > 0 {
-				r.send(d, 0, gs[d.rng.IntN(len(gs))])
+				r.send(d, 0, gs[d.rng.IntN(len(gs))], false)
 				continue
 			}
 		}
 		// Another user, most likely on another shard.
 		to := r.users[(d.user.index+1+d.rng.IntN(len(r.users)-1))%len(r.users)]
-		r.send(d, to.id, 0)
+		r.send(d, to.id, 0, false)
 	}
 }
 
 // send sends one message from d to user to or to group, unless d has too
-// many unanswered already.
-func (r *chaosRun) send(d *chaosDevice, to, group uint64) {
+// many unanswered already and must is false.
+func (r *chaosRun) send(d *chaosDevice, to, group uint64, must bool) {
 	d.mu.Lock()
 	c := d.c
-	if d.unanswered >= chaosMaxUnanswered || c == nil {
+	if (d.unanswered >= chaosMaxUnanswered && !must) || c == nil {
 		d.mu.Unlock()
 		return
 	}
@@ -418,7 +418,7 @@ func (r *chaosRun) converge(ctx context.Context, w *Worker) error {
 	// least chaosFinalWait, even after a wait that timed out.
 	deadline := time.Now().Add(w.spec.Config.DrainTimeout)
 	for i, u := range r.users {
-		r.send(u.devices[0], r.users[(i+1)%len(r.users)].id, 0)
+		r.send(u.devices[0], r.users[(i+1)%len(r.users)].id, 0, true)
 	}
 	if err := r.waitConverged(ctx, deadline); err != nil {
 		return err

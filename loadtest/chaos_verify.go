@@ -745,7 +745,7 @@ func (v *chaosVerifier) checkStream(r *chaosCheck, log *devLog, order map[uint64
 		}
 		switch {
 		case s.outcome == sendFailed:
-			r.add(vUnexpected, "user %d device %d: seq %d, %s arrived though it failed (%s)", u, dev, e.seq, v.describeSend(e.send), s.err)
+			r.add(vUnexpected, "user %d device %d: seq %d, %s arrived, as id %d, though it failed (%s)", u, dev, e.seq, v.describeSend(e.send), e.id, s.err)
 		case s.outcome == sendAcked && s.id != e.id:
 			r.add(vUnexpected, "user %d device %d: seq %d, %s arrived with id %d", u, dev, e.seq, v.describeSend(e.send), e.id)
 		case e.kind == entryDirect && (s.group != 0 || s.to != u):
@@ -860,6 +860,9 @@ func (v *chaosVerifier) describeSend(k chaosSendKey) string {
 	to := fmt.Sprintf("to user %d", s.to)
 	if s.group != 0 {
 		to = fmt.Sprintf("to group %d", s.group)
+	}
+	if s.outcome != sendAcked {
+		return fmt.Sprintf("message #%d (user %d device %d cmid %d %s)", k.N, k.User, k.Device, s.cmid, to)
 	}
 	return fmt.Sprintf("message id %d (user %d device %d cmid %d %s)", s.id, k.User, k.Device, s.cmid, to)
 }
