@@ -30,7 +30,7 @@ type chaosRun struct {
 	groups  []*chaosGroup
 	w       *Worker
 
-	bg sync.WaitGroup // read marks and membership changes under way
+	bg sync.WaitGroup // read marks under way
 
 	mu         sync.Mutex
 	memberOps  int // guarded by mu: membership changes asked for
