@@ -550,6 +550,11 @@ func (c *coordinator) assemble() {
 					r.ServerCommitMeanUS = d("parley_shard_commit_seconds_total") / float64(r.ServerCommits) * 1e6
 				}
 				r.ServerCPUSeconds = d("process_cpu_seconds_total")
+				if syncs := d("parley_shard_syncs_total"); syncs > 0 {
+					r.ServerSyncs = int64(syncs)
+					r.ServerSyncsPerMsg = syncs / float64(down)
+					r.ServerSyncMeanUS = d("parley_shard_sync_seconds_total") / syncs * 1e6
+				}
 			}
 		}
 	}

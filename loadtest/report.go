@@ -62,6 +62,12 @@ type Result struct {
 	ServerCPUPerMsgUS  float64 `json:"server_cpu_us_per_msg"`
 	ServerCommits      int64   `json:"server_commits"`
 	ServerOpsPerCommit float64 `json:"server_ops_per_commit"`
+	// ServerSyncs is the WAL syncs (fsyncs) the node made in the measured
+	// window; ServerSyncsPerMsg per delivered message, ServerSyncMeanUS
+	// the mean time of one.
+	ServerSyncs        int64   `json:"server_syncs"`
+	ServerSyncsPerMsg  float64 `json:"server_syncs_per_msg"`
+	ServerSyncMeanUS   float64 `json:"server_sync_mean_us"`
 	ServerCommitMeanUS float64 `json:"server_commit_mean_us"`
 	// LoadCPUSeconds and LoadCPUPerMsgUS are the worker processes' CPU
 	// over the same window: the load generator's share of the cores.
@@ -250,8 +256,8 @@ func (r *Result) WriteText(w io.Writer) {
 			r.MemoryConnections, float64(r.ServerRSS)/(1<<20), float64(r.ServerHeap)/(1<<20), r.ServerRSSPerConn, r.ServerHeapPerConn)
 	}
 	if r.ServerCPUPerMsgUS > 0 {
-		fmt.Fprintf(w, "server: %.1f µs CPU per delivered message, %d commits, %.1f ops/commit, %.0f µs/commit\n",
-			r.ServerCPUPerMsgUS, r.ServerCommits, r.ServerOpsPerCommit, r.ServerCommitMeanUS)
+		fmt.Fprintf(w, "server: %.1f µs CPU per delivered message, %d commits, %.1f ops/commit, %.0f µs/commit; %d fsyncs, %.2f per message, %.0f µs each\n",
+			r.ServerCPUPerMsgUS, r.ServerCommits, r.ServerOpsPerCommit, r.ServerCommitMeanUS, r.ServerSyncs, r.ServerSyncsPerMsg, r.ServerSyncMeanUS)
 	}
 	if r.LoadCPUPerMsgUS > 0 {
 		fmt.Fprintf(w, "load generator: %.1f µs CPU per delivered message (%.2f s in the measured window)\n", r.LoadCPUPerMsgUS, r.LoadCPUSeconds)

@@ -86,8 +86,13 @@ type Config struct {
 	// long the commit took and how many ops the batch applied; it must be
 	// quick and must not block (metrics).
 	OnCommit func(d time.Duration, ops int)
-	// NoSync commits without fsync. Only for benchmarks that measure
-	// everything but the disk; never in production.
+	// OnSync, if set, is called after each WAL sync (fsync) with how long
+	// it took, from the goroutine that synced; it must be quick and must
+	// not block (metrics).
+	OnSync func(d time.Duration)
+	// NoSync never syncs the WAL (Sync only releases effects). Only for
+	// benchmarks that measure everything but the disk; never in
+	// production.
 	NoSync bool
 
 	// CodeTTL is how long a verification code is valid. Default 10 minutes.

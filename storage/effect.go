@@ -93,15 +93,17 @@ func (s *Shard) replyProto(ep Endpoint, k protocol.Kind, m proto.Message) {
 	s.reply(ep, start)
 }
 
-// emit carries out the effects of a committed batch, in order.
-func (s *Shard) emit() {
-	for i := range s.effects {
-		e := &s.effects[i]
+// emitLocked carries out effects, whose frames are in out, in order.
+// s.emitMu must be held: it keeps the actor's and the syncer's emissions
+// in order.
+func (s *Shard) emitLocked(effects []effect, out []byte) {
+	for i := range effects {
+		e := &effects[i]
 		switch e.kind {
 		case effPost:
-			e.ep.Post(s.out[e.start:e.end])
+			e.ep.Post(out[e.start:e.end])
 		case effReply:
-			e.ep.Reply(s.out[e.start:e.end])
+			e.ep.Reply(out[e.start:e.end])
 		case effFail:
 			e.ep.Fail(e.code)
 		case effClose:
@@ -117,11 +119,6 @@ func (s *Shard) emit() {
 		}
 		*e = effect{}
 	}
-	s.effects = s.effects[:0]
-	if cap(s.out) > 4<<20 {
-		s.out = nil
-	}
-	s.out = s.out[:0]
 }
 
 // appendProtoEntry appends the stored form of an inbox entry holding m:

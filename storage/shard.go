@@ -49,6 +49,16 @@ type Shard struct {
 	wake chan struct{} // capacity 1: work is queued
 	done chan struct{} // closed when the actor has exited
 
+	// Durability (shard_sync.go). emitMu orders emissions: the actor's and
+	// the syncer's; it is never held while taking mu.
+	emitMu    sync.Mutex
+	held      []ready // guarded by emitMu: cycles waiting for a sync, in order
+	spareBufs []ready // guarded by emitMu: buffers of emitted cycles, for reuse
+	committed atomic.Uint64
+	synced    atomic.Uint64 // cycles up to here are durable
+	syncWake  chan struct{} // capacity 1: a cycle waits for a sync
+	syncErr   atomic.Pointer[error]
+
 	// Everything below is owned by the actor goroutine.
 	batch           *pebble.Batch
 	users           map[uint64]*user
@@ -58,6 +68,9 @@ type Shard struct {
 	inPairs         map[uint16]*inPair  // inbound pairs, by source
 	inOrder         []uint16            // keys of inPairs, sorted
 	begun           bool                // the outbox was replayed (begin)
+	promised        bool                // the current cycle made a promise (shard_sync.go)
+	cycleNo         uint64              // cycles committed
+	lastPromise     uint64              // the last cycle that made a promise
 	cycleErr        error               // the cycle is aborted: nothing of it commits
 	abortTimes      []time.Time         // when recent cycles were aborted
 	effects         []effect
@@ -82,6 +95,8 @@ type Shard struct {
 	ops            atomic.Uint64
 	entries        atomic.Uint64
 	commitNanos    atomic.Uint64
+	syncs          atomic.Uint64
+	syncNanos      atomic.Uint64
 	resends        atomic.Uint64
 	forwardRepeats atomic.Uint64
 	forwardGaps    atomic.Uint64
@@ -100,7 +115,9 @@ type Stats struct {
 	Commits     uint64        // batches committed
 	Ops         uint64        // ops applied
 	Entries     uint64        // inbox entries appended
-	CommitTime  time.Duration // total time spent committing
+	CommitTime  time.Duration // total time spent committing (applying batches, no fsync)
+	Syncs       uint64        // WAL syncs (fsyncs) made
+	SyncTime    time.Duration // total time spent syncing
 	QueueLength int           // ops waiting for the actor now
 	// Resends counts go-backs: outbox entries forwarded again after a gap
 	// answer or a pair that made no progress.
@@ -136,6 +153,8 @@ func (s *Shard) Stats() Stats {
 		Ops:         s.ops.Load(),
 		Entries:     s.entries.Load(),
 		CommitTime:  time.Duration(s.commitNanos.Load()),
+		Syncs:       s.syncs.Load(),
+		SyncTime:    time.Duration(s.syncNanos.Load()),
 		QueueLength: n,
 
 		Resends:        s.resends.Load(),
@@ -191,14 +210,15 @@ func Open(cfg Config) (*Shard, error) {
 		return nil, err
 	}
 	s := &Shard{
-		cfg:   cfg,
-		db:    db,
-		log:   cfg.Logger.With("shard", cfg.ID),
-		wake:  make(chan struct{}, 1),
-		done:  make(chan struct{}),
-		users: make(map[uint64]*user),
-		ids:   idGenerator{shard: cfg.ID},
-		comp:  comp,
+		cfg:      cfg,
+		db:       db,
+		log:      cfg.Logger.With("shard", cfg.ID),
+		wake:     make(chan struct{}, 1),
+		syncWake: make(chan struct{}, 1),
+		done:     make(chan struct{}),
+		users:    make(map[uint64]*user),
+		ids:      idGenerator{shard: cfg.ID},
+		comp:     comp,
 	}
 	s.resetMemory()
 	if err := s.recover(); err != nil {
@@ -306,10 +326,30 @@ func (s *Shard) Start() {
 	}
 }
 
+// failIfSyncFailed stops the shard if the syncer could not sync: effects
+// waiting for durability will never go out.
+func (s *Shard) failIfSyncFailed() {
+	if p := s.syncErr.Load(); p != nil && s.failed == nil {
+		s.fail(*p)
+	}
+}
+
 // run is the actor loop: it applies queued ops in cycles and, between
 // them, runs maintenance sweeps in chunks and the once-a-second timers.
 func (s *Shard) run() {
 	defer close(s.done)
+	stopSyncer, syncerDone := make(chan struct{}), make(chan struct{})
+	go s.syncer(stopSyncer, syncerDone)
+	defer func() {
+		close(stopSyncer)
+		<-syncerDone
+		// What was committed is made durable and its effects go out.
+		if s.syncErr.Load() == nil {
+			if err := s.Sync(); err != nil {
+				s.log.Error("final sync", "err", err)
+			}
+		}
+	}()
 	sweeping := s.begin()
 	tick := time.NewTicker(maintenanceEvery)
 	defer tick.Stop()
@@ -334,6 +374,7 @@ func (s *Shard) run() {
 				continue
 			}
 		}
+		s.failIfSyncFailed()
 		more, closing := s.step()
 		switch {
 		case more:
@@ -493,11 +534,9 @@ func (s *Shard) finishCycle() {
 	if !s.batch.Empty() {
 		start := time.Now()
 		s.batch.Set(shardKey(s.scratch[:0], tagLastID), be64(s.ids.last), nil)
-		opts := pebble.Sync
-		if s.cfg.NoSync {
-			opts = pebble.NoSync
-		}
-		if err := s.batch.Commit(opts); err != nil {
+		// Without waiting for the fsync: the effects wait instead, if they
+		// must (shard_sync.go).
+		if err := s.batch.Commit(pebble.NoSync); err != nil {
 			s.fail(fmt.Errorf("storage: shard %d commit: %w", s.cfg.ID, err))
 			_ = s.batch.Close()
 			s.batch = nil
@@ -506,6 +545,8 @@ func (s *Shard) finishCycle() {
 		d := time.Since(start)
 		s.commits.Add(1)
 		s.commitNanos.Add(uint64(d))
+		s.cycleNo++
+		s.committed.Store(s.cycleNo)
 		if s.cfg.OnCommit != nil {
 			s.cfg.OnCommit(d, s.cycleOps)
 		}
@@ -518,7 +559,7 @@ func (s *Shard) finishCycle() {
 	}
 	s.arena = s.arena[:0]
 	s.pendingLinks.Store(int64(len(s.linkOrder)))
-	s.emit()
+	s.release()
 	s.evict()
 }
 

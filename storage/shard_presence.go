@@ -201,16 +201,3 @@ func (s *Shard) applyTyping(op *Op) {
 		}
 	}
 }
-
-// dropWatcher forgets ep's subscriptions after its connection refused a
-// post; called by emit.
-func (s *Shard) dropWatcher(ep Endpoint) {
-	for id, ws := range s.watchers {
-		for i, w := range ws {
-			if w.ep == ep {
-				s.watchers[id] = append(ws[:i], ws[i+1:]...)
-				break
-			}
-		}
-	}
-}

@@ -15,6 +15,9 @@ import (
 
 // apply runs one op against the current batch.
 func (s *Shard) apply(op *Op) {
+	if !op.Kind.cheap() {
+		s.promise()
+	}
 	switch op.Kind {
 	case OpSend:
 		s.applySend(op)
@@ -292,6 +295,7 @@ func (s *Shard) flushReceipts() {
 // reference points to, nil for other entries.
 func (s *Shard) appendRaw(u *user, entry, ref []byte) {
 	u.rec.Head++
+	s.promise() // a device will acknowledge this seq
 	s.batch.Set(inboxKey(nil, u.id, u.rec.Head), entry, nil)
 	u.inboxBytes += int64(len(entry))
 	if u.live > 0 {

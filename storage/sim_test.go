@@ -239,6 +239,13 @@ func (s *sim) open() {
 	}
 }
 
+// sync makes what sh committed durable, releasing the effects that waited.
+func (s *sim) sync(sh *storage.Shard) {
+	if err := sh.Sync(); err != nil {
+		s.fail("sync shard %d: %v", sh.ID(), err)
+	}
+}
+
 func (s *sim) closeShards() {
 	for _, sh := range s.shards {
 		_ = sh.Close()
@@ -281,8 +288,9 @@ func (s *sim) settle() {
 				sh.Step()
 				busy = true
 			}
+			s.sync(sh)
 		}
-		if !busy {
+		if !busy && len(s.net) == 0 {
 			return
 		}
 	}
@@ -556,7 +564,11 @@ func (s *sim) run(steps int) bool {
 
 // randomStep does one thing, chosen by the seed.
 func (s *sim) randomStep() {
-	switch r := s.rng.IntN(100); {
+	switch r := s.rng.IntN(110); {
+	case r >= 100:
+		sh := s.shards[s.rng.IntN(len(s.shards))]
+		s.note("sync shard %d", sh.ID())
+		s.sync(sh)
 	case r < 30:
 		s.network()
 	case r < 45:

@@ -65,7 +65,7 @@ func Start(cfg Config) (*Admin, error) {
 		&collector{srv: cfg.Server, shards: cfg.Shards},
 	)
 	if cfg.Commits != nil {
-		reg.MustRegister(cfg.Commits.duration, cfg.Commits.ops)
+		reg.MustRegister(cfg.Commits.duration, cfg.Commits.ops, cfg.Commits.syncs)
 	}
 	if cfg.Media != nil {
 		reg.MustRegister(mediaCollector{svc: cfg.Media})

@@ -12,10 +12,12 @@ import (
 )
 
 // Commits is a histogram of the shards' group commits: how long each
-// commit (with fsync) took and how many ops it carried.
+// commit took (applying the batch; the fsync is separate) and how many ops
+// it carried, and of their WAL syncs.
 type Commits struct {
 	duration prometheus.Histogram
 	ops      prometheus.Histogram
+	syncs    prometheus.Histogram
 }
 
 // NewCommits returns an empty Commits.
@@ -23,7 +25,7 @@ func NewCommits() *Commits {
 	return &Commits{
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "parley_shard_commit_duration_seconds",
-			Help: "Time a shard's group commit took, fsync included.",
+			Help: "Time a shard's group commit took to apply its batch (the WAL fsync is parley_shard_sync_duration_seconds).",
 			// 25 µs to ~0.8 s.
 			Buckets: prometheus.ExponentialBuckets(25e-6, 2, 16),
 		}),
@@ -32,8 +34,17 @@ func NewCommits() *Commits {
 			Help:    "Ops applied by one group commit.",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 14),
 		}),
+		syncs: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "parley_shard_sync_duration_seconds",
+			Help:    "Time a shard's WAL sync (fsync) took; one sync makes every commit before it durable.",
+			Buckets: prometheus.ExponentialBuckets(25e-6, 2, 16),
+		}),
 	}
 }
+
+// ObserveSync records one WAL sync. Its signature is
+// storage.Config.OnSync's.
+func (c *Commits) ObserveSync(d time.Duration) { c.syncs.Observe(d.Seconds()) }
 
 // Observe records one commit. Its signature is storage.Config.OnCommit's.
 func (c *Commits) Observe(d time.Duration, ops int) {
@@ -64,6 +75,8 @@ var (
 	descEntries    = prometheus.NewDesc("parley_shard_entries_total", "Inbox entries (messages and receipts) appended.", []string{"shard"}, nil)
 	descCommitTime = prometheus.NewDesc("parley_shard_commit_seconds_total", "Time spent committing, fsync included.", []string{"shard"}, nil)
 	descQueue      = prometheus.NewDesc("parley_shard_queue_length", "Ops waiting for the shard's actor now.", []string{"shard"}, nil)
+	descSyncs      = prometheus.NewDesc("parley_shard_syncs_total", "WAL syncs (fsyncs) made.", []string{"shard"}, nil)
+	descSyncTime   = prometheus.NewDesc("parley_shard_sync_seconds_total", "Time spent in WAL syncs.", []string{"shard"}, nil)
 )
 
 // Shard metrics of the outbox between shards, storage errors and the
@@ -100,7 +113,7 @@ func collectShardLimits(ch chan<- prometheus.Metric, id string, st storage.Stats
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descAccepted, descOpen, descAuthenticated, descFramesIn,
 		descBytesIn, descBytesOut, descHandshakes, descHandshakeFail, descClosed,
-		descCommits, descOps, descEntries, descCommitTime, descQueue} {
+		descCommits, descOps, descEntries, descCommitTime, descQueue, descSyncs, descSyncTime} {
 		ch <- d
 	}
 	for _, d := range shardLimitDescs {
@@ -140,6 +153,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descEntries, prometheus.CounterValue, float64(st.Entries), id)
 		ch <- prometheus.MustNewConstMetric(descCommitTime, prometheus.CounterValue, st.CommitTime.Seconds(), id)
 		ch <- prometheus.MustNewConstMetric(descQueue, prometheus.GaugeValue, float64(st.QueueLength), id)
+		ch <- prometheus.MustNewConstMetric(descSyncs, prometheus.CounterValue, float64(st.Syncs), id)
+		ch <- prometheus.MustNewConstMetric(descSyncTime, prometheus.CounterValue, st.SyncTime.Seconds(), id)
 		collectShardLimits(ch, id, st)
 	}
 }

@@ -240,6 +240,11 @@ func Start(cfg Config) (*Node, error) {
 			} else {
 				sc.OnCommit = commits.Observe
 			}
+			if user := sc.OnSync; user != nil {
+				sc.OnSync = func(d time.Duration) { commits.ObserveSync(d); user(d) }
+			} else {
+				sc.OnSync = commits.ObserveSync
+			}
 		}
 		sc.ID = uint16(i)
 		sc.Dir = filepath.Join(cfg.DataDir, "shards", fmt.Sprintf("%03d", i))
