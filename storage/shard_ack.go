@@ -97,7 +97,7 @@ func (s *Shard) deliveredReceipts(u *user, from, to uint64) error {
 			// one Receipts entry per sender and group ([S-16-8]), so a
 			// 1024-member group does not cost a forward per member.
 			k := receiptKey{r.sender, r.group, pb.ReceiptType_RECEIPT_DELIVERED}
-			s.receipts[k] = append(s.receipts[k], &pb.ReceiptItem{Peer: u.id, UpTo: r.id})
+			s.noteReceipt(k, u.id, r.id)
 			continue
 		}
 		entry := append([]byte{byte(protocol.KindReceipt)}, codec.AppendReceiptEntry(nil, codec.Receipt{

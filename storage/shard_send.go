@@ -3,6 +3,7 @@ package storage
 import (
 	"cmp"
 	"encoding/binary"
+	"fmt"
 	"slices"
 
 	"github.com/cespare/xxhash/v2"
@@ -255,12 +256,26 @@ func (s *Shard) appendLocal(u *user, entry []byte) {
 	if len(entry) > 0 && protocol.Kind(entry[0]) == protocol.KindReceipt {
 		if r, err := codec.ParseReceipt(entry[1:]); err == nil && r.Group != 0 {
 			k := receiptKey{u.id, r.Group, r.Type}
-			s.receipts[k] = append(s.receipts[k], &pb.ReceiptItem{Peer: r.Peer, UpTo: r.UpTo})
+			s.noteReceipt(k, r.Peer, r.UpTo)
 			s.touch(u)
 			return
 		}
 	}
 	s.appendRaw(u, entry, nil)
+}
+
+// noteReceipt adds a receipt from peer up to upTo to the Receipts entry
+// being coalesced under k: one item per peer, with its highest upTo
+// ([S-16-8]).
+func (s *Shard) noteReceipt(k receiptKey, peer, upTo uint64) {
+	items := s.receipts[k]
+	for _, it := range items {
+		if it.Peer == peer {
+			it.UpTo = max(it.UpTo, upTo)
+			return
+		}
+	}
+	s.receipts[k] = append(items, &pb.ReceiptItem{Peer: peer, UpTo: upTo})
 }
 
 // flushReceipts appends one Receipts entry per coalesced key, in key order:
@@ -281,7 +296,8 @@ func (s *Shard) flushReceipts() {
 		delete(s.receipts, k)
 		entry, err := appendProtoEntry([]byte{byte(protocol.KindReceipts)}, &pb.Receipts{Group: k.group, Type: k.typ, Items: items})
 		if err != nil {
-			continue
+			s.abort(fmt.Errorf("storage: receipts entry: %w", err))
+			return
 		}
 		if u := s.users[k.user]; u != nil && s.cfg.Forwarder.ShardOf(k.user) == s.cfg.ID {
 			s.appendRaw(u, entry, nil)
