@@ -46,6 +46,6 @@
 //
 // Threading: Run belongs to one goroutine, and a step's During to one
 // more while it runs. Inside a worker, a device's fields are guarded by
-// its mutex; a direction's by its own; a chaos run's verifier locks for
-// itself.
+// its mutex; a direction (ledger.Flow) by its own; a chaos run's verifier
+// locks for itself.
 package loadtest

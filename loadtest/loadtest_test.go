@@ -138,34 +138,6 @@ func TestResultJSON(t *testing.T) {
 	}
 }
 
-// TestVerifier checks the bookkeeping of one direction.
-func TestVerifier(t *testing.T) {
-	var d direction
-	for _, c := range []uint64{1, 2, 3, 4} {
-		d.ack(c)
-	}
-	if v := d.receive(1); v != deliveredOK {
-		t.Errorf("first delivery: %v", v)
-	}
-	if v := d.receive(1); v != deliveredTwice {
-		t.Errorf("second delivery of 1: %v", v)
-	}
-	if v := d.receive(3); v != deliveredOK {
-		t.Errorf("3: %v", v)
-	}
-	if v := d.receive(2); v != deliveredOutOfOrder {
-		t.Errorf("2 after 3: %v", v)
-	}
-	d.markResent(5)
-	d.receive(6)
-	if v := d.receive(5); v != deliveredOK {
-		t.Errorf("resent 5 after 6: %v, want accepted", v)
-	}
-	if got := d.lost(); got != 1 {
-		t.Errorf("lost %d, want 1 (cmid 4)", got)
-	}
-}
-
 // TestConfigErrors: a bad config reports every problem at once.
 func TestConfigErrors(t *testing.T) {
 	cfg := Config{Scenario: "nope", Connections: 1, InFlight: 500, MessageSize: 3}

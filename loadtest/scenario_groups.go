@@ -377,7 +377,7 @@ func (w *Worker) groupDelivery(d *device, m codec.Message, now int64) {
 		n = 2 // injected fault: the same message processed twice
 	}
 	for range n {
-		switch dir.receive(cmid) {
+		switch dir.Receive(cmid) {
 		case deliveredTwice:
 			w.stats.duplicated.Add(1)
 			w.logAnomaly("group message delivered twice", d, m.From, cmid)
@@ -470,8 +470,8 @@ func (gw *groupWorker) missing(w *Worker, exact bool) int64 {
 			for sender, dir := range gi.from {
 				last := gw.last[gw.index[sender]]
 				if exact {
-					n += int64(dir.missing(last))
-				} else if _, recv := dir.counts(); uint64(recv) < last {
+					n += int64(dir.Missing(last))
+				} else if _, recv := dir.Counts(); uint64(recv) < last {
 					n += int64(last) - int64(recv)
 				}
 			}

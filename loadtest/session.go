@@ -159,7 +159,7 @@ func (d *device) connect(ctx context.Context) (time.Duration, error) {
 		for _, cmid := range sortedKeys(d.unacked) {
 			p := d.unacked[cmid]
 			buf = d.appendSend(buf, cmid, p)
-			d.out.markResent(cmid)
+			d.out.MarkResent(cmid)
 			w.stats.resent.Add(1)
 		}
 		_ = s.write(buf)
@@ -440,7 +440,7 @@ func (s *session) handle(f codec.Frame) error {
 		_, ok := d.unacked[cmid]
 		delete(d.unacked, cmid)
 		d.mu.Unlock()
-		if ok && (d.out == nil || d.out.ack(cmid)) {
+		if ok && (d.out == nil || d.out.Ack(cmid)) {
 			w.stats.acked.Add(1)
 		}
 		select {
@@ -552,7 +552,7 @@ func (d *device) resend(cmid uint64) {
 	var buf []byte
 	if ok && s != nil {
 		buf = d.appendSend(nil, cmid, p)
-		d.out.markResent(cmid)
+		d.out.MarkResent(cmid)
 	}
 	d.mu.Unlock()
 	if buf != nil {

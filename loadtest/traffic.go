@@ -147,7 +147,7 @@ func (w *Worker) drained() bool {
 		if unacked > 0 {
 			return false
 		}
-		if _, recv := d.out.counts(); uint64(recv) < sent {
+		if _, recv := d.out.Counts(); uint64(recv) < sent {
 			return false
 		}
 	}

@@ -378,7 +378,7 @@ func (w *Worker) finish() {
 	var lost int64
 	for _, d := range w.devices {
 		if d.out != nil {
-			lost += int64(d.out.lost())
+			lost += int64(d.out.Lost())
 		}
 	}
 	w.stats.lost.Store(lost)
@@ -404,7 +404,7 @@ func (w *Worker) finish() {
 
 // receive records the delivery of cmid from d's peer to d.
 func (w *Worker) receive(d *device, cmid uint64) {
-	switch d.in.receive(cmid) {
+	switch d.in.Receive(cmid) {
 	case deliveredOK:
 		w.stats.delivered.Add(1)
 	case deliveredTwice:
