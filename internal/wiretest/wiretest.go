@@ -12,6 +12,7 @@ import (
 	"crypto/tls"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"testing"
@@ -37,6 +38,23 @@ type Client struct {
 	rid     uint32
 }
 
+// TLSConfig returns a TLS 1.3 client configuration that trusts exactly
+// the certificate whose SHA-256 is fingerprint (hex), as a client pins a
+// server ([S-5-4]).
+func TLSConfig(fingerprint string) *tls.Config {
+	return &tls.Config{
+		MinVersion:         tls.VersionTLS13,
+		InsecureSkipVerify: true, // checked against the fingerprint below
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			sum := sha256.Sum256(cs.PeerCertificates[0].Raw)
+			if got := hex.EncodeToString(sum[:]); got != fingerprint {
+				return fmt.Errorf("wiretest: server certificate %s, want %s", got, fingerprint)
+			}
+			return nil
+		},
+	}
+}
+
 // Dial connects to addr. With a fingerprint it speaks TLS 1.3 and checks
 // the server certificate's SHA-256 against it; with "" it speaks
 // plaintext.
@@ -47,19 +65,7 @@ func Dial(t testing.TB, addr, fingerprint string) *Client {
 	if fingerprint == "" {
 		conn, err = net.Dial("tcp", addr)
 	} else {
-		var tc *tls.Conn
-		tc, err = tls.Dial("tcp", addr, &tls.Config{
-			InsecureSkipVerify: true, // checked against the fingerprint below
-			MinVersion:         tls.VersionTLS13,
-		})
-		if err == nil {
-			sum := sha256.Sum256(tc.ConnectionState().PeerCertificates[0].Raw)
-			if got := hex.EncodeToString(sum[:]); got != fingerprint {
-				tc.Close()
-				t.Fatalf("server certificate %s, want %s", got, fingerprint)
-			}
-		}
-		conn = tc
+		conn, err = tls.Dial("tcp", addr, TLSConfig(fingerprint))
 	}
 	if err != nil {
 		t.Fatal(err)
