@@ -10,6 +10,7 @@ import (
 
 	"github.com/parley-im/parley/codec"
 	"github.com/parley-im/parley/internal/node"
+	"github.com/parley-im/parley/internal/nodetest"
 	"github.com/parley-im/parley/internal/wiretest"
 	"github.com/parley-im/parley/protocol"
 	"github.com/parley-im/parley/protocol/pb"
@@ -20,13 +21,13 @@ import (
 // checks the error code from spec.md's table, the close its scope
 // demands, and that a bystander conversation is unaffected throughout.
 func TestBadInput(t *testing.T) {
-	n := startNode(t, nil)
-	alice, bob := register(t, n, phone(101)), register(t, n, phone(102))
-	a, _ := login(t, n, alice, 0)
-	b, _ := login(t, n, bob, 0)
+	n := nodetest.Start(t, nil)
+	alice, bob := n.RegisterOn(t, 0), n.RegisterOn(t, 1)
+	a, _ := n.Login(t, alice, 0)
+	b, _ := n.Login(t, bob, 0)
 	a.Expect(protocol.KindSynced)
 	b.Expect(protocol.KindSynced)
-	mallory := register(t, n, phone(103))
+	mallory := n.Register(t, n.Phone())
 
 	loginBytes := func(u wiretest.User, version uint32) []byte {
 		buf, _ := codec.AppendProto(nil, protocol.KindLogin, &pb.Login{Version: version, User: u.ID, Device: u.Device, Credential: u.Cred})
@@ -54,7 +55,7 @@ func TestBadInput(t *testing.T) {
 		{"unknown kind after login", true, codec.AppendFrame(nil, 63, nil), protocol.CodeUnknownKind, false},
 		{"second login", true, loginBytes(mallory, protocol.Version), protocol.CodeWrongState, false},
 		{"request code after login", true, func() []byte {
-			b, _ := codec.AppendProto(nil, protocol.KindRequestCode, &pb.RequestCode{Rid: 1, Phone: phone(103), Version: 1})
+			b, _ := codec.AppendProto(nil, protocol.KindRequestCode, &pb.RequestCode{Rid: 1, Phone: mallory.Phone, Version: 1})
 			return b
 		}(), protocol.CodeWrongState, false},
 		{"malformed send body", true, []byte{0x02, 0x05, 0x08, 0x80}, protocol.CodeMalformedFrame, true},
@@ -72,10 +73,10 @@ func TestBadInput(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			var c *wiretest.Client
 			if tt.login {
-				c, _ = login(t, n, mallory, 0)
+				c, _ = n.Login(t, mallory, 0)
 				c.Expect(protocol.KindSynced)
 			} else {
-				c = dial(t, n)
+				c = n.Dial(t)
 			}
 			c.Write(tt.input)
 			c.ExpectError(tt.code)
@@ -97,7 +98,7 @@ func TestBadInput(t *testing.T) {
 // TestNotTLS: a client that does not speak TLS gets a TLS alert and is
 // closed; TLS clients are unaffected.
 func TestNotTLS(t *testing.T) {
-	n := startNode(t, nil)
+	n := nodetest.Start(t, nil)
 	conn, err := net.Dial("tcp", n.Addr().String())
 	if err != nil {
 		t.Fatal(err)
@@ -112,13 +113,13 @@ func TestNotTLS(t *testing.T) {
 	if !bytes.Equal(got, alert) {
 		t.Fatalf("non-TLS client got % x, want alert % x", got, alert)
 	}
-	register(t, n, phone(201))
+	n.Register(t, n.Phone())
 }
 
 // TestSlowHandshake: a client that stalls in the middle of its ClientHello
 // is cut off after the handshake timeout.
 func TestSlowHandshake(t *testing.T) {
-	n := startNode(t, func(c *node.Config) { c.Server = server.Config{HandshakeTimeout: 500 * time.Millisecond} })
+	n := nodetest.Start(t, func(c *node.Config) { c.Server = server.Config{HandshakeTimeout: 500 * time.Millisecond} })
 	conn, err := net.Dial("tcp", n.Addr().String())
 	if err != nil {
 		t.Fatal(err)
@@ -139,7 +140,7 @@ func TestSlowHandshake(t *testing.T) {
 	if got := n.Server().Stats().HandshakeFails.Load(); got == 0 {
 		t.Fatal("handshake failure not counted")
 	}
-	register(t, n, phone(202))
+	n.Register(t, n.Phone())
 }
 
 // clientHello captures a real TLS 1.3 ClientHello.
@@ -162,23 +163,25 @@ func clientHello(t *testing.T) []byte {
 // TestIdleTimeout: a logged-in connection that sends nothing for 1.5
 // heartbeats is closed with IDLE_TIMEOUT; one that pings stays.
 func TestIdleTimeout(t *testing.T) {
-	n := startNode(t, func(c *node.Config) { c.Server = server.Config{Heartbeat: time.Second} })
-	u := register(t, n, phone(301))
-	v := register(t, n, phone(302))
-	silent, ok := login(t, n, u, 0)
+	n := nodetest.Start(t, func(c *node.Config) { c.Server = server.Config{Heartbeat: time.Second} })
+	u := n.Register(t, n.Phone())
+	v := n.Register(t, n.Phone())
+	silent, ok := n.Login(t, u, 0)
 	if ok.HeartbeatS != 1 {
 		t.Fatalf("heartbeat %d, want 1", ok.HeartbeatS)
 	}
 	silent.Expect(protocol.KindSynced)
-	busy, _ := login(t, n, v, 0)
+	busy, _ := n.Login(t, v, 0)
 	busy.Expect(protocol.KindSynced)
 	start := time.Now()
 	done := make(chan struct{})
-	go func() {
+	go func() { // the busy one pings every 0.4 s, as a client's heartbeat does
 		defer close(done)
+		tick := time.NewTicker(400 * time.Millisecond)
+		defer tick.Stop()
 		for time.Since(start) < 3500*time.Millisecond {
 			_, _ = busy.Conn.Write(codec.AppendFrame(nil, protocol.KindPing, nil))
-			time.Sleep(400 * time.Millisecond)
+			<-tick.C
 		}
 	}()
 	silent.ExpectError(protocol.CodeIdleTimeout)
@@ -195,11 +198,11 @@ func TestIdleTimeout(t *testing.T) {
 // TestShutdownSendsGoAway: a graceful shutdown tells every client when to
 // come back.
 func TestShutdownSendsGoAway(t *testing.T) {
-	n := startNode(t, nil)
-	u := register(t, n, phone(401))
-	c, _ := login(t, n, u, 0)
+	n := nodetest.Start(t, nil)
+	u := n.Register(t, n.Phone())
+	c, _ := n.Login(t, u, 0)
 	c.Expect(protocol.KindSynced)
-	fresh := dial(t, n)
+	fresh := n.Dial(t)
 	fresh.Write(codec.AppendFrame(nil, protocol.KindPing, nil))
 	fresh.Expect(protocol.KindPong)
 	go func() { _ = n.Server().Shutdown(t.Context()) }()
@@ -217,12 +220,12 @@ func TestShutdownSendsGoAway(t *testing.T) {
 // with GOAWAY OVERLOADED and a close, so the frames pipelined behind it are
 // not mistaken for unauthenticated ones ([S-7-3]).
 func TestLoginOverloadedGoesAway(t *testing.T) {
-	n := startNode(t, nil)
-	u := register(t, n, phone(501))
+	n := nodetest.Start(t, nil)
+	u := n.Register(t, n.Phone())
 	for _, s := range n.Shards() {
 		s.Close() // a closed shard refuses every op, as a full one refuses logins
 	}
-	c := dial(t, n)
+	c := n.Dial(t)
 	login, _ := codec.AppendProto(nil, protocol.KindLogin, &pb.Login{Version: protocol.Version, User: u.ID, Device: u.Device, Credential: u.Cred})
 	c.Write(append(login, codec.AppendSend(nil, codec.Send{To: u.ID, CMID: 1, Body: []byte("x")})...))
 	var g pb.GoAway

@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/parley-im/parley/codec"
+	"github.com/parley-im/parley/internal/nodetest"
 	"github.com/parley-im/parley/protocol"
 	"github.com/parley-im/parley/protocol/pb"
 )
@@ -11,10 +12,10 @@ import (
 // TestOnlineChatWithReceipts: register, log in, send both ways, receipts
 // both ways, over real TLS sockets.
 func TestOnlineChatWithReceipts(t *testing.T) {
-	n := startNode(t, nil)
-	alice, bob := register(t, n, phone(1)), register(t, n, phone(2))
-	a, _ := login(t, n, alice, 0)
-	b, _ := login(t, n, bob, 0)
+	n := nodetest.Start(t, nil)
+	alice, bob := n.RegisterOn(t, 0), n.RegisterOn(t, 1) // receipts cross shards
+	a, _ := n.Login(t, alice, 0)
+	b, _ := n.Login(t, bob, 0)
 	a.Expect(protocol.KindSynced)
 	b.Expect(protocol.KindSynced)
 
@@ -56,15 +57,15 @@ func TestOnlineChatWithReceipts(t *testing.T) {
 // on login, then Synced, with receipts going back to the sender once the
 // device acks.
 func TestOfflineQueueInOrder(t *testing.T) {
-	n := startNode(t, nil)
-	alice, bob := register(t, n, phone(11)), register(t, n, phone(12))
-	a, _ := login(t, n, alice, 0)
+	n := nodetest.Start(t, nil)
+	alice, bob := n.RegisterOn(t, 1), n.RegisterOn(t, 0)
+	a, _ := n.Login(t, alice, 0)
 	a.Expect(protocol.KindSynced)
 	var ids []uint64
 	for i := range 300 {
 		ids = append(ids, a.SendText(bob.ID, uint64(i+1), "queued"))
 	}
-	b, ok := login(t, n, bob, 0)
+	b, ok := n.Login(t, bob, 0)
 	if ok.Window == 0 || ok.HeartbeatS == 0 {
 		t.Fatalf("LoginOk = %v", ok)
 	}
@@ -107,14 +108,14 @@ func TestOfflineQueueInOrder(t *testing.T) {
 // written; the client reconnects and sends the same cmid again; the
 // message is delivered once, with one id.
 func TestRetriedSendDeliveredOnce(t *testing.T) {
-	n := startNode(t, nil)
-	alice, bob := register(t, n, phone(21)), register(t, n, phone(22))
-	a, _ := login(t, n, alice, 0)
+	n := nodetest.Start(t, nil)
+	alice, bob := n.RegisterOn(t, 0), n.RegisterOn(t, 1)
+	a, _ := n.Login(t, alice, 0)
 	a.Write(codec.AppendSend(nil, codec.Send{To: bob.ID, CMID: 42, Body: []byte("once")}))
 	a.Conn.Close() // gone before (or after) Sent: the client cannot know
-	a2, _ := login(t, n, alice, 0)
+	a2, _ := n.Login(t, alice, 0)
 	id := a2.SendText(bob.ID, 42, "once")
-	b, _ := login(t, n, bob, 0)
+	b, _ := n.Login(t, bob, 0)
 	m := b.Message()
 	if m.ID != id || string(m.Body) != "once" {
 		t.Fatalf("bob got %+v, want id %d", m, id)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/parley-im/parley/codec"
 	"github.com/parley-im/parley/internal/node"
+	"github.com/parley-im/parley/internal/nodetest"
 	"github.com/parley-im/parley/protocol"
 	"github.com/parley-im/parley/protocol/pb"
 )
@@ -21,9 +22,9 @@ import (
 //
 //	go test ./server -run '^$' -bench GroupFanout1024 -benchtime 200x
 func BenchmarkGroupFanout1024(b *testing.B) {
-	nd := startNode(b, func(c *node.Config) { c.Shards = 4 })
-	users := registerMany(b, nd, 60_000, protocol.MaxGroupMembers)
-	admin, _ := login(b, nd, users[0], 0)
+	nd := nodetest.Start(b, func(c *node.Config) { c.Shards = 4 })
+	users := nd.RegisterMany(b, protocol.MaxGroupMembers)
+	admin, _ := nd.Login(b, users[0], 0)
 	var ids []uint64
 	for _, u := range users[1:] {
 		ids = append(ids, u.ID)

@@ -21,6 +21,7 @@ import (
 
 	"github.com/parley-im/parley/codec"
 	"github.com/parley-im/parley/internal/node"
+	"github.com/parley-im/parley/internal/nodetest"
 	"github.com/parley-im/parley/protocol"
 	"github.com/parley-im/parley/protocol/pb"
 	"github.com/parley-im/parley/server"
@@ -49,17 +50,11 @@ type credential struct {
 //	go test ./server -run '^$' -bench IdleConnMemory -benchtime 1x [-parley.memconns 10000]
 func BenchmarkIdleConnMemory(b *testing.B) {
 	n := *memConns
-	cs := &codes{}
-	nd, err := node.Start(node.Config{
-		DataDir: b.TempDir(), Listen: "127.0.0.1:0", Shards: 4, Codes: cs,
-		Logger: testLogger(nil),
-		Server: server.Config{IdleTrim: time.Second, Heartbeat: time.Hour, LoginTimeout: time.Hour},
+	nd := nodetest.Start(b, func(c *node.Config) {
+		c.Shards = 4
+		c.Server = server.Config{IdleTrim: time.Second, Heartbeat: time.Hour, LoginTimeout: time.Hour}
 	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer nd.Shutdown(b.Context())
-	creds := createAccounts(b, nd, cs, n)
+	creds := createAccounts(b, nd, n)
 	credFile := b.TempDir() + "/creds.json"
 	data, _ := json.Marshal(creds)
 	if err := os.WriteFile(credFile, data, 0o600); err != nil {
@@ -111,24 +106,25 @@ func BenchmarkIdleConnMemory(b *testing.B) {
 }
 
 // createAccounts registers n accounts through the shards directly.
-func createAccounts(b *testing.B, nd *node.Node, cs *codes, n int) []credential {
+func createAccounts(b *testing.B, nd *nodetest.Node, n int) []credential {
 	ep := &collector{ch: make(chan []byte, 1024)}
 	r := nd.Router()
 	out := make([]credential, 0, n)
 	const batch = 500
 	for lo := 0; lo < n; lo += batch {
 		hi := min(n, lo+batch)
-		for i := lo; i < hi; i++ {
-			must(b, r.Submit(storage.Op{Kind: storage.OpRequestCode, Phone: phone(1_000_000 + i), RID: uint32(i), EP: ep}))
+		phones := make([]string, hi-lo)
+		for i := range phones {
+			phones[i] = nd.Phone()
+			must(b, r.Submit(storage.Op{Kind: storage.OpRequestCode, Phone: phones[i], RID: uint32(lo + i), EP: ep}))
 		}
-		for range hi - lo {
+		for range phones {
 			<-ep.ch
 		}
-		for i := lo; i < hi; i++ {
-			p := phone(1_000_000 + i)
-			must(b, r.Submit(storage.Op{Kind: storage.OpVerify, Phone: p, Code: cs.get(p), RID: uint32(i), EP: ep}))
+		for i, p := range phones {
+			must(b, r.Submit(storage.Op{Kind: storage.OpVerify, Phone: p, Code: nd.Codes.Wait(b, p), RID: uint32(lo + i), EP: ep}))
 		}
-		for range hi - lo {
+		for range phones {
 			f, _, _, err := codec.Parse(<-ep.ch, protocol.MaxFrameBody)
 			if err != nil || f.Kind != protocol.KindRegistered {
 				b.Fatalf("verify: %v %v", f.Kind, err)

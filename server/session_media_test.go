@@ -3,8 +3,6 @@ package server_test
 import (
 	"bytes"
 	"crypto/sha256"
-	"crypto/tls"
-	"errors"
 	"io"
 	"net/http"
 	"testing"
@@ -12,6 +10,7 @@ import (
 
 	"github.com/parley-im/parley/codec"
 	"github.com/parley-im/parley/internal/node"
+	"github.com/parley-im/parley/internal/nodetest"
 	"github.com/parley-im/parley/internal/wiretest"
 	"github.com/parley-im/parley/media"
 	"github.com/parley-im/parley/protocol"
@@ -20,30 +19,11 @@ import (
 
 // mediaHTTP returns an HTTP client that trusts n's certificate by its
 // fingerprint, as a client does ([S-14-8]).
-func mediaHTTP(t *testing.T, n *testNode) *http.Client {
+func mediaHTTP(t *testing.T, n *nodetest.Node) *http.Client {
 	t.Helper()
-	tr := &http.Transport{TLSClientConfig: &tls.Config{
-		MinVersion:         tls.VersionTLS13,
-		InsecureSkipVerify: true, // checked against the fingerprint below
-		VerifyConnection: func(cs tls.ConnectionState) error {
-			sum := sha256.Sum256(cs.PeerCertificates[0].Raw)
-			if got := hexString(sum[:]); got != n.Fingerprint() {
-				return errors.New("wrong certificate " + got)
-			}
-			return nil
-		},
-	}}
+	tr := &http.Transport{TLSClientConfig: wiretest.TLSConfig(n.Fingerprint())}
 	t.Cleanup(tr.CloseIdleConnections)
 	return &http.Client{Transport: tr}
-}
-
-func hexString(b []byte) string {
-	const digits = "0123456789abcdef"
-	out := make([]byte, 0, 2*len(b))
-	for _, c := range b {
-		out = append(out, digits[c>>4], digits[c&15])
-	}
-	return string(out)
 }
 
 // nextOf returns the next frame of kind k (skipping inbox traffic).
@@ -64,10 +44,10 @@ func nextOf(t *testing.T, c *wiretest.Client, k protocol.Kind) codec.Frame {
 // connection, uploads over HTTPS with the chat certificate, and another
 // user downloads the same bytes ([S-14-3], [S-14-4], [S-14-7]).
 func TestMediaEndToEnd(t *testing.T) {
-	n := startNode(t, nil)
-	alice, bob := register(t, n, phone(1)), register(t, n, phone(2))
-	ca, _ := login(t, n, alice, 0)
-	cb, _ := login(t, n, bob, 0)
+	n := nodetest.Start(t, nil)
+	alice, bob := n.RegisterOn(t, 0), n.RegisterOn(t, 1)
+	ca, _ := n.Login(t, alice, 0)
+	cb, _ := n.Login(t, bob, 0)
 	hc := mediaHTTP(t, n)
 
 	data := bytes.Repeat([]byte("parley media "), 40000)
@@ -125,8 +105,8 @@ func TestMediaEndToEnd(t *testing.T) {
 // TestMediaUnauthenticated: a slot request before Login is refused with
 // UNAUTHENTICATED and a close, and nothing is stored ([S-14-3]).
 func TestMediaUnauthenticated(t *testing.T) {
-	n := startNode(t, nil)
-	c := dial(t, n)
+	n := nodetest.Start(t, nil)
+	c := n.Dial(t)
 	sum := sha256.Sum256([]byte("x"))
 	c.Send(protocol.KindMediaUpload, &pb.MediaUpload{Rid: 1, Type: pb.ContentType_CONTENT_IMAGE, Size: 1, Sha256: sum[:]})
 	f, err := c.Next(wiretest.Timeout)
@@ -145,9 +125,9 @@ func TestMediaUnauthenticated(t *testing.T) {
 
 // TestMediaUnavailable: a node without media answers MEDIA_UNAVAILABLE.
 func TestMediaUnavailable(t *testing.T) {
-	n := startNode(t, func(c *node.Config) { c.MediaAddr = "off" })
-	u := register(t, n, phone(3))
-	c, _ := login(t, n, u, 0)
+	n := nodetest.Start(t, func(c *node.Config) { c.MediaAddr = "off" })
+	u := n.Register(t, n.Phone())
+	c, _ := n.Login(t, u, 0)
 	c.Send(protocol.KindMediaDownload, &pb.MediaDownload{Rid: 9, Id: make([]byte, 16)})
 	f := nextOf(t, c, protocol.KindError)
 	var e pb.Error

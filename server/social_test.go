@@ -3,36 +3,20 @@ package server_test
 import (
 	"fmt"
 	"math/rand/v2"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/parley-im/parley/codec"
 	"github.com/parley-im/parley/internal/node"
+	"github.com/parley-im/parley/internal/nodetest"
 	"github.com/parley-im/parley/internal/wiretest"
 	"github.com/parley-im/parley/protocol"
 	"github.com/parley-im/parley/protocol/pb"
 	"github.com/parley-im/parley/server"
 )
-
-// registerMany registers n users concurrently.
-func registerMany(t testing.TB, nd *testNode, base, n int) []wiretest.User {
-	t.Helper()
-	users := make([]wiretest.User, n)
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 32)
-	for i := range n {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			users[i] = register(t, nd, phone(base+i))
-		}()
-	}
-	wg.Wait()
-	return users
-}
 
 // groupCreate creates a group on c (logged in as its creator).
 func groupCreate(t testing.TB, c *wiretest.Client, name string, members []uint64) *pb.GroupInfo {
@@ -46,28 +30,56 @@ func groupCreate(t testing.TB, c *wiretest.Client, name string, members []uint64
 	return &info
 }
 
-// groupSequence returns the group entries of g a device got, as
+// groupSequence returns the entries of group g a device got, as
 // "gseq:body" strings in arrival order.
-func groupSequence(got []entry, g uint64) []string {
+func groupSequence(got []nodetest.Entry, g uint64) []string {
 	var out []string
 	for _, e := range got {
-		if e.group == g {
-			out = append(out, fmt.Sprintf("%d:%s", e.gseq, e.body))
+		if e.Group == g {
+			out = append(out, fmt.Sprintf("%d:%s", e.GSeq, e.Body))
 		}
 	}
 	return out
 }
 
-// TestGroup1024MembersOnlineOfflineFlapping: a 1024-member group whose
-// members are online, offline or flapping while three members send; every
-// member ends with every entry of the group, once, in the one order.
+func gseqOf(e string) int {
+	var gseq int
+	fmt.Sscanf(e, "%d:", &gseq)
+	return gseq
+}
+
+// sendAll has d send count group messages to g, one at a time, each body
+// from body(k); each SENT is announced on progress if there is room. It
+// runs on its own goroutine: trouble is reported with Errorf.
+func sendAll(t *testing.T, d *nodetest.Device, g uint64, count int, body func(k int) string, progress chan<- struct{}) {
+	for k := range count {
+		cmid, ok := d.SendGroup(g, []byte(body(k)))
+		if !ok {
+			t.Errorf("%s: send %d: not connected", d, k)
+			return
+		}
+		if _, err := d.WaitSent(cmid); err != nil {
+			t.Error(err)
+			return
+		}
+		select {
+		case progress <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// TestGroup1024MembersOnlineOfflineFlapping: a 1024-member group over 4
+// shards whose members are online, offline or flapping while three
+// members send; every member ends with every entry of the group, once, in
+// the one order, and every SENT message reached every member.
 func TestGroup1024MembersOnlineOfflineFlapping(t *testing.T) {
 	if testing.Short() {
 		t.Skip("1024 TLS connections")
 	}
-	nd := startNode(t, func(c *node.Config) { c.Shards = 4 })
-	users := registerMany(t, nd, 10_000, protocol.MaxGroupMembers)
-	admin, _ := login(t, nd, users[0], 0)
+	nd := nodetest.Start(t, func(c *node.Config) { c.Shards = 4 })
+	users := nd.RegisterMany(t, protocol.MaxGroupMembers)
+	admin, _ := nd.Login(t, users[0], 0)
 	admin.Expect(protocol.KindSynced)
 	var ids []uint64
 	for _, u := range users[1:] {
@@ -80,32 +92,41 @@ func TestGroup1024MembersOnlineOfflineFlapping(t *testing.T) {
 	admin.Conn.Close()
 	g := info.Group
 
-	streams := make([]*stream, len(users))
+	rec := nodetest.NewRecorder(t, nd)
+	devs := make([]*nodetest.Device, len(users))
 	for i, u := range users {
-		streams[i] = newStream(t, nd, u)
+		devs[i] = rec.Device(u)
 		if i%3 != 1 { // online and flapping start connected; offline ones wait
-			streams[i].connect()
+			devs[i].Connect()
 		}
 	}
-	rng := rand.New(rand.NewPCG(1024, 1))
 	const perSender = 10
-	senders := []*stream{streams[0], streams[3], streams[6]}
+	senders := []*nodetest.Device{devs[0], devs[3], devs[6]}
+	progress := make(chan struct{}, len(senders)*perSender)
 	stop := make(chan struct{})
 	var flap sync.WaitGroup
 	flap.Add(1)
-	go func() { // flapping members drop and resume while the messages flow
+	go func() { // flapping members drop, miss what is sent meanwhile, and resume
 		defer flap.Done()
 		r := rand.New(rand.NewPCG(7, 7))
 		for {
+			down := make([]*nodetest.Device, 1+r.IntN(16))
+			for k := range down {
+				down[k] = devs[2+3*r.IntN(len(devs)/3)]
+				down[k].Disconnect()
+			}
+			select {
+			case <-progress: // a message was SENT while they were away
+			case <-stop:
+			}
+			for _, d := range down {
+				d.Connect()
+			}
 			select {
 			case <-stop:
 				return
 			default:
 			}
-			s := streams[2+3*r.IntN(len(streams)/3)]
-			s.disconnect()
-			time.Sleep(time.Duration(r.IntN(5)) * time.Millisecond)
-			s.connect()
 		}
 	}()
 	var wg sync.WaitGroup
@@ -113,37 +134,32 @@ func TestGroup1024MembersOnlineOfflineFlapping(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for k := range perSender {
-				cmid := uint64(k + 1)
-				s.write(codec.AppendSend(nil, codec.Send{Group: g, CMID: cmid, Body: fmt.Appendf(nil, "s%d-%d", si, k)}))
-				if !s.waitSent(cmid) {
-					return
-				}
-				time.Sleep(time.Duration(rng.IntN(3)) * time.Millisecond)
-			}
+			sendAll(t, s, g, perSender, func(k int) string { return fmt.Sprintf("s%d-%d", si, k) }, progress)
 		}()
 	}
 	wg.Wait()
 	close(stop)
 	flap.Wait()
-	for i, s := range streams {
+	for i, d := range devs {
 		if i%3 == 1 {
-			s.connect()
+			d.Connect()
 		}
 	}
+	rec.Settle()
+
 	// The ADD, then the messages: every member sees gseq 2 … total, less
 	// its own messages (a single device gets no copy of what it sent).
 	total := 2 + len(senders)*perSender
 	own := func(i int) string {
 		for si, s := range senders {
-			if s == streams[i] {
+			if s == devs[i] {
 				return fmt.Sprintf(":s%d-", si)
 			}
 		}
 		return "\x00"
 	}
 	var ref []string
-	for i, s := range streams {
+	for i, d := range devs {
 		if i == 0 {
 			continue // the admin's own stream also holds the CREATE
 		}
@@ -151,8 +167,7 @@ func TestGroup1024MembersOnlineOfflineFlapping(t *testing.T) {
 		if own(i) != "\x00" {
 			exp -= perSender
 		}
-		s.waitFor("every group entry", func(got []entry) bool { return len(groupSequence(got, g)) >= exp })
-		seq := groupSequence(s.entries(), g)
+		seq := groupSequence(d.Entries(), g)
 		if own(i) == "\x00" && ref == nil {
 			ref = seq
 		}
@@ -165,54 +180,53 @@ func TestGroup1024MembersOnlineOfflineFlapping(t *testing.T) {
 			t.Fatalf("gseq %d at position %d: a gap or a reorder", gseqOf(e), k)
 		}
 	}
-	for i, s := range streams[1:] {
+	for i, d := range devs[1:] {
 		var exp []string
 		for _, e := range ref {
-			if !contains(e, own(i+1)) {
+			if !strings.Contains(e, own(i+1)) {
 				exp = append(exp, e)
 			}
 		}
-		if got := groupSequence(s.entries(), g); fmt.Sprint(got) != fmt.Sprint(exp) {
+		if got := groupSequence(d.Entries(), g); !slices.Equal(got, exp) {
 			t.Fatalf("member %d saw %v\nwant %v", i+1, got, exp)
 		}
 	}
-	for _, s := range streams {
-		s.disconnect()
-	}
 }
 
-// TestGroupConcurrentSendersAndMembershipChanges: several members send
-// while the admin removes and adds members; every member sees one
-// sequence, and a removed member gets nothing after its removal.
+// TestGroupConcurrentSendersAndMembershipChanges: several members on
+// three shards send while the admin removes and adds members; every
+// member sees one sequence, every SENT message reaches every member of
+// its time, and a removed member gets its removal and nothing after it.
 func TestGroupConcurrentSendersAndMembershipChanges(t *testing.T) {
-	nd := startNode(t, func(c *node.Config) { c.Shards = 3 })
-	users := registerMany(t, nd, 20_000, 12)
-	admin, _ := login(t, nd, users[0], 0)
+	nd := nodetest.Start(t, func(c *node.Config) { c.Shards = 3 })
+	users := make([]wiretest.User, 12)
+	for i := range users {
+		users[i] = nd.RegisterOn(t, i%3)
+	}
+	admin, _ := nd.Login(t, users[0], 0)
 	admin.Expect(protocol.KindSynced)
 	var ids []uint64
 	for _, u := range users[1:8] {
 		ids = append(ids, u.ID)
 	}
 	g := groupCreate(t, admin, "busy", ids).Group
-	streams := make([]*stream, len(users))
+	rec := nodetest.NewRecorder(t, nd)
+	devs := make([]*nodetest.Device, len(users))
 	for i, u := range users[1:] { // the admin stays on its own connection
-		streams[i+1] = newStream(t, nd, u)
-		streams[i+1].connect()
+		devs[i+1] = rec.Connected(u)
 	}
+	const senders, perSender = 4, 15
+	progress := make(chan struct{}, senders*perSender)
 	var wg sync.WaitGroup
-	for si := 1; si <= 4; si++ {
+	for si := 1; si <= senders; si++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for k := range 15 {
-				cmid := uint64(k + 1)
-				streams[si].write(codec.AppendSend(nil, codec.Send{Group: g, CMID: cmid, Body: fmt.Appendf(nil, "%d-%d", si, k)}))
-				if !streams[si].waitSent(cmid) {
-					return
-				}
-			}
+			sendAll(t, devs[si], g, perSender, func(k int) string { return fmt.Sprintf("%d-%d", si, k) }, progress)
 		}()
 	}
+	sendersDone := make(chan struct{})
+	go func() { wg.Wait(); close(sendersDone) }()
 	changes := []struct {
 		op    pb.GroupOp
 		users []uint64
@@ -223,40 +237,48 @@ func TestGroupConcurrentSendersAndMembershipChanges(t *testing.T) {
 		{pb.GroupOp_GROUP_OP_REMOVE, []uint64{users[8].ID, users[6].ID}},
 	}
 	for _, ch := range changes {
+		// Spread the changes through the traffic: each after a few more
+		// messages were SENT (or once every sender is done).
+		for range 5 {
+			select {
+			case <-progress:
+			case <-sendersDone:
+			}
+		}
 		admin.Send(protocol.KindGroupUpdate, &pb.GroupUpdate{Rid: admin.NextRID(), Group: g, Op: ch.op, Members: ch.users})
 		if ch.op == pb.GroupOp_GROUP_OP_ADD {
 			admin.Expect(protocol.KindGroupInfo, protocol.KindGroupEvent, protocol.KindMessage, protocol.KindReceipts)
 		} else {
 			admin.Expect(protocol.KindOK, protocol.KindGroupEvent, protocol.KindMessage, protocol.KindReceipts)
 		}
-		time.Sleep(5 * time.Millisecond)
 	}
-	wg.Wait()
+	<-sendersDone
+	if t.Failed() {
+		t.FailNow()
+	}
 	admin.Conn.Close()
+	rec.Settle()
+
 	// The full order, from a member that stayed throughout and sent nothing.
-	keeper := streams[7]
-	var last uint64
-	defer func() {
-		if t.Failed() {
-			t.Logf("keeper saw %v", groupSequence(keeper.entries(), g))
-		}
-	}()
-	keeper.waitFor("the end", func(got []entry) bool {
-		seq := groupSequence(got, g)
-		return len(seq) >= 1+60+len(changes) // the add of the creation, 60 messages, the changes
+	keeper := devs[7]
+	keeper.WaitFor("every change", func(got []nodetest.Entry) bool {
+		return len(groupSequence(got, g)) >= 1+senders*perSender+len(changes) // the add of the creation, the messages, the changes
 	})
-	full := groupSequence(keeper.entries(), g)
-	byGseq := map[string]bool{}
-	for _, e := range full {
-		byGseq[e] = true
+	full := groupSequence(keeper.Entries(), g)
+	if len(full) != 1+senders*perSender+len(changes) {
+		t.Fatalf("the keeper saw %d group entries, want %d: %v", len(full), 1+senders*perSender+len(changes), full)
 	}
-	for i, s := range streams[1:] {
-		time.Sleep(10 * time.Millisecond)
-		seq := groupSequence(s.entries(), g)
+	for i, e := range full {
+		if gseqOf(e) != i+2 {
+			t.Fatalf("keeper: gseq %d at position %d: a gap or a reorder in %v", gseqOf(e), i, full)
+		}
+	}
+	for i, d := range devs[1:] {
+		seq := groupSequence(d.Entries(), g)
 		// Each member's sequence is a contiguous run of the full order (from
-		// its add to its removal).
+		// its add to its removal) ...
 		for _, e := range seq {
-			if !byGseq[e] {
+			if !slices.Contains(full, e) {
 				t.Fatalf("member %d saw %s, not in the order %v", i+1, e, full)
 			}
 		}
@@ -265,81 +287,59 @@ func TestGroupConcurrentSendersAndMembershipChanges(t *testing.T) {
 		own := fmt.Sprintf(":%d-", i+1)
 		var prev int
 		for _, e := range full {
-			var gseq int
-			fmt.Sscanf(e, "%d:", &gseq)
-			if len(seq) == 0 || gseq < gseqOf(seq[0]) || gseq > gseqOf(seq[len(seq)-1]) || contains(e, own) {
+			gseq := gseqOf(e)
+			if len(seq) == 0 || gseq < gseqOf(seq[0]) || gseq > gseqOf(seq[len(seq)-1]) || strings.Contains(e, own) {
 				continue
 			}
-			if !containsEntry(seq, e) {
+			if !slices.Contains(seq, e) {
 				t.Fatalf("member %d missed %s (after gseq %d): %v", i+1, e, prev, seq)
 			}
 			prev = gseq
 		}
-		_ = last
 	}
-	// Removed members got their removal and nothing after.
+	// Removed members got their removal, and nothing after it: not before
+	// the traffic settled, and not on a fresh login, whose Synced proves
+	// the inbox holds nothing more.
 	for _, idx := range []int{5, 6, 8} {
-		seq := groupSequence(streams[idx].entries(), g)
+		devs[idx].Resync()
+		seq := groupSequence(devs[idx].Entries(), g)
 		if len(seq) == 0 {
-			continue
+			t.Fatalf("removed member %d saw nothing of the group", idx)
 		}
-		lastEntry := seq[len(seq)-1]
-		if !contains(lastEntry, "GROUP_OP_REMOVE") {
-			t.Fatalf("removed member %d's last group entry is %s", idx, lastEntry)
-		}
-	}
-	for _, s := range streams[1:] {
-		s.disconnect()
-	}
-}
-
-func gseqOf(e string) int {
-	var gseq int
-	fmt.Sscanf(e, "%d:", &gseq)
-	return gseq
-}
-
-func containsEntry(seq []string, e string) bool {
-	for _, x := range seq {
-		if x == e {
-			return true
+		if last := seq[len(seq)-1]; !strings.Contains(last, "GROUP_OP_REMOVE") || !strings.Contains(last, fmt.Sprint(users[idx].ID)) {
+			t.Fatalf("removed member %d's last group entry is %s", idx, last)
 		}
 	}
-	return false
+	rec.Check()
 }
 
-func contains(s, sub string) bool {
-	for i := 0; i+len(sub) <= len(s); i++ {
-		if s[i:i+len(sub)] == sub {
-			return true
-		}
-	}
-	return false
-}
-
-// TestThreeDevicesRandomSchedule is a seeded property test: three users
-// with three devices each send, disconnect and reconnect at random; every
-// device of a user ends with the same entries in the same order, with no
-// duplicate and no gap.
+// TestThreeDevicesRandomSchedule is a seeded property test: three users,
+// each on a shard of its own, with three devices each send, disconnect
+// and reconnect at random. Every message that was SENT reaches every
+// device of its recipient and of its sender, once; every device of a user
+// ends with the same entries in the same order, with no duplicate and no
+// gap.
 func TestThreeDevicesRandomSchedule(t *testing.T) {
 	for _, seed := range []uint64{1, 2, 3} {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
-			nd := startNode(t, nil)
-			users := registerMany(t, nd, 30_000+int(seed)*100, 3)
-			var devices [3][]*stream
-			for i, u := range users {
-				p, _ := login(t, nd, u, 0)
-				devices[i] = append(devices[i], newStream(t, nd, u))
+			nd := nodetest.Start(t, func(c *node.Config) { c.Shards = 3 })
+			rec := nodetest.NewRecorder(t, nd)
+			var users []wiretest.User
+			var devices [3][]*nodetest.Device
+			for i := range devices {
+				u := nd.RegisterOn(t, i)
+				users = append(users, u)
+				p, _ := nd.Login(t, u, 0)
+				devices[i] = append(devices[i], rec.Device(u))
 				for k := range 2 {
-					devices[i] = append(devices[i], newStream(t, nd, wiretest.Link(t, nd.Addr().String(), nd.Fingerprint(), p, fmt.Sprint("dev", k))))
+					devices[i] = append(devices[i], rec.Device(nd.Link(t, p, fmt.Sprint("dev", k))))
 				}
 				p.Conn.Close()
 				for _, d := range devices[i] {
-					d.connect()
+					d.Connect()
 				}
 			}
 			rng := rand.New(rand.NewPCG(seed, 99))
-			cmids := map[*stream]uint64{}
 			sent := 0
 			for step := 0; step < 300; step++ {
 				ui, di := rng.IntN(3), rng.IntN(3)
@@ -347,78 +347,59 @@ func TestThreeDevicesRandomSchedule(t *testing.T) {
 				switch r := rng.IntN(10); {
 				case r < 6:
 					to := users[rng.IntN(3)].ID
-					cmids[d]++
-					if d.write(codec.AppendSend(nil, codec.Send{To: to, CMID: cmids[d], Body: fmt.Appendf(nil, "%d/%d#%d", ui, di, cmids[d])})) {
-						if !d.waitSent(cmids[d]) {
-							t.FailNow()
-						}
-						sent++
-					} else {
-						cmids[d]--
+					cmid, ok := d.Send(to, fmt.Appendf(nil, "%d/%d#%d", ui, di, step))
+					if !ok {
+						continue // not connected: nothing was written
 					}
+					if _, err := d.WaitSent(cmid); err != nil {
+						t.Fatal(err)
+					}
+					sent++
 				case r < 8:
-					d.disconnect()
+					d.Disconnect()
 				default:
-					d.disconnect()
-					d.connect()
+					d.Disconnect()
+					d.Connect()
 				}
 			}
 			for i := range devices {
 				for _, d := range devices[i] {
-					d.disconnect()
-					d.connect()
+					d.Disconnect()
+					d.Connect()
 				}
 			}
+			rec.Settle()
 			for i := range devices {
-				ref := devices[i][0]
-				// Wait until the three devices agree on the head, stably.
-				agreed := 0
-				for deadline := time.Now().Add(20 * time.Second); agreed < 5; time.Sleep(20 * time.Millisecond) {
-					h := lastSeq(ref.entries())
-					same := h > 0
+				// The receipts the last acks caused may still be on their way:
+				// wait until the three devices have the same head.
+				rec.Wait(fmt.Sprintf("user %d's devices at one head", i), func() bool {
+					h := devices[i][0].Cursor()
 					for _, d := range devices[i] {
-						same = same && lastSeq(d.entries()) == h
+						if d.Cursor() != h {
+							return false
+						}
 					}
-					if same {
-						agreed++
-					} else {
-						agreed = 0
-					}
-					if time.Now().After(deadline) {
-						t.Fatalf("user %d's devices never agreed on the head", i)
-					}
-				}
-				want := ref.entries()
+					return true
+				})
+				want := devices[i][0].Entries()
 				for k, e := range want {
-					if e.seq != want[0].seq+uint64(k) {
-						t.Fatalf("user %d device 0: seq %d at position %d: a gap", i, e.seq, k)
+					if e.Seq != uint64(k+1) {
+						t.Fatalf("user %d device 0: seq %d at position %d: a gap", i, e.Seq, k)
 					}
 				}
 				for di, d := range devices[i][1:] {
-					got := d.entries()
-					if fmt.Sprint(got) != fmt.Sprint(want) {
+					if got := d.Entries(); !slices.Equal(got, want) {
 						t.Fatalf("user %d device %d saw %d entries, device 0 %d; first difference at %d", i, di+1, len(got), len(want), firstDiff(got, want))
 					}
 				}
 			}
-			for i := range devices {
-				for _, d := range devices[i] {
-					d.disconnect()
-				}
-			}
+			rec.Check()
 			t.Logf("seed %d: %d messages", seed, sent)
 		})
 	}
 }
 
-func lastSeq(es []entry) uint64 {
-	if len(es) == 0 {
-		return 0
-	}
-	return es[len(es)-1].seq
-}
-
-func firstDiff(a, b []entry) int {
+func firstDiff(a, b []nodetest.Entry) int {
 	for i := range min(len(a), len(b)) {
 		if a[i] != b[i] {
 			return i
@@ -431,10 +412,9 @@ func firstDiff(a, b []entry) int {
 // at once and go offline after an ungraceful disconnect within twice the
 // heartbeat; privacy NOBODY hides both.
 func TestPresenceWithinBoundedTime(t *testing.T) {
-	nd := startNode(t, func(c *node.Config) { c.Server = server.Config{Heartbeat: time.Second} })
-	users := registerMany(t, nd, 40_000, 3)
-	alice, bob, carol := users[0], users[1], users[2]
-	b, _ := login(t, nd, bob, 0)
+	nd := nodetest.Start(t, func(c *node.Config) { c.Server = server.Config{Heartbeat: time.Second} })
+	alice, bob, carol := nd.RegisterOn(t, 0), nd.RegisterOn(t, 1), nd.RegisterOn(t, 1)
+	b, _ := nd.Login(t, bob, 0)
 	b.Send(protocol.KindPresenceSubscribe, &pb.PresenceSubscribe{Rid: 1, Users: []uint64{alice.ID}})
 	var p pb.Presence
 	b.ExpectProto(protocol.KindPresence, &p, protocol.KindSynced, protocol.KindOK) // [S-15-2] in either order
@@ -442,7 +422,7 @@ func TestPresenceWithinBoundedTime(t *testing.T) {
 		t.Fatalf("initial %v", &p)
 	}
 	start := time.Now()
-	a, _ := login(t, nd, alice, 0)
+	a, _ := nd.Login(t, alice, 0)
 	b.ExpectProto(protocol.KindPresence, &p, protocol.KindOK)
 	if !p.Online {
 		t.Fatalf("after alice's login %v", &p)
@@ -478,10 +458,10 @@ func TestPresenceWithinBoundedTime(t *testing.T) {
 	}
 	_ = a
 	// NOBODY hides alice from carol.
-	a2, _ := login(t, nd, alice, 0)
+	a2, _ := nd.Login(t, alice, 0)
 	a2.Send(protocol.KindSetPrivacy, &pb.SetPrivacy{Rid: 2, Presence: pb.Visibility_VISIBILITY_NOBODY})
 	a2.Expect(protocol.KindOK, protocol.KindSynced)
-	c, _ := login(t, nd, carol, 0)
+	c, _ := nd.Login(t, carol, 0)
 	c.Send(protocol.KindPresenceSubscribe, &pb.PresenceSubscribe{Rid: 1, Users: []uint64{alice.ID}})
 	c.ExpectProto(protocol.KindPresence, &p, protocol.KindOK, protocol.KindSynced)
 	if p.Online || p.LastSeenMs != 0 {
@@ -492,10 +472,10 @@ func TestPresenceWithinBoundedTime(t *testing.T) {
 // TestTypingRelayedNotStored: typing reaches the peer's devices over the
 // wire and writes nothing to any shard.
 func TestTypingRelayedNotStored(t *testing.T) {
-	nd := startNode(t, nil)
-	users := registerMany(t, nd, 50_000, 2)
-	a, _ := login(t, nd, users[0], 0)
-	b, _ := login(t, nd, users[1], 0)
+	nd := nodetest.Start(t, nil)
+	users := []wiretest.User{nd.RegisterOn(t, 0), nd.RegisterOn(t, 1)} // relayed across shards
+	a, _ := nd.Login(t, users[0], 0)
+	b, _ := nd.Login(t, users[1], 0)
 	a.Expect(protocol.KindSynced)
 	b.Expect(protocol.KindSynced)
 	var before []uint64
