@@ -5,15 +5,13 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"io"
-	"log/slog"
 	"net"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/parley-im/parley/internal/node"
+	"github.com/parley-im/parley/internal/nodetest"
 	"github.com/parley-im/parley/protocol"
 	"github.com/parley-im/parley/protocol/pb"
 )
@@ -26,29 +24,10 @@ import (
 // loaded machine.
 const waitE2E = 30 * time.Second
 
-// codeBox catches the verification codes the node sends.
-type codeBox struct {
-	mu    sync.Mutex
-	codes map[string]string
-}
-
-func (b *codeBox) SendCode(phone, code string) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.codes[phone] = code
-}
-
-func (b *codeBox) get(phone string) string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.codes[phone]
-}
-
 // e2eNode is a node for one test and the configuration clients use.
 type e2eNode struct {
-	*node.Node
-	codes *codeBox
-	cfg   Config
+	*nodetest.Node
+	cfg Config
 }
 
 func startE2ENode(t *testing.T) *e2eNode {
@@ -56,31 +35,14 @@ func startE2ENode(t *testing.T) *e2eNode {
 	if testing.Short() {
 		t.Skip("starts a node")
 	}
-	codes := &codeBox{codes: make(map[string]string)}
-	n, err := node.Start(node.Config{
-		DataDir: t.TempDir(),
-		Listen:  "127.0.0.1:0",
-		Shards:  2,
-		Codes:   codes,
-		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := n.Shutdown(ctx); err != nil {
-			t.Error(err)
-		}
-	})
-	return &e2eNode{Node: n, codes: codes, cfg: Config{
+	n := nodetest.Start(t, nil)
+	return &e2eNode{Node: n, cfg: Config{
 		Addr:        n.Addr().String(),
 		Fingerprint: n.Fingerprint(),
 		DialTimeout: waitE2E,
 		BackoffMin:  10 * time.Millisecond,
 		BackoffMax:  100 * time.Millisecond,
-		Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Logger:      nodetest.Logger(t),
 	}}
 }
 
@@ -91,14 +53,7 @@ func (n *e2eNode) register(t *testing.T, phone string) Credentials {
 	if _, err := RequestCode(ctx, n.cfg, phone); err != nil {
 		t.Fatal(err)
 	}
-	var code string
-	for deadline := time.Now().Add(waitE2E); code == ""; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no code for %s", phone)
-		}
-		code = n.codes.get(phone)
-	}
-	creds, err := Verify(ctx, n.cfg, phone, code, "e2e "+phone)
+	creds, err := Verify(ctx, n.cfg, phone, n.Codes.Wait(t, phone), "e2e "+phone)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,14 +153,14 @@ func waitMarks(t *testing.T, c *testClient, group, id uint64, read bool, peers .
 	})
 }
 
-// TestE2EGroupOfThree: three users in a group exchange messages in one
-// order, and each sender hears who received and who read, per member
-// ([S-16-6], [S-10-7], [S-16-8]).
+// TestE2EGroupOfThree: three users on two shards in a group exchange
+// messages in one order, and each sender hears who received and who read,
+// per member ([S-16-6], [S-10-7], [S-16-8]).
 func TestE2EGroupOfThree(t *testing.T) {
 	n := startE2ENode(t)
-	alice := n.start(t, n.register(t, "+447700900001"))
-	bob := n.start(t, n.register(t, "+447700900002"))
-	carol := n.start(t, n.register(t, "+447700900003"))
+	alice := n.start(t, n.register(t, n.PhoneOn(0)))
+	bob := n.start(t, n.register(t, n.PhoneOn(1)))
+	carol := n.start(t, n.register(t, n.PhoneOn(1)))
 	ctx := context.Background()
 
 	g, err := alice.CreateGroup(ctx, "Saturday hike", nil, []uint64{bob.User(), carol.User()})
@@ -285,9 +240,9 @@ func TestE2EGroupOfThree(t *testing.T) {
 // there as SELF_READ ([S-10-6]); then the phone revokes it.
 func TestE2ELinkedCompanion(t *testing.T) {
 	n := startE2ENode(t)
-	aliceCreds := n.register(t, "+447700900011")
+	aliceCreds := n.register(t, n.PhoneOn(0))
 	alice := n.start(t, aliceCreds)
-	bob := n.start(t, n.register(t, "+447700900012"))
+	bob := n.start(t, n.register(t, n.PhoneOn(1)))
 	ctx := context.Background()
 
 	pending, err := RequestLink(ctx, n.cfg, "laptop")
@@ -382,11 +337,11 @@ func (d *dropDialer) drop() {
 // reconnect, and typing reaches him, 1:1 and in a group ([S-15-7]).
 func TestE2EPresenceAndTyping(t *testing.T) {
 	n := startE2ENode(t)
-	aliceCreds := n.register(t, "+447700900021")
+	aliceCreds := n.register(t, n.PhoneOn(0))
 	dd := &dropDialer{}
 	cfg := n.cfg
 	cfg.Dial = dd.dial
-	bob := n.startWith(t, cfg, n.register(t, "+447700900022"))
+	bob := n.startWith(t, cfg, n.register(t, n.PhoneOn(1)))
 	ctx := context.Background()
 
 	if err := bob.Subscribe(ctx, []uint64{aliceCreds.User}); err != nil {
@@ -436,8 +391,8 @@ func TestE2EPresenceAndTyping(t *testing.T) {
 // downloads on another user's client ([S-14-4], [S-14-7]).
 func TestE2EMedia(t *testing.T) {
 	n := startE2ENode(t)
-	alice := n.start(t, n.register(t, "+447700900031"))
-	bob := n.start(t, n.register(t, "+447700900032"))
+	alice := n.start(t, n.register(t, n.PhoneOn(1)))
+	bob := n.start(t, n.register(t, n.PhoneOn(0)))
 	httpc, err := NewMediaHTTPClient(n.cfg)
 	if err != nil {
 		t.Fatal(err)
