@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -14,50 +13,27 @@ import (
 	"testing"
 	"time"
 
-	"github.com/parley-im/parley/internal/node"
+	"github.com/parley-im/parley/internal/nodetest"
 )
 
 // These tests run the command against a real node in this process: two
 // people register, look each other up, send, listen and chat, as they
 // would from two terminals.
 
-// codeBox catches the verification codes the node sends.
-type codeBox struct {
-	mu    sync.Mutex
-	codes map[string]string
-}
-
-func (b *codeBox) SendCode(phone, code string) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.codes[phone] = code
-}
-
-func (b *codeBox) wait(t *testing.T, phone string) string {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		b.mu.Lock()
-		code := b.codes[phone]
-		b.mu.Unlock()
-		if code != "" {
-			return code
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	t.Fatalf("no code sent to %s", phone)
-	return ""
-}
-
 // syncBuffer is an io.Writer that tests read while the command writes.
 type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+	mu      sync.Mutex
+	b       bytes.Buffer  // guarded by mu
+	changed chan struct{} // guarded by mu: closed and replaced on every write
 }
 
 func (s *syncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.changed != nil {
+		close(s.changed)
+		s.changed = nil
+	}
 	return s.b.Write(p)
 }
 
@@ -67,15 +43,35 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// wait waits until the output satisfies cond, checking it after every
+// write, for up to nodetest.Timeout.
+func (s *syncBuffer) wait(t *testing.T, cond func(out string) bool) bool {
+	t.Helper()
+	deadline := time.NewTimer(nodetest.Timeout)
+	defer deadline.Stop()
+	for {
+		s.mu.Lock()
+		if s.changed == nil {
+			s.changed = make(chan struct{})
+		}
+		out, changed := s.b.String(), s.changed
+		s.mu.Unlock()
+		if cond(out) {
+			return true
+		}
+		select {
+		case <-changed:
+		case <-deadline.C:
+			return false
+		}
+	}
+}
+
 // waitFor waits until the output contains want.
 func (s *syncBuffer) waitFor(t *testing.T, want string) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(s.String(), want) {
-		if time.Now().After(deadline) {
-			t.Fatalf("output lacks %q:\n%s", want, s)
-		}
-		time.Sleep(5 * time.Millisecond)
+	if !s.wait(t, func(out string) bool { return strings.Contains(out, want) }) {
+		t.Fatalf("output lacks %q:\n%s", want, s)
 	}
 }
 
@@ -83,9 +79,8 @@ func (s *syncBuffer) waitFor(t *testing.T, want string) {
 // order.
 func (s *syncBuffer) waitForLine(t *testing.T, parts ...string) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		for _, line := range strings.Split(s.String(), "\n") {
+	if !s.wait(t, func(out string) bool {
+		for _, line := range strings.Split(out, "\n") {
 			rest, ok := line, true
 			for _, p := range parts {
 				var found bool
@@ -95,13 +90,12 @@ func (s *syncBuffer) waitForLine(t *testing.T, parts ...string) {
 				}
 			}
 			if ok {
-				return
+				return true
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("output lacks a line with %q:\n%s", parts, s)
-		}
-		time.Sleep(5 * time.Millisecond)
+		return false
+	}) {
+		t.Fatalf("output lacks a line with %q:\n%s", parts, s)
 	}
 }
 
@@ -163,35 +157,14 @@ func (tm *terminal) ok(args ...string) string {
 	return c.out.String()
 }
 
-func startNode(t *testing.T) (*node.Node, *codeBox) {
-	t.Helper()
-	codes := &codeBox{codes: make(map[string]string)}
-	n, err := node.Start(node.Config{
-		DataDir: t.TempDir(),
-		Listen:  "127.0.0.1:0",
-		Shards:  2,
-		Codes:   codes,
-		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = n.Shutdown(ctx)
-	})
-	return n, codes
-}
-
 // register registers phone on a new terminal.
-func register(t *testing.T, n *node.Node, codes *codeBox, phone string) *terminal {
+func register(t *testing.T, n *nodetest.Node, phone string) *terminal {
 	t.Helper()
 	tm := &terminal{t: t, dir: t.TempDir(), environ: map[string]string{
 		"PARLEY_SERVER": n.Addr().String(), "PARLEY_FINGERPRINT": n.Fingerprint(),
 	}}
 	c := tm.start("register", "--phone", phone, "--plain")
-	code := codes.wait(t, phone)
+	code := n.Codes.Wait(t, phone)
 	c.err.waitFor(t, "Code: ")
 	if _, err := io.WriteString(c.in, "000000\n"); err != nil { // a typo first
 		t.Fatal(err)
@@ -212,9 +185,9 @@ func TestEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a node")
 	}
-	n, codes := startNode(t)
-	alice := register(t, n, codes, "+447700900123")
-	bob := register(t, n, codes, "+15551234567")
+	n := nodetest.Start(t, nil)
+	alice := register(t, n, "+447700900123")
+	bob := register(t, n, "+15551234567")
 
 	out := alice.ok("lookup", "+15551234567", "+15550000000")
 	if !strings.Contains(out, "+15550000000\tnot registered") || !strings.Contains(out, "+15551234567\t") {
@@ -300,10 +273,10 @@ func TestEndToEndGroups(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a node")
 	}
-	n, codes := startNode(t)
-	alice := register(t, n, codes, "+447700900201")
-	bob := register(t, n, codes, "+447700900202")
-	carol := register(t, n, codes, "+447700900203")
+	n := nodetest.Start(t, nil)
+	alice := register(t, n, "+447700900201")
+	bob := register(t, n, "+447700900202")
+	carol := register(t, n, "+447700900203")
 
 	out := alice.ok("group", "create", "Saturday hike", "+447700900202", "+447700900203")
 	if !strings.Contains(out, `"Saturday hike" with 3 members`) {
@@ -367,9 +340,9 @@ func TestEndToEndPresenceAndTyping(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a node")
 	}
-	n, codes := startNode(t)
-	alice := register(t, n, codes, "+447700900301")
-	bob := register(t, n, codes, "+447700900302")
+	n := nodetest.Start(t, nil)
+	alice := register(t, n, "+447700900301")
+	bob := register(t, n, "+447700900302")
 
 	ca := alice.start("chat", "--plain", "--to", "+447700900302")
 	ca.err.waitFor(t, "Chatting with +447700900302")
@@ -396,9 +369,9 @@ func TestEndToEndFiles(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a node")
 	}
-	n, codes := startNode(t)
-	alice := register(t, n, codes, "+447700900401")
-	bob := register(t, n, codes, "+447700900402")
+	n := nodetest.Start(t, nil)
+	alice := register(t, n, "+447700900401")
+	bob := register(t, n, "+447700900402")
 
 	dir := t.TempDir()
 	data := make([]byte, 200<<10+3)
@@ -457,9 +430,9 @@ func TestEndToEndLinking(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a node")
 	}
-	n, codes := startNode(t)
-	alice := register(t, n, codes, "+447700900501")
-	bob := register(t, n, codes, "+447700900502")
+	n := nodetest.Start(t, nil)
+	alice := register(t, n, "+447700900501")
+	bob := register(t, n, "+447700900502")
 	laptop := &terminal{t: t, dir: t.TempDir(), environ: map[string]string{
 		"PARLEY_SERVER": n.Addr().String(), "PARLEY_FINGERPRINT": n.Fingerprint(),
 	}}

@@ -8,22 +8,14 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/parley-im/parley/client"
+	"github.com/parley-im/parley/internal/nodetest"
 	"github.com/parley-im/parley/protocol"
 	"github.com/parley-im/parley/protocol/pb"
 )
 
-// TestMain fails the run if a test leaves a goroutine behind. gnet's
-// worker pool starts two goroutines when the package is initialised (the
-// end-to-end test links the server); they are not the command's.
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*poolCommon).purgeStaleWorkers"),
-		goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*poolCommon).ticktock"),
-	)
-}
+// TestMain fails the run if a test leaves a goroutine behind.
+func TestMain(m *testing.M) { nodetest.VerifyMain(m) }
 
 // testEnv returns an env with empty input, captured output, no environment
 // variables and a configuration directory of its own.
