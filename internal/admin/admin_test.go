@@ -1,7 +1,6 @@
 package admin_test
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"io"
@@ -9,53 +8,38 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"go.uber.org/goleak"
 
 	"github.com/parley-im/parley/internal/admin"
 	"github.com/parley-im/parley/internal/node"
-	"github.com/parley-im/parley/internal/wiretest"
+	"github.com/parley-im/parley/internal/nodetest"
 	"github.com/parley-im/parley/media"
 	"github.com/parley-im/parley/protocol"
 	"github.com/parley-im/parley/protocol/pb"
-	"github.com/parley-im/parley/storage"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// gnet's package-level goroutine pool (ants) lives for the process.
-		goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*poolCommon).purgeStaleWorkers"),
-		goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*poolCommon).ticktock"),
-		// net/http's idle client connections close on their own.
-		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
-	)
+	// net/http's idle client connections close on their own.
+	nodetest.VerifyMain(m, goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"))
 }
 
-// startNode starts a node of cfg with an admin endpoint and test phone
-// numbers, shut down when the test ends.
-func startNode(t *testing.T, cfg node.Config) *node.Node {
+// startNode starts a node with an admin endpoint on a free port, with
+// change applied to its configuration.
+func startNode(t *testing.T, change func(*node.Config)) *nodetest.Node {
 	t.Helper()
-	cfg.DataDir, cfg.Listen, cfg.AdminAddr = t.TempDir(), "127.0.0.1:0", "127.0.0.1:0"
-	cfg.Storage = storage.Config{TestPrefix: "+1999", TestCode: "000000"}
-	n, err := node.Start(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := n.Shutdown(ctx); err != nil {
-			t.Error(err)
+	return nodetest.Start(t, func(c *node.Config) {
+		c.AdminAddr = "127.0.0.1:0"
+		if change != nil {
+			change(c)
 		}
 	})
-	return n
 }
 
 // TestMetricsMove: the admin endpoint of a real node serves Prometheus
 // metrics that follow what the node does.
 func TestMetricsMove(t *testing.T) {
-	n := startNode(t, node.Config{Shards: 2})
+	n := startNode(t, nil)
 	base := "http://" + n.AdminAddr().String()
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 
@@ -67,11 +51,8 @@ func TestMetricsMove(t *testing.T) {
 		}
 	}
 
-	code := func(string) string { return "000000" }
-	c := wiretest.Dial(t, n.Addr().String(), n.Fingerprint())
-	alice := c.Register("+19990000001", code)
-	bob := c.Register("+19990000002", code)
-	c.Login(alice, 0)
+	alice, bob := n.RegisterOn(t, 0), n.RegisterOn(t, 1)
+	c, _ := n.Login(t, alice, 0)
 	c.SendText(bob.ID, 1, "hello")
 
 	after := scrape(t, client, base)
@@ -119,13 +100,12 @@ func TestMetricsMove(t *testing.T) {
 // refusals by reason, slow transfers cut, bytes staged, free space.
 func TestMediaMetrics(t *testing.T) {
 	// No disk is this large: every new upload meets the reserve.
-	n := startNode(t, node.Config{Shards: 1, Media: media.Config{MinFreeBytes: 1 << 62}})
+	n := startNode(t, func(c *node.Config) { c.Shards = 1; c.Media = media.Config{MinFreeBytes: 1 << 62} })
 	base := "http://" + n.AdminAddr().String()
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 
-	c := wiretest.Dial(t, n.Addr().String(), n.Fingerprint())
-	alice := c.Register("+19990000001", func(string) string { return "000000" })
-	c.Login(alice, 0)
+	alice := n.Register(t, n.Phone())
+	c, _ := n.Login(t, alice, 0)
 	sum := sha256.Sum256([]byte("media"))
 	c.Send(protocol.KindMediaUpload, &pb.MediaUpload{Rid: c.NextRID(), Type: pb.ContentType_CONTENT_IMAGE, Size: 5, Sha256: sum[:]})
 	var e pb.Error
