@@ -320,6 +320,20 @@ func (e *endpoint) takeAny(t *testing.T, kinds ...protocol.Kind) any {
 	return got
 }
 
+// next waits for the next frame, what, and removes it.
+func (e *endpoint) next(t *testing.T, what string) frame {
+	t.Helper()
+	var f frame
+	e.wait(t, what, func(e *endpoint) bool {
+		if len(e.frames) == 0 {
+			return false
+		}
+		f, e.frames = e.frames[0], e.frames[1:]
+		return true
+	})
+	return f
+}
+
 // messages waits for n Message entries and removes them.
 func (e *endpoint) messages(t *testing.T, n int) []codec.Message {
 	t.Helper()
@@ -375,20 +389,31 @@ func (n *node) ack(a account, ep *endpoint, seq uint64) {
 	n.submit(storage.Op{Kind: storage.OpAck, User: a.user, Device: a.device, Seq: seq, EP: ep})
 }
 
+// nothingMore proves that ep, a connection of a, gets no more frames from
+// what was submitted so far, by event: it asks a's shard for a's group
+// list twice in a row and fails if any other frame comes before the
+// answers. A shard emits a cycle's answers before the entries it pushes
+// in that cycle, so the first answer may precede entries of its own cycle;
+// the second comes from a later cycle than anything submitted before the
+// first.
+func (n *node) nothingMore(t *testing.T, a account, ep *endpoint) {
+	t.Helper()
+	for rid := uint32(1 << 30); rid < 1<<30+2; rid++ {
+		n.submit(storage.Op{Kind: storage.OpGroupList, User: a.user, RID: rid, EP: ep})
+		f := ep.next(t, "the group list marker")
+		if r, ok := f.msg.(*pb.GroupListResult); !ok || r.Rid != rid {
+			t.Fatalf("%d/%d got %v %+v, want nothing more", a.user, a.device, f.kind, f.msg)
+		}
+	}
+}
+
 // drain takes a's stream up to Synced, acknowledging as it goes, and
 // returns the messages.
 func (n *node) drain(t *testing.T, a account, ep *endpoint) []codec.Message {
 	t.Helper()
 	var out []codec.Message
 	for {
-		var f frame
-		ep.wait(t, "entry or Synced", func(e *endpoint) bool {
-			if len(e.frames) == 0 {
-				return false
-			}
-			f, e.frames = e.frames[0], e.frames[1:]
-			return true
-		})
+		f := ep.next(t, "entry or Synced")
 		switch m := f.msg.(type) {
 		case codec.Message:
 			out = append(out, m)

@@ -46,12 +46,7 @@ func TestOnlineDeliveryAndReceipts(t *testing.T) {
 			n.submit(storage.Op{Kind: storage.OpRead, User: alice.user, From: bob.user, UpTo: id, RID: 10, EP: bep})
 			bep.take(t, protocol.KindOK)
 			n.ack(alice, aep, r.Seq)
-			time.Sleep(20 * time.Millisecond)
-			aep.mu.Lock()
-			defer aep.mu.Unlock()
-			if len(aep.frames) != 0 {
-				t.Fatalf("alice got extra frames %+v", aep.frames)
-			}
+			n.nothingMore(t, alice, aep)
 		})
 	}
 }
@@ -112,13 +107,7 @@ func TestWindow(t *testing.T) {
 		t.Fatalf("session window = %d, want 4", s.Window)
 	}
 	first := bep.messages(t, 4)
-	time.Sleep(20 * time.Millisecond)
-	bep.mu.Lock()
-	extra := len(bep.frames)
-	bep.mu.Unlock()
-	if extra != 0 {
-		t.Fatalf("%d frames beyond the window", extra)
-	}
+	n.nothingMore(t, bob, bep) // nothing beyond the window
 	n.ack(bob, bep, first[1].Seq)
 	more := bep.messages(t, 2)
 	if more[0].Seq != 5 || more[1].Seq != 6 {
