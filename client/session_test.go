@@ -315,6 +315,8 @@ func TestManualAck(t *testing.T) {
 	cfg := testConfig(srv)
 	cfg.ManualAck = true
 	cfg.AckDelay = time.Millisecond
+	clock := newManualClock()
+	cfg.Clock = clock
 	st := NewMemoryStore()
 	c := startClient(t, cfg, st)
 	fc := srv.accept(t)
@@ -323,11 +325,15 @@ func TestManualAck(t *testing.T) {
 	for seq := uint64(1); seq <= 3; seq++ {
 		fc.write(message(seq, seq, 5, "x"))
 	}
+	fc.writeProto(protocol.KindSynced, &pb.Synced{Seq: 3})
 	for range 3 {
 		waitFor[Message](c)
 	}
-	time.Sleep(20 * time.Millisecond) // an automatic ack would be out by now
+	// An automatic ack would have left when Synced came, which flushes
+	// acks at once; the delayed one waits for the clock, which stands.
+	waitFor[Synced](c)
 	c.Ack(2)
+	clock.Advance(cfg.AckDelay + time.Millisecond)
 	if a := fc.expectAck(); a != 2 {
 		t.Fatalf("first ack %d, want 2 (only what the application acked)", a)
 	}
