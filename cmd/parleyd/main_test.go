@@ -40,78 +40,106 @@ func TestMain(m *testing.M) {
 
 // daemon is a parleyd child process.
 type daemon struct {
-	cmd   *exec.Cmd
-	addr  string
-	dir   string
-	mu    sync.Mutex
-	codes map[string]string
-	ready chan struct{}
-	exit  chan struct{}
+	cmd     *exec.Cmd
+	addr    string
+	dir     string
+	mu      sync.Mutex
+	codes   map[string]string // guarded by mu
+	output  strings.Builder   // guarded by mu: everything the child printed
+	changed chan struct{}     // guarded by mu: closed and replaced on every line
+	ready   chan struct{}
+	exit    chan struct{}
 }
 
 var codeLine = regexp.MustCompile(`phone=(\+\d+) code=(\d+)`)
 
+// startDaemon starts parleyd on addr with its data in dir, its media and
+// admin endpoints on free ports, and waits until it is ready. A child that
+// exits or hangs fails the test with everything it printed.
 func startDaemon(t *testing.T, dir, addr string) *daemon {
 	t.Helper()
-	d := &daemon{addr: addr, dir: dir, codes: map[string]string{}, ready: make(chan struct{}), exit: make(chan struct{})}
+	d := &daemon{addr: addr, dir: dir, codes: map[string]string{}, changed: make(chan struct{}), ready: make(chan struct{}), exit: make(chan struct{})}
 	d.cmd = exec.Command(os.Args[0], "--listen", addr, "--data", dir, "--shards", "2",
-		"--test-phone-prefix", "+1555000", "--test-code", testCode, "--admin", "127.0.0.1:0")
+		"--test-phone-prefix", "+1555000", "--test-code", testCode, "--admin", "127.0.0.1:0", "--media-listen", "127.0.0.1:0")
 	d.cmd.Env = append(os.Environ(), "PARLEYD_TEST_AS_MAIN=1")
-	stderr, err := d.cmd.StderrPipe()
+	out, err := d.cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
+	d.cmd.Stderr = d.cmd.Stdout // one stream, in the order printed
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	go func() {
 		defer close(d.exit)
-		s := bufio.NewScanner(stderr)
+		s := bufio.NewScanner(out)
 		once := sync.Once{}
 		for s.Scan() {
 			line := s.Text()
+			d.mu.Lock()
+			d.output.WriteString(line + "\n")
 			if m := codeLine.FindStringSubmatch(line); m != nil {
-				d.mu.Lock()
 				d.codes[m[1]] = m[2]
-				d.mu.Unlock()
 			}
-			if regexp.MustCompile(`parleyd ready`).MatchString(line) {
+			close(d.changed)
+			d.changed = make(chan struct{})
+			d.mu.Unlock()
+			if strings.Contains(line, "parleyd ready") {
 				once.Do(func() { close(d.ready) })
 			}
 		}
-		_, _ = io.Copy(io.Discard, stderr)
+		_, _ = io.Copy(io.Discard, out)
 		_ = d.cmd.Wait()
 	}()
 	select {
 	case <-d.ready:
 	case <-d.exit:
-		t.Fatal("parleyd exited before it was ready")
+		t.Fatalf("parleyd exited before it was ready (%v); it printed:\n%s", d.cmd.ProcessState, d.printed())
 	case <-time.After(30 * time.Second):
-		t.Fatal("parleyd not ready after 30 s")
+		d.kill()
+		t.Fatalf("parleyd not ready after 30 s; it printed:\n%s", d.printed())
 	}
-	t.Cleanup(func() { d.kill() })
+	t.Cleanup(func() {
+		d.kill()
+		if t.Failed() {
+			t.Logf("parleyd printed:\n%s", d.printed())
+		}
+	})
 	return d
+}
+
+// printed returns everything the child printed so far.
+func (d *daemon) printed() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.output.String()
 }
 
 // testCode verifies the daemon's test numbers (+1555000…).
 const testCode = "314159"
 
 // code returns the code sent to phone: the test code for a test number,
-// else the one the log sender logged, waiting for the log line.
+// else the one the log sender logged, waiting up to 5 s for the log line.
 func (d *daemon) code(phone string) string {
 	if strings.HasPrefix(phone, "+1555000") {
 		return testCode
 	}
-	for range 100 {
+	deadline := time.After(5 * time.Second)
+	for {
 		d.mu.Lock()
-		c := d.codes[phone]
+		c, changed := d.codes[phone], d.changed
 		d.mu.Unlock()
 		if c != "" {
 			return c
 		}
-		time.Sleep(50 * time.Millisecond)
+		select {
+		case <-changed:
+		case <-d.exit:
+			return ""
+		case <-deadline:
+			return ""
+		}
 	}
-	return ""
 }
 
 // kill sends SIGKILL and waits for the process to go.

@@ -1,22 +1,16 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/sha256"
-	"crypto/tls"
-	"encoding/hex"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -44,42 +38,8 @@ func TestMediaBigFlatMemory(t *testing.T) {
 		mib = *mediaBig
 	}
 	size := int64(mib) << 20
-	dir := t.TempDir()
-	addr, mediaAddr := freeAddr(t), freeAddr(t)
-	cmd := exec.Command(os.Args[0], "--listen", addr, "--data", dir, "--shards", "2",
-		"--test-phone-prefix", "+1555000", "--test-code", testCode, "--admin", "", "--media-listen", mediaAddr)
-	cmd.Env = append(os.Environ(), "PARLEYD_TEST_AS_MAIN=1")
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	ready, exited := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(exited)
-		s := bufio.NewScanner(stderr)
-		once := sync.Once{}
-		for s.Scan() {
-			if strings.Contains(s.Text(), "parleyd ready") {
-				once.Do(func() { close(ready) })
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		<-exited
-		_ = cmd.Wait()
-	})
-	select {
-	case <-ready:
-	case <-exited:
-		t.Fatal("parleyd exited")
-	case <-time.After(20 * time.Second):
-		t.Fatal("parleyd not ready")
-	}
-	d := &daemon{dir: dir}
+	addr := freeAddr(t)
+	d := startDaemon(t, t.TempDir(), addr)
 	fp := d.fingerprint(t)
 
 	c := wiretest.Dial(t, addr, fp)
@@ -98,20 +58,10 @@ func TestMediaBigFlatMemory(t *testing.T) {
 	var slot pb.MediaUploadSlot
 	expect(t, c, protocol.KindMediaUploadSlot, &slot)
 
-	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{
-		MinVersion:         tls.VersionTLS13,
-		InsecureSkipVerify: true, // checked against the fingerprint below
-		VerifyConnection: func(cs tls.ConnectionState) error {
-			s := sha256.Sum256(cs.PeerCertificates[0].Raw)
-			if hex.EncodeToString(s[:]) != fp {
-				return errors.New("wrong certificate")
-			}
-			return nil
-		},
-	}}}
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: wiretest.TLSConfig(fp)}}
 	defer hc.CloseIdleConnections()
 
-	pid := cmd.Process.Pid
+	pid := d.cmd.Process.Pid
 	base := procStatus(t, pid, "VmRSS")
 	var peak atomic.Int64
 	stop := make(chan struct{})
