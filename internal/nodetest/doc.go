@@ -33,9 +33,14 @@
 // helpers that take a testing.TB fail the test with Fatal and so belong
 // to the test's goroutine. A Recorder and its Devices are safe for
 // concurrent use: each Device reads on its own goroutine, and Connect,
-// Disconnect, Send and WaitSent may be called from helper goroutines (they
-// report trouble as violations or errors, never with Fatal). Wait, Settle
-// and the Must helpers call Fatal and belong to the test's goroutine. All
+// Disconnect, Send, SendGroup, Resend, Request and WaitSent may be called
+// from helper goroutines (they report trouble as violations or errors,
+// never with Fatal). Wait, WaitFor, WaitSynced, Resync, Settle and Check
+// call Fatal and belong to the test's goroutine. All
 // recorded state is guarded by the Recorder's mutex; a Device's own mutex
-// guards only its connection, and the two are never held together.
+// guards only its connection. Lock order: a Device's mutex before its
+// Recorder's.
+//
+// A Device sends no Ping: use it on a node whose heartbeat outlasts the
+// test's quiet spells (the default, 60 s, closes a connection silent for 90 s).
 package nodetest

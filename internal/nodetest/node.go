@@ -24,9 +24,6 @@ type Node struct {
 	*node.Node
 	// Codes catches the verification codes the node sends.
 	Codes *Codes
-	// Config is the configuration the node was started with, after the
-	// test's changes (defaults not yet filled in).
-	Config node.Config
 
 	mu        sync.Mutex
 	nextPhone int // guarded by mu: the next candidate of Phone and PhoneOn
@@ -63,7 +60,7 @@ func Start(t testing.TB, change func(*node.Config)) *Node {
 			t.Errorf("nodetest: shutdown: %v", err)
 		}
 	})
-	return &Node{Node: n, Codes: codes, Config: cfg}
+	return &Node{Node: n, Codes: codes}
 }
 
 // Logger returns a logger that writes warnings and errors to t's output
