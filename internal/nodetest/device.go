@@ -307,6 +307,7 @@ func (d *Device) handleLocked(f codec.Frame, connNo int) uint64 {
 			r.violateLocked("%s: LoginOk resumes after seq %d, the device has up to %d", d.name, ok.Cursor, d.cursor)
 		}
 		d.cursor = ok.Cursor
+		d.nextCMID = max(d.nextCMID, ok.MaxCmid) // [S-8-19]
 	case protocol.KindMessage:
 		m, err := codec.ParseMessage(f.Body)
 		if err != nil {
