@@ -25,6 +25,7 @@ import (
 	"github.com/parley-im/parley/media"
 	"github.com/parley-im/parley/protocol"
 	"github.com/parley-im/parley/protocol/pb"
+	"github.com/parley-im/parley/router"
 )
 
 // TestMain runs the test binary as parleyd itself when asked, so tests
@@ -172,28 +173,68 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-// TestKill9LosesNoAcknowledgedMessage is DESIGN.md invariant 1 on a real
+// phoneOn returns a test phone number (prefix +1555000, which verifies
+// with the test code) served by shard of a two-shard parleyd.
+func phoneOn(t *testing.T, shard int, skip int) string {
+	t.Helper()
+	r, err := router.New(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := skip; i < 10_000; i++ {
+		p := fmt.Sprintf("+1555000%04d", i)
+		if int(r.ShardOfPhone(p)) == shard {
+			return p
+		}
+	}
+	t.Fatalf("no test phone on shard %d", shard)
+	return ""
+}
+
+// TestKill9LosesNoAcknowledgedMessage is invariant 1 through a real
 // process: parleyd is killed with SIGKILL in the middle of a stream of
-// pipelined sends. After a restart, every message whose Sent the client
-// saw is delivered; the client resends the rest with the same cmids; the
-// recipient gets every message exactly once, in one order.
+// pipelined 1:1 and group sends. The users live on different shards and
+// the sender has a second device on purpose, so every path through the
+// outbox between shards is in flight at the kill: the messages to Bob's
+// shard, the copies for Alice's companion coming back, the group's
+// fan-out and the delivered receipts. After a restart, every message whose
+// Sent the client saw is delivered; the client resends the rest with the
+// same cmids; each device gets every message exactly once, in one order.
 func TestKill9LosesNoAcknowledgedMessage(t *testing.T) {
 	dir, addr := t.TempDir(), freeAddr(t)
 	d := startDaemon(t, dir, addr)
 	fp := d.fingerprint(t)
 	reg := wiretest.Dial(t, addr, fp)
-	alice := reg.Register("+15550009001", d.code)
-	bob := reg.Register("+15559009002", d.code) // a real number: its code is logged
+	alice := reg.Register(phoneOn(t, 0, 0), d.code)
+	bob := reg.Register(phoneOn(t, 1, 0), d.code)
 	reg.Conn.Close()
-
+	if alice.ID&4095 >= 2048 || bob.ID&4095 < 2048 {
+		t.Fatalf("alice %d and bob %d are not on shards 0 and 1", alice.ID, bob.ID)
+	}
 	a := wiretest.Dial(t, addr, fp)
 	a.Login(alice, 0)
-	const total = 5000
+	laptop := wiretest.Link(t, addr, fp, a, "laptop")
+	a.Send(protocol.KindGroupCreate, &pb.GroupCreate{Rid: a.NextRID(), Name: "kill -9", Members: []uint64{bob.ID}})
+	var info pb.GroupInfo
+	a.ExpectProto(protocol.KindGroupInfo, &info, protocol.KindMessage, protocol.KindGroupEvent, protocol.KindSynced)
+	if len(info.Members) != 2 {
+		t.Fatalf("group %+v, want alice and bob", info.Members)
+	}
+	// Odd cmids are 1:1 messages to Bob, even ones group messages.
+	const total = 2000
+	send := func(buf []byte, cmid uint64) []byte {
+		s := codec.Send{To: bob.ID, CMID: cmid, Body: fmt.Appendf(nil, "m%d", cmid)}
+		if cmid%2 == 0 {
+			s.To, s.Group = 0, info.Group
+		}
+		return codec.AppendSend(buf, s)
+	}
+
 	sentBefore := map[uint64]uint64{} // cmid → id, Sent seen before the kill
 	go func() {
 		var buf []byte
 		for cmid := uint64(1); cmid <= total; cmid++ {
-			buf = codec.AppendSend(buf[:0], codec.Send{To: bob.ID, CMID: cmid, Body: fmt.Appendf(nil, "m%d", cmid)})
+			buf = send(buf[:0], cmid)
 			if _, err := a.Conn.Write(buf); err != nil {
 				return // the server died
 			}
@@ -220,11 +261,11 @@ func TestKill9LosesNoAcknowledgedMessage(t *testing.T) {
 	a.Login(alice, 0)
 	ids := map[uint64]uint64{} // cmid → id after the retry
 	for cmid := uint64(1); cmid <= total; cmid++ {
-		a.Write(codec.AppendSend(nil, codec.Send{To: bob.ID, CMID: cmid, Body: fmt.Appendf(nil, "m%d", cmid)}))
+		a.Write(send(nil, cmid))
 		if cmid%100 == 0 || cmid == total {
 			for uint64(len(ids)) < cmid {
 				var s pb.Sent
-				a.ExpectProto(protocol.KindSent, &s, protocol.KindSynced, protocol.KindReceipt)
+				a.ExpectProto(protocol.KindSent, &s, protocol.KindSynced, protocol.KindReceipt, protocol.KindReceipts, protocol.KindMessage, protocol.KindGroupEvent)
 				ids[s.Cmid] = s.Id
 			}
 		}
@@ -235,35 +276,100 @@ func TestKill9LosesNoAcknowledgedMessage(t *testing.T) {
 		}
 	}
 
-	b := wiretest.Dial(t, addr, fp)
-	b.Login(bob, 0)
-	seen := map[string]bool{}
-	var last uint64
-	for len(seen) < total {
-		m := b.Message()
-		if m.Seq <= last {
-			t.Fatalf("seq %d after %d", m.Seq, last)
-		}
-		last = m.Seq
-		body := string(m.Body)
-		if seen[body] {
-			t.Fatalf("%s delivered twice", body)
-		}
-		seen[body] = true
-		var cmid uint64
-		fmt.Sscanf(body, "m%d", &cmid)
-		if ids[cmid] != m.ID {
-			t.Fatalf("%s has id %d, Sent said %d", body, m.ID, ids[cmid])
-		}
-		if len(seen)%100 == 0 {
-			b.Ack(m.Seq)
+	// Bob gets all 2,000 messages once, in one order; Alice's companion
+	// gets a copy of each, once, then Bob's delivered receipts.
+	var oneToOne, group uint64
+	for cmid, id := range ids {
+		if cmid%2 == 1 {
+			oneToOne = max(oneToOne, id)
+		} else {
+			group = max(group, id)
 		}
 	}
-	b.Ack(last)
-	var s pb.Synced
-	b.ExpectProto(protocol.KindSynced, &s)
-	if s.Seq != last {
-		t.Fatalf("inbox holds %d entries beyond the %d delivered", s.Seq-last, total)
+	b := wiretest.Dial(t, addr, fp)
+	b.Login(bob, 0)
+	bs := &stream{seen: map[uint64]bool{}}
+	for len(bs.seen) < total {
+		bs.read(t, b, "bob", ids, alice.ID)
+	}
+	b.Ack(bs.last)
+	l := wiretest.Dial(t, addr, fp)
+	l.Login(laptop, 0)
+	ls := &stream{seen: map[uint64]bool{}}
+	for len(ls.seen) < total || ls.direct < oneToOne || ls.grouped < group {
+		ls.read(t, l, "laptop", ids, bob.ID)
+	}
+}
+
+// stream is what a device has read of its inbox stream.
+type stream struct {
+	last            uint64          // the last seq
+	seen            map[uint64]bool // cmids of the messages read
+	direct, grouped uint64          // the highest delivered receipts from the peer: 1:1, group
+}
+
+// read reads c's next entry into st, checking that seqs increase and that
+// each message is new and has the id Sent gave its cmid.
+func (st *stream) read(t *testing.T, c *wiretest.Client, who string, ids map[uint64]uint64, peer uint64) {
+	t.Helper()
+	f, err := c.Next(wiretest.Timeout)
+	if err != nil {
+		t.Fatalf("%s: %v", who, err)
+	}
+	var seq uint64
+	switch f.Kind {
+	case protocol.KindSynced:
+		return
+	case protocol.KindGroupEvent:
+		var ev pb.GroupEvent
+		if err := codec.ParseProto(f.Body, &ev); err != nil {
+			t.Fatal(err)
+		}
+		seq = ev.Seq
+	case protocol.KindMessage:
+		m, err := codec.ParseMessage(f.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seq = m.Seq
+		var cmid uint64
+		fmt.Sscanf(string(m.Body), "m%d", &cmid)
+		if st.seen[cmid] {
+			t.Fatalf("%s: %s delivered twice", who, m.Body)
+		}
+		st.seen[cmid] = true
+		if ids[cmid] != m.ID {
+			t.Fatalf("%s: %s has id %d, Sent said %d", who, m.Body, m.ID, ids[cmid])
+		}
+	case protocol.KindReceipt:
+		r, err := codec.ParseReceipt(f.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seq = r.Seq
+		if r.Type == pb.ReceiptType_RECEIPT_DELIVERED && r.Peer == peer {
+			st.direct = max(st.direct, r.UpTo)
+		}
+	case protocol.KindReceipts:
+		var r pb.Receipts
+		if err := codec.ParseProto(f.Body, &r); err != nil {
+			t.Fatal(err)
+		}
+		seq = r.Seq
+		for _, it := range r.Items {
+			if r.Type == pb.ReceiptType_RECEIPT_DELIVERED && it.Peer == peer {
+				st.grouped = max(st.grouped, it.UpTo)
+			}
+		}
+	default:
+		t.Fatalf("%s: unexpected %v", who, f.Kind)
+	}
+	if seq <= st.last {
+		t.Fatalf("%s: seq %d after %d", who, seq, st.last)
+	}
+	st.last = seq
+	if st.last%100 == 0 {
+		c.Ack(st.last)
 	}
 }
 
