@@ -27,6 +27,7 @@ func TestCrashKeepsAcknowledgedSends(t *testing.T) {
 
 		var mu sync.Mutex
 		acked := map[uint64]bool{} // message ids with a Sent
+		progress := make(chan struct{}, 1)
 		var wg sync.WaitGroup
 		stop := make(chan struct{})
 		for _, from := range []account{alice, carol} {
@@ -49,6 +50,10 @@ func TestCrashKeepsAcknowledgedSends(t *testing.T) {
 								mu.Lock()
 								acked[f.msg.(*pb.Sent).Id] = true
 								mu.Unlock()
+								select {
+								case progress <- struct{}{}:
+								default:
+								}
 								e.frames = append(e.frames[:i:i], e.frames[i+1:]...)
 								return true
 							}
@@ -58,7 +63,22 @@ func TestCrashKeepsAcknowledgedSends(t *testing.T) {
 				}
 			}()
 		}
-		time.Sleep(time.Duration(5+rng.IntN(30)) * time.Millisecond)
+		// The cut falls after a random number of acknowledged sends: a
+		// moment chosen by progress, not by a sleep a loaded machine would
+		// spend before the first send.
+		for target := 1 + rng.IntN(400); ; {
+			mu.Lock()
+			n := len(acked)
+			mu.Unlock()
+			if n >= target {
+				break
+			}
+			select {
+			case <-progress:
+			case <-time.After(10 * time.Second):
+				t.Fatalf("round %d: %d sends acknowledged in 10 s, waiting for %d", round, n, target)
+			}
+		}
 		mu.Lock()
 		before := make(map[uint64]bool, len(acked))
 		for id := range acked {
