@@ -457,3 +457,41 @@ func TestBadArguments(t *testing.T) {
 		}
 	}
 }
+
+// TestDataFilesPrivate: everything parleyd writes under its data
+// directory is its user's only (issue 9: shards and media metadata were
+// 0644/0755, relying on a parent directory a pre-created data directory
+// may not have).
+func TestDataFilesPrivate(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	addr := freeAddr(t)
+	d := startDaemon(t, dir, addr)
+	c := wiretest.Dial(t, addr, d.fingerprint(t))
+	c.Register(phoneOn(t, 0, 0), d.code)
+	c.Conn.Close()
+	d.kill()
+	n := 0
+	err := filepath.WalkDir(dir, func(path string, e os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		info, err := e.Info()
+		if err != nil {
+			return err
+		}
+		if info.Mode().Perm()&0o077 != 0 {
+			t.Errorf("%s is %v: readable by others than parleyd's user", path, info.Mode().Perm())
+		}
+		n++
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n < 10 {
+		t.Fatalf("only %d files under the data directory", n)
+	}
+}
