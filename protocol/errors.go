@@ -82,6 +82,21 @@ const (
 	CodeCMIDReused = pb.ErrorCode_ERROR_CMID_REUSED
 )
 
+// Error codes of verification code delivery (spec.md [S-9-16]), message
+// scope: answers to REQUEST_CODE when the server's SMS gateway did not
+// take the code.
+const (
+	// CodeCodeUndeliverable: the gateway refused the phone number for good
+	// (not a valid or reachable mobile number, a country it does not
+	// serve, a number that opted out); no code was sent.
+	CodeCodeUndeliverable = pb.ErrorCode_ERROR_CODE_UNDELIVERABLE
+	// CodeCodeDeliveryFailed: the gateway could not be reached or did not
+	// take the message within the server's deadline (down, throttling,
+	// timing out), or the server's queue of codes to send is full. The
+	// code may still arrive late.
+	CodeCodeDeliveryFailed = pb.ErrorCode_ERROR_CODE_DELIVERY_FAILED
+)
+
 // Scope says what an error code ends.
 type Scope uint8
 
@@ -160,6 +175,8 @@ var Codes = []CodeInfo{
 	{CodeMediaStorageFull, "MEDIA_STORAGE_FULL", ScopeMessage, "The server is short of disk space and takes no new uploads: retry after retry_after_ms (Retry-After); downloads keep working."},
 	{CodeMediaQuotaExceeded, "MEDIA_QUOTA_EXCEEDED", ScopeMessage, "The user's unfinished uploads hold the most bytes the server allows: finish (resume) them first, or retry after they expire."},
 	{CodeMediaTooManyTransfers, "MEDIA_TOO_MANY_TRANSFERS", ScopeMessage, "The user has as many media transfers in progress as the server allows one user now: retry after Retry-After, best once one of them has ended."},
+	{CodeCodeUndeliverable, "CODE_UNDELIVERABLE", ScopeMessage, "The SMS gateway refused this phone number (invalid, not a mobile, an unserved country, opted out): no code was sent. Do not retry with the same number; ask the user to check it."},
+	{CodeCodeDeliveryFailed, "CODE_DELIVERY_FAILED", ScopeMessage, "The server could not hand the code to its SMS gateway now: let the user ask again after retry_after_ms. The code may still arrive late and verifies until a new one is requested."},
 }
 
 // LookupCode returns the description of c, and false if c is not a code

@@ -19,7 +19,7 @@ func newRouter(t *testing.T, count int) *Router {
 
 type nopCodes struct{}
 
-func (nopCodes) SendCode(string, string) {}
+func (nopCodes) SendCode(_, _ string, done func(error)) { done(nil) }
 
 func openShards(t *testing.T, r *Router, n int) []*storage.Shard {
 	t.Helper()

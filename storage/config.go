@@ -12,9 +12,20 @@ import (
 // CodeSender delivers verification codes to phones (an SMS gateway). The
 // shard calls SendCode from its actor after the code is durable, so
 // SendCode must not block: an implementation that does I/O queues the work.
+// It calls done exactly once, from any goroutine (SendCode's own included),
+// when it knows what became of the code: nil when the gateway took it, an
+// error wrapping ErrCodeUndeliverable when the gateway refused the number
+// for good, any other error when the code could not be handed over (the
+// gateway unavailable, the sender's queue full). The shard answers the
+// REQUEST_CODE from done ([S-9-16]); done never blocks.
 type CodeSender interface {
-	SendCode(phone, code string)
+	SendCode(phone, code string, done func(error))
 }
+
+// ErrCodeUndeliverable is wrapped by the error a CodeSender reports when
+// its gateway refused the phone number for good; the client then gets
+// CODE_UNDELIVERABLE, and CODE_DELIVERY_FAILED for any other error.
+var ErrCodeUndeliverable = errors.New("storage: the gateway refused the phone number")
 
 // Forwarder moves ops between shards; the router implements it. Forward
 // must not block. It may lose, repeat or reorder ops: the outbox protocol

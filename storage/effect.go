@@ -2,6 +2,8 @@ package storage
 
 import (
 	"encoding/binary"
+	"errors"
+	"sync/atomic"
 
 	"google.golang.org/protobuf/proto"
 
@@ -20,7 +22,7 @@ const (
 	effClose                               // ep.Close(code)
 	effAuthenticated                       // ep.Authenticated(session)
 	effForward                             // Forwarder.Forward(op)
-	effSendCode                            // Codes.SendCode(phone, code)
+	effSendCode                            // Codes.SendCode(phone, code, answer.done)
 	effLookup                              // lookup.Done(contacts)
 )
 
@@ -37,6 +39,7 @@ type effect struct {
 	text       string
 	lookup     *Lookup
 	contacts   []*pb.Contact
+	answer     *codeAnswer // effSendCode
 }
 
 // Session describes an authenticated connection to the server, which
@@ -113,11 +116,43 @@ func (s *Shard) emitLocked(effects []effect, out []byte) {
 		case effForward:
 			s.cfg.Forwarder.Forward(e.op)
 		case effSendCode:
-			s.cfg.Codes.SendCode(e.phone, e.text)
+			s.cfg.Codes.SendCode(e.phone, e.text, e.answer.done)
 		case effLookup:
 			e.lookup.Done(e.contacts)
 		}
 		*e = effect{}
+	}
+}
+
+// codeAnswer answers a REQUEST_CODE once the CodeSender reports what
+// became of the code ([S-9-16]). done may run on any goroutine.
+type codeAnswer struct {
+	ep      Endpoint
+	sent    *pb.CodeSent // the answer when the gateway took the code
+	retryMS uint32       // CODE_DELIVERY_FAILED's retry_after_ms
+	called  atomic.Bool
+}
+
+// done replies to the request: CODE_SENT for a nil err, else the error
+// code err maps to. Only the first call replies, so a sender that
+// reported twice cannot end the request's in-flight count twice.
+func (a *codeAnswer) done(err error) {
+	if a.called.Swap(true) {
+		return
+	}
+	rid := a.sent.Rid
+	switch {
+	case err == nil:
+		b, err := appendProtoFrame(nil, protocol.KindCodeSent, a.sent)
+		if err != nil {
+			a.ep.Reply(appendErrorFrame(nil, protocol.CodeInternal, rid, 0))
+			return
+		}
+		a.ep.Reply(b)
+	case errors.Is(err, ErrCodeUndeliverable):
+		a.ep.Reply(appendErrorFrame(nil, protocol.CodeCodeUndeliverable, rid, 0))
+	default:
+		a.ep.Reply(codec.AppendError(nil, protocol.CodeCodeDeliveryFailed, rid, 0, "", a.retryMS))
 	}
 }
 

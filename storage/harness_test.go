@@ -37,19 +37,42 @@ func (c *clock) Advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
-// codeBox captures verification codes instead of sending them.
+// codeBox captures verification codes instead of sending them. It
+// reports each code taken at once, unless hold is set: then it keeps the
+// done callbacks for the test to call (held).
 type codeBox struct {
-	mu    sync.Mutex
-	codes map[string]string
+	mu      sync.Mutex
+	codes   map[string]string
+	hold    bool
+	pending map[string]func(error)
+	arrived chan string // with hold: the phone of each code held
 }
 
-func (b *codeBox) SendCode(phone, code string) {
+func (b *codeBox) SendCode(phone, code string, done func(error)) {
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	if b.codes == nil {
 		b.codes = make(map[string]string)
 	}
 	b.codes[phone] = code
+	if b.hold {
+		if b.pending == nil {
+			b.pending = make(map[string]func(error))
+		}
+		b.pending[phone] = done
+		b.mu.Unlock()
+		b.arrived <- phone
+		return
+	}
+	b.mu.Unlock()
+	done(nil)
+}
+
+// held returns the done callback of phone's code, held by a codeBox with
+// hold set.
+func (b *codeBox) held(phone string) func(error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.pending[phone]
 }
 
 func (b *codeBox) code(phone string) string {

@@ -38,15 +38,9 @@ func (s *Shard) applyRequestCode(op *Op) {
 		}
 	}
 	rec.SentMS = recent
-	if n := len(rec.SentMS); n > 0 {
-		next := rec.SentMS[n-1] + uint64(s.cfg.CodeInterval.Milliseconds())
-		if n >= s.cfg.CodesPerHour {
-			next = max(next, rec.SentMS[0]+uint64(time.Hour.Milliseconds()))
-		}
-		if next > nowMS {
-			s.replyRetry(op.EP, protocol.CodeRateLimited, op.RID, 0, uint32(next-nowMS))
-			return
-		}
+	if next := s.nextCodeMS(&rec); next > nowMS {
+		s.replyRetry(op.EP, protocol.CodeRateLimited, op.RID, 0, uint32(next-nowMS))
+		return
 	}
 	code := s.newCode()
 	test := s.cfg.TestPrefix != "" && strings.HasPrefix(op.Phone, s.cfg.TestPrefix)
@@ -58,15 +52,34 @@ func (s *Shard) applyRequestCode(op *Op) {
 	rec.Attempts = 0
 	rec.SentMS = append(rec.SentMS, nowMS)
 	s.setCodeRecord(op.Phone, ck, &rec)
-	if !test {
-		s.effects = append(s.effects, effect{kind: effSendCode, phone: op.Phone, text: code})
-	}
-	s.replyProto(op.EP, protocol.KindCodeSent, &pb.CodeSent{
+	sent := &pb.CodeSent{
 		Rid:         op.RID,
 		CodeLength:  codeDigits,
 		ExpiresInS:  uint32(s.cfg.CodeTTL / time.Second),
 		RetryAfterS: uint32(s.cfg.CodeInterval / time.Second),
-	})
+	}
+	if test {
+		s.replyProto(op.EP, protocol.KindCodeSent, sent)
+		return
+	}
+	// [S-9-16] The answer waits for the gateway: the sender calls back.
+	answer := &codeAnswer{ep: op.EP, sent: sent, retryMS: uint32(s.nextCodeMS(&rec) - nowMS)}
+	s.effects = append(s.effects, effect{kind: effSendCode, phone: op.Phone, text: code, answer: answer})
+}
+
+// nextCodeMS returns when a phone with code state rec (its sends of the
+// past hour) may be sent its next code ([S-9-2]), in Unix milliseconds; 0
+// when it may now.
+func (s *Shard) nextCodeMS(rec *codeRecord) uint64 {
+	n := len(rec.SentMS)
+	if n == 0 {
+		return 0
+	}
+	next := rec.SentMS[n-1] + uint64(s.cfg.CodeInterval.Milliseconds())
+	if n >= s.cfg.CodesPerHour {
+		next = max(next, rec.SentMS[0]+uint64(time.Hour.Milliseconds()))
+	}
+	return next
 }
 
 // setCodeRecord writes the code state of phone (under key ck) and indexes

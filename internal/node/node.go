@@ -169,9 +169,11 @@ func shardCount(dir string, want int) (int, error) {
 // For development and tests only; production plugs in an SMS gateway.
 type LogCodes struct{ Logger *slog.Logger }
 
-// SendCode implements storage.CodeSender.
-func (l LogCodes) SendCode(phone, code string) {
+// SendCode implements storage.CodeSender: it logs the code and reports it
+// sent.
+func (l LogCodes) SendCode(phone, code string, done func(error)) {
 	l.Logger.Warn("verification code (log sender: configure an SMS gateway for production)", "phone", phone, "code", code)
+	done(nil)
 }
 
 // Node is a running node.

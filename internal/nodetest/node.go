@@ -111,13 +111,15 @@ func NewCodes() *Codes {
 	return &Codes{codes: map[string]string{}, changed: make(chan struct{})}
 }
 
-// SendCode implements storage.CodeSender.
-func (c *Codes) SendCode(phone, code string) {
+// SendCode implements storage.CodeSender: it keeps the code and reports
+// it sent at once.
+func (c *Codes) SendCode(phone, code string, done func(error)) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.codes[phone] = code
 	close(c.changed)
 	c.changed = make(chan struct{})
+	c.mu.Unlock()
+	done(nil)
 }
 
 // Get returns the latest code sent to phone, or "" if none was.

@@ -273,6 +273,9 @@ const (
 	ErrorCode_ERROR_MEDIA_STORAGE_FULL       ErrorCode = 63
 	ErrorCode_ERROR_MEDIA_QUOTA_EXCEEDED     ErrorCode = 64
 	ErrorCode_ERROR_MEDIA_TOO_MANY_TRANSFERS ErrorCode = 65
+	// Verification code delivery (spec.md section 9), message scope.
+	ErrorCode_ERROR_CODE_UNDELIVERABLE   ErrorCode = 69
+	ErrorCode_ERROR_CODE_DELIVERY_FAILED ErrorCode = 70
 )
 
 // Enum value maps for ErrorCode.
@@ -325,6 +328,8 @@ var (
 		63: "ERROR_MEDIA_STORAGE_FULL",
 		64: "ERROR_MEDIA_QUOTA_EXCEEDED",
 		65: "ERROR_MEDIA_TOO_MANY_TRANSFERS",
+		69: "ERROR_CODE_UNDELIVERABLE",
+		70: "ERROR_CODE_DELIVERY_FAILED",
 	}
 	ErrorCode_value = map[string]int32{
 		"ERROR_UNSPECIFIED":              0,
@@ -374,6 +379,8 @@ var (
 		"ERROR_MEDIA_STORAGE_FULL":       63,
 		"ERROR_MEDIA_QUOTA_EXCEEDED":     64,
 		"ERROR_MEDIA_TOO_MANY_TRANSFERS": 65,
+		"ERROR_CODE_UNDELIVERABLE":       69,
+		"ERROR_CODE_DELIVERY_FAILED":     70,
 	}
 )
 
@@ -1982,7 +1989,8 @@ const file_parley_proto_rawDesc = "" +
 	"\x10KIND_GROUP_EVENT\x10T\x12\x11\n" +
 	"\rKIND_RECEIPTS\x10U\x12\x1a\n" +
 	"\x16KIND_MEDIA_UPLOAD_SLOT\x10`\x12\x1b\n" +
-	"\x17KIND_MEDIA_DOWNLOAD_URL\x10a*\xe1\t\n" +
+	"\x17KIND_MEDIA_DOWNLOAD_URL\x10a*\x9f\n" +
+	"\n" +
 	"\tErrorCode\x12\x15\n" +
 	"\x11ERROR_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15ERROR_MALFORMED_FRAME\x10\x01\x12\x19\n" +
@@ -2031,7 +2039,9 @@ const file_parley_proto_rawDesc = "" +
 	"\x11ERROR_CMID_REUSED\x10>\x12\x1c\n" +
 	"\x18ERROR_MEDIA_STORAGE_FULL\x10?\x12\x1e\n" +
 	"\x1aERROR_MEDIA_QUOTA_EXCEEDED\x10@\x12\"\n" +
-	"\x1eERROR_MEDIA_TOO_MANY_TRANSFERS\x10A*n\n" +
+	"\x1eERROR_MEDIA_TOO_MANY_TRANSFERS\x10A\x12\x1c\n" +
+	"\x18ERROR_CODE_UNDELIVERABLE\x10E\x12\x1e\n" +
+	"\x1aERROR_CODE_DELIVERY_FAILED\x10F*n\n" +
 	"\vContentType\x12\x10\n" +
 	"\fCONTENT_TEXT\x10\x00\x12\x11\n" +
 	"\rCONTENT_IMAGE\x10\x01\x12\x11\n" +
