@@ -10,8 +10,10 @@ import (
 )
 
 // CodeSender delivers verification codes to phones (an SMS gateway). The
-// shard calls SendCode from its actor after the code is durable, so
-// SendCode must not block: an implementation that does I/O queues the work.
+// shard calls SendCode once the code is durable, among a cycle's effects
+// (from its actor or its syncer, holding the lock that keeps effects in
+// order), so SendCode must not block nor call into the shard: an
+// implementation that does I/O queues the work.
 // It calls done exactly once, from any goroutine (SendCode's own included),
 // when it knows what became of the code: nil when the gateway took it, an
 // error wrapping ErrCodeUndeliverable when the gateway refused the number

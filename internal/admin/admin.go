@@ -22,6 +22,7 @@ import (
 
 	"github.com/parley-im/parley/media"
 	"github.com/parley-im/parley/server"
+	"github.com/parley-im/parley/sms"
 	"github.com/parley-im/parley/storage"
 )
 
@@ -38,6 +39,9 @@ type Config struct {
 	Commits *Commits
 	// Media is the node's media service; nil leaves its metrics out.
 	Media *media.Service
+	// SMS is the node's SMS sender; nil (the log sender) leaves its
+	// metrics out.
+	SMS *sms.Sender
 	// Logger receives the endpoint's errors; nil discards them.
 	Logger *slog.Logger
 }
@@ -69,6 +73,9 @@ func Start(cfg Config) (*Admin, error) {
 	}
 	if cfg.Media != nil {
 		reg.MustRegister(mediaCollector{svc: cfg.Media})
+	}
+	if cfg.SMS != nil {
+		reg.MustRegister(smsCollector{sender: cfg.SMS})
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slogPrinter{log}}))

@@ -3,8 +3,9 @@
 // /debug/memory. It is meant for a loopback or otherwise private address:
 // it has no authentication, and the profiler can slow the node down.
 //
-// The metrics are read at scrape time from the counters the server and the
-// shards already keep (server.Stats, storage.Shard.Stats), so the message
+// The metrics are read at scrape time from the counters the server, the
+// shards, the media service and the SMS sender already keep (server.Stats,
+// storage.Shard.Stats, media.Service.Stats, sms.Sender.Stats), so the message
 // path pays nothing for them; the one exception is Commits, a histogram the
 // shards feed through storage.Config.OnCommit.
 //

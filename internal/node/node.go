@@ -19,6 +19,7 @@ import (
 	"github.com/parley-im/parley/media"
 	"github.com/parley-im/parley/router"
 	"github.com/parley-im/parley/server"
+	"github.com/parley-im/parley/sms"
 	"github.com/parley-im/parley/storage"
 )
 
@@ -43,8 +44,15 @@ type Config struct {
 	Plaintext bool
 	// Logger receives all logs; nil means slog.Default().
 	Logger *slog.Logger
-	// Codes sends verification codes; nil logs them (development only).
+	// Codes sends verification codes; nil means the SMS sender of SMS
+	// when SMS.Gateway is set, else LogCodes, which logs them (development
+	// only). Codes and SMS.Gateway may not both be set.
 	Codes storage.CodeSender
+	// SMS configures the node's SMS sender when SMS.Gateway is set: the
+	// node starts it, hands it every shard's codes, counts its work in the
+	// admin metrics and stops it after the shards. Logger is filled in by
+	// the node.
+	SMS sms.Config
 	// AdminAddr is the address of the admin endpoint (Prometheus /metrics,
 	// /debug/pprof/, /debug/memory), host:port; port 0 picks a free port.
 	// Default "": no admin endpoint. Keep it on a private address.
@@ -111,7 +119,7 @@ func (c *Config) setDefaults() {
 	if c.FreeSpace == nil {
 		c.FreeSpace = diskFree
 	}
-	if c.Codes == nil {
+	if c.Codes == nil && c.SMS.Gateway == nil {
 		c.Codes = LogCodes{Logger: c.Logger}
 	}
 	if c.MediaAddr == "" {
@@ -125,6 +133,9 @@ func (c *Config) setDefaults() {
 func (c *Config) validate() error {
 	if c.Shards < 1 || c.Shards > storage.MaxShards {
 		return fmt.Errorf("node: %d shards, want 1 to %d", c.Shards, storage.MaxShards)
+	}
+	if c.Codes != nil && c.SMS.Gateway != nil {
+		return errors.New("node: both a code sender (Codes) and an SMS gateway (SMS.Gateway)")
 	}
 	return nil
 }
@@ -186,6 +197,7 @@ type Node struct {
 	fingerprint string
 	admin       *admin.Admin   // nil without AdminAddr
 	media       *media.Service // nil with MediaAddr "off"
+	sms         *sms.Sender    // nil without Config.SMS.Gateway
 	mediaHTTP   *http.Server
 	mediaLn     net.Listener
 	mediaServed chan error
@@ -233,6 +245,14 @@ func Start(cfg Config) (*Node, error) {
 	var commits *admin.Commits
 	if cfg.AdminAddr != "" {
 		commits = admin.NewCommits()
+	}
+	if cfg.SMS.Gateway != nil {
+		smsConfig := cfg.SMS
+		smsConfig.Logger = log
+		if n.sms, err = sms.New(smsConfig); err != nil {
+			return nil, fmt.Errorf("node: %w", err)
+		}
+		cfg.Codes = n.sms
 	}
 	for i := range cfg.Shards {
 		sc := cfg.Storage
@@ -305,7 +325,7 @@ func Start(cfg Config) (*Node, error) {
 	}
 	n.startMedia()
 	if cfg.AdminAddr != "" {
-		a, err := admin.Start(admin.Config{Addr: cfg.AdminAddr, Server: srv, Shards: n.shards, Commits: commits, Media: n.media, Logger: log})
+		a, err := admin.Start(admin.Config{Addr: cfg.AdminAddr, Server: srv, Shards: n.shards, Commits: commits, Media: n.media, SMS: n.sms, Logger: log})
 		if err != nil {
 			_ = n.Shutdown(context.Background())
 			return nil, err
@@ -355,6 +375,8 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	return errors.Join(err, n.closeShards())
 }
 
+// closeShards closes the shards, and then the SMS sender they hand codes
+// to: the requests it still works on are answered CODE_DELIVERY_FAILED.
 func (n *Node) closeShards() error {
 	if n.disk != nil {
 		n.disk.stop()
@@ -365,6 +387,10 @@ func (n *Node) closeShards() error {
 		errs = append(errs, s.Close())
 	}
 	n.shards = nil
+	if n.sms != nil {
+		n.sms.Close()
+		n.sms = nil
+	}
 	return errors.Join(errs...)
 }
 
@@ -385,6 +411,9 @@ func Run(ctx context.Context, cfg Config, grace time.Duration) error {
 	}
 	if n.media != nil {
 		attrs = append(attrs, "media", n.mediaLn.Addr().String(), "media_url", n.cfg.MediaURL)
+	}
+	if n.sms != nil {
+		attrs = append(attrs, "sms", n.cfg.SMS.Gateway.Name())
 	}
 	log.Info("parleyd ready", attrs...)
 	select {
