@@ -13,9 +13,23 @@
 // PARLEY_MEDIA_MAX_TRANSFERS, PARLEY_MEDIA_USER_TRANSFERS,
 // PARLEY_MEDIA_RESERVED_TRANSFERS, PARLEY_MEDIA_MIN_RATE,
 // PARLEY_MEDIA_STAGING_QUOTA_MIB, PARLEY_MEDIA_MIN_FREE_MIB,
-// PARLEY_MIN_FREE_MIB, PARLEY_INBOX_MAX_ENTRIES, PARLEY_INBOX_MAX_MIB. The S3 secret key
-// is read only from PARLEY_MEDIA_S3_SECRET_KEY, never from a flag, so it
-// does not show in the process list.
+// PARLEY_MIN_FREE_MIB, PARLEY_INBOX_MAX_ENTRIES, PARLEY_INBOX_MAX_MIB,
+// PARLEY_SMS, PARLEY_SMS_URL, PARLEY_TWILIO_ACCOUNT_SID,
+// PARLEY_TWILIO_AUTH_TOKEN_FILE, PARLEY_SMS_FROM,
+// PARLEY_TWILIO_MESSAGING_SERVICE_SID, PARLEY_WEBHOOK_SECRET_FILE,
+// PARLEY_SMS_TEXT, PARLEY_SMS_WORKERS, PARLEY_SMS_QUEUE,
+// PARLEY_SMS_ATTEMPTS, PARLEY_SMS_ATTEMPT_TIMEOUT, PARLEY_SMS_DEADLINE. The
+// S3 secret key is read only from PARLEY_MEDIA_S3_SECRET_KEY, never from a
+// flag, so it does not show in the process list; so are the SMS gateway's
+// credentials, from a file (--twilio-auth-token-file,
+// --webhook-secret-file) or from PARLEY_TWILIO_AUTH_TOKEN and
+// PARLEY_WEBHOOK_SECRET.
+//
+// Verification codes go to the log by default (--sms log, for development
+// and tests). --sms twilio sends them through a Twilio-compatible Messages
+// API, --sms webhook as a signed POST to an endpoint of the operator's;
+// docs/operations.md ("SMS gateway") says how to set either up and what a
+// client sees when a code cannot be sent.
 //
 // The media endpoint (--media-listen, default 127.0.0.1:5443; "" turns
 // media off) serves uploads and downloads over HTTPS with the chat
@@ -61,7 +75,7 @@ import (
 func main() {
 	syscall.Umask(0o077)
 	if err := run(os.Args[1:]); err != nil {
-		fmt.Fprintln(os.Stderr, "parleyd:", err)
+		fmt.Fprintln(os.Stderr, "parleyd:", oneLine(err))
 		os.Exit(1)
 	}
 }
@@ -100,6 +114,10 @@ func run(args []string) error {
 	s3Access := fs.String("media-s3-access-key", env("PARLEY_MEDIA_S3_ACCESS_KEY", ""), "S3 access `key` (the secret comes from PARLEY_MEDIA_S3_SECRET_KEY)")
 	s3Insecure := fs.Bool("media-s3-insecure", env("PARLEY_MEDIA_S3_INSECURE", "") == "1", "speak plain HTTP to the S3 endpoint (loopback or a private network only)")
 	limits, err := addMediaFlags(fs)
+	if err != nil {
+		return err
+	}
+	smsF, err := addSMSFlags(fs)
 	if err != nil {
 		return err
 	}
@@ -158,6 +176,10 @@ func run(args []string) error {
 		return err
 	}
 	mediaConfig.Expiry = *mediaExpiry
+	smsConfig, err := smsF.config(os.Getenv, os.ReadFile)
+	if err != nil {
+		return err
+	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
 		return fmt.Errorf("bad --log-level %q", *level)
@@ -181,6 +203,7 @@ func run(args []string) error {
 			AccessKey: *s3Access, SecretKey: os.Getenv("PARLEY_MEDIA_S3_SECRET_KEY"), Insecure: *s3Insecure,
 		},
 		Media:  mediaConfig,
+		SMS:    smsConfig,
 		Logger: logger,
 		Server: server.Config{Heartbeat: *heartbeat},
 		Storage: storage.Config{

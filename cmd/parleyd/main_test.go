@@ -434,6 +434,9 @@ func TestBadArguments(t *testing.T) {
 		{[]string{"--media-user-transfers", "300"}, "", "--media-user-transfers 300: above --media-max-transfers 256"},
 		{[]string{"--media-max-transfers", "16", "--media-reserved-transfers", "16"}, "", "--media-reserved-transfers 16: leaves none of --media-max-transfers 16"},
 		{[]string{"--media-reserved-transfers", "-2"}, "", "--media-reserved-transfers -2: want -1 or more"},
+		{[]string{"--sms", "twilio"}, "", "no Twilio auth token: give --twilio-auth-token-file or set PARLEY_TWILIO_AUTH_TOKEN; sms: twilio: no account SID; want exactly one of a sender (From) and a messaging service SID"},
+		{[]string{"--sms-text", "hello"}, "", `--sms-text "hello": no {code} where the code goes`},
+		{nil, "PARLEY_SMS_DEADLINE=soon", `PARLEY_SMS_DEADLINE="soon" is not a duration (like 60s)`},
 	}
 	for _, tt := range tests {
 		args := append([]string(nil), tt.args...)
