@@ -104,3 +104,35 @@ func TestWebhookAnswers(t *testing.T) {
 		}
 	}
 }
+
+// TestWebhookExample: the request docs/operations.md shows is the one a
+// Webhook sends, byte for byte, and its signature verifies.
+func TestWebhookExample(t *testing.T) {
+	const (
+		secret = "example-secret-0123456789"
+		body   = `{"id":"dn99ubq6yuj9-1","phone":"+447700900123","code":"493817","text":"Your Parley code is 493817","timestamp":1796115600}`
+		sig    = "v1=29902435513611bd44dc0255e3149ae9b072e201e8a579734b62aa04d0fb244d"
+	)
+	g := newFakeGateway(t, answer{status: 200})
+	at := time.Unix(1796115600, 0)
+	wh, err := sms.NewWebhook(sms.WebhookConfig{URL: g.srv.URL + "/sms", Secret: []byte(secret), Now: func() time.Time { return at }, HTTPClient: g.srv.Client()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := sms.Message{ID: "dn99ubq6yuj9-1", Phone: "+447700900123", Code: "493817", Text: "Your Parley code is 493817"}
+	if err := wh.Send(t.Context(), m); err != nil {
+		t.Fatal(err)
+	}
+	r := g.next(t)
+	if string(r.body) != body {
+		t.Errorf("body %s\nwant %s", r.body, body)
+	}
+	for k, want := range map[string]string{sms.HeaderTimestamp: "1796115600", sms.HeaderSignature: sig, sms.HeaderIdempotencyKey: "dn99ubq6yuj9-1"} {
+		if got := r.header.Get(k); got != want {
+			t.Errorf("%s: %q, want %q", k, got, want)
+		}
+	}
+	if err := sms.VerifyWebhook([]byte(secret), r.header, r.body, at.Add(time.Minute), 5*time.Minute); err != nil {
+		t.Error(err)
+	}
+}
