@@ -1,13 +1,21 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"flag"
+	"io"
 	"io/fs"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/parley-im/parley/internal/wiretest"
+	"github.com/parley-im/parley/protocol"
+	"github.com/parley-im/parley/protocol/pb"
 	"github.com/parley-im/parley/sms"
 )
 
@@ -85,5 +93,66 @@ func TestSMSFlags(t *testing.T) {
 func TestOneLine(t *testing.T) {
 	if got := oneLine(errors.Join(errors.New("a"), errors.New("b"))); got != "a; b" {
 		t.Fatalf("oneLine = %q", got)
+	}
+}
+
+// TestSMSWebhookThroughParleyd: a real parleyd configured from the
+// environment sends codes to a webhook on loopback, signed; the client's
+// CODE_SENT comes after the receiver took the code, which then verifies;
+// a number the receiver refuses gets CODE_UNDELIVERABLE; the secret is in
+// nothing parleyd prints.
+func TestSMSWebhookThroughParleyd(t *testing.T) {
+	const (
+		secret  = "whsec-parleyd-test-0123456789"
+		good    = "+447700900555"
+		refused = "+447700900666"
+	)
+	var mu sync.Mutex
+	codes := map[string]string{}
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if err := sms.VerifyWebhook([]byte(secret), r.Header, body, time.Now(), 5*time.Minute); err != nil {
+			t.Errorf("webhook: %v", err)
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		var m sms.WebhookBody
+		if err := json.Unmarshal(body, &m); err != nil {
+			t.Errorf("webhook body: %v", err)
+		}
+		if m.Phone == refused {
+			w.WriteHeader(http.StatusUnprocessableEntity)
+			return
+		}
+		mu.Lock()
+		codes[m.Phone] = m.Code
+		mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer hook.Close()
+	t.Setenv("PARLEY_SMS", "webhook")
+	t.Setenv("PARLEY_SMS_URL", hook.URL+"/sms")
+	t.Setenv("PARLEY_WEBHOOK_SECRET", secret)
+
+	d := startDaemon(t, t.TempDir(), freeAddr(t))
+	c := wiretest.Dial(t, d.addr, d.fingerprint(t))
+	u := c.Register(good, func(phone string) string {
+		mu.Lock()
+		defer mu.Unlock()
+		return codes[phone] // the receiver took it before CODE_SENT
+	})
+	c.Login(u, 0)
+
+	c2 := wiretest.Dial(t, d.addr, d.fingerprint(t))
+	c2.Send(protocol.KindRequestCode, &pb.RequestCode{Rid: 7, Phone: refused, Version: protocol.Version})
+	if e := c2.ExpectError(protocol.CodeCodeUndeliverable); e.Rid != 7 {
+		t.Fatalf("CODE_UNDELIVERABLE rid %d, want 7", e.Rid)
+	}
+	out := d.printed()
+	if !strings.Contains(out, "sms=webhook") {
+		t.Errorf("parleyd did not say it sends codes by webhook:\n%s", out)
+	}
+	if strings.Contains(out, secret) {
+		t.Errorf("parleyd printed the webhook secret:\n%s", out)
 	}
 }
