@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"runtime"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/parley-im/parley/router"
 )
@@ -57,10 +60,48 @@ type Config struct {
 	MaxPending int
 	// LookupsPerMinute limits contact lookups per connection. Default 10.
 	LookupsPerMinute int
-	// MaxHandshakes bounds concurrent TLS handshakes. Default 256.
+	// MaxHandshakes bounds concurrent TLS handshakes. A connection takes a
+	// slot only once its whole ClientHello has arrived; beyond the bound it
+	// waits for one. Default 256.
 	MaxHandshakes int
-	// HandshakeTimeout bounds one TLS handshake. Default 10 s.
+	// HandshakeTimeout is how long after the accept a connection may take
+	// to complete its TLS handshake ([S-5-5]); then it is closed without a
+	// word. Default 10 s.
 	HandshakeTimeout time.Duration
+	// ClientHelloTimeout is how long after the accept a connection may
+	// take to send its whole ClientHello (its first flight); then it is
+	// closed without a word. Default 5 s; never more than HandshakeTimeout.
+	ClientHelloTimeout time.Duration
+	// MaxHandshakesPerIP bounds the TLS handshakes running or waiting for a
+	// slot at once from one client address (see MaxConnsPerIP for what an
+	// address is and who is exempt); a connection whose ClientHello would
+	// go over it is closed at once. Default 16.
+	MaxHandshakesPerIP int
+
+	// MaxConns caps the client connections open at once, counted from the
+	// accept to the close; a connection over it is closed at once (reset)
+	// before any byte is read. Default: the process's open-file limit
+	// (RLIMIT_NOFILE, which Go raises to its hard limit at start) minus
+	// FDReserve, or half the limit when that is more.
+	MaxConns int
+	// FDReserve is how many of the process's file descriptors are kept for
+	// everything but client connections when MaxConns is derived: the
+	// listener, event loops, connections being handed to a loop (up to
+	// 64), storage, media and the admin endpoint. Default 256; node.Start
+	// sets it from its shards and media (see internal/node).
+	FDReserve int
+	// MaxConnsPerIP caps the connections open at once from one client
+	// address: an IPv4 address, or an IPv6 /64 (what one subscriber
+	// usually gets); a connection over it is closed at once (reset).
+	// Loopback clients (the operator's own tools, a local proxy) are
+	// exempt unless LimitLoopback, and in Plaintext mode no per-address
+	// limit applies (every client has the proxy's address). Default 512:
+	// enough for a carrier-grade NAT address shared by a few hundred
+	// devices.
+	MaxConnsPerIP int
+	// LimitLoopback applies MaxConnsPerIP and MaxHandshakesPerIP to
+	// loopback clients too (tests; a node whose clients really are local).
+	LimitLoopback bool
 	// ShutdownGrace is how long Shutdown waits for clients to leave after
 	// GoAway before closing what remains. Default 5 s.
 	ShutdownGrace time.Duration
@@ -106,6 +147,22 @@ func (c *Config) setDefaults() {
 	if c.HandshakeTimeout == 0 {
 		c.HandshakeTimeout = 10 * time.Second
 	}
+	if c.ClientHelloTimeout == 0 {
+		c.ClientHelloTimeout = min(5*time.Second, c.HandshakeTimeout)
+	}
+	if c.MaxHandshakesPerIP == 0 {
+		c.MaxHandshakesPerIP = 16
+	}
+	if c.FDReserve == 0 {
+		c.FDReserve = 256
+	}
+	if c.MaxConns == 0 {
+		c.MaxConns = defaultMaxConns(c.FDReserve)
+	}
+	if c.MaxConnsPerIP == 0 {
+		c.MaxConnsPerIP = 512
+	}
+
 	if c.ShutdownGrace == 0 {
 		c.ShutdownGrace = 5 * time.Second
 	}
@@ -141,7 +198,8 @@ func (c *Config) validate() error {
 	for _, v := range []struct {
 		name string
 		n    int
-	}{{"loops", c.Loops}, {"max pending", c.MaxPending}, {"lookups per minute", c.LookupsPerMinute}, {"max handshakes", c.MaxHandshakes}} {
+	}{{"loops", c.Loops}, {"max pending", c.MaxPending}, {"lookups per minute", c.LookupsPerMinute}, {"max handshakes", c.MaxHandshakes},
+		{"max handshakes per IP", c.MaxHandshakesPerIP}, {"max conns", c.MaxConns}, {"max conns per IP", c.MaxConnsPerIP}, {"fd reserve", c.FDReserve}} {
 		if v.n < 1 {
 			errs = append(errs, fmt.Errorf("%s %d below 1", v.name, v.n))
 		}
@@ -150,13 +208,38 @@ func (c *Config) validate() error {
 		name string
 		d    time.Duration
 	}{{"login timeout", c.LoginTimeout}, {"idle trim", c.IdleTrim}, {"handshake timeout", c.HandshakeTimeout},
+		{"client hello timeout", c.ClientHelloTimeout},
 		{"shutdown grace", c.ShutdownGrace}, {"reconnect after", c.ReconnectAfter}} {
 		if v.d <= 0 {
 			errs = append(errs, fmt.Errorf("%s %v not positive", v.name, v.d))
 		}
 	}
+	if c.ClientHelloTimeout > c.HandshakeTimeout {
+		errs = append(errs, fmt.Errorf("client hello timeout %v above handshake timeout %v", c.ClientHelloTimeout, c.HandshakeTimeout))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("server: config: %w", err)
 	}
 	return nil
+}
+
+// fdLimit returns the process's open-file limit (the soft RLIMIT_NOFILE),
+// or 0 if it cannot be read or is unlimited.
+func fdLimit() int {
+	var r unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &r); err != nil || r.Cur == unix.RLIM_INFINITY || r.Cur > math.MaxInt32 {
+		return 0
+	}
+	return int(r.Cur)
+}
+
+// defaultMaxConns derives MaxConns from the open-file limit: the limit
+// minus reserve, or half the limit when the reserve would leave less (a
+// small limit, as in tests); 1<<20 when the limit cannot be read.
+func defaultMaxConns(reserve int) int {
+	limit := fdLimit()
+	if limit == 0 {
+		return 1 << 20
+	}
+	return max(limit-reserve, limit/2, 1)
 }

@@ -22,11 +22,20 @@ const (
 	stateAuthenticated                  // Login succeeded
 )
 
+// Connection phases before OPEN, for the timer: a TLS connection must get
+// through each by its deadline ([S-5-5]).
+const (
+	phaseHello     uint32 = iota // waiting for the whole ClientHello
+	phaseHandshake               // TLS handshake waiting for a slot or running
+	phaseOpen                    // TLS done, or plaintext
+)
+
 // conn is one client connection. Fields without a note are owned by the
 // connection's event loop.
 type conn struct {
 	srv *Server
-	gc  gnet.Conn
+	ip  *ipCount    // the admission's address count; nil when not limited; immutable
+	gc  gnet.Conn   // set in OnOpen
 	tc  *tls13.Conn // nil in plaintext mode
 	// plain holds decrypted bytes not yet parsed into frames (TLS only);
 	// nil when empty, so idle connections hold no buffer.
@@ -43,8 +52,15 @@ type conn struct {
 	typingAt     int64    // unix nanos of the last refill
 	watching     []uint64 // users whose presence this connection watches
 
+	// registered: OnOpen accepted the connection (OnClose must undo it).
+	registered bool
+
 	// openedAt is the unix nanos the connection opened; immutable.
 	openedAt int64
+	// opened is set by OnOpen; the acceptor reads it.
+	opened atomic.Bool
+	// phase is where a TLS connection is before OPEN; the timer reads it.
+	phase atomic.Uint32
 	// lastActive is the unix nanos of the last inbound traffic; the timer
 	// goroutine reads it.
 	lastActive atomic.Int64
@@ -72,6 +88,11 @@ type conn struct {
 }
 
 var _ storage.Endpoint = (*conn)(nil)
+
+// newConn returns the state of a connection the acceptor admitted from ip.
+func newConn(s *Server, ip *ipCount) *conn {
+	return &conn{srv: s, ip: ip, wslot: -1}
+}
 
 // wakeLocked arranges for the loop to look at the connection. c.mu must be
 // held; the Wake itself is issued after unlocking by the caller when the

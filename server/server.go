@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
-	"golang.org/x/sys/unix"
 
 	"github.com/parley-im/parley/codec"
 	"github.com/parley-im/parley/internal/tls13"
@@ -31,9 +30,12 @@ type Server struct {
 	wheel *wheel
 	bufs  bufPool
 
-	booted   chan struct{} // closed once the engine listens
-	addr     net.Addr      // set before booted is closed
-	eng      gnet.Engine   // set before booted is closed
+	booted   chan struct{} // closed once the engine runs and the listener is open
+	addr     net.Addr      // set before booted is closed; nil if the server failed to start
+	eng      gnet.Engine   // set in OnBoot, before booted is closed
+	acc      *acceptor     // set before booted is closed
+	running  chan struct{} // closed by the first OnTick: the event loops are up
+	runOnce  sync.Once
 	stopping atomic.Bool
 	stopOnce sync.Once
 	stopErr  error // set by stopOnce
@@ -52,10 +54,27 @@ type Stats struct {
 	BytesIn        atomic.Uint64 // bytes received, before decryption
 	BytesOut       atomic.Uint64 // bytes sent, after encryption
 	Handshakes     atomic.Uint64 // TLS handshakes completed
-	HandshakeFails atomic.Uint64 // TLS handshakes failed or timed out
+	HandshakeFails atomic.Uint64 // TLS handshakes failed, refused or timed out
 	// Closed counts connections closed by the server, by connection-scope
 	// error code.
 	Closed [32]atomic.Uint64
+
+	// Connections reset on arrival, before any byte was read, by cause.
+	RefusedMaxConns atomic.Uint64 // Config.MaxConns reached
+	RefusedPerIP    atomic.Uint64 // Config.MaxConnsPerIP reached for the client's address
+	RefusedFDLimit  atomic.Uint64 // shed while the process had no file descriptor left
+	// RefusedHandshakesPerIP counts connections closed when their
+	// ClientHello went over Config.MaxHandshakesPerIP.
+	RefusedHandshakesPerIP atomic.Uint64
+	// AcceptErrors counts failed accepts (EMFILE, ENFILE, ENOBUFS …); each
+	// pauses accepting for 5 ms to 1 s, never stops it.
+	AcceptErrors atomic.Uint64
+	// HelloTimeouts counts connections closed for not sending their whole
+	// ClientHello within Config.ClientHelloTimeout of the accept.
+	HelloTimeouts atomic.Uint64
+	// HandshakeTimeouts counts connections closed for not completing the
+	// TLS handshake within Config.HandshakeTimeout of the accept.
+	HandshakeTimeouts atomic.Uint64
 }
 
 // New returns a Server for cfg. Serve starts it.
@@ -65,16 +84,19 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		cfg:    cfg,
-		log:    cfg.Logger,
-		booted: make(chan struct{}),
+		cfg:     cfg,
+		log:     cfg.Logger,
+		booted:  make(chan struct{}),
+		running: make(chan struct{}),
 	}
 	s.wheel = newWheel(s)
 	if !cfg.Plaintext {
 		t, err := tls13.NewServer(tls13.Config{
-			TLS:              cfg.TLS,
-			MaxHandshakes:    cfg.MaxHandshakes,
-			HandshakeTimeout: cfg.HandshakeTimeout,
+			TLS:                    cfg.TLS,
+			MaxHandshakes:          cfg.MaxHandshakes,
+			HandshakeTimeout:       cfg.HandshakeTimeout,
+			MaxHandshakesPerSource: cfg.MaxHandshakesPerIP,
+			Source:                 s.limitKey,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("server: %w", err)
@@ -87,15 +109,7 @@ func New(cfg Config) (*Server, error) {
 // Serve listens and serves until Shutdown; it returns the engine's error,
 // nil after a clean Shutdown.
 func (s *Server) Serve() error {
-	err := gnet.Run(s, "tcp://"+s.cfg.Addr,
-		gnet.WithMulticore(s.cfg.Loops > 1),
-		gnet.WithNumEventLoop(s.cfg.Loops),
-		gnet.WithLoadBalancing(gnet.LeastConnections),
-		gnet.WithTicker(true),
-		gnet.WithReuseAddr(true),
-		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
-		gnet.WithLogger(gnetLogger{s.log}),
-	)
+	err := s.serve()
 	if s.tls != nil {
 		s.tls.Close()
 	}
@@ -110,6 +124,45 @@ func (s *Server) Serve() error {
 	return nil
 }
 
+func (s *Server) serve() error {
+	lc := net.ListenConfig{KeepAlive: -1} // as gnet: no TCP keep-alive timers per idle connection
+	ln, err := lc.Listen(context.Background(), "tcp", s.cfg.Addr)
+	if err != nil {
+		return err
+	}
+	acc := newAcceptor(s, ln.(*net.TCPListener))
+	ran := make(chan error, 1)
+	go func() {
+		// gnet gets no TCP listener of its own: the acceptor hands it
+		// connections. Its engine refuses to work (Register, Stop) without
+		// some listener, so each loop gets a loopback UDP socket it never
+		// needs: UDP has no accept, so nothing there can end the engine,
+		// and a stray datagram only reaches OnTraffic, which ignores it.
+		err := gnet.Run(s, "udp4://127.0.0.1:0",
+			gnet.WithMulticore(s.cfg.Loops > 1),
+			gnet.WithNumEventLoop(s.cfg.Loops),
+			gnet.WithLoadBalancing(gnet.LeastConnections), // Engine.Register needs one other than RoundRobin
+			gnet.WithTicker(true),
+			gnet.WithLogger(gnetLogger{s.log}),
+		) // TCP_NODELAY needs no option: Go's accept sets it
+		acc.close() // the engine is gone: stop accepting
+		ran <- err
+	}()
+	select {
+	case <-s.running:
+	case err := <-ran:
+		acc.close()
+		acc.run() // returns at once: only releases the spare descriptor
+		return err
+	}
+	s.acc, s.addr = acc, ln.Addr()
+	close(s.booted)
+	s.log.Info("listening", "addr", s.addr.String(), "tls", s.tls != nil, "loops", s.cfg.Loops,
+		"max_conns", s.cfg.MaxConns, "max_conns_per_ip", s.cfg.MaxConnsPerIP)
+	acc.run()
+	return <-ran
+}
+
 // Addr waits until the server listens and returns its address, or nil if
 // it failed to start.
 func (s *Server) Addr() net.Addr {
@@ -119,6 +172,20 @@ func (s *Server) Addr() net.Addr {
 
 // Stats returns the server's live counters.
 func (s *Server) Stats() *Stats { return &s.stats }
+
+// MaxConns returns the connection cap in force (Config.MaxConns, or the
+// value derived from the open-file limit).
+func (s *Server) MaxConns() int { return s.cfg.MaxConns }
+
+// HandshakeSlots reports the TLS handshake slots in use and the
+// handshakes waiting for one (both 0 in plaintext mode). It is safe for
+// concurrent use.
+func (s *Server) HandshakeSlots() (busy, waiting int) {
+	if s.tls == nil {
+		return 0, 0
+	}
+	return s.tls.Slots()
+}
 
 // Shutdown stops the server gracefully: new connections are refused, every
 // client gets GoAway with a jittered reconnect delay, and after the
@@ -130,6 +197,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	s.stopping.Store(true)
+	s.acc.close()
+	select { // every accepted connection has reached its loop (or failed)
+	case <-s.acc.done:
+	case <-ctx.Done():
+	}
 	for _, c := range s.wheel.all() {
 		c.Close(protocol.CodeShuttingDown)
 	}
@@ -161,40 +233,32 @@ func (s *Server) stopEngine(ctx context.Context) error {
 	return s.stopErr
 }
 
-// OnBoot records the engine and its address.
+// OnBoot records the engine.
 func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
 	s.eng = eng
-	if fd, err := eng.Dup(); err == nil {
-		if sa, err := unix.Getsockname(fd); err == nil {
-			switch a := sa.(type) {
-			case *unix.SockaddrInet4:
-				s.addr = &net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port}
-			case *unix.SockaddrInet6:
-				s.addr = &net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port}
-			}
-		}
-		_ = unix.Close(fd)
-	}
-	if s.addr == nil {
-		s.addr, _ = net.ResolveTCPAddr("tcp", s.cfg.Addr)
-	}
-	close(s.booted)
-	s.log.Info("listening", "addr", s.addr.String(), "tls", s.tls != nil, "loops", s.cfg.Loops)
 	return gnet.None
 }
 
-// OnOpen sets up a new connection.
+// OnOpen sets up a connection the acceptor handed over (its context is
+// the conn the acceptor made).
 func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
+	c, ok := gc.Context().(*conn)
+	if !ok {
+		return nil, gnet.Close // not from the acceptor: cannot happen, gnet has no TCP listener
+	}
+	c.gc = gc
+	c.opened.Store(true)
 	if s.stopping.Load() {
 		return nil, gnet.Close
 	}
-	c := &conn{srv: s, gc: gc}
+	c.registered = true
 	if s.tls != nil {
 		c.tc = s.tls.NewConn()
+	} else {
+		c.phase.Store(phaseOpen)
 	}
 	c.openedAt = s.cfg.Now().UnixNano()
 	c.lastActive.Store(c.openedAt)
-	gc.SetContext(c)
 	s.wheel.add(c)
 	s.stats.Accepted.Add(1)
 	s.stats.Open.Add(1)
@@ -205,6 +269,10 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 func (s *Server) OnClose(gc gnet.Conn, _ error) gnet.Action {
 	c, ok := gc.Context().(*conn)
 	if !ok {
+		return gnet.None
+	}
+	s.acc.release(c.ip)
+	if !c.registered {
 		return gnet.None
 	}
 	c.mu.Lock()
@@ -232,8 +300,10 @@ func (s *Server) OnClose(gc gnet.Conn, _ error) gnet.Action {
 	return gnet.None
 }
 
-// OnTick runs the timer wheel once per wheel unit.
+// OnTick runs the timer wheel once per wheel unit. The first call also
+// tells Serve that the event loops are up.
 func (s *Server) OnTick() (time.Duration, gnet.Action) {
+	s.runOnce.Do(func() { close(s.running) })
 	s.wheel.tick(s.cfg.Now())
 	return time.Duration(s.wheel.unit), gnet.None
 }

@@ -26,7 +26,7 @@ type verdict struct {
 func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 	c, ok := gc.Context().(*conn)
 	if !ok {
-		return gnet.Close
+		return gnet.None // a datagram on the engine's idle UDP socket (see serve)
 	}
 	q := c.take()
 	if q.session != nil && c.state == stateLoggingIn {
@@ -125,13 +125,22 @@ func (c *conn) readInput(gc gnet.Conn, w *buffer) verdict {
 		if errors.Is(err, tls13.ErrNotTLS) {
 			_, _ = gc.Write(tls13.AlertRecord(nil, alertProtocolVersion))
 		}
+		if errors.Is(err, tls13.ErrTooManyHandshakes) {
+			c.srv.stats.RefusedHandshakesPerIP.Add(1)
+		}
 		if !wasReady {
 			c.srv.stats.HandshakeFails.Add(1)
 		}
 		return verdict{close: true}
 	}
-	if !wasReady && c.tc.Ready() {
-		c.srv.stats.Handshakes.Add(1)
+	if !wasReady {
+		switch {
+		case c.tc.Ready():
+			c.phase.Store(phaseOpen)
+			c.srv.stats.Handshakes.Add(1)
+		case c.tc.HelloReceived():
+			c.phase.Store(phaseHandshake)
+		}
 	}
 	v := c.handleBuffered(w)
 	return c.checkOverflow(gc, w, v)

@@ -2,6 +2,7 @@ package server
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/parley-im/parley/protocol"
@@ -81,12 +82,22 @@ func (w *wheel) unlinkLocked(c *conn) {
 	c.wnext, c.wprev = nil, nil
 }
 
+// wheelAction is what the timer does to a connection it checks.
+type wheelAction uint8
+
+const (
+	wheelKeep      wheelAction = iota // nothing yet
+	wheelTrim                         // idle: release its TLS state on the loop
+	wheelExpire                       // silent too long: close with IDLE_TIMEOUT
+	wheelHello                        // no whole ClientHello in time: close without a word
+	wheelHandshake                    // TLS handshake not done in time: close without a word
+)
+
 // tick checks the connections due in the ticks since the last one.
 func (w *wheel) tick(now time.Time) {
 	nowNS := now.UnixNano()
 	sec := nowNS / w.unit
-	var expired []*conn
-	var trims []*conn
+	var due [wheelHandshake + 1][]*conn
 	w.mu.Lock()
 	from := w.last + 1
 	if sec-from >= wheelSlots {
@@ -99,60 +110,80 @@ func (w *wheel) tick(now time.Time) {
 		for c != nil {
 			next := c.wnext
 			c.wnext, c.wprev = nil, nil
-			due, trim, expire := w.check(c, nowNS)
-			switch {
-			case expire:
+			at, act := w.check(c, nowNS)
+			switch act {
+			case wheelExpire, wheelHello, wheelHandshake:
 				c.wslot = -1
 				w.count--
-				expired = append(expired, c)
 			default:
-				if trim {
-					trims = append(trims, c)
-				}
-				w.insertLocked(c, max(due, sec+1))
+				w.insertLocked(c, max(at, sec+1))
 			}
+			due[act] = append(due[act], c)
 			c = next
 		}
 	}
 	w.last = sec
 	w.mu.Unlock()
-	for _, c := range expired {
+	st := &w.srv.stats
+	for _, c := range due[wheelExpire] {
 		c.Close(protocol.CodeIdleTimeout)
 	}
-	for _, c := range trims {
+	for _, t := range []struct {
+		act wheelAction
+		n   *atomic.Uint64
+	}{{wheelHello, &st.HelloTimeouts}, {wheelHandshake, &st.HandshakeTimeouts}} {
+		for _, c := range due[t.act] {
+			t.n.Add(1)
+			st.HandshakeFails.Add(1)
+			_ = c.gc.Close() // before TLS there is no frame to send
+		}
+	}
+	for _, c := range due[wheelTrim] {
 		c.trim.Store(true)
 		c.poke()
 	}
 }
 
-// check decides what to do with c now: the tick of its next check,
-// whether to trim it, whether it has been silent too long. w.mu is held.
-func (w *wheel) check(c *conn, nowNS int64) (due int64, trim, expire bool) {
+// check decides what to do with c now, and the tick of its next check
+// when it stays on the wheel. w.mu is held.
+func (w *wheel) check(c *conn, nowNS int64) (due int64, act wheelAction) {
 	cfg := &w.srv.cfg
 	last := c.lastActive.Load()
 	// [S-6-9] a connection must log in within LoginTimeout of opening,
 	// and then send something every 1.5 heartbeats.
-	deadline := c.openedAt + int64(cfg.LoginTimeout)
+	deadline, expire := c.openedAt+int64(cfg.LoginTimeout), wheelExpire
 	if c.linking.Load() {
 		deadline = c.openedAt + int64(linkWait)
 	}
 	if c.authed.Load() {
 		deadline = last + int64(cfg.Heartbeat*3/2)
 	}
+	// [S-5-5] and before that, send its whole ClientHello and complete
+	// the TLS handshake, each within its time of the accept.
+	switch c.phase.Load() {
+	case phaseHello:
+		if d := c.openedAt + int64(cfg.ClientHelloTimeout); d < deadline {
+			deadline, expire = d, wheelHello
+		}
+	case phaseHandshake:
+		if d := c.openedAt + int64(cfg.HandshakeTimeout); d < deadline {
+			deadline, expire = d, wheelHandshake
+		}
+	}
 	if nowNS >= deadline {
-		return 0, false, true
+		return 0, expire
 	}
 	next := deadline
 	if c.trimmedAt != last {
 		trimAt := last + int64(cfg.IdleTrim)
 		if nowNS >= trimAt {
 			c.trimmedAt = last
-			trim = true
+			act = wheelTrim
 		} else {
 			next = min(next, trimAt)
 		}
 	}
-	return (next + w.unit - 1) / w.unit, trim, false
+	return (next + w.unit - 1) / w.unit, act
 }
 
 // all returns the connections on the wheel.

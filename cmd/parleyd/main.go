@@ -14,6 +14,8 @@
 // PARLEY_MEDIA_RESERVED_TRANSFERS, PARLEY_MEDIA_MIN_RATE,
 // PARLEY_MEDIA_STAGING_QUOTA_MIB, PARLEY_MEDIA_MIN_FREE_MIB,
 // PARLEY_MIN_FREE_MIB, PARLEY_INBOX_MAX_ENTRIES, PARLEY_INBOX_MAX_MIB,
+// PARLEY_MAX_CONNS, PARLEY_MAX_CONNS_PER_IP, PARLEY_MAX_HANDSHAKES_PER_IP,
+// PARLEY_FD_RESERVE,
 // PARLEY_SMS, PARLEY_SMS_URL, PARLEY_TWILIO_ACCOUNT_SID,
 // PARLEY_TWILIO_AUTH_TOKEN_FILE, PARLEY_SMS_FROM,
 // PARLEY_TWILIO_MESSAGING_SERVICE_SID, PARLEY_WEBHOOK_SECRET_FILE,
@@ -48,6 +50,15 @@
 // Files are created readable by parleyd's user only (umask 077, the data
 // directory 0700): the shards, the certificate's key and the key that
 // protects verification codes live there.
+//
+// Connection limits (docs/security.md, "Connections and TLS"): at most
+// --max-conns client connections (default: the open-file limit less
+// --fd-reserve, which defaults to what the shards, media and admin
+// endpoint need), --max-conns-per-ip from one address and
+// --max-handshakes-per-ip TLS handshakes at once from one address
+// (loopback clients are exempt from the per-address limits). A connection
+// over a limit is closed at once; running out of file descriptors never
+// stops the node.
 //
 // The admin endpoint (--admin, default 127.0.0.1:9222; "" turns it off)
 // serves Prometheus metrics at /metrics and the profiler at /debug/pprof/.
@@ -122,6 +133,7 @@ func run(args []string) error {
 		return err
 	}
 	var minFree, inboxEntries, inboxMiB *int
+	var maxConns, maxConnsPerIP, maxHandshakesPerIP, fdReserve *int
 	for _, d := range []struct {
 		v         **int
 		name, env string
@@ -131,6 +143,10 @@ func run(args []string) error {
 		{&minFree, "min-free-mib", "PARLEY_MIN_FREE_MIB", 512, "`MiB` the data directory's file system keeps free: below it nothing new is stored (STORAGE_FULL)"},
 		{&inboxEntries, "inbox-max-entries", "PARLEY_INBOX_MAX_ENTRIES", 50_000, "undelivered `entries` one user's queue may hold before 1:1 sends to it are refused (INBOX_FULL)"},
 		{&inboxMiB, "inbox-max-mib", "PARLEY_INBOX_MAX_MIB", 256, "`MiB` one user's queue of undelivered entries may hold before 1:1 sends to it are refused"},
+		{&maxConns, "max-conns", "PARLEY_MAX_CONNS", 0, "most client `connections` open at once; more are closed at once (0: the open-file limit less --fd-reserve)"},
+		{&maxConnsPerIP, "max-conns-per-ip", "PARLEY_MAX_CONNS_PER_IP", 512, "most client `connections` from one IPv4 address or IPv6 /64 (loopback exempt)"},
+		{&maxHandshakesPerIP, "max-handshakes-per-ip", "PARLEY_MAX_HANDSHAKES_PER_IP", 16, "most TLS `handshakes` at once from one IPv4 address or IPv6 /64 (loopback exempt)"},
+		{&fdReserve, "fd-reserve", "PARLEY_FD_RESERVE", 0, "file `descriptors` kept from the open-file limit for all but client connections (0: 128 + 128 per shard + 2 per media transfer)"},
 	} {
 		def, err := envInt(d.env, d.def)
 		if err != nil {
@@ -164,6 +180,14 @@ func run(args []string) error {
 	}
 	if *shards < 0 {
 		return fmt.Errorf("--shards %d: want 0 (the default) or more", *shards)
+	}
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"max-conns", *maxConns}, {"max-conns-per-ip", *maxConnsPerIP}, {"max-handshakes-per-ip", *maxHandshakesPerIP}, {"fd-reserve", *fdReserve}} {
+		if f.v < 0 {
+			return fmt.Errorf("--%s %d: want 0 (the default) or more", f.name, f.v)
+		}
 	}
 	if *s3Endpoint != "" && *s3Bucket == "" {
 		return fmt.Errorf("--media-s3-endpoint needs --media-s3-bucket")
@@ -205,7 +229,10 @@ func run(args []string) error {
 		Media:  mediaConfig,
 		SMS:    smsConfig,
 		Logger: logger,
-		Server: server.Config{Heartbeat: *heartbeat},
+		Server: server.Config{
+			Heartbeat: *heartbeat, MaxConns: *maxConns, MaxConnsPerIP: *maxConnsPerIP,
+			MaxHandshakesPerIP: *maxHandshakesPerIP, FDReserve: *fdReserve,
+		},
 		Storage: storage.Config{
 			TestPrefix: *testPrefix, TestCode: *testCode,
 			InboxEntries: *inboxEntries, InboxBytes: int64(*inboxMiB) << 20,

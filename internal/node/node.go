@@ -74,7 +74,9 @@ type Config struct {
 	// filled in by the node.
 	Media media.Config
 	// Server tunes the client server; Addr, TLS, Plaintext, Router, Media and
-	// Logger are filled in by the node.
+	// Logger are filled in by the node, and FDReserve when zero (see
+	// FDReserve), so the connection cap (Server.MaxConns) is derived from
+	// the process's open-file limit less what the node's other parts need.
 	Server server.Config
 	// Storage tunes every shard; ID, Dir, Forwarder, Codes, CodeKey and
 	// Logger are filled in by the node.
@@ -174,6 +176,26 @@ func shardCount(dir string, want int) (int, error) {
 		return 0, err
 	}
 	return want, nil
+}
+
+// FDReserve returns the file descriptors a node keeps out of the client
+// connection cap (server.Config.FDReserve) for its other parts: 128 for
+// the process (standard streams, listeners, the event loops' pollers, the
+// admin endpoint, up to 64 connections being handed to a loop), 128 per
+// shard (Pebble's write-ahead log, manifest and the sstables it keeps
+// open: a shard with more live sstables needs more, set
+// server.Config.FDReserve), and, with media on, 2 per concurrent media
+// transfer (a socket and a file; maxTransfers 0 means media's default,
+// 256).
+func FDReserve(shards int, media bool, maxTransfers int) int {
+	n := 128 + 128*shards
+	if media {
+		if maxTransfers == 0 {
+			maxTransfers = 256 // media.Config.MaxTransfers's default
+		}
+		n += 2 * maxTransfers
+	}
+	return n
 }
 
 // LogCodes is the embedded verification-code sender: it logs each code.
@@ -306,6 +328,9 @@ func Start(cfg Config) (*Node, error) {
 
 	sc := cfg.Server
 	sc.Addr, sc.TLS, sc.Plaintext, sc.Router, sc.Logger = cfg.Listen, tlsConfig, cfg.Plaintext, n.router, log
+	if sc.FDReserve == 0 {
+		sc.FDReserve = FDReserve(cfg.Shards, cfg.MediaAddr != "off", cfg.Media.MaxTransfers)
+	}
 	if n.media != nil {
 		sc.Media = n.media
 	}

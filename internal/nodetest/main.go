@@ -14,5 +14,8 @@ func VerifyMain(m *testing.M, extra ...goleak.Option) {
 	goleak.VerifyTestMain(m, append([]goleak.Option{
 		goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*poolCommon).purgeStaleWorkers"),
 		goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*poolCommon).ticktock"),
+		// Its idle workers (server.Server hands each accepted connection to
+		// a loop through it) exit 10 s after their last task.
+		goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*goWorker).run.func1"),
 	}, extra...)...)
 }

@@ -10,8 +10,8 @@ import (
 
 // Conn states. Transitions happen on the event loop only.
 const (
-	stateNew       uint8 = iota // no byte from the peer yet
-	stateQueued                 // first bytes seen, waiting for a handshake slot
+	stateNew       uint8 = iota // the ClientHello has not arrived in full yet
+	stateQueued                 // whole ClientHello buffered, waiting for a handshake slot
 	stateHandshake              // handshake goroutine running
 	stateReady                  // record layer installed
 	stateFailed                 // Feed returned an error; Seal and CloseNotify still work
@@ -45,6 +45,19 @@ func (tc *Conn) Ready() bool {
 	return tc.suite != suiteNone
 }
 
+// HelloReceived reports whether the client's whole ClientHello has
+// arrived: from then on the connection holds or waits for a handshake
+// slot, and Config.HandshakeTimeout runs. Before it, the Conn holds no
+// slot, goroutine or timer, so bounding the time a client may take to send
+// its ClientHello is the caller's job. It stays true once Ready.
+func (tc *Conn) HelloReceived() bool {
+	switch tc.state {
+	case stateQueued, stateHandshake, stateReady:
+		return true
+	}
+	return false
+}
+
 // CipherSuite returns the negotiated TLS 1.3 cipher suite (a
 // crypto/tls.TLS_* constant), or 0 before Ready.
 func (tc *Conn) CipherSuite() uint16 {
@@ -57,10 +70,10 @@ func (tc *Conn) CipherSuite() uint16 {
 // (c.Peek and c.Discard are valid only there). A partial record is left in
 // gnet's buffer for the next call.
 //
-// Before the handshake completes, Feed starts the handshake goroutine on
-// the first bytes (or queues the connection while MaxHandshakes are
-// running, leaving the bytes in c; it is woken with c.Wake when a slot
-// frees) and hands it complete records, one each time crypto/tls asks (the
+// Before the handshake completes, Feed waits, leaving the bytes in c, until
+// they hold the whole ClientHello, then starts the handshake goroutine (or
+// queues the connection while MaxHandshakes are running, leaving the bytes
+// in c; it is woken with c.Wake when a slot frees) and hands it complete records, one each time crypto/tls asks (the
 // goroutine asks with c.Wake); it returns dst unchanged. When the
 // handshake finishes, the goroutine wakes c, and the next Feed installs the
 // keys and decrypts any records the client pipelined behind its Finished.
@@ -88,11 +101,25 @@ func (tc *Conn) Feed(c gnet.Conn, dst []byte) ([]byte, error) {
 
 func (tc *Conn) feedHandshake(c gnet.Conn, dst []byte) ([]byte, error) {
 	if tc.state == stateNew {
-		if c.InboundBuffered() == 0 {
+		n := c.InboundBuffered()
+		if n == 0 {
 			return dst, nil // a wake-up or an empty read; the idle timer's business
 		}
 		if first, err := c.Peek(1); err != nil || first[0] != typeHandshake {
 			return dst, tc.fail(ErrNotTLS)
+		}
+		// No slot, goroutine or timer until the whole ClientHello is here:
+		// a client that trickles one costs its buffered bytes only.
+		b, _ := c.Peek(-1)
+		complete, err := helloComplete(b, tc.srv.maxInput)
+		if err != nil {
+			return dst, tc.failHandshake(err)
+		}
+		if !complete {
+			if n > tc.srv.maxInput {
+				return dst, tc.failHandshake(fmt.Errorf("%d bytes of handshake input exceed MaxHandshakeInput (%d)", n, tc.srv.maxInput))
+			}
+			return dst, nil
 		}
 		tc.hs = newHandshake(tc.srv, c, tc.srv.now())
 		tc.state = stateQueued

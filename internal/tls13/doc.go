@@ -5,11 +5,18 @@
 //
 // The handshake is Go's own crypto/tls server handshake (TLS 1.3 only,
 // session tickets disabled), run in a short-lived goroutine over an
-// in-memory blocking net.Conn. The goroutine is bounded by a slot taken
+// in-memory blocking net.Conn. A connection takes nothing (no slot, no
+// goroutine, no timer) until its whole ClientHello has arrived: Feed reads
+// the record and handshake headers in gnet's buffer, bounded by
+// Config.MaxHandshakeInput, so a client that trickles or stalls mid-hello
+// holds only its buffered bytes (bounding how long it may take is the
+// caller's timer's job). Then the goroutine is bounded by a slot taken
 // before it is spawned (Config.MaxHandshakes; connections beyond it wait,
-// their bytes left in gnet's buffer), by a deadline counted from the first
-// byte (Config.HandshakeTimeout) and by caps on buffered input
-// (Config.MaxHandshakeInput, Config.MaxPipelinedInput). crypto/tls asks
+// their bytes left in gnet's buffer), by a per-source count
+// (Config.MaxHandshakesPerSource, with Config.Source), by a deadline
+// counted from the complete ClientHello (Config.HandshakeTimeout) and by
+// caps on buffered input (Config.MaxHandshakeInput,
+// Config.MaxPipelinedInput). crypto/tls asks
 // for input one record at a time: when it has read everything it was
 // given, its Read wakes the connection (c.Wake) and Feed hands over the
 // next complete record, and Read never returns bytes past the end of a

@@ -34,9 +34,10 @@ type echoServer struct {
 	ran    chan error
 	stop   atomic.Bool
 
-	open  atomic.Int64 // connections open now
-	ready atomic.Int64 // connections whose handshake completed
-	errs  chan error   // Feed errors, for tests to inspect
+	open    atomic.Int64 // connections open now
+	ready   atomic.Int64 // connections whose handshake completed
+	traffic atomic.Int64 // OnTraffic calls
+	errs    chan error   // Feed errors, for tests to inspect
 }
 
 // echoConn is the per-connection context.
@@ -154,6 +155,7 @@ func (e *echoServer) OnTraffic(c gnet.Conn) gnet.Action {
 		_, _ = c.Write(buf)
 		return gnet.None
 	}
+	e.traffic.Add(1)
 	ec := c.Context().(*echoConn)
 	tc := ec.tc
 	bufs := scratch.Get().(*[]byte)

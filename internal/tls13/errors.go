@@ -11,10 +11,18 @@ var (
 	ErrNotTLS = errors.New("tls13: peer did not start a TLS handshake")
 
 	// ErrHandshake reports that the handshake failed, timed out, exceeded
-	// MaxHandshakeInput or could not start because the Server is closed.
+	// MaxHandshakeInput, was refused (ErrTooManyHandshakes), the first
+	// bytes cannot start a ClientHello, or it could not start because the
+	// Server is closed.
 	// The returned error wraps both ErrHandshake and the cause; crypto/tls
 	// has already sent its alert, if any.
 	ErrHandshake = errors.New("tls13: handshake failed")
+
+	// ErrTooManyHandshakes reports that the connection's source already
+	// had Config.MaxHandshakesPerSource handshakes running or waiting when
+	// its ClientHello arrived. Feed returns it wrapped in ErrHandshake;
+	// nothing has been written to the peer.
+	ErrTooManyHandshakes = errors.New("tls13: too many handshakes from this source")
 
 	// ErrRecord reports a record the peer should not have sent after the
 	// handshake: one that fails authentication, is too large, is of an

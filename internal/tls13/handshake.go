@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -23,8 +24,8 @@ import (
 // the client pipelined behind its Finished stays in gnet's buffer for the
 // record layer. Writes go out through gnet's concurrency-safe AsyncWrite.
 //
-// Ownership: srv, gc, local, remote and deadline are immutable. The queue
-// fields belong to srv.mu. The fields under mu belong to mu. recLeft, the
+// Ownership: srv, gc, local, remote, source and deadline are immutable.
+// The queue fields belong to srv.mu. The fields under mu belong to mu. recLeft, the
 // secrets and suite belong to the goroutine until it sets done, and to the
 // event loop afterwards. Lock order: never hold mu and srv.mu together.
 type handshake struct {
@@ -32,6 +33,7 @@ type handshake struct {
 	gc       gnet.Conn
 	local    net.Addr
 	remote   net.Addr
+	source   netip.Addr // counted against Config.MaxHandshakesPerSource unless zero
 	deadline time.Time
 
 	// Guarded by srv.mu.
@@ -39,6 +41,7 @@ type handshake struct {
 	queued     bool // in srv's wait list
 	granted    bool // holds a slot
 	started    bool // the goroutine was spawned and owns the slot
+	counted    bool // counted in srv.sources
 
 	mu       sync.Mutex
 	cond     sync.Cond // L is &mu; signaled when in grows or the handshake ends
@@ -66,6 +69,9 @@ func newHandshake(s *Server, c gnet.Conn, now time.Time) *handshake {
 		deadline: now.Add(s.timeout),
 		want:     true, // the ClientHello
 	}
+	if s.source != nil {
+		h.source = s.source(h.remote)
+	}
 	h.cond.L = &h.mu
 	return h
 }
@@ -87,8 +93,9 @@ func (h *handshake) run(cfg *tls.Config) {
 		_ = h.gc.Wake(nil)
 	}
 	h.mu.Unlock()
-	// From here the event loop owns h; touch only the immutable srv.
-	h.srv.release()
+	// From here the event loop owns h, except for the fields srv.mu
+	// guards, which release takes.
+	h.srv.release(h)
 }
 
 func (h *handshake) handshake(ctx context.Context, cfg *tls.Config) error {

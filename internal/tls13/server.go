@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"net"
+	"net/netip"
 	"sync"
 	"time"
 )
@@ -20,18 +22,36 @@ type Config struct {
 	TLS *tls.Config
 
 	// MaxHandshakes bounds the handshake goroutines running at once. A
-	// connection that sends its first bytes while all slots are taken
-	// waits, with its bytes left in gnet's buffer, until a slot frees.
-	// Zero means 256.
+	// connection takes a slot only once its whole ClientHello has arrived
+	// (so a client that sends part of one and stalls holds none); while
+	// all slots are taken it waits, its bytes left in gnet's buffer, until
+	// a slot frees. Zero means 256.
 	MaxHandshakes int
 
-	// HandshakeTimeout bounds a handshake, counted from the first byte the
-	// client sends, including time spent waiting for a slot. Zero means 10s.
+	// HandshakeTimeout bounds a handshake, counted from the moment the
+	// whole ClientHello has arrived, including time spent waiting for a
+	// slot. It bounds the handshake goroutine; the time a client may take
+	// to send its ClientHello is the caller's to bound (the package has no
+	// timers: see Conn.HelloReceived). Zero means 10s.
 	HandshakeTimeout time.Duration
+
+	// MaxHandshakesPerSource bounds the handshakes running or waiting for
+	// a slot at once for one source (see Source). A connection whose
+	// ClientHello would go over it fails with ErrTooManyHandshakes. Zero
+	// means 16; it has no effect without Source.
+	MaxHandshakesPerSource int
+
+	// Source maps a client's address to the source its handshakes are
+	// counted under for MaxHandshakesPerSource, for example its IP
+	// address; the zero netip.Addr is not limited. It is called on the
+	// event loop once per connection, when the ClientHello is complete.
+	// Nil means no per-source limit.
+	Source func(remote net.Addr) netip.Addr
 
 	// MaxHandshakeInput caps, in bytes, the ciphertext a client may have
 	// buffered (in gnet's buffer and ours) before the server has sent its
 	// Finished: its ClientHello, possibly twice after a HelloRetryRequest.
+	// A ClientHello that declares more is refused before it has arrived.
 	// Zero means 16 KiB.
 	MaxHandshakeInput int
 
@@ -47,6 +67,7 @@ type Config struct {
 
 const (
 	defaultMaxHandshakes     = 256
+	defaultMaxPerSource      = 16
 	defaultHandshakeTimeout  = 10 * time.Second
 	defaultMaxHandshakeInput = 16 << 10
 	defaultMaxPipelinedInput = 256 << 10
@@ -62,6 +83,9 @@ func (c *Config) validate() error {
 	}
 	if c.MaxHandshakes < 0 {
 		errs = append(errs, errors.New("tls13: Config.MaxHandshakes is negative"))
+	}
+	if c.MaxHandshakesPerSource < 0 {
+		errs = append(errs, errors.New("tls13: Config.MaxHandshakesPerSource is negative"))
 	}
 	if c.HandshakeTimeout < 0 {
 		errs = append(errs, errors.New("tls13: Config.HandshakeTimeout is negative"))
@@ -85,6 +109,8 @@ func (c *Config) validate() error {
 type Server struct {
 	tls          *tls.Config // immutable after NewServer; cloned per handshake
 	max          int
+	maxPerSource int
+	source       func(net.Addr) netip.Addr // nil: no per-source limit
 	timeout      time.Duration
 	maxInput     int
 	maxPipelined int
@@ -96,9 +122,11 @@ type Server struct {
 	wg     sync.WaitGroup // one per running handshake goroutine
 
 	mu         sync.Mutex
-	closed     bool       // guarded by mu
-	active     int        // guarded by mu: slots held by running or granted handshakes
-	head, tail *handshake // guarded by mu: FIFO of handshakes waiting for a slot
+	closed     bool                 // guarded by mu
+	active     int                  // guarded by mu: slots held by running or granted handshakes
+	waiting    int                  // guarded by mu: handshakes in the queue
+	head, tail *handshake           // guarded by mu: FIFO of handshakes waiting for a slot
+	sources    map[netip.Addr]int32 // guarded by mu: handshakes running or waiting, per limited source
 }
 
 // NewServer validates cfg and returns a Server. It starts no goroutine.
@@ -109,6 +137,9 @@ func NewServer(cfg Config) (*Server, error) {
 	s := &Server{
 		tls:          forceSettings(cfg.TLS.Clone()),
 		max:          cfg.MaxHandshakes,
+		maxPerSource: cfg.MaxHandshakesPerSource,
+		source:       cfg.Source,
+		sources:      make(map[netip.Addr]int32),
 		timeout:      cfg.HandshakeTimeout,
 		maxInput:     cfg.MaxHandshakeInput,
 		maxPipelined: cfg.MaxPipelinedInput,
@@ -117,6 +148,9 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	if s.max == 0 {
 		s.max = defaultMaxHandshakes
+	}
+	if s.maxPerSource == 0 {
+		s.maxPerSource = defaultMaxPerSource
 	}
 	if s.timeout == 0 {
 		s.timeout = defaultHandshakeTimeout
@@ -157,10 +191,19 @@ func (s *Server) Close() {
 		h.queued = false
 		_ = h.gc.Wake(nil) // Feed then sees closed and fails the connection
 	}
-	s.head, s.tail = nil, nil
+	s.head, s.tail, s.waiting = nil, nil, 0
 	s.mu.Unlock()
 	s.cancel()
 	s.wg.Wait()
+}
+
+// Slots reports the handshake slots in use (running handshakes, and
+// granted ones about to start) and the handshakes waiting for one. It is
+// safe for concurrent use; the figures may be stale as soon as it returns.
+func (s *Server) Slots() (busy, waiting int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.active, s.waiting
 }
 
 // errServerClosed is the cause wrapped in ErrHandshake when a handshake
@@ -182,6 +225,13 @@ func (s *Server) claim(h *handshake) (bool, error) {
 	if h.queued {
 		return false, nil
 	}
+	if h.source.IsValid() && !h.counted {
+		if int(s.sources[h.source]) >= s.maxPerSource {
+			return false, ErrTooManyHandshakes
+		}
+		s.sources[h.source]++
+		h.counted = true
+	}
 	if s.active < s.max && s.head == nil {
 		s.active++
 		h.granted = true
@@ -195,6 +245,7 @@ func (s *Server) claim(h *handshake) (bool, error) {
 		s.head = h
 	}
 	s.tail = h
+	s.waiting++
 	return false, nil
 }
 
@@ -202,7 +253,7 @@ func (s *Server) claim(h *handshake) (bool, error) {
 func (s *Server) start(h *handshake) error {
 	s.mu.Lock()
 	if s.closed {
-		s.releaseLocked()
+		s.releaseLocked(h)
 		h.granted = false
 		s.mu.Unlock()
 		return errServerClosed
@@ -215,12 +266,15 @@ func (s *Server) start(h *handshake) error {
 }
 
 // forget removes h from the queue, or gives back a slot h was granted but
-// never used. A started handshake keeps its slot until its goroutine
-// exits. Loop only.
+// never used, and stops counting h against its source. A started
+// handshake keeps its slot and its count until its goroutine exits. Loop
+// only.
 func (s *Server) forget(h *handshake) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
+	case h.started:
+		return
 	case h.queued:
 		if h.prev != nil {
 			h.prev.next = h.next
@@ -233,22 +287,41 @@ func (s *Server) forget(h *handshake) {
 			s.tail = h.prev
 		}
 		h.prev, h.next, h.queued = nil, nil, false
-	case h.granted && !h.started:
+		s.waiting--
+		s.uncountLocked(h)
+	case h.granted:
 		h.granted = false
-		s.releaseLocked()
+		s.releaseLocked(h)
+	default:
+		s.uncountLocked(h)
 	}
 }
 
-// release gives back the slot of a handshake goroutine that is exiting.
-func (s *Server) release() {
+// release gives back the slot of h, whose goroutine is exiting.
+func (s *Server) release(h *handshake) {
 	s.mu.Lock()
-	s.releaseLocked()
+	s.releaseLocked(h)
 	s.mu.Unlock()
 }
 
-// releaseLocked hands the freed slot to the first waiting handshake and
-// wakes its connection, or returns it to the pool. s.mu must be held.
-func (s *Server) releaseLocked() {
+// uncountLocked stops counting h against its source. s.mu must be held.
+func (s *Server) uncountLocked(h *handshake) {
+	if !h.counted {
+		return
+	}
+	h.counted = false
+	if n := s.sources[h.source] - 1; n > 0 {
+		s.sources[h.source] = n
+	} else {
+		delete(s.sources, h.source)
+	}
+}
+
+// releaseLocked takes back the slot old held, stops counting old against
+// its source, and hands the slot to the first waiting handshake, waking
+// its connection, or returns it to the pool. s.mu must be held.
+func (s *Server) releaseLocked(old *handshake) {
+	s.uncountLocked(old)
 	h := s.head
 	if h == nil || s.closed {
 		s.active--
@@ -261,6 +334,7 @@ func (s *Server) releaseLocked() {
 		s.tail = nil
 	}
 	h.prev, h.next, h.queued = nil, nil, false
+	s.waiting--
 	h.granted = true
 	// A queued h has not been closed: Conn.Close dequeues under s.mu.
 	_ = h.gc.Wake(nil)

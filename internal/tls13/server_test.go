@@ -70,7 +70,7 @@ func TestSlotQueue(t *testing.T) {
 	claim(1, false) // asking again does not queue twice
 	s.forget(hs[1]) // closed while queued
 	hs[0].started = true
-	s.release() // hs[0]'s goroutine exits: the slot goes to hs[2], skipping hs[1]
+	s.release(hs[0]) // hs[0]'s goroutine exits: the slot goes to hs[2], skipping hs[1]
 	if gcs[1].wakes.Load() != 0 || gcs[2].wakes.Load() != 1 {
 		t.Fatalf("wakes after release: %d, %d; want 0, 1", gcs[1].wakes.Load(), gcs[2].wakes.Load())
 	}
@@ -104,7 +104,7 @@ func TestSlotQueue(t *testing.T) {
 	if _, err := s.claim(w); !errors.Is(err, errServerClosed) {
 		t.Errorf("claim after Close: %v, want errServerClosed", err)
 	}
-	s.release()
+	s.release(busy)
 	if s.active != 0 || waiting.wakes.Load() != 1 {
 		t.Errorf("after Close and release: active %d, wakes %d", s.active, waiting.wakes.Load())
 	}
@@ -163,7 +163,7 @@ func TestHandshakeDeadlineWhileQueued(t *testing.T) {
 	s.now = func() time.Time { return now }
 	s.active = 1 // the only slot is taken
 	tc := s.NewConn()
-	c := &queuedConn{fakeConn: fakeConn{in: []byte{22, 3, 1}}}
+	c := &queuedConn{fakeConn: fakeConn{in: []byte{22, 3, 1, 0, 5, 1, 0, 0, 1, 0}}} // a whole (tiny) ClientHello
 	if _, err := tc.Feed(c, nil); err != nil || tc.state != stateQueued {
 		t.Fatalf("first Feed: %v, state %d; want queued", err, tc.state)
 	}

@@ -1,0 +1,73 @@
+package server
+
+import (
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+)
+
+// TestWheelHandshakeDeadlines pins the timer's decisions before OPEN
+// ([S-5-5]): the ClientHello deadline, then the handshake deadline, both
+// from the accept, then the login deadline.
+func TestWheelHandshakeDeadlines(t *testing.T) {
+	cfg := Config{}
+	cfg.setDefaults()
+	w := newWheel(&Server{cfg: cfg})
+	const opened = int64(1_000_000_000_000)
+	at := func(d time.Duration) int64 { return opened + int64(d) }
+	for _, tt := range []struct {
+		name  string
+		phase uint32
+		now   int64
+		want  wheelAction
+		due   int64 // nanos the next check is due at, when kept
+	}{
+		{"silent, just before the ClientHello deadline", phaseHello, at(5*time.Second - 1), wheelKeep, at(5 * time.Second)},
+		{"silent at the ClientHello deadline", phaseHello, at(5 * time.Second), wheelHello, 0},
+		{"ClientHello in, before the handshake deadline", phaseHandshake, at(9 * time.Second), wheelKeep, at(10 * time.Second)},
+		{"ClientHello in, at the handshake deadline", phaseHandshake, at(10 * time.Second), wheelHandshake, 0},
+		{"TLS done, past the handshake deadline", phaseOpen, at(11 * time.Second), wheelTrim, at(30 * time.Second)},
+		{"TLS done, at the login deadline", phaseOpen, at(30 * time.Second), wheelExpire, 0},
+	} {
+		c := &conn{openedAt: opened}
+		c.phase.Store(tt.phase)
+		c.lastActive.Store(opened)
+		due, act := w.check(c, tt.now)
+		if act != tt.want {
+			t.Errorf("%s: action %d, want %d", tt.name, act, tt.want)
+		}
+		if tt.due != 0 && due != (tt.due+w.unit-1)/w.unit {
+			t.Errorf("%s: next check at tick %d, want %d", tt.name, due, (tt.due+w.unit-1)/w.unit)
+		}
+	}
+}
+
+// TestLimitKey: the address a client is counted under.
+func TestLimitKey(t *testing.T) {
+	for _, tt := range []struct {
+		addr      string
+		plaintext bool
+		loopback  bool // LimitLoopback
+		want      string
+	}{
+		{"192.0.2.7:5000", false, false, "192.0.2.7"},
+		{"[2001:db8:1:2:3:4:5:6]:5000", false, false, "2001:db8:1:2::"}, // one /64
+		{"[::ffff:192.0.2.7]:5000", false, false, "192.0.2.7"},
+		{"127.0.0.2:5000", false, false, ""}, // loopback: exempt
+		{"[::1]:5000", false, false, ""},
+		{"127.0.0.2:5000", false, true, "127.0.0.2"},
+		{"192.0.2.7:5000", true, false, ""}, // plaintext: everyone is the proxy
+	} {
+		s := &Server{cfg: Config{Plaintext: tt.plaintext, LimitLoopback: tt.loopback}}
+		ap := netip.MustParseAddrPort(tt.addr)
+		got := s.limitKey(net.TCPAddrFromAddrPort(ap))
+		want := netip.Addr{}
+		if tt.want != "" {
+			want = netip.MustParseAddr(tt.want)
+		}
+		if got != want {
+			t.Errorf("limitKey(%s, plaintext %v, loopback %v) = %v, want %v", tt.addr, tt.plaintext, tt.loopback, got, want)
+		}
+	}
+}
