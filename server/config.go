@@ -102,6 +102,11 @@ type Config struct {
 	// LimitLoopback applies MaxConnsPerIP and MaxHandshakesPerIP to
 	// loopback clients too (tests; a node whose clients really are local).
 	LimitLoopback bool
+	// CloseLinger is how long a connection the server closes with an
+	// ERROR or GOAWAY stays open, reading nothing, for the client to read
+	// what was queued ahead of that frame and the frame itself; it closes
+	// as soon as the client has received everything. Default 5 s.
+	CloseLinger time.Duration
 	// ShutdownGrace is how long Shutdown waits for clients to leave after
 	// GoAway before closing what remains. Default 5 s.
 	ShutdownGrace time.Duration
@@ -162,7 +167,9 @@ func (c *Config) setDefaults() {
 	if c.MaxConnsPerIP == 0 {
 		c.MaxConnsPerIP = 512
 	}
-
+	if c.CloseLinger == 0 {
+		c.CloseLinger = 5 * time.Second
+	}
 	if c.ShutdownGrace == 0 {
 		c.ShutdownGrace = 5 * time.Second
 	}
@@ -208,7 +215,7 @@ func (c *Config) validate() error {
 		name string
 		d    time.Duration
 	}{{"login timeout", c.LoginTimeout}, {"idle trim", c.IdleTrim}, {"handshake timeout", c.HandshakeTimeout},
-		{"client hello timeout", c.ClientHelloTimeout},
+		{"client hello timeout", c.ClientHelloTimeout}, {"close linger", c.CloseLinger},
 		{"shutdown grace", c.ShutdownGrace}, {"reconnect after", c.ReconnectAfter}} {
 		if v.d <= 0 {
 			errs = append(errs, fmt.Errorf("%s %v not positive", v.name, v.d))

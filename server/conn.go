@@ -30,6 +30,11 @@ const (
 	phaseOpen                    // TLS done, or plaintext
 )
 
+// closeReserve is the room Config.MaxOutbound keeps for the frame that
+// announces a close (ERROR or GOAWAY) and close_notify, sealed, so that
+// frame always fits behind what is already queued ([S-6-14]).
+const closeReserve = 256
+
 // conn is one client connection. Fields without a note are owned by the
 // connection's event loop.
 type conn struct {
@@ -54,6 +59,11 @@ type conn struct {
 
 	// registered: OnOpen accepted the connection (OnClose must undo it).
 	registered bool
+	// draining: the close frame is written; the loop reads nothing more
+	// and closes once the client has received everything, or at drainUntil
+	// (unix nanos).
+	draining   bool
+	drainUntil int64
 
 	// openedAt is the unix nanos the connection opened; immutable.
 	openedAt int64
@@ -61,6 +71,8 @@ type conn struct {
 	opened atomic.Bool
 	// phase is where a TLS connection is before OPEN; the timer reads it.
 	phase atomic.Uint32
+	// closing mirrors draining for the timer.
+	closing atomic.Bool
 	// lastActive is the unix nanos of the last inbound traffic; the timer
 	// goroutine reads it.
 	lastActive atomic.Int64
@@ -79,6 +91,7 @@ type conn struct {
 	session   *storage.Session // guarded by mu: a Login answer to apply
 	closeCode protocol.Code    // guarded by mu: set once; the loop closes after flushing out
 	woken     bool             // guarded by mu: a Wake is on its way
+	stopped   bool             // guarded by mu: the loop is closing the connection; nothing more is queued
 	closed    bool             // guarded by mu: OnClose ran
 
 	// Timer wheel state, guarded by wheel.mu.
@@ -110,11 +123,13 @@ func (c *conn) wake() { _ = c.gc.Wake(nil) }
 // Post implements storage.Endpoint.
 func (c *conn) Post(frames []byte) bool {
 	c.mu.Lock()
-	if c.closed || c.closeCode != 0 {
+	if c.refusingLocked() {
 		c.mu.Unlock()
 		return false
 	}
-	if c.out.len()+len(frames) > c.srv.cfg.MaxOutbound {
+	// [S-6-14] a backstop between two loop runs; the loop's bound checks
+	// what it writes against what gnet still holds.
+	if c.out.len()+len(frames) > c.srv.cfg.MaxOutbound-closeReserve {
 		c.closeLocked(protocol.CodeSlowConsumer)
 		w := c.wakeLocked()
 		c.mu.Unlock()
@@ -147,7 +162,7 @@ func (c *conn) Reply(frames []byte) {
 func (c *conn) Authenticated(s storage.Session) {
 	c.pending.Add(-1)
 	c.mu.Lock()
-	if c.closed || c.closeCode != 0 {
+	if c.refusingLocked() {
 		c.mu.Unlock()
 		return
 	}
@@ -181,7 +196,7 @@ func (c *conn) Fail(code protocol.Code) {
 // flushing.
 func (c *conn) Close(code protocol.Code) {
 	c.mu.Lock()
-	if c.closed || c.closeCode != 0 {
+	if c.refusingLocked() {
 		c.mu.Unlock()
 		return
 	}
@@ -191,6 +206,27 @@ func (c *conn) Close(code protocol.Code) {
 	if w {
 		c.wake()
 	}
+}
+
+// refusingLocked reports whether nothing more may be queued: a close is
+// decided or done. c.mu must be held.
+func (c *conn) refusingLocked() bool {
+	return c.closed || c.stopped || c.closeCode != 0
+}
+
+// stopQueuing makes Post, Authenticated and Close refuse from now on and
+// drops what they queued: the loop has decided to close. It reports
+// whether OnClose has already run (gnet runs it inside a Write that
+// fails), after which the gnet.Conn must not be touched. Loop only.
+func (c *conn) stopQueuing() (closed bool) {
+	c.mu.Lock()
+	c.stopped = true
+	out := c.out
+	c.out, c.session = nil, nil
+	closed = c.closed
+	c.mu.Unlock()
+	c.srv.bufs.put(out)
+	return closed
 }
 
 // closeLocked records code and queues its frame. c.mu must be held.

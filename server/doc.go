@@ -12,8 +12,10 @@
 // rest to an event loop with gnet's Engine.Register. Before OPEN, a TLS
 // connection must deliver its whole ClientHello and then complete its
 // handshake, each within its deadline from the accept; it takes a
-// handshake slot only with a whole ClientHello. docs/security.md lists
-// every limit with its test.
+// handshake slot only with a whole ClientHello. A connection that closes
+// with an ERROR or GOAWAY drains first: it reads and queues nothing more
+// and closes once the client has everything, or after CloseLinger.
+// docs/security.md lists every limit with its test.
 //
 // Threading: a connection's fields are owned by its event loop, except
 // those marked "guarded by mu", which shards (through the

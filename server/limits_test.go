@@ -21,10 +21,12 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/parley-im/parley/codec"
 	"github.com/parley-im/parley/internal/node"
 	"github.com/parley-im/parley/internal/nodetest"
 	"github.com/parley-im/parley/internal/wiretest"
 	"github.com/parley-im/parley/protocol"
+	"github.com/parley-im/parley/protocol/pb"
 	"github.com/parley-im/parley/server"
 	"github.com/parley-im/parley/storage"
 )
@@ -285,6 +287,89 @@ func TestSlowlorisFlood(t *testing.T) {
 	if took[len(took)/2] >= 100*time.Millisecond || took[len(took)-1] >= time.Second {
 		t.Fatalf("handshakes during the flood took %v (sorted); want a median under 100 ms and none over 1 s", took)
 	}
+}
+
+// TestSlowConsumerGetsError ([S-6-14]): a client that pipelines PINGs and
+// does not read until the server has given up on it then reads every
+// PONG whole, ERROR SLOW_CONSUMER after the last, and EOF. Before, the
+// stream was cut (mid-frame, even mid-record) without the ERROR.
+func TestSlowConsumerGetsError(t *testing.T) {
+	n := nodetest.Start(t, func(c *node.Config) { c.Server = server.Config{MaxOutbound: 256 << 10} }) // above what one read of PINGs (64 KiB) answers
+	talk := bystanders(t, n)
+	st := n.Server().Stats()
+	before := st.Closed[protocol.CodeSlowConsumer].Load()
+
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var err error
+		_ = rc.Control(func(fd uintptr) { err = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 4096) })
+		return err
+	}}
+	raw, err := d.Dial("tcp", n.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	conn := tls.Client(raw, &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13})
+	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+	if err := conn.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	dec, err := codec.NewDecompressor(protocol.MaxFrameBody)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dec.Close()
+	r := codec.NewReader(conn, protocol.MaxFrameBody, dec)
+	// One round trip first: until the server has read the client's
+	// Finished it holds at most 256 KiB of what follows it.
+	if _, err := conn.Write(codec.AppendFrame(nil, protocol.KindPing, nil)); err != nil {
+		t.Fatal(err)
+	}
+	if f, err := r.ReadFrame(); err != nil || f.Kind != protocol.KindPong {
+		t.Fatalf("first PING: %v, %v", f.Kind, err)
+	}
+
+	pings := bytes.Repeat(codec.AppendFrame(nil, protocol.KindPing, nil), 4096)
+	// The kernel's socket buffers take a few MB of PONGs before gnet's
+	// buffer fills; the server may also read behind the writes.
+	sent, end := 0, time.Now().Add(20*time.Second)
+	for st.Closed[protocol.CodeSlowConsumer].Load() == before {
+		if sent >= 16<<20 || time.Now().After(end) {
+			t.Fatalf("%d PINGs unread and the server has not given up", sent)
+		}
+		if _, err := conn.Write(pings); err != nil {
+			// The server has given up and closed: it reads nothing more.
+			t.Logf("writing after %d PINGs: %v", sent, err)
+			break
+		}
+		sent += 4096
+	}
+	waitUntil(t, "the server to give up", func() bool { return st.Closed[protocol.CodeSlowConsumer].Load() > before })
+
+	pongs := 0
+	for {
+		f, err := r.ReadFrame()
+		if err != nil {
+			t.Fatalf("after %d PONGs of %d PINGs: %v; want ERROR SLOW_CONSUMER", pongs, sent, err)
+		}
+		if f.Kind == protocol.KindPong {
+			pongs++
+			continue
+		}
+		var e pb.Error
+		if f.Kind != protocol.KindError || codec.ParseProto(f.Body, &e) != nil || e.Code != protocol.CodeSlowConsumer {
+			t.Fatalf("after %d PONGs: frame %v % x, want ERROR SLOW_CONSUMER", pongs, f.Kind, f.Body)
+		}
+		break
+	}
+	if _, err := r.ReadFrame(); !errors.Is(err, io.EOF) {
+		t.Fatalf("after the ERROR: %v, want EOF", err)
+	}
+	if pongs == 0 || pongs > sent {
+		t.Fatalf("%d PONGs for %d PINGs", pongs, sent)
+	}
+	t.Logf("%d PINGs sent, %d PONGs read before the ERROR", sent, pongs)
+	talk("after the slow consumer")
 }
 
 // fdChildEnv makes TestFDLimit the child process that runs the node.

@@ -4,6 +4,7 @@ import (
 	"errors"
 
 	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
 
 	"github.com/parley-im/parley/codec"
 	"github.com/parley-im/parley/internal/tls13"
@@ -27,6 +28,9 @@ func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 	c, ok := gc.Context().(*conn)
 	if !ok {
 		return gnet.None // a datagram on the engine's idle UDP socket (see serve)
+	}
+	if c.draining {
+		return c.drain(gc)
 	}
 	q := c.take()
 	if q.session != nil && c.state == stateLoggingIn {
@@ -52,6 +56,7 @@ func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 		out.b = append(out.b, w.b...)
 	}
 	s.bufs.put(w)
+	v = c.bound(gc, out, v)
 	if len(out.b) > 0 || (v.close && c.tc != nil && c.tc.Ready()) {
 		s.write(c, out.b, v.close)
 	}
@@ -61,18 +66,85 @@ func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 		if int(v.code) < len(s.stats.Closed) {
 			s.stats.Closed[v.code].Add(1)
 		}
-		return gnet.Close
-	}
-	if gc.OutboundBuffered() > s.cfg.MaxOutbound {
-		// The socket is not draining: cut the slow reader off; it resumes
-		// from its cursor after reconnecting.
-		s.stats.Closed[protocol.CodeSlowConsumer].Add(1)
-		return gnet.Close
+		return c.startDrain(gc)
 	}
 	if c.trim.Swap(false) && c.tc != nil && c.tc.Ready() && gc.OutboundBuffered() == 0 {
 		c.tc.Idle()
 	}
 	return gnet.None
+}
+
+// bound keeps the output within MaxOutbound ([S-6-14]): when out does not
+// fit behind what gnet still holds, less the room kept for the close frame,
+// the client reads too slowly, and out is replaced by ERROR SLOW_CONSUMER.
+// When the connection is closing anyway and out does not fit, only its
+// last frame, the close frame, is kept; it always fits in the room kept.
+// Frames dropped here were never acknowledged as delivered: the client
+// resumes from its cursor and resends unanswered SENDs.
+func (c *conn) bound(gc gnet.Conn, out *buffer, v verdict) verdict {
+	s := c.srv
+	room := s.cfg.MaxOutbound - gc.OutboundBuffered()
+	switch size := c.sealedLen(len(out.b)); {
+	case !v.close && size > room-closeReserve:
+		v = verdict{close: true, code: protocol.CodeSlowConsumer}
+		c.stopQueuing()
+		out.b = s.appendCloseFrame(out.b[:0], v.code)
+	case v.close && v.code != 0 && size > room:
+		out.b = s.appendCloseFrame(out.b[:0], v.code)
+	}
+	return v
+}
+
+// sealedLen is what n bytes of frames take on the wire.
+func (c *conn) sealedLen(n int) int {
+	if c.tc == nil {
+		return n
+	}
+	return tls13.SealedSize(n)
+}
+
+// startDrain begins the close of a connection whose last frames (the
+// close frame among them) are written: from now on the loop reads and
+// sends nothing more. The connection closes once the client has
+// received every byte, when it closes its side, or after CloseLinger,
+// whichever comes first; so a client that reads gets the close frame
+// whole and then EOF, and one that does not read cannot hold the
+// connection ([S-6-12], [S-6-14]).
+func (c *conn) startDrain(gc gnet.Conn) gnet.Action {
+	if c.stopQueuing() {
+		return gnet.None // closed inside the write: its descriptor may be another's now
+	}
+	c.srv.releasePlain(c)
+	c.draining = true
+	c.drainUntil = c.srv.cfg.Now().Add(c.srv.cfg.CloseLinger).UnixNano()
+	c.closing.Store(true)
+	c.srv.wheel.keep(c)
+	return c.drain(gc)
+}
+
+// drain runs on a closing connection: it throws away input and anything
+// queued, half-closes the socket once gnet has handed every byte to the
+// kernel (the client then reads EOF after the last frame), and closes it
+// once the kernel has no byte left unacknowledged, or at drainUntil.
+func (c *conn) drain(gc gnet.Conn) gnet.Action {
+	if q := c.take(); q.out != nil {
+		c.srv.bufs.put(q.out)
+	}
+	if n := gc.InboundBuffered(); n > 0 {
+		_, _ = gc.Discard(n)
+	}
+	if c.srv.cfg.Now().UnixNano() >= c.drainUntil {
+		return gnet.Close
+	}
+	if gc.OutboundBuffered() > 0 {
+		return gnet.None // gnet writes the rest as the socket drains; the timer looks again
+	}
+	fd := gc.Fd()
+	_ = unix.Shutdown(fd, unix.SHUT_WR) // again after the first time: ENOTCONN, harmless
+	if unacked(fd) > 0 {
+		return gnet.None
+	}
+	return gnet.Close
 }
 
 // write sends plaintext frames, sealing them into TLS records unless the

@@ -47,6 +47,17 @@ func (w *wheel) add(c *conn) {
 	w.mu.Unlock()
 }
 
+// keep puts a connection back on the wheel if an expiry took it off, for
+// the ticks a draining connection needs.
+func (w *wheel) keep(c *conn) {
+	w.mu.Lock()
+	if c.wslot < 0 {
+		w.insertLocked(c, w.last+1)
+		w.count++
+	}
+	w.mu.Unlock()
+}
+
 // remove takes a closed connection off the wheel; it may be called for a
 // connection already off it.
 func (w *wheel) remove(c *conn) {
@@ -91,13 +102,14 @@ const (
 	wheelExpire                       // silent too long: close with IDLE_TIMEOUT
 	wheelHello                        // no whole ClientHello in time: close without a word
 	wheelHandshake                    // TLS handshake not done in time: close without a word
+	wheelDrain                        // closing: wake the loop to see whether it is done
 )
 
 // tick checks the connections due in the ticks since the last one.
 func (w *wheel) tick(now time.Time) {
 	nowNS := now.UnixNano()
 	sec := nowNS / w.unit
-	var due [wheelHandshake + 1][]*conn
+	var due [wheelDrain + 1][]*conn
 	w.mu.Lock()
 	from := w.last + 1
 	if sec-from >= wheelSlots {
@@ -142,12 +154,18 @@ func (w *wheel) tick(now time.Time) {
 		c.trim.Store(true)
 		c.poke()
 	}
+	for _, c := range due[wheelDrain] {
+		c.poke()
+	}
 }
 
 // check decides what to do with c now, and the tick of its next check
 // when it stays on the wheel. w.mu is held.
 func (w *wheel) check(c *conn, nowNS int64) (due int64, act wheelAction) {
 	cfg := &w.srv.cfg
+	if c.closing.Load() {
+		return 0, wheelDrain // every tick until the loop closes it
+	}
 	last := c.lastActive.Load()
 	// [S-6-9] a connection must log in within LoginTimeout of opening,
 	// and then send something every 1.5 heartbeats.

@@ -9,7 +9,8 @@ import (
 
 // TestWheelHandshakeDeadlines pins the timer's decisions before OPEN
 // ([S-5-5]): the ClientHello deadline, then the handshake deadline, both
-// from the accept, then the login deadline.
+// from the accept, then the login deadline; and a closing connection is
+// looked at every tick.
 func TestWheelHandshakeDeadlines(t *testing.T) {
 	cfg := Config{}
 	cfg.setDefaults()
@@ -17,21 +18,24 @@ func TestWheelHandshakeDeadlines(t *testing.T) {
 	const opened = int64(1_000_000_000_000)
 	at := func(d time.Duration) int64 { return opened + int64(d) }
 	for _, tt := range []struct {
-		name  string
-		phase uint32
-		now   int64
-		want  wheelAction
-		due   int64 // nanos the next check is due at, when kept
+		name    string
+		phase   uint32
+		closing bool
+		now     int64
+		want    wheelAction
+		due     int64 // nanos the next check is due at, when kept
 	}{
-		{"silent, just before the ClientHello deadline", phaseHello, at(5*time.Second - 1), wheelKeep, at(5 * time.Second)},
-		{"silent at the ClientHello deadline", phaseHello, at(5 * time.Second), wheelHello, 0},
-		{"ClientHello in, before the handshake deadline", phaseHandshake, at(9 * time.Second), wheelKeep, at(10 * time.Second)},
-		{"ClientHello in, at the handshake deadline", phaseHandshake, at(10 * time.Second), wheelHandshake, 0},
-		{"TLS done, past the handshake deadline", phaseOpen, at(11 * time.Second), wheelTrim, at(30 * time.Second)},
-		{"TLS done, at the login deadline", phaseOpen, at(30 * time.Second), wheelExpire, 0},
+		{"silent, just before the ClientHello deadline", phaseHello, false, at(5*time.Second - 1), wheelKeep, at(5 * time.Second)},
+		{"silent at the ClientHello deadline", phaseHello, false, at(5 * time.Second), wheelHello, 0},
+		{"ClientHello in, before the handshake deadline", phaseHandshake, false, at(9 * time.Second), wheelKeep, at(10 * time.Second)},
+		{"ClientHello in, at the handshake deadline", phaseHandshake, false, at(10 * time.Second), wheelHandshake, 0},
+		{"TLS done, past the handshake deadline", phaseOpen, false, at(11 * time.Second), wheelTrim, at(30 * time.Second)},
+		{"TLS done, at the login deadline", phaseOpen, false, at(30 * time.Second), wheelExpire, 0},
+		{"closing", phaseOpen, true, at(time.Second), wheelDrain, 0},
 	} {
 		c := &conn{openedAt: opened}
 		c.phase.Store(tt.phase)
+		c.closing.Store(tt.closing)
 		c.lastActive.Store(opened)
 		due, act := w.check(c, tt.now)
 		if act != tt.want {
