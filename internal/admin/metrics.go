@@ -92,6 +92,37 @@ var (
 	shardLimitDescs  = []*prometheus.Desc{descUnconfirmed, descResends, descForwardsIdle, descAborts, descRefused, descPendingLinks, descCodesSwept}
 )
 
+// Server metrics of the connection limits (docs/security.md,
+// "Connections and TLS").
+var (
+	descMaxConns     = prometheus.NewDesc("parley_connections_max", "The client connection cap in force (server.Config.MaxConns).", nil, nil)
+	descConnRefused  = prometheus.NewDesc("parley_connections_refused_total", "Connections closed on arrival or at their ClientHello, by the limit that refused them: max_conns, max_conns_per_ip, fd_limit (shed while out of file descriptors), handshakes_per_ip.", []string{"reason"}, nil)
+	descAcceptErrors = prometheus.NewDesc("parley_accept_errors_total", "Failed accepts (EMFILE, ENFILE …); each pauses accepting briefly.", nil, nil)
+	descHSTimeouts   = prometheus.NewDesc("parley_tls_handshake_timeouts_total", "Connections closed before TLS completed, by phase: client_hello (ClientHello not whole in time), handshake (handshake not done in time).", []string{"phase"}, nil)
+	descHSSlots      = prometheus.NewDesc("parley_tls_handshake_slots_busy", "TLS handshake slots in use now.", nil, nil)
+	descHSWaiting    = prometheus.NewDesc("parley_tls_handshakes_waiting", "TLS handshakes waiting for a slot now.", nil, nil)
+	connLimitDescs   = []*prometheus.Desc{descMaxConns, descConnRefused, descAcceptErrors, descHSTimeouts, descHSSlots, descHSWaiting}
+)
+
+// collectConnLimits sends the connection-limit metrics of srv.
+func collectConnLimits(ch chan<- prometheus.Metric, srv *server.Server) {
+	st := srv.Stats()
+	metric := func(d *prometheus.Desc, t prometheus.ValueType, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, t, v, labels...)
+	}
+	metric(descMaxConns, prometheus.GaugeValue, float64(srv.MaxConns()))
+	metric(descConnRefused, prometheus.CounterValue, float64(st.RefusedMaxConns.Load()), "max_conns")
+	metric(descConnRefused, prometheus.CounterValue, float64(st.RefusedPerIP.Load()), "max_conns_per_ip")
+	metric(descConnRefused, prometheus.CounterValue, float64(st.RefusedFDLimit.Load()), "fd_limit")
+	metric(descConnRefused, prometheus.CounterValue, float64(st.RefusedHandshakesPerIP.Load()), "handshakes_per_ip")
+	metric(descAcceptErrors, prometheus.CounterValue, float64(st.AcceptErrors.Load()))
+	metric(descHSTimeouts, prometheus.CounterValue, float64(st.HelloTimeouts.Load()), "client_hello")
+	metric(descHSTimeouts, prometheus.CounterValue, float64(st.HandshakeTimeouts.Load()), "handshake")
+	busy, waiting := srv.HandshakeSlots()
+	metric(descHSSlots, prometheus.GaugeValue, float64(busy))
+	metric(descHSWaiting, prometheus.GaugeValue, float64(waiting))
+}
+
 // collectShardLimits sends the outbox and limit metrics of shard id.
 func collectShardLimits(ch chan<- prometheus.Metric, id string, st storage.Stats) {
 	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
@@ -119,6 +150,9 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range shardLimitDescs {
 		ch <- d
 	}
+	for _, d := range connLimitDescs {
+		ch <- d
+	}
 }
 
 // Collect implements prometheus.Collector.
@@ -139,6 +173,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descBytesOut, st.BytesOut.Load())
 		counter(descHandshakes, st.Handshakes.Load())
 		counter(descHandshakeFail, st.HandshakeFails.Load())
+		collectConnLimits(ch, c.srv)
 		for code := range st.Closed {
 			if n := st.Closed[code].Load(); n > 0 {
 				ch <- prometheus.MustNewConstMetric(descClosed, prometheus.CounterValue, float64(n), protocol.Code(code).String())
