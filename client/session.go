@@ -525,7 +525,13 @@ func (c *Client) handleLoginOK(s *session, body []byte) error {
 func (c *Client) adoptCursorLocked(cursor uint64) {
 	switch {
 	case cursor > c.processed:
-		if cursor > c.received {
+		switch {
+		case c.processed == 0:
+			// A new device (or one whose store was lost) starts where the
+			// server places it: a companion at the moment it was linked
+			// ([S-9-13]). Nothing the user can act on.
+			c.log.Debug("client: starting at the server's cursor", "server", cursor)
+		case cursor > c.received:
 			c.log.Warn("client: server cursor ahead of local cursor", "server", cursor, "local", c.processed)
 		}
 		c.received = max(c.received, cursor)

@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"net"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -173,6 +176,49 @@ func TestServerCursorAheadIsAdopted(t *testing.T) {
 	if login := fc.login(16, 30, 21); login.Cursor != 21 {
 		t.Errorf("Login cursor %d, want 21", login.Cursor)
 	}
+}
+
+// TestNewDeviceStartsAtServerCursorQuietly: a device with no cursor yet
+// (a companion just linked, [S-9-13]) takes the server's without a
+// warning; a device whose own cursor the server has passed is warned
+// about.
+func TestNewDeviceStartsAtServerCursorQuietly(t *testing.T) {
+	for _, tt := range []struct {
+		local uint64
+		warn  bool
+	}{{0, false}, {3, true}} {
+		srv := newFakeServer(t, false)
+		var logs syncLog
+		cfg := testConfig(srv)
+		cfg.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		c := startClient(t, cfg, storeAt(t, tt.local))
+		fc := srv.accept(t)
+		fc.login(16, 30, 20)
+		if conn := waitFor[Connected](c); conn.Cursor != 20 {
+			t.Fatalf("cursor %d, want 20", conn.Cursor)
+		}
+		if got := strings.Contains(logs.String(), "cursor ahead"); got != tt.warn {
+			t.Errorf("local cursor %d: warning logged %v, want %v:\n%s", tt.local, got, tt.warn, logs.String())
+		}
+	}
+}
+
+// syncLog is a log destination tests read while the client writes.
+type syncLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *syncLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *syncLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // TestAcksCumulativeAndCoalesced plays a server that never has more than
