@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -19,7 +20,8 @@ import (
 // the marks of sent messages follow their receipts. With a user, their
 // presence and typing are shown; in a group, who sent what, and how many
 // members received and read each message. The user's own typing is
-// announced while a line is typed.
+// announced while a line is typed. Lines starting with "/" are commands
+// (chatHelp).
 func cmdChat(ctx context.Context, args []string, e env) error {
 	var o options
 	fs := o.flags("chat", e)
@@ -38,11 +40,14 @@ func cmdChat(ctx context.Context, args []string, e env) error {
 	con := newConsole(e, o.plain)
 	marker := newReadMarker(con)
 	ui := newChatUI(con, marker)
-	k, err := connect(ctx, &o, e, con, connectOptions{consume: true, verbose: true, handle: ui.handle})
+	defer ui.close()
+	k, err := connect(ctx, &o, e, con, connectOptions{consume: true, interactive: true, handle: ui.handle})
 	if err != nil {
 		return err
 	}
 	defer k.close()
+	ui.k, ui.me = k, k.c.User()
+	defer ui.start(conversation{}) // events wait for the conversation; never past the chat's end
 	marker.c = k.c
 	mctx, stopMarker := context.WithCancel(k.ctx)
 	markerDone := make(chan struct{})
@@ -55,24 +60,25 @@ func cmdChat(ctx context.Context, args []string, e env) error {
 		cancel()
 	}()
 
-	t, err := k.target(ctx, *to, *group)
+	t, err := k.target(*to, *group)
 	if err != nil {
 		return err
 	}
 	if t.group != 0 {
-		cctx, cancel := context.WithTimeout(k.ctx, o.timeout)
+		cctx, cancel := k.call()
 		g, err := k.c.Group(cctx, t.group)
 		cancel()
 		if err != nil {
 			return k.reason(err)
 		}
 		k.rememberGroup(g.ID, g.Name)
-		t.name = sanitize(g.Name)
-		ui.setGroup(g, k.c.User())
-		con.statusf("Chatting in %s (%d members). Type a message and press Enter; /save SEQ PATH saves a file; Ctrl-D or /quit to leave.", t.name, len(g.Members))
+		t.name = k.groupName(g.ID)
+		ui.setGroup(g)
+		con.statusf("Chatting in %s (%d members). %s", t.name, len(g.Members), chatIntro)
+		ui.start(conversation{group: g.ID})
 	} else {
-		ui.setPeer(t.user)
-		con.statusf("Chatting with %s. Type a message and press Enter; /save SEQ PATH saves a file; Ctrl-D or /quit to leave.", t.name)
+		con.statusf("Chatting with %s. %s", t.name, chatIntro)
+		ui.start(conversation{peer: t.user})
 		// Watch the peer's presence, without waiting: the chat works
 		// offline too. The subscription is the account's contact list as
 		// well ([S-15-2]), so it names every contact the profile knows,
@@ -92,10 +98,11 @@ func cmdChat(ctx context.Context, args []string, e env) error {
 	defer notifier.close()
 	in, restore := readInput(k.ctx, e, con, notifier.edited)
 	defer restore()
-	// Files being saved (/save) stop when the chat ends.
-	savesCtx, stopSaves := context.WithCancel(k.ctx)
-	var saves sync.WaitGroup
-	defer func() { stopSaves(); saves.Wait() }()
+	// Commands that take a while (/save, /send-file, /approve) run on
+	// goroutines of their own and stop when the chat ends.
+	jobsCtx, stopJobs := context.WithCancel(k.ctx)
+	ch := &chatCommands{k: k, t: t, ui: ui, ctx: jobsCtx}
+	defer func() { stopJobs(); ch.jobs.Wait() }()
 	for {
 		select {
 		case <-k.ctx.Done():
@@ -103,33 +110,18 @@ func cmdChat(ctx context.Context, args []string, e env) error {
 		case line, ok := <-in:
 			cmd := strings.TrimSpace(line)
 			switch {
-			case !ok || cmd == "/quit":
+			case !ok || ch.run(cmd):
 				if n := ui.pending(); n > 0 {
 					con.statusf("%d message(s) not yet sent: they go out with the next parley command of this profile.", n)
 				}
 				return nil
-			case cmd == "":
-				continue
-			case strings.HasPrefix(cmd, "/save"):
-				f := strings.Fields(cmd)
-				seq, err := strconv.ParseUint(strings.Join(f[1:2], ""), 10, 64)
-				if len(f) != 3 || err != nil {
-					con.statusf("usage: /save SEQ PATH (SEQ is the number shown with the file)")
-					continue
-				}
-				saves.Add(1)
-				go func() {
-					defer saves.Done()
-					if dst, err := k.saveFile(savesCtx, seq, f[2]); err != nil {
-						if savesCtx.Err() == nil {
-							con.statusf("could not save the file: %s", describe(err))
-						}
-					} else {
-						con.statusf("saved %s", dst)
-					}
-				}()
-				continue
-			case len(line) > protocol.MaxMessageBody:
+			case cmd == "" || strings.HasPrefix(cmd, "/") && !strings.HasPrefix(cmd, "//"):
+				continue // a command, run above
+			case strings.HasPrefix(cmd, "//"): // a message that starts with "/"
+				i := strings.Index(line, "/")
+				line = line[:i] + line[i+1:]
+			}
+			if len(line) > protocol.MaxMessageBody {
 				con.statusf("That message is longer than %d bytes; not sent.", protocol.MaxMessageBody)
 				continue
 			}
@@ -139,6 +131,114 @@ func cmdChat(ctx context.Context, args []string, e env) error {
 			}
 		}
 	}
+}
+
+// chatIntro follows the first line of a chat.
+const chatIntro = "Type a message and press Enter; /help lists the commands; Ctrl-D or /quit leaves."
+
+// chatHelp is what /help shows.
+const chatHelp = `Commands:
+  /send-file PATH   send a file to this chat, encrypted end to end
+  /save SEQ PATH    save the file of message SEQ (the number shown with it)
+  /approve CODE     link the new device showing CODE to this account
+  /help             this list
+  /quit             leave the chat (or Ctrl-D on an empty line)
+A line starting with // is sent as a message, with one / less.`
+
+// chatCommands runs the commands typed in a chat: the profile is the
+// chat's while it runs, so what another parley command would do is done
+// here.
+type chatCommands struct {
+	k    *conn
+	t    target
+	ui   *chatUI
+	ctx  context.Context // ends with the chat
+	jobs sync.WaitGroup  // commands still running
+}
+
+// run runs cmd if it is a command (a line starting with one "/") and
+// reports whether the chat is to end. Anything unknown is refused, never
+// sent.
+func (ch *chatCommands) run(cmd string) (quit bool) {
+	if !strings.HasPrefix(cmd, "/") || strings.HasPrefix(cmd, "//") {
+		return false
+	}
+	con := ch.k.con
+	name, rest, _ := strings.Cut(cmd, " ")
+	rest = strings.TrimSpace(rest)
+	switch name {
+	case "/quit":
+		return true
+	case "/help":
+		con.statusf("%s", chatHelp)
+	case "/save":
+		seqText, path, _ := strings.Cut(rest, " ")
+		seq, err := strconv.ParseUint(seqText, 10, 64)
+		if path = strings.TrimSpace(path); err != nil || path == "" {
+			con.statusf("usage: /save SEQ PATH (SEQ is the number shown with the file)")
+			return false
+		}
+		ch.background(func(ctx context.Context) {
+			if dst, err := ch.k.saveFile(ctx, seq, path); err != nil {
+				if ctx.Err() == nil {
+					con.statusf("could not save the file: %s", describe(err))
+				}
+			} else {
+				con.statusf("saved %s", dst)
+			}
+		})
+	case "/send-file":
+		if rest == "" {
+			con.statusf("usage: /send-file PATH")
+			return false
+		}
+		f, err := openOutFile(rest)
+		if err != nil {
+			con.statusf("cannot send that file: %v", err)
+			return false
+		}
+		con.statusf("encrypting and uploading %s (%s)…", f.name, size(f.size))
+		ch.background(func(ctx context.Context) {
+			defer f.Close()
+			body, err := ch.k.upload(ctx, f)
+			if err != nil {
+				if ctx.Err() == nil {
+					con.statusf("could not send %s: %s", f.name, describe(err))
+				}
+				return
+			}
+			m := ch.ui.add(fmt.Sprintf("[%s, %s]", f.name, size(f.size)))
+			if _, err := ch.t.sendAsync(ch.k.c, body, f.typ, ch.ui.onSent(m)); err != nil {
+				ch.ui.onSent(m)(client.Sent{}, err)
+			}
+		})
+	case "/approve":
+		code, err := client.ParseLinkCode(rest)
+		if err != nil {
+			con.statusf("usage: /approve CODE (the %d letters and digits parley link shows on the new device)", protocol.LinkCodeLen)
+			return false
+		}
+		ch.background(func(context.Context) {
+			if line, err := ch.k.approve(code); err != nil {
+				con.statusf("could not approve: %s", describe(err))
+			} else {
+				con.statusf("%s", line)
+			}
+		})
+	default:
+		con.statusf("%s is not a command, so it was not sent: /help lists the commands; start the line with // to send it as a message.", sanitizeLine(name))
+	}
+	return false
+}
+
+// background runs f on a goroutine of its own until it returns; its
+// context ends with the chat.
+func (ch *chatCommands) background(f func(context.Context)) {
+	ch.jobs.Add(1)
+	go func() {
+		defer ch.jobs.Done()
+		f(ch.ctx)
+	}()
 }
 
 // contacts returns the users whose presence chat follows: peer, then the
@@ -162,10 +262,13 @@ type chatUI struct {
 	con    *console
 	marker *readMarker
 	typing *typingSeen
+	k      *conn         // set before start
+	me     uint64        // this user; set before start
+	ready  chan struct{} // closed by start: events wait for it
+	once   sync.Once
 
 	mu        sync.Mutex        // guards the fields below
-	me        uint64            // this user
-	peer      uint64            // with --to: 0 until --to is resolved
+	here      conversation      // set by start
 	group     *client.GroupInfo // with --group
 	mine      []*outMsg         // messages sent and not yet read by all (or failed), in order
 	delivered uint64            // with --to: the highest DELIVERED up_to from peer ([S-10-4])
@@ -183,30 +286,37 @@ type outMsg struct {
 }
 
 func newChatUI(con *console, marker *readMarker) *chatUI {
-	return &chatUI{con: con, marker: marker, typing: newTypingSeen(), marks: make(map[uint64][2]uint64)}
+	u := &chatUI{con: con, marker: marker, ready: make(chan struct{}), marks: make(map[uint64][2]uint64)}
+	u.typing = newTypingSeen(func(user uint64) { u.typingNews(user, false, true) })
+	return u
 }
 
-func (u *chatUI) setPeer(peer uint64) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	u.peer = peer
+// start sets the conversation the chat shows and lets the events
+// through: until then they wait, so none is shown before the chat knows
+// whether it belongs to it. Only the first call counts.
+func (u *chatUI) start(c conversation) {
+	u.once.Do(func() {
+		u.mu.Lock()
+		u.here = c
+		u.mu.Unlock()
+		close(u.ready)
+	})
 }
 
-// setGroup makes the chat one in group g, as user me.
-func (u *chatUI) setGroup(g client.GroupInfo, me uint64) {
+// close stops the typing timers.
+func (u *chatUI) close() { u.typing.close() }
+
+// setGroup makes the chat one in group g.
+func (u *chatUI) setGroup(g client.GroupInfo) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	u.group, u.me = &g, me
+	u.group = &g
 }
 
-// groupID returns the chat's group, or 0.
-func (u *chatUI) groupID() uint64 {
+func (u *chatUI) conversation() conversation {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if u.group == nil {
-		return 0
-	}
-	return u.group.ID
+	return u.here
 }
 
 // add records a message the user is sending.
@@ -266,15 +376,19 @@ func (u *chatUI) onSent(m *outMsg) func(client.Sent, error) {
 
 // handle shows the events of the conversation.
 func (u *chatUI) handle(k *conn, ev client.Event) {
-	here := u.groupID()
+	<-u.ready
+	here := u.conversation()
+	me := k.c.User()
 	switch ev := ev.(type) {
 	case client.Message:
-		if ev.From == k.c.User() && ev.FromDevice == k.c.Device() {
+		if ev.From == me && ev.FromDevice == k.c.Device() {
 			return // this device's own message: shown when it was sent ([S-8-17])
 		}
-		u.typing.stopped(ev.From)
+		if here.holds(ev, me) && u.typing.stopped(ev.From) {
+			u.typingNews(ev.From, false, false) // the message ends the spell
+		}
 		u.con.printf("%s", k.message(ev, here, "(/save %d PATH)"))
-		if ev.From != k.c.User() {
+		if ev.From != me {
 			u.marker.mark(ev.Group, ev.From, ev.ID)
 		}
 	case client.Receipt:
@@ -282,7 +396,7 @@ func (u *chatUI) handle(k *conn, ev client.Event) {
 			u.marker.readElsewhere(ev.Group, ev.Peer, ev.UpTo)
 		} else if ev.Group == 0 {
 			u.receipt(ev)
-		} else if ev.Group == here {
+		} else if ev.Group == here.group {
 			u.groupReceipts(ev.Type, []client.ReceiptItem{{Peer: ev.Peer, UpTo: ev.UpTo}})
 		}
 	case client.Receipts:
@@ -291,34 +405,34 @@ func (u *chatUI) handle(k *conn, ev client.Event) {
 			for _, it := range ev.Items {
 				u.marker.readElsewhere(ev.Group, it.Peer, it.UpTo)
 			}
-		case ev.Group == here:
+		case ev.Group == here.group && here.group != 0:
 			u.groupReceipts(ev.Type, ev.Items)
 		}
 	case client.GroupEvent:
 		u.con.printf("%s", k.groupEvent(ev))
-		if ev.Group == here {
+		if ev.Group == here.group && here.group != 0 {
 			u.mu.Lock()
 			u.group.Apply(ev)
-			_, member := u.group.Member(k.c.User())
+			_, member := u.group.Member(me)
 			u.mu.Unlock()
 			if !member {
-				u.con.statusf("You are no longer a member of %s.", k.groupName(here))
+				u.con.statusf("You are no longer a member of %s.", k.groupName(here.group))
 			}
 		}
 	case client.IsTyping:
-		u.mu.Lock()
-		mine := (here == 0 && ev.Group == 0 && ev.From == u.peer) || (here != 0 && ev.Group == here)
-		u.mu.Unlock()
+		mine := here.peer != 0 && ev.Group == 0 && ev.From == here.peer || here.group != 0 && ev.Group == here.group
 		switch {
-		case !mine:
+		case !mine || ev.From == me:
 		case ev.State == pb.TypingState_TYPING_STOPPED:
-			u.typing.stopped(ev.From)
+			if u.typing.stopped(ev.From) {
+				u.typingNews(ev.From, false, true)
+			}
 		case u.typing.started(ev.From):
-			u.con.statusf("%s is typing…", k.names.of(ev.From))
+			u.typingNews(ev.From, true, false)
 		}
 	case client.Presence:
 		u.mu.Lock()
-		show := ev.User == u.peer
+		show := ev.User == here.peer
 		line := k.presence(ev)
 		if show && line != u.presence {
 			u.presence = line
@@ -334,11 +448,42 @@ func (u *chatUI) handle(k *conn, ev client.Event) {
 	}
 }
 
+// typingNews shows that user started or stopped typing. When the command
+// edits the line being typed, who is typing shows before it and goes
+// away when they stop; otherwise a line says that user is typing, and
+// another that they stopped (say), unless a message of theirs ended it.
+func (u *chatUI) typingNews(user uint64, started, say bool) {
+	k := u.k
+	var names []string
+	for _, t := range u.typing.typists() {
+		names = append(names, k.names.of(t))
+	}
+	note := ""
+	switch len(names) {
+	case 0:
+	case 1:
+		note = names[0] + " is typing…"
+	case 2:
+		note = names[0] + " and " + names[1] + " are typing…"
+	default:
+		note = strconv.Itoa(len(names)) + " people are typing…"
+	}
+	if u.con.setNote(note) {
+		return
+	}
+	switch {
+	case started:
+		u.con.statusf("%s is typing…", k.names.of(user))
+	case say:
+		u.con.statusf("%s stopped typing", k.names.of(user))
+	}
+}
+
 // receipt applies a receipt from the peer to the messages it covers.
 func (u *chatUI) receipt(r client.Receipt) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if r.Peer != u.peer || u.peer == 0 {
+	if r.Peer != u.here.peer || u.here.peer == 0 {
 		return
 	}
 	state := stateDelivered
@@ -354,13 +499,32 @@ func (u *chatUI) receipt(r client.Receipt) {
 			changed = append(changed, m)
 		}
 	}
-	switch n := len(changed); {
-	case n == 1:
-		u.con.printf("  %s: %s", u.con.mark(state), preview(changed[0].text))
-	case n > 1:
-		u.con.printf("  %s: %s (and %d before)", u.con.mark(state), preview(changed[n-1].text), n-1)
-	}
+	u.showChangedLocked(changed, func(*outMsg) string { return u.con.mark(state) })
 	u.pruneLocked()
+}
+
+// showChangedLocked prints the new marks of messages whose marks
+// changed, in order: one line per distinct mark, naming the last message
+// with it and how many before it share it.
+func (u *chatUI) showChangedLocked(changed []*outMsg, mark func(*outMsg) string) {
+	var order []string
+	last := make(map[string]*outMsg)
+	count := make(map[string]int)
+	for _, m := range changed {
+		k := mark(m)
+		if count[k] == 0 {
+			order = append(order, k)
+		}
+		count[k]++
+		last[k] = m
+	}
+	for _, k := range order {
+		if n := count[k]; n > 1 {
+			u.con.printf("  %s: %s (and %d before)", k, preview(last[k].text), n-1)
+		} else {
+			u.con.printf("  %s: %s", k, preview(last[k].text))
+		}
+	}
 }
 
 // groupReceipts applies receipts of group members ([S-10-7]) and shows,
@@ -369,6 +533,9 @@ func (u *chatUI) receipt(r client.Receipt) {
 func (u *chatUI) groupReceipts(typ pb.ReceiptType, items []client.ReceiptItem) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	if u.group == nil {
+		return
+	}
 	for _, it := range items {
 		v := u.marks[it.Peer]
 		switch typ {
@@ -390,14 +557,7 @@ func (u *chatUI) groupReceipts(typ pb.ReceiptType, items []client.ReceiptItem) {
 		}
 	}
 	n := u.othersLocked()
-	switch c := len(changed); {
-	case c == 1:
-		m := changed[0]
-		u.con.printf("  %s: %s", u.con.groupMark(m.d, m.r, n), preview(m.text))
-	case c > 1:
-		m := changed[c-1]
-		u.con.printf("  %s: %s (and %d before)", u.con.groupMark(m.d, m.r, n), preview(m.text), c-1)
-	}
+	u.showChangedLocked(changed, func(m *outMsg) string { return u.con.groupMark(m.d, m.r, n) })
 	u.pruneLocked()
 }
 

@@ -17,7 +17,8 @@ func TestGroupChatReceipts(t *testing.T) {
 	var out bytes.Buffer
 	con := &console{out: &out, err: &out, plain: true, now: time.Now}
 	ui := newChatUI(con, newReadMarker(con))
-	ui.setGroup(client.GroupInfo{ID: 9, GSeq: 2, Members: []client.GroupMember{{User: 1}, {User: 2}, {User: 3}}}, 1)
+	ui.me = 1
+	ui.setGroup(client.GroupInfo{ID: 9, GSeq: 2, Members: []client.GroupMember{{User: 1}, {User: 2}, {User: 3}}})
 	a, b := ui.add("first"), ui.add("second")
 	now := time.Now()
 	ui.onSent(a)(client.Sent{ID: 10, Time: now}, nil)
@@ -26,13 +27,17 @@ func TestGroupChatReceipts(t *testing.T) {
 	ui.groupReceipts(read, []client.ReceiptItem{{Peer: 3, UpTo: 20}}) // before second's SENT
 	ui.onSent(b)(client.Sent{ID: 20, Time: now}, nil)
 	ui.groupReceipts(read, []client.ReceiptItem{{Peer: 2, UpTo: 20}, {Peer: 2, UpTo: 15}})
+	ui.groupReceipts(del, []client.ReceiptItem{{Peer: 2, UpTo: 20}}) // changes no count: no line
 
 	got := out.String()
+	if lines := strings.Split(strings.TrimSuffix(got, "\n"), "\n"); len(lines) != 5 {
+		t.Errorf("%d lines, want one per change of a message's marks:\n%s", len(lines), got)
+	}
 	for _, want := range []string{
 		"  sent " + con.when(now) + ": first\n",
 		"  delivered 1/2: first\n",
-		"  read 1/2: first\n",
-		"  read 1/2 " + con.when(now) + ": second\n",
+		"  delivered 2/2, read 1/2: first\n", // carol's READ counts as delivered too
+		"  delivered 1/2, read 1/2 " + con.when(now) + ": second\n",
 		"  read 2/2: second (and 1 before)\n",
 	} {
 		if !strings.Contains(got, want) {
@@ -44,7 +49,10 @@ func TestGroupChatReceipts(t *testing.T) {
 	}
 
 	fancy := &console{}
-	if got := fancy.groupMark(5, 3, 5); got != "✓✓ 3/5 read" {
+	if got := fancy.groupMark(5, 3, 5); got != "✓✓ 5/5 delivered, 3/5 read" {
+		t.Errorf("groupMark = %q", got)
+	}
+	if got := fancy.groupMark(5, 5, 5); got != "✓✓ 5/5 read" {
 		t.Errorf("groupMark = %q", got)
 	}
 	if got := fancy.groupMark(2, 0, 5); got != "✓✓ 2/5 delivered" {

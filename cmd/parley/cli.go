@@ -11,11 +11,13 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/parley-im/parley/client"
@@ -30,6 +32,9 @@ type env struct {
 	getenv         func(string) string
 	configDir      func() (string, error)
 	hostname       func() (string, error)
+	// dial, if not nil, opens the client's connections instead of a
+	// net.Dialer (client.Config.Dial): tests take the server away with it.
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 func osEnv() env {
@@ -248,7 +253,7 @@ func (o *options) openStore(e env, create bool) (*client.FileStore, error) {
 	}
 	st, err := client.OpenFileStore(path)
 	if errors.Is(err, client.ErrLocked) {
-		return nil, fmt.Errorf("profile %q is in use by another parley command", o.profile)
+		return nil, fmt.Errorf("profile %q is in use by another parley command: if a chat holds it, quit the chat (Ctrl-D) first, or type /help in it (/send-file, /save and /approve work there); a listen stops with Ctrl-C", o.profile)
 	}
 	return st, err
 }
@@ -284,7 +289,7 @@ func (o *options) config(st *client.FileStore, e env) (client.Config, error) {
 	if server == "" {
 		return client.Config{}, usagef("no server: use --server HOST:PORT or set PARLEY_SERVER")
 	}
-	cfg := client.Config{Addr: server, Plaintext: plaintext, Logger: o.logger(e)}
+	cfg := client.Config{Addr: server, Plaintext: plaintext, Logger: o.logger(e), Dial: e.dial}
 	switch {
 	case plaintext:
 		if fp != "" || ca != "" {
@@ -347,6 +352,7 @@ func normalisePhone(s string) (string, error) {
 func describe(err error) string {
 	var se *client.ServerError
 	var cv *tls.CertificateVerificationError
+	var ue *unreachableError
 	switch {
 	case errors.As(err, &se):
 		name := se.Code.String()
@@ -402,8 +408,14 @@ func describe(err error) string {
 			return "the server closed the connection (" + name + ")"
 		}
 		return "the server refused (" + name + ")"
+	case errors.As(err, &ue):
+		return ue.Error() + ": is parleyd running there, and is the address right?"
+	case isDialError(err):
+		return (&unreachableError{addr: dialAddr(err), err: err}).Error() + ": is parleyd running there, and is the address right?"
 	case errors.Is(err, client.ErrFingerprint):
-		return "the server's certificate does not match the fingerprint (check --fingerprint against what parleyd printed): " + err.Error()
+		// Never the certificate's own fingerprint: copying it from here
+		// would trust whoever sits between this machine and the server.
+		return "the server's certificate does not match the fingerprint given (--fingerprint, PARLEY_FINGERPRINT, or the profile's): check it against the 64 hex digits parleyd printed when it started (in its log, or ask its operator); if they are the same, something between here and the server is intercepting the connection"
 	case errors.As(err, &cv):
 		return "the server's certificate is not trusted: " + err.Error()
 	case errors.Is(err, context.DeadlineExceeded):
@@ -414,6 +426,44 @@ func describe(err error) string {
 		return "the downloaded file does not match what was sent: " + err.Error()
 	}
 	return err.Error()
+}
+
+// isDialError reports whether err is a failure to open a TCP connection
+// to the server: nothing listens there, the host is unknown or does not
+// answer.
+func isDialError(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+// dialAddr returns the address a failed dial went to, or "the server".
+func dialAddr(err error) string {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Addr != nil {
+		return op.Addr.String()
+	}
+	return "the server"
+}
+
+// dialReason says in a few words why a connection attempt failed or a
+// connection was lost.
+func dialReason(err error) string {
+	var dns *net.DNSError
+	var errno syscall.Errno
+	var ne net.Error
+	switch {
+	case errors.As(err, &dns):
+		return "cannot resolve " + dns.Name
+	case errors.As(err, &errno):
+		return errno.Error()
+	case errors.As(err, &ne) && ne.Timeout():
+		return "no answer"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "the server closed the connection"
+	case errors.Is(err, client.ErrDeadConnection):
+		return "no answer to a ping"
+	}
+	return describe(err)
 }
 
 // fatalToCommand reports whether a connection failure means the command

@@ -38,7 +38,7 @@ func cmdLookup(ctx context.Context, args []string, e env) error {
 		return err
 	}
 	defer k.close()
-	cctx, cancel := context.WithTimeout(k.ctx, o.timeout)
+	cctx, cancel := k.call()
 	defer cancel()
 	contacts, err := k.c.Lookup(cctx, phones)
 	if err != nil {
@@ -93,21 +93,35 @@ func cmdSend(ctx context.Context, args []string, e env) error {
 		return err
 	}
 	defer k.close()
-	t, err := k.target(ctx, *to, *group)
+	t, err := k.target(*to, *group)
 	if err != nil {
 		return err
 	}
-	cctx, cancel := context.WithTimeout(k.ctx, o.timeout)
+	cctx, cancel := k.call()
 	defer cancel()
 	sent, err := t.send(cctx, k.c, []byte(text), pb.ContentType_CONTENT_TEXT)
 	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) && k.ctx.Err() == nil {
-			return fmt.Errorf("no answer from the server within %v; the message stays queued and goes out with the next parley command of this profile", o.timeout)
-		}
-		return k.reason(err)
+		return k.sendFailed(sent, err)
 	}
 	con.printf("%s to %s at %s (id %d)", con.mark(stateSent), t.name, con.when(sent.Time), sent.ID)
 	return nil
+}
+
+// sendFailed explains why a one-shot send did not complete, and whether
+// the message stays in the profile's outbox: it does when it was stored
+// and the command stopped waiting (sent has its cmid).
+func (k *conn) sendFailed(sent client.Sent, err error) error {
+	const later = "the message stays queued and goes out with the next parley command of this profile"
+	queued := sent.CMID != 0 && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded))
+	cause := k.reason(err)
+	var ue *unreachableError
+	switch {
+	case queued && errors.As(cause, &ue):
+		return fmt.Errorf("%s; %s", ue.Error(), later)
+	case queued && errors.Is(err, context.DeadlineExceeded) && k.ctx.Err() == nil:
+		return fmt.Errorf("no answer from the server within %v; %s", k.o.timeout, later)
+	}
+	return cause
 }
 
 // showReceipt prints a receipt on this user's messages.
@@ -135,13 +149,13 @@ func cmdListen(ctx context.Context, args []string, e env) error {
 		return usagef("listen: unexpected argument %q", pos[0])
 	}
 	con := newConsole(e, o.plain)
-	k, err := connect(ctx, &o, e, con, connectOptions{consume: true, verbose: true, handle: func(k *conn, ev client.Event) {
+	k, err := connect(ctx, &o, e, con, connectOptions{consume: true, interactive: true, handle: func(k *conn, ev client.Event) {
 		switch ev := ev.(type) {
 		case client.Message:
 			if ev.From == k.c.User() && ev.FromDevice == k.c.Device() {
 				return // sent from here: shown by the command that sent it ([S-8-17])
 			}
-			con.printf("%s", k.message(ev, 0, "(parley save-file %d PATH)"))
+			con.printf("%s", k.message(ev, conversation{}, "(parley save-file %d PATH)"))
 		case client.Receipt:
 			if ev.Type != pb.ReceiptType_RECEIPT_SELF_READ {
 				k.showReceipt(ev.Group, ev.Type, ev.Peer, ev.UpTo)

@@ -15,21 +15,46 @@ import (
 type conn struct {
 	ctx    context.Context // ends when the command must give up, with the reason as cause
 	cancel context.CancelCauseFunc
-	o      *options
-	con    *console
-	store  *client.FileStore
-	c      *client.Client
-	names  *names
-	cfg    client.Config // the client's configuration
-	addr   string        // the server's address
-	runErr chan error    // Run's result
+	// calls is the parent of every request's context: it ends with ctx,
+	// or, in a one-shot command, when the server cannot be reached
+	// (cause *unreachableError). The client keeps running meanwhile, so
+	// a send made then is still stored in the outbox.
+	calls     context.Context
+	stopCalls context.CancelCauseFunc
+	o         *options
+	con       *console
+	store     *client.FileStore
+	c         *client.Client
+	names     *names
+	cfg       client.Config // the client's configuration
+	addr      string        // the server's address
+	runErr    chan error    // Run's result
 
-	verbose bool                      // report connection changes on stderr
-	handle  func(*conn, client.Event) // the command's own event handling; may be nil
+	interactive bool                      // chat or listen: report outages once, retry quietly
+	handle      func(*conn, client.Event) // the command's own event handling; may be nil
 
-	mu    sync.Mutex      // guards asked
+	mu    sync.Mutex      // guards asked and link
 	asked map[uint64]bool // groups whose name learnGroup asked for
+	link  linkState       // what the user was last told about the connection
 }
+
+// linkState is what the user knows about the connection.
+type linkState uint8
+
+const (
+	linkNew  linkState = iota // not connected yet
+	linkUp                    // logged in
+	linkDown                  // lost, or never made; retrying
+)
+
+// Reconnection delays of the interactive commands (chat, listen): one
+// person waits at the terminal, so the bound stays at a few seconds
+// rather than the SDK's minute ([S-6-13] recommends, for a fleet of
+// devices, a bound that grows to 60 s).
+const (
+	interactiveBackoffMin = 500 * time.Millisecond
+	interactiveBackoffMax = 5 * time.Second
+)
 
 // connectOptions say how a command uses the connection.
 type connectOptions struct {
@@ -37,8 +62,11 @@ type connectOptions struct {
 	// entries are acknowledged once shown. Other commands leave the inbox
 	// alone, so a quick send does not swallow messages unseen.
 	consume bool
-	// verbose reports connection changes even without -v.
-	verbose bool
+	// interactive is true for commands that run until the user stops them
+	// (listen, chat): they keep trying to reach the server with a short
+	// backoff, say once that the connection is lost and once that it is
+	// back. The others give up as soon as the server cannot be reached.
+	interactive bool
 	// handle receives every event after conn's own handling, on the
 	// client's event goroutine.
 	handle func(*conn, client.Event)
@@ -64,14 +92,18 @@ func connect(ctx context.Context, o *options, e env, con *console, co connectOpt
 		st.Close()
 		return nil, err
 	}
+	if co.interactive {
+		cfg.BackoffMin, cfg.BackoffMax = interactiveBackoffMin, interactiveBackoffMax
+	}
 	k := &conn{
 		o: o, con: con, store: st, names: namesOf(st), cfg: cfg, addr: cfg.Addr, runErr: make(chan error, 1),
-		verbose: co.verbose || o.verbose, handle: co.handle,
+		interactive: co.interactive, handle: co.handle,
 	}
 	if phone := st.Attr(attrPhone); phone != "" {
 		k.names.set(state.Credentials.User, phone)
 	}
 	k.ctx, k.cancel = context.WithCancelCause(ctx)
+	k.calls, k.stopCalls = context.WithCancelCause(k.ctx)
 	cfg.ManualAck = !co.consume
 	cfg.OnEvent = k.onEvent
 	c, err := client.New(cfg, state.Credentials, st)
@@ -84,11 +116,36 @@ func connect(ctx context.Context, o *options, e env, con *console, co connectOpt
 	return k, nil
 }
 
+// call returns the context of one request: it ends after --timeout, when
+// the command gives up, or when the server turns out to be unreachable.
+func (k *conn) call() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(k.calls, k.o.timeout)
+}
+
+// unreachableError says that a command could not reach the server.
+type unreachableError struct {
+	addr string
+	err  error // the failed dial
+}
+
+func (e *unreachableError) Error() string {
+	return fmt.Sprintf("cannot reach the server at %s (%s)", e.addr, dialReason(e.err))
+}
+
+func (e *unreachableError) Unwrap() error { return e.err }
+
 // onEvent runs on the client's event goroutine.
 func (k *conn) onEvent(ev client.Event) {
 	switch ev := ev.(type) {
 	case client.Connected:
-		if k.verbose {
+		k.mu.Lock()
+		was := k.link
+		k.link = linkUp
+		k.mu.Unlock()
+		switch {
+		case k.interactive && was == linkDown:
+			k.con.statusf("reconnected to %s", k.addr)
+		case k.interactive || k.o.verbose:
 			k.con.statusf("connected to %s", k.addr)
 		}
 	case client.Disconnected:
@@ -96,8 +153,21 @@ func (k *conn) onEvent(ev client.Event) {
 			k.cancel(ev.Err)
 			return
 		}
-		if k.verbose {
+		k.mu.Lock()
+		was := k.link
+		k.link = linkDown
+		k.mu.Unlock()
+		switch {
+		case k.o.verbose: // every attempt
 			k.con.statusf("disconnected: %s; reconnecting in %v", describe(ev.Err), ev.RetryIn.Round(time.Millisecond))
+		case !k.interactive:
+			if was == linkNew && isDialError(ev.Err) {
+				k.stopCalls(&unreachableError{addr: k.addr, err: ev.Err})
+			}
+		case was == linkNew:
+			k.con.statusf("cannot reach the server at %s (%s); trying again in the background, and what you send goes out once it answers", k.addr, dialReason(ev.Err))
+		case was == linkUp:
+			k.con.statusf("lost the connection to %s (%s); reconnecting…", k.addr, dialReason(ev.Err))
 		}
 	case client.Fatal:
 		k.cancel(ev.Err)
@@ -109,7 +179,7 @@ func (k *conn) onEvent(ev client.Event) {
 		}
 		if ev.Err != nil {
 			k.con.statusf("an earlier message to %s was not sent: %s", to, describe(ev.Err))
-		} else if k.verbose {
+		} else if k.o.verbose {
 			k.con.statusf("an earlier message to %s: %s", to, k.con.mark(stateSent))
 		}
 	}
@@ -118,10 +188,10 @@ func (k *conn) onEvent(ev client.Event) {
 	}
 }
 
-// reason returns why a call failed: the reason the command gave up, if it
-// did, else err.
+// reason returns why a call failed: the reason the command gave up, or
+// found the server unreachable, if it did; else err.
 func (k *conn) reason(err error) error {
-	if cause := context.Cause(k.ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+	if cause := context.Cause(k.calls); cause != nil && !errors.Is(cause, context.Canceled) {
 		return cause
 	}
 	return err

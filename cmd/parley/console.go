@@ -29,6 +29,7 @@ type console struct {
 	edit   bool
 	prompt string
 	typed  string
+	note   string // shown before the prompt, such as who is typing
 }
 
 func newConsole(e env, plain bool) *console {
@@ -77,6 +78,24 @@ func (c *console) stopEditing() {
 	c.edit = false
 }
 
+// setNote shows note, in brackets, before the line being typed, or
+// removes it when note is "". It reports false when the line being
+// typed is not shown (the command does not edit it), so the caller can
+// print the news as lines instead.
+func (c *console) setNote(note string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.edit {
+		return false
+	}
+	if note != c.note {
+		c.clearLocked()
+		c.note = note
+		c.drawLocked()
+	}
+	return true
+}
+
 // editing shows line as the line being typed.
 func (c *console) editing(line string) {
 	c.mu.Lock()
@@ -113,7 +132,11 @@ func (c *console) clearLocked() {
 // drawLocked draws the prompt and the line being typed.
 func (c *console) drawLocked() {
 	if c.edit {
-		io.WriteString(c.err, c.prompt+sanitizeLine(c.typed))
+		note := ""
+		if c.note != "" {
+			note = "(" + c.note + ") "
+		}
+		io.WriteString(c.err, note+c.prompt+sanitizeLine(c.typed))
 	}
 }
 
@@ -166,10 +189,10 @@ func body(b []byte, typ pb.ContentType) string {
 		if _, known := pb.ContentType_name[int32(typ)]; !known {
 			name = "content type " + strconv.Itoa(int(typ))
 		}
-		return fmt.Sprintf("[%s, %s]", name, size(len(b)))
+		return fmt.Sprintf("[%s, %s]", name, size(int64(len(b))))
 	}
 	if !utf8.Valid(b) {
-		return fmt.Sprintf("[%s, not text]", size(len(b)))
+		return fmt.Sprintf("[%s, not text]", size(int64(len(b))))
 	}
 	return sanitize(string(b))
 }
@@ -211,11 +234,22 @@ func preview(s string) string {
 	return sanitize(s)
 }
 
-func size(n int) string {
-	if n < 1024 {
+// size renders a byte count in IEC units, as the rest of Parley does:
+// "1 byte", "900 bytes", "293.0 KiB" (300,000 bytes), "1.5 MiB".
+func size(n int64) string {
+	switch {
+	case n == 1:
+		return "1 byte"
+	case n < 1024:
 		return fmt.Sprintf("%d bytes", n)
 	}
-	return fmt.Sprintf("%.1f KB", float64(n)/1024)
+	v := float64(n) / 1024
+	units := []string{"KiB", "MiB", "GiB", "TiB"}
+	i := 0
+	for ; i < len(units)-1 && v >= 1023.95; i++ { // 1023.95 would print as 1024.0
+		v /= 1024
+	}
+	return fmt.Sprintf("%.1f %s", v, units[i])
 }
 
 // names maps user ids to what the user knows them by: the phone numbers

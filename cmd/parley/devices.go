@@ -31,7 +31,7 @@ func cmdDevices(ctx context.Context, args []string, e env) error {
 		return err
 	}
 	defer k.close()
-	cctx, cancel := context.WithTimeout(k.ctx, o.timeout)
+	cctx, cancel := k.call()
 	defer cancel()
 	devs, err := k.c.Devices(cctx)
 	if err != nil {
@@ -76,13 +76,46 @@ func cmdApprove(ctx context.Context, args []string, e env) error {
 		return err
 	}
 	defer k.close()
-	cctx, cancel := context.WithTimeout(k.ctx, o.timeout)
-	defer cancel()
-	if err := k.c.ApproveLink(cctx, code); err != nil {
-		return k.reason(err)
+	line, err := k.approve(code)
+	if err != nil {
+		return err
 	}
-	con.printf("Approved: the new device is linked to this account.")
+	con.printf("%s", line)
 	return nil
+}
+
+// approve links the companion showing code and says which device that
+// is: the server's answer does not name it, so the device list is read
+// before and after, and the new entry is the one approved.
+func (k *conn) approve(code string) (string, error) {
+	cctx, cancel := k.call()
+	defer cancel()
+	before, err := k.c.Devices(cctx)
+	if err != nil {
+		return "", k.reason(err)
+	}
+	if err := k.c.ApproveLink(cctx, code); err != nil {
+		return "", k.reason(err)
+	}
+	after, err := k.c.Devices(cctx)
+	if err != nil {
+		return "Approved: a new device is linked to this account (parley devices lists them).", nil
+	}
+	known := make(map[uint32]bool, len(before))
+	for _, d := range before {
+		known[d.ID] = true
+	}
+	var added *client.DeviceInfo
+	for i, d := range after {
+		if !known[d.ID] && (added == nil || d.ID > added.ID) {
+			added = &after[i]
+		}
+	}
+	if added == nil { // revoked again already
+		return "Approved: a new device is linked to this account (parley devices lists them).", nil
+	}
+	return fmt.Sprintf("Approved: %q (device %d) is now linked to this account; if you do not recognise it, run parley revoke %d.",
+		sanitizeLine(added.Name), added.ID, added.ID), nil
 }
 
 // cmdRevoke removes a device from the account.
@@ -106,7 +139,7 @@ func cmdRevoke(ctx context.Context, args []string, e env) error {
 		return err
 	}
 	defer k.close()
-	cctx, cancel := context.WithTimeout(k.ctx, o.timeout)
+	cctx, cancel := k.call()
 	defer cancel()
 	if err := k.c.RevokeDevice(cctx, uint32(id)); err != nil {
 		return k.reason(err)

@@ -22,13 +22,37 @@
 // --profile. Bad input exits with status 2 and one line on stderr;
 // failures exit with status 1.
 //
+// People are shown by the phone numbers the profile knows (looked up,
+// or given to send, chat or group), "You" for this account, and
+// "user ID" otherwise: the protocol never tells a number from an id.
+// Groups are shown as "#name".
+//
 // In chat, parley shows when the other person is online or was last seen,
 // and when they are typing; it tells them when you are. On a Linux
 // terminal it reads keys as they are typed to do so (it edits the line
-// itself: backspace, Ctrl-U, Ctrl-W; Ctrl-D on an empty line leaves);
-// elsewhere it sees a line only once Enter is pressed. In a group, each
-// message you send shows how many members received and read it
-// ("✓✓ 3/5 read").
+// itself: backspace, Ctrl-U, Ctrl-W; Ctrl-D on an empty line leaves),
+// and who is typing shows in brackets before the line being typed until
+// they stop; elsewhere it sees a line only once Enter is pressed, and
+// prints "… is typing…" and "… stopped typing". A message that belongs
+// to another conversation (a private message while a group is open, a
+// message of another group) is shown marked "(not in this chat)". Each
+// message you send gets a line whenever its mark changes: "✓ sent",
+// "✓✓ delivered" (a device of theirs has it), "✓✓ read"; in a group the
+// counts, "✓✓ 3/5 delivered, 1/5 read". A line starting with "/" is a
+// command, never sent: /send-file PATH, /save SEQ PATH, /approve CODE,
+// /help, /quit ("//" sends a line starting with "/"). Those commands are
+// there because the chat holds the profile: another parley command on
+// it is refused until the chat ends.
+//
+// listen and chat keep trying to reach the server after the connection
+// is lost, with a random delay that starts under half a second and
+// doubles up to 5 seconds (one person waits at the terminal; spec.md
+// [S-6-13] recommends a slower bound for fleets of devices); they say
+// once that the connection is lost and once that it is back (-v: every
+// attempt). The other commands give up at once when nothing answers at
+// the server's address; a message being sent then stays queued in the
+// profile and goes out with the next command. Sizes are in IEC units
+// (1 KiB = 1024 bytes).
 //
 // # Files
 //

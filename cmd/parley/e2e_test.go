@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -105,6 +106,7 @@ type terminal struct {
 	t       *testing.T
 	dir     string
 	environ map[string]string
+	dial    func(ctx context.Context, network, addr string) (net.Conn, error) // nil: a net.Dialer
 }
 
 // command is one running parley command.
@@ -125,6 +127,7 @@ func (tm *terminal) start(args ...string) *command {
 		getenv:    func(k string) string { return tm.environ[k] },
 		configDir: func() (string, error) { return tm.dir, nil },
 		hostname:  func() (string, error) { return "e2e", nil },
+		dial:      tm.dial,
 	}
 	go func() {
 		c.done <- run(ctx, args, e)
@@ -267,6 +270,12 @@ func field(t *testing.T, out, prefix string) string {
 	return rest
 }
 
+// groupID returns the id in what group create printed.
+func groupID(t *testing.T, out string) string {
+	t.Helper()
+	return strings.TrimSuffix(field(t, out, "(group "), ")")
+}
+
 // TestEndToEndGroups: three people make a group, chat in it with typing
 // and per-message receipt counts, and change it.
 func TestEndToEndGroups(t *testing.T) {
@@ -279,11 +288,11 @@ func TestEndToEndGroups(t *testing.T) {
 	carol := register(t, n, "+447700900203")
 
 	out := alice.ok("group", "create", "Saturday hike", "+447700900202", "+447700900203")
-	if !strings.Contains(out, `"Saturday hike" with 3 members`) {
+	if !strings.Contains(out, "Created #Saturday hike (group ") || !strings.Contains(out, ") with 3 members.") {
 		t.Fatalf("group create printed %q", out)
 	}
-	g := field(t, out, "Created group ")
-	if out := bob.ok("groups"); !strings.Contains(out, g+"\tSaturday hike\t3 members") {
+	g := groupID(t, out)
+	if out := bob.ok("groups"); !strings.Contains(out, g+"\t#Saturday hike\t3 members") {
 		t.Errorf("groups printed %q", out)
 	}
 	if out := alice.ok("group", "info", "Saturday hike"); !strings.Contains(out, "+447700900201\tadmin (you)") ||
@@ -296,7 +305,7 @@ func TestEndToEndGroups(t *testing.T) {
 	cb := bob.start("chat", "--plain", "--group", "Saturday hike") // the name bob's groups learnt
 	cc := carol.start("chat", "--plain", "--group", g)
 	for _, c := range []*command{ca, cb, cc} {
-		c.err.waitFor(t, "Chatting in Saturday hike (3 members)")
+		c.err.waitFor(t, "Chatting in #Saturday hike (3 members)")
 		c.err.waitFor(t, "up to date")
 	}
 	io.WriteString(ca.in, "who brings the map?\n")
@@ -316,8 +325,8 @@ func TestEndToEndGroups(t *testing.T) {
 		t.Errorf("chat exit %d\n%s", code, cc.err)
 	}
 	carol.ok("group", "leave", g)
-	ca.out.waitFor(t, "left Saturday hike")
-	cb.out.waitFor(t, "left Saturday hike")
+	ca.out.waitFor(t, "left #Saturday hike")
+	cb.out.waitFor(t, "left #Saturday hike")
 	io.WriteString(ca.in, "just us now\n")
 	ca.out.waitForLine(t, "read 1/1", ": just us now")
 
@@ -384,19 +393,19 @@ func TestEndToEndFiles(t *testing.T) {
 	if err := os.WriteFile(png, append([]byte("\x89PNG\r\n\x1a\n"), data[:1000]...), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if out := alice.ok("send-file", "--plain", "--to", "+447700900402", src); !strings.HasPrefix(out, "sent notes.bin (200.0 KB) to +447700900402") {
+	if out := alice.ok("send-file", "--plain", "--to", "+447700900402", src); !strings.HasPrefix(out, "sent notes.bin (200.0 KiB) to +447700900402") {
 		t.Errorf("send-file printed %q", out)
 	}
 	out := alice.ok("group", "create", "maps", "+447700900402")
-	g := field(t, out, "Created group ")
+	g := groupID(t, out)
 	alice.ok("send-file", "--group", g, png)
 
 	lb := bob.start("listen", "--plain")
-	lb.out.waitFor(t, "[document notes.bin, 200.0 KB] (parley save-file ")
-	lb.out.waitFor(t, "in maps: [image map.png, 1008 bytes] (parley save-file ")
+	lb.out.waitFor(t, "[document notes.bin, 200.0 KiB] (parley save-file ")
+	lb.out.waitFor(t, "in #maps: [image map.png, 1008 bytes] (parley save-file ")
 	lb.cancel()
 	lb.exit(t)
-	seq := field(t, lb.out.String(), "notes.bin, 200.0 KB] (parley save-file ")
+	seq := field(t, lb.out.String(), "notes.bin, 200.0 KiB] (parley save-file ")
 	saved := t.TempDir()
 	if out := bob.ok("save-file", seq, saved); !strings.Contains(out, "saved "+filepath.Join(saved, "notes.bin")) {
 		t.Errorf("save-file printed %q", out)
@@ -476,7 +485,7 @@ func TestEndToEndLinking(t *testing.T) {
 	ll := laptop.start("listen", "--plain")
 	ll.err.waitFor(t, "up to date")
 	alice.ok("send", "--to", "+447700900502", "sent from the phone")
-	ll.out.waitFor(t, "me → user "+bob.userID()+": sent from the phone")
+	ll.out.waitFor(t, "You → user "+bob.userID()+": sent from the phone")
 	if out := alice.ok("revoke", "2"); !strings.Contains(out, "Revoked device 2.") {
 		t.Errorf("revoke printed %q", out)
 	}

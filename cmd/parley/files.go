@@ -91,7 +91,7 @@ func describeFile(r fileRef, typ pb.ContentType) string {
 	if _, known := pb.ContentType_name[int32(typ)]; !known || typ == pb.ContentType_CONTENT_TEXT {
 		kind = "file"
 	}
-	return fmt.Sprintf("[%s %s, %s]", kind, preview(safeName(r.Name)), size64(r.plainSize()))
+	return fmt.Sprintf("[%s %s, %s]", kind, preview(safeName(r.Name)), size(r.plainSize()))
 }
 
 // safeName returns a file name fit for a directory entry: no path, no
@@ -108,18 +108,6 @@ func safeName(name string) string {
 		name = "file"
 	}
 	return name
-}
-
-func size64(n int64) string {
-	switch {
-	case n < 1024:
-		return fmt.Sprintf("%d bytes", n)
-	case n < 1<<20:
-		return fmt.Sprintf("%.1f KB", float64(n)/1024)
-	case n < 1<<30:
-		return fmt.Sprintf("%.1f MB", float64(n)/(1<<20))
-	}
-	return fmt.Sprintf("%.1f GB", float64(n)/(1<<30))
 }
 
 // contentTypeOf picks the message's content type for a file of this MIME
@@ -197,26 +185,11 @@ func cmdSendFile(ctx context.Context, args []string, e env) error {
 	case len(pos) != 1:
 		return usagef("send-file needs exactly one file: parley send-file --to +NUMBER PATH")
 	}
-	path := pos[0]
-	f, err := os.Open(path)
+	f, err := openOutFile(pos[0])
 	if err != nil {
 		return usagef("send-file: %v", err)
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	if !st.Mode().IsRegular() {
-		return usagef("send-file: %s is not a regular file", path)
-	}
-	size := sealedSize(st.Size())
-	if size > protocol.MaxMediaDocument {
-		return usagef("send-file: %s is larger than %s", path, size64(protocol.MaxMediaDocument-sealOverhead*(protocol.MaxMediaDocument/sealChunk)))
-	}
-	name := safeName(st.Name())
-	mimeType := mimeOf(name, f)
-	typ := contentTypeOf(mimeType, size)
 
 	con := newConsole(e, o.plain)
 	k, err := connect(ctx, &o, e, con, connectOptions{})
@@ -224,54 +197,94 @@ func cmdSendFile(ctx context.Context, args []string, e env) error {
 		return err
 	}
 	defer k.close()
-	t, err := k.target(ctx, *to, *group)
+	t, err := k.target(*to, *group)
 	if err != nil {
 		return err
 	}
+	body, err := k.upload(k.calls, f)
+	if err != nil {
+		return err
+	}
+	cctx, cancel := k.call()
+	defer cancel()
+	sent, err := t.send(cctx, k.c, body, f.typ)
+	if err != nil {
+		return k.sendFailed(sent, err)
+	}
+	con.printf("%s %s (%s) to %s at %s (id %d)", con.mark(stateSent), f.name, size(f.size), t.name, con.when(sent.Time), sent.ID)
+	return nil
+}
 
-	// Encrypt to a temporary file with a fresh key; upload the ciphertext.
+// outFile is a file about to be sent: open, checked, its name, media
+// type and the message's content type chosen.
+type outFile struct {
+	*os.File
+	name string // without directories
+	mime string
+	size int64 // of the file
+	typ  pb.ContentType
+}
+
+// openOutFile opens path for send-file and /send-file. Its errors are
+// the user's to fix.
+func openOutFile(path string) (*outFile, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	st, err := f.Stat()
+	switch {
+	case err != nil:
+	case !st.Mode().IsRegular():
+		err = fmt.Errorf("%s is not a regular file", path)
+	case sealedSize(st.Size()) > protocol.MaxMediaDocument:
+		err = fmt.Errorf("%s is larger than %s", path, size(protocol.MaxMediaDocument-sealOverhead*(protocol.MaxMediaDocument/sealChunk)))
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	o := &outFile{File: f, name: safeName(st.Name()), size: st.Size()}
+	o.mime = mimeOf(o.name, f)
+	o.typ = contentTypeOf(o.mime, sealedSize(o.size))
+	return o, nil
+}
+
+// upload encrypts f with a fresh key into a temporary file, uploads the
+// ciphertext and returns the body of the message that carries it.
+func (k *conn) upload(ctx context.Context, f *outFile) ([]byte, error) {
 	key := make([]byte, 32)
 	if _, err := rand.Read(key); err != nil {
-		return err
+		return nil, err
 	}
 	tmp, err := os.CreateTemp("", "parley-upload-*")
 	if err != nil {
-		return err
+		return nil, fmt.Errorf("no room to encrypt %s: %w", f.name, pathCause(err))
 	}
 	defer os.Remove(tmp.Name())
 	defer tmp.Close()
 	h := sha256.New()
-	if err := seal(io.MultiWriter(tmp, h), f, st.Size(), key); err != nil {
-		return err
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, err
+	}
+	if err := seal(io.MultiWriter(tmp, h), f, f.size, key); err != nil {
+		return nil, fmt.Errorf("encrypting %s: %w", f.name, pathCause(err))
 	}
 	sum := [32]byte(h.Sum(nil))
 	m, err := k.media()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer m.HTTP.CloseIdleConnections()
-	mref, err := m.UploadMedia(k.ctx, typ, tmp, size, sum)
+	sealed := sealedSize(f.size)
+	mref, err := m.UploadMedia(ctx, f.typ, tmp, sealed, sum)
 	if err != nil {
-		return fmt.Errorf("uploading %s: %w", name, k.reason(err))
+		return nil, fmt.Errorf("uploading %s: %w", f.name, k.reason(err))
 	}
-	body, err := json.Marshal(fileRef{
+	return json.Marshal(fileRef{
 		Version: fileRefVersion, ID: mref.ID.String(), Key: base64.RawURLEncoding.EncodeToString(key),
-		Size: size, SHA256: hex.EncodeToString(sum[:]), Name: name, MIME: mimeType,
+		Size: sealed, SHA256: hex.EncodeToString(sum[:]), Name: f.name, MIME: f.mime,
 	})
-	if err != nil {
-		return err
-	}
-	cctx, cancel := context.WithTimeout(k.ctx, o.timeout)
-	defer cancel()
-	sent, err := t.send(cctx, k.c, body, typ)
-	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) && k.ctx.Err() == nil {
-			return fmt.Errorf("no answer from the server within %v; the message stays queued and goes out with the next parley command of this profile", o.timeout)
-		}
-		return k.reason(err)
-	}
-	con.printf("%s %s (%s) to %s at %s (id %d)", con.mark(stateSent), name, size64(st.Size()), t.name, con.when(sent.Time), sent.ID)
-	return nil
 }
 
 // cmdSaveFile downloads, checks and decrypts the file of a message.
@@ -306,7 +319,12 @@ func cmdSaveFile(ctx context.Context, args []string, e env) error {
 // saveFile saves the file of inbox entry seq at path (a directory takes
 // the file's own name) and returns where it went. If ctx ends first,
 // nothing is left behind.
-func (k *conn) saveFile(ctx context.Context, seq uint64, path string) (string, error) {
+func (k *conn) saveFile(ctx context.Context, seq uint64, path string) (dst string, err error) {
+	defer func() {
+		if err != nil {
+			err = hideTemp(path, err)
+		}
+	}()
 	body := k.store.Attr(attrFile + strconv.FormatUint(seq, 10))
 	ref, ok := parseFileRef([]byte(body))
 	if !ok {
@@ -326,7 +344,7 @@ func (k *conn) saveFile(ctx context.Context, seq uint64, path string) (string, e
 	}
 	defer m.HTTP.CloseIdleConnections()
 	dir := filepath.Dir(path)
-	enc, err := os.CreateTemp(dir, ".parley-download-*")
+	enc, err := os.CreateTemp(dir, tempPrefix+"download-*")
 	if err != nil {
 		return "", err
 	}
@@ -344,7 +362,7 @@ func (k *conn) saveFile(ctx context.Context, seq uint64, path string) (string, e
 	if _, err := enc.Seek(0, io.SeekStart); err != nil {
 		return "", err
 	}
-	plain, err := os.CreateTemp(dir, ".parley-file-*")
+	plain, err := os.CreateTemp(dir, tempPrefix+"file-*")
 	if err != nil {
 		return "", err
 	}
@@ -365,6 +383,35 @@ func (k *conn) saveFile(ctx context.Context, seq uint64, path string) (string, e
 		}
 	}
 	return path, nil
+}
+
+// tempPrefix starts the names of the temporary files saveFile writes
+// beside the destination.
+const tempPrefix = ".parley-"
+
+// hideTemp turns an error about a temporary file of saveFile, which the
+// user never named, into one about path, the file they asked for.
+func hideTemp(path string, err error) error {
+	var pe *fs.PathError
+	var le *os.LinkError
+	if errors.As(err, &le) || errors.As(err, &pe) && strings.HasPrefix(filepath.Base(pe.Path), tempPrefix) {
+		return fmt.Errorf("could not save %s: %w", path, pathCause(err))
+	}
+	return err
+}
+
+// pathCause returns the cause of a file system error without the file
+// names it carries ("no space left on device").
+func pathCause(err error) error {
+	var pe *fs.PathError
+	var le *os.LinkError
+	switch {
+	case errors.As(err, &le):
+		return le.Err
+	case errors.As(err, &pe):
+		return pe.Err
+	}
+	return err
 }
 
 // renameNoReplace moves from to to unless to exists.

@@ -106,7 +106,7 @@ func TestFileRef(t *testing.T) {
 			t.Errorf("contentTypeOf(%s, %d) = %v, want %v", tt.mime, tt.size, got, tt.want)
 		}
 	}
-	if got := describeFile(r, pb.ContentType_CONTENT_DOCUMENT); got != "[document passwd_, 240.0 KB]" {
+	if got := describeFile(r, pb.ContentType_CONTENT_DOCUMENT); got != "[document passwd_, 240.0 KiB]" {
 		t.Errorf("describeFile = %q", got)
 	}
 }

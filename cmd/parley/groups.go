@@ -55,7 +55,7 @@ func cmdGroup(ctx context.Context, args []string, e env) error {
 		return err
 	}
 	defer k.close()
-	cctx, cancel := context.WithTimeout(k.ctx, o.timeout)
+	cctx, cancel := k.call()
 	defer cancel()
 
 	if sub == "create" {
@@ -68,7 +68,7 @@ func cmdGroup(ctx context.Context, args []string, e env) error {
 			return k.reason(err)
 		}
 		k.rememberGroup(g.ID, g.Name)
-		con.printf("Created group %d %q with %d members.", g.ID, sanitize(g.Name), len(g.Members))
+		con.printf("Created %s (group %d) with %d members.", k.groupName(g.ID), g.ID, len(g.Members))
 		k.printRefused(g)
 		return nil
 	}
@@ -89,22 +89,22 @@ func cmdGroup(ctx context.Context, args []string, e env) error {
 			return k.reason(err)
 		}
 		k.rememberGroup(g.ID, g.Name)
-		con.printf("%s now has %d members.", sanitize(g.Name), len(g.Members))
+		con.printf("%s now has %d members.", k.groupName(g.ID), len(g.Members))
 		k.printRefused(g)
 	case "remove":
 		err = k.c.RemoveGroupMembers(cctx, group, members)
 		if err == nil {
-			con.printf("Removed %s from %s.", k.userList(members), name)
+			con.printf("Removed %s from %s.", k.people(members), name)
 		}
 	case "promote":
 		err = k.c.PromoteGroupMembers(cctx, group, members)
 		if err == nil {
-			con.printf("%s: %s now admin.", name, k.userList(members))
+			con.printf("%s: %s now admin.", name, k.people(members))
 		}
 	case "demote":
 		err = k.c.DemoteGroupMembers(cctx, group, members)
 		if err == nil {
-			con.printf("%s: %s no longer admin.", name, k.userList(members))
+			con.printf("%s: %s no longer admin.", name, k.people(members))
 		}
 	case "leave":
 		err = k.c.LeaveGroup(cctx, group)
@@ -143,7 +143,7 @@ func cmdGroups(ctx context.Context, args []string, e env) error {
 		return err
 	}
 	defer k.close()
-	cctx, cancel := context.WithTimeout(k.ctx, o.timeout)
+	cctx, cancel := k.call()
 	defer cancel()
 	ids, err := k.c.Groups(cctx)
 	if err != nil {
@@ -178,14 +178,14 @@ func cmdGroups(ctx context.Context, args []string, e env) error {
 		if m, _ := g.Member(k.c.User()); m.Role == pb.GroupRole_ROLE_ADMIN {
 			role = ", admin"
 		}
-		con.printf("%d\t%s\t%d members%s", g.ID, sanitize(g.Name), len(g.Members), role)
+		con.printf("%d\t%s\t%d members%s", g.ID, k.groupName(g.ID), len(g.Members), role)
 	}
 	return nil
 }
 
 // printGroup shows a group's members and roles.
 func (k *conn) printGroup(g client.GroupInfo) {
-	k.con.printf("%s (group %d), %d members:", sanitize(g.Name), g.ID, len(g.Members))
+	k.con.printf("%s (group %d), %d members:", k.groupName(g.ID), g.ID, len(g.Members))
 	for _, m := range g.Members {
 		role := "member"
 		if m.Role == pb.GroupRole_ROLE_ADMIN {
@@ -215,15 +215,6 @@ func (k *conn) printRefused(g client.GroupInfo) {
 		}
 		k.con.statusf("could not add %s: %s", k.names.of(r.User), why)
 	}
-}
-
-// userList names users for a status line.
-func (k *conn) userList(users []uint64) string {
-	s := make([]string, len(users))
-	for i, u := range users {
-		s[i] = k.names.of(u)
-	}
-	return strings.Join(s, ", ")
 }
 
 // codeName returns an error code's name.

@@ -79,17 +79,44 @@ func TestTypingNotifier(t *testing.T) {
 		t.Errorf("sent %v, want %v", sent, want)
 	}
 
-	s := newTypingSeen()
-	s.now = func() time.Time { return now }
+	// The other side: a spell ends with STOPPED, or typingShow after the
+	// last STARTED (the timer is fired by hand).
+	var expired []uint64
+	s := newTypingSeen(func(u uint64) { expired = append(expired, u) })
+	var fire []func() // the armed timers, in order
+	s.after = func(d time.Duration, f func()) func() bool {
+		if d != typingShow {
+			t.Errorf("timer of %v, want %v", d, typingShow)
+		}
+		i := len(fire)
+		fire = append(fire, f)
+		return func() bool { fire[i] = func() {}; return true }
+	}
 	if !s.started(5) || s.started(5) {
 		t.Error("a spell of typing is shown once")
 	}
-	now = now.Add(typingShow + time.Second)
+	fire[0]() // stopped by the second STARTED: nothing
+	if len(expired) != 0 || !slices.Equal(s.typists(), []uint64{5}) {
+		t.Errorf("a refreshed spell expired: %v, typists %v", expired, s.typists())
+	}
+	fire[1]()
+	if !slices.Equal(expired, []uint64{5}) || len(s.typists()) != 0 {
+		t.Errorf("typingShow after the last STARTED: expired %v, typists %v", expired, s.typists())
+	}
 	if !s.started(5) {
 		t.Error("typing after a silence of typingShow is shown again")
 	}
-	s.stopped(5)
+	if !s.stopped(5) || s.stopped(5) {
+		t.Error("STOPPED ends the spell once")
+	}
 	if !s.started(5) {
 		t.Error("typing after STOPPED is shown again")
+	}
+	s.close()
+	for _, f := range fire {
+		f()
+	}
+	if len(expired) != 1 {
+		t.Errorf("expired after close: %v", expired)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -141,23 +142,72 @@ func TestHelp(t *testing.T) {
 	}
 }
 
-// TestSendTimesOut: with no server, send gives up after --timeout and
-// says the message stays queued.
-func TestSendTimesOut(t *testing.T) {
-	e, _, errOut := testEnv(t)
-	registerFake(t, e)
-	code := run(context.Background(), []string{"send", "--to", "5", "--timeout", "50ms", "hello"}, e)
-	if code != 1 || !strings.Contains(errOut.String(), "stays queued") {
-		t.Errorf("exit %d, stderr %q", code, errOut)
-	}
-	o := options{profile: "default"}
-	st, err := o.openStore(e, false)
+// TestSendQueues: when the server answers nothing within --timeout, or
+// nothing listens at its address, send says which, at once in the second
+// case, and that the message stays queued; it does.
+func TestSendQueues(t *testing.T) {
+	silent, err := net.Listen("tcp", "127.0.0.1:0") // accepts, never answers
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
-	if s, _ := st.Load(); len(s.Outbox) != 1 || string(s.Outbox[0].Body) != "hello" {
-		t.Errorf("outbox %+v", s.Outbox)
+	held := make(chan []net.Conn, 1)
+	go func() {
+		var conns []net.Conn
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				held <- conns
+				return
+			}
+			conns = append(conns, c)
+		}
+	}()
+	defer func() {
+		silent.Close()
+		for _, c := range <-held {
+			c.Close()
+		}
+	}()
+	for _, tt := range []struct {
+		server, timeout, want string
+	}{
+		{silent.Addr().String(), "50ms", "no answer from the server within 50ms; the message stays queued"},
+		{"127.0.0.1:1", "1h", "cannot reach the server at 127.0.0.1:1 (connection refused); the message stays queued"},
+	} {
+		e, _, errOut := testEnv(t)
+		registerFake(t, e)
+		code := run(context.Background(), []string{"send", "--server", tt.server, "--to", "5", "--timeout", tt.timeout, "hello"}, e)
+		if code != 1 || !strings.Contains(errOut.String(), tt.want) {
+			t.Errorf("exit %d, stderr %q, want %q", code, errOut, tt.want)
+		}
+		o := options{profile: "default"}
+		st, err := o.openStore(e, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s, _ := st.Load(); len(s.Outbox) != 1 || string(s.Outbox[0].Body) != "hello" {
+			t.Errorf("outbox %+v", s.Outbox)
+		}
+		st.Close()
+	}
+}
+
+// TestInteractiveBackoff: chat and listen retry within a few seconds,
+// the one-shot commands with the SDK's defaults.
+func TestInteractiveBackoff(t *testing.T) {
+	e, _, _ := testEnv(t)
+	registerFake(t, e)
+	for _, interactive := range []bool{true, false} {
+		o := options{profile: "default", timeout: time.Second}
+		k, err := connect(context.Background(), &o, e, newConsole(e, true), connectOptions{interactive: interactive})
+		if err != nil {
+			t.Fatal(err)
+		}
+		max := k.cfg.BackoffMax
+		k.close()
+		if interactive && (max == 0 || max > 5*time.Second) || !interactive && max != 0 {
+			t.Errorf("interactive %v: BackoffMax %v", interactive, max)
+		}
 	}
 }
 
@@ -188,11 +238,23 @@ func TestBody(t *testing.T) {
 		{[]byte("\x1b[2Jgotcha\r"), 0, "\uFFFD[2Jgotcha\uFFFD"},
 		{[]byte("evil\u202ereversed"), 0, "evil\uFFFDreversed"},
 		{[]byte{0xff, 0xfe}, 0, "[2 bytes, not text]"},
-		{make([]byte, 2048), pb.ContentType_CONTENT_IMAGE, "[image, 2.0 KB]"},
-		{[]byte("x"), 99, "[content type 99, 1 bytes]"},
+		{make([]byte, 2048), pb.ContentType_CONTENT_IMAGE, "[image, 2.0 KiB]"},
+		{[]byte("x"), 99, "[content type 99, 1 byte]"},
 	} {
 		if got := body(tt.b, tt.typ); got != tt.want {
 			t.Errorf("body(%q, %v) = %q, want %q", tt.b, tt.typ, got, tt.want)
+		}
+	}
+}
+
+// TestSize: byte counts in IEC units, as 1024s, never "KB" for KiB.
+func TestSize(t *testing.T) {
+	for n, want := range map[int64]string{
+		0: "0 bytes", 1: "1 byte", 1023: "1023 bytes", 1024: "1.0 KiB",
+		300_000: "293.0 KiB", 1<<20 - 1: "1.0 MiB", 100 << 20: "100.0 MiB", 3 << 30: "3.0 GiB",
+	} {
+		if got := size(n); got != want {
+			t.Errorf("size(%d) = %q, want %q", n, got, want)
 		}
 	}
 }
@@ -220,7 +282,7 @@ func TestChatReceipts(t *testing.T) {
 	var out bytes.Buffer
 	con := &console{out: &out, err: &out, plain: true, now: time.Now}
 	ui := newChatUI(con, newReadMarker(con))
-	ui.setPeer(7)
+	ui.start(conversation{peer: 7})
 	a, b, c := ui.add("first"), ui.add("second"), ui.add("third")
 	now := time.Now()
 	ui.onSent(a)(client.Sent{ID: 10, Time: now}, nil)

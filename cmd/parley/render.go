@@ -12,24 +12,70 @@ import (
 
 // How listen and chat show the inbox.
 
-// self is the name this user's own messages are shown under.
-const self = "me"
+// conversation is what a chat shows: the messages exchanged with one
+// user (peer), or those of one group. The zero conversation is listen's,
+// which shows everything as it comes.
+type conversation struct{ peer, group uint64 }
 
-// message renders a message entry: its author, where it went when that
-// is not where the chat is (here: the group the chat is in, or 0), and
-// the body. A file is remembered for save-file, whose use is hinted by
-// saveHint (its %d is the message's seq).
-func (k *conn) message(ev client.Message, here uint64, saveHint string) string {
-	from := k.names.of(ev.From)
-	if ev.From == k.c.User() {
-		from = self
-	}
+// holds reports whether message ev, received by user me, belongs to c.
+func (c conversation) holds(ev client.Message, me uint64) bool {
 	switch {
-	case ev.To != 0: // a copy of a message sent from another device
-		from = self + " → " + k.names.of(ev.To)
-	case ev.Group != 0 && ev.Group != here:
+	case c.group != 0:
+		return ev.Group == c.group
+	case c.peer != 0:
+		if ev.Group != 0 {
+			return false
+		}
+		if ev.From == me && ev.To != 0 { // a copy of what this user sent from another device
+			return ev.To == c.peer
+		}
+		return ev.From == c.peer
+	}
+	return true
+}
+
+// person names user u at the start of a sentence: "You" for this user,
+// else the phone number the profile knows, else "user ID".
+func (k *conn) person(u uint64) string {
+	if u == k.c.User() {
+		return "You"
+	}
+	return k.names.of(u)
+}
+
+// people names users inside a sentence, this user as "you".
+func (k *conn) people(users []uint64) string {
+	s := make([]string, len(users))
+	for i, u := range users {
+		if u == k.c.User() {
+			s[i] = "you"
+		} else {
+			s[i] = k.names.of(u)
+		}
+	}
+	return strings.Join(s, ", ")
+}
+
+// message renders a message entry: its author, where it went, and the
+// body. Shown in a chat (here), a message of another conversation says
+// so, so it is never taken for one of the chat's. A file is remembered
+// for save-file, whose use is hinted by saveHint (its %d is the
+// message's seq).
+func (k *conn) message(ev client.Message, here conversation, saveHint string) string {
+	from := k.person(ev.From)
+	if ev.To != 0 { // a copy of a message sent from another device
+		from += " → " + k.names.of(ev.To)
+	}
+	if ev.Group != 0 && ev.Group != here.group {
 		k.learnGroup(ev.Group)
 		from += " in " + k.groupName(ev.Group)
+	}
+	if !here.holds(ev, k.c.User()) {
+		if ev.Group == 0 && ev.To == 0 {
+			from += " (private message, not in this chat)"
+		} else {
+			from += " (not in this chat)"
+		}
 	}
 	text := body(ev.Body, ev.Type)
 	if ev.Type != pb.ContentType_CONTENT_TEXT {
@@ -44,14 +90,11 @@ func (k *conn) message(ev client.Message, here uint64, saveHint string) string {
 // groupEvent renders a change to a group, and keeps the group's name in
 // the profile.
 func (k *conn) groupEvent(ev client.GroupEvent) string {
-	actor := k.names.of(ev.Actor)
-	switch ev.Actor {
-	case 0:
+	actor := k.person(ev.Actor)
+	if ev.Actor == 0 {
 		actor = "Parley"
-	case k.c.User():
-		actor = self
 	}
-	who := k.memberList(ev.Members)
+	who := k.people(ev.Members)
 	if ev.Op != pb.GroupOp_GROUP_OP_CREATE && ev.Op != pb.GroupOp_GROUP_OP_RENAME {
 		k.learnGroup(ev.Group)
 	}
@@ -60,7 +103,7 @@ func (k *conn) groupEvent(ev client.GroupEvent) string {
 	switch ev.Op {
 	case pb.GroupOp_GROUP_OP_CREATE:
 		k.rememberGroup(ev.Group, ev.Name)
-		what = fmt.Sprintf("%s created the group %q", actor, sanitize(ev.Name))
+		what = fmt.Sprintf("%s created %s", actor, k.groupName(ev.Group)) // the members come with the ADD that follows ([S-16-1])
 	case pb.GroupOp_GROUP_OP_ADD:
 		what = fmt.Sprintf("%s added %s to %s", actor, who, group)
 	case pb.GroupOp_GROUP_OP_REMOVE:
@@ -71,28 +114,23 @@ func (k *conn) groupEvent(ev client.GroupEvent) string {
 		what = fmt.Sprintf("%s made %s a plain member of %s", actor, who, group)
 	case pb.GroupOp_GROUP_OP_RENAME:
 		k.rememberGroup(ev.Group, ev.Name)
-		what = fmt.Sprintf("%s renamed %s to %q", actor, group, sanitize(ev.Name))
+		what = fmt.Sprintf("%s renamed %s to %s", actor, group, k.groupName(ev.Group))
 	case pb.GroupOp_GROUP_OP_SET_AVATAR:
 		what = fmt.Sprintf("%s changed the picture of %s", actor, group)
 	case pb.GroupOp_GROUP_OP_LEAVE:
-		what = fmt.Sprintf("%s left %s", who, group)
+		what = fmt.Sprintf("%s left %s", k.person(firstOr(ev.Members, ev.Actor)), group)
 	default:
 		what = fmt.Sprintf("%s changed %s", actor, group)
 	}
 	return fmt.Sprintf("[%s] %s", k.con.when(ev.Time), what)
 }
 
-// memberList names users, this user as "me".
-func (k *conn) memberList(users []uint64) string {
-	s := make([]string, len(users))
-	for i, u := range users {
-		if u == k.c.User() {
-			s[i] = self
-		} else {
-			s[i] = k.names.of(u)
-		}
+// firstOr returns the first of users, or def if there is none.
+func firstOr(users []uint64, def uint64) uint64 {
+	if len(users) > 0 {
+		return users[0]
 	}
-	return strings.Join(s, ", ")
+	return def
 }
 
 // presence renders a contact's presence.
@@ -123,15 +161,22 @@ func lastSeen(now, t time.Time) string {
 }
 
 // groupMark renders the receipts of a message to a group of n other
-// members: d have received it, r read it.
+// members: d have received it, r read it. "✓✓ 2/3 delivered, 1/3 read"
+// says both counts, so every change of either is a line of its own.
 func (c *console) groupMark(d, r, n int) string {
+	d = max(d, r) // READ implies delivered
 	switch {
-	case n == 0 || d == 0 && r == 0:
+	case n == 0 || d == 0:
 		return c.mark(stateSent)
-	case r > 0:
+	case r == 0:
+		return c.counted(stateDelivered, d, n)
+	case r == n:
 		return c.counted(stateRead, r, n)
 	}
-	return c.counted(stateDelivered, d, n)
+	if c.plain {
+		return fmt.Sprintf("delivered %d/%d, read %d/%d", d, n, r, n)
+	}
+	return fmt.Sprintf("✓✓ %d/%d delivered, %d/%d read", d, n, r, n)
 }
 
 func (c *console) counted(s msgState, k, n int) string {

@@ -47,12 +47,12 @@ func (t target) typing(c *client.Client, state pb.TypingState) {
 }
 
 // target resolves --to or --group (exactly one is set).
-func (k *conn) target(ctx context.Context, to, group string) (target, error) {
+func (k *conn) target(to, group string) (target, error) {
 	if group != "" {
 		g, name, err := k.resolveGroup(group)
 		return target{group: g, name: name}, err
 	}
-	rctx, cancel := context.WithTimeout(ctx, k.o.timeout)
+	rctx, cancel := k.call()
 	defer cancel()
 	u, name, err := k.resolve(rctx, to)
 	return target{user: u, name: name}, err
@@ -76,16 +76,17 @@ func (k *conn) resolveGroup(s string) (uint64, string, error) {
 	case 0:
 		return 0, "", usagef("no group named %q in this profile: use its id (parley groups lists them)", s)
 	case 1:
-		return ids[0], s, nil
+		return ids[0], "#" + sanitizeLine(s), nil
 	}
 	slices.Sort(ids)
 	return 0, "", usagef("several groups are named %q (%s): use the id", s, joinUint(ids))
 }
 
-// groupName returns the name of group g as the profile knows it.
+// groupName returns how group g is shown: "#" and its name as the
+// profile knows it, so a group never reads like a person, or "group ID".
 func (k *conn) groupName(g uint64) string {
 	if name := k.store.Attr(attrGroup + strconv.FormatUint(g, 10)); name != "" {
-		return sanitize(name)
+		return "#" + sanitizeLine(name)
 	}
 	return "group " + strconv.FormatUint(g, 10)
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"slices"
 	"sync"
 	"time"
 
@@ -86,34 +87,98 @@ func (n *typingNotifier) close() {
 	n.closed = true
 }
 
-// typingSeen decides when to tell the user that someone is typing: once
-// per spell of typing, a spell ending with STOPPED, a message from them,
-// or typingShow without a STARTED. Its methods are safe for concurrent
-// use.
+// typingSeen keeps who is typing in the conversation. A spell of typing
+// starts with STARTED and ends with STOPPED, a message from the typist,
+// or typingShow without a STARTED (a STOPPED can be lost with the
+// connection). Its methods are safe for concurrent use.
 type typingSeen struct {
-	now func() time.Time
+	after   func(time.Duration, func()) (stop func() bool) // time.AfterFunc; tests replace it
+	expired func(user uint64)                              // called on a timer goroutine when a spell times out
 
-	mu   sync.Mutex           // guards last
-	last map[uint64]time.Time // user → last STARTED, while in a spell
+	mu     sync.Mutex // guards spells and closed
+	spells map[uint64]*spell
+	closed bool
 }
 
-func newTypingSeen() *typingSeen {
-	return &typingSeen{now: time.Now, last: make(map[uint64]time.Time)}
+// spell is one user's current spell of typing.
+type spell struct {
+	gen  int         // counts STARTEDs, so a stale timer does nothing
+	stop func() bool // the timeout's timer
 }
 
-// started records a STARTED from user and reports whether to show it.
+func newTypingSeen(expired func(user uint64)) *typingSeen {
+	return &typingSeen{
+		after:   func(d time.Duration, f func()) func() bool { return time.AfterFunc(d, f).Stop },
+		expired: expired,
+		spells:  make(map[uint64]*spell),
+	}
+}
+
+// started records a STARTED from user and reports whether it begins a
+// spell (and is to be shown).
 func (s *typingSeen) started(user uint64) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	now := s.now()
-	last, ok := s.last[user]
-	s.last[user] = now
-	return !ok || now.Sub(last) > typingShow
+	if s.closed {
+		return false
+	}
+	sp, ok := s.spells[user]
+	if ok {
+		sp.stop()
+	} else {
+		sp = &spell{}
+		s.spells[user] = sp
+	}
+	sp.gen++
+	gen := sp.gen
+	sp.stop = s.after(typingShow, func() { s.expire(user, gen) })
+	return !ok
 }
 
-// stopped ends user's spell.
-func (s *typingSeen) stopped(user uint64) {
+// expire ends user's spell if no STARTED came since the timer was set.
+func (s *typingSeen) expire(user uint64, gen int) {
+	s.mu.Lock()
+	sp, ok := s.spells[user]
+	if !ok || sp.gen != gen || s.closed {
+		s.mu.Unlock()
+		return
+	}
+	delete(s.spells, user)
+	s.mu.Unlock()
+	s.expired(user)
+}
+
+// stopped ends user's spell and reports whether there was one.
+func (s *typingSeen) stopped(user uint64) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	delete(s.last, user)
+	sp, ok := s.spells[user]
+	if ok {
+		sp.stop()
+		delete(s.spells, user)
+	}
+	return ok
+}
+
+// typists returns the users in a spell, in order.
+func (s *typingSeen) typists() []uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	users := make([]uint64, 0, len(s.spells))
+	for u := range s.spells {
+		users = append(users, u)
+	}
+	slices.Sort(users)
+	return users
+}
+
+// close stops every timer; nothing is reported after it.
+func (s *typingSeen) close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	for _, sp := range s.spells {
+		sp.stop()
+	}
+	clear(s.spells)
 }
