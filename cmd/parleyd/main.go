@@ -60,6 +60,11 @@
 // over a limit is closed at once; running out of file descriptors never
 // stops the node.
 //
+// While it runs, parleyd holds a lock on parleyd.pid in the data
+// directory, which names its process: a second parleyd on the same
+// directory stops at once and says which process holds it. An address it
+// cannot listen on is named, with the flag that chooses another.
+//
 // The admin endpoint (--admin, default 127.0.0.1:9222; "" turns it off)
 // serves Prometheus metrics at /metrics and the profiler at /debug/pprof/.
 // It has no authentication: keep it on loopback or a private network.
@@ -67,6 +72,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -86,9 +92,23 @@ import (
 func main() {
 	syscall.Umask(0o077)
 	if err := run(os.Args[1:]); err != nil {
-		fmt.Fprintln(os.Stderr, "parleyd:", oneLine(err))
+		fmt.Fprintln(os.Stderr, "parleyd:", oneLine(explain(err)))
 		os.Exit(1)
 	}
+}
+
+// explain adds to a start-up error the flag that changes what failed.
+func explain(err error) error {
+	var inUse *node.DataDirInUseError
+	var le *node.ListenError
+	switch {
+	case errors.As(err, &inUse):
+		return fmt.Errorf("%w; stop it first, or choose another directory with --data", err)
+	case errors.As(err, &le):
+		flag := map[string]string{"client": "--listen", "media": "--media-listen", "admin": "--admin"}[le.Listener]
+		return fmt.Errorf("%w; choose another address with %s", err, flag)
+	}
+	return err
 }
 
 func run(args []string) error {

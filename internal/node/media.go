@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -37,7 +36,7 @@ func (n *Node) openMedia(tlsConfig *tls.Config) error {
 	}
 	ln, err := net.Listen("tcp", cfg.MediaAddr)
 	if err != nil {
-		return fmt.Errorf("node: media listener: %w", err)
+		return &ListenError{Listener: "media", Addr: cfg.MediaAddr, Err: err}
 	}
 	if cfg.MediaURL == "" {
 		scheme := "https://"

@@ -224,11 +224,30 @@ type Node struct {
 	mediaLn     net.Listener
 	mediaServed chan error
 	disk        *diskGuard
+	unlock      func() error // releases the data directory; nil until Start returns
 }
 
-// Start opens the shards, starts the server and returns once it listens.
+// Start locks the data directory (PIDFile), opens the shards, starts the
+// server and returns once it listens. A data directory another node
+// holds fails with a *DataDirInUseError; an address it cannot listen on
+// with a *ListenError.
 func Start(cfg Config) (*Node, error) {
 	cfg.setDefaults()
+	unlock, err := lockDataDir(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	n, err := startLocked(cfg)
+	if err != nil {
+		_ = unlock()
+		return nil, err
+	}
+	n.unlock = unlock
+	return n, nil
+}
+
+// startLocked is Start once the data directory is locked.
+func startLocked(cfg Config) (*Node, error) {
 	shards, err := shardCount(cfg.DataDir, cfg.Shards)
 	if err != nil {
 		return nil, err
@@ -346,13 +365,17 @@ func Start(cfg Config) (*Node, error) {
 		err := <-n.served
 		n.closeMedia(context.Background())
 		n.closeShards()
-		return nil, fmt.Errorf("node: server did not start: %w", err)
+		return nil, &ListenError{Listener: "client", Addr: cfg.Listen, Err: err}
 	}
 	n.startMedia()
 	if cfg.AdminAddr != "" {
 		a, err := admin.Start(admin.Config{Addr: cfg.AdminAddr, Server: srv, Shards: n.shards, Commits: commits, Media: n.media, SMS: n.sms, Logger: log})
 		if err != nil {
 			_ = n.Shutdown(context.Background())
+			var op *net.OpError
+			if errors.As(err, &op) && op.Op == "listen" {
+				err = &ListenError{Listener: "admin", Addr: cfg.AdminAddr, Err: err}
+			}
 			return nil, err
 		}
 		n.admin = a
@@ -397,7 +420,12 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		err = errors.Join(err, serr)
 	}
 	err = errors.Join(err, n.closeMedia(ctx))
-	return errors.Join(err, n.closeShards())
+	err = errors.Join(err, n.closeShards())
+	if n.unlock != nil {
+		err = errors.Join(err, n.unlock())
+		n.unlock = nil
+	}
+	return err
 }
 
 // closeShards closes the shards, and then the SMS sender they hand codes

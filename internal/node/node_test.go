@@ -2,8 +2,13 @@ package node
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
+	"net"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -53,5 +58,68 @@ func TestShardCountIsFixed(t *testing.T) {
 	stop(t, n)
 	if _, err := start(t, dir, 2); err == nil || !strings.Contains(err.Error(), "holds 3 shards, not 2") {
 		t.Fatalf("restart with 2 shards: %v, want a refusal", err)
+	}
+}
+
+// TestDataDirInUse: a second node on a data directory stops at once and
+// names the directory and the first node's process, instead of failing
+// on a shard's lock; once the first stops, the directory is free.
+func TestDataDirInUse(t *testing.T) {
+	dir := t.TempDir()
+	n, err := start(t, dir, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = start(t, dir, 1)
+	var inUse *DataDirInUseError
+	if !errors.As(err, &inUse) || !errors.Is(err, ErrDataDirInUse) || inUse.PID != os.Getpid() ||
+		err.Error() != fmt.Sprintf("node: the data directory %s is in use by another parleyd (pid %d)", dir, os.Getpid()) {
+		t.Fatalf("second node on %s: %v", dir, err)
+	}
+	stop(t, n)
+	n, err = start(t, dir, 1)
+	if err != nil {
+		t.Fatalf("after the first stopped: %v", err)
+	}
+	stop(t, n)
+}
+
+// TestListenerInUse: an address another program listens on is named,
+// with the listener that wanted it.
+func TestListenerInUse(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	addr := busy.Addr().String()
+	for _, tt := range []struct {
+		listener string
+		cfg      Config
+	}{
+		{"client", Config{Listen: addr, MediaAddr: "off"}},
+		{"media", Config{Listen: "127.0.0.1:0", MediaAddr: addr}},
+		{"admin", Config{Listen: "127.0.0.1:0", MediaAddr: "off", AdminAddr: addr}},
+	} {
+		cfg := tt.cfg
+		cfg.DataDir, cfg.Shards, cfg.Logger = t.TempDir(), 1, slog.New(slog.DiscardHandler)
+		n, err := Start(cfg)
+		if err == nil {
+			stop(t, n)
+			t.Errorf("%s listener on a busy address: started", tt.listener)
+			continue
+		}
+		var le *ListenError
+		want := "node: the " + tt.listener + " address " + addr + " is in use by another program (another parleyd?)"
+		if !errors.As(err, &le) || le.Listener != tt.listener || !errors.Is(err, syscall.EADDRINUSE) || err.Error() != want {
+			t.Errorf("%s listener on a busy address: %v, want %q", tt.listener, err, want)
+		}
+		// Nothing is left held: the same directory starts.
+		cfg.Listen, cfg.MediaAddr, cfg.AdminAddr = "127.0.0.1:0", "off", ""
+		n, err = Start(cfg)
+		if err != nil {
+			t.Fatalf("%s: restart after the failure: %v", tt.listener, err)
+		}
+		stop(t, n)
 	}
 }
