@@ -38,11 +38,11 @@ func (e *DataDirInUseError) Error() string {
 
 func (e *DataDirInUseError) Unwrap() error { return ErrDataDirInUse }
 
-// lockDataDir creates dir if needed, locks its PIDFile and writes this
+// lockDataDir creates dir if needed (privateDir), locks its PIDFile and writes this
 // process's id in it. unlock releases the lock (the file stays).
 func lockDataDir(dir string) (unlock func() error, err error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("node: %w", err)
+	if err := privateDir(dir); err != nil {
+		return nil, err
 	}
 	name := filepath.Join(dir, PIDFile)
 	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o600)
