@@ -124,6 +124,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err := c.walk(ctx); err != nil {
 		return nil, err
 	}
+	c.record() // the series ends where the run does: a short run still has a line
 	c.assemble()
 	if r := c.res; !r.Passed {
 		err := fmt.Errorf("%w: %d lost, %d duplicated, %d reordered, %d skipped, %d group order mismatches, %d corrupt media",
@@ -449,29 +450,7 @@ func (c *coordinator) readConnected(ctx context.Context, settle time.Duration) e
 
 // progress prints the live line and records a point of the series.
 func (c *coordinator) progress(step int) {
-	t := c.sum(-1)
-	iv := newHist()
-	for _, w := range c.workers {
-		for _, h := range w.interval {
-			iv.Merge(h)
-		}
-		w.interval = w.interval[:0]
-		w.fresh = false
-	}
-	p := Point{
-		T:          time.Since(c.start).Seconds(),
-		Connected:  t.Connected,
-		Sent:       t.Sent,
-		Delivered:  t.Delivered,
-		LatencyP50: iv.ValueAtQuantile(50),
-		LatencyP99: iv.ValueAtQuantile(99),
-		LatencyMax: iv.Max(),
-	}
-	if n := len(c.res.Series); n > 0 {
-		prev := c.res.Series[n-1]
-		p.Rate = float64(p.Delivered-prev.Delivered) / (p.T - prev.T)
-	}
-	c.res.Series = append(c.res.Series, p)
+	p, iv, t := c.record()
 	if c.cfg.Progress == nil {
 		return
 	}
@@ -491,6 +470,39 @@ func (c *coordinator) progress(step int) {
 		fmt.Fprintf(&b, "  ANOMALIES %d", bad)
 	}
 	c.say("%s", b.String())
+}
+
+// record appends a point to the series: the counters now, the delivery
+// rate since the previous point (since the start, for the first), and
+// the latencies reported since the previous point.
+func (c *coordinator) record() (Point, *hdr.Histogram, Counters) {
+	t := c.sum(-1)
+	iv := newHist()
+	for _, w := range c.workers {
+		for _, h := range w.interval {
+			iv.Merge(h)
+		}
+		w.interval = w.interval[:0]
+		w.fresh = false
+	}
+	p := Point{
+		T:          time.Since(c.start).Seconds(),
+		Connected:  t.Connected,
+		Sent:       t.Sent,
+		Delivered:  t.Delivered,
+		LatencyP50: iv.ValueAtQuantile(50),
+		LatencyP99: iv.ValueAtQuantile(99),
+		LatencyMax: iv.Max(),
+	}
+	prev := Point{} // the start of the run
+	if n := len(c.res.Series); n > 0 {
+		prev = c.res.Series[n-1]
+	}
+	if p.T > prev.T {
+		p.Rate = float64(p.Delivered-prev.Delivered) / (p.T - prev.T)
+	}
+	c.res.Series = append(c.res.Series, p)
+	return p, iv, t
 }
 
 // say writes one progress line, if the run has a progress writer.

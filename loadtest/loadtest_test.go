@@ -72,6 +72,13 @@ func TestScenarios(t *testing.T) {
 			if res.Connections != 24 || res.ServerRSS == 0 {
 				t.Errorf("connections %d, server RSS %d", res.Connections, res.ServerRSS)
 			}
+			// The series ends with the run, so the report's charts have a
+			// line even for a run this short.
+			if n := len(res.Series); n == 0 {
+				t.Error("no point in the series")
+			} else if last := res.Series[n-1]; last.Delivered != res.MessagesDelivered {
+				t.Errorf("the series ends at %+v, not with the %d messages delivered", last, res.MessagesDelivered)
+			}
 			if tc.cfg.Scenario == "idle" {
 				return
 			}

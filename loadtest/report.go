@@ -2,9 +2,7 @@ package loadtest
 
 import (
 	"fmt"
-	"html/template"
 	"io"
-	"strings"
 )
 
 // Result is what a run measured. Its JSON form is the tool's --json
@@ -296,84 +294,3 @@ func (c *ChaosResult) writeText(w io.Writer) {
 func (p Percentiles) String() string {
 	return fmt.Sprintf("p50 %s  p90 %s  p99 %s  p99.9 %s  max %s  (n=%d)", us(p.P50), us(p.P90), us(p.P99), us(p.P999), us(p.Max), p.Count)
 }
-
-// WriteHTML writes a self-contained page charting rate and latency over
-// time (inline SVG, no scripts, nothing fetched).
-func (r *Result) WriteHTML(w io.Writer) error {
-	var text strings.Builder
-	r.WriteText(&text)
-	data := struct {
-		R    *Result
-		Text string
-		Rate template.HTML
-		Lat  template.HTML
-	}{R: r, Text: text.String()}
-	rate := make([]float64, len(r.Series))
-	p50 := make([]float64, len(r.Series))
-	p99 := make([]float64, len(r.Series))
-	ts := make([]float64, len(r.Series))
-	for i, p := range r.Series {
-		ts[i], rate[i], p50[i], p99[i] = p.T, p.Rate, float64(p.LatencyP50)/1e3, float64(p.LatencyP99)/1e3
-	}
-	data.Rate = svgChart("delivered messages per second", ts, []series{{"msg/s", "#1f77b4", rate}})
-	data.Lat = svgChart("end-to-end latency per second (ms)", ts, []series{{"p50", "#2ca02c", p50}, {"p99", "#d62728", p99}})
-	return htmlPage.Execute(w, data)
-}
-
-type series struct {
-	name, color string
-	v           []float64
-}
-
-// svgChart draws lines over time.
-func svgChart(title string, t []float64, ss []series) template.HTML {
-	const W, H, L, B = 800.0, 260.0, 60.0, 30.0
-	var maxT, maxV float64
-	for _, x := range t {
-		maxT = max(maxT, x)
-	}
-	for _, s := range ss {
-		for _, v := range s.v {
-			maxV = max(maxV, v)
-		}
-	}
-	if maxT == 0 {
-		maxT = 1
-	}
-	if maxV == 0 {
-		maxV = 1
-	}
-	x := func(v float64) float64 { return L + v/maxT*(W-L-10) }
-	y := func(v float64) float64 { return H - B - v/maxV*(H-B-20) }
-	var b strings.Builder
-	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" font-family="sans-serif" font-size="11">`, W, H)
-	fmt.Fprintf(&b, `<text x="%.0f" y="14" font-size="13">%s</text>`, L, template.HTMLEscapeString(title))
-	fmt.Fprintf(&b, `<line x1="%.0f" y1="%.0f" x2="%.0f" y2="%.0f" stroke="#888"/>`, L, H-B, W-10, H-B)
-	fmt.Fprintf(&b, `<line x1="%.0f" y1="20" x2="%.0f" y2="%.0f" stroke="#888"/>`, L, L, H-B)
-	for i := 0; i <= 4; i++ {
-		v := maxV * float64(i) / 4
-		fmt.Fprintf(&b, `<text x="%.0f" y="%.1f" text-anchor="end">%.4g</text>`, L-4, y(v)+4, v)
-		tv := maxT * float64(i) / 4
-		fmt.Fprintf(&b, `<text x="%.1f" y="%.0f" text-anchor="middle">%.0fs</text>`, x(tv), H-B+16, tv)
-	}
-	for k, s := range ss {
-		var pts strings.Builder
-		for i, v := range s.v {
-			fmt.Fprintf(&pts, "%.1f,%.1f ", x(t[i]), y(v))
-		}
-		fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="1.5" points="%s"/>`, s.color, pts.String())
-		fmt.Fprintf(&b, `<text x="%.0f" y="%d" fill="%s">%s</text>`, W-120, 30+14*k, s.color, template.HTMLEscapeString(s.name))
-	}
-	b.WriteString(`</svg>`)
-	return template.HTML(b.String())
-}
-
-var htmlPage = template.Must(template.New("report").Parse(`<!doctype html>
-<html><head><meta charset="utf-8"><title>parley-load: {{.R.Scenario}}</title>
-<style>body{font-family:sans-serif;margin:2em}pre{background:#f4f4f4;padding:1em}</style></head>
-<body><h1>parley-load: {{.R.Scenario}}</h1>
-<pre>{{.Text}}</pre>
-<div>{{.Rate}}</div>
-<div>{{.Lat}}</div>
-</body></html>
-`))

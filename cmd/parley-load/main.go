@@ -9,6 +9,11 @@
 //
 // The node must be started with test phone numbers:
 // parleyd --test-phone-prefix +1999 --test-code 000000.
+//
+// -help lists the flags and explains the report's figures (the latency
+// "uncorrected" for coordinated omission, "ops/commit", "skipped", …);
+// --html FILE writes the report with charts and the same explanations,
+// and says "wrote FILE".
 package main
 
 import (
@@ -36,7 +41,6 @@ func main() {
 
 func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("parley-load", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	var cfg loadtest.Config
 	var scenarios []string
 	for _, s := range loadtest.Scenarios {
@@ -80,7 +84,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	htmlFile := fs.String("html", "", "write an HTML report charting rate and latency to `file`")
 	quiet := fs.Bool("quiet", false, "no progress lines")
 	verbose := fs.Bool("v", false, "log steps")
+	fs.SetOutput(io.Discard) // the errors are said once, below
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) { // asked for: on stdout, and no failure
+			fs.SetOutput(stdout)
+			usage(fs)
+			return 0
+		}
+		fmt.Fprintf(stderr, "parley-load: %v (parley-load -help lists the flags)\n", err)
 		return 2
 	}
 	if fs.NArg() > 0 {
@@ -99,17 +110,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	res, err := loadtest.Run(ctx, cfg)
 	if res != nil {
-		if *jsonOut {
-			b, _ := json.Marshal(res)
-			fmt.Fprintln(stdout, string(b))
-		} else {
-			res.WriteText(stdout)
-		}
-		if *htmlFile != "" {
-			if herr := writeHTML(*htmlFile, res); herr != nil {
-				fmt.Fprintln(stderr, "parley-load:", herr)
-			}
-		}
+		report(res, *jsonOut, *htmlFile, stdout, stderr)
 	}
 	switch {
 	case errors.Is(err, loadtest.ErrVerification):
@@ -120,6 +121,57 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	return 0
+}
+
+// report writes the result: as text or JSON on stdout, and as an HTML
+// page to htmlFile if it is not "", saying so on stderr.
+func report(res *loadtest.Result, asJSON bool, htmlFile string, stdout, stderr io.Writer) {
+	if asJSON {
+		b, _ := json.Marshal(res)
+		fmt.Fprintln(stdout, string(b))
+	} else {
+		res.WriteText(stdout)
+	}
+	if htmlFile != "" {
+		if err := writeHTML(htmlFile, res); err != nil {
+			fmt.Fprintln(stderr, "parley-load:", err)
+		} else {
+			fmt.Fprintf(stderr, "wrote %s\n", htmlFile)
+		}
+	}
+}
+
+// usage writes what -help shows: the flags, then what the report's
+// figures mean.
+func usage(fs *flag.FlagSet) {
+	w := fs.Output()
+	fmt.Fprintln(w, "Usage: parley-load [flags]   (parley-load --spawn --scenario pairs runs against a node of its own)")
+	fmt.Fprintln(w)
+	fs.PrintDefaults()
+	fmt.Fprintln(w, "\nThe report:")
+	for _, g := range loadtest.Glossary {
+		fmt.Fprintf(w, "  %s\n", g.Term)
+		for _, l := range wrap(g.Meaning, 72) {
+			fmt.Fprintf(w, "      %s\n", l)
+		}
+	}
+}
+
+// wrap breaks s into lines of at most width bytes, between words.
+func wrap(s string, width int) []string {
+	var lines []string
+	line := ""
+	for _, word := range strings.Fields(s) {
+		if line != "" && len(line)+1+len(word) > width {
+			lines = append(lines, line)
+			line = ""
+		}
+		if line != "" {
+			line += " "
+		}
+		line += word
+	}
+	return append(lines, line)
 }
 
 func writeHTML(name string, res *loadtest.Result) error {
