@@ -409,6 +409,20 @@ func (c *Client) handleFrame(s *session, f codec.Frame, inBatch bool) error {
 		return handleAnswer(c, s, f.Body, &pb.MediaUploadSlot{}, (*pb.MediaUploadSlot).GetRid)
 	case protocol.KindMediaDownloadURL:
 		return handleAnswer(c, s, f.Body, &pb.MediaDownloadUrl{}, (*pb.MediaDownloadUrl).GetRid)
+	case protocol.KindKeyBundles:
+		return handleAnswer(c, s, f.Body, &pb.KeyBundles{}, (*pb.KeyBundles).GetRid)
+	case protocol.KindKeysChanged:
+		var m pb.KeysChanged
+		if err := codec.ParseProto(f.Body, &m); err != nil {
+			return fmt.Errorf("%w: %w", ErrProtocol, err)
+		}
+		return c.handleEntry(s, m.Seq, KeysChanged{Seq: m.Seq, User: m.User, Devices: m.Devices})
+	case protocol.KindPreKeysLow:
+		var m pb.PreKeysLow
+		if err := codec.ParseProto(f.Body, &m); err != nil {
+			return fmt.Errorf("%w: %w", ErrProtocol, err)
+		}
+		return c.handleEntry(s, m.Seq, PreKeysLow{Seq: m.Seq, Device: m.Device, Count: m.Count})
 	}
 	if info, known := f.Kind.Info(); (known && info.Entry) || (!known && f.Kind >= protocol.FirstReservedEntryKind) {
 		// An entry kind this client has no event for, or one of a later

@@ -97,6 +97,13 @@ const (
 	CodeCodeDeliveryFailed = pb.ErrorCode_ERROR_CODE_DELIVERY_FAILED
 )
 
+// Error codes of end-to-end encryption (spec.md section 17), message scope.
+const (
+	// CodeIdentityKeyChanged: a KeysPublish names another identity key
+	// than the one the device published.
+	CodeIdentityKeyChanged = pb.ErrorCode_ERROR_IDENTITY_KEY_CHANGED
+)
+
 // Scope says what an error code ends.
 type Scope uint8
 
@@ -177,6 +184,7 @@ var Codes = []CodeInfo{
 	{CodeMediaTooManyTransfers, "MEDIA_TOO_MANY_TRANSFERS", ScopeMessage, "The user has as many media transfers in progress as the server allows one user now: retry after Retry-After, best once one of them has ended."},
 	{CodeCodeUndeliverable, "CODE_UNDELIVERABLE", ScopeMessage, "The SMS gateway refused this phone number (invalid, not a mobile, an unserved country, opted out): no code was sent. Do not retry with the same number; ask the user to check it."},
 	{CodeCodeDeliveryFailed, "CODE_DELIVERY_FAILED", ScopeMessage, "The server could not hand the code to its SMS gateway now: let the user ask again after retry_after_ms. The code may still arrive late and verifies until a new one is requested."},
+	{CodeIdentityKeyChanged, "IDENTITY_KEY_CHANGED", ScopeMessage, "The device already published another identity key: an identity key changes only with a new device; register or link a new device."},
 }
 
 // LookupCode returns the description of c, and false if c is not a code

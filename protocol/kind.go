@@ -68,6 +68,15 @@ const (
 	KindMediaDownloadURL Kind = 97 // MediaDownloadUrl: answers MediaDownload (server to client)
 )
 
+// Frame kinds of end-to-end encryption (spec.md section 17, keys.proto).
+const (
+	KindKeysPublish Kind = 40  // KeysPublish: publish this device's public keys (client to server)
+	KindKeysFetch   Kind = 41  // KeysFetch: key bundles of a user's devices (client to server)
+	KindKeyBundles  Kind = 104 // KeyBundles: answers KeysFetch (server to client)
+	KindKeysChanged Kind = 120 // KeysChanged: a user's devices with keys changed, inbox entry (server to client)
+	KindPreKeysLow  Kind = 121 // PreKeysLow: a device runs low on one-time prekeys, inbox entry (server to client)
+)
+
 // FirstReservedEntryKind starts the server kinds (112–127) reserved for
 // inbox entries added within version 1: each carries its seq in field 1,
 // and a client that does not know one acknowledges it (spec.md [S-12-6]).
@@ -141,6 +150,8 @@ var Kinds = []KindInfo{
 	{KindGroupList, "GROUP_LIST", "GroupList", ClientToServer, StateAuthenticated, false},
 	{KindMediaUpload, "MEDIA_UPLOAD", "MediaUpload", ClientToServer, StateAuthenticated, false},
 	{KindMediaDownload, "MEDIA_DOWNLOAD", "MediaDownload", ClientToServer, StateAuthenticated, false},
+	{KindKeysPublish, "KEYS_PUBLISH", "KeysPublish", ClientToServer, StateAuthenticated, false},
+	{KindKeysFetch, "KEYS_FETCH", "KeysFetch", ClientToServer, StateAuthenticated, false},
 	{KindPong, "PONG", "Pong", ServerToClient, 0, false},
 	{KindError, "ERROR", "Error", ServerToClient, 0, false},
 	{KindGoAway, "GOAWAY", "GoAway", ServerToClient, 0, false},
@@ -165,6 +176,9 @@ var Kinds = []KindInfo{
 	{KindReceipts, "RECEIPTS", "Receipts", ServerToClient, 0, true},
 	{KindMediaUploadSlot, "MEDIA_UPLOAD_SLOT", "MediaUploadSlot", ServerToClient, 0, false},
 	{KindMediaDownloadURL, "MEDIA_DOWNLOAD_URL", "MediaDownloadUrl", ServerToClient, 0, false},
+	{KindKeyBundles, "KEY_BUNDLES", "KeyBundles", ServerToClient, 0, false},
+	{KindKeysChanged, "KEYS_CHANGED", "KeysChanged", ServerToClient, 0, true},
+	{KindPreKeysLow, "PREKEYS_LOW", "PreKeysLow", ServerToClient, 0, true},
 }
 
 var kindIndex = func() (idx [128]int8) {

@@ -61,6 +61,29 @@ const (
 	MinCompress = 512
 )
 
+// Limits of the key directory (spec.md section 17). A KeysPublish over
+// them is refused with INVALID_ARGUMENT.
+const (
+	// KeyLen is the length in bytes of a public key: the type byte 0x05
+	// and a 32-byte Curve25519 key.
+	KeyLen = 33
+
+	// SignatureLen is the length in bytes of a signed prekey's signature.
+	SignatureLen = 64
+
+	// MaxPreKeysPerPublish is the most one-time prekeys one KeysPublish
+	// adds.
+	MaxPreKeysPerPublish = 100
+
+	// MaxPreKeys is the most one-time prekeys the server holds for one
+	// device.
+	MaxPreKeys = 200
+
+	// PreKeysLow is how many one-time prekeys a device has left when the
+	// server appends PREKEYS_LOW to its user's inbox.
+	PreKeysLow = 10
+)
+
 // MessageIDEpochMS is the Unix time in milliseconds from which the
 // millisecond field of a server message id counts: 2025-01-01T00:00:00Z
 // (spec.md [S-2-4]).

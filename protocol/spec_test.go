@@ -223,6 +223,11 @@ var constants = map[string]int64{
 	"MaxMediaVoice":            protocol.MaxMediaVoice,
 	"MaxMediaDocument":         protocol.MaxMediaDocument,
 	"MediaIDLen":               protocol.MediaIDLen,
+	"KeyLen":                   protocol.KeyLen,
+	"SignatureLen":             protocol.SignatureLen,
+	"MaxPreKeysPerPublish":     protocol.MaxPreKeysPerPublish,
+	"MaxPreKeys":               protocol.MaxPreKeys,
+	"PreKeysLow":               protocol.PreKeysLow,
 }
 
 func TestSpecLimits(t *testing.T) {

@@ -115,6 +115,10 @@ func (c *conn) handleFrame(f codec.Frame, w *buffer) verdict {
 		return c.handleGroupGet(f.Body, w)
 	case protocol.KindGroupList:
 		return c.handleGroupList(f.Body, w)
+	case protocol.KindKeysPublish:
+		return c.handleKeysPublish(f.Body, w)
+	case protocol.KindKeysFetch:
+		return c.handleKeysFetch(f.Body, w)
 	}
 	return c.fail(w, protocol.CodeProtocolViolation)
 }

@@ -258,6 +258,9 @@ func decodeBody(k protocol.Kind, body []byte) any {
 		protocol.KindLinked:          func() proto.Message { return &pb.Linked{} },
 		protocol.KindPresence:        func() proto.Message { return &pb.Presence{} },
 		protocol.KindIsTyping:        func() proto.Message { return &pb.IsTyping{} },
+		protocol.KindKeyBundles:      func() proto.Message { return &pb.KeyBundles{} },
+		protocol.KindKeysChanged:     func() proto.Message { return &pb.KeysChanged{} },
+		protocol.KindPreKeysLow:      func() proto.Message { return &pb.PreKeysLow{} },
 	}[k]
 	if factory == nil {
 		panic(fmt.Sprintf("unexpected kind %v", k))

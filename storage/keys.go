@@ -49,6 +49,8 @@ func SlotOfPhone(phone string) uint16 {
 //	slot 'x' day user                    expiry index: user's last seq of that day
 //	slot 'k' user device contact         a contact one device of user subscribes to
 //	slot 'n'                             next user counter of the slot
+//	slot 'K' user device                 a device's public keys (keyRecord)
+//	slot 'P' user device prekey          a one-time prekey of a device: its public key
 //	ffff 'V'                             storage format version (formatVersion)
 //	ffff 'g'                             last message id issued by the shard
 //	ffff 'O' dest outseq                 outbox: an entry for shard dest, in that pair's order
@@ -79,6 +81,8 @@ const (
 	tagExpiry       = 'x'
 	tagCounter      = 'n'
 	tagContact      = 'k'
+	tagKeys         = 'K'
+	tagPreKey       = 'P'
 
 	tagVersion   = 'V'
 	tagLastID    = 'g'
@@ -208,4 +212,9 @@ func bodyExpiryKey(dst []byte, day uint32, g, gseq uint64) []byte {
 	dst = binary.BigEndian.AppendUint32(shardKey(dst, tagBodyExpiry), day)
 	dst = binary.BigEndian.AppendUint64(dst, g)
 	return binary.BigEndian.AppendUint64(dst, gseq)
+}
+
+// preKeyKey is the key of one-time prekey id of device d of user u.
+func preKeyKey(dst []byte, u uint64, d, id uint32) []byte {
+	return binary.BigEndian.AppendUint32(deviceKey(dst, tagPreKey, u, d), id)
 }

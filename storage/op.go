@@ -106,6 +106,13 @@ const (
 	OpGroupJoin
 	// OpGroupJoined: Group, User, Code (0: may join). Internal answer.
 	OpGroupJoined
+
+	// OpKeysPublish: User, Device (the publishing device), Keys, RID, EP.
+	// Answers Ok (shard_keys.go).
+	OpKeysPublish
+	// OpKeysFetch: User (whose bundles), From (the asking user), Devices
+	// (only these; nil: all), RID, EP. Answers KeyBundles.
+	OpKeysFetch
 )
 
 // Op flags.
@@ -144,6 +151,8 @@ type Op struct {
 	Credential   []byte
 	Entry        []byte   // OpForward: kind byte + stored entry body
 	Users        []uint64 // OpForward of a group entry: its recipients here
+	Devices      []uint32 // OpKeysFetch: the devices asked for
+	Keys         *pb.KeysPublish
 	Phone        string
 	Code         string
 	Name         string

@@ -505,6 +505,7 @@ func (s *Shard) joinsWaiting() bool {
 // emits. On a commit failure the shard stops: nothing it promised is
 // emitted, and every later Submit fails.
 func (s *Shard) finishCycle() {
+	s.flushKeyNotices()
 	s.flushReceipts()
 	for _, u := range s.touched {
 		s.pump(u)

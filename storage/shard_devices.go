@@ -165,10 +165,11 @@ func (s *Shard) applyRevokeDevice(op *Op) {
 	s.deleteAcknowledged(u)
 }
 
-// revoke marks d revoked and closes its session.
+// revoke marks d revoked, deletes its keys and closes its session.
 func (s *Shard) revoke(u *user, d *device) {
 	d.rec.Revoked = true
 	s.batch.Set(deviceKey(nil, tagDevice, u.id, d.id), d.rec.encode(nil), nil)
+	s.dropKeys(u, d)
 	if d.sess != nil {
 		s.effects = append(s.effects, effect{kind: effClose, ep: d.sess.ep, code: protocol.CodeDeviceRevoked})
 		s.endSession(u, d)

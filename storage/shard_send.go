@@ -72,6 +72,10 @@ func (s *Shard) apply(op *Op) {
 		s.applyGroupJoin(op)
 	case OpGroupJoined:
 		s.applyGroupJoined(op)
+	case OpKeysPublish:
+		s.applyKeysPublish(op)
+	case OpKeysFetch:
+		s.applyKeysFetch(op)
 	default:
 		s.log.Error("unknown op", "kind", op.Kind)
 	}

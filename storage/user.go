@@ -33,6 +33,11 @@ type user struct {
 	// bytesKnown; counted on demand (inboxUsage) and kept up to date.
 	inboxBytes int64
 	bytesKnown bool
+
+	// keysKnown: each device's hasKeys was read (shard_keys.go);
+	// keysChanged: its devices with keys changed in this cycle, and their
+	// contacts are to be told (flushKeyNotices).
+	keysKnown, keysChanged bool
 }
 
 // device is one registered device. Actor-owned.
@@ -41,6 +46,9 @@ type device struct {
 	rec    deviceRecord
 	cursor uint64   // highest seq acknowledged
 	sess   *session // the live connection, or nil
+	// hasKeys: the device published its keys (valid when the user's
+	// keysKnown is set).
+	hasKeys bool
 }
 
 // session is a device's live connection and its stream state.

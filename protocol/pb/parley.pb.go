@@ -55,6 +55,9 @@ const (
 	Kind_KIND_GROUP_UPDATE       Kind = 17 // GroupUpdate
 	Kind_KIND_GROUP_GET          Kind = 18 // GroupGet
 	Kind_KIND_GROUP_LIST         Kind = 19 // GroupList
+	// End-to-end encryption (keys.proto, spec.md section 17).
+	Kind_KIND_KEYS_PUBLISH Kind = 40 // KeysPublish
+	Kind_KIND_KEYS_FETCH   Kind = 41 // KeysFetch
 	// Media (media.proto, spec.md section 14); 34 and 35 are reserved for media.
 	Kind_KIND_MEDIA_UPLOAD   Kind = 32 // MediaUpload
 	Kind_KIND_MEDIA_DOWNLOAD Kind = 33 // MediaDownload
@@ -84,57 +87,66 @@ const (
 	// Media (media.proto); 98 and 99 are reserved for media.
 	Kind_KIND_MEDIA_UPLOAD_SLOT  Kind = 96 // MediaUploadSlot
 	Kind_KIND_MEDIA_DOWNLOAD_URL Kind = 97 // MediaDownloadUrl
+	// End-to-end encryption (keys.proto, spec.md section 17).
+	Kind_KIND_KEY_BUNDLES  Kind = 104 // KeyBundles
+	Kind_KIND_KEYS_CHANGED Kind = 120 // KeysChanged (an inbox entry)
+	Kind_KIND_PREKEYS_LOW  Kind = 121 // PreKeysLow (an inbox entry)
 )
 
 // Enum value maps for Kind.
 var (
 	Kind_name = map[int32]string{
-		0:  "KIND_UNSPECIFIED",
-		1:  "KIND_PING",
-		2:  "KIND_REQUEST_CODE",
-		3:  "KIND_VERIFY",
-		4:  "KIND_LOGIN",
-		5:  "KIND_SEND",
-		6:  "KIND_ACK",
-		7:  "KIND_READ",
-		8:  "KIND_LOOKUP",
-		9:  "KIND_TYPING",
-		10: "KIND_PRESENCE_SUBSCRIBE",
-		11: "KIND_SET_PRIVACY",
-		12: "KIND_LINK_REQUEST",
-		13: "KIND_LINK_APPROVE",
-		14: "KIND_DEVICES",
-		15: "KIND_REVOKE_DEVICE",
-		16: "KIND_GROUP_CREATE",
-		17: "KIND_GROUP_UPDATE",
-		18: "KIND_GROUP_GET",
-		19: "KIND_GROUP_LIST",
-		32: "KIND_MEDIA_UPLOAD",
-		33: "KIND_MEDIA_DOWNLOAD",
-		64: "KIND_PONG",
-		65: "KIND_ERROR",
-		66: "KIND_GOAWAY",
-		67: "KIND_CODE_SENT",
-		68: "KIND_REGISTERED",
-		69: "KIND_LOGIN_OK",
-		70: "KIND_SENT",
-		71: "KIND_OK",
-		72: "KIND_LOOKUP_RESULT",
-		73: "KIND_MESSAGE",
-		74: "KIND_RECEIPT",
-		75: "KIND_BATCH",
-		76: "KIND_SYNCED",
-		77: "KIND_PRESENCE",
-		78: "KIND_IS_TYPING",
-		79: "KIND_LINK_CODE",
-		80: "KIND_LINKED",
-		81: "KIND_DEVICE_LIST",
-		82: "KIND_GROUP_INFO",
-		83: "KIND_GROUP_LIST_RESULT",
-		84: "KIND_GROUP_EVENT",
-		85: "KIND_RECEIPTS",
-		96: "KIND_MEDIA_UPLOAD_SLOT",
-		97: "KIND_MEDIA_DOWNLOAD_URL",
+		0:   "KIND_UNSPECIFIED",
+		1:   "KIND_PING",
+		2:   "KIND_REQUEST_CODE",
+		3:   "KIND_VERIFY",
+		4:   "KIND_LOGIN",
+		5:   "KIND_SEND",
+		6:   "KIND_ACK",
+		7:   "KIND_READ",
+		8:   "KIND_LOOKUP",
+		9:   "KIND_TYPING",
+		10:  "KIND_PRESENCE_SUBSCRIBE",
+		11:  "KIND_SET_PRIVACY",
+		12:  "KIND_LINK_REQUEST",
+		13:  "KIND_LINK_APPROVE",
+		14:  "KIND_DEVICES",
+		15:  "KIND_REVOKE_DEVICE",
+		16:  "KIND_GROUP_CREATE",
+		17:  "KIND_GROUP_UPDATE",
+		18:  "KIND_GROUP_GET",
+		19:  "KIND_GROUP_LIST",
+		40:  "KIND_KEYS_PUBLISH",
+		41:  "KIND_KEYS_FETCH",
+		32:  "KIND_MEDIA_UPLOAD",
+		33:  "KIND_MEDIA_DOWNLOAD",
+		64:  "KIND_PONG",
+		65:  "KIND_ERROR",
+		66:  "KIND_GOAWAY",
+		67:  "KIND_CODE_SENT",
+		68:  "KIND_REGISTERED",
+		69:  "KIND_LOGIN_OK",
+		70:  "KIND_SENT",
+		71:  "KIND_OK",
+		72:  "KIND_LOOKUP_RESULT",
+		73:  "KIND_MESSAGE",
+		74:  "KIND_RECEIPT",
+		75:  "KIND_BATCH",
+		76:  "KIND_SYNCED",
+		77:  "KIND_PRESENCE",
+		78:  "KIND_IS_TYPING",
+		79:  "KIND_LINK_CODE",
+		80:  "KIND_LINKED",
+		81:  "KIND_DEVICE_LIST",
+		82:  "KIND_GROUP_INFO",
+		83:  "KIND_GROUP_LIST_RESULT",
+		84:  "KIND_GROUP_EVENT",
+		85:  "KIND_RECEIPTS",
+		96:  "KIND_MEDIA_UPLOAD_SLOT",
+		97:  "KIND_MEDIA_DOWNLOAD_URL",
+		104: "KIND_KEY_BUNDLES",
+		120: "KIND_KEYS_CHANGED",
+		121: "KIND_PREKEYS_LOW",
 	}
 	Kind_value = map[string]int32{
 		"KIND_UNSPECIFIED":        0,
@@ -157,6 +169,8 @@ var (
 		"KIND_GROUP_UPDATE":       17,
 		"KIND_GROUP_GET":          18,
 		"KIND_GROUP_LIST":         19,
+		"KIND_KEYS_PUBLISH":       40,
+		"KIND_KEYS_FETCH":         41,
 		"KIND_MEDIA_UPLOAD":       32,
 		"KIND_MEDIA_DOWNLOAD":     33,
 		"KIND_PONG":               64,
@@ -183,6 +197,9 @@ var (
 		"KIND_RECEIPTS":           85,
 		"KIND_MEDIA_UPLOAD_SLOT":  96,
 		"KIND_MEDIA_DOWNLOAD_URL": 97,
+		"KIND_KEY_BUNDLES":        104,
+		"KIND_KEYS_CHANGED":       120,
+		"KIND_PREKEYS_LOW":        121,
 	}
 )
 
@@ -276,6 +293,8 @@ const (
 	// Verification code delivery (spec.md section 9), message scope.
 	ErrorCode_ERROR_CODE_UNDELIVERABLE   ErrorCode = 69
 	ErrorCode_ERROR_CODE_DELIVERY_FAILED ErrorCode = 70
+	// End-to-end encryption (spec.md section 17), message scope.
+	ErrorCode_ERROR_IDENTITY_KEY_CHANGED ErrorCode = 72
 )
 
 // Enum value maps for ErrorCode.
@@ -330,6 +349,7 @@ var (
 		65: "ERROR_MEDIA_TOO_MANY_TRANSFERS",
 		69: "ERROR_CODE_UNDELIVERABLE",
 		70: "ERROR_CODE_DELIVERY_FAILED",
+		72: "ERROR_IDENTITY_KEY_CHANGED",
 	}
 	ErrorCode_value = map[string]int32{
 		"ERROR_UNSPECIFIED":              0,
@@ -381,6 +401,7 @@ var (
 		"ERROR_MEDIA_TOO_MANY_TRANSFERS": 65,
 		"ERROR_CODE_UNDELIVERABLE":       69,
 		"ERROR_CODE_DELIVERY_FAILED":     70,
+		"ERROR_IDENTITY_KEY_CHANGED":     72,
 	}
 )
 
@@ -1938,7 +1959,7 @@ const file_parley_proto_rawDesc = "" +
 	"\x0eretry_after_ms\x18\x05 \x01(\rR\fretryAfterMs\"`\n" +
 	"\x06GoAway\x12(\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x14.parley.v1.ErrorCodeR\x04code\x12,\n" +
-	"\x12reconnect_after_ms\x18\x02 \x01(\rR\x10reconnectAfterMs*\x9d\a\n" +
+	"\x12reconnect_after_ms\x18\x02 \x01(\rR\x10reconnectAfterMs*\x8c\b\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tKIND_PING\x10\x01\x12\x15\n" +
@@ -1962,6 +1983,8 @@ const file_parley_proto_rawDesc = "" +
 	"\x11KIND_GROUP_UPDATE\x10\x11\x12\x12\n" +
 	"\x0eKIND_GROUP_GET\x10\x12\x12\x13\n" +
 	"\x0fKIND_GROUP_LIST\x10\x13\x12\x15\n" +
+	"\x11KIND_KEYS_PUBLISH\x10(\x12\x13\n" +
+	"\x0fKIND_KEYS_FETCH\x10)\x12\x15\n" +
 	"\x11KIND_MEDIA_UPLOAD\x10 \x12\x17\n" +
 	"\x13KIND_MEDIA_DOWNLOAD\x10!\x12\r\n" +
 	"\tKIND_PONG\x10@\x12\x0e\n" +
@@ -1989,7 +2012,10 @@ const file_parley_proto_rawDesc = "" +
 	"\x10KIND_GROUP_EVENT\x10T\x12\x11\n" +
 	"\rKIND_RECEIPTS\x10U\x12\x1a\n" +
 	"\x16KIND_MEDIA_UPLOAD_SLOT\x10`\x12\x1b\n" +
-	"\x17KIND_MEDIA_DOWNLOAD_URL\x10a*\x9f\n" +
+	"\x17KIND_MEDIA_DOWNLOAD_URL\x10a\x12\x14\n" +
+	"\x10KIND_KEY_BUNDLES\x10h\x12\x15\n" +
+	"\x11KIND_KEYS_CHANGED\x10x\x12\x14\n" +
+	"\x10KIND_PREKEYS_LOW\x10y*\xbf\n" +
 	"\n" +
 	"\tErrorCode\x12\x15\n" +
 	"\x11ERROR_UNSPECIFIED\x10\x00\x12\x19\n" +
@@ -2041,7 +2067,8 @@ const file_parley_proto_rawDesc = "" +
 	"\x1aERROR_MEDIA_QUOTA_EXCEEDED\x10@\x12\"\n" +
 	"\x1eERROR_MEDIA_TOO_MANY_TRANSFERS\x10A\x12\x1c\n" +
 	"\x18ERROR_CODE_UNDELIVERABLE\x10E\x12\x1e\n" +
-	"\x1aERROR_CODE_DELIVERY_FAILED\x10F*n\n" +
+	"\x1aERROR_CODE_DELIVERY_FAILED\x10F\x12\x1e\n" +
+	"\x1aERROR_IDENTITY_KEY_CHANGED\x10H*n\n" +
 	"\vContentType\x12\x10\n" +
 	"\fCONTENT_TEXT\x10\x00\x12\x11\n" +
 	"\rCONTENT_IMAGE\x10\x01\x12\x11\n" +
