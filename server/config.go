@@ -58,7 +58,8 @@ type Config struct {
 	// connection may have in flight before the server stops reading from
 	// it. Default 128.
 	MaxPending int
-	// LookupsPerMinute limits contact lookups per connection. Default 10.
+	// LookupsPerMinute limits contact lookups per account (all its devices
+	// and connections together, across reconnects; [S-9-11]). Default 10.
 	LookupsPerMinute int
 	// MaxHandshakes bounds concurrent TLS handshakes. A connection takes a
 	// slot only once its whole ClientHello has arrived; beyond the bound it

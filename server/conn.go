@@ -51,8 +51,6 @@ type conn struct {
 	device  uint32
 	maxCMID uint64 // the highest Send.cmid read, recorded at logout ([S-8-19])
 
-	lookupTokens float64  // contact-lookup rate limiter
-	lookupAt     int64    // unix nanos of the last refill
 	typingTokens float64  // typing-indicator rate limiter
 	typingAt     int64    // unix nanos of the last refill
 	watching     []uint64 // users whose presence this connection watches

@@ -40,7 +40,8 @@ type Server struct {
 	stopOnce sync.Once
 	stopErr  error // set by stopOnce
 
-	stats Stats
+	stats   Stats
+	lookups *lookupBudgets // LOOKUP budgets by account
 }
 
 // Stats are the server's counters since start. Every field is read with
@@ -88,6 +89,7 @@ func New(cfg Config) (*Server, error) {
 		log:     cfg.Logger,
 		booted:  make(chan struct{}),
 		running: make(chan struct{}),
+		lookups: newLookupBudgets(cfg.LookupsPerMinute),
 	}
 	s.wheel = newWheel(s)
 	if !cfg.Plaintext {

@@ -256,7 +256,7 @@ func (c *conn) handleLookup(body []byte, w *buffer) verdict {
 		refuse(w, protocol.CodeInvalidArgument, m.Rid, 0)
 		return verdict{}
 	}
-	if wait := c.takeLookupToken(); wait > 0 {
+	if wait := c.srv.lookups.take(c.user, c.srv.cfg.Now()); wait > 0 {
 		w.b = codec.AppendError(w.b, protocol.CodeRateLimited, m.Rid, 0, "", wait)
 		return verdict{}
 	}
@@ -280,24 +280,6 @@ func (c *conn) handleLookup(body []byte, w *buffer) verdict {
 		}
 	}
 	return verdict{}
-}
-
-// takeLookupToken spends one lookup from the connection's budget and
-// returns 0, or returns how many milliseconds until one is available.
-func (c *conn) takeLookupToken() uint32 {
-	now := c.srv.cfg.Now().UnixNano()
-	perMinute := float64(c.srv.cfg.LookupsPerMinute)
-	if c.lookupAt == 0 {
-		c.lookupTokens = perMinute
-	} else {
-		c.lookupTokens = min(perMinute, c.lookupTokens+float64(now-c.lookupAt)/6e10*perMinute)
-	}
-	c.lookupAt = now
-	if c.lookupTokens >= 1 {
-		c.lookupTokens--
-		return 0
-	}
-	return uint32((1-c.lookupTokens)/perMinute*60e3) + 1
 }
 
 // validPhone reports whether p is an E.164 number: "+", then 8 to 15
