@@ -23,6 +23,9 @@ const (
 	fieldSendBody  = 3
 	fieldSendType  = 4
 	fieldSendGroup = 5
+	fieldSendEnv   = 6 // Send.envelopes
+	fieldSendOwn   = 7 // Send.own
+	fieldSendCiph  = 8 // Send.cipher
 
 	fieldAckSeq = 1
 
@@ -39,6 +42,7 @@ const (
 	fieldMessageGroup      = 7
 	fieldMessageGSeq       = 8
 	fieldMessageTo         = 9
+	fieldMessageCipher     = 10
 
 	fieldReceiptPeer  = 2
 	fieldReceiptType  = 3
@@ -54,11 +58,16 @@ const (
 
 // Send is a decoded Send body. Body aliases the frame.
 type Send struct {
-	To    uint64
-	CMID  uint64
-	Body  []byte
-	Type  pb.ContentType
-	Group uint64
+	To     uint64
+	CMID   uint64
+	Body   []byte
+	Type   pb.ContentType
+	Group  uint64
+	Cipher pb.Cipher
+	// Envelopes reports that the body holds envelopes or own envelopes
+	// (spec.md [S-17-8]), which ParseSend does not decode: the caller
+	// decodes the whole body with ParseProto.
+	Envelopes bool
 }
 
 // Message is a decoded Message body. Body aliases the frame.
@@ -72,6 +81,7 @@ type Message struct {
 	Group      uint64
 	GSeq       uint64
 	To         uint64
+	Cipher     pb.Cipher
 }
 
 // Receipt is a decoded Receipt body.
@@ -164,6 +174,12 @@ func ParseSend(b []byte) (Send, error) {
 			}
 		case fieldSendGroup:
 			f.varint(&s.Group)
+		case fieldSendEnv, fieldSendOwn:
+			s.Envelopes = s.Envelopes || f.typ == protowire.BytesType
+		case fieldSendCiph:
+			if f.typ == protowire.VarintType {
+				s.Cipher = pb.Cipher(int32(f.v))
+			}
 		}
 	})
 	return s, err
@@ -207,6 +223,10 @@ func ParseMessage(b []byte) (Message, error) {
 			f.varint(&m.GSeq)
 		case fieldMessageTo:
 			f.varint(&m.To)
+		case fieldMessageCipher:
+			if f.typ == protowire.VarintType {
+				m.Cipher = pb.Cipher(int32(f.v))
+			}
 		}
 	})
 	return m, err
@@ -274,13 +294,14 @@ func bytesFieldSize(num protowire.Number, n int) int {
 func AppendSend(dst []byte, s Send) []byte {
 	n := varintFieldSize(fieldSendTo, s.To) + varintFieldSize(fieldSendCMID, s.CMID) +
 		bytesFieldSize(fieldSendBody, len(s.Body)) + varintFieldSize(fieldSendType, uint64(s.Type)) +
-		varintFieldSize(fieldSendGroup, s.Group)
+		varintFieldSize(fieldSendGroup, s.Group) + varintFieldSize(fieldSendCiph, uint64(s.Cipher))
 	dst = AppendHeader(dst, protocol.KindSend, false, n)
 	dst = appendVarintField(dst, fieldSendTo, s.To)
 	dst = appendVarintField(dst, fieldSendCMID, s.CMID)
 	dst = appendBytesField(dst, fieldSendBody, s.Body)
 	dst = appendVarintField(dst, fieldSendType, uint64(s.Type))
-	return appendVarintField(dst, fieldSendGroup, s.Group)
+	dst = appendVarintField(dst, fieldSendGroup, s.Group)
+	return appendVarintField(dst, fieldSendCiph, uint64(s.Cipher))
 }
 
 // AppendAck appends an Ack frame for seq.
@@ -307,7 +328,8 @@ func AppendMessageEntry(dst []byte, m Message) []byte {
 	dst = appendVarintField(dst, fieldMessageFromDevice, uint64(m.FromDevice))
 	dst = appendVarintField(dst, fieldMessageGroup, m.Group)
 	dst = appendVarintField(dst, fieldMessageGSeq, m.GSeq)
-	return appendVarintField(dst, fieldMessageTo, m.To)
+	dst = appendVarintField(dst, fieldMessageTo, m.To)
+	return appendVarintField(dst, fieldMessageCipher, uint64(m.Cipher))
 }
 
 // AppendReceiptEntry appends the stored form of a Receipt inbox entry: the

@@ -99,6 +99,10 @@ const (
 
 // Error codes of end-to-end encryption (spec.md section 17), message scope.
 const (
+	// CodeDevicesChanged: a Send's envelopes do not name exactly the
+	// current devices with keys of the recipient and of the sender; the
+	// Error lists them.
+	CodeDevicesChanged = pb.ErrorCode_ERROR_DEVICES_CHANGED
 	// CodeIdentityKeyChanged: a KeysPublish names another identity key
 	// than the one the device published.
 	CodeIdentityKeyChanged = pb.ErrorCode_ERROR_IDENTITY_KEY_CHANGED
@@ -184,6 +188,7 @@ var Codes = []CodeInfo{
 	{CodeMediaTooManyTransfers, "MEDIA_TOO_MANY_TRANSFERS", ScopeMessage, "The user has as many media transfers in progress as the server allows one user now: retry after Retry-After, best once one of them has ended."},
 	{CodeCodeUndeliverable, "CODE_UNDELIVERABLE", ScopeMessage, "The SMS gateway refused this phone number (invalid, not a mobile, an unserved country, opted out): no code was sent. Do not retry with the same number; ask the user to check it."},
 	{CodeCodeDeliveryFailed, "CODE_DELIVERY_FAILED", ScopeMessage, "The server could not hand the code to its SMS gateway now: let the user ask again after retry_after_ms. The code may still arrive late and verifies until a new one is requested."},
+	{CodeDevicesChanged, "DEVICES_CHANGED", ScopeMessage, "The envelopes do not match the current devices (listed in Error.devices): fetch the bundles of the new devices, drop the sessions of the gone ones, encrypt again and resend; nothing was stored."},
 	{CodeIdentityKeyChanged, "IDENTITY_KEY_CHANGED", ScopeMessage, "The device already published another identity key: an identity key changes only with a new device; register or link a new device."},
 }
 

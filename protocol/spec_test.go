@@ -662,9 +662,15 @@ func checkBody(t *testing.T, line int, k protocol.Kind, body []byte, want proto.
 	var wantDecoded any
 	switch m := want.(type) {
 	case *pb.Send:
-		hand = codec.AppendSend(nil, codec.Send{To: m.To, CMID: m.Cmid, Body: m.Body, Type: m.Type, Group: m.Group})
+		cs := codec.Send{To: m.To, CMID: m.Cmid, Body: m.Body, Type: m.Type, Group: m.Group, Cipher: m.Cipher}
+		hand = codec.AppendSend(nil, cs)
 		handDecoded, err = codec.ParseSend(body)
-		wantDecoded = codec.Send{To: m.To, CMID: m.Cmid, Body: m.Body, Type: m.Type, Group: m.Group}
+		if len(m.Envelopes)+len(m.Own) > 0 {
+			// Envelopes have no hand-written encoder: ParseSend only says
+			// they are there ([S-17-8]).
+			hand, cs.Envelopes = frame, true
+		}
+		wantDecoded = cs
 	case *pb.Ack:
 		hand = codec.AppendAck(nil, m.Seq)
 		handDecoded, err = codec.ParseAck(body)
@@ -673,7 +679,7 @@ func checkBody(t *testing.T, line int, k protocol.Kind, body []byte, want proto.
 		hand = codec.AppendSent(nil, m.Cmid, m.Id)
 	case *pb.Message:
 		cm := codec.Message{ID: m.Id, From: m.From, Body: m.Body, Type: m.Type, FromDevice: m.FromDevice,
-			Group: m.Group, GSeq: m.Gseq, To: m.To}
+			Group: m.Group, GSeq: m.Gseq, To: m.To, Cipher: m.Cipher}
 		hand = codec.AppendEntry(nil, protocol.KindMessage, m.Seq, codec.AppendMessageEntry(nil, cm))
 		handDecoded, err = codec.ParseMessage(body)
 		cm.Seq = m.Seq
@@ -686,6 +692,9 @@ func checkBody(t *testing.T, line int, k protocol.Kind, body []byte, want proto.
 		wantDecoded = cr
 	case *pb.Error:
 		hand = codec.AppendError(nil, m.Code, m.Rid, m.Cmid, m.Message, m.RetryAfterMs)
+		if len(m.Devices) > 0 {
+			hand = frame // DEVICES_CHANGED goes through AppendProto
+		}
 	case *pb.Synced:
 		hand = codec.AppendSynced(nil, m.Seq)
 	case *pb.Ok:

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/parley-im/parley/codec"
 	"github.com/parley-im/parley/internal/node"
 	"github.com/parley-im/parley/internal/nodetest"
@@ -64,6 +66,13 @@ func TestBadInput(t *testing.T) {
 		{"body over 64 KiB", true, send(codec.Send{To: alice.ID, CMID: 6, Body: make([]byte, protocol.MaxMessageBody+1)}), protocol.CodeMessageTooLarge, false},
 		{"send to nobody", true, send(codec.Send{To: 1 << 40, CMID: 7, Body: []byte("x")}), protocol.CodeNotFound, false},
 		{"ack beyond delivered", true, codec.AppendAck(nil, 1000), protocol.CodeProtocolViolation, true},
+		{"envelopes and a body", true, protoFrame(protocol.KindSend, &pb.Send{To: alice.ID, Cmid: 8, Body: []byte("x"), Envelopes: []*pb.Envelope{{Device: 1, Body: []byte("c")}}}), protocol.CodeInvalidArgument, false},
+		{"envelopes to a group", true, protoFrame(protocol.KindSend, &pb.Send{Group: 1, Cmid: 9, Envelopes: []*pb.Envelope{{Device: 1, Body: []byte("c")}}}), protocol.CodeInvalidArgument, false},
+		{"a device named twice", true, protoFrame(protocol.KindSend, &pb.Send{To: alice.ID, Cmid: 10, Envelopes: []*pb.Envelope{{Device: 1, Body: []byte("c")}, {Device: 1, Body: []byte("d")}}}), protocol.CodeInvalidArgument, false},
+		{"envelope over 64 KiB", true, protoFrame(protocol.KindSend, &pb.Send{To: alice.ID, Cmid: 11, Envelopes: []*pb.Envelope{{Device: 1, Body: make([]byte, protocol.MaxMessageBody+1)}}}), protocol.CodeMessageTooLarge, false},
+		{"envelopes for devices without keys", true, protoFrame(protocol.KindSend, &pb.Send{To: alice.ID, Cmid: 12, Envelopes: []*pb.Envelope{{Device: 1, Body: []byte("c")}}}), protocol.CodeDevicesChanged, false},
+		{"a key of the wrong shape", true, protoFrame(protocol.KindKeysPublish, &pb.KeysPublish{Rid: 1, IdentityKey: make([]byte, 32), RegistrationId: 1, SignedPrekey: &pb.SignedPreKey{Key: make([]byte, 33), Signature: make([]byte, 64)}}), protocol.CodeInvalidArgument, false},
+		{"keys of user 0", true, protoFrame(protocol.KindKeysFetch, &pb.KeysFetch{Rid: 2}), protocol.CodeInvalidArgument, false},
 		{"bad phone", false, func() []byte {
 			b, _ := codec.AppendProto(nil, protocol.KindRequestCode, &pb.RequestCode{Rid: 3, Phone: "555-1234", Version: 1})
 			return b
@@ -93,6 +102,15 @@ func TestBadInput(t *testing.T) {
 			t.Fatalf("after %q: bob got %+v, want %d", tt.name, m, id)
 		}
 	}
+}
+
+// protoFrame encodes a frame of kind k holding m.
+func protoFrame(k protocol.Kind, m proto.Message) []byte {
+	b, err := codec.AppendProto(nil, k, m)
+	if err != nil {
+		panic(err)
+	}
+	return b
 }
 
 // TestNotTLS: a client that does not speak TLS gets a TLS alert and is

@@ -199,6 +199,9 @@ func (c *conn) handleSend(body []byte, w *buffer) verdict {
 	if err != nil {
 		return c.fail(w, protocol.CodeMalformedFrame)
 	}
+	if m.Envelopes {
+		return c.handleEnvelopeSend(body, w)
+	}
 	switch {
 	case m.CMID == 0 || (m.To == 0) == (m.Group == 0) || len(m.Body) == 0:
 		refuse(w, protocol.CodeInvalidArgument, 0, m.CMID)
@@ -210,7 +213,7 @@ func (c *conn) handleSend(body []byte, w *buffer) verdict {
 	c.maxCMID = max(c.maxCMID, m.CMID)
 	op := storage.Op{
 		Kind: storage.OpSend, From: c.user, FromDevice: c.device, User: m.To, Group: m.Group,
-		CMID: m.CMID, Type: m.Type, Body: append([]byte(nil), m.Body...), EP: c,
+		CMID: m.CMID, Type: m.Type, Cipher: m.Cipher, Body: append([]byte(nil), m.Body...), EP: c,
 	}
 	if !c.submit(op) {
 		w.b = codec.AppendError(w.b, protocol.CodeOverloaded, 0, m.CMID, "", retryAfterBusyMS)

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"github.com/parley-im/parley/codec"
 	"github.com/parley-im/parley/protocol"
 	"github.com/parley-im/parley/protocol/pb"
 	"github.com/parley-im/parley/storage"
@@ -68,4 +69,59 @@ func (c *conn) handleKeysFetch(body []byte, w *buffer) verdict {
 		return verdict{}
 	}
 	return c.request(storage.Op{Kind: storage.OpKeysFetch, User: m.User, From: c.user, Devices: m.Devices, RID: m.Rid, EP: c}, m.Rid, w)
+}
+
+// handleEnvelopeSend hands a message with per-device envelopes to the
+// sender's shard, which checks the sender's devices and passes it to the
+// recipient's ([S-17-8], [S-17-9]).
+func (c *conn) handleEnvelopeSend(body []byte, w *buffer) verdict {
+	var m pb.Send
+	if v, ok := c.decode(body, &m, w); !ok {
+		return v
+	}
+	if code := checkEnvelopes(&m, c.user); code != 0 {
+		refuse(w, code, 0, m.Cmid)
+		return verdict{}
+	}
+	c.maxCMID = max(c.maxCMID, m.Cmid)
+	op := storage.Op{
+		Kind: storage.OpSend, From: c.user, FromDevice: c.device, User: m.To, CMID: m.Cmid,
+		Type: m.Type, Cipher: m.Cipher, Envelopes: &storage.Envelopes{To: m.Envelopes, Own: m.Own}, EP: c,
+	}
+	if !c.submit(op) {
+		w.b = codec.AppendError(w.b, protocol.CodeOverloaded, 0, m.Cmid, "", retryAfterBusyMS)
+	}
+	return verdict{}
+}
+
+// checkEnvelopes returns the code refusing an envelope send's shape, or 0
+// ([S-17-8]): a cmid, a recipient and no group, no body, at least one
+// envelope for the recipient, none for the sender's own devices when it
+// sends to itself, each list naming a device once, each envelope 1 to
+// MaxMessageBody bytes.
+func checkEnvelopes(m *pb.Send, self uint64) protocol.Code {
+	if m.Cmid == 0 || m.To == 0 || m.Group != 0 || len(m.Body) > 0 || len(m.Envelopes) == 0 ||
+		(m.To == self && len(m.Own) > 0) {
+		return protocol.CodeInvalidArgument
+	}
+	for _, l := range [][]*pb.Envelope{m.Envelopes, m.Own} {
+		if len(l) > protocol.MaxCompanions+1 {
+			return protocol.CodeInvalidArgument
+		}
+		seen := make(map[uint32]bool, len(l))
+		for _, e := range l {
+			if e.Device == 0 || seen[e.Device] || len(e.Body) == 0 {
+				return protocol.CodeInvalidArgument
+			}
+			seen[e.Device] = true
+		}
+	}
+	for _, l := range [][]*pb.Envelope{m.Envelopes, m.Own} {
+		for _, e := range l {
+			if len(e.Body) > protocol.MaxMessageBody {
+				return protocol.CodeMessageTooLarge
+			}
+		}
+	}
+	return 0
 }

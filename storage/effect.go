@@ -24,6 +24,7 @@ const (
 	effForward                             // Forwarder.Forward(op)
 	effSendCode                            // Codes.SendCode(phone, code, answer.done)
 	effLookup                              // lookup.Done(contacts)
+	effForwardSend                         // an envelope send to the recipient's shard (shard_envelopes.go)
 )
 
 // effect is one thing the actor does after a commit. frames is the range
@@ -119,6 +120,8 @@ func (s *Shard) emitLocked(effects []effect, out []byte) {
 			s.cfg.Codes.SendCode(e.phone, e.text, e.answer.done)
 		case effLookup:
 			e.lookup.Done(e.contacts)
+		case effForwardSend:
+			s.forwardSend(e.op)
 		}
 		*e = effect{}
 	}

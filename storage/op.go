@@ -38,8 +38,10 @@ type OpKind uint8
 // Op kinds. Each names the Op fields it reads.
 const (
 	_ OpKind = iota
-	// OpSend: From, FromDevice, User (the recipient), CMID, Type, Body,
-	// EP. Answers Sent or Error{cmid}.
+	// OpSend: From, FromDevice, User (the recipient), CMID, Type, Cipher,
+	// Body or Envelopes, EP. Answers Sent or Error{cmid}. With Envelopes
+	// it runs first on the sender's shard (Slot), then on the
+	// recipient's.
 	OpSend
 	// OpAck: User, Device, Seq, EP (the acking session).
 	OpAck
@@ -153,6 +155,8 @@ type Op struct {
 	Users        []uint64 // OpForward of a group entry: its recipients here
 	Devices      []uint32 // OpKeysFetch: the devices asked for
 	Keys         *pb.KeysPublish
+	Cipher       pb.Cipher  // OpSend: relayed in the stored message, never read
+	Envelopes    *Envelopes // OpSend of per-device ciphertexts (shard_envelopes.go)
 	Phone        string
 	Code         string
 	Name         string
@@ -180,6 +184,9 @@ func (op *Op) Slot() uint16 {
 	case OpSend, OpTyping:
 		if op.Group != 0 && op.User == 0 {
 			return SlotOfUser(op.Group)
+		}
+		if op.Envelopes != nil && !op.Envelopes.OwnChecked {
+			return SlotOfUser(op.From) // the sender's devices are checked first
 		}
 	}
 	return SlotOfUser(op.User)

@@ -97,6 +97,14 @@ func metaOf(seq uint64, entry, ref []byte) entryMeta {
 	}
 	m.kind = entry[0]
 	msg := entry
+	if m.kind == kindEnvelopes {
+		if f, ok := envelopeFields(entry); ok {
+			if p, err := codec.ParseMessage(f); err == nil {
+				m.from, m.id = p.From, p.ID
+			}
+		}
+		return m
+	}
 	if m.kind == kindGroupRef && len(entry) == 17 {
 		m.group, m.gseq = binary.BigEndian.Uint64(entry[1:]), binary.BigEndian.Uint64(entry[9:])
 		msg, m.value = ref, ref

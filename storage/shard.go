@@ -78,6 +78,7 @@ type Shard struct {
 	scratch         []byte // per-use scratch for keys and values
 	frames          []byte // a device's frames before batching
 	zbuf            []byte // compressor scratch
+	envBuf          []byte // one device's message of an envelopes entry (envelopeFor)
 	comp            *codec.Compressor
 	touched         []*user // users to pump and flush this cycle
 	groups          map[uint64]*group

@@ -84,7 +84,7 @@ func (s *Shard) deliveredReceipts(u *user, from, to uint64) error {
 	}
 	if u.recent.covers(from, to) {
 		for _, m := range u.recent.slice(from, to) {
-			if m.kind == kindGroupRef || protocol.Kind(m.kind) == protocol.KindMessage {
+			if m.kind == kindGroupRef || m.kind == kindEnvelopes || protocol.Kind(m.kind) == protocol.KindMessage {
 				note(m.from, m.group, m.id)
 			}
 		}
@@ -132,6 +132,12 @@ func (s *Shard) scanInbox(u *user, from, to uint64, fn func(seq uint64, m codec.
 				continue // expired
 			}
 			stored = body[1:]
+		case v[0] == kindEnvelopes:
+			f, ok := envelopeFields(v)
+			if !ok {
+				continue
+			}
+			stored = f
 		case protocol.Kind(v[0]) != protocol.KindMessage:
 			continue
 		}

@@ -485,7 +485,7 @@ func (s *Shard) applyGroupSend(op *Op) {
 	s.batch.Set(dk, binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(be64(id), gseq), sum), nil)
 	s.batch.Set(dedupeExpiryKey(nil, s.day(), dk), nil, nil)
 	entry := append([]byte{byte(protocol.KindMessage)}, codec.AppendMessageEntry(nil, codec.Message{
-		ID: id, From: op.From, Body: op.Body, Type: op.Type, FromDevice: op.FromDevice, Group: g.id, GSeq: gseq,
+		ID: id, From: op.From, Body: op.Body, Type: op.Type, FromDevice: op.FromDevice, Group: g.id, GSeq: gseq, Cipher: op.Cipher,
 	})...)
 	entries := s.deliver(delivery{users: g.users(), group: g.id, gseq: gseq, entry: entry})
 	if len(entries) == 0 {

@@ -35,7 +35,7 @@ func (s *Shard) applyLogin(op *Op) {
 	if c := min(op.Seq, u.rec.Head); c > d.cursor {
 		s.advanceCursor(u, d, c)
 	}
-	d.sess = &session{ep: op.EP, sent: max(d.cursor, u.rec.Deleted)}
+	d.sess = &session{ep: op.EP, device: d.id, sent: max(d.cursor, u.rec.Deleted)}
 	u.recent.start(u.rec.Head)
 	if u.live++; u.live == 1 {
 		s.presenceChanged(u)

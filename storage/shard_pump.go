@@ -115,6 +115,11 @@ func (s *Shard) streamRecent(u *user, sess *session, room int) bool {
 // frames being built for sess, flushing a full batch, and returns the
 // count of frames pending.
 func (s *Shard) frame(sess *session, seq uint64, v []byte, count int) int {
+	if len(v) > 0 && v[0] == kindEnvelopes {
+		if v = s.envelopeFor(v, sess.device); v == nil {
+			return count
+		}
+	}
 	before := len(s.frames)
 	s.frames = codec.AppendEntry(s.frames, protocol.Kind(v[0]), seq, v[1:])
 	size := len(s.frames) - before

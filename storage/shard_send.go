@@ -89,6 +89,10 @@ func (s *Shard) applySend(op *Op) {
 		s.applyGroupSend(op)
 		return
 	}
+	if op.Envelopes != nil {
+		s.applyEnvelopeSend(op)
+		return
+	}
 	u, err := s.loadUser(op.User)
 	if err != nil {
 		s.log.Error("send: load recipient", "user", op.User, "err", err)
@@ -108,15 +112,7 @@ func (s *Shard) applySend(op *Op) {
 	}
 	sum := bodySum(op)
 	if prev != nil {
-		// [S-8-14] a retry is answered with the stored message's id; [S-8-20]
-		// another message under a used cmid is refused.
-		if len(prev) < 8 || (len(prev) >= 16 && binary.BigEndian.Uint64(prev[8:]) != sum) {
-			s.replyError(op.EP, protocol.CodeCMIDReused, 0, op.CMID)
-			return
-		}
-		start := len(s.out)
-		s.out = codec.AppendSent(s.out, op.CMID, binary.BigEndian.Uint64(prev))
-		s.reply(op.EP, start)
+		s.answerRepeat(op, prev, sum)
 		return
 	}
 	if !s.roomFor(op) {
@@ -130,13 +126,13 @@ func (s *Shard) applySend(op *Op) {
 	id := s.ids.next(s.cfg.Now())
 	s.scratch = append(s.scratch[:0], byte(protocol.KindMessage))
 	s.scratch = codec.AppendMessageEntry(s.scratch, codec.Message{
-		ID: id, From: op.From, Body: op.Body, Type: op.Type, FromDevice: op.FromDevice,
+		ID: id, From: op.From, Body: op.Body, Type: op.Type, FromDevice: op.FromDevice, Cipher: op.Cipher,
 	})
 	s.appendLocal(u, s.scratch)
 	if op.From != op.User {
 		// [S-8-17] the sender's other devices get a copy, in their order.
 		self := append([]byte{byte(protocol.KindMessage)}, codec.AppendMessageEntry(nil, codec.Message{
-			ID: id, From: op.From, Body: op.Body, Type: op.Type, FromDevice: op.FromDevice, To: op.User,
+			ID: id, From: op.From, Body: op.Body, Type: op.Type, FromDevice: op.FromDevice, To: op.User, Cipher: op.Cipher,
 		})...)
 		s.appendEntry(op.From, self, FlagCompanions)
 	}
@@ -147,14 +143,33 @@ func (s *Shard) applySend(op *Op) {
 	s.reply(op.EP, start)
 }
 
+// answerRepeat answers a 1:1 send whose dedupe record prev exists: a
+// retry with the stored message's id ([S-8-14]), another message under a
+// used cmid with CMID_REUSED ([S-8-20]). sum is the send's bodySum.
+func (s *Shard) answerRepeat(op *Op, prev []byte, sum uint64) {
+	if len(prev) < 8 || (len(prev) >= 16 && binary.BigEndian.Uint64(prev[8:]) != sum) {
+		s.replyError(op.EP, protocol.CodeCMIDReused, 0, op.CMID)
+		return
+	}
+	start := len(s.out)
+	s.out = codec.AppendSent(s.out, op.CMID, binary.BigEndian.Uint64(prev))
+	s.reply(op.EP, start)
+}
+
 // bodySum is what a dedupe record keeps of a send's content, to tell a
 // retry from another message under the same cmid: xxHash64 of the content
-// type and the body.
+// type, the cipher (when set) and the body, or the envelopes.
 func bodySum(op *Op) uint64 {
 	var d xxhash.Digest
 	d.Reset()
 	_, _ = d.Write([]byte{byte(op.Type)})
+	if op.Cipher != 0 {
+		_, _ = d.Write([]byte{0xff, byte(op.Cipher)})
+	}
 	_, _ = d.Write(op.Body)
+	if op.Envelopes != nil {
+		op.Envelopes.hash(&d)
+	}
 	return d.Sum64()
 }
 

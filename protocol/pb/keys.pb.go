@@ -544,6 +544,69 @@ func (x *PreKeysLow) GetCount() uint32 {
 	return 0
 }
 
+// Content is the plaintext of an end-to-end encrypted message (spec.md
+// [S-17-12]): what an envelope's or a group message's ciphertext holds.
+// Only clients see it; the server relays it encrypted.
+type Content struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Body          []byte                 `protobuf:"bytes,1,opt,name=body,proto3" json:"body,omitempty"`                            // the application's message: what an unencrypted Send's body would be
+	Group         uint64                 `protobuf:"varint,2,opt,name=group,proto3" json:"group,omitempty"`                         // with sender_key: the group it is for
+	SenderKey     []byte                 `protobuf:"bytes,3,opt,name=sender_key,json=senderKey,proto3" json:"sender_key,omitempty"` // a sender key distribution message (libsignal's serialization)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Content) Reset() {
+	*x = Content{}
+	mi := &file_keys_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Content) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Content) ProtoMessage() {}
+
+func (x *Content) ProtoReflect() protoreflect.Message {
+	mi := &file_keys_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Content.ProtoReflect.Descriptor instead.
+func (*Content) Descriptor() ([]byte, []int) {
+	return file_keys_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Content) GetBody() []byte {
+	if x != nil {
+		return x.Body
+	}
+	return nil
+}
+
+func (x *Content) GetGroup() uint64 {
+	if x != nil {
+		return x.Group
+	}
+	return 0
+}
+
+func (x *Content) GetSenderKey() []byte {
+	if x != nil {
+		return x.SenderKey
+	}
+	return nil
+}
+
 var File_keys_proto protoreflect.FileDescriptor
 
 const file_keys_proto_rawDesc = "" +
@@ -586,7 +649,12 @@ const file_keys_proto_rawDesc = "" +
 	"PreKeysLow\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x16\n" +
 	"\x06device\x18\x02 \x01(\rR\x06device\x12\x14\n" +
-	"\x05count\x18\x03 \x01(\rR\x05countB)Z'github.com/parley-im/parley/protocol/pbb\x06proto3"
+	"\x05count\x18\x03 \x01(\rR\x05count\"R\n" +
+	"\aContent\x12\x12\n" +
+	"\x04body\x18\x01 \x01(\fR\x04body\x12\x14\n" +
+	"\x05group\x18\x02 \x01(\x04R\x05group\x12\x1d\n" +
+	"\n" +
+	"sender_key\x18\x03 \x01(\fR\tsenderKeyB)Z'github.com/parley-im/parley/protocol/pbb\x06proto3"
 
 var (
 	file_keys_proto_rawDescOnce sync.Once
@@ -600,7 +668,7 @@ func file_keys_proto_rawDescGZIP() []byte {
 	return file_keys_proto_rawDescData
 }
 
-var file_keys_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_keys_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_keys_proto_goTypes = []any{
 	(*SignedPreKey)(nil), // 0: parley.v1.SignedPreKey
 	(*PreKey)(nil),       // 1: parley.v1.PreKey
@@ -610,6 +678,7 @@ var file_keys_proto_goTypes = []any{
 	(*KeyBundles)(nil),   // 5: parley.v1.KeyBundles
 	(*KeysChanged)(nil),  // 6: parley.v1.KeysChanged
 	(*PreKeysLow)(nil),   // 7: parley.v1.PreKeysLow
+	(*Content)(nil),      // 8: parley.v1.Content
 }
 var file_keys_proto_depIdxs = []int32{
 	0, // 0: parley.v1.KeysPublish.signed_prekey:type_name -> parley.v1.SignedPreKey
@@ -635,7 +704,7 @@ func file_keys_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_keys_proto_rawDesc), len(file_keys_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -294,6 +294,7 @@ const (
 	ErrorCode_ERROR_CODE_UNDELIVERABLE   ErrorCode = 69
 	ErrorCode_ERROR_CODE_DELIVERY_FAILED ErrorCode = 70
 	// End-to-end encryption (spec.md section 17), message scope.
+	ErrorCode_ERROR_DEVICES_CHANGED      ErrorCode = 71
 	ErrorCode_ERROR_IDENTITY_KEY_CHANGED ErrorCode = 72
 )
 
@@ -349,6 +350,7 @@ var (
 		65: "ERROR_MEDIA_TOO_MANY_TRANSFERS",
 		69: "ERROR_CODE_UNDELIVERABLE",
 		70: "ERROR_CODE_DELIVERY_FAILED",
+		71: "ERROR_DEVICES_CHANGED",
 		72: "ERROR_IDENTITY_KEY_CHANGED",
 	}
 	ErrorCode_value = map[string]int32{
@@ -401,6 +403,7 @@ var (
 		"ERROR_MEDIA_TOO_MANY_TRANSFERS": 65,
 		"ERROR_CODE_UNDELIVERABLE":       69,
 		"ERROR_CODE_DELIVERY_FAILED":     70,
+		"ERROR_DEVICES_CHANGED":          71,
 		"ERROR_IDENTITY_KEY_CHANGED":     72,
 	}
 )
@@ -490,6 +493,61 @@ func (ContentType) EnumDescriptor() ([]byte, []int) {
 	return file_parley_proto_rawDescGZIP(), []int{2}
 }
 
+// Cipher says how a body is encrypted end to end (spec.md [S-17-12]).
+// The server neither reads nor checks it: the sender sets it, the server
+// relays it, the receiving client reads it to pick its decryption.
+type Cipher int32
+
+const (
+	Cipher_CIPHER_NONE          Cipher = 0 // not encrypted by the end-to-end layer (the opaque path)
+	Cipher_CIPHER_SIGNAL        Cipher = 1 // a Signal message of an established session (Double Ratchet)
+	Cipher_CIPHER_SIGNAL_PREKEY Cipher = 2 // a Signal prekey message: it starts a session (X3DH)
+	Cipher_CIPHER_SENDER_KEY    Cipher = 3 // a Signal sender key message, for a group
+)
+
+// Enum value maps for Cipher.
+var (
+	Cipher_name = map[int32]string{
+		0: "CIPHER_NONE",
+		1: "CIPHER_SIGNAL",
+		2: "CIPHER_SIGNAL_PREKEY",
+		3: "CIPHER_SENDER_KEY",
+	}
+	Cipher_value = map[string]int32{
+		"CIPHER_NONE":          0,
+		"CIPHER_SIGNAL":        1,
+		"CIPHER_SIGNAL_PREKEY": 2,
+		"CIPHER_SENDER_KEY":    3,
+	}
+)
+
+func (x Cipher) Enum() *Cipher {
+	p := new(Cipher)
+	*p = x
+	return p
+}
+
+func (x Cipher) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Cipher) Descriptor() protoreflect.EnumDescriptor {
+	return file_parley_proto_enumTypes[3].Descriptor()
+}
+
+func (Cipher) Type() protoreflect.EnumType {
+	return &file_parley_proto_enumTypes[3]
+}
+
+func (x Cipher) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Cipher.Descriptor instead.
+func (Cipher) EnumDescriptor() ([]byte, []int) {
+	return file_parley_proto_rawDescGZIP(), []int{3}
+}
+
 // ReceiptType says what a Receipt reports.
 type ReceiptType int32
 
@@ -524,11 +582,11 @@ func (x ReceiptType) String() string {
 }
 
 func (ReceiptType) Descriptor() protoreflect.EnumDescriptor {
-	return file_parley_proto_enumTypes[3].Descriptor()
+	return file_parley_proto_enumTypes[4].Descriptor()
 }
 
 func (ReceiptType) Type() protoreflect.EnumType {
-	return &file_parley_proto_enumTypes[3]
+	return &file_parley_proto_enumTypes[4]
 }
 
 func (x ReceiptType) Number() protoreflect.EnumNumber {
@@ -537,7 +595,7 @@ func (x ReceiptType) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ReceiptType.Descriptor instead.
 func (ReceiptType) EnumDescriptor() ([]byte, []int) {
-	return file_parley_proto_rawDescGZIP(), []int{3}
+	return file_parley_proto_rawDescGZIP(), []int{4}
 }
 
 // Ping (kind 1, client to server) keeps the connection alive. The server
@@ -1045,12 +1103,17 @@ func (x *LoginOk) GetMaxCmid() uint64 {
 // Send (kind 5) sends a message to one user. Answered by Sent once the
 // message is durable in the recipient's inbox, or by Error carrying cmid.
 type Send struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	To            uint64                 `protobuf:"varint,1,opt,name=to,proto3" json:"to,omitempty"`     // recipient user id; 0 for a group message
-	Cmid          uint64                 `protobuf:"varint,2,opt,name=cmid,proto3" json:"cmid,omitempty"` // client message id: unique per sending device, never reused
-	Body          []byte                 `protobuf:"bytes,3,opt,name=body,proto3" json:"body,omitempty"`  // opaque to the server (end-to-end encrypted by clients)
-	Type          ContentType            `protobuf:"varint,4,opt,name=type,proto3,enum=parley.v1.ContentType" json:"type,omitempty"`
-	Group         uint64                 `protobuf:"varint,5,opt,name=group,proto3" json:"group,omitempty"` // the group for a group message; 0 for a 1:1 message
+	state protoimpl.MessageState `protogen:"open.v1"`
+	To    uint64                 `protobuf:"varint,1,opt,name=to,proto3" json:"to,omitempty"`     // recipient user id; 0 for a group message
+	Cmid  uint64                 `protobuf:"varint,2,opt,name=cmid,proto3" json:"cmid,omitempty"` // client message id: unique per sending device, never reused
+	Body  []byte                 `protobuf:"bytes,3,opt,name=body,proto3" json:"body,omitempty"`  // opaque to the server (end-to-end encrypted by clients)
+	Type  ContentType            `protobuf:"varint,4,opt,name=type,proto3,enum=parley.v1.ContentType" json:"type,omitempty"`
+	Group uint64                 `protobuf:"varint,5,opt,name=group,proto3" json:"group,omitempty"` // the group for a group message; 0 for a 1:1 message
+	// envelopes: one ciphertext per device of `to` (spec.md [S-17-8]);
+	// body is then empty. own: one per other device of the sender.
+	Envelopes     []*Envelope `protobuf:"bytes,6,rep,name=envelopes,proto3" json:"envelopes,omitempty"`
+	Own           []*Envelope `protobuf:"bytes,7,rep,name=own,proto3" json:"own,omitempty"`
+	Cipher        Cipher      `protobuf:"varint,8,opt,name=cipher,proto3,enum=parley.v1.Cipher" json:"cipher,omitempty"` // how body is encrypted (a group message); relayed, not checked
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1120,6 +1183,88 @@ func (x *Send) GetGroup() uint64 {
 	return 0
 }
 
+func (x *Send) GetEnvelopes() []*Envelope {
+	if x != nil {
+		return x.Envelopes
+	}
+	return nil
+}
+
+func (x *Send) GetOwn() []*Envelope {
+	if x != nil {
+		return x.Own
+	}
+	return nil
+}
+
+func (x *Send) GetCipher() Cipher {
+	if x != nil {
+		return x.Cipher
+	}
+	return Cipher_CIPHER_NONE
+}
+
+// Envelope is one device's ciphertext of a message (spec.md [S-17-8]).
+type Envelope struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Device        uint32                 `protobuf:"varint,1,opt,name=device,proto3" json:"device,omitempty"`                       // the device it is for
+	Body          []byte                 `protobuf:"bytes,2,opt,name=body,proto3" json:"body,omitempty"`                            // the ciphertext, opaque to the server
+	Cipher        Cipher                 `protobuf:"varint,3,opt,name=cipher,proto3,enum=parley.v1.Cipher" json:"cipher,omitempty"` // relayed, not checked
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Envelope) Reset() {
+	*x = Envelope{}
+	mi := &file_parley_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Envelope) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Envelope) ProtoMessage() {}
+
+func (x *Envelope) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Envelope.ProtoReflect.Descriptor instead.
+func (*Envelope) Descriptor() ([]byte, []int) {
+	return file_parley_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Envelope) GetDevice() uint32 {
+	if x != nil {
+		return x.Device
+	}
+	return 0
+}
+
+func (x *Envelope) GetBody() []byte {
+	if x != nil {
+		return x.Body
+	}
+	return nil
+}
+
+func (x *Envelope) GetCipher() Cipher {
+	if x != nil {
+		return x.Cipher
+	}
+	return Cipher_CIPHER_NONE
+}
+
 // Sent (kind 70) acknowledges a Send: the message is durable and will be
 // delivered. A retried Send with the same cmid gets the same id again.
 type Sent struct {
@@ -1132,7 +1277,7 @@ type Sent struct {
 
 func (x *Sent) Reset() {
 	*x = Sent{}
-	mi := &file_parley_proto_msgTypes[9]
+	mi := &file_parley_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1144,7 +1289,7 @@ func (x *Sent) String() string {
 func (*Sent) ProtoMessage() {}
 
 func (x *Sent) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_proto_msgTypes[9]
+	mi := &file_parley_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1157,7 +1302,7 @@ func (x *Sent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sent.ProtoReflect.Descriptor instead.
 func (*Sent) Descriptor() ([]byte, []int) {
-	return file_parley_proto_rawDescGZIP(), []int{9}
+	return file_parley_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Sent) GetCmid() uint64 {
@@ -1184,7 +1329,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_parley_proto_msgTypes[10]
+	mi := &file_parley_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1196,7 +1341,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_proto_msgTypes[10]
+	mi := &file_parley_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1209,7 +1354,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_parley_proto_rawDescGZIP(), []int{10}
+	return file_parley_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Ack) GetSeq() uint64 {
@@ -1233,7 +1378,7 @@ type Read struct {
 
 func (x *Read) Reset() {
 	*x = Read{}
-	mi := &file_parley_proto_msgTypes[11]
+	mi := &file_parley_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1245,7 +1390,7 @@ func (x *Read) String() string {
 func (*Read) ProtoMessage() {}
 
 func (x *Read) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_proto_msgTypes[11]
+	mi := &file_parley_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1258,7 +1403,7 @@ func (x *Read) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Read.ProtoReflect.Descriptor instead.
 func (*Read) Descriptor() ([]byte, []int) {
-	return file_parley_proto_rawDescGZIP(), []int{11}
+	return file_parley_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Read) GetRid() uint32 {
@@ -1299,7 +1444,7 @@ type Ok struct {
 
 func (x *Ok) Reset() {
 	*x = Ok{}
-	mi := &file_parley_proto_msgTypes[12]
+	mi := &file_parley_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1311,7 +1456,7 @@ func (x *Ok) String() string {
 func (*Ok) ProtoMessage() {}
 
 func (x *Ok) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_proto_msgTypes[12]
+	mi := &file_parley_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1324,7 +1469,7 @@ func (x *Ok) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ok.ProtoReflect.Descriptor instead.
 func (*Ok) Descriptor() ([]byte, []int) {
-	return file_parley_proto_rawDescGZIP(), []int{12}
+	return file_parley_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Ok) GetRid() uint32 {
@@ -1345,7 +1490,7 @@ type Lookup struct {
 
 func (x *Lookup) Reset() {
 	*x = Lookup{}
-	mi := &file_parley_proto_msgTypes[13]
+	mi := &file_parley_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1357,7 +1502,7 @@ func (x *Lookup) String() string {
 func (*Lookup) ProtoMessage() {}
 
 func (x *Lookup) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_proto_msgTypes[13]
+	mi := &file_parley_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1370,7 +1515,7 @@ func (x *Lookup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Lookup.ProtoReflect.Descriptor instead.
 func (*Lookup) Descriptor() ([]byte, []int) {
-	return file_parley_proto_rawDescGZIP(), []int{13}
+	return file_parley_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Lookup) GetRid() uint32 {
@@ -1398,7 +1543,7 @@ type LookupResult struct {
 
 func (x *LookupResult) Reset() {
 	*x = LookupResult{}
-	mi := &file_parley_proto_msgTypes[14]
+	mi := &file_parley_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1410,7 +1555,7 @@ func (x *LookupResult) String() string {
 func (*LookupResult) ProtoMessage() {}
 
 func (x *LookupResult) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_proto_msgTypes[14]
+	mi := &file_parley_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1423,7 +1568,7 @@ func (x *LookupResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupResult.ProtoReflect.Descriptor instead.
 func (*LookupResult) Descriptor() ([]byte, []int) {
-	return file_parley_proto_rawDescGZIP(), []int{14}
+	return file_parley_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *LookupResult) GetRid() uint32 {
@@ -1451,7 +1596,7 @@ type Contact struct {
 
 func (x *Contact) Reset() {
 	*x = Contact{}
-	mi := &file_parley_proto_msgTypes[15]
+	mi := &file_parley_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1463,7 +1608,7 @@ func (x *Contact) String() string {
 func (*Contact) ProtoMessage() {}
 
 func (x *Contact) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_proto_msgTypes[15]
+	mi := &file_parley_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1476,7 +1621,7 @@ func (x *Contact) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Contact.ProtoReflect.Descriptor instead.
 func (*Contact) Descriptor() ([]byte, []int) {
-	return file_parley_proto_rawDescGZIP(), []int{15}
+	return file_parley_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Contact) GetPhone() string {
@@ -1505,13 +1650,14 @@ type Message struct {
 	Group         uint64                 `protobuf:"varint,7,opt,name=group,proto3" json:"group,omitempty"`                             // the group of a group message; else 0
 	Gseq          uint64                 `protobuf:"varint,8,opt,name=gseq,proto3" json:"gseq,omitempty"`                               // the message's place in the group's order
 	To            uint64                 `protobuf:"varint,9,opt,name=to,proto3" json:"to,omitempty"`                                   // for a copy of my own 1:1 message: its recipient
+	Cipher        Cipher                 `protobuf:"varint,10,opt,name=cipher,proto3,enum=parley.v1.Cipher" json:"cipher,omitempty"`    // how body is encrypted end to end
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Message) Reset() {
 	*x = Message{}
-	mi := &file_parley_proto_msgTypes[16]
+	mi := &file_parley_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1523,7 +1669,7 @@ func (x *Message) String() string {
 func (*Message) ProtoMessage() {}
 
 func (x *Message) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_proto_msgTypes[16]
+	mi := &file_parley_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1536,7 +1682,7 @@ func (x *Message) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Message.ProtoReflect.Descriptor instead.
 func (*Message) Descriptor() ([]byte, []int) {
-	return file_parley_proto_rawDescGZIP(), []int{16}
+	return file_parley_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Message) GetSeq() uint64 {
@@ -1602,6 +1748,13 @@ func (x *Message) GetTo() uint64 {
 	return 0
 }
 
+func (x *Message) GetCipher() Cipher {
+	if x != nil {
+		return x.Cipher
+	}
+	return Cipher_CIPHER_NONE
+}
+
 // Receipt (kind 74) is a receipt inbox entry: peer got or read this
 // user's messages up to up_to.
 type Receipt struct {
@@ -1617,7 +1770,7 @@ type Receipt struct {
 
 func (x *Receipt) Reset() {
 	*x = Receipt{}
-	mi := &file_parley_proto_msgTypes[17]
+	mi := &file_parley_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1629,7 +1782,7 @@ func (x *Receipt) String() string {
 func (*Receipt) ProtoMessage() {}
 
 func (x *Receipt) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_proto_msgTypes[17]
+	mi := &file_parley_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1642,7 +1795,7 @@ func (x *Receipt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Receipt.ProtoReflect.Descriptor instead.
 func (*Receipt) Descriptor() ([]byte, []int) {
-	return file_parley_proto_rawDescGZIP(), []int{17}
+	return file_parley_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Receipt) GetSeq() uint64 {
@@ -1691,7 +1844,7 @@ type Synced struct {
 
 func (x *Synced) Reset() {
 	*x = Synced{}
-	mi := &file_parley_proto_msgTypes[18]
+	mi := &file_parley_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1703,7 +1856,7 @@ func (x *Synced) String() string {
 func (*Synced) ProtoMessage() {}
 
 func (x *Synced) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_proto_msgTypes[18]
+	mi := &file_parley_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1716,7 +1869,7 @@ func (x *Synced) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Synced.ProtoReflect.Descriptor instead.
 func (*Synced) Descriptor() ([]byte, []int) {
-	return file_parley_proto_rawDescGZIP(), []int{18}
+	return file_parley_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Synced) GetSeq() uint64 {
@@ -1729,19 +1882,22 @@ func (x *Synced) GetSeq() uint64 {
 // Error (kind 65) reports a failure. rid or cmid name the failed request
 // or send; both are zero for a connection-scope error.
 type Error struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Code          ErrorCode              `protobuf:"varint,1,opt,name=code,proto3,enum=parley.v1.ErrorCode" json:"code,omitempty"`
-	Rid           uint32                 `protobuf:"varint,2,opt,name=rid,proto3" json:"rid,omitempty"`
-	Cmid          uint64                 `protobuf:"varint,3,opt,name=cmid,proto3" json:"cmid,omitempty"`
-	Message       string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`                                  // for logs, not for users; may be empty
-	RetryAfterMs  uint32                 `protobuf:"varint,5,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"` // for RATE_LIMITED and OVERLOADED
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Code         ErrorCode              `protobuf:"varint,1,opt,name=code,proto3,enum=parley.v1.ErrorCode" json:"code,omitempty"`
+	Rid          uint32                 `protobuf:"varint,2,opt,name=rid,proto3" json:"rid,omitempty"`
+	Cmid         uint64                 `protobuf:"varint,3,opt,name=cmid,proto3" json:"cmid,omitempty"`
+	Message      string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`                                  // for logs, not for users; may be empty
+	RetryAfterMs uint32                 `protobuf:"varint,5,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"` // for RATE_LIMITED and OVERLOADED
+	// For DEVICES_CHANGED: the current devices with keys of the recipient
+	// and of the sender (spec.md [S-17-9]).
+	Devices       []*UserDevices `protobuf:"bytes,6,rep,name=devices,proto3" json:"devices,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_parley_proto_msgTypes[19]
+	mi := &file_parley_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1753,7 +1909,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_proto_msgTypes[19]
+	mi := &file_parley_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1766,7 +1922,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_parley_proto_rawDescGZIP(), []int{19}
+	return file_parley_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Error) GetCode() ErrorCode {
@@ -1804,6 +1960,66 @@ func (x *Error) GetRetryAfterMs() uint32 {
 	return 0
 }
 
+func (x *Error) GetDevices() []*UserDevices {
+	if x != nil {
+		return x.Devices
+	}
+	return nil
+}
+
+// UserDevices names one user's devices.
+type UserDevices struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	User          uint64                 `protobuf:"varint,1,opt,name=user,proto3" json:"user,omitempty"`
+	Devices       []uint32               `protobuf:"varint,2,rep,packed,name=devices,proto3" json:"devices,omitempty"` // by id
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UserDevices) Reset() {
+	*x = UserDevices{}
+	mi := &file_parley_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UserDevices) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UserDevices) ProtoMessage() {}
+
+func (x *UserDevices) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UserDevices.ProtoReflect.Descriptor instead.
+func (*UserDevices) Descriptor() ([]byte, []int) {
+	return file_parley_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *UserDevices) GetUser() uint64 {
+	if x != nil {
+		return x.User
+	}
+	return 0
+}
+
+func (x *UserDevices) GetDevices() []uint32 {
+	if x != nil {
+		return x.Devices
+	}
+	return nil
+}
+
 // GoAway (kind 66) tells the client the server is closing the connection
 // and when to reconnect.
 type GoAway struct {
@@ -1816,7 +2032,7 @@ type GoAway struct {
 
 func (x *GoAway) Reset() {
 	*x = GoAway{}
-	mi := &file_parley_proto_msgTypes[20]
+	mi := &file_parley_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1828,7 +2044,7 @@ func (x *GoAway) String() string {
 func (*GoAway) ProtoMessage() {}
 
 func (x *GoAway) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_proto_msgTypes[20]
+	mi := &file_parley_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1841,7 +2057,7 @@ func (x *GoAway) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GoAway.ProtoReflect.Descriptor instead.
 func (*GoAway) Descriptor() ([]byte, []int) {
-	return file_parley_proto_rawDescGZIP(), []int{20}
+	return file_parley_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GoAway) GetCode() ErrorCode {
@@ -1904,13 +2120,20 @@ const file_parley_proto_rawDesc = "" +
 	"heartbeatS\x12\x16\n" +
 	"\x06window\x18\x03 \x01(\rR\x06window\x12\x16\n" +
 	"\x06cursor\x18\x04 \x01(\x04R\x06cursor\x12\x19\n" +
-	"\bmax_cmid\x18\x05 \x01(\x04R\amaxCmid\"\x80\x01\n" +
+	"\bmax_cmid\x18\x05 \x01(\x04R\amaxCmid\"\x85\x02\n" +
 	"\x04Send\x12\x0e\n" +
 	"\x02to\x18\x01 \x01(\x04R\x02to\x12\x12\n" +
 	"\x04cmid\x18\x02 \x01(\x04R\x04cmid\x12\x12\n" +
 	"\x04body\x18\x03 \x01(\fR\x04body\x12*\n" +
 	"\x04type\x18\x04 \x01(\x0e2\x16.parley.v1.ContentTypeR\x04type\x12\x14\n" +
-	"\x05group\x18\x05 \x01(\x04R\x05group\"*\n" +
+	"\x05group\x18\x05 \x01(\x04R\x05group\x121\n" +
+	"\tenvelopes\x18\x06 \x03(\v2\x13.parley.v1.EnvelopeR\tenvelopes\x12%\n" +
+	"\x03own\x18\a \x03(\v2\x13.parley.v1.EnvelopeR\x03own\x12)\n" +
+	"\x06cipher\x18\b \x01(\x0e2\x11.parley.v1.CipherR\x06cipher\"a\n" +
+	"\bEnvelope\x12\x16\n" +
+	"\x06device\x18\x01 \x01(\rR\x06device\x12\x12\n" +
+	"\x04body\x18\x02 \x01(\fR\x04body\x12)\n" +
+	"\x06cipher\x18\x03 \x01(\x0e2\x11.parley.v1.CipherR\x06cipher\"*\n" +
 	"\x04Sent\x12\x12\n" +
 	"\x04cmid\x18\x01 \x01(\x04R\x04cmid\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\x04R\x02id\"\x17\n" +
@@ -1931,7 +2154,7 @@ const file_parley_proto_rawDesc = "" +
 	"\bcontacts\x18\x02 \x03(\v2\x12.parley.v1.ContactR\bcontacts\"3\n" +
 	"\aContact\x12\x14\n" +
 	"\x05phone\x18\x01 \x01(\tR\x05phone\x12\x12\n" +
-	"\x04user\x18\x02 \x01(\x04R\x04user\"\xda\x01\n" +
+	"\x04user\x18\x02 \x01(\x04R\x04user\"\x85\x02\n" +
 	"\aMessage\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\x04R\x02id\x12\x12\n" +
@@ -1942,7 +2165,9 @@ const file_parley_proto_rawDesc = "" +
 	"fromDevice\x12\x14\n" +
 	"\x05group\x18\a \x01(\x04R\x05group\x12\x12\n" +
 	"\x04gseq\x18\b \x01(\x04R\x04gseq\x12\x0e\n" +
-	"\x02to\x18\t \x01(\x04R\x02to\"\x86\x01\n" +
+	"\x02to\x18\t \x01(\x04R\x02to\x12)\n" +
+	"\x06cipher\x18\n" +
+	" \x01(\x0e2\x11.parley.v1.CipherR\x06cipher\"\x86\x01\n" +
 	"\aReceipt\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x12\n" +
 	"\x04peer\x18\x02 \x01(\x04R\x04peer\x12*\n" +
@@ -1950,13 +2175,17 @@ const file_parley_proto_rawDesc = "" +
 	"\x05up_to\x18\x04 \x01(\x04R\x04upTo\x12\x14\n" +
 	"\x05group\x18\x05 \x01(\x04R\x05group\"\x1a\n" +
 	"\x06Synced\x12\x10\n" +
-	"\x03seq\x18\x01 \x01(\x04R\x03seq\"\x97\x01\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\"\xc9\x01\n" +
 	"\x05Error\x12(\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x14.parley.v1.ErrorCodeR\x04code\x12\x10\n" +
 	"\x03rid\x18\x02 \x01(\rR\x03rid\x12\x12\n" +
 	"\x04cmid\x18\x03 \x01(\x04R\x04cmid\x12\x18\n" +
 	"\amessage\x18\x04 \x01(\tR\amessage\x12$\n" +
-	"\x0eretry_after_ms\x18\x05 \x01(\rR\fretryAfterMs\"`\n" +
+	"\x0eretry_after_ms\x18\x05 \x01(\rR\fretryAfterMs\x120\n" +
+	"\adevices\x18\x06 \x03(\v2\x16.parley.v1.UserDevicesR\adevices\";\n" +
+	"\vUserDevices\x12\x12\n" +
+	"\x04user\x18\x01 \x01(\x04R\x04user\x12\x18\n" +
+	"\adevices\x18\x02 \x03(\rR\adevices\"`\n" +
 	"\x06GoAway\x12(\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x14.parley.v1.ErrorCodeR\x04code\x12,\n" +
 	"\x12reconnect_after_ms\x18\x02 \x01(\rR\x10reconnectAfterMs*\x8c\b\n" +
@@ -2015,7 +2244,7 @@ const file_parley_proto_rawDesc = "" +
 	"\x17KIND_MEDIA_DOWNLOAD_URL\x10a\x12\x14\n" +
 	"\x10KIND_KEY_BUNDLES\x10h\x12\x15\n" +
 	"\x11KIND_KEYS_CHANGED\x10x\x12\x14\n" +
-	"\x10KIND_PREKEYS_LOW\x10y*\xbf\n" +
+	"\x10KIND_PREKEYS_LOW\x10y*\xda\n" +
 	"\n" +
 	"\tErrorCode\x12\x15\n" +
 	"\x11ERROR_UNSPECIFIED\x10\x00\x12\x19\n" +
@@ -2067,14 +2296,20 @@ const file_parley_proto_rawDesc = "" +
 	"\x1aERROR_MEDIA_QUOTA_EXCEEDED\x10@\x12\"\n" +
 	"\x1eERROR_MEDIA_TOO_MANY_TRANSFERS\x10A\x12\x1c\n" +
 	"\x18ERROR_CODE_UNDELIVERABLE\x10E\x12\x1e\n" +
-	"\x1aERROR_CODE_DELIVERY_FAILED\x10F\x12\x1e\n" +
+	"\x1aERROR_CODE_DELIVERY_FAILED\x10F\x12\x19\n" +
+	"\x15ERROR_DEVICES_CHANGED\x10G\x12\x1e\n" +
 	"\x1aERROR_IDENTITY_KEY_CHANGED\x10H*n\n" +
 	"\vContentType\x12\x10\n" +
 	"\fCONTENT_TEXT\x10\x00\x12\x11\n" +
 	"\rCONTENT_IMAGE\x10\x01\x12\x11\n" +
 	"\rCONTENT_VIDEO\x10\x02\x12\x11\n" +
 	"\rCONTENT_VOICE\x10\x03\x12\x14\n" +
-	"\x10CONTENT_DOCUMENT\x10\x04*M\n" +
+	"\x10CONTENT_DOCUMENT\x10\x04*]\n" +
+	"\x06Cipher\x12\x0f\n" +
+	"\vCIPHER_NONE\x10\x00\x12\x11\n" +
+	"\rCIPHER_SIGNAL\x10\x01\x12\x18\n" +
+	"\x14CIPHER_SIGNAL_PREKEY\x10\x02\x12\x15\n" +
+	"\x11CIPHER_SENDER_KEY\x10\x03*M\n" +
 	"\vReceiptType\x12\x15\n" +
 	"\x11RECEIPT_DELIVERED\x10\x00\x12\x10\n" +
 	"\fRECEIPT_READ\x10\x01\x12\x15\n" +
@@ -2092,47 +2327,56 @@ func file_parley_proto_rawDescGZIP() []byte {
 	return file_parley_proto_rawDescData
 }
 
-var file_parley_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_parley_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_parley_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_parley_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_parley_proto_goTypes = []any{
 	(Kind)(0),            // 0: parley.v1.Kind
 	(ErrorCode)(0),       // 1: parley.v1.ErrorCode
 	(ContentType)(0),     // 2: parley.v1.ContentType
-	(ReceiptType)(0),     // 3: parley.v1.ReceiptType
-	(*Ping)(nil),         // 4: parley.v1.Ping
-	(*Pong)(nil),         // 5: parley.v1.Pong
-	(*RequestCode)(nil),  // 6: parley.v1.RequestCode
-	(*CodeSent)(nil),     // 7: parley.v1.CodeSent
-	(*Verify)(nil),       // 8: parley.v1.Verify
-	(*Registered)(nil),   // 9: parley.v1.Registered
-	(*Login)(nil),        // 10: parley.v1.Login
-	(*LoginOk)(nil),      // 11: parley.v1.LoginOk
-	(*Send)(nil),         // 12: parley.v1.Send
-	(*Sent)(nil),         // 13: parley.v1.Sent
-	(*Ack)(nil),          // 14: parley.v1.Ack
-	(*Read)(nil),         // 15: parley.v1.Read
-	(*Ok)(nil),           // 16: parley.v1.Ok
-	(*Lookup)(nil),       // 17: parley.v1.Lookup
-	(*LookupResult)(nil), // 18: parley.v1.LookupResult
-	(*Contact)(nil),      // 19: parley.v1.Contact
-	(*Message)(nil),      // 20: parley.v1.Message
-	(*Receipt)(nil),      // 21: parley.v1.Receipt
-	(*Synced)(nil),       // 22: parley.v1.Synced
-	(*Error)(nil),        // 23: parley.v1.Error
-	(*GoAway)(nil),       // 24: parley.v1.GoAway
+	(Cipher)(0),          // 3: parley.v1.Cipher
+	(ReceiptType)(0),     // 4: parley.v1.ReceiptType
+	(*Ping)(nil),         // 5: parley.v1.Ping
+	(*Pong)(nil),         // 6: parley.v1.Pong
+	(*RequestCode)(nil),  // 7: parley.v1.RequestCode
+	(*CodeSent)(nil),     // 8: parley.v1.CodeSent
+	(*Verify)(nil),       // 9: parley.v1.Verify
+	(*Registered)(nil),   // 10: parley.v1.Registered
+	(*Login)(nil),        // 11: parley.v1.Login
+	(*LoginOk)(nil),      // 12: parley.v1.LoginOk
+	(*Send)(nil),         // 13: parley.v1.Send
+	(*Envelope)(nil),     // 14: parley.v1.Envelope
+	(*Sent)(nil),         // 15: parley.v1.Sent
+	(*Ack)(nil),          // 16: parley.v1.Ack
+	(*Read)(nil),         // 17: parley.v1.Read
+	(*Ok)(nil),           // 18: parley.v1.Ok
+	(*Lookup)(nil),       // 19: parley.v1.Lookup
+	(*LookupResult)(nil), // 20: parley.v1.LookupResult
+	(*Contact)(nil),      // 21: parley.v1.Contact
+	(*Message)(nil),      // 22: parley.v1.Message
+	(*Receipt)(nil),      // 23: parley.v1.Receipt
+	(*Synced)(nil),       // 24: parley.v1.Synced
+	(*Error)(nil),        // 25: parley.v1.Error
+	(*UserDevices)(nil),  // 26: parley.v1.UserDevices
+	(*GoAway)(nil),       // 27: parley.v1.GoAway
 }
 var file_parley_proto_depIdxs = []int32{
 	2,  // 0: parley.v1.Send.type:type_name -> parley.v1.ContentType
-	19, // 1: parley.v1.LookupResult.contacts:type_name -> parley.v1.Contact
-	2,  // 2: parley.v1.Message.type:type_name -> parley.v1.ContentType
-	3,  // 3: parley.v1.Receipt.type:type_name -> parley.v1.ReceiptType
-	1,  // 4: parley.v1.Error.code:type_name -> parley.v1.ErrorCode
-	1,  // 5: parley.v1.GoAway.code:type_name -> parley.v1.ErrorCode
-	6,  // [6:6] is the sub-list for method output_type
-	6,  // [6:6] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	14, // 1: parley.v1.Send.envelopes:type_name -> parley.v1.Envelope
+	14, // 2: parley.v1.Send.own:type_name -> parley.v1.Envelope
+	3,  // 3: parley.v1.Send.cipher:type_name -> parley.v1.Cipher
+	3,  // 4: parley.v1.Envelope.cipher:type_name -> parley.v1.Cipher
+	21, // 5: parley.v1.LookupResult.contacts:type_name -> parley.v1.Contact
+	2,  // 6: parley.v1.Message.type:type_name -> parley.v1.ContentType
+	3,  // 7: parley.v1.Message.cipher:type_name -> parley.v1.Cipher
+	4,  // 8: parley.v1.Receipt.type:type_name -> parley.v1.ReceiptType
+	1,  // 9: parley.v1.Error.code:type_name -> parley.v1.ErrorCode
+	26, // 10: parley.v1.Error.devices:type_name -> parley.v1.UserDevices
+	1,  // 11: parley.v1.GoAway.code:type_name -> parley.v1.ErrorCode
+	12, // [12:12] is the sub-list for method output_type
+	12, // [12:12] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_parley_proto_init() }
@@ -2145,8 +2389,8 @@ func file_parley_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_proto_rawDesc), len(file_parley_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   21,
+			NumEnums:      5,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,125 @@
+package storage_test
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+
+	"github.com/parley-im/parley/codec"
+	"github.com/parley-im/parley/protocol"
+	"github.com/parley-im/parley/protocol/pb"
+	"github.com/parley-im/parley/storage"
+)
+
+// envelopes returns one envelope per device, each body "prefix/device".
+func envelopes(prefix string, devices ...uint32) []*pb.Envelope {
+	var l []*pb.Envelope
+	for _, d := range devices {
+		l = append(l, &pb.Envelope{Device: d, Body: []byte(fmt.Sprintf("%s/%d", prefix, d)), Cipher: pb.Cipher_CIPHER_SIGNAL})
+	}
+	return l
+}
+
+// sendEnvelopes submits an envelope send and returns the answer: *pb.Sent
+// or *pb.Error.
+func (n *node) sendEnvelopes(t *testing.T, from account, ep *endpoint, to, cmid uint64, env *storage.Envelopes) any {
+	t.Helper()
+	n.submit(storage.Op{Kind: storage.OpSend, From: from.user, FromDevice: from.device, User: to, CMID: cmid, Envelopes: env, EP: ep})
+	return ep.takeAny(t, protocol.KindSent, protocol.KindError)
+}
+
+// TestEnvelopes: a message with one envelope per device reaches each
+// device with only its own envelope, under one id and one seq per inbox,
+// the copy reaches the sender's other device with its envelope, and the
+// sending device its copy without a body; a stale device list of either
+// user is refused with both lists and nothing is stored; a retry of a
+// stored send is answered SENT even after the devices changed; delivered
+// receipts work as for any message.
+func TestEnvelopes(t *testing.T) {
+	for _, shards := range []int{1, 3} {
+		t.Run(fmt.Sprintf("%d shards", shards), func(t *testing.T) {
+			n := newNode(t, shards, nil)
+			alice, bob := n.register(t, "+15550008001"), n.register(t, "+15550008002")
+			aep, bep := n.login(t, alice, 0), n.login(t, bob, 0)
+			aep.take(t, protocol.KindSynced)
+			bep.take(t, protocol.KindSynced)
+			alaptop, btablet := n.link(t, alice, aep, "laptop"), n.link(t, bob, bep, "tablet")
+			lep, tep := n.login(t, alaptop, 0), n.login(t, btablet, 0)
+			lep.take(t, protocol.KindSynced)
+			tep.take(t, protocol.KindSynced)
+			for i, a := range []struct {
+				acc account
+				ep  *endpoint
+			}{{alice, aep}, {alaptop, lep}, {bob, bep}, {btablet, tep}} {
+				if code := n.publish(t, a.acc, a.ep, testKeys(i+1, 1, 20)); code != 0 {
+					t.Fatal(code)
+				}
+			}
+
+			env := &storage.Envelopes{To: envelopes("m1", bob.device, btablet.device), Own: envelopes("m1", alaptop.device)}
+			sent, ok := n.sendEnvelopes(t, alice, aep, bob.user, 1, env).(*pb.Sent)
+			if !ok {
+				t.Fatalf("send: %v", sent)
+			}
+			got := map[string]codec.Message{}
+			for name, ep := range map[string]*endpoint{"bob": bep, "tablet": tep, "laptop": lep, "alice": aep} {
+				got[name] = ep.take(t, protocol.KindMessage).(codec.Message)
+			}
+			for name, want := range map[string]string{"bob": "m1/1", "tablet": "m1/2", "laptop": "m1/2", "alice": ""} {
+				m := got[name]
+				if m.ID != sent.Id || m.From != alice.user || m.FromDevice != alice.device || string(m.Body) != want {
+					t.Fatalf("%s got %+v, want id %d body %q", name, m, sent.Id, want)
+				}
+				if (want != "") != (m.Cipher == pb.Cipher_CIPHER_SIGNAL) {
+					t.Fatalf("%s got cipher %v", name, m.Cipher)
+				}
+			}
+			if got["bob"].Seq != got["tablet"].Seq || got["laptop"].Seq != got["alice"].Seq || got["laptop"].To != bob.user {
+				t.Fatalf("seqs or copy: %+v", got)
+			}
+			n.ack(bob, bep, got["bob"].Seq)
+			if r := aep.take(t, protocol.KindReceipt).(codec.Receipt); r.Peer != bob.user || r.UpTo != sent.Id || r.Type != pb.ReceiptType_RECEIPT_DELIVERED {
+				t.Fatalf("receipt %+v", r)
+			}
+
+			// Bob links a third device with keys: alice's list is stale.
+			bphone2 := n.link(t, bob, bep, "phone 2")
+			p2ep := n.login(t, bphone2, 0)
+			if code := n.publish(t, bphone2, p2ep, testKeys(9, 1, 20)); code != 0 {
+				t.Fatal(code)
+			}
+			env = &storage.Envelopes{To: envelopes("m2", bob.device, btablet.device), Own: envelopes("m2", alaptop.device)}
+			e, ok := n.sendEnvelopes(t, alice, aep, bob.user, 2, env).(*pb.Error)
+			if !ok || e.Code != protocol.CodeDevicesChanged || e.Cmid != 2 || len(e.Devices) != 2 ||
+				e.Devices[0].User != bob.user || !slices.Equal(e.Devices[0].Devices, []uint32{bob.device, btablet.device, bphone2.device}) ||
+				e.Devices[1].User != alice.user || !slices.Equal(e.Devices[1].Devices, []uint32{alaptop.device}) {
+				t.Fatalf("stale recipient list: %v", e)
+			}
+			// The same cmid with the right lists: nothing was stored.
+			env.To = envelopes("m2", bob.device, btablet.device, bphone2.device)
+			sent2, ok := n.sendEnvelopes(t, alice, aep, bob.user, 2, env).(*pb.Sent)
+			if !ok {
+				t.Fatalf("resend: %v", sent2)
+			}
+			if m := p2ep.take(t, protocol.KindMessage).(codec.Message); m.ID != sent2.Id || string(m.Body) != "m2/3" {
+				t.Fatalf("phone 2 got %+v", m)
+			}
+			// Alice's own list is stale: her laptop is revoked.
+			n.submit(storage.Op{Kind: storage.OpRevokeDevice, User: alice.user, Device: alice.device, Target: alaptop.device, RID: 5, EP: aep})
+			aep.take(t, protocol.KindOK)
+			env3 := &storage.Envelopes{To: envelopes("m3", bob.device, btablet.device, bphone2.device), Own: envelopes("m3", alaptop.device)}
+			e, ok = n.sendEnvelopes(t, alice, aep, bob.user, 3, env3).(*pb.Error)
+			if !ok || e.Code != protocol.CodeDevicesChanged || len(e.Devices) != 2 || len(e.Devices[1].Devices) != 0 {
+				t.Fatalf("stale own list: %v", e)
+			}
+			// A retry of the stored send is answered as it was.
+			if s, ok := n.sendEnvelopes(t, alice, aep, bob.user, 2, env).(*pb.Sent); !ok || s.Id != sent2.Id {
+				t.Fatalf("retry after the change: %v, want id %d", s, sent2.Id)
+			}
+			env3.Own = nil
+			if a := n.sendEnvelopes(t, alice, aep, bob.user, 3, env3); a == nil || fmt.Sprintf("%T", a) != "*pb.Sent" {
+				t.Fatalf("send after the revocation: %v", a)
+			}
+		})
+	}
+}
