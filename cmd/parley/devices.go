@@ -195,7 +195,7 @@ func cmdLink(ctx context.Context, args []string, e env) error {
 	}
 	defer pending.Close()
 	con.printf("Link code: %s", groupCode(pending.Code))
-	con.statusf("On the primary device, run: parley approve %s", pending.Code)
+	con.statusf("On the primary device, run: parley approve %s (or, in a chat there, type /approve %s)", pending.Code, pending.Code)
 	con.statusf("Waiting for the approval (the code works for %v)…", pending.ExpiresIn.Round(time.Second))
 	wctx, cancel := context.WithTimeout(ctx, pending.ExpiresIn+10*time.Second)
 	defer cancel()

@@ -156,6 +156,7 @@ func TestEndToEndChatCommands(t *testing.T) {
 	}}
 	l := laptop.start("link", "--device-name", "laptop")
 	l.out.waitFor(t, "Link code: ")
+	l.err.waitFor(t, "(or, in a chat there, type /approve ")
 	io.WriteString(ca.in, "/approve "+field(t, l.out.String(), "Link code: ")+"\n")
 	ca.err.waitFor(t, `Approved: "laptop" (device 2) is now linked to this account; if you do not recognise it, run parley revoke 2.`)
 	if code := l.exit(t); code != 0 {

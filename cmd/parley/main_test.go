@@ -259,6 +259,30 @@ func TestSize(t *testing.T) {
 	}
 }
 
+// TestTypingNote: on a terminal whose line the command edits, who is
+// typing shows before the line being typed and goes away when they stop,
+// with no line of output; elsewhere there is no such place.
+func TestTypingNote(t *testing.T) {
+	var out, term bytes.Buffer
+	con := &console{out: &out, err: &term, now: time.Now}
+	if con.setNote("x is typing…") {
+		t.Error("a note shown without an edited line")
+	}
+	con.startEditing("> ")
+	con.editing("hel")
+	term.Reset()
+	if !con.setNote("+15551234567 is typing…") || term.String() != "\r\x1b[K(+15551234567 is typing…) > hel" {
+		t.Errorf("note drawn as %q", term.String())
+	}
+	term.Reset()
+	if !con.setNote("") || term.String() != "\r\x1b[K> hel" {
+		t.Errorf("note removed as %q", term.String())
+	}
+	if out.Len() != 0 {
+		t.Errorf("output %q", out.String())
+	}
+}
+
 func TestMarks(t *testing.T) {
 	fancy, plain := &console{}, &console{plain: true}
 	for s, want := range map[msgState][2]string{
