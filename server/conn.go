@@ -46,10 +46,11 @@ type conn struct {
 	// nil when empty, so idle connections hold no buffer.
 	plain *buffer
 
-	state   connState
-	user    uint64 // once logging in: the Login's user and device
-	device  uint32
-	maxCMID uint64 // the highest Send.cmid read, recorded at logout ([S-8-19])
+	state        connState
+	linkRequests int    // LINK_REQUESTs read on this connection ([S-9-12])
+	user         uint64 // once logging in: the Login's user and device
+	device       uint32
+	maxCMID      uint64 // the highest Send.cmid read, recorded at logout ([S-8-19])
 
 	typingTokens float64  // typing-indicator rate limiter
 	typingAt     int64    // unix nanos of the last refill

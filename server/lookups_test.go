@@ -72,3 +72,37 @@ func TestLookupBudgetFollowsTheAccount(t *testing.T) {
 		t.Fatalf("a bystander's lookup: %v", e.Code)
 	}
 }
+
+// TestLinkRequestsPerConnection: one unauthenticated connection may ask
+// for at most three link codes ([S-9-12]); issue 9 saw four connections
+// make 6.7 million. A new connection may ask again, and a bystander's
+// conversation goes on.
+func TestLinkRequestsPerConnection(t *testing.T) {
+	n := nodetest.Start(t, nil)
+	alice, bob := n.RegisterOn(t, 0), n.RegisterOn(t, 1)
+	c := n.Dial(t)
+	for i := range 4 {
+		rid := c.NextRID()
+		c.Send(protocol.KindLinkRequest, &pb.LinkRequest{Rid: rid, Version: protocol.Version, DeviceName: "x"})
+		if i < 3 {
+			var code pb.LinkCode
+			c.ExpectProto(protocol.KindLinkCode, &code)
+			if code.Rid != rid {
+				t.Fatalf("LinkCode rid %d, want %d", code.Rid, rid)
+			}
+			continue
+		}
+		if e := c.ExpectError(protocol.CodeRateLimited); e.Rid != rid {
+			t.Fatalf("refusal rid %d, want %d", e.Rid, rid)
+		}
+	}
+	fresh := n.Dial(t)
+	fresh.Send(protocol.KindLinkRequest, &pb.LinkRequest{Rid: 1, Version: protocol.Version, DeviceName: "y"})
+	fresh.ExpectProto(protocol.KindLinkCode, &pb.LinkCode{})
+	a, _ := n.Login(t, alice, 0)
+	b, _ := n.Login(t, bob, 0)
+	id := a.SendText(bob.ID, 1, "still here")
+	if m := b.Message(); m.ID != id {
+		t.Fatalf("bob got %+v, want message %d", m, id)
+	}
+}

@@ -129,6 +129,13 @@ func (c *conn) handleLinkRequest(body []byte, w *buffer) verdict {
 		refuse(w, protocol.CodeInvalidArgument, m.Rid, 0)
 		return verdict{}
 	}
+	// [S-9-12] a companion needs one code, a few if the user is slow: each
+	// holds a place on a shard for two minutes, so one connection may not
+	// ask for many.
+	if c.linkRequests++; c.linkRequests > maxLinkRequestsPerConn {
+		refuse(w, protocol.CodeRateLimited, m.Rid, 0)
+		return verdict{}
+	}
 	var random [10]byte
 	_, _ = rand.Read(random[:])
 	if !c.submit(storage.Op{Kind: storage.OpLinkRequest, Code: storage.NewLinkCode(random), Name: m.DeviceName, RID: m.Rid, EP: c}) {
@@ -138,6 +145,9 @@ func (c *conn) handleLinkRequest(body []byte, w *buffer) verdict {
 	c.linking.Store(true)
 	return verdict{}
 }
+
+// maxLinkRequestsPerConn is how many LINK_REQUESTs one connection may send.
+const maxLinkRequestsPerConn = 3
 
 // handleLinkApprove approves a companion's link code from this device.
 func (c *conn) handleLinkApprove(body []byte, w *buffer) verdict {
