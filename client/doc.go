@@ -33,6 +33,9 @@
 // as Message events with To set, and reads made there as Receipt events
 // of type RECEIPT_SELF_READ.
 //
+// Conversation controls (section 18): Revoke and RevokeGroup delete a
+// message for everyone; the deletions arrive as Revoked events.
+//
 // Media (section 14): a Client is a MediaRequester, so
 // Media{Requester: c, HTTP: …} uploads and downloads over its connection.
 //

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parley-im/parley/internal/node"
 	"github.com/parley-im/parley/internal/nodetest"
 	"github.com/parley-im/parley/protocol"
 	"github.com/parley-im/parley/protocol/pb"
@@ -32,10 +33,17 @@ type e2eNode struct {
 
 func startE2ENode(t *testing.T) *e2eNode {
 	t.Helper()
+	return startE2ENodeWith(t, nil)
+}
+
+// startE2ENodeWith is startE2ENode with change applied to the node's
+// configuration (see nodetest.Start).
+func startE2ENodeWith(t *testing.T, change func(*node.Config)) *e2eNode {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("starts a node")
 	}
-	n := nodetest.Start(t, nil)
+	n := nodetest.Start(t, change)
 	return &e2eNode{Node: n, cfg: Config{
 		Addr:        n.Addr().String(),
 		Fingerprint: n.Fingerprint(),

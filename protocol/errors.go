@@ -108,6 +108,19 @@ const (
 	CodeIdentityKeyChanged = pb.ErrorCode_ERROR_IDENTITY_KEY_CHANGED
 )
 
+// Error codes of the conversation controls (spec.md section 18), message
+// scope; 76–85 are theirs.
+const (
+	// CodeNotSender: only a message's sender may revoke it.
+	CodeNotSender = pb.ErrorCode_ERROR_NOT_SENDER
+	// CodeRevokeExpired: the message is older than the server lets a
+	// sender revoke.
+	CodeRevokeExpired = pb.ErrorCode_ERROR_REVOKE_EXPIRED
+	// CodeMessageNotFound: no message with this id is known in this
+	// conversation.
+	CodeMessageNotFound = pb.ErrorCode_ERROR_MESSAGE_NOT_FOUND
+)
+
 // Scope says what an error code ends.
 type Scope uint8
 
@@ -190,6 +203,9 @@ var Codes = []CodeInfo{
 	{CodeCodeDeliveryFailed, "CODE_DELIVERY_FAILED", ScopeMessage, "The server could not hand the code to its SMS gateway now: let the user ask again after retry_after_ms. The code may still arrive late and verifies until a new one is requested."},
 	{CodeDevicesChanged, "DEVICES_CHANGED", ScopeMessage, "The envelopes do not match the current devices (listed in Error.devices): fetch the bundles of the new devices, drop the sessions of the gone ones, encrypt again and resend; nothing was stored."},
 	{CodeIdentityKeyChanged, "IDENTITY_KEY_CHANGED", ScopeMessage, "The device already published another identity key: an identity key changes only with a new device; register or link a new device."},
+	{CodeNotSender, "NOT_SENDER", ScopeMessage, "Only the sender of a message may delete it for everyone: do not retry."},
+	{CodeRevokeExpired, "REVOKE_EXPIRED", ScopeMessage, "The message is too old to be deleted for everyone: do not retry; delete it on this device only."},
+	{CodeMessageNotFound, "MESSAGE_NOT_FOUND", ScopeMessage, "No message with this id is known in this conversation: do not retry."},
 }
 
 // LookupCode returns the description of c, and false if c is not a code

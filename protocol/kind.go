@@ -77,6 +77,13 @@ const (
 	KindPreKeysLow  Kind = 121 // PreKeysLow: a device runs low on one-time prekeys, inbox entry (server to client)
 )
 
+// Frame kinds of the conversation controls (spec.md section 18,
+// controls.proto), taken from the top of each range down.
+const (
+	KindRevoke  Kind = 63  // Revoke: delete a message for everyone (client to server)
+	KindRevoked Kind = 127 // Revoked: a message was deleted for everyone, inbox entry (server to client)
+)
+
 // FirstReservedEntryKind starts the server kinds (112–127) reserved for
 // inbox entries added within version 1: each carries its seq in field 1,
 // and a client that does not know one acknowledges it (spec.md [S-12-6]).
@@ -152,6 +159,7 @@ var Kinds = []KindInfo{
 	{KindMediaDownload, "MEDIA_DOWNLOAD", "MediaDownload", ClientToServer, StateAuthenticated, false},
 	{KindKeysPublish, "KEYS_PUBLISH", "KeysPublish", ClientToServer, StateAuthenticated, false},
 	{KindKeysFetch, "KEYS_FETCH", "KeysFetch", ClientToServer, StateAuthenticated, false},
+	{KindRevoke, "REVOKE", "Revoke", ClientToServer, StateAuthenticated, false},
 	{KindPong, "PONG", "Pong", ServerToClient, 0, false},
 	{KindError, "ERROR", "Error", ServerToClient, 0, false},
 	{KindGoAway, "GOAWAY", "GoAway", ServerToClient, 0, false},
@@ -179,6 +187,7 @@ var Kinds = []KindInfo{
 	{KindKeyBundles, "KEY_BUNDLES", "KeyBundles", ServerToClient, 0, false},
 	{KindKeysChanged, "KEYS_CHANGED", "KeysChanged", ServerToClient, 0, true},
 	{KindPreKeysLow, "PREKEYS_LOW", "PreKeysLow", ServerToClient, 0, true},
+	{KindRevoked, "REVOKED", "Revoked", ServerToClient, 0, true},
 }
 
 var kindIndex = func() (idx [128]int8) {

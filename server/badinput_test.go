@@ -54,7 +54,7 @@ func TestBadInput(t *testing.T) {
 		{"server kind from client", false, codec.AppendSent(nil, 1, 1), protocol.CodeProtocolViolation, true},
 		{"compressed frame", false, []byte{0x01, 0x81, 0x00}, protocol.CodeProtocolViolation, true},
 		{"unknown client kind", false, codec.AppendFrame(nil, 50, []byte{1, 2, 3}), protocol.CodeUnknownKind, false},
-		{"unknown kind after login", true, codec.AppendFrame(nil, 63, nil), protocol.CodeUnknownKind, false},
+		{"unknown kind after login", true, codec.AppendFrame(nil, 50, nil), protocol.CodeUnknownKind, false},
 		{"second login", true, loginBytes(mallory, protocol.Version), protocol.CodeWrongState, false},
 		{"request code after login", true, func() []byte {
 			b, _ := codec.AppendProto(nil, protocol.KindRequestCode, &pb.RequestCode{Rid: 1, Phone: mallory.Phone, Version: 1})

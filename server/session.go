@@ -120,6 +120,9 @@ func (c *conn) handleFrame(f codec.Frame, w *buffer) verdict {
 	case protocol.KindKeysFetch:
 		return c.handleKeysFetch(f.Body, w)
 	}
+	if v, ok := c.handleControl(f.Kind, f.Body, w); ok {
+		return v
+	}
 	return c.fail(w, protocol.CodeProtocolViolation)
 }
 

@@ -95,6 +95,11 @@ type Config struct {
 	// 50,000 entries and 256 MiB.
 	InboxEntries int
 	InboxBytes   int64
+	// RevokeLimit is how long after its id's time a message may be deleted
+	// for everyone (spec [S-18-1]); older ones are refused REVOKE_EXPIRED.
+	// Default 48 hours, or Retention if that is shorter. It must not
+	// exceed Retention: the shard forgets messages after that.
+	RevokeLimit time.Duration
 	// OnCommit, if set, is called by the actor after each commit with how
 	// long the commit took and how many ops the batch applied; it must be
 	// quick and must not block (metrics).
@@ -175,6 +180,9 @@ func (c *Config) setDefaults() {
 	if c.InboxBytes == 0 {
 		c.InboxBytes = 256 << 20
 	}
+	if c.RevokeLimit == 0 {
+		c.RevokeLimit = min(48*time.Hour, c.Retention)
+	}
 	if c.CodeTTL == 0 {
 		c.CodeTTL = 10 * time.Minute
 	}
@@ -224,10 +232,13 @@ func (c *Config) validate() error {
 	for _, v := range []struct {
 		name string
 		d    time.Duration
-	}{{"retention", c.Retention}, {"code TTL", c.CodeTTL}, {"code interval", c.CodeInterval}} {
+	}{{"retention", c.Retention}, {"code TTL", c.CodeTTL}, {"code interval", c.CodeInterval}, {"revoke limit", c.RevokeLimit}} {
 		if v.d < 0 {
 			errs = append(errs, fmt.Errorf("negative %s %v", v.name, v.d))
 		}
+	}
+	if c.RevokeLimit > c.Retention {
+		errs = append(errs, fmt.Errorf("revoke limit %v beyond the retention %v", c.RevokeLimit, c.Retention))
 	}
 	if c.InboxBytes < 0 {
 		errs = append(errs, fmt.Errorf("negative inbox bytes %d", c.InboxBytes))

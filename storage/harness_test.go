@@ -90,6 +90,7 @@ type node struct {
 	clock  *clock
 	codes  *codeBox
 	tweak  func(*storage.Config)
+	rid    uint32 // the last request id the helpers used
 }
 
 func newNode(t *testing.T, shards int, tweak func(*storage.Config)) *node {
@@ -261,6 +262,7 @@ func decodeBody(k protocol.Kind, body []byte) any {
 		protocol.KindKeyBundles:      func() proto.Message { return &pb.KeyBundles{} },
 		protocol.KindKeysChanged:     func() proto.Message { return &pb.KeysChanged{} },
 		protocol.KindPreKeysLow:      func() proto.Message { return &pb.PreKeysLow{} },
+		protocol.KindRevoked:         func() proto.Message { return &pb.Revoked{} },
 	}[k]
 	if factory == nil {
 		panic(fmt.Sprintf("unexpected kind %v", k))

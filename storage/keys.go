@@ -37,7 +37,7 @@ func SlotOfPhone(phone string) uint16 {
 //	slot 'i' user seq                    inbox entry: kind byte + stored body
 //	slot 'd' to from device cmid         send dedupe record: message id
 //	slot 'D' group from device cmid      group send dedupe: message id, gseq
-//	slot 'e' day <dedupe key after slot> dedupe expiry index: empty
+//	slot 'e' day <dedupe key after slot> dedupe expiry index: empty (written before the message index took its place; still swept)
 //	slot 'G' group                       group record
 //	slot 'M' group user                  group member record
 //	slot 'l' user group                  a group the user belongs to
@@ -51,6 +51,7 @@ func SlotOfPhone(phone string) uint16 {
 //	slot 'n'                             next user counter of the slot
 //	slot 'K' user device                 a device's public keys (keyRecord)
 //	slot 'P' user device prekey          a one-time prekey of a device: its public key
+//	slot 'I' day kind owner id           message index: sender, device, cmid, seq (msgindex.go)
 //	ffff 'V'                             storage format version (formatVersion)
 //	ffff 'g'                             last message id issued by the shard
 //	ffff 'O' dest outseq                 outbox: an entry for shard dest, in that pair's order
@@ -83,6 +84,7 @@ const (
 	tagContact      = 'k'
 	tagKeys         = 'K'
 	tagPreKey       = 'P'
+	tagMsgIndex     = 'I'
 
 	tagVersion   = 'V'
 	tagLastID    = 'g'
@@ -127,15 +129,6 @@ func dedupeKey(dst []byte, to, from uint64, dev uint32, cmid uint64) []byte {
 func groupDedupeKey(dst []byte, group, from uint64, dev uint32, cmid uint64) []byte {
 	dst = binary.BigEndian.AppendUint64(appendPrefix(dst, SlotOfUser(group), tagGroupDedupe), group)
 	return appendDedupeTail(dst, from, dev, cmid)
-}
-
-// dedupeExpiryKey indexes the dedupe key dk under the day it was written,
-// so expired records are found without scanning all of them: the index key
-// is dk's slot, the tag, the day, then dk after its slot.
-func dedupeExpiryKey(dst []byte, day uint32, dk []byte) []byte {
-	dst = append(dst, dk[:2]...)
-	dst = binary.BigEndian.AppendUint32(append(dst, tagDedupeExpiry), day)
-	return append(dst, dk[2:]...)
 }
 
 func appendDedupeTail(dst []byte, from uint64, dev uint32, cmid uint64) []byte {

@@ -115,6 +115,10 @@ const (
 	// OpKeysFetch: User (whose bundles), From (the asking user), Devices
 	// (only these; nil: all), RID, EP. Answers KeyBundles.
 	OpKeysFetch
+	// OpRevoke: User (the recipient) or Group, From (the revoker), UpTo
+	// (the message id), RID, EP. Deletes a message for everyone on the
+	// recipient's or the group's shard; answers Ok.
+	OpRevoke
 )
 
 // Op flags.
@@ -181,7 +185,7 @@ func (op *Op) Slot() uint16 {
 		return slot
 	case OpGroupUpdate, OpGroupGet, OpGroupJoined:
 		return SlotOfUser(op.Group)
-	case OpSend, OpTyping:
+	case OpSend, OpTyping, OpRevoke:
 		if op.Group != 0 && op.User == 0 {
 			return SlotOfUser(op.Group)
 		}

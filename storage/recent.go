@@ -81,6 +81,28 @@ func (r *recentWindow) forget(seq uint64) {
 	r.from = seq
 }
 
+// replace records that the entry at seq is now entry (deleted for
+// everyone, [S-18-2]). The value kept for the pump is dropped, so that the
+// pump reads the new entry from the inbox.
+func (r *recentWindow) replace(seq uint64, entry []byte) {
+	if !r.valid || seq <= r.from || seq > r.from+uint64(len(r.entries)) {
+		return
+	}
+	m := metaOf(seq, entry, nil)
+	m.value = nil
+	r.entries[seq-r.from-1] = m
+}
+
+// forgetBody drops the values kept for the pump of the references to
+// message gseq of group, whose body changed ([S-18-3]).
+func (r *recentWindow) forgetBody(group, gseq uint64) {
+	for i := range r.entries {
+		if m := &r.entries[i]; m.kind == kindGroupRef && m.group == group && m.gseq == gseq {
+			m.value = nil
+		}
+	}
+}
+
 // endCycle drops the values kept for the pump.
 func (r *recentWindow) endCycle() {
 	for i := range r.entries {

@@ -128,8 +128,8 @@ func (s *Shard) scanInbox(u *user, from, to uint64, fn func(seq uint64, m codec.
 		switch {
 		case v[0] == kindGroupRef && len(v) == 17:
 			body, err := s.groupBody(binary.BigEndian.Uint64(v[1:]), binary.BigEndian.Uint64(v[9:]))
-			if err != nil || len(body) == 0 {
-				continue // expired
+			if err != nil || len(body) == 0 || protocol.Kind(body[0]) != protocol.KindMessage {
+				continue // expired, or deleted for everyone ([S-18-3])
 			}
 			stored = body[1:]
 		case v[0] == kindEnvelopes:

@@ -184,13 +184,14 @@ func (s *Shard) storeEnvelopes(op *Op) {
 	id := s.ids.next(s.cfg.Now())
 	msg := codec.Message{ID: id, From: op.From, Type: op.Type, FromDevice: op.FromDevice, Cipher: op.Cipher}
 	s.appendLocal(u, appendEnvelopesEntry(nil, msg, e.To))
+	seq := u.rec.Head
 	if op.From != op.User {
 		// [S-8-17] the copy for the sender's other devices, with theirs.
 		msg.To = op.User
 		s.appendEntry(op.From, appendEnvelopesEntry(nil, msg, e.Own), FlagCompanions)
 	}
 	s.batch.Set(dk, binary.BigEndian.AppendUint64(be64(id), sum), nil)
-	s.batch.Set(dedupeExpiryKey(nil, s.day(), dk), nil, nil)
+	s.indexMessage(msgToUser, op.User, id, msgRecord{From: op.From, Device: op.FromDevice, CMID: op.CMID, Seq: seq})
 	start := len(s.out)
 	s.out = codec.AppendSent(s.out, op.CMID, id)
 	s.reply(op.EP, start)

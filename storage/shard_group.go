@@ -483,7 +483,7 @@ func (s *Shard) applyGroupSend(op *Op) {
 	gseq := g.rec.GSeq
 	s.batch.Set(groupKey(nil, g.id), g.rec.encode(nil), nil)
 	s.batch.Set(dk, binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(be64(id), gseq), sum), nil)
-	s.batch.Set(dedupeExpiryKey(nil, s.day(), dk), nil, nil)
+	s.indexMessage(msgToGroup, op.Group, id, msgRecord{From: op.From, Device: op.FromDevice, CMID: op.CMID, Seq: gseq})
 	entry := append([]byte{byte(protocol.KindMessage)}, codec.AppendMessageEntry(nil, codec.Message{
 		ID: id, From: op.From, Body: op.Body, Type: op.Type, FromDevice: op.FromDevice, Group: g.id, GSeq: gseq, Cipher: op.Cipher,
 	})...)
@@ -561,6 +561,8 @@ func (s *Shard) applyGroupDelivery(d *delivery) bool {
 			s.batch.Set(bodyKey(nil, tagBodyRefs, d.group, d.gseq), binary.AppendUvarint(nil, uint64(refs)), nil)
 			s.batch.Set(bodyExpiryKey(nil, s.day(), d.group, d.gseq), nil, nil)
 		}
+	case protocol.KindRevoked:
+		return s.applyGroupRevokeDelivery(d)
 	case protocol.KindGroupEvent:
 		var ev pb.GroupEvent
 		if err := codec.ParseProto(d.entry[1:], &ev); err != nil {

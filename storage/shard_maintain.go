@@ -106,6 +106,7 @@ func (s *Shard) maintain() bool {
 	if err == nil {
 		budget = s.walkIndex(it, tagExpiry, cutoff, budget, s.expireInbox)
 		budget = s.walkIndex(it, tagDedupeExpiry, cutoff, budget, s.expireDedupe)
+		budget = s.walkIndex(it, tagMsgIndex, cutoff, budget, s.expireMsgIndex)
 		// Code states written two days ago or earlier: a day is enough
 		// for any of them to be done with (expireCode checks).
 		budget = s.walkIndex(it, tagCodeExpiry, s.day()-2, budget, s.expireCode)

@@ -76,6 +76,8 @@ func (s *Shard) apply(op *Op) {
 		s.applyKeysPublish(op)
 	case OpKeysFetch:
 		s.applyKeysFetch(op)
+	case OpRevoke:
+		s.applyRevoke(op)
 	default:
 		s.log.Error("unknown op", "kind", op.Kind)
 	}
@@ -129,6 +131,7 @@ func (s *Shard) applySend(op *Op) {
 		ID: id, From: op.From, Body: op.Body, Type: op.Type, FromDevice: op.FromDevice, Cipher: op.Cipher,
 	})
 	s.appendLocal(u, s.scratch)
+	seq := u.rec.Head
 	if op.From != op.User {
 		// [S-8-17] the sender's other devices get a copy, in their order.
 		self := append([]byte{byte(protocol.KindMessage)}, codec.AppendMessageEntry(nil, codec.Message{
@@ -137,7 +140,7 @@ func (s *Shard) applySend(op *Op) {
 		s.appendEntry(op.From, self, FlagCompanions)
 	}
 	s.batch.Set(dk, binary.BigEndian.AppendUint64(be64(id), sum), nil)
-	s.batch.Set(dedupeExpiryKey(nil, s.day(), dk), nil, nil)
+	s.indexMessage(msgToUser, op.User, id, msgRecord{From: op.From, Device: op.FromDevice, CMID: op.CMID, Seq: seq})
 	start := len(s.out)
 	s.out = codec.AppendSent(s.out, op.CMID, id)
 	s.reply(op.EP, start)

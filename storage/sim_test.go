@@ -106,6 +106,8 @@ type sim struct {
 
 	pendingChanges []memberChange
 	pendingReads   []pendingRead
+	revokes        map[uint64]*simRevoke // by message id (sim_revoke_test.go)
+	pendingRevokes []pendingRevoke
 
 	step    int
 	trail   []string // the last steps, for the failure report
@@ -136,6 +138,7 @@ type simDevice struct {
 	lastFrom map[uint64]uint64 // peer → last 1:1 message id received from it
 	nextCMID uint64
 	pending  map[uint64]*simSend // cmid → a send not yet answered
+	revokes  *revokeState        // nil until a deletion concerns it
 }
 
 // receiptOf names what a receipt says: type, peer, group.
@@ -195,7 +198,7 @@ func newSim(t *testing.T, seed uint64) *sim {
 		fs:    vfs.NewCrashableMem(),
 		clock: &clock{now: time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)},
 		codes: &codeBox{},
-		sends: map[sendKey]*simSend{},
+		sends: map[sendKey]*simSend{}, revokes: map[uint64]*simRevoke{},
 	}
 	return s
 }
@@ -564,7 +567,11 @@ func (s *sim) run(steps int) bool {
 
 // randomStep does one thing, chosen by the seed.
 func (s *sim) randomStep() {
-	switch r := s.rng.IntN(110); {
+	switch r := s.rng.IntN(113); {
+	case r >= 110:
+		if d := s.online(); d != nil {
+			s.revoke(d)
+		}
 	case r >= 100:
 		sh := s.shards[s.rng.IntN(len(s.shards))]
 		s.note("sync shard %d", sh.ID())
@@ -695,6 +702,7 @@ func (s *sim) dropConnections() {
 	}
 	s.pendingChanges = nil
 	s.pendingReads = nil
+	s.pendingRevokes = nil
 }
 
 // process has d take up to n frames from its connection (all if n is 0),
@@ -735,6 +743,7 @@ func (s *sim) frame(d *simDevice, f frame) {
 	case *pb.Ok:
 		s.answerChange(d, m.Rid, nil)
 		s.answerRead(d, m.Rid)
+		s.answerRevoke(d, m.Rid, nil)
 	case codec.Message:
 		if s.entry(d, m.Seq, fmt.Sprintf("M %d %d %s %d/%d", m.ID, m.From, m.Body, m.Group, m.GSeq)) {
 			s.message(d, m)
@@ -750,6 +759,10 @@ func (s *sim) frame(d *simDevice, f frame) {
 				k := receiptOf{m.Type, it.Peer, m.Group}
 				d.receipts[k] = max(d.receipts[k], it.UpTo)
 			}
+		}
+	case *pb.Revoked:
+		if s.entry(d, m.Seq, fmt.Sprintf("X %d %d %d/%d %d", m.Id, m.From, m.Group, m.MessageGseq, m.To)) {
+			s.revoked(d, m)
 		}
 	case *pb.GroupEvent:
 		if s.entry(d, m.Seq, fmt.Sprintf("E %d %d %v %v", m.Group, m.Gseq, m.Op, m.Members)) {
@@ -775,7 +788,7 @@ func (s *sim) frame(d *simDevice, f frame) {
 // share one inbox, so they hold the same content at every seq.
 func (s *sim) entry(d *simDevice, seq uint64, fp string) bool {
 	if seq <= d.last {
-		if prev, ok := d.stream[seq]; ok && prev != fp {
+		if prev, ok := d.stream[seq]; ok && !sameEntry(prev, fp) {
 			s.fail("%s: seq %d was %q, now %q", d.name, seq, prev, fp)
 		}
 		return false
@@ -784,7 +797,7 @@ func (s *sim) entry(d *simDevice, seq uint64, fp string) bool {
 		s.fail("%s: seq %d after %d: entries skipped", d.name, seq, d.last)
 	}
 	for _, o := range d.user.devices {
-		if prev, ok := o.stream[seq]; ok && prev != fp {
+		if prev, ok := o.stream[seq]; ok && !sameEntry(prev, fp) {
 			s.fail("%s: seq %d is %q, but %s has %q there", d.name, seq, fp, o.name, prev)
 		}
 	}
@@ -814,6 +827,7 @@ func (s *sim) message(d *simDevice, m codec.Message) {
 		s.fail("%s: send %q delivered as message %d, known as %d", d.name, m.Body, m.ID, snd.id)
 	}
 	snd.id = m.ID
+	s.gotRevoked(d, m.ID)
 	if d.count[m.ID]++; d.count[m.ID] > 1 {
 		s.fail("%s: message %d (%q) delivered twice", d.name, m.ID, m.Body)
 	}
@@ -898,6 +912,9 @@ func (s *sim) refused(d *simDevice, m *pb.Error) {
 		}
 		return
 	}
+	if s.answerRevoke(d, m.Rid, m) {
+		return
+	}
 	for i, c := range s.pendingChanges {
 		if c.rid == m.Rid && c.ep == d.ep {
 			s.pendingChanges = append(s.pendingChanges[:i], s.pendingChanges[i+1:]...)
@@ -961,11 +978,11 @@ func (s *sim) finish() {
 		if s.failure != "" {
 			return
 		}
-		if s.quiet() {
+		if s.revokesUnanswered() == 0 && s.quiet() {
 			break
 		}
 		if round == 200 {
-			s.fail("the node did not converge: %s", s.unsettled())
+			s.fail("the node did not converge: %s%s", s.unsettled(), s.revokesUnsettled())
 			return
 		}
 		// Past the outbox's retransmission interval, for what the network
@@ -1022,6 +1039,7 @@ func (s *sim) outboxBusy() string {
 
 // check verifies the end state against everything the model recorded.
 func (s *sim) check() {
+	s.checkRevokes()
 	for _, k := range sortedSends(s.sends) {
 		m := s.sends[k]
 		if !m.sent {
@@ -1029,6 +1047,9 @@ func (s *sim) check() {
 				s.fail("send %q neither answered nor refused after settling", m.body)
 			}
 			continue
+		}
+		if s.revokes[m.id] != nil {
+			continue // deleted for everyone: checkRevokes
 		}
 		var want []*simDevice
 		var who []*simUser

@@ -379,12 +379,40 @@ func (d *Device) handleLocked(f codec.Frame, connNo int) uint64 {
 			r.violateLocked("%s: error %v (rid %d, cmid %d)", d.name, e.Code, e.Rid, e.Cmid)
 		}
 	case protocol.KindPong, protocol.KindGoAway, protocol.KindPresence, protocol.KindIsTyping:
+	case protocol.KindRevoked:
+		var rv pb.Revoked
+		if err := codec.ParseProto(f.Body, &rv); err != nil {
+			r.violateLocked("%s: Revoked: %v", d.name, err)
+			return 0
+		}
+		// [S-18-2], [S-18-3]: in place of the message, with its gseq, or
+		// after it, with the deletion's.
+		e := Entry{Seq: rv.Seq, Kind: f.Kind, ID: rv.Id, From: rv.From, To: rv.To, Group: rv.Group, GSeq: rv.Gseq, Body: "revoked"}
+		if rv.Group != 0 {
+			r.groupEntryLocked(d, e)
+		}
+		return d.entryLocked(e)
 	default:
+		if f.Kind >= protocol.FirstReservedEntryKind {
+			// An entry of a later revision ([S-12-6]): recorded and
+			// acknowledged like any other.
+			return d.entryLocked(Entry{Seq: entrySeq(f.Body), Kind: f.Kind})
+		}
 		// An answer to a request: its rid is field 1 ([S-7-*]).
 		if num, typ, n := protowire.ConsumeTag(f.Body); n > 0 && num == 1 && typ == protowire.VarintType {
 			if rid, m := protowire.ConsumeVarint(f.Body[n:]); m > 0 && rid != 0 {
 				d.answerLocked(uint32(rid), f)
 			}
+		}
+	}
+	return 0
+}
+
+// entrySeq returns field 1 of an entry body, its seq ([S-12-6]).
+func entrySeq(body []byte) uint64 {
+	if num, typ, n := protowire.ConsumeTag(body); n > 0 && num == 1 && typ == protowire.VarintType {
+		if seq, m := protowire.ConsumeVarint(body[n:]); m > 0 {
+			return seq
 		}
 	}
 	return 0

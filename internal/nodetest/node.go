@@ -27,6 +27,8 @@ type Node struct {
 
 	mu        sync.Mutex
 	nextPhone int // guarded by mu: the next candidate of Phone and PhoneOn
+
+	cfg node.Config // what Start started, for Restart
 }
 
 // Start starts a node for t and shuts it down when t ends. The node has
@@ -53,14 +55,43 @@ func Start(t testing.TB, change func(*node.Config)) *Node {
 	if err != nil {
 		t.Fatalf("nodetest: start node: %v", err)
 	}
+	nn := &Node{Node: n, Codes: codes, cfg: cfg}
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := n.Shutdown(ctx); err != nil {
+		if nn.Node == nil {
+			return // a Restart failed and said so
+		}
+		if err := nn.shutdown(); err != nil {
 			t.Errorf("nodetest: shutdown: %v", err)
 		}
 	})
-	return &Node{Node: n, Codes: codes}
+	return nn
+}
+
+func (n *Node) shutdown() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return n.Shutdown(ctx)
+}
+
+// Restart shuts the node down cleanly and starts it again on the same
+// data directory and the same client address, as an operator's restart
+// does: what was stored survives, every connection is closed, and
+// clients reconnect to the same address (the media and admin endpoints
+// take new free ports). For the test's goroutine, while no Device
+// connects: it replaces the embedded node.
+func (n *Node) Restart(t testing.TB) {
+	t.Helper()
+	cfg := n.cfg
+	cfg.Listen = n.Addr().String()
+	if err := n.shutdown(); err != nil {
+		t.Fatalf("nodetest: restart: shutdown: %v", err)
+	}
+	nn, err := node.Start(cfg)
+	if err != nil {
+		n.Node = nil
+		t.Fatalf("nodetest: restart: %v", err)
+	}
+	n.Node = nn
 }
 
 // Logger returns a logger that writes warnings and errors to t's output

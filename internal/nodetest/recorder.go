@@ -383,16 +383,23 @@ func (r *Recorder) auditLocked(final bool) (problems []string, pending int) {
 		return m
 	}
 	gseqOf := map[uint64]uint64{} // group message id → gseq, where any device got it
+	revoked := map[uint64]bool{}  // messages deleted for everyone: nobody need get them ([S-18-2])
 	for _, d := range r.devices {
 		for _, e := range d.entries {
-			if e.Kind == protocol.KindMessage && e.Group != 0 {
+			switch {
+			case e.Kind == protocol.KindMessage && e.Group != 0:
 				gseqOf[e.ID] = e.GSeq
+			case e.Kind == protocol.KindRevoked:
+				revoked[e.ID] = true
 			}
 		}
 	}
 
 	// What was acknowledged, and who must get it.
 	for id, s := range r.sent {
+		if revoked[id] {
+			continue
+		}
 		gseq := gseqOf[id]
 		if s.group != 0 && gseq == 0 {
 			pending++
@@ -420,7 +427,7 @@ func (r *Recorder) auditLocked(final bool) (problems []string, pending int) {
 					problem("%s: group %d entry at gseq %d (%s), not a member then", d.name, e.Group, e.GSeq, e.Body)
 				}
 			}
-			if e.Kind != protocol.KindMessage {
+			if e.Kind != protocol.KindMessage || revoked[e.ID] {
 				continue
 			}
 			s := r.sent[e.ID]

@@ -61,6 +61,9 @@ const (
 	// Media (media.proto, spec.md section 14); 34 and 35 are reserved for media.
 	Kind_KIND_MEDIA_UPLOAD   Kind = 32 // MediaUpload
 	Kind_KIND_MEDIA_DOWNLOAD Kind = 33 // MediaDownload
+	// Conversation controls (controls.proto, spec.md section 18), taken
+	// from the top of the client range down.
+	Kind_KIND_REVOKE Kind = 63 // Revoke
 	// Server to client.
 	Kind_KIND_PONG              Kind = 64 // Pong
 	Kind_KIND_ERROR             Kind = 65 // Error
@@ -91,6 +94,9 @@ const (
 	Kind_KIND_KEY_BUNDLES  Kind = 104 // KeyBundles
 	Kind_KIND_KEYS_CHANGED Kind = 120 // KeysChanged (an inbox entry)
 	Kind_KIND_PREKEYS_LOW  Kind = 121 // PreKeysLow (an inbox entry)
+	// Conversation controls (controls.proto, spec.md section 18), taken
+	// from the top of each server range down.
+	Kind_KIND_REVOKED Kind = 127 // Revoked (an inbox entry)
 )
 
 // Enum value maps for Kind.
@@ -120,6 +126,7 @@ var (
 		41:  "KIND_KEYS_FETCH",
 		32:  "KIND_MEDIA_UPLOAD",
 		33:  "KIND_MEDIA_DOWNLOAD",
+		63:  "KIND_REVOKE",
 		64:  "KIND_PONG",
 		65:  "KIND_ERROR",
 		66:  "KIND_GOAWAY",
@@ -147,6 +154,7 @@ var (
 		104: "KIND_KEY_BUNDLES",
 		120: "KIND_KEYS_CHANGED",
 		121: "KIND_PREKEYS_LOW",
+		127: "KIND_REVOKED",
 	}
 	Kind_value = map[string]int32{
 		"KIND_UNSPECIFIED":        0,
@@ -173,6 +181,7 @@ var (
 		"KIND_KEYS_FETCH":         41,
 		"KIND_MEDIA_UPLOAD":       32,
 		"KIND_MEDIA_DOWNLOAD":     33,
+		"KIND_REVOKE":             63,
 		"KIND_PONG":               64,
 		"KIND_ERROR":              65,
 		"KIND_GOAWAY":             66,
@@ -200,6 +209,7 @@ var (
 		"KIND_KEY_BUNDLES":        104,
 		"KIND_KEYS_CHANGED":       120,
 		"KIND_PREKEYS_LOW":        121,
+		"KIND_REVOKED":            127,
 	}
 )
 
@@ -296,6 +306,10 @@ const (
 	// End-to-end encryption (spec.md section 17), message scope.
 	ErrorCode_ERROR_DEVICES_CHANGED      ErrorCode = 71
 	ErrorCode_ERROR_IDENTITY_KEY_CHANGED ErrorCode = 72
+	// Conversation controls (spec.md section 18), message scope: 76–85.
+	ErrorCode_ERROR_NOT_SENDER        ErrorCode = 76
+	ErrorCode_ERROR_REVOKE_EXPIRED    ErrorCode = 77
+	ErrorCode_ERROR_MESSAGE_NOT_FOUND ErrorCode = 78
 )
 
 // Enum value maps for ErrorCode.
@@ -352,6 +366,9 @@ var (
 		70: "ERROR_CODE_DELIVERY_FAILED",
 		71: "ERROR_DEVICES_CHANGED",
 		72: "ERROR_IDENTITY_KEY_CHANGED",
+		76: "ERROR_NOT_SENDER",
+		77: "ERROR_REVOKE_EXPIRED",
+		78: "ERROR_MESSAGE_NOT_FOUND",
 	}
 	ErrorCode_value = map[string]int32{
 		"ERROR_UNSPECIFIED":              0,
@@ -405,6 +422,9 @@ var (
 		"ERROR_CODE_DELIVERY_FAILED":     70,
 		"ERROR_DEVICES_CHANGED":          71,
 		"ERROR_IDENTITY_KEY_CHANGED":     72,
+		"ERROR_NOT_SENDER":               76,
+		"ERROR_REVOKE_EXPIRED":           77,
+		"ERROR_MESSAGE_NOT_FOUND":        78,
 	}
 )
 
@@ -2188,7 +2208,7 @@ const file_parley_proto_rawDesc = "" +
 	"\adevices\x18\x02 \x03(\rR\adevices\"`\n" +
 	"\x06GoAway\x12(\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x14.parley.v1.ErrorCodeR\x04code\x12,\n" +
-	"\x12reconnect_after_ms\x18\x02 \x01(\rR\x10reconnectAfterMs*\x8c\b\n" +
+	"\x12reconnect_after_ms\x18\x02 \x01(\rR\x10reconnectAfterMs*\xaf\b\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tKIND_PING\x10\x01\x12\x15\n" +
@@ -2215,7 +2235,8 @@ const file_parley_proto_rawDesc = "" +
 	"\x11KIND_KEYS_PUBLISH\x10(\x12\x13\n" +
 	"\x0fKIND_KEYS_FETCH\x10)\x12\x15\n" +
 	"\x11KIND_MEDIA_UPLOAD\x10 \x12\x17\n" +
-	"\x13KIND_MEDIA_DOWNLOAD\x10!\x12\r\n" +
+	"\x13KIND_MEDIA_DOWNLOAD\x10!\x12\x0f\n" +
+	"\vKIND_REVOKE\x10?\x12\r\n" +
 	"\tKIND_PONG\x10@\x12\x0e\n" +
 	"\n" +
 	"KIND_ERROR\x10A\x12\x0f\n" +
@@ -2244,8 +2265,8 @@ const file_parley_proto_rawDesc = "" +
 	"\x17KIND_MEDIA_DOWNLOAD_URL\x10a\x12\x14\n" +
 	"\x10KIND_KEY_BUNDLES\x10h\x12\x15\n" +
 	"\x11KIND_KEYS_CHANGED\x10x\x12\x14\n" +
-	"\x10KIND_PREKEYS_LOW\x10y*\xda\n" +
-	"\n" +
+	"\x10KIND_PREKEYS_LOW\x10y\x12\x10\n" +
+	"\fKIND_REVOKED\x10\x7f*\xa7\v\n" +
 	"\tErrorCode\x12\x15\n" +
 	"\x11ERROR_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15ERROR_MALFORMED_FRAME\x10\x01\x12\x19\n" +
@@ -2298,7 +2319,10 @@ const file_parley_proto_rawDesc = "" +
 	"\x18ERROR_CODE_UNDELIVERABLE\x10E\x12\x1e\n" +
 	"\x1aERROR_CODE_DELIVERY_FAILED\x10F\x12\x19\n" +
 	"\x15ERROR_DEVICES_CHANGED\x10G\x12\x1e\n" +
-	"\x1aERROR_IDENTITY_KEY_CHANGED\x10H*n\n" +
+	"\x1aERROR_IDENTITY_KEY_CHANGED\x10H\x12\x14\n" +
+	"\x10ERROR_NOT_SENDER\x10L\x12\x18\n" +
+	"\x14ERROR_REVOKE_EXPIRED\x10M\x12\x1b\n" +
+	"\x17ERROR_MESSAGE_NOT_FOUND\x10N*n\n" +
 	"\vContentType\x12\x10\n" +
 	"\fCONTENT_TEXT\x10\x00\x12\x11\n" +
 	"\rCONTENT_IMAGE\x10\x01\x12\x11\n" +

@@ -1,0 +1,149 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/parley-im/parley/internal/node"
+	"github.com/parley-im/parley/internal/nodetest"
+	"github.com/parley-im/parley/protocol"
+	"github.com/parley-im/parley/protocol/pb"
+)
+
+// link links a companion device named name to c's account and returns its
+// credentials, without starting it.
+func (n *e2eNode) link(t *testing.T, c *testClient, name string) Credentials {
+	t.Helper()
+	ctx := context.Background()
+	pending, err := RequestLink(ctx, n.cfg, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	linked := background(func() (Credentials, error) { return pending.Wait(ctx) })
+	if err := c.ApproveLink(ctx, pending.Code); err != nil {
+		t.Fatal(err)
+	}
+	creds, err := wait(t, linked)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return creds
+}
+
+// TestE2ERevoke deletes messages for everyone through a real node, across
+// a restart ([S-18-1] to [S-18-3]): bob has two devices on another shard
+// than alice; his phone has the message and gets the notice after it, his
+// tablet was offline and never gets it, only the notices; alice's laptop
+// gets its copy and the notice naming bob. A group message the same way.
+// Then the bad cases, each with its code.
+func TestE2ERevoke(t *testing.T) {
+	clk := &nodetest.Clock{}
+	n := startE2ENodeWith(t, func(c *node.Config) { c.Storage.Now = clk.Now })
+	ctx := context.Background()
+	alice := n.start(t, n.register(t, n.PhoneOn(0)))
+	bob := n.start(t, n.register(t, n.PhoneOn(1)))
+	carolCreds := n.register(t, n.PhoneOn(1))
+	carol := n.start(t, carolCreds)
+	laptop := n.start(t, n.link(t, alice, "laptop"))
+	tabletCreds := n.link(t, bob, "tablet") // linked, offline until the end
+
+	oops, err := alice.Send(ctx, bob.User(), []byte("oops"), pb.ContentType_CONTENT_TEXT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := next[Message](t, bob, nil); m.ID != oops.ID {
+		t.Fatalf("bob's phone got %+v", m)
+	}
+	if m := next[Message](t, laptop, nil); m.ID != oops.ID || m.To != bob.User() {
+		t.Fatalf("alice's laptop got %+v", m)
+	}
+	if err := alice.Revoke(ctx, bob.User(), oops.ID); err != nil {
+		t.Fatal(err)
+	}
+	if r := next[Revoked](t, bob, nil); r.ID != oops.ID || r.From != alice.User() || r.To != 0 {
+		t.Fatalf("bob's phone got %+v", r)
+	}
+	if r := next[Revoked](t, laptop, nil); r.ID != oops.ID || r.To != bob.User() {
+		t.Fatalf("alice's laptop got %+v", r)
+	}
+	if err := alice.Revoke(ctx, bob.User(), oops.ID); err != nil {
+		t.Fatalf("repeated revoke: %v", err)
+	}
+
+	g, err := alice.CreateGroup(ctx, "plans", nil, []uint64{bob.User(), carol.User()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	carol.Close() // offline from here: its device never fetches the message
+	gm, err := alice.SendGroup(ctx, g.ID, []byte("wrong group"), pb.ContentType_CONTENT_TEXT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := next(t, bob, func(m Message) bool { return m.Group == g.ID })
+	if m.ID != gm.ID {
+		t.Fatalf("bob got %+v", m)
+	}
+	if err := alice.RevokeGroup(ctx, g.ID, gm.ID); err != nil {
+		t.Fatal(err)
+	}
+	if r := next[Revoked](t, bob, nil); r.ID != gm.ID || r.Group != g.ID || r.MessageGSeq != m.GSeq || r.GSeq <= m.GSeq {
+		t.Fatalf("bob's phone got %+v for message gseq %d", r, m.GSeq)
+	}
+	still, err := alice.Send(ctx, bob.User(), []byte("still here"), pb.ContentType_CONTENT_TEXT)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	n.Restart(t)
+	tablet := startClientAs(t, n.cfg, tabletCreds, nil)
+	var got []Event
+	until(t, tablet, func(ev Event) bool {
+		switch ev := ev.(type) {
+		case Message, Revoked:
+			got = append(got, ev)
+		}
+		_, synced := ev.(Synced)
+		return synced
+	})
+	var revoked, messages int
+	for _, ev := range got {
+		switch ev := ev.(type) {
+		case Message:
+			if ev.ID == oops.ID || ev.ID == gm.ID {
+				t.Fatalf("bob's tablet got the deleted message %+v", ev)
+			}
+			messages++
+		case Revoked:
+			revoked++
+		}
+	}
+	// oops: in its place and after it; the group message: in its place
+	// and after it.
+	if revoked != 4 || messages != 1 {
+		t.Fatalf("bob's tablet got %d notices and %d messages, want 4 and 1: %+v", revoked, messages, got)
+	}
+	carol = startClientAs(t, n.cfg, carolCreds, nil)
+	if r := next[Revoked](t, carol, nil); r.ID != gm.ID || r.GSeq != r.MessageGSeq {
+		t.Fatalf("carol got %+v, want the notice in place of the message", r)
+	}
+	if r := next[Revoked](t, carol, nil); r.ID != gm.ID || r.GSeq <= r.MessageGSeq {
+		t.Fatalf("carol got %+v, want the notice after", r)
+	}
+
+	// The bad cases.
+	if err := carol.Revoke(ctx, bob.User(), still.ID); CodeOf(err) != protocol.CodeNotSender {
+		t.Errorf("revoking another's message: %v, want NOT_SENDER", err)
+	}
+	if err := alice.Revoke(ctx, bob.User(), still.ID+1); CodeOf(err) != protocol.CodeMessageNotFound {
+		t.Errorf("revoking an unknown message: %v, want MESSAGE_NOT_FOUND", err)
+	}
+	if err := alice.Revoke(ctx, 0, still.ID); !errors.Is(err, ErrInvalid) {
+		t.Errorf("revoking without a recipient: %v, want ErrInvalid", err)
+	}
+	clk.Advance(48*time.Hour + time.Minute)
+	if err := alice.Revoke(ctx, bob.User(), still.ID); CodeOf(err) != protocol.CodeRevokeExpired {
+		t.Errorf("revoking after the limit: %v, want REVOKE_EXPIRED", err)
+	}
+}

@@ -1,0 +1,69 @@
+package server_test
+
+import (
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/parley-im/parley/internal/node"
+	"github.com/parley-im/parley/internal/nodetest"
+	"github.com/parley-im/parley/protocol"
+	"github.com/parley-im/parley/protocol/pb"
+)
+
+// TestControlsRefused sends the conformance cases of the conversation
+// controls (spec.md section 18) over the wire and checks each refusal's
+// code, its rid, and that the connection stays up (message scope).
+func TestControlsRefused(t *testing.T) {
+	clk := &nodetest.Clock{}
+	n := nodetest.Start(t, func(c *node.Config) { c.Storage.Now = clk.Now })
+	alice, bob, mallory := n.RegisterOn(t, 0), n.RegisterOn(t, 1), n.RegisterOn(t, 1)
+	a, _ := n.Login(t, alice, 0)
+	a.Expect(protocol.KindSynced)
+	m, _ := n.Login(t, mallory, 0)
+	m.Expect(protocol.KindSynced)
+	id := a.SendText(bob.ID, 1, "hello")
+
+	tests := []struct {
+		name string
+		msg  func(rid uint32) (protocol.Kind, proto.Message)
+		code protocol.Code
+	}{
+		{"revoke without an id", func(rid uint32) (protocol.Kind, proto.Message) {
+			return protocol.KindRevoke, &pb.Revoke{Rid: rid, To: bob.ID}
+		}, protocol.CodeInvalidArgument},
+		{"revoke naming a user and a group", func(rid uint32) (protocol.Kind, proto.Message) {
+			return protocol.KindRevoke, &pb.Revoke{Rid: rid, To: bob.ID, Group: 12293, Id: id}
+		}, protocol.CodeInvalidArgument},
+		{"revoke of another's message", func(rid uint32) (protocol.Kind, proto.Message) {
+			return protocol.KindRevoke, &pb.Revoke{Rid: rid, To: bob.ID, Id: id}
+		}, protocol.CodeNotSender},
+		{"revoke of an unknown message", func(rid uint32) (protocol.Kind, proto.Message) {
+			return protocol.KindRevoke, &pb.Revoke{Rid: rid, To: bob.ID, Id: id + 1}
+		}, protocol.CodeMessageNotFound},
+		{"revoke in a group not joined", func(rid uint32) (protocol.Kind, proto.Message) {
+			return protocol.KindRevoke, &pb.Revoke{Rid: rid, Group: 12293, Id: id}
+		}, protocol.CodeNotMember},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rid := m.NextRID()
+			k, msg := tt.msg(rid)
+			m.Send(k, msg)
+			if e := m.ExpectError(tt.code); e.Rid != rid {
+				t.Fatalf("error names rid %d, want %d", e.Rid, rid)
+			}
+			m.Ping()
+			m.Expect(protocol.KindPong)
+		})
+	}
+
+	// After the limit, even the sender may not.
+	clk.Advance(48*time.Hour + time.Minute)
+	rid := a.NextRID()
+	a.Send(protocol.KindRevoke, &pb.Revoke{Rid: rid, To: bob.ID, Id: id})
+	if e := a.ExpectError(protocol.CodeRevokeExpired); e.Rid != rid {
+		t.Fatalf("error names rid %d, want %d", e.Rid, rid)
+	}
+}
