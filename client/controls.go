@@ -7,6 +7,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/parley-im/parley/codec"
 	"github.com/parley-im/parley/protocol"
 	"github.com/parley-im/parley/protocol/pb"
 )
@@ -74,19 +75,87 @@ type Revoked struct {
 
 func (Revoked) event() {}
 
-// controlEntry turns an entry of the conversation controls into its
-// event; ok is false for a kind that is not one of them.
-func controlEntry(k protocol.Kind, body []byte) (seq uint64, ev Event, ok bool, err error) {
-	switch k {
+// handleControl applies a frame of the conversation controls: an entry
+// or an answer. It reports false for a kind that is not one of them.
+func (c *Client) handleControl(s *session, f codec.Frame) (bool, error) {
+	var ev Event
+	var seq uint64
+	switch f.Kind {
+	case protocol.KindBlockListResult:
+		return true, handleAnswer(c, s, f.Body, &pb.BlockListResult{}, (*pb.BlockListResult).GetRid)
 	case protocol.KindRevoked:
 		var m pb.Revoked
-		if err := proto.Unmarshal(body, &m); err != nil {
-			return 0, nil, true, err
+		if err := codec.ParseProto(f.Body, &m); err != nil {
+			return true, fmt.Errorf("%w: %w", ErrProtocol, err)
 		}
-		return m.Seq, Revoked{
+		seq, ev = m.Seq, Revoked{
 			Seq: m.Seq, ID: m.Id, Time: protocol.MessageTime(m.Id), From: m.From,
 			Group: m.Group, GSeq: m.Gseq, MessageGSeq: m.MessageGseq, To: m.To,
-		}, true, nil
+		}
+	case protocol.KindBlocked:
+		var m pb.Blocked
+		if err := codec.ParseProto(f.Body, &m); err != nil {
+			return true, fmt.Errorf("%w: %w", ErrProtocol, err)
+		}
+		seq, ev = m.Seq, Blocked{Seq: m.Seq, User: m.User, Blocked: m.Blocked}
+	default:
+		return false, nil
 	}
-	return 0, nil, false, nil
+	return true, c.handleEntry(s, seq, ev)
 }
+
+// Block blocks user for this account, every device of it ([S-18-5],
+// [S-18-6]): user's 1:1 messages are answered as sent and never
+// delivered, this user's presence is hidden from user, and typing between
+// them is dropped; groups are not affected. The account's other devices
+// get a Blocked event. Errors: TOO_MANY_BLOCKS beyond
+// protocol.MaxBlocks. Blocking a user already blocked changes nothing.
+func (c *Client) Block(ctx context.Context, user uint64) error {
+	return c.block(ctx, protocol.KindBlock, user)
+}
+
+// Unblock ends a block of user ([S-18-5]).
+func (c *Client) Unblock(ctx context.Context, user uint64) error {
+	return c.block(ctx, protocol.KindUnblock, user)
+}
+
+func (c *Client) block(ctx context.Context, k protocol.Kind, user uint64) error {
+	if user == 0 || user == c.User() {
+		return fmt.Errorf("%w: block or unblock user %d", ErrInvalid, user)
+	}
+	_, err := doAs[*pb.Ok](ctx, c, &request{kind: k, body: func(rid uint32) proto.Message {
+		if k == protocol.KindUnblock {
+			return &pb.Unblock{Rid: rid, User: user}
+		}
+		return &pb.Block{Rid: rid, User: user}
+	}})
+	return err
+}
+
+// BlockList returns the users this account blocks, in the order it
+// blocked them ([S-18-7]); a device asks once, then follows Blocked
+// events.
+func (c *Client) BlockList(ctx context.Context) ([]uint64, error) {
+	m, err := doAs[*pb.BlockListResult](ctx, c, &request{kind: protocol.KindBlockList, body: func(rid uint32) proto.Message {
+		return &pb.BlockList{Rid: rid}
+	}})
+	if err != nil {
+		return nil, err
+	}
+	return m.Users, nil
+}
+
+// Blocked is an inbox entry for the account's devices: it blocked User,
+// or unblocked it when Blocked is false ([S-18-7]). Every device of the
+// account gets it when the account has more than one, the device that
+// asked included.
+type Blocked struct {
+	// Seq is the entry's position in this user's inbox.
+	Seq uint64
+	// User is the user blocked or unblocked.
+	User uint64
+	// Blocked is true for a block, false for an unblock.
+	Blocked bool
+}
+
+func (Blocked) event() {}

@@ -147,3 +147,74 @@ func TestE2ERevoke(t *testing.T) {
 		t.Errorf("revoking after the limit: %v, want REVOKE_EXPIRED", err)
 	}
 }
+
+// TestE2EBlock blocks through a real node, across a restart ([S-18-5] to
+// [S-18-7]): alice, with two devices, blocks bob on another shard; bob's
+// messages are SENT and never reach her (carol's, sent after them, do);
+// her presence is hidden from him; both her devices learn the block, and
+// a device asks for the list after the restart; after the unblock bob's
+// messages arrive.
+func TestE2EBlock(t *testing.T) {
+	n := startE2ENode(t)
+	ctx := context.Background()
+	alice := n.start(t, n.register(t, n.PhoneOn(0)))
+	laptop := n.start(t, n.link(t, alice, "laptop"))
+	bob := n.start(t, n.register(t, n.PhoneOn(1)))
+	carol := n.start(t, n.register(t, n.PhoneOn(1)))
+
+	if err := alice.Block(ctx, bob.User()); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []*testClient{alice, laptop} {
+		if b := next[Blocked](t, c, nil); b.User != bob.User() || !b.Blocked {
+			t.Fatalf("device %d got %+v", c.Device(), b)
+		}
+	}
+	// sentToAlice sends from bob, then from carol, and waits for carol's
+	// on alice's phone: bob's must not come before it.
+	sentToAlice := func(text string) {
+		t.Helper()
+		sent, err := bob.Send(ctx, alice.User(), []byte(text), pb.ContentType_CONTENT_TEXT)
+		if err != nil || sent.ID == 0 {
+			t.Fatalf("bob's send to alice: %+v, %v", sent, err)
+		}
+		marker, err := carol.Send(ctx, alice.User(), []byte("marker "+text), pb.ContentType_CONTENT_TEXT)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m := next[Message](t, alice, func(m Message) bool { return m.To == 0 }); m.ID != marker.ID {
+			t.Fatalf("alice got %q from %d before carol's marker", m.Body, m.From)
+		}
+	}
+	sentToAlice("are you there?")
+	if err := bob.Subscribe(ctx, []uint64{alice.User()}); err != nil {
+		t.Fatal(err)
+	}
+	if p := next[Presence](t, bob, nil); p.User != alice.User() || p.Online || !p.LastSeen.IsZero() {
+		t.Fatalf("bob sees %+v", p)
+	}
+
+	n.Restart(t)
+	list, err := laptop.BlockList(ctx)
+	if err != nil || len(list) != 1 || list[0] != bob.User() {
+		t.Fatalf("block list after the restart: %v, %v", list, err)
+	}
+	sentToAlice("hello?")
+
+	if err := laptop.Unblock(ctx, bob.User()); err != nil {
+		t.Fatal(err)
+	}
+	if b := next[Blocked](t, alice, nil); b.User != bob.User() || b.Blocked {
+		t.Fatalf("alice got %+v, want the unblock", b)
+	}
+	sent, err := bob.Send(ctx, alice.User(), []byte("finally"), pb.ContentType_CONTENT_TEXT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := next[Message](t, alice, func(m Message) bool { return m.To == 0 }); m.ID != sent.ID {
+		t.Fatalf("alice got %+v, want bob's %d", m, sent.ID)
+	}
+	if err := alice.Block(ctx, alice.User()); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("blocking oneself: %v, want ErrInvalid", err)
+	}
+}

@@ -34,7 +34,9 @@
 // of type RECEIPT_SELF_READ.
 //
 // Conversation controls (section 18): Revoke and RevokeGroup delete a
-// message for everyone; the deletions arrive as Revoked events.
+// message for everyone; the deletions arrive as Revoked events. Block,
+// Unblock and BlockList manage the account's block list; the account's
+// devices follow it by Blocked events.
 //
 // Media (section 14): a Client is a MediaRequester, so
 // Media{Requester: c, HTTP: …} uploads and downloads over its connection.

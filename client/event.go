@@ -10,8 +10,8 @@ import (
 // Config.OnEvent or the Events channel, in the order it happened. The set
 // is closed: Connected, Disconnected, Fatal, Synced and SendDone about the
 // connection and the outbox; Message, Receipt, Receipts and GroupEvent,
-// the inbox entries, and those of the conversation controls (Revoked;
-// controls.go); Presence and IsTyping, which are not stored. Later
+// the inbox entries, and those of the conversation controls (Revoked,
+// Blocked; controls.go); Presence and IsTyping, which are not stored. Later
 // versions may add events: an application ignores the ones it does not
 // know. Events own their memory; the application may keep them.
 type Event interface {

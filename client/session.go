@@ -424,11 +424,8 @@ func (c *Client) handleFrame(s *session, f codec.Frame, inBatch bool) error {
 		}
 		return c.handleEntry(s, m.Seq, PreKeysLow{Seq: m.Seq, Device: m.Device, Count: m.Count})
 	}
-	if seq, ev, ok, err := controlEntry(f.Kind, f.Body); ok {
-		if err != nil {
-			return fmt.Errorf("%w: %v: %w", ErrProtocol, f.Kind, err)
-		}
-		return c.handleEntry(s, seq, ev)
+	if handled, err := c.handleControl(s, f); handled {
+		return err
 	}
 	if info, known := f.Kind.Info(); (known && info.Entry) || (!known && f.Kind >= protocol.FirstReservedEntryKind) {
 		// An entry kind this client has no event for, or one of a later

@@ -119,6 +119,8 @@ const (
 	// CodeMessageNotFound: no message with this id is known in this
 	// conversation.
 	CodeMessageNotFound = pb.ErrorCode_ERROR_MESSAGE_NOT_FOUND
+	// CodeTooManyBlocks: the account blocks MaxBlocks users already.
+	CodeTooManyBlocks = pb.ErrorCode_ERROR_TOO_MANY_BLOCKS
 )
 
 // Scope says what an error code ends.
@@ -206,6 +208,7 @@ var Codes = []CodeInfo{
 	{CodeNotSender, "NOT_SENDER", ScopeMessage, "Only the sender of a message may delete it for everyone: do not retry."},
 	{CodeRevokeExpired, "REVOKE_EXPIRED", ScopeMessage, "The message is too old to be deleted for everyone: do not retry; delete it on this device only."},
 	{CodeMessageNotFound, "MESSAGE_NOT_FOUND", ScopeMessage, "No message with this id is known in this conversation: do not retry."},
+	{CodeTooManyBlocks, "TOO_MANY_BLOCKS", ScopeMessage, "The account blocks as many users as the server allows: unblock one first."},
 }
 
 // LookupCode returns the description of c, and false if c is not a code

@@ -80,8 +80,13 @@ const (
 // Frame kinds of the conversation controls (spec.md section 18,
 // controls.proto), taken from the top of each range down.
 const (
-	KindRevoke  Kind = 63  // Revoke: delete a message for everyone (client to server)
-	KindRevoked Kind = 127 // Revoked: a message was deleted for everyone, inbox entry (server to client)
+	KindRevoke          Kind = 63  // Revoke: delete a message for everyone (client to server)
+	KindBlock           Kind = 62  // Block: block a user (client to server)
+	KindUnblock         Kind = 61  // Unblock: end a block (client to server)
+	KindBlockList       Kind = 60  // BlockList: the users this user blocks (client to server)
+	KindBlockListResult Kind = 111 // BlockListResult: answers BlockList (server to client)
+	KindRevoked         Kind = 127 // Revoked: a message was deleted for everyone, inbox entry (server to client)
+	KindBlocked         Kind = 126 // Blocked: the account blocked or unblocked a user, inbox entry (server to client)
 )
 
 // FirstReservedEntryKind starts the server kinds (112–127) reserved for
@@ -159,6 +164,9 @@ var Kinds = []KindInfo{
 	{KindMediaDownload, "MEDIA_DOWNLOAD", "MediaDownload", ClientToServer, StateAuthenticated, false},
 	{KindKeysPublish, "KEYS_PUBLISH", "KeysPublish", ClientToServer, StateAuthenticated, false},
 	{KindKeysFetch, "KEYS_FETCH", "KeysFetch", ClientToServer, StateAuthenticated, false},
+	{KindBlockList, "BLOCK_LIST", "BlockList", ClientToServer, StateAuthenticated, false},
+	{KindUnblock, "UNBLOCK", "Unblock", ClientToServer, StateAuthenticated, false},
+	{KindBlock, "BLOCK", "Block", ClientToServer, StateAuthenticated, false},
 	{KindRevoke, "REVOKE", "Revoke", ClientToServer, StateAuthenticated, false},
 	{KindPong, "PONG", "Pong", ServerToClient, 0, false},
 	{KindError, "ERROR", "Error", ServerToClient, 0, false},
@@ -185,8 +193,10 @@ var Kinds = []KindInfo{
 	{KindMediaUploadSlot, "MEDIA_UPLOAD_SLOT", "MediaUploadSlot", ServerToClient, 0, false},
 	{KindMediaDownloadURL, "MEDIA_DOWNLOAD_URL", "MediaDownloadUrl", ServerToClient, 0, false},
 	{KindKeyBundles, "KEY_BUNDLES", "KeyBundles", ServerToClient, 0, false},
+	{KindBlockListResult, "BLOCK_LIST_RESULT", "BlockListResult", ServerToClient, 0, false},
 	{KindKeysChanged, "KEYS_CHANGED", "KeysChanged", ServerToClient, 0, true},
 	{KindPreKeysLow, "PREKEYS_LOW", "PreKeysLow", ServerToClient, 0, true},
+	{KindBlocked, "BLOCKED", "Blocked", ServerToClient, 0, true},
 	{KindRevoked, "REVOKED", "Revoked", ServerToClient, 0, true},
 }
 

@@ -117,3 +117,9 @@ const (
 	// MediaIDLen is the length of a media id in bytes: 128 random bits.
 	MediaIDLen = 16
 )
+
+// Limits of the conversation controls (spec.md section 18).
+const (
+	// MaxBlocks is the most users one account blocks: TOO_MANY_BLOCKS.
+	MaxBlocks = 1024
+)

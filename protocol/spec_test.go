@@ -223,6 +223,7 @@ var constants = map[string]int64{
 	"MaxMediaVoice":            protocol.MaxMediaVoice,
 	"MaxMediaDocument":         protocol.MaxMediaDocument,
 	"MediaIDLen":               protocol.MediaIDLen,
+	"MaxBlocks":                protocol.MaxBlocks,
 	"KeyLen":                   protocol.KeyLen,
 	"SignatureLen":             protocol.SignatureLen,
 	"MaxPreKeysPerPublish":     protocol.MaxPreKeysPerPublish,

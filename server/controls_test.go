@@ -45,6 +45,15 @@ func TestControlsRefused(t *testing.T) {
 		{"revoke in a group not joined", func(rid uint32) (protocol.Kind, proto.Message) {
 			return protocol.KindRevoke, &pb.Revoke{Rid: rid, Group: 12293, Id: id}
 		}, protocol.CodeNotMember},
+		{"block oneself", func(rid uint32) (protocol.Kind, proto.Message) {
+			return protocol.KindBlock, &pb.Block{Rid: rid, User: mallory.ID}
+		}, protocol.CodeInvalidArgument},
+		{"block user 0", func(rid uint32) (protocol.Kind, proto.Message) {
+			return protocol.KindBlock, &pb.Block{Rid: rid}
+		}, protocol.CodeInvalidArgument},
+		{"unblock oneself", func(rid uint32) (protocol.Kind, proto.Message) {
+			return protocol.KindUnblock, &pb.Unblock{Rid: rid, User: mallory.ID}
+		}, protocol.CodeInvalidArgument},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

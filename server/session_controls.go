@@ -15,6 +15,24 @@ func (c *conn) handleControl(k protocol.Kind, body []byte, w *buffer) (verdict, 
 	switch k {
 	case protocol.KindRevoke:
 		return c.handleRevoke(body, w), true
+	case protocol.KindBlock:
+		var m pb.Block
+		if v, ok := c.decode(body, &m, w); !ok {
+			return v, true
+		}
+		return c.handleBlock(storage.OpBlock, m.Rid, m.User, w), true
+	case protocol.KindUnblock:
+		var m pb.Unblock
+		if v, ok := c.decode(body, &m, w); !ok {
+			return v, true
+		}
+		return c.handleBlock(storage.OpUnblock, m.Rid, m.User, w), true
+	case protocol.KindBlockList:
+		var m pb.BlockList
+		if v, ok := c.decode(body, &m, w); !ok {
+			return v, true
+		}
+		return c.request(storage.Op{Kind: storage.OpBlockList, User: c.user, RID: m.Rid, EP: c}, m.Rid, w), true
 	}
 	return verdict{}, false
 }
@@ -32,4 +50,14 @@ func (c *conn) handleRevoke(body []byte, w *buffer) verdict {
 	}
 	return c.request(storage.Op{Kind: storage.OpRevoke, User: m.To, Group: m.Group, From: c.user, FromDevice: c.device,
 		UpTo: m.Id, RID: m.Rid, EP: c}, m.Rid, w)
+}
+
+// handleBlock blocks or unblocks a user on the account's shard
+// ([S-18-5]): never user 0 or the account itself.
+func (c *conn) handleBlock(kind storage.OpKind, rid uint32, user uint64, w *buffer) verdict {
+	if user == 0 || user == c.user {
+		refuse(w, protocol.CodeInvalidArgument, rid, 0)
+		return verdict{}
+	}
+	return c.request(storage.Op{Kind: kind, User: c.user, Peer: user, RID: rid, EP: c}, rid, w)
 }

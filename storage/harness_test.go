@@ -263,6 +263,8 @@ func decodeBody(k protocol.Kind, body []byte) any {
 		protocol.KindKeysChanged:     func() proto.Message { return &pb.KeysChanged{} },
 		protocol.KindPreKeysLow:      func() proto.Message { return &pb.PreKeysLow{} },
 		protocol.KindRevoked:         func() proto.Message { return &pb.Revoked{} },
+		protocol.KindBlocked:         func() proto.Message { return &pb.Blocked{} },
+		protocol.KindBlockListResult: func() proto.Message { return &pb.BlockListResult{} },
 	}[k]
 	if factory == nil {
 		panic(fmt.Sprintf("unexpected kind %v", k))

@@ -52,6 +52,7 @@ func SlotOfPhone(phone string) uint16 {
 //	slot 'K' user device                 a device's public keys (keyRecord)
 //	slot 'P' user device prekey          a one-time prekey of a device: its public key
 //	slot 'I' day kind owner id           message index: sender, device, cmid, seq (msgindex.go)
+//	slot 'L' user blocked                a user the account blocks: when, Unix ms
 //	ffff 'V'                             storage format version (formatVersion)
 //	ffff 'g'                             last message id issued by the shard
 //	ffff 'O' dest outseq                 outbox: an entry for shard dest, in that pair's order
@@ -85,6 +86,7 @@ const (
 	tagKeys         = 'K'
 	tagPreKey       = 'P'
 	tagMsgIndex     = 'I'
+	tagBlock        = 'L'
 
 	tagVersion   = 'V'
 	tagLastID    = 'g'

@@ -43,7 +43,8 @@ type msgRecord struct {
 	Device uint32
 	CMID   uint64
 	// Seq is where the message is: the recipient's inbox seq (1:1) or the
-	// message's gseq (group).
+	// message's gseq (group); 0 for a 1:1 message that was not stored (the
+	// recipient blocks its sender, [S-18-6]).
 	Seq   uint64
 	Flags uint64
 }

@@ -119,6 +119,12 @@ const (
 	// (the message id), RID, EP. Deletes a message for everyone on the
 	// recipient's or the group's shard; answers Ok.
 	OpRevoke
+	// OpBlock, OpUnblock: User (the blocker), Peer (the user blocked),
+	// RID, EP. Answers Ok.
+	OpBlock
+	OpUnblock
+	// OpBlockList: User, RID, EP. Answers BlockListResult.
+	OpBlockList
 )
 
 // Op flags.
@@ -127,6 +133,11 @@ const (
 	// active device (copies of a user's own actions for its other devices).
 	FlagCompanions uint8 = 1 << iota
 )
+
+// flagTypingChecked marks a 1:1 OpTyping that the sender's shard let
+// through (shard_block.go): it goes to the target's shard. One without it
+// goes to the sender's shard first.
+const flagTypingChecked uint8 = 1 << 6
 
 // Op is one request to a shard. It is a value type so submitting one does
 // not allocate; Body, Credential and Entry must be owned by the Op (not
@@ -156,6 +167,7 @@ type Op struct {
 	Body         []byte
 	Credential   []byte
 	Entry        []byte   // OpForward: kind byte + stored entry body
+	Peer         uint64   // OpBlock, OpUnblock: the other user
 	Users        []uint64 // OpForward of a group entry: its recipients here
 	Devices      []uint32 // OpKeysFetch: the devices asked for
 	Keys         *pb.KeysPublish
@@ -191,6 +203,9 @@ func (op *Op) Slot() uint16 {
 		}
 		if op.Envelopes != nil && !op.Envelopes.OwnChecked {
 			return SlotOfUser(op.From) // the sender's devices are checked first
+		}
+		if op.Kind == OpTyping && op.Flags&flagTypingChecked == 0 {
+			return SlotOfUser(op.From) // the sender's blocks first ([S-18-6])
 		}
 	}
 	return SlotOfUser(op.User)

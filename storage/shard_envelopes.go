@@ -176,15 +176,21 @@ func (s *Shard) storeEnvelopes(op *Op) {
 	if !s.roomFor(op) {
 		return
 	}
-	if s.inboxFull(u, e.size()) {
+	// [S-18-6] a send from a user the recipient blocks is answered as any
+	// other and stored nowhere in the recipient's inbox.
+	blocked := s.blocks(u, op.From)
+	if !blocked && s.inboxFull(u, e.size()) {
 		s.quotaRefusals.Add(1)
 		s.replyRetry(op.EP, protocol.CodeInboxFull, 0, op.CMID, retryFullMS)
 		return
 	}
 	id := s.ids.next(s.cfg.Now())
 	msg := codec.Message{ID: id, From: op.From, Type: op.Type, FromDevice: op.FromDevice, Cipher: op.Cipher}
-	s.appendLocal(u, appendEnvelopesEntry(nil, msg, e.To))
-	seq := u.rec.Head
+	var seq uint64 // 0: not stored (msgRecord.Seq)
+	if !blocked {
+		s.appendLocal(u, appendEnvelopesEntry(nil, msg, e.To))
+		seq = u.rec.Head
+	}
 	if op.From != op.User {
 		// [S-8-17] the copy for the sender's other devices, with theirs.
 		msg.To = op.User

@@ -98,8 +98,12 @@ func (s *Shard) applySetPrivacy(op *Op) {
 	s.presenceChanged(u)
 }
 
-// visible reports whether watcher may see u's presence ([S-15-5]).
+// visible reports whether watcher may see u's presence ([S-15-5]): never
+// when u blocks watcher ([S-18-6]).
 func (s *Shard) visible(u *user, watcher uint64) bool {
+	if s.blocks(u, watcher) {
+		return false
+	}
 	switch pb.Visibility(u.rec.Visibility) {
 	case pb.Visibility_VISIBILITY_EVERYONE:
 		return true
@@ -171,6 +175,10 @@ func (s *Shard) flushPresence(now time.Time) {
 // applyTyping relays a typing indicator to the live devices of its target,
 // or, for a group, to every member's shard. Nothing is stored ([S-15-7]).
 func (s *Shard) applyTyping(op *Op) {
+	if op.User != 0 && op.Group == 0 && op.Flags&flagTypingChecked == 0 {
+		s.typingFrom(op) // on the sender's shard: its blocks ([S-18-6])
+		return
+	}
 	if op.User == 0 {
 		g, err := s.loadGroup(op.Group)
 		if err != nil || g == nil || g.member(op.From) == nil {
@@ -180,13 +188,14 @@ func (s *Shard) applyTyping(op *Op) {
 			if m.user != op.From {
 				s.effects = append(s.effects, effect{kind: effForward, op: Op{
 					Kind: OpTyping, User: m.user, From: op.From, Group: op.Group, TypingState: op.TypingState,
+					Flags: flagTypingChecked,
 				}})
 			}
 		}
 		return
 	}
 	u := s.users[op.User] // not in memory: not online, nobody to tell
-	if u == nil || u.live == 0 {
+	if u == nil || u.live == 0 || (op.Group == 0 && s.blocks(u, op.From)) {
 		return
 	}
 	start := len(s.out)

@@ -78,6 +78,10 @@ func (s *Shard) apply(op *Op) {
 		s.applyKeysFetch(op)
 	case OpRevoke:
 		s.applyRevoke(op)
+	case OpBlock, OpUnblock:
+		s.applyBlock(op)
+	case OpBlockList:
+		s.applyBlockList(op)
 	default:
 		s.log.Error("unknown op", "kind", op.Kind)
 	}
@@ -120,18 +124,24 @@ func (s *Shard) applySend(op *Op) {
 	if !s.roomFor(op) {
 		return
 	}
-	if s.inboxFull(u, len(op.Body)) {
+	// [S-18-6] a send from a user the recipient blocks is answered as any
+	// other and stored nowhere in the recipient's inbox.
+	blocked := s.blocks(u, op.From)
+	if !blocked && s.inboxFull(u, len(op.Body)) {
 		s.quotaRefusals.Add(1)
 		s.replyRetry(op.EP, protocol.CodeInboxFull, 0, op.CMID, retryFullMS)
 		return
 	}
 	id := s.ids.next(s.cfg.Now())
-	s.scratch = append(s.scratch[:0], byte(protocol.KindMessage))
-	s.scratch = codec.AppendMessageEntry(s.scratch, codec.Message{
-		ID: id, From: op.From, Body: op.Body, Type: op.Type, FromDevice: op.FromDevice, Cipher: op.Cipher,
-	})
-	s.appendLocal(u, s.scratch)
-	seq := u.rec.Head
+	var seq uint64 // 0: not stored (msgRecord.Seq)
+	if !blocked {
+		s.scratch = append(s.scratch[:0], byte(protocol.KindMessage))
+		s.scratch = codec.AppendMessageEntry(s.scratch, codec.Message{
+			ID: id, From: op.From, Body: op.Body, Type: op.Type, FromDevice: op.FromDevice, Cipher: op.Cipher,
+		})
+		s.appendLocal(u, s.scratch)
+		seq = u.rec.Head
+	}
 	if op.From != op.User {
 		// [S-8-17] the sender's other devices get a copy, in their order.
 		self := append([]byte{byte(protocol.KindMessage)}, codec.AppendMessageEntry(nil, codec.Message{

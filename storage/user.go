@@ -29,6 +29,10 @@ type user struct {
 	// memory only (a restart forgets them: a rate limit, not a quota).
 	groupCreates []time.Time
 
+	// blocked is who the user blocks (user → when, Unix ms); nil until
+	// read (shard_block.go).
+	blocked map[uint64]uint64
+
 	// inboxBytes is what the entries in (Deleted, Head] take, when
 	// bytesKnown; counted on demand (inboxUsage) and kept up to date.
 	inboxBytes int64

@@ -63,7 +63,10 @@ const (
 	Kind_KIND_MEDIA_DOWNLOAD Kind = 33 // MediaDownload
 	// Conversation controls (controls.proto, spec.md section 18), taken
 	// from the top of the client range down.
-	Kind_KIND_REVOKE Kind = 63 // Revoke
+	Kind_KIND_REVOKE     Kind = 63 // Revoke
+	Kind_KIND_BLOCK      Kind = 62 // Block
+	Kind_KIND_UNBLOCK    Kind = 61 // Unblock
+	Kind_KIND_BLOCK_LIST Kind = 60 // BlockList
 	// Server to client.
 	Kind_KIND_PONG              Kind = 64 // Pong
 	Kind_KIND_ERROR             Kind = 65 // Error
@@ -96,7 +99,9 @@ const (
 	Kind_KIND_PREKEYS_LOW  Kind = 121 // PreKeysLow (an inbox entry)
 	// Conversation controls (controls.proto, spec.md section 18), taken
 	// from the top of each server range down.
-	Kind_KIND_REVOKED Kind = 127 // Revoked (an inbox entry)
+	Kind_KIND_BLOCK_LIST_RESULT Kind = 111 // BlockListResult
+	Kind_KIND_REVOKED           Kind = 127 // Revoked (an inbox entry)
+	Kind_KIND_BLOCKED           Kind = 126 // Blocked (an inbox entry)
 )
 
 // Enum value maps for Kind.
@@ -127,6 +132,9 @@ var (
 		32:  "KIND_MEDIA_UPLOAD",
 		33:  "KIND_MEDIA_DOWNLOAD",
 		63:  "KIND_REVOKE",
+		62:  "KIND_BLOCK",
+		61:  "KIND_UNBLOCK",
+		60:  "KIND_BLOCK_LIST",
 		64:  "KIND_PONG",
 		65:  "KIND_ERROR",
 		66:  "KIND_GOAWAY",
@@ -154,7 +162,9 @@ var (
 		104: "KIND_KEY_BUNDLES",
 		120: "KIND_KEYS_CHANGED",
 		121: "KIND_PREKEYS_LOW",
+		111: "KIND_BLOCK_LIST_RESULT",
 		127: "KIND_REVOKED",
+		126: "KIND_BLOCKED",
 	}
 	Kind_value = map[string]int32{
 		"KIND_UNSPECIFIED":        0,
@@ -182,6 +192,9 @@ var (
 		"KIND_MEDIA_UPLOAD":       32,
 		"KIND_MEDIA_DOWNLOAD":     33,
 		"KIND_REVOKE":             63,
+		"KIND_BLOCK":              62,
+		"KIND_UNBLOCK":            61,
+		"KIND_BLOCK_LIST":         60,
 		"KIND_PONG":               64,
 		"KIND_ERROR":              65,
 		"KIND_GOAWAY":             66,
@@ -209,7 +222,9 @@ var (
 		"KIND_KEY_BUNDLES":        104,
 		"KIND_KEYS_CHANGED":       120,
 		"KIND_PREKEYS_LOW":        121,
+		"KIND_BLOCK_LIST_RESULT":  111,
 		"KIND_REVOKED":            127,
+		"KIND_BLOCKED":            126,
 	}
 )
 
@@ -310,6 +325,7 @@ const (
 	ErrorCode_ERROR_NOT_SENDER        ErrorCode = 76
 	ErrorCode_ERROR_REVOKE_EXPIRED    ErrorCode = 77
 	ErrorCode_ERROR_MESSAGE_NOT_FOUND ErrorCode = 78
+	ErrorCode_ERROR_TOO_MANY_BLOCKS   ErrorCode = 79
 )
 
 // Enum value maps for ErrorCode.
@@ -369,6 +385,7 @@ var (
 		76: "ERROR_NOT_SENDER",
 		77: "ERROR_REVOKE_EXPIRED",
 		78: "ERROR_MESSAGE_NOT_FOUND",
+		79: "ERROR_TOO_MANY_BLOCKS",
 	}
 	ErrorCode_value = map[string]int32{
 		"ERROR_UNSPECIFIED":              0,
@@ -425,6 +442,7 @@ var (
 		"ERROR_NOT_SENDER":               76,
 		"ERROR_REVOKE_EXPIRED":           77,
 		"ERROR_MESSAGE_NOT_FOUND":        78,
+		"ERROR_TOO_MANY_BLOCKS":          79,
 	}
 )
 
@@ -2208,7 +2226,7 @@ const file_parley_proto_rawDesc = "" +
 	"\adevices\x18\x02 \x03(\rR\adevices\"`\n" +
 	"\x06GoAway\x12(\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x14.parley.v1.ErrorCodeR\x04code\x12,\n" +
-	"\x12reconnect_after_ms\x18\x02 \x01(\rR\x10reconnectAfterMs*\xaf\b\n" +
+	"\x12reconnect_after_ms\x18\x02 \x01(\rR\x10reconnectAfterMs*\x94\t\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tKIND_PING\x10\x01\x12\x15\n" +
@@ -2236,7 +2254,11 @@ const file_parley_proto_rawDesc = "" +
 	"\x0fKIND_KEYS_FETCH\x10)\x12\x15\n" +
 	"\x11KIND_MEDIA_UPLOAD\x10 \x12\x17\n" +
 	"\x13KIND_MEDIA_DOWNLOAD\x10!\x12\x0f\n" +
-	"\vKIND_REVOKE\x10?\x12\r\n" +
+	"\vKIND_REVOKE\x10?\x12\x0e\n" +
+	"\n" +
+	"KIND_BLOCK\x10>\x12\x10\n" +
+	"\fKIND_UNBLOCK\x10=\x12\x13\n" +
+	"\x0fKIND_BLOCK_LIST\x10<\x12\r\n" +
 	"\tKIND_PONG\x10@\x12\x0e\n" +
 	"\n" +
 	"KIND_ERROR\x10A\x12\x0f\n" +
@@ -2265,8 +2287,10 @@ const file_parley_proto_rawDesc = "" +
 	"\x17KIND_MEDIA_DOWNLOAD_URL\x10a\x12\x14\n" +
 	"\x10KIND_KEY_BUNDLES\x10h\x12\x15\n" +
 	"\x11KIND_KEYS_CHANGED\x10x\x12\x14\n" +
-	"\x10KIND_PREKEYS_LOW\x10y\x12\x10\n" +
-	"\fKIND_REVOKED\x10\x7f*\xa7\v\n" +
+	"\x10KIND_PREKEYS_LOW\x10y\x12\x1a\n" +
+	"\x16KIND_BLOCK_LIST_RESULT\x10o\x12\x10\n" +
+	"\fKIND_REVOKED\x10\x7f\x12\x10\n" +
+	"\fKIND_BLOCKED\x10~*\xc2\v\n" +
 	"\tErrorCode\x12\x15\n" +
 	"\x11ERROR_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15ERROR_MALFORMED_FRAME\x10\x01\x12\x19\n" +
@@ -2322,7 +2346,8 @@ const file_parley_proto_rawDesc = "" +
 	"\x1aERROR_IDENTITY_KEY_CHANGED\x10H\x12\x14\n" +
 	"\x10ERROR_NOT_SENDER\x10L\x12\x18\n" +
 	"\x14ERROR_REVOKE_EXPIRED\x10M\x12\x1b\n" +
-	"\x17ERROR_MESSAGE_NOT_FOUND\x10N*n\n" +
+	"\x17ERROR_MESSAGE_NOT_FOUND\x10N\x12\x19\n" +
+	"\x15ERROR_TOO_MANY_BLOCKS\x10O*n\n" +
 	"\vContentType\x12\x10\n" +
 	"\fCONTENT_TEXT\x10\x00\x12\x11\n" +
 	"\rCONTENT_IMAGE\x10\x01\x12\x11\n" +
