@@ -1,6 +1,7 @@
 package storage_test
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 
@@ -162,4 +163,47 @@ func (n *node) takeBlocked(t *testing.T, a account, ep *endpoint) *pb.Blocked {
 	b := ep.take(t, protocol.KindBlocked).(*pb.Blocked)
 	n.ack(a, ep, b.Seq)
 	return b
+}
+
+// TestBlockEnvelopes: a blocked user's envelope sends ([S-17-8]) are
+// answered SENT and stored nowhere in the blocker's inbox either, and a
+// deleted envelope message is replaced like any other ([S-18-2]).
+func TestBlockEnvelopes(t *testing.T) {
+	n := newNode(t, 2, nil)
+	alice := n.register(t, n.phoneOn(t, 0, 31))
+	bob := n.register(t, n.phoneOn(t, 1, 32))
+	aep, bep := n.login(t, alice, 0), n.login(t, bob, 0)
+	for i, a := range []struct {
+		acc account
+		ep  *endpoint
+	}{{alice, aep}, {bob, bep}} {
+		if code := n.publish(t, a.acc, a.ep, testKeys(i+1, 1, 20)); code != 0 {
+			t.Fatal(code)
+		}
+	}
+	if code := n.block(t, alice, aep, bob.user, false); code != 0 {
+		t.Fatalf("block: %v", code)
+	}
+	if _, ok := n.sendEnvelopes(t, bob, bep, alice.user, 1, &storage.Envelopes{To: envelopes("b1", alice.device)}).(*pb.Sent); !ok {
+		t.Fatal("a blocked envelope send was not answered SENT")
+	}
+	n.nothingMore(t, alice, aep)
+	if code := n.block(t, alice, aep, bob.user, true); code != 0 {
+		t.Fatalf("unblock: %v", code)
+	}
+
+	// Alice's envelope message to bob, deleted before bob fetched it.
+	n.submit(storage.Op{Kind: storage.OpLogout, User: bob.user, Device: bob.device, EP: bep})
+	sent, ok := n.sendEnvelopes(t, alice, aep, bob.user, 1, &storage.Envelopes{To: envelopes("a1", bob.device)}).(*pb.Sent)
+	if !ok {
+		t.Fatal("envelope send refused")
+	}
+	if code := n.revoke(t, alice, aep, bob.user, 0, sent.Id); code != 0 {
+		t.Fatalf("revoke: %v", code)
+	}
+	bep = n.login(t, bob, 0)
+	want := fmt.Sprintf("R %d", sent.Id)
+	if got := n.entries(t, bob, bep); fmt.Sprint(got) != fmt.Sprint([]string{want, want}) {
+		t.Fatalf("bob got %v, want the notice in place and after", got)
+	}
 }
