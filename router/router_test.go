@@ -78,7 +78,8 @@ func TestRouting(t *testing.T) {
 		{storage.Op{Kind: storage.OpGroupUpdate, User: user, Group: group}, r.slots[100]},
 		{storage.Op{Kind: storage.OpRequestCode, Phone: "+15551234567"}, r.ShardOfPhone("+15551234567")},
 		{storage.Op{Kind: storage.OpLinkApprove, Code: code, User: user}, r.slots[slot]},
-		{storage.Op{Kind: storage.OpTyping, User: user, Group: group}, r.slots[3000]},
+		// A 1:1 typing goes to the sender's shard first, for its blocks.
+		{storage.Op{Kind: storage.OpTyping, User: user, From: uint64(5)<<12 | 2000}, r.slots[2000]},
 	}
 	for _, tt := range tests {
 		if got := r.slots[tt.op.Slot()]; got != tt.want {
