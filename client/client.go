@@ -26,6 +26,7 @@ type Client struct {
 	ownDec bool       // dec was made by New and is closed by Close
 	decEnd sync.Once  // closes dec once
 	events chan Event // unbuffered; nil when cfg.OnEvent is set
+	sec    *secure    // end-to-end encryption; nil on the plain path
 
 	ctx     context.Context // cancelled by Close
 	cancel  context.CancelFunc
@@ -126,8 +127,20 @@ func New(cfg Config, creds Credentials, store Store) (*Client, error) {
 		c.outbox[o.CMID] = &outgoing{Outgoing: o, state: sendQueued}
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
+	if ks, ok := store.(KeyStore); ok && !st.Plain {
+		if c.sec, err = newSecure(c, ks); err != nil {
+			c.cancel()
+			if c.ownDec {
+				c.dec.Close()
+			}
+			return nil, err
+		}
+	}
 	return c, nil
 }
+
+// Encrypted reports whether the client encrypts end to end (Config.Plain).
+func (c *Client) Encrypted() bool { return c.sec != nil }
 
 // User returns the user id the client logs in as.
 func (c *Client) User() uint64 { return c.creds.User }

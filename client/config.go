@@ -46,6 +46,13 @@ type Config struct {
 	// Fingerprint and RootCAs must be unset when it is true.
 	Plaintext bool
 
+	// Plain turns end-to-end encryption off: bodies are sent and
+	// delivered as they are (the opaque path), for applications that bring
+	// their own encryption. False, the default, means a Client whose Store
+	// is also a KeyStore (FileStore, MemoryKeyStore) encrypts every message
+	// end to end (spec.md section 17); with any other Store it is plain.
+	Plain bool
+
 	// Dial opens the TCP connection; TLS runs on top of it unless
 	// Plaintext is set. It has the signature of net.Dialer.DialContext and
 	// is called with network "tcp" and Addr. Tests use it to count dials

@@ -65,6 +65,9 @@ func (c *Client) dispatch() {
 // deliver hands q to the application. It reports false if the client
 // closed before the application took it.
 func (c *Client) deliver(q queued) bool {
+	if c.sec != nil && q.ev != nil {
+		q.ev = c.sec.observe(q.ev) // decrypts; nil: the entry was for the client itself
+	}
 	switch {
 	case q.ev == nil && q.done == nil:
 		// An entry the application does not see (a receipt of an unknown

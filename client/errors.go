@@ -71,6 +71,15 @@ type ServerError struct {
 	RetryAfter time.Duration
 	// GoAway is true when the frame was GoAway rather than Error.
 	GoAway bool
+	// Devices are, with DEVICES_CHANGED, the current devices with keys of
+	// the recipient and of the sender (spec [S-17-9]).
+	Devices []UserDevices
+}
+
+// UserDevices names one user's devices.
+type UserDevices struct {
+	User    uint64
+	Devices []uint32
 }
 
 // Error returns "client: server error CODE: message".

@@ -86,6 +86,17 @@ type Message struct {
 	// To is the recipient of a copy of this user's own 1:1 message; 0
 	// otherwise.
 	To uint64
+	// Cipher says how the message was encrypted end to end on the wire;
+	// CIPHER_NONE for a message that was not ([S-17-12]).
+	Cipher pb.Cipher
+	// Secure is true when the message was encrypted end to end, and Body
+	// is the plaintext this client decrypted. A Secure message with no
+	// Body and no DecryptErr carried nothing for this device: its own copy
+	// of what it sent ([S-17-10]).
+	Secure bool
+	// DecryptErr, when not nil, says why an encrypted message could not be
+	// decrypted (it wraps ErrUndecryptable); Body is then empty.
+	DecryptErr error
 }
 
 // Receipt is a receipt inbox entry. RECEIPT_DELIVERED and RECEIPT_READ:

@@ -7,6 +7,9 @@ import (
 	"slices"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
+	"github.com/parley-im/parley/codec"
 	"github.com/parley-im/parley/protocol"
 	"github.com/parley-im/parley/protocol/pb"
 )
@@ -94,7 +97,7 @@ func (c *Client) SendGroup(ctx context.Context, group uint64, body []byte, typ p
 // sendWait sends to a user or a group and waits for the outcome.
 func (c *Client) sendWait(ctx context.Context, to, group uint64, body []byte, typ pb.ContentType) (Sent, error) {
 	wait := make(chan sendResult, 1)
-	o, err := c.send(to, group, body, typ, wait, nil)
+	o, err := c.send(ctx, to, group, body, typ, wait, nil)
 	if err != nil {
 		return Sent{}, err
 	}
@@ -124,7 +127,7 @@ func (c *Client) SendAsync(to uint64, body []byte, typ pb.ContentType, done func
 	if to == 0 {
 		return 0, fmt.Errorf("%w: send to user 0", ErrInvalid)
 	}
-	o, err := c.send(to, 0, body, typ, nil, done)
+	o, err := c.send(c.ctx, to, 0, body, typ, nil, done)
 	if err != nil {
 		return 0, err
 	}
@@ -137,16 +140,17 @@ func (c *Client) SendGroupAsync(group uint64, body []byte, typ pb.ContentType, d
 	if group == 0 {
 		return 0, fmt.Errorf("%w: send to group 0", ErrInvalid)
 	}
-	o, err := c.send(0, group, body, typ, nil, done)
+	o, err := c.send(c.ctx, 0, group, body, typ, nil, done)
 	if err != nil {
 		return 0, err
 	}
 	return o.CMID, nil
 }
 
-// send validates, numbers, stores and queues a send to user to or to
-// group (exactly one is set).
-func (c *Client) send(to, group uint64, body []byte, typ pb.ContentType, wait chan sendResult, done func(Sent, error)) (*outgoing, error) {
+// send validates, encrypts (unless the client is plain), numbers,
+// stores and queues a send to user to or to group (exactly one is set).
+// ctx bounds the encryption's fetches and key handovers.
+func (c *Client) send(ctx context.Context, to, group uint64, body []byte, typ pb.ContentType, wait chan sendResult, done func(Sent, error)) (*outgoing, error) {
 	switch {
 	case (to == 0) == (group == 0):
 		return nil, fmt.Errorf("%w: a send names a user or a group", ErrInvalid)
@@ -155,8 +159,64 @@ func (c *Client) send(to, group uint64, body []byte, typ pb.ContentType, wait ch
 	case len(body) > protocol.MaxMessageBody:
 		return nil, fmt.Errorf("%w: message body of %d bytes exceeds %d", ErrInvalid, len(body), protocol.MaxMessageBody)
 	}
+	out := Outgoing{To: to, Group: group, Body: bytes.Clone(body), Type: typ}
+	if c.sec != nil {
+		plain, err := proto.Marshal(&pb.Content{Body: body})
+		if err != nil {
+			return nil, fmt.Errorf("client: %w", err)
+		}
+		out.Body, out.Plain = nil, plain
+		if err := c.seal(ctx, &out); err != nil {
+			return nil, err
+		}
+	}
+	return c.queueOutgoing(out, wait, done)
+}
+
+// seal encrypts out end to end ([S-17-8], [S-17-14]) and checks that the
+// SEND fits a frame.
+func (c *Client) seal(ctx context.Context, out *Outgoing) error {
+	ctx, cancel := context.WithTimeout(ctx, secureTimeout)
+	defer cancel()
+	var err error
+	if out.Group != 0 {
+		err = c.sec.sealGroup(ctx, out)
+	} else {
+		err = c.sec.seal(ctx, out)
+	}
+	if err != nil {
+		return err
+	}
+	if n := len(out.appendFrame(nil)); n > protocol.MaxClientFrameBody {
+		return fmt.Errorf("%w: the message encrypted for every device takes %d bytes, over %d: send it as media", ErrInvalid, n, protocol.MaxClientFrameBody)
+	}
+	return nil
+}
+
+// sendContent sends content, a serialized pb.Content, to user to,
+// encrypted end to end, and waits for its SENT: the client's own messages
+// (sender keys, [S-17-14]).
+func (c *Client) sendContent(ctx context.Context, to uint64, content []byte) (Sent, error) {
+	out := Outgoing{To: to, Plain: content}
+	if err := c.seal(ctx, &out); err != nil {
+		return Sent{}, err
+	}
+	wait := make(chan sendResult, 1)
+	if _, err := c.queueOutgoing(out, wait, nil); err != nil {
+		return Sent{}, err
+	}
+	select {
+	case r := <-wait:
+		return r.sent, r.err
+	case <-ctx.Done():
+		return Sent{}, ctx.Err()
+	}
+}
+
+// queueOutgoing numbers, stores and queues a send.
+func (c *Client) queueOutgoing(out Outgoing, wait chan sendResult, done func(Sent, error)) (*outgoing, error) {
 	o := &outgoing{
-		Outgoing: Outgoing{To: to, Group: group, Body: bytes.Clone(body), Type: typ},
+		Outgoing: out,
 		state:    sendStoring,
 		wait:     wait,
 		done:     done,
@@ -221,6 +281,21 @@ func (c *Client) handleSendError(s *session, cmid uint64, se *ServerError) {
 	if o == nil || o.state == sendStoring {
 		c.mu.Unlock()
 		c.log.Debug("client: error for unknown cmid", "cmid", cmid, "err", se)
+		return
+	}
+	if se.Code == protocol.CodeDevicesChanged && c.sec != nil && o.Plain != nil && o.attempts < maxReencrypt && c.stopErr == nil {
+		// [S-17-9] nothing was stored: encrypt again for the current
+		// devices and send again under the same cmid.
+		if o.state == sendInFlight {
+			o.sess.inflight--
+			c.kickLocked(o.sess)
+		}
+		o.stopRetry()
+		o.state, o.sess = sendWaiting, nil
+		o.attempts++
+		c.wg.Add(1)
+		go c.reseal(o, se)
+		c.mu.Unlock()
 		return
 	}
 	if se.Code == protocol.CodeCMIDReused && c.stopErr == nil {
@@ -359,4 +434,55 @@ func (c *Client) notifySendLocked(o *outgoing, sent Sent, err error) {
 // sortByCMID sorts sends by cmid, the order they were made.
 func sortByCMID(q []*outgoing) {
 	slices.SortFunc(q, func(a, b *outgoing) int { return cmpUint64(a.CMID, b.CMID) })
+}
+
+// appendFrame appends o's SEND: through the hand-written encoder, or with
+// its envelopes through the generated one.
+func (o *Outgoing) appendFrame(buf []byte) []byte {
+	if len(o.Envelopes) == 0 && len(o.Own) == 0 {
+		return codec.AppendSend(buf, codec.Send{To: o.To, Group: o.Group, CMID: o.CMID, Body: o.Body, Type: o.Type, Cipher: o.Cipher})
+	}
+	m := &pb.Send{To: o.To, Cmid: o.CMID, Type: o.Type, Cipher: o.Cipher}
+	for _, e := range o.Envelopes {
+		m.Envelopes = append(m.Envelopes, &pb.Envelope{Device: e.Device, Body: e.Body, Cipher: e.Cipher})
+	}
+	for _, e := range o.Own {
+		m.Own = append(m.Own, &pb.Envelope{Device: e.Device, Body: e.Body, Cipher: e.Cipher})
+	}
+	out, err := codec.AppendProto(buf, protocol.KindSend, m)
+	if err != nil {
+		return buf // cannot happen for this message
+	}
+	return out
+}
+
+// reseal encrypts o again after DEVICES_CHANGED, stores it and queues it;
+// it fails o if that cannot be done.
+func (c *Client) reseal(o *outgoing, se *ServerError) {
+	defer c.wg.Done()
+	c.mu.Lock()
+	out := o.Outgoing
+	c.mu.Unlock()
+	err := c.sec.reseal(&out, se)
+	if err == nil {
+		err = c.store.AddOutgoing(out)
+	}
+	c.mu.Lock()
+	if o.state != sendWaiting { // the client stopped meanwhile
+		c.mu.Unlock()
+		return
+	}
+	if err != nil {
+		c.detachSendLocked(o)
+		c.mu.Unlock()
+		c.finishSend(o, Sent{CMID: o.CMID}, fmt.Errorf("client: encrypt again after %v: %w", se, err))
+		return
+	}
+	defer c.mu.Unlock()
+	o.Outgoing = out
+	o.state = sendQueued
+	c.queue = append(c.queue, o)
+	if s := c.sess; s != nil {
+		c.kickLocked(s)
+	}
 }

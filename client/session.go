@@ -283,7 +283,7 @@ func (c *Client) handleFrame(s *session, f codec.Frame, inBatch bool) error {
 		return c.handleEntry(s, m.Seq, Message{
 			Seq: m.Seq, ID: m.ID, Time: protocol.MessageTime(m.ID), From: m.From,
 			FromDevice: m.FromDevice, Body: append([]byte(nil), m.Body...), Type: m.Type,
-			Group: m.Group, GSeq: m.GSeq, To: m.To,
+			Group: m.Group, GSeq: m.GSeq, To: m.To, Cipher: m.Cipher,
 		})
 	case protocol.KindReceipt:
 		r, err := codec.ParseReceipt(f.Body)
@@ -617,6 +617,9 @@ func (c *Client) handleEntry(s *session, seq uint64, ev Event) error {
 // request it names.
 func (c *Client) handleError(s *session, m *pb.Error) error {
 	se := &ServerError{Code: m.Code, Message: m.Message, RetryAfter: time.Duration(m.RetryAfterMs) * time.Millisecond}
+	for _, d := range m.Devices {
+		se.Devices = append(se.Devices, UserDevices{User: d.User, Devices: d.Devices})
+	}
 	switch {
 	case protocol.ScopeOf(m.Code) == protocol.ScopeConnection:
 		return se

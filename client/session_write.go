@@ -147,7 +147,7 @@ func (c *Client) collectLocked(s *session, now time.Time, buf []byte) (_ []byte,
 			continue
 		}
 		mark := len(buf)
-		buf = codec.AppendSend(buf, codec.Send{To: o.To, Group: o.Group, CMID: o.CMID, Body: o.Body, Type: o.Type})
+		buf = o.appendFrame(buf)
 		if !fits(mark) {
 			break
 		}

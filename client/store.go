@@ -48,6 +48,26 @@ type Outgoing struct {
 	Body []byte `json:"body"`
 	// Type is the content type hint.
 	Type pb.ContentType `json:"type,omitempty"`
+	// Envelopes and Own carry a message encrypted per device instead of
+	// Body (spec [S-17-8]): one per device of To, one per other device of
+	// this user. Cipher says how Body is encrypted (a group message).
+	Envelopes []Envelope `json:"envelopes,omitempty"`
+	Own       []Envelope `json:"own,omitempty"`
+	Cipher    pb.Cipher  `json:"cipher,omitempty"`
+	// Plain is the plaintext (a serialized pb.Content) of a message the
+	// client encrypted, kept until it is answered so that it can be
+	// encrypted again for the current devices after DEVICES_CHANGED.
+	Plain []byte `json:"plain,omitempty"`
+}
+
+// Envelope is one device's ciphertext of a message (spec [S-17-8]).
+type Envelope struct {
+	// Device is the device it is for.
+	Device uint32 `json:"device"`
+	// Body is the ciphertext.
+	Body []byte `json:"body"`
+	// Cipher says how it is encrypted.
+	Cipher pb.Cipher `json:"cipher,omitempty"`
 }
 
 // State is what a Store keeps for one device.

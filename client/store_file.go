@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,16 +29,23 @@ type FileStore struct {
 	mu     sync.Mutex // guards the fields below
 	st     State
 	attrs  map[string]string
+	keys   map[string][]byte // the KeyStore's values
 	closed bool
 }
 
-var _ Store = (*FileStore)(nil)
+var (
+	_ Store    = (*FileStore)(nil)
+	_ KeyStore = (*FileStore)(nil)
+)
 
 // fileFormat is the JSON layout of a FileStore file.
 type fileFormat struct {
 	Version int `json:"version"`
 	State
 	Attrs map[string]string `json:"attrs,omitempty"`
+	// Keys holds the end-to-end encryption state (KeyStore): private keys
+	// among them, which is one more reason for the file's mode 0600.
+	Keys map[string][]byte `json:"keys,omitempty"`
 }
 
 // fileVersion is the layout version written by this package.
@@ -70,7 +78,7 @@ func OpenFileStore(path string) (*FileStore, error) {
 		_ = unlock()
 		return nil, fmt.Errorf("client: state file %s has version %d, want %d", path, ff.Version, fileVersion)
 	}
-	f.st, f.attrs = ff.State, ff.Attrs
+	f.st, f.attrs, f.keys = ff.State, ff.Attrs, ff.Keys
 	return f, nil
 }
 
@@ -106,9 +114,30 @@ func (f *FileStore) Attrs() map[string]string {
 
 // Reset replaces the state with an empty one, keeping the attributes: a
 // device registered anew starts with a new cursor and cmid space (spec
-// [S-9-10]). No Client may be using the store.
+// [S-9-10]) and new keys ([S-17-3]). No Client may be using the store.
 func (f *FileStore) Reset() error {
-	return f.update(func(st *State, _ map[string]string) { *st = State{} })
+	return f.updateKeys(func(st *State, _ map[string]string, keys map[string][]byte) {
+		*st = State{}
+		clear(keys)
+	})
+}
+
+// LoadKey implements KeyStore.
+func (f *FileStore) LoadKey(name string) ([]byte, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return bytes.Clone(f.keys[name]), nil
+}
+
+// SaveKey implements KeyStore: the whole file is written again.
+func (f *FileStore) SaveKey(name string, value []byte) error {
+	return f.updateKeys(func(_ *State, _ map[string]string, keys map[string][]byte) {
+		if value == nil {
+			delete(keys, name)
+		} else {
+			keys[name] = bytes.Clone(value)
+		}
+	})
 }
 
 // SetAttr stores the application attribute key; an empty value deletes it.
@@ -152,6 +181,11 @@ func (f *FileStore) RemoveOutgoing(cmid uint64) error {
 // update applies fn to a copy of the state and writes it; the change is
 // kept only if the write succeeds.
 func (f *FileStore) update(fn func(*State, map[string]string)) error {
+	return f.updateKeys(func(st *State, attrs map[string]string, _ map[string][]byte) { fn(st, attrs) })
+}
+
+// updateKeys is update with the keys too.
+func (f *FileStore) updateKeys(fn func(*State, map[string]string, map[string][]byte)) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.closed {
@@ -162,15 +196,19 @@ func (f *FileStore) update(fn func(*State, map[string]string)) error {
 	if attrs == nil {
 		attrs = make(map[string]string)
 	}
-	fn(&st, attrs)
-	b, err := json.MarshalIndent(fileFormat{Version: fileVersion, State: st, Attrs: attrs}, "", "  ")
+	keys := maps.Clone(f.keys)
+	if keys == nil {
+		keys = make(map[string][]byte)
+	}
+	fn(&st, attrs, keys)
+	b, err := json.MarshalIndent(fileFormat{Version: fileVersion, State: st, Attrs: attrs, Keys: keys}, "", "  ")
 	if err != nil {
 		return fmt.Errorf("client: encode state: %w", err)
 	}
 	if err := writeFileAtomic(f.path, append(b, '\n')); err != nil {
 		return err
 	}
-	f.st, f.attrs = st, attrs
+	f.st, f.attrs, f.keys = st, attrs, keys
 	return nil
 }
 

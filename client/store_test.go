@@ -138,7 +138,9 @@ func TestCMIDNeverReused(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c := startClient(t, testConfig(srv), f)
+		cfg := testConfig(srv)
+		cfg.Plain = true // the fake server has no key directory
+		c := startClient(t, cfg, f)
 		fc := srv.accept(t)
 		fc.login(16, 30, 0)
 		res := sendAsyncTest(c, context.Background(), 9, "x")

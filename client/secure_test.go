@@ -1,0 +1,320 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/parley-im/parley/internal/node"
+	"github.com/parley-im/parley/internal/nodetest"
+	"github.com/parley-im/parley/internal/wiretest"
+	"github.com/parley-im/parley/protocol/pb"
+)
+
+// recordingStore is a MemoryKeyStore that remembers every send it stored,
+// ciphertexts included, so a test can look at what went on the wire.
+type recordingStore struct {
+	*MemoryKeyStore
+	mu    sync.Mutex
+	sends []Outgoing
+}
+
+func (r *recordingStore) AddOutgoing(o Outgoing) error {
+	r.mu.Lock()
+	r.sends = append(r.sends, o)
+	r.mu.Unlock()
+	return r.MemoryKeyStore.AddOutgoing(o)
+}
+
+func (r *recordingStore) last() Outgoing {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.sends[len(r.sends)-1]
+}
+
+// secureNode is a real node and the clients of a test.
+type secureNode struct {
+	*nodetest.Node
+	t       *testing.T
+	cfg     Config
+	dataDir string
+}
+
+func startSecureNode(t *testing.T) *secureNode {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts a node")
+	}
+	var dir string
+	n := nodetest.Start(t, func(c *node.Config) { dir = c.DataDir })
+	return &secureNode{Node: n, t: t, dataDir: dir, cfg: Config{
+		Addr: n.Addr().String(), Fingerprint: n.Fingerprint(), DialTimeout: waitE2E,
+		BackoffMin: 10 * time.Millisecond, BackoffMax: 100 * time.Millisecond, Logger: nodetest.Logger(t),
+	}}
+}
+
+func creds(u wiretest.User) Credentials {
+	return Credentials{User: u.ID, Device: u.Device, Secret: u.Cred}
+}
+
+// account registers a user on shard with a primary and companions more
+// devices, and returns their credentials, primary first.
+func (n *secureNode) account(shard, companions int) []Credentials {
+	n.t.Helper()
+	u := n.RegisterOn(n.t, shard)
+	out := []Credentials{creds(u)}
+	if companions > 0 {
+		primary, _ := n.Login(n.t, u, 0)
+		for i := range companions {
+			out = append(out, creds(n.Link(n.t, primary, fmt.Sprintf("companion %d", i+1))))
+		}
+		_ = primary.Conn.Close()
+	}
+	return out
+}
+
+// device runs an encrypting client for c and waits until it published
+// its keys and caught up.
+func (n *secureNode) device(c Credentials, store Store) *testClient {
+	n.t.Helper()
+	if store == nil {
+		store = NewMemoryKeyStore()
+	}
+	tc := startClientAs(n.t, n.cfg, c, store)
+	if !tc.Encrypted() {
+		n.t.Fatal("client does not encrypt")
+	}
+	until(n.t, tc, func(ev Event) bool { _, ok := ev.(Synced); return ok })
+	return tc
+}
+
+// got is what one device decrypted, in order.
+type got struct {
+	id    uint64
+	from  uint64
+	dev   uint32
+	group uint64
+	text  string
+}
+
+// collect reads c's messages until it has want of them (its own copies,
+// which carry nothing for it, left out).
+func collect(t *testing.T, c *testClient, want int) []got {
+	t.Helper()
+	var out []got
+	until(t, c, func(ev Event) bool {
+		m, ok := ev.(Message)
+		if !ok {
+			return false
+		}
+		if m.DecryptErr != nil {
+			t.Fatalf("%d/%d could not decrypt %d from %d/%d: %v", c.User(), c.Device(), m.ID, m.From, m.FromDevice, m.DecryptErr)
+		}
+		if !m.Secure {
+			t.Fatalf("%d/%d got a message that was not encrypted: %+v", c.User(), c.Device(), m)
+		}
+		if m.From == c.User() && m.FromDevice == c.Device() {
+			if len(m.Body) != 0 {
+				t.Fatalf("own copy with a body: %+v", m)
+			}
+			return false
+		}
+		out = append(out, got{m.ID, m.From, m.FromDevice, m.Group, string(m.Body)})
+		return len(out) == want
+	})
+	return out
+}
+
+// TestSecureTwoUsersTwoDevices: two users with two devices each, on two
+// shards, exchange encrypted 1:1 messages through a real node: every
+// device decrypts every message (its user's and the copies of its own
+// user's other device) once and in the same order as the other device of
+// its user; a third device of Bob, linked later, is learned from
+// DEVICES_CHANGED and the send goes through; after Bob revokes a device,
+// it gets nothing new and could not decrypt what is sent next; the
+// security codes match and change with the devices; and the server's
+// data directory never holds a plaintext.
+func TestSecureTwoUsersTwoDevices(t *testing.T) {
+	n := startSecureNode(t)
+	ac, bc := n.account(0, 1), n.account(1, 1)
+	aliceStore := &recordingStore{MemoryKeyStore: NewMemoryKeyStore()}
+	alice, alaptop := n.device(ac[0], aliceStore), n.device(ac[1], nil)
+	bob, blaptop := n.device(bc[0], nil), n.device(bc[1], NewMemoryKeyStore())
+	ctx := context.Background()
+	if err := bob.Subscribe(ctx, []uint64{alice.User()}); err != nil {
+		t.Fatal(err)
+	}
+
+	secret := func(i int) string { return fmt.Sprintf("plaintext %d: the meeting is at the old mill", i) }
+	senders := []*testClient{alice, bob, alaptop, blaptop, alice, blaptop}
+	var ids []uint64
+	for i, s := range senders {
+		to := bob.User()
+		if s.User() == bob.User() {
+			to = alice.User()
+		}
+		sent, err := s.Send(ctx, to, []byte(secret(i)), pb.ContentType_CONTENT_TEXT)
+		if err != nil {
+			t.Fatalf("send %d: %v", i, err)
+		}
+		ids = append(ids, sent.ID)
+	}
+	// Each device sees every message but those it sent itself.
+	views := map[*testClient][]got{}
+	for _, c := range []*testClient{alice, alaptop, bob, blaptop} {
+		own := 0
+		for _, s := range senders {
+			if s == c {
+				own++
+			}
+		}
+		views[c] = collect(t, c, len(senders)-own)
+		for _, g := range views[c] {
+			i := slices.Index(ids, g.id)
+			if i < 0 || g.text != secret(i) || g.from != senders[i].User() || g.dev != senders[i].Device() {
+				t.Fatalf("%d/%d got %+v, want message %d %q", c.User(), c.Device(), g, i, secret(i))
+			}
+		}
+	}
+	for _, pair := range [][2]*testClient{{alice, alaptop}, {bob, blaptop}} {
+		a, b := views[pair[0]], views[pair[1]]
+		order := func(v []got) []uint64 {
+			var o []uint64
+			for _, g := range v {
+				o = append(o, g.id)
+			}
+			return o
+		}
+		common := func(o []uint64, other []got) []uint64 {
+			return slices.DeleteFunc(slices.Clone(o), func(id uint64) bool {
+				return !slices.ContainsFunc(other, func(g got) bool { return g.id == id })
+			})
+		}
+		if x, y := common(order(a), b), common(order(b), a); !slices.Equal(x, y) {
+			t.Fatalf("devices of user %d saw different orders: %v and %v", pair[0].User(), x, y)
+		}
+	}
+
+	code, err := alice.SecurityCode(ctx, bob.User())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code2, err := bob.SecurityCode(ctx, alice.User()); err != nil || code2 != code || len(code) != 60 {
+		t.Fatalf("security codes %q and %q (%v)", code, code2, err)
+	}
+
+	// Bob links a tablet: Alice's view of his devices is stale. She sends
+	// before the KEYS_CHANGED reaches her (her client is not reading
+	// events): DEVICES_CHANGED, and the send is encrypted again and goes
+	// through without the application noticing.
+	btablet := n.device(n.link(bob, "tablet"), nil)
+	before := alice.sec.reseals.Load()
+	sent, err := alice.Send(ctx, bob.User(), []byte(secret(101)), pb.ContentType_CONTENT_TEXT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if alice.sec.reseals.Load() == before {
+		t.Fatal("alice's send to bob's new device was not refused DEVICES_CHANGED and encrypted again")
+	}
+	if g := collect(t, btablet, 1); g[0].id != sent.ID || g[0].text != secret(101) {
+		t.Fatalf("tablet got %+v", g)
+	}
+	if code2, err := alice.SecurityCode(ctx, bob.User()); err != nil || code2 == code {
+		t.Fatalf("security code after bob's new device: %q (%v), was %q", code2, err, code)
+	}
+
+	// Bob revokes his laptop: it gets nothing new, and what is sent next
+	// is not encrypted for it.
+	if err := bob.RevokeDevice(ctx, blaptop.Device()); err != nil {
+		t.Fatal(err)
+	}
+	next(t, blaptop, func(Fatal) bool { return true })
+	sent, err = alice.Send(ctx, bob.User(), []byte(secret(102)), pb.ContentType_CONTENT_TEXT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := aliceStore.last()
+	for _, e := range last.Envelopes {
+		if e.Device == blaptop.Device() {
+			t.Fatalf("the message after the revocation is encrypted for the revoked device: %+v", last.Envelopes)
+		}
+		// The revoked device's keys open none of the envelopes.
+		m := Message{ID: sent.ID, From: alice.User(), FromDevice: alice.Device(), Body: e.Body, Cipher: e.Cipher}
+		if opened := blaptop.sec.open(m); opened == nil || opened.DecryptErr == nil {
+			t.Fatalf("the revoked device decrypted the envelope for device %d: %+v", e.Device, opened)
+		}
+	}
+	if g := collect(t, bob, 2); g[0].text != secret(101) || g[1].text != secret(102) {
+		t.Fatalf("bob got %+v", g)
+	}
+
+	// A plain client's message is in the data directory as it was sent,
+	// so the search below can find a plaintext; the encrypted ones are
+	// not.
+	plainCfg := n.cfg
+	plainCfg.Plain = true
+	plain := startClientAs(t, plainCfg, creds(n.RegisterOn(t, 0)), NewMemoryStore())
+	control := "a control message sent in the clear"
+	if _, err := plain.Send(ctx, bob.User(), []byte(control), pb.ContentType_CONTENT_TEXT); err != nil {
+		t.Fatal(err)
+	}
+	if found := inDataDir(t, n.dataDir, []string{control, secret(0), secret(3), secret(101), secret(102)}); !slices.Equal(found, []string{control}) {
+		t.Fatalf("plaintexts found in the data directory: %q, want only the control", found)
+	}
+}
+
+// link links a companion to primary's account through the SDK.
+func (n *secureNode) link(primary *testClient, name string) Credentials {
+	n.t.Helper()
+	ctx := context.Background()
+	pending, err := RequestLink(ctx, n.cfg, name)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	if err := primary.ApproveLink(ctx, pending.Code); err != nil {
+		n.t.Fatal(err)
+	}
+	c, err := pending.Wait(ctx)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	return c
+}
+
+// inDataDir returns which of texts some file under dir holds.
+func inDataDir(t *testing.T, dir string, texts []string) []string {
+	t.Helper()
+	found := map[string]bool{}
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil // a file that went away meanwhile
+		}
+		for _, s := range texts {
+			if bytes.Contains(b, []byte(s)) {
+				found[s] = true
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, s := range texts {
+		if found[s] {
+			out = append(out, s)
+		}
+	}
+	return out
+}
