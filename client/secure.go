@@ -541,6 +541,7 @@ func (e *secure) sealGroup(ctx context.Context, o *Outgoing) error {
 	if !slices.Contains(users, e.c.creds.User) {
 		users = append(users, e.c.creds.User)
 	}
+	var handed []string // devices that got the key, guarded by mu
 	for _, u := range users {
 		devices, err := e.devicesOf(ctx, u)
 		if err != nil {
@@ -564,11 +565,14 @@ func (e *secure) sealGroup(ctx context.Context, o *Outgoing) error {
 				return
 			}
 			for _, d := range devices {
-				st.got[deviceName(u, d)] = true
+				handed = append(handed, deviceName(u, d))
 			}
 		}()
 	}
 	wg.Wait()
+	for _, name := range handed {
+		st.got[name] = true
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if err := e.st.saveGroupState(o.Group, st); err != nil {

@@ -318,3 +318,93 @@ func inDataDir(t *testing.T, dir string, texts []string) []string {
 	}
 	return out
 }
+
+// TestSecureGroup: two users with two devices each and a third user with
+// one exchange encrypted group messages through a real node: each device
+// hands its sender key to every other member device before its first
+// message, every device decrypts every group message once, in the
+// group's order; after the third user is removed, the next message uses a
+// new sender key that the removed user's device cannot decrypt.
+func TestSecureGroup(t *testing.T) {
+	n := startSecureNode(t)
+	ac, bc, cc := n.account(0, 1), n.account(1, 1), n.account(0, 0)
+	aliceStore := &recordingStore{MemoryKeyStore: NewMemoryKeyStore()}
+	alice, alaptop := n.device(ac[0], aliceStore), n.device(ac[1], nil)
+	bob, blaptop := n.device(bc[0], nil), n.device(bc[1], nil)
+	carol := n.device(cc[0], nil)
+	ctx := context.Background()
+	g, err := alice.CreateGroup(ctx, "encrypted", nil, []uint64{bob.User(), carol.User()})
+	if err != nil || len(g.Members) != 3 {
+		t.Fatalf("create: %+v %v", g, err)
+	}
+	text := func(i int) string { return fmt.Sprintf("group plaintext %d: bring the maps", i) }
+	senders := []*testClient{alice, blaptop, carol, alaptop, bob, alice}
+	var ids []uint64
+	for i, s := range senders {
+		sent, err := s.SendGroup(ctx, g.ID, []byte(text(i)), pb.ContentType_CONTENT_TEXT)
+		if err != nil {
+			t.Fatalf("group send %d: %v", i, err)
+		}
+		ids = append(ids, sent.ID)
+	}
+	for _, c := range []*testClient{alice, alaptop, bob, blaptop, carol} {
+		var gotIDs []uint64
+		for _, gm := range collectGroup(t, c, g.ID, senders) {
+			i := slices.Index(ids, gm.id)
+			if i < 0 || gm.text != text(i) {
+				t.Fatalf("%d/%d got %+v", c.User(), c.Device(), gm)
+			}
+			gotIDs = append(gotIDs, gm.id)
+		}
+		var want []uint64
+		for i, s := range senders {
+			if s != c {
+				want = append(want, ids[i])
+			}
+		}
+		if !slices.Equal(gotIDs, want) {
+			t.Fatalf("%d/%d got %v, want %v in the group's order", c.User(), c.Device(), gotIDs, want)
+		}
+	}
+
+	if err := alice.RemoveGroupMembers(ctx, g.ID, []uint64{carol.User()}); err != nil {
+		t.Fatal(err)
+	}
+	next(t, alice, func(ev GroupEvent) bool { return ev.Op == pb.GroupOp_GROUP_OP_REMOVE })
+	if _, err := alice.SendGroup(ctx, g.ID, []byte(text(100)), pb.ContentType_CONTENT_TEXT); err != nil {
+		t.Fatal(err)
+	}
+	last := aliceStore.last()
+	m := Message{From: alice.User(), FromDevice: alice.Device(), Group: g.ID, Body: last.Body, Cipher: last.Cipher}
+	if opened := carol.sec.open(m); opened == nil || opened.DecryptErr == nil {
+		t.Fatalf("the removed member decrypted the message after its removal: %+v", opened)
+	}
+	if got := collectGroup(t, bob, g.ID, []*testClient{alice}); got[0].text != text(100) {
+		t.Fatalf("bob got %+v", got)
+	}
+}
+
+// collectGroup reads c's group messages of group until it has one for
+// each sender in senders that is not c.
+func collectGroup(t *testing.T, c *testClient, group uint64, senders []*testClient) []got {
+	t.Helper()
+	want := 0
+	for _, s := range senders {
+		if s != c {
+			want++
+		}
+	}
+	var out []got
+	until(t, c, func(ev Event) bool {
+		m, ok := ev.(Message)
+		if !ok || m.Group != group || (m.From == c.User() && m.FromDevice == c.Device()) {
+			return false
+		}
+		if m.DecryptErr != nil || m.Cipher != pb.Cipher_CIPHER_SENDER_KEY {
+			t.Fatalf("%d/%d: group message %d from %d/%d: cipher %v, %v", c.User(), c.Device(), m.ID, m.From, m.FromDevice, m.Cipher, m.DecryptErr)
+		}
+		out = append(out, got{m.ID, m.From, m.FromDevice, m.Group, string(m.Body)})
+		return len(out) == want
+	})
+	return out
+}

@@ -116,6 +116,12 @@ func TestEnvelopes(t *testing.T) {
 			if s, ok := n.sendEnvelopes(t, alice, aep, bob.user, 2, env).(*pb.Sent); !ok || s.Id != sent2.Id {
 				t.Fatalf("retry after the change: %v, want id %d", s, sent2.Id)
 			}
+			// To itself: the sender's other devices are the recipients, and
+			// there is no copy.
+			self := &storage.Envelopes{To: envelopes("note", bob.device, bphone2.device)}
+			if a := n.sendEnvelopes(t, btablet, tep, bob.user, 1, self); fmt.Sprintf("%T", a) != "*pb.Sent" {
+				t.Fatalf("send to itself: %v", a)
+			}
 			env3.Own = nil
 			if a := n.sendEnvelopes(t, alice, aep, bob.user, 3, env3); a == nil || fmt.Sprintf("%T", a) != "*pb.Sent" {
 				t.Fatalf("send after the revocation: %v", a)

@@ -111,6 +111,9 @@ func (s *Shard) applyEnvelopeSend(op *Op) {
 			return
 		}
 		own = slices.DeleteFunc(own, func(d uint32) bool { return d == op.FromDevice })
+		if op.User == op.From {
+			own = nil // to itself: its other devices are the recipients
+		}
 		checked := *e // the submitter's value stays as it was
 		e = &checked
 		op.Envelopes = e
