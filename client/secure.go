@@ -82,6 +82,9 @@ type secure struct {
 
 	mu      sync.Mutex // serializes the Signal state; never held across I/O
 	members map[uint64]groupMembers
+	// pubMu serializes publish and refill, across their requests, so two
+	// of them never make keys under the same ids. Taken before mu.
+	pubMu sync.Mutex
 
 	reseals atomic.Int64 // DEVICES_CHANGED answers met, for tests
 }
@@ -133,6 +136,8 @@ func (e *secure) address(user uint64, device uint32) *signal.SignalAddress {
 // prekey once the current one is older than signedRotateAfter
 // ([S-17-2], [S-17-11]). It runs when the client connects.
 func (e *secure) publish(ctx context.Context) error {
+	e.pubMu.Lock()
+	defer e.pubMu.Unlock()
 	e.mu.Lock()
 	p, err := e.st.published()
 	if err != nil {
@@ -172,6 +177,8 @@ func (e *secure) publish(ctx context.Context) error {
 
 // refill publishes a batch of one-time prekeys (PREKEYS_LOW, [S-17-6]).
 func (e *secure) refill(ctx context.Context) error {
+	e.pubMu.Lock()
+	defer e.pubMu.Unlock()
 	e.mu.Lock()
 	p, err := e.st.published()
 	var keys []*pb.PreKey
@@ -785,4 +792,15 @@ func (c *Client) SecurityCode(ctx context.Context, user uint64) (string, error) 
 		return "", fmt.Errorf("%w: the client does not encrypt (Config.Plain or a Store without keys)", ErrInvalid)
 	}
 	return c.sec.securityCode(ctx, user)
+}
+
+// PublishDeviceKeys publishes this device's keys now, if it has not yet
+// (the client also does so on its own when it connects), so that others
+// can send to it at once: a registration tool calls it right after
+// Verify or a link. It does nothing on a plain client.
+func (c *Client) PublishDeviceKeys(ctx context.Context) error {
+	if c.sec == nil {
+		return nil
+	}
+	return c.sec.publish(ctx)
 }

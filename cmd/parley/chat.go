@@ -408,6 +408,8 @@ func (u *chatUI) handle(k *conn, ev client.Event) {
 		case ev.Group == here.group && here.group != 0:
 			u.groupReceipts(ev.Type, ev.Items)
 		}
+	case client.KeysChanged:
+		u.con.statusf("%s", k.keysChanged(ev))
 	case client.GroupEvent:
 		u.con.printf("%s", k.groupEvent(ev))
 		if ev.Group == here.group && here.group != 0 {

@@ -54,6 +54,7 @@ Usage:
   parley save-file SEQ PATH                               (a file listen or chat showed)
   parley listen
   parley chat --to USER|+NUMBER | --group GROUP
+  parley verify --to USER|+NUMBER                         (the security code to compare)
 
 Groups (GROUP is a group id, or a name this profile has seen):
   parley group create NAME +NUMBER...
@@ -110,6 +111,8 @@ func run(ctx context.Context, args []string, e env) int {
 		err = cmdSend(ctx, args[1:], e)
 	case "listen":
 		err = cmdListen(ctx, args[1:], e)
+	case "verify":
+		err = cmdVerify(ctx, args[1:], e)
 	case "chat":
 		err = cmdChat(ctx, args[1:], e)
 	case "send-file":

@@ -115,11 +115,20 @@ func (k *conn) sendFailed(sent client.Sent, err error) error {
 	queued := sent.CMID != 0 && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded))
 	cause := k.reason(err)
 	var ue *unreachableError
+	// An encrypting client stores a message only once it is encrypted,
+	// which takes the recipient's keys from the server (spec.md section
+	// 17): a message that got no cmid was not queued.
+	const notSent = "the message could not be encrypted, for want of the recipient's keys, and was not sent"
+	unqueued := sent.CMID == 0 && k.c.Encrypted() && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded))
 	switch {
 	case queued && errors.As(cause, &ue):
 		return fmt.Errorf("%s; %s", ue.Error(), later)
 	case queued && errors.Is(err, context.DeadlineExceeded) && k.ctx.Err() == nil:
 		return fmt.Errorf("no answer from the server within %v; %s", k.o.timeout, later)
+	case unqueued && errors.As(cause, &ue):
+		return fmt.Errorf("%s; %s", ue.Error(), notSent)
+	case unqueued && errors.Is(err, context.DeadlineExceeded) && k.ctx.Err() == nil:
+		return fmt.Errorf("no answer from the server within %v; %s", k.o.timeout, notSent)
 	}
 	return cause
 }

@@ -206,7 +206,7 @@ func cmdLink(ctx context.Context, args []string, e env) error {
 	if err != nil {
 		return fmt.Errorf("waiting for the approval: %w", err)
 	}
-	if err := saveDevice(st, &o, cfg, creds, ""); err != nil {
+	if err := saveDevice(ctx, st, &o, cfg, creds, ""); err != nil {
 		return err
 	}
 	con.printf("Linked as device %d of user %d (profile %q, %s).", creds.Device, creds.User, o.profile, st.Path())
@@ -215,7 +215,7 @@ func cmdLink(ctx context.Context, args []string, e env) error {
 
 // saveDevice stores new credentials and how to reach the server in the
 // profile: a new device starts with a new cursor and cmid space.
-func saveDevice(st *client.FileStore, o *options, cfg client.Config, creds client.Credentials, phone string) error {
+func saveDevice(ctx context.Context, st *client.FileStore, o *options, cfg client.Config, creds client.Credentials, phone string) error {
 	if err := st.Reset(); err != nil {
 		return err
 	}
@@ -239,6 +239,32 @@ func saveDevice(st *client.FileStore, o *options, cfg client.Config, creds clien
 		if err := st.SetAttr(k, v); err != nil {
 			return err
 		}
+	}
+	return publishKeys(ctx, cfg, st, creds)
+}
+
+// publishKeys publishes the new device's end-to-end encryption keys
+// (spec.md section 17), so that others can write to it before it first
+// runs a command that connects.
+func publishKeys(ctx context.Context, cfg client.Config, st *client.FileStore, creds client.Credentials) error {
+	cfg.ManualAck = true // the inbox is left for the commands that show it
+	cfg.OnEvent = func(client.Event) {}
+	c, err := client.New(cfg, creds, st)
+	if err != nil {
+		return err
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- c.Run(rctx) }()
+	defer func() {
+		cancel()
+		_ = c.Close()
+		<-done
+	}()
+	pctx, pcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer pcancel()
+	if err := c.PublishDeviceKeys(pctx); err != nil {
+		return fmt.Errorf("publishing the device's encryption keys: %w", err)
 	}
 	return nil
 }

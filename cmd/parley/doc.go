@@ -27,6 +27,21 @@
 // "user ID" otherwise: the protocol never tells a number from an id.
 // Groups are shown as "#name".
 //
+// # End-to-end encryption
+//
+// Every message is encrypted end to end (spec.md section 17) with the
+// Signal protocol (go.mau.fi/libsignal): once for each device of the
+// recipient and each other device of this account, or, in a group, once
+// with this device's sender key, which it first hands to every member's
+// devices. The keys, sessions and identities seen live in the profile,
+// which is therefore private (mode 0600). register and link publish the
+// new device's keys at once, so others can write to it. listen and chat
+// say when a contact's security code changed (the contact added or lost
+// a device, or registered again); parley verify --to NUMBER prints the
+// 60-digit code, which both people compare out of band. A message that
+// was not encrypted (from a client that brings no encryption) is marked
+// so; one this device cannot decrypt is shown as such.
+//
 // In chat, parley shows when the other person is online or was last seen,
 // and when they are typing; it tells them when you are. On a Linux
 // terminal it reads keys as they are typed to do so (it edits the line
@@ -56,11 +71,13 @@
 //
 // # Files
 //
-// send-file encrypts the file end to end, uploads the ciphertext through
-// the server's media endpoint (spec.md section 14), and sends an ordinary
-// message whose content type says image, video, voice or document (by the
-// file's MIME type; document when the file is over the type's limit) and
-// whose body is this JSON object, which the server never reads:
+// send-file encrypts the file with a key of its own, uploads the
+// ciphertext through the server's media endpoint (spec.md section 14), and
+// sends an ordinary message, itself encrypted end to end like any other,
+// whose content type says image, video, voice or document (by the file's
+// MIME type; document when the file is over the type's limit) and whose
+// body is this JSON object: the file's key thus travels only inside the
+// end-to-end encrypted message, and the server sees neither:
 //
 //	{
 //	  "v": 1,                  layout version

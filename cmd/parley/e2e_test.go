@@ -355,7 +355,8 @@ func TestEndToEndPresenceAndTyping(t *testing.T) {
 
 	ca := alice.start("chat", "--plain", "--to", "+447700900302")
 	ca.err.waitFor(t, "Chatting with +447700900302")
-	ca.err.waitFor(t, "+447700900302 is offline") // never logged in
+	// Bob's device connected once, at registration, to publish its keys.
+	ca.err.waitFor(t, "+447700900302 was last seen")
 	cb := bob.start("chat", "--plain", "--to", "+447700900301")
 	ca.err.waitFor(t, "+447700900302 is online")
 	cb.err.waitFor(t, "+447700900301 is online")
@@ -491,5 +492,56 @@ func TestEndToEndLinking(t *testing.T) {
 	}
 	if status := ll.exit(t); status != 1 || !strings.Contains(ll.err.String(), "DEVICE_REVOKED") {
 		t.Errorf("revoked listen: exit %d, stderr %q", status, ll.err)
+	}
+}
+
+// TestEndToEndSecurityCode: verify prints the same security code on both
+// sides; when Bob links a device, Alice's chat says his security code
+// changed, and verify prints a new one.
+func TestEndToEndSecurityCode(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a node")
+	}
+	n := nodetest.Start(t, nil)
+	alice := register(t, n, "+447700900601")
+	bob := register(t, n, "+447700900602")
+	code := func(tm *terminal, to string) string {
+		out := tm.ok("verify", "--to", to)
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		if len(lines) < 5 {
+			t.Fatalf("verify printed %q", out)
+		}
+		return strings.Join(lines[1:5], " ")
+	}
+	ab, ba := code(alice, "+447700900602"), code(bob, "+447700900601")
+	if ab != ba || len(strings.ReplaceAll(ab, " ", "")) != 60 {
+		t.Fatalf("security codes differ: %q and %q", ab, ba)
+	}
+
+	cb := bob.start("chat", "--plain", "--to", "+447700900601") // Alice becomes Bob's contact
+	cb.err.waitFor(t, "up to date")
+	_ = cb.in.Close()
+	if status := cb.exit(t); status != 0 {
+		t.Fatalf("chat: exit %d\n%s", status, cb.err)
+	}
+	ca := alice.start("chat", "--plain", "--to", "+447700900602")
+	ca.err.waitFor(t, "up to date")
+
+	laptop := &terminal{t: t, dir: t.TempDir(), environ: map[string]string{
+		"PARLEY_SERVER": n.Addr().String(), "PARLEY_FINGERPRINT": n.Fingerprint(),
+	}}
+	l := laptop.start("link", "--device-name", "laptop")
+	l.out.waitFor(t, "Link code: ")
+	bob.ok("approve", field(t, l.out.String(), "Link code: "))
+	if status := l.exit(t); status != 0 {
+		t.Fatalf("link: exit %d\n%s", status, l.err)
+	}
+	ca.err.waitFor(t, "The security code with +447700900602 changed")
+	_ = ca.in.Close()
+	if status := ca.exit(t); status != 0 {
+		t.Errorf("chat: exit %d\n%s", status, ca.err)
+	}
+	if again := code(alice, "+447700900602"); again == ab {
+		t.Fatalf("the security code did not change: %q", again)
 	}
 }

@@ -347,6 +347,9 @@ func TestEndToEndServerAway(t *testing.T) {
 	ca.exit(t)
 
 	// send, with the server gone and a long --timeout: it says so at once.
+	// Alice has written to Bob before, so her device knows his devices and
+	// has sessions with them: it encrypts without the server and queues.
+	alice.ok("send", "--to", b, "hello first")
 	g.close()
 	c := alice.start("send", "--timeout", "1h", "--to", b, "queued")
 	_ = c.in.Close()

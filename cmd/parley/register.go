@@ -85,7 +85,7 @@ func cmdRegister(ctx context.Context, args []string, e env) error {
 		break
 	}
 
-	if err := saveDevice(st, &o, cfg, creds, phone); err != nil {
+	if err := saveDevice(ctx, st, &o, cfg, creds, phone); err != nil {
 		return err
 	}
 	con.printf("Registered %s as user %d, device %d (profile %q, %s).", phone, creds.User, creds.Device, o.profile, st.Path())

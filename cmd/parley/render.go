@@ -78,6 +78,12 @@ func (k *conn) message(ev client.Message, here conversation, saveHint string) st
 		}
 	}
 	text := body(ev.Body, ev.Type)
+	switch {
+	case ev.DecryptErr != nil:
+		return fmt.Sprintf("[%s] %s: [a message this device could not decrypt]", k.con.when(ev.Time), from)
+	case !ev.Secure && k.c.Encrypted():
+		text += " [not end-to-end encrypted]"
+	}
 	if ev.Type != pb.ContentType_CONTENT_TEXT {
 		if ref, ok := parseFileRef(ev.Body); ok {
 			k.rememberFile(ev.Seq, ev.Body)
