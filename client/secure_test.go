@@ -42,12 +42,12 @@ func (r *recordingStore) last() Outgoing {
 // secureNode is a real node and the clients of a test.
 type secureNode struct {
 	*nodetest.Node
-	t       *testing.T
+	t       testing.TB
 	cfg     Config
 	dataDir string
 }
 
-func startSecureNode(t *testing.T) *secureNode {
+func startSecureNode(t testing.TB) *secureNode {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("starts a node")
@@ -87,11 +87,12 @@ func (n *secureNode) device(c Credentials, store Store) *testClient {
 	if store == nil {
 		store = NewMemoryKeyStore()
 	}
-	tc := startClientAs(n.t, n.cfg, c, store)
+	t := n.t.(*testing.T)
+	tc := startClientAs(t, n.cfg, c, store)
 	if !tc.Encrypted() {
-		n.t.Fatal("client does not encrypt")
+		t.Fatal("client does not encrypt")
 	}
-	until(n.t, tc, func(ev Event) bool { _, ok := ev.(Synced); return ok })
+	until(t, tc, func(ev Event) bool { _, ok := ev.(Synced); return ok })
 	return tc
 }
 
