@@ -98,6 +98,15 @@ func (c *Client) handleControl(s *session, f codec.Frame) (bool, error) {
 			return true, fmt.Errorf("%w: %w", ErrProtocol, err)
 		}
 		seq, ev = m.Seq, Blocked{Seq: m.Seq, User: m.User, Blocked: m.Blocked}
+	case protocol.KindTimer:
+		var m pb.Timer
+		if err := codec.ParseProto(f.Body, &m); err != nil {
+			return true, fmt.Errorf("%w: %w", ErrProtocol, err)
+		}
+		seq, ev = m.Seq, TimerChanged{
+			Seq: m.Seq, ID: m.Id, Time: protocol.MessageTime(m.Id), From: m.From, Peer: m.Peer,
+			Group: m.Group, GSeq: m.Gseq, TTL: time.Duration(m.TtlS) * time.Second,
+		}
 	default:
 		return false, nil
 	}
@@ -159,3 +168,68 @@ type Blocked struct {
 }
 
 func (Blocked) event() {}
+
+// SetTimer sets the disappearing-message timer of this user's
+// conversation with peer ([S-18-8]): messages either of them sends from
+// then on disappear ttl after they were sent ([S-18-10]); 0 turns it off.
+// ttl is rounded down to whole seconds, at most protocol.MaxTimer. Both
+// users' devices get a TimerChanged event. Errors: NOT_FOUND for a peer
+// that does not exist.
+func (c *Client) SetTimer(ctx context.Context, peer uint64, ttl time.Duration) error {
+	if peer == 0 {
+		return fmt.Errorf("%w: timer with user 0", ErrInvalid)
+	}
+	return c.setTimer(ctx, peer, 0, ttl)
+}
+
+// SetGroupTimer sets group's disappearing-message timer (admins only:
+// NOT_ADMIN); every member gets a TimerChanged event in the group's
+// order.
+func (c *Client) SetGroupTimer(ctx context.Context, group uint64, ttl time.Duration) error {
+	if group == 0 {
+		return fmt.Errorf("%w: timer of group 0", ErrInvalid)
+	}
+	return c.setTimer(ctx, 0, group, ttl)
+}
+
+func (c *Client) setTimer(ctx context.Context, to, group uint64, ttl time.Duration) error {
+	if ttl < 0 || ttl > protocol.MaxTimer*time.Second {
+		return fmt.Errorf("%w: timer %v, want 0 to %v", ErrInvalid, ttl, protocol.MaxTimer*time.Second)
+	}
+	secs := uint32(ttl / time.Second)
+	_, err := doAs[*pb.Ok](ctx, c, &request{kind: protocol.KindSetTimer, body: func(rid uint32) proto.Message {
+		return &pb.SetTimer{Rid: rid, To: to, Group: group, TtlS: secs}
+	}})
+	return err
+}
+
+// TimerChanged is an inbox entry: a conversation's disappearing-message
+// timer changed ([S-18-9]), the 1:1 conversation with Peer or Group's.
+// Messages stored from then on carry it.
+type TimerChanged struct {
+	// Seq is the entry's position in this user's inbox.
+	Seq uint64
+	// ID is the server's id of the change; Time is when (from ID).
+	ID   uint64
+	Time time.Time
+	// From is the user who set it.
+	From uint64
+	// Peer is the other user of the 1:1 conversation; 0 for a group.
+	Peer uint64
+	// Group is the group, GSeq the change's place in its order; 0 for a
+	// 1:1 conversation.
+	Group, GSeq uint64
+	// TTL is the new timer; 0 when turned off.
+	TTL time.Duration
+}
+
+func (TimerChanged) event() {}
+
+// expiry returns when message id with a timer of ttl seconds expires;
+// zero without a timer.
+func expiry(id uint64, ttl uint32) time.Time {
+	if ttl == 0 {
+		return time.Time{}
+	}
+	return protocol.MessageTime(id).Add(time.Duration(ttl) * time.Second)
+}

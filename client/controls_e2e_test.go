@@ -218,3 +218,76 @@ func TestE2EBlock(t *testing.T) {
 		t.Fatalf("blocking oneself: %v, want ErrInvalid", err)
 	}
 }
+
+// TestE2EDisappearing sets disappearing-message timers through a real
+// node ([S-18-8] to [S-18-10]): both users' devices learn the change, the
+// messages carry their expiry, and after they expire (and a restart,
+// whose maintenance walk deletes them) a device that had not fetched
+// them never gets them. A group's timer is its admins'.
+func TestE2EDisappearing(t *testing.T) {
+	clk := &nodetest.Clock{}
+	n := startE2ENodeWith(t, func(c *node.Config) { c.Storage.Now = clk.Now })
+	ctx := context.Background()
+	alice := n.start(t, n.register(t, n.PhoneOn(0)))
+	bob := n.start(t, n.register(t, n.PhoneOn(1)))
+	tabletCreds := n.link(t, bob, "tablet") // offline until the end
+
+	if err := alice.SetTimer(ctx, bob.User(), time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if tc := next[TimerChanged](t, bob, nil); tc.From != alice.User() || tc.Peer != alice.User() || tc.TTL != time.Hour {
+		t.Fatalf("bob got %+v", tc)
+	}
+	sent, err := alice.Send(ctx, bob.User(), []byte("burn after reading"), pb.ContentType_CONTENT_TEXT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := next[Message](t, bob, nil)
+	if m.ID != sent.ID || m.TTL != time.Hour || !m.Expires.Equal(sent.Time.Add(time.Hour)) {
+		t.Fatalf("bob got %+v, want ttl 1h", m)
+	}
+	reply, err := bob.Send(ctx, alice.User(), []byte("noted"), pb.ContentType_CONTENT_TEXT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := next(t, alice, func(m Message) bool { return m.ID == reply.ID }); m.TTL != time.Hour {
+		t.Fatalf("alice got %+v, want ttl 1h on bob's reply", m)
+	}
+
+	g, err := alice.CreateGroup(ctx, "ephemeral", nil, []uint64{bob.User()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bob.SetGroupTimer(ctx, g.ID, time.Minute); CodeOf(err) != protocol.CodeNotAdmin {
+		t.Fatalf("a member setting the group's timer: %v, want NOT_ADMIN", err)
+	}
+	if err := alice.SetGroupTimer(ctx, g.ID, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if tc := next(t, bob, func(tc TimerChanged) bool { return tc.Group == g.ID }); tc.TTL != time.Minute || tc.GSeq <= g.GSeq {
+		t.Fatalf("bob got %+v", tc)
+	}
+	if info, err := bob.Group(ctx, g.ID); err != nil || info.Timer != time.Minute {
+		t.Fatalf("Group = %+v, %v", info, err)
+	}
+	gm, err := alice.SendGroup(ctx, g.ID, []byte("a minute"), pb.ContentType_CONTENT_TEXT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := next(t, bob, func(m Message) bool { return m.ID == gm.ID }); m.TTL != time.Minute {
+		t.Fatalf("bob got %+v, want ttl 1m", m)
+	}
+
+	clk.Advance(time.Hour + time.Minute)
+	n.Restart(t)
+	tablet := startClientAs(t, n.cfg, tabletCreds, nil)
+	until(t, tablet, func(ev Event) bool {
+		switch ev := ev.(type) {
+		case Message:
+			t.Fatalf("bob's tablet got an expired message: %q", ev.Body)
+		case Synced:
+			return true
+		}
+		return false
+	})
+}

@@ -36,7 +36,9 @@
 // Conversation controls (section 18): Revoke and RevokeGroup delete a
 // message for everyone; the deletions arrive as Revoked events. Block,
 // Unblock and BlockList manage the account's block list; the account's
-// devices follow it by Blocked events.
+// devices follow it by Blocked events. SetTimer and SetGroupTimer set a
+// conversation's disappearing-message timer (TimerChanged events);
+// Message.Expires says when a disappearing message goes.
 //
 // Media (section 14): a Client is a MediaRequester, so
 // Media{Requester: c, HTTP: …} uploads and downloads over its connection.

@@ -11,7 +11,7 @@ import (
 // is closed: Connected, Disconnected, Fatal, Synced and SendDone about the
 // connection and the outbox; Message, Receipt, Receipts and GroupEvent,
 // the inbox entries, and those of the conversation controls (Revoked,
-// Blocked; controls.go); Presence and IsTyping, which are not stored. Later
+// Blocked, TimerChanged; controls.go); Presence and IsTyping, which are not stored. Later
 // versions may add events: an application ignores the ones it does not
 // know. Events own their memory; the application may keep them.
 type Event interface {
@@ -97,6 +97,13 @@ type Message struct {
 	// DecryptErr, when not nil, says why an encrypted message could not be
 	// decrypted (it wraps ErrUndecryptable); Body is then empty.
 	DecryptErr error
+	// TTL is, for a disappearing message, how long it lives after Time;
+	// 0 otherwise ([S-18-10]).
+	TTL time.Duration
+	// Expires is when a disappearing message expires (Time + TTL): the
+	// application deletes it then, and does not show it if that has
+	// passed already (it can arrive late). Zero for other messages.
+	Expires time.Time
 }
 
 // Receipt is a receipt inbox entry. RECEIPT_DELIVERED and RECEIPT_READ:

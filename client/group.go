@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"time"
 	"unicode/utf8"
 
 	"google.golang.org/protobuf/proto"
@@ -38,6 +39,9 @@ type GroupInfo struct {
 	// were not added and why (NOT_FOUND, TOO_MANY_GROUPS, GROUP_FULL,
 	// OVERLOADED); it is empty otherwise.
 	Refused []GroupRefusal
+	// Timer is the group's disappearing-message timer, 0 when off
+	// ([S-18-8]).
+	Timer time.Duration
 }
 
 // GroupMember is one member of a group.
@@ -116,7 +120,7 @@ func (g *GroupInfo) Apply(ev GroupEvent) bool {
 
 // groupInfo converts a GROUP_INFO body.
 func groupInfo(m *pb.GroupInfo) GroupInfo {
-	g := GroupInfo{ID: m.Group, Name: m.Name, Avatar: m.Avatar, GSeq: m.Gseq}
+	g := GroupInfo{ID: m.Group, Name: m.Name, Avatar: m.Avatar, GSeq: m.Gseq, Timer: time.Duration(m.TimerS) * time.Second}
 	g.Members = make([]GroupMember, len(m.Members))
 	for i, mm := range m.Members {
 		g.Members[i] = GroupMember{User: mm.User, Role: mm.Role, SinceGSeq: mm.SinceGseq}

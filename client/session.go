@@ -284,6 +284,7 @@ func (c *Client) handleFrame(s *session, f codec.Frame, inBatch bool) error {
 			Seq: m.Seq, ID: m.ID, Time: protocol.MessageTime(m.ID), From: m.From,
 			FromDevice: m.FromDevice, Body: append([]byte(nil), m.Body...), Type: m.Type,
 			Group: m.Group, GSeq: m.GSeq, To: m.To, Cipher: m.Cipher,
+			TTL: time.Duration(m.TTL) * time.Second, Expires: expiry(m.ID, m.TTL),
 		})
 	case protocol.KindReceipt:
 		r, err := codec.ParseReceipt(f.Body)

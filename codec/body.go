@@ -43,6 +43,7 @@ const (
 	fieldMessageGSeq       = 8
 	fieldMessageTo         = 9
 	fieldMessageCipher     = 10
+	fieldMessageTTL        = 13 // spec.md [S-18-10]
 
 	fieldReceiptPeer  = 2
 	fieldReceiptType  = 3
@@ -82,6 +83,7 @@ type Message struct {
 	GSeq       uint64
 	To         uint64
 	Cipher     pb.Cipher
+	TTL        uint32 // disappearing: seconds the message lives after its time
 }
 
 // Receipt is a decoded Receipt body.
@@ -227,6 +229,10 @@ func ParseMessage(b []byte) (Message, error) {
 			if f.typ == protowire.VarintType {
 				m.Cipher = pb.Cipher(int32(f.v))
 			}
+		case fieldMessageTTL:
+			if f.typ == protowire.VarintType {
+				m.TTL = uint32(f.v)
+			}
 		}
 	})
 	return m, err
@@ -329,7 +335,8 @@ func AppendMessageEntry(dst []byte, m Message) []byte {
 	dst = appendVarintField(dst, fieldMessageGroup, m.Group)
 	dst = appendVarintField(dst, fieldMessageGSeq, m.GSeq)
 	dst = appendVarintField(dst, fieldMessageTo, m.To)
-	return appendVarintField(dst, fieldMessageCipher, uint64(m.Cipher))
+	dst = appendVarintField(dst, fieldMessageCipher, uint64(m.Cipher))
+	return appendVarintField(dst, fieldMessageTTL, uint64(m.TTL))
 }
 
 // AppendReceiptEntry appends the stored form of a Receipt inbox entry: the

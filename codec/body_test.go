@@ -46,6 +46,8 @@ func TestHotEncodersMatchGenerated(t *testing.T) {
 			protocol.KindMessage, &pb.Message{Seq: 78, Id: 5, From: 6, Body: []byte("x"), Group: 9 << 12, Gseq: 300}},
 		{"self copy", AppendEntry(nil, protocol.KindMessage, 79, AppendMessageEntry(nil, Message{ID: 5, From: 6, Body: []byte("x"), To: 7})),
 			protocol.KindMessage, &pb.Message{Seq: 79, Id: 5, From: 6, Body: []byte("x"), To: 7}},
+		{"disappearing message", AppendEntry(nil, protocol.KindMessage, 80, AppendMessageEntry(nil, Message{ID: 5, From: 6, Body: []byte("x"), TTL: 86400})),
+			protocol.KindMessage, &pb.Message{Seq: 80, Id: 5, From: 6, Body: []byte("x"), TtlS: 86400}},
 		{"group receipt", AppendEntry(nil, protocol.KindReceipt, 9, AppendReceiptEntry(nil, Receipt{Peer: 4, Type: pb.ReceiptType_RECEIPT_READ, UpTo: 3, Group: 8})),
 			protocol.KindReceipt, &pb.Receipt{Seq: 9, Peer: 4, Type: pb.ReceiptType_RECEIPT_READ, UpTo: 3, Group: 8}},
 		{"receipt", AppendEntry(nil, protocol.KindReceipt, 9, AppendReceiptEntry(nil, Receipt{Peer: 4, Type: pb.ReceiptType_RECEIPT_READ, UpTo: 1 << 50})),
@@ -86,10 +88,10 @@ func TestHotDecodersMatchGenerated(t *testing.T) {
 		t.Fatalf("ParseAck = %d, %v", seq, err)
 	}
 
-	b, _ = proto.Marshal(&pb.Message{Seq: 1, Id: 2, From: 3, Body: []byte("m"), Type: pb.ContentType_CONTENT_VIDEO, FromDevice: 4, Group: 5, Gseq: 6, To: 7})
+	b, _ = proto.Marshal(&pb.Message{Seq: 1, Id: 2, From: 3, Body: []byte("m"), Type: pb.ContentType_CONTENT_VIDEO, FromDevice: 4, Group: 5, Gseq: 6, To: 7, TtlS: 8})
 	m, err := ParseMessage(append(b, unknown...))
 	if err != nil || m.Seq != 1 || m.ID != 2 || m.From != 3 || string(m.Body) != "m" || m.Type != pb.ContentType_CONTENT_VIDEO || m.FromDevice != 4 ||
-		m.Group != 5 || m.GSeq != 6 || m.To != 7 {
+		m.Group != 5 || m.GSeq != 6 || m.To != 7 || m.TTL != 8 {
 		t.Fatalf("ParseMessage = %+v, %v", m, err)
 	}
 

@@ -84,9 +84,11 @@ const (
 	KindBlock           Kind = 62  // Block: block a user (client to server)
 	KindUnblock         Kind = 61  // Unblock: end a block (client to server)
 	KindBlockList       Kind = 60  // BlockList: the users this user blocks (client to server)
+	KindSetTimer        Kind = 59  // SetTimer: a conversation's disappearing-message timer (client to server)
 	KindBlockListResult Kind = 111 // BlockListResult: answers BlockList (server to client)
 	KindRevoked         Kind = 127 // Revoked: a message was deleted for everyone, inbox entry (server to client)
 	KindBlocked         Kind = 126 // Blocked: the account blocked or unblocked a user, inbox entry (server to client)
+	KindTimer           Kind = 125 // Timer: a disappearing-message timer changed, inbox entry (server to client)
 )
 
 // FirstReservedEntryKind starts the server kinds (112–127) reserved for
@@ -164,6 +166,7 @@ var Kinds = []KindInfo{
 	{KindMediaDownload, "MEDIA_DOWNLOAD", "MediaDownload", ClientToServer, StateAuthenticated, false},
 	{KindKeysPublish, "KEYS_PUBLISH", "KeysPublish", ClientToServer, StateAuthenticated, false},
 	{KindKeysFetch, "KEYS_FETCH", "KeysFetch", ClientToServer, StateAuthenticated, false},
+	{KindSetTimer, "SET_TIMER", "SetTimer", ClientToServer, StateAuthenticated, false},
 	{KindBlockList, "BLOCK_LIST", "BlockList", ClientToServer, StateAuthenticated, false},
 	{KindUnblock, "UNBLOCK", "Unblock", ClientToServer, StateAuthenticated, false},
 	{KindBlock, "BLOCK", "Block", ClientToServer, StateAuthenticated, false},
@@ -196,6 +199,7 @@ var Kinds = []KindInfo{
 	{KindBlockListResult, "BLOCK_LIST_RESULT", "BlockListResult", ServerToClient, 0, false},
 	{KindKeysChanged, "KEYS_CHANGED", "KeysChanged", ServerToClient, 0, true},
 	{KindPreKeysLow, "PREKEYS_LOW", "PreKeysLow", ServerToClient, 0, true},
+	{KindTimer, "TIMER", "Timer", ServerToClient, 0, true},
 	{KindBlocked, "BLOCKED", "Blocked", ServerToClient, 0, true},
 	{KindRevoked, "REVOKED", "Revoked", ServerToClient, 0, true},
 }

@@ -122,4 +122,8 @@ const (
 const (
 	// MaxBlocks is the most users one account blocks: TOO_MANY_BLOCKS.
 	MaxBlocks = 1024
+
+	// MaxTimer is the longest disappearing-message timer in seconds (366
+	// days): INVALID_ARGUMENT.
+	MaxTimer = 366 * 24 * 3600
 )

@@ -224,6 +224,7 @@ var constants = map[string]int64{
 	"MaxMediaDocument":         protocol.MaxMediaDocument,
 	"MediaIDLen":               protocol.MediaIDLen,
 	"MaxBlocks":                protocol.MaxBlocks,
+	"MaxTimer":                 protocol.MaxTimer,
 	"KeyLen":                   protocol.KeyLen,
 	"SignatureLen":             protocol.SignatureLen,
 	"MaxPreKeysPerPublish":     protocol.MaxPreKeysPerPublish,
@@ -680,7 +681,7 @@ func checkBody(t *testing.T, line int, k protocol.Kind, body []byte, want proto.
 		hand = codec.AppendSent(nil, m.Cmid, m.Id)
 	case *pb.Message:
 		cm := codec.Message{ID: m.Id, From: m.From, Body: m.Body, Type: m.Type, FromDevice: m.FromDevice,
-			Group: m.Group, GSeq: m.Gseq, To: m.To, Cipher: m.Cipher}
+			Group: m.Group, GSeq: m.Gseq, To: m.To, Cipher: m.Cipher, TTL: m.TtlS}
 		hand = codec.AppendEntry(nil, protocol.KindMessage, m.Seq, codec.AppendMessageEntry(nil, cm))
 		handDecoded, err = codec.ParseMessage(body)
 		cm.Seq = m.Seq

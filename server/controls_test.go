@@ -54,6 +54,15 @@ func TestControlsRefused(t *testing.T) {
 		{"unblock oneself", func(rid uint32) (protocol.Kind, proto.Message) {
 			return protocol.KindUnblock, &pb.Unblock{Rid: rid, User: mallory.ID}
 		}, protocol.CodeInvalidArgument},
+		{"timer beyond the limit", func(rid uint32) (protocol.Kind, proto.Message) {
+			return protocol.KindSetTimer, &pb.SetTimer{Rid: rid, To: bob.ID, TtlS: protocol.MaxTimer + 1}
+		}, protocol.CodeInvalidArgument},
+		{"timer naming nobody", func(rid uint32) (protocol.Kind, proto.Message) {
+			return protocol.KindSetTimer, &pb.SetTimer{Rid: rid, TtlS: 60}
+		}, protocol.CodeInvalidArgument},
+		{"timer of a group not joined", func(rid uint32) (protocol.Kind, proto.Message) {
+			return protocol.KindSetTimer, &pb.SetTimer{Rid: rid, Group: 12293, TtlS: 60}
+		}, protocol.CodeNotMember},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -33,6 +33,8 @@ func (c *conn) handleControl(k protocol.Kind, body []byte, w *buffer) (verdict, 
 			return v, true
 		}
 		return c.request(storage.Op{Kind: storage.OpBlockList, User: c.user, RID: m.Rid, EP: c}, m.Rid, w), true
+	case protocol.KindSetTimer:
+		return c.handleSetTimer(body, w), true
 	}
 	return verdict{}, false
 }
@@ -60,4 +62,18 @@ func (c *conn) handleBlock(kind storage.OpKind, rid uint32, user uint64, w *buff
 		return verdict{}
 	}
 	return c.request(storage.Op{Kind: kind, User: c.user, Peer: user, RID: rid, EP: c}, rid, w)
+}
+
+// handleSetTimer sets a conversation's disappearing-message timer on the
+// shard of the other user or of the group ([S-18-8]).
+func (c *conn) handleSetTimer(body []byte, w *buffer) verdict {
+	var m pb.SetTimer
+	if v, ok := c.decode(body, &m, w); !ok {
+		return v
+	}
+	if (m.To == 0) == (m.Group == 0) || m.TtlS > protocol.MaxTimer {
+		refuse(w, protocol.CodeInvalidArgument, m.Rid, 0)
+		return verdict{}
+	}
+	return c.request(storage.Op{Kind: storage.OpSetTimer, User: m.To, Group: m.Group, From: c.user, TTL: m.TtlS, RID: m.Rid, EP: c}, m.Rid, w)
 }

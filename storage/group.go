@@ -23,6 +23,7 @@ type groupRecord struct {
 	Avatar    []byte
 	CreatedMS uint64
 	GSeq      uint64 // the last event or message of the group
+	Timer     uint32 // the disappearing-message timer in seconds, 0: off (added later)
 }
 
 func (g *groupRecord) encode(dst []byte) []byte {
@@ -31,6 +32,7 @@ func (g *groupRecord) encode(dst []byte) []byte {
 	w.bytes(g.Avatar)
 	w.uint(g.CreatedMS)
 	w.uint(g.GSeq)
+	w.uint(uint64(g.Timer))
 	return w.b
 }
 
@@ -40,6 +42,7 @@ func (g *groupRecord) decode(b []byte) error {
 	g.Avatar = append([]byte(nil), r.bytes()...)
 	g.CreatedMS = r.uint()
 	g.GSeq = r.uint()
+	g.Timer = uint32(r.optUint())
 	return r.done("group")
 }
 

@@ -264,6 +264,7 @@ func decodeBody(k protocol.Kind, body []byte) any {
 		protocol.KindPreKeysLow:      func() proto.Message { return &pb.PreKeysLow{} },
 		protocol.KindRevoked:         func() proto.Message { return &pb.Revoked{} },
 		protocol.KindBlocked:         func() proto.Message { return &pb.Blocked{} },
+		protocol.KindTimer:           func() proto.Message { return &pb.Timer{} },
 		protocol.KindBlockListResult: func() proto.Message { return &pb.BlockListResult{} },
 	}[k]
 	if factory == nil {

@@ -53,6 +53,8 @@ func SlotOfPhone(phone string) uint16 {
 //	slot 'P' user device prekey          a one-time prekey of a device: its public key
 //	slot 'I' day kind owner id           message index: sender, device, cmid, seq (msgindex.go)
 //	slot 'L' user blocked                a user the account blocks: when, Unix ms
+//	slot 'T' user peer                   the disappearing-message timer of user's conversation with peer: seconds
+//	slot 'X' second user seq             expiry index of a disappearing entry: empty (second: Unix seconds)
 //	ffff 'V'                             storage format version (formatVersion)
 //	ffff 'g'                             last message id issued by the shard
 //	ffff 'O' dest outseq                 outbox: an entry for shard dest, in that pair's order
@@ -61,6 +63,7 @@ func SlotOfPhone(phone string) uint16 {
 //	ffff 'b' group gseq                  a group message body, once per shard: its entry
 //	ffff 'B' group gseq                  inbox references left to that body
 //	ffff 'y' day group gseq              body expiry index: empty
+//	ffff 'Z' second group gseq           expiry index of a disappearing group message's body: empty
 const (
 	tagUser         = 'u'
 	tagDevice       = 'v'
@@ -87,6 +90,9 @@ const (
 	tagPreKey       = 'P'
 	tagMsgIndex     = 'I'
 	tagBlock        = 'L'
+	tagTimer        = 'T'
+	tagExpiring     = 'X'
+	tagBodyExpiring = 'Z'
 
 	tagVersion   = 'V'
 	tagLastID    = 'g'

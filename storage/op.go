@@ -125,6 +125,9 @@ const (
 	OpUnblock
 	// OpBlockList: User, RID, EP. Answers BlockListResult.
 	OpBlockList
+	// OpSetTimer: User (the other user of the 1:1 conversation) or Group,
+	// From (the setter), TTL, RID, EP. Answers Ok.
+	OpSetTimer
 )
 
 // Op flags.
@@ -168,6 +171,7 @@ type Op struct {
 	Credential   []byte
 	Entry        []byte   // OpForward: kind byte + stored entry body
 	Peer         uint64   // OpBlock, OpUnblock: the other user
+	TTL          uint32   // OpSetTimer: seconds; 0: off
 	Users        []uint64 // OpForward of a group entry: its recipients here
 	Devices      []uint32 // OpKeysFetch: the devices asked for
 	Keys         *pb.KeysPublish
@@ -197,7 +201,7 @@ func (op *Op) Slot() uint16 {
 		return slot
 	case OpGroupUpdate, OpGroupGet, OpGroupJoined:
 		return SlotOfUser(op.Group)
-	case OpSend, OpTyping, OpRevoke:
+	case OpSend, OpTyping, OpRevoke, OpSetTimer:
 		if op.Group != 0 && op.User == 0 {
 			return SlotOfUser(op.Group)
 		}

@@ -188,16 +188,18 @@ func (s *Shard) storeEnvelopes(op *Op) {
 		return
 	}
 	id := s.ids.next(s.cfg.Now())
-	msg := codec.Message{ID: id, From: op.From, Type: op.Type, FromDevice: op.FromDevice, Cipher: op.Cipher}
+	ttl := s.timerWith(u, op.From) // [S-18-10]
+	msg := codec.Message{ID: id, From: op.From, Type: op.Type, FromDevice: op.FromDevice, Cipher: op.Cipher, TTL: ttl}
 	var seq uint64 // 0: not stored (msgRecord.Seq)
 	if !blocked {
 		s.appendLocal(u, appendEnvelopesEntry(nil, msg, e.To))
 		seq = u.rec.Head
+		s.indexExpiring(u, seq, id, ttl)
 	}
 	if op.From != op.User {
 		// [S-8-17] the copy for the sender's other devices, with theirs.
 		msg.To = op.User
-		s.appendEntry(op.From, appendEnvelopesEntry(nil, msg, e.Own), FlagCompanions)
+		s.appendCopy(op.From, appendEnvelopesEntry(nil, msg, e.Own), id, ttl)
 	}
 	s.batch.Set(dk, binary.BigEndian.AppendUint64(be64(id), sum), nil)
 	s.indexMessage(msgToUser, op.User, id, msgRecord{From: op.From, Device: op.FromDevice, CMID: op.CMID, Seq: seq})

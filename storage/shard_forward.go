@@ -93,6 +93,9 @@ func (s *Shard) applyDelivery(d *delivery) bool {
 	if d.group != 0 {
 		return s.applyGroupDelivery(d)
 	}
+	if handled, ok := s.applyControlDelivery(d); handled {
+		return ok // a timer change or a disappearing copy (shard_timer.go)
+	}
 	for _, id := range d.users {
 		u, err := s.loadUser(id)
 		if err != nil {

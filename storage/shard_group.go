@@ -416,7 +416,7 @@ func (s *Shard) applyGroupGet(op *Op) {
 
 // groupInfo describes g.
 func (s *Shard) groupInfo(g *group, rid uint32) *pb.GroupInfo {
-	info := &pb.GroupInfo{Rid: rid, Group: g.id, Name: g.rec.Name, Avatar: g.rec.Avatar, Gseq: g.rec.GSeq}
+	info := &pb.GroupInfo{Rid: rid, Group: g.id, Name: g.rec.Name, Avatar: g.rec.Avatar, Gseq: g.rec.GSeq, TimerS: g.rec.Timer}
 	for _, m := range g.order {
 		info.Members = append(info.Members, &pb.Member{User: m.user, Role: m.role, SinceGseq: m.since})
 	}
@@ -486,6 +486,7 @@ func (s *Shard) applyGroupSend(op *Op) {
 	s.indexMessage(msgToGroup, op.Group, id, msgRecord{From: op.From, Device: op.FromDevice, CMID: op.CMID, Seq: gseq})
 	entry := append([]byte{byte(protocol.KindMessage)}, codec.AppendMessageEntry(nil, codec.Message{
 		ID: id, From: op.From, Body: op.Body, Type: op.Type, FromDevice: op.FromDevice, Group: g.id, GSeq: gseq, Cipher: op.Cipher,
+		TTL: g.rec.Timer, // [S-18-10]
 	})...)
 	entries := s.deliver(delivery{users: g.users(), group: g.id, gseq: gseq, entry: entry})
 	if len(entries) == 0 {
@@ -560,9 +561,14 @@ func (s *Shard) applyGroupDelivery(d *delivery) bool {
 			s.batch.Set(bodyKey(nil, tagBody, d.group, d.gseq), d.entry, nil)
 			s.batch.Set(bodyKey(nil, tagBodyRefs, d.group, d.gseq), binary.AppendUvarint(nil, uint64(refs)), nil)
 			s.batch.Set(bodyExpiryKey(nil, s.day(), d.group, d.gseq), nil, nil)
+			if m.TTL != 0 {
+				s.indexExpiringBody(d.group, d.gseq, expiryOf(m.ID, m.TTL))
+			}
 		}
 	case protocol.KindRevoked:
 		return s.applyGroupRevokeDelivery(d)
+	case protocol.KindTimer:
+		return s.appendEach(d)
 	case protocol.KindGroupEvent:
 		var ev pb.GroupEvent
 		if err := codec.ParseProto(d.entry[1:], &ev); err != nil {

@@ -107,13 +107,19 @@ func (s *Shard) maintain() bool {
 		budget = s.walkIndex(it, tagExpiry, cutoff, budget, s.expireInbox)
 		budget = s.walkIndex(it, tagDedupeExpiry, cutoff, budget, s.expireDedupe)
 		budget = s.walkIndex(it, tagMsgIndex, cutoff, budget, s.expireMsgIndex)
+		// Disappearing messages, by the second they expire ([S-18-10]).
+		budget = s.walkIndex(it, tagExpiring, uint32(s.cfg.Now().Unix()), budget, s.expireEntry)
 		// Code states written two days ago or earlier: a day is enough
 		// for any of them to be done with (expireCode checks).
 		budget = s.walkIndex(it, tagCodeExpiry, s.day()-2, budget, s.expireCode)
 		err = it.Close()
 	}
 	if err == nil && budget > 0 {
-		budget, err = s.expireBodies(cutoff, budget)
+		budget, err = s.expireBodies(tagBodyExpiry, cutoff, budget)
+	}
+	if err == nil && budget > 0 {
+		// Disappearing group messages, by the second they expire.
+		budget, err = s.expireBodies(tagBodyExpiring, uint32(s.cfg.Now().Unix()), budget)
 	}
 	if err != nil {
 		s.abort(fmt.Errorf("storage: maintenance: %w", err))
@@ -184,11 +190,13 @@ func (s *Shard) expireDedupe(k, _ []byte) {
 	s.batch.Delete(k, nil)
 }
 
-// expireBodies deletes group message bodies written up to day cutoff: the
-// inbox entries that refer to them have expired too.
-func (s *Shard) expireBodies(cutoff uint32, budget int) (int, error) {
-	lo := shardKey(nil, tagBodyExpiry)
-	hi := binary.BigEndian.AppendUint32(shardKey(nil, tagBodyExpiry), cutoff+1)
+// expireBodies deletes the group message bodies of the index tag (ffff
+// tag time group gseq) up to time cutoff: tagBodyExpiry by the day they
+// were written (the inbox entries that refer to them have expired too),
+// tagBodyExpiring by the second they disappear ([S-18-10]).
+func (s *Shard) expireBodies(tag byte, cutoff uint32, budget int) (int, error) {
+	lo := shardKey(nil, tag)
+	hi := binary.BigEndian.AppendUint32(shardKey(nil, tag), cutoff+1)
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
 	if err != nil {
 		return budget, err

@@ -37,12 +37,17 @@ func (s *Shard) applyRevoke(op *Op) {
 		s.replyError(op.EP, protocol.CodeRevokeExpired, op.RID, 0)
 		return
 	}
-	var err error
 	if op.Group != 0 {
-		err = s.revokeGroupMessage(op)
+		s.answerOK(op, s.revokeGroupMessage(op))
 	} else {
-		err = s.revokeMessage(op)
+		s.answerOK(op, s.revokeMessage(op))
 	}
+}
+
+// answerOK answers request op after it ran: Ok when err is nil, nothing
+// more when it was answered already (errAnswered), else INTERNAL, the
+// cycle aborted.
+func (s *Shard) answerOK(op *Op, err error) {
 	switch {
 	case errors.Is(err, errAnswered):
 	case err != nil:

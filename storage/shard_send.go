@@ -82,6 +82,8 @@ func (s *Shard) apply(op *Op) {
 		s.applyBlock(op)
 	case OpBlockList:
 		s.applyBlockList(op)
+	case OpSetTimer:
+		s.applySetTimer(op)
 	default:
 		s.log.Error("unknown op", "kind", op.Kind)
 	}
@@ -133,21 +135,23 @@ func (s *Shard) applySend(op *Op) {
 		return
 	}
 	id := s.ids.next(s.cfg.Now())
-	var seq uint64 // 0: not stored (msgRecord.Seq)
+	ttl := s.timerWith(u, op.From) // [S-18-10]
+	var seq uint64                 // 0: not stored (msgRecord.Seq)
 	if !blocked {
 		s.scratch = append(s.scratch[:0], byte(protocol.KindMessage))
 		s.scratch = codec.AppendMessageEntry(s.scratch, codec.Message{
-			ID: id, From: op.From, Body: op.Body, Type: op.Type, FromDevice: op.FromDevice, Cipher: op.Cipher,
+			ID: id, From: op.From, Body: op.Body, Type: op.Type, FromDevice: op.FromDevice, Cipher: op.Cipher, TTL: ttl,
 		})
 		s.appendLocal(u, s.scratch)
 		seq = u.rec.Head
+		s.indexExpiring(u, seq, id, ttl)
 	}
 	if op.From != op.User {
 		// [S-8-17] the sender's other devices get a copy, in their order.
 		self := append([]byte{byte(protocol.KindMessage)}, codec.AppendMessageEntry(nil, codec.Message{
-			ID: id, From: op.From, Body: op.Body, Type: op.Type, FromDevice: op.FromDevice, To: op.User, Cipher: op.Cipher,
+			ID: id, From: op.From, Body: op.Body, Type: op.Type, FromDevice: op.FromDevice, To: op.User, Cipher: op.Cipher, TTL: ttl,
 		})...)
-		s.appendEntry(op.From, self, FlagCompanions)
+		s.appendCopy(op.From, self, id, ttl)
 	}
 	s.batch.Set(dk, binary.BigEndian.AppendUint64(be64(id), sum), nil)
 	s.indexMessage(msgToUser, op.User, id, msgRecord{From: op.From, Device: op.FromDevice, CMID: op.CMID, Seq: seq})

@@ -32,6 +32,9 @@ type user struct {
 	// blocked is who the user blocks (user → when, Unix ms); nil until
 	// read (shard_block.go).
 	blocked map[uint64]uint64
+	// timers are the disappearing-message timers of the user's 1:1
+	// conversations read so far, by peer (0: none) (shard_timer.go).
+	timers map[uint64]uint32
 
 	// inboxBytes is what the entries in (Deleted, Head] take, when
 	// bytesKnown; counted on demand (inboxUsage) and kept up to date.

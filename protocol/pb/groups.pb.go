@@ -468,9 +468,10 @@ type GroupInfo struct {
 	Group         uint64                 `protobuf:"varint,2,opt,name=group,proto3" json:"group,omitempty"`
 	Name          string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
 	Avatar        []byte                 `protobuf:"bytes,4,opt,name=avatar,proto3" json:"avatar,omitempty"`
-	Members       []*Member              `protobuf:"bytes,5,rep,name=members,proto3" json:"members,omitempty"` // in the order they joined
-	Gseq          uint64                 `protobuf:"varint,6,opt,name=gseq,proto3" json:"gseq,omitempty"`      // the group's last event or message
-	Refused       []*Refusal             `protobuf:"bytes,7,rep,name=refused,proto3" json:"refused,omitempty"` // for GroupCreate and ADD
+	Members       []*Member              `protobuf:"bytes,5,rep,name=members,proto3" json:"members,omitempty"`               // in the order they joined
+	Gseq          uint64                 `protobuf:"varint,6,opt,name=gseq,proto3" json:"gseq,omitempty"`                    // the group's last event or message
+	Refused       []*Refusal             `protobuf:"bytes,7,rep,name=refused,proto3" json:"refused,omitempty"`               // for GroupCreate and ADD
+	TimerS        uint32                 `protobuf:"varint,15,opt,name=timer_s,json=timerS,proto3" json:"timer_s,omitempty"` // the disappearing-message timer (spec.md [S-18-8]); 0: off
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -552,6 +553,13 @@ func (x *GroupInfo) GetRefused() []*Refusal {
 		return x.Refused
 	}
 	return nil
+}
+
+func (x *GroupInfo) GetTimerS() uint32 {
+	if x != nil {
+		return x.TimerS
+	}
+	return 0
 }
 
 // GroupList (kind 19) asks for the groups this user belongs to.
@@ -913,7 +921,7 @@ const file_groups_proto_rawDesc = "" +
 	"since_gseq\x18\x03 \x01(\x04R\tsinceGseq\"G\n" +
 	"\aRefusal\x12\x12\n" +
 	"\x04user\x18\x01 \x01(\x04R\x04user\x12(\n" +
-	"\x04code\x18\x02 \x01(\x0e2\x14.parley.v1.ErrorCodeR\x04code\"\xce\x01\n" +
+	"\x04code\x18\x02 \x01(\x0e2\x14.parley.v1.ErrorCodeR\x04code\"\xe7\x01\n" +
 	"\tGroupInfo\x12\x10\n" +
 	"\x03rid\x18\x01 \x01(\rR\x03rid\x12\x14\n" +
 	"\x05group\x18\x02 \x01(\x04R\x05group\x12\x12\n" +
@@ -921,7 +929,8 @@ const file_groups_proto_rawDesc = "" +
 	"\x06avatar\x18\x04 \x01(\fR\x06avatar\x12+\n" +
 	"\amembers\x18\x05 \x03(\v2\x11.parley.v1.MemberR\amembers\x12\x12\n" +
 	"\x04gseq\x18\x06 \x01(\x04R\x04gseq\x12,\n" +
-	"\arefused\x18\a \x03(\v2\x12.parley.v1.RefusalR\arefused\"\x1d\n" +
+	"\arefused\x18\a \x03(\v2\x12.parley.v1.RefusalR\arefused\x12\x17\n" +
+	"\atimer_s\x18\x0f \x01(\rR\x06timerS\"\x1d\n" +
 	"\tGroupList\x12\x10\n" +
 	"\x03rid\x18\x01 \x01(\rR\x03rid\";\n" +
 	"\x0fGroupListResult\x12\x10\n" +

@@ -67,6 +67,7 @@ const (
 	Kind_KIND_BLOCK      Kind = 62 // Block
 	Kind_KIND_UNBLOCK    Kind = 61 // Unblock
 	Kind_KIND_BLOCK_LIST Kind = 60 // BlockList
+	Kind_KIND_SET_TIMER  Kind = 59 // SetTimer
 	// Server to client.
 	Kind_KIND_PONG              Kind = 64 // Pong
 	Kind_KIND_ERROR             Kind = 65 // Error
@@ -102,6 +103,7 @@ const (
 	Kind_KIND_BLOCK_LIST_RESULT Kind = 111 // BlockListResult
 	Kind_KIND_REVOKED           Kind = 127 // Revoked (an inbox entry)
 	Kind_KIND_BLOCKED           Kind = 126 // Blocked (an inbox entry)
+	Kind_KIND_TIMER             Kind = 125 // Timer (an inbox entry)
 )
 
 // Enum value maps for Kind.
@@ -135,6 +137,7 @@ var (
 		62:  "KIND_BLOCK",
 		61:  "KIND_UNBLOCK",
 		60:  "KIND_BLOCK_LIST",
+		59:  "KIND_SET_TIMER",
 		64:  "KIND_PONG",
 		65:  "KIND_ERROR",
 		66:  "KIND_GOAWAY",
@@ -165,6 +168,7 @@ var (
 		111: "KIND_BLOCK_LIST_RESULT",
 		127: "KIND_REVOKED",
 		126: "KIND_BLOCKED",
+		125: "KIND_TIMER",
 	}
 	Kind_value = map[string]int32{
 		"KIND_UNSPECIFIED":        0,
@@ -195,6 +199,7 @@ var (
 		"KIND_BLOCK":              62,
 		"KIND_UNBLOCK":            61,
 		"KIND_BLOCK_LIST":         60,
+		"KIND_SET_TIMER":          59,
 		"KIND_PONG":               64,
 		"KIND_ERROR":              65,
 		"KIND_GOAWAY":             66,
@@ -225,6 +230,7 @@ var (
 		"KIND_BLOCK_LIST_RESULT":  111,
 		"KIND_REVOKED":            127,
 		"KIND_BLOCKED":            126,
+		"KIND_TIMER":              125,
 	}
 )
 
@@ -1678,17 +1684,20 @@ func (x *Contact) GetUser() uint64 {
 
 // Message (kind 73) is a message inbox entry delivered to a device.
 type Message struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`   // position in the recipient's inbox; Ack it
-	Id            uint64                 `protobuf:"varint,2,opt,name=id,proto3" json:"id,omitempty"`     // server message id (see Sent)
-	From          uint64                 `protobuf:"varint,3,opt,name=from,proto3" json:"from,omitempty"` // sender user id
-	Body          []byte                 `protobuf:"bytes,4,opt,name=body,proto3" json:"body,omitempty"`
-	Type          ContentType            `protobuf:"varint,5,opt,name=type,proto3,enum=parley.v1.ContentType" json:"type,omitempty"`
-	FromDevice    uint32                 `protobuf:"varint,6,opt,name=from_device,json=fromDevice,proto3" json:"from_device,omitempty"` // sending device
-	Group         uint64                 `protobuf:"varint,7,opt,name=group,proto3" json:"group,omitempty"`                             // the group of a group message; else 0
-	Gseq          uint64                 `protobuf:"varint,8,opt,name=gseq,proto3" json:"gseq,omitempty"`                               // the message's place in the group's order
-	To            uint64                 `protobuf:"varint,9,opt,name=to,proto3" json:"to,omitempty"`                                   // for a copy of my own 1:1 message: its recipient
-	Cipher        Cipher                 `protobuf:"varint,10,opt,name=cipher,proto3,enum=parley.v1.Cipher" json:"cipher,omitempty"`    // how body is encrypted end to end
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Seq        uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`   // position in the recipient's inbox; Ack it
+	Id         uint64                 `protobuf:"varint,2,opt,name=id,proto3" json:"id,omitempty"`     // server message id (see Sent)
+	From       uint64                 `protobuf:"varint,3,opt,name=from,proto3" json:"from,omitempty"` // sender user id
+	Body       []byte                 `protobuf:"bytes,4,opt,name=body,proto3" json:"body,omitempty"`
+	Type       ContentType            `protobuf:"varint,5,opt,name=type,proto3,enum=parley.v1.ContentType" json:"type,omitempty"`
+	FromDevice uint32                 `protobuf:"varint,6,opt,name=from_device,json=fromDevice,proto3" json:"from_device,omitempty"` // sending device
+	Group      uint64                 `protobuf:"varint,7,opt,name=group,proto3" json:"group,omitempty"`                             // the group of a group message; else 0
+	Gseq       uint64                 `protobuf:"varint,8,opt,name=gseq,proto3" json:"gseq,omitempty"`                               // the message's place in the group's order
+	To         uint64                 `protobuf:"varint,9,opt,name=to,proto3" json:"to,omitempty"`                                   // for a copy of my own 1:1 message: its recipient
+	Cipher     Cipher                 `protobuf:"varint,10,opt,name=cipher,proto3,enum=parley.v1.Cipher" json:"cipher,omitempty"`    // how body is encrypted end to end
+	// The conversation controls (spec.md section 18) take fields from 15
+	// down.
+	TtlS          uint32 `protobuf:"varint,13,opt,name=ttl_s,json=ttlS,proto3" json:"ttl_s,omitempty"` // disappearing: the message expires ttl_s seconds after its time ([S-18-10])
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1791,6 +1800,13 @@ func (x *Message) GetCipher() Cipher {
 		return x.Cipher
 	}
 	return Cipher_CIPHER_NONE
+}
+
+func (x *Message) GetTtlS() uint32 {
+	if x != nil {
+		return x.TtlS
+	}
+	return 0
 }
 
 // Receipt (kind 74) is a receipt inbox entry: peer got or read this
@@ -2192,7 +2208,7 @@ const file_parley_proto_rawDesc = "" +
 	"\bcontacts\x18\x02 \x03(\v2\x12.parley.v1.ContactR\bcontacts\"3\n" +
 	"\aContact\x12\x14\n" +
 	"\x05phone\x18\x01 \x01(\tR\x05phone\x12\x12\n" +
-	"\x04user\x18\x02 \x01(\x04R\x04user\"\x85\x02\n" +
+	"\x04user\x18\x02 \x01(\x04R\x04user\"\x9a\x02\n" +
 	"\aMessage\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\x04R\x02id\x12\x12\n" +
@@ -2205,7 +2221,8 @@ const file_parley_proto_rawDesc = "" +
 	"\x04gseq\x18\b \x01(\x04R\x04gseq\x12\x0e\n" +
 	"\x02to\x18\t \x01(\x04R\x02to\x12)\n" +
 	"\x06cipher\x18\n" +
-	" \x01(\x0e2\x11.parley.v1.CipherR\x06cipher\"\x86\x01\n" +
+	" \x01(\x0e2\x11.parley.v1.CipherR\x06cipher\x12\x13\n" +
+	"\x05ttl_s\x18\r \x01(\rR\x04ttlS\"\x86\x01\n" +
 	"\aReceipt\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x12\n" +
 	"\x04peer\x18\x02 \x01(\x04R\x04peer\x12*\n" +
@@ -2226,7 +2243,7 @@ const file_parley_proto_rawDesc = "" +
 	"\adevices\x18\x02 \x03(\rR\adevices\"`\n" +
 	"\x06GoAway\x12(\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x14.parley.v1.ErrorCodeR\x04code\x12,\n" +
-	"\x12reconnect_after_ms\x18\x02 \x01(\rR\x10reconnectAfterMs*\x94\t\n" +
+	"\x12reconnect_after_ms\x18\x02 \x01(\rR\x10reconnectAfterMs*\xb8\t\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tKIND_PING\x10\x01\x12\x15\n" +
@@ -2258,7 +2275,8 @@ const file_parley_proto_rawDesc = "" +
 	"\n" +
 	"KIND_BLOCK\x10>\x12\x10\n" +
 	"\fKIND_UNBLOCK\x10=\x12\x13\n" +
-	"\x0fKIND_BLOCK_LIST\x10<\x12\r\n" +
+	"\x0fKIND_BLOCK_LIST\x10<\x12\x12\n" +
+	"\x0eKIND_SET_TIMER\x10;\x12\r\n" +
 	"\tKIND_PONG\x10@\x12\x0e\n" +
 	"\n" +
 	"KIND_ERROR\x10A\x12\x0f\n" +
@@ -2290,7 +2308,9 @@ const file_parley_proto_rawDesc = "" +
 	"\x10KIND_PREKEYS_LOW\x10y\x12\x1a\n" +
 	"\x16KIND_BLOCK_LIST_RESULT\x10o\x12\x10\n" +
 	"\fKIND_REVOKED\x10\x7f\x12\x10\n" +
-	"\fKIND_BLOCKED\x10~*\xc2\v\n" +
+	"\fKIND_BLOCKED\x10~\x12\x0e\n" +
+	"\n" +
+	"KIND_TIMER\x10}*\xc2\v\n" +
 	"\tErrorCode\x12\x15\n" +
 	"\x11ERROR_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15ERROR_MALFORMED_FRAME\x10\x01\x12\x19\n" +
