@@ -233,3 +233,50 @@ func expiry(id uint64, ttl uint32) time.Time {
 	}
 	return protocol.MessageTime(id).Add(time.Duration(ttl) * time.Second)
 }
+
+// Draft is a message to send with the fields of the conversation
+// controls ([S-18-11]): a reply (any Type, Ref the message it answers), a
+// reaction (CONTENT_REACTION, Ref the message, Body one emoji; an empty
+// Body withdraws this user's reaction), an edit (CONTENT_EDIT, Ref this
+// user's earlier message, Body its new content), or a forward (Forwarded
+// the forwarded message's count plus one, no Ref). Exactly one of To and
+// Group is set.
+type Draft struct {
+	To, Group uint64
+	Body      []byte
+	Type      pb.ContentType
+	Ref       uint64
+	Forwarded uint32
+}
+
+// SendDraft sends d as Send and SendGroup do, and waits for its outcome.
+func (c *Client) SendDraft(ctx context.Context, d Draft) (Sent, error) {
+	return c.sendWait(ctx, d.outgoing())
+}
+
+// SendDraftAsync is SendDraft without waiting, as SendAsync is Send
+// without waiting.
+func (c *Client) SendDraftAsync(d Draft, done func(Sent, error)) (cmid uint64, err error) {
+	o, err := c.send(c.ctx, d.outgoing(), nil, done)
+	if err != nil {
+		return 0, err
+	}
+	return o.CMID, nil
+}
+
+func (d Draft) outgoing() Outgoing {
+	return Outgoing{To: d.To, Group: d.Group, Body: d.Body, Type: d.Type, Ref: d.Ref, Forwarded: d.Forwarded}
+}
+
+// validContent reports whether m's content may be sent: a body, but for a
+// reaction, which withdraws one with none; a reference for a reaction or
+// an edit ([S-18-12]).
+func validContent(m Outgoing) bool {
+	switch m.Type {
+	case pb.ContentType_CONTENT_REACTION:
+		return m.Ref != 0
+	case pb.ContentType_CONTENT_EDIT:
+		return m.Ref != 0 && len(m.Body) > 0
+	}
+	return len(m.Body) > 0
+}

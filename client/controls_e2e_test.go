@@ -291,3 +291,70 @@ func TestE2EDisappearing(t *testing.T) {
 		return false
 	})
 }
+
+// TestE2EReactionsRepliesEdits sends a reaction, its withdrawal, a reply,
+// an edit and a forward through a real node, 1:1 and in a group
+// ([S-18-11]): each arrives as a message with its type, ref and forwarded
+// count, and the sender's other device gets its copy with them.
+func TestE2EReactionsRepliesEdits(t *testing.T) {
+	n := startE2ENode(t)
+	ctx := context.Background()
+	alice := n.start(t, n.register(t, n.PhoneOn(0)))
+	bob := n.start(t, n.register(t, n.PhoneOn(1)))
+	laptop := n.start(t, n.link(t, bob, "laptop"))
+
+	orig, err := alice.Send(ctx, bob.User(), []byte("Lunch at noon?"), pb.ContentType_CONTENT_TEXT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	drafts := []Draft{
+		{To: alice.User(), Body: []byte("👍"), Type: pb.ContentType_CONTENT_REACTION, Ref: orig.ID},
+		{To: alice.User(), Type: pb.ContentType_CONTENT_REACTION, Ref: orig.ID}, // withdrawn
+		{To: alice.User(), Body: []byte("Make it one"), Ref: orig.ID},
+		{To: alice.User(), Body: []byte("Road closed at the bridge"), Forwarded: 3},
+	}
+	for _, d := range drafts {
+		sent, err := bob.SendDraft(ctx, d)
+		if err != nil {
+			t.Fatalf("%+v: %v", d, err)
+		}
+		for _, c := range []*testClient{alice, laptop} {
+			m := next(t, c, func(m Message) bool { return m.From == bob.User() })
+			if m.ID != sent.ID || m.Type != d.Type || m.Ref != d.Ref || m.Forwarded != d.Forwarded || string(m.Body) != string(d.Body) {
+				t.Fatalf("device %d/%d got %+v, want %+v", c.User(), c.Device(), m, d)
+			}
+		}
+	}
+	edit := Draft{To: bob.User(), Body: []byte("Lunch at one?"), Type: pb.ContentType_CONTENT_EDIT, Ref: orig.ID}
+	if _, err := alice.SendDraft(ctx, edit); err != nil {
+		t.Fatal(err)
+	}
+	if m := next(t, bob, func(m Message) bool { return m.From == alice.User() && m.ID != orig.ID }); m.Type != pb.ContentType_CONTENT_EDIT || m.Ref != orig.ID {
+		t.Fatalf("bob got %+v, want the edit", m)
+	}
+
+	g, err := alice.CreateGroup(ctx, "lunch", nil, []uint64{bob.User()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gm, err := alice.SendGroup(ctx, g.ID, []byte("Who's in?"), pb.ContentType_CONTENT_TEXT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.SendDraft(ctx, Draft{Group: g.ID, Body: []byte("🙋"), Type: pb.ContentType_CONTENT_REACTION, Ref: gm.ID}); err != nil {
+		t.Fatal(err)
+	}
+	if m := next(t, alice, func(m Message) bool { return m.Group == g.ID && m.From == bob.User() }); m.Type != pb.ContentType_CONTENT_REACTION || m.Ref != gm.ID {
+		t.Fatalf("alice got %+v, want bob's reaction", m)
+	}
+
+	for _, bad := range []Draft{
+		{To: alice.User(), Body: []byte("👍"), Type: pb.ContentType_CONTENT_REACTION},
+		{To: alice.User(), Type: pb.ContentType_CONTENT_EDIT, Ref: orig.ID},
+		{To: alice.User()},
+	} {
+		if _, err := bob.SendDraft(ctx, bad); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%+v: %v, want ErrInvalid", bad, err)
+		}
+	}
+}

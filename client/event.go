@@ -104,6 +104,14 @@ type Message struct {
 	// application deletes it then, and does not show it if that has
 	// passed already (it can arrive late). Zero for other messages.
 	Expires time.Time
+	// Ref is the message this one replies to, reacts to (Type
+	// CONTENT_REACTION) or edits (CONTENT_EDIT); 0 for none
+	// ([S-18-11]). The application shows a reaction under its message
+	// and an edit in place of its message's content, never as messages.
+	Ref uint64
+	// Forwarded is how many times the content was forwarded: 0 for an
+	// original; show "forwarded many times" from 5.
+	Forwarded uint32
 }
 
 // Receipt is a receipt inbox entry. RECEIPT_DELIVERED and RECEIPT_READ:

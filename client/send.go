@@ -78,7 +78,7 @@ func (c *Client) Send(ctx context.Context, to uint64, body []byte, typ pb.Conten
 	if to == 0 {
 		return Sent{}, fmt.Errorf("%w: send to user 0", ErrInvalid)
 	}
-	return c.sendWait(ctx, to, 0, body, typ)
+	return c.sendWait(ctx, Outgoing{To: to, Body: body, Type: typ})
 }
 
 // SendGroup sends body to group, as Send does to a user: a SEND with
@@ -91,13 +91,14 @@ func (c *Client) SendGroup(ctx context.Context, group uint64, body []byte, typ p
 	if group == 0 {
 		return Sent{}, fmt.Errorf("%w: send to group 0", ErrInvalid)
 	}
-	return c.sendWait(ctx, 0, group, body, typ)
+	return c.sendWait(ctx, Outgoing{Group: group, Body: body, Type: typ})
 }
 
-// sendWait sends to a user or a group and waits for the outcome.
-func (c *Client) sendWait(ctx context.Context, to, group uint64, body []byte, typ pb.ContentType) (Sent, error) {
+// sendWait sends m (its CMID unset) to a user or a group and waits for
+// the outcome.
+func (c *Client) sendWait(ctx context.Context, m Outgoing) (Sent, error) {
 	wait := make(chan sendResult, 1)
-	o, err := c.send(ctx, to, group, body, typ, wait, nil)
+	o, err := c.send(ctx, m, wait, nil)
 	if err != nil {
 		return Sent{}, err
 	}
@@ -127,7 +128,7 @@ func (c *Client) SendAsync(to uint64, body []byte, typ pb.ContentType, done func
 	if to == 0 {
 		return 0, fmt.Errorf("%w: send to user 0", ErrInvalid)
 	}
-	o, err := c.send(c.ctx, to, 0, body, typ, nil, done)
+	o, err := c.send(c.ctx, Outgoing{To: to, Body: body, Type: typ}, nil, done)
 	if err != nil {
 		return 0, err
 	}
@@ -140,7 +141,7 @@ func (c *Client) SendGroupAsync(group uint64, body []byte, typ pb.ContentType, d
 	if group == 0 {
 		return 0, fmt.Errorf("%w: send to group 0", ErrInvalid)
 	}
-	o, err := c.send(c.ctx, 0, group, body, typ, nil, done)
+	o, err := c.send(c.ctx, Outgoing{Group: group, Body: body, Type: typ}, nil, done)
 	if err != nil {
 		return 0, err
 	}
@@ -148,20 +149,22 @@ func (c *Client) SendGroupAsync(group uint64, body []byte, typ pb.ContentType, d
 }
 
 // send validates, encrypts (unless the client is plain), numbers,
-// stores and queues a send to user to or to group (exactly one is set).
-// ctx bounds the encryption's fetches and key handovers.
-func (c *Client) send(ctx context.Context, to, group uint64, body []byte, typ pb.ContentType, wait chan sendResult, done func(Sent, error)) (*outgoing, error) {
+// stores and queues m, a send to user m.To or to group m.Group (exactly
+// one is set); m.CMID is assigned here. ctx bounds the encryption's
+// fetches and key handovers.
+func (c *Client) send(ctx context.Context, m Outgoing, wait chan sendResult, done func(Sent, error)) (*outgoing, error) {
 	switch {
-	case (to == 0) == (group == 0):
+	case (m.To == 0) == (m.Group == 0):
 		return nil, fmt.Errorf("%w: a send names a user or a group", ErrInvalid)
-	case len(body) == 0:
-		return nil, fmt.Errorf("%w: empty message body", ErrInvalid)
-	case len(body) > protocol.MaxMessageBody:
-		return nil, fmt.Errorf("%w: message body of %d bytes exceeds %d", ErrInvalid, len(body), protocol.MaxMessageBody)
+	case !validContent(m):
+		return nil, fmt.Errorf("%w: empty message body, or a reaction or edit without the message it refers to", ErrInvalid)
+	case len(m.Body) > protocol.MaxMessageBody:
+		return nil, fmt.Errorf("%w: message body of %d bytes exceeds %d", ErrInvalid, len(m.Body), protocol.MaxMessageBody)
 	}
-	out := Outgoing{To: to, Group: group, Body: bytes.Clone(body), Type: typ}
+	m.Body = bytes.Clone(m.Body)
+	out := m
 	if c.sec != nil {
-		plain, err := proto.Marshal(&pb.Content{Body: body})
+		plain, err := proto.Marshal(&pb.Content{Body: m.Body})
 		if err != nil {
 			return nil, fmt.Errorf("client: %w", err)
 		}
@@ -440,9 +443,9 @@ func sortByCMID(q []*outgoing) {
 // its envelopes through the generated one.
 func (o *Outgoing) appendFrame(buf []byte) []byte {
 	if len(o.Envelopes) == 0 && len(o.Own) == 0 {
-		return codec.AppendSend(buf, codec.Send{To: o.To, Group: o.Group, CMID: o.CMID, Body: o.Body, Type: o.Type, Cipher: o.Cipher})
+		return codec.AppendSend(buf, codec.Send{To: o.To, Group: o.Group, CMID: o.CMID, Body: o.Body, Type: o.Type, Cipher: o.Cipher, Ref: o.Ref, Forwarded: o.Forwarded})
 	}
-	m := &pb.Send{To: o.To, Cmid: o.CMID, Type: o.Type, Cipher: o.Cipher}
+	m := &pb.Send{To: o.To, Cmid: o.CMID, Type: o.Type, Cipher: o.Cipher, Ref: o.Ref, Forwarded: o.Forwarded}
 	for _, e := range o.Envelopes {
 		m.Envelopes = append(m.Envelopes, &pb.Envelope{Device: e.Device, Body: e.Body, Cipher: e.Cipher})
 	}

@@ -285,6 +285,7 @@ func (c *Client) handleFrame(s *session, f codec.Frame, inBatch bool) error {
 			FromDevice: m.FromDevice, Body: append([]byte(nil), m.Body...), Type: m.Type,
 			Group: m.Group, GSeq: m.GSeq, To: m.To, Cipher: m.Cipher,
 			TTL: time.Duration(m.TTL) * time.Second, Expires: expiry(m.ID, m.TTL),
+			Ref: m.Ref, Forwarded: m.Forwarded,
 		})
 	case protocol.KindReceipt:
 		r, err := codec.ParseReceipt(f.Body)

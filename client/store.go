@@ -48,6 +48,12 @@ type Outgoing struct {
 	Body []byte `json:"body"`
 	// Type is the content type hint.
 	Type pb.ContentType `json:"type,omitempty"`
+	// Ref is the message this one replies to, reacts to or edits; 0 for
+	// none ([S-18-11]).
+	Ref uint64 `json:"ref,omitempty"`
+	// Forwarded is how many times the content was forwarded; 0 for an
+	// original.
+	Forwarded uint32 `json:"forwarded,omitempty"`
 	// Envelopes and Own carry a message encrypted per device instead of
 	// Body (spec [S-17-8]): one per device of To, one per other device of
 	// this user. Cipher says how Body is encrypted (a group message).

@@ -26,6 +26,9 @@ const (
 	fieldSendEnv   = 6 // Send.envelopes
 	fieldSendOwn   = 7 // Send.own
 	fieldSendCiph  = 8 // Send.cipher
+	// fieldSendForwarded, fieldSendRef: spec.md [S-18-11].
+	fieldSendForwarded = 14
+	fieldSendRef       = 15
 
 	fieldAckSeq = 1
 
@@ -44,6 +47,8 @@ const (
 	fieldMessageTo         = 9
 	fieldMessageCipher     = 10
 	fieldMessageTTL        = 13 // spec.md [S-18-10]
+	fieldMessageForwarded  = 14 // spec.md [S-18-11]
+	fieldMessageRef        = 15 // spec.md [S-18-11]
 
 	fieldReceiptPeer  = 2
 	fieldReceiptType  = 3
@@ -69,6 +74,9 @@ type Send struct {
 	// (spec.md [S-17-8]), which ParseSend does not decode: the caller
 	// decodes the whole body with ParseProto.
 	Envelopes bool
+	// Forwarded and Ref: spec.md [S-18-11].
+	Forwarded uint32
+	Ref       uint64
 }
 
 // Message is a decoded Message body. Body aliases the frame.
@@ -84,6 +92,8 @@ type Message struct {
 	To         uint64
 	Cipher     pb.Cipher
 	TTL        uint32 // disappearing: seconds the message lives after its time
+	Forwarded  uint32 // times the content was forwarded
+	Ref        uint64 // the message this one replies to, reacts to or edits
 }
 
 // Receipt is a decoded Receipt body.
@@ -182,6 +192,12 @@ func ParseSend(b []byte) (Send, error) {
 			if f.typ == protowire.VarintType {
 				s.Cipher = pb.Cipher(int32(f.v))
 			}
+		case fieldSendForwarded:
+			if f.typ == protowire.VarintType {
+				s.Forwarded = uint32(f.v)
+			}
+		case fieldSendRef:
+			f.varint(&s.Ref)
 		}
 	})
 	return s, err
@@ -233,6 +249,12 @@ func ParseMessage(b []byte) (Message, error) {
 			if f.typ == protowire.VarintType {
 				m.TTL = uint32(f.v)
 			}
+		case fieldMessageForwarded:
+			if f.typ == protowire.VarintType {
+				m.Forwarded = uint32(f.v)
+			}
+		case fieldMessageRef:
+			f.varint(&m.Ref)
 		}
 	})
 	return m, err
@@ -300,14 +322,17 @@ func bytesFieldSize(num protowire.Number, n int) int {
 func AppendSend(dst []byte, s Send) []byte {
 	n := varintFieldSize(fieldSendTo, s.To) + varintFieldSize(fieldSendCMID, s.CMID) +
 		bytesFieldSize(fieldSendBody, len(s.Body)) + varintFieldSize(fieldSendType, uint64(s.Type)) +
-		varintFieldSize(fieldSendGroup, s.Group) + varintFieldSize(fieldSendCiph, uint64(s.Cipher))
+		varintFieldSize(fieldSendGroup, s.Group) + varintFieldSize(fieldSendCiph, uint64(s.Cipher)) +
+		varintFieldSize(fieldSendForwarded, uint64(s.Forwarded)) + varintFieldSize(fieldSendRef, s.Ref)
 	dst = AppendHeader(dst, protocol.KindSend, false, n)
 	dst = appendVarintField(dst, fieldSendTo, s.To)
 	dst = appendVarintField(dst, fieldSendCMID, s.CMID)
 	dst = appendBytesField(dst, fieldSendBody, s.Body)
 	dst = appendVarintField(dst, fieldSendType, uint64(s.Type))
 	dst = appendVarintField(dst, fieldSendGroup, s.Group)
-	return appendVarintField(dst, fieldSendCiph, uint64(s.Cipher))
+	dst = appendVarintField(dst, fieldSendCiph, uint64(s.Cipher))
+	dst = appendVarintField(dst, fieldSendForwarded, uint64(s.Forwarded))
+	return appendVarintField(dst, fieldSendRef, s.Ref)
 }
 
 // AppendAck appends an Ack frame for seq.
@@ -336,7 +361,9 @@ func AppendMessageEntry(dst []byte, m Message) []byte {
 	dst = appendVarintField(dst, fieldMessageGSeq, m.GSeq)
 	dst = appendVarintField(dst, fieldMessageTo, m.To)
 	dst = appendVarintField(dst, fieldMessageCipher, uint64(m.Cipher))
-	return appendVarintField(dst, fieldMessageTTL, uint64(m.TTL))
+	dst = appendVarintField(dst, fieldMessageTTL, uint64(m.TTL))
+	dst = appendVarintField(dst, fieldMessageForwarded, uint64(m.Forwarded))
+	return appendVarintField(dst, fieldMessageRef, m.Ref)
 }
 
 // AppendReceiptEntry appends the stored form of a Receipt inbox entry: the

@@ -36,6 +36,10 @@ func TestHotEncodersMatchGenerated(t *testing.T) {
 		{"send", AppendSend(nil, Send{To: 300, CMID: 1 << 40, Body: []byte("hi"), Type: pb.ContentType_CONTENT_IMAGE}),
 			protocol.KindSend, &pb.Send{To: 300, Cmid: 1 << 40, Body: []byte("hi"), Type: pb.ContentType_CONTENT_IMAGE}},
 		{"send zero fields", AppendSend(nil, Send{To: 1}), protocol.KindSend, &pb.Send{To: 1}},
+		{"reaction", AppendSend(nil, Send{To: 300, CMID: 2, Body: []byte("+1"), Type: pb.ContentType_CONTENT_REACTION, Ref: 1 << 58, Forwarded: 0}),
+			protocol.KindSend, &pb.Send{To: 300, Cmid: 2, Body: []byte("+1"), Type: pb.ContentType_CONTENT_REACTION, Ref: 1 << 58}},
+		{"forwarded reply", AppendSend(nil, Send{Group: 300, CMID: 3, Body: []byte("x"), Ref: 7, Forwarded: 5}),
+			protocol.KindSend, &pb.Send{Group: 300, Cmid: 3, Body: []byte("x"), Ref: 7, Forwarded: 5}},
 		{"group send", AppendSend(nil, Send{CMID: 2, Body: []byte("g"), Group: 1 << 33}), protocol.KindSend, &pb.Send{Cmid: 2, Body: []byte("g"), Group: 1 << 33}},
 		{"ack", AppendAck(nil, 1<<21), protocol.KindAck, &pb.Ack{Seq: 1 << 21}},
 		{"ack zero", AppendAck(nil, 0), protocol.KindAck, &pb.Ack{}},
@@ -48,6 +52,8 @@ func TestHotEncodersMatchGenerated(t *testing.T) {
 			protocol.KindMessage, &pb.Message{Seq: 79, Id: 5, From: 6, Body: []byte("x"), To: 7}},
 		{"disappearing message", AppendEntry(nil, protocol.KindMessage, 80, AppendMessageEntry(nil, Message{ID: 5, From: 6, Body: []byte("x"), TTL: 86400})),
 			protocol.KindMessage, &pb.Message{Seq: 80, Id: 5, From: 6, Body: []byte("x"), TtlS: 86400}},
+		{"edit of a forwarded message", AppendEntry(nil, protocol.KindMessage, 81, AppendMessageEntry(nil, Message{ID: 5, From: 6, Body: []byte("y"), Type: pb.ContentType_CONTENT_EDIT, Ref: 4, Forwarded: 2})),
+			protocol.KindMessage, &pb.Message{Seq: 81, Id: 5, From: 6, Body: []byte("y"), Type: pb.ContentType_CONTENT_EDIT, Ref: 4, Forwarded: 2}},
 		{"group receipt", AppendEntry(nil, protocol.KindReceipt, 9, AppendReceiptEntry(nil, Receipt{Peer: 4, Type: pb.ReceiptType_RECEIPT_READ, UpTo: 3, Group: 8})),
 			protocol.KindReceipt, &pb.Receipt{Seq: 9, Peer: 4, Type: pb.ReceiptType_RECEIPT_READ, UpTo: 3, Group: 8}},
 		{"receipt", AppendEntry(nil, protocol.KindReceipt, 9, AppendReceiptEntry(nil, Receipt{Peer: 4, Type: pb.ReceiptType_RECEIPT_READ, UpTo: 1 << 50})),
@@ -76,9 +82,10 @@ func TestHotEncodersMatchGenerated(t *testing.T) {
 func TestHotDecodersMatchGenerated(t *testing.T) {
 	unknown := []byte{0xf8, 0x07, 0x01, 0xfa, 0x07, 0x02, 'x', 'y', 0xfd, 0x07, 1, 2, 3, 4}
 
-	b, _ := proto.Marshal(&pb.Send{To: 9, Cmid: 10, Body: []byte("body"), Type: pb.ContentType_CONTENT_DOCUMENT, Group: 11})
+	b, _ := proto.Marshal(&pb.Send{To: 9, Cmid: 10, Body: []byte("body"), Type: pb.ContentType_CONTENT_DOCUMENT, Group: 11, Forwarded: 12, Ref: 13})
 	s, err := ParseSend(append(b, unknown...))
-	if err != nil || s.To != 9 || s.CMID != 10 || string(s.Body) != "body" || s.Type != pb.ContentType_CONTENT_DOCUMENT || s.Group != 11 {
+	if err != nil || s.To != 9 || s.CMID != 10 || string(s.Body) != "body" || s.Type != pb.ContentType_CONTENT_DOCUMENT || s.Group != 11 ||
+		s.Forwarded != 12 || s.Ref != 13 {
 		t.Fatalf("ParseSend = %+v, %v", s, err)
 	}
 
@@ -88,10 +95,11 @@ func TestHotDecodersMatchGenerated(t *testing.T) {
 		t.Fatalf("ParseAck = %d, %v", seq, err)
 	}
 
-	b, _ = proto.Marshal(&pb.Message{Seq: 1, Id: 2, From: 3, Body: []byte("m"), Type: pb.ContentType_CONTENT_VIDEO, FromDevice: 4, Group: 5, Gseq: 6, To: 7, TtlS: 8})
+	b, _ = proto.Marshal(&pb.Message{Seq: 1, Id: 2, From: 3, Body: []byte("m"), Type: pb.ContentType_CONTENT_VIDEO, FromDevice: 4, Group: 5, Gseq: 6, To: 7, TtlS: 8,
+		Forwarded: 9, Ref: 10})
 	m, err := ParseMessage(append(b, unknown...))
 	if err != nil || m.Seq != 1 || m.ID != 2 || m.From != 3 || string(m.Body) != "m" || m.Type != pb.ContentType_CONTENT_VIDEO || m.FromDevice != 4 ||
-		m.Group != 5 || m.GSeq != 6 || m.To != 7 || m.TTL != 8 {
+		m.Group != 5 || m.GSeq != 6 || m.To != 7 || m.TTL != 8 || m.Forwarded != 9 || m.Ref != 10 {
 		t.Fatalf("ParseMessage = %+v, %v", m, err)
 	}
 

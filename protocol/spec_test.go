@@ -664,7 +664,7 @@ func checkBody(t *testing.T, line int, k protocol.Kind, body []byte, want proto.
 	var wantDecoded any
 	switch m := want.(type) {
 	case *pb.Send:
-		cs := codec.Send{To: m.To, CMID: m.Cmid, Body: m.Body, Type: m.Type, Group: m.Group, Cipher: m.Cipher}
+		cs := codec.Send{To: m.To, CMID: m.Cmid, Body: m.Body, Type: m.Type, Group: m.Group, Cipher: m.Cipher, Forwarded: m.Forwarded, Ref: m.Ref}
 		hand = codec.AppendSend(nil, cs)
 		handDecoded, err = codec.ParseSend(body)
 		if len(m.Envelopes)+len(m.Own) > 0 {
@@ -681,7 +681,7 @@ func checkBody(t *testing.T, line int, k protocol.Kind, body []byte, want proto.
 		hand = codec.AppendSent(nil, m.Cmid, m.Id)
 	case *pb.Message:
 		cm := codec.Message{ID: m.Id, From: m.From, Body: m.Body, Type: m.Type, FromDevice: m.FromDevice,
-			Group: m.Group, GSeq: m.Gseq, To: m.To, Cipher: m.Cipher, TTL: m.TtlS}
+			Group: m.Group, GSeq: m.Gseq, To: m.To, Cipher: m.Cipher, TTL: m.TtlS, Forwarded: m.Forwarded, Ref: m.Ref}
 		hand = codec.AppendEntry(nil, protocol.KindMessage, m.Seq, codec.AppendMessageEntry(nil, cm))
 		handDecoded, err = codec.ParseMessage(body)
 		cm.Seq = m.Seq

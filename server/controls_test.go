@@ -6,6 +6,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/parley-im/parley/codec"
 	"github.com/parley-im/parley/internal/node"
 	"github.com/parley-im/parley/internal/nodetest"
 	"github.com/parley-im/parley/protocol"
@@ -74,6 +75,32 @@ func TestControlsRefused(t *testing.T) {
 			}
 			m.Ping()
 			m.Expect(protocol.KindPong)
+		})
+	}
+
+	// SENDs of the conversation controls ([S-18-12]): refused by cmid.
+	for i, tt := range []struct {
+		name string
+		send codec.Send
+		code protocol.Code
+	}{
+		{"reaction without a ref", codec.Send{To: bob.ID, Body: []byte("+1"), Type: pb.ContentType_CONTENT_REACTION}, protocol.CodeInvalidArgument},
+		{"edit without a ref", codec.Send{To: bob.ID, Body: []byte("fixed"), Type: pb.ContentType_CONTENT_EDIT}, protocol.CodeInvalidArgument},
+		{"edit without a body", codec.Send{To: bob.ID, Type: pb.ContentType_CONTENT_EDIT, Ref: id}, protocol.CodeInvalidArgument},
+		{"text without a body", codec.Send{To: bob.ID, Ref: id}, protocol.CodeInvalidArgument},
+		{"withdrawn reaction", codec.Send{To: bob.ID, Type: pb.ContentType_CONTENT_REACTION, Ref: id}, 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.send.CMID = uint64(100 + i)
+			m.Write(codec.AppendSend(nil, tt.send))
+			if tt.code == 0 {
+				var sent pb.Sent
+				m.ExpectProto(protocol.KindSent, &sent)
+				return
+			}
+			if e := m.ExpectError(tt.code); e.Cmid != tt.send.CMID {
+				t.Fatalf("error names cmid %d, want %d", e.Cmid, tt.send.CMID)
+			}
 		})
 	}
 

@@ -206,7 +206,7 @@ func (c *conn) handleSend(body []byte, w *buffer) verdict {
 		return c.handleEnvelopeSend(body, w)
 	}
 	switch {
-	case m.CMID == 0 || (m.To == 0) == (m.Group == 0) || len(m.Body) == 0:
+	case m.CMID == 0 || (m.To == 0) == (m.Group == 0) || !validContent(m.Type, len(m.Body), m.Ref):
 		refuse(w, protocol.CodeInvalidArgument, 0, m.CMID)
 		return verdict{}
 	case len(m.Body) > protocol.MaxMessageBody:
@@ -217,6 +217,7 @@ func (c *conn) handleSend(body []byte, w *buffer) verdict {
 	op := storage.Op{
 		Kind: storage.OpSend, From: c.user, FromDevice: c.device, User: m.To, Group: m.Group,
 		CMID: m.CMID, Type: m.Type, Cipher: m.Cipher, Body: append([]byte(nil), m.Body...), EP: c,
+		Forwarded: m.Forwarded, Ref: m.Ref,
 	}
 	if !c.submit(op) {
 		w.b = codec.AppendError(w.b, protocol.CodeOverloaded, 0, m.CMID, "", retryAfterBusyMS)

@@ -77,3 +77,16 @@ func (c *conn) handleSetTimer(body []byte, w *buffer) verdict {
 	}
 	return c.request(storage.Op{Kind: storage.OpSetTimer, User: m.To, Group: m.Group, From: c.user, TTL: m.TtlS, RID: m.Rid, EP: c}, m.Rid, w)
 }
+
+// validContent reports whether a SEND's content may be stored: a body,
+// but for a reaction, which may withdraw one with none; and a reference
+// for a reaction or an edit ([S-18-11], [S-18-12]).
+func validContent(typ pb.ContentType, bodyLen int, ref uint64) bool {
+	switch typ {
+	case pb.ContentType_CONTENT_REACTION:
+		return ref != 0
+	case pb.ContentType_CONTENT_EDIT:
+		return ref != 0 && bodyLen > 0
+	}
+	return bodyLen > 0
+}

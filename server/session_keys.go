@@ -79,7 +79,11 @@ func (c *conn) handleEnvelopeSend(body []byte, w *buffer) verdict {
 	if v, ok := c.decode(body, &m, w); !ok {
 		return v
 	}
-	if code := checkEnvelopes(&m, c.user); code != 0 {
+	code := checkEnvelopes(&m, c.user)
+	if code == 0 && !validContent(m.Type, 1, m.Ref) {
+		code = protocol.CodeInvalidArgument // [S-18-12]
+	}
+	if code != 0 {
 		refuse(w, code, 0, m.Cmid)
 		return verdict{}
 	}
@@ -87,6 +91,7 @@ func (c *conn) handleEnvelopeSend(body []byte, w *buffer) verdict {
 	op := storage.Op{
 		Kind: storage.OpSend, From: c.user, FromDevice: c.device, User: m.To, CMID: m.Cmid,
 		Type: m.Type, Cipher: m.Cipher, Envelopes: &storage.Envelopes{To: m.Envelopes, Own: m.Own}, EP: c,
+		Forwarded: m.Forwarded, Ref: m.Ref,
 	}
 	if !c.submit(op) {
 		w.b = codec.AppendError(w.b, protocol.CodeOverloaded, 0, m.Cmid, "", retryAfterBusyMS)

@@ -172,6 +172,8 @@ type Op struct {
 	Entry        []byte   // OpForward: kind byte + stored entry body
 	Peer         uint64   // OpBlock, OpUnblock: the other user
 	TTL          uint32   // OpSetTimer: seconds; 0: off
+	Forwarded    uint32   // OpSend: times the content was forwarded ([S-18-11])
+	Ref          uint64   // OpSend: the message it replies to, reacts to or edits
 	Users        []uint64 // OpForward of a group entry: its recipients here
 	Devices      []uint32 // OpKeysFetch: the devices asked for
 	Keys         *pb.KeysPublish

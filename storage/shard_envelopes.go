@@ -189,7 +189,8 @@ func (s *Shard) storeEnvelopes(op *Op) {
 	}
 	id := s.ids.next(s.cfg.Now())
 	ttl := s.timerWith(u, op.From) // [S-18-10]
-	msg := codec.Message{ID: id, From: op.From, Type: op.Type, FromDevice: op.FromDevice, Cipher: op.Cipher, TTL: ttl}
+	msg := codec.Message{ID: id, From: op.From, Type: op.Type, FromDevice: op.FromDevice, Cipher: op.Cipher, TTL: ttl,
+		Forwarded: op.Forwarded, Ref: op.Ref}
 	var seq uint64 // 0: not stored (msgRecord.Seq)
 	if !blocked {
 		s.appendLocal(u, appendEnvelopesEntry(nil, msg, e.To))

@@ -486,7 +486,7 @@ func (s *Shard) applyGroupSend(op *Op) {
 	s.indexMessage(msgToGroup, op.Group, id, msgRecord{From: op.From, Device: op.FromDevice, CMID: op.CMID, Seq: gseq})
 	entry := append([]byte{byte(protocol.KindMessage)}, codec.AppendMessageEntry(nil, codec.Message{
 		ID: id, From: op.From, Body: op.Body, Type: op.Type, FromDevice: op.FromDevice, Group: g.id, GSeq: gseq, Cipher: op.Cipher,
-		TTL: g.rec.Timer, // [S-18-10]
+		TTL: g.rec.Timer, Forwarded: op.Forwarded, Ref: op.Ref, // [S-18-10], [S-18-11]
 	})...)
 	entries := s.deliver(delivery{users: g.users(), group: g.id, gseq: gseq, entry: entry})
 	if len(entries) == 0 {

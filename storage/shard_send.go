@@ -141,6 +141,7 @@ func (s *Shard) applySend(op *Op) {
 		s.scratch = append(s.scratch[:0], byte(protocol.KindMessage))
 		s.scratch = codec.AppendMessageEntry(s.scratch, codec.Message{
 			ID: id, From: op.From, Body: op.Body, Type: op.Type, FromDevice: op.FromDevice, Cipher: op.Cipher, TTL: ttl,
+			Forwarded: op.Forwarded, Ref: op.Ref,
 		})
 		s.appendLocal(u, s.scratch)
 		seq = u.rec.Head
@@ -150,6 +151,7 @@ func (s *Shard) applySend(op *Op) {
 		// [S-8-17] the sender's other devices get a copy, in their order.
 		self := append([]byte{byte(protocol.KindMessage)}, codec.AppendMessageEntry(nil, codec.Message{
 			ID: id, From: op.From, Body: op.Body, Type: op.Type, FromDevice: op.FromDevice, To: op.User, Cipher: op.Cipher, TTL: ttl,
+			Forwarded: op.Forwarded, Ref: op.Ref,
 		})...)
 		s.appendCopy(op.From, self, id, ttl)
 	}
@@ -186,6 +188,9 @@ func bodySum(op *Op) uint64 {
 	_, _ = d.Write(op.Body)
 	if op.Envelopes != nil {
 		op.Envelopes.hash(&d)
+	}
+	if op.Ref != 0 || op.Forwarded != 0 {
+		_, _ = d.Write(binary.AppendUvarint(binary.AppendUvarint([]byte{0xfd}, op.Ref), uint64(op.Forwarded)))
 	}
 	return d.Sum64()
 }

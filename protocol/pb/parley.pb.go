@@ -490,6 +490,8 @@ const (
 	ContentType_CONTENT_VIDEO    ContentType = 2
 	ContentType_CONTENT_VOICE    ContentType = 3
 	ContentType_CONTENT_DOCUMENT ContentType = 4
+	ContentType_CONTENT_REACTION ContentType = 5 // a reaction to the message ref (spec.md [S-18-11])
+	ContentType_CONTENT_EDIT     ContentType = 6 // a new content for the message ref
 )
 
 // Enum value maps for ContentType.
@@ -500,6 +502,8 @@ var (
 		2: "CONTENT_VIDEO",
 		3: "CONTENT_VOICE",
 		4: "CONTENT_DOCUMENT",
+		5: "CONTENT_REACTION",
+		6: "CONTENT_EDIT",
 	}
 	ContentType_value = map[string]int32{
 		"CONTENT_TEXT":     0,
@@ -507,6 +511,8 @@ var (
 		"CONTENT_VIDEO":    2,
 		"CONTENT_VOICE":    3,
 		"CONTENT_DOCUMENT": 4,
+		"CONTENT_REACTION": 5,
+		"CONTENT_EDIT":     6,
 	}
 )
 
@@ -1155,9 +1161,13 @@ type Send struct {
 	Group uint64                 `protobuf:"varint,5,opt,name=group,proto3" json:"group,omitempty"` // the group for a group message; 0 for a 1:1 message
 	// envelopes: one ciphertext per device of `to` (spec.md [S-17-8]);
 	// body is then empty. own: one per other device of the sender.
-	Envelopes     []*Envelope `protobuf:"bytes,6,rep,name=envelopes,proto3" json:"envelopes,omitempty"`
-	Own           []*Envelope `protobuf:"bytes,7,rep,name=own,proto3" json:"own,omitempty"`
-	Cipher        Cipher      `protobuf:"varint,8,opt,name=cipher,proto3,enum=parley.v1.Cipher" json:"cipher,omitempty"` // how body is encrypted (a group message); relayed, not checked
+	Envelopes []*Envelope `protobuf:"bytes,6,rep,name=envelopes,proto3" json:"envelopes,omitempty"`
+	Own       []*Envelope `protobuf:"bytes,7,rep,name=own,proto3" json:"own,omitempty"`
+	Cipher    Cipher      `protobuf:"varint,8,opt,name=cipher,proto3,enum=parley.v1.Cipher" json:"cipher,omitempty"` // how body is encrypted (a group message); relayed, not checked
+	// The conversation controls (spec.md section 18) take fields from 15
+	// down.
+	Forwarded     uint32 `protobuf:"varint,14,opt,name=forwarded,proto3" json:"forwarded,omitempty"` // how many times the content was forwarded ([S-18-11]); 0: original
+	Ref           uint64 `protobuf:"varint,15,opt,name=ref,proto3" json:"ref,omitempty"`             // the message this one replies to, reacts to or edits ([S-18-11])
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1246,6 +1256,20 @@ func (x *Send) GetCipher() Cipher {
 		return x.Cipher
 	}
 	return Cipher_CIPHER_NONE
+}
+
+func (x *Send) GetForwarded() uint32 {
+	if x != nil {
+		return x.Forwarded
+	}
+	return 0
+}
+
+func (x *Send) GetRef() uint64 {
+	if x != nil {
+		return x.Ref
+	}
+	return 0
 }
 
 // Envelope is one device's ciphertext of a message (spec.md [S-17-8]).
@@ -1698,6 +1722,8 @@ type Message struct {
 	// The conversation controls (spec.md section 18) take fields from 15
 	// down.
 	TtlS          uint32 `protobuf:"varint,13,opt,name=ttl_s,json=ttlS,proto3" json:"ttl_s,omitempty"` // disappearing: the message expires ttl_s seconds after its time ([S-18-10])
+	Forwarded     uint32 `protobuf:"varint,14,opt,name=forwarded,proto3" json:"forwarded,omitempty"`   // as the sender sent it ([S-18-11])
+	Ref           uint64 `protobuf:"varint,15,opt,name=ref,proto3" json:"ref,omitempty"`               // as the sender sent it ([S-18-11])
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1805,6 +1831,20 @@ func (x *Message) GetCipher() Cipher {
 func (x *Message) GetTtlS() uint32 {
 	if x != nil {
 		return x.TtlS
+	}
+	return 0
+}
+
+func (x *Message) GetForwarded() uint32 {
+	if x != nil {
+		return x.Forwarded
+	}
+	return 0
+}
+
+func (x *Message) GetRef() uint64 {
+	if x != nil {
+		return x.Ref
 	}
 	return 0
 }
@@ -2174,7 +2214,7 @@ const file_parley_proto_rawDesc = "" +
 	"heartbeatS\x12\x16\n" +
 	"\x06window\x18\x03 \x01(\rR\x06window\x12\x16\n" +
 	"\x06cursor\x18\x04 \x01(\x04R\x06cursor\x12\x19\n" +
-	"\bmax_cmid\x18\x05 \x01(\x04R\amaxCmid\"\x85\x02\n" +
+	"\bmax_cmid\x18\x05 \x01(\x04R\amaxCmid\"\xb5\x02\n" +
 	"\x04Send\x12\x0e\n" +
 	"\x02to\x18\x01 \x01(\x04R\x02to\x12\x12\n" +
 	"\x04cmid\x18\x02 \x01(\x04R\x04cmid\x12\x12\n" +
@@ -2183,7 +2223,9 @@ const file_parley_proto_rawDesc = "" +
 	"\x05group\x18\x05 \x01(\x04R\x05group\x121\n" +
 	"\tenvelopes\x18\x06 \x03(\v2\x13.parley.v1.EnvelopeR\tenvelopes\x12%\n" +
 	"\x03own\x18\a \x03(\v2\x13.parley.v1.EnvelopeR\x03own\x12)\n" +
-	"\x06cipher\x18\b \x01(\x0e2\x11.parley.v1.CipherR\x06cipher\"a\n" +
+	"\x06cipher\x18\b \x01(\x0e2\x11.parley.v1.CipherR\x06cipher\x12\x1c\n" +
+	"\tforwarded\x18\x0e \x01(\rR\tforwarded\x12\x10\n" +
+	"\x03ref\x18\x0f \x01(\x04R\x03ref\"a\n" +
 	"\bEnvelope\x12\x16\n" +
 	"\x06device\x18\x01 \x01(\rR\x06device\x12\x12\n" +
 	"\x04body\x18\x02 \x01(\fR\x04body\x12)\n" +
@@ -2208,7 +2250,7 @@ const file_parley_proto_rawDesc = "" +
 	"\bcontacts\x18\x02 \x03(\v2\x12.parley.v1.ContactR\bcontacts\"3\n" +
 	"\aContact\x12\x14\n" +
 	"\x05phone\x18\x01 \x01(\tR\x05phone\x12\x12\n" +
-	"\x04user\x18\x02 \x01(\x04R\x04user\"\x9a\x02\n" +
+	"\x04user\x18\x02 \x01(\x04R\x04user\"\xca\x02\n" +
 	"\aMessage\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\x04R\x02id\x12\x12\n" +
@@ -2222,7 +2264,9 @@ const file_parley_proto_rawDesc = "" +
 	"\x02to\x18\t \x01(\x04R\x02to\x12)\n" +
 	"\x06cipher\x18\n" +
 	" \x01(\x0e2\x11.parley.v1.CipherR\x06cipher\x12\x13\n" +
-	"\x05ttl_s\x18\r \x01(\rR\x04ttlS\"\x86\x01\n" +
+	"\x05ttl_s\x18\r \x01(\rR\x04ttlS\x12\x1c\n" +
+	"\tforwarded\x18\x0e \x01(\rR\tforwarded\x12\x10\n" +
+	"\x03ref\x18\x0f \x01(\x04R\x03ref\"\x86\x01\n" +
 	"\aReceipt\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x12\n" +
 	"\x04peer\x18\x02 \x01(\x04R\x04peer\x12*\n" +
@@ -2367,13 +2411,15 @@ const file_parley_proto_rawDesc = "" +
 	"\x10ERROR_NOT_SENDER\x10L\x12\x18\n" +
 	"\x14ERROR_REVOKE_EXPIRED\x10M\x12\x1b\n" +
 	"\x17ERROR_MESSAGE_NOT_FOUND\x10N\x12\x19\n" +
-	"\x15ERROR_TOO_MANY_BLOCKS\x10O*n\n" +
+	"\x15ERROR_TOO_MANY_BLOCKS\x10O*\x96\x01\n" +
 	"\vContentType\x12\x10\n" +
 	"\fCONTENT_TEXT\x10\x00\x12\x11\n" +
 	"\rCONTENT_IMAGE\x10\x01\x12\x11\n" +
 	"\rCONTENT_VIDEO\x10\x02\x12\x11\n" +
 	"\rCONTENT_VOICE\x10\x03\x12\x14\n" +
-	"\x10CONTENT_DOCUMENT\x10\x04*]\n" +
+	"\x10CONTENT_DOCUMENT\x10\x04\x12\x14\n" +
+	"\x10CONTENT_REACTION\x10\x05\x12\x10\n" +
+	"\fCONTENT_EDIT\x10\x06*]\n" +
 	"\x06Cipher\x12\x0f\n" +
 	"\vCIPHER_NONE\x10\x00\x12\x11\n" +
 	"\rCIPHER_SIGNAL\x10\x01\x12\x18\n" +
