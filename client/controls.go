@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"time"
@@ -279,4 +280,51 @@ func validContent(m Outgoing) bool {
 		return m.Ref != 0 && len(m.Body) > 0
 	}
 	return len(m.Body) > 0
+}
+
+// Report is what a user reports to the server's operator ([S-18-13]):
+// User, the Messages it sent (at least one, at most
+// protocol.MaxReportMessages) in Group (0 for the 1:1 conversation), and
+// the user's Reason.
+type Report struct {
+	User     uint64
+	Group    uint64
+	Messages []ReportedMessage
+	Reason   string
+}
+
+// ReportedMessage is one reported message: its id and type, and the
+// content this client shows for it, which only the client can reveal
+// under end-to-end encryption ([S-18-14]).
+type ReportedMessage struct {
+	ID   uint64
+	Type pb.ContentType
+	Body []byte
+}
+
+// Report hands r to the server's operator and waits until it is durable
+// in the operator's queue. Errors: RATE_LIMITED beyond the server's rate
+// (10 reports per hour per account by default), returned rather than
+// waited out (ServerError.RetryAfter says for how long). It is not
+// repeated after a lost connection (ErrNoAnswer): the operator would read
+// it twice.
+func (c *Client) Report(ctx context.Context, r Report) error {
+	if r.User == 0 || r.User == c.User() || len(r.Messages) == 0 || len(r.Messages) > protocol.MaxReportMessages ||
+		len(r.Reason) > protocol.MaxReportReason {
+		return fmt.Errorf("%w: a report names another user, 1 to %d of its messages and at most %d bytes of reason",
+			ErrInvalid, protocol.MaxReportMessages, protocol.MaxReportReason)
+	}
+	m := &pb.Report{User: r.User, Group: r.Group, Reason: r.Reason}
+	for _, rm := range r.Messages {
+		if rm.ID == 0 || len(rm.Body) > protocol.MaxMessageBody {
+			return fmt.Errorf("%w: reported message %d of %d bytes", ErrInvalid, rm.ID, len(rm.Body))
+		}
+		m.Messages = append(m.Messages, &pb.ReportedMessage{Id: rm.ID, Type: rm.Type, Body: bytes.Clone(rm.Body)})
+	}
+	_, err := doAs[*pb.Ok](ctx, c, &request{kind: protocol.KindReport, once: true, limitFinal: true, body: func(rid uint32) proto.Message {
+		cp := proto.Clone(m).(*pb.Report)
+		cp.Rid = rid
+		return cp
+	}})
+	return err
 }

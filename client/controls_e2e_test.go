@@ -2,7 +2,12 @@ package client
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -10,6 +15,7 @@ import (
 	"github.com/parley-im/parley/internal/nodetest"
 	"github.com/parley-im/parley/protocol"
 	"github.com/parley-im/parley/protocol/pb"
+	"github.com/parley-im/parley/reports"
 )
 
 // link links a companion device named name to c's account and returns its
@@ -356,5 +362,61 @@ func TestE2EReactionsRepliesEdits(t *testing.T) {
 		if _, err := bob.SendDraft(ctx, bad); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%+v: %v, want ErrInvalid", bad, err)
 		}
+	}
+}
+
+// TestE2EReport reports a user through a real node ([S-18-13],
+// [S-18-14]): the OK comes once the report is in the operator's file,
+// which keeps it across a restart, with what the client revealed; the
+// latest are served at the admin endpoint; an account is rate limited.
+func TestE2EReport(t *testing.T) {
+	n := startE2ENodeWith(t, func(c *node.Config) {
+		c.AdminAddr = "127.0.0.1:0"
+		c.Reports.PerHour = 2
+	})
+	ctx := context.Background()
+	alice := n.start(t, n.register(t, n.PhoneOn(0)))
+	phone := n.PhoneOn(1)
+	bob := n.start(t, n.register(t, phone))
+	laptop := n.start(t, n.link(t, alice, "laptop"))
+
+	spam, err := bob.Send(ctx, alice.User(), []byte("buy now"), pb.ContentType_CONTENT_TEXT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := Report{User: bob.User(), Reason: "spam", Messages: []ReportedMessage{{ID: spam.ID, Body: []byte("buy now")}}}
+	if err := alice.Report(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	// The operator sees it at the admin endpoint.
+	resp, err := http.Get("http://" + n.AdminAddr().String() + "/reports")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var served []reports.Report
+	err = json.NewDecoder(resp.Body).Decode(&served)
+	resp.Body.Close()
+	if err != nil || len(served) != 1 || served[0].Reporter != alice.User() || served[0].User != bob.User() ||
+		served[0].Messages[0].ID != spam.ID || served[0].Messages[0].Text != "buy now" || served[0].Reason != "spam" {
+		t.Fatalf("/reports = %+v, %v", served, err)
+	}
+	// The account's devices share its budget: two per hour.
+	if err := laptop.Report(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.Report(ctx, r); CodeOf(err) != protocol.CodeRateLimited {
+		t.Fatalf("a third report: %v, want RATE_LIMITED", err)
+	}
+	if err := alice.Report(ctx, Report{User: bob.User()}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("a report with no message: %v, want ErrInvalid", err)
+	}
+
+	n.Restart(t)
+	b, err := os.ReadFile(filepath.Join(n.DataDir(), "reports", "reports.ndjson"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lines := strings.Count(string(b), "\n"); lines != 2 || strings.Contains(string(b), phone) {
+		t.Fatalf("the file after a restart holds %d reports (want 2), phone number in it: %v", lines, strings.Contains(string(b), phone))
 	}
 }

@@ -38,7 +38,9 @@
 // Unblock and BlockList manage the account's block list; the account's
 // devices follow it by Blocked events. SetTimer and SetGroupTimer set a
 // conversation's disappearing-message timer (TimerChanged events);
-// Message.Expires says when a disappearing message goes.
+// Message.Expires says when a disappearing message goes. Draft and
+// SendDraft send reactions, replies, edits and forwards (Message.Ref,
+// Forwarded); Report reports a user to the operator.
 //
 // Media (section 14): a Client is a MediaRequester, so
 // Media{Requester: c, HTTP: …} uploads and downloads over its connection.

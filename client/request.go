@@ -57,6 +57,9 @@ type request struct {
 	attempts int
 	retry    func() bool
 	reply    chan requestResult // capacity 1
+	// limitFinal hands RATE_LIMITED to the caller instead of waiting it
+	// out (a REPORT's limit is per hour).
+	limitFinal bool
 }
 
 type requestResult struct {
@@ -231,7 +234,7 @@ func (c *Client) handleReply(s *session, rid uint32, res requestResult) {
 	s.inflight--
 	c.kickLocked(s)
 	r.rid, r.sess = 0, nil
-	if se, ok := res.err.(*ServerError); ok && se.retryable() && c.stopErr == nil {
+	if se, ok := res.err.(*ServerError); ok && se.retryable() && !(r.limitFinal && se.Code == protocol.CodeRateLimited) && c.stopErr == nil {
 		r.state = requestWaiting
 		delay := c.cfg.backoff(r.attempts)
 		if se.RetryAfter > 0 {

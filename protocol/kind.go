@@ -85,6 +85,7 @@ const (
 	KindUnblock         Kind = 61  // Unblock: end a block (client to server)
 	KindBlockList       Kind = 60  // BlockList: the users this user blocks (client to server)
 	KindSetTimer        Kind = 59  // SetTimer: a conversation's disappearing-message timer (client to server)
+	KindReport          Kind = 58  // Report: report a user to the operator (client to server)
 	KindBlockListResult Kind = 111 // BlockListResult: answers BlockList (server to client)
 	KindRevoked         Kind = 127 // Revoked: a message was deleted for everyone, inbox entry (server to client)
 	KindBlocked         Kind = 126 // Blocked: the account blocked or unblocked a user, inbox entry (server to client)
@@ -166,6 +167,7 @@ var Kinds = []KindInfo{
 	{KindMediaDownload, "MEDIA_DOWNLOAD", "MediaDownload", ClientToServer, StateAuthenticated, false},
 	{KindKeysPublish, "KEYS_PUBLISH", "KeysPublish", ClientToServer, StateAuthenticated, false},
 	{KindKeysFetch, "KEYS_FETCH", "KeysFetch", ClientToServer, StateAuthenticated, false},
+	{KindReport, "REPORT", "Report", ClientToServer, StateAuthenticated, false},
 	{KindSetTimer, "SET_TIMER", "SetTimer", ClientToServer, StateAuthenticated, false},
 	{KindBlockList, "BLOCK_LIST", "BlockList", ClientToServer, StateAuthenticated, false},
 	{KindUnblock, "UNBLOCK", "Unblock", ClientToServer, StateAuthenticated, false},

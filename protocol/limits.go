@@ -126,4 +126,12 @@ const (
 	// MaxTimer is the longest disappearing-message timer in seconds (366
 	// days): INVALID_ARGUMENT.
 	MaxTimer = 366 * 24 * 3600
+
+	// MaxReportMessages is the most messages one Report names:
+	// INVALID_ARGUMENT.
+	MaxReportMessages = 10
+
+	// MaxReportReason is the longest Report reason in bytes:
+	// INVALID_ARGUMENT.
+	MaxReportReason = 500
 )

@@ -225,6 +225,8 @@ var constants = map[string]int64{
 	"MediaIDLen":               protocol.MediaIDLen,
 	"MaxBlocks":                protocol.MaxBlocks,
 	"MaxTimer":                 protocol.MaxTimer,
+	"MaxReportMessages":        protocol.MaxReportMessages,
+	"MaxReportReason":          protocol.MaxReportReason,
 	"KeyLen":                   protocol.KeyLen,
 	"SignatureLen":             protocol.SignatureLen,
 	"MaxPreKeysPerPublish":     protocol.MaxPreKeysPerPublish,

@@ -35,6 +35,10 @@ type Config struct {
 	// off the event loop; nil means the server offers no media and answers
 	// them with MEDIA_UNAVAILABLE.
 	Media MediaService
+	// Reports takes users' reports (spec.md section 18.5) off the event
+	// loop; nil means the server has nowhere to put them and answers
+	// REPORT with INTERNAL.
+	Reports ReportService
 
 	// Loops is the number of event loops; 0 means GOMAXPROCS.
 	Loops int

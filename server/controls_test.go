@@ -64,6 +64,22 @@ func TestControlsRefused(t *testing.T) {
 		{"timer of a group not joined", func(rid uint32) (protocol.Kind, proto.Message) {
 			return protocol.KindSetTimer, &pb.SetTimer{Rid: rid, Group: 12293, TtlS: 60}
 		}, protocol.CodeNotMember},
+		{"report with no message", func(rid uint32) (protocol.Kind, proto.Message) {
+			return protocol.KindReport, &pb.Report{Rid: rid, User: bob.ID, Reason: "spam"}
+		}, protocol.CodeInvalidArgument},
+		{"report of oneself", func(rid uint32) (protocol.Kind, proto.Message) {
+			return protocol.KindReport, &pb.Report{Rid: rid, User: mallory.ID, Messages: []*pb.ReportedMessage{{Id: id}}}
+		}, protocol.CodeInvalidArgument},
+		{"report of a message without an id", func(rid uint32) (protocol.Kind, proto.Message) {
+			return protocol.KindReport, &pb.Report{Rid: rid, User: bob.ID, Messages: []*pb.ReportedMessage{{Body: []byte("x")}}}
+		}, protocol.CodeInvalidArgument},
+		{"report of too many messages", func(rid uint32) (protocol.Kind, proto.Message) {
+			r := &pb.Report{Rid: rid, User: bob.ID}
+			for i := range protocol.MaxReportMessages + 1 {
+				r.Messages = append(r.Messages, &pb.ReportedMessage{Id: uint64(i + 1)})
+			}
+			return protocol.KindReport, r
+		}, protocol.CodeInvalidArgument},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

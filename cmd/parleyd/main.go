@@ -85,6 +85,7 @@ import (
 
 	"github.com/parley-im/parley/internal/node"
 	"github.com/parley-im/parley/media"
+	"github.com/parley-im/parley/reports"
 	"github.com/parley-im/parley/server"
 	"github.com/parley-im/parley/storage"
 )
@@ -152,7 +153,7 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	var minFree, inboxEntries, inboxMiB *int
+	var minFree, inboxEntries, inboxMiB, reportsPerHour *int
 	var maxConns, maxConnsPerIP, maxHandshakesPerIP, fdReserve *int
 	for _, d := range []struct {
 		v         **int
@@ -166,6 +167,7 @@ func run(args []string) error {
 		{&maxConns, "max-conns", "PARLEY_MAX_CONNS", 0, "most client `connections` open at once; more are closed at once (0: the open-file limit less --fd-reserve)"},
 		{&maxConnsPerIP, "max-conns-per-ip", "PARLEY_MAX_CONNS_PER_IP", 512, "most client `connections` from one IPv4 address or IPv6 /64 (loopback exempt)"},
 		{&maxHandshakesPerIP, "max-handshakes-per-ip", "PARLEY_MAX_HANDSHAKES_PER_IP", 16, "most TLS `handshakes` at once from one IPv4 address or IPv6 /64 (loopback exempt)"},
+		{&reportsPerHour, "reports-per-hour", "PARLEY_REPORTS_PER_HOUR", 10, "user `reports` one account may make per hour, its devices together (RATE_LIMITED beyond; they go to DATA/reports/reports.ndjson and the admin /reports)"},
 		{&fdReserve, "fd-reserve", "PARLEY_FD_RESERVE", 0, "file `descriptors` kept from the open-file limit for all but client connections (0: 128 + 128 per shard + 2 per media transfer)"},
 	} {
 		def, err := envInt(d.env, d.def)
@@ -193,7 +195,7 @@ func run(args []string) error {
 	for _, c := range []struct {
 		name string
 		v    int
-	}{{"--min-free-mib", *minFree}, {"--inbox-max-entries", *inboxEntries}, {"--inbox-max-mib", *inboxMiB}} {
+	}{{"--min-free-mib", *minFree}, {"--inbox-max-entries", *inboxEntries}, {"--inbox-max-mib", *inboxMiB}, {"--reports-per-hour", *reportsPerHour}} {
 		if c.v < 1 {
 			return fmt.Errorf("%s %d: want 1 or more", c.name, c.v)
 		}
@@ -246,9 +248,10 @@ func run(args []string) error {
 			Endpoint: *s3Endpoint, Bucket: *s3Bucket, Prefix: *s3Prefix, Region: *s3Region,
 			AccessKey: *s3Access, SecretKey: os.Getenv("PARLEY_MEDIA_S3_SECRET_KEY"), Insecure: *s3Insecure,
 		},
-		Media:  mediaConfig,
-		SMS:    smsConfig,
-		Logger: logger,
+		Media:   mediaConfig,
+		SMS:     smsConfig,
+		Reports: reports.Config{PerHour: *reportsPerHour},
+		Logger:  logger,
 		Server: server.Config{
 			Heartbeat: *heartbeat, MaxConns: *maxConns, MaxConnsPerIP: *maxConnsPerIP,
 			MaxHandshakesPerIP: *maxHandshakesPerIP, FDReserve: *fdReserve,

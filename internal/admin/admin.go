@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/parley-im/parley/media"
+	"github.com/parley-im/parley/reports"
 	"github.com/parley-im/parley/server"
 	"github.com/parley-im/parley/sms"
 	"github.com/parley-im/parley/storage"
@@ -42,6 +43,9 @@ type Config struct {
 	// SMS is the node's SMS sender; nil (the log sender) leaves its
 	// metrics out.
 	SMS *sms.Sender
+	// Reports is the node's queue of user reports, served at /reports
+	// (the latest, as JSON); nil leaves it and its metrics out.
+	Reports *reports.Queue
 	// Logger receives the endpoint's errors; nil discards them.
 	Logger *slog.Logger
 }
@@ -77,6 +81,9 @@ func Start(cfg Config) (*Admin, error) {
 	if cfg.SMS != nil {
 		reg.MustRegister(smsCollector{sender: cfg.SMS})
 	}
+	if cfg.Reports != nil {
+		reg.MustRegister(reportsCollector{q: cfg.Reports})
+	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slogPrinter{log}}))
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -85,8 +92,11 @@ func Start(cfg Config) (*Admin, error) {
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("/debug/memory", serveMemory)
+	if cfg.Reports != nil {
+		mux.Handle("/reports", cfg.Reports)
+	}
 	mux.HandleFunc("/{$}", func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprintln(w, "parleyd admin: /metrics /debug/pprof/ /debug/memory[?settle=1]")
+		fmt.Fprintln(w, "parleyd admin: /metrics /debug/pprof/ /debug/memory[?settle=1] /reports")
 	})
 
 	ln, err := net.Listen("tcp", cfg.Addr)

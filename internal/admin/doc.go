@@ -1,7 +1,9 @@
 // Package admin is a node's operator endpoint: Prometheus metrics at
-// /metrics, Go's profiler at /debug/pprof/, and the process's memory at
-// /debug/memory. It is meant for a loopback or otherwise private address:
-// it has no authentication, and the profiler can slow the node down.
+// /metrics, Go's profiler at /debug/pprof/, the process's memory at
+// /debug/memory, and the latest user reports at /reports (spec.md section
+// 18.5). It is meant for a loopback or otherwise private address: it has
+// no authentication, the profiler can slow the node down, and the reports
+// hold what users revealed of their conversations.
 //
 // The metrics are read at scrape time from the counters the server, the
 // shards, the media service and the SMS sender already keep (server.Stats,

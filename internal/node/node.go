@@ -17,6 +17,7 @@ import (
 
 	"github.com/parley-im/parley/internal/admin"
 	"github.com/parley-im/parley/media"
+	"github.com/parley-im/parley/reports"
 	"github.com/parley-im/parley/router"
 	"github.com/parley-im/parley/server"
 	"github.com/parley-im/parley/sms"
@@ -78,6 +79,10 @@ type Config struct {
 	// FDReserve), so the connection cap (Server.MaxConns) is derived from
 	// the process's open-file limit less what the node's other parts need.
 	Server server.Config
+	// Reports configures the operator's queue of user reports (spec.md
+	// section 18.5); Path defaults to DataDir/reports/reports.ndjson, and
+	// Logger is the node's.
+	Reports reports.Config
 	// Storage tunes every shard; ID, Dir, Forwarder, Codes, CodeKey and
 	// Logger are filled in by the node.
 	Storage storage.Config
@@ -217,7 +222,8 @@ type Node struct {
 	srv         *server.Server
 	served      chan error
 	fingerprint string
-	admin       *admin.Admin   // nil without AdminAddr
+	admin       *admin.Admin // nil without AdminAddr
+	reports     *reports.Queue
 	media       *media.Service // nil with MediaAddr "off"
 	sms         *sms.Sender    // nil without Config.SMS.Gateway
 	mediaHTTP   *http.Server
@@ -345,8 +351,20 @@ func startLocked(cfg Config) (*Node, error) {
 		}
 	}
 
+	rc := cfg.Reports
+	if rc.Path == "" {
+		rc.Path = filepath.Join(cfg.DataDir, "reports", "reports.ndjson")
+	}
+	rc.Logger = log
+	if n.reports, err = reports.Open(rc); err != nil {
+		n.closeMedia(context.Background())
+		n.closeShards()
+		return nil, fmt.Errorf("node: %w", err)
+	}
+
 	sc := cfg.Server
 	sc.Addr, sc.TLS, sc.Plaintext, sc.Router, sc.Logger = cfg.Listen, tlsConfig, cfg.Plaintext, n.router, log
+	sc.Reports = n.reports
 	if sc.FDReserve == 0 {
 		sc.FDReserve = FDReserve(cfg.Shards, cfg.MediaAddr != "off", cfg.Media.MaxTransfers)
 	}
@@ -355,6 +373,7 @@ func startLocked(cfg Config) (*Node, error) {
 	}
 	srv, err := server.New(sc)
 	if err != nil {
+		_ = n.reports.Close()
 		n.closeMedia(context.Background())
 		n.closeShards()
 		return nil, err
@@ -363,13 +382,15 @@ func startLocked(cfg Config) (*Node, error) {
 	go func() { n.served <- srv.Serve() }()
 	if srv.Addr() == nil {
 		err := <-n.served
+		_ = n.reports.Close()
 		n.closeMedia(context.Background())
 		n.closeShards()
 		return nil, &ListenError{Listener: "client", Addr: cfg.Listen, Err: err}
 	}
 	n.startMedia()
 	if cfg.AdminAddr != "" {
-		a, err := admin.Start(admin.Config{Addr: cfg.AdminAddr, Server: srv, Shards: n.shards, Commits: commits, Media: n.media, SMS: n.sms, Logger: log})
+		a, err := admin.Start(admin.Config{Addr: cfg.AdminAddr, Server: srv, Shards: n.shards, Commits: commits, Media: n.media, SMS: n.sms,
+			Reports: n.reports, Logger: log})
 		if err != nil {
 			_ = n.Shutdown(context.Background())
 			var op *net.OpError
@@ -404,6 +425,9 @@ func (n *Node) Server() *server.Server { return n.srv }
 // Router returns the node's router.
 func (n *Node) Router() *router.Router { return n.router }
 
+// Reports returns the node's queue of user reports.
+func (n *Node) Reports() *reports.Queue { return n.reports }
+
 // Shards returns the node's shards.
 func (n *Node) Shards() []*storage.Shard { return n.shards }
 
@@ -419,6 +443,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	if serr := <-n.served; serr != nil {
 		err = errors.Join(err, serr)
 	}
+	err = errors.Join(err, n.reports.Close())
 	err = errors.Join(err, n.closeMedia(ctx))
 	err = errors.Join(err, n.closeShards())
 	if n.unlock != nil {

@@ -67,6 +67,9 @@ func Start(t testing.TB, change func(*node.Config)) *Node {
 	return nn
 }
 
+// DataDir returns the node's data directory.
+func (n *Node) DataDir() string { return n.cfg.DataDir }
+
 func (n *Node) shutdown() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -68,6 +68,7 @@ const (
 	Kind_KIND_UNBLOCK    Kind = 61 // Unblock
 	Kind_KIND_BLOCK_LIST Kind = 60 // BlockList
 	Kind_KIND_SET_TIMER  Kind = 59 // SetTimer
+	Kind_KIND_REPORT     Kind = 58 // Report
 	// Server to client.
 	Kind_KIND_PONG              Kind = 64 // Pong
 	Kind_KIND_ERROR             Kind = 65 // Error
@@ -138,6 +139,7 @@ var (
 		61:  "KIND_UNBLOCK",
 		60:  "KIND_BLOCK_LIST",
 		59:  "KIND_SET_TIMER",
+		58:  "KIND_REPORT",
 		64:  "KIND_PONG",
 		65:  "KIND_ERROR",
 		66:  "KIND_GOAWAY",
@@ -200,6 +202,7 @@ var (
 		"KIND_UNBLOCK":            61,
 		"KIND_BLOCK_LIST":         60,
 		"KIND_SET_TIMER":          59,
+		"KIND_REPORT":             58,
 		"KIND_PONG":               64,
 		"KIND_ERROR":              65,
 		"KIND_GOAWAY":             66,
@@ -2287,7 +2290,7 @@ const file_parley_proto_rawDesc = "" +
 	"\adevices\x18\x02 \x03(\rR\adevices\"`\n" +
 	"\x06GoAway\x12(\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x14.parley.v1.ErrorCodeR\x04code\x12,\n" +
-	"\x12reconnect_after_ms\x18\x02 \x01(\rR\x10reconnectAfterMs*\xb8\t\n" +
+	"\x12reconnect_after_ms\x18\x02 \x01(\rR\x10reconnectAfterMs*\xc9\t\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tKIND_PING\x10\x01\x12\x15\n" +
@@ -2320,7 +2323,8 @@ const file_parley_proto_rawDesc = "" +
 	"KIND_BLOCK\x10>\x12\x10\n" +
 	"\fKIND_UNBLOCK\x10=\x12\x13\n" +
 	"\x0fKIND_BLOCK_LIST\x10<\x12\x12\n" +
-	"\x0eKIND_SET_TIMER\x10;\x12\r\n" +
+	"\x0eKIND_SET_TIMER\x10;\x12\x0f\n" +
+	"\vKIND_REPORT\x10:\x12\r\n" +
 	"\tKIND_PONG\x10@\x12\x0e\n" +
 	"\n" +
 	"KIND_ERROR\x10A\x12\x0f\n" +
