@@ -170,7 +170,7 @@ func (ch *chatCommands) run(cmd string) (quit bool) {
 	case "/quit":
 		return true
 	case "/help":
-		con.statusf("%s", chatHelp)
+		con.statusf("%s\n%s", chatHelp, controlHelp)
 	case "/save":
 		seqText, path, _ := strings.Cut(rest, " ")
 		seq, err := strconv.ParseUint(seqText, 10, 64)
@@ -226,7 +226,9 @@ func (ch *chatCommands) run(cmd string) (quit bool) {
 			}
 		})
 	default:
-		con.statusf("%s is not a command, so it was not sent: /help lists the commands; start the line with // to send it as a message.", sanitizeLine(name))
+		if !ch.runControl(name, rest) {
+			con.statusf("%s is not a command, so it was not sent: /help lists the commands; start the line with // to send it as a message.", sanitizeLine(name))
+		}
 	}
 	return false
 }
@@ -274,15 +276,18 @@ type chatUI struct {
 	delivered uint64            // with --to: the highest DELIVERED up_to from peer ([S-10-4])
 	read      uint64            // with --to: the highest READ up_to from peer
 	marks     map[uint64][2]uint64
-	presence  string // the presence last shown
+	presence  string   // the presence last shown
+	received  []lastIn // the last messages got here from others, oldest first (controls.go)
+	lastSent  uint64   // the id of the last message this device sent here, not a control
 }
 
 // outMsg is a message the user typed.
 type outMsg struct {
-	text  string
-	id    uint64 // from SENT; 0 before
-	state msgState
-	d, r  int // in a group: the members who received and read it, as last shown
+	text    string
+	id      uint64 // from SENT; 0 before
+	state   msgState
+	d, r    int  // in a group: the members who received and read it, as last shown
+	control bool // a reaction, an edit, a forward: not a message of this chat's own
 }
 
 func newChatUI(con *console, marker *readMarker) *chatUI {
@@ -321,9 +326,15 @@ func (u *chatUI) conversation() conversation {
 
 // add records a message the user is sending.
 func (u *chatUI) add(text string) *outMsg {
+	return u.addMessage(text, false)
+}
+
+// addMessage records a message the user is sending, which is a control
+// (a reaction, an edit, a forward, [S-18-11]) or not.
+func (u *chatUI) addMessage(text string, control bool) *outMsg {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	m := &outMsg{text: text}
+	m := &outMsg{text: text, control: control}
 	u.mine = append(u.mine, m)
 	return m
 }
@@ -353,6 +364,12 @@ func (u *chatUI) onSent(m *outMsg) func(client.Sent, error) {
 			return
 		}
 		m.id = s.ID
+		if !m.control {
+			u.lastSent = s.ID
+			if u.k != nil {
+				u.k.rememberSent(s.ID, u.me, m.text) // for quotes, edits and reactions
+			}
+		}
 		if u.group != nil {
 			m.state = stateSent
 			m.d, m.r = u.countLocked(m.id) // receipts may have come first
@@ -387,9 +404,14 @@ func (u *chatUI) handle(k *conn, ev client.Event) {
 		if here.holds(ev, me) && u.typing.stopped(ev.From) {
 			u.typingNews(ev.From, false, false) // the message ends the spell
 		}
-		u.con.printf("%s", k.message(ev, here, "(/save %d PATH)"))
+		if line := k.message(ev, here, "(/save %d PATH)"); line != "" {
+			u.con.printf("%s", line)
+		}
 		if ev.From != me {
 			u.marker.mark(ev.Group, ev.From, ev.ID)
+			if here.holds(ev, me) {
+				u.got(ev)
+			}
 		}
 	case client.Receipt:
 		if ev.Type == pb.ReceiptType_RECEIPT_SELF_READ {
@@ -447,7 +469,60 @@ func (u *chatUI) handle(k *conn, ev client.Event) {
 		}
 	case client.Synced:
 		u.con.statusf("up to date")
+	default:
+		if r, ok := ev.(client.Revoked); ok {
+			u.forget(r.ID)
+		}
+		if line, ok := k.controlEvent(ev); ok {
+			u.con.printf("%s", line)
+		}
 	}
+}
+
+// forget drops a deleted message from those /react, /reply, /forward and
+// /report name.
+func (u *chatUI) forget(id uint64) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.received = slices.DeleteFunc(u.received, func(m lastIn) bool { return m.id == id })
+}
+
+// got remembers a message got here from someone else, for /react,
+// /reply, /forward and /report.
+func (u *chatUI) got(ev client.Message) {
+	if ev.Type == pb.ContentType_CONTENT_REACTION || ev.Type == pb.ContentType_CONTENT_EDIT {
+		return
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.received = append(u.received, lastIn{id: ev.ID, from: ev.From, typ: ev.Type, body: ev.Body, forwards: ev.Forwarded})
+	if len(u.received) > protocol.MaxReportMessages {
+		u.received = u.received[1:]
+	}
+}
+
+// lastMessages returns the last message got here from someone else and
+// the id of the last message this device sent here (0 if none).
+func (u *chatUI) lastMessages() (in lastIn, out uint64) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if n := len(u.received); n > 0 {
+		in = u.received[n-1]
+	}
+	return in, u.lastSent
+}
+
+// reportable returns the last messages got here from user.
+func (u *chatUI) reportable(user uint64) []lastIn {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	var out []lastIn
+	for _, m := range u.received {
+		if m.from == user {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 // typingNews shows that user started or stopped typing. When the command

@@ -164,7 +164,9 @@ func cmdListen(ctx context.Context, args []string, e env) error {
 			if ev.From == k.c.User() && ev.FromDevice == k.c.Device() {
 				return // sent from here: shown by the command that sent it ([S-8-17])
 			}
-			con.printf("%s", k.message(ev, conversation{}, "(parley save-file %d PATH)"))
+			if line := k.message(ev, conversation{}, "(parley save-file %d PATH)"); line != "" {
+				con.printf("%s", line)
+			}
 		case client.Receipt:
 			if ev.Type != pb.ReceiptType_RECEIPT_SELF_READ {
 				k.showReceipt(ev.Group, ev.Type, ev.Peer, ev.UpTo)
@@ -179,6 +181,10 @@ func cmdListen(ctx context.Context, args []string, e env) error {
 			con.printf("%s", k.groupEvent(ev))
 		case client.Synced:
 			con.statusf("up to date")
+		default:
+			if line, ok := k.controlEvent(ev); ok {
+				con.printf("%s", line)
+			}
 		}
 	}})
 	if err != nil {

@@ -33,6 +33,8 @@ type conn struct {
 	interactive bool                      // chat or listen: report outages once, retry quietly
 	handle      func(*conn, client.Event) // the command's own event handling; may be nil
 
+	hist history // messages shown lately, for quotes, edits and reactions (controls.go)
+
 	mu    sync.Mutex      // guards asked and link
 	asked map[uint64]bool // groups whose name learnGroup asked for
 	link  linkState       // what the user was last told about the connection

@@ -42,6 +42,13 @@
 // was not encrypted (from a client that brings no encryption) is marked
 // so; one this device cannot decrypt is shown as such.
 //
+// In chat, /react, /reply, /forward, /edit and /delete (for everyone),
+// /timer (disappearing messages), /block, /unblock and /report use the
+// conversation controls (spec.md section 18); chat and listen show a
+// reply under a quote of its message, an edit with an "edited" mark, the
+// reactions a message has under it, forwards, deletions, and when a
+// disappearing message goes.
+//
 // In chat, parley shows when the other person is online or was last seen,
 // and when they are typing; it tells them when you are. On a Linux
 // terminal it reads keys as they are typed to do so (it edits the line

@@ -77,6 +77,9 @@ func (k *conn) message(ev client.Message, here conversation, saveHint string) st
 			from += " (not in this chat)"
 		}
 	}
+	if line, ok := k.controlLine(ev, from); ok {
+		return line // a reaction or an edit (controls.go)
+	}
 	text := body(ev.Body, ev.Type)
 	switch {
 	case ev.DecryptErr != nil:
@@ -90,7 +93,11 @@ func (k *conn) message(ev client.Message, here conversation, saveHint string) st
 			text = describeFile(ref, ev.Type) + " " + fmt.Sprintf(saveHint, ev.Seq)
 		}
 	}
-	return fmt.Sprintf("[%s] %s: %s", k.con.when(ev.Time), from, text)
+	line := fmt.Sprintf("[%s] %s: %s", k.con.when(ev.Time), from, k.decorate(ev, text))
+	if q := k.quote(ev); q != "" {
+		line = q + "\n" + line // a reply under its quote
+	}
+	return line
 }
 
 // groupEvent renders a change to a group, and keeps the group's name in
