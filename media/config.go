@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/parley-im/parley/protocol/pb"
 )
 
 // Config configures a Service. The zero value of each optional field means
@@ -32,6 +34,11 @@ type Config struct {
 	// Now is the clock; nil means time.Now. Expiry, URL lifetimes and the
 	// sweeper all read it, so tests can move time.
 	Now func() time.Time
+	// OnUploaded, if set, is called once an upload is stored, with its
+	// uploader (0 for records older than the field), size in bytes and
+	// type (analytics); from the goroutine that finished the upload, so it
+	// must be quick and must not block.
+	OnUploaded func(user uint64, size int64, typ pb.ContentType)
 
 	// Expiry is how long stored media lives after its last reference (an
 	// upload slot for its bytes or a download URL for it). Default 30 days.

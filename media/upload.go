@@ -390,5 +390,8 @@ func (s *Service) commit(ctx context.Context, id ID) error {
 	if rerr := os.Remove(path); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
 		s.log.Warn("media: remove staged upload", "id", id, "err", rerr)
 	}
+	if s.cfg.OnUploaded != nil {
+		s.cfg.OnUploaded(rec.owner, rec.size, rec.typ)
+	}
 	return nil
 }

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/parley-im/parley/analytics"
 )
 
 // CodeSender delivers verification codes to phones (an SMS gateway). The
@@ -100,6 +102,10 @@ type Config struct {
 	// Default 48 hours, or Retention if that is shorter. It must not
 	// exceed Retention: the shard forgets messages after that.
 	RevokeLimit time.Duration
+	// Events receives the shard's analytics events (registrations,
+	// logins, messages accepted, delivered and read, groups created); nil
+	// emits none. Emit must not block: it runs on the actor.
+	Events analytics.Sink
 	// OnCommit, if set, is called by the actor after each commit with how
 	// long the commit took and how many ops the batch applied; it must be
 	// quick and must not block (metrics).

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 
+	"github.com/parley-im/parley/analytics"
 	"github.com/parley-im/parley/protocol"
 )
 
@@ -119,4 +120,23 @@ func (s *Shard) expireMsgIndex(k, v []byte) {
 	case msgToGroup:
 		s.batch.Delete(groupDedupeKey(s.scratch[:0], owner, m.From, m.Device, m.CMID), nil)
 	}
+}
+
+// emit records e for the analytics sink (Config.Events), with the time
+// and this shard's number. The cycle's events reach the sink once the
+// cycle has committed (emitEvents); an aborted cycle's are dropped.
+func (s *Shard) emit(e analytics.Event) {
+	if s.cfg.Events == nil {
+		return
+	}
+	e.TimeMS, e.Shard = s.cfg.Now().UnixMilli(), int(s.cfg.ID)
+	s.events = append(s.events, e)
+}
+
+// emitEvents hands the committed cycle's events to the sink.
+func (s *Shard) emitEvents() {
+	for i := range s.events {
+		s.cfg.Events.Emit(s.events[i])
+	}
+	s.events = s.events[:0]
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
 
+	"github.com/parley-im/parley/analytics"
 	"github.com/parley-im/parley/codec"
 	"github.com/parley-im/parley/internal/pebblelog"
 	"github.com/parley-im/parley/protocol"
@@ -72,6 +73,7 @@ type Shard struct {
 	cycleNo         uint64              // cycles committed
 	lastPromise     uint64              // the last cycle that made a promise
 	cycleErr        error               // the cycle is aborted: nothing of it commits
+	events          []analytics.Event   // the cycle's analytics events, emitted after its commit
 	abortTimes      []time.Time         // when recent cycles were aborted
 	effects         []effect
 	out             []byte // frames referenced by effects
@@ -516,6 +518,7 @@ func (s *Shard) finishCycle() {
 	if s.cycleErr != nil {
 		_ = s.batch.Close()
 		s.batch = nil
+		s.events = s.events[:0]
 		return // the caller restarts the shard in place
 	}
 	day := s.day()
@@ -542,6 +545,7 @@ func (s *Shard) finishCycle() {
 			s.fail(fmt.Errorf("storage: shard %d commit: %w", s.cfg.ID, err))
 			_ = s.batch.Close()
 			s.batch = nil
+			s.events = s.events[:0]
 			return
 		}
 		d := time.Since(start)
@@ -556,6 +560,9 @@ func (s *Shard) finishCycle() {
 	_ = s.batch.Close()
 	s.batch = nil
 	s.cycleOps = 0
+	if len(s.events) > 0 {
+		s.emitEvents()
+	}
 	if cap(s.arena) > 4<<20 {
 		s.arena = nil
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/parley-im/parley/analytics"
 	"github.com/parley-im/parley/protocol"
 	"github.com/parley-im/parley/protocol/pb"
 )
@@ -190,6 +191,7 @@ func (s *Shard) applyVerify(op *Op) {
 		}
 	}
 	d, credential := s.addDevice(u, op.Name, cursor, true, nowMS)
+	s.emit(analytics.Event{Type: analytics.TypeRegistered, User: u.id, Device: d.id})
 	s.replyProto(op.EP, protocol.KindRegistered, &pb.Registered{
 		Rid: op.RID, User: u.id, Device: d.id, Credential: credential,
 	})

@@ -6,6 +6,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 
+	"github.com/parley-im/parley/analytics"
 	"github.com/parley-im/parley/codec"
 	"github.com/parley-im/parley/protocol"
 	"github.com/parley-im/parley/protocol/pb"
@@ -92,6 +93,7 @@ func (s *Shard) deliveredReceipts(u *user, from, to uint64) error {
 		return err
 	}
 	for _, r := range senders {
+		s.emit(analytics.Event{Type: analytics.TypeMessageDelivered, User: u.id, Peer: r.sender, Group: r.group, ID: r.id})
 		if r.group != 0 {
 			// Coalesced with the other members' receipts of this cycle into
 			// one Receipts entry per sender and group ([S-16-8]), so a

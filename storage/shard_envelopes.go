@@ -7,6 +7,7 @@ import (
 
 	"github.com/cespare/xxhash/v2"
 
+	"github.com/parley-im/parley/analytics"
 	"github.com/parley-im/parley/codec"
 	"github.com/parley-im/parley/protocol"
 	"github.com/parley-im/parley/protocol/pb"
@@ -204,6 +205,7 @@ func (s *Shard) storeEnvelopes(op *Op) {
 	}
 	s.batch.Set(dk, binary.BigEndian.AppendUint64(be64(id), sum), nil)
 	s.indexMessage(msgToUser, op.User, id, msgRecord{From: op.From, Device: op.FromDevice, CMID: op.CMID, Seq: seq})
+	s.emit(analytics.Event{Type: analytics.TypeMessageAccepted, User: op.From, Device: op.FromDevice, Peer: op.User, ID: id, Size: int64(e.size())})
 	start := len(s.out)
 	s.out = codec.AppendSent(s.out, op.CMID, id)
 	s.reply(op.EP, start)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 
+	"github.com/parley-im/parley/analytics"
 	"github.com/parley-im/parley/codec"
 	"github.com/parley-im/parley/protocol"
 	"github.com/parley-im/parley/protocol/pb"
@@ -83,6 +84,7 @@ func (s *Shard) applyGroupCreate(op *Op) {
 	s.groupEvent(g, u.id, pb.GroupOp_GROUP_OP_CREATE, []uint64{u.id}, nil, func(gseq uint64) {
 		s.setMember(g, &member{user: u.id, role: pb.GroupRole_ROLE_ADMIN, since: gseq})
 	})
+	s.emit(analytics.Event{Type: analytics.TypeGroupCreated, User: u.id, Group: g.id})
 	s.startJoins(g, op, others(op.Users, u.id))
 }
 
@@ -488,6 +490,7 @@ func (s *Shard) applyGroupSend(op *Op) {
 		ID: id, From: op.From, Body: op.Body, Type: op.Type, FromDevice: op.FromDevice, Group: g.id, GSeq: gseq, Cipher: op.Cipher,
 		TTL: g.rec.Timer, Forwarded: op.Forwarded, Ref: op.Ref, // [S-18-10], [S-18-11]
 	})...)
+	s.emit(analytics.Event{Type: analytics.TypeMessageAccepted, User: op.From, Device: op.FromDevice, Group: g.id, ID: id, Size: int64(len(op.Body)), Count: len(g.order)})
 	entries := s.deliver(delivery{users: g.users(), group: g.id, gseq: gseq, entry: entry})
 	if len(entries) == 0 {
 		start := len(s.out)

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 
+	"github.com/parley-im/parley/analytics"
 	"github.com/parley-im/parley/protocol"
 )
 
@@ -40,6 +41,7 @@ func (s *Shard) applyLogin(op *Op) {
 	if u.live++; u.live == 1 {
 		s.presenceChanged(u)
 	}
+	s.emit(analytics.Event{Type: analytics.TypeLogin, User: u.id, Device: d.id})
 	s.effects = append(s.effects, effect{kind: effAuthenticated, ep: op.EP, session: Session{
 		User: u.id, Device: d.id, Cursor: d.sess.sent, Window: uint32(s.cfg.Window), MaxCMID: d.rec.MaxCMID,
 	}})

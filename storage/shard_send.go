@@ -9,6 +9,7 @@ import (
 	"github.com/cespare/xxhash/v2"
 	"github.com/cockroachdb/pebble/v2"
 
+	"github.com/parley-im/parley/analytics"
 	"github.com/parley-im/parley/codec"
 	"github.com/parley-im/parley/protocol"
 	"github.com/parley-im/parley/protocol/pb"
@@ -157,6 +158,7 @@ func (s *Shard) applySend(op *Op) {
 	}
 	s.batch.Set(dk, binary.BigEndian.AppendUint64(be64(id), sum), nil)
 	s.indexMessage(msgToUser, op.User, id, msgRecord{From: op.From, Device: op.FromDevice, CMID: op.CMID, Seq: seq})
+	s.emit(analytics.Event{Type: analytics.TypeMessageAccepted, User: op.From, Device: op.FromDevice, Peer: op.User, ID: id, Size: int64(len(op.Body))})
 	start := len(s.out)
 	s.out = codec.AppendSent(s.out, op.CMID, id)
 	s.reply(op.EP, start)
@@ -268,6 +270,7 @@ func (s *Shard) applyRead(op *Op) {
 		return
 	}
 	if len(prev) != 8 || binary.BigEndian.Uint64(prev) < op.UpTo {
+		s.emit(analytics.Event{Type: analytics.TypeMessageRead, User: op.From, Peer: op.User, Group: op.Group, ID: op.UpTo})
 		s.batch.Set(rk, be64(op.UpTo), nil)
 		s.scratch = append(s.scratch[:0], byte(protocol.KindReceipt))
 		s.scratch = codec.AppendReceiptEntry(s.scratch, codec.Receipt{Peer: op.From, Type: pb.ReceiptType_RECEIPT_READ, UpTo: op.UpTo, Group: op.Group})

@@ -153,6 +153,7 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	analyticsF := addAnalyticsFlags(fs)
 	var minFree, inboxEntries, inboxMiB, reportsPerHour *int
 	var maxConns, maxConnsPerIP, maxHandshakesPerIP, fdReserve *int
 	for _, d := range []struct {
@@ -226,6 +227,10 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	analyticsConfig, err := analyticsF.config()
+	if err != nil {
+		return err
+	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
 		return fmt.Errorf("bad --log-level %q", *level)
@@ -248,10 +253,11 @@ func run(args []string) error {
 			Endpoint: *s3Endpoint, Bucket: *s3Bucket, Prefix: *s3Prefix, Region: *s3Region,
 			AccessKey: *s3Access, SecretKey: os.Getenv("PARLEY_MEDIA_S3_SECRET_KEY"), Insecure: *s3Insecure,
 		},
-		Media:   mediaConfig,
-		SMS:     smsConfig,
-		Reports: reports.Config{PerHour: *reportsPerHour},
-		Logger:  logger,
+		Media:     mediaConfig,
+		SMS:       smsConfig,
+		Reports:   reports.Config{PerHour: *reportsPerHour},
+		Analytics: analyticsConfig,
+		Logger:    logger,
 		Server: server.Config{
 			Heartbeat: *heartbeat, MaxConns: *maxConns, MaxConnsPerIP: *maxConnsPerIP,
 			MaxHandshakesPerIP: *maxHandshakesPerIP, FDReserve: *fdReserve,

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/parley-im/parley/analytics"
 	"github.com/parley-im/parley/media"
 	"github.com/parley-im/parley/reports"
 	"github.com/parley-im/parley/server"
@@ -46,6 +47,9 @@ type Config struct {
 	// Reports is the node's queue of user reports, served at /reports
 	// (the latest, as JSON); nil leaves it and its metrics out.
 	Reports *reports.Queue
+	// Analytics is the node's analytics pipeline; nil (the stream is off)
+	// leaves its metrics out.
+	Analytics *analytics.Pipeline
 	// Logger receives the endpoint's errors; nil discards them.
 	Logger *slog.Logger
 }
@@ -83,6 +87,9 @@ func Start(cfg Config) (*Admin, error) {
 	}
 	if cfg.Reports != nil {
 		reg.MustRegister(reportsCollector{q: cfg.Reports})
+	}
+	if cfg.Analytics != nil {
+		reg.MustRegister(analyticsCollector{p: cfg.Analytics})
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slogPrinter{log}}))

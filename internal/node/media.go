@@ -21,6 +21,9 @@ func (n *Node) openMedia(tlsConfig *tls.Config) error {
 	mc.Dir = filepath.Join(cfg.DataDir, "media")
 	mc.Logger = cfg.Logger
 	mc.OnStorageFatal = cfg.OnStorageFatal
+	if n.analytics != nil && mc.OnUploaded == nil {
+		mc.OnUploaded = mediaUploaded(n.analytics, time.Now)
+	}
 	if cfg.MediaS3.Endpoint != "" {
 		st, err := media.NewS3Store(cfg.MediaS3)
 		if err != nil {

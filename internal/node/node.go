@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/parley-im/parley/analytics"
 	"github.com/parley-im/parley/internal/admin"
 	"github.com/parley-im/parley/media"
 	"github.com/parley-im/parley/reports"
@@ -83,6 +84,9 @@ type Config struct {
 	// section 18.5); Path defaults to DataDir/reports/reports.ndjson, and
 	// Logger is the node's.
 	Reports reports.Config
+	// Analytics configures the node's analytics stream (by default NDJSON
+	// files under DataDir/analytics).
+	Analytics AnalyticsConfig
 	// Storage tunes every shard; ID, Dir, Forwarder, Codes, CodeKey and
 	// Logger are filled in by the node.
 	Storage storage.Config
@@ -144,7 +148,7 @@ func (c *Config) validate() error {
 	if c.Codes != nil && c.SMS.Gateway != nil {
 		return errors.New("node: both a code sender (Codes) and an SMS gateway (SMS.Gateway)")
 	}
-	return nil
+	return c.Analytics.validate()
 }
 
 // shardCount returns how many shards the data directory in dir holds: the
@@ -224,8 +228,9 @@ type Node struct {
 	fingerprint string
 	admin       *admin.Admin // nil without AdminAddr
 	reports     *reports.Queue
-	media       *media.Service // nil with MediaAddr "off"
-	sms         *sms.Sender    // nil without Config.SMS.Gateway
+	analytics   *analytics.Pipeline // nil with the sink off
+	media       *media.Service      // nil with MediaAddr "off"
+	sms         *sms.Sender         // nil without Config.SMS.Gateway
 	mediaHTTP   *http.Server
 	mediaLn     net.Listener
 	mediaServed chan error
@@ -301,6 +306,10 @@ func startLocked(cfg Config) (*Node, error) {
 		}
 		cfg.Codes = n.sms
 	}
+	if n.analytics, err = openAnalytics(cfg); err != nil {
+		n.closeShards()
+		return nil, err
+	}
 	for i := range cfg.Shards {
 		sc := cfg.Storage
 		if commits != nil {
@@ -322,6 +331,9 @@ func startLocked(cfg Config) (*Node, error) {
 		sc.CodeKey = codeKey
 		sc.Logger = log
 		sc.OnFatal = cfg.OnStorageFatal
+		if n.analytics != nil {
+			sc.Events = n.analytics
+		}
 		s, err := storage.Open(sc)
 		if err != nil {
 			n.closeShards()
@@ -390,7 +402,7 @@ func startLocked(cfg Config) (*Node, error) {
 	n.startMedia()
 	if cfg.AdminAddr != "" {
 		a, err := admin.Start(admin.Config{Addr: cfg.AdminAddr, Server: srv, Shards: n.shards, Commits: commits, Media: n.media, SMS: n.sms,
-			Reports: n.reports, Logger: log})
+			Reports: n.reports, Analytics: n.analytics, Logger: log})
 		if err != nil {
 			_ = n.Shutdown(context.Background())
 			var op *net.OpError
@@ -468,6 +480,10 @@ func (n *Node) closeShards() error {
 	if n.sms != nil {
 		n.sms.Close()
 		n.sms = nil
+	}
+	if n.analytics != nil {
+		errs = append(errs, n.analytics.Close()) // after the shards, so their last events are written
+		n.analytics = nil
 	}
 	return errors.Join(errs...)
 }
