@@ -86,10 +86,13 @@ type Config struct {
 	// MaxMessage is the largest message body Send accepts, in bytes, at
 	// most MaxMessageLimit. Default 1 MiB.
 	MaxMessage int
-	// CompressMin is the smallest batch, in bytes of records, that is
-	// compressed (zstd), and sent compressed only if that saves an eighth.
-	// Default 4 KiB (docs/benchmarks.md, "Node links"). Negative: never
-	// compress.
+	// CompressMin, if positive, is the smallest batch, in bytes of
+	// records, that is compressed (zstd; at least protocol.MinCompress),
+	// and sent compressed only if that saves an eighth. 0, the default,
+	// never compresses: node traffic is end-to-end ciphertext, which zstd
+	// cannot shrink, and even plain text halves its bytes for about twice
+	// the link's CPU per message (docs/benchmarks.md, "Node links"), a bad
+	// trade on a LAN. Set it for links over slow WANs carrying plain text.
 	CompressMin int
 }
 
@@ -105,7 +108,6 @@ const (
 	DefaultQueueBytes       = 32 << 20
 	DefaultBatchBytes       = 64 << 10
 	DefaultMaxMessage       = 1 << 20
-	DefaultCompressMin      = 4 << 10
 )
 
 // withDefaults returns c with its zero optional fields set to their
@@ -131,7 +133,6 @@ func (c Config) withDefaults() Config {
 	defInt(&c.QueueBytes, DefaultQueueBytes)
 	defInt(&c.BatchBytes, DefaultBatchBytes)
 	defInt(&c.MaxMessage, DefaultMaxMessage)
-	defInt(&c.CompressMin, DefaultCompressMin)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -183,7 +184,7 @@ func (c *Config) validate() error {
 		n    int
 	}{
 		{"MaxHandshakes", c.MaxHandshakes}, {"QueueMessages", c.QueueMessages}, {"QueueBytes", c.QueueBytes},
-		{"BatchBytes", c.BatchBytes}, {"MaxMessage", c.MaxMessage},
+		{"BatchBytes", c.BatchBytes}, {"MaxMessage", c.MaxMessage}, {"CompressMin", c.CompressMin},
 	} {
 		if f.n < 0 {
 			bad("%s %d is negative", f.name, f.n)

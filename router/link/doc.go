@@ -65,9 +65,10 @@
 //	4 Ack      acceptor → dialer   uvarint last sequence delivered; also the acceptor's heartbeat
 //	5 Ping     dialer → acceptor   empty; the dialer's heartbeat while idle
 //
-// A Batch may skip sequences only if its first record is a gap marker. A
-// Batch of at least Config.CompressMin bytes of records is zstd-compressed
-// (codec.Compressor) when that saves an eighth; its inflated size is
+// A Batch may skip sequences only if its first record is a gap marker.
+// With Config.CompressMin set, a Batch of at least that many bytes of
+// records is zstd-compressed (codec.Compressor) when that saves an eighth;
+// a receiver always accepts compressed batches, their inflated size
 // capped like any frame's (2 MiB - 1).
 //
 // # Batching

@@ -199,6 +199,9 @@ type PeerStatus struct {
 	Sent, Acked uint64
 	// Received is the sequence of the last message delivered from it.
 	Received uint64
+	// BytesOut counts the bytes of frames written to it (compressed
+	// where they were, before TLS), since the Link started.
+	BytesOut uint64
 }
 
 // Peers returns the status of every peer the Link knows, in no order.

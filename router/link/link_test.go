@@ -58,6 +58,14 @@ func TestMessagesInOrder(t *testing.T) {
 	sameSeq(t, bodies(a.rec.from(2)), toA)
 	// Everything is confirmed in the end: the queues empty.
 	a.rec.wait(t, "a's queue to empty", func() bool { return a.status(2).Queued == 0 })
+	// a compresses (a twentieth of its messages are very compressible).
+	raw := 0
+	for _, m := range toB {
+		raw += len(m)
+	}
+	if out := a.status(2).BytesOut; out >= uint64(raw) {
+		t.Fatalf("a wrote %d bytes for %d bytes of messages: not compressed", out, raw)
+	}
 }
 
 func (n *node) status(peer uint32) PeerStatus {

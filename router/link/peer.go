@@ -29,6 +29,7 @@ type peer struct {
 	recvMu  sync.Mutex
 	inConn  *inConn       // the current inbound connection; guarded by recvMu
 	recvSeq atomic.Uint64 // last sequence delivered from gen; written under recvMu
+	written atomic.Uint64 // bytes of frames written to the peer
 
 	mu      sync.Mutex
 	gen     uint32   // the peer's boot generation last seen, 0 before any; guarded by mu
@@ -260,7 +261,7 @@ func (p *peer) status() PeerStatus {
 		ID: p.id, Addr: p.addr, Up: p.up, Gen: p.gen,
 		Queued: p.q.count, QueuedBytes: p.q.bytes,
 		Sent: p.q.next - 1, Acked: p.q.acked,
-		Received: p.recvSeq.Load(),
+		Received: p.recvSeq.Load(), BytesOut: p.written.Load(),
 	}
 }
 
@@ -385,7 +386,7 @@ func (p *peer) write(s *outSession) error {
 			}
 			body = binary.AppendUvarint(body[:0], c.first+uint64(skip))
 			body = append(body, skipRecords(c.buf, skip)...)
-			if cfg.CompressMin >= 0 && len(c.buf) >= cfg.CompressMin {
+			if cfg.CompressMin > 0 && len(c.buf) >= cfg.CompressMin {
 				buf, scratch = p.l.comp.AppendFrame(buf, scratch, kindBatch, body)
 			} else {
 				buf = codec.AppendFrame(buf, kindBatch, body)
@@ -395,6 +396,7 @@ func (p *peer) write(s *outSession) error {
 				if err := s.conn.write(buf); err != nil {
 					return err
 				}
+				p.written.Add(uint64(len(buf)))
 				buf, wrote = buf[:0], true
 			}
 		}
