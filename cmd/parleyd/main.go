@@ -68,6 +68,10 @@
 // The admin endpoint (--admin, default 127.0.0.1:9222; "" turns it off)
 // serves Prometheus metrics at /metrics and the profiler at /debug/pprof/.
 // It has no authentication: keep it on loopback or a private network.
+//
+// parleyd cluster-cert init|issue creates the certificates of the links
+// between the nodes of a cluster (docs/cluster.md, "Node links"); run it
+// with no further arguments for its usage.
 package main
 
 import (
@@ -92,7 +96,13 @@ import (
 
 func main() {
 	syscall.Umask(0o077)
-	if err := run(os.Args[1:]); err != nil {
+	var err error
+	if len(os.Args) > 1 && os.Args[1] == "cluster-cert" {
+		err = runClusterCert(os.Args[2:], os.Stdout, time.Now())
+	} else {
+		err = run(os.Args[1:])
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "parleyd:", oneLine(explain(err)))
 		os.Exit(1)
 	}
