@@ -90,8 +90,8 @@ type Config struct {
 	// records, that is compressed (zstd; at least protocol.MinCompress),
 	// and sent compressed only if that saves an eighth. 0, the default,
 	// never compresses: node traffic is end-to-end ciphertext, which zstd
-	// cannot shrink, and even plain text halves its bytes for about twice
-	// the link's CPU per message (docs/benchmarks.md, "Node links"), a bad
+	// cannot shrink, and even plain text halves its bytes for about three
+	// times the link's CPU per message (docs/benchmarks.md, "Node links"), a bad
 	// trade on a LAN. Set it for links over slow WANs carrying plain text.
 	CompressMin int
 }
