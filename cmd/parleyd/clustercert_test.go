@@ -35,6 +35,9 @@ func TestClusterCert(t *testing.T) {
 	if err := runClusterCert([]string{"init", "--dir", caDir}, &out, now); !errors.Is(err, os.ErrExist) {
 		t.Fatalf("init over an existing CA: %v", err)
 	}
+	if err := runClusterCert([]string{"issue", "--ca", caDir, "--node", "0", "--out", t.TempDir()}, &out, now); err == nil || !strings.Contains(err.Error(), "--node") {
+		t.Fatalf("node 0: %v, want an error about --node", err)
+	}
 	for _, args := range [][]string{
 		nil,
 		{"renew"},

@@ -27,6 +27,17 @@ func TestCertFiles(t *testing.T) {
 	if err := IssueNode(caDir, nodeDir, 8, now); !errors.Is(err, os.ErrExist) {
 		t.Fatalf("second IssueNode into one directory: %v, want ErrExist", err)
 	}
+	// A directory holding part of a set gets none of it.
+	partial := t.TempDir()
+	if err := os.WriteFile(filepath.Join(partial, NodeKeyFile), []byte("old key"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := IssueNode(caDir, partial, 9, now); !errors.Is(err, os.ErrExist) {
+		t.Fatalf("IssueNode over a key: %v, want ErrExist", err)
+	}
+	if _, err := os.Stat(filepath.Join(partial, NodeCertFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("IssueNode over a key wrote a certificate: %v", err)
+	}
 	cred, err := LoadCredentials(nodeDir)
 	if err != nil {
 		t.Fatal(err)

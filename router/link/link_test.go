@@ -3,6 +3,7 @@ package link
 import (
 	"bytes"
 	"crypto/tls"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parley-im/parley/codec"
 	"github.com/parley-im/parley/internal/faultproxy"
 )
 
@@ -95,6 +97,11 @@ func TestForeignCARefused(t *testing.T) {
 	if err := dialOnce(x, 1, a.addr); err == nil {
 		t.Fatal("a accepted a node of another CA")
 	}
+	// The same, with the foreign node not checking a's certificate: a
+	// still refuses it.
+	if w, err := rawHello(t, a.addr, x.cred, "", hello{node: 2, gen: 1, target: 1}); err == nil {
+		t.Fatalf("a welcomed a node of another CA: %+v", w)
+	}
 	if st := a.status(2); st.Gen != 0 || st.Received != 0 {
 		t.Fatalf("a holds state for the foreign node: %+v", st)
 	}
@@ -135,28 +142,8 @@ func TestNodeIDMismatch(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			conn, err := tls.Dial("tcp", a.addr, &tls.Config{
-				MinVersion:   tls.VersionTLS13,
-				Certificates: []tls.Certificate{c3.cred.Cert},
-				RootCAs:      c3.cred.CA,
-				ServerName:   NodeName(1),
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
-			if _, err := conn.Write(appendHello(nil, kindHello, tc.h)); err != nil {
-				t.Fatal(err)
-			}
-			_ = conn.SetReadDeadline(time.Now().Add(waitLimit))
-			var b [64]byte
-			n, err := conn.Read(b[:])
-			if err == nil {
-				t.Fatalf("a answered a forged hello with %x", b[:n])
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				t.Fatal("a neither answered nor closed")
+			if w, err := rawHello(t, a.addr, c3.cred, NodeName(1), tc.h); err == nil {
+				t.Fatalf("a answered a forged hello with %+v", w)
 			}
 		})
 	}
@@ -166,6 +153,83 @@ func TestNodeIDMismatch(t *testing.T) {
 	if st := a.status(3); st.Gen != 0 {
 		t.Fatalf("a took the misdirected hello: %+v", st)
 	}
+}
+
+// rawHello connects to addr as a holder of cred (verifying the server as
+// serverName; "" skips verification), sends h, and returns the Welcome, or
+// an error if the connection closes instead.
+func rawHello(t *testing.T, addr string, cred *Credentials, serverName string, h hello) (hello, error) {
+	t.Helper()
+	conn, err := rawDial(addr, cred, serverName)
+	if err != nil {
+		return hello{}, err
+	}
+	defer conn.Close()
+	return sendHello(t, conn, h)
+}
+
+func rawDial(addr string, cred *Credentials, serverName string) (*tls.Conn, error) {
+	return tls.Dial("tcp", addr, &tls.Config{
+		MinVersion:         tls.VersionTLS13,
+		Certificates:       []tls.Certificate{cred.Cert},
+		RootCAs:            cred.CA,
+		ServerName:         serverName,
+		InsecureSkipVerify: serverName == "",
+	})
+}
+
+// sendHello sends h on conn and reads the Welcome.
+func sendHello(t *testing.T, conn *tls.Conn, h hello) (hello, error) {
+	t.Helper()
+	if _, err := conn.Write(appendHello(nil, kindHello, h)); err != nil {
+		return hello{}, err
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(waitLimit))
+	f, err := codec.NewReader(conn, maxFrame, nil).ReadFrame()
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatal("neither a welcome nor a close")
+	}
+	if err != nil {
+		return hello{}, err
+	}
+	if f.Kind != kindWelcome {
+		t.Fatalf("kind %d instead of a welcome", f.Kind)
+	}
+	return parseHello(f.Body)
+}
+
+// TestDuplicateBatchDeliveredOnce: a batch repeating sequences already
+// delivered (a dialer resending more than needed) delivers only what is
+// new.
+func TestDuplicateBatchDeliveredOnce(t *testing.T) {
+	a := startNode(t, creds(t, testCA, 1), 1, "127.0.0.1:0", nil)
+	conn, err := rawDial(a.addr, creds(t, testCA, 2), NodeName(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := sendHello(t, conn, hello{node: 2, gen: 1, target: 1}); err != nil {
+		t.Fatal(err)
+	}
+	batch := func(first uint64, msgs ...string) []byte {
+		body := binary.AppendUvarint(nil, first)
+		for _, m := range msgs {
+			body = appendRecord(body, 1, []byte(m))
+		}
+		return codec.AppendFrame(nil, kindBatch, body)
+	}
+	for _, f := range [][]byte{batch(1, "a"), batch(1, "a", "b"), batch(2, "b", "c")} {
+		if _, err := conn.Write(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a.rec.wait(t, "three messages", func() bool { return a.rec.countFrom(2) >= 3 })
+	if _, err := conn.Write(batch(4, "d")); err != nil {
+		t.Fatal(err)
+	}
+	a.rec.wait(t, "the fourth message", func() bool { return a.rec.countFrom(2) >= 4 })
+	sameSeq(t, bodies(a.rec.from(2)), []string{"a", "b", "c", "d"})
 }
 
 // pair is two nodes, a dialing b through a fault proxy.
@@ -378,9 +442,8 @@ func TestStaleGenerationRefused(t *testing.T) {
 	}
 	sendAll(t, b2, 1, []string{"gen2"})
 	a.rec.wait(t, "generation 2's message", func() bool { return a.rec.countFrom(2) == 1 })
-	b1 := startNode(t, bCred, 1, "127.0.0.1:0", nil)
-	if err := dialOnce(b1, 1, a.addr); err == nil {
-		t.Fatal("a accepted generation 1 after generation 2")
+	if w, err := rawHello(t, a.addr, bCred, NodeName(1), hello{node: 2, gen: 1, target: 1}); err == nil {
+		t.Fatalf("a welcomed generation 1 after generation 2: %+v", w)
 	}
 	if st := a.status(2); st.Gen != 2 {
 		t.Fatalf("a's peer state after a stale hello: %+v", st)
