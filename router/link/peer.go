@@ -180,8 +180,14 @@ func (p *peer) setAddr(addr string) {
 	}
 	start := addr != "" && !p.dialing
 	if start {
-		p.dialing = true
-		p.l.wg.Add(1)
+		// Under Link.mu, so that Close either sees this dialer in its
+		// WaitGroup or the dialer is never started.
+		p.l.mu.RLock()
+		if start = !p.l.closed; start {
+			p.dialing = true
+			p.l.wg.Add(1)
+		}
+		p.l.mu.RUnlock()
 	}
 	out := p.out
 	p.mu.Unlock()
@@ -282,15 +288,20 @@ func (p *peer) dialLoop() {
 		p.mu.Unlock()
 		s, err := p.dial(addr)
 		if err == nil {
-			attempt = 0
-			p.run(s)
-			continue // redial at once after a session that worked
+			start := time.Now()
+			err = p.run(s)
+			if time.Since(start) >= cfg.DeadAfter {
+				attempt = 0
+				continue // the session worked for a while: redial at once
+			}
+			// A session the peer ended at once counts as a failed attempt,
+			// so a peer refusing every session is redialed with backoff.
 		}
 		if !p.l.isClosed() {
-			cfg.Logger.Debug("link: dial failed", "peer", p.id, "addr", addr, "err", err)
+			cfg.Logger.Debug("link: no session", "peer", p.id, "addr", addr, "err", err)
 		}
 		d := backoff(cfg, attempt)
-		attempt++
+		attempt = min(attempt+1, 30)
 		t := time.NewTimer(d)
 		select {
 		case <-t.C:
@@ -323,8 +334,9 @@ type outSession struct {
 	err  error         // why the ack reader stopped; read after done
 }
 
-// run carries the queue to the peer until the session fails.
-func (p *peer) run(s *outSession) {
+// run carries the queue to the peer until the session fails, and returns
+// why it did.
+func (p *peer) run(s *outSession) error {
 	cfg := &p.l.cfg
 	p.l.wg.Add(1)
 	go p.readAcks(s)
@@ -350,6 +362,7 @@ func (p *peer) run(s *outSession) {
 	if f := cfg.OnPeerState; f != nil {
 		f(p.id, false)
 	}
+	return err
 }
 
 // write is the session's writer: it writes what the queue holds as batch
