@@ -7,7 +7,8 @@
 // # Contract
 //
 // A Link sends to each peer over one connection it dials (with jittered
-// backoff after a failure) and receives from each peer over the
+// exponential backoff after a failed dial, or a session the peer ended
+// within DeadAfter) and receives from each peer over the
 // connection the peer dialed: messages go dialer → acceptor, acks and
 // heartbeats come back. Every message Send accepted gets the next
 // sequence number of this node's stream towards the peer, and stays in
