@@ -75,7 +75,8 @@
 // # Batching
 //
 // Each peer's writer takes everything queued since its last write and
-// writes it at once (one TLS write of up to four batches of BatchBytes):
+// writes it at once (one TLS write of up to four batches of BatchBytes;
+// crypto/tls makes one write(2) per 16 KiB record of it):
 // no timer delays a message, and what queues while a write is in progress
 // is the next write's batch, so batches grow with the load.
 //
