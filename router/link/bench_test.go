@@ -226,7 +226,9 @@ func cpuTime(b *testing.B) time.Duration {
 // over loopback TLS, both Links in this process, with compression off
 // (the default) and on from 4 KiB and from 512 B batches. Reported: ns/op per message (wall),
 // cpu-ns/msg (both ends, the whole process), wire-B/msg (TLS payload
-// bytes written by the sender per message, before TLS record overhead).
+// bytes written by the sender per message, before TLS record overhead),
+// msgs/write (messages per TLS write of batches: how much the natural
+// batching gathered).
 func BenchmarkLinkThroughput(b *testing.B) {
 	for _, mix := range mixes {
 		msgs := make([][]byte, 4096)
@@ -281,7 +283,9 @@ func benchThroughput(b *testing.B, msgs [][]byte, compressMin int) {
 	b.StopTimer()
 	cpu := cpuTime(b) - cpu0
 	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/msg")
-	b.ReportMetric(float64(a.status(2).BytesOut)/float64(b.N), "wire-B/msg")
+	st := a.status(2)
+	b.ReportMetric(float64(st.BytesOut)/float64(b.N), "wire-B/msg")
+	b.ReportMetric(float64(b.N)/float64(st.Writes), "msgs/write")
 	_ = a.Close()
 	_ = bn.Close()
 }
@@ -292,4 +296,42 @@ func waitDrain(n *node, peer uint32) {
 	for n.status(peer).Queued > n.cfg.QueueMessages/2 {
 		<-n.rec.notify // signalled after every ack
 	}
+}
+
+// BenchmarkLinkRoundTrip: one 1:1 forward at a time from node A to node B
+// and back (B's handler sends it back), over loopback TLS: ns/op is the
+// round trip of the two hops at no load, what a request to a remote shard
+// adds to its answer at least.
+func BenchmarkLinkRoundTrip(b *testing.B) {
+	back := make(chan struct{}, 1)
+	var bn *node
+	a := startNode(b, creds(b, testCA, 1), 1, "127.0.0.1:0", func(c *Config) {
+		c.Heartbeat, c.DeadAfter = time.Second, 10*time.Second
+		c.OnMessage = func(uint32, uint8, []byte) { back <- struct{}{} }
+	})
+	bn = startNode(b, creds(b, testCA, 2), 1, "127.0.0.1:0", func(c *Config) {
+		c.Heartbeat, c.DeadAfter = time.Second, 10*time.Second
+		c.OnMessage = func(_ uint32, typ uint8, body []byte) {
+			if err := bn.Send(1, typ, body); err != nil {
+				panic(err)
+			}
+		}
+	})
+	if err := a.SetPeer(2, bn.addr); err != nil {
+		b.Fatal(err)
+	}
+	if err := bn.SetPeer(1, a.addr); err != nil {
+		b.Fatal(err)
+	}
+	msg := forward(rand.New(rand.NewPCG(3, 3)), nil)
+	cpu0 := cpuTime(b)
+	for b.Loop() {
+		if err := a.Send(2, 1, msg); err != nil {
+			b.Fatal(err)
+		}
+		<-back
+	}
+	b.ReportMetric(float64((cpuTime(b)-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
+	_ = a.Close()
+	_ = bn.Close()
 }

@@ -57,6 +57,12 @@ type Config struct {
 	// Heartbeat is how often, in idle periods, each end of a connection
 	// sends something. Default 1 s.
 	Heartbeat time.Duration
+	// AckDelay is how long a receiver may wait, after delivering a batch,
+	// before confirming it, so that one Ack confirms a burst; it only
+	// holds queue space at the sender a little longer (at most ackEvery,
+	// 1,024, messages wait for it). At most Heartbeat. Default 10 ms;
+	// negative confirms every batch at once.
+	AckDelay time.Duration
 	// DeadAfter is how long a connection may stay silent (no bytes read)
 	// before it is closed as dead; a dead peer is noticed within it. It
 	// must be at least twice Heartbeat. Default 5 s.
@@ -90,7 +96,7 @@ type Config struct {
 	// records, that is compressed (zstd; at least protocol.MinCompress),
 	// and sent compressed only if that saves an eighth. 0, the default,
 	// never compresses: node traffic is end-to-end ciphertext, which zstd
-	// cannot shrink, and even plain text halves its bytes for about three
+	// cannot shrink, and even plain text halves its bytes for two to three
 	// times the link's CPU per message (docs/benchmarks.md, "Node links"), a bad
 	// trade on a LAN. Set it for links over slow WANs carrying plain text.
 	CompressMin int
@@ -99,6 +105,7 @@ type Config struct {
 // Defaults of Config's optional fields.
 const (
 	DefaultHeartbeat        = time.Second
+	DefaultAckDelay         = 10 * time.Millisecond
 	DefaultDeadAfter        = 5 * time.Second
 	DefaultHandshakeTimeout = 5 * time.Second
 	DefaultMaxHandshakes    = 16
@@ -124,6 +131,7 @@ func (c Config) withDefaults() Config {
 		}
 	}
 	def(&c.Heartbeat, DefaultHeartbeat)
+	def(&c.AckDelay, DefaultAckDelay)
 	def(&c.DeadAfter, DefaultDeadAfter)
 	def(&c.HandshakeTimeout, DefaultHandshakeTimeout)
 	def(&c.BackoffMin, DefaultBackoffMin)
@@ -172,6 +180,9 @@ func (c *Config) validate() error {
 		if f.d < 0 {
 			bad("%s %v is negative", f.name, f.d)
 		}
+	}
+	if c.AckDelay > c.Heartbeat {
+		bad("AckDelay %v exceeds Heartbeat %v", c.AckDelay, c.Heartbeat)
 	}
 	if c.DeadAfter < 2*c.Heartbeat {
 		bad("DeadAfter %v is less than twice Heartbeat %v", c.DeadAfter, c.Heartbeat)

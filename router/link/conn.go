@@ -305,23 +305,50 @@ func (p *peer) receive(ic *inConn) error {
 	}
 }
 
-// ack confirms what an inbound connection delivered, at once after each
-// batch, and every Heartbeat as the acceptor's heartbeat.
+// ackEvery is how many delivered messages the acker confirms at once,
+// without waiting for AckDelay.
+const ackEvery = 1024
+
+// ack confirms what an inbound connection delivered: AckDelay after a
+// batch (so that one Ack confirms all the batches of a burst), at once
+// when ackEvery messages wait for it, and every Heartbeat as the
+// acceptor's heartbeat.
 func (p *peer) ack(ic *inConn) {
 	defer p.l.wg.Done()
-	tick := time.NewTicker(p.l.cfg.Heartbeat)
+	cfg := &p.l.cfg
+	tick := time.NewTicker(cfg.Heartbeat)
 	defer tick.Stop()
+	delay := time.NewTimer(time.Hour)
+	delay.Stop()
+	defer delay.Stop()
 	var buf []byte
-	last := ^uint64(0)
+	last, armed := p.recvSeq.Load(), false
 	for {
 		select {
 		case <-ic.done:
 			return
 		case <-ic.ackDue:
+			seq := p.recvSeq.Load()
+			if seq == last {
+				continue
+			}
+			if seq-last < ackEvery && cfg.AckDelay > 0 {
+				if !armed {
+					delay.Reset(cfg.AckDelay)
+					armed = true
+				}
+				continue
+			}
+		case <-delay.C:
+			armed = false
 			if p.recvSeq.Load() == last {
 				continue
 			}
 		case <-tick.C:
+		}
+		if armed {
+			delay.Stop()
+			armed = false
 		}
 		last = p.recvSeq.Load()
 		if err := ic.write(appendAck(buf[:0], last)); err != nil {

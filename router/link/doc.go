@@ -63,7 +63,8 @@
 //	                               uvarint last sequence delivered from the dialer's generation (0: none)
 //	3 Batch    dialer → acceptor   uvarint sequence of the first record, then records:
 //	                               type byte (0: gap marker), uvarint length, body
-//	4 Ack      acceptor → dialer   uvarint last sequence delivered; also the acceptor's heartbeat
+//	4 Ack      acceptor → dialer   uvarint last sequence delivered: AckDelay after a batch, at once
+//	                               when 1,024 messages wait for it, and every Heartbeat
 //	5 Ping     dialer → acceptor   empty; the dialer's heartbeat while idle
 //
 // A Batch may skip sequences only if its first record is a gap marker.

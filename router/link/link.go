@@ -200,8 +200,9 @@ type PeerStatus struct {
 	// Received is the sequence of the last message delivered from it.
 	Received uint64
 	// BytesOut counts the bytes of frames written to it (compressed
-	// where they were, before TLS), since the Link started.
-	BytesOut uint64
+	// where they were, before TLS), since the Link started; Writes counts
+	// the TLS writes of batches that carried them.
+	BytesOut, Writes uint64
 }
 
 // Peers returns the status of every peer the Link knows, in no order.
