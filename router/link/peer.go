@@ -26,11 +26,12 @@ type peer struct {
 	wake chan struct{} // cap 1: the queue has something to write
 	ctl  chan struct{} // cap 1: the address changed or the Link closes
 
+	bytesOut atomic.Uint64 // bytes of frames written to the peer
+	writes   atomic.Uint64 // TLS writes of batches to the peer
+
 	recvMu  sync.Mutex
 	inConn  *inConn       // the current inbound connection; guarded by recvMu
 	recvSeq atomic.Uint64 // last sequence delivered from gen; written under recvMu
-	written atomic.Uint64 // bytes of frames written to the peer
-	writes  atomic.Uint64 // TLS writes of batches to the peer
 
 	mu      sync.Mutex
 	gen     uint32   // the peer's boot generation last seen, 0 before any; guarded by mu
@@ -268,7 +269,7 @@ func (p *peer) status() PeerStatus {
 		ID: p.id, Addr: p.addr, Up: p.up, Gen: p.gen,
 		Queued: p.q.count, QueuedBytes: p.q.bytes,
 		Sent: p.q.next - 1, Acked: p.q.acked,
-		Received: p.recvSeq.Load(), BytesOut: p.written.Load(), Writes: p.writes.Load(),
+		Received: p.recvSeq.Load(), BytesOut: p.bytesOut.Load(), Writes: p.writes.Load(),
 	}
 }
 
@@ -410,7 +411,7 @@ func (p *peer) write(s *outSession) error {
 				if err := s.conn.write(buf); err != nil {
 					return err
 				}
-				p.written.Add(uint64(len(buf)))
+				p.bytesOut.Add(uint64(len(buf)))
 				p.writes.Add(1)
 				buf, wrote = buf[:0], true
 			}
