@@ -280,6 +280,12 @@ func (p *peer) dialLoop() {
 	cfg := &p.l.cfg
 	attempt := 0
 	for {
+		// A signal from before this attempt is stale: the attempt reads
+		// the address now. One arriving during it cuts the backoff after.
+		select {
+		case <-p.ctl:
+		default:
+		}
 		p.mu.Lock()
 		addr := p.addr
 		if addr == "" || p.l.isClosed() {
