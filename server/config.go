@@ -65,6 +65,41 @@ type Config struct {
 	// LookupsPerMinute limits contact lookups per account (all its devices
 	// and connections together, across reconnects; [S-9-11]). Default 10.
 	LookupsPerMinute int
+	// Sends limits the 1:1 SENDs of one account, all its devices and
+	// connections together, kept across reconnects ([S-8-23]); a SEND
+	// over it is refused RATE_LIMITED. Default 1,000 a second with a
+	// burst of 2,000: several times what one account of the load tester's
+	// flat-out pairs sends (docs/security.md).
+	Sends Budget
+	// GroupSends limits an account's group SENDs likewise, apart from its
+	// 1:1 SENDs: each fans out to up to 1,024 members. Default 200 a
+	// second with a burst of 400.
+	GroupSends Budget
+	// FreeCode reports whether a REQUEST_CODE for phone costs the
+	// operator nothing (a number reserved for testing, or a node whose
+	// codes go to its log rather than to an SMS gateway): such requests
+	// are outside the code limits below ([S-9-17]). nil means every code
+	// costs. internal/node sets it.
+	FreeCode func(phone string) bool
+	// CodesPerConn, CodesPerIP, CodesPerPrefix and CodesPerNode limit the
+	// REQUEST_CODEs that cost an SMS ([S-9-17]), besides the per-phone
+	// limits of the shards: per connection (default a burst of 3, then
+	// one a minute), per client address (see MaxConnsPerIP for what an
+	// address is and who is exempt; default 10, then 20 an hour), per
+	// phone number prefix (CodePrefixDigits; default 20, then 100 an
+	// hour) and for the whole node (default 100, then 5 a second). Over
+	// any of them the request is refused RATE_LIMITED.
+	CodesPerConn, CodesPerIP, CodesPerPrefix, CodesPerNode Budget
+	// CodePrefixDigits is how many digits after the '+' make a phone
+	// number's prefix for CodesPerPrefix: its country code and the start
+	// of its area or operator code, where SMS pumping concentrates on
+	// premium ranges. Default 5.
+	CodePrefixDigits int
+	// LinksPerIP limits the LINK_REQUESTs from one client address (see
+	// MaxConnsPerIP for what an address is and who is exempt), besides
+	// the 3 each connection may send ([S-9-12]). Default a burst of 20,
+	// then one every 10 s.
+	LinksPerIP Budget
 	// MaxHandshakes bounds concurrent TLS handshakes. A connection takes a
 	// slot only once its whole ClientHello has arrived; beyond the bound it
 	// waits for one. Default 256.
@@ -151,6 +186,16 @@ func (c *Config) setDefaults() {
 	if c.LookupsPerMinute == 0 {
 		c.LookupsPerMinute = 10
 	}
+	c.Sends = c.Sends.orDefault(Budget{PerSecond: 1000, Burst: 2000})
+	c.GroupSends = c.GroupSends.orDefault(Budget{PerSecond: 200, Burst: 400})
+	c.CodesPerConn = c.CodesPerConn.orDefault(Budget{PerSecond: 1.0 / 60, Burst: 3})
+	c.CodesPerIP = c.CodesPerIP.orDefault(Budget{PerSecond: 20.0 / 3600, Burst: 10})
+	c.CodesPerPrefix = c.CodesPerPrefix.orDefault(Budget{PerSecond: 100.0 / 3600, Burst: 20})
+	c.CodesPerNode = c.CodesPerNode.orDefault(Budget{PerSecond: 5, Burst: 100})
+	if c.CodePrefixDigits == 0 {
+		c.CodePrefixDigits = 5
+	}
+	c.LinksPerIP = c.LinksPerIP.orDefault(Budget{PerSecond: 0.1, Burst: 20})
 	if c.MaxHandshakes == 0 {
 		c.MaxHandshakes = 256
 	}
@@ -225,6 +270,18 @@ func (c *Config) validate() error {
 		if v.d <= 0 {
 			errs = append(errs, fmt.Errorf("%s %v not positive", v.name, v.d))
 		}
+	}
+	for _, b := range []struct {
+		name string
+		b    Budget
+	}{{"sends", c.Sends}, {"group sends", c.GroupSends}, {"codes per conn", c.CodesPerConn}, {"codes per IP", c.CodesPerIP},
+		{"codes per prefix", c.CodesPerPrefix}, {"codes per node", c.CodesPerNode}, {"links per IP", c.LinksPerIP}} {
+		if err := b.b.validate(b.name); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if c.CodePrefixDigits < 1 || c.CodePrefixDigits > 15 {
+		errs = append(errs, fmt.Errorf("code prefix digits %d: want 1 to 15", c.CodePrefixDigits))
 	}
 	if c.ClientHelloTimeout > c.HandshakeTimeout {
 		errs = append(errs, fmt.Errorf("client hello timeout %v above handshake timeout %v", c.ClientHelloTimeout, c.HandshakeTimeout))

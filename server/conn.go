@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 
 	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/time/rate"
 
 	"github.com/parley-im/parley/codec"
 	"github.com/parley-im/parley/internal/tls13"
@@ -47,8 +48,9 @@ type conn struct {
 	plain *buffer
 
 	state        connState
-	linkRequests int    // LINK_REQUESTs read on this connection ([S-9-12])
-	user         uint64 // once logging in: the Login's user and device
+	linkRequests int           // LINK_REQUESTs read on this connection ([S-9-12])
+	codes        *rate.Limiter // REQUEST_CODEs that cost an SMS ([S-9-17]); nil until the first
+	user         uint64        // once logging in: the Login's user and device
 	device       uint32
 	maxCMID      uint64 // the highest Send.cmid read, recorded at logout ([S-8-19])
 

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,8 +41,13 @@ type Server struct {
 	stopOnce sync.Once
 	stopErr  error // set by stopOnce
 
-	stats   Stats
-	lookups *lookupBudgets // LOOKUP budgets by account
+	stats Stats
+	// The rate limits kept across connections (ratelimit.go).
+	lookups    *keyedBudgets[uint64]     // LOOKUP by account
+	sends      *keyedBudgets[uint64]     // 1:1 SEND by account
+	groupSends *keyedBudgets[uint64]     // group SEND by account
+	links      *keyedBudgets[netip.Addr] // LINK_REQUEST by client address
+	codes      codeLimits                // REQUEST_CODE that costs an SMS
 }
 
 // Stats are the server's counters since start. Every field is read with
@@ -76,6 +82,9 @@ type Stats struct {
 	// HandshakeTimeouts counts connections closed for not completing the
 	// TLS handshake within Config.HandshakeTimeout of the accept.
 	HandshakeTimeouts atomic.Uint64
+	// RateLimited counts requests and SENDs refused RATE_LIMITED, by the
+	// limit that refused them.
+	RateLimited [NumLimits]atomic.Uint64
 }
 
 // New returns a Server for cfg. Serve starts it.
@@ -85,11 +94,20 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		cfg:     cfg,
-		log:     cfg.Logger,
-		booted:  make(chan struct{}),
-		running: make(chan struct{}),
-		lookups: newLookupBudgets(cfg.LookupsPerMinute),
+		cfg:        cfg,
+		log:        cfg.Logger,
+		booted:     make(chan struct{}),
+		running:    make(chan struct{}),
+		lookups:    newKeyedBudgets[uint64](Budget{PerSecond: float64(cfg.LookupsPerMinute) / 60, Burst: cfg.LookupsPerMinute}),
+		sends:      newKeyedBudgets[uint64](cfg.Sends),
+		groupSends: newKeyedBudgets[uint64](cfg.GroupSends),
+		links:      newKeyedBudgets[netip.Addr](cfg.LinksPerIP),
+		codes: codeLimits{
+			perIP:     newKeyedBudgets[netip.Addr](cfg.CodesPerIP),
+			perPrefix: newKeyedBudgets[string](cfg.CodesPerPrefix),
+			node:      cfg.CodesPerNode.limiter(),
+			digits:    cfg.CodePrefixDigits,
+		},
 	}
 	s.wheel = newWheel(s)
 	if !cfg.Plaintext {

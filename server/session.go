@@ -173,6 +173,11 @@ func (c *conn) handleRequestCode(body []byte, w *buffer) verdict {
 		refuse(w, protocol.CodeInvalidArgument, m.Rid, 0)
 		return verdict{}
 	}
+	if free := c.srv.cfg.FreeCode; free == nil || !free(m.Phone) {
+		if wait, limit := c.srv.codes.take(c, m.Phone, c.srv.cfg.Now()); wait > 0 {
+			return c.rateLimited(w, limit, m.Rid, 0, wait) // [S-9-17]
+		}
+	}
 	if !c.submit(storage.Op{Kind: storage.OpRequestCode, Phone: m.Phone, RID: m.Rid, EP: c}) {
 		w.b = codec.AppendError(w.b, protocol.CodeOverloaded, m.Rid, 0, "", retryAfterBusyMS)
 	}
@@ -214,6 +219,9 @@ func (c *conn) handleSend(body []byte, w *buffer) verdict {
 		return verdict{}
 	}
 	c.maxCMID = max(c.maxCMID, m.CMID)
+	if wait, limit := c.takeSend(m.Group != 0); wait > 0 {
+		return c.rateLimited(w, limit, 0, m.CMID, wait) // [S-8-23]
+	}
 	op := storage.Op{
 		Kind: storage.OpSend, From: c.user, FromDevice: c.device, User: m.To, Group: m.Group,
 		CMID: m.CMID, Type: m.Type, Cipher: m.Cipher, Body: append([]byte(nil), m.Body...), EP: c,
@@ -263,9 +271,8 @@ func (c *conn) handleLookup(body []byte, w *buffer) verdict {
 		refuse(w, protocol.CodeInvalidArgument, m.Rid, 0)
 		return verdict{}
 	}
-	if wait := c.srv.lookups.take(c.user, c.srv.cfg.Now()); wait > 0 {
-		w.b = codec.AppendError(w.b, protocol.CodeRateLimited, m.Rid, 0, "", wait)
-		return verdict{}
+	if wait := c.srv.lookups.take(c.user, 1, c.srv.cfg.Now()); wait > 0 {
+		return c.rateLimited(w, LimitLookups, m.Rid, 0, wait)
 	}
 	r := c.srv.cfg.Router
 	byShard := make(map[uint16][]string)

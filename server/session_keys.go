@@ -88,6 +88,9 @@ func (c *conn) handleEnvelopeSend(body []byte, w *buffer) verdict {
 		return verdict{}
 	}
 	c.maxCMID = max(c.maxCMID, m.Cmid)
+	if wait, limit := c.takeSend(false); wait > 0 {
+		return c.rateLimited(w, limit, 0, m.Cmid, wait) // [S-8-23]
+	}
 	op := storage.Op{
 		Kind: storage.OpSend, From: c.user, FromDevice: c.device, User: m.To, CMID: m.Cmid,
 		Type: m.Type, Cipher: m.Cipher, Envelopes: &storage.Envelopes{To: m.Envelopes, Own: m.Own}, EP: c,

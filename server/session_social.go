@@ -133,8 +133,12 @@ func (c *conn) handleLinkRequest(body []byte, w *buffer) verdict {
 	// holds a place on a shard for two minutes, so one connection may not
 	// ask for many.
 	if c.linkRequests++; c.linkRequests > maxLinkRequestsPerConn {
-		refuse(w, protocol.CodeRateLimited, m.Rid, 0)
-		return verdict{}
+		return c.rateLimited(w, LimitLinksPerConn, m.Rid, 0, 0)
+	}
+	if c.ip != nil {
+		if wait := c.srv.links.take(c.ip.addr, 1, c.srv.cfg.Now()); wait > 0 {
+			return c.rateLimited(w, LimitLinksPerIP, m.Rid, 0, wait)
+		}
 	}
 	var random [10]byte
 	_, _ = rand.Read(random[:])

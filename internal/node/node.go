@@ -50,6 +50,16 @@ type Config struct {
 	// when SMS.Gateway is set, else LogCodes, which logs them (development
 	// only). Codes and SMS.Gateway may not both be set.
 	Codes storage.CodeSender
+	// CountLogCodes applies the server's verification-code limits
+	// (server.Config.CodesPerConn and the rest, [S-9-17]) to the codes
+	// the log sender writes, as if each cost an SMS: to try the limits
+	// without a gateway (parley-load's abuse scenario). By default the
+	// codes that go to the log, like those of the reserved test numbers
+	// (Storage.TestPrefix), are outside them.
+	CountLogCodes bool
+	// FreeCodes puts every code outside the code limits, whatever sends
+	// it: for tests whose Codes only catches them.
+	FreeCodes bool
 	// SMS configures the node's SMS sender when SMS.Gateway is set: the
 	// node starts it, hands it every shard's codes, counts its work in the
 	// admin metrics and stops it after the shards. Logger is filled in by
@@ -218,6 +228,19 @@ func (l LogCodes) SendCode(phone, code string, done func(error)) {
 	done(nil)
 }
 
+// freeCode returns the server's FreeCode: a code costs the operator
+// nothing when it goes to the log (unless CountLogCodes), when every code
+// is free (FreeCodes), when its number is a reserved test number, or when
+// the caller's own FreeCode (nil: none) says so.
+func freeCode(cfg Config, user func(string) bool) func(string) bool {
+	_, logged := cfg.Codes.(LogCodes)
+	all := cfg.FreeCodes || (logged && !cfg.CountLogCodes)
+	prefix := cfg.Storage.TestPrefix
+	return func(phone string) bool {
+		return all || (prefix != "" && strings.HasPrefix(phone, prefix)) || (user != nil && user(phone))
+	}
+}
+
 // Node is a running node.
 type Node struct {
 	cfg         Config
@@ -377,6 +400,7 @@ func startLocked(cfg Config) (*Node, error) {
 	sc := cfg.Server
 	sc.Addr, sc.TLS, sc.Plaintext, sc.Router, sc.Logger = cfg.Listen, tlsConfig, cfg.Plaintext, n.router, log
 	sc.Reports = n.reports
+	sc.FreeCode = freeCode(cfg, sc.FreeCode)
 	if sc.FDReserve == 0 {
 		sc.FDReserve = FDReserve(cfg.Shards, cfg.MediaAddr != "off", cfg.Media.MaxTransfers)
 	}

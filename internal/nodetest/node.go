@@ -35,7 +35,8 @@ type Node struct {
 // 2 shards, a fresh data directory, every listener on a free loopback
 // port (client, media; the admin endpoint only if change asks for one,
 // with AdminAddr "127.0.0.1:0"), Codes as its code sender, and a logger
-// that writes warnings and errors to t's output. change, if not nil,
+// that writes warnings and errors to t's output; its codes are outside
+// the code limits (node.Config.FreeCodes). change, if not nil,
 // edits the configuration before the start.
 func Start(t testing.TB, change func(*node.Config)) *Node {
 	t.Helper()
@@ -46,6 +47,7 @@ func Start(t testing.TB, change func(*node.Config)) *Node {
 		MediaAddr: "127.0.0.1:0",
 		Shards:    2,
 		Codes:     codes,
+		FreeCodes: true, // Codes only catches them: outside the code limits
 		Logger:    Logger(t),
 	}
 	if change != nil {
@@ -234,6 +236,14 @@ func (n *Node) PhoneOn(shard int) string {
 func (n *Node) Dial(t testing.TB) *wiretest.Client {
 	t.Helper()
 	return wiretest.Dial(t, n.Addr().String(), n.Fingerprint())
+}
+
+// DialFrom is Dial from the source address src, such as 127.0.0.2: the
+// node counts the connection against that address's limits (with
+// server.Config.LimitLoopback).
+func (n *Node) DialFrom(t testing.TB, src string) *wiretest.Client {
+	t.Helper()
+	return wiretest.DialFrom(t, src, n.Addr().String(), n.Fingerprint())
 }
 
 // Register registers phone on a fresh connection and returns the

@@ -60,12 +60,24 @@ func TLSConfig(fingerprint string) *tls.Config {
 // plaintext.
 func Dial(t testing.TB, addr, fingerprint string) *Client {
 	t.Helper()
+	return DialFrom(t, "", addr, fingerprint)
+}
+
+// DialFrom is Dial from the source address src, an IP address of this
+// host such as 127.0.0.2 (any 127.0.0.x is local on Linux): the server
+// sees the connection come from there. "" lets the system choose.
+func DialFrom(t testing.TB, src, addr, fingerprint string) *Client {
+	t.Helper()
+	d := &net.Dialer{Timeout: Timeout}
+	if src != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(src)}
+	}
 	var conn net.Conn
 	var err error
 	if fingerprint == "" {
-		conn, err = net.Dial("tcp", addr)
+		conn, err = d.Dial("tcp", addr)
 	} else {
-		conn, err = tls.Dial("tcp", addr, TLSConfig(fingerprint))
+		conn, err = tls.DialWithDialer(d, "tcp", addr, TLSConfig(fingerprint))
 	}
 	if err != nil {
 		t.Fatal(err)
