@@ -15,7 +15,14 @@
 // PARLEY_MEDIA_STAGING_QUOTA_MIB, PARLEY_MEDIA_MIN_FREE_MIB,
 // PARLEY_MIN_FREE_MIB, PARLEY_INBOX_MAX_ENTRIES, PARLEY_INBOX_MAX_MIB,
 // PARLEY_MAX_CONNS, PARLEY_MAX_CONNS_PER_IP, PARLEY_MAX_HANDSHAKES_PER_IP,
-// PARLEY_FD_RESERVE,
+// PARLEY_FD_RESERVE, PARLEY_SENDS_PER_SECOND, PARLEY_SENDS_BURST,
+// PARLEY_GROUP_SENDS_PER_SECOND, PARLEY_GROUP_SENDS_BURST,
+// PARLEY_CONN_CODES_PER_MINUTE, PARLEY_CONN_CODES_BURST,
+// PARLEY_IP_CODES_PER_HOUR, PARLEY_IP_CODES_BURST,
+// PARLEY_PREFIX_CODES_PER_HOUR, PARLEY_PREFIX_CODES_BURST,
+// PARLEY_NODE_CODES_PER_SECOND, PARLEY_NODE_CODES_BURST,
+// PARLEY_IP_LINK_REQUESTS_PER_MINUTE, PARLEY_IP_LINK_REQUESTS_BURST,
+// PARLEY_COUNT_LOG_CODES, PARLEY_LIMIT_LOOPBACK,
 // PARLEY_SMS, PARLEY_SMS_URL, PARLEY_TWILIO_ACCOUNT_SID,
 // PARLEY_TWILIO_AUTH_TOKEN_FILE, PARLEY_SMS_FROM,
 // PARLEY_TWILIO_MESSAGING_SERVICE_SID, PARLEY_WEBHOOK_SECRET_FILE,
@@ -59,6 +66,17 @@
 // (loopback clients are exempt from the per-address limits). A connection
 // over a limit is closed at once; running out of file descriptors never
 // stops the node.
+//
+// Rate limits (docs/security.md, spec.md [S-8-23], [S-9-12], [S-9-17]):
+// each is a sustained rate and a burst, --NAME-per-UNIT and --NAME-burst,
+// refused with RATE_LIMITED beyond: the SENDs of one account (--sends-,
+// --group-sends-), and the verification codes that cost an SMS per
+// connection (--conn-codes-), per address (--ip-codes-), per number
+// prefix (--prefix-codes-) and for the node (--node-codes-), and
+// LINK_REQUESTs per address (--ip-link-requests-). Codes for the test
+// numbers, and the codes of --sms log unless --count-log-codes, are
+// outside the code limits. --limit-loopback applies the per-address
+// limits to loopback clients, which are otherwise exempt.
 //
 // While it runs, parleyd holds a lock on parleyd.pid in the data
 // directory, which names its process: a second parleyd on the same
@@ -164,6 +182,10 @@ func run(args []string) error {
 		return err
 	}
 	analyticsF := addAnalyticsFlags(fs)
+	rates, err := addRateFlags(fs)
+	if err != nil {
+		return err
+	}
 	var minFree, inboxEntries, inboxMiB, reportsPerHour *int
 	var maxConns, maxConnsPerIP, maxHandshakesPerIP, fdReserve *int
 	for _, d := range []struct {
@@ -241,6 +263,13 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	serverConfig := server.Config{
+		Heartbeat: *heartbeat, MaxConns: *maxConns, MaxConnsPerIP: *maxConnsPerIP,
+		MaxHandshakesPerIP: *maxHandshakesPerIP, FDReserve: *fdReserve,
+	}
+	if err := rates.apply(&serverConfig); err != nil {
+		return err
+	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
 		return fmt.Errorf("bad --log-level %q", *level)
@@ -263,15 +292,13 @@ func run(args []string) error {
 			Endpoint: *s3Endpoint, Bucket: *s3Bucket, Prefix: *s3Prefix, Region: *s3Region,
 			AccessKey: *s3Access, SecretKey: os.Getenv("PARLEY_MEDIA_S3_SECRET_KEY"), Insecure: *s3Insecure,
 		},
-		Media:     mediaConfig,
-		SMS:       smsConfig,
-		Reports:   reports.Config{PerHour: *reportsPerHour},
-		Analytics: analyticsConfig,
-		Logger:    logger,
-		Server: server.Config{
-			Heartbeat: *heartbeat, MaxConns: *maxConns, MaxConnsPerIP: *maxConnsPerIP,
-			MaxHandshakesPerIP: *maxHandshakesPerIP, FDReserve: *fdReserve,
-		},
+		Media:         mediaConfig,
+		SMS:           smsConfig,
+		Reports:       reports.Config{PerHour: *reportsPerHour},
+		Analytics:     analyticsConfig,
+		Logger:        logger,
+		Server:        serverConfig,
+		CountLogCodes: *rates.countLogCodes,
 		Storage: storage.Config{
 			TestPrefix: *testPrefix, TestCode: *testCode,
 			InboxEntries: *inboxEntries, InboxBytes: int64(*inboxMiB) << 20,
