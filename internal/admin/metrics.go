@@ -101,7 +101,8 @@ var (
 	descHSTimeouts   = prometheus.NewDesc("parley_tls_handshake_timeouts_total", "Connections closed before TLS completed, by phase: client_hello (ClientHello not whole in time), handshake (handshake not done in time).", []string{"phase"}, nil)
 	descHSSlots      = prometheus.NewDesc("parley_tls_handshake_slots_busy", "TLS handshake slots in use now.", nil, nil)
 	descHSWaiting    = prometheus.NewDesc("parley_tls_handshakes_waiting", "TLS handshakes waiting for a slot now.", nil, nil)
-	connLimitDescs   = []*prometheus.Desc{descMaxConns, descConnRefused, descAcceptErrors, descHSTimeouts, descHSSlots, descHSWaiting}
+	descRateLimited  = prometheus.NewDesc("parley_rate_limited_total", "Requests and SENDs refused RATE_LIMITED by the server's rate limits, by limit: codes_per_connection, codes_per_ip, codes_per_prefix, codes_per_node (REQUEST_CODE), link_requests_per_connection, link_requests_per_ip, sends_per_account, group_sends_per_account, lookups_per_account.", []string{"limit"}, nil)
+	connLimitDescs   = []*prometheus.Desc{descMaxConns, descConnRefused, descAcceptErrors, descHSTimeouts, descHSSlots, descHSWaiting, descRateLimited}
 )
 
 // collectConnLimits sends the connection-limit metrics of srv.
@@ -118,6 +119,9 @@ func collectConnLimits(ch chan<- prometheus.Metric, srv *server.Server) {
 	metric(descAcceptErrors, prometheus.CounterValue, float64(st.AcceptErrors.Load()))
 	metric(descHSTimeouts, prometheus.CounterValue, float64(st.HelloTimeouts.Load()), "client_hello")
 	metric(descHSTimeouts, prometheus.CounterValue, float64(st.HandshakeTimeouts.Load()), "handshake")
+	for l := range server.NumLimits {
+		metric(descRateLimited, prometheus.CounterValue, float64(st.RateLimited[l].Load()), l.String())
+	}
 	busy, waiting := srv.HandshakeSlots()
 	metric(descHSSlots, prometheus.GaugeValue, float64(busy))
 	metric(descHSWaiting, prometheus.GaugeValue, float64(waiting))
