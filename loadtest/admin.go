@@ -64,8 +64,13 @@ func (a *adminClient) metrics(ctx context.Context) (map[string]float64, error) {
 	return parseMetrics(bufio.NewScanner(resp.Body))
 }
 
+// keepLabels names the metrics whose samples parseMetrics keeps apart by
+// label: the server's refusals by limit, for the abuse scenario.
+var keepLabels = map[string]bool{"parley_rate_limited_total": true}
+
 // parseMetrics reads the Prometheus text format, summing samples of one
-// name over their labels.
+// name over their labels; the samples of the metrics in keepLabels are
+// also kept one by one, under the name with its labels.
 func parseMetrics(sc *bufio.Scanner) (map[string]float64, error) {
 	out := map[string]float64{}
 	for sc.Scan() {
@@ -91,6 +96,9 @@ func parseMetrics(sc *bufio.Scanner) (map[string]float64, error) {
 			continue
 		}
 		out[name] += v
+		if keepLabels[name] {
+			out[line[:len(line)-len(rest)]] = v
+		}
 	}
 	return out, sc.Err()
 }

@@ -149,6 +149,14 @@ func (c *Config) setDefaults() {
 	if c.Scenario == chaosScenario.Name {
 		c.setChaosDefaults()
 	}
+	if c.Scenario == abuseScenario.Name {
+		if c.Connections == 0 {
+			c.Connections = abuseConnections
+		}
+		if c.Rate == 0 {
+			c.Rate = abuseRate
+		}
+	}
 	if c.PhonePrefix == "" {
 		c.PhonePrefix = "+1999"
 	}
@@ -299,6 +307,13 @@ const (
 	indexDigits    = 7
 	runDigits      = 3
 	maxConnections = 9_999_999
+)
+
+// Abuse defaults: the bystanders' traffic, light enough that what the
+// attack costs them shows in their latency.
+const (
+	abuseConnections = 100
+	abuseRate        = 1000 // messages per second over all bystanders
 )
 
 // Chaos defaults: a small run over four shards that fits on a laptop and

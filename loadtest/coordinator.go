@@ -573,6 +573,7 @@ func (c *coordinator) assemble() {
 	c.assembleGroups()
 	c.assembleMedia()
 	c.assembleChaos()
+	c.assembleAbuse()
 	r.Passed = r.Lost+r.Duplicated+r.Reordered+r.Gaps+r.OrderMismatch+r.MediaCorrupt == 0 && (r.Chaos == nil || r.Chaos.Violations == 0)
 }
 

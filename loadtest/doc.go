@@ -34,6 +34,13 @@
 // (scenario_pairs.go, …): adding one is a file and a line. A step may
 // also run code in the coordinator while the workers run it (Step.During).
 //
+// The abuse scenario (scenario_abuse.go) runs pairs as bystanders while
+// worker 0 attacks the node's rate limits from one client: verification
+// codes and link codes over fresh connections from a few source
+// addresses of its own (127.0.1.x, 127.0.2.x), and SENDs from one
+// account. It reports each request kind's answers by code and, from the
+// admin endpoint, the server's refusals by limit.
+//
 // The chaos scenario (scenario_chaos.go) is the exception to the lean
 // clients: it runs in one worker, on the SDK (client/), with users on
 // every shard, two or three devices each, groups across shards whose

@@ -271,3 +271,43 @@ func TestGroupOrderMismatch(t *testing.T) {
 		t.Errorf("order mismatch %d, want 3 (1 across workers + 2 within)", c.res.OrderMismatch)
 	}
 }
+
+// TestAbuse: the abuse scenario's attack is refused by the server's rate
+// limits, which the report names by code and by limit, while the
+// bystanders' messages all arrive.
+func TestAbuse(t *testing.T) {
+	cfg := small("abuse")
+	cfg.Rate = 200
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	res, err := Run(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Passed || res.MessagesSent == 0 || res.MessagesDelivered != res.MessagesSent {
+		t.Fatalf("bystanders: %d sent, %d delivered, passed %v", res.MessagesSent, res.MessagesDelivered, res.Passed)
+	}
+	a := res.Abuse
+	if a == nil {
+		t.Fatal("no abuse result")
+	}
+	for kind, accepted := range map[string]string{"REQUEST_CODE": "CODE_SENT", "LINK_REQUEST": "LINK_CODE", "SEND": "SENT"} {
+		out := a.Requests[kind]
+		if out["sent"] == 0 || out[accepted] == 0 || out["RATE_LIMITED"] == 0 {
+			t.Errorf("%s: %v; want some accepted and some RATE_LIMITED", kind, out)
+		}
+		if got := out[accepted] + out["RATE_LIMITED"]; got != out["sent"] {
+			t.Errorf("%s: %v; want every request answered %s or RATE_LIMITED", kind, out, accepted)
+		}
+	}
+	for _, limit := range []string{"codes_per_connection", "codes_per_prefix", "link_requests_per_connection", "link_requests_per_ip", "sends_per_account"} {
+		if a.ServerRefusals[limit] == 0 {
+			t.Errorf("the server's refusals %v lack %s", a.ServerRefusals, limit)
+		}
+	}
+	var text strings.Builder
+	res.WriteText(&text)
+	if !strings.Contains(text.String(), "refused by the server's limits: sends_per_account") {
+		t.Errorf("the report does not show the refusals by limit:\n%s", text.String())
+	}
+}

@@ -96,6 +96,9 @@ type Result struct {
 
 	// Chaos is a chaos run's figures and findings; nil for other runs.
 	Chaos *ChaosResult `json:"chaos,omitempty"`
+	// Abuse is what an abuse run's attack did and met; nil for other
+	// runs.
+	Abuse *AbuseResult `json:"abuse,omitempty"`
 
 	Steps    []StepTime `json:"steps"`
 	Counters Counters   `json:"counters"`
@@ -210,6 +213,12 @@ func (r *Result) WriteText(w io.Writer) {
 	c := r.Counters
 	if c.ErrorFrames+c.Drops+c.DialErrors+c.Resent+c.GoAways > 0 {
 		fmt.Fprintf(w, "errors: %d error frames, %d drops, %d dial errors, %d resends, %d goaways\n", c.ErrorFrames, c.Drops, c.DialErrors, c.Resent, c.GoAways)
+	}
+	if len(c.Errors) > 0 {
+		fmt.Fprintf(w, "error frames by code: %s\n", countsText(c.Errors, ""))
+	}
+	if r.Abuse != nil {
+		r.Abuse.writeText(w)
 	}
 	if r.MsgsPerSec > 0 && r.Chaos == nil {
 		rate := "flat out"

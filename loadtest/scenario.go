@@ -58,6 +58,7 @@ var Scenarios = []Scenario{
 	stormScenario,
 	churnScenario,
 	chaosScenario,
+	abuseScenario,
 }
 
 // ScenarioNames returns the names of Scenarios.

@@ -457,7 +457,9 @@ func (s *session) handle(f codec.Frame) error {
 			return nil
 		}
 		switch {
-		case e.Cmid != 0 && (e.Code == protocol.CodeOverloaded || e.Code == protocol.CodeInternal):
+		case e.Cmid != 0 && (e.Code == protocol.CodeOverloaded || e.Code == protocol.CodeInternal ||
+			e.Code == protocol.CodeRateLimited || e.Code == protocol.CodeInboxFull || e.Code == protocol.CodeStorageFull):
+			// [S-8-14], [S-8-23]: the identical SEND again, after the wait.
 			after := max(time.Duration(e.RetryAfterMs)*time.Millisecond, 10*time.Millisecond)
 			time.AfterFunc(after, func() { d.resend(e.Cmid) })
 		case e.Code == protocol.CodeOverloaded && !isClosed(s.loggedIn):
@@ -543,8 +545,9 @@ func (s *session) entry(f codec.Frame) error {
 	return nil
 }
 
-// resend sends cmid again if it is still unanswered, after an OVERLOADED
-// or INTERNAL answer ([S-11-3]).
+// resend sends cmid again if it is still unanswered, after an OVERLOADED,
+// INTERNAL, RATE_LIMITED, INBOX_FULL or STORAGE_FULL answer ([S-11-3],
+// [S-8-14]).
 func (d *device) resend(cmid uint64) {
 	d.mu.Lock()
 	p, ok := d.unacked[cmid]

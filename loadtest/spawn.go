@@ -25,6 +25,12 @@ type nodeSpec struct {
 	NoSync      bool   `json:"nosync"`
 	PhonePrefix string `json:"phone_prefix"`
 	TestCode    string `json:"test_code"`
+	// Abuse makes the node treat its clients as a production node does
+	// for the abuse scenario: the log sender's codes count against the
+	// code limits and the per-address limits apply to loopback, with
+	// the connection and handshake caps per address out of the way of
+	// the workers.
+	Abuse bool `json:"abuse"`
 }
 
 // nodeInfo is what a spawned node answers once it listens.
@@ -48,14 +54,19 @@ func runNode(in io.Reader, out io.Writer, logw io.Writer) error {
 	if err := json.Unmarshal(line, &spec); err != nil {
 		return fmt.Errorf("loadtest node: spec: %w", err)
 	}
+	sc := server.Config{Loops: spec.Loops}
+	if spec.Abuse {
+		sc.LimitLoopback, sc.MaxConnsPerIP, sc.MaxHandshakesPerIP = true, abuseConnsPerIP, abuseConnsPerIP
+	}
 	n, err := node.Start(node.Config{
-		DataDir:   spec.DataDir,
-		Listen:    "127.0.0.1:0",
-		AdminAddr: "127.0.0.1:0",
-		Shards:    spec.Shards,
-		Logger:    slog.New(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: slog.LevelWarn})),
-		Server:    server.Config{Loops: spec.Loops},
-		Storage:   storage.Config{TestPrefix: spec.PhonePrefix, TestCode: spec.TestCode, NoSync: spec.NoSync},
+		DataDir:       spec.DataDir,
+		Listen:        "127.0.0.1:0",
+		AdminAddr:     "127.0.0.1:0",
+		Shards:        spec.Shards,
+		Logger:        slog.New(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Server:        sc,
+		CountLogCodes: spec.Abuse,
+		Storage:       storage.Config{TestPrefix: spec.PhonePrefix, TestCode: spec.TestCode, NoSync: spec.NoSync},
 	})
 	if err != nil {
 		return err
@@ -100,7 +111,7 @@ func spawnNode(ctx context.Context, cfg *Config) (*spawnedNode, error) {
 	sn := &spawnedNode{cmd: cmd, stdin: stdin, dir: dir}
 	spec, _ := json.Marshal(nodeSpec{
 		DataDir: dir, Shards: cfg.SpawnShards, Loops: cfg.SpawnLoops, NoSync: cfg.SpawnNoSync,
-		PhonePrefix: cfg.PhonePrefix, TestCode: cfg.TestCode,
+		PhonePrefix: cfg.PhonePrefix, TestCode: cfg.TestCode, Abuse: cfg.Scenario == abuseScenario.Name,
 	})
 	_, _ = stdin.Write(append(spec, '\n'))
 	ready := make(chan error, 1)

@@ -53,6 +53,10 @@ func spawnParleyd(ctx context.Context, cfg *Config) (*parleydProc, error) {
 		"--test-phone-prefix", cfg.PhonePrefix, "--test-code", cfg.TestCode,
 		"--log-level", "info", // the ready line is logged at info
 	}
+	if cfg.Scenario == abuseScenario.Name { // as spawnNode's nodeSpec.Abuse
+		n := strconv.Itoa(abuseConnsPerIP)
+		p.args = append(p.args, "--count-log-codes", "--limit-loopback", "--max-conns-per-ip", n, "--max-handshakes-per-ip", n)
+	}
 	if err := p.start(ctx); err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, err

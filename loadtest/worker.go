@@ -116,6 +116,23 @@ type Counters struct {
 	MediaBytesDown int64 `json:"media_bytes_down,omitempty"`
 	MediaCorrupt   int64 `json:"media_corrupt,omitempty"`
 	MediaRetries   int64 `json:"media_retries,omitempty"`
+	// Errors counts the Error frames the clients got, by code name
+	// (RATE_LIMITED, OVERLOADED …): what the server refused and why.
+	Errors map[string]int64 `json:"errors,omitempty"`
+	// Attack counts an abuse run's attack (scenario_abuse.go) by request
+	// kind and outcome: "SEND sent", "SEND SENT", "SEND RATE_LIMITED",
+	// "REQUEST_CODE CODE_SENT", "LINK_REQUEST unanswered" ….
+	Attack map[string]int64 `json:"attack,omitempty"`
+}
+
+// addCounts adds the counts of src to *dst, allocating it if need be.
+func addCounts(dst *map[string]int64, src map[string]int64) {
+	for k, v := range src {
+		if *dst == nil {
+			*dst = make(map[string]int64, len(src))
+		}
+		(*dst)[k] += v
+	}
 }
 
 func (c *Counters) add(o Counters) {
@@ -148,6 +165,8 @@ func (c *Counters) add(o Counters) {
 	c.MediaBytesDown += o.MediaBytesDown
 	c.MediaCorrupt += o.MediaCorrupt
 	c.MediaRetries += o.MediaRetries
+	addCounts(&c.Errors, o.Errors)
+	addCounts(&c.Attack, o.Attack)
 }
 
 // workerStats are a worker's live counters.
@@ -158,10 +177,38 @@ type workerStats struct {
 	bytesUp, bytesDown, frameBytesUp, frameBytesDown                       atomic.Int64
 	mediaUploads, mediaDownloads, mediaBytesUp, mediaBytesDown             atomic.Int64
 	mediaCorrupt, mediaRetries                                             atomic.Int64
+	// errorCodes counts Error frames by code, below maxCountedCode.
+	errorCodes [maxCountedCode]atomic.Int64
+
+	attackMu sync.Mutex
+	attack   map[string]int64 // guarded by attackMu
+}
+
+// codeName returns code's name in spec.md's table (RATE_LIMITED), or its
+// number for a code the table lacks.
+func codeName(code protocol.Code) string {
+	if info, ok := protocol.LookupCode(code); ok {
+		return info.Name
+	}
+	return fmt.Sprintf("code %d", int32(code))
+}
+
+// maxCountedCode bounds the error codes workerStats counts one by one;
+// higher ones count under code 0.
+const maxCountedCode = 128
+
+// countAttack counts one outcome of an attack request.
+func (s *workerStats) countAttack(kind, outcome string) {
+	s.attackMu.Lock()
+	if s.attack == nil {
+		s.attack = map[string]int64{}
+	}
+	s.attack[kind+" "+outcome]++
+	s.attackMu.Unlock()
 }
 
 func (s *workerStats) snapshot() Counters {
-	return Counters{
+	c := Counters{
 		Connected: s.connected.Load(), Logins: s.logins.Load(), Reconnects: s.reconnects.Load(),
 		Drops: s.drops.Load(), DialErrors: s.dialErrors.Load(), GoAways: s.goAways.Load(), ErrorFrames: s.errorFrames.Load(),
 		Sent: s.sent.Load(), Resent: s.resent.Load(), Acked: s.acked.Load(), Delivered: s.delivered.Load(),
@@ -173,6 +220,15 @@ func (s *workerStats) snapshot() Counters {
 		MediaBytesUp: s.mediaBytesUp.Load(), MediaBytesDown: s.mediaBytesDown.Load(),
 		MediaCorrupt: s.mediaCorrupt.Load(), MediaRetries: s.mediaRetries.Load(),
 	}
+	for code := range s.errorCodes {
+		if n := s.errorCodes[code].Load(); n > 0 {
+			addCounts(&c.Errors, map[string]int64{codeName(protocol.Code(code)): n})
+		}
+	}
+	s.attackMu.Lock()
+	addCounts(&c.Attack, s.attack)
+	s.attackMu.Unlock()
+	return c
 }
 
 // selfCPU returns this process's CPU time so far, user and system.
@@ -420,6 +476,10 @@ func (w *Worker) receive(d *device, cmid uint64) {
 // countError counts an Error frame.
 func (w *Worker) countError(code protocol.Code) {
 	w.stats.errorFrames.Add(1)
+	if code >= maxCountedCode {
+		code = 0
+	}
+	w.stats.errorCodes[code].Add(1)
 	if w.anomalies.Add(1) <= 20 {
 		w.log.Warn("error frame", "code", code)
 	}
