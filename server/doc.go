@@ -25,5 +25,8 @@
 // them. The acceptor's counts are guarded by acceptor.mu, which the accept
 // goroutine and every loop's OnClose take, never with another lock. Lock
 // order: wheel.mu before conn.mu; none is held across I/O or while calling
-// into another package.
+// into another package. The rate limits kept across connections
+// (ratelimit.go: per account, per client address, per number prefix, per
+// node) are shared by every loop; each bucket map has its own locks,
+// taken alone and never while another lock is held.
 package server

@@ -161,9 +161,14 @@ func (k *keyedBudgets[K]) reserve(key K, now time.Time) (*rate.Reservation, uint
 	return reserve(k.bucket(key, now), now)
 }
 
+// stripeOf returns the stripe that holds key's bucket.
+func (k *keyedBudgets[K]) stripeOf(key K) *budgetStripe[K] {
+	return &k.stripes[maphash.Comparable(k.seed, key)%budgetStripes]
+}
+
 // bucket returns key's bucket, created full if it has none.
 func (k *keyedBudgets[K]) bucket(key K, now time.Time) *rate.Limiter {
-	s := &k.stripes[maphash.Comparable(k.seed, key)%budgetStripes]
+	s := k.stripeOf(key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	l := s.m[key]
