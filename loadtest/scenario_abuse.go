@@ -140,14 +140,14 @@ func (w *Worker) attackRequests(ctx context.Context, kind, prefix string, addrs 
 }
 
 // attackConn sends buf (n requests) on a new connection from src and
-// counts the n answers.
+// counts the n requests and their answers.
 func (w *Worker) attackConn(ctx context.Context, kind, src string, buf []byte, n int) {
-	for range n {
-		w.stats.countAttack(kind, "sent")
-	}
 	tc := w.attackDial(ctx, kind, src, buf)
 	if tc == nil {
 		return
+	}
+	for range n {
+		w.stats.countAttack(kind, "sent")
 	}
 	defer tc.Close()
 	_ = tc.SetDeadline(time.Now().Add(attackAnswerWait))
@@ -175,7 +175,7 @@ func (w *Worker) attackConn(ctx context.Context, kind, src string, buf []byte, n
 
 // attackDial opens a TLS connection from the source address src (""
 // the worker's) and writes first on it; it returns nil, counted as a
-// failed connection of kind, if it cannot.
+// failed connection of kind unless the attack is over, if it cannot.
 func (w *Worker) attackDial(ctx context.Context, kind, src string, first []byte) *tls.Conn {
 	d := *w.dialer
 	if src != "" {
@@ -183,17 +183,19 @@ func (w *Worker) attackDial(ctx context.Context, kind, src string, first []byte)
 	}
 	d.Timeout = attackAnswerWait
 	nc, err := d.DialContext(ctx, "tcp", w.spec.Addr)
-	if err != nil {
-		w.stats.countAttack(kind, "connection failed")
-		return nil
-	}
-	tc := tls.Client(nc, w.tlsConfig)
-	if _, err := tc.Write(first); err != nil {
+	if err == nil {
+		tc := tls.Client(nc, w.tlsConfig)
+		stop := context.AfterFunc(ctx, func() { _ = tc.SetDeadline(time.Now()) })
+		_, err = tc.Write(first)
+		if stop() && err == nil {
+			return tc
+		}
 		tc.Close()
-		w.stats.countAttack(kind, "connection failed")
-		return nil
 	}
-	return tc
+	if ctx.Err() == nil {
+		w.stats.countAttack(kind, "connection failed")
+	}
+	return nil
 }
 
 // attackSends logs the attacker in and sends 20-byte messages to itself
