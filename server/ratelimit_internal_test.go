@@ -1,6 +1,8 @@
 package server
 
 import (
+	"math"
+	"strings"
 	"testing"
 	"time"
 )
@@ -65,4 +67,16 @@ func BenchmarkSendBudget(b *testing.B) {
 			k.take(user, 1, now)
 		}
 	})
+}
+
+// TestRateConfig: every bad rate limit is reported at once.
+func TestRateConfig(t *testing.T) {
+	c := Config{Addr: ":0", Plaintext: true, Router: nil, Sends: Budget{PerSecond: math.Inf(1)}, LinksPerIP: Budget{Burst: -2}, CodePrefixDigits: 16}
+	c.setDefaults()
+	err := c.validate()
+	for _, want := range []string{"sends: rate +Inf", "links per IP: rate 0.1, burst -2", "code prefix digits 16"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("validate: %v; want it to say %q", err, want)
+		}
+	}
 }
