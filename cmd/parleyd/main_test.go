@@ -201,6 +201,10 @@ func phoneOn(t *testing.T, shard int, skip int) string {
 // Sent the client saw is delivered; the client resends the rest with the
 // same cmids; each device gets every message exactly once, in one order.
 func TestKill9LosesNoAcknowledgedMessage(t *testing.T) {
+	// The client pipelines 2,000 sends with no pause and does not wait out
+	// RATE_LIMITED: the account's send rates ([S-8-23]) are lifted.
+	t.Setenv("PARLEY_SENDS_PER_SECOND", "0")
+	t.Setenv("PARLEY_GROUP_SENDS_PER_SECOND", "0")
 	dir, addr := t.TempDir(), freeAddr(t)
 	d := startDaemon(t, dir, addr)
 	fp := d.fingerprint(t)
