@@ -73,6 +73,7 @@ const (
 	fingerprintRounds = 5200               // iterations of the security code hash ([S-17-13])
 	fingerprintPrefix = "\x00\x00"         // its version
 	groupCacheTTL     = 10 * time.Minute   // group members are fetched again after this
+	maxNotices        = 4096               // users whose last KEYS_CHANGED is remembered
 )
 
 type secure struct {
@@ -82,6 +83,10 @@ type secure struct {
 
 	mu      sync.Mutex // serializes the Signal state; never held across I/O
 	members map[uint64]groupMembers
+	// notices is the device list of the last KEYS_CHANGED shown for each
+	// user, in memory: a repeat (the same change by another route,
+	// [S-17-5]) is not shown again. Guarded by mu.
+	notices map[uint64][]uint32
 	// pubMu serializes publish and refill, across their requests, so two
 	// of them never make keys under the same ids. Taken before mu.
 	pubMu sync.Mutex
@@ -125,7 +130,7 @@ func newSecure(c *Client, ks KeyStore) (*secure, error) {
 	reg, _ := binary.Uvarint(v[protocol.KeyLen+32:])
 	st.identity = identity.NewKeyPair(identity.NewKey(pub), ecc.NewDjbECPrivateKey([32]byte(v[protocol.KeyLen:protocol.KeyLen+32])))
 	st.regID = uint32(reg)
-	return &secure{c: c, st: st, ser: ser, members: map[uint64]groupMembers{}}, nil
+	return &secure{c: c, st: st, ser: ser, members: map[uint64]groupMembers{}, notices: map[uint64][]uint32{}}, nil
 }
 
 func (e *secure) address(user uint64, device uint32) *signal.SignalAddress {
@@ -773,6 +778,9 @@ func (e *secure) observe(ev Event) Event {
 			err = e.refill(ctx)
 		}
 	case KeysChanged:
+		if e.repeated(v) {
+			return nil
+		}
 		err = e.learnDevices(v.User, v.Devices)
 	case GroupEvent:
 		err = e.groupChanged(v)
@@ -781,6 +789,21 @@ func (e *secure) observe(ev Event) Event {
 		e.c.log.Warn("client: end-to-end encryption", "event", fmt.Sprintf("%T", ev), "err", err)
 	}
 	return ev
+}
+
+// repeated reports whether kc repeats the last KEYS_CHANGED about its
+// user, and records it.
+func (e *secure) repeated(kc KeysChanged) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if last, ok := e.notices[kc.User]; ok && slices.Equal(last, kc.Devices) {
+		return true
+	}
+	if len(e.notices) >= maxNotices {
+		clear(e.notices)
+	}
+	e.notices[kc.User] = slices.Clone(kc.Devices)
+	return false
 }
 
 // SecurityCode returns the 60-digit security code of this user and user

@@ -409,3 +409,87 @@ func collectGroup(t *testing.T, c *testClient, group uint64, senders []*testClie
 	})
 	return out
 }
+
+// TestSecureGroupKeysChanged: Bob, on another shard than Alice and her
+// group, links a tablet; Alice is not his contact, but as a co-member she
+// hears of it (KEYS_CHANGED through the group's shard, [S-17-5]), so her
+// next group message hands her sender key to the tablet first and the
+// tablet decrypts it. After Bob revokes the tablet, Alice's next group
+// message uses a new sender key that the tablet cannot decrypt.
+func TestSecureGroupKeysChanged(t *testing.T) {
+	n := startSecureNode(t)
+	ac, bc := n.account(0, 1), n.account(1, 0)
+	aliceStore := &recordingStore{MemoryKeyStore: NewMemoryKeyStore()}
+	alice, alaptop := n.device(ac[0], aliceStore), n.device(ac[1], nil)
+	bob := n.device(bc[0], nil)
+	ctx := context.Background()
+	g, err := alice.CreateGroup(ctx, "co-members", nil, []uint64{bob.User()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := func(i int) string { return fmt.Sprintf("group plaintext %d: the tide turns at six", i) }
+	send := func(i int) uint64 {
+		t.Helper()
+		sent, err := alice.SendGroup(ctx, g.ID, []byte(text(i)), pb.ContentType_CONTENT_TEXT)
+		if err != nil {
+			t.Fatalf("group send %d: %v", i, err)
+		}
+		return sent.ID
+	}
+	check := func(c *testClient, id uint64, i int) {
+		t.Helper()
+		if got := collectGroup(t, c, g.ID, []*testClient{alice}); got[0].id != id || got[0].text != text(i) {
+			t.Fatalf("%d/%d got %+v, want %d %q", c.User(), c.Device(), got, id, text(i))
+		}
+	}
+	id := send(1)
+	check(bob, id, 1)
+	check(alaptop, id, 1)
+
+	tablet := n.device(n.link(bob, "tablet"), nil)
+	for _, c := range []*testClient{alice, alaptop} {
+		next(t, c, func(kc KeysChanged) bool {
+			return kc.User == bob.User() && slices.Equal(kc.Devices, []uint32{bob.Device(), tablet.Device()})
+		})
+	}
+	id = send(2)
+	check(tablet, id, 2)
+	check(bob, id, 2)
+	check(alaptop, id, 2)
+
+	if err := bob.RevokeDevice(ctx, tablet.Device()); err != nil {
+		t.Fatal(err)
+	}
+	next(t, alice, func(kc KeysChanged) bool {
+		return kc.User == bob.User() && slices.Equal(kc.Devices, []uint32{bob.Device()})
+	})
+	id = send(3)
+	last := aliceStore.last()
+	m := Message{ID: id, From: alice.User(), FromDevice: alice.Device(), Group: g.ID, Body: last.Body, Cipher: last.Cipher}
+	if opened := tablet.sec.open(m); opened == nil || opened.DecryptErr == nil {
+		t.Fatalf("the revoked tablet decrypted the group message sent after its revocation: %+v", opened)
+	}
+	check(bob, id, 3)
+}
+
+// TestKeysChangedRepeatHidden: the same KEYS_CHANGED arriving by a second
+// route ([S-17-5]) is not shown twice; a different list is.
+func TestKeysChangedRepeatHidden(t *testing.T) {
+	e := &secure{notices: map[uint64][]uint32{}}
+	for i, tt := range []struct {
+		kc   KeysChanged
+		want bool
+	}{
+		{KeysChanged{User: 7, Devices: []uint32{1}}, false},
+		{KeysChanged{User: 7, Devices: []uint32{1}}, true},
+		{KeysChanged{User: 8, Devices: []uint32{1}}, false},
+		{KeysChanged{User: 7, Devices: []uint32{1, 2}}, false},
+		{KeysChanged{User: 7, Devices: []uint32{1}}, false},
+		{KeysChanged{User: 7, Devices: nil}, false},
+		{KeysChanged{User: 7, Devices: []uint32{}}, true},
+	} {
+		if got := e.repeated(tt.kc); got != tt.want {
+			t.Errorf("%d: %+v repeated = %v, want %v", i, tt.kc, got, tt.want)
+		}
+	}
+}

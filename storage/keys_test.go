@@ -229,3 +229,74 @@ func TestKeysChangedAndRevoked(t *testing.T) {
 		})
 	}
 }
+
+// TestKeysChangedReachesGroupMembers: a user's device changes reach the
+// members of its groups that are not its contacts, on other shards, through
+// the groups' shards: one notice per change for a member that shares two
+// groups of one shard with the user, none for a member removed since.
+func TestKeysChangedReachesGroupMembers(t *testing.T) {
+	n := newNode(t, 3, nil)
+	alice := n.register(t, n.phoneOn(t, 0, 711))
+	bob := n.register(t, n.phoneOn(t, 1, 712))
+	carol := n.register(t, n.phoneOn(t, 2, 713))
+	dave := n.register(t, n.phoneOn(t, 0, 714))
+	aep, bep, cep, dep := n.login(t, alice, 0), n.login(t, bob, 0), n.login(t, carol, 0), n.login(t, dave, 0)
+	for _, ep := range []*endpoint{aep, bep, cep, dep} {
+		ep.take(t, protocol.KindSynced)
+	}
+	g1 := n.createGroup(t, alice, aep, "one", bob.user, carol.user)
+	n.createGroup(t, dave, dep, "two", alice.user, bob.user)
+
+	// notice reads ep's frames up to its next KEYS_CHANGED, which must be
+	// about bob and list want.
+	notice := func(ep *endpoint, who string, want ...uint32) {
+		t.Helper()
+		for {
+			f := ep.next(t, who+"'s KEYS_CHANGED")
+			kc, ok := f.msg.(*pb.KeysChanged)
+			if !ok {
+				continue
+			}
+			if kc.User != bob.user || !slices.Equal(kc.Devices, want) {
+				t.Fatalf("%s got %v, want bob's %v", who, kc, want)
+			}
+			return
+		}
+	}
+	if code := n.publish(t, bob, bep, testKeys(1, 1, 5)); code != 0 {
+		t.Fatal(code)
+	}
+	notice(aep, "alice", bob.device)
+	notice(cep, "carol", bob.device)
+	notice(dep, "dave", bob.device)
+
+	// newDevice links a device to bob and publishes its keys.
+	newDevice := func(name string, keys int) account {
+		t.Helper()
+		d := n.link(t, bob, bep, name)
+		ep := n.login(t, d, 0)
+		ep.take(t, protocol.KindSynced)
+		if code := n.publish(t, d, ep, testKeys(keys, 1, 5)); code != 0 {
+			t.Fatal(code)
+		}
+		return d
+	}
+	laptop := newDevice("laptop", 2)
+	// alice shares both groups (one shard) with bob: one notice, so the
+	// next one she reads is the laptop's.
+	notice(aep, "alice", bob.device, laptop.device)
+	notice(cep, "carol", bob.device, laptop.device)
+	notice(dep, "dave", bob.device, laptop.device)
+
+	n.groupUpdate(t, alice, aep, g1.Group, pb.GroupOp_GROUP_OP_REMOVE, carol.user)
+	aep.take(t, protocol.KindOK)
+	n.submit(storage.Op{Kind: storage.OpRevokeDevice, User: bob.user, Device: bob.device, Target: laptop.device, RID: 3, EP: bep})
+	bep.take(t, protocol.KindOK)
+	notice(aep, "alice", bob.device)
+	notice(dep, "dave", bob.device)
+	// carol is no member any more: her next notice is of a change after
+	// she shares a group with bob again.
+	n.createGroup(t, carol, cep, "three", bob.user)
+	bob2 := newDevice("tablet", 3)
+	notice(cep, "carol", bob.device, bob2.device)
+}

@@ -93,6 +93,9 @@ func (s *Shard) applyDelivery(d *delivery) bool {
 	if d.group != 0 {
 		return s.applyGroupDelivery(d)
 	}
+	if len(d.entry) > 0 && d.entry[0] == kindToMembers {
+		return s.applyToMembers(d) // a KEYS_CHANGED for groups' members (shard_keys.go)
+	}
 	if handled, ok := s.applyControlDelivery(d); handled {
 		return ok // a timer change or a disappearing copy (shard_timer.go)
 	}

@@ -24,6 +24,13 @@ import (
 // maxNoticeContacts bounds the users one KEYS_CHANGED notice goes to.
 const maxNoticeContacts = 4096
 
+// kindToMembers wraps a KEYS_CHANGED entry on its way to the shards of the
+// groups of the user it names: kindToMembers, that user (8 bytes), the
+// entry. A delivery with it names groups, not users; each group's shard
+// hands the entry to the group's other members ([S-17-5]). It is never
+// stored in an inbox.
+const kindToMembers = 0xf1
+
 // loadKeyed reads, once per user in memory, which of u's active devices
 // have published keys.
 func (s *Shard) loadKeyed(u *user) error {
@@ -269,7 +276,76 @@ func (s *Shard) flushKeyNotices() {
 		for _, c := range contacts {
 			s.appendEntry(c, entry, 0)
 		}
+		groups, err := s.groupsOf(u)
+		if err != nil {
+			s.abort(err)
+			return
+		}
+		if len(groups) > 0 {
+			// [S-17-5] the co-members of its groups, through the groups'
+			// shards, which know the members.
+			wrapped := binary.BigEndian.AppendUint64([]byte{kindToMembers}, u.id)
+			s.deliver(delivery{users: groups, entry: append(wrapped, entry...)})
+		}
 	}
+}
+
+// groupsOf returns the groups u belongs to, in increasing order, as this
+// cycle leaves them.
+func (s *Shard) groupsOf(u *user) ([]uint64, error) {
+	lo := userGroupKey(nil, u.id, 0)
+	lo = lo[:len(lo)-8] // slot, tag, user
+	it, err := s.batch.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
+	if err != nil {
+		return nil, fmt.Errorf("storage: groups of %d: %w", u.id, err)
+	}
+	var out []uint64
+	for ok := it.First(); ok && len(out) < protocol.MaxGroupsPerUser; ok = it.Next() {
+		k := it.Key()
+		out = append(out, binary.BigEndian.Uint64(k[len(k)-8:]))
+	}
+	if err := it.Close(); err != nil {
+		return nil, fmt.Errorf("storage: groups of %d: %w", u.id, err)
+	}
+	return out, nil
+}
+
+// applyToMembers applies a kindToMembers delivery on the shard of its
+// groups: the wrapped entry goes to every member of those groups but the
+// user it is about, once per member however many of the groups it shares
+// with that user. A group the user is no longer in is skipped. It reports
+// false when the cycle is aborted or the delivery is corrupt.
+func (s *Shard) applyToMembers(d *delivery) bool {
+	if len(d.entry) < 10 {
+		s.log.Error("member notice cannot be decoded", "len", len(d.entry))
+		return false
+	}
+	about, entry := binary.BigEndian.Uint64(d.entry[1:]), d.entry[9:]
+	seen := map[uint64]bool{about: true}
+	var members []uint64
+	for _, id := range d.users {
+		g, err := s.loadGroup(id)
+		if err != nil {
+			return false // loadGroup aborted the cycle
+		}
+		if g == nil || g.member(about) == nil {
+			continue
+		}
+		for _, m := range g.users() {
+			if !seen[m] {
+				seen[m] = true
+				members = append(members, m)
+			}
+		}
+	}
+	slices.Sort(members)
+	for len(members) > 0 {
+		// A delivery names at most MaxGroupMembers users.
+		n := min(len(members), protocol.MaxGroupMembers)
+		s.deliver(delivery{users: members[:n], entry: entry})
+		members = members[n:]
+	}
+	return true
 }
 
 // contactsOf returns the users in the contact lists of every device u
