@@ -100,6 +100,12 @@ type Config struct {
 	// the 3 each connection may send ([S-9-12]). Default a burst of 20,
 	// then one every 10 s.
 	LinksPerIP Budget
+	// KeyFetchesPerMinute limits KEYS_FETCH requests per account, like
+	// LookupsPerMinute ([S-17-4]): a burst of up to this many, refilled at
+	// this rate. Each fetch takes one-time prekeys and costs a durable
+	// write. Default 1200 (enough for the first message to a group of
+	// MaxGroupMembers at once).
+	KeyFetchesPerMinute int
 	// MaxHandshakes bounds concurrent TLS handshakes. A connection takes a
 	// slot only once its whole ClientHello has arrived; beyond the bound it
 	// waits for one. Default 256.
@@ -196,6 +202,9 @@ func (c *Config) setDefaults() {
 		c.CodePrefixDigits = 5
 	}
 	c.LinksPerIP = c.LinksPerIP.orDefault(Budget{PerSecond: 0.1, Burst: 20})
+	if c.KeyFetchesPerMinute == 0 {
+		c.KeyFetchesPerMinute = 1200
+	}
 	if c.MaxHandshakes == 0 {
 		c.MaxHandshakes = 256
 	}
@@ -255,7 +264,8 @@ func (c *Config) validate() error {
 	for _, v := range []struct {
 		name string
 		n    int
-	}{{"loops", c.Loops}, {"max pending", c.MaxPending}, {"lookups per minute", c.LookupsPerMinute}, {"max handshakes", c.MaxHandshakes},
+	}{{"loops", c.Loops}, {"max pending", c.MaxPending}, {"lookups per minute", c.LookupsPerMinute},
+		{"key fetches per minute", c.KeyFetchesPerMinute}, {"max handshakes", c.MaxHandshakes},
 		{"max handshakes per IP", c.MaxHandshakesPerIP}, {"max conns", c.MaxConns}, {"max conns per IP", c.MaxConnsPerIP}, {"fd reserve", c.FDReserve}} {
 		if v.n < 1 {
 			errs = append(errs, fmt.Errorf("%s %d below 1", v.name, v.n))

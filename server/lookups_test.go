@@ -3,7 +3,10 @@ package server_test
 import (
 	"testing"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/parley-im/parley/codec"
+	"github.com/parley-im/parley/internal/node"
 	"github.com/parley-im/parley/internal/nodetest"
 	"github.com/parley-im/parley/internal/wiretest"
 	"github.com/parley-im/parley/protocol"
@@ -17,49 +20,33 @@ import (
 // companion; another account's lookups are unaffected ([S-9-11]).
 func TestLookupBudgetFollowsTheAccount(t *testing.T) {
 	n := nodetest.Start(t, nil)
-	scraper, bystander := n.RegisterOn(t, 0), n.RegisterOn(t, 1)
-	c, _ := n.Login(t, scraper, 0)
-	companion := n.Link(t, c, "second")
 	target := n.Phone()
-	ask := func(c *wiretest.Client) *pb.Error {
+	budgetFollowsTheAccount(t, n, 10, func(c *wiretest.Client) *pb.Error {
 		t.Helper()
 		rid := c.NextRID()
-		c.Send(protocol.KindLookup, &pb.Lookup{Rid: rid, Phones: []string{target}})
-		for {
-			f, err := c.Next(wiretest.Timeout)
-			if err != nil {
-				t.Fatalf("lookup %d: %v", rid, err)
-			}
-			switch f.Kind {
-			case protocol.KindError:
-				var e pb.Error
-				if err := codec.ParseProto(f.Body, &e); err != nil {
-					t.Fatal(err)
-				}
-				if e.Rid == rid {
-					return &e
-				}
-			case protocol.KindLookupResult:
-				var r pb.LookupResult
-				if err := codec.ParseProto(f.Body, &r); err != nil {
-					t.Fatal(err)
-				}
-				if r.Rid == rid {
-					return nil
-				}
-			}
-		}
-	}
-	for i := range 10 {
+		return requestRID(t, c, rid, protocol.KindLookup, &pb.Lookup{Rid: rid, Phones: []string{target}}, protocol.KindLookupResult, &pb.LookupResult{})
+	})
+}
+
+// budgetFollowsTheAccount checks a per-account request budget of limit a
+// minute: an account's requests (ask) beyond it are refused RATE_LIMITED
+// with a delay, also after reconnecting and from its companion, while
+// another account's go through.
+func budgetFollowsTheAccount(t *testing.T, n *nodetest.Node, limit int, ask func(*wiretest.Client) *pb.Error) {
+	t.Helper()
+	owner, bystander := n.RegisterOn(t, 0), n.RegisterOn(t, 1)
+	c, _ := n.Login(t, owner, 0)
+	companion := n.Link(t, c, "second")
+	for i := range limit {
 		if e := ask(c); e != nil {
-			t.Fatalf("lookup %d of 10 refused: %v", i+1, e.Code)
+			t.Fatalf("request %d of %d refused: %v", i+1, limit, e.Code)
 		}
 	}
 	if e := ask(c); e == nil || e.Code != protocol.CodeRateLimited || e.RetryAfterMs == 0 {
-		t.Fatalf("the 11th lookup in a minute: %v, want RATE_LIMITED with a delay", e)
+		t.Fatalf("request %d in a minute: %v, want RATE_LIMITED with a delay", limit+1, e)
 	}
 	c.Conn.Close()
-	again, _ := n.Login(t, scraper, 0)
+	again, _ := n.Login(t, owner, 0)
 	if e := ask(again); e == nil || e.Code != protocol.CodeRateLimited {
 		t.Fatalf("after reconnecting: %v, want still RATE_LIMITED", e)
 	}
@@ -69,8 +56,56 @@ func TestLookupBudgetFollowsTheAccount(t *testing.T) {
 	}
 	b, _ := n.Login(t, bystander, 0)
 	if e := ask(b); e != nil {
-		t.Fatalf("a bystander's lookup: %v", e.Code)
+		t.Fatalf("a bystander's request: %v", e.Code)
 	}
+}
+
+// requestRID sends req (whose rid is rid) on c and reads frames until the
+// answer with that rid: an Error, returned, or a frame of kind answer,
+// parsed into into, and then nil.
+func requestRID(t *testing.T, c *wiretest.Client, rid uint32, kind protocol.Kind, req proto.Message, answer protocol.Kind, into interface {
+	proto.Message
+	GetRid() uint32
+}) *pb.Error {
+	t.Helper()
+	c.Send(kind, req)
+	for {
+		f, err := c.Next(wiretest.Timeout)
+		if err != nil {
+			t.Fatalf("%v %d: %v", kind, rid, err)
+		}
+		switch f.Kind {
+		case protocol.KindError:
+			var e pb.Error
+			if err := codec.ParseProto(f.Body, &e); err != nil {
+				t.Fatal(err)
+			}
+			if e.Rid == rid {
+				return &e
+			}
+		case answer:
+			if err := codec.ParseProto(f.Body, into); err != nil {
+				t.Fatal(err)
+			}
+			if into.GetRid() == rid {
+				return nil
+			}
+		}
+	}
+}
+
+// TestKeyFetchBudgetFollowsTheAccount: KEYS_FETCH is limited per account
+// ([S-17-4]), like LOOKUP: over the budget the answer is RATE_LIMITED with
+// a delay, on a new connection and on the account's companion too; another
+// account fetches the same bundles unaffected.
+func TestKeyFetchBudgetFollowsTheAccount(t *testing.T) {
+	n := nodetest.Start(t, func(c *node.Config) { c.Server.KeyFetchesPerMinute = 5 })
+	target := n.RegisterOn(t, 1)
+	budgetFollowsTheAccount(t, n, 5, func(c *wiretest.Client) *pb.Error {
+		t.Helper()
+		rid := c.NextRID()
+		return requestRID(t, c, rid, protocol.KindKeysFetch, &pb.KeysFetch{Rid: rid, User: target.ID}, protocol.KindKeyBundles, &pb.KeyBundles{})
+	})
 }
 
 // TestLinkRequestsPerConnection: one unauthenticated connection may ask

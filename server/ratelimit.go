@@ -73,6 +73,7 @@ const (
 	LimitSends                       // 1:1 SENDs per account ([S-8-23])
 	LimitGroupSends                  // group SENDs per account ([S-8-23])
 	LimitLookups                     // LOOKUPs per account ([S-9-11])
+	LimitKeyFetches                  // KEYS_FETCHes per account ([S-17-15])
 	NumLimits                        // the number of limits
 )
 
@@ -86,6 +87,7 @@ var limitNames = [NumLimits]string{
 	LimitSends:          "sends_per_account",
 	LimitGroupSends:     "group_sends_per_account",
 	LimitLookups:        "lookups_per_account",
+	LimitKeyFetches:     "key_fetches_per_account",
 }
 
 // String returns the limit's name as the metrics label it: snake case,

@@ -44,6 +44,7 @@ type Server struct {
 	stats Stats
 	// The rate limits kept across connections (ratelimit.go).
 	lookups    *keyedBudgets[uint64]     // LOOKUP by account
+	keyFetches *keyedBudgets[uint64]     // KEYS_FETCH by account
 	sends      *keyedBudgets[uint64]     // 1:1 SEND by account
 	groupSends *keyedBudgets[uint64]     // group SEND by account
 	links      *keyedBudgets[netip.Addr] // LINK_REQUEST by client address
@@ -99,6 +100,7 @@ func New(cfg Config) (*Server, error) {
 		booted:     make(chan struct{}),
 		running:    make(chan struct{}),
 		lookups:    newKeyedBudgets[uint64](Budget{PerSecond: float64(cfg.LookupsPerMinute) / 60, Burst: cfg.LookupsPerMinute}),
+		keyFetches: newKeyedBudgets[uint64](Budget{PerSecond: float64(cfg.KeyFetchesPerMinute) / 60, Burst: cfg.KeyFetchesPerMinute}),
 		sends:      newKeyedBudgets[uint64](cfg.Sends),
 		groupSends: newKeyedBudgets[uint64](cfg.GroupSends),
 		links:      newKeyedBudgets[netip.Addr](cfg.LinksPerIP),

@@ -68,6 +68,10 @@ func (c *conn) handleKeysFetch(body []byte, w *buffer) verdict {
 		refuse(w, protocol.CodeInvalidArgument, m.Rid, 0)
 		return verdict{}
 	}
+	if wait := c.srv.keyFetches.take(c.user, 1, c.srv.cfg.Now()); wait > 0 {
+		// [S-17-15] a client draining one-time prekeys is an attack.
+		return c.rateLimited(w, LimitKeyFetches, m.Rid, 0, wait)
+	}
 	return c.request(storage.Op{Kind: storage.OpKeysFetch, User: m.User, From: c.user, Devices: m.Devices, RID: m.Rid, EP: c}, m.Rid, w)
 }
 

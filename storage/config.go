@@ -132,6 +132,11 @@ type Config struct {
 	// GroupsPerHour is how many groups one user may create in an hour;
 	// more are refused RATE_LIMITED. Default 20.
 	GroupsPerHour int
+	// PreKeysPerRequester is how many one-time prekeys of one device one
+	// user may take (KEYS_FETCH) per day, UTC; its further fetches get the
+	// device's bundle without one ([S-17-4]). Counted in memory: a restart
+	// forgets the counts. Default 20.
+	PreKeysPerRequester int
 	// MaxPendingLinks bounds the link codes a shard holds for companions
 	// waiting for approval (each holds the companion's connection in
 	// memory for two minutes); beyond it LINK_REQUEST is refused
@@ -204,6 +209,9 @@ func (c *Config) setDefaults() {
 	if c.GroupsPerHour == 0 {
 		c.GroupsPerHour = 20
 	}
+	if c.PreKeysPerRequester == 0 {
+		c.PreKeysPerRequester = 20
+	}
 	if c.MaxPendingLinks == 0 {
 		c.MaxPendingLinks = 10_000
 	}
@@ -230,6 +238,7 @@ func (c *Config) validate() error {
 	}{{"queue limit", c.QueueLimit}, {"window", c.Window}, {"window bytes", c.WindowBytes},
 		{"cache users", c.CacheUsers}, {"codes per hour", c.CodesPerHour}, {"code attempts", c.CodeAttempts},
 		{"pending links", c.MaxPendingLinks}, {"groups per hour", c.GroupsPerHour},
+		{"prekeys per requester", c.PreKeysPerRequester},
 		{"inbox entries", c.InboxEntries}} {
 		if v.n < 0 {
 			errs = append(errs, fmt.Errorf("negative %s %d", v.name, v.n))

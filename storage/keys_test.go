@@ -122,7 +122,7 @@ func TestKeysPublishAndFetch(t *testing.T) {
 // connections at once, on several shards and across a restart, never get
 // the same one-time prekey twice, and get every one of them.
 func TestKeysConcurrentFetches(t *testing.T) {
-	n := newNode(t, 3, nil)
+	n := newNode(t, 3, func(c *storage.Config) { c.PreKeysPerRequester = 1000 })
 	bob := n.register(t, "+15550007011")
 	bep := n.login(t, bob, 0)
 	const prekeys = 150
@@ -299,4 +299,44 @@ func TestKeysChangedReachesGroupMembers(t *testing.T) {
 	n.createGroup(t, carol, cep, "three", bob.user)
 	bob2 := newDevice("tablet", 3)
 	notice(cep, "carol", bob.device, bob2.device)
+}
+
+// TestKeysPreKeysPerRequester: one user takes at most PreKeysPerRequester
+// one-time prekeys of one device a day; its further fetches get the bundle
+// without one, while another user still gets them, and so does the first
+// one the next day ([S-17-4]).
+func TestKeysPreKeysPerRequester(t *testing.T) {
+	n := newNode(t, 2, func(c *storage.Config) { c.PreKeysPerRequester = 3 })
+	bob, mallory, alice := n.register(t, "+15550007031"), n.register(t, "+15550007032"), n.register(t, "+15550007033")
+	bep := n.login(t, bob, 0)
+	if code := n.publish(t, bob, bep, testKeys(4, 1, 20)); code != 0 {
+		t.Fatal(code)
+	}
+	ep := newEndpoint(t)
+	fetch := func(from account) *pb.KeyBundle {
+		t.Helper()
+		n.submit(storage.Op{Kind: storage.OpKeysFetch, User: bob.user, From: from.user, RID: 8, EP: ep})
+		b := ep.take(t, protocol.KindKeyBundles).(*pb.KeyBundles).Bundles
+		if len(b) != 1 || b[0].SignedPrekey == nil {
+			t.Fatalf("bundles %v, want bob's one with its signed prekey", b)
+		}
+		return b[0]
+	}
+	var took []uint32
+	for i := range 5 {
+		b := fetch(mallory)
+		if (b.Prekey != nil) != (i < 3) {
+			t.Fatalf("mallory's fetch %d: prekey %v, want one in the first 3 only", i+1, b.Prekey)
+		}
+		if b.Prekey != nil {
+			took = append(took, b.Prekey.Id)
+		}
+	}
+	if b := fetch(alice); b.Prekey == nil || b.Prekey.Id != 4 {
+		t.Fatalf("alice's fetch: prekey %v, want id 4 (mallory took %v)", b.Prekey, took)
+	}
+	n.clock.Advance(24 * time.Hour)
+	if b := fetch(mallory); b.Prekey == nil || b.Prekey.Id != 5 {
+		t.Fatalf("mallory's fetch the next day: prekey %v, want id 5", b.Prekey)
+	}
 }

@@ -93,6 +93,7 @@ type Shard struct {
 	receipts        map[receiptKey][]*pb.ReceiptItem // group receipts coalesced this cycle
 	cycleOps        int                              // ops applied in this cycle
 	arena           []byte                           // copies of entries appended this cycle, for the pump
+	preKeyTakes     preKeyTakes                      // one-time prekeys taken today (shard_keys.go)
 
 	commits        atomic.Uint64
 	ops            atomic.Uint64

@@ -31,6 +31,39 @@ const maxNoticeContacts = 4096
 // stored in an inbox.
 const kindToMembers = 0xf1
 
+// maxPreKeyTakers bounds the (requester, device) pairs a shard counts
+// one-time prekeys for in a day; when full, the counts start over.
+const maxPreKeyTakers = 1 << 16
+
+// preKeyTaker names a user taking one-time prekeys of one device.
+type preKeyTaker struct {
+	from, user uint64
+	device     uint32
+}
+
+// preKeyTakes counts the one-time prekeys each user took of each device
+// on day ([S-17-4]). Actor-owned, in memory only: a limit, not a quota.
+type preKeyTakes struct {
+	day uint32
+	n   map[preKeyTaker]*int
+}
+
+// preKeysTaken returns the count of one-time prekeys user from took of
+// device d of user u today, to read and to increment.
+func (s *Shard) preKeysTaken(from, u uint64, d uint32) *int {
+	t := &s.preKeyTakes
+	if day := s.day(); t.n == nil || t.day != day || len(t.n) >= maxPreKeyTakers {
+		t.day, t.n = day, make(map[preKeyTaker]*int)
+	}
+	k := preKeyTaker{from, u, d}
+	n := t.n[k]
+	if n == nil {
+		n = new(int)
+		t.n[k] = n
+	}
+	return n
+}
+
 // loadKeyed reads, once per user in memory, which of u's active devices
 // have published keys.
 func (s *Shard) loadKeyed(u *user) error {
@@ -172,7 +205,7 @@ func (s *Shard) applyKeysFetch(op *Op) {
 		if len(op.Devices) > 0 && !slices.Contains(op.Devices, id) {
 			continue
 		}
-		b, err := s.takeBundle(u, id)
+		b, err := s.takeBundle(u, id, s.preKeysTaken(op.From, u.id, id))
 		if err != nil {
 			s.log.Error("keys fetch", "user", u.id, "device", id, "err", err)
 			s.abort(err)
@@ -186,7 +219,9 @@ func (s *Shard) applyKeysFetch(op *Op) {
 
 // takeBundle returns device d's bundle with its first one-time prekey,
 // which it deletes, and appends PREKEYS_LOW when the device runs low.
-func (s *Shard) takeBundle(u *user, d uint32) (*pb.KeyBundle, error) {
+// taken counts the prekeys of d the requester took today: at
+// PreKeysPerRequester, the bundle comes without one.
+func (s *Shard) takeBundle(u *user, d uint32, taken *int) (*pb.KeyBundle, error) {
 	rec, have, err := s.loadKeys(u, d)
 	if err != nil {
 		return nil, err
@@ -197,6 +232,9 @@ func (s *Shard) takeBundle(u *user, d uint32) (*pb.KeyBundle, error) {
 	b := &pb.KeyBundle{
 		Device: d, RegistrationId: rec.RegistrationID, IdentityKey: rec.Identity,
 		SignedPrekey: &pb.SignedPreKey{Id: rec.SignedID, Key: rec.Signed, Signature: rec.Signature},
+	}
+	if *taken >= s.cfg.PreKeysPerRequester {
+		return b, nil // the requester took its share of this device's today
 	}
 	lo := deviceKey(nil, tagPreKey, u.id, d)
 	it, err := s.batch.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
@@ -216,6 +254,7 @@ func (s *Shard) takeBundle(u *user, d uint32) (*pb.KeyBundle, error) {
 		return b, nil
 	}
 	s.batch.Delete(key, nil)
+	*taken++
 	if rec.PreKeys > 0 {
 		rec.PreKeys--
 	}
