@@ -54,6 +54,10 @@ type Client struct {
 	lastCMID uint64
 	outbox   map[uint64]*outgoing // every unanswered send, by cmid
 	queue    []*outgoing          // sends to write on the current connection, in order
+	// sealing: a send queued unencrypted is being encrypted (send_seal.go);
+	// sealAfter: the next attempt waits until then.
+	sealing   bool
+	sealAfter time.Time
 
 	// Requests (Read, Lookup) waiting to be written; written ones are in
 	// session.reqs.

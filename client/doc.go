@@ -93,7 +93,8 @@
 // goroutines: Run's, which dials and then reads the connection; a writer,
 // started on demand when frames are due and gone when they are written; a
 // dispatcher, started on demand when events are queued and gone when they
-// are delivered; and timers (Config.Clock.AfterFunc). An idle connected
+// are delivered; a sealer, while a send queued before the client connected
+// is being encrypted (send_seal.go); and timers (Config.Clock.AfterFunc). An idle connected
 // client therefore has one goroutine. The reader never waits for the
 // application: Send, MarkRead, Lookup and the other requests complete
 // while events wait, so they may be called from Config.OnEvent. Events and SendAsync callbacks

@@ -41,7 +41,9 @@ import (
 // identical ([S-17-9]), and the plaintext, so that a DEVICES_CHANGED
 // answer can be met: the client learns the current lists from it, fetches
 // the bundles it lacks, encrypts again and sends again under the same
-// cmid, without the application noticing.
+// cmid, without the application noticing. A send made while the client
+// is not logged in is encrypted only once it is (send_seal.go): the
+// recipient's keys may have to be fetched first.
 //
 // Sending to a group: this device's sender key for the group goes, as a
 // Content with sender_key, in 1:1 envelope sends to every device of every

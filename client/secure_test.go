@@ -493,3 +493,99 @@ func TestKeysChangedRepeatHidden(t *testing.T) {
 		}
 	}
 }
+
+// TestSecureOfflineSendToUnfetched: a client that is not connected sends
+// to a user whose keys it never fetched, and to a group whose members it
+// never asked for: the sends are queued at once with their plaintext, and
+// encrypted once the client connects, one after the other in cmid order.
+// Both of Bob's devices decrypt every message once, the 1:1 messages in
+// the order they were sent; each send gets one SENT with its own id.
+func TestSecureOfflineSendToUnfetched(t *testing.T) {
+	n := startSecureNode(t)
+	ac, bc := n.account(0, 0), n.account(1, 1)
+	store := NewMemoryKeyStore()
+	first := n.device(ac[0], store)
+	bob, blaptop := n.device(bc[0], nil), n.device(bc[1], nil)
+	g, err := first.CreateGroup(context.Background(), "offline", nil, []uint64{bob.User()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	alice, err := New(n.cfg, ac[0], store) // not running: offline
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer alice.Close()
+	type outcome struct {
+		i    int
+		sent Sent
+		err  error
+	}
+	outcomes := make(chan outcome, 8)
+	text := func(i int) string { return fmt.Sprintf("offline plaintext %d: leave the key under the stone", i) }
+	groupAt := 2
+	var cmids []uint64
+	for i := range 5 {
+		done := func(s Sent, err error) { outcomes <- outcome{i, s, err} }
+		var cmid uint64
+		var err error
+		if i == groupAt {
+			cmid, err = alice.SendGroupAsync(g.ID, []byte(text(i)), pb.ContentType_CONTENT_TEXT, done)
+		} else {
+			cmid, err = alice.SendAsync(bob.User(), []byte(text(i)), pb.ContentType_CONTENT_TEXT, done)
+		}
+		if err != nil {
+			t.Fatalf("offline send %d: %v", i, err)
+		}
+		cmids = append(cmids, cmid)
+	}
+	st, err := store.Load()
+	if err != nil || len(st.Outbox) != 5 {
+		t.Fatalf("stored sends %d (%v), want 5", len(st.Outbox), err)
+	}
+	for _, o := range st.Outbox {
+		if o.sealed() || len(o.Plain) == 0 {
+			t.Fatalf("an offline send was encrypted before connecting, or lost its plaintext: %+v", o)
+		}
+	}
+	go func() { _ = alice.Run(context.Background()) }()
+	go func() { // the events nobody reads here
+		for range alice.Events() {
+		}
+	}()
+
+	ids := make([]uint64, 5)
+	deadline := time.After(waitE2E)
+	for range 5 {
+		select {
+		case o := <-outcomes:
+			if o.err != nil || o.sent.ID == 0 || o.sent.CMID != cmids[o.i] {
+				t.Fatalf("send %d (cmid %d): %+v %v", o.i, cmids[o.i], o.sent, o.err)
+			}
+			ids[o.i] = o.sent.ID
+		case <-deadline:
+			t.Fatalf("the offline sends were not answered: %v", ids)
+		}
+	}
+	if len(slices.Compact(slices.Sorted(slices.Values(ids)))) != 5 {
+		t.Fatalf("ids %v, want 5 distinct", ids)
+	}
+	for _, c := range []*testClient{bob, blaptop} {
+		var direct []string
+		for _, m := range collect(t, c, 5) {
+			i := slices.Index(ids, m.id)
+			if i < 0 || m.text != text(i) || (m.group != 0) != (i == groupAt) {
+				t.Fatalf("%d/%d got %+v", c.User(), c.Device(), m)
+			}
+			if i != groupAt {
+				direct = append(direct, m.text)
+			}
+		}
+		if want := []string{text(0), text(1), text(3), text(4)}; !slices.Equal(direct, want) {
+			t.Fatalf("%d/%d got the 1:1 messages %q, want %q", c.User(), c.Device(), direct, want)
+		}
+	}
+}

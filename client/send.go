@@ -46,6 +46,9 @@ type outgoing struct {
 	retry    func() bool
 	wait     chan sendResult   // a Send call waiting (capacity 1); nil otherwise
 	done     func(Sent, error) // a SendAsync callback; nil otherwise
+	// internal marks the client's own send (a sender key handover) that a
+	// send being sealed waits for: never held back behind it (send_seal.go).
+	internal bool
 }
 
 type sendResult struct {
@@ -169,11 +172,16 @@ func (c *Client) send(ctx context.Context, m Outgoing, wait chan sendResult, don
 			return nil, fmt.Errorf("client: %w", err)
 		}
 		out.Body, out.Plain = nil, plain
-		if err := c.seal(ctx, &out); err != nil {
-			return nil, err
-		}
+		c.mu.Lock()
+		now := c.sealNowLocked()
+		c.mu.Unlock()
+		if now {
+			if err := c.seal(ctx, &out); err != nil {
+				return nil, err
+			}
+		} // else it is queued with its plaintext and encrypted once connected (send_seal.go)
 	}
-	return c.queueOutgoing(out, wait, done)
+	return c.queueOutgoing(out, wait, done, false)
 }
 
 // seal encrypts out end to end ([S-17-8], [S-17-14]) and checks that the
@@ -205,7 +213,7 @@ func (c *Client) sendContent(ctx context.Context, to uint64, content []byte) (Se
 		return Sent{}, err
 	}
 	wait := make(chan sendResult, 1)
-	if _, err := c.queueOutgoing(out, wait, nil); err != nil {
+	if _, err := c.queueOutgoing(out, wait, nil, true); err != nil {
 		return Sent{}, err
 	}
 	select {
@@ -216,13 +224,15 @@ func (c *Client) sendContent(ctx context.Context, to uint64, content []byte) (Se
 	}
 }
 
-// queueOutgoing numbers, stores and queues a send.
-func (c *Client) queueOutgoing(out Outgoing, wait chan sendResult, done func(Sent, error)) (*outgoing, error) {
+// queueOutgoing numbers, stores and queues a send; internal marks the
+// client's own (outgoing.internal).
+func (c *Client) queueOutgoing(out Outgoing, wait chan sendResult, done func(Sent, error), internal bool) (*outgoing, error) {
 	o := &outgoing{
 		Outgoing: out,
 		state:    sendStoring,
 		wait:     wait,
 		done:     done,
+		internal: internal,
 	}
 	c.mu.Lock()
 	if c.stopErr != nil {

@@ -139,11 +139,29 @@ func (c *Client) collectLocked(s *session, now time.Time, buf []byte) (_ []byte,
 		buf = buf[:mark]
 		return false
 	}
-	for s.goAway == nil && len(c.queue) > 0 && s.inflight < c.cfg.MaxInFlight && len(buf) < maxCollect {
-		o := c.queue[0]
-		if o.state != sendQueued {
+	// take removes c.queue[i].
+	take := func(i int) {
+		if i == 0 {
 			c.queue[0] = nil
 			c.queue = c.queue[1:]
+			return
+		}
+		c.queue = slices.Delete(c.queue, i, i+1)
+	}
+	held := false // an unsealed send holds the application's later ones back (send_seal.go)
+	for i := 0; s.goAway == nil && i < len(c.queue) && s.inflight < c.cfg.MaxInFlight && len(buf) < maxCollect; {
+		o := c.queue[i]
+		switch {
+		case o.state != sendQueued:
+			take(i)
+			continue
+		case c.sec != nil && !o.sealed():
+			c.startSealLocked(o)
+			held = true
+			i++
+			continue
+		case held && !o.internal:
+			i++
 			continue
 		}
 		mark := len(buf)
@@ -151,8 +169,7 @@ func (c *Client) collectLocked(s *session, now time.Time, buf []byte) (_ []byte,
 		if !fits(mark) {
 			break
 		}
-		c.queue[0] = nil
-		c.queue = c.queue[1:]
+		take(i)
 		o.state, o.sess = sendInFlight, s
 		s.inflight++
 	}

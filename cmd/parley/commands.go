@@ -115,9 +115,10 @@ func (k *conn) sendFailed(sent client.Sent, err error) error {
 	queued := sent.CMID != 0 && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded))
 	cause := k.reason(err)
 	var ue *unreachableError
-	// An encrypting client stores a message only once it is encrypted,
-	// which takes the recipient's keys from the server (spec.md section
-	// 17): a message that got no cmid was not queued.
+	// An encrypting client that is connected encrypts a message before it
+	// stores it, which may take the recipient's keys from the server
+	// (spec.md section 17): a message that got no cmid was not queued. One
+	// made while not connected is queued and encrypted later.
 	const notSent = "the message could not be encrypted, for want of the recipient's keys, and was not sent"
 	unqueued := sent.CMID == 0 && k.c.Encrypted() && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded))
 	switch {

@@ -144,8 +144,9 @@ func TestHelp(t *testing.T) {
 
 // TestSendQueues: when the server answers nothing within --timeout, or
 // nothing listens at its address, send says which, at once in the second
-// case. The message could not be encrypted without the recipient's keys
-// (spec.md section 17), so it was not queued, and send says so.
+// case. The message is queued in the profile with its plaintext, to be
+// encrypted for the recipient's devices once the server answers (the
+// client fetches their keys then), and send says so.
 func TestSendQueues(t *testing.T) {
 	silent, err := net.Listen("tcp", "127.0.0.1:0") // accepts, never answers
 	if err != nil {
@@ -172,8 +173,8 @@ func TestSendQueues(t *testing.T) {
 	for _, tt := range []struct {
 		server, timeout, want string
 	}{
-		{silent.Addr().String(), "50ms", "no answer from the server within 50ms; the message could not be encrypted"},
-		{"127.0.0.1:1", "1h", "cannot reach the server at 127.0.0.1:1 (connection refused); the message could not be encrypted"},
+		{silent.Addr().String(), "50ms", "no answer from the server within 50ms; the message stays queued"},
+		{"127.0.0.1:1", "1h", "cannot reach the server at 127.0.0.1:1 (connection refused); the message stays queued"},
 	} {
 		e, _, errOut := testEnv(t)
 		registerFake(t, e)
@@ -186,8 +187,8 @@ func TestSendQueues(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if s, _ := st.Load(); len(s.Outbox) != 0 {
-			t.Errorf("outbox %+v", s.Outbox)
+		if s, _ := st.Load(); len(s.Outbox) != 1 || len(s.Outbox[0].Plain) == 0 || len(s.Outbox[0].Envelopes) != 0 {
+			t.Errorf("outbox %+v, want the message, not encrypted yet", s.Outbox)
 		}
 		st.Close()
 	}
