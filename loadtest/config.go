@@ -71,6 +71,10 @@ type Config struct {
 	// (client.Config.AckDelay); it acks at once when half the window is
 	// unacknowledged. Default 50 ms; negative acks every read at once.
 	AckDelay time.Duration `json:"ack_delay"`
+	// Devices is the devices of each user in an envelopes run: a primary
+	// and Devices-1 linked companions, 1 to protocol.MaxCompanions+1.
+	// Default 1.
+	Devices int `json:"devices"`
 	// Groups is how many groups a groups run has. Default 1.
 	Groups int `json:"groups"`
 	// GroupSize is the members per group, 2 to 1024. Default 1024, or
@@ -184,6 +188,9 @@ func (c *Config) setDefaults() {
 	if c.AckDelay == 0 {
 		c.AckDelay = 50 * time.Millisecond
 	}
+	if c.Devices == 0 {
+		c.Devices = 1
+	}
 	if c.Groups == 0 {
 		c.Groups = 1
 	}
@@ -252,6 +259,9 @@ func (c *Config) validate() error {
 	}
 	if c.MessageSize < bodyHeader || c.MessageSize > 64<<10 {
 		errs = append(errs, fmt.Errorf("message size %d: want %d to 65536", c.MessageSize, bodyHeader))
+	}
+	if c.Devices < 1 || c.Devices > protocol.MaxCompanions+1 {
+		errs = append(errs, fmt.Errorf("devices %d: want 1 to %d", c.Devices, protocol.MaxCompanions+1))
 	}
 	if c.Queue < 1 || c.Queue > 1_000_000 {
 		errs = append(errs, fmt.Errorf("queue %d: want 1 to 1000000", c.Queue))

@@ -31,7 +31,11 @@
 // reordered or skipped message fails the run.
 //
 // Scenarios are values in the table in scenario.go, one file each
-// (scenario_pairs.go, …): adding one is a file and a line. A step may
+// (scenario_pairs.go, …): adding one is a file and a line. The envelopes
+// scenario links companions to the pairs' users and sends per-device
+// envelopes; each receiving device keeps a ledger per sender (its peer,
+// and on a companion its primary's copies), so loss, duplication and
+// order are checked per device. A step may
 // also run code in the coordinator while the workers run it (Step.During).
 //
 // The abuse scenario (scenario_abuse.go) runs pairs as bystanders while

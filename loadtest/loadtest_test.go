@@ -106,6 +106,37 @@ func TestScenarios(t *testing.T) {
 	}
 }
 
+// TestEnvelopes: the envelopes scenario with users of 1 and 4 devices:
+// every message reaches every device of its recipient and every other
+// device of its sender once and in order (each device's ledger), the
+// server refuses none (no DEVICES_CHANGED), and the SEND grows with the
+// devices.
+func TestEnvelopes(t *testing.T) {
+	var up [2]float64
+	for i, devices := range []int{1, 4} {
+		cfg := small("envelopes")
+		cfg.Connections, cfg.Devices, cfg.Rate = 8, devices, 200
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		res, err := Run(ctx, cfg)
+		cancel()
+		if err != nil {
+			t.Fatalf("%d devices: %v", devices, err)
+		}
+		if !res.Passed || res.Counters.ErrorFrames != 0 {
+			t.Fatalf("%d devices: lost %d, duplicated %d, reordered %d, skipped %d, error frames %d",
+				devices, res.Lost, res.Duplicated, res.Reordered, res.Gaps, res.Counters.ErrorFrames)
+		}
+		// The peer's devices and the sender's other devices.
+		if want := res.MessagesSent * int64(2*devices-1); res.MessagesSent == 0 || res.MessagesDelivered != want {
+			t.Fatalf("%d devices: %d sent, %d delivered, want %d", devices, res.MessagesSent, res.MessagesDelivered, want)
+		}
+		up[i] = res.FrameBytesPerMsgUp
+	}
+	if up[1] < up[0]+3*envelopeOverhead {
+		t.Fatalf("bytes up per message: %.0f for 1 device, %.0f for 4", up[0], up[1])
+	}
+}
+
 // TestInjectedDuplicateFails: the verifier counts a message processed
 // twice and fails the run.
 func TestInjectedDuplicateFails(t *testing.T) {

@@ -52,6 +52,7 @@ type Step struct {
 var Scenarios = []Scenario{
 	idleScenario,
 	pairsScenario,
+	envelopesScenario,
 	groupsScenario,
 	mediaScenario,
 	offlineScenario,

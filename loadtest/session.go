@@ -55,6 +55,16 @@ type device struct {
 	// created. Groups runs only.
 	groupEvents  map[uint64]uint64
 	createdGroup uint64
+
+	// An envelopes run (scenario_envelopes.go): a primary's companions
+	// (linked devices of its user), a companion's primary, the ledgers of
+	// a primary's sends beyond out (one per other receiving device), and
+	// on a companion the ledger of its primary's copies. Set before the
+	// traffic, read-only after.
+	companions []*device
+	primary    *device
+	fanout     []*direction
+	copies     *direction
 }
 
 // pending is a send whose Sent has not arrived: enough to resend it
@@ -184,6 +194,9 @@ func (d *device) connect(ctx context.Context) (time.Duration, error) {
 func (d *device) appendSend(dst []byte, cmid uint64, p pending) []byte {
 	var body [64]byte
 	b := appendBody(body[:0], p.intended, p.actual, cmid, d.w.spec.Config.MessageSize)
+	if d.w.spec.Config.Scenario == envelopesName {
+		return d.appendEnvelopeSend(dst, cmid, appendBody(body[:0], p.intended, p.actual, cmid, d.w.spec.Config.MessageSize+envelopeOverhead))
+	}
 	if d.peer == nil {
 		return codec.AppendSend(dst, codec.Send{Group: d.group.Load().sendTo, CMID: cmid, Body: b})
 	}
@@ -426,7 +439,7 @@ func (s *session) handle(f codec.Frame) error {
 			}
 			rest = r
 		}
-	case protocol.KindMessage, protocol.KindReceipt, protocol.KindGroupEvent, protocol.KindReceipts:
+	case protocol.KindMessage, protocol.KindReceipt, protocol.KindGroupEvent, protocol.KindReceipts, protocol.KindKeysChanged:
 		return s.entry(f)
 	case protocol.KindOK, protocol.KindGroupInfo, protocol.KindMediaUploadSlot, protocol.KindMediaDownloadURL,
 		protocol.KindLookupResult, protocol.KindGroupListResult:
@@ -442,6 +455,11 @@ func (s *session) handle(f codec.Frame) error {
 		d.mu.Unlock()
 		if ok && (d.out == nil || d.out.Ack(cmid)) {
 			w.stats.acked.Add(1)
+		}
+		if ok {
+			for _, f := range d.fanout {
+				f.Ack(cmid)
+			}
 		}
 		select {
 		case d.credit <- struct{}{}:
@@ -494,7 +512,7 @@ func (s *session) entry(f codec.Frame) error {
 		var r codec.Receipt
 		r, err = codec.ParseReceipt(f.Body)
 		seq = r.Seq
-	case protocol.KindReceipts:
+	case protocol.KindReceipts, protocol.KindKeysChanged:
 		seq = firstVarint(f.Body)
 	case protocol.KindGroupEvent:
 		var ev pb.GroupEvent
@@ -524,7 +542,7 @@ func (s *session) entry(f codec.Frame) error {
 	case protocol.KindReceipt, protocol.KindReceipts:
 		w.stats.receipts.Add(1)
 		return nil
-	case protocol.KindGroupEvent:
+	case protocol.KindGroupEvent, protocol.KindKeysChanged:
 		return nil
 	}
 	now := time.Now().UnixNano()
@@ -532,14 +550,21 @@ func (s *session) entry(f codec.Frame) error {
 		w.groupDelivery(d, m, now)
 		return nil
 	}
+	flow := d.in
+	if m.From == d.user {
+		if len(m.Body) == 0 {
+			return nil // its own envelope send, which carries nothing for it ([S-17-10])
+		}
+		flow = d.copies // a companion's copy of its primary's message
+	}
 	intended, actual, cmid, ok := parseBody(m.Body)
-	if !ok || d.peer == nil || m.From != d.peer.user {
+	if !ok || flow == nil || d.peer == nil || (m.From != d.peer.user && m.From != d.user) {
 		w.stats.foreign.Add(1)
 		return nil
 	}
-	w.receive(d, cmid)
+	w.receive(d, flow, cmid)
 	if n := w.spec.Config.InjectDuplicate; n > 0 && w.stats.delivered.Load()%int64(n) == 0 {
-		w.receive(d, cmid) // injected fault: the same message processed twice
+		w.receive(d, flow, cmid) // injected fault: the same message processed twice
 	}
 	w.latency.record(d.index, intended, actual, now)
 	return nil
@@ -556,6 +581,9 @@ func (d *device) resend(cmid uint64) {
 	if ok && s != nil {
 		buf = d.appendSend(nil, cmid, p)
 		d.out.MarkResent(cmid)
+		for _, f := range d.fanout {
+			f.MarkResent(cmid)
+		}
 	}
 	d.mu.Unlock()
 	if buf != nil {

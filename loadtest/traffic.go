@@ -150,6 +150,11 @@ func (w *Worker) drained() bool {
 		if _, recv := d.out.Counts(); uint64(recv) < sent {
 			return false
 		}
+		for _, f := range d.fanout {
+			if _, recv := f.Counts(); uint64(recv) < sent {
+				return false
+			}
+		}
 	}
 	return true
 }

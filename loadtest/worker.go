@@ -436,6 +436,9 @@ func (w *Worker) finish() {
 		if d.out != nil {
 			lost += int64(d.out.Lost())
 		}
+		for _, f := range d.fanout {
+			lost += int64(f.Lost())
+		}
 	}
 	w.stats.lost.Store(lost)
 	w.groups.finish(w)
@@ -459,8 +462,8 @@ func (w *Worker) finish() {
 }
 
 // receive records the delivery of cmid from d's peer to d.
-func (w *Worker) receive(d *device, cmid uint64) {
-	switch d.in.Receive(cmid) {
+func (w *Worker) receive(d *device, flow *direction, cmid uint64) {
+	switch flow.Receive(cmid) {
 	case deliveredOK:
 		w.stats.delivered.Add(1)
 	case deliveredTwice:
