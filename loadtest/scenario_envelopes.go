@@ -2,7 +2,10 @@ package loadtest
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
+	"math/rand/v2"
+	"slices"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -172,12 +175,21 @@ func requestOK(r reply, err error) error {
 }
 
 // appendEnvelopeSend appends the SEND of message cmid from primary d as
-// envelopes: body for every device of its peer and every companion of d.
+// envelopes, one for every device of its peer and every companion of d:
+// each is body (its header, appendBody's) with the rest of its bytes
+// random, as different for each device and as incompressible as
+// ciphertexts are.
 func (d *device) appendEnvelopeSend(dst []byte, cmid uint64, body []byte) []byte {
 	q := d.peer
 	m := &pb.Send{To: q.user, Cmid: cmid, Type: pb.ContentType_CONTENT_TEXT, Cipher: pb.Cipher_CIPHER_SIGNAL}
 	env := func(id uint32) *pb.Envelope {
-		return &pb.Envelope{Device: id, Body: body, Cipher: pb.Cipher_CIPHER_SIGNAL}
+		b := slices.Clone(body)
+		for i := bodyHeader; i < len(b); i += 8 {
+			var r [8]byte
+			binary.LittleEndian.PutUint64(r[:], rand.Uint64())
+			copy(b[i:], r[:])
+		}
+		return &pb.Envelope{Device: id, Body: b, Cipher: pb.Cipher_CIPHER_SIGNAL}
 	}
 	m.Envelopes = append(m.Envelopes, env(q.id))
 	for _, c := range q.companions {

@@ -192,11 +192,11 @@ func (d *device) connect(ctx context.Context) (time.Duration, error) {
 
 // appendSend appends the Send frame for cmid. d.mu must be held.
 func (d *device) appendSend(dst []byte, cmid uint64, p pending) []byte {
-	var body [64]byte
-	b := appendBody(body[:0], p.intended, p.actual, cmid, d.w.spec.Config.MessageSize)
+	var body [128]byte
 	if d.w.spec.Config.Scenario == envelopesName {
 		return d.appendEnvelopeSend(dst, cmid, appendBody(body[:0], p.intended, p.actual, cmid, d.w.spec.Config.MessageSize+envelopeOverhead))
 	}
+	b := appendBody(body[:0], p.intended, p.actual, cmid, d.w.spec.Config.MessageSize)
 	if d.peer == nil {
 		return codec.AppendSend(dst, codec.Send{Group: d.group.Load().sendTo, CMID: cmid, Body: b})
 	}
