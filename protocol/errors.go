@@ -109,7 +109,7 @@ const (
 )
 
 // Error codes of the conversation controls (spec.md section 18), message
-// scope; 76–85 are theirs.
+// scope; 76–82 are theirs.
 const (
 	// CodeNotSender: only a message's sender may revoke it.
 	CodeNotSender = pb.ErrorCode_ERROR_NOT_SENDER
@@ -121,6 +121,17 @@ const (
 	CodeMessageNotFound = pb.ErrorCode_ERROR_MESSAGE_NOT_FOUND
 	// CodeTooManyBlocks: the account blocks MaxBlocks users already.
 	CodeTooManyBlocks = pb.ErrorCode_ERROR_TOO_MANY_BLOCKS
+)
+
+// Error codes of push notifications (spec.md section 19), message scope.
+// 85 is reserved for push.
+const (
+	// CodePushUnavailable: the node does not offer the PushRegister's
+	// provider.
+	CodePushUnavailable = pb.ErrorCode_ERROR_PUSH_UNAVAILABLE
+	// CodePushTokenInvalid: the token is empty with a provider, longer
+	// than MaxPushToken, or not of the provider's form.
+	CodePushTokenInvalid = pb.ErrorCode_ERROR_PUSH_TOKEN_INVALID
 )
 
 // Scope says what an error code ends.
@@ -209,6 +220,8 @@ var Codes = []CodeInfo{
 	{CodeRevokeExpired, "REVOKE_EXPIRED", ScopeMessage, "The message is too old to be deleted for everyone: do not retry; delete it on this device only."},
 	{CodeMessageNotFound, "MESSAGE_NOT_FOUND", ScopeMessage, "No message with this id is known in this conversation: do not retry."},
 	{CodeTooManyBlocks, "TOO_MANY_BLOCKS", ScopeMessage, "The account blocks as many users as the server allows: unblock one first."},
+	{CodePushUnavailable, "PUSH_UNAVAILABLE", ScopeMessage, "This server does not offer the push provider: do not retry it here; register another provider or rely on the connection."},
+	{CodePushTokenInvalid, "PUSH_TOKEN_INVALID", ScopeMessage, "The push token is not of the provider's form (or the webhook URL not https): do not retry it unchanged; fetch a new token from the provider."},
 }
 
 // LookupCode returns the description of c, and false if c is not a code

@@ -92,6 +92,12 @@ const (
 	KindTimer           Kind = 125 // Timer: a disappearing-message timer changed, inbox entry (server to client)
 )
 
+// Frame kinds of push notifications (spec.md section 19, push.proto). 56 is
+// reserved for push too.
+const (
+	KindPushRegister Kind = 57 // PushRegister: register or remove this device's push token (client to server)
+)
+
 // FirstReservedEntryKind starts the server kinds (112–127) reserved for
 // inbox entries added within version 1: each carries its seq in field 1,
 // and a client that does not know one acknowledges it (spec.md [S-12-6]).
@@ -167,6 +173,7 @@ var Kinds = []KindInfo{
 	{KindMediaDownload, "MEDIA_DOWNLOAD", "MediaDownload", ClientToServer, StateAuthenticated, false},
 	{KindKeysPublish, "KEYS_PUBLISH", "KeysPublish", ClientToServer, StateAuthenticated, false},
 	{KindKeysFetch, "KEYS_FETCH", "KeysFetch", ClientToServer, StateAuthenticated, false},
+	{KindPushRegister, "PUSH_REGISTER", "PushRegister", ClientToServer, StateAuthenticated, false},
 	{KindReport, "REPORT", "Report", ClientToServer, StateAuthenticated, false},
 	{KindSetTimer, "SET_TIMER", "SetTimer", ClientToServer, StateAuthenticated, false},
 	{KindBlockList, "BLOCK_LIST", "BlockList", ClientToServer, StateAuthenticated, false},

@@ -135,3 +135,10 @@ const (
 	// INVALID_ARGUMENT.
 	MaxReportReason = 500
 )
+
+// Limits of push notifications (spec.md section 19).
+const (
+	// MaxPushToken is the longest PushRegister token in bytes (a device
+	// token, a registration token or an endpoint URL): PUSH_TOKEN_INVALID.
+	MaxPushToken = 1024
+)

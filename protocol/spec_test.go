@@ -227,6 +227,7 @@ var constants = map[string]int64{
 	"MaxTimer":                 protocol.MaxTimer,
 	"MaxReportMessages":        protocol.MaxReportMessages,
 	"MaxReportReason":          protocol.MaxReportReason,
+	"MaxPushToken":             protocol.MaxPushToken,
 	"KeyLen":                   protocol.KeyLen,
 	"SignatureLen":             protocol.SignatureLen,
 	"MaxPreKeysPerPublish":     protocol.MaxPreKeysPerPublish,

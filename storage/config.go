@@ -58,6 +58,10 @@ type Config struct {
 	Forwarder Forwarder
 	// Codes sends verification codes. Required.
 	Codes CodeSender
+	// Pusher sends push notifications (spec.md section 19); nil means the
+	// node offers none: PUSH_REGISTER is refused PUSH_UNAVAILABLE and no
+	// push is decided.
+	Pusher Pusher
 	// Logger receives the shard's logs; nil discards them.
 	Logger *slog.Logger
 	// OnFatal is called when Pebble reports an error it cannot continue

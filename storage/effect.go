@@ -25,6 +25,8 @@ const (
 	effSendCode                            // Codes.SendCode(phone, code, answer.done)
 	effLookup                              // lookup.Done(contacts)
 	effForwardSend                         // an envelope send to the recipient's shard (shard_envelopes.go)
+	effPushDue                             // Pusher.PushDue(*job) (shard_push.go)
+	effPushCancel                          // Pusher.PushCancel(job.User, job.Device)
 )
 
 // effect is one thing the actor does after a commit. frames is the range
@@ -41,6 +43,7 @@ type effect struct {
 	lookup     *Lookup
 	contacts   []*pb.Contact
 	answer     *codeAnswer // effSendCode
+	job        *PushJob    // effPushDue, effPushCancel
 }
 
 // Session describes an authenticated connection to the server, which
@@ -122,6 +125,10 @@ func (s *Shard) emitLocked(effects []effect, out []byte) {
 			e.lookup.Done(e.contacts)
 		case effForwardSend:
 			s.forwardSend(e.op)
+		case effPushDue:
+			s.cfg.Pusher.PushDue(*e.job)
+		case effPushCancel:
+			s.cfg.Pusher.PushCancel(e.job.User, e.job.Device)
 		}
 		*e = effect{}
 	}

@@ -55,6 +55,7 @@ func SlotOfPhone(phone string) uint16 {
 //	slot 'L' user blocked                a user the account blocks: when, Unix ms
 //	slot 'T' user peer                   the disappearing-message timer of user's conversation with peer: seconds
 //	slot 'X' second user seq             expiry index of a disappearing entry: empty (second: Unix seconds)
+//	slot 'R' user device                 a device's push registration (shard_push.go)
 //	ffff 'V'                             storage format version (formatVersion)
 //	ffff 'g'                             last message id issued by the shard
 //	ffff 'O' dest outseq                 outbox: an entry for shard dest, in that pair's order
@@ -64,6 +65,7 @@ func SlotOfPhone(phone string) uint16 {
 //	ffff 'B' group gseq                  inbox references left to that body
 //	ffff 'y' day group gseq              body expiry index: empty
 //	ffff 'Z' second group gseq           expiry index of a disappearing group message's body: empty
+//	ffff 'J' user device                 the push a device is owed: count, pushed, next time (shard_push.go)
 const (
 	tagUser         = 'u'
 	tagDevice       = 'v'

@@ -179,6 +179,7 @@ type Op struct {
 	Keys         *pb.KeysPublish
 	Cipher       pb.Cipher  // OpSend: relayed in the stored message, never read
 	Envelopes    *Envelopes // OpSend of per-device ciphertexts (shard_envelopes.go)
+	Push         *PushOp    // OpPushRegister, OpPushDone (shard_push.go)
 	Phone        string
 	Code         string
 	Name         string

@@ -395,13 +395,14 @@ func (s *Shard) replayOutbox() {
 	if n > 0 {
 		s.log.Info("replaying outbox", "entries", n)
 	}
+	s.replayPush()
 	s.finishCycle()
 }
 
-// scan calls fn for every key with prefix lo, in order, reading the
-// database (outside a cycle).
+// scan calls fn for every key with prefix lo, in order, reading through
+// the current batch in a cycle, else the database.
 func (s *Shard) scan(lo []byte, fn func(k, v []byte) error) error {
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
+	it, err := s.reader().NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
 	if err != nil {
 		return err
 	}

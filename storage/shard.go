@@ -94,6 +94,7 @@ type Shard struct {
 	cycleOps        int                              // ops applied in this cycle
 	arena           []byte                           // copies of entries appended this cycle, for the pump
 	preKeyTakes     preKeyTakes                      // one-time prekeys taken today (shard_keys.go)
+	push            pushState                        // push records changed this cycle, counters (shard_push.go)
 
 	commits        atomic.Uint64
 	ops            atomic.Uint64
@@ -256,7 +257,7 @@ func (s *Shard) Submit(op Op) error {
 		s.mu.Unlock()
 		return ErrClosed
 	}
-	droppable := op.Kind != OpAck && op.Kind != OpLogout && op.Kind != OpForward && op.Kind != OpForwardDone
+	droppable := op.Kind != OpAck && op.Kind != OpLogout && op.Kind != OpForward && op.Kind != OpForwardDone && op.Kind != OpPushDone
 	if droppable {
 		if s.dropped >= s.cfg.QueueLimit {
 			s.mu.Unlock()
@@ -516,6 +517,7 @@ func (s *Shard) finishCycle() {
 	}
 	s.answerForwards()
 	s.writeOutSeqs()
+	s.flushPush()
 	if s.cycleErr != nil {
 		_ = s.batch.Close()
 		s.batch = nil

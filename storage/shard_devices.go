@@ -170,6 +170,7 @@ func (s *Shard) revoke(u *user, d *device) {
 	d.rec.Revoked = true
 	s.batch.Set(deviceKey(nil, tagDevice, u.id, d.id), d.rec.encode(nil), nil)
 	s.dropKeys(u, d)
+	s.dropPush(u, d) // [S-19-2]
 	if d.sess != nil {
 		s.effects = append(s.effects, effect{kind: effClose, ep: d.sess.ep, code: protocol.CodeDeviceRevoked})
 		s.endSession(u, d)

@@ -37,6 +37,7 @@ func (s *Shard) applyLogin(op *Op) {
 		s.advanceCursor(u, d, c)
 	}
 	d.sess = &session{ep: op.EP, device: d.id, sent: max(d.cursor, u.rec.Deleted)}
+	s.pushOnline(u, d) // [S-19-4] nothing is owed to a device online
 	u.recent.start(u.rec.Head)
 	if u.live++; u.live == 1 {
 		s.presenceChanged(u)

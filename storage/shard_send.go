@@ -85,6 +85,10 @@ func (s *Shard) apply(op *Op) {
 		s.applyBlockList(op)
 	case OpSetTimer:
 		s.applySetTimer(op)
+	case OpPushRegister:
+		s.applyPushRegister(op)
+	case OpPushDone:
+		s.applyPushDone(op)
 	default:
 		s.log.Error("unknown op", "kind", op.Kind)
 	}
@@ -368,6 +372,7 @@ func (s *Shard) appendRaw(u *user, entry, ref []byte) {
 		u.recent.add(metaOf(u.rec.Head, entry, ref))
 	}
 	u.appended = true
+	s.notePush(u, entry, ref)
 	s.entries.Add(1)
 	s.touch(u) // Head is not rewritten: loadUser finds it from the last entry
 }

@@ -51,7 +51,7 @@ type ready struct {
 func (k OpKind) cheap() bool {
 	switch k {
 	case OpAck, OpLogin, OpLogout, OpTyping, OpWatch, OpUnwatch, OpForward, OpForwardDone,
-		OpGroupJoin, OpGroupJoined, OpLookup, OpGroupGet, OpGroupList, OpDevices, OpBlockList:
+		OpGroupJoin, OpGroupJoined, OpLookup, OpGroupGet, OpGroupList, OpDevices, OpBlockList, OpPushDone:
 		return true
 	}
 	return false

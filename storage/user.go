@@ -45,6 +45,10 @@ type user struct {
 	// keysChanged: its devices with keys changed in this cycle, and their
 	// contacts are to be told (flushKeyNotices).
 	keysKnown, keysChanged bool
+
+	// push is the user's push registrations and push-due records; nil
+	// until read (shard_push.go).
+	push *userPush
 }
 
 // device is one registered device. Actor-owned.

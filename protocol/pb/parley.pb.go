@@ -69,6 +69,9 @@ const (
 	Kind_KIND_BLOCK_LIST Kind = 60 // BlockList
 	Kind_KIND_SET_TIMER  Kind = 59 // SetTimer
 	Kind_KIND_REPORT     Kind = 58 // Report
+	// Push notifications (push.proto, spec.md section 19); 56 is reserved
+	// for push too.
+	Kind_KIND_PUSH_REGISTER Kind = 57 // PushRegister
 	// Server to client.
 	Kind_KIND_PONG              Kind = 64 // Pong
 	Kind_KIND_ERROR             Kind = 65 // Error
@@ -140,6 +143,7 @@ var (
 		60:  "KIND_BLOCK_LIST",
 		59:  "KIND_SET_TIMER",
 		58:  "KIND_REPORT",
+		57:  "KIND_PUSH_REGISTER",
 		64:  "KIND_PONG",
 		65:  "KIND_ERROR",
 		66:  "KIND_GOAWAY",
@@ -203,6 +207,7 @@ var (
 		"KIND_BLOCK_LIST":         60,
 		"KIND_SET_TIMER":          59,
 		"KIND_REPORT":             58,
+		"KIND_PUSH_REGISTER":      57,
 		"KIND_PONG":               64,
 		"KIND_ERROR":              65,
 		"KIND_GOAWAY":             66,
@@ -330,11 +335,14 @@ const (
 	// End-to-end encryption (spec.md section 17), message scope.
 	ErrorCode_ERROR_DEVICES_CHANGED      ErrorCode = 71
 	ErrorCode_ERROR_IDENTITY_KEY_CHANGED ErrorCode = 72
-	// Conversation controls (spec.md section 18), message scope: 76–85.
+	// Conversation controls (spec.md section 18), message scope: 76–82.
 	ErrorCode_ERROR_NOT_SENDER        ErrorCode = 76
 	ErrorCode_ERROR_REVOKE_EXPIRED    ErrorCode = 77
 	ErrorCode_ERROR_MESSAGE_NOT_FOUND ErrorCode = 78
 	ErrorCode_ERROR_TOO_MANY_BLOCKS   ErrorCode = 79
+	// Push notifications (spec.md section 19), message scope: 83–85.
+	ErrorCode_ERROR_PUSH_UNAVAILABLE   ErrorCode = 83
+	ErrorCode_ERROR_PUSH_TOKEN_INVALID ErrorCode = 84
 )
 
 // Enum value maps for ErrorCode.
@@ -395,6 +403,8 @@ var (
 		77: "ERROR_REVOKE_EXPIRED",
 		78: "ERROR_MESSAGE_NOT_FOUND",
 		79: "ERROR_TOO_MANY_BLOCKS",
+		83: "ERROR_PUSH_UNAVAILABLE",
+		84: "ERROR_PUSH_TOKEN_INVALID",
 	}
 	ErrorCode_value = map[string]int32{
 		"ERROR_UNSPECIFIED":              0,
@@ -452,6 +462,8 @@ var (
 		"ERROR_REVOKE_EXPIRED":           77,
 		"ERROR_MESSAGE_NOT_FOUND":        78,
 		"ERROR_TOO_MANY_BLOCKS":          79,
+		"ERROR_PUSH_UNAVAILABLE":         83,
+		"ERROR_PUSH_TOKEN_INVALID":       84,
 	}
 )
 
@@ -2290,7 +2302,7 @@ const file_parley_proto_rawDesc = "" +
 	"\adevices\x18\x02 \x03(\rR\adevices\"`\n" +
 	"\x06GoAway\x12(\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x14.parley.v1.ErrorCodeR\x04code\x12,\n" +
-	"\x12reconnect_after_ms\x18\x02 \x01(\rR\x10reconnectAfterMs*\xc9\t\n" +
+	"\x12reconnect_after_ms\x18\x02 \x01(\rR\x10reconnectAfterMs*\xe1\t\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tKIND_PING\x10\x01\x12\x15\n" +
@@ -2324,7 +2336,8 @@ const file_parley_proto_rawDesc = "" +
 	"\fKIND_UNBLOCK\x10=\x12\x13\n" +
 	"\x0fKIND_BLOCK_LIST\x10<\x12\x12\n" +
 	"\x0eKIND_SET_TIMER\x10;\x12\x0f\n" +
-	"\vKIND_REPORT\x10:\x12\r\n" +
+	"\vKIND_REPORT\x10:\x12\x16\n" +
+	"\x12KIND_PUSH_REGISTER\x109\x12\r\n" +
 	"\tKIND_PONG\x10@\x12\x0e\n" +
 	"\n" +
 	"KIND_ERROR\x10A\x12\x0f\n" +
@@ -2358,7 +2371,7 @@ const file_parley_proto_rawDesc = "" +
 	"\fKIND_REVOKED\x10\x7f\x12\x10\n" +
 	"\fKIND_BLOCKED\x10~\x12\x0e\n" +
 	"\n" +
-	"KIND_TIMER\x10}*\xc2\v\n" +
+	"KIND_TIMER\x10}*\xfc\v\n" +
 	"\tErrorCode\x12\x15\n" +
 	"\x11ERROR_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15ERROR_MALFORMED_FRAME\x10\x01\x12\x19\n" +
@@ -2415,7 +2428,9 @@ const file_parley_proto_rawDesc = "" +
 	"\x10ERROR_NOT_SENDER\x10L\x12\x18\n" +
 	"\x14ERROR_REVOKE_EXPIRED\x10M\x12\x1b\n" +
 	"\x17ERROR_MESSAGE_NOT_FOUND\x10N\x12\x19\n" +
-	"\x15ERROR_TOO_MANY_BLOCKS\x10O*\x96\x01\n" +
+	"\x15ERROR_TOO_MANY_BLOCKS\x10O\x12\x1a\n" +
+	"\x16ERROR_PUSH_UNAVAILABLE\x10S\x12\x1c\n" +
+	"\x18ERROR_PUSH_TOKEN_INVALID\x10T*\x96\x01\n" +
 	"\vContentType\x12\x10\n" +
 	"\fCONTENT_TEXT\x10\x00\x12\x11\n" +
 	"\rCONTENT_IMAGE\x10\x01\x12\x11\n" +
