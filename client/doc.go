@@ -42,6 +42,11 @@
 // SendDraft send reactions, replies, edits and forwards (Message.Ref,
 // Forwarded); Report reports a user to the operator.
 //
+// Push notifications (section 19): a mobile app calls RegisterPush with
+// the token its platform gave it (APNs, FCM, or a UnifiedPush endpoint)
+// whenever that token changes, and UnregisterPush to stop them; the push
+// only wakes the app, which then connects and reads its inbox as usual.
+//
 // Media (section 14): a Client is a MediaRequester, so
 // Media{Requester: c, HTTP: …} uploads and downloads over its connection.
 //

@@ -8,115 +8,13 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/parley-im/parley/internal/pushtest"
 	"github.com/parley-im/parley/protocol/pb"
 	"github.com/parley-im/parley/push"
 	"github.com/parley-im/parley/storage"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// fakeClock is a Clock whose timers fire when the test advances it.
-type fakeClock struct {
-	mu     sync.Mutex
-	now    time.Time
-	timers []*fakeTimer
-	added  chan struct{} // signalled on every AfterFunc
-}
-
-type fakeTimer struct {
-	at      time.Time
-	f       func()
-	stopped bool
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2026, 12, 5, 1, 0, 0, 0, time.UTC), added: make(chan struct{}, 1)}
-}
-
-// nextAt returns when the earliest live timer fires.
-func (c *fakeClock) nextAt() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var at time.Time
-	for _, tm := range c.timers {
-		if !tm.stopped && (at.IsZero() || tm.at.Before(at)) {
-			at = tm.at
-		}
-	}
-	return at
-}
-
-// waitTimers waits until n timers are set and not yet fired nor stopped.
-func (c *fakeClock) waitTimers(t *testing.T, n int) {
-	t.Helper()
-	deadline := time.NewTimer(10 * time.Second)
-	defer deadline.Stop()
-	for {
-		c.mu.Lock()
-		live := 0
-		for _, tm := range c.timers {
-			if !tm.stopped {
-				live++
-			}
-		}
-		c.mu.Unlock()
-		if live >= n {
-			return
-		}
-		select {
-		case <-c.added:
-		case <-deadline.C:
-			t.Fatalf("%d timers within 10 s, want %d", live, n)
-		}
-	}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) AfterFunc(d time.Duration, f func()) func() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	t := &fakeTimer{at: c.now.Add(d), f: f}
-	c.timers = append(c.timers, t)
-	select {
-	case c.added <- struct{}{}:
-	default:
-	}
-	return func() bool {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		was := !t.stopped
-		t.stopped = true
-		return was
-	}
-}
-
-// Advance moves the clock and runs the timers due, on this goroutine.
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	var due []func()
-	live := c.timers[:0]
-	for _, t := range c.timers {
-		switch {
-		case t.stopped:
-		case !t.at.After(c.now):
-			t.stopped = true
-			due = append(due, t.f)
-		default:
-			live = append(live, t)
-		}
-	}
-	c.timers = live
-	c.mu.Unlock()
-	for _, f := range due {
-		f()
-	}
-}
 
 // fakeProvider answers each Send with the next scripted result (nil when
 // none is left) and records what it was sent.
@@ -193,7 +91,7 @@ func (r reports) none(t *testing.T) {
 	}
 }
 
-func newDispatcher(t *testing.T, p push.Provider, clock *fakeClock, tweak func(*push.Config)) (*push.Dispatcher, reports) {
+func newDispatcher(t *testing.T, p push.Provider, clock *pushtest.Clock, tweak func(*push.Config)) (*push.Dispatcher, reports) {
 	t.Helper()
 	r := make(reports, 64)
 	cfg := push.Config{APNs: p, Submit: r.submit, Clock: clock, Rand: func() float64 { return 1 }, Workers: 2}
@@ -216,7 +114,7 @@ func job(count uint64, notBefore time.Time) storage.PushJob {
 // end of the device's interval; a job for later waits for its time, and a
 // newer job replaces the one waiting (one push for both).
 func TestDispatchSendsAndReports(t *testing.T) {
-	clock := newFakeClock()
+	clock := pushtest.NewClock()
 	p := newFakeProvider()
 	d, r := newDispatcher(t, p, clock, nil)
 
@@ -248,7 +146,7 @@ func TestDispatchSendsAndReports(t *testing.T) {
 // Retry-After the provider asks for when it is longer than the backoff;
 // a refused token is reported at once; out of attempts, a failure.
 func TestDispatchRetries(t *testing.T) {
-	clock := newFakeClock()
+	clock := pushtest.NewClock()
 	p := newFakeProvider(
 		&push.Error{Provider: "apns", Status: 429, Class: push.ClassThrottled, RetryAfter: 5 * time.Second},
 		&push.Error{Provider: "apns", Status: 503, Class: push.ClassUnavailable},
@@ -257,12 +155,12 @@ func TestDispatchRetries(t *testing.T) {
 
 	start := clock.Now()
 	d.PushDue(job(1, time.Time{}))
-	clock.waitTimers(t, 1) // the retry
-	if at := clock.nextAt(); !at.Equal(start.Add(5 * time.Second)) {
+	clock.WaitTimers(t, 1) // the retry
+	if at := clock.NextAt(); !at.Equal(start.Add(5 * time.Second)) {
 		t.Fatalf("retry at %v, want after the Retry-After of 5 s (%v)", at, start.Add(5*time.Second))
 	}
 	clock.Advance(5 * time.Second)
-	clock.waitTimers(t, 1)
+	clock.WaitTimers(t, 1)
 	clock.Advance(push.DefaultBackoffMax)
 	if op := r.next(t); op.Push.Outcome != storage.PushSent {
 		t.Fatalf("report %+v, want sent on the third attempt", op.Push)
@@ -285,7 +183,7 @@ func TestDispatchRetries(t *testing.T) {
 	p.mu.Unlock()
 	d.PushDue(job(3, time.Time{}))
 	for i := 1; i <= 2; i++ {
-		clock.waitTimers(t, 1)
+		clock.WaitTimers(t, 1)
 		clock.Advance(push.DefaultBackoffMax)
 	}
 	if op := r.next(t); op.Push.Outcome != storage.PushFailed {
@@ -300,7 +198,7 @@ func TestDispatchRetries(t *testing.T) {
 // devices a job is dropped and counted; a job for a device being sent is
 // dropped (its shard hands it back after the report).
 func TestDispatchCancelAndBound(t *testing.T) {
-	clock := newFakeClock()
+	clock := pushtest.NewClock()
 	p := newFakeProvider()
 	d, r := newDispatcher(t, p, clock, func(c *push.Config) { c.Queue = 2 })
 
@@ -341,7 +239,7 @@ func TestDispatchCancelAndBound(t *testing.T) {
 // TestDispatchCloseCancelsSends: Close ends a send in progress without a
 // report (the shard replays what is owed at its next start).
 func TestDispatchCloseCancelsSends(t *testing.T) {
-	clock := newFakeClock()
+	clock := pushtest.NewClock()
 	p := newFakeProvider()
 	p.block = make(chan struct{})
 	d, r := newDispatcher(t, p, clock, nil)

@@ -119,6 +119,8 @@ func (c *conn) handleFrame(f codec.Frame, w *buffer) verdict {
 		return c.handleKeysPublish(f.Body, w)
 	case protocol.KindKeysFetch:
 		return c.handleKeysFetch(f.Body, w)
+	case protocol.KindPushRegister:
+		return c.handlePushRegister(f.Body, w)
 	}
 	if v, ok := c.handleControl(f.Kind, f.Body, w); ok {
 		return v

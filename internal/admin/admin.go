@@ -22,6 +22,7 @@ import (
 
 	"github.com/parley-im/parley/analytics"
 	"github.com/parley-im/parley/media"
+	"github.com/parley-im/parley/push"
 	"github.com/parley-im/parley/reports"
 	"github.com/parley-im/parley/server"
 	"github.com/parley-im/parley/sms"
@@ -44,6 +45,9 @@ type Config struct {
 	// SMS is the node's SMS sender; nil (the log sender) leaves its
 	// metrics out.
 	SMS *sms.Sender
+	// Push is the node's push dispatcher; nil (no provider) leaves the
+	// push metrics out.
+	Push *push.Dispatcher
 	// Reports is the node's queue of user reports, served at /reports
 	// (the latest, as JSON); nil leaves it and its metrics out.
 	Reports *reports.Queue
@@ -90,6 +94,9 @@ func Start(cfg Config) (*Admin, error) {
 	}
 	if cfg.Analytics != nil {
 		reg.MustRegister(analyticsCollector{p: cfg.Analytics})
+	}
+	if cfg.Push != nil {
+		reg.MustRegister(pushCollector{d: cfg.Push, shards: cfg.Shards})
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slogPrinter{log}}))

@@ -18,6 +18,7 @@ import (
 	"github.com/parley-im/parley/analytics"
 	"github.com/parley-im/parley/internal/admin"
 	"github.com/parley-im/parley/media"
+	"github.com/parley-im/parley/push"
 	"github.com/parley-im/parley/reports"
 	"github.com/parley-im/parley/router"
 	"github.com/parley-im/parley/server"
@@ -65,6 +66,17 @@ type Config struct {
 	// admin metrics and stops it after the shards. Logger is filled in by
 	// the node.
 	SMS sms.Config
+	// Push configures the node's push notifications (spec.md section 19)
+	// when at least one of Push.APNs, Push.FCM and Push.Webhook is set:
+	// the node starts a push.Dispatcher, hands it every shard's pushes,
+	// counts its work in the admin metrics and stops it before the
+	// shards. Submit and Logger are filled in by the node. With none set
+	// the node offers no push (PUSH_UNAVAILABLE).
+	Push push.Config
+	// OnPushReport, if set, is called with each report of a push
+	// (storage.OpPushDone) once the report is queued on its shard, from
+	// the dispatcher's goroutine: tests wait on it.
+	OnPushReport func(op storage.Op)
 	// AdminAddr is the address of the admin endpoint (Prometheus /metrics,
 	// /debug/pprof/, /debug/memory), host:port; port 0 picks a free port.
 	// Default "": no admin endpoint. Keep it on a private address.
@@ -254,6 +266,7 @@ type Node struct {
 	analytics   *analytics.Pipeline // nil with the sink off
 	media       *media.Service      // nil with MediaAddr "off"
 	sms         *sms.Sender         // nil without Config.SMS.Gateway
+	push        *push.Dispatcher    // nil without a push provider
 	mediaHTTP   *http.Server
 	mediaLn     net.Listener
 	mediaServed chan error
@@ -333,6 +346,21 @@ func startLocked(cfg Config) (*Node, error) {
 		n.closeShards()
 		return nil, err
 	}
+	if cfg.Push.APNs != nil || cfg.Push.FCM != nil || cfg.Push.Webhook != nil {
+		pc := cfg.Push
+		pc.Submit, pc.Logger = n.router.Submit, log
+		if hook := cfg.OnPushReport; hook != nil {
+			pc.Submit = func(op storage.Op) error {
+				err := n.router.Submit(op)
+				hook(op)
+				return err
+			}
+		}
+		if n.push, err = push.New(pc); err != nil {
+			n.closeShards()
+			return nil, fmt.Errorf("node: %w", err)
+		}
+	}
 	for i := range cfg.Shards {
 		sc := cfg.Storage
 		if commits != nil {
@@ -351,6 +379,9 @@ func startLocked(cfg Config) (*Node, error) {
 		sc.Dir = filepath.Join(cfg.DataDir, "shards", fmt.Sprintf("%03d", i))
 		sc.Forwarder = n.router
 		sc.Codes = cfg.Codes
+		if n.push != nil {
+			sc.Pusher = n.push
+		}
 		sc.CodeKey = codeKey
 		sc.Logger = log
 		sc.OnFatal = cfg.OnStorageFatal
@@ -426,7 +457,7 @@ func startLocked(cfg Config) (*Node, error) {
 	n.startMedia()
 	if cfg.AdminAddr != "" {
 		a, err := admin.Start(admin.Config{Addr: cfg.AdminAddr, Server: srv, Shards: n.shards, Commits: commits, Media: n.media, SMS: n.sms,
-			Reports: n.reports, Analytics: n.analytics, Logger: log})
+			Push: n.push, Reports: n.reports, Analytics: n.analytics, Logger: log})
 		if err != nil {
 			_ = n.Shutdown(context.Background())
 			var op *net.OpError
@@ -464,6 +495,9 @@ func (n *Node) Router() *router.Router { return n.router }
 // Reports returns the node's queue of user reports.
 func (n *Node) Reports() *reports.Queue { return n.reports }
 
+// Push returns the node's push dispatcher, or nil when it offers no push.
+func (n *Node) Push() *push.Dispatcher { return n.push }
+
 // Shards returns the node's shards.
 func (n *Node) Shards() []*storage.Shard { return n.shards }
 
@@ -489,12 +523,18 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// closeShards closes the shards, and then the SMS sender they hand codes
-// to: the requests it still works on are answered CODE_DELIVERY_FAILED.
+// closeShards stops the push dispatcher (what it had not sent stays owed
+// on the shards, which hand it over again at their next start), closes
+// the shards, and then the SMS sender they hand codes to: the requests it
+// still works on are answered CODE_DELIVERY_FAILED.
 func (n *Node) closeShards() error {
 	if n.disk != nil {
 		n.disk.stop()
 		n.disk = nil
+	}
+	if n.push != nil {
+		n.push.Close()
+		n.push = nil
 	}
 	var errs []error
 	for _, s := range n.shards {
@@ -532,6 +572,9 @@ func Run(ctx context.Context, cfg Config, grace time.Duration) error {
 	}
 	if n.sms != nil {
 		attrs = append(attrs, "sms", n.cfg.SMS.Gateway.Name())
+	}
+	if n.push != nil {
+		attrs = append(attrs, "push", strings.Join(n.push.Providers(), ","))
 	}
 	log.Info("parleyd ready", attrs...)
 	select {
