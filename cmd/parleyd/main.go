@@ -40,6 +40,21 @@
 // docs/operations.md ("SMS gateway") says how to set either up and what a
 // client sees when a code cannot be sent.
 //
+// Push notifications (spec.md section 19) are off until a provider is
+// configured: --apns-key-id with --apns-key-file (or PARLEY_APNS_KEY),
+// --apns-team-id and --apns-topic for APNs; --fcm-service-account-file
+// (or PARLEY_FCM_SERVICE_ACCOUNT) for FCM; --push-webhook with
+// --push-webhook-secret-file (or PARLEY_PUSH_WEBHOOK_SECRET) for
+// UnifiedPush-compatible endpoints. --push-interval (default 30s) is the
+// least time between two pushes to one device. Each flag has its
+// PARLEY_ variable (PARLEY_APNS_KEY_ID, PARLEY_APNS_KEY_FILE,
+// PARLEY_APNS_TEAM_ID, PARLEY_APNS_TOPIC, PARLEY_APNS_PRODUCTION,
+// PARLEY_FCM_SERVICE_ACCOUNT_FILE, PARLEY_PUSH_WEBHOOK,
+// PARLEY_PUSH_WEBHOOK_SECRET_FILE, PARLEY_PUSH_INTERVAL,
+// PARLEY_PUSH_WORKERS, PARLEY_PUSH_QUEUE, PARLEY_PUSH_ATTEMPTS); the keys
+// are never taken from a flag. docs/operations.md ("Push notifications")
+// says how to set each up.
+//
 // The media endpoint (--media-listen, default 127.0.0.1:5443; "" turns
 // media off) serves uploads and downloads over HTTPS with the chat
 // certificate (spec.md section 14). Blobs live in the data directory
@@ -186,6 +201,10 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	pushF, err := addPushFlags(fs)
+	if err != nil {
+		return err
+	}
 	var minFree, inboxEntries, inboxMiB, reportsPerHour *int
 	var maxConns, maxConnsPerIP, maxHandshakesPerIP, fdReserve *int
 	for _, d := range []struct {
@@ -270,6 +289,10 @@ func run(args []string) error {
 	if err := rates.apply(&serverConfig); err != nil {
 		return err
 	}
+	pushConfig, err := pushF.config(os.Getenv, os.ReadFile)
+	if err != nil {
+		return err
+	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
 		return fmt.Errorf("bad --log-level %q", *level)
@@ -296,6 +319,7 @@ func run(args []string) error {
 		SMS:           smsConfig,
 		Reports:       reports.Config{PerHour: *reportsPerHour},
 		Analytics:     analyticsConfig,
+		Push:          pushConfig,
 		Logger:        logger,
 		Server:        serverConfig,
 		CountLogCodes: *rates.countLogCodes,
