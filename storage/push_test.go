@@ -300,3 +300,26 @@ func TestPushRegisterRefusals(t *testing.T) {
 		t.Fatal("unregistering without a Pusher is not answered OK")
 	}
 }
+
+// TestPushGroupMessage: a group message wakes an offline member, naming
+// the sender and the group when allowed; the group's events do not
+// ([S-19-3]). Two shards, so the message may reach the member through the
+// outbox.
+func TestPushGroupMessage(t *testing.T) {
+	box := newPushBox()
+	n := newNode(t, 2, func(c *storage.Config) { c.Pusher = box })
+	alice := offlineWithToken(t, n, "+15550000061", "aa61", true)
+	bob := n.register(t, "+15550000062")
+	bobEP := n.login(t, bob, 0)
+	g := n.createGroup(t, bob, bobEP, "g", alice.user)
+	n.settle(t, alice)
+	if jobs := box.take(); len(jobs) != 0 {
+		t.Fatalf("jobs for a group event: %+v, want none", jobs)
+	}
+	n.groupSend(t, bob, bobEP, g.Group, 1, "hello")
+	n.settle(t, alice)
+	jobs := box.take()
+	if len(jobs) != 1 || jobs[0].User != alice.user || jobs[0].Count != 1 || jobs[0].Sender != bob.user || jobs[0].Group != g.Group {
+		t.Fatalf("jobs for a group message: %+v, want one for alice, count 1, from bob in group %d", jobs, g.Group)
+	}
+}
