@@ -2,6 +2,8 @@ package node_test
 
 import (
 	"encoding/json"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -42,6 +44,7 @@ func startPushRig(t *testing.T) *pushRig {
 	}
 	r.Node = nodetest.Start(t, func(c *node.Config) {
 		c.Push = push.Config{APNs: apns, Webhook: hook, Interval: pushInterval, Clock: r.clock}
+		c.AdminAddr = "127.0.0.1:0"
 		c.OnPushReport = func(op storage.Op) { r.reports <- op }
 	})
 	return r
@@ -186,12 +189,23 @@ func TestPushThroughNode(t *testing.T) {
 	if n := r.fake.Attempts(token); n != 3 || r.Push().Stats().Pending != 0 {
 		t.Fatalf("%d attempts, %d pending, after the token was refused; want 3 and none", n, r.Push().Stats().Pending)
 	}
-	var removed uint64
-	for _, s := range r.Shards() {
-		removed += s.PushStats().TokensRemoved
+	resp, err := http.Get("http://" + r.AdminAddr().String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
 	}
-	if removed != 1 {
-		t.Errorf("tokens removed %d, want 1", removed)
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`parley_push_sent_total{provider="apns"} 2` + "\n",
+		`parley_push_tokens_invalid_total{provider="apns"} 1` + "\n",
+		`parley_push_failed_total{provider="apns"} 0` + "\n",
+		`parley_push_coalesced_total{shard="0"} 2` + "\n",
+		`parley_push_tokens_removed_total{shard="0"} 1` + "\n",
+		"parley_push_pending 0\n",
+	} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("metrics lack %q", want)
+		}
 	}
 }
 
