@@ -15,7 +15,7 @@ type pushFlags struct {
 	apnsKeyFile, apnsKeyID, apnsTeamID, apnsTopic *string
 	apnsProduction                                *bool
 	fcmKeyFile                                    *string
-	webhook                                       *bool
+	webhook, webhookPrivate                       *bool
 	webhookSecretFile                             *string
 	interval                                      *time.Duration
 	workers, queue, attempts                      *int
@@ -32,6 +32,7 @@ func addPushFlags(fs *flag.FlagSet) (*pushFlags, error) {
 	f.apnsProduction = fs.Bool("apns-production", env("PARLEY_APNS_PRODUCTION", "") == "1", "push through APNs production (App Store and TestFlight builds); default: the sandbox")
 	f.fcmKeyFile = fs.String("fcm-service-account-file", env("PARLEY_FCM_SERVICE_ACCOUNT_FILE", ""), "`file` holding the Firebase service account's JSON key (or set PARLEY_FCM_SERVICE_ACCOUNT to the JSON); turns FCM pushes on")
 	f.webhook = fs.Bool("push-webhook", env("PARLEY_PUSH_WEBHOOK", "") == "1", "push to the UnifiedPush-compatible https endpoints devices register")
+	f.webhookPrivate = fs.Bool("push-webhook-allow-private", env("PARLEY_PUSH_WEBHOOK_ALLOW_PRIVATE", "") == "1", "let registered webhook URLs reach loopback and private addresses (a distributor on your own network); off by default")
 	f.webhookSecretFile = fs.String("push-webhook-secret-file", env("PARLEY_PUSH_WEBHOOK_SECRET_FILE", ""), "`file` holding the push webhook signing secret, at least 16 bytes (or set PARLEY_PUSH_WEBHOOK_SECRET; never a flag)")
 	interval, err := envDuration("PARLEY_PUSH_INTERVAL", push.DefaultInterval)
 	if err != nil {
@@ -102,13 +103,13 @@ func (f *pushFlags) config(getenv func(string) string, readFile func(string) ([]
 		key, err := secret("push webhook secret", *f.webhookSecretFile, "--push-webhook-secret-file", "PARLEY_PUSH_WEBHOOK_SECRET", getenv, readFile)
 		if err != nil {
 			errs = append(errs, err)
-		} else if wh, err := push.NewWebhook(push.WebhookConfig{Secret: key}); err != nil {
+		} else if wh, err := push.NewWebhook(push.WebhookConfig{Secret: key, AllowPrivate: *f.webhookPrivate}); err != nil {
 			errs = append(errs, err)
 		} else {
 			cfg.Webhook = wh
 		}
-	} else if *f.webhookSecretFile != "" {
-		errs = append(errs, errors.New("--push-webhook-secret-file needs --push-webhook"))
+	} else if *f.webhookSecretFile != "" || *f.webhookPrivate {
+		errs = append(errs, errors.New("--push-webhook-secret-file and --push-webhook-allow-private need --push-webhook"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return push.Config{}, err

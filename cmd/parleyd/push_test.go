@@ -42,7 +42,7 @@ func TestPushFlags(t *testing.T) {
 		{[]string{"--apns-key-id", "KEY1234567", "--apns-key-file", "/run/secret.p8", "--push-webhook", "--push-webhook-secret-file", "/run/short-hook", "--push-queue", "0"},
 			nil, "", []string{"not a PKCS#8 EC key", "no team id", "no topic", "a secret of 5 bytes", "--push-queue 0"}},
 		{[]string{"--apns-topic", "im.parley.app", "--push-webhook-secret-file", "/run/hook", "--push-interval", "0s"}, nil, "",
-			[]string{"need --apns-key-id", "needs --push-webhook", "--push-interval 0s"}},
+			[]string{"need --apns-key-id", "need --push-webhook", "--push-interval 0s"}},
 	} {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
 			fset := flag.NewFlagSet("parleyd", flag.ContinueOnError)

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/parley-im/parley/codec"
 	"github.com/parley-im/parley/internal/node"
 	"github.com/parley-im/parley/internal/nodetest"
 	"github.com/parley-im/parley/internal/pushtest"
@@ -75,31 +74,6 @@ func barrier(t *testing.T, c *wiretest.Client, user uint64) {
 	}
 }
 
-// waitOffline waits until watcher, subscribed to user's presence, is told
-// that user went offline: user's shard has ended its session. With
-// subscribed, it also takes the OK of the watcher's PRESENCE_SUBSCRIBE,
-// which may come before or after.
-func waitOffline(t *testing.T, watcher *wiretest.Client, user uint64, subscribed bool) {
-	t.Helper()
-	ok, off := !subscribed, false
-	for !ok || !off {
-		f, err := watcher.Next(wiretest.Timeout)
-		if err != nil {
-			t.Fatalf("waiting for %d's presence: %v", user, err)
-		}
-		switch f.Kind {
-		case protocol.KindOK:
-			ok = true
-		case protocol.KindPresence:
-			var p pb.Presence
-			if err := codec.ParseProto(f.Body, &p); err != nil {
-				t.Fatal(err)
-			}
-			off = off || p.User == user && !p.Online
-		}
-	}
-}
-
 // offlineWithToken registers token for alice's device, then ends its
 // session, and returns bob's connection, subscribed to alice's presence,
 // once alice's shard has ended the session.
@@ -112,7 +86,7 @@ func offlineWithToken(t *testing.T, r *pushRig, alice, bob wiretest.User, p pb.P
 	registerPush(t, a, p, token, show)
 	b.Send(protocol.KindPresenceSubscribe, &pb.PresenceSubscribe{Rid: b.NextRID(), Users: []uint64{alice.ID}})
 	a.Conn.Close()
-	waitOffline(t, b, alice.ID, true)
+	b.ExpectOffline(alice.ID, true)
 	return b
 }
 
@@ -177,7 +151,7 @@ func TestPushThroughNode(t *testing.T) {
 
 	// The provider refuses the token: one attempt, the registration goes.
 	a.Conn.Close()
-	waitOffline(t, b, alice.ID, false)
+	b.ExpectOffline(alice.ID, false)
 	r.fake.SetMode(token, pushtest.BadToken)
 	b.SendText(alice.ID, 7, "gone")
 	if op := r.report(t); op.Push.Outcome != storage.PushTokenInvalid {

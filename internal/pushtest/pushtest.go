@@ -102,6 +102,12 @@ func (s *Server) TLS() *tls.Config {
 	return s.srv.Client().Transport.(*http.Transport).TLSClientConfig.Clone()
 }
 
+// CertPEM returns the server's certificate in PEM, for a process that
+// should trust it (SSL_CERT_FILE).
+func (s *Server) CertPEM() []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.srv.Certificate().Raw})
+}
+
 // Client returns an HTTP client that trusts the server.
 func (s *Server) Client() *http.Client { return s.srv.Client() }
 

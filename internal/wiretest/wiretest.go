@@ -109,6 +109,31 @@ func (c *Client) Send(k protocol.Kind, m proto.Message) {
 	c.Write(b)
 }
 
+// ExpectOffline reads frames until a PRESENCE saying user is offline
+// (spec.md [S-15-3]): user's shard has then ended its last session. With
+// subscribed it also takes the OK of a PRESENCE_SUBSCRIBE just sent,
+// which may come before or after. Other frames are skipped.
+func (c *Client) ExpectOffline(user uint64, subscribed bool) {
+	c.t.Helper()
+	ok, off := !subscribed, false
+	for !ok || !off {
+		f, err := c.Next(Timeout)
+		if err != nil {
+			c.t.Fatalf("waiting for %d to go offline: %v", user, err)
+		}
+		switch f.Kind {
+		case protocol.KindOK:
+			ok = true
+		case protocol.KindPresence:
+			var p pb.Presence
+			if err := codec.ParseProto(f.Body, &p); err != nil {
+				c.t.Fatal(err)
+			}
+			off = off || p.User == user && !p.Online
+		}
+	}
+}
+
 // NextRID returns a fresh request id.
 func (c *Client) NextRID() uint32 { c.rid++; return c.rid }
 
