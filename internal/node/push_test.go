@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parley-im/parley/codec"
 	"github.com/parley-im/parley/internal/node"
 	"github.com/parley-im/parley/internal/nodetest"
 	"github.com/parley-im/parley/internal/pushtest"
@@ -138,10 +139,11 @@ func TestPushThroughNode(t *testing.T) {
 		t.Fatalf("%d pushes after an interval with nothing new, want 2", n)
 	}
 
-	// Online: nothing.
-	a, _ := r.Login(t, alice, 0)
+	// Online: nothing. (bob's connection may now get alice's presence.)
+	r.Login(t, alice, 0)
 	for cmid := uint64(5); cmid <= 6; cmid++ {
-		b.SendText(alice.ID, cmid, "online")
+		b.Write(codec.AppendSend(nil, codec.Send{To: alice.ID, CMID: cmid, Body: []byte("online")}))
+		b.Expect(protocol.KindSent, protocol.KindPresence)
 	}
 	barrier(t, b, alice.ID)
 	r.clock.Advance(pushInterval)
@@ -149,19 +151,21 @@ func TestPushThroughNode(t *testing.T) {
 		t.Fatalf("%d pushes, %d pending, with the device online; want 2 and none", n, r.Push().Stats().Pending)
 	}
 
-	// The provider refuses the token: one attempt, the registration goes.
-	a.Conn.Close()
-	b.ExpectOffline(alice.ID, false)
-	r.fake.SetMode(token, pushtest.BadToken)
-	b.SendText(alice.ID, 7, "gone")
+	// The provider refuses carol's token: one attempt, the registration
+	// goes, and nothing more is sent to it.
+	carol := r.RegisterOn(t, 0)
+	gone := strings.Repeat("c3", 32)
+	r.fake.SetMode(gone, pushtest.BadToken)
+	b = offlineWithToken(t, r, carol, bob, pb.PushProvider_PUSH_APNS, gone, false)
+	b.SendText(carol.ID, 7, "gone")
 	if op := r.report(t); op.Push.Outcome != storage.PushTokenInvalid {
 		t.Fatalf("report %+v, want token invalid", op.Push)
 	}
-	b.SendText(alice.ID, 8, "after")
-	barrier(t, b, alice.ID)
+	b.SendText(carol.ID, 8, "after")
+	barrier(t, b, carol.ID)
 	r.clock.Advance(pushInterval)
-	if n := r.fake.Attempts(token); n != 3 || r.Push().Stats().Pending != 0 {
-		t.Fatalf("%d attempts, %d pending, after the token was refused; want 3 and none", n, r.Push().Stats().Pending)
+	if n := r.fake.Attempts(gone); n != 1 || r.Push().Stats().Pending != 0 {
+		t.Fatalf("%d attempts, %d pending, after the token was refused; want 1 and none", n, r.Push().Stats().Pending)
 	}
 	resp, err := http.Get("http://" + r.AdminAddr().String() + "/metrics")
 	if err != nil {
