@@ -22,7 +22,7 @@ func BenchmarkDispatch(b *testing.B) {
 	}{{"apns", pb.PushProvider_PUSH_APNS}, {"fcm", pb.PushProvider_PUSH_FCM}, {"webhook", pb.PushProvider_PUSH_WEBHOOK}} {
 		b.Run(tc.name, func(b *testing.B) {
 			srv := pushtest.Start(b)
-			ps := benchProviders(b, srv)
+			ps := providers(b, srv)
 			done := make(chan storage.Op, b.N)
 			d, err := push.New(push.Config{APNs: ps["apns"], FCM: ps["fcm"], Webhook: ps["webhook"], Queue: b.N + 1, Workers: 16,
 				Submit: func(op storage.Op) error { done <- op; return nil }})
@@ -47,21 +47,4 @@ func BenchmarkDispatch(b *testing.B) {
 			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "pushes/s")
 		})
 	}
-}
-
-func benchProviders(b *testing.B, srv *pushtest.Server) map[string]push.Provider {
-	apns, err := push.NewAPNs(push.APNsConfig{Key: pushtest.APNsKey(b), KeyID: "KEY1234567", TeamID: "TEAM123456",
-		Topic: "im.parley.app", Host: srv.URL(), TLS: srv.TLS()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	fcm, err := push.NewFCM(push.FCMConfig{ServiceAccount: srv.ServiceAccount(b, "parley-test"), Endpoint: srv.URL(), HTTPClient: srv.Client()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	hook, err := push.NewWebhook(push.WebhookConfig{Secret: pushtest.WebhookSecret, AllowPrivate: true, TLS: srv.TLS()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	return map[string]push.Provider{"apns": apns, "fcm": fcm, "webhook": hook}
 }

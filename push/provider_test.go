@@ -13,7 +13,7 @@ import (
 )
 
 // providers returns the three providers, configured against srv.
-func providers(t *testing.T, srv *pushtest.Server) map[string]push.Provider {
+func providers(t testing.TB, srv *pushtest.Server) map[string]push.Provider {
 	t.Helper()
 	apns, err := push.NewAPNs(push.APNsConfig{Key: pushtest.APNsKey(t), KeyID: "KEY1234567", TeamID: "TEAM123456",
 		Topic: "im.parley.app", Host: srv.URL(), TLS: srv.TLS()})
