@@ -47,6 +47,11 @@ type Shard struct {
 	closeOnce sync.Once
 	closeErr  error // set by closeOnce
 
+	// cycleMu is held by the actor while it runs a cycle (ops, timers, a
+	// maintenance chunk, the outbox replay); Pause takes it
+	// (shard_backup.go).
+	cycleMu sync.Mutex
+
 	wake chan struct{} // capacity 1: work is queued
 	done chan struct{} // closed when the actor has exited
 
@@ -355,7 +360,9 @@ func (s *Shard) run() {
 			}
 		}
 	}()
+	s.cycleMu.Lock()
 	sweeping := s.begin()
+	s.cycleMu.Unlock()
 	tick := time.NewTicker(maintenanceEvery)
 	defer tick.Stop()
 	second := time.NewTicker(time.Second)
@@ -365,7 +372,9 @@ func (s *Shard) run() {
 			select {
 			case <-s.wake:
 			default:
+				s.cycleMu.Lock()
 				sweeping = s.sweep()
+				s.cycleMu.Unlock()
 				continue
 			}
 		} else {
@@ -375,12 +384,16 @@ func (s *Shard) run() {
 				sweeping = true
 				continue
 			case <-second.C:
+				s.cycleMu.Lock()
 				s.Tick()
+				s.cycleMu.Unlock()
 				continue
 			}
 		}
+		s.cycleMu.Lock()
 		s.failIfSyncFailed()
 		more, closing := s.step()
+		s.cycleMu.Unlock()
 		switch {
 		case more:
 			select {

@@ -156,6 +156,9 @@ func explain(err error) error {
 }
 
 func run(args []string) error {
+	if len(args) > 0 && args[0] == "restore" {
+		return restore(args[1:], os.Stdout)
+	}
 	fs := flag.NewFlagSet("parleyd", flag.ContinueOnError)
 	shardsDefault, err := envInt("PARLEY_SHARDS", 0)
 	if err != nil {
@@ -335,6 +338,34 @@ func run(args []string) error {
 			os.Exit(70)
 		},
 	}, 10*time.Second)
+}
+
+// restore runs "parleyd restore --from DIR --data DIR": it copies a
+// backup (parleyctl backup) into a new data directory.
+func restore(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("parleyd restore", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	from := fs.String("from", "", "backup `directory` (parleyctl backup --to)")
+	data := fs.String("data", env("PARLEY_DATA", "parley-data"), "data `directory` to create; must not exist or be empty")
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			fs.SetOutput(stdout)
+			fmt.Fprintln(stdout, "usage: parleyd restore --from BACKUP --data DATADIR (with parleyd stopped)")
+			fs.PrintDefaults()
+			return nil
+		}
+		return fmt.Errorf("restore: %w", err)
+	}
+	if *from == "" || fs.NArg() > 0 {
+		return fmt.Errorf("restore: usage: parleyd restore --from BACKUP --data DATADIR")
+	}
+	m, err := node.Restore(*from, *data)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "restored the backup of %s (%d shards) into %s; start parleyd with --data %s\n",
+		m.Created.Format(time.RFC3339), m.Shards, *data, *data)
+	return nil
 }
 
 // mediaFlags are the media service's limits (spec.md section 14.5).

@@ -54,6 +54,14 @@ type Config struct {
 	// Analytics is the node's analytics pipeline; nil (the stream is off)
 	// leaves its metrics out.
 	Analytics *analytics.Pipeline
+	// Operator serves /healthz, /readyz, /status, /users, /drain and
+	// /backup (ops.go); nil leaves them out.
+	Operator Operator
+	// TempDir is where POST /backup writes a backup before streaming it
+	// (a directory of its own, removed afterwards); on the data
+	// directory's file system, the shards' sstables are hard-linked rather
+	// than copied. Required with Operator.
+	TempDir string
 	// Logger receives the endpoint's errors; nil discards them.
 	Logger *slog.Logger
 }
@@ -109,8 +117,15 @@ func Start(cfg Config) (*Admin, error) {
 	if cfg.Reports != nil {
 		mux.Handle("/reports", cfg.Reports)
 	}
+	if cfg.Operator != nil {
+		if cfg.TempDir == "" {
+			return nil, errors.New("admin: an Operator without a TempDir")
+		}
+		handleOps(mux, cfg.Operator, cfg.TempDir)
+	}
 	mux.HandleFunc("/{$}", func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprintln(w, "parleyd admin: /metrics /debug/pprof/ /debug/memory[?settle=1] /reports")
+		fmt.Fprintln(w, "parleyd admin: /metrics /healthz /readyz /status /users/{id or +phone} /debug/pprof/ /debug/memory[?settle=1] /reports;"+
+			" POST (with a Parley-Admin header) /drain /backup /users/{id}/devices/{device}/revoke")
 	})
 
 	ln, err := net.Listen("tcp", cfg.Addr)

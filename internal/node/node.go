@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/parley-im/parley/analytics"
@@ -272,6 +273,14 @@ type Node struct {
 	mediaServed chan error
 	disk        *diskGuard
 	unlock      func() error // releases the data directory; nil until Start returns
+	started     time.Time
+
+	// opMu serialises backups with the end of Shutdown (ops.go).
+	opMu    sync.Mutex
+	stopped bool // guarded by opMu: Shutdown is closing the shards
+
+	drainOnce sync.Once
+	drain     chan struct{} // closed by Drain
 }
 
 // Start locks the data directory (PIDFile), opens the shards, starts the
@@ -308,9 +317,13 @@ func startLocked(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, router: r, served: make(chan error, 1)}
+	n := &Node{cfg: cfg, router: r, served: make(chan error, 1), started: time.Now(), drain: make(chan struct{})}
 	if err := privateDir(cfg.DataDir); err != nil {
 		return nil, err
+	}
+	// What an interrupted POST /backup left behind (admin.Config.TempDir).
+	if err := os.RemoveAll(filepath.Join(cfg.DataDir, "backups")); err != nil {
+		return nil, fmt.Errorf("node: %w", err)
 	}
 	codeKey, err := loadOrCreateKey(filepath.Join(cfg.DataDir, "codes.key"))
 	if err != nil {
@@ -457,7 +470,7 @@ func startLocked(cfg Config) (*Node, error) {
 	n.startMedia()
 	if cfg.AdminAddr != "" {
 		a, err := admin.Start(admin.Config{Addr: cfg.AdminAddr, Server: srv, Shards: n.shards, Commits: commits, Media: n.media, SMS: n.sms,
-			Push: n.push, Reports: n.reports, Analytics: n.analytics, Logger: log})
+			Push: n.push, Reports: n.reports, Analytics: n.analytics, Operator: operator{n}, TempDir: filepath.Join(cfg.DataDir, "backups"), Logger: log})
 		if err != nil {
 			_ = n.Shutdown(context.Background())
 			var op *net.OpError
@@ -513,6 +526,9 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	if serr := <-n.served; serr != nil {
 		err = errors.Join(err, serr)
 	}
+	n.opMu.Lock() // a backup in progress ends first
+	n.stopped = true
+	n.opMu.Unlock()
 	err = errors.Join(err, n.reports.Close())
 	err = errors.Join(err, n.closeMedia(ctx))
 	err = errors.Join(err, n.closeShards())
@@ -579,10 +595,13 @@ func Run(ctx context.Context, cfg Config, grace time.Duration) error {
 	log.Info("parleyd ready", attrs...)
 	select {
 	case <-ctx.Done():
+		log.Info("shutting down")
+	case <-n.drain:
+		log.Info("draining: every client is told to go away, then parleyd stops")
 	case err := <-n.served:
 		n.served <- err
+		log.Info("shutting down")
 	}
-	log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
 	return n.Shutdown(sctx)

@@ -86,10 +86,21 @@ func (n *Node) shutdown() error {
 // connects: it replaces the embedded node.
 func (n *Node) Restart(t testing.TB) {
 	t.Helper()
+	n.RestartWith(t, nil)
+}
+
+// RestartWith is Restart with between(dataDir), if not nil, run while the
+// node is down: a test wipes the data directory there, or restores a
+// backup into it.
+func (n *Node) RestartWith(t testing.TB, between func(dataDir string)) {
+	t.Helper()
 	cfg := n.cfg
 	cfg.Listen = n.Addr().String()
 	if err := n.shutdown(); err != nil {
 		t.Fatalf("nodetest: restart: shutdown: %v", err)
+	}
+	if between != nil {
+		between(cfg.DataDir)
 	}
 	nn, err := node.Start(cfg)
 	if err != nil {
