@@ -15,6 +15,8 @@ import (
 	"github.com/parley-im/parley/internal/node"
 	"github.com/parley-im/parley/internal/nodetest"
 	"github.com/parley-im/parley/internal/wiretest"
+	"github.com/parley-im/parley/protocol"
+	"github.com/parley-im/parley/protocol/pb"
 	"github.com/parley-im/parley/storage"
 )
 
@@ -140,4 +142,90 @@ func TestBackupRestore(t *testing.T) {
 		d.WaitSynced()
 	}
 	rec.Settle()
+}
+
+// TestCommands: status, user (by id and by phone), revoke and drain
+// through a real node's admin endpoint.
+func TestCommands(t *testing.T) {
+	n := startNode(t, 2)
+	alice := n.RegisterOn(t, 1)
+	primary, _ := n.Login(t, alice, 0)
+	laptop := n.Link(t, primary, "laptop")
+
+	code, out, errs := ctl(n, "status")
+	if code != 0 || !strings.Contains(out, ", ready\n") || !strings.Contains(out, "clients    "+n.Addr().String()) ||
+		!strings.Contains(out, n.Fingerprint()) || strings.Count(out, "\n") < 6 {
+		t.Errorf("status: exit %d, %q %q", code, out, errs)
+	}
+	code, out, errs = ctl(n, "user", alice.Phone)
+	if code != 0 || !strings.Contains(out, fmt.Sprintf("user %d, %s", alice.ID, alice.Phone)) ||
+		!strings.Contains(out, "primary") || !strings.Contains(out, "laptop") {
+		t.Errorf("user %s: exit %d, %q %q", alice.Phone, code, out, errs)
+	}
+
+	// Revoking the laptop closes its connection with DEVICE_REVOKED.
+	lc, _ := n.Login(t, laptop, 0)
+	code, out, errs = ctl(n, "revoke", fmt.Sprint(alice.ID), fmt.Sprint(laptop.Device))
+	if code != 0 || out != fmt.Sprintf("revoked device %d of user %d\n", laptop.Device, alice.ID) {
+		t.Errorf("revoke: exit %d, %q %q", code, out, errs)
+	}
+	var e pb.Error
+	lc.ExpectProto(protocol.KindError, &e, protocol.KindSynced, protocol.KindMessage, protocol.KindGroupEvent, protocol.KindPresence)
+	if e.Code != protocol.CodeDeviceRevoked {
+		t.Errorf("the revoked laptop got %v, want DEVICE_REVOKED", e.Code)
+	}
+	code, out, _ = ctl(n, "--json", "user", fmt.Sprint(alice.ID))
+	var info storage.UserInfo
+	if code != 0 || json.Unmarshal([]byte(out), &info) != nil || len(info.Devices) != 2 || !info.Devices[1].Revoked {
+		t.Errorf("user after revoke: exit %d, %s", code, out)
+	}
+
+	code, out, errs = ctl(n, "drain")
+	if code != 0 || !strings.HasPrefix(out, "draining") {
+		t.Errorf("drain: exit %d, %q %q", code, out, errs)
+	}
+	select {
+	case <-n.Draining():
+	default:
+		t.Error("the node was not told to drain")
+	}
+	code, out, _ = ctl(n, "status")
+	if code != 0 || !strings.Contains(out, "NOT READY: draining") {
+		t.Errorf("status while draining: exit %d, %q", code, out)
+	}
+}
+
+// TestBadInput: bad usage exits 2, a refusal or an unreachable node 1,
+// each with one readable line.
+func TestBadInput(t *testing.T) {
+	n := startNode(t, 1)
+	alice := n.Register(t, n.Phone())
+	taken := t.TempDir()
+	for _, tt := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{nil, 2, "parleyctl: no command (parleyctl -help)"},
+		{[]string{"launch"}, 2, `parleyctl: unknown command "launch" (parleyctl -help)`},
+		{[]string{"user"}, 2, "parleyctl: user takes one argument: a user id or a phone number (+…) (parleyctl -help)"},
+		{[]string{"revoke", "x", "1"}, 2, "parleyctl: revoke x 1: want a user id and a device id (numbers; parleyctl user lists them) (parleyctl -help)"},
+		{[]string{"backup"}, 2, "parleyctl: backup takes --to DIR (parleyctl -help)"},
+		{[]string{"--nope", "status"}, 2, "parleyctl: flag provided but not defined: -nope (parleyctl -help)"},
+		{[]string{"user", "12ab"}, 1, `parleyctl: admin: "12ab": want a user id or a phone number in E.164 (+ and 3 to 15 digits) (HTTP 400)`},
+		{[]string{"user", "+15559999999"}, 1, "parleyctl: storage: no such user: +15559999999 (HTTP 404)"},
+		{[]string{"revoke", fmt.Sprint(alice.ID), "1"}, 1, fmt.Sprintf("parleyctl: node: device 1 is user %d's primary: it cannot be revoked (the user registers again): admin: refused (HTTP 422)", alice.ID)},
+		{[]string{"revoke", fmt.Sprint(alice.ID), "7"}, 1, fmt.Sprintf("parleyctl: node: user %d has no active device 7: admin: refused (HTTP 422)", alice.ID)},
+		{[]string{"backup", "--to", taken}, 1, "parleyctl: " + taken + " exists: back up into a new directory"},
+	} {
+		code, out, errs := ctl(n, tt.args...)
+		if code != tt.code || out != "" || errs != tt.want+"\n" {
+			t.Errorf("%v: exit %d, %q %q; want %d, %q", tt.args, code, out, errs, tt.code, tt.want)
+		}
+	}
+	var out, errs bytes.Buffer
+	code := run([]string{"--admin", "127.0.0.1:1", "status"}, &out, &errs)
+	if want := "parleyctl: cannot reach the admin endpoint at 127.0.0.1:1 (is parleyd running with --admin there? --admin or PARLEY_ADMIN names another): dial tcp 127.0.0.1:1: connect: connection refused\n"; code != 1 || errs.String() != want {
+		t.Errorf("unreachable: exit %d, %q, want %q", code, errs.String(), want)
+	}
 }
