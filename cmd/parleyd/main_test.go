@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -500,5 +501,52 @@ func TestDataFilesPrivate(t *testing.T) {
 	}
 	if n < 10 {
 		t.Fatalf("only %d files under the data directory", n)
+	}
+}
+
+// TestDrainThenRestore: POST /drain (parleyctl drain) makes parleyd tell
+// its clients to go away and exit 0; parleyd restore refuses what is not
+// a complete backup and a data directory in use, each in one line.
+func TestDrainThenRestore(t *testing.T) {
+	dir := t.TempDir()
+	d := startDaemon(t, dir, freeAddr(t))
+	u := wiretest.Dial(t, d.addr, d.fingerprint(t)).Register("+15550004242", d.code)
+	c := wiretest.Dial(t, d.addr, d.fingerprint(t))
+	c.Login(u, 0)
+	m := regexp.MustCompile(`admin=(\S+)`).FindStringSubmatch(d.printed())
+	if m == nil {
+		t.Fatalf("no admin address in %q", d.printed())
+	}
+	req, _ := http.NewRequest(http.MethodPost, "http://"+m[1]+"/drain", nil)
+	req.Header.Set("Parley-Admin", "test")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	c.ExpectProto(protocol.KindGoAway, &pb.GoAway{}, protocol.KindSynced, protocol.KindPresence)
+	select {
+	case <-d.exit:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("parleyd still running 30 s after the drain; it printed:\n%s", d.printed())
+	}
+	if !d.cmd.ProcessState.Success() || !strings.Contains(d.printed(), "draining") {
+		t.Errorf("after the drain: %v; it printed:\n%s", d.cmd.ProcessState, d.printed())
+	}
+
+	restore := func(args ...string) string {
+		cmd := exec.Command(os.Args[0], append([]string{"restore"}, args...)...)
+		cmd.Env = append(os.Environ(), "PARLEYD_TEST_AS_MAIN=1")
+		out, err := cmd.CombinedOutput()
+		if err == nil {
+			t.Errorf("restore %v: exit 0, want failure", args)
+		}
+		return string(out)
+	}
+	if got, want := restore("--from", dir, "--data", t.TempDir()), "parleyd: node: "+dir+" is not a complete backup (no BACKUP.json)\n"; got != want {
+		t.Errorf("restore from a data directory: %q, want %q", got, want)
+	}
+	if got, want := restore("--data", t.TempDir()), "parleyd: restore: usage: parleyd restore --from BACKUP --data DATADIR\n"; got != want {
+		t.Errorf("restore without --from: %q, want %q", got, want)
 	}
 }
