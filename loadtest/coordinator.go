@@ -559,7 +559,7 @@ func (c *coordinator) assemble() {
 				r.ServerCommits = int64(d("parley_shard_commits_total"))
 				if r.ServerCommits > 0 {
 					r.ServerOpsPerCommit = d("parley_shard_ops_total") / float64(r.ServerCommits)
-					r.ServerCommitMeanUS = d("parley_shard_commit_seconds_total") / float64(r.ServerCommits) * 1e6
+					r.ServerCommitMeanUS = d("parley_shard_commit_duration_seconds_sum") / float64(r.ServerCommits) * 1e6
 				}
 				r.ServerCPUSeconds = d("process_cpu_seconds_total")
 				if syncs := d("parley_shard_syncs_total"); syncs > 0 {

@@ -240,6 +240,7 @@ func (s *Service) copyOut(w http.ResponseWriter, ctl *http.ResponseController, b
 	buf := *bp
 	s.xfer.stream(t, true, s.cfg.Now())
 	defer s.xfer.stream(t, false, s.cfg.Now())
+	s.stats.downloads.Add(1)
 	for n > 0 {
 		m, err := io.ReadFull(body, buf[:min(int64(len(buf)), n)])
 		if m > 0 {
@@ -253,6 +254,7 @@ func (s *Service) copyOut(w http.ResponseWriter, ctl *http.ResponseController, b
 				return werr
 			}
 			t.progress(m)
+			s.stats.bytesOut.Add(uint64(m))
 			n -= int64(m)
 		}
 		if err != nil {

@@ -8,6 +8,10 @@ type counters struct {
 	refused       [numRefusals]atomic.Uint64
 	slowUploads   atomic.Uint64
 	slowDownloads atomic.Uint64
+	uploads       atomic.Uint64 // PUT bodies read (copyIn)
+	downloads     atomic.Uint64 // GET bodies written (copyOut)
+	bytesIn       atomic.Uint64 // upload bytes received
+	bytesOut      atomic.Uint64 // download bytes sent
 }
 
 // Stats is a snapshot of the service's counters and gauges, for metrics.
@@ -23,6 +27,10 @@ type Stats struct {
 	SlowUploadsCut, SlowDownloadsCut uint64
 	// Transfers is the number of HTTP requests in progress.
 	Transfers int
+	// Uploads and Downloads count the transfers that moved a body (PUT
+	// and GET; a resumed upload counts once per PUT); BytesIn and
+	// BytesOut the body bytes they moved.
+	Uploads, Downloads, BytesIn, BytesOut uint64
 	// StagedBytes is what the staging quotas count, summed over users:
 	// the bytes of unfinished uploads on disk, and for each upload a PUT
 	// is writing, its whole size.
@@ -41,6 +49,10 @@ func (s *Service) Stats() Stats {
 		SlowDownloadsCut: s.stats.slowDownloads.Load(),
 		StagedBytes:      s.stage.total.Load(),
 		FreeBytes:        s.disk.lastFree(),
+		Uploads:          s.stats.uploads.Load(),
+		Downloads:        s.stats.downloads.Load(),
+		BytesIn:          s.stats.bytesIn.Load(),
+		BytesOut:         s.stats.bytesOut.Load(),
 	}
 	for r := refuseFull; r < numRefusals; r++ {
 		st.Refused[refusalNames[r]] = s.stats.refused[r].Load()

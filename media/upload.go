@@ -259,6 +259,7 @@ func (s *Service) receive(ctl *http.ResponseController, r *http.Request, id ID, 
 func (s *Service) copyIn(ctl *http.ResponseController, f *os.File, h hash.Hash, body io.Reader, limit int64, buf []byte, t *transfer, room *reservation) (int64, error) {
 	s.xfer.stream(t, true, s.cfg.Now())
 	defer s.xfer.stream(t, false, s.cfg.Now())
+	s.stats.uploads.Add(1)
 	var n int64
 	for n < limit {
 		if !t.arm(ctl.SetReadDeadline, time.Now().Add(s.cfg.IdleTimeout)) {
@@ -273,6 +274,7 @@ func (s *Service) copyIn(ctl *http.ResponseController, f *os.File, h hash.Hash, 
 			h.Write(buf[:m])
 			n += int64(m)
 			t.progress(m)
+			s.stats.bytesIn.Add(uint64(m))
 		}
 		if err == io.EOF {
 			return n, nil

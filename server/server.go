@@ -66,6 +66,9 @@ type Stats struct {
 	// Closed counts connections closed by the server, by connection-scope
 	// error code.
 	Closed [32]atomic.Uint64
+	// ErrorsSent counts Error frames sent, by code (the last counts every
+	// code beyond it); see countFrames.
+	ErrorsSent [128]atomic.Uint64
 
 	// Connections reset on arrival, before any byte was read, by cause.
 	RefusedMaxConns atomic.Uint64 // Config.MaxConns reached

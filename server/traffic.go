@@ -150,7 +150,7 @@ func (c *conn) drain(gc gnet.Conn) gnet.Action {
 // write sends plaintext frames, sealing them into TLS records unless the
 // connection is plaintext. closing adds close_notify.
 func (s *Server) write(c *conn, frames []byte, closing bool) {
-	s.stats.FramesOut.Add(countFrames(frames))
+	s.stats.FramesOut.Add(countFrames(frames, &s.stats))
 	var n int
 	if c.tc == nil {
 		n = len(frames)
@@ -266,13 +266,16 @@ func (s *Server) releasePlain(c *conn) {
 }
 
 // countFrames counts the whole frames in b (a Batch counts once), walking
-// only their headers.
-func countFrames(b []byte) uint64 {
+// only their headers, and the Error frames among them by code into st.
+func countFrames(b []byte, st *Stats) uint64 {
 	var n uint64
 	for len(b) > 0 {
-		_, size, _, err := codec.Parse(b, protocol.MaxFrameBody)
+		f, size, _, err := codec.Parse(b, protocol.MaxFrameBody)
 		if err != nil || size == 0 {
 			break
+		}
+		if f.Kind == protocol.KindError && !f.Compressed {
+			st.ErrorsSent[min(errorCode(f.Body), len(st.ErrorsSent)-1)].Add(1)
 		}
 		b = b[size:]
 		n++

@@ -118,6 +118,7 @@ type Shard struct {
 	codesSwept     atomic.Uint64
 	linkRefusals   atomic.Uint64
 	pendingLinks   atomic.Int64 // len(linkOrder), for Stats
+	flow           flowCounters // shard_metrics.go
 }
 
 // Stats are a shard's counters since Open.
@@ -231,6 +232,11 @@ func Open(cfg Config) (*Shard, error) {
 		comp:     comp,
 	}
 	s.resetMemory()
+	if err := s.countBacklog(); err != nil {
+		comp.Close()
+		_ = db.Close()
+		return nil, err
+	}
 	if err := s.recover(); err != nil {
 		comp.Close()
 		_ = db.Close()

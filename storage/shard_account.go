@@ -53,6 +53,7 @@ func (s *Shard) applyRequestCode(op *Op) {
 	rec.Attempts = 0
 	rec.SentMS = append(rec.SentMS, nowMS)
 	s.setCodeRecord(op.Phone, ck, &rec)
+	s.flow.codes.Add(1)
 	sent := &pb.CodeSent{
 		Rid:         op.RID,
 		CodeLength:  codeDigits,
@@ -192,6 +193,7 @@ func (s *Shard) applyVerify(op *Op) {
 	}
 	d, credential := s.addDevice(u, op.Name, cursor, true, nowMS)
 	s.emit(analytics.Event{Type: analytics.TypeRegistered, User: u.id, Device: d.id})
+	s.flow.registrations.Add(1)
 	s.replyProto(op.EP, protocol.KindRegistered, &pb.Registered{
 		Rid: op.RID, User: u.id, Device: d.id, Credential: credential,
 	})

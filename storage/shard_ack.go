@@ -52,6 +52,7 @@ func (s *Shard) applyAck(op *Op) {
 // acknowledged for the first time by any device of u get their delivered
 // receipts, and what every device has is deleted.
 func (s *Shard) advanceCursor(u *user, d *device, seq uint64) {
+	s.flow.acknowledged.Add(seq - d.cursor)
 	d.cursor = seq
 	s.setCursor(u, d)
 	if seq > u.rec.Receipted {
@@ -175,6 +176,7 @@ func (s *Shard) deleteAcknowledged(u *user) {
 		s.batch.DeleteRange(inboxKey(nil, u.id, u.rec.Deleted+1), inboxKey(nil, u.id, m+1), nil)
 	}
 	u.recent.forget(m)
+	s.flow.deleted.Add(m - u.rec.Deleted)
 	u.rec.Deleted = m
 	if m == u.rec.Head {
 		u.inboxBytes, u.bytesKnown = 0, true

@@ -174,6 +174,7 @@ func (s *Shard) expireInbox(k, v []byte) {
 		return
 	}
 	s.batch.DeleteRange(inboxKey(nil, id, u.rec.Deleted+1), inboxKey(nil, id, upTo+1), nil)
+	s.flow.deleted.Add(upTo - u.rec.Deleted)
 	u.rec.Deleted = upTo
 	u.rec.Receipted = max(u.rec.Receipted, upTo)
 	u.bytesKnown = upTo == u.rec.Head

@@ -138,6 +138,7 @@ func (s *Shard) flushFrames(sess *session, count int) {
 	if count == 0 {
 		return
 	}
+	s.flow.delivered.Add(uint64(count))
 	start := len(s.out)
 	if count == 1 {
 		s.out = append(s.out, s.frames...)

@@ -374,5 +374,6 @@ func (s *Shard) appendRaw(u *user, entry, ref []byte) {
 	u.appended = true
 	s.notePush(u, entry, ref)
 	s.entries.Add(1)
+	s.flow.noteAppended(entry)
 	s.touch(u) // Head is not rewritten: loadUser finds it from the last entry
 }

@@ -1,6 +1,8 @@
 package admin
 
 import (
+	"runtime"
+	"runtime/debug"
 	"strconv"
 	"time"
 
@@ -15,7 +17,7 @@ import (
 // commit took (applying the batch; the fsync is separate) and how many ops
 // it carried, and of their WAL syncs.
 type Commits struct {
-	duration prometheus.Histogram
+	duration *prometheus.HistogramVec // by shard
 	ops      prometheus.Histogram
 	syncs    prometheus.Histogram
 }
@@ -23,12 +25,12 @@ type Commits struct {
 // NewCommits returns an empty Commits.
 func NewCommits() *Commits {
 	return &Commits{
-		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "parley_shard_commit_duration_seconds",
-			Help: "Time a shard's group commit took to apply its batch (the WAL fsync is parley_shard_sync_duration_seconds).",
+			Help: "Time a shard's group commit took to apply its batch (the WAL fsync is parley_shard_sync_duration_seconds), by shard.",
 			// 25 µs to ~0.8 s.
 			Buckets: prometheus.ExponentialBuckets(25e-6, 2, 16),
-		}),
+		}, []string{"shard"}),
 		ops: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "parley_shard_commit_ops",
 			Help:    "Ops applied by one group commit.",
@@ -46,14 +48,17 @@ func NewCommits() *Commits {
 // storage.Config.OnSync's.
 func (c *Commits) ObserveSync(d time.Duration) { c.syncs.Observe(d.Seconds()) }
 
-// Observe records one commit. Its signature is storage.Config.OnCommit's.
-func (c *Commits) Observe(d time.Duration, ops int) {
-	c.duration.Observe(d.Seconds())
-	c.ops.Observe(float64(ops))
+// Observer returns the commit observer of shard id, for its
+// storage.Config.OnCommit.
+func (c *Commits) Observer(id uint16) func(d time.Duration, ops int) {
+	h := c.duration.WithLabelValues(strconv.Itoa(int(id)))
+	return func(d time.Duration, ops int) {
+		h.Observe(d.Seconds())
+		c.ops.Observe(float64(ops))
+	}
 }
 
 // collector reads the server's and the shards' counters at scrape time.
-// server.Stats.FramesOut is left out: the server does not count it yet.
 type collector struct {
 	srv    *server.Server
 	shards []*storage.Shard
@@ -70,13 +75,12 @@ var (
 	descHandshakeFail = prometheus.NewDesc("parley_tls_handshake_failures_total", "TLS handshakes failed or timed out.", nil, nil)
 	descClosed        = prometheus.NewDesc("parley_connections_closed_total", "Connections the server closed, by connection-scope error code.", []string{"code"}, nil)
 
-	descCommits    = prometheus.NewDesc("parley_shard_commits_total", "Group commits (Pebble batches synced).", []string{"shard"}, nil)
-	descOps        = prometheus.NewDesc("parley_shard_ops_total", "Ops applied by the shard's actor.", []string{"shard"}, nil)
-	descEntries    = prometheus.NewDesc("parley_shard_entries_total", "Inbox entries (messages and receipts) appended.", []string{"shard"}, nil)
-	descCommitTime = prometheus.NewDesc("parley_shard_commit_seconds_total", "Time spent committing, fsync included.", []string{"shard"}, nil)
-	descQueue      = prometheus.NewDesc("parley_shard_queue_length", "Ops waiting for the shard's actor now.", []string{"shard"}, nil)
-	descSyncs      = prometheus.NewDesc("parley_shard_syncs_total", "WAL syncs (fsyncs) made.", []string{"shard"}, nil)
-	descSyncTime   = prometheus.NewDesc("parley_shard_sync_seconds_total", "Time spent in WAL syncs.", []string{"shard"}, nil)
+	descCommits  = prometheus.NewDesc("parley_shard_commits_total", "Group commits (Pebble batches synced).", []string{"shard"}, nil)
+	descOps      = prometheus.NewDesc("parley_shard_ops_total", "Ops applied by the shard's actor.", []string{"shard"}, nil)
+	descEntries  = prometheus.NewDesc("parley_shard_entries_total", "Inbox entries (messages and receipts) appended.", []string{"shard"}, nil)
+	descQueue    = prometheus.NewDesc("parley_shard_queue_length", "Ops waiting for the shard's actor now.", []string{"shard"}, nil)
+	descSyncs    = prometheus.NewDesc("parley_shard_syncs_total", "WAL syncs (fsyncs) made.", []string{"shard"}, nil)
+	descSyncTime = prometheus.NewDesc("parley_shard_sync_seconds_total", "Time spent in WAL syncs.", []string{"shard"}, nil)
 )
 
 // Shard metrics of the outbox between shards, storage errors and the
@@ -148,7 +152,7 @@ func collectShardLimits(ch chan<- prometheus.Metric, id string, st storage.Stats
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descAccepted, descOpen, descAuthenticated, descFramesIn,
 		descBytesIn, descBytesOut, descHandshakes, descHandshakeFail, descClosed,
-		descCommits, descOps, descEntries, descCommitTime, descQueue, descSyncs, descSyncTime} {
+		descCommits, descOps, descEntries, descQueue, descSyncs, descSyncTime} {
 		ch <- d
 	}
 	for _, d := range shardLimitDescs {
@@ -157,10 +161,14 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range connLimitDescs {
 		ch <- d
 	}
+	for _, d := range flowDescs {
+		ch <- d
+	}
 }
 
 // Collect implements prometheus.Collector.
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	ch <- buildInfo()
 	if c.srv != nil {
 		st := c.srv.Stats()
 		counter := func(d *prometheus.Desc, v uint64) {
@@ -178,6 +186,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descHandshakes, st.Handshakes.Load())
 		counter(descHandshakeFail, st.HandshakeFails.Load())
 		collectConnLimits(ch, c.srv)
+		collectServerFlow(ch, st)
 		for code := range st.Closed {
 			if n := st.Closed[code].Load(); n > 0 {
 				ch <- prometheus.MustNewConstMetric(descClosed, prometheus.CounterValue, float64(n), protocol.Code(code).String())
@@ -190,10 +199,61 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descCommits, prometheus.CounterValue, float64(st.Commits), id)
 		ch <- prometheus.MustNewConstMetric(descOps, prometheus.CounterValue, float64(st.Ops), id)
 		ch <- prometheus.MustNewConstMetric(descEntries, prometheus.CounterValue, float64(st.Entries), id)
-		ch <- prometheus.MustNewConstMetric(descCommitTime, prometheus.CounterValue, st.CommitTime.Seconds(), id)
 		ch <- prometheus.MustNewConstMetric(descQueue, prometheus.GaugeValue, float64(st.QueueLength), id)
 		ch <- prometheus.MustNewConstMetric(descSyncs, prometheus.CounterValue, float64(st.Syncs), id)
 		ch <- prometheus.MustNewConstMetric(descSyncTime, prometheus.CounterValue, st.SyncTime.Seconds(), id)
 		collectShardLimits(ch, id, st)
+		collectFlow(ch, id, s.Flow())
 	}
+}
+
+// Message flow, accounts and errors (docs/operations.md, "What to watch").
+var (
+	descMessages      = prometheus.NewDesc("parley_messages_stored_total", "Message entries stored in inboxes: one per 1:1 message, one per member's inbox of a group message (and the copies for the sender's other devices).", []string{"shard"}, nil)
+	descDelivered     = prometheus.NewDesc("parley_entries_delivered_total", "Inbox entries (messages, receipts, events) sent to devices; sent again after a reconnect, counted again.", []string{"shard"}, nil)
+	descAcknowledged  = prometheus.NewDesc("parley_entries_acknowledged_total", "Inbox entries devices acknowledged, each device apart.", []string{"shard"}, nil)
+	descBacklog       = prometheus.NewDesc("parley_inbox_backlog_entries", "Inbox entries held now: stored and not yet acknowledged by every device of their user, nor expired (the offline backlog).", []string{"shard"}, nil)
+	descRegistrations = prometheus.NewDesc("parley_registrations_total", "Devices registered by phone verification.", []string{"shard"}, nil)
+	descCodes         = prometheus.NewDesc("parley_codes_issued_total", "Verification codes issued (handed to the SMS sender; for test numbers, not sent).", []string{"shard"}, nil)
+	descErrorsSent    = prometheus.NewDesc("parley_errors_sent_total", "Error frames sent to clients, by code.", []string{"code"}, nil)
+	descFramesOut     = prometheus.NewDesc("parley_frames_sent_total", "Frames sent to clients (a batch counts once).", nil, nil)
+	descBuild         = prometheus.NewDesc("parley_build_info", "Always 1; the labels say which parleyd runs.", []string{"version", "revision", "goversion"}, nil)
+	flowDescs         = []*prometheus.Desc{descMessages, descDelivered, descAcknowledged, descBacklog, descRegistrations, descCodes, descErrorsSent, descFramesOut, descBuild}
+)
+
+// collectFlow sends the flow metrics of shard id.
+func collectFlow(ch chan<- prometheus.Metric, id string, f storage.Flow) {
+	counter := func(d *prometheus.Desc, v uint64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), id)
+	}
+	counter(descMessages, f.Messages)
+	counter(descDelivered, f.Delivered)
+	counter(descAcknowledged, f.Acknowledged)
+	counter(descRegistrations, f.Registrations)
+	counter(descCodes, f.Codes)
+	ch <- prometheus.MustNewConstMetric(descBacklog, prometheus.GaugeValue, float64(f.Backlog), id)
+}
+
+// collectServerFlow sends the server's frames and errors sent.
+func collectServerFlow(ch chan<- prometheus.Metric, st *server.Stats) {
+	ch <- prometheus.MustNewConstMetric(descFramesOut, prometheus.CounterValue, float64(st.FramesOut.Load()))
+	for code := range st.ErrorsSent {
+		if n := st.ErrorsSent[code].Load(); n > 0 {
+			ch <- prometheus.MustNewConstMetric(descErrorsSent, prometheus.CounterValue, float64(n), protocol.Code(code).String())
+		}
+	}
+}
+
+// buildInfo is the parley_build_info metric of the running binary.
+func buildInfo() prometheus.Metric {
+	version, revision, goVersion := "unknown", "", runtime.Version()
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		version = bi.Main.Version
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				revision = s.Value
+			}
+		}
+	}
+	return prometheus.MustNewConstMetric(descBuild, prometheus.GaugeValue, 1, version, revision, goVersion)
 }

@@ -377,10 +377,11 @@ func startLocked(cfg Config) (*Node, error) {
 	for i := range cfg.Shards {
 		sc := cfg.Storage
 		if commits != nil {
+			observe := commits.Observer(uint16(i))
 			if user := sc.OnCommit; user != nil {
-				sc.OnCommit = func(d time.Duration, ops int) { commits.Observe(d, ops); user(d, ops) }
+				sc.OnCommit = func(d time.Duration, ops int) { observe(d, ops); user(d, ops) }
 			} else {
-				sc.OnCommit = commits.Observe
+				sc.OnCommit = observe
 			}
 			if user := sc.OnSync; user != nil {
 				sc.OnSync = func(d time.Duration) { commits.ObserveSync(d); user(d) }
