@@ -13,5 +13,9 @@
 //
 // Threading: a Shard is owned by its actor goroutine. Other goroutines talk
 // to it only through Submit, which never blocks, and Close. Endpoint
-// methods are called from the actor and must not block.
+// methods are called from the actor and must not block. An operator's
+// tools (shard_backup.go) may also, from any goroutine, Pause the actor
+// between two cycles and Checkpoint the database meanwhile, and read
+// Stats, Flow, Serving and Inspect (committed state, read from Pebble,
+// never from the actor's memory).
 package storage
