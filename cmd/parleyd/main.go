@@ -99,8 +99,16 @@
 // cannot listen on is named, with the flag that chooses another.
 //
 // The admin endpoint (--admin, default 127.0.0.1:9222; "" turns it off)
-// serves Prometheus metrics at /metrics and the profiler at /debug/pprof/.
-// It has no authentication: keep it on loopback or a private network.
+// serves Prometheus metrics at /metrics, /healthz and /readyz, the
+// profiler at /debug/pprof/, and what parleyctl asks for: the node's
+// status, an account's devices and queue, revoking a device, draining the
+// node (every client gets GOAWAY, then parleyd exits 0) and online
+// backups. It has no authentication: keep it on loopback or a private
+// network.
+//
+// parleyd restore --from BACKUP --data DIR copies a backup (parleyctl
+// backup --to BACKUP) into a new data directory, with parleyd stopped;
+// docs/operations.md has the whole procedure.
 //
 // parleyd cluster-cert init|issue creates the certificates of the links
 // between the nodes of a cluster (docs/cluster.md, "Node links"); run it
@@ -181,7 +189,7 @@ func run(args []string) error {
 	heartbeat := fs.Duration("heartbeat", heartbeatDefault, "client heartbeat interval")
 	testPrefix := fs.String("test-phone-prefix", env("PARLEY_TEST_PHONE_PREFIX", ""), "phone numbers starting with this `prefix` get no SMS and verify with --test-code (load tests, staging)")
 	testCode := fs.String("test-code", env("PARLEY_TEST_CODE", ""), "verification `code` for the test numbers")
-	adminAddr := fs.String("admin", env("PARLEY_ADMIN", "127.0.0.1:9222"), "admin `address` for /metrics and /debug/pprof/ (\"\" turns it off; keep it private)")
+	adminAddr := fs.String("admin", env("PARLEY_ADMIN", "127.0.0.1:9222"), "admin `address`: /metrics, /healthz, /readyz, /debug/pprof/ and parleyctl (\"\" turns it off; no authentication: keep it on loopback)")
 	mediaListen := fs.String("media-listen", env("PARLEY_MEDIA_LISTEN", "127.0.0.1:5443"), "media HTTPS `address` (\"\" turns media off)")
 	mediaURL := fs.String("media-url", env("PARLEY_MEDIA_URL", ""), "public base `URL` of the media endpoint (default https://<media-listen>)")
 	mediaExpiry := fs.Duration("media-expiry", mediaExpiryDefault, "delete media not referenced for this long")
