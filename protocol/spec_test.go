@@ -3,7 +3,6 @@ package protocol_test
 import (
 	"bytes"
 	"encoding/hex"
-	"flag"
 	"fmt"
 	"go/ast"
 	"go/parser"
@@ -41,14 +40,12 @@ import (
 //
 // For a BATCH, "decodes to:" stands alone and is followed by one line per
 // inner frame: "- KIND `prototext`". The hex lines, annotations included,
-// are exactly what renderFrame produces for the frame's bytes; running
+// are exactly what renderFrame produces from the frame's bytes.
 //
-//	go test ./protocol -run TestSpecExamples -update
-//
-// rewrites every hex block from its "decodes to" lines with the real
-// encoders (codec.AppendProto, codec.Compressor).
-
-var update = flag.Bool("update", false, "rewrite the hex blocks of ../spec.md from their decodes-to lines")
+// The examples are independent test vectors ([S-1-3]): fixed bytes, which
+// the test decodes and compares with "decodes to", then checks that the
+// encoders reproduce. Nothing regenerates them from the encoders, so an
+// encoder that changes its output fails here instead of changing the spec.
 
 const specPath = "../spec.md"
 
@@ -517,21 +514,6 @@ func encode(t *testing.T, ex example) []byte {
 func TestSpecExamples(t *testing.T) {
 	lines := readSpec(t)
 	exs := parseExamples(t, lines)
-	if *update {
-		for i := len(exs) - 1; i >= 0; i-- {
-			ex := exs[i]
-			rendered, err := renderFrame(encode(t, ex), newDecompressor(t))
-			if err != nil {
-				t.Fatalf("spec.md:%d: %v", ex.line, err)
-			}
-			lines = slices.Concat(lines[:ex.start], rendered, lines[ex.end:])
-		}
-		if err := os.WriteFile(specPath, []byte(strings.Join(lines, "\n")), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		lines = readSpec(t)
-		exs = parseExamples(t, lines)
-	}
 
 	// Every frame kind has a subsection in section 7 with an example of it.
 	covered := map[string]bool{}
@@ -585,7 +567,7 @@ func checkExample(t *testing.T, ex example, dec *codec.Decompressor) {
 		t.Fatalf("spec.md:%d: %v", ex.line, err)
 	}
 	if !slices.Equal(ex.hex, want) {
-		t.Errorf("spec.md:%d: hex block differs from its rendering (go test ./protocol -run TestSpecExamples -update rewrites it)\ngot:\n%s\nwant:\n%s",
+		t.Errorf("spec.md:%d: the annotations of the hex block differ from what its bytes say (fix the annotations, not the bytes)\ngot:\n%s\nwant:\n%s",
 			ex.line, strings.Join(ex.hex, "\n"), strings.Join(want, "\n"))
 	}
 
@@ -967,5 +949,66 @@ func TestSpecRules(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSpecProtoFiles: spec.md's opening paragraph and its section 7 name
+// every protobuf file of the protocol.
+func TestSpecProtoFiles(t *testing.T) {
+	files, err := filepath.Glob("*.proto")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no .proto files: %v", err)
+	}
+	text := strings.Join(readSpec(t), "\n")
+	opening, _, _ := strings.Cut(text, "## 1.")
+	_, sec7, _ := strings.Cut(text, "## 7. Frames")
+	sec7, _, _ = strings.Cut(sec7, "\n## 8.")
+	for _, f := range files {
+		if !strings.Contains(opening, "`"+f+"`") {
+			t.Errorf("spec.md's opening paragraph does not name %s", f)
+		}
+		if !strings.Contains(sec7, f) {
+			t.Errorf("spec.md section 7 does not name %s among the files of the bodies", f)
+		}
+	}
+}
+
+// TestSpecProtoComments: the comments of the .proto messages whose
+// behaviour spec.md settles cite the rules that settle it, so a reader of
+// the .proto alone is sent to them, and TestSpecRules checks the ids.
+func TestSpecProtoComments(t *testing.T) {
+	for _, c := range []struct {
+		file, message string
+		rules         []string
+	}{
+		{"presence.proto", "PresenceSubscribe", []string{"[S-15-2]", "[S-15-5]"}},
+		{"presence.proto", "Presence", []string{"[S-15-3]", "[S-15-5]"}},
+		{"parley.proto", "Message", []string{"[S-8-16]"}},
+	} {
+		b, err := os.ReadFile(c.file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The comment above the message and its body, up to the next message.
+		lines := strings.Split(string(b), "\n")
+		start := slices.IndexFunc(lines, func(l string) bool { return strings.HasPrefix(l, "message "+c.message+" {") })
+		if start < 0 {
+			t.Errorf("%s: no message %s", c.file, c.message)
+			continue
+		}
+		from := start
+		for from > 0 && strings.HasPrefix(lines[from-1], "//") {
+			from--
+		}
+		end := start + 1
+		for end < len(lines) && !strings.HasPrefix(lines[end], "message ") {
+			end++
+		}
+		text := strings.Join(lines[from:end], "\n")
+		for _, id := range c.rules {
+			if !strings.Contains(text, id) {
+				t.Errorf("%s: the comments of %s do not cite %s", c.file, c.message, id)
+			}
+		}
 	}
 }

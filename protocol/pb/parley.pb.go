@@ -1732,7 +1732,7 @@ type Message struct {
 	FromDevice uint32                 `protobuf:"varint,6,opt,name=from_device,json=fromDevice,proto3" json:"from_device,omitempty"` // sending device
 	Group      uint64                 `protobuf:"varint,7,opt,name=group,proto3" json:"group,omitempty"`                             // the group of a group message; else 0
 	Gseq       uint64                 `protobuf:"varint,8,opt,name=gseq,proto3" json:"gseq,omitempty"`                               // the message's place in the group's order
-	To         uint64                 `protobuf:"varint,9,opt,name=to,proto3" json:"to,omitempty"`                                   // for a copy of my own 1:1 message: its recipient
+	To         uint64                 `protobuf:"varint,9,opt,name=to,proto3" json:"to,omitempty"`                                   // for a copy of my own 1:1 message: its recipient; 0 otherwise, also for a message to myself ([S-8-16])
 	Cipher     Cipher                 `protobuf:"varint,10,opt,name=cipher,proto3,enum=parley.v1.Cipher" json:"cipher,omitempty"`    // how body is encrypted end to end
 	// The conversation controls (spec.md section 18) take fields from 15
 	// down.

@@ -121,8 +121,11 @@ func (TypingState) EnumDescriptor() ([]byte, []int) {
 }
 
 // PresenceSubscribe (kind 10) replaces this connection's presence
-// subscriptions with users (at most 256) and makes them the account's
-// contacts. Answered by Ok, then one Presence per visible user.
+// subscriptions with users (at most 256) and makes them the sending
+// device's contacts (the account's contacts are those of all its active
+// devices). Answered by Ok and one Presence per newly subscribed user that
+// exists, in either order ([S-15-2]); a user the watcher may not see gets
+// a Presence with user only ([S-15-5]).
 type PresenceSubscribe struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Rid           uint32                 `protobuf:"varint,1,opt,name=rid,proto3" json:"rid,omitempty"`
@@ -175,8 +178,10 @@ func (x *PresenceSubscribe) GetUsers() []uint64 {
 	return nil
 }
 
-// Presence (kind 77) reports one user's presence; sent for every
-// subscription the target's privacy allows, then on each change.
+// Presence (kind 77) reports one user's presence: one for every new
+// subscription, then on each change ([S-15-3]). To a watcher the user's
+// privacy does not allow, it carries user only: online false and
+// last_seen_ms 0, as for a user never seen ([S-15-5]).
 type Presence struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	User          uint64                 `protobuf:"varint,1,opt,name=user,proto3" json:"user,omitempty"`
