@@ -16,7 +16,8 @@
 // parleyctl sends the Parley-Admin header its changing requests need.
 //
 // parleyctl exits 0 on success, 1 with one line on standard error when
-// the node refused or could not be reached, 2 on bad usage.
+// the node refused or could not be reached, 2 on bad usage. It makes one
+// request at a time, on its main goroutine.
 package main
 
 import (
