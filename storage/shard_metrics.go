@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"encoding/binary"
 	"fmt"
 	"sync/atomic"
 
@@ -72,12 +73,18 @@ func (s *Shard) countBacklog() error {
 		return fmt.Errorf("storage: count inboxes: %w", err)
 	}
 	var n int64
-	for slot := range NumSlots {
+	for slot := 0; slot < NumSlots; {
 		lo := appendPrefix(nil, uint16(slot), tagInbox)
 		hi := prefixEnd(lo)
-		for ok := it.SeekGE(lo); ok && pebble.DefaultComparer.Compare(it.Key(), hi) < 0; ok = it.Next() {
+		ok := it.SeekGE(lo)
+		for ; ok && pebble.DefaultComparer.Compare(it.Key(), hi) < 0; ok = it.Next() {
 			n++
 		}
+		if !ok || len(it.Key()) < 2 {
+			break
+		}
+		// Skip the slots the shard holds nothing of.
+		slot = max(slot+1, int(binary.BigEndian.Uint16(it.Key())))
 	}
 	if err := it.Close(); err != nil {
 		return fmt.Errorf("storage: count inboxes: %w", err)
