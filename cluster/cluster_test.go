@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -70,6 +71,8 @@ func TestLeaseRevoked(t *testing.T) {
 	w := testWatcher(t, cli)
 	ev := newEvents()
 	held, release := make(chan struct{}), make(chan struct{})
+	var releaseOnce sync.Once
+	free := func() { releaseOnce.Do(func() { close(release) }) }
 	n1 := testNode(t, cli, 1, func(c *NodeConfig) {
 		c.hook = func(e nodeEvent) {
 			if e == evLost {
@@ -79,6 +82,7 @@ func TestLeaseRevoked(t *testing.T) {
 			ev.hook(e)
 		}
 	})
+	t.Cleanup(free) // before node 1 closes: a failing test must not leave it held
 	testNode(t, cli, 2, nil)
 	before := waitState(t, w, "all shards placed", allPlaced)
 	mine := before.ShardsOn(1)
@@ -110,7 +114,7 @@ func TestLeaseRevoked(t *testing.T) {
 			t.Fatalf("fence open for shard %d after the lease was revoked", s)
 		}
 	}
-	close(release)
+	free()
 	ev.next(t, evRegistered)
 	for _, s := range mine {
 		if _, ok := n1.Fence().Valid(s); !ok {

@@ -117,6 +117,19 @@ func TestFenceEveryoneDown(t *testing.T) {
 		t.Fatal("valid after etcd said the lease is gone")
 	}
 
+	// Half of the others is not a majority.
+	even := newFence(1, clk.Now, time.Second)
+	even.setState(fenceState(1, 2, 3, 4, 5))
+	even.ReportPeer(2, true)
+	even.ReportPeer(3, true)
+	if _, ok := even.Valid(0); ok {
+		t.Fatal("valid with 2 of 4 others down")
+	}
+	even.ReportPeer(4, true)
+	if _, ok := even.Valid(0); !ok {
+		t.Fatal("3 of 4 others down: not valid")
+	}
+
 	// A lone member has no one to agree with.
 	lone := newFence(1, clk.Now, time.Second)
 	lone.setState(fenceState(1))
