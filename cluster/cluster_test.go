@@ -122,16 +122,23 @@ func TestLeaseRevoked(t *testing.T) {
 		}
 	}
 
-	// An operator moves one of node 1's shards to node 2. Once that is
-	// applied, everything else must be as it was: the controller reacted
-	// to node 1's leaving and returning in order, before the move.
-	moved := mine[0]
+	// An operator asks to move one of node 1's shards to node 2: it waits
+	// while node 1 is live.
+	moved, kept := mine[0], mine[1]
 	if err := RequestMove(testCtx(t), cli, "", moved, 2); err != nil {
 		t.Fatal(err)
 	}
+	waitState(t, w, "the move requested", func(st *State) bool { return st.Moves[moved] == 2 })
+	n1.Close(context.Background())
+	// Node 1 left: the move applies. Once it has, everything else must be
+	// as it was: the controller reacted to node 1's leaving, returning
+	// and leaving again in order, before the move.
 	after := waitState(t, w, "the move applied", func(st *State) bool {
 		return len(st.Moves) == 0 && st.Owner(moved).Node == 2
 	})
+	if after.Live(1) {
+		t.Fatal("the move applied while node 1 was live")
+	}
 	if after.Epoch != before.Epoch+1 || after.Owner(moved).Epoch != after.Epoch {
 		t.Fatalf("epoch %d → %d, moved shard at %d", before.Epoch, after.Epoch, after.Owner(moved).Epoch)
 	}
@@ -140,24 +147,18 @@ func TestLeaseRevoked(t *testing.T) {
 			t.Fatalf("shard %d: %+v → %+v without a move", s, before.Placement[s], after.Placement[s])
 		}
 	}
-	st, err := n1.WaitFor(testCtx(t), func(st *State) bool { return st.Owner(moved).Node == 2 })
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := n1.Fence().Check(moved, before.Owner(moved).Epoch); !errors.Is(err, ErrNotOwner) {
-		t.Fatalf("node 1's fence for the moved shard: %v (state epoch %d)", err, st.Epoch)
-	}
 
-	// Node 1 stops: its shards stay placed on it.
-	n1.Close(context.Background())
-	if err := RequestMove(testCtx(t), cli, "", moved, 2); err != nil { // a no-op move as a barrier
+	// Node 1 boots again: it serves the shard it kept, at the same epoch,
+	// and not the one moved away.
+	back := testNode(t, cli, 1, func(c *NodeConfig) { c.Member.Gen = 2 })
+	if _, err := back.WaitFor(testCtx(t), func(st *State) bool { return st.Owner(moved).Node == 2 }); err != nil {
 		t.Fatal(err)
 	}
-	last := waitState(t, w, "node 1 gone and the barrier applied", func(st *State) bool {
-		return !st.Live(1) && len(st.Moves) == 0
-	})
-	if !slices.Equal(last.Placement, after.Placement) {
-		t.Fatalf("placement changed when node 1 left: %v → %v", after.Placement, last.Placement)
+	if err := back.Fence().Check(kept, before.Owner(kept).Epoch); err != nil {
+		t.Fatalf("node 1's fence for the shard it kept: %v", err)
+	}
+	if err := back.Fence().Check(moved, before.Owner(moved).Epoch); !errors.Is(err, ErrNotOwner) {
+		t.Fatalf("node 1's fence for the moved shard: %v", err)
 	}
 }
 
@@ -200,7 +201,7 @@ func TestControllerFailover(t *testing.T) {
 	}
 	b := testController(t, cli, 2, hook(2))
 	w := testWatcher(t, cli)
-	testNode(t, cli, 1, nil)
+	n := testNode(t, cli, 1, nil)
 	st := waitState(t, w, "all shards placed", allPlaced)
 
 	if _, err := cli.Revoke(testCtx(t), a.Lease()); err != nil {
@@ -215,7 +216,8 @@ func TestControllerFailover(t *testing.T) {
 	if !errors.Is(err, ErrNotLeader) {
 		t.Fatalf("deposed controller's write: %v", err)
 	}
-	// The new one serves move requests.
+	// The new one serves move requests (node 1 leaves first).
+	n.Close(context.Background())
 	if err := RequestMove(testCtx(t), cli, "", 0, 3); err != nil {
 		t.Fatal(err)
 	}

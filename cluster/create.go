@@ -59,8 +59,9 @@ func Create(ctx context.Context, cli *clientv3.Client, prefix string, shards int
 // RequestMove asks the controller to place shard on node: the operator's
 // command once the shard's directory was attached to that node (shards do
 // not copy themselves in this step). The controller applies the request
-// with a new epoch, whether or not node is live, then deletes it. prefix
-// "" means DefaultPrefix.
+// with a new epoch once the shard's current node is not live (stop it
+// first; its lease ends when it stops or expires), whether or not the
+// target is live, then deletes it. prefix "" means DefaultPrefix.
 func RequestMove(ctx context.Context, cli *clientv3.Client, prefix string, shard uint16, node uint32) error {
 	if node == 0 {
 		return errors.New("cluster: move to node 0")

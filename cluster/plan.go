@@ -15,13 +15,18 @@ type change struct {
 }
 
 // plan returns the placement changes the controller makes in st:
-// operators' move requests first (applied whether or not the target is
-// live: the operator attached the shard's disk there), then every unplaced
-// shard to the live node with the fewest shards (ties to the lowest id),
-// once at least minNodes nodes are live. A placed shard stays on its node
-// while the node is down: its data is on that node's disk. A move request
-// that names the shard's current node is returned with node 0 (the request
-// is deleted, the placement kept).
+// operators' move requests first, then every unplaced shard to the live
+// node with the fewest shards (ties to the lowest id), once at least
+// minNodes nodes are live. A placed shard stays on its node while the node
+// is down: its data is on that node's disk.
+//
+// A move applies once the shard's current node is not live (its lease is
+// gone, so its fence closed before etcd expired the lease), whether or not
+// the target is live: the operator attached the shard's disk there. A
+// move away from a live node waits: a node that still holds a lease may
+// commit until it sees the new placement. A move request that names the
+// shard's current node, or a shard that does not exist, is returned with
+// node 0 (the request is deleted, the placement kept).
 func plan(st *State, minNodes int) []change {
 	if !st.Created() {
 		return nil
@@ -33,6 +38,8 @@ func plan(st *State, minNodes int) []change {
 		switch {
 		case int(shard) >= st.Shards || place[shard].Node == node:
 			out = append(out, change{shard: shard, move: true})
+		case st.Live(place[shard].Node):
+			// wait for the node to leave
 		default:
 			out = append(out, change{shard: shard, node: node, move: true})
 			place[shard].Node = node

@@ -46,16 +46,21 @@ func TestPlan(t *testing.T) {
 			place: []Placement{{1, 1}, {2, 1}, {1, 1}, {2, 1}}, live: members(1, 2, 3), minNodes: 3,
 		},
 		{
-			name:  "an operator's move applies, to a down node too; a no-op move is only deleted",
+			name:  "a move off a down node applies, to a down node too; a no-op move is only deleted",
 			place: []Placement{{1, 1}, {2, 1}, {1, 1}, {2, 1}}, live: members(1),
-			moves: map[uint16]uint32{2: 5, 1: 2, 9: 1}, minNodes: 1,
-			want: []change{{1, 0, true}, {2, 5, true}, {9, 0, true}},
+			moves: map[uint16]uint32{3: 5, 1: 2, 9: 1}, minNodes: 1,
+			want: []change{{1, 0, true}, {3, 5, true}, {9, 0, true}},
+		},
+		{
+			name:  "a move off a live node waits for it to leave",
+			place: []Placement{{1, 1}, {2, 1}, {1, 1}, {2, 1}}, live: members(1, 2),
+			moves: map[uint16]uint32{0: 2}, minNodes: 1,
 		},
 		{
 			name:  "a moved shard counts for its target when unplaced ones are spread",
-			place: []Placement{{1, 1}, {}, {}, {}}, live: members(1, 2),
+			place: []Placement{{1, 1}, {}, {}, {}}, live: members(2, 3),
 			moves: map[uint16]uint32{0: 2}, minNodes: 1,
-			want: []change{{0, 2, true}, {1, 1, false}, {2, 1, false}, {3, 2, false}},
+			want: []change{{0, 2, true}, {1, 3, false}, {2, 2, false}, {3, 3, false}},
 		},
 	}
 	for _, tc := range tests {
