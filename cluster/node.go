@@ -37,7 +37,8 @@ type NodeConfig struct {
 	Margin time.Duration
 	// KeepAliveEvery is the interval between keepalives. Default LeaseTTL/4.
 	KeepAliveEvery time.Duration
-	// RequestTimeout bounds each keepalive and registration request.
+	// RequestTimeout bounds each keepalive, and each registration after
+	// etcd said the lease is gone (Join's context bounds the first).
 	// Default KeepAliveEvery.
 	RequestTimeout time.Duration
 	// PeerReportTTL is how long a peer's "etcd down" report counts
@@ -173,11 +174,10 @@ func Join(ctx context.Context, cfg NodeConfig) (*Node, error) {
 	return n, nil
 }
 
-// register grants a lease and writes the node's record under it.
-func (n *Node) register(ctx context.Context) error {
+// register grants a lease and writes the node's record under it, within
+// rctx.
+func (n *Node) register(rctx context.Context) error {
 	cli, m := n.cfg.Client, n.cfg.Member
-	rctx, cancel := context.WithTimeout(ctx, n.cfg.RequestTimeout)
-	defer cancel()
 	sent := n.cfg.Mono()
 	g, err := cli.Grant(rctx, int64(n.cfg.LeaseTTL/time.Second))
 	if err != nil {
@@ -238,7 +238,9 @@ func (n *Node) keepAlive(ctx context.Context) {
 			log.Warn("cluster: node lease gone; registering again")
 			n.fence.expire()
 			n.event(evLost)
-			err := n.register(ctx)
+			rctx, cancel := context.WithTimeout(ctx, n.cfg.RequestTimeout)
+			err := n.register(rctx)
+			cancel()
 			switch {
 			case err == nil:
 				every = n.cfg.KeepAliveEvery
