@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // placedOn counts shards per node.
@@ -74,10 +76,13 @@ func TestLeaseRevoked(t *testing.T) {
 	var releaseOnce sync.Once
 	free := func() { releaseOnce.Do(func() { close(release) }) }
 	n1 := testNode(t, cli, 1, func(c *NodeConfig) {
+		var once sync.Once
 		c.hook = func(e nodeEvent) {
 			if e == evLost {
-				held <- struct{}{} // the fence is closed now; hold the node here
-				<-release
+				once.Do(func() {
+					held <- struct{}{} // the fence is closed now; hold the node here
+					<-release
+				})
 			}
 			ev.hook(e)
 		}
@@ -204,6 +209,8 @@ func TestControllerFailover(t *testing.T) {
 	n := testNode(t, cli, 1, nil)
 	st := waitState(t, w, "all shards placed", allPlaced)
 
+	// Both campaign: b's key waits behind a's.
+	waitKeys(t, cli, keys{DefaultPrefix}.leader(), 2)
 	if _, err := cli.Revoke(testCtx(t), a.Lease()); err != nil {
 		t.Fatal(err)
 	}
@@ -402,3 +409,31 @@ func TestConfigValidate(t *testing.T) {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+// waitKeys waits until n keys exist under prefix.
+func waitKeys(t *testing.T, cli *clientv3.Client, prefix string, n int) {
+	t.Helper()
+	ctx := testCtx(t)
+	resp, err := cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := int(resp.Count)
+	if count >= n {
+		return
+	}
+	wch := cli.Watch(ctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
+	for wr := range wch {
+		for _, ev := range wr.Events {
+			if ev.Type == clientv3.EventTypePut && ev.IsCreate() {
+				count++
+			} else if ev.Type == clientv3.EventTypeDelete {
+				count--
+			}
+		}
+		if count >= n {
+			return
+		}
+	}
+	t.Fatalf("%d keys under %s, want %d", count, prefix, n)
+}

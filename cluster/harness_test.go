@@ -77,13 +77,13 @@ func waitState(t *testing.T, w *Watcher, what string, ok func(*State) bool) *Sta
 	return st
 }
 
-// events collects a node's keepalive events; hook blocks while the test
-// holds the node (hold) until release.
+// events collects a node's keepalive events.
 type events struct {
 	ch chan nodeEvent
 }
 
-func newEvents() *events { return &events{ch: make(chan nodeEvent, 64)} }
+// newEvents buffers more events than a test lasts (5 renewals a second).
+func newEvents() *events { return &events{ch: make(chan nodeEvent, 4096)} }
 
 func (e *events) hook(ev nodeEvent) {
 	select {
