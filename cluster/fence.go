@@ -110,36 +110,40 @@ func (f *Fence) everyoneDown(st *State) bool {
 // lease is alive as it can tell (or etcd is down for a majority of the
 // others, see ReportPeer). It returns 0 and false otherwise.
 func (f *Fence) Valid(shard uint16) (epoch uint64, ok bool) {
-	if err := f.check(shard, 0, false); err != nil {
+	p, err := f.check(shard, 0, false)
+	if err != nil {
 		return 0, false
 	}
-	return f.state.Load().Owner(shard).Epoch, true
+	return p.Epoch, true
 }
 
 // Check returns nil while the node may commit for shard at epoch held (the
 // epoch the shard was opened under), else an error wrapping ErrNotOwner,
 // ErrEpoch or ErrLeaseExpired.
 func (f *Fence) Check(shard uint16, held uint64) error {
-	return f.check(shard, held, true)
+	_, err := f.check(shard, held, true)
+	return err
 }
 
-func (f *Fence) check(shard uint16, held uint64, checkEpoch bool) error {
+// check decides from one State: the placement it returns is the one it
+// checked.
+func (f *Fence) check(shard uint16, held uint64, checkEpoch bool) (Placement, error) {
 	st := f.state.Load()
 	if st == nil {
-		return fmt.Errorf("%w: no placement seen yet", ErrNotOwner)
+		return Placement{}, fmt.Errorf("%w: no placement seen yet", ErrNotOwner)
 	}
 	p := st.Owner(shard)
 	if p.Node != f.self {
-		return fmt.Errorf("%w: shard %d on node %d", ErrNotOwner, shard, p.Node)
+		return p, fmt.Errorf("%w: shard %d on node %d", ErrNotOwner, shard, p.Node)
 	}
 	if checkEpoch && p.Epoch != held {
-		return fmt.Errorf("%w: shard %d at epoch %d, held %d", ErrEpoch, shard, p.Epoch, held)
+		return p, fmt.Errorf("%w: shard %d at epoch %d, held %d", ErrEpoch, shard, p.Epoch, held)
 	}
 	if f.leaseAlive() {
-		return nil
+		return p, nil
 	}
 	if !f.lost.Load() && f.everyoneDown(st) {
-		return nil
+		return p, nil
 	}
-	return fmt.Errorf("%w: node %d", ErrLeaseExpired, f.self)
+	return p, fmt.Errorf("%w: node %d", ErrLeaseExpired, f.self)
 }

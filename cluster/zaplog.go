@@ -34,17 +34,20 @@ func slogLevel(l zapcore.Level) slog.Level {
 	}
 }
 
+// Enabled implements zapcore.LevelEnabler.
 func (z *zapSlog) Enabled(l zapcore.Level) bool {
 	lv := slogLevel(l)
 	return lv >= z.min && z.l.Enabled(context.Background(), lv)
 }
 
+// With implements zapcore.Core.
 func (z *zapSlog) With(fields []zapcore.Field) zapcore.Core {
 	c := *z
 	c.attrs = append(append([]any(nil), z.attrs...), fieldAttrs(fields)...)
 	return &c
 }
 
+// Check implements zapcore.Core.
 func (z *zapSlog) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
 	if z.Enabled(e.Level) {
 		return ce.AddCore(e, z)
@@ -52,6 +55,7 @@ func (z *zapSlog) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.Chec
 	return ce
 }
 
+// Write implements zapcore.Core: one slog record per entry.
 func (z *zapSlog) Write(e zapcore.Entry, fields []zapcore.Field) error {
 	args := append(append([]any(nil), z.attrs...), fieldAttrs(fields)...)
 	if e.LoggerName != "" {
@@ -61,6 +65,7 @@ func (z *zapSlog) Write(e zapcore.Entry, fields []zapcore.Field) error {
 	return nil
 }
 
+// Sync implements zapcore.Core; slog handlers have nothing to flush.
 func (z *zapSlog) Sync() error { return nil }
 
 // fieldAttrs turns zap fields into slog key-value pairs.
