@@ -276,7 +276,9 @@ func TestEtcdRestart(t *testing.T) {
 		evs[i] = newEvents()
 		nodes[i] = testNode(t, cli, uint32(i+1), func(c *NodeConfig) {
 			c.Mono = clk.Now
-			c.LeaseTTL = 5 * time.Second
+			// etcd's Close waits up to 5 s for the clients' streams while
+			// refusing new requests: the leases must outlive that.
+			c.LeaseTTL = 20 * time.Second
 			c.hook = evs[i].hook
 		})
 	}

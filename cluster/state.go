@@ -223,7 +223,8 @@ type WatcherConfig struct {
 	// Prefix is the cluster's key prefix. Default DefaultPrefix.
 	Prefix string
 	// OnChange, if set, is called with every new State in revision order,
-	// from the watcher's goroutine; it must not block.
+	// from the watcher's goroutine, before Current and WaitFor return
+	// that State; it must not block.
 	OnChange func(*State)
 	// Logger receives the watcher's logs; nil discards them.
 	Logger *slog.Logger
@@ -292,15 +293,17 @@ func (w *Watcher) Close() {
 	<-w.done
 }
 
+// publish hands st to OnChange, then makes it current: a WaitFor that
+// returns st returns after OnChange saw it.
 func (w *Watcher) publish(st *State) {
+	if w.cfg.OnChange != nil {
+		w.cfg.OnChange(st)
+	}
 	w.mu.Lock()
 	w.cur = st
 	close(w.next)
 	w.next = make(chan struct{})
 	w.mu.Unlock()
-	if w.cfg.OnChange != nil {
-		w.cfg.OnChange(st)
-	}
 }
 
 func (w *Watcher) run(ctx context.Context) {
