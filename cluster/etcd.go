@@ -172,7 +172,10 @@ func (e *Etcd) Client(l *slog.Logger) (*clientv3.Client, error) {
 // Err reports the member's fatal errors.
 func (e *Etcd) Err() <-chan error { return e.e.Err() }
 
-// Close stops the member and waits for it.
+// Close stops the member and waits for it. While clients hold streams
+// open (watches, a node's keepalives) it waits for them up to etcd's
+// request timeout (5 s plus twice the election timeout), refusing new
+// requests meanwhile: close clients first for a quick stop.
 func (e *Etcd) Close() { e.e.Close() }
 
 // NewClient returns an etcd client of endpoints whose logs go to l at warn
