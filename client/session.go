@@ -34,6 +34,9 @@ type session struct {
 
 	wbuf []byte // owned by the writer goroutine
 
+	// sent resolves compact SENTs ([S-7-16]); owned by the reader (Run).
+	sent codec.SentState
+
 	// drained is closed when a draining session has written its last Ack,
 	// or when the session ends.
 	drained chan struct{}
@@ -362,11 +365,11 @@ func (c *Client) handleFrame(s *session, f codec.Frame, inBatch bool) error {
 		c.mu.Unlock()
 		return nil
 	case protocol.KindSent:
-		var m pb.Sent
-		if err := codec.ParseProto(f.Body, &m); err != nil {
+		cmid, id, err := s.sent.ParseSent(f.Body)
+		if err != nil {
 			return fmt.Errorf("%w: %w", ErrProtocol, err)
 		}
-		c.handleSent(s, m.Cmid, m.Id)
+		c.handleSent(s, cmid, id)
 		return nil
 	case protocol.KindError:
 		var m pb.Error

@@ -120,6 +120,8 @@ func (c *Client) collectLocked(s *session, now time.Time, buf []byte) (_ []byte,
 			Device:     c.creds.Device,
 			Credential: c.creds.Secret,
 			Cursor:     c.processed,
+			// [S-7-16] SENTs after the first in about 5 bytes instead of 14.
+			CompactSent: true,
 		})
 		if err != nil {
 			return nil, 0, false, err

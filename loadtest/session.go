@@ -88,16 +88,17 @@ type session struct {
 	done     chan struct{} // closed when the reader has exited
 
 	wmu       sync.Mutex
-	ackedSeq  uint64       // guarded by wmu: the last Ack written
-	ackTimer  *time.Timer  // guarded by wmu: writes a delayed Ack; reused
-	ackArmed  bool         // guarded by wmu: ackTimer is set to fire
-	wbuf      []byte       // guarded by wmu: an Ack and what rides with it
-	deadline  int64        // guarded by wmu: the write deadline, unix nanos
-	lastWrite atomic.Int64 // unix nanos
-	closing   atomic.Bool  // closed on purpose: not a drop
-	inflate   []byte       // owned by the reader
-	body      []byte       // owned by the reader
-	loginErr  error        // set by the reader before loggedIn or done closes
+	ackedSeq  uint64          // guarded by wmu: the last Ack written
+	ackTimer  *time.Timer     // guarded by wmu: writes a delayed Ack; reused
+	ackArmed  bool            // guarded by wmu: ackTimer is set to fire
+	wbuf      []byte          // guarded by wmu: an Ack and what rides with it
+	deadline  int64           // guarded by wmu: the write deadline, unix nanos
+	lastWrite atomic.Int64    // unix nanos
+	closing   atomic.Bool     // closed on purpose: not a drop
+	inflate   []byte          // owned by the reader
+	body      []byte          // owned by the reader
+	sent      codec.SentState // owned by the reader: resolves compact SENTs ([S-7-16])
+	loginErr  error           // set by the reader before loggedIn or done closes
 
 	reqMu sync.Mutex
 	reqs  map[uint32]chan reply // guarded by reqMu: requests waiting for their answer
@@ -142,6 +143,7 @@ func (d *device) connect(ctx context.Context) (time.Duration, error) {
 		loggedIn: make(chan struct{}), synced: make(chan struct{}), done: make(chan struct{})}
 	login, _ := codec.AppendProto(nil, protocol.KindLogin, &pb.Login{
 		Version: protocol.Version, User: d.user, Device: d.id, Credential: d.cred, Cursor: cursor,
+		CompactSent: true, // [S-7-16]
 	})
 	if err := s.write(login); err != nil {
 		raw.Close()
@@ -445,7 +447,7 @@ func (s *session) handle(f codec.Frame) error {
 		protocol.KindLookupResult, protocol.KindGroupListResult:
 		s.answer(f, uint32(firstVarint(f.Body)))
 	case protocol.KindSent:
-		cmid, err := varintField(f.Body, 1) // Sent.cmid, without a proto.Unmarshal
+		cmid, _, err := s.sent.ParseSent(f.Body) // without a proto.Unmarshal
 		if err != nil {
 			return err
 		}
@@ -680,32 +682,6 @@ func (s *session) answer(f codec.Frame, rid uint32) bool {
 		ch <- reply{kind: f.Kind, body: append([]byte(nil), f.Body...)}
 	}
 	return ok
-}
-
-// varintField returns the varint field num of a protobuf body (0 when
-// absent), allocating nothing.
-func varintField(b []byte, num protowire.Number) (uint64, error) {
-	var v uint64
-	for len(b) > 0 {
-		n, typ, k := protowire.ConsumeTag(b)
-		if k < 0 {
-			return 0, codec.ErrMalformed
-		}
-		b = b[k:]
-		if n == num && typ == protowire.VarintType {
-			x, k := protowire.ConsumeVarint(b)
-			if k < 0 {
-				return 0, codec.ErrMalformed
-			}
-			v, b = x, b[k:]
-			continue
-		}
-		if k = protowire.ConsumeFieldValue(n, typ, b); k < 0 {
-			return 0, codec.ErrMalformed
-		}
-		b = b[k:]
-	}
-	return v, nil
 }
 
 // firstVarint returns the value of field 1 of a protobuf body when it is

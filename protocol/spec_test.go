@@ -664,6 +664,17 @@ func checkBody(t *testing.T, line int, k protocol.Kind, body []byte, want proto.
 		wantDecoded = m.Seq
 	case *pb.Sent:
 		hand = codec.AppendSent(nil, m.Cmid, m.Id)
+		if m.Id == 0 {
+			// The compact example follows the full one on its connection
+			// ([S-7-16]): decode against it and encode back.
+			st := codec.SentState{CMID: 18, ID: 251621645570022403}
+			var cmid, id uint64
+			if cmid, id, err = st.ParseSent(body); err == nil {
+				st = codec.SentState{CMID: 18, ID: 251621645570022403}
+				hand = st.AppendSent(nil, cmid, id)
+			}
+			handDecoded, wantDecoded = [2]uint64{cmid, id}, [2]uint64{19, 251621649764326403}
+		}
 	case *pb.Message:
 		cm := codec.Message{ID: m.Id, From: m.From, Body: m.Body, Type: m.Type, FromDevice: m.FromDevice,
 			Group: m.Group, GSeq: m.Gseq, To: m.To, Cipher: m.Cipher, TTL: m.TtlS, Forwarded: m.Forwarded, Ref: m.Ref}
@@ -808,6 +819,9 @@ func fieldLines(md protoreflect.MessageDescriptor, b []byte, indent string) ([]h
 				return nil, protowire.ParseError(m)
 			}
 			note := fmt.Sprintf("%s, varint: %d", head, v)
+			if fd != nil && (fd.Kind() == protoreflect.Sint64Kind || fd.Kind() == protoreflect.Sint32Kind) {
+				note = fmt.Sprintf("%s, zigzag varint: %d", head, protowire.DecodeZigZag(v))
+			}
 			if fd != nil && fd.Kind() == protoreflect.EnumKind {
 				if ev := fd.Enum().Values().ByNumber(protoreflect.EnumNumber(int32(v))); ev != nil {
 					note += " = " + string(ev.Name())

@@ -48,11 +48,15 @@ type conn struct {
 	plain *buffer
 
 	state        connState
+	compactSent  bool          // the Login asked for compact SENTs ([S-7-16])
 	linkRequests int           // LINK_REQUESTs read on this connection ([S-9-12])
 	codes        *rate.Limiter // REQUEST_CODEs that cost an SMS ([S-9-17]); nil until the first
 	user         uint64        // once logging in: the Login's user and device
 	device       uint32
 	maxCMID      uint64 // the highest Send.cmid read, recorded at logout ([S-8-19])
+	// sent is the state compact SENTs are encoded against ([S-7-16]),
+	// advanced as frames are written.
+	sent codec.SentState
 
 	typingTokens float64  // typing-indicator rate limiter
 	typingAt     int64    // unix nanos of the last refill

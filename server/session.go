@@ -159,6 +159,7 @@ func (c *conn) handleLogin(body []byte, w *buffer) verdict {
 		return verdict{close: true, code: protocol.CodeOverloaded}
 	}
 	c.state, c.user, c.device = stateLoggingIn, m.User, m.Device
+	c.compactSent = m.CompactSent
 	return verdict{}
 }
 

@@ -151,6 +151,11 @@ func (c *conn) drain(gc gnet.Conn) gnet.Action {
 // connection is plaintext. closing adds close_notify.
 func (s *Server) write(c *conn, frames []byte, closing bool) {
 	s.stats.FramesOut.Add(countFrames(frames, &s.stats))
+	if c.compactSent {
+		// [S-7-16] in the order the client reads them.
+		n, _ := c.sent.CompactSents(frames)
+		frames = frames[:n]
+	}
 	var n int
 	if c.tc == nil {
 		n = len(frames)

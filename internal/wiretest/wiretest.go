@@ -68,19 +68,58 @@ func Dial(t testing.TB, addr, fingerprint string) *Client {
 // sees the connection come from there. "" lets the system choose.
 func DialFrom(t testing.TB, src, addr, fingerprint string) *Client {
 	t.Helper()
+	c, _ := dialCounting(t, src, addr, fingerprint)
+	return c
+}
+
+// Counter counts the bytes a connection moved on the wire (TLS records
+// whole, handshake included). Read it from the Client's goroutine, between
+// reads and writes.
+type Counter struct {
+	net.Conn
+	In, Out int // bytes read and written
+}
+
+// Read implements net.Conn, counting.
+func (c *Counter) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	c.In += n
+	return n, err
+}
+
+// Write implements net.Conn, counting.
+func (c *Counter) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	c.Out += n
+	return n, err
+}
+
+// DialCounting is Dial that also returns the counter of the bytes the
+// connection moves on the wire.
+func DialCounting(t testing.TB, addr, fingerprint string) (*Client, *Counter) {
+	t.Helper()
+	return dialCounting(t, "", addr, fingerprint)
+}
+
+func dialCounting(t testing.TB, src, addr, fingerprint string) (*Client, *Counter) {
+	t.Helper()
 	d := &net.Dialer{Timeout: Timeout}
 	if src != "" {
 		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(src)}
 	}
-	var conn net.Conn
-	var err error
-	if fingerprint == "" {
-		conn, err = d.Dial("tcp", addr)
-	} else {
-		conn, err = tls.DialWithDialer(d, "tcp", addr, TLSConfig(fingerprint))
-	}
+	raw, err := d.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
+	}
+	cnt := &Counter{Conn: raw}
+	var conn net.Conn = cnt
+	if fingerprint != "" {
+		tc := tls.Client(cnt, TLSConfig(fingerprint))
+		if err := tc.Handshake(); err != nil {
+			raw.Close()
+			t.Fatal(err)
+		}
+		conn = tc
 	}
 	dec, err := codec.NewDecompressor(protocol.MaxFrameBody)
 	if err != nil {
@@ -88,7 +127,7 @@ func DialFrom(t testing.TB, src, addr, fingerprint string) *Client {
 	}
 	c := &Client{t: t, Conn: conn, dec: dec, r: codec.NewReader(conn, protocol.MaxFrameBody, dec)}
 	t.Cleanup(func() { conn.Close(); dec.Close() })
-	return c
+	return c, cnt
 }
 
 // Write writes raw bytes.

@@ -1013,12 +1013,16 @@ func (x *Registered) GetCredential() []byte {
 // Login (kind 4) authenticates the connection as one device of one user.
 // Answered by LoginOk, then the device's inbox stream; or Error and close.
 type Login struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Version       uint32                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"` // protocol version (1)
-	User          uint64                 `protobuf:"varint,2,opt,name=user,proto3" json:"user,omitempty"`
-	Device        uint32                 `protobuf:"varint,3,opt,name=device,proto3" json:"device,omitempty"`
-	Credential    []byte                 `protobuf:"bytes,4,opt,name=credential,proto3" json:"credential,omitempty"`
-	Cursor        uint64                 `protobuf:"varint,5,opt,name=cursor,proto3" json:"cursor,omitempty"` // highest inbox seq this device has processed (0: none)
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Version    uint32                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"` // protocol version (1)
+	User       uint64                 `protobuf:"varint,2,opt,name=user,proto3" json:"user,omitempty"`
+	Device     uint32                 `protobuf:"varint,3,opt,name=device,proto3" json:"device,omitempty"`
+	Credential []byte                 `protobuf:"bytes,4,opt,name=credential,proto3" json:"credential,omitempty"`
+	Cursor     uint64                 `protobuf:"varint,5,opt,name=cursor,proto3" json:"cursor,omitempty"` // highest inbox seq this device has processed (0: none)
+	// compact_sent asks for SENT in its compact form after the first one on
+	// this connection (spec [S-7-16]); a server that does not know the field
+	// sends every SENT in full.
+	CompactSent   bool `protobuf:"varint,6,opt,name=compact_sent,json=compactSent,proto3" json:"compact_sent,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1086,6 +1090,13 @@ func (x *Login) GetCursor() uint64 {
 		return x.Cursor
 	}
 	return 0
+}
+
+func (x *Login) GetCompactSent() bool {
+	if x != nil {
+		return x.CompactSent
+	}
+	return false
 }
 
 // LoginOk (kind 69) answers Login.
@@ -1351,9 +1362,15 @@ func (x *Envelope) GetCipher() Cipher {
 // Sent (kind 70) acknowledges a Send: the message is durable and will be
 // delivered. A retried Send with the same cmid gets the same id again.
 type Sent struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Cmid          uint64                 `protobuf:"varint,1,opt,name=cmid,proto3" json:"cmid,omitempty"`
-	Id            uint64                 `protobuf:"varint,2,opt,name=id,proto3" json:"id,omitempty"` // server message id; bits 63–22 are milliseconds since 2025-01-01T00:00:00Z
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Cmid  uint64                 `protobuf:"varint,1,opt,name=cmid,proto3" json:"cmid,omitempty"`
+	Id    uint64                 `protobuf:"varint,2,opt,name=id,proto3" json:"id,omitempty"` // server message id; bits 63–22 are milliseconds since 2025-01-01T00:00:00Z
+	// The compact form (spec [S-7-16]), only after Login.compact_sent: cmid
+	// and id are 0 and the three deltas below give them from the previous
+	// SENT on the same connection.
+	CmidGap       int64 `protobuf:"zigzag64,3,opt,name=cmid_gap,json=cmidGap,proto3" json:"cmid_gap,omitempty"`    // cmid - (previous cmid + 1)
+	MsDelta       int64 `protobuf:"zigzag64,4,opt,name=ms_delta,json=msDelta,proto3" json:"ms_delta,omitempty"`    // (id >> 22) - (previous id >> 22)
+	LowDelta      int64 `protobuf:"zigzag64,5,opt,name=low_delta,json=lowDelta,proto3" json:"low_delta,omitempty"` // (id & 0x3fffff) - (previous id & 0x3fffff)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1398,6 +1415,27 @@ func (x *Sent) GetCmid() uint64 {
 func (x *Sent) GetId() uint64 {
 	if x != nil {
 		return x.Id
+	}
+	return 0
+}
+
+func (x *Sent) GetCmidGap() int64 {
+	if x != nil {
+		return x.CmidGap
+	}
+	return 0
+}
+
+func (x *Sent) GetMsDelta() int64 {
+	if x != nil {
+		return x.MsDelta
+	}
+	return 0
+}
+
+func (x *Sent) GetLowDelta() int64 {
+	if x != nil {
+		return x.LowDelta
 	}
 	return 0
 }
@@ -2214,7 +2252,7 @@ const file_parley_proto_rawDesc = "" +
 	"\x06device\x18\x03 \x01(\rR\x06device\x12\x1e\n" +
 	"\n" +
 	"credential\x18\x04 \x01(\fR\n" +
-	"credential\"\x85\x01\n" +
+	"credential\"\xa8\x01\n" +
 	"\x05Login\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x12\n" +
 	"\x04user\x18\x02 \x01(\x04R\x04user\x12\x16\n" +
@@ -2222,7 +2260,8 @@ const file_parley_proto_rawDesc = "" +
 	"\n" +
 	"credential\x18\x04 \x01(\fR\n" +
 	"credential\x12\x16\n" +
-	"\x06cursor\x18\x05 \x01(\x04R\x06cursor\"\x9b\x01\n" +
+	"\x06cursor\x18\x05 \x01(\x04R\x06cursor\x12!\n" +
+	"\fcompact_sent\x18\x06 \x01(\bR\vcompactSent\"\x9b\x01\n" +
 	"\aLoginOk\x12$\n" +
 	"\x0eserver_time_ms\x18\x01 \x01(\x04R\fserverTimeMs\x12\x1f\n" +
 	"\vheartbeat_s\x18\x02 \x01(\rR\n" +
@@ -2244,10 +2283,13 @@ const file_parley_proto_rawDesc = "" +
 	"\bEnvelope\x12\x16\n" +
 	"\x06device\x18\x01 \x01(\rR\x06device\x12\x12\n" +
 	"\x04body\x18\x02 \x01(\fR\x04body\x12)\n" +
-	"\x06cipher\x18\x03 \x01(\x0e2\x11.parley.v1.CipherR\x06cipher\"*\n" +
+	"\x06cipher\x18\x03 \x01(\x0e2\x11.parley.v1.CipherR\x06cipher\"}\n" +
 	"\x04Sent\x12\x12\n" +
 	"\x04cmid\x18\x01 \x01(\x04R\x04cmid\x12\x0e\n" +
-	"\x02id\x18\x02 \x01(\x04R\x02id\"\x17\n" +
+	"\x02id\x18\x02 \x01(\x04R\x02id\x12\x19\n" +
+	"\bcmid_gap\x18\x03 \x01(\x12R\acmidGap\x12\x19\n" +
+	"\bms_delta\x18\x04 \x01(\x12R\amsDelta\x12\x1b\n" +
+	"\tlow_delta\x18\x05 \x01(\x12R\blowDelta\"\x17\n" +
 	"\x03Ack\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\"W\n" +
 	"\x04Read\x12\x10\n" +
