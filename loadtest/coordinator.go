@@ -421,8 +421,9 @@ func (c *coordinator) readBaseline(ctx context.Context) error {
 	return nil
 }
 
-// readConnected waits settle, then reads the server's settled memory with
-// every connection up and figures the memory per connection.
+// readConnected waits settle, then reads the server's memory with every
+// connection up, as it is and then settled, and figures the memory per
+// connection over the settled baseline.
 func (c *coordinator) readConnected(ctx context.Context, settle time.Duration) error {
 	if c.admin == nil || !c.haveBase {
 		return nil
@@ -433,11 +434,20 @@ func (c *coordinator) readConnected(ctx context.Context, settle time.Duration) e
 			return err
 		}
 	}
+	// The peers' way first (as cmd/parley-peers reads them): as it is, no GC forced.
+	raw, err := c.admin.memory(ctx, false)
+	if err != nil {
+		return err
+	}
 	m, err := c.admin.memory(ctx, true)
 	if err != nil {
 		return err
 	}
 	conns := c.sum(-1).Connected
+	c.res.ServerRSSUnforced = raw.RSS
+	if conns > 0 {
+		c.res.ServerRSSUnforcedPerConn = float64(raw.RSS-c.baseline.RSS) / float64(conns)
+	}
 	c.res.ServerRSS = m.RSS
 	c.res.ServerHeap = m.HeapInuse
 	if conns > 0 {

@@ -80,6 +80,10 @@ func TestScenarios(t *testing.T) {
 				t.Errorf("the series ends at %+v, not with the %d messages delivered", last, res.MessagesDelivered)
 			}
 			if tc.cfg.Scenario == "idle" {
+				// Both memory figures: settled, and as the peers are read.
+				if res.ServerRSS == 0 || res.ServerRSSUnforced == 0 {
+					t.Errorf("server RSS %d settled, %d unforced: not read", res.ServerRSS, res.ServerRSSUnforced)
+				}
 				return
 			}
 			if res.MessagesSent == 0 || res.MessagesDelivered < res.MessagesSent {

@@ -51,15 +51,20 @@ type Result struct {
 	// Server figures from the admin endpoint (0 without one). Memory is
 	// read settled (after GC) with every connection up; per connection it
 	// is the growth over the settled baseline before they connected.
-	ServerRSS          int64   `json:"server_rss_bytes"`
-	ServerHeap         int64   `json:"server_heap_bytes"`
-	ServerRSSPerConn   float64 `json:"server_rss_per_conn_bytes"`
-	ServerHeapPerConn  float64 `json:"server_heap_per_conn_bytes"`
-	MemoryConnections  int64   `json:"memory_connections"`
-	ServerCPUSeconds   float64 `json:"server_cpu_s"`
-	ServerCPUPerMsgUS  float64 `json:"server_cpu_us_per_msg"`
-	ServerCommits      int64   `json:"server_commits"`
-	ServerOpsPerCommit float64 `json:"server_ops_per_commit"`
+	ServerRSS         int64   `json:"server_rss_bytes"`
+	ServerHeap        int64   `json:"server_heap_bytes"`
+	ServerRSSPerConn  float64 `json:"server_rss_per_conn_bytes"`
+	ServerHeapPerConn float64 `json:"server_heap_per_conn_bytes"`
+	MemoryConnections int64   `json:"memory_connections"`
+	// The same RSS read the peers' way (cmd/parley-peers): as it is, with
+	// no collection forced and nothing returned to the OS, just before the
+	// settled read; per connection over the settled baseline.
+	ServerRSSUnforced        int64   `json:"server_rss_unforced_bytes"`
+	ServerRSSUnforcedPerConn float64 `json:"server_rss_unforced_per_conn_bytes"`
+	ServerCPUSeconds         float64 `json:"server_cpu_s"`
+	ServerCPUPerMsgUS        float64 `json:"server_cpu_us_per_msg"`
+	ServerCommits            int64   `json:"server_commits"`
+	ServerOpsPerCommit       float64 `json:"server_ops_per_commit"`
 	// ServerSyncs is the WAL syncs (fsyncs) the node made in the measured
 	// window; ServerSyncsPerMsg per delivered message, ServerSyncMeanUS
 	// the mean time of one.
@@ -261,6 +266,10 @@ func (r *Result) WriteText(w io.Writer) {
 	if r.ServerRSS > 0 {
 		fmt.Fprintf(w, "server memory with %d connections: RSS %.1f MiB, heap %.1f MiB; per connection RSS %.0f B, heap %.0f B\n",
 			r.MemoryConnections, float64(r.ServerRSS)/(1<<20), float64(r.ServerHeap)/(1<<20), r.ServerRSSPerConn, r.ServerHeapPerConn)
+		if r.ServerRSSUnforced > 0 {
+			fmt.Fprintf(w, "  read the peers' way (no forced GC): RSS %.1f MiB, per connection %.0f B\n",
+				float64(r.ServerRSSUnforced)/(1<<20), r.ServerRSSUnforcedPerConn)
+		}
 	}
 	if r.ServerCPUPerMsgUS > 0 {
 		fmt.Fprintf(w, "server: %.1f µs CPU per delivered message, %d commits, %.1f ops/commit, %.0f µs/commit; %d fsyncs, %.2f per message, %.0f µs each\n",
