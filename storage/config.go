@@ -122,6 +122,16 @@ type Config struct {
 	// benchmarks that measure everything but the disk; never in
 	// production.
 	NoSync bool
+	// SyncWait is how long the syncer lets more cycles commit before it
+	// syncs, when the sync before it ended less than SyncBusy ago
+	// (adaptive group commit, shard_sync.go): a busy shard then covers
+	// more cycles with one fsync, and a shard that was quiet syncs at
+	// once, so light load never waits for it. Default 50 µs; negative:
+	// never wait (BenchmarkGroupCommit, docs/benchmarks.md).
+	SyncWait time.Duration
+	// SyncBusy is how recent the last sync must be for SyncWait to apply.
+	// Default 1 ms.
+	SyncBusy time.Duration
 
 	// CodeTTL is how long a verification code is valid. Default 10 minutes.
 	CodeTTL time.Duration
@@ -219,6 +229,12 @@ func (c *Config) setDefaults() {
 	if c.MaxPendingLinks == 0 {
 		c.MaxPendingLinks = 10_000
 	}
+	if c.SyncWait == 0 {
+		c.SyncWait = 50 * time.Microsecond
+	}
+	if c.SyncBusy == 0 {
+		c.SyncBusy = time.Millisecond
+	}
 }
 
 // validate reports every problem with c at once.
@@ -251,7 +267,8 @@ func (c *Config) validate() error {
 	for _, v := range []struct {
 		name string
 		d    time.Duration
-	}{{"retention", c.Retention}, {"code TTL", c.CodeTTL}, {"code interval", c.CodeInterval}, {"revoke limit", c.RevokeLimit}} {
+	}{{"retention", c.Retention}, {"code TTL", c.CodeTTL}, {"code interval", c.CodeInterval}, {"revoke limit", c.RevokeLimit},
+		{"sync busy", c.SyncBusy}} {
 		if v.d < 0 {
 			errs = append(errs, fmt.Errorf("negative %s %v", v.name, v.d))
 		}

@@ -107,6 +107,7 @@ type Shard struct {
 	commitNanos    atomic.Uint64
 	syncs          atomic.Uint64
 	syncNanos      atomic.Uint64
+	syncWaits      atomic.Uint64 // syncs that waited Config.SyncWait first
 	resends        atomic.Uint64
 	forwardRepeats atomic.Uint64
 	forwardGaps    atomic.Uint64
@@ -129,6 +130,7 @@ type Stats struct {
 	CommitTime  time.Duration // total time spent committing (applying batches, no fsync)
 	Syncs       uint64        // WAL syncs (fsyncs) made
 	SyncTime    time.Duration // total time spent syncing
+	SyncWaits   uint64        // syncs that first waited Config.SyncWait (adaptive group commit)
 	QueueLength int           // ops waiting for the actor now
 	// Resends counts go-backs: outbox entries forwarded again after a gap
 	// answer or a pair that made no progress.
@@ -166,6 +168,7 @@ func (s *Shard) Stats() Stats {
 		CommitTime:  time.Duration(s.commitNanos.Load()),
 		Syncs:       s.syncs.Load(),
 		SyncTime:    time.Duration(s.syncNanos.Load()),
+		SyncWaits:   s.syncWaits.Load(),
 		QueueLength: n,
 
 		Resends:        s.resends.Load(),

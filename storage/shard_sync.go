@@ -29,6 +29,12 @@ import (
 //     makes every earlier write durable) whenever a cycle waits for it;
 //     cycles committed while one sync runs are covered by the next, so a
 //     busy shard batches its fsyncs without waiting on purpose.
+//   - Adaptive group commit (Config.SyncWait): when the sync before ended
+//     less than Config.SyncBusy ago, the syncer first waits SyncWait, so
+//     the cycles the actor commits meanwhile ride on the same fsync. After
+//     a quiet spell it syncs at once: light load never waits for it. The
+//     wait is measured on the monotonic clock (it times the disk, as the
+//     sync metrics do, and is no part of the shard's logic).
 //
 // Losing a cycle that made no promise costs nothing a client can see: a
 // cursor moved back delivers entries again, which clients drop by seq
@@ -129,17 +135,38 @@ func (s *Shard) drainLocked() {
 // stop is closed. It runs on its own goroutine for a started shard.
 func (s *Shard) syncer(stop <-chan struct{}, done chan<- struct{}) {
 	defer close(done)
+	var lastEnd time.Time // when the last sync ended; zero before the first
+	var wait *time.Timer
+	defer func() {
+		if wait != nil {
+			wait.Stop()
+		}
+	}()
 	for {
 		select {
 		case <-stop:
 			return
 		case <-s.syncWake:
 		}
+		if w := s.cfg.SyncWait; w > 0 && !lastEnd.IsZero() && time.Since(lastEnd) < s.cfg.SyncBusy {
+			if wait == nil {
+				wait = time.NewTimer(w)
+			} else {
+				wait.Reset(w)
+			}
+			select {
+			case <-stop:
+				return // the actor syncs what is left
+			case <-wait.C:
+			}
+			s.syncWaits.Add(1)
+		}
 		if err := s.Sync(); err != nil {
 			s.syncErr.Store(&err)
 			s.poke() // the actor fails the shard
 			return
 		}
+		lastEnd = time.Now()
 	}
 }
 
