@@ -60,6 +60,11 @@ func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 	if len(out.b) > 0 || (v.close && c.tc != nil && c.tc.Ready()) {
 		s.write(c, out.b, v.close)
 	}
+	// A heartbeat (PINGs in, PONGs out, nothing from the shards) leaves an
+	// idle connection as idle as it was: its AEADs, rebuilt for it, go at
+	// once instead of at the next trim (a connection idle for good pings
+	// every heartbeat, and would otherwise hold them for a fifth of it).
+	heartbeat := q.out == nil && len(out.b) > 0 && onlyPongs(out.b)
 	s.bufs.put(out)
 
 	if v.close {
@@ -68,10 +73,22 @@ func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 		}
 		return c.startDrain(gc)
 	}
-	if c.trim.Swap(false) && c.tc != nil && c.tc.Ready() && gc.OutboundBuffered() == 0 {
+	if (c.trim.Swap(false) || heartbeat) && c.tc != nil && c.tc.Ready() && gc.OutboundBuffered() == 0 {
 		c.tc.Idle()
 	}
 	return gnet.None
+}
+
+// onlyPongs reports whether frames holds PONG frames and nothing else.
+func onlyPongs(frames []byte) bool {
+	for len(frames) > 0 {
+		f, size, _, err := codec.Parse(frames, protocol.MaxFrameBody)
+		if err != nil || size == 0 || f.Kind != protocol.KindPong {
+			return false
+		}
+		frames = frames[size:]
+	}
+	return true
 }
 
 // bound keeps the output within MaxOutbound ([S-6-14]): when out does not

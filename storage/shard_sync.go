@@ -43,6 +43,11 @@ import (
 // A stepped shard (Step, for the simulation) has no syncer: whoever steps
 // it calls Sync, so a crash can fall between a commit and its sync.
 
+// maxKeptEffects is the most effects (536 bytes each) whose room a cycle
+// keeps for the next: a burst (thousands of logins in one cycle) must not
+// pin megabytes for good.
+const maxKeptEffects = 256
+
 // ready is one cycle's effects, waiting for its durability.
 type ready struct {
 	need    uint64 // cycles up to here must be durable first
@@ -82,6 +87,9 @@ func (s *Shard) release() {
 		s.emitLocked(s.effects, s.out)
 		s.emitMu.Unlock()
 		s.effects = s.effects[:0]
+		if cap(s.effects) > maxKeptEffects {
+			s.effects = nil
+		}
 		if cap(s.out) > 4<<20 {
 			s.out = nil
 		}
@@ -120,7 +128,7 @@ func (s *Shard) drainLocked() {
 	for n < len(s.held) && s.held[n].need <= synced {
 		r := s.held[n]
 		s.emitLocked(r.effects, r.out)
-		if cap(r.out) <= 4<<20 && len(s.spareBufs) < 8 {
+		if cap(r.out) <= 4<<20 && cap(r.effects) <= maxKeptEffects && len(s.spareBufs) < 8 {
 			s.spareBufs = append(s.spareBufs, ready{effects: r.effects[:0], out: r.out[:0]})
 		}
 		s.held[n] = ready{}
