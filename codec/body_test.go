@@ -173,7 +173,7 @@ func TestHotPathAllocations(t *testing.T) {
 
 // TestOverheadBudget checks the byte budgets of DESIGN.md for a 20-byte
 // text: sender→server ≤ 16 bytes beyond the text, server→recipient ≤ 24,
-// a cumulative ack ≤ 6, with realistic ids (3-byte user ids, seq below
+// a cumulative ack and a (compact) SENT ≤ 6 each, with realistic ids (3-byte user ids, seq below
 // 2^21, a message id of today).
 func TestOverheadBudget(t *testing.T) {
 	text := bytes.Repeat([]byte("t"), 20)
@@ -182,10 +182,13 @@ func TestOverheadBudget(t *testing.T) {
 	up := len(AppendSend(nil, Send{To: user, CMID: cmid, Body: text})) - len(text)
 	down := len(AppendEntry(nil, protocol.KindMessage, seq, AppendMessageEntry(nil, Message{ID: id, From: user, Body: text}))) - len(text)
 	ack := len(AppendAck(nil, seq))
-	if up > 16 || down > 24 || ack > 6 {
-		t.Fatalf("overhead up=%d down=%d ack=%d, budget 16/24/6", up, down, ack)
+	// A SENT a second after the connection's previous one, compact ([S-7-16]).
+	prev := SentState{CMID: cmid - 1, ID: id - 1000<<protocol.MessageIDTimeShift}
+	sent := len(prev.AppendSent(nil, cmid, id))
+	if up > 16 || down > 24 || ack > 6 || sent > 6 {
+		t.Fatalf("overhead up=%d down=%d ack=%d sent=%d, budget 16/24/6/6", up, down, ack, sent)
 	}
-	t.Logf("overhead: up %d B, down %d B, ack %d B", up, down, ack)
+	t.Logf("overhead: up %d B, down %d B, ack %d B, SENT %d B", up, down, ack, sent)
 }
 
 func BenchmarkParseSend(b *testing.B) {
