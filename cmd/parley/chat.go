@@ -404,14 +404,16 @@ func (u *chatUI) handle(k *conn, ev client.Event) {
 		if here.holds(ev, me) && u.typing.stopped(ev.From) {
 			u.typingNews(ev.From, false, false) // the message ends the spell
 		}
+		if ev.From != me && here.holds(ev, me) {
+			// Before the line shows: a /react, /reply or /forward typed
+			// once it is on screen must find it.
+			u.got(ev)
+		}
 		if line := k.message(ev, here, "(/save %d PATH)"); line != "" {
 			u.con.printf("%s", line)
 		}
 		if ev.From != me {
 			u.marker.mark(ev.Group, ev.From, ev.ID)
-			if here.holds(ev, me) {
-				u.got(ev)
-			}
 		}
 	case client.Receipt:
 		if ev.Type == pb.ReceiptType_RECEIPT_SELF_READ {
