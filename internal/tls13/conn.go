@@ -189,6 +189,7 @@ func (tc *Conn) install() {
 	s := &suites[tc.suite]
 	tc.in.setSecret(s, h.clientSecret)
 	tc.out.setSecret(s, h.serverSecret)
+	tc.out.seq = h.serverSeq // after crypto/tls's NewSessionTicket records
 	clear(h.clientSecret)
 	clear(h.serverSecret)
 	tc.state = stateReady

@@ -3,8 +3,8 @@
 //
 // # Design
 //
-// The handshake is Go's own crypto/tls server handshake (TLS 1.3 only,
-// session tickets disabled), run in a short-lived goroutine over an
+// The handshake is Go's own crypto/tls server handshake (TLS 1.3 only),
+// run in a short-lived goroutine over an
 // in-memory blocking net.Conn. A connection takes nothing (no slot, no
 // goroutine, no timer) until its whole ClientHello has arrived: Feed reads
 // the record and handshake headers in gnet's buffer, bounded by
@@ -27,6 +27,20 @@
 // with the negotiated suite from ConnectionState, that is all it keeps. It
 // stores the result and wakes the connection; the crypto/tls.Conn is
 // dropped.
+//
+// # Session resumption
+//
+// Unless TLS.SessionTicketsDisabled, crypto/tls sends one session ticket
+// per handshake (full or resumed) and accepts it for PSK resumption with
+// (EC)DHE, never 0-RTT: a resumed handshake skips the certificate and its
+// signature. The ticket keys are derived from Config.TicketSecret per
+// rotation period (ticket.go); every handshake's cloned tls.Config gets the
+// current and previous period's keys. The NewSessionTicket goes out in the
+// server's first flight under the server application traffic key, so the
+// record layer must not start that direction at sequence number 0: the
+// goroutine keeps a copy of what crypto/tls wrote and counts the records
+// that open under the application key (appRecords), and the record layer
+// starts after them.
 //
 // After the handshake, the package's own record layer (RFC 8446 §5, §7.3,
 // KeyUpdate §4.6.3) protects the connection: crypto/aes and crypto/cipher
@@ -61,13 +75,14 @@
 // that changes one fails CI: (a) the server handshake returns after
 // reading the record holding the client's Finished, without asking for
 // more; (b) Config.KeyLogWriter delivers CLIENT_TRAFFIC_SECRET_0 and
-// SERVER_TRAFFIC_SECRET_0 as NSS key log lines, one per Write; (c) with
-// SessionTicketsDisabled the server writes nothing under its application
-// key, so our sequence numbers start at 0; (d) crypto/tls clients accept a
+// SERVER_TRAFFIC_SECRET_0 as NSS key log lines, one per Write; (c) the
+// server writes under its application key only during the handshake and
+// only its NewSessionTicket (one record with tickets on, none with
+// SessionTicketsDisabled), which appRecords counts, and nothing after
+// HandshakeContext returns; (d) crypto/tls clients accept a
 // server's KeyUpdate and answer update_requested.
 //
-// Not supported: TLS 1.2 and earlier, session resumption and 0-RTT (every
-// connection does a full handshake), post-handshake client authentication,
+// Not supported: TLS 1.2 and earlier, 0-RTT, post-handshake client authentication,
 // and a KeyUpdate split across records (no known stack sends one).
 //
 // # Threading

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -370,28 +371,96 @@ func serverAppKeyUsed(t *testing.T, suite uint8, out []byte, clientLog string) e
 	return nil
 }
 
-// Guard (c): with SessionTicketsDisabled, everything the server writes up
-// to the return of HandshakeContext is under its handshake key (its
-// application key, and so our sequence number 0, is unused), and it writes
-// nothing afterwards.
-func TestGuardNoServerWritesAfterHandshake(t *testing.T) {
+// Guard (c): the server's writes under its application key during the
+// handshake, which the record layer's sequence numbers must follow. With
+// SessionTicketsDisabled everything the server writes up to the return of
+// HandshakeContext is under its handshake key (its application key, and
+// so our sequence number 0, is unused). With tickets, as NewServer
+// configures it, it writes exactly one record under the application key,
+// holding one NewSessionTicket, last in its first flight, and appRecords
+// counts it. In both cases it writes nothing after HandshakeContext
+// returns.
+func TestGuardServerWritesUnderAppKey(t *testing.T) {
 	clientLog, suite, out, after := stdHandshake(t, func(c *tls.Config) {
 		forceSettings(c)
+		c.SessionTicketsDisabled = true
 	})
 	if err := serverAppKeyUsed(t, suite, out, clientLog); err != nil {
 		t.Error(err)
 	}
+	if n, err := appRecords(&suites[suite], keyLogLines(t, clientLog)["SERVER_TRAFFIC_SECRET_0"], out); n != 0 || err != nil {
+		t.Errorf("tickets off: appRecords = %d, %v; want 0", n, err)
+	}
 	if after != 0 {
-		t.Errorf("the server wrote %d bytes after HandshakeContext returned", after)
+		t.Errorf("tickets off: the server wrote %d bytes after HandshakeContext returned", after)
 	}
 
-	// Control: with tickets on, the check above sees the NewSessionTicket
-	// under the application key.
-	clientLog, suite, out, _ = stdHandshake(t, func(c *tls.Config) {
-		c.MinVersion, c.MaxVersion = tls.VersionTLS13, tls.VersionTLS13
+	srv, err := NewServer(Config{TLS: serverTLSConfig()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	clientLog, suite, out, after = stdHandshake(t, func(c *tls.Config) {
+		*c = *srv.configFor(&handshake{}) // our keys, tickets on
+		c.KeyLogWriter = nil
 	})
+	// The check above sees the NewSessionTicket under the application key.
 	if err := serverAppKeyUsed(t, suite, out, clientLog); err == nil {
-		t.Error("control: a session ticket went unnoticed")
+		t.Error("tickets on: no record under the application key")
+	}
+	secret := keyLogLines(t, clientLog)["SERVER_TRAFFIC_SECRET_0"]
+	n, err := appRecords(&suites[suite], secret, out)
+	if n != 1 || err != nil {
+		t.Fatalf("tickets on: appRecords = %d, %v; want 1 record under the application key", n, err)
+	}
+	var last []byte
+	for rest := out; len(rest) > 0; {
+		m := recordHeaderLen + (int(rest[3])<<8 | int(rest[4]))
+		last, rest = rest[:m], rest[m:]
+	}
+	tc := readyConn(testServer(), suite, secret, secret)
+	plain, err := tc.in.cipher(&suites[suite]).Open(nil, tc.in.nonce(&tc.nonceBuf), last[recordHeaderLen:], last[:recordHeaderLen])
+	if err != nil {
+		t.Fatalf("the last record is not the one under the application key: %v", err)
+	}
+	plain = bytes.TrimRight(plain, "\x00")
+	if plain[len(plain)-1] != typeHandshake || plain[0] != 4 || 4+(int(plain[1])<<16|int(plain[2])<<8|int(plain[3])) != len(plain)-1 {
+		t.Errorf("the record under the application key is not one NewSessionTicket: % x", plain[:min(8, len(plain))])
+	}
+	if after != 0 {
+		t.Errorf("tickets on: the server wrote %d bytes after HandshakeContext returned", after)
+	}
+}
+
+// TestAppRecordsRejectsStrayRecords: a record after the first one under
+// the application key that does not open at the next sequence number, or
+// that is not encrypted, is an error, not a miscount.
+func TestAppRecordsRejectsStrayRecords(t *testing.T) {
+	s := &suites[suiteAES128GCM]
+	secret := bytes.Repeat([]byte{7}, s.hashLen)
+	app := readyConn(testServer(), suiteAES128GCM, secret, secret)
+	other := readyConn(testServer(), suiteAES128GCM, secret, bytes.Repeat([]byte{8}, s.hashLen))
+	hs := other.Seal(nil, []byte("handshake-key record"))
+	a0 := app.Seal(nil, []byte("ticket 0"))
+	a1 := app.Seal(nil, []byte("ticket 1"))
+	plain := []byte{20, 3, 3, 0, 1, 1} // change_cipher_spec
+	for _, tt := range []struct {
+		name string
+		out  []byte
+		want uint64
+		ok   bool
+	}{
+		{"none", slices.Concat(plain, hs), 0, true},
+		{"two", slices.Concat(plain, hs, a0, a1), 2, true},
+		{"gap", slices.Concat(hs, a1), 0, true}, // seq 1 alone does not open at 0
+		{"out of order", slices.Concat(hs, a0, hs), 0, false},
+		{"plaintext after", slices.Concat(a0, plain), 0, false},
+		{"partial", a0[:len(a0)-1], 0, false},
+	} {
+		n, err := appRecords(s, secret, tt.out)
+		if n != tt.want || (err == nil) != tt.ok {
+			t.Errorf("%s: appRecords = %d, %v; want %d, ok %v", tt.name, n, err, tt.want, tt.ok)
+		}
 	}
 }
 
@@ -427,6 +496,8 @@ func TestClientKeyUpdateRequested(t *testing.T) {
 	h := &handshake{}
 	cfg := clientTLSConfig()
 	cfg.KeyLogWriter = (*keyLogWriter)(h)
+	// No cache: no ticket, whose record our client side would have to skip.
+	cfg.ClientSessionCache = nil
 	raw, err := net.Dial("tcp", e.addr)
 	if err != nil {
 		t.Fatal(err)

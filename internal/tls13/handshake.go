@@ -58,6 +58,8 @@ type handshake struct {
 	suite        uint16
 	clientSecret []byte // CLIENT_TRAFFIC_SECRET_0
 	serverSecret []byte // SERVER_TRAFFIC_SECRET_0
+	written      []byte // everything crypto/tls wrote; dropped when the handshake ends
+	serverSeq    uint64 // records crypto/tls wrote under SERVER_TRAFFIC_SECRET_0
 }
 
 func newHandshake(s *Server, c gnet.Conn, now time.Time) *handshake {
@@ -121,9 +123,59 @@ func (h *handshake) handshake(ctx context.Context, cfg *tls.Config) error {
 	if len(h.clientSecret) != hashLen || len(h.serverSecret) != hashLen {
 		return errors.New("KeyLogWriter did not deliver both application traffic secrets")
 	}
-	h.suite = state.CipherSuite
+	// With session tickets, crypto/tls has written its NewSessionTicket
+	// under the server application key: the record layer goes on from the
+	// sequence number after the last record it wrote.
+	n, err := appRecords(&suites[s], h.serverSecret, h.written)
+	h.written = nil
+	if err != nil {
+		return err
+	}
+	h.suite, h.serverSeq = state.CipherSuite, n
 	// tc is dropped here: nothing of it outlives the handshake.
 	return nil
+}
+
+// appRecords counts the records in out, everything crypto/tls wrote during
+// one server handshake, that are protected under the server application
+// traffic secret (its NewSessionTicket messages): the encrypted records
+// that open under that key with sequence numbers 0, 1, and so on. They must
+// be the last records written; every encrypted record before them is under
+// the handshake key, which the AEAD check tells apart. It costs one failed
+// AEAD open per handshake-key record (the server's flight, a few KiB).
+func appRecords(s *suite, secret []byte, out []byte) (uint64, error) {
+	var hc halfConn
+	hc.setSecret(s, secret)
+	defer hc.wipe()
+	var nonce [ivLen]byte
+	var scratch []byte
+	for len(out) > 0 {
+		if len(out) < recordHeaderLen {
+			return 0, errors.New("crypto/tls wrote a partial record header")
+		}
+		n := recordHeaderLen + (int(out[3])<<8 | int(out[4]))
+		if n > len(out) {
+			return 0, errors.New("crypto/tls wrote a partial record")
+		}
+		rec := out[:n]
+		out = out[n:]
+		if rec[0] != typeApplicationData {
+			if hc.seq > 0 {
+				return 0, fmt.Errorf("crypto/tls wrote a record of type %d after one under its application key", rec[0])
+			}
+			continue // ServerHello, change_cipher_spec
+		}
+		var err error
+		scratch, err = hc.cipher(s).Open(scratch[:0], hc.nonce(&nonce), rec[recordHeaderLen:], rec[:recordHeaderLen])
+		if err != nil {
+			if hc.seq > 0 {
+				return 0, fmt.Errorf("crypto/tls wrote record %d under an unknown key after its application key", hc.seq)
+			}
+			continue // under the handshake key
+		}
+		hc.seq++
+	}
+	return hc.seq, nil
 }
 
 // push hands the next complete record in c's inbound buffer to the
@@ -246,6 +298,9 @@ func (h *handshake) Write(p []byte) (int, error) {
 	if err := h.gc.AsyncWrite(bytes.Clone(p), nil); err != nil {
 		return 0, err
 	}
+	// Kept to count the records under the application key (appRecords);
+	// only the handshake goroutine touches written.
+	h.written = append(h.written, p...)
 	return len(p), nil
 }
 

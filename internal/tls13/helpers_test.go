@@ -128,8 +128,7 @@ func serverTLSConfig() *tls.Config {
 }
 
 // clientTLSConfig is a client that trusts testCert and, like mobile
-// clients, keeps a session cache (so it asks for tickets, which the
-// server must not send).
+// clients, keeps a session cache (so it asks for tickets and resumes).
 func clientTLSConfig() *tls.Config {
 	_, pool := testCert()
 	return &tls.Config{

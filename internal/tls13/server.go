@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"sync"
@@ -14,12 +15,27 @@ import (
 // its default.
 type Config struct {
 	// TLS holds the certificates and any other server settings. NewServer
-	// clones it and then forces MinVersion and MaxVersion to TLS 1.3,
-	// SessionTicketsDisabled (so the server writes nothing after its
-	// Finished) and its own per-handshake KeyLogWriter; a GetConfigForClient
-	// callback keeps working, with the same settings forced on its result.
-	// Required.
+	// clones it and then forces MinVersion and MaxVersion to TLS 1.3 and
+	// its own per-handshake KeyLogWriter and session ticket keys (see
+	// TicketSecret); a GetConfigForClient callback keeps working, with the
+	// same settings forced on its result. Session resumption (PSK with
+	// (EC)DHE, one ticket per handshake, no 0-RTT) is on unless
+	// TLS.SessionTicketsDisabled is set. Required.
 	TLS *tls.Config
+
+	// TicketSecret is the 32-byte secret the session ticket keys are
+	// derived from: the key of rotation period p (Unix time divided by
+	// TicketRotation) is HKDF-SHA256 of the secret with p (see ticketKey).
+	// Tickets are encrypted under the current period's key and accepted
+	// under the current and the previous one, so a ticket resumes for at
+	// least one period and at most two. The same secret on every start
+	// (and on every node behind one name) lets tickets survive restarts.
+	// Nil means 32 random bytes drawn by NewServer (from TLS.Rand, or
+	// crypto/rand), so tickets die with the Server.
+	TicketSecret []byte
+
+	// TicketRotation is the period of the ticket key. Zero means 24h.
+	TicketRotation time.Duration
 
 	// MaxHandshakes bounds the handshake goroutines running at once. A
 	// connection takes a slot only once its whole ClientHello has arrived
@@ -71,6 +87,8 @@ const (
 	defaultHandshakeTimeout  = 10 * time.Second
 	defaultMaxHandshakeInput = 16 << 10
 	defaultMaxPipelinedInput = 256 << 10
+	defaultTicketRotation    = 24 * time.Hour
+	ticketSecretLen          = 32
 )
 
 // validate reports every problem with c at once.
@@ -95,6 +113,14 @@ func (c *Config) validate() error {
 	} else if c.MaxHandshakeInput > 0 && c.MaxHandshakeInput < recordHeaderLen+maxPlaintext/8 {
 		errs = append(errs, errors.New("tls13: Config.MaxHandshakeInput is below 2 KiB, too small for a ClientHello"))
 	}
+	if c.TicketSecret != nil && len(c.TicketSecret) != ticketSecretLen {
+		errs = append(errs, fmt.Errorf("tls13: Config.TicketSecret is %d bytes, want %d", len(c.TicketSecret), ticketSecretLen))
+	}
+	if c.TicketRotation < 0 {
+		errs = append(errs, errors.New("tls13: Config.TicketRotation is negative"))
+	} else if c.TicketRotation > 0 && c.TicketRotation < time.Minute {
+		errs = append(errs, errors.New("tls13: Config.TicketRotation is below one minute"))
+	}
 	if c.MaxPipelinedInput < 0 {
 		errs = append(errs, errors.New("tls13: Config.MaxPipelinedInput is negative"))
 	} else if c.MaxPipelinedInput > 0 && c.MaxPipelinedInput < recordHeaderLen+maxCiphertext {
@@ -115,7 +141,8 @@ type Server struct {
 	maxInput     int
 	maxPipelined int
 	rekeyAfter   uint64           // records per sending key; tests lower it
-	now          func() time.Time // the clock for handshake deadlines
+	now          func() time.Time // the clock for handshake deadlines and ticket key periods
+	tickets      *ticketKeys      // nil when session tickets are disabled
 
 	ctx    context.Context // canceled by Close; parent of every handshake
 	cancel context.CancelFunc
@@ -161,6 +188,13 @@ func NewServer(cfg Config) (*Server, error) {
 	if s.maxPipelined == 0 {
 		s.maxPipelined = defaultMaxPipelinedInput
 	}
+	if !s.tls.SessionTicketsDisabled {
+		tk, err := newTicketKeys(cfg.TicketSecret, cfg.TicketRotation, s.tls.Rand)
+		if err != nil {
+			return nil, err
+		}
+		s.tickets = tk
+	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s, nil
 }
@@ -168,7 +202,6 @@ func NewServer(cfg Config) (*Server, error) {
 func forceSettings(c *tls.Config) *tls.Config {
 	c.MinVersion = tls.VersionTLS13
 	c.MaxVersion = tls.VersionTLS13
-	c.SessionTicketsDisabled = true
 	c.KeyLogWriter = nil
 	return c
 }
@@ -341,10 +374,23 @@ func (s *Server) releaseLocked(old *handshake) {
 }
 
 // configFor returns the crypto/tls configuration for one handshake: the
-// server's, with h capturing the traffic secrets.
+// server's, with h capturing the traffic secrets and the ticket keys of
+// the current and previous periods. (A clone made before crypto/tls has
+// generated its automatic ticket keys would generate its own, so that no
+// ticket would ever resume: the keys are always set here.)
 func (s *Server) configFor(h *handshake) *tls.Config {
+	var keys [][32]byte
+	if s.tickets != nil {
+		keys = s.tickets.current(s.now())
+	}
+	finish := func(c *tls.Config) {
+		c.KeyLogWriter = (*keyLogWriter)(h)
+		if keys != nil && !c.SessionTicketsDisabled {
+			c.SetSessionTicketKeys(keys)
+		}
+	}
 	cfg := s.tls.Clone()
-	cfg.KeyLogWriter = (*keyLogWriter)(h)
+	finish(cfg)
 	if user := cfg.GetConfigForClient; user != nil {
 		cfg.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
 			c, err := user(hello)
@@ -352,7 +398,7 @@ func (s *Server) configFor(h *handshake) *tls.Config {
 				return c, err
 			}
 			c = forceSettings(c.Clone())
-			c.KeyLogWriter = (*keyLogWriter)(h)
+			finish(c)
 			return c, nil
 		}
 	}

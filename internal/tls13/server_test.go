@@ -13,8 +13,8 @@ import (
 )
 
 func TestConfigValidate(t *testing.T) {
-	_, err := NewServer(Config{MaxHandshakes: -1, HandshakeTimeout: -1, MaxHandshakeInput: 100, MaxPipelinedInput: -5})
-	for _, want := range []string{"TLS is nil", "MaxHandshakes", "HandshakeTimeout", "MaxHandshakeInput", "MaxPipelinedInput"} {
+	_, err := NewServer(Config{MaxHandshakes: -1, HandshakeTimeout: -1, MaxHandshakeInput: 100, MaxPipelinedInput: -5, TicketSecret: make([]byte, 16), TicketRotation: time.Second})
+	for _, want := range []string{"TLS is nil", "MaxHandshakes", "HandshakeTimeout", "MaxHandshakeInput", "MaxPipelinedInput", "TicketSecret", "TicketRotation"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("validate: %v; want it to mention %q", err, want)
 		}
@@ -30,8 +30,21 @@ func TestConfigValidate(t *testing.T) {
 	if s.max != defaultMaxHandshakes || s.timeout != defaultHandshakeTimeout || s.maxInput != defaultMaxHandshakeInput || s.maxPipelined != defaultMaxPipelinedInput {
 		t.Errorf("defaults not applied: %+v", s)
 	}
-	if s.tls.MinVersion != tls.VersionTLS13 || !s.tls.SessionTicketsDisabled || s.tls.KeyLogWriter != nil {
+	if s.tls.MinVersion != tls.VersionTLS13 || s.tls.SessionTicketsDisabled || s.tls.KeyLogWriter != nil {
 		t.Error("TLS settings not forced")
+	}
+	if s.tickets == nil || s.tickets.rotation != defaultTicketRotation || s.tickets.secret == ([32]byte{}) {
+		t.Errorf("session tickets not set up: %+v", s.tickets)
+	}
+	off := serverTLSConfig()
+	off.SessionTicketsDisabled = true
+	s2, err := NewServer(Config{TLS: off})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if s2.tickets != nil || !s2.configFor(&handshake{}).SessionTicketsDisabled {
+		t.Error("TLS.SessionTicketsDisabled not honoured")
 	}
 }
 
