@@ -321,7 +321,7 @@ func TestConfigValidateReportsEverything(t *testing.T) {
 		t.Fatal(err)
 	}
 	if st.BackoffMin != time.Second || st.BackoffMax != time.Minute || st.MaxInFlight != 64 || st.AckDelay != 50*time.Millisecond ||
-		st.tls.ServerName != "example.org" || st.tls.MinVersion != 0x0304 || !st.tls.SessionTicketsDisabled || st.tls.InsecureSkipVerify {
+		st.tls.ServerName != "example.org" || st.tls.MinVersion != 0x0304 || st.tls.SessionTicketsDisabled || st.tls.ClientSessionCache == nil || st.tls.InsecureSkipVerify {
 		t.Errorf("defaults: %+v, tls %+v", st.Config, st.tls)
 	}
 }

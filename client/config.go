@@ -42,9 +42,19 @@ type Config struct {
 
 	// Plaintext speaks frames over plain TCP without TLS: for tests, and
 	// for a server behind a TLS-terminating proxy on a trusted network.
-	// False, the default, means TLS 1.3 without session tickets.
+	// False, the default, means TLS 1.3, resuming the session on
+	// reconnects unless DisableResumption.
 	// Fingerprint and RootCAs must be unset when it is true.
 	Plaintext bool
+
+	// DisableResumption makes every connection a full TLS handshake. False,
+	// the default, keeps the session tickets the server sends (spec.md
+	// [S-5-2]) in a cache of the Client, so a reconnect resumes the session:
+	// no certificate on the wire, no signature, one key exchange. The
+	// server's certificate (Fingerprint or chain) was checked on the full
+	// handshake that issued the ticket, and Fingerprint is checked again on
+	// every resumption.
+	DisableResumption bool
 
 	// Plain turns end-to-end encryption off: bodies are sent and
 	// delivered as they are (the opaque path), for applications that bring
@@ -270,6 +280,10 @@ func (c Config) resolve() (settings, error) {
 	return s, nil
 }
 
+// sessionCacheSize is the number of TLS sessions a Client keeps: it talks
+// to one server name, but media URLs may name another host.
+const sessionCacheSize = 4
+
 // setDefault sets *v to def if it is zero.
 func setDefault[T comparable](v *T, def T) {
 	var zero T
@@ -296,8 +310,10 @@ func Fingerprint(der []byte) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// tlsConfig returns the client TLS configuration: TLS 1.3 only, no session
-// tickets, and either fingerprint pinning or chain verification.
+// tlsConfig returns the client TLS configuration: TLS 1.3 only, either
+// fingerprint pinning or chain verification, and unless
+// c.DisableResumption a session cache of its own, which every connection
+// made with this configuration shares.
 func tlsConfig(c Config, host string, pin []byte) *tls.Config {
 	name := c.ServerName
 	if name == "" {
@@ -305,9 +321,13 @@ func tlsConfig(c Config, host string, pin []byte) *tls.Config {
 	}
 	tc := &tls.Config{
 		MinVersion:             tls.VersionTLS13,
-		SessionTicketsDisabled: true,
+		SessionTicketsDisabled: c.DisableResumption,
 		ServerName:             name,
 		RootCAs:                c.RootCAs,
+	}
+	if !c.DisableResumption {
+		// One server name, one entry: the latest ticket is the one to use.
+		tc.ClientSessionCache = tls.NewLRUClientSessionCache(sessionCacheSize)
 	}
 	if pin != nil {
 		tc.InsecureSkipVerify = true // replaced by the fingerprint check below

@@ -20,8 +20,17 @@ type Config struct {
 	// Addr is the TCP address to listen on, host:port. Required; port 0
 	// picks a free port (see Server.Addr).
 	Addr string
-	// TLS holds the server certificate. Required unless Plaintext.
+	// TLS holds the server certificate. Required unless Plaintext. TLS 1.3
+	// session resumption ([S-5-2]) is on unless TLS.SessionTicketsDisabled.
 	TLS *tls.Config
+	// TicketSecret is the 32-byte secret TLS session ticket keys are
+	// derived from, rotated every TicketRotation (see tls13.Config): give
+	// every start, and every node behind one name, the same secret and
+	// tickets survive restarts. Nil means a random secret per start.
+	TicketSecret []byte
+	// TicketRotation is the period of the session ticket key; a ticket
+	// resumes for at least one period and at most two. Default 24 h.
+	TicketRotation time.Duration
 	// Plaintext serves frames without TLS, for a node behind a
 	// TLS-terminating proxy. Never expose a plaintext listener to clients.
 	Plaintext bool

@@ -118,6 +118,8 @@ func New(cfg Config) (*Server, error) {
 	if !cfg.Plaintext {
 		t, err := tls13.NewServer(tls13.Config{
 			TLS:                    cfg.TLS,
+			TicketSecret:           cfg.TicketSecret,
+			TicketRotation:         cfg.TicketRotation,
 			MaxHandshakes:          cfg.MaxHandshakes,
 			HandshakeTimeout:       cfg.HandshakeTimeout,
 			MaxHandshakesPerSource: cfg.MaxHandshakesPerIP,

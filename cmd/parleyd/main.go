@@ -71,7 +71,8 @@
 //
 // Files are created readable by parleyd's user only (umask 077, the data
 // directory 0700): the shards, the certificate's key and the key that
-// protects verification codes live there.
+// protects verification codes live there, and the secret of the TLS
+// session ticket keys (--tls-ticket-key, default DataDir/tls/ticket.key).
 //
 // Connection limits (docs/security.md, "Connections and TLS"): at most
 // --max-conns client connections (default: the open-file limit less
@@ -185,6 +186,7 @@ func run(args []string) error {
 	shards := fs.Int("shards", shardsDefault, "number of shards; fixed when the data directory is created (0: as created, or one per CPU for a new directory)")
 	cert := fs.String("cert", env("PARLEY_CERT", ""), "TLS certificate `file` (PEM); default: self-signed in the data directory")
 	key := fs.String("key", env("PARLEY_KEY", ""), "TLS key `file` (PEM)")
+	ticketKey := fs.String("tls-ticket-key", env("PARLEY_TLS_TICKET_KEY", ""), "`file` holding the 32-byte secret of the TLS session ticket keys, so clients resume across restarts (share it between the nodes behind one name); default: created in the data directory; \"none\": random per start")
 	plaintext := fs.Bool("plaintext", env("PARLEY_PLAINTEXT", "") == "1", "serve without TLS (only behind a TLS-terminating proxy)")
 	heartbeat := fs.Duration("heartbeat", heartbeatDefault, "client heartbeat interval")
 	testPrefix := fs.String("test-phone-prefix", env("PARLEY_TEST_PHONE_PREFIX", ""), "phone numbers starting with this `prefix` get no SMS and verify with --test-code (load tests, staging)")
@@ -313,15 +315,16 @@ func run(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return node.Run(ctx, node.Config{
-		DataDir:   *data,
-		Listen:    *listen,
-		Shards:    *shards,
-		CertFile:  *cert,
-		KeyFile:   *key,
-		Plaintext: *plaintext,
-		AdminAddr: *adminAddr,
-		MediaAddr: *mediaListen,
-		MediaURL:  *mediaURL,
+		DataDir:       *data,
+		Listen:        *listen,
+		Shards:        *shards,
+		CertFile:      *cert,
+		KeyFile:       *key,
+		TicketKeyFile: *ticketKey,
+		Plaintext:     *plaintext,
+		AdminAddr:     *adminAddr,
+		MediaAddr:     *mediaListen,
+		MediaURL:      *mediaURL,
 		MediaS3: media.S3Config{
 			Endpoint: *s3Endpoint, Bucket: *s3Bucket, Prefix: *s3Prefix, Region: *s3Region,
 			AccessKey: *s3Access, SecretKey: os.Getenv("PARLEY_MEDIA_S3_SECRET_KEY"), Insecure: *s3Insecure,

@@ -44,6 +44,13 @@ type Config struct {
 	// CertFile and KeyFile are the TLS certificate and key (PEM). Default
 	// DataDir/tls/cert.pem and key.pem, generated self-signed on first start.
 	CertFile, KeyFile string
+	// TicketKeyFile holds the 32-byte secret the TLS session ticket keys
+	// are derived from (server.Config.TicketSecret), so that clients
+	// resume their sessions across restarts of the node; give the nodes
+	// behind one name the same file. Default DataDir/tls/ticket.key,
+	// created with 32 random bytes on first start. "none" means a random
+	// secret per start: every client does a full handshake after a restart.
+	TicketKeyFile string
 	// Plaintext serves without TLS, behind a TLS-terminating proxy.
 	Plaintext bool
 	// Logger receives all logs; nil means slog.Default().
@@ -143,6 +150,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.KeyFile == "" {
 		c.KeyFile = filepath.Join(c.DataDir, "tls", "key.pem")
+	}
+	if c.TicketKeyFile == "" {
+		c.TicketKeyFile = filepath.Join(c.DataDir, "tls", "ticket.key")
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -331,6 +341,15 @@ func startLocked(cfg Config) (*Node, error) {
 	}
 
 	var tlsConfig *tls.Config
+	var ticketSecret []byte
+	if !cfg.Plaintext && cfg.TicketKeyFile != "none" {
+		if err := os.MkdirAll(filepath.Dir(cfg.TicketKeyFile), 0o700); err != nil {
+			return nil, fmt.Errorf("node: ticket key: %w", err)
+		}
+		if ticketSecret, err = loadOrCreateKey(cfg.TicketKeyFile); err != nil {
+			return nil, err
+		}
+	}
 	if !cfg.Plaintext {
 		cert, created, err := loadOrCreateCert(cfg.CertFile, cfg.KeyFile, time.Now())
 		if err != nil {
@@ -446,6 +465,9 @@ func startLocked(cfg Config) (*Node, error) {
 	sc.Addr, sc.TLS, sc.Plaintext, sc.Router, sc.Logger = cfg.Listen, tlsConfig, cfg.Plaintext, n.router, log
 	sc.Reports = n.reports
 	sc.FreeCode = freeCode(cfg, sc.FreeCode)
+	if sc.TicketSecret == nil {
+		sc.TicketSecret = ticketSecret
+	}
 	if sc.FDReserve == 0 {
 		sc.FDReserve = FDReserve(cfg.Shards, cfg.MediaAddr != "off", cfg.Media.MaxTransfers)
 	}

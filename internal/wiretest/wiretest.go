@@ -68,7 +68,16 @@ func Dial(t testing.TB, addr, fingerprint string) *Client {
 // sees the connection come from there. "" lets the system choose.
 func DialFrom(t testing.TB, src, addr, fingerprint string) *Client {
 	t.Helper()
-	c, _ := dialCounting(t, src, addr, fingerprint)
+	c, _ := dial(t, src, addr, tlsFor(fingerprint))
+	return c
+}
+
+// DialConfig connects to addr speaking TLS with cfg (for example
+// TLSConfig with a ClientSessionCache, to resume sessions), or plaintext
+// when cfg is nil. With TLS the handshake is complete when it returns.
+func DialConfig(t testing.TB, addr string, cfg *tls.Config) *Client {
+	t.Helper()
+	c, _ := dial(t, "", addr, cfg)
 	return c
 }
 
@@ -98,10 +107,20 @@ func (c *Counter) Write(b []byte) (int, error) {
 // connection moves on the wire.
 func DialCounting(t testing.TB, addr, fingerprint string) (*Client, *Counter) {
 	t.Helper()
-	return dialCounting(t, "", addr, fingerprint)
+	return dial(t, "", addr, tlsFor(fingerprint))
 }
 
-func dialCounting(t testing.TB, src, addr, fingerprint string) (*Client, *Counter) {
+// tlsFor is TLSConfig(fingerprint), or nil (plaintext) for "".
+func tlsFor(fingerprint string) *tls.Config {
+	if fingerprint == "" {
+		return nil
+	}
+	return TLSConfig(fingerprint)
+}
+
+// dial connects from src ("": any) to addr, speaking TLS with cfg or
+// plaintext when cfg is nil, counting the bytes on the wire.
+func dial(t testing.TB, src, addr string, cfg *tls.Config) (*Client, *Counter) {
 	t.Helper()
 	d := &net.Dialer{Timeout: Timeout}
 	if src != "" {
@@ -113,8 +132,8 @@ func dialCounting(t testing.TB, src, addr, fingerprint string) (*Client, *Counte
 	}
 	cnt := &Counter{Conn: raw}
 	var conn net.Conn = cnt
-	if fingerprint != "" {
-		tc := tls.Client(cnt, TLSConfig(fingerprint))
+	if cfg != nil {
+		tc := tls.Client(cnt, cfg)
 		if err := tc.Handshake(); err != nil {
 			raw.Close()
 			t.Fatal(err)
