@@ -90,6 +90,17 @@ func waitUntil(t *testing.T, cond func() bool) {
 	}
 }
 
+// TestHeartbeatAsked: Config.Heartbeat goes out in LOGIN ([S-6-8]).
+func TestHeartbeatAsked(t *testing.T) {
+	srv := newFakeServer(t, false)
+	cfg := testConfig(srv)
+	cfg.Heartbeat = 5*time.Minute + 500*time.Millisecond
+	startClient(t, cfg, nil)
+	if m := srv.accept(t).login(16, 300, 0); m.HeartbeatS != 300 {
+		t.Fatalf("Login.heartbeat_s = %d, want 300", m.HeartbeatS)
+	}
+}
+
 func TestLookupAndMarkRead(t *testing.T) {
 	srv := newFakeServer(t, false)
 	c := startClient(t, testConfig(srv), nil)

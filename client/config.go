@@ -91,6 +91,13 @@ type Config struct {
 	// OVERLOADED or INTERNAL. Zero means 1 second and 60 seconds.
 	BackoffMin, BackoffMax time.Duration
 
+	// Heartbeat is the heartbeat interval asked for in LOGIN (spec
+	// [S-6-8]: on mobile networks, the longest that survives the network's
+	// NAT timeouts), rounded down to whole seconds. The server clamps it
+	// into its bounds and the interval it announces in LoginOk is the one
+	// the client keeps. Zero asks for the server's default.
+	Heartbeat time.Duration
+
 	// PingInterval is how long the connection may go without a frame
 	// written, or without bytes read, before the client sends Ping (spec
 	// [S-6-8]). Zero, or a value above it, means three quarters of the
@@ -234,7 +241,7 @@ func (c Config) resolve() (settings, error) {
 	}{
 		{"DialTimeout", c.DialTimeout}, {"WriteTimeout", c.WriteTimeout},
 		{"BackoffMin", c.BackoffMin}, {"BackoffMax", c.BackoffMax},
-		{"PingInterval", c.PingInterval}, {"PongTimeout", c.PongTimeout},
+		{"PingInterval", c.PingInterval}, {"PongTimeout", c.PongTimeout}, {"Heartbeat", c.Heartbeat},
 		{"AckDelay", c.AckDelay},
 	} {
 		if d.v < 0 {

@@ -213,6 +213,45 @@ func TestIdleTimeout(t *testing.T) {
 	}
 }
 
+// TestNegotiatedHeartbeat: a client that asks for a heartbeat in LOGIN
+// gets it clamped into the server's bounds in LOGIN_OK, and the idle
+// timeout follows its own heartbeat, not the default ([S-6-8]).
+func TestNegotiatedHeartbeat(t *testing.T) {
+	n := nodetest.Start(t, func(c *node.Config) {
+		c.Server = server.Config{Heartbeat: time.Second, MinHeartbeat: time.Second, MaxHeartbeat: 2 * time.Second}
+	})
+	login := func(u wiretest.User, asked uint32) (*wiretest.Client, uint32) {
+		c := n.Dial(t)
+		c.Send(protocol.KindLogin, &pb.Login{Version: protocol.Version, User: u.ID, Device: u.Device, Credential: u.Cred, HeartbeatS: asked})
+		var ok pb.LoginOk
+		c.ExpectProto(protocol.KindLoginOK, &ok)
+		c.Expect(protocol.KindSynced)
+		return c, ok.HeartbeatS
+	}
+	u, v := n.Register(t, n.Phone()), n.Register(t, n.Phone())
+	if _, got := login(u, 0); got != 1 {
+		t.Fatalf("asked for no heartbeat, got %d s, want the default 1", got)
+	}
+	if _, got := login(v, 3600); got != 2 {
+		t.Fatalf("asked for 3600 s, got %d s, want the maximum 2", got)
+	}
+	short, got := login(u, 1)
+	if got != 1 {
+		t.Fatalf("asked for 1 s, got %d", got)
+	}
+	start := time.Now()
+	long, _ := login(v, 2)
+	short.ExpectError(protocol.CodeIdleTimeout)
+	shortAfter := time.Since(start)
+	long.ExpectError(protocol.CodeIdleTimeout)
+	longAfter := time.Since(start)
+	// 1.5 s and 3 s of silence, give or take the timer's resolution; the
+	// long one would close with the short one if the default applied.
+	if longAfter < 2800*time.Millisecond || longAfter-shortAfter < time.Second {
+		t.Fatalf("closed after %v (heartbeat 1 s) and %v (heartbeat 2 s)", shortAfter, longAfter)
+	}
+}
+
 // TestShutdownSendsGoAway: a graceful shutdown tells every client when to
 // come back.
 func TestShutdownSendsGoAway(t *testing.T) {

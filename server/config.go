@@ -14,6 +14,10 @@ import (
 	"github.com/parley-im/parley/router"
 )
 
+// maxHeartbeat is the longest heartbeat a server may grant: seconds fit
+// in the connection's uint16.
+const maxHeartbeat = math.MaxUint16 * time.Second
+
 // Config configures a Server. The zero value of each optional field means
 // its default.
 type Config struct {
@@ -51,9 +55,18 @@ type Config struct {
 
 	// Loops is the number of event loops; 0 means GOMAXPROCS.
 	Loops int
-	// Heartbeat is the interval clients are told to send at least one frame
-	// in; a connection silent for 1.5 × Heartbeat is closed. Default 60 s.
+	// Heartbeat is the interval, in whole seconds, clients that ask for
+	// none are told to send at least one frame in; a connection silent for
+	// 1.5 × its heartbeat is closed ([S-6-8]). Default 60 s.
 	Heartbeat time.Duration
+	// MinHeartbeat and MaxHeartbeat bound the heartbeat a client may ask
+	// for in LOGIN (heartbeat_s): the server clamps the request into
+	// [MinHeartbeat, MaxHeartbeat] and announces the result in LOGIN_OK.
+	// Whole seconds, at most 18 h. Defaults: 10 s, or Heartbeat if that is
+	// shorter; 30 min, or Heartbeat if that is longer. A silently vanished
+	// device holds its connection (and looks online) for up to 1.5 ×
+	// MaxHeartbeat.
+	MinHeartbeat, MaxHeartbeat time.Duration
 	// LoginTimeout is how long a connection may stay unauthenticated.
 	// Default 30 s.
 	LoginTimeout time.Duration
@@ -183,6 +196,12 @@ func (c *Config) setDefaults() {
 	if c.Heartbeat == 0 {
 		c.Heartbeat = 60 * time.Second
 	}
+	if c.MinHeartbeat == 0 {
+		c.MinHeartbeat = min(10*time.Second, c.Heartbeat)
+	}
+	if c.MaxHeartbeat == 0 {
+		c.MaxHeartbeat = max(30*time.Minute, c.Heartbeat)
+	}
 	if c.LoginTimeout == 0 {
 		c.LoginTimeout = 30 * time.Second
 	}
@@ -264,6 +283,12 @@ func (c *Config) validate() error {
 	if c.Heartbeat < time.Second {
 		errs = append(errs, fmt.Errorf("heartbeat %v below 1s", c.Heartbeat))
 	}
+	if c.MinHeartbeat < time.Second || c.MinHeartbeat > c.Heartbeat {
+		errs = append(errs, fmt.Errorf("min heartbeat %v below 1s or above heartbeat %v", c.MinHeartbeat, c.Heartbeat))
+	}
+	if c.MaxHeartbeat < c.Heartbeat || c.MaxHeartbeat > maxHeartbeat {
+		errs = append(errs, fmt.Errorf("max heartbeat %v below heartbeat %v or above %v", c.MaxHeartbeat, c.Heartbeat, maxHeartbeat))
+	}
 	if c.MaxOutbound < 64<<10 {
 		errs = append(errs, fmt.Errorf("max outbound %d below 64 KiB", c.MaxOutbound))
 	}
@@ -330,4 +355,15 @@ func defaultMaxConns(reserve int) int {
 		return 1 << 20
 	}
 	return max(limit-reserve, limit/2, 1)
+}
+
+// heartbeatFor returns the heartbeat, in seconds, for a LOGIN that asked
+// for asked seconds ([S-6-8]): Heartbeat for 0, else asked clamped into
+// [MinHeartbeat, MaxHeartbeat].
+func (cfg *Config) heartbeatFor(asked uint32) uint16 {
+	if asked == 0 {
+		return uint16(cfg.Heartbeat / time.Second)
+	}
+	lo, hi := uint32(cfg.MinHeartbeat/time.Second), uint32(cfg.MaxHeartbeat/time.Second)
+	return uint16(min(max(asked, lo), hi))
 }

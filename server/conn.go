@@ -67,7 +67,11 @@ type conn struct {
 	// draining: the close frame is written; the loop reads nothing more
 	// and closes once the client has received everything, or at drainUntil
 	// (unix nanos).
-	draining   bool
+	draining bool
+	// heartbeatS is the heartbeat agreed at LOGIN, in seconds ([S-6-8]):
+	// written by the loop before the LOGIN goes to the shard, read by the
+	// shard's Authenticated and, once authed is set, by the timer.
+	heartbeatS uint16
 	drainUntil int64
 
 	// openedAt is the unix nanos the connection opened; immutable.
@@ -178,7 +182,7 @@ func (c *conn) Authenticated(s storage.Session) {
 	}
 	c.out.b, _ = codec.AppendProto(c.out.b, protocol.KindLoginOK, &pb.LoginOk{
 		ServerTimeMs: uint64(c.srv.cfg.Now().UnixMilli()),
-		HeartbeatS:   uint32(c.srv.cfg.Heartbeat.Seconds()),
+		HeartbeatS:   uint32(c.heartbeatS),
 		Window:       s.Window,
 		Cursor:       s.Cursor,
 		MaxCmid:      s.MaxCMID,

@@ -152,6 +152,7 @@ func (c *conn) handleLogin(body []byte, w *buffer) verdict {
 	if m.User == 0 || m.Device == 0 || len(m.Credential) != protocol.CredentialLen {
 		return c.fail(w, protocol.CodeAuthFailed)
 	}
+	c.heartbeatS = c.srv.cfg.heartbeatFor(m.HeartbeatS) // before the shard answers
 	if !c.submit(storage.Op{Kind: storage.OpLogin, User: m.User, Device: m.Device, Credential: m.Credential, Seq: m.Cursor, EP: c}) {
 		// [S-7-3] the frames pipelined behind the Login cannot be served:
 		// tell the client when to come back and close.

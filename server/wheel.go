@@ -31,11 +31,11 @@ type wheel struct {
 	count int               // guarded by mu
 }
 
-// newWheel returns a wheel whose resolution is an eighth of the heartbeat,
-// between 50 ms and 1 s, so an idle timeout of 1.5 heartbeats fires well
-// within two ([S-6-8]).
+// newWheel returns a wheel whose resolution is an eighth of the shortest
+// heartbeat a client may get, between 50 ms and 1 s, so an idle timeout
+// of 1.5 heartbeats fires well within two ([S-6-8]).
 func newWheel(s *Server) *wheel {
-	unit := min(max(s.cfg.Heartbeat/8, 50*time.Millisecond), time.Second)
+	unit := min(max(s.cfg.MinHeartbeat/8, 50*time.Millisecond), time.Second)
 	return &wheel{srv: s, unit: int64(unit), last: s.cfg.Now().UnixNano() / int64(unit)}
 }
 
@@ -168,13 +168,13 @@ func (w *wheel) check(c *conn, nowNS int64) (due int64, act wheelAction) {
 	}
 	last := c.lastActive.Load()
 	// [S-6-9] a connection must log in within LoginTimeout of opening,
-	// and then send something every 1.5 heartbeats.
+	// and then send something every 1.5 heartbeats (its own, [S-6-8]).
 	deadline, expire := c.openedAt+int64(cfg.LoginTimeout), wheelExpire
 	if c.linking.Load() {
 		deadline = c.openedAt + int64(linkWait)
 	}
 	if c.authed.Load() {
-		deadline = last + int64(cfg.Heartbeat*3/2)
+		deadline = last + int64(c.heartbeatS)*int64(time.Second)*3/2
 	}
 	// [S-5-5] and before that, send its whole ClientHello and complete
 	// the TLS handshake, each within its time of the accept.

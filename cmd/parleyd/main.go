@@ -188,7 +188,9 @@ func run(args []string) error {
 	key := fs.String("key", env("PARLEY_KEY", ""), "TLS key `file` (PEM)")
 	ticketKey := fs.String("tls-ticket-key", env("PARLEY_TLS_TICKET_KEY", ""), "`file` holding the 32-byte secret of the TLS session ticket keys, so clients resume across restarts (share it between the nodes behind one name); default: created in the data directory; \"none\": random per start")
 	plaintext := fs.Bool("plaintext", env("PARLEY_PLAINTEXT", "") == "1", "serve without TLS (only behind a TLS-terminating proxy)")
-	heartbeat := fs.Duration("heartbeat", heartbeatDefault, "client heartbeat interval")
+	heartbeat := fs.Duration("heartbeat", heartbeatDefault, "client heartbeat interval for clients that ask for none")
+	heartbeatMin := fs.Duration("heartbeat-min", 0, "shortest heartbeat a client may ask for in LOGIN (0: 10s, or --heartbeat if shorter)")
+	heartbeatMax := fs.Duration("heartbeat-max", 0, "longest heartbeat a client may ask for in LOGIN (0: 30m, or --heartbeat if longer)")
 	testPrefix := fs.String("test-phone-prefix", env("PARLEY_TEST_PHONE_PREFIX", ""), "phone numbers starting with this `prefix` get no SMS and verify with --test-code (load tests, staging)")
 	testCode := fs.String("test-code", env("PARLEY_TEST_CODE", ""), "verification `code` for the test numbers")
 	adminAddr := fs.String("admin", env("PARLEY_ADMIN", "127.0.0.1:9222"), "admin `address`: /metrics, /healthz, /readyz, /debug/pprof/ and parleyctl (\"\" turns it off; no authentication: keep it on loopback)")
@@ -296,7 +298,8 @@ func run(args []string) error {
 		return err
 	}
 	serverConfig := server.Config{
-		Heartbeat: *heartbeat, MaxConns: *maxConns, MaxConnsPerIP: *maxConnsPerIP,
+		Heartbeat: *heartbeat, MinHeartbeat: *heartbeatMin, MaxHeartbeat: *heartbeatMax,
+		MaxConns: *maxConns, MaxConnsPerIP: *maxConnsPerIP,
 		MaxHandshakesPerIP: *maxHandshakesPerIP, FDReserve: *fdReserve,
 	}
 	if err := rates.apply(&serverConfig); err != nil {

@@ -1022,7 +1022,8 @@ type Login struct {
 	// compact_sent asks for SENT in its compact form after the first one on
 	// this connection (spec [S-7-16]); a server that does not know the field
 	// sends every SENT in full.
-	CompactSent   bool `protobuf:"varint,6,opt,name=compact_sent,json=compactSent,proto3" json:"compact_sent,omitempty"`
+	CompactSent   bool   `protobuf:"varint,6,opt,name=compact_sent,json=compactSent,proto3" json:"compact_sent,omitempty"`
+	HeartbeatS    uint32 `protobuf:"varint,7,opt,name=heartbeat_s,json=heartbeatS,proto3" json:"heartbeat_s,omitempty"` // heartbeat asked for, seconds (0: the server's default); spec [S-6-8]
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1099,11 +1100,18 @@ func (x *Login) GetCompactSent() bool {
 	return false
 }
 
+func (x *Login) GetHeartbeatS() uint32 {
+	if x != nil {
+		return x.HeartbeatS
+	}
+	return 0
+}
+
 // LoginOk (kind 69) answers Login.
 type LoginOk struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ServerTimeMs  uint64                 `protobuf:"varint,1,opt,name=server_time_ms,json=serverTimeMs,proto3" json:"server_time_ms,omitempty"` // Unix milliseconds
-	HeartbeatS    uint32                 `protobuf:"varint,2,opt,name=heartbeat_s,json=heartbeatS,proto3" json:"heartbeat_s,omitempty"`         // send a frame (Ping if nothing else) at least this often
+	HeartbeatS    uint32                 `protobuf:"varint,2,opt,name=heartbeat_s,json=heartbeatS,proto3" json:"heartbeat_s,omitempty"`         // send a frame (Ping if nothing else) at least this often: Login.heartbeat_s clamped, or the default
 	Window        uint32                 `protobuf:"varint,3,opt,name=window,proto3" json:"window,omitempty"`                                   // inbox entries in flight before the server waits for an Ack
 	Cursor        uint64                 `protobuf:"varint,4,opt,name=cursor,proto3" json:"cursor,omitempty"`                                   // where the stream resumes: entries with seq > cursor follow
 	MaxCmid       uint64                 `protobuf:"varint,5,opt,name=max_cmid,json=maxCmid,proto3" json:"max_cmid,omitempty"`                  // the highest Send.cmid recorded from this device (spec [S-8-19]); 0 if none
@@ -2252,7 +2260,7 @@ const file_parley_proto_rawDesc = "" +
 	"\x06device\x18\x03 \x01(\rR\x06device\x12\x1e\n" +
 	"\n" +
 	"credential\x18\x04 \x01(\fR\n" +
-	"credential\"\xa8\x01\n" +
+	"credential\"\xc9\x01\n" +
 	"\x05Login\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x12\n" +
 	"\x04user\x18\x02 \x01(\x04R\x04user\x12\x16\n" +
@@ -2261,7 +2269,9 @@ const file_parley_proto_rawDesc = "" +
 	"credential\x18\x04 \x01(\fR\n" +
 	"credential\x12\x16\n" +
 	"\x06cursor\x18\x05 \x01(\x04R\x06cursor\x12!\n" +
-	"\fcompact_sent\x18\x06 \x01(\bR\vcompactSent\"\x9b\x01\n" +
+	"\fcompact_sent\x18\x06 \x01(\bR\vcompactSent\x12\x1f\n" +
+	"\vheartbeat_s\x18\a \x01(\rR\n" +
+	"heartbeatS\"\x9b\x01\n" +
 	"\aLoginOk\x12$\n" +
 	"\x0eserver_time_ms\x18\x01 \x01(\x04R\fserverTimeMs\x12\x1f\n" +
 	"\vheartbeat_s\x18\x02 \x01(\rR\n" +
