@@ -35,6 +35,10 @@ type Config struct {
 	// SpawnLoops is the spawned node's event-loop count; 0 is the
 	// server's default (GOMAXPROCS).
 	SpawnLoops int `json:"spawn_loops"`
+	// Resume makes each device keep the TLS session tickets it is sent and
+	// resume its session when it reconnects (spec.md [S-5-2]), as the SDK
+	// does; false makes every connection a full handshake.
+	Resume bool `json:"resume"`
 	// SpawnNoSync commits without fsync in the spawned node: a benchmark
 	// of everything but the disk. Never what a deployment runs.
 	SpawnNoSync bool `json:"spawn_nosync"`

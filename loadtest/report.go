@@ -256,6 +256,10 @@ func (r *Result) WriteText(w io.Writer) {
 		fmt.Fprintf(w, "latency end to end: %s\n", r.Latency)
 		fmt.Fprintf(w, "  uncorrected:      %s\n", r.LatencyUncorrected)
 	}
+	if c := r.Counters; c.Handshakes > 0 {
+		fmt.Fprintf(w, "TLS handshakes: %d, %d resumed; %.0f B up, %.0f B down per handshake\n", c.Handshakes, c.Resumed,
+			float64(c.HandshakeBytesUp)/float64(c.Handshakes), float64(c.HandshakeBytesDown)/float64(c.Handshakes))
+	}
 	if r.Connect.Count > 0 {
 		fmt.Fprintf(w, "connect (TCP+TLS+login+synced): %s\n", r.Connect)
 	}

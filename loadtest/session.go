@@ -30,6 +30,9 @@ type device struct {
 	peer  *device    // the device this one talks to; nil if none
 	out   *direction // this device → peer
 	in    *direction // peer → this device
+	// tlsConfig holds the device's session cache with Config.Resume (made
+	// on its first connect; connects of one device never overlap).
+	tlsConfig *tls.Config
 
 	// cursor is the highest inbox seq processed. Written by the reader of
 	// the live session (one at a time), read when logging in.
@@ -130,11 +133,30 @@ func (d *device) connect(ctx context.Context) (time.Duration, error) {
 		return 0, fmt.Errorf("dial: %w", err)
 	}
 	raw := nc.(*net.TCPConn)
-	tc := tls.Client(countingConn{Conn: raw, w: w}, w.tlsConfig)
+	cfg := w.tlsConfig
+	if w.spec.Config.Resume {
+		if d.tlsConfig == nil {
+			d.tlsConfig = w.tlsConfig.Clone()
+			d.tlsConfig.SessionTicketsDisabled = false
+			d.tlsConfig.ClientSessionCache = tls.NewLRUClientSessionCache(1)
+		}
+		cfg = d.tlsConfig
+	}
+	cc := &countingConn{Conn: raw, w: w}
+	tc := tls.Client(cc, cfg)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		raw.Close()
 		w.stats.dialErrors.Add(1)
 		return 0, fmt.Errorf("tls: %w", err)
+	}
+	// This connection's bytes until the handshake returned: the client's
+	// flights and what it read of the server's (its ticket included when
+	// it came in the same read).
+	w.stats.handshakes.Add(1)
+	w.stats.handshakeBytesUp.Add(cc.up.Load())
+	w.stats.handshakeBytesDown.Add(cc.down.Load())
+	if tc.ConnectionState().DidResume {
+		w.stats.resumed.Add(1)
 	}
 	cursor := d.cursor.Load()
 	// Login.cursor acknowledges up to cursor ([S-8-7]): no Ack may precede
@@ -614,18 +636,21 @@ func (d *device) reconnect() {
 // included).
 type countingConn struct {
 	net.Conn
-	w *Worker
+	w        *Worker
+	up, down atomic.Int64 // this connection's
 }
 
-func (c countingConn) Read(p []byte) (int, error) {
+func (c *countingConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	c.w.stats.bytesDown.Add(int64(n))
+	c.down.Add(int64(n))
 	return n, err
 }
 
-func (c countingConn) Write(p []byte) (int, error) {
+func (c *countingConn) Write(p []byte) (int, error) {
 	n, err := c.Conn.Write(p)
 	c.w.stats.bytesUp.Add(int64(n))
+	c.up.Add(int64(n))
 	return n, err
 }
 

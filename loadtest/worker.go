@@ -116,6 +116,12 @@ type Counters struct {
 	MediaBytesDown int64 `json:"media_bytes_down,omitempty"`
 	MediaCorrupt   int64 `json:"media_corrupt,omitempty"`
 	MediaRetries   int64 `json:"media_retries,omitempty"`
+	// TLS handshakes of the message sessions: how many, how many resumed
+	// a session, and the bytes that crossed the socket while they ran.
+	Handshakes         int64 `json:"handshakes"`
+	Resumed            int64 `json:"handshakes_resumed"`
+	HandshakeBytesUp   int64 `json:"handshake_bytes_up"`
+	HandshakeBytesDown int64 `json:"handshake_bytes_down"`
 	// Errors counts the Error frames the clients got, by code name
 	// (RATE_LIMITED, OVERLOADED …): what the server refused and why.
 	Errors map[string]int64 `json:"errors,omitempty"`
@@ -167,6 +173,10 @@ func (c *Counters) add(o Counters) {
 	c.MediaRetries += o.MediaRetries
 	addCounts(&c.Errors, o.Errors)
 	addCounts(&c.Attack, o.Attack)
+	c.Handshakes += o.Handshakes
+	c.Resumed += o.Resumed
+	c.HandshakeBytesUp += o.HandshakeBytesUp
+	c.HandshakeBytesDown += o.HandshakeBytesDown
 }
 
 // workerStats are a worker's live counters.
@@ -177,6 +187,7 @@ type workerStats struct {
 	bytesUp, bytesDown, frameBytesUp, frameBytesDown                       atomic.Int64
 	mediaUploads, mediaDownloads, mediaBytesUp, mediaBytesDown             atomic.Int64
 	mediaCorrupt, mediaRetries                                             atomic.Int64
+	handshakes, resumed, handshakeBytesUp, handshakeBytesDown              atomic.Int64
 	// errorCodes counts Error frames by code, below maxCountedCode.
 	errorCodes [maxCountedCode]atomic.Int64
 
@@ -219,6 +230,8 @@ func (s *workerStats) snapshot() Counters {
 		MediaUploads: s.mediaUploads.Load(), MediaDownloads: s.mediaDownloads.Load(),
 		MediaBytesUp: s.mediaBytesUp.Load(), MediaBytesDown: s.mediaBytesDown.Load(),
 		MediaCorrupt: s.mediaCorrupt.Load(), MediaRetries: s.mediaRetries.Load(),
+		Handshakes: s.handshakes.Load(), Resumed: s.resumed.Load(),
+		HandshakeBytesUp: s.handshakeBytesUp.Load(), HandshakeBytesDown: s.handshakeBytesDown.Load(),
 	}
 	for code := range s.errorCodes {
 		if n := s.errorCodes[code].Load(); n > 0 {

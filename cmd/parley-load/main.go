@@ -53,6 +53,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.Admin, "admin", "127.0.0.1:9222", "node admin `address` for server memory and CPU (\"\": none)")
 	fs.IntVar(&cfg.SpawnShards, "shards", 0, "shards of the spawned node (0: the node's default, one per CPU; chaos: 4)")
 	fs.IntVar(&cfg.SpawnLoops, "loops", 0, "event loops of the spawned node (0: GOMAXPROCS)")
+	fs.BoolVar(&cfg.Resume, "resume", false, "devices keep TLS session tickets and resume on reconnect (default: a full handshake every time)")
 	fs.BoolVar(&cfg.SpawnNoSync, "nosync", false, "spawned node commits without fsync (benchmarks everything but the disk)")
 	fs.StringVar(&cfg.Parleyd, "parleyd", "", "spawn this parleyd `binary` instead of a node inside parley-load (chaos needs it)")
 	fs.IntVar(&cfg.Kills, "kills", 0, "chaos: kill (SIGKILL) or restart (SIGTERM) the node this many times during the traffic")
