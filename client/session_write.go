@@ -123,7 +123,7 @@ func (c *Client) collectLocked(s *session, now time.Time, buf []byte) (_ []byte,
 			Cursor:     c.processed,
 			// [S-7-16] SENTs after the first in about 5 bytes instead of 14.
 			CompactSent: true,
-			HeartbeatS: uint32(min(c.cfg.Heartbeat/time.Second, math.MaxUint32)),
+			HeartbeatS:  uint32(min(c.cfg.Heartbeat/time.Second, math.MaxUint32)),
 		})
 		if err != nil {
 			return nil, 0, false, err
