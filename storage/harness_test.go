@@ -2,6 +2,7 @@ package storage_test
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -344,6 +345,26 @@ func (e *endpoint) takeAny(t *testing.T, kinds ...protocol.Kind) any {
 					e.frames = append(e.frames[:0:0], e.frames[i+1:]...)
 					return true
 				}
+			}
+		}
+		return false
+	})
+	return got
+}
+
+// takeOnly waits for a frame of one of kinds and removes only that frame:
+// the frames before it stay, for later takes. It suits an answer that
+// other shards' entries may overtake, such as SENT and the sending
+// device's copy ([S-8-17]) when the recipient lives on another shard.
+func (e *endpoint) takeOnly(t *testing.T, kinds ...protocol.Kind) any {
+	t.Helper()
+	var got any
+	e.wait(t, fmt.Sprint(kinds), func(e *endpoint) bool {
+		for i, f := range e.frames {
+			if slices.Contains(kinds, f.kind) {
+				got = f.msg
+				e.frames = slices.Delete(slices.Clone(e.frames), i, i+1)
+				return true
 			}
 		}
 		return false
