@@ -10,11 +10,13 @@ import (
 // ErrNoShard means an op names a slot whose shard this node cannot reach.
 var ErrNoShard = errors.New("router: no shard for slot")
 
-// Router maps slots to shards and submits ops to them.
+// Router maps slots to shards and submits ops to them, and resolves the
+// connection refs the shards answer (storage.Conns).
 type Router struct {
 	count  int
 	shards []*storage.Shard // by shard id
 	slots  [storage.NumSlots]uint16
+	local  storage.Conns // this node's connections; nil until AttachConns
 }
 
 // New returns a Router for count shards, with slots assigned to them in
@@ -47,6 +49,21 @@ func (r *Router) Attach(shards []*storage.Shard) error {
 	}
 	r.shards = shards
 	return nil
+}
+
+// AttachConns sets the resolver of this node's own connections (the
+// server's registry). It must be called once, before the shards start.
+func (r *Router) AttachConns(local storage.Conns) { r.local = local }
+
+// Endpoint implements storage.Conns: the connection ref names, or nil when
+// it is gone. A ref of this node resolves to the server's connection; refs
+// of other nodes will resolve to a proxy over the node link (none yet:
+// nil).
+func (r *Router) Endpoint(ref storage.ConnRef) storage.Endpoint {
+	if r.local == nil {
+		return nil
+	}
+	return r.local.Endpoint(ref)
 }
 
 // ShardOf returns the number of the shard that owns user.

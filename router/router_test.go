@@ -26,7 +26,7 @@ func openShards(t *testing.T, r *Router, n int) []*storage.Shard {
 	fs := vfs.NewMem()
 	var shards []*storage.Shard
 	for i := range n {
-		s, err := storage.Open(storage.Config{ID: uint16(i), Dir: string(rune('a' + i)), FS: fs, Forwarder: r, Codes: nopCodes{}})
+		s, err := storage.Open(storage.Config{ID: uint16(i), Dir: string(rune('a' + i)), FS: fs, Forwarder: r, Conns: r, Codes: nopCodes{}})
 		if err != nil {
 			t.Fatal(err)
 		}

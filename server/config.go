@@ -40,6 +40,10 @@ type Config struct {
 	Plaintext bool
 	// Router reaches the shards. Required.
 	Router *router.Router
+	// Conns names the server's connections for the shards (the refs in
+	// ops) and resolves them; the node gives the same registry to the
+	// router. Required.
+	Conns *Registry
 	// Logger receives the server's logs; nil discards them.
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
@@ -276,6 +280,9 @@ func (c *Config) validate() error {
 	}
 	if c.TLS != nil && c.Plaintext {
 		errs = append(errs, errors.New("both TLS and plaintext"))
+	}
+	if c.Conns == nil {
+		errs = append(errs, errors.New("no connection registry"))
 	}
 	if c.Router == nil {
 		errs = append(errs, errors.New("no router"))

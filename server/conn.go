@@ -40,8 +40,11 @@ const closeReserve = 256
 // connection's event loop.
 type conn struct {
 	srv *Server
-	ip  *ipCount    // the admission's address count; nil when not limited; immutable
-	gc  gnet.Conn   // set in OnOpen
+	ip  *ipCount  // the admission's address count; nil when not limited; immutable
+	gc  gnet.Conn // set in OnOpen
+	// ref names the connection in ops (Registry); set in OnOpen, before
+	// any op is submitted, then immutable.
+	ref storage.ConnRef
 	tc  *tls13.Conn // nil in plaintext mode
 	// plain holds decrypted bytes not yet parsed into frames (TLS only);
 	// nil when empty, so idle connections hold no buffer.
@@ -50,6 +53,7 @@ type conn struct {
 	state        connState
 	compactSent  bool          // the Login asked for compact SENTs ([S-7-16])
 	linkRequests int           // LINK_REQUESTs read on this connection ([S-9-12])
+	lookupsRead  uint32        // LOOKUPs submitted: the number of the next one
 	codes        *rate.Limiter // REQUEST_CODEs that cost an SMS ([S-9-17]); nil until the first
 	user         uint64        // once logging in: the Login's user and device
 	device       uint32
@@ -102,6 +106,7 @@ type conn struct {
 	woken     bool             // guarded by mu: a Wake is on its way
 	stopped   bool             // guarded by mu: the loop is closing the connection; nothing more is queued
 	closed    bool             // guarded by mu: OnClose ran
+	lookups   []lookupMerge    // guarded by mu: lookups waiting for shards' parts; nil when none
 
 	// Timer wheel state, guarded by wheel.mu.
 	wnext, wprev *conn

@@ -25,7 +25,6 @@ import (
 	"github.com/parley-im/parley/protocol"
 	"github.com/parley-im/parley/protocol/pb"
 	"github.com/parley-im/parley/server"
-	"github.com/parley-im/parley/storage"
 )
 
 var memConns = flag.Int("parley.memconns", 10000, "connections for BenchmarkIdleConnMemory")
@@ -105,34 +104,11 @@ func BenchmarkIdleConnMemory(b *testing.B) {
 	}
 }
 
-// createAccounts registers n accounts through the shards directly.
+// createAccounts registers n accounts over pipelined connections.
 func createAccounts(b *testing.B, nd *nodetest.Node, n int) []credential {
-	ep := &collector{ch: make(chan []byte, 1024)}
-	r := nd.Router()
 	out := make([]credential, 0, n)
-	const batch = 500
-	for lo := 0; lo < n; lo += batch {
-		hi := min(n, lo+batch)
-		phones := make([]string, hi-lo)
-		for i := range phones {
-			phones[i] = nd.Phone()
-			must(b, r.Submit(storage.Op{Kind: storage.OpRequestCode, Phone: phones[i], RID: uint32(lo + i), EP: ep}))
-		}
-		for range phones {
-			<-ep.ch
-		}
-		for i, p := range phones {
-			must(b, r.Submit(storage.Op{Kind: storage.OpVerify, Phone: p, Code: nd.Codes.Wait(b, p), RID: uint32(lo + i), EP: ep}))
-		}
-		for range phones {
-			f, _, _, err := codec.Parse(<-ep.ch, protocol.MaxFrameBody)
-			if err != nil || f.Kind != protocol.KindRegistered {
-				b.Fatalf("verify: %v %v", f.Kind, err)
-			}
-			var reg pb.Registered
-			must(b, codec.ParseProto(f.Body, &reg))
-			out = append(out, credential{User: reg.User, Device: reg.Device, Cred: reg.Credential})
-		}
+	for _, u := range nd.RegisterMany(b, n) {
+		out = append(out, credential{User: u.ID, Device: u.Device, Cred: u.Cred})
 	}
 	return out
 }
@@ -142,15 +118,6 @@ func must(b *testing.B, err error) {
 		b.Fatal(err)
 	}
 }
-
-// collector is an Endpoint that hands every answer to a channel.
-type collector struct{ ch chan []byte }
-
-func (c *collector) Post(f []byte) bool            { c.ch <- append([]byte(nil), f...); return true }
-func (c *collector) Reply(f []byte)                { c.Post(f) }
-func (c *collector) Authenticated(storage.Session) {}
-func (c *collector) Fail(protocol.Code)            {}
-func (c *collector) Close(protocol.Code)           {}
 
 // settledMemory returns the heap in use and the resident set size after
 // collecting garbage and returning free memory to the OS.

@@ -275,7 +275,7 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	}
 	c.gc = gc
 	c.opened.Store(true)
-	if s.stopping.Load() {
+	if s.stopping.Load() || !s.cfg.Conns.add(c) {
 		return nil, gnet.Close
 	}
 	c.registered = true
@@ -308,6 +308,7 @@ func (s *Server) OnClose(gc gnet.Conn, _ error) gnet.Action {
 	c.out = nil
 	c.mu.Unlock()
 	s.bufs.put(out)
+	s.cfg.Conns.remove(c)
 	s.wheel.remove(c)
 	if c.tc != nil {
 		c.tc.Close()
@@ -318,7 +319,7 @@ func (s *Server) OnClose(gc gnet.Conn, _ error) gnet.Action {
 	case stateLoggingIn, stateAuthenticated:
 		// Ordered after the Login on the same shard, so it ends the session
 		// the Login opened, whatever the Login's outcome.
-		_ = s.cfg.Router.Submit(storage.Op{Kind: storage.OpLogout, User: c.user, Device: c.device, CMID: c.maxCMID, EP: c})
+		_ = s.cfg.Router.Submit(storage.Op{Kind: storage.OpLogout, User: c.user, Device: c.device, CMID: c.maxCMID, Conn: c.ref})
 		if c.state == stateAuthenticated {
 			s.stats.Authenticated.Add(-1)
 		}

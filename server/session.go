@@ -153,7 +153,7 @@ func (c *conn) handleLogin(body []byte, w *buffer) verdict {
 		return c.fail(w, protocol.CodeAuthFailed)
 	}
 	c.heartbeatS = c.srv.cfg.heartbeatFor(m.HeartbeatS) // before the shard answers
-	if !c.submit(storage.Op{Kind: storage.OpLogin, User: m.User, Device: m.Device, Credential: m.Credential, Seq: m.Cursor, EP: c}) {
+	if !c.submit(storage.Op{Kind: storage.OpLogin, User: m.User, Device: m.Device, Credential: m.Credential, Seq: m.Cursor, Conn: c.ref}) {
 		// [S-7-3] the frames pipelined behind the Login cannot be served:
 		// tell the client when to come back and close.
 		w.b = c.srv.appendGoAway(w.b, protocol.CodeOverloaded)
@@ -182,7 +182,7 @@ func (c *conn) handleRequestCode(body []byte, w *buffer) verdict {
 			return c.rateLimited(w, limit, m.Rid, 0, wait) // [S-9-17]
 		}
 	}
-	if !c.submit(storage.Op{Kind: storage.OpRequestCode, Phone: m.Phone, RID: m.Rid, EP: c}) {
+	if !c.submit(storage.Op{Kind: storage.OpRequestCode, Phone: m.Phone, RID: m.Rid, Conn: c.ref}) {
 		w.b = codec.AppendError(w.b, protocol.CodeOverloaded, m.Rid, 0, "", retryAfterBusyMS)
 	}
 	return verdict{}
@@ -199,7 +199,7 @@ func (c *conn) handleVerify(body []byte, w *buffer) verdict {
 		refuse(w, protocol.CodeInvalidArgument, m.Rid, 0)
 		return verdict{}
 	}
-	if !c.submit(storage.Op{Kind: storage.OpVerify, Phone: m.Phone, Code: m.Code, Name: m.DeviceName, RID: m.Rid, EP: c}) {
+	if !c.submit(storage.Op{Kind: storage.OpVerify, Phone: m.Phone, Code: m.Code, Name: m.DeviceName, RID: m.Rid, Conn: c.ref}) {
 		w.b = codec.AppendError(w.b, protocol.CodeOverloaded, m.Rid, 0, "", retryAfterBusyMS)
 	}
 	return verdict{}
@@ -228,7 +228,7 @@ func (c *conn) handleSend(body []byte, w *buffer) verdict {
 	}
 	op := storage.Op{
 		Kind: storage.OpSend, From: c.user, FromDevice: c.device, User: m.To, Group: m.Group,
-		CMID: m.CMID, Type: m.Type, Cipher: m.Cipher, Body: append([]byte(nil), m.Body...), EP: c,
+		CMID: m.CMID, Type: m.Type, Cipher: m.Cipher, Body: append([]byte(nil), m.Body...), Conn: c.ref,
 		Forwarded: m.Forwarded, Ref: m.Ref,
 	}
 	if !c.submit(op) {
@@ -244,7 +244,7 @@ func (c *conn) handleAck(body []byte, w *buffer) verdict {
 		return c.fail(w, protocol.CodeMalformedFrame)
 	}
 	if seq > 0 {
-		_ = c.srv.cfg.Router.Submit(storage.Op{Kind: storage.OpAck, User: c.user, Device: c.device, Seq: seq, EP: c})
+		_ = c.srv.cfg.Router.Submit(storage.Op{Kind: storage.OpAck, User: c.user, Device: c.device, Seq: seq, Conn: c.ref})
 	}
 	return verdict{}
 }
@@ -259,7 +259,7 @@ func (c *conn) handleRead(body []byte, w *buffer) verdict {
 		refuse(w, protocol.CodeInvalidArgument, m.Rid, 0)
 		return verdict{}
 	}
-	if !c.submit(storage.Op{Kind: storage.OpRead, User: m.Peer, From: c.user, UpTo: m.UpTo, Group: m.Group, RID: m.Rid, EP: c}) {
+	if !c.submit(storage.Op{Kind: storage.OpRead, User: m.Peer, From: c.user, UpTo: m.UpTo, Group: m.Group, RID: m.Rid, Conn: c.ref}) {
 		w.b = codec.AppendError(w.b, protocol.CodeOverloaded, m.Rid, 0, "", retryAfterBusyMS)
 	}
 	return verdict{}
@@ -290,11 +290,12 @@ func (c *conn) handleLookup(body []byte, w *buffer) verdict {
 		w.b, _ = codec.AppendProto(w.b, protocol.KindLookupResult, &pb.LookupResult{Rid: m.Rid})
 		return verdict{}
 	}
-	l := storage.NewLookup(m.Rid, c, len(byShard))
+	// Each shard answers its part to the connection; the last part replies.
+	id := c.startLookup(m.Rid, len(byShard))
 	c.pending.Add(1)
 	for _, phones := range byShard {
-		if err := r.Submit(storage.Op{Kind: storage.OpLookup, Phones: phones, Lookup: l}); err != nil {
-			l.Done(nil) // answer with what the other shards find
+		if err := r.Submit(storage.Op{Kind: storage.OpLookup, Phones: phones, Seq: id, Conn: c.ref}); err != nil {
+			c.LookupPart(id, nil) // answer with what the other shards find
 		}
 	}
 	return verdict{}

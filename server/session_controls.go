@@ -46,7 +46,7 @@ func (c *conn) handleControl(k protocol.Kind, body []byte, w *buffer) (verdict, 
 		if v, ok := c.decode(body, &m, w); !ok {
 			return v, true
 		}
-		return c.request(storage.Op{Kind: storage.OpBlockList, User: c.user, RID: m.Rid, EP: c}, m.Rid, w), true
+		return c.request(storage.Op{Kind: storage.OpBlockList, User: c.user, RID: m.Rid, Conn: c.ref}, m.Rid, w), true
 	case protocol.KindSetTimer:
 		return c.handleSetTimer(body, w), true
 	case protocol.KindReport:
@@ -67,7 +67,7 @@ func (c *conn) handleRevoke(body []byte, w *buffer) verdict {
 		return verdict{}
 	}
 	return c.request(storage.Op{Kind: storage.OpRevoke, User: m.To, Group: m.Group, From: c.user, FromDevice: c.device,
-		UpTo: m.Id, RID: m.Rid, EP: c}, m.Rid, w)
+		UpTo: m.Id, RID: m.Rid, Conn: c.ref}, m.Rid, w)
 }
 
 // handleBlock blocks or unblocks a user on the account's shard
@@ -77,7 +77,7 @@ func (c *conn) handleBlock(kind storage.OpKind, rid uint32, user uint64, w *buff
 		refuse(w, protocol.CodeInvalidArgument, rid, 0)
 		return verdict{}
 	}
-	return c.request(storage.Op{Kind: kind, User: c.user, Peer: user, RID: rid, EP: c}, rid, w)
+	return c.request(storage.Op{Kind: kind, User: c.user, Peer: user, RID: rid, Conn: c.ref}, rid, w)
 }
 
 // handleSetTimer sets a conversation's disappearing-message timer on the
@@ -91,7 +91,7 @@ func (c *conn) handleSetTimer(body []byte, w *buffer) verdict {
 		refuse(w, protocol.CodeInvalidArgument, m.Rid, 0)
 		return verdict{}
 	}
-	return c.request(storage.Op{Kind: storage.OpSetTimer, User: m.To, Group: m.Group, From: c.user, TTL: m.TtlS, RID: m.Rid, EP: c}, m.Rid, w)
+	return c.request(storage.Op{Kind: storage.OpSetTimer, User: m.To, Group: m.Group, From: c.user, TTL: m.TtlS, RID: m.Rid, Conn: c.ref}, m.Rid, w)
 }
 
 // validContent reports whether a SEND's content may be stored: a body,

@@ -31,7 +31,7 @@ func (c *conn) handleKeysPublish(body []byte, w *buffer) verdict {
 		refuse(w, protocol.CodeInvalidArgument, m.Rid, 0)
 		return verdict{}
 	}
-	return c.request(storage.Op{Kind: storage.OpKeysPublish, User: c.user, Device: c.device, Keys: &m, RID: m.Rid, EP: c}, m.Rid, w)
+	return c.request(storage.Op{Kind: storage.OpKeysPublish, User: c.user, Device: c.device, Keys: &m, RID: m.Rid, Conn: c.ref}, m.Rid, w)
 }
 
 // validPublish checks a KeysPublish's fields ([S-17-2]).
@@ -72,7 +72,7 @@ func (c *conn) handleKeysFetch(body []byte, w *buffer) verdict {
 		// [S-17-15] a client draining one-time prekeys is an attack.
 		return c.rateLimited(w, LimitKeyFetches, m.Rid, 0, wait)
 	}
-	return c.request(storage.Op{Kind: storage.OpKeysFetch, User: m.User, From: c.user, Devices: m.Devices, RID: m.Rid, EP: c}, m.Rid, w)
+	return c.request(storage.Op{Kind: storage.OpKeysFetch, User: m.User, From: c.user, Devices: m.Devices, RID: m.Rid, Conn: c.ref}, m.Rid, w)
 }
 
 // handleEnvelopeSend hands a message with per-device envelopes to the
@@ -97,7 +97,7 @@ func (c *conn) handleEnvelopeSend(body []byte, w *buffer) verdict {
 	}
 	op := storage.Op{
 		Kind: storage.OpSend, From: c.user, FromDevice: c.device, User: m.To, CMID: m.Cmid,
-		Type: m.Type, Cipher: m.Cipher, Envelopes: &storage.Envelopes{To: m.Envelopes, Own: m.Own}, EP: c,
+		Type: m.Type, Cipher: m.Cipher, Envelopes: &storage.Envelopes{To: m.Envelopes, Own: m.Own}, Conn: c.ref,
 		Forwarded: m.Forwarded, Ref: m.Ref,
 	}
 	if !c.submit(op) {

@@ -20,7 +20,7 @@ func (c *conn) handlePushRegister(body []byte, w *buffer) verdict {
 		refuse(w, protocol.CodePushTokenInvalid, m.Rid, 0)
 		return verdict{}
 	}
-	return c.request(storage.Op{Kind: storage.OpPushRegister, User: c.user, Device: c.device, RID: m.Rid, EP: c,
+	return c.request(storage.Op{Kind: storage.OpPushRegister, User: c.user, Device: c.device, RID: m.Rid, Conn: c.ref,
 		Push: &storage.PushOp{Provider: m.Provider, Token: m.Token, ShowSender: m.ShowSender}}, m.Rid, w)
 }
 

@@ -78,7 +78,7 @@ func (c *conn) handlePresenceSubscribe(body []byte, w *buffer) verdict {
 	r := c.srv.cfg.Router
 	for _, u := range c.watching {
 		if !want[u] {
-			_ = r.Submit(storage.Op{Kind: storage.OpUnwatch, User: u, EP: c})
+			_ = r.Submit(storage.Op{Kind: storage.OpUnwatch, User: u, Conn: c.ref})
 		}
 	}
 	had := make(map[uint64]bool, len(c.watching))
@@ -87,17 +87,17 @@ func (c *conn) handlePresenceSubscribe(body []byte, w *buffer) verdict {
 	}
 	for _, u := range users {
 		if !had[u] {
-			_ = r.Submit(storage.Op{Kind: storage.OpWatch, User: u, From: c.user, EP: c})
+			_ = r.Submit(storage.Op{Kind: storage.OpWatch, User: u, From: c.user, Conn: c.ref})
 		}
 	}
 	c.watching = users
-	return c.request(storage.Op{Kind: storage.OpSubscribe, User: c.user, Device: c.device, Users: users, RID: m.Rid, EP: c}, m.Rid, w)
+	return c.request(storage.Op{Kind: storage.OpSubscribe, User: c.user, Device: c.device, Users: users, RID: m.Rid, Conn: c.ref}, m.Rid, w)
 }
 
 // unwatchAll ends the connection's presence subscriptions; OnClose calls it.
 func (c *conn) unwatchAll() {
 	for _, u := range c.watching {
-		_ = c.srv.cfg.Router.Submit(storage.Op{Kind: storage.OpUnwatch, User: u, EP: c})
+		_ = c.srv.cfg.Router.Submit(storage.Op{Kind: storage.OpUnwatch, User: u, Conn: c.ref})
 	}
 	c.watching = nil
 }
@@ -112,7 +112,7 @@ func (c *conn) handleSetPrivacy(body []byte, w *buffer) verdict {
 		refuse(w, protocol.CodeInvalidArgument, m.Rid, 0)
 		return verdict{}
 	}
-	return c.request(storage.Op{Kind: storage.OpSetPrivacy, User: c.user, Visibility: m.Presence, RID: m.Rid, EP: c}, m.Rid, w)
+	return c.request(storage.Op{Kind: storage.OpSetPrivacy, User: c.user, Visibility: m.Presence, RID: m.Rid, Conn: c.ref}, m.Rid, w)
 }
 
 // handleLinkRequest gives a new companion device a link code to show; the
@@ -142,7 +142,7 @@ func (c *conn) handleLinkRequest(body []byte, w *buffer) verdict {
 	}
 	var random [10]byte
 	_, _ = rand.Read(random[:])
-	if !c.submit(storage.Op{Kind: storage.OpLinkRequest, Code: storage.NewLinkCode(random), Name: m.DeviceName, RID: m.Rid, EP: c}) {
+	if !c.submit(storage.Op{Kind: storage.OpLinkRequest, Code: storage.NewLinkCode(random), Name: m.DeviceName, RID: m.Rid, Conn: c.ref}) {
 		w.b = codec.AppendError(w.b, protocol.CodeOverloaded, m.Rid, 0, "", retryAfterBusyMS)
 		return verdict{}
 	}
@@ -163,7 +163,7 @@ func (c *conn) handleLinkApprove(body []byte, w *buffer) verdict {
 		refuse(w, protocol.CodeLinkExpired, m.Rid, 0)
 		return verdict{}
 	}
-	return c.request(storage.Op{Kind: storage.OpLinkApprove, Code: m.Code, User: c.user, Device: c.device, RID: m.Rid, EP: c}, m.Rid, w)
+	return c.request(storage.Op{Kind: storage.OpLinkApprove, Code: m.Code, User: c.user, Device: c.device, RID: m.Rid, Conn: c.ref}, m.Rid, w)
 }
 
 // handleDevices lists the account's devices.
@@ -172,7 +172,7 @@ func (c *conn) handleDevices(body []byte, w *buffer) verdict {
 	if v, ok := c.decode(body, &m, w); !ok {
 		return v
 	}
-	return c.request(storage.Op{Kind: storage.OpDevices, User: c.user, Device: c.device, RID: m.Rid, EP: c}, m.Rid, w)
+	return c.request(storage.Op{Kind: storage.OpDevices, User: c.user, Device: c.device, RID: m.Rid, Conn: c.ref}, m.Rid, w)
 }
 
 // handleRevokeDevice revokes a device of the account.
@@ -181,7 +181,7 @@ func (c *conn) handleRevokeDevice(body []byte, w *buffer) verdict {
 	if v, ok := c.decode(body, &m, w); !ok {
 		return v
 	}
-	return c.request(storage.Op{Kind: storage.OpRevokeDevice, User: c.user, Device: c.device, Target: m.Device, RID: m.Rid, EP: c}, m.Rid, w)
+	return c.request(storage.Op{Kind: storage.OpRevokeDevice, User: c.user, Device: c.device, Target: m.Device, RID: m.Rid, Conn: c.ref}, m.Rid, w)
 }
 
 // validGroupName reports whether name is 1–100 bytes of UTF-8.
@@ -203,7 +203,7 @@ func (c *conn) handleGroupCreate(body []byte, w *buffer) verdict {
 		refuse(w, protocol.CodeGroupFull, m.Rid, 0)
 		return verdict{}
 	}
-	return c.request(storage.Op{Kind: storage.OpGroupCreate, User: c.user, Name: m.Name, Body: m.Avatar, Users: m.Members, RID: m.Rid, EP: c}, m.Rid, w)
+	return c.request(storage.Op{Kind: storage.OpGroupCreate, User: c.user, Name: m.Name, Body: m.Avatar, Users: m.Members, RID: m.Rid, Conn: c.ref}, m.Rid, w)
 }
 
 // handleGroupUpdate changes a group on its shard.
@@ -229,7 +229,7 @@ func (c *conn) handleGroupUpdate(body []byte, w *buffer) verdict {
 		return verdict{}
 	}
 	return c.request(storage.Op{Kind: storage.OpGroupUpdate, Group: m.Group, User: c.user, GroupOp: m.Op,
-		Users: m.Members, Name: m.Name, Body: m.Avatar, RID: m.Rid, EP: c}, m.Rid, w)
+		Users: m.Members, Name: m.Name, Body: m.Avatar, RID: m.Rid, Conn: c.ref}, m.Rid, w)
 }
 
 // handleGroupGet asks the group's shard for its state.
@@ -242,7 +242,7 @@ func (c *conn) handleGroupGet(body []byte, w *buffer) verdict {
 		refuse(w, protocol.CodeInvalidArgument, m.Rid, 0)
 		return verdict{}
 	}
-	return c.request(storage.Op{Kind: storage.OpGroupGet, Group: m.Group, User: c.user, RID: m.Rid, EP: c}, m.Rid, w)
+	return c.request(storage.Op{Kind: storage.OpGroupGet, Group: m.Group, User: c.user, RID: m.Rid, Conn: c.ref}, m.Rid, w)
 }
 
 // handleGroupList asks the user's shard for its groups.
@@ -251,5 +251,5 @@ func (c *conn) handleGroupList(body []byte, w *buffer) verdict {
 	if v, ok := c.decode(body, &m, w); !ok {
 		return v
 	}
-	return c.request(storage.Op{Kind: storage.OpGroupList, User: c.user, RID: m.Rid, EP: c}, m.Rid, w)
+	return c.request(storage.Op{Kind: storage.OpGroupList, User: c.user, RID: m.Rid, Conn: c.ref}, m.Rid, w)
 }

@@ -82,7 +82,7 @@ func TestAnalyticsEvents(t *testing.T) {
 	m := bep.take(t, protocol.KindMessage).(codec.Message)
 	n.ack(bob, bep, m.Seq)
 	events.wait(t, analytics.TypeMessageDelivered, func(e analytics.Event) bool { return e.User == bob.user && e.ID == id })
-	n.submit(storage.Op{Kind: storage.OpRead, User: alice.user, From: bob.user, UpTo: id, RID: 9, EP: bep})
+	n.submit(storage.Op{Kind: storage.OpRead, User: alice.user, From: bob.user, UpTo: id, RID: 9, Conn: bep.ref})
 	events.wait(t, analytics.TypeMessageRead, func(e analytics.Event) bool { return e.User == bob.user && e.Peer == alice.user })
 
 	g := n.createGroup(t, alice, aep, "analytics", bob.user).Group
@@ -115,7 +115,7 @@ func TestAnalyticsAbortedCycleEmitsNothing(t *testing.T) {
 	aep = n.login(t, alice, 0)
 	send := storage.Op{Kind: storage.OpSend, From: alice.user, FromDevice: alice.device, Group: g, CMID: 1, Body: []byte("lost cycle")}
 	op := send
-	op.EP = aep
+	op.Conn = aep.ref
 	n.submit(op)
 	aep.wait(t, "alice's connection closed by the restart in place", func(e *endpoint) bool { return e.isClosed })
 	if st := n.shards[0].Stats(); st.Aborts == 0 {
@@ -129,7 +129,7 @@ func TestAnalyticsAbortedCycleEmitsNothing(t *testing.T) {
 	n.open(1)
 	aep = n.login(t, alice, 0)
 	op = send
-	op.EP = aep
+	op.Conn = aep.ref
 	n.submit(op)
 	events.wait(t, analytics.TypeMessageAccepted, func(e analytics.Event) bool { return e.Group == g })
 	aep.take(t, protocol.KindSent)

@@ -23,7 +23,7 @@ func TestPauseHoldsCycles(t *testing.T) {
 	}
 
 	resume := s.Pause()
-	n.submit(storage.Op{Kind: storage.OpSend, From: alice.user, FromDevice: alice.device, User: alice.user, CMID: 2, Body: []byte("while paused"), EP: ep})
+	n.submit(storage.Op{Kind: storage.OpSend, From: alice.user, FromDevice: alice.device, User: alice.user, CMID: 2, Body: []byte("while paused"), Conn: ep.ref})
 	if err := s.Checkpoint("copy"); err != nil {
 		resume()
 		t.Fatal(err)

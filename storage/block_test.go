@@ -20,7 +20,7 @@ func (n *node) block(t *testing.T, a account, ep *endpoint, peer uint64, unblock
 		kind = storage.OpUnblock
 	}
 	n.rid++
-	if e := n.answer(t, ep, storage.Op{Kind: kind, User: a.user, Peer: peer, RID: n.rid, EP: ep}); e != nil {
+	if e := n.answer(t, ep, storage.Op{Kind: kind, User: a.user, Peer: peer, RID: n.rid, Conn: ep.ref}); e != nil {
 		return e.Code
 	}
 	return 0
@@ -30,7 +30,7 @@ func (n *node) block(t *testing.T, a account, ep *endpoint, peer uint64, unblock
 func (n *node) blockList(t *testing.T, a account, ep *endpoint) []uint64 {
 	t.Helper()
 	n.rid++
-	n.submit(storage.Op{Kind: storage.OpBlockList, User: a.user, RID: n.rid, EP: ep})
+	n.submit(storage.Op{Kind: storage.OpBlockList, User: a.user, RID: n.rid, Conn: ep.ref})
 	return ep.take(t, protocol.KindBlockListResult).(*pb.BlockListResult).Users
 }
 
@@ -77,16 +77,16 @@ func TestBlock(t *testing.T) {
 	}
 	// Presence: bob sees alice as never seen while she is online; carol
 	// sees her online.
-	n.submit(storage.Op{Kind: storage.OpWatch, User: alice.user, From: bob.user, EP: bep})
+	n.submit(storage.Op{Kind: storage.OpWatch, User: alice.user, From: bob.user, Conn: bep.ref})
 	if p := bep.take(t, protocol.KindPresence).(*pb.Presence); p.Online || p.LastSeenMs != 0 {
 		t.Fatalf("bob sees %v", p)
 	}
-	n.submit(storage.Op{Kind: storage.OpWatch, User: alice.user, From: carol.user, EP: cep})
+	n.submit(storage.Op{Kind: storage.OpWatch, User: alice.user, From: carol.user, Conn: cep.ref})
 	if p := cep.take(t, protocol.KindPresence).(*pb.Presence); !p.Online {
 		t.Fatalf("carol sees %v", p)
 	}
 	// Groups are not affected.
-	gid := n.sendOnly(t, bep, storage.Op{Kind: storage.OpSend, From: bob.user, FromDevice: bob.device, Group: g, CMID: 2, Body: []byte("group hi"), EP: bep})
+	gid := n.sendOnly(t, bep, storage.Op{Kind: storage.OpSend, From: bob.user, FromDevice: bob.device, Group: g, CMID: 2, Body: []byte("group hi"), Conn: bep.ref})
 	if m := n.nextMessage(t, alice, aep); m.ID != gid {
 		t.Fatalf("alice got %+v, want the group message %d", m, gid)
 	}
@@ -193,7 +193,7 @@ func TestBlockEnvelopes(t *testing.T) {
 	}
 
 	// Alice's envelope message to bob, deleted before bob fetched it.
-	n.submit(storage.Op{Kind: storage.OpLogout, User: bob.user, Device: bob.device, EP: bep})
+	n.submit(storage.Op{Kind: storage.OpLogout, User: bob.user, Device: bob.device, Conn: bep.ref})
 	sent, ok := n.sendEnvelopes(t, alice, aep, bob.user, 1, &storage.Envelopes{To: envelopes("a1", bob.device)}).(*pb.Sent)
 	if !ok {
 		t.Fatal("envelope send refused")

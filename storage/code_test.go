@@ -34,7 +34,7 @@ func TestCodeAnswerWaitsForSender(t *testing.T) {
 	marker := func(rid uint32) {
 		t.Helper()
 		ep := newEndpoint(t)
-		n.submit(storage.Op{Kind: storage.OpRequestCode, Phone: "+15559990001", RID: rid, EP: ep})
+		n.submit(storage.Op{Kind: storage.OpRequestCode, Phone: "+15559990001", RID: rid, Conn: ep.ref})
 		ep.take(t, protocol.KindCodeSent)
 	}
 	pending := func(ep *endpoint) int {
@@ -45,7 +45,7 @@ func TestCodeAnswerWaitsForSender(t *testing.T) {
 
 	const phone = "+15550001601"
 	ep := newEndpoint(t)
-	n.submit(storage.Op{Kind: storage.OpRequestCode, Phone: phone, RID: 1, EP: ep})
+	n.submit(storage.Op{Kind: storage.OpRequestCode, Phone: phone, RID: 1, Conn: ep.ref})
 	arrived(phone)
 	marker(100)
 	if k := pending(ep); k != 0 {
@@ -60,11 +60,11 @@ func TestCodeAnswerWaitsForSender(t *testing.T) {
 	if k := pending(ep); k != 0 {
 		t.Fatalf("a second report answered again (%d frames)", k)
 	}
-	n.submit(storage.Op{Kind: storage.OpVerify, Phone: phone, Code: n.codes.code(phone), Name: "p", RID: 2, EP: ep})
+	n.submit(storage.Op{Kind: storage.OpVerify, Phone: phone, Code: n.codes.code(phone), Name: "p", RID: 2, Conn: ep.ref})
 	ep.take(t, protocol.KindRegistered)
 
 	const refused = "+15550001602"
-	n.submit(storage.Op{Kind: storage.OpRequestCode, Phone: refused, RID: 3, EP: ep})
+	n.submit(storage.Op{Kind: storage.OpRequestCode, Phone: refused, RID: 3, Conn: ep.ref})
 	arrived(refused)
 	n.codes.held(refused)(fmt.Errorf("gateway said 21211: %w", storage.ErrCodeUndeliverable))
 	if e := ep.take(t, protocol.KindError).(*pb.Error); e.Code != protocol.CodeCodeUndeliverable || e.Rid != 3 {
@@ -72,19 +72,19 @@ func TestCodeAnswerWaitsForSender(t *testing.T) {
 	}
 
 	const down = "+15550001603"
-	n.submit(storage.Op{Kind: storage.OpRequestCode, Phone: down, RID: 4, EP: ep})
+	n.submit(storage.Op{Kind: storage.OpRequestCode, Phone: down, RID: 4, Conn: ep.ref})
 	arrived(down)
 	n.codes.held(down)(errors.New("gateway timed out"))
 	if e := ep.take(t, protocol.KindError).(*pb.Error); e.Code != protocol.CodeCodeDeliveryFailed || e.Rid != 4 || e.RetryAfterMs != 30_000 {
 		t.Fatalf("gateway down: %v, want CODE_DELIVERY_FAILED rid 4 retry 30000 ms", e)
 	}
 	// The failed attempt counts against the phone's limits ([S-9-16]).
-	n.submit(storage.Op{Kind: storage.OpRequestCode, Phone: down, RID: 5, EP: ep})
+	n.submit(storage.Op{Kind: storage.OpRequestCode, Phone: down, RID: 5, Conn: ep.ref})
 	if e := ep.take(t, protocol.KindError).(*pb.Error); e.Code != protocol.CodeRateLimited || e.Rid != 5 {
 		t.Fatalf("again at once after a failure: %v, want RATE_LIMITED", e)
 	}
 	n.clock.Advance(30 * time.Second)
-	n.submit(storage.Op{Kind: storage.OpRequestCode, Phone: down, RID: 6, EP: ep})
+	n.submit(storage.Op{Kind: storage.OpRequestCode, Phone: down, RID: 6, Conn: ep.ref})
 	arrived(down)
 	n.codes.held(down)(nil)
 	if s := ep.take(t, protocol.KindCodeSent).(*pb.CodeSent); s.Rid != 6 {

@@ -56,6 +56,10 @@ type Config struct {
 	FS vfs.FS
 	// Forwarder carries outbox entries to other shards. Required.
 	Forwarder Forwarder
+	// Conns resolves the connection refs of ops to the connections the
+	// shard answers (the router: local ones to the server, remote ones
+	// over node links). Required.
+	Conns Conns
 	// Codes sends verification codes. Required.
 	Codes CodeSender
 	// Pusher sends push notifications (spec.md section 19); nil means the
@@ -247,6 +251,9 @@ func (c *Config) validate() error {
 	}
 	if c.Forwarder == nil {
 		errs = append(errs, errors.New("no forwarder"))
+	}
+	if c.Conns == nil {
+		errs = append(errs, errors.New("no connection resolver"))
 	}
 	if c.Codes == nil {
 		errs = append(errs, errors.New("no code sender"))

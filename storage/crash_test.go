@@ -41,7 +41,7 @@ func TestCrashKeepsAcknowledgedSends(t *testing.T) {
 						return
 					default:
 					}
-					if err := n.router.Submit(storage.Op{Kind: storage.OpSend, From: from.user, FromDevice: from.device, User: bob.user, CMID: cmid, Body: []byte("x"), EP: ep}); err != nil {
+					if err := n.router.Submit(storage.Op{Kind: storage.OpSend, From: from.user, FromDevice: from.device, User: bob.user, CMID: cmid, Body: []byte("x"), Conn: ep.ref}); err != nil {
 						return
 					}
 					ep.wait(t, "sent", func(e *endpoint) bool {

@@ -16,31 +16,32 @@ import (
 type effectKind uint8
 
 const (
-	effPost          effectKind = iota + 1 // ep.Post(frames)
-	effReply                               // ep.Reply(frames)
-	effFail                                // ep.Fail(code)
-	effClose                               // ep.Close(code)
-	effAuthenticated                       // ep.Authenticated(session)
+	effPost          effectKind = iota + 1 // Post(frames) to conn
+	effReply                               // Reply(frames) to conn
+	effFail                                // Fail(code) to conn
+	effClose                               // Close(code) to conn
+	effAuthenticated                       // Authenticated(session) to conn
 	effForward                             // Forwarder.Forward(op)
 	effSendCode                            // Codes.SendCode(phone, code, answer.done)
-	effLookup                              // lookup.Done(contacts)
+	effLookup                              // LookupPart(lookup, contacts) to conn
 	effForwardSend                         // an envelope send to the recipient's shard (shard_envelopes.go)
 	effPushDue                             // Pusher.PushDue(*job) (shard_push.go)
 	effPushCancel                          // Pusher.PushCancel(job.User, job.Device)
 )
 
 // effect is one thing the actor does after a commit. frames is the range
-// [start, end) of the shard's out buffer.
+// [start, end) of the shard's out buffer. conn is resolved to its Endpoint
+// (Config.Conns) only when the effect is carried out.
 type effect struct {
 	kind       effectKind
 	code       protocol.Code
 	start, end int
-	ep         Endpoint
+	conn       ConnRef
 	session    Session
 	op         Op
 	phone      string
 	text       string
-	lookup     *Lookup
+	lookup     uint64 // effLookup: the connection's number for the lookup
 	contacts   []*pb.Contact
 	answer     *codeAnswer // effSendCode
 	job        *PushJob    // effPushDue, effPushCancel
@@ -58,46 +59,46 @@ type Session struct {
 	MaxCMID uint64
 }
 
-// post queues frames s.out[start:] for ep.
-func (s *Shard) post(ep Endpoint, start int) {
+// post queues frames s.out[start:] for conn.
+func (s *Shard) post(conn ConnRef, start int) {
 	if start == len(s.out) {
 		return
 	}
-	s.effects = append(s.effects, effect{kind: effPost, ep: ep, start: start, end: len(s.out)})
+	s.effects = append(s.effects, effect{kind: effPost, conn: conn, start: start, end: len(s.out)})
 }
 
-// reply queues frames s.out[start:] as the answer to ep's request.
-func (s *Shard) reply(ep Endpoint, start int) {
-	s.effects = append(s.effects, effect{kind: effReply, ep: ep, start: start, end: len(s.out)})
+// reply queues frames s.out[start:] as the answer to conn's request.
+func (s *Shard) reply(conn ConnRef, start int) {
+	s.effects = append(s.effects, effect{kind: effReply, conn: conn, start: start, end: len(s.out)})
 }
 
-// replyError answers ep's request with an Error frame.
-func (s *Shard) replyError(ep Endpoint, code protocol.Code, rid uint32, cmid uint64) {
+// replyError answers conn's request with an Error frame.
+func (s *Shard) replyError(conn ConnRef, code protocol.Code, rid uint32, cmid uint64) {
 	start := len(s.out)
 	s.out = codec.AppendError(s.out, code, rid, cmid, "", 0)
-	s.reply(ep, start)
+	s.reply(conn, start)
 }
 
-// replyRetry answers ep's request or send with an Error frame carrying a
+// replyRetry answers conn's request or send with an Error frame carrying a
 // delay.
-func (s *Shard) replyRetry(ep Endpoint, code protocol.Code, rid uint32, cmid uint64, retryMS uint32) {
+func (s *Shard) replyRetry(conn ConnRef, code protocol.Code, rid uint32, cmid uint64, retryMS uint32) {
 	start := len(s.out)
 	s.out = codec.AppendError(s.out, code, rid, cmid, "", retryMS)
-	s.reply(ep, start)
+	s.reply(conn, start)
 }
 
-// replyProto answers ep's request with a frame of kind k holding m.
-func (s *Shard) replyProto(ep Endpoint, k protocol.Kind, m proto.Message) {
+// replyProto answers conn's request with a frame of kind k holding m.
+func (s *Shard) replyProto(conn ConnRef, k protocol.Kind, m proto.Message) {
 	start := len(s.out)
 	out, err := codec.AppendProto(s.out, k, m)
 	if err != nil {
 		s.log.Error("encode answer", "kind", k, "err", err)
 		s.out = s.out[:start]
-		s.replyError(ep, protocol.CodeInternal, 0, 0)
+		s.replyError(conn, protocol.CodeInternal, 0, 0)
 		return
 	}
 	s.out = out
-	s.reply(ep, start)
+	s.reply(conn, start)
 }
 
 // emitLocked carries out effects, whose frames are in out, in order.
@@ -107,37 +108,50 @@ func (s *Shard) emitLocked(effects []effect, out []byte) {
 	for i := range effects {
 		e := &effects[i]
 		switch e.kind {
-		case effPost:
-			e.ep.Post(out[e.start:e.end])
-		case effReply:
-			e.ep.Reply(out[e.start:e.end])
-		case effFail:
-			e.ep.Fail(e.code)
-		case effClose:
-			e.ep.Close(e.code)
-		case effAuthenticated:
-			e.ep.Authenticated(e.session)
 		case effForward:
 			s.cfg.Forwarder.Forward(e.op)
 		case effSendCode:
 			s.cfg.Codes.SendCode(e.phone, e.text, e.answer.done)
-		case effLookup:
-			e.lookup.Done(e.contacts)
 		case effForwardSend:
 			s.forwardSend(e.op)
 		case effPushDue:
 			s.cfg.Pusher.PushDue(*e.job)
 		case effPushCancel:
 			s.cfg.Pusher.PushCancel(e.job.User, e.job.Device)
+		default:
+			// A call to a connection: one that is gone is dropped, as a
+			// closed connection drops it.
+			if ep := s.cfg.Conns.Endpoint(e.conn); ep != nil {
+				callEndpoint(ep, e, out)
+			}
 		}
 		*e = effect{}
+	}
+}
+
+// callEndpoint carries out an effect that is a call to a connection.
+func callEndpoint(ep Endpoint, e *effect, out []byte) {
+	switch e.kind {
+	case effPost:
+		ep.Post(out[e.start:e.end])
+	case effReply:
+		ep.Reply(out[e.start:e.end])
+	case effFail:
+		ep.Fail(e.code)
+	case effClose:
+		ep.Close(e.code)
+	case effAuthenticated:
+		ep.Authenticated(e.session)
+	case effLookup:
+		ep.LookupPart(e.lookup, e.contacts)
 	}
 }
 
 // codeAnswer answers a REQUEST_CODE once the CodeSender reports what
 // became of the code ([S-9-16]). done may run on any goroutine.
 type codeAnswer struct {
-	ep      Endpoint
+	conns   Conns
+	conn    ConnRef
 	sent    *pb.CodeSent // the answer when the gateway took the code
 	retryMS uint32       // CODE_DELIVERY_FAILED's retry_after_ms
 	called  atomic.Bool
@@ -150,19 +164,23 @@ func (a *codeAnswer) done(err error) {
 	if a.called.Swap(true) {
 		return
 	}
+	ep := a.conns.Endpoint(a.conn)
+	if ep == nil {
+		return // the connection is gone
+	}
 	rid := a.sent.Rid
 	switch {
 	case err == nil:
 		b, err := appendProtoFrame(nil, protocol.KindCodeSent, a.sent)
 		if err != nil {
-			a.ep.Reply(appendErrorFrame(nil, protocol.CodeInternal, rid, 0))
+			ep.Reply(appendErrorFrame(nil, protocol.CodeInternal, rid, 0))
 			return
 		}
-		a.ep.Reply(b)
+		ep.Reply(b)
 	case errors.Is(err, ErrCodeUndeliverable):
-		a.ep.Reply(appendErrorFrame(nil, protocol.CodeCodeUndeliverable, rid, 0))
+		ep.Reply(appendErrorFrame(nil, protocol.CodeCodeUndeliverable, rid, 0))
 	default:
-		a.ep.Reply(codec.AppendError(nil, protocol.CodeCodeDeliveryFailed, rid, 0, "", a.retryMS))
+		ep.Reply(codec.AppendError(nil, protocol.CodeCodeDeliveryFailed, rid, 0, "", a.retryMS))
 	}
 }
 
@@ -173,7 +191,7 @@ func appendProtoEntry(dst []byte, m proto.Message) ([]byte, error) {
 }
 
 // appendProtoFrame and appendErrorFrame encode frames for effects that run
-// outside the actor (Lookup).
+// outside the actor (codeAnswer).
 func appendProtoFrame(dst []byte, k protocol.Kind, m proto.Message) ([]byte, error) {
 	return codec.AppendProto(dst, k, m)
 }

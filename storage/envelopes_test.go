@@ -30,7 +30,7 @@ func envelopes(prefix string, devices ...uint32) []*pb.Envelope {
 // from_device whenever it comes ([S-8-17]).
 func (n *node) sendEnvelopes(t *testing.T, from account, ep *endpoint, to, cmid uint64, env *storage.Envelopes) any {
 	t.Helper()
-	n.submit(storage.Op{Kind: storage.OpSend, From: from.user, FromDevice: from.device, User: to, CMID: cmid, Envelopes: env, EP: ep})
+	n.submit(storage.Op{Kind: storage.OpSend, From: from.user, FromDevice: from.device, User: to, CMID: cmid, Envelopes: env, Conn: ep.ref})
 	return ep.takeOnly(t, protocol.KindSent, protocol.KindError)
 }
 
@@ -111,7 +111,7 @@ func TestEnvelopes(t *testing.T) {
 				t.Fatalf("phone 2 got %+v", m)
 			}
 			// Alice's own list is stale: her laptop is revoked.
-			n.submit(storage.Op{Kind: storage.OpRevokeDevice, User: alice.user, Device: alice.device, Target: alaptop.device, RID: 5, EP: aep})
+			n.submit(storage.Op{Kind: storage.OpRevokeDevice, User: alice.user, Device: alice.device, Target: alaptop.device, RID: 5, Conn: aep.ref})
 			aep.take(t, protocol.KindOK)
 			env3 := &storage.Envelopes{To: envelopes("m3", bob.device, btablet.device, bphone2.device), Own: envelopes("m3", alaptop.device)}
 			e, ok = n.sendEnvelopes(t, alice, aep, bob.user, 3, env3).(*pb.Error)

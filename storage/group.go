@@ -73,7 +73,7 @@ type group struct {
 // adds to say whether each may join one more group.
 type joinWait struct {
 	actor   uint64
-	ep      Endpoint
+	conn    ConnRef
 	rid     uint32
 	waiting map[uint64]bool
 	ok      []uint64

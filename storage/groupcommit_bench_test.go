@@ -8,19 +8,24 @@ import (
 	"time"
 
 	"github.com/parley-im/parley/protocol"
+	"github.com/parley-im/parley/protocol/pb"
 	"github.com/parley-im/parley/router"
 	"github.com/parley-im/parley/storage"
 )
 
 // benchEndpoint signals each answer the shard posts.
-type benchEndpoint struct{ answered chan struct{} }
+type benchEndpoint struct {
+	ref      storage.ConnRef // its name in testConns
+	answered chan struct{}
+}
 
-func (e *benchEndpoint) Post([]byte) bool              { e.answered <- struct{}{}; return true }
-func (e *benchEndpoint) Reply([]byte)                  { e.answered <- struct{}{} }
-func (e *benchEndpoint) Authenticated(storage.Session) {}
-func (e *benchEndpoint) Fail(protocol.Code)            { e.answered <- struct{}{} }
-func (e *benchEndpoint) Close(protocol.Code)           {}
-func (e *benchEndpoint) wait()                         { <-e.answered }
+func (e *benchEndpoint) Post([]byte) bool                 { e.answered <- struct{}{}; return true }
+func (e *benchEndpoint) Reply([]byte)                     { e.answered <- struct{}{} }
+func (e *benchEndpoint) Authenticated(storage.Session)    {}
+func (e *benchEndpoint) Fail(protocol.Code)               { e.answered <- struct{}{} }
+func (e *benchEndpoint) Close(protocol.Code)              {}
+func (e *benchEndpoint) LookupPart(uint64, []*pb.Contact) {}
+func (e *benchEndpoint) wait()                            { <-e.answered }
 
 // BenchmarkGroupCommit measures adaptive group commit (Config.SyncWait)
 // on a real disk: each op is a REQUEST_CODE for a new phone, a promise
@@ -53,7 +58,7 @@ func benchGroupCommit(b *testing.B, clients int, pause, wait time.Duration) {
 	}
 	var syncs atomic.Int64
 	s, err := storage.Open(storage.Config{
-		Dir: b.TempDir(), Forwarder: r, Codes: &codeBox{}, SyncWait: wait,
+		Dir: b.TempDir(), Forwarder: r, Conns: testConns, Codes: &codeBox{}, SyncWait: wait,
 		OnSync: func(time.Duration) { syncs.Add(1) },
 	})
 	if err != nil {
@@ -73,10 +78,12 @@ func benchGroupCommit(b *testing.B, clients int, pause, wait time.Duration) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ep := &benchEndpoint{answered: make(chan struct{}, 1)}
+			ep := &benchEndpoint{ref: storage.ConnRef{ID: testConns.last.Add(1)}, answered: make(chan struct{}, 1)}
+			testConns.m.Store(ep.ref, ep)
+			defer testConns.m.Delete(ep.ref)
 			for next.Add(1) <= int64(b.N) {
 				phone := fmt.Sprintf("+1555%03d%05d", c, submitted.Add(1)%100_000)
-				if err := r.Submit(storage.Op{Kind: storage.OpRequestCode, Phone: phone, RID: 1, EP: ep}); err != nil {
+				if err := r.Submit(storage.Op{Kind: storage.OpRequestCode, Phone: phone, RID: 1, Conn: ep.ref}); err != nil {
 					b.Error(err)
 					return
 				}

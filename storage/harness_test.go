@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -119,7 +120,7 @@ func (n *node) open(count int) {
 	for i := range count {
 		cfg := storage.Config{
 			ID: uint16(i), Dir: fmt.Sprintf("shard-%d", i), FS: n.fs,
-			Forwarder: n.router, Codes: n.codes, Now: n.clock.Now,
+			Forwarder: n.router, Conns: testConns, Codes: n.codes, Now: n.clock.Now,
 		}
 		if n.tweak != nil {
 			n.tweak(&cfg)
@@ -167,8 +168,26 @@ type frame struct {
 	msg  any
 }
 
+// conns resolves the refs of test endpoints; every test shard resolves
+// through testConns, so an endpoint outlives a node's restart as a client
+// connection outlives a shard's.
+type conns struct {
+	last atomic.Uint64
+	m    sync.Map // storage.ConnRef → storage.Endpoint (*endpoint, *benchEndpoint)
+}
+
+var testConns = &conns{}
+
+func (c *conns) Endpoint(ref storage.ConnRef) storage.Endpoint {
+	if e, ok := c.m.Load(ref); ok {
+		return e.(storage.Endpoint)
+	}
+	return nil
+}
+
 // endpoint records what a shard sends one connection.
 type endpoint struct {
+	ref      storage.ConnRef // its name in testConns
 	mu       sync.Mutex
 	frames   []frame
 	session  *storage.Session
@@ -184,7 +203,10 @@ func newEndpoint(t *testing.T) *endpoint {
 		t.Fatal(err)
 	}
 	t.Cleanup(dec.Close)
-	return &endpoint{changed: make(chan struct{}, 1), dec: dec}
+	e := &endpoint{ref: storage.ConnRef{ID: testConns.last.Add(1)}, changed: make(chan struct{}, 1), dec: dec}
+	testConns.m.Store(e.ref, e)
+	t.Cleanup(func() { testConns.m.Delete(e.ref) })
+	return e
 }
 
 func (e *endpoint) notify() {
@@ -292,6 +314,15 @@ func (e *endpoint) Authenticated(s storage.Session) {
 }
 
 func (e *endpoint) Fail(code protocol.Code) { e.Close(code) }
+
+// LookupPart records one shard's part of a lookup as a LookupResult frame
+// whose rid is the lookup's number.
+func (e *endpoint) LookupPart(lookup uint64, found []*pb.Contact) {
+	e.mu.Lock()
+	e.frames = append(e.frames, frame{protocol.KindLookupResult, &pb.LookupResult{Rid: uint32(lookup), Contacts: found}})
+	e.mu.Unlock()
+	e.notify()
+}
 
 func (e *endpoint) Close(code protocol.Code) {
 	e.mu.Lock()
@@ -407,9 +438,9 @@ type account struct {
 func (n *node) register(t *testing.T, phone string) account {
 	t.Helper()
 	ep := newEndpoint(t)
-	n.submit(storage.Op{Kind: storage.OpRequestCode, Phone: phone, RID: 1, EP: ep})
+	n.submit(storage.Op{Kind: storage.OpRequestCode, Phone: phone, RID: 1, Conn: ep.ref})
 	ep.take(t, protocol.KindCodeSent)
-	n.submit(storage.Op{Kind: storage.OpVerify, Phone: phone, Code: n.codes.code(phone), Name: "test", RID: 2, EP: ep})
+	n.submit(storage.Op{Kind: storage.OpVerify, Phone: phone, Code: n.codes.code(phone), Name: "test", RID: 2, Conn: ep.ref})
 	r := ep.take(t, protocol.KindRegistered).(*pb.Registered)
 	return account{user: r.User, device: r.Device, cred: r.Credential}
 }
@@ -418,7 +449,7 @@ func (n *node) register(t *testing.T, phone string) account {
 func (n *node) login(t *testing.T, a account, cursor uint64) *endpoint {
 	t.Helper()
 	ep := newEndpoint(t)
-	n.submit(storage.Op{Kind: storage.OpLogin, User: a.user, Device: a.device, Credential: a.cred, Seq: cursor, EP: ep})
+	n.submit(storage.Op{Kind: storage.OpLogin, User: a.user, Device: a.device, Credential: a.cred, Seq: cursor, Conn: ep.ref})
 	ep.wait(t, "login", func(e *endpoint) bool { return e.session != nil || e.isClosed })
 	if ep.session == nil {
 		t.Fatalf("login of %d/%d failed: %v", a.user, a.device, ep.closed)
@@ -431,7 +462,7 @@ func (n *node) login(t *testing.T, a account, cursor uint64) *endpoint {
 // another shard ([S-8-17]), stay for the test.
 func (n *node) send(t *testing.T, from account, fromEP *endpoint, to uint64, cmid uint64, body string) uint64 {
 	t.Helper()
-	n.submit(storage.Op{Kind: storage.OpSend, From: from.user, FromDevice: from.device, User: to, CMID: cmid, Body: []byte(body), EP: fromEP})
+	n.submit(storage.Op{Kind: storage.OpSend, From: from.user, FromDevice: from.device, User: to, CMID: cmid, Body: []byte(body), Conn: fromEP.ref})
 	s := fromEP.takeOnly(t, protocol.KindSent).(*pb.Sent)
 	if s.Cmid != cmid {
 		t.Fatalf("Sent cmid = %d, want %d", s.Cmid, cmid)
@@ -440,7 +471,7 @@ func (n *node) send(t *testing.T, from account, fromEP *endpoint, to uint64, cmi
 }
 
 func (n *node) ack(a account, ep *endpoint, seq uint64) {
-	n.submit(storage.Op{Kind: storage.OpAck, User: a.user, Device: a.device, Seq: seq, EP: ep})
+	n.submit(storage.Op{Kind: storage.OpAck, User: a.user, Device: a.device, Seq: seq, Conn: ep.ref})
 }
 
 // nothingMore proves that ep, a connection of a, gets no more frames from
@@ -453,7 +484,7 @@ func (n *node) ack(a account, ep *endpoint, seq uint64) {
 func (n *node) nothingMore(t *testing.T, a account, ep *endpoint) {
 	t.Helper()
 	for rid := uint32(1 << 30); rid < 1<<30+2; rid++ {
-		n.submit(storage.Op{Kind: storage.OpGroupList, User: a.user, RID: rid, EP: ep})
+		n.submit(storage.Op{Kind: storage.OpGroupList, User: a.user, RID: rid, Conn: ep.ref})
 		f := ep.next(t, "the group list marker")
 		if r, ok := f.msg.(*pb.GroupListResult); !ok || r.Rid != rid {
 			t.Fatalf("%d/%d got %v %+v, want nothing more", a.user, a.device, f.kind, f.msg)

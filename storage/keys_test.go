@@ -37,7 +37,7 @@ func testKeys(i, from, to int) *pb.KeysPublish {
 // publish publishes keys for a and returns the answer's kind and code.
 func (n *node) publish(t *testing.T, a account, ep *endpoint, keys *pb.KeysPublish) protocol.Code {
 	t.Helper()
-	n.submit(storage.Op{Kind: storage.OpKeysPublish, User: a.user, Device: a.device, Keys: keys, RID: 7, EP: ep})
+	n.submit(storage.Op{Kind: storage.OpKeysPublish, User: a.user, Device: a.device, Keys: keys, RID: 7, Conn: ep.ref})
 	switch m := ep.takeAny(t, protocol.KindOK, protocol.KindError).(type) {
 	case *pb.Error:
 		return m.Code
@@ -48,7 +48,7 @@ func (n *node) publish(t *testing.T, a account, ep *endpoint, keys *pb.KeysPubli
 // fetch asks for user's bundles on ep and returns them.
 func (n *node) fetch(t *testing.T, ep *endpoint, user uint64, devices ...uint32) []*pb.KeyBundle {
 	t.Helper()
-	n.submit(storage.Op{Kind: storage.OpKeysFetch, User: user, Devices: devices, RID: 8, EP: ep})
+	n.submit(storage.Op{Kind: storage.OpKeysFetch, User: user, Devices: devices, RID: 8, Conn: ep.ref})
 	return ep.take(t, protocol.KindKeyBundles).(*pb.KeyBundles).Bundles
 }
 
@@ -112,7 +112,7 @@ func TestKeysPublishAndFetch(t *testing.T) {
 	if b := n.fetch(t, aep, alice.user); len(b) != 0 {
 		t.Fatalf("alice has no keys, got %v", b)
 	}
-	n.submit(storage.Op{Kind: storage.OpKeysFetch, User: 999 << 12, RID: 8, EP: aep})
+	n.submit(storage.Op{Kind: storage.OpKeysFetch, User: 999 << 12, RID: 8, Conn: aep.ref})
 	if e := aep.take(t, protocol.KindError).(*pb.Error); e.Code != protocol.CodeNotFound {
 		t.Fatalf("fetch of nobody: %v", e)
 	}
@@ -142,7 +142,7 @@ func TestKeysConcurrentFetches(t *testing.T) {
 				defer wg.Done()
 				ep := newEndpoint(t)
 				for range each {
-					if err := n.router.Submit(storage.Op{Kind: storage.OpKeysFetch, User: bob.user, RID: 1, EP: ep}); err != nil {
+					if err := n.router.Submit(storage.Op{Kind: storage.OpKeysFetch, User: bob.user, RID: 1, Conn: ep.ref}); err != nil {
 						panic(err)
 					}
 				}
@@ -179,7 +179,7 @@ func TestKeysChangedAndRevoked(t *testing.T) {
 			aep, bep := n.login(t, alice, 0), n.login(t, bob, 0)
 			aep.take(t, protocol.KindSynced)
 			bep.take(t, protocol.KindSynced)
-			n.submit(storage.Op{Kind: storage.OpSubscribe, User: bob.user, Device: bob.device, Users: []uint64{alice.user}, RID: 1, EP: bep})
+			n.submit(storage.Op{Kind: storage.OpSubscribe, User: bob.user, Device: bob.device, Users: []uint64{alice.user}, RID: 1, Conn: bep.ref})
 			bep.take(t, protocol.KindOK)
 
 			if code := n.publish(t, bob, bep, testKeys(1, 1, 5)); code != 0 {
@@ -204,7 +204,7 @@ func TestKeysChangedAndRevoked(t *testing.T) {
 			if b := n.fetch(t, aep, bob.user); len(b) != 2 {
 				t.Fatalf("bundles %v, want 2", b)
 			}
-			n.submit(storage.Op{Kind: storage.OpRevokeDevice, User: bob.user, Device: bob.device, Target: laptop.device, RID: 3, EP: bep})
+			n.submit(storage.Op{Kind: storage.OpRevokeDevice, User: bob.user, Device: bob.device, Target: laptop.device, RID: 3, Conn: bep.ref})
 			bep.take(t, protocol.KindOK)
 			if kc := aep.take(t, protocol.KindKeysChanged).(*pb.KeysChanged); !slices.Equal(kc.Devices, []uint32{bob.device}) {
 				t.Fatalf("after the revocation: %v", kc)
@@ -290,7 +290,7 @@ func TestKeysChangedReachesGroupMembers(t *testing.T) {
 
 	n.groupUpdate(t, alice, aep, g1.Group, pb.GroupOp_GROUP_OP_REMOVE, carol.user)
 	aep.take(t, protocol.KindOK)
-	n.submit(storage.Op{Kind: storage.OpRevokeDevice, User: bob.user, Device: bob.device, Target: laptop.device, RID: 3, EP: bep})
+	n.submit(storage.Op{Kind: storage.OpRevokeDevice, User: bob.user, Device: bob.device, Target: laptop.device, RID: 3, Conn: bep.ref})
 	bep.take(t, protocol.KindOK)
 	notice(aep, "alice", bob.device)
 	notice(dep, "dave", bob.device)
@@ -315,7 +315,7 @@ func TestKeysPreKeysPerRequester(t *testing.T) {
 	ep := newEndpoint(t)
 	fetch := func(from account) *pb.KeyBundle {
 		t.Helper()
-		n.submit(storage.Op{Kind: storage.OpKeysFetch, User: bob.user, From: from.user, RID: 8, EP: ep})
+		n.submit(storage.Op{Kind: storage.OpKeysFetch, User: bob.user, From: from.user, RID: 8, Conn: ep.ref})
 		b := ep.take(t, protocol.KindKeyBundles).(*pb.KeyBundles).Bundles
 		if len(b) != 1 || b[0].SignedPrekey == nil {
 			t.Fatalf("bundles %v, want bob's one with its signed prekey", b)

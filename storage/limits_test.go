@@ -20,7 +20,7 @@ import (
 // 0 and the message id if it was stored.
 func (n *node) sendResult(t *testing.T, from account, ep *endpoint, op storage.Op) (protocol.Code, uint64) {
 	t.Helper()
-	op.Kind, op.From, op.FromDevice, op.EP = storage.OpSend, from.user, from.device, ep
+	op.Kind, op.From, op.FromDevice, op.Conn = storage.OpSend, from.user, from.device, ep.ref
 	n.submit(op)
 	switch m := ep.takeAny(t, protocol.KindSent, protocol.KindError).(type) {
 	case *pb.Sent:
@@ -95,11 +95,11 @@ func TestMaxCMIDAtLogin(t *testing.T) {
 	if ep.session.MaxCMID != 0 {
 		t.Fatalf("a new device starts with max cmid %d", ep.session.MaxCMID)
 	}
-	n.submit(storage.Op{Kind: storage.OpLogout, User: alice.user, Device: alice.device, CMID: 42, EP: ep})
+	n.submit(storage.Op{Kind: storage.OpLogout, User: alice.user, Device: alice.device, CMID: 42, Conn: ep.ref})
 	if ep = n.login(t, alice, 0); ep.session.MaxCMID != 42 {
 		t.Fatalf("max cmid %d after a logout reporting 42", ep.session.MaxCMID)
 	}
-	n.submit(storage.Op{Kind: storage.OpLogout, User: alice.user, Device: alice.device, CMID: 9, EP: ep})
+	n.submit(storage.Op{Kind: storage.OpLogout, User: alice.user, Device: alice.device, CMID: 9, Conn: ep.ref})
 	n.restart()
 	if ep = n.login(t, alice, 0); ep.session.MaxCMID != 42 {
 		t.Fatalf("max cmid %d after a restart, want 42 (never lower)", ep.session.MaxCMID)
@@ -136,7 +136,7 @@ func TestInboxQuota(t *testing.T) {
 	// Bytes: two 64 KiB bodies fit in 150 KiB, a third does not, also
 	// counted afresh after a restart.
 	big := bytes.Repeat([]byte("x"), protocol.MaxMessageBody)
-	n.submit(storage.Op{Kind: storage.OpLogout, User: bob.user, Device: bob.device, EP: bep})
+	n.submit(storage.Op{Kind: storage.OpLogout, User: bob.user, Device: bob.device, Conn: bep.ref})
 	for i := range 2 {
 		if c, _ := n.sendResult(t, alice, aep, storage.Op{User: bob.user, CMID: uint64(10 + i), Body: big}); c != 0 {
 			t.Fatalf("big send %d: %v", i, c)
@@ -182,9 +182,9 @@ func TestStorageFull(t *testing.T) {
 		t.Fatalf("retry of a stored send while full: %v %d", c, again)
 	}
 	ep := newEndpoint(t)
-	n.submit(storage.Op{Kind: storage.OpRequestCode, Phone: "+15550007999", RID: 1, EP: ep})
+	n.submit(storage.Op{Kind: storage.OpRequestCode, Phone: "+15550007999", RID: 1, Conn: ep.ref})
 	refused("request code", ep)
-	n.submit(storage.Op{Kind: storage.OpGroupCreate, User: alice.user, Name: "full", RID: 3, EP: aep})
+	n.submit(storage.Op{Kind: storage.OpGroupCreate, User: alice.user, Name: "full", RID: 3, Conn: aep.ref})
 	refused("group create", aep)
 
 	bep := n.login(t, bob, 0)
@@ -216,7 +216,7 @@ func TestCodesKeyedAndSwept(t *testing.T) {
 	n := newNodeOn(t, fs, 1, func(c *storage.Config) { c.CodeKey = key })
 	const phone = "+15550008001"
 	ep := newEndpoint(t)
-	n.submit(storage.Op{Kind: storage.OpRequestCode, Phone: phone, RID: 1, EP: ep})
+	n.submit(storage.Op{Kind: storage.OpRequestCode, Phone: phone, RID: 1, Conn: ep.ref})
 	ep.take(t, protocol.KindCodeSent)
 	code := n.codes.code(phone)
 	n.close()
@@ -244,14 +244,14 @@ func TestCodesKeyedAndSwept(t *testing.T) {
 	// restart.
 	n.tweak = func(c *storage.Config) { c.CodeKey = bytes.Repeat([]byte{2}, 32) }
 	n.open(1)
-	n.submit(storage.Op{Kind: storage.OpVerify, Phone: phone, Code: code, Name: "x", RID: 2, EP: ep})
+	n.submit(storage.Op{Kind: storage.OpVerify, Phone: phone, Code: code, Name: "x", RID: 2, Conn: ep.ref})
 	if e := ep.take(t, protocol.KindError).(*pb.Error); e.Code != protocol.CodeCodeInvalid {
 		t.Fatalf("verify under another key: %v, want CODE_INVALID", e.Code)
 	}
 	n.close()
 	n.tweak = func(c *storage.Config) { c.CodeKey = key }
 	n.open(1)
-	n.submit(storage.Op{Kind: storage.OpVerify, Phone: phone, Code: code, Name: "x", RID: 3, EP: ep})
+	n.submit(storage.Op{Kind: storage.OpVerify, Phone: phone, Code: code, Name: "x", RID: 3, Conn: ep.ref})
 	ep.take(t, protocol.KindRegistered)
 
 	// Three days on, the start-up sweep deletes the state.
@@ -259,7 +259,7 @@ func TestCodesKeyedAndSwept(t *testing.T) {
 	n.restart()
 	// The actor sweeps before it takes any op: once one is answered, the
 	// sweep is done.
-	n.submit(storage.Op{Kind: storage.OpRequestCode, Phone: "+15550008002", RID: 5, EP: ep})
+	n.submit(storage.Op{Kind: storage.OpRequestCode, Phone: "+15550008002", RID: 5, Conn: ep.ref})
 	ep.take(t, protocol.KindCodeSent)
 	if st := n.shards[0].Stats(); st.CodesSwept != 1 {
 		t.Fatalf("%d code states swept, want 1", st.CodesSwept)
@@ -276,7 +276,7 @@ func TestCodesKeyedAndSwept(t *testing.T) {
 		must(it.Close())
 	})
 	n.open(1)
-	n.submit(storage.Op{Kind: storage.OpRequestCode, Phone: phone, RID: 4, EP: ep})
+	n.submit(storage.Op{Kind: storage.OpRequestCode, Phone: phone, RID: 4, Conn: ep.ref})
 	ep.take(t, protocol.KindCodeSent)
 }
 
@@ -293,7 +293,7 @@ func TestPendingLinksBounded(t *testing.T) {
 	}
 	var random [10]byte
 	random[0] = 0xee
-	n.submit(storage.Op{Kind: storage.OpLinkRequest, Code: storage.NewLinkCode(random), Name: "one too many", RID: 9, EP: ep})
+	n.submit(storage.Op{Kind: storage.OpLinkRequest, Code: storage.NewLinkCode(random), Name: "one too many", RID: 9, Conn: ep.ref})
 	e := ep.take(t, protocol.KindError).(*pb.Error)
 	if e.Code != protocol.CodeRateLimited || e.Rid != 9 || e.RetryAfterMs < 100_000 {
 		t.Fatalf("the fourth pending link: %v rid %d retry %d ms, want RATE_LIMITED after about 120 s", e.Code, e.Rid, e.RetryAfterMs)
@@ -323,7 +323,7 @@ func TestGroupAbuseBounded(t *testing.T) {
 	for gi := range 6 {
 		g := n.createGroup(t, attacker, aep, "spam", 0).Group
 		for range 120 {
-			n.submit(storage.Op{Kind: storage.OpGroupUpdate, User: attacker.user, Group: g, GroupOp: pb.GroupOp_GROUP_OP_ADD, Users: []uint64{victim.user}, RID: uint32(100 + gi), EP: aep})
+			n.submit(storage.Op{Kind: storage.OpGroupUpdate, User: attacker.user, Group: g, GroupOp: pb.GroupOp_GROUP_OP_ADD, Users: []uint64{victim.user}, RID: uint32(100 + gi), Conn: aep.ref})
 		}
 		for range 120 {
 			aep.take(t, protocol.KindGroupInfo)
@@ -335,7 +335,7 @@ func TestGroupAbuseBounded(t *testing.T) {
 	if len(info.Members) != 1 {
 		t.Fatalf("the victim's own group: %+v", info)
 	}
-	n.submit(storage.Op{Kind: storage.OpGroupList, User: victim.user, RID: 7, EP: vep})
+	n.submit(storage.Op{Kind: storage.OpGroupList, User: victim.user, RID: 7, Conn: vep.ref})
 	if l := vep.take(t, protocol.KindGroupListResult).(*pb.GroupListResult); len(l.Groups) != 7 {
 		t.Fatalf("the victim is in %d groups, want 7", len(l.Groups))
 	}
@@ -343,7 +343,7 @@ func TestGroupAbuseBounded(t *testing.T) {
 	// Creation is rate limited: the attacker made six, two more are allowed.
 	n.createGroup(t, attacker, aep, "seventh")
 	empty := n.createGroup(t, attacker, aep, "eighth").Group
-	n.submit(storage.Op{Kind: storage.OpGroupCreate, User: attacker.user, Name: "ninth", RID: 9, EP: aep})
+	n.submit(storage.Op{Kind: storage.OpGroupCreate, User: attacker.user, Name: "ninth", RID: 9, Conn: aep.ref})
 	if e := aep.take(t, protocol.KindError).(*pb.Error); e.Code != protocol.CodeRateLimited || e.RetryAfterMs == 0 {
 		t.Fatalf("the ninth group in an hour: %v (retry %d ms), want RATE_LIMITED", e.Code, e.RetryAfterMs)
 	}

@@ -1,21 +1,51 @@
 package storage
 
 import (
-	"sync"
-
 	"github.com/parley-im/parley/protocol"
 	"github.com/parley-im/parley/protocol/pb"
 )
 
+// ConnRef names one client connection anywhere in the cluster. It is a
+// plain value, so an Op that carries one can cross a node link; equal refs
+// are the same connection. The zero ConnRef names no connection.
+type ConnRef struct {
+	// Node is the number of the node the connection is on (0 on a single
+	// node).
+	Node uint32
+	// Gen is that node's boot generation: a counter the node increments
+	// durably at every start, so a ref from before a restart never
+	// matches a connection of the new run.
+	Gen uint32
+	// ID is the connection's number within that boot, never 0.
+	ID uint64
+}
+
+// IsZero reports whether r names no connection.
+func (r ConnRef) IsZero() bool { return r == ConnRef{} }
+
+// Conns resolves connection refs for a shard; the router implements it
+// (local refs resolve to the server's connections, remote ones to a proxy
+// over the node link). Endpoint returns nil for a connection that is gone
+// or unknown: the shard then drops the call, as a closed connection would.
+// Endpoint is called from the actor and the syncer; it must not block and
+// should not allocate.
+type Conns interface {
+	Endpoint(ref ConnRef) Endpoint
+}
+
 // Endpoint is a shard's handle on one client connection: where answers and
-// inbox entries for that connection go. The server implements it.
+// inbox entries for that connection go. The server implements it for its
+// own connections; a remote proxy implements it by sending each call over
+// the node link (docs/cluster.md, "Remote endpoints"), so every argument is
+// a plain value.
 // Every method may be called from any goroutine, must not block, and must
 // tolerate being called after the connection closed (it then does nothing
 // and Post reports false).
 type Endpoint interface {
 	// Post queues encoded frames for the connection; it copies frames. It
 	// reports false when the connection is gone or refused the bytes (over
-	// its outbound limit, and now closing with SLOW_CONSUMER).
+	// its outbound limit, and now closing with SLOW_CONSUMER). The shard
+	// does not depend on the result.
 	Post(frames []byte) bool
 	// Reply is Post for the answer to a request the connection submitted;
 	// it also ends that request's in-flight count.
@@ -30,6 +60,12 @@ type Endpoint interface {
 	// Close closes the connection with a connection-scope code, as Fail
 	// does, for a connection with no request in flight to end.
 	Close(code protocol.Code)
+	// LookupPart answers one shard's part of the connection's LOOKUP
+	// number lookup (OpLookup's Seq): the contacts found among the
+	// phones that shard owns (nil: none, or the part failed). The server
+	// merges the parts and replies once all have arrived. found is the
+	// callee's to keep.
+	LookupPart(lookup uint64, found []*pb.Contact)
 }
 
 // OpKind says what an Op asks its shard to do.
@@ -39,25 +75,26 @@ type OpKind uint8
 const (
 	_ OpKind = iota
 	// OpSend: From, FromDevice, User (the recipient), CMID, Type, Cipher,
-	// Body or Envelopes, EP. Answers Sent or Error{cmid}. With Envelopes
+	// Body or Envelopes, Conn. Answers Sent or Error{cmid}. With Envelopes
 	// it runs first on the sender's shard (Slot), then on the
 	// recipient's.
 	OpSend
-	// OpAck: User, Device, Seq, EP (the acking session).
+	// OpAck: User, Device, Seq, Conn (the acking session).
 	OpAck
 	// OpRead: User (whose messages were read), From (the reader), UpTo,
-	// RID, EP. Answers Ok.
+	// RID, Conn. Answers Ok.
 	OpRead
-	// OpLogin: User, Device, Credential, Seq (the client's cursor), EP.
+	// OpLogin: User, Device, Credential, Seq (the client's cursor), Conn.
 	OpLogin
-	// OpLogout: User, Device, EP, CMID (the highest Send.cmid the
+	// OpLogout: User, Device, Conn, CMID (the highest Send.cmid the
 	// connection read, 0 if none). The connection closed.
 	OpLogout
-	// OpRequestCode: Phone, RID, EP. Answers CodeSent.
+	// OpRequestCode: Phone, RID, Conn. Answers CodeSent.
 	OpRequestCode
-	// OpVerify: Phone, Code, Name, RID, EP. Answers Registered.
+	// OpVerify: Phone, Code, Name, RID, Conn. Answers Registered.
 	OpVerify
-	// OpLookup: Phones (all of this shard), Lookup. The Lookup answers.
+	// OpLookup: Phones (all of this shard), Seq (the connection's number
+	// for the lookup), Conn. Answers Conn's LookupPart.
 	OpLookup
 	// OpForward: Source, Dest, OutSeq, Entry. An entry of shard Source's
 	// outbox towards shard Dest (outbox.go).
@@ -67,41 +104,41 @@ const (
 	// it received an entry beyond the next it expected.
 	OpForwardDone
 
-	// OpLinkRequest: Code (its slot picks the shard), Name, RID, EP (the
-	// companion). Answers LinkCode; the EP waits for Linked.
+	// OpLinkRequest: Code (its slot picks the shard), Name, RID, Conn (the
+	// companion). Answers LinkCode; the companion waits for Linked.
 	OpLinkRequest
-	// OpLinkApprove: Code, User, Device (the approving device), RID, EP.
+	// OpLinkApprove: Code, User, Device (the approving device), RID, Conn.
 	OpLinkApprove
-	// OpLinkDevice: User, Device (approver), Name, RID, EP, Companion,
+	// OpLinkDevice: User, Device (approver), Name, RID, Conn, Companion,
 	// CompanionRID. Creates the companion on the user's shard. Internal.
 	OpLinkDevice
-	// OpDevices: User, RID, EP. Answers DeviceList.
+	// OpDevices: User, RID, Conn. Answers DeviceList.
 	OpDevices
-	// OpRevokeDevice: User, Device (requester), Target, RID, EP. Answers Ok.
+	// OpRevokeDevice: User, Device (requester), Target, RID, Conn. Answers Ok.
 	OpRevokeDevice
 
 	// OpSubscribe: User, Device (the subscriber), Users (its contacts),
-	// RID, EP. Records the device's contacts; answers Ok.
+	// RID, Conn. Records the device's contacts; answers Ok.
 	OpSubscribe
-	// OpWatch: User (the watched), From (the watcher), EP. Internal.
+	// OpWatch: User (the watched), From (the watcher), Conn. Internal.
 	OpWatch
-	// OpUnwatch: User (the watched), EP. Internal.
+	// OpUnwatch: User (the watched), Conn. Internal.
 	OpUnwatch
-	// OpSetPrivacy: User, Visibility, RID, EP. Answers Ok.
+	// OpSetPrivacy: User, Visibility, RID, Conn. Answers Ok.
 	OpSetPrivacy
 	// OpTyping: User (the target) or Group, From, TypingState. Ephemeral.
 	OpTyping
 
-	// OpGroupCreate: User (the creator), Name, Body (avatar), Users, RID, EP.
+	// OpGroupCreate: User (the creator), Name, Body (avatar), Users, RID, Conn.
 	// Runs on the creator's shard, which becomes the group's. Answers
 	// GroupInfo.
 	OpGroupCreate
 	// OpGroupUpdate: Group, User (the actor), GroupOp, Users, Name, Body
-	// (avatar), RID, EP. Answers GroupInfo (ADD) or Ok.
+	// (avatar), RID, Conn. Answers GroupInfo (ADD) or Ok.
 	OpGroupUpdate
-	// OpGroupGet: Group, User, RID, EP. Answers GroupInfo.
+	// OpGroupGet: Group, User, RID, Conn. Answers GroupInfo.
 	OpGroupGet
-	// OpGroupList: User, RID, EP. Answers GroupListResult.
+	// OpGroupList: User, RID, Conn. Answers GroupListResult.
 	OpGroupList
 	// OpGroupJoin: User (to add), Group, Source. Internal: asks the user's
 	// shard whether the user may join one more group.
@@ -109,24 +146,24 @@ const (
 	// OpGroupJoined: Group, User, Code (0: may join). Internal answer.
 	OpGroupJoined
 
-	// OpKeysPublish: User, Device (the publishing device), Keys, RID, EP.
+	// OpKeysPublish: User, Device (the publishing device), Keys, RID, Conn.
 	// Answers Ok (shard_keys.go).
 	OpKeysPublish
 	// OpKeysFetch: User (whose bundles), From (the asking user), Devices
-	// (only these; nil: all), RID, EP. Answers KeyBundles.
+	// (only these; nil: all), RID, Conn. Answers KeyBundles.
 	OpKeysFetch
 	// OpRevoke: User (the recipient) or Group, From (the revoker), UpTo
-	// (the message id), RID, EP. Deletes a message for everyone on the
+	// (the message id), RID, Conn. Deletes a message for everyone on the
 	// recipient's or the group's shard; answers Ok.
 	OpRevoke
 	// OpBlock, OpUnblock: User (the blocker), Peer (the user blocked),
-	// RID, EP. Answers Ok.
+	// RID, Conn. Answers Ok.
 	OpBlock
 	OpUnblock
-	// OpBlockList: User, RID, EP. Answers BlockListResult.
+	// OpBlockList: User, RID, Conn. Answers BlockListResult.
 	OpBlockList
 	// OpSetTimer: User (the other user of the 1:1 conversation) or Group,
-	// From (the setter), TTL, RID, EP. Answers Ok.
+	// From (the setter), TTL, RID, Conn. Answers Ok.
 	OpSetTimer
 )
 
@@ -184,9 +221,8 @@ type Op struct {
 	Code         string
 	Name         string
 	Phones       []string
-	Lookup       *Lookup
-	EP           Endpoint
-	Companion    Endpoint // OpLinkDevice: the waiting companion
+	Conn         ConnRef // the connection the op is from or for
+	Companion    ConnRef // OpLinkDevice: the waiting companion
 }
 
 // Slot returns the slot whose shard runs op. OpForward and OpForwardDone
@@ -216,43 +252,4 @@ func (op *Op) Slot() uint16 {
 		}
 	}
 	return SlotOfUser(op.User)
-}
-
-// Lookup gathers the answer to one Lookup request across the shards that
-// own its phone numbers; the last shard to report replies.
-type Lookup struct {
-	mu       sync.Mutex
-	rid      uint32
-	ep       Endpoint
-	pending  int // guarded by mu
-	contacts []*pb.Contact
-}
-
-// NewLookup returns a Lookup that replies to ep once shards shards have
-// reported.
-func NewLookup(rid uint32, ep Endpoint, shards int) *Lookup {
-	return &Lookup{rid: rid, ep: ep, pending: shards}
-}
-
-// Done records one shard's contacts and replies when it is the last. The
-// shards call it; so does the server, with nil, for a part it could not
-// submit.
-func (l *Lookup) Done(found []*pb.Contact) {
-	l.mu.Lock()
-	l.contacts = append(l.contacts, found...)
-	l.pending--
-	done := l.pending == 0
-	l.mu.Unlock()
-	if done {
-		l.reply()
-	}
-}
-
-func (l *Lookup) reply() {
-	b, err := appendProtoFrame(nil, protocol.KindLookupResult, &pb.LookupResult{Rid: l.rid, Contacts: l.contacts})
-	if err != nil {
-		l.ep.Reply(appendErrorFrame(nil, protocol.CodeInternal, l.rid, 0))
-		return
-	}
-	l.ep.Reply(b)
 }

@@ -136,7 +136,7 @@ func TestCrossShardForwardsSurviveRestart(t *testing.T) {
 			cmid++
 			ids = append(ids, n.sendOnly(t, streams["alice"], storage.Op{
 				Kind: storage.OpSend, From: alice.user, FromDevice: alice.device, Group: g, CMID: cmid,
-				Body: []byte(fmt.Sprintf("group %d.%d", round, i)), EP: streams["alice"],
+				Body: []byte(fmt.Sprintf("group %d.%d", round, i)), Conn: streams["alice"].ref,
 			}))
 		}
 		for i, id := range ids {
@@ -181,7 +181,7 @@ func TestCrossShardForwardsSurviveRestart(t *testing.T) {
 			cmid++
 			id := n.sendOnly(t, streams["alice"], storage.Op{
 				Kind: storage.OpSend, From: alice.user, FromDevice: alice.device, User: bob.user, CMID: cmid,
-				Body: []byte(fmt.Sprintf("direct %d.%d", round, i)), EP: streams["alice"],
+				Body: []byte(fmt.Sprintf("direct %d.%d", round, i)), Conn: streams["alice"].ref,
 			})
 			if m, ok := next("bob", bob).(codec.Message); !ok || m.ID != id {
 				t.Fatalf("round %d: bob got %+v, want direct message %d", round, m, id)
@@ -318,7 +318,7 @@ func TestStorageErrorAbortsTheCycle(t *testing.T) {
 
 	n.open(2)
 	aep, bep = n.login(t, alice, 0), n.login(t, bob, ev.Seq)
-	n.submit(storage.Op{Kind: storage.OpSend, From: alice.user, FromDevice: alice.device, Group: g, CMID: 1, Body: []byte("all or nothing"), EP: aep})
+	n.submit(storage.Op{Kind: storage.OpSend, From: alice.user, FromDevice: alice.device, Group: g, CMID: 1, Body: []byte("all or nothing"), Conn: aep.ref})
 	bep.wait(t, "bob's connection closed by the restart in place", func(e *endpoint) bool { return e.isClosed })
 	if bep.closed != protocol.CodeShuttingDown {
 		t.Fatalf("bob's connection closed with %v, want SHUTTING_DOWN", bep.closed)

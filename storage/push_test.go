@@ -57,7 +57,7 @@ func (n *node) settle(t *testing.T, a account) {
 	t.Helper()
 	ep := newEndpoint(t)
 	for rid := uint32(1); rid <= 2; rid++ {
-		n.submit(storage.Op{Kind: storage.OpGroupList, User: a.user, RID: rid, EP: ep})
+		n.submit(storage.Op{Kind: storage.OpGroupList, User: a.user, RID: rid, Conn: ep.ref})
 		ep.take(t, protocol.KindGroupListResult)
 	}
 }
@@ -66,7 +66,7 @@ func (n *node) settle(t *testing.T, a account) {
 func (n *node) registerPush(t *testing.T, a account, ep *endpoint, p pb.PushProvider, token string, show bool) any {
 	t.Helper()
 	n.rid++
-	n.submit(storage.Op{Kind: storage.OpPushRegister, User: a.user, Device: a.device, RID: n.rid, EP: ep,
+	n.submit(storage.Op{Kind: storage.OpPushRegister, User: a.user, Device: a.device, RID: n.rid, Conn: ep.ref,
 		Push: &storage.PushOp{Provider: p, Token: token, ShowSender: show}})
 	return ep.takeAny(t, protocol.KindOK, protocol.KindError)
 }
@@ -80,7 +80,7 @@ func offlineWithToken(t *testing.T, n *node, phone, token string, show bool) acc
 	if r, ok := n.registerPush(t, a, ep, pb.PushProvider_PUSH_APNS, token, show).(*pb.Ok); !ok {
 		t.Fatalf("PUSH_REGISTER answered %+v", r)
 	}
-	n.submit(storage.Op{Kind: storage.OpLogout, User: a.user, Device: a.device, EP: ep})
+	n.submit(storage.Op{Kind: storage.OpLogout, User: a.user, Device: a.device, Conn: ep.ref})
 	return a
 }
 
@@ -161,14 +161,14 @@ func TestPushNotWaking(t *testing.T) {
 
 	for i, typ := range []pb.ContentType{pb.ContentType_CONTENT_REACTION, pb.ContentType_CONTENT_EDIT} {
 		n.submit(storage.Op{Kind: storage.OpSend, From: bob.user, FromDevice: bob.device, User: alice.user,
-			CMID: uint64(10 + i), Type: typ, Ref: 1, Body: []byte("x"), EP: bobEP})
+			CMID: uint64(10 + i), Type: typ, Ref: 1, Body: []byte("x"), Conn: bobEP.ref})
 		bobEP.take(t, protocol.KindSent)
 	}
 	n.rid++
-	n.submit(storage.Op{Kind: storage.OpRead, User: alice.user, From: bob.user, UpTo: 1, RID: n.rid, EP: bobEP})
+	n.submit(storage.Op{Kind: storage.OpRead, User: alice.user, From: bob.user, UpTo: 1, RID: n.rid, Conn: bobEP.ref})
 	bobEP.take(t, protocol.KindOK)
 	// alice's own message to bob: its copy is for alice's other devices.
-	n.submit(storage.Op{Kind: storage.OpSend, From: alice.user, FromDevice: alice.device, User: bob.user, CMID: 1, Body: []byte("mine"), EP: bobEP})
+	n.submit(storage.Op{Kind: storage.OpSend, From: alice.user, FromDevice: alice.device, User: bob.user, CMID: 1, Body: []byte("mine"), Conn: bobEP.ref})
 	bobEP.take(t, protocol.KindSent)
 	n.settle(t, alice)
 	if jobs := box.take(); len(jobs) != 0 {
@@ -194,7 +194,7 @@ func TestPushLoginDropsOwed(t *testing.T) {
 	n.send(t, bob, bobEP, alice.user, 1, "one")
 	n.send(t, bob, bobEP, alice.user, 2, "two")
 	ep := n.login(t, alice, 0)
-	n.submit(storage.Op{Kind: storage.OpLogout, User: alice.user, Device: alice.device, EP: ep})
+	n.submit(storage.Op{Kind: storage.OpLogout, User: alice.user, Device: alice.device, Conn: ep.ref})
 	n.settle(t, alice)
 	box.take()
 	n.send(t, bob, bobEP, alice.user, 3, "three")
@@ -272,7 +272,7 @@ func TestPushTokenRemoved(t *testing.T) {
 	if r, ok := n.registerPush(t, dave, ep, pb.PushProvider_PUSH_NONE, "", false).(*pb.Ok); !ok {
 		t.Fatalf("unregister answered %+v", r)
 	}
-	n.submit(storage.Op{Kind: storage.OpLogout, User: dave.user, Device: dave.device, EP: ep})
+	n.submit(storage.Op{Kind: storage.OpLogout, User: dave.user, Device: dave.device, Conn: ep.ref})
 	n.send(t, bob, bobEP, dave.user, 3, "one")
 	n.settle(t, dave)
 	if jobs := box.take(); len(jobs) != 0 {

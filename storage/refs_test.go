@@ -16,7 +16,7 @@ func TestRefsStoredAndDeduplicated(t *testing.T) {
 	alice, bob := n.register(t, "+15550009001"), n.register(t, "+15550009002")
 	aep, bep := n.login(t, alice, 0), n.login(t, bob, 0)
 	react := storage.Op{Kind: storage.OpSend, From: alice.user, FromDevice: alice.device, User: bob.user, CMID: 1,
-		Body: []byte("+1"), Type: pb.ContentType_CONTENT_REACTION, Ref: 77, Forwarded: 2, EP: aep}
+		Body: []byte("+1"), Type: pb.ContentType_CONTENT_REACTION, Ref: 77, Forwarded: 2, Conn: aep.ref}
 	id := n.sendOnly(t, aep, react)
 	if m := n.nextMessage(t, bob, bep); m.ID != id || m.Type != pb.ContentType_CONTENT_REACTION || m.Ref != 77 || m.Forwarded != 2 {
 		t.Fatalf("bob got %+v", m)

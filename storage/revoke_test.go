@@ -45,7 +45,7 @@ func (n *node) answer(t *testing.T, ep *endpoint, op storage.Op) *pb.Error {
 func (n *node) revoke(t *testing.T, from account, ep *endpoint, to, group, id uint64) protocol.Code {
 	t.Helper()
 	n.rid++
-	e := n.answer(t, ep, storage.Op{Kind: storage.OpRevoke, User: to, Group: group, From: from.user, FromDevice: from.device, UpTo: id, RID: n.rid, EP: ep})
+	e := n.answer(t, ep, storage.Op{Kind: storage.OpRevoke, User: to, Group: group, From: from.user, FromDevice: from.device, UpTo: id, RID: n.rid, Conn: ep.ref})
 	if e == nil {
 		return 0
 	}
@@ -221,12 +221,12 @@ func TestRevokeGroup(t *testing.T) {
 	aep := n.login(t, alice, 0)
 	alice2 := n.link(t, alice, aep, "alice laptop")
 	n.rid++
-	n.submit(storage.Op{Kind: storage.OpGroupCreate, User: alice.user, Name: "g", Users: []uint64{bob.user, carol.user}, RID: n.rid, EP: aep})
+	n.submit(storage.Op{Kind: storage.OpGroupCreate, User: alice.user, Name: "g", Users: []uint64{bob.user, carol.user}, RID: n.rid, Conn: aep.ref})
 	g := aep.take(t, protocol.KindGroupInfo).(*pb.GroupInfo).Group
 	bep := n.login(t, bob, 0)
 	n.entries(t, bob, bep) // the group's events
 
-	id := n.sendOnly(t, aep, storage.Op{Kind: storage.OpSend, From: alice.user, FromDevice: alice.device, Group: g, CMID: 1, Body: []byte("oops"), EP: aep})
+	id := n.sendOnly(t, aep, storage.Op{Kind: storage.OpSend, From: alice.user, FromDevice: alice.device, Group: g, CMID: 1, Body: []byte("oops"), Conn: aep.ref})
 	var m codec.Message
 	for {
 		if e, ok := n.entry(t, bob, bep).(codec.Message); ok {

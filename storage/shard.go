@@ -649,12 +649,16 @@ func (s *Shard) restartInPlace(ops []Op) {
 		s.abortTimes = s.abortTimes[1:]
 	}
 	s.log.Error("storage error: cycle aborted, shard restarts in place", "err", cause, "recent_aborts", len(s.abortTimes))
-	for _, ep := range s.endpoints(ops) {
-		ep.Close(protocol.CodeShuttingDown)
+	for _, ref := range s.conns(ops) {
+		if ep := s.cfg.Conns.Endpoint(ref); ep != nil {
+			ep.Close(protocol.CodeShuttingDown)
+		}
 	}
 	for i := range ops {
-		if ops[i].Lookup != nil {
-			ops[i].Lookup.Done(nil)
+		if ops[i].Kind == OpLookup {
+			if ep := s.cfg.Conns.Endpoint(ops[i].Conn); ep != nil {
+				ep.LookupPart(ops[i].Seq, nil) // an empty part: the others still answer
+			}
 		}
 	}
 	s.resetMemory()
@@ -672,47 +676,49 @@ func (s *Shard) restartInPlace(ops []Op) {
 	}
 }
 
-// endpoints returns every connection the actor's memory refers to: live
+// conns returns every connection the actor's memory refers to: live
 // sessions, senders waiting for a group message's Sent, waiting link
 // companions and approvers, group adds in progress, presence watchers, and
 // the connections of ops.
-func (s *Shard) endpoints(ops []Op) []Endpoint {
-	seen := map[Endpoint]bool{}
-	var eps []Endpoint
-	add := func(ep Endpoint) {
-		if ep != nil && !seen[ep] {
-			seen[ep] = true
-			eps = append(eps, ep)
+func (s *Shard) conns(ops []Op) []ConnRef {
+	seen := map[ConnRef]bool{}
+	var refs []ConnRef
+	add := func(ref ConnRef) {
+		if !ref.IsZero() && !seen[ref] {
+			seen[ref] = true
+			refs = append(refs, ref)
 		}
 	}
 	for i := range ops {
-		add(ops[i].EP)
+		if ops[i].Kind != OpLookup { // a lookup gets its empty part instead
+			add(ops[i].Conn)
+		}
 		add(ops[i].Companion)
 	}
 	for _, u := range s.users {
 		for _, d := range u.devices {
 			if d.sess != nil {
-				add(d.sess.ep)
+				add(d.sess.conn)
 			}
 		}
 	}
 	for _, p := range s.groupSends {
 		for _, w := range p.waiters {
-			add(w.ep)
+			add(w.conn)
 		}
 	}
 	for _, l := range s.links {
-		add(l.ep)
+		add(l.conn)
 	}
 	for _, g := range s.groups {
 		for _, j := range g.joins {
-			add(j.ep)
+			add(j.conn)
 		}
 	}
 	for _, ws := range s.watchers {
 		for _, w := range ws {
-			add(w.ep)
+			add(w.conn)
 		}
 	}
-	return eps
+	return refs
 }

@@ -28,7 +28,7 @@ func (s *Shard) applyRequestCode(op *Op) {
 	var rec codeRecord
 	if err := s.getRecord(ck, rec.decode); err != nil {
 		s.log.Error("request code: load", "err", err)
-		s.replyError(op.EP, protocol.CodeInternal, op.RID, 0)
+		s.replyError(op.Conn, protocol.CodeInternal, op.RID, 0)
 		return
 	}
 	hourAgo := nowMS - uint64(time.Hour.Milliseconds())
@@ -40,7 +40,7 @@ func (s *Shard) applyRequestCode(op *Op) {
 	}
 	rec.SentMS = recent
 	if next := s.nextCodeMS(&rec); next > nowMS {
-		s.replyRetry(op.EP, protocol.CodeRateLimited, op.RID, 0, uint32(next-nowMS))
+		s.replyRetry(op.Conn, protocol.CodeRateLimited, op.RID, 0, uint32(next-nowMS))
 		return
 	}
 	code := s.newCode()
@@ -61,11 +61,11 @@ func (s *Shard) applyRequestCode(op *Op) {
 		RetryAfterS: uint32(s.cfg.CodeInterval / time.Second),
 	}
 	if test {
-		s.replyProto(op.EP, protocol.KindCodeSent, sent)
+		s.replyProto(op.Conn, protocol.KindCodeSent, sent)
 		return
 	}
 	// [S-9-16] The answer waits for the gateway: the sender calls back.
-	answer := &codeAnswer{ep: op.EP, sent: sent, retryMS: uint32(s.nextCodeMS(&rec) - nowMS)}
+	answer := &codeAnswer{conns: s.cfg.Conns, conn: op.Conn, sent: sent, retryMS: uint32(s.nextCodeMS(&rec) - nowMS)}
 	s.effects = append(s.effects, effect{kind: effSendCode, phone: op.Phone, text: code, answer: answer})
 }
 
@@ -155,11 +155,11 @@ func (s *Shard) applyVerify(op *Op) {
 	var rec codeRecord
 	if err := s.getRecord(ck, rec.decode); err != nil {
 		s.log.Error("verify: load code", "err", err)
-		s.replyError(op.EP, protocol.CodeInternal, op.RID, 0)
+		s.replyError(op.Conn, protocol.CodeInternal, op.RID, 0)
 		return
 	}
 	if len(rec.CodeHash) == 0 || nowMS >= rec.ExpiresMS {
-		s.replyError(op.EP, protocol.CodeCodeExpired, op.RID, 0)
+		s.replyError(op.Conn, protocol.CodeCodeExpired, op.RID, 0)
 		return
 	}
 	if !hmac.Equal(s.codeHash(op.Phone, op.Code), rec.CodeHash) {
@@ -170,7 +170,7 @@ func (s *Shard) applyVerify(op *Op) {
 			code = protocol.CodeTooManyAttempts
 		}
 		s.setCodeRecord(op.Phone, ck, &rec)
-		s.replyError(op.EP, code, op.RID, 0)
+		s.replyError(op.Conn, code, op.RID, 0)
 		return
 	}
 	rec.CodeHash = nil
@@ -179,7 +179,7 @@ func (s *Shard) applyVerify(op *Op) {
 	u, err := s.accountOf(op.Phone, nowMS)
 	if err != nil {
 		s.log.Error("verify: account", "err", err)
-		s.replyError(op.EP, protocol.CodeInternal, op.RID, 0)
+		s.replyError(op.Conn, protocol.CodeInternal, op.RID, 0)
 		return
 	}
 	// Re-registration revokes the old devices; the new one starts where the
@@ -194,7 +194,7 @@ func (s *Shard) applyVerify(op *Op) {
 	d, credential := s.addDevice(u, op.Name, cursor, true, nowMS)
 	s.emit(analytics.Event{Type: analytics.TypeRegistered, User: u.id, Device: d.id})
 	s.flow.registrations.Add(1)
-	s.replyProto(op.EP, protocol.KindRegistered, &pb.Registered{
+	s.replyProto(op.Conn, protocol.KindRegistered, &pb.Registered{
 		Rid: op.RID, User: u.id, Device: d.id, Credential: credential,
 	})
 }
@@ -248,7 +248,7 @@ func (s *Shard) applyLookup(op *Op) {
 			found = append(found, &pb.Contact{Phone: phone, User: binary.BigEndian.Uint64(v)})
 		}
 	}
-	s.effects = append(s.effects, effect{kind: effLookup, lookup: op.Lookup, contacts: found})
+	s.effects = append(s.effects, effect{kind: effLookup, conn: op.Conn, lookup: op.Seq, contacts: found})
 }
 
 // getRecord reads key and decodes it with decode; a missing key leaves

@@ -21,13 +21,13 @@ func (s *Shard) applyAck(op *Op) {
 		return
 	}
 	d := u.device(op.Device)
-	if d == nil || d.sess == nil || d.sess.ep != op.EP {
+	if d == nil || d.sess == nil || d.sess.conn != op.Conn {
 		return // from a connection that is no longer the device's session
 	}
 	sess := d.sess
 	if op.Seq > sess.sent {
 		// [S-8-5] an ack beyond what was delivered.
-		s.effects = append(s.effects, effect{kind: effClose, ep: op.EP, code: protocol.CodeProtocolViolation})
+		s.effects = append(s.effects, effect{kind: effClose, conn: op.Conn, code: protocol.CodeProtocolViolation})
 		s.endSession(u, d)
 		return
 	}

@@ -79,7 +79,7 @@ func (s *Shard) requesterBlocks(op *Op) (*user, map[uint64]uint64, bool) {
 			return u, list, true
 		}
 	}
-	s.replyError(op.EP, protocol.CodeInternal, op.RID, 0)
+	s.replyError(op.Conn, protocol.CodeInternal, op.RID, 0)
 	return nil, nil, false
 }
 
@@ -92,13 +92,13 @@ func (s *Shard) applyBlock(op *Op) {
 	block := op.Kind == OpBlock
 	if _, had := list[op.Peer]; had != block {
 		if block && len(list) >= protocol.MaxBlocks {
-			s.replyError(op.EP, protocol.CodeTooManyBlocks, op.RID, 0)
+			s.replyError(op.Conn, protocol.CodeTooManyBlocks, op.RID, 0)
 			return
 		}
 		entry, err := appendProtoEntry([]byte{byte(protocol.KindBlocked)}, &pb.Blocked{User: op.Peer, Blocked: block})
 		if err != nil {
 			s.abort(err)
-			s.replyError(op.EP, protocol.CodeInternal, op.RID, 0)
+			s.replyError(op.Conn, protocol.CodeInternal, op.RID, 0)
 			return
 		}
 		k := blockKey(nil, u.id, op.Peer)
@@ -117,7 +117,7 @@ func (s *Shard) applyBlock(op *Op) {
 	}
 	start := len(s.out)
 	s.out = codec.AppendOK(s.out, op.RID)
-	s.reply(op.EP, start)
+	s.reply(op.Conn, start)
 }
 
 // applyBlockList answers with the users op.User blocks, in the order it
@@ -132,7 +132,7 @@ func (s *Shard) applyBlockList(op *Op) {
 		users = append(users, id)
 	}
 	slices.SortFunc(users, func(a, b uint64) int { return cmp.Or(cmp.Compare(list[a], list[b]), cmp.Compare(a, b)) })
-	s.replyProto(op.EP, protocol.KindBlockListResult, &pb.BlockListResult{Rid: op.RID, Users: users})
+	s.replyProto(op.Conn, protocol.KindBlockListResult, &pb.BlockListResult{Rid: op.RID, Users: users})
 }
 
 // typingFrom relays a 1:1 typing indicator, on its sender's shard, to the

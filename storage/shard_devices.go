@@ -16,7 +16,7 @@ const linkTTL = 2 * time.Minute
 // approved. Pending links live in memory only: a restart ends them and the
 // companion asks again.
 type pendingLink struct {
-	ep      Endpoint
+	conn    ConnRef
 	rid     uint32
 	name    string
 	expires time.Time
@@ -50,20 +50,20 @@ func (s *Shard) applyLinkRequest(op *Op) {
 	now := s.cfg.Now()
 	s.expireLinks(now)
 	if _, taken := s.links[op.Code]; taken {
-		s.replyError(op.EP, protocol.CodeInternal, op.RID, 0) // 80 random bits collided
+		s.replyError(op.Conn, protocol.CodeInternal, op.RID, 0) // 80 random bits collided
 		return
 	}
 	if len(s.linkOrder) >= s.cfg.MaxPendingLinks {
 		// [S-9-12] bounded: the oldest frees its place when it expires.
 		s.linkRefusals.Add(1)
 		wait := s.linkOrder[0].expires.Sub(now)
-		s.replyRetry(op.EP, protocol.CodeRateLimited, op.RID, 0, uint32(max(wait, time.Second)/time.Millisecond))
+		s.replyRetry(op.Conn, protocol.CodeRateLimited, op.RID, 0, uint32(max(wait, time.Second)/time.Millisecond))
 		return
 	}
 	expires := now.Add(linkTTL)
-	s.links[op.Code] = &pendingLink{ep: op.EP, rid: op.RID, name: op.Name, expires: expires}
+	s.links[op.Code] = &pendingLink{conn: op.Conn, rid: op.RID, name: op.Name, expires: expires}
 	s.linkOrder = append(s.linkOrder, linkExpiry{op.Code, expires})
-	s.replyProto(op.EP, protocol.KindLinkCode, &pb.LinkCode{Rid: op.RID, Code: op.Code, ExpiresInS: uint32(linkTTL / time.Second)})
+	s.replyProto(op.Conn, protocol.KindLinkCode, &pb.LinkCode{Rid: op.RID, Code: op.Code, ExpiresInS: uint32(linkTTL / time.Second)})
 }
 
 // applyLinkApprove hands an approved link to the approver's shard, which
@@ -75,13 +75,13 @@ func (s *Shard) applyLinkApprove(op *Op) {
 	l := s.links[op.Code]
 	if l == nil || s.cfg.Now().After(l.expires) {
 		delete(s.links, op.Code)
-		s.replyError(op.EP, protocol.CodeLinkExpired, op.RID, 0)
+		s.replyError(op.Conn, protocol.CodeLinkExpired, op.RID, 0)
 		return
 	}
 	delete(s.links, op.Code)
 	s.effects = append(s.effects, effect{kind: effForward, op: Op{
 		Kind: OpLinkDevice, User: op.User, Device: op.Device, Name: l.name,
-		RID: op.RID, EP: op.EP, Companion: l.ep, CompanionRID: l.rid,
+		RID: op.RID, Conn: op.Conn, Companion: l.conn, CompanionRID: l.rid,
 	}})
 }
 
@@ -93,7 +93,7 @@ func (s *Shard) applyLinkDevice(op *Op) {
 		return
 	}
 	if !d.rec.Primary {
-		s.replyError(op.EP, protocol.CodeNotPrimary, op.RID, 0)
+		s.replyError(op.Conn, protocol.CodeNotPrimary, op.RID, 0)
 		return
 	}
 	companions := 0
@@ -103,7 +103,7 @@ func (s *Shard) applyLinkDevice(op *Op) {
 		}
 	}
 	if companions >= protocol.MaxCompanions {
-		s.replyError(op.EP, protocol.CodeTooManyDevices, op.RID, 0)
+		s.replyError(op.Conn, protocol.CodeTooManyDevices, op.RID, 0)
 		return
 	}
 	// [S-9-13] a companion starts from the moment it is linked.
@@ -118,7 +118,7 @@ func (s *Shard) applyLinkDevice(op *Op) {
 	}
 	start = len(s.out)
 	s.out = codec.AppendOK(s.out, op.RID)
-	s.reply(op.EP, start)
+	s.reply(op.Conn, start)
 }
 
 // applyDevices lists the account's active devices.
@@ -135,7 +135,7 @@ func (s *Shard) applyDevices(op *Op) {
 			})
 		}
 	}
-	s.replyProto(op.EP, protocol.KindDeviceList, list)
+	s.replyProto(op.Conn, protocol.KindDeviceList, list)
 }
 
 // applyRevokeDevice revokes a device: the primary may revoke any
@@ -149,18 +149,18 @@ func (s *Shard) applyRevokeDevice(op *Op) {
 	target := u.device(op.Target)
 	switch {
 	case target == nil || target.rec.Revoked:
-		s.replyError(op.EP, protocol.CodeNotFound, op.RID, 0)
+		s.replyError(op.Conn, protocol.CodeNotFound, op.RID, 0)
 		return
 	case target.rec.Primary:
-		s.replyError(op.EP, protocol.CodeInvalidArgument, op.RID, 0) // re-register to replace the primary
+		s.replyError(op.Conn, protocol.CodeInvalidArgument, op.RID, 0) // re-register to replace the primary
 		return
 	case target != d && !d.rec.Primary:
-		s.replyError(op.EP, protocol.CodeNotPrimary, op.RID, 0)
+		s.replyError(op.Conn, protocol.CodeNotPrimary, op.RID, 0)
 		return
 	}
 	start := len(s.out)
 	s.out = codec.AppendOK(s.out, op.RID)
-	s.reply(op.EP, start)
+	s.reply(op.Conn, start)
 	s.revoke(u, target)
 	s.deleteAcknowledged(u)
 }
@@ -172,7 +172,7 @@ func (s *Shard) revoke(u *user, d *device) {
 	s.dropKeys(u, d)
 	s.dropPush(u, d) // [S-19-2]
 	if d.sess != nil {
-		s.effects = append(s.effects, effect{kind: effClose, ep: d.sess.ep, code: protocol.CodeDeviceRevoked})
+		s.effects = append(s.effects, effect{kind: effClose, conn: d.sess.conn, code: protocol.CodeDeviceRevoked})
 		s.endSession(u, d)
 	}
 }
@@ -183,7 +183,7 @@ func (s *Shard) requester(op *Op) (*user, *device, bool) {
 	u, err := s.loadUser(op.User)
 	if err != nil {
 		s.log.Error("load user", "user", op.User, "err", err)
-		s.replyError(op.EP, protocol.CodeInternal, op.RID, 0)
+		s.replyError(op.Conn, protocol.CodeInternal, op.RID, 0)
 		return nil, nil, false
 	}
 	var d *device
@@ -191,7 +191,7 @@ func (s *Shard) requester(op *Op) (*user, *device, bool) {
 		d = u.device(op.Device)
 	}
 	if d == nil || d.rec.Revoked {
-		s.replyError(op.EP, protocol.CodeNotFound, op.RID, 0)
+		s.replyError(op.Conn, protocol.CodeNotFound, op.RID, 0)
 		return nil, nil, false
 	}
 	return u, d, true

@@ -103,12 +103,12 @@ func (s *Shard) applyEnvelopeSend(op *Op) {
 	if !e.OwnChecked {
 		sender, err := s.loadUser(op.From)
 		if err != nil || sender == nil {
-			s.replyError(op.EP, protocol.CodeInternal, 0, op.CMID)
+			s.replyError(op.Conn, protocol.CodeInternal, 0, op.CMID)
 			return
 		}
 		own, err := s.keyedDevices(sender)
 		if err != nil {
-			s.replyError(op.EP, protocol.CodeInternal, 0, op.CMID)
+			s.replyError(op.Conn, protocol.CodeInternal, 0, op.CMID)
 			return
 		}
 		own = slices.DeleteFunc(own, func(d uint32) bool { return d == op.FromDevice })
@@ -135,18 +135,18 @@ func (s *Shard) storeEnvelopes(op *Op) {
 	e := op.Envelopes
 	u, err := s.loadUser(op.User)
 	if err != nil {
-		s.replyError(op.EP, protocol.CodeInternal, 0, op.CMID)
+		s.replyError(op.Conn, protocol.CodeInternal, 0, op.CMID)
 		return
 	}
 	if u == nil {
-		s.replyError(op.EP, protocol.CodeNotFound, 0, op.CMID)
+		s.replyError(op.Conn, protocol.CodeNotFound, 0, op.CMID)
 		return
 	}
 	dk := dedupeKey(nil, op.User, op.From, op.FromDevice, op.CMID)
 	prev, err := s.dedupeLookup(u, op, dk)
 	if err != nil {
 		s.abort(err)
-		s.replyError(op.EP, protocol.CodeInternal, 0, op.CMID)
+		s.replyError(op.Conn, protocol.CodeInternal, 0, op.CMID)
 		return
 	}
 	sum := bodySum(op)
@@ -158,7 +158,7 @@ func (s *Shard) storeEnvelopes(op *Op) {
 	}
 	to, err := s.keyedDevices(u)
 	if err != nil {
-		s.replyError(op.EP, protocol.CodeInternal, 0, op.CMID)
+		s.replyError(op.Conn, protocol.CodeInternal, 0, op.CMID)
 		return
 	}
 	if op.User == op.From {
@@ -174,7 +174,7 @@ func (s *Shard) storeEnvelopes(op *Op) {
 			}
 			res.Devices = append(res.Devices, &pb.UserDevices{User: op.From, Devices: own})
 		}
-		s.replyProto(op.EP, protocol.KindError, res)
+		s.replyProto(op.Conn, protocol.KindError, res)
 		return
 	}
 	if !s.roomFor(op) {
@@ -185,7 +185,7 @@ func (s *Shard) storeEnvelopes(op *Op) {
 	blocked := s.blocks(u, op.From)
 	if !blocked && s.inboxFull(u, e.size()) {
 		s.quotaRefusals.Add(1)
-		s.replyRetry(op.EP, protocol.CodeInboxFull, 0, op.CMID, retryFullMS)
+		s.replyRetry(op.Conn, protocol.CodeInboxFull, 0, op.CMID, retryFullMS)
 		return
 	}
 	id := s.ids.next(s.cfg.Now())
@@ -208,7 +208,7 @@ func (s *Shard) storeEnvelopes(op *Op) {
 	s.emit(analytics.Event{Type: analytics.TypeMessageAccepted, User: op.From, Device: op.FromDevice, Peer: op.User, ID: id, Size: int64(e.size())})
 	start := len(s.out)
 	s.out = codec.AppendSent(s.out, op.CMID, id)
-	s.reply(op.EP, start)
+	s.reply(op.Conn, start)
 }
 
 // appendEnvelopesEntry appends a kindEnvelopes entry for message m (its
@@ -319,7 +319,9 @@ func (s *Shard) forwardSend(op Op) {
 		return
 	}
 	if err := sub.Submit(op); err != nil {
-		op.EP.Reply(codec.AppendError(nil, protocol.CodeOverloaded, 0, op.CMID, "", retryBusyMS))
+		if ep := s.cfg.Conns.Endpoint(op.Conn); ep != nil {
+			ep.Reply(codec.AppendError(nil, protocol.CodeOverloaded, 0, op.CMID, "", retryBusyMS))
+		}
 	}
 }
 

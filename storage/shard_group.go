@@ -31,7 +31,7 @@ type groupSend struct {
 
 // sentWaiter is a sender waiting for Sent.
 type sentWaiter struct {
-	ep   Endpoint
+	conn ConnRef
 	cmid uint64
 }
 
@@ -46,23 +46,23 @@ func (s *Shard) applyGroupCreate(op *Op) {
 	}
 	u, err := s.loadUser(op.User)
 	if err != nil || u == nil {
-		s.replyError(op.EP, protocol.CodeInternal, op.RID, 0)
+		s.replyError(op.Conn, protocol.CodeInternal, op.RID, 0)
 		return
 	}
 	n, err := s.groupCount(u)
 	if err != nil {
-		s.replyError(op.EP, protocol.CodeInternal, op.RID, 0)
+		s.replyError(op.Conn, protocol.CodeInternal, op.RID, 0)
 		return
 	}
 	now := s.cfg.Now()
 	if n+u.reservedGroups(now) >= protocol.MaxGroupsPerUser {
-		s.replyError(op.EP, protocol.CodeTooManyGroups, op.RID, 0)
+		s.replyError(op.Conn, protocol.CodeTooManyGroups, op.RID, 0)
 		return
 	}
 	if wait := u.createLimit(now, s.cfg.GroupsPerHour); wait > 0 {
 		// [S-16-2] creating and leaving groups in a loop would fill the
 		// disk with group records.
-		s.replyRetry(op.EP, protocol.CodeRateLimited, op.RID, 0, uint32(wait/time.Millisecond))
+		s.replyRetry(op.Conn, protocol.CodeRateLimited, op.RID, 0, uint32(wait/time.Millisecond))
 		return
 	}
 	u.groupCreates = append(u.groupCreates, now)
@@ -70,7 +70,7 @@ func (s *Shard) applyGroupCreate(op *Op) {
 	ck := appendPrefix(nil, slot, tagGroupCounter)
 	var count uint64
 	if v, err := s.get(ck); err != nil {
-		s.replyError(op.EP, protocol.CodeInternal, op.RID, 0)
+		s.replyError(op.Conn, protocol.CodeInternal, op.RID, 0)
 		return
 	} else if len(v) == 8 {
 		count = binary.BigEndian.Uint64(v)
@@ -104,7 +104,7 @@ func others(users []uint64, self uint64) []uint64 {
 // startJoins asks the shards of users whether each may join g, and answers
 // op with GroupInfo once they all have.
 func (s *Shard) startJoins(g *group, op *Op, users []uint64) {
-	j := &joinWait{actor: op.User, ep: op.EP, rid: op.RID, waiting: map[uint64]bool{}, started: s.cfg.Now()}
+	j := &joinWait{actor: op.User, conn: op.Conn, rid: op.RID, waiting: map[uint64]bool{}, started: s.cfg.Now()}
 	for _, id := range users {
 		j.waiting[id] = true
 		s.effects = append(s.effects, effect{kind: effForward, op: Op{Kind: OpGroupJoin, User: id, Group: g.id, Source: s.cfg.ID}})
@@ -194,7 +194,7 @@ func (s *Shard) finishJoin(g *group, j *joinWait) {
 	}
 	info := s.groupInfo(g, j.rid)
 	info.Refused = j.refused
-	s.replyProto(j.ep, protocol.KindGroupInfo, info)
+	s.replyProto(j.conn, protocol.KindGroupInfo, info)
 }
 
 // expireJoins ends adds whose members' shards did not answer in time.
@@ -281,7 +281,7 @@ func (s *Shard) applyGroupUpdate(op *Op) {
 	}
 	g, err := s.loadGroup(op.Group)
 	if err != nil {
-		s.replyError(op.EP, protocol.CodeInternal, op.RID, 0)
+		s.replyError(op.Conn, protocol.CodeInternal, op.RID, 0)
 		return
 	}
 	var actor *member
@@ -289,14 +289,14 @@ func (s *Shard) applyGroupUpdate(op *Op) {
 		actor = g.member(op.User)
 	}
 	if actor == nil {
-		s.replyError(op.EP, protocol.CodeNotMember, op.RID, 0)
+		s.replyError(op.Conn, protocol.CodeNotMember, op.RID, 0)
 		return
 	}
 	admin := actor.role == pb.GroupRole_ROLE_ADMIN
 	switch op.GroupOp {
 	case pb.GroupOp_GROUP_OP_ADD, pb.GroupOp_GROUP_OP_REMOVE, pb.GroupOp_GROUP_OP_PROMOTE, pb.GroupOp_GROUP_OP_DEMOTE:
 		if !admin {
-			s.replyError(op.EP, protocol.CodeNotAdmin, op.RID, 0)
+			s.replyError(op.Conn, protocol.CodeNotAdmin, op.RID, 0)
 			return
 		}
 	}
@@ -312,7 +312,7 @@ func (s *Shard) applyGroupUpdate(op *Op) {
 			}
 		}
 		if len(g.order)+g.pendingJoins()+len(users) > protocol.MaxGroupMembers {
-			s.replyError(op.EP, protocol.CodeGroupFull, op.RID, 0)
+			s.replyError(op.Conn, protocol.CodeGroupFull, op.RID, 0)
 			return
 		}
 		s.startJoins(g, op, users)
@@ -342,7 +342,7 @@ func (s *Shard) applyGroupUpdate(op *Op) {
 				}
 			}
 			if demoted >= g.admins() {
-				s.replyError(op.EP, protocol.CodeInvalidArgument, op.RID, 0) // [S-16-4] one admin stays
+				s.replyError(op.Conn, protocol.CodeInvalidArgument, op.RID, 0) // [S-16-4] one admin stays
 				return
 			}
 		}
@@ -373,12 +373,12 @@ func (s *Shard) applyGroupUpdate(op *Op) {
 			delete(s.groups, g.id)
 		}
 	default:
-		s.replyError(op.EP, protocol.CodeInvalidArgument, op.RID, 0)
+		s.replyError(op.Conn, protocol.CodeInvalidArgument, op.RID, 0)
 		return
 	}
 	start := len(s.out)
 	s.out = codec.AppendOK(s.out, op.RID)
-	s.reply(op.EP, start)
+	s.reply(op.Conn, start)
 }
 
 // members checks that op.Users are members of g (and, if notSelf, not the
@@ -386,16 +386,16 @@ func (s *Shard) applyGroupUpdate(op *Op) {
 func (s *Shard) members(g *group, op *Op, notSelf bool) ([]uint64, bool) {
 	users := others(op.Users, 0)
 	if len(users) == 0 {
-		s.replyError(op.EP, protocol.CodeInvalidArgument, op.RID, 0)
+		s.replyError(op.Conn, protocol.CodeInvalidArgument, op.RID, 0)
 		return nil, false
 	}
 	for _, id := range users {
 		if g.member(id) == nil {
-			s.replyError(op.EP, protocol.CodeNotMember, op.RID, 0)
+			s.replyError(op.Conn, protocol.CodeNotMember, op.RID, 0)
 			return nil, false
 		}
 		if notSelf && id == op.User {
-			s.replyError(op.EP, protocol.CodeInvalidArgument, op.RID, 0) // leave with LEAVE
+			s.replyError(op.Conn, protocol.CodeInvalidArgument, op.RID, 0) // leave with LEAVE
 			return nil, false
 		}
 	}
@@ -406,14 +406,14 @@ func (s *Shard) members(g *group, op *Op, notSelf bool) ([]uint64, bool) {
 func (s *Shard) applyGroupGet(op *Op) {
 	g, err := s.loadGroup(op.Group)
 	if err != nil {
-		s.replyError(op.EP, protocol.CodeInternal, op.RID, 0)
+		s.replyError(op.Conn, protocol.CodeInternal, op.RID, 0)
 		return
 	}
 	if g == nil || g.member(op.User) == nil {
-		s.replyError(op.EP, protocol.CodeNotMember, op.RID, 0)
+		s.replyError(op.Conn, protocol.CodeNotMember, op.RID, 0)
 		return
 	}
-	s.replyProto(op.EP, protocol.KindGroupInfo, s.groupInfo(g, op.RID))
+	s.replyProto(op.Conn, protocol.KindGroupInfo, s.groupInfo(g, op.RID))
 }
 
 // groupInfo describes g.
@@ -431,7 +431,7 @@ func (s *Shard) applyGroupList(op *Op) {
 	lo := userGroupKey(nil, op.User, 0)
 	it, err := s.batch.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo[:len(lo)-8])})
 	if err != nil {
-		s.replyError(op.EP, protocol.CodeInternal, op.RID, 0)
+		s.replyError(op.Conn, protocol.CodeInternal, op.RID, 0)
 		return
 	}
 	for ok := it.First(); ok; ok = it.Next() {
@@ -439,7 +439,7 @@ func (s *Shard) applyGroupList(op *Op) {
 		res.Groups = append(res.Groups, binary.BigEndian.Uint64(k[len(k)-8:]))
 	}
 	_ = it.Close()
-	s.replyProto(op.EP, protocol.KindGroupListResult, res)
+	s.replyProto(op.Conn, protocol.KindGroupListResult, res)
 }
 
 // applyGroupSend gives a group message its place in the group's order and
@@ -448,7 +448,7 @@ func (s *Shard) applyGroupList(op *Op) {
 func (s *Shard) applyGroupSend(op *Op) {
 	g, err := s.loadGroup(op.Group)
 	if err != nil {
-		s.replyError(op.EP, protocol.CodeInternal, 0, op.CMID)
+		s.replyError(op.Conn, protocol.CodeInternal, 0, op.CMID)
 		return
 	}
 	// A retry is answered as the first attempt was, even if the sender
@@ -456,25 +456,25 @@ func (s *Shard) applyGroupSend(op *Op) {
 	dk := groupDedupeKey(nil, op.Group, op.From, op.FromDevice, op.CMID)
 	sum := bodySum(op)
 	if prev, err := s.get(dk); err != nil {
-		s.replyError(op.EP, protocol.CodeInternal, 0, op.CMID)
+		s.replyError(op.Conn, protocol.CodeInternal, 0, op.CMID)
 		return
 	} else if prev != nil {
 		if len(prev) < 16 || (len(prev) >= 24 && binary.BigEndian.Uint64(prev[16:]) != sum) {
-			s.replyError(op.EP, protocol.CodeCMIDReused, 0, op.CMID)
+			s.replyError(op.Conn, protocol.CodeCMIDReused, 0, op.CMID)
 			return
 		}
 		id, gseq := binary.BigEndian.Uint64(prev), binary.BigEndian.Uint64(prev[8:])
 		if p := s.groupSends[gkey{op.Group, gseq}]; p != nil {
-			p.waiters = append(p.waiters, sentWaiter{op.EP, op.CMID})
+			p.waiters = append(p.waiters, sentWaiter{op.Conn, op.CMID})
 			return
 		}
 		start := len(s.out)
 		s.out = codec.AppendSent(s.out, op.CMID, id)
-		s.reply(op.EP, start)
+		s.reply(op.Conn, start)
 		return
 	}
 	if g == nil || g.member(op.From) == nil {
-		s.replyError(op.EP, protocol.CodeNotMember, 0, op.CMID)
+		s.replyError(op.Conn, protocol.CodeNotMember, 0, op.CMID)
 		return
 	}
 	if !s.roomFor(op) {
@@ -495,10 +495,10 @@ func (s *Shard) applyGroupSend(op *Op) {
 	if len(entries) == 0 {
 		start := len(s.out)
 		s.out = codec.AppendSent(s.out, op.CMID, id)
-		s.reply(op.EP, start)
+		s.reply(op.Conn, start)
 		return
 	}
-	p := &groupSend{remaining: len(entries), id: id, waiters: []sentWaiter{{op.EP, op.CMID}}}
+	p := &groupSend{remaining: len(entries), id: id, waiters: []sentWaiter{{op.Conn, op.CMID}}}
 	k := gkey{g.id, gseq}
 	s.groupSends[k] = p
 	for _, e := range entries {
@@ -526,7 +526,7 @@ func (s *Shard) confirmGroupSend(e pairSeq) {
 	for _, w := range p.waiters {
 		start := len(s.out)
 		s.out = codec.AppendSent(s.out, w.cmid, p.id)
-		s.reply(w.ep, start)
+		s.reply(w.conn, start)
 	}
 }
 

@@ -124,30 +124,30 @@ func (s *Shard) applyKeysPublish(op *Op) {
 		return
 	}
 	if err := s.loadKeyed(u); err != nil {
-		s.replyError(op.EP, protocol.CodeInternal, op.RID, 0)
+		s.replyError(op.Conn, protocol.CodeInternal, op.RID, 0)
 		return
 	}
 	rec, have, err := s.loadKeys(u, d.id)
 	if err != nil {
 		s.log.Error("keys publish", "user", u.id, "device", d.id, "err", err)
-		s.replyError(op.EP, protocol.CodeInternal, op.RID, 0)
+		s.replyError(op.Conn, protocol.CodeInternal, op.RID, 0)
 		return
 	}
 	k := op.Keys
 	switch {
 	case !have && (len(k.IdentityKey) == 0 || k.SignedPrekey == nil):
-		s.replyError(op.EP, protocol.CodeInvalidArgument, op.RID, 0)
+		s.replyError(op.Conn, protocol.CodeInvalidArgument, op.RID, 0)
 		return
 	case have && len(k.IdentityKey) > 0 && (!bytes.Equal(k.IdentityKey, rec.Identity) || k.RegistrationId != rec.RegistrationID):
 		// [S-17-3] an identity key changes only with a new device.
-		s.replyError(op.EP, protocol.CodeIdentityKeyChanged, op.RID, 0)
+		s.replyError(op.Conn, protocol.CodeIdentityKeyChanged, op.RID, 0)
 		return
 	}
 	added := uint32(0)
 	for _, p := range k.Prekeys {
 		v, err := s.get(preKeyKey(s.scratch[:0], u.id, d.id, p.Id))
 		if err != nil {
-			s.replyError(op.EP, protocol.CodeInternal, op.RID, 0)
+			s.replyError(op.Conn, protocol.CodeInternal, op.RID, 0)
 			return
 		}
 		if v == nil {
@@ -155,7 +155,7 @@ func (s *Shard) applyKeysPublish(op *Op) {
 		}
 	}
 	if rec.PreKeys+added > protocol.MaxPreKeys {
-		s.replyError(op.EP, protocol.CodeInvalidArgument, op.RID, 0)
+		s.replyError(op.Conn, protocol.CodeInvalidArgument, op.RID, 0)
 		return
 	}
 	if !have {
@@ -180,7 +180,7 @@ func (s *Shard) applyKeysPublish(op *Op) {
 	}
 	start := len(s.out)
 	s.out = codec.AppendOK(s.out, op.RID)
-	s.reply(op.EP, start)
+	s.reply(op.Conn, start)
 }
 
 // applyKeysFetch answers the key bundles of a user's devices, each with
@@ -188,16 +188,16 @@ func (s *Shard) applyKeysPublish(op *Op) {
 func (s *Shard) applyKeysFetch(op *Op) {
 	u, err := s.loadUser(op.User)
 	if err != nil {
-		s.replyError(op.EP, protocol.CodeInternal, op.RID, 0)
+		s.replyError(op.Conn, protocol.CodeInternal, op.RID, 0)
 		return
 	}
 	if u == nil {
-		s.replyError(op.EP, protocol.CodeNotFound, op.RID, 0)
+		s.replyError(op.Conn, protocol.CodeNotFound, op.RID, 0)
 		return
 	}
 	devices, err := s.keyedDevices(u)
 	if err != nil {
-		s.replyError(op.EP, protocol.CodeInternal, op.RID, 0)
+		s.replyError(op.Conn, protocol.CodeInternal, op.RID, 0)
 		return
 	}
 	res := &pb.KeyBundles{Rid: op.RID, User: u.id}
@@ -209,12 +209,12 @@ func (s *Shard) applyKeysFetch(op *Op) {
 		if err != nil {
 			s.log.Error("keys fetch", "user", u.id, "device", id, "err", err)
 			s.abort(err)
-			s.replyError(op.EP, protocol.CodeInternal, op.RID, 0)
+			s.replyError(op.Conn, protocol.CodeInternal, op.RID, 0)
 			return
 		}
 		res.Bundles = append(res.Bundles, b)
 	}
-	s.replyProto(op.EP, protocol.KindKeyBundles, res)
+	s.replyProto(op.Conn, protocol.KindKeyBundles, res)
 }
 
 // takeBundle returns device d's bundle with its first one-time prekey,

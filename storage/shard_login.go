@@ -13,7 +13,7 @@ func (s *Shard) applyLogin(op *Op) {
 	u, err := s.loadUser(op.User)
 	if err != nil {
 		s.log.Error("login: load user", "user", op.User, "err", err)
-		s.effects = append(s.effects, effect{kind: effFail, ep: op.EP, code: protocol.CodeInternal})
+		s.effects = append(s.effects, effect{kind: effFail, conn: op.Conn, code: protocol.CodeInternal})
 		return
 	}
 	var d *device
@@ -21,29 +21,29 @@ func (s *Shard) applyLogin(op *Op) {
 		d = u.device(op.Device)
 	}
 	if d == nil || !credentialMatches(d.rec.CredHash, op.Credential) {
-		s.effects = append(s.effects, effect{kind: effFail, ep: op.EP, code: protocol.CodeAuthFailed})
+		s.effects = append(s.effects, effect{kind: effFail, conn: op.Conn, code: protocol.CodeAuthFailed})
 		return
 	}
 	if d.rec.Revoked {
-		s.effects = append(s.effects, effect{kind: effFail, ep: op.EP, code: protocol.CodeDeviceRevoked})
+		s.effects = append(s.effects, effect{kind: effFail, conn: op.Conn, code: protocol.CodeDeviceRevoked})
 		return
 	}
 	if d.sess != nil {
-		s.effects = append(s.effects, effect{kind: effClose, ep: d.sess.ep, code: protocol.CodeSessionReplaced})
+		s.effects = append(s.effects, effect{kind: effClose, conn: d.sess.conn, code: protocol.CodeSessionReplaced})
 		s.endSession(u, d)
 	}
 	// [S-8-7] resume from the later of the stored and the client's cursor.
 	if c := min(op.Seq, u.rec.Head); c > d.cursor {
 		s.advanceCursor(u, d, c)
 	}
-	d.sess = &session{ep: op.EP, device: d.id, sent: max(d.cursor, u.rec.Deleted)}
+	d.sess = &session{conn: op.Conn, device: d.id, sent: max(d.cursor, u.rec.Deleted)}
 	s.pushOnline(u, d) // [S-19-4] nothing is owed to a device online
 	u.recent.start(u.rec.Head)
 	if u.live++; u.live == 1 {
 		s.presenceChanged(u)
 	}
 	s.emit(analytics.Event{Type: analytics.TypeLogin, User: u.id, Device: d.id})
-	s.effects = append(s.effects, effect{kind: effAuthenticated, ep: op.EP, session: Session{
+	s.effects = append(s.effects, effect{kind: effAuthenticated, conn: op.Conn, session: Session{
 		User: u.id, Device: d.id, Cursor: d.sess.sent, Window: uint32(s.cfg.Window), MaxCMID: d.rec.MaxCMID,
 	}})
 	s.touch(u)
@@ -66,7 +66,7 @@ func (s *Shard) applyLogout(op *Op) {
 		d.rec.MaxCMID = op.CMID
 		s.batch.Set(deviceKey(nil, tagDevice, u.id, d.id), d.rec.encode(nil), nil)
 	}
-	if d.sess != nil && d.sess.ep == op.EP {
+	if d.sess != nil && d.sess.conn == op.Conn {
 		s.endSession(u, d)
 	}
 }

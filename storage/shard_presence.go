@@ -19,7 +19,7 @@ const (
 
 // watcher is a connection subscribed to a user's presence.
 type watcher struct {
-	ep   Endpoint
+	conn ConnRef
 	user uint64 // who is watching, for the privacy check
 }
 
@@ -33,7 +33,7 @@ func (s *Shard) applySubscribe(op *Op) {
 	}
 	u, err := s.loadUser(op.User)
 	if err != nil || u == nil {
-		s.replyError(op.EP, protocol.CodeInternal, op.RID, 0)
+		s.replyError(op.Conn, protocol.CodeInternal, op.RID, 0)
 		return
 	}
 	lo := contactKey(nil, u.id, op.Device, 0)
@@ -43,7 +43,7 @@ func (s *Shard) applySubscribe(op *Op) {
 	}
 	start := len(s.out)
 	s.out = codec.AppendOK(s.out, op.RID)
-	s.reply(op.EP, start)
+	s.reply(op.Conn, start)
 }
 
 // applyWatch subscribes a connection to a user's presence and tells it the
@@ -55,22 +55,22 @@ func (s *Shard) applyWatch(op *Op) {
 	}
 	ws := s.watchers[u.id]
 	for _, w := range ws {
-		if w.ep == op.EP {
+		if w.conn == op.Conn {
 			return
 		}
 	}
 	if len(ws) >= maxWatchers {
 		return
 	}
-	s.watchers[u.id] = append(ws, watcher{ep: op.EP, user: op.From})
-	s.postPresence(u, watcher{ep: op.EP, user: op.From})
+	s.watchers[u.id] = append(ws, watcher{conn: op.Conn, user: op.From})
+	s.postPresence(u, watcher{conn: op.Conn, user: op.From})
 }
 
 // applyUnwatch removes a connection's subscription to a user.
 func (s *Shard) applyUnwatch(op *Op) {
 	ws := s.watchers[op.User]
 	for i, w := range ws {
-		if w.ep == op.EP {
+		if w.conn == op.Conn {
 			ws = append(ws[:i], ws[i+1:]...)
 			break
 		}
@@ -87,14 +87,14 @@ func (s *Shard) applyUnwatch(op *Op) {
 func (s *Shard) applySetPrivacy(op *Op) {
 	u, err := s.loadUser(op.User)
 	if err != nil || u == nil {
-		s.replyError(op.EP, protocol.CodeInternal, op.RID, 0)
+		s.replyError(op.Conn, protocol.CodeInternal, op.RID, 0)
 		return
 	}
 	u.rec.Visibility = uint8(op.Visibility)
 	s.markDirty(u)
 	start := len(s.out)
 	s.out = codec.AppendOK(s.out, op.RID)
-	s.reply(op.EP, start)
+	s.reply(op.Conn, start)
 	s.presenceChanged(u)
 }
 
@@ -137,7 +137,7 @@ func (s *Shard) postPresence(u *user, w watcher) {
 		return
 	}
 	s.out = out
-	s.post(w.ep, start)
+	s.post(w.conn, start)
 }
 
 // presenceChanged notifies u's watchers now, or at the end of the throttle
@@ -206,7 +206,7 @@ func (s *Shard) applyTyping(op *Op) {
 	s.out = out
 	for _, d := range u.devices {
 		if d.sess != nil {
-			s.effects = append(s.effects, effect{kind: effPost, ep: d.sess.ep, start: start, end: len(s.out)})
+			s.effects = append(s.effects, effect{kind: effPost, conn: d.sess.conn, start: start, end: len(s.out)})
 		}
 	}
 }

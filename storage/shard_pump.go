@@ -42,7 +42,7 @@ func (s *Shard) pumpDevice(u *user, sess *session) {
 		sess.synced = true
 		start := len(s.out)
 		s.out = codec.AppendSynced(s.out, sess.sent)
-		s.post(sess.ep, start)
+		s.post(sess.conn, start)
 	}
 }
 
@@ -146,5 +146,5 @@ func (s *Shard) flushFrames(sess *session, count int) {
 		s.out, s.zbuf = s.comp.AppendFrame(s.out, s.zbuf, protocol.KindBatch, s.frames)
 	}
 	s.frames = s.frames[:0]
-	s.post(sess.ep, start)
+	s.post(sess.conn, start)
 }

@@ -407,11 +407,11 @@ func (s *Shard) applyPushRegister(op *Op) {
 	}
 	reg := op.Push
 	if reg == nil {
-		s.replyError(op.EP, protocol.CodeInvalidArgument, op.RID, 0)
+		s.replyError(op.Conn, protocol.CodeInvalidArgument, op.RID, 0)
 		return
 	}
 	if reg.Token != "" && (s.cfg.Pusher == nil || !s.cfg.Pusher.Offers(reg.Provider)) {
-		s.replyError(op.EP, protocol.CodePushUnavailable, op.RID, 0)
+		s.replyError(op.Conn, protocol.CodePushUnavailable, op.RID, 0)
 		return
 	}
 	if reg.Token != "" && !s.roomFor(op) {
@@ -419,7 +419,7 @@ func (s *Shard) applyPushRegister(op *Op) {
 	}
 	p, err := s.loadPush(u)
 	if err != nil {
-		s.replyError(op.EP, protocol.CodeInternal, op.RID, 0)
+		s.replyError(op.Conn, protocol.CodeInternal, op.RID, 0)
 		return
 	}
 	if reg.Token == "" {
@@ -431,7 +431,7 @@ func (s *Shard) applyPushRegister(op *Op) {
 	}
 	start := len(s.out)
 	s.out = codec.AppendOK(s.out, op.RID)
-	s.reply(op.EP, start)
+	s.reply(op.Conn, start)
 }
 
 // applyPushDone records what became of a push ([S-19-6]).

@@ -34,7 +34,7 @@ func revokeEntry(r *pb.Revoked) ([]byte, error) {
 // recipient (op.User) or of its group (op.Group), and answers Ok.
 func (s *Shard) applyRevoke(op *Op) {
 	if age := s.cfg.Now().Sub(protocol.MessageTime(op.UpTo)); age > s.cfg.RevokeLimit {
-		s.replyError(op.EP, protocol.CodeRevokeExpired, op.RID, 0)
+		s.replyError(op.Conn, protocol.CodeRevokeExpired, op.RID, 0)
 		return
 	}
 	if op.Group != 0 {
@@ -52,11 +52,11 @@ func (s *Shard) answerOK(op *Op, err error) {
 	case errors.Is(err, errAnswered):
 	case err != nil:
 		s.abort(err)
-		s.replyError(op.EP, protocol.CodeInternal, op.RID, 0)
+		s.replyError(op.Conn, protocol.CodeInternal, op.RID, 0)
 	default:
 		start := len(s.out)
 		s.out = codec.AppendOK(s.out, op.RID)
-		s.reply(op.EP, start)
+		s.reply(op.Conn, start)
 	}
 }
 
@@ -72,10 +72,10 @@ func (s *Shard) revocable(op *Op, kind byte, owner uint64) (msgRecord, error) {
 	case err != nil:
 		return m, err
 	case !found:
-		s.replyError(op.EP, protocol.CodeMessageNotFound, op.RID, 0)
+		s.replyError(op.Conn, protocol.CodeMessageNotFound, op.RID, 0)
 		return m, errAnswered
 	case m.From != op.From:
-		s.replyError(op.EP, protocol.CodeNotSender, op.RID, 0)
+		s.replyError(op.Conn, protocol.CodeNotSender, op.RID, 0)
 		return m, errAnswered
 	}
 	return m, nil
@@ -157,7 +157,7 @@ func (s *Shard) revokeGroupMessage(op *Op) error {
 		return err
 	}
 	if g == nil || g.member(op.From) == nil {
-		s.replyError(op.EP, protocol.CodeNotMember, op.RID, 0)
+		s.replyError(op.Conn, protocol.CodeNotMember, op.RID, 0)
 		return errAnswered
 	}
 	m, err := s.revocable(op, msgToGroup, op.Group)

@@ -109,18 +109,18 @@ func (s *Shard) applySend(op *Op) {
 	u, err := s.loadUser(op.User)
 	if err != nil {
 		s.log.Error("send: load recipient", "user", op.User, "err", err)
-		s.replyError(op.EP, protocol.CodeInternal, 0, op.CMID)
+		s.replyError(op.Conn, protocol.CodeInternal, 0, op.CMID)
 		return
 	}
 	if u == nil {
-		s.replyError(op.EP, protocol.CodeNotFound, 0, op.CMID)
+		s.replyError(op.Conn, protocol.CodeNotFound, 0, op.CMID)
 		return
 	}
 	dk := dedupeKey(nil, op.User, op.From, op.FromDevice, op.CMID)
 	prev, err := s.dedupeLookup(u, op, dk)
 	if err != nil {
 		s.abort(err)
-		s.replyError(op.EP, protocol.CodeInternal, 0, op.CMID)
+		s.replyError(op.Conn, protocol.CodeInternal, 0, op.CMID)
 		return
 	}
 	sum := bodySum(op)
@@ -136,7 +136,7 @@ func (s *Shard) applySend(op *Op) {
 	blocked := s.blocks(u, op.From)
 	if !blocked && s.inboxFull(u, len(op.Body)) {
 		s.quotaRefusals.Add(1)
-		s.replyRetry(op.EP, protocol.CodeInboxFull, 0, op.CMID, retryFullMS)
+		s.replyRetry(op.Conn, protocol.CodeInboxFull, 0, op.CMID, retryFullMS)
 		return
 	}
 	id := s.ids.next(s.cfg.Now())
@@ -165,7 +165,7 @@ func (s *Shard) applySend(op *Op) {
 	s.emit(analytics.Event{Type: analytics.TypeMessageAccepted, User: op.From, Device: op.FromDevice, Peer: op.User, ID: id, Size: int64(len(op.Body))})
 	start := len(s.out)
 	s.out = codec.AppendSent(s.out, op.CMID, id)
-	s.reply(op.EP, start)
+	s.reply(op.Conn, start)
 }
 
 // answerRepeat answers a 1:1 send whose dedupe record prev exists: a
@@ -173,12 +173,12 @@ func (s *Shard) applySend(op *Op) {
 // used cmid with CMID_REUSED ([S-8-20]). sum is the send's bodySum.
 func (s *Shard) answerRepeat(op *Op, prev []byte, sum uint64) {
 	if len(prev) < 8 || (len(prev) >= 16 && binary.BigEndian.Uint64(prev[8:]) != sum) {
-		s.replyError(op.EP, protocol.CodeCMIDReused, 0, op.CMID)
+		s.replyError(op.Conn, protocol.CodeCMIDReused, 0, op.CMID)
 		return
 	}
 	start := len(s.out)
 	s.out = codec.AppendSent(s.out, op.CMID, binary.BigEndian.Uint64(prev))
-	s.reply(op.EP, start)
+	s.reply(op.Conn, start)
 }
 
 // bodySum is what a dedupe record keeps of a send's content, to tell a
@@ -212,7 +212,7 @@ func (s *Shard) roomFor(op *Op) bool {
 		return true
 	}
 	s.fullRefusals.Add(1)
-	s.replyRetry(op.EP, protocol.CodeStorageFull, op.RID, op.CMID, retryFullMS)
+	s.replyRetry(op.Conn, protocol.CodeStorageFull, op.RID, op.CMID, retryFullMS)
 	return false
 }
 
@@ -259,18 +259,18 @@ func (s *Shard) applyRead(op *Op) {
 	u, err := s.loadUser(op.User)
 	if err != nil {
 		s.log.Error("read: load user", "user", op.User, "err", err)
-		s.replyError(op.EP, protocol.CodeInternal, op.RID, 0)
+		s.replyError(op.Conn, protocol.CodeInternal, op.RID, 0)
 		return
 	}
 	if u == nil {
-		s.replyError(op.EP, protocol.CodeNotFound, op.RID, 0)
+		s.replyError(op.Conn, protocol.CodeNotFound, op.RID, 0)
 		return
 	}
 	rk := readKey(nil, op.User, op.From, op.Group)
 	prev, err := s.get(rk)
 	if err != nil {
 		s.log.Error("read: watermark", "err", err)
-		s.replyError(op.EP, protocol.CodeInternal, op.RID, 0)
+		s.replyError(op.Conn, protocol.CodeInternal, op.RID, 0)
 		return
 	}
 	if len(prev) != 8 || binary.BigEndian.Uint64(prev) < op.UpTo {
@@ -287,7 +287,7 @@ func (s *Shard) applyRead(op *Op) {
 	}
 	start := len(s.out)
 	s.out = codec.AppendOK(s.out, op.RID)
-	s.reply(op.EP, start)
+	s.reply(op.Conn, start)
 }
 
 // receiptKey groups the receipts of one cycle that coalesce into one

@@ -34,7 +34,7 @@ func TestOnlineDeliveryAndReceipts(t *testing.T) {
 			}
 			n.ack(alice, aep, r.Seq)
 
-			n.submit(storage.Op{Kind: storage.OpRead, User: alice.user, From: bob.user, UpTo: id, RID: 9, EP: bep})
+			n.submit(storage.Op{Kind: storage.OpRead, User: alice.user, From: bob.user, UpTo: id, RID: 9, Conn: bep.ref})
 			if ok := bep.take(t, protocol.KindOK).(*pb.Ok); ok.Rid != 9 {
 				t.Fatalf("Ok rid = %d, want 9", ok.Rid)
 			}
@@ -43,7 +43,7 @@ func TestOnlineDeliveryAndReceipts(t *testing.T) {
 				t.Fatalf("alice got receipt %+v, want read up to %d", r, id)
 			}
 			// A read that moves nothing is answered and adds nothing.
-			n.submit(storage.Op{Kind: storage.OpRead, User: alice.user, From: bob.user, UpTo: id, RID: 10, EP: bep})
+			n.submit(storage.Op{Kind: storage.OpRead, User: alice.user, From: bob.user, UpTo: id, RID: 10, Conn: bep.ref})
 			bep.take(t, protocol.KindOK)
 			n.ack(alice, aep, r.Seq)
 			n.nothingMore(t, alice, aep)
@@ -156,7 +156,7 @@ func TestLoginFailures(t *testing.T) {
 	}
 	for _, tt := range tests {
 		ep := newEndpoint(t)
-		n.submit(storage.Op{Kind: storage.OpLogin, User: tt.a.user, Device: tt.a.device, Credential: tt.a.cred, EP: ep})
+		n.submit(storage.Op{Kind: storage.OpLogin, User: tt.a.user, Device: tt.a.device, Credential: tt.a.cred, Conn: ep.ref})
 		ep.wait(t, "close", func(e *endpoint) bool { return e.isClosed })
 		if ep.closed != tt.want || ep.session != nil {
 			t.Errorf("%s: closed with %v, want %v", tt.name, ep.closed, tt.want)
@@ -174,7 +174,7 @@ func TestLoginFailures(t *testing.T) {
 		t.Fatalf("live session closed with %v, want DEVICE_REVOKED", live.closed)
 	}
 	ep := newEndpoint(t)
-	n.submit(storage.Op{Kind: storage.OpLogin, User: alice.user, Device: alice.device, Credential: alice.cred, EP: ep})
+	n.submit(storage.Op{Kind: storage.OpLogin, User: alice.user, Device: alice.device, Credential: alice.cred, Conn: ep.ref})
 	ep.wait(t, "close", func(e *endpoint) bool { return e.isClosed })
 	if ep.closed != protocol.CodeDeviceRevoked {
 		t.Fatalf("revoked device login: %v, want DEVICE_REVOKED", ep.closed)
@@ -241,14 +241,14 @@ func TestCodeLimits(t *testing.T) {
 	n := newNode(t, 1, nil)
 	ep := newEndpoint(t)
 	const phone = "+15550000101"
-	n.submit(storage.Op{Kind: storage.OpRequestCode, Phone: phone, RID: 1, EP: ep})
+	n.submit(storage.Op{Kind: storage.OpRequestCode, Phone: phone, RID: 1, Conn: ep.ref})
 	ep.take(t, protocol.KindCodeSent)
-	n.submit(storage.Op{Kind: storage.OpRequestCode, Phone: phone, RID: 2, EP: ep})
+	n.submit(storage.Op{Kind: storage.OpRequestCode, Phone: phone, RID: 2, Conn: ep.ref})
 	if e := ep.take(t, protocol.KindError).(*pb.Error); e.Code != protocol.CodeRateLimited || e.RetryAfterMs == 0 || e.Rid != 2 {
 		t.Fatalf("second code at once: %v, want RATE_LIMITED with a delay", e)
 	}
 	for i := range 5 {
-		n.submit(storage.Op{Kind: storage.OpVerify, Phone: phone, Code: "000000x", RID: uint32(10 + i), EP: ep})
+		n.submit(storage.Op{Kind: storage.OpVerify, Phone: phone, Code: "000000x", RID: uint32(10 + i), Conn: ep.ref})
 		want := protocol.CodeCodeInvalid
 		if i == 4 {
 			want = protocol.CodeTooManyAttempts
@@ -257,28 +257,29 @@ func TestCodeLimits(t *testing.T) {
 			t.Fatalf("attempt %d: %v, want %v", i+1, e.Code, want)
 		}
 	}
-	n.submit(storage.Op{Kind: storage.OpVerify, Phone: phone, Code: n.codes.code(phone), RID: 20, EP: ep})
+	n.submit(storage.Op{Kind: storage.OpVerify, Phone: phone, Code: n.codes.code(phone), RID: 20, Conn: ep.ref})
 	if e := ep.take(t, protocol.KindError).(*pb.Error); e.Code != protocol.CodeCodeExpired {
 		t.Fatalf("right code after too many attempts: %v, want CODE_EXPIRED", e.Code)
 	}
 	for range 4 {
 		n.clock.Advance(31 * time.Second)
-		n.submit(storage.Op{Kind: storage.OpRequestCode, Phone: phone, RID: 3, EP: ep})
+		n.submit(storage.Op{Kind: storage.OpRequestCode, Phone: phone, RID: 3, Conn: ep.ref})
 		ep.take(t, protocol.KindCodeSent)
 	}
 	n.clock.Advance(31 * time.Second)
-	n.submit(storage.Op{Kind: storage.OpRequestCode, Phone: phone, RID: 4, EP: ep})
+	n.submit(storage.Op{Kind: storage.OpRequestCode, Phone: phone, RID: 4, Conn: ep.ref})
 	if e := ep.take(t, protocol.KindError).(*pb.Error); e.Code != protocol.CodeRateLimited {
 		t.Fatalf("sixth code in an hour: %v, want RATE_LIMITED", e.Code)
 	}
 	n.clock.Advance(11 * time.Minute)
-	n.submit(storage.Op{Kind: storage.OpVerify, Phone: phone, Code: n.codes.code(phone), RID: 5, EP: ep})
+	n.submit(storage.Op{Kind: storage.OpVerify, Phone: phone, Code: n.codes.code(phone), RID: 5, Conn: ep.ref})
 	if e := ep.take(t, protocol.KindError).(*pb.Error); e.Code != protocol.CodeCodeExpired {
 		t.Fatalf("expired code: %v, want CODE_EXPIRED", e.Code)
 	}
 }
 
-// TestLookup finds registered numbers across shards.
+// TestLookup finds registered numbers across shards: each shard answers
+// its part to the connection, under the lookup's number.
 func TestLookup(t *testing.T) {
 	n := newNode(t, 3, nil)
 	var phones []string
@@ -295,15 +296,24 @@ func TestLookup(t *testing.T) {
 	for _, p := range phones {
 		byShard[n.router.ShardOfPhone(p)] = append(byShard[n.router.ShardOfPhone(p)], p)
 	}
-	l := storage.NewLookup(4, ep, len(byShard))
+	if len(byShard) < 2 {
+		t.Fatalf("phones on %d shards, want several", len(byShard))
+	}
 	for _, ps := range byShard {
-		n.submit(storage.Op{Kind: storage.OpLookup, Phones: ps, Lookup: l})
+		n.submit(storage.Op{Kind: storage.OpLookup, Phones: ps, Seq: 4, Conn: ep.ref})
 	}
-	r := ep.take(t, protocol.KindLookupResult).(*pb.LookupResult)
-	if r.Rid != 4 || len(r.Contacts) != len(want) {
-		t.Fatalf("lookup = %v, want %v", r, want)
+	var found []*pb.Contact
+	for range byShard {
+		r := ep.take(t, protocol.KindLookupResult).(*pb.LookupResult)
+		if r.Rid != 4 {
+			t.Fatalf("lookup part %v, want lookup 4", r)
+		}
+		found = append(found, r.Contacts...)
 	}
-	for _, c := range r.Contacts {
+	if len(found) != len(want) {
+		t.Fatalf("lookup found %v, want %v", found, want)
+	}
+	for _, c := range found {
 		if want[c.Phone] != c.User {
 			t.Fatalf("lookup %s = %d, want %d", c.Phone, c.User, want[c.Phone])
 		}
@@ -315,7 +325,7 @@ func TestSendToUnknownUser(t *testing.T) {
 	n := newNode(t, 1, nil)
 	alice := n.register(t, "+15550000301")
 	ep := n.login(t, alice, 0)
-	n.submit(storage.Op{Kind: storage.OpSend, From: alice.user, FromDevice: 1, User: 999999, CMID: 3, Body: []byte("x"), EP: ep})
+	n.submit(storage.Op{Kind: storage.OpSend, From: alice.user, FromDevice: 1, User: 999999, CMID: 3, Body: []byte("x"), Conn: ep.ref})
 	if e := ep.take(t, protocol.KindError).(*pb.Error); e.Code != protocol.CodeNotFound || e.Cmid != 3 {
 		t.Fatalf("send to nobody: %v, want NOT_FOUND cmid 3", e)
 	}
@@ -326,12 +336,12 @@ func TestSendToUnknownUser(t *testing.T) {
 func TestTestNumbers(t *testing.T) {
 	n := newNode(t, 1, func(c *storage.Config) { c.TestPrefix, c.TestCode = "+1555999", "424242" })
 	ep := newEndpoint(t)
-	n.submit(storage.Op{Kind: storage.OpRequestCode, Phone: "+15559990001", RID: 1, EP: ep})
+	n.submit(storage.Op{Kind: storage.OpRequestCode, Phone: "+15559990001", RID: 1, Conn: ep.ref})
 	ep.take(t, protocol.KindCodeSent)
 	if got := n.codes.code("+15559990001"); got != "" {
 		t.Fatalf("a code was sent to a test number: %q", got)
 	}
-	n.submit(storage.Op{Kind: storage.OpVerify, Phone: "+15559990001", Code: "424242", RID: 2, EP: ep})
+	n.submit(storage.Op{Kind: storage.OpVerify, Phone: "+15559990001", Code: "424242", RID: 2, Conn: ep.ref})
 	ep.take(t, protocol.KindRegistered)
 }
 

@@ -158,7 +158,7 @@ func (s *Shard) setTimer(op *Op) error {
 		return err
 	}
 	if u == nil {
-		s.replyError(op.EP, protocol.CodeNotFound, op.RID, 0)
+		s.replyError(op.Conn, protocol.CodeNotFound, op.RID, 0)
 		return errAnswered
 	}
 	if s.timerWith(u, op.From) == op.TTL {
@@ -194,10 +194,10 @@ func (s *Shard) setGroupTimer(op *Op) error {
 	}
 	switch {
 	case m == nil:
-		s.replyError(op.EP, protocol.CodeNotMember, op.RID, 0)
+		s.replyError(op.Conn, protocol.CodeNotMember, op.RID, 0)
 		return errAnswered
 	case m.role != pb.GroupRole_ROLE_ADMIN:
-		s.replyError(op.EP, protocol.CodeNotAdmin, op.RID, 0)
+		s.replyError(op.Conn, protocol.CodeNotAdmin, op.RID, 0)
 		return errAnswered
 	case g.rec.Timer == op.TTL:
 		return nil

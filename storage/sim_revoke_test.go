@@ -91,7 +91,7 @@ func (s *sim) revoke(d *simDevice) {
 func (s *sim) submitRevoke(d *simDevice, rev *simRevoke) {
 	s.rid++
 	s.pendingRevokes = append(s.pendingRevokes, pendingRevoke{rid: s.rid, ep: d.ep, rev: rev})
-	op := storage.Op{Kind: storage.OpRevoke, From: d.user.id, FromDevice: d.id, UpTo: rev.send.id, RID: s.rid, EP: d.ep}
+	op := storage.Op{Kind: storage.OpRevoke, From: d.user.id, FromDevice: d.id, UpTo: rev.send.id, RID: s.rid, Conn: d.ep.ref}
 	if rev.send.group != nil {
 		op.Group = rev.send.group.id
 	} else {

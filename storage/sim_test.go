@@ -222,7 +222,7 @@ func (s *sim) open() {
 	for i := range simShards {
 		sh, err := storage.Open(storage.Config{
 			ID: uint16(i), Dir: fmt.Sprintf("shard-%d", i), FS: s.fs,
-			Forwarder: s, Codes: s.codes, Now: s.clock.Now,
+			Forwarder: s, Conns: testConns, Codes: s.codes, Now: s.clock.Now,
 			Rand: func(b []byte) {
 				for i := range b {
 					b[i] = byte(s.rng.Uint32())
@@ -336,9 +336,9 @@ func (s *sim) setup() {
 		phone := s.phoneOn(i%simShards, i)
 		ep := newEndpoint(s.t)
 		s.rid++
-		s.submit(storage.Op{Kind: storage.OpRequestCode, Phone: phone, RID: s.rid, EP: ep})
+		s.submit(storage.Op{Kind: storage.OpRequestCode, Phone: phone, RID: s.rid, Conn: ep.ref})
 		s.take(ep, protocol.KindCodeSent)
-		s.submit(storage.Op{Kind: storage.OpVerify, Phone: phone, Code: s.codes.code(phone), Name: "primary", RID: s.rid, EP: ep})
+		s.submit(storage.Op{Kind: storage.OpVerify, Phone: phone, Code: s.codes.code(phone), Name: "primary", RID: s.rid, Conn: ep.ref})
 		r := s.take(ep, protocol.KindRegistered).(*pb.Registered)
 		u := &simUser{idx: i, id: r.User}
 		s.users = append(s.users, u)
@@ -353,10 +353,10 @@ func (s *sim) setup() {
 					random[j] = byte(s.rng.Uint32())
 				}
 				s.rid++
-				s.submit(storage.Op{Kind: storage.OpLinkRequest, Code: storage.NewLinkCode(random), Name: "companion", RID: s.rid, EP: cep})
+				s.submit(storage.Op{Kind: storage.OpLinkRequest, Code: storage.NewLinkCode(random), Name: "companion", RID: s.rid, Conn: cep.ref})
 				code := s.take(cep, protocol.KindLinkCode).(*pb.LinkCode).Code
 				s.rid++
-				s.submit(storage.Op{Kind: storage.OpLinkApprove, Code: code, User: u.id, Device: primary.id, RID: s.rid, EP: pep})
+				s.submit(storage.Op{Kind: storage.OpLinkApprove, Code: code, User: u.id, Device: primary.id, RID: s.rid, Conn: pep.ref})
 				l := s.take(cep, protocol.KindLinked).(*pb.Linked)
 				s.newDevice(u, l.Device, l.Credential, fmt.Sprintf("companion%d", c))
 			}
@@ -374,7 +374,7 @@ func (s *sim) setup() {
 		}
 		ep := s.login(admin.devices[0])
 		s.rid++
-		s.submit(storage.Op{Kind: storage.OpGroupCreate, User: admin.id, Name: fmt.Sprintf("g%d", gi), Users: members, RID: s.rid, EP: ep})
+		s.submit(storage.Op{Kind: storage.OpGroupCreate, User: admin.id, Name: fmt.Sprintf("g%d", gi), Users: members, RID: s.rid, Conn: ep.ref})
 		info := s.take(ep, protocol.KindGroupInfo).(*pb.GroupInfo)
 		g.id = info.Group
 		for _, m := range info.Members {
@@ -429,7 +429,7 @@ func (s *sim) user(id uint64) *simUser {
 // login connects d with its cursor and retries its unanswered sends.
 func (s *sim) login(d *simDevice) *endpoint {
 	d.ep = newEndpoint(s.t)
-	s.submit(storage.Op{Kind: storage.OpLogin, User: d.user.id, Device: d.id, Credential: d.cred, Seq: d.last, EP: d.ep})
+	s.submit(storage.Op{Kind: storage.OpLogin, User: d.user.id, Device: d.id, Credential: d.cred, Seq: d.last, Conn: d.ep.ref})
 	s.note("%s logs in at %d", d.name, d.last)
 	for _, cmid := range sortedKeys(d.pending) {
 		s.submitSend(d.pending[cmid])
@@ -441,7 +441,7 @@ func (s *sim) disconnect(d *simDevice) {
 	if d.ep == nil {
 		return
 	}
-	s.submit(storage.Op{Kind: storage.OpLogout, User: d.user.id, Device: d.id, EP: d.ep})
+	s.submit(storage.Op{Kind: storage.OpLogout, User: d.user.id, Device: d.id, Conn: d.ep.ref})
 	d.ep.Close(0)
 	d.ep = nil
 	s.note("%s disconnects", d.name)
@@ -457,7 +457,7 @@ func sortedKeys[K interface{ ~uint64 }, V any](m map[K]V) []K {
 }
 
 func (s *sim) submitSend(m *simSend) {
-	op := storage.Op{Kind: storage.OpSend, From: m.key.user, FromDevice: m.key.device, CMID: m.key.cmid, Body: []byte(m.body), EP: m.from.ep}
+	op := storage.Op{Kind: storage.OpSend, From: m.key.user, FromDevice: m.key.device, CMID: m.key.cmid, Body: []byte(m.body), Conn: m.from.ep.ref}
 	if m.group != nil {
 		op.Group = m.group.id
 	} else {
@@ -520,7 +520,7 @@ func (s *sim) changeMembers(g *simGroup) {
 	s.rid++
 	s.pendingChanges = append(s.pendingChanges, memberChange{rid: s.rid, ep: d.ep, group: g, user: u, op: gop})
 	s.note("u%d %v u%d in group %d (rid %d)", g.admin.idx, gop, u.idx, g.id, s.rid)
-	s.submit(storage.Op{Kind: storage.OpGroupUpdate, User: g.admin.id, Group: g.id, GroupOp: gop, Users: []uint64{u.id}, RID: s.rid, EP: d.ep})
+	s.submit(storage.Op{Kind: storage.OpGroupUpdate, User: g.admin.id, Group: g.id, GroupOp: gop, Users: []uint64{u.id}, RID: s.rid, Conn: d.ep.ref})
 }
 
 // memberChange is a membership change waiting for its answer.
@@ -542,7 +542,7 @@ func (s *sim) read(d *simDevice) {
 	s.rid++
 	s.pendingReads = append(s.pendingReads, pendingRead{rid: s.rid, ep: d.ep, read: simRead{reader: d.user, sender: s.user(peer), upTo: d.lastFrom[peer]}})
 	s.note("%s reads u%d up to %d (rid %d)", d.name, s.user(peer).idx, d.lastFrom[peer], s.rid)
-	s.submit(storage.Op{Kind: storage.OpRead, User: peer, From: d.user.id, UpTo: d.lastFrom[peer], RID: s.rid, EP: d.ep})
+	s.submit(storage.Op{Kind: storage.OpRead, User: peer, From: d.user.id, UpTo: d.lastFrom[peer], RID: s.rid, Conn: d.ep.ref})
 }
 
 // pendingRead is a read waiting for its Ok.
@@ -727,7 +727,7 @@ func (s *sim) process(d *simDevice, n int, ack bool) {
 	}
 	if ack && d.last > 0 && len(taken) > 0 {
 		s.note("%s acks %d", d.name, d.last)
-		s.submit(storage.Op{Kind: storage.OpAck, User: d.user.id, Device: d.id, Seq: d.last, EP: d.ep})
+		s.submit(storage.Op{Kind: storage.OpAck, User: d.user.id, Device: d.id, Seq: d.last, Conn: d.ep.ref})
 	}
 }
 

@@ -13,18 +13,18 @@ import (
 // createGroup creates a group as a and returns its info.
 func (n *node) createGroup(t *testing.T, a account, ep *endpoint, name string, members ...uint64) *pb.GroupInfo {
 	t.Helper()
-	n.submit(storage.Op{Kind: storage.OpGroupCreate, User: a.user, Name: name, Users: members, RID: 1, EP: ep})
+	n.submit(storage.Op{Kind: storage.OpGroupCreate, User: a.user, Name: name, Users: members, RID: 1, Conn: ep.ref})
 	return ep.take(t, protocol.KindGroupInfo).(*pb.GroupInfo)
 }
 
 func (n *node) groupUpdate(t *testing.T, a account, ep *endpoint, g uint64, gop pb.GroupOp, users ...uint64) {
 	t.Helper()
-	n.submit(storage.Op{Kind: storage.OpGroupUpdate, User: a.user, Group: g, GroupOp: gop, Users: users, RID: 2, EP: ep})
+	n.submit(storage.Op{Kind: storage.OpGroupUpdate, User: a.user, Group: g, GroupOp: gop, Users: users, RID: 2, Conn: ep.ref})
 }
 
 func (n *node) groupSend(t *testing.T, a account, ep *endpoint, g, cmid uint64, body string) uint64 {
 	t.Helper()
-	n.submit(storage.Op{Kind: storage.OpSend, From: a.user, FromDevice: a.device, Group: g, CMID: cmid, Body: []byte(body), EP: ep})
+	n.submit(storage.Op{Kind: storage.OpSend, From: a.user, FromDevice: a.device, Group: g, CMID: cmid, Body: []byte(body), Conn: ep.ref})
 	f := ep.takeAny(t, protocol.KindSent, protocol.KindError)
 	if e, ok := f.(*pb.Error); ok {
 		t.Fatalf("group send: %v", e.Code)
@@ -68,11 +68,11 @@ func TestGroupLifecycle(t *testing.T) {
 	}
 
 	// Not a member, not an admin.
-	n.submit(storage.Op{Kind: storage.OpSend, From: dave.user, FromDevice: 1, Group: g, CMID: 1, Body: []byte("x"), EP: dep})
+	n.submit(storage.Op{Kind: storage.OpSend, From: dave.user, FromDevice: 1, Group: g, CMID: 1, Body: []byte("x"), Conn: dep.ref})
 	if e := dep.take(t, protocol.KindError).(*pb.Error); e.Code != protocol.CodeNotMember {
 		t.Fatalf("non-member send: %v", e.Code)
 	}
-	n.submit(storage.Op{Kind: storage.OpGroupGet, User: dave.user, Group: g, RID: 3, EP: dep})
+	n.submit(storage.Op{Kind: storage.OpGroupGet, User: dave.user, Group: g, RID: 3, Conn: dep.ref})
 	if e := dep.take(t, protocol.KindError).(*pb.Error); e.Code != protocol.CodeNotMember {
 		t.Fatalf("non-member get: %v", e.Code)
 	}
@@ -103,11 +103,11 @@ func TestGroupLifecycle(t *testing.T) {
 	if ev := bep.take(t, protocol.KindGroupEvent).(*pb.GroupEvent); ev.Op != pb.GroupOp_GROUP_OP_PROMOTE || ev.Members[0] != bob.user || ev.Actor != 0 {
 		t.Fatalf("after the last admin left, bob got %v", ev)
 	}
-	n.submit(storage.Op{Kind: storage.OpGroupList, User: bob.user, RID: 4, EP: bep})
+	n.submit(storage.Op{Kind: storage.OpGroupList, User: bob.user, RID: 4, Conn: bep.ref})
 	if l := bep.take(t, protocol.KindGroupListResult).(*pb.GroupListResult); len(l.Groups) != 1 || l.Groups[0] != g {
 		t.Fatalf("bob's groups %v", l.Groups)
 	}
-	n.submit(storage.Op{Kind: storage.OpGroupList, User: carol.user, RID: 4, EP: cep})
+	n.submit(storage.Op{Kind: storage.OpGroupList, User: carol.user, RID: 4, Conn: cep.ref})
 	if l := cep.take(t, protocol.KindGroupListResult).(*pb.GroupListResult); len(l.Groups) != 0 {
 		t.Fatalf("carol's groups %v, want none", l.Groups)
 	}
@@ -137,18 +137,18 @@ func TestLinkedDevices(t *testing.T) {
 		}
 	}
 	// Reading on the companion tells the phone.
-	n.submit(storage.Op{Kind: storage.OpRead, User: bob.user, From: alice.user, UpTo: reply, RID: 5, EP: cep})
+	n.submit(storage.Op{Kind: storage.OpRead, User: bob.user, From: alice.user, UpTo: reply, RID: 5, Conn: cep.ref})
 	cep.take(t, protocol.KindOK)
 	if r := primary.take(t, protocol.KindReceipt).(codec.Receipt); r.Type != pb.ReceiptType_RECEIPT_SELF_READ || r.Peer != bob.user || r.UpTo != reply {
 		t.Fatalf("primary got %+v, want the read sync", r)
 	}
 
-	n.submit(storage.Op{Kind: storage.OpDevices, User: alice.user, Device: alice.device, RID: 6, EP: primary})
+	n.submit(storage.Op{Kind: storage.OpDevices, User: alice.user, Device: alice.device, RID: 6, Conn: primary.ref})
 	if l := primary.take(t, protocol.KindDeviceList).(*pb.DeviceList); len(l.Devices) != 2 || !l.Devices[0].Primary || !l.Devices[1].Online {
 		t.Fatalf("devices %v", l.Devices)
 	}
 	// A companion cannot link or revoke others.
-	n.submit(storage.Op{Kind: storage.OpRevokeDevice, User: alice.user, Device: companion.device, Target: alice.device, RID: 7, EP: cep})
+	n.submit(storage.Op{Kind: storage.OpRevokeDevice, User: alice.user, Device: companion.device, Target: alice.device, RID: 7, Conn: cep.ref})
 	if e := cep.take(t, protocol.KindError).(*pb.Error); e.Code != protocol.CodeInvalidArgument {
 		t.Fatalf("companion revoking the primary: %v", e.Code)
 	}
@@ -156,25 +156,25 @@ func TestLinkedDevices(t *testing.T) {
 		n.link(t, alice, primary, "extra")
 	}
 	code := n.linkCode(t, newEndpoint(t))
-	n.submit(storage.Op{Kind: storage.OpLinkApprove, Code: code, User: alice.user, Device: alice.device, RID: 8, EP: primary})
+	n.submit(storage.Op{Kind: storage.OpLinkApprove, Code: code, User: alice.user, Device: alice.device, RID: 8, Conn: primary.ref})
 	if e := primary.take(t, protocol.KindError).(*pb.Error); e.Code != protocol.CodeTooManyDevices {
 		t.Fatalf("fifth companion: %v", e.Code)
 	}
 	// Revocation disconnects at once and ends the credential.
-	n.submit(storage.Op{Kind: storage.OpRevokeDevice, User: alice.user, Device: alice.device, Target: companion.device, RID: 9, EP: primary})
+	n.submit(storage.Op{Kind: storage.OpRevokeDevice, User: alice.user, Device: alice.device, Target: companion.device, RID: 9, Conn: primary.ref})
 	primary.take(t, protocol.KindOK)
 	cep.wait(t, "revocation", func(e *endpoint) bool { return e.isClosed })
 	if cep.closed != protocol.CodeDeviceRevoked {
 		t.Fatalf("companion closed with %v", cep.closed)
 	}
 	again := newEndpoint(t)
-	n.submit(storage.Op{Kind: storage.OpLogin, User: companion.user, Device: companion.device, Credential: companion.cred, EP: again})
+	n.submit(storage.Op{Kind: storage.OpLogin, User: companion.user, Device: companion.device, Credential: companion.cred, Conn: again.ref})
 	again.wait(t, "refusal", func(e *endpoint) bool { return e.isClosed })
 	if again.closed != protocol.CodeDeviceRevoked {
 		t.Fatalf("revoked login: %v", again.closed)
 	}
 	// A code nobody asked for, or used twice.
-	n.submit(storage.Op{Kind: storage.OpLinkApprove, Code: code, User: alice.user, Device: alice.device, RID: 10, EP: primary})
+	n.submit(storage.Op{Kind: storage.OpLinkApprove, Code: code, User: alice.user, Device: alice.device, RID: 10, Conn: primary.ref})
 	if e := primary.take(t, protocol.KindError).(*pb.Error); e.Code != protocol.CodeLinkExpired {
 		t.Fatalf("used code: %v", e.Code)
 	}
@@ -188,7 +188,7 @@ func (n *node) linkCode(t *testing.T, ep *endpoint) string {
 	random[0], random[1] = byte(n.clock.now.UnixNano()), byte(len(ep.frames)+int(n.clock.now.UnixNano()>>8))
 	n.clock.now = n.clock.now.Add(time.Nanosecond * 257)
 	n.clock.mu.Unlock()
-	n.submit(storage.Op{Kind: storage.OpLinkRequest, Code: storage.NewLinkCode(random), Name: "companion", RID: 1, EP: ep})
+	n.submit(storage.Op{Kind: storage.OpLinkRequest, Code: storage.NewLinkCode(random), Name: "companion", RID: 1, Conn: ep.ref})
 	return ep.take(t, protocol.KindLinkCode).(*pb.LinkCode).Code
 }
 
@@ -197,7 +197,7 @@ func (n *node) link(t *testing.T, a account, ep *endpoint, name string) account 
 	t.Helper()
 	cep := newEndpoint(t)
 	code := n.linkCode(t, cep)
-	n.submit(storage.Op{Kind: storage.OpLinkApprove, Code: code, User: a.user, Device: a.device, RID: 2, EP: ep})
+	n.submit(storage.Op{Kind: storage.OpLinkApprove, Code: code, User: a.user, Device: a.device, RID: 2, Conn: ep.ref})
 	ep.take(t, protocol.KindOK)
 	l := cep.take(t, protocol.KindLinked).(*pb.Linked)
 	return account{user: l.User, device: l.Device, cred: l.Credential}
@@ -209,7 +209,7 @@ func TestPresenceAndPrivacy(t *testing.T) {
 	n := newNode(t, 2, nil)
 	alice, bob, carol := n.register(t, "+15550004001"), n.register(t, "+15550004002"), n.register(t, "+15550004003")
 	bep, cep := n.login(t, bob, 0), n.login(t, carol, 0)
-	n.submit(storage.Op{Kind: storage.OpWatch, User: alice.user, From: bob.user, EP: bep})
+	n.submit(storage.Op{Kind: storage.OpWatch, User: alice.user, From: bob.user, Conn: bep.ref})
 	if p := bep.take(t, protocol.KindPresence).(*pb.Presence); p.User != alice.user || p.Online {
 		t.Fatalf("initial presence %v, want offline", p)
 	}
@@ -218,16 +218,16 @@ func TestPresenceAndPrivacy(t *testing.T) {
 		t.Fatalf("after login %v, want online", p)
 	}
 	// Contacts only: bob is alice's contact, carol is not.
-	n.submit(storage.Op{Kind: storage.OpSubscribe, User: alice.user, Device: alice.device, Users: []uint64{bob.user}, RID: 1, EP: aep})
+	n.submit(storage.Op{Kind: storage.OpSubscribe, User: alice.user, Device: alice.device, Users: []uint64{bob.user}, RID: 1, Conn: aep.ref})
 	aep.take(t, protocol.KindOK)
-	n.submit(storage.Op{Kind: storage.OpSetPrivacy, User: alice.user, Visibility: pb.Visibility_VISIBILITY_CONTACTS, RID: 2, EP: aep})
+	n.submit(storage.Op{Kind: storage.OpSetPrivacy, User: alice.user, Visibility: pb.Visibility_VISIBILITY_CONTACTS, RID: 2, Conn: aep.ref})
 	aep.take(t, protocol.KindOK)
-	n.submit(storage.Op{Kind: storage.OpWatch, User: alice.user, From: carol.user, EP: cep})
+	n.submit(storage.Op{Kind: storage.OpWatch, User: alice.user, From: carol.user, Conn: cep.ref})
 	if p := cep.take(t, protocol.KindPresence).(*pb.Presence); p.Online || p.LastSeenMs != 0 {
 		t.Fatalf("carol sees %v, want nothing", p)
 	}
 	n.clock.Advance(2 * time.Second) // past the throttle
-	n.submit(storage.Op{Kind: storage.OpLogout, User: alice.user, Device: alice.device, EP: aep})
+	n.submit(storage.Op{Kind: storage.OpLogout, User: alice.user, Device: alice.device, Conn: aep.ref})
 	p := bep.take(t, protocol.KindPresence).(*pb.Presence)
 	for p.Online { // the privacy change's own notice may come first
 		p = bep.take(t, protocol.KindPresence).(*pb.Presence)
@@ -267,15 +267,15 @@ func TestContactsAreEveryDevices(t *testing.T) {
 	phone := n.login(t, alice, 0)
 	laptop := n.link(t, alice, phone, "laptop")
 	lep := n.login(t, laptop, 0)
-	n.submit(storage.Op{Kind: storage.OpSubscribe, User: alice.user, Device: alice.device, Users: []uint64{bob.user}, RID: 1, EP: phone})
+	n.submit(storage.Op{Kind: storage.OpSubscribe, User: alice.user, Device: alice.device, Users: []uint64{bob.user}, RID: 1, Conn: phone.ref})
 	phone.take(t, protocol.KindOK)
-	n.submit(storage.Op{Kind: storage.OpSubscribe, User: alice.user, Device: laptop.device, Users: []uint64{carol.user}, RID: 1, EP: lep})
+	n.submit(storage.Op{Kind: storage.OpSubscribe, User: alice.user, Device: laptop.device, Users: []uint64{carol.user}, RID: 1, Conn: lep.ref})
 	lep.take(t, protocol.KindOK)
-	n.submit(storage.Op{Kind: storage.OpSetPrivacy, User: alice.user, Visibility: pb.Visibility_VISIBILITY_CONTACTS, RID: 2, EP: phone})
+	n.submit(storage.Op{Kind: storage.OpSetPrivacy, User: alice.user, Visibility: pb.Visibility_VISIBILITY_CONTACTS, RID: 2, Conn: phone.ref})
 	phone.take(t, protocol.KindOK)
 	for _, watcher := range []account{bob, carol} {
 		ep := n.login(t, watcher, 0)
-		n.submit(storage.Op{Kind: storage.OpWatch, User: alice.user, From: watcher.user, EP: ep})
+		n.submit(storage.Op{Kind: storage.OpWatch, User: alice.user, From: watcher.user, Conn: ep.ref})
 		if p := ep.take(t, protocol.KindPresence).(*pb.Presence); !p.Online {
 			t.Fatalf("contact %d sees %v, want alice online", watcher.user, p)
 		}

@@ -16,7 +16,7 @@ import (
 func (n *node) setTimer(t *testing.T, a account, ep *endpoint, to, group uint64, ttl uint32) protocol.Code {
 	t.Helper()
 	n.rid++
-	if e := n.answer(t, ep, storage.Op{Kind: storage.OpSetTimer, User: to, Group: group, From: a.user, TTL: ttl, RID: n.rid, EP: ep}); e != nil {
+	if e := n.answer(t, ep, storage.Op{Kind: storage.OpSetTimer, User: to, Group: group, From: a.user, TTL: ttl, RID: n.rid, Conn: ep.ref}); e != nil {
 		return e.Code
 	}
 	return 0
@@ -155,11 +155,11 @@ func TestDisappearingGroup(t *testing.T) {
 		t.Fatalf("set: %v", code)
 	}
 	n.rid++
-	n.submit(storage.Op{Kind: storage.OpGroupGet, Group: g, User: alice.user, RID: n.rid, EP: aep})
+	n.submit(storage.Op{Kind: storage.OpGroupGet, Group: g, User: alice.user, RID: n.rid, Conn: aep.ref})
 	if info := aep.take(t, protocol.KindGroupInfo).(*pb.GroupInfo); info.TimerS != 60 {
 		t.Fatalf("GroupInfo timer %d, want 60", info.TimerS)
 	}
-	n.sendOnly(t, aep, storage.Op{Kind: storage.OpSend, From: alice.user, FromDevice: alice.device, Group: g, CMID: 1, Body: []byte("soon gone"), EP: aep})
+	n.sendOnly(t, aep, storage.Op{Kind: storage.OpSend, From: alice.user, FromDevice: alice.device, Group: g, CMID: 1, Body: []byte("soon gone"), Conn: aep.ref})
 	got := n.streamN(t, bob, bep, 2)
 	if len(got) != 2 || got[0][:3] != "T g" || got[1] != "M soon gone 60" {
 		t.Fatalf("bob got %v, want the timer then the message with ttl 60", got)

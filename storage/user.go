@@ -64,7 +64,7 @@ type device struct {
 
 // session is a device's live connection and its stream state.
 type session struct {
-	ep       Endpoint
+	conn     ConnRef
 	device   uint32     // the device it is of: picks its envelopes (envelopeFor)
 	sent     uint64     // highest seq posted to this connection
 	inflight []inflight // posted, not yet acknowledged, in seq order

@@ -268,6 +268,8 @@ func freeCode(cfg Config, user func(string) bool) func(string) bool {
 type Node struct {
 	cfg         Config
 	router      *router.Router
+	conns       *server.Registry
+	resolver    *conns // conns and the node's own requests, for the router
 	shards      []*storage.Shard
 	srv         *server.Server
 	served      chan error
@@ -339,6 +341,15 @@ func startLocked(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	gen, err := nextGeneration(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	// The node's connections, named by refs the shards hold; node 0 until
+	// the node joins a cluster.
+	n.conns = server.NewRegistry(0, gen)
+	n.resolver = newConns(n.conns, 0, gen)
+	n.router.AttachConns(n.resolver)
 
 	var tlsConfig *tls.Config
 	var ticketSecret []byte
@@ -411,6 +422,7 @@ func startLocked(cfg Config) (*Node, error) {
 		sc.ID = uint16(i)
 		sc.Dir = filepath.Join(cfg.DataDir, "shards", fmt.Sprintf("%03d", i))
 		sc.Forwarder = n.router
+		sc.Conns = n.router
 		sc.Codes = cfg.Codes
 		if n.push != nil {
 			sc.Pusher = n.push
@@ -463,6 +475,7 @@ func startLocked(cfg Config) (*Node, error) {
 
 	sc := cfg.Server
 	sc.Addr, sc.TLS, sc.Plaintext, sc.Router, sc.Logger = cfg.Listen, tlsConfig, cfg.Plaintext, n.router, log
+	sc.Conns = n.conns
 	sc.Reports = n.reports
 	sc.FreeCode = freeCode(cfg, sc.FreeCode)
 	if sc.TicketSecret == nil {

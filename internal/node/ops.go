@@ -147,7 +147,9 @@ func (n *Node) RevokeDevice(ctx context.Context, user uint64, device uint32) err
 		return fmt.Errorf("node: user %d has no active device %d: %w", user, device, admin.ErrRefused)
 	}
 	ep := &answer{done: make(chan struct{})}
-	op := storage.Op{Kind: storage.OpRevokeDevice, User: user, Device: primary, Target: device, RID: 1, EP: ep}
+	ref, release := n.resolver.add(ep)
+	defer release()
+	op := storage.Op{Kind: storage.OpRevokeDevice, User: user, Device: primary, Target: device, RID: 1, Conn: ref}
 	if err := n.router.Submit(op); err != nil {
 		return fmt.Errorf("node: revoke: %w", err)
 	}
@@ -202,6 +204,11 @@ func (a *answer) Fail(code protocol.Code) { a.finish(fmt.Errorf("node: failed: %
 
 // Close implements storage.Endpoint.
 func (a *answer) Close(code protocol.Code) { a.finish(fmt.Errorf("node: closed: %s", code)) }
+
+// LookupPart implements storage.Endpoint; never called for a revoke.
+func (a *answer) LookupPart(uint64, []*pb.Contact) {
+	a.finish(errors.New("node: unexpected lookup part"))
+}
 
 // operator adapts a Node to admin.Operator.
 type operator struct{ n *Node }
