@@ -1,8 +1,20 @@
 // Package router decides where a user's state lives and moves ops there:
-// user or phone number → slot → shard. A local shard gets the op by a
-// function call (Shard.Submit); the cross-node link that carries ops to
-// shards of other nodes plugs in at the same place.
+// user, group or phone number → slot → shard (→ node, once the cluster
+// places shards on nodes). storage keeps only the pure hashes its keys need
+// (SlotOfUser, SlotOfPhone, LinkCodeSlot); which shard runs an op is
+// decided here (SlotOf, then the slot map). The slot → shard map is fixed
+// when the node's data is created: equal contiguous ranges of the 4096
+// slots (what moves between nodes in a cluster is a whole shard, never a
+// slot; docs/cluster.md). A local shard gets an op by a function call
+// (Shard.Submit); the cross-node link that carries ops to shards of other
+// nodes plugs in at the same place.
 //
-// Threading: a Router is immutable after New and safe for concurrent use;
-// Submit and Forward never block.
+// The router is also the shards' storage.Conns: it resolves the
+// connection refs in ops to endpoints, a ref of this node through the
+// server's registry (AttachConns), a ref of another node to a proxy over
+// the link.
+//
+// Threading: a Router is set up by New, Attach and AttachConns before the
+// shards start, then immutable and safe for concurrent use; Submit,
+// Forward and Endpoint never block.
 package router

@@ -78,14 +78,14 @@ func (r *Router) Shards() int { return r.count }
 // Shard returns shard id.
 func (r *Router) Shard(id uint16) *storage.Shard { return r.shards[id] }
 
-// Submit sends op to the shard that owns its slot (storage.Op.Slot). A
+// Submit sends op to the shard that owns its slot (SlotOf). A
 // lookup goes to the shard of its first phone number: the caller splits
 // lookups by shard.
 func (r *Router) Submit(op storage.Op) error {
 	if op.Kind == storage.OpLookup && len(op.Phones) == 0 {
 		return fmt.Errorf("router: empty lookup")
 	}
-	return r.submit(r.slots[op.Slot()], op)
+	return r.submit(r.slots[SlotOf(&op)], op)
 }
 
 func (r *Router) submit(id uint16, op storage.Op) error {

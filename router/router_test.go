@@ -82,7 +82,7 @@ func TestRouting(t *testing.T) {
 		{storage.Op{Kind: storage.OpTyping, User: user, From: uint64(5)<<12 | 2000}, r.slots[2000]},
 	}
 	for _, tt := range tests {
-		if got := r.slots[tt.op.Slot()]; got != tt.want {
+		if got := r.slots[SlotOf(&tt.op)]; got != tt.want {
 			t.Errorf("%v op routed to shard %d, want %d", tt.op.Kind, got, tt.want)
 		}
 	}

@@ -11,12 +11,25 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/parley-im/parley/router"
+	"github.com/parley-im/parley/storage"
 )
 
 // maxHeartbeat is the longest heartbeat a server may grant: seconds fit
 // in the connection's uint16.
 const maxHeartbeat = math.MaxUint16 * time.Second
+// Router is what the server needs of placement: where an op goes is the
+// router's decision (package router implements it, for local shards and,
+// over node links, remote ones). Both methods are safe for concurrent use
+// and never block.
+type Router interface {
+	// Submit hands op to the shard that runs it; an error means it was
+	// refused (the shard is busy, closed or unreachable) and the caller
+	// answers OVERLOADED or drops it.
+	Submit(op storage.Op) error
+	// ShardOfPhone returns the number of the shard that owns phone: the
+	// server splits a LOOKUP by it.
+	ShardOfPhone(phone string) uint16
+}
 
 // Config configures a Server. The zero value of each optional field means
 // its default.
@@ -39,7 +52,7 @@ type Config struct {
 	// TLS-terminating proxy. Never expose a plaintext listener to clients.
 	Plaintext bool
 	// Router reaches the shards. Required.
-	Router *router.Router
+	Router Router
 	// Conns names the server's connections for the shards (the refs in
 	// ops) and resolves them; the node gives the same registry to the
 	// router. Required.

@@ -39,7 +39,7 @@ type Forwarder interface {
 	// ShardOf returns the number of the shard that owns user id.
 	ShardOf(user uint64) uint16
 	// Forward submits op to shard op.Dest for OpForward and OpForwardDone,
-	// else to the shard that owns op's slot (Op.Slot).
+	// else to the shard that owns op's slot (router.SlotOf).
 	Forward(op Op)
 }
 

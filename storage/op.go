@@ -174,10 +174,10 @@ const (
 	FlagCompanions uint8 = 1 << iota
 )
 
-// flagTypingChecked marks a 1:1 OpTyping that the sender's shard let
+// FlagTypingChecked marks a 1:1 OpTyping that the sender's shard let
 // through (shard_block.go): it goes to the target's shard. One without it
-// goes to the sender's shard first.
-const flagTypingChecked uint8 = 1 << 6
+// goes to the sender's shard first (router.SlotOf).
+const FlagTypingChecked uint8 = 1 << 6
 
 // Op is one request to a shard. It is a value type so submitting one does
 // not allocate; Body, Credential and Entry must be owned by the Op (not
@@ -223,33 +223,4 @@ type Op struct {
 	Phones       []string
 	Conn         ConnRef // the connection the op is from or for
 	Companion    ConnRef // OpLinkDevice: the waiting companion
-}
-
-// Slot returns the slot whose shard runs op. OpForward and OpForwardDone
-// name their shard instead (Dest).
-func (op *Op) Slot() uint16 {
-	switch op.Kind {
-	case OpRequestCode, OpVerify:
-		return SlotOfPhone(op.Phone)
-	case OpLookup:
-		if len(op.Phones) > 0 {
-			return SlotOfPhone(op.Phones[0])
-		}
-	case OpLinkRequest, OpLinkApprove:
-		slot, _ := LinkCodeSlot(op.Code)
-		return slot
-	case OpGroupUpdate, OpGroupGet, OpGroupJoined:
-		return SlotOfUser(op.Group)
-	case OpSend, OpTyping, OpRevoke, OpSetTimer:
-		if op.Group != 0 && op.User == 0 {
-			return SlotOfUser(op.Group)
-		}
-		if op.Envelopes != nil && !op.Envelopes.OwnChecked {
-			return SlotOfUser(op.From) // the sender's devices are checked first
-		}
-		if op.Kind == OpTyping && op.Flags&flagTypingChecked == 0 {
-			return SlotOfUser(op.From) // the sender's blocks first ([S-18-6])
-		}
-	}
-	return SlotOfUser(op.User)
 }

@@ -21,7 +21,7 @@ import (
 // changes is decided on the blocker's shard: a 1:1 send to the blocker is
 // stored there (applySend), the blocker's presence is computed there
 // (visible), and typing to the blocker is relayed from there. Typing from
-// the blocker goes through the blocker's shard first (Op.Slot sends a 1:1
+// the blocker goes through the blocker's shard first (router.SlotOf sends a 1:1
 // typing to its sender's shard, typingFrom), so both directions are
 // dropped.
 
@@ -143,6 +143,6 @@ func (s *Shard) typingFrom(op *Op) {
 		return
 	}
 	fwd := *op
-	fwd.Flags |= flagTypingChecked
+	fwd.Flags |= FlagTypingChecked
 	s.effects = append(s.effects, effect{kind: effForward, op: fwd})
 }

@@ -175,7 +175,7 @@ func (s *Shard) flushPresence(now time.Time) {
 // applyTyping relays a typing indicator to the live devices of its target,
 // or, for a group, to every member's shard. Nothing is stored ([S-15-7]).
 func (s *Shard) applyTyping(op *Op) {
-	if op.User != 0 && op.Group == 0 && op.Flags&flagTypingChecked == 0 {
+	if op.User != 0 && op.Group == 0 && op.Flags&FlagTypingChecked == 0 {
 		s.typingFrom(op) // on the sender's shard: its blocks ([S-18-6])
 		return
 	}
@@ -188,7 +188,7 @@ func (s *Shard) applyTyping(op *Op) {
 			if m.user != op.From {
 				s.effects = append(s.effects, effect{kind: effForward, op: Op{
 					Kind: OpTyping, User: m.user, From: op.From, Group: op.Group, TypingState: op.TypingState,
-					Flags: flagTypingChecked,
+					Flags: FlagTypingChecked,
 				}})
 			}
 		}

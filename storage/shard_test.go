@@ -140,6 +140,25 @@ func TestSessionReplaced(t *testing.T) {
 	}
 }
 
+// TestStaleLogoutKeepsSession: the replaced connection's logout, which
+// arrives after the second login, names the old connection's ref: the
+// shard ends a session only for the ref it belongs to, so the new one
+// still gets entries.
+func TestStaleLogoutKeepsSession(t *testing.T) {
+	n := newNode(t, 1, nil)
+	alice := n.register(t, "+15550000052")
+	bob := n.register(t, "+15550000053")
+	first := n.login(t, alice, 0)
+	second := n.login(t, alice, 0)
+	first.wait(t, "close", func(e *endpoint) bool { return e.isClosed })
+	n.submit(storage.Op{Kind: storage.OpLogout, User: alice.user, Device: alice.device, Conn: first.ref})
+	bobEP := n.login(t, bob, 0)
+	n.send(t, bob, bobEP, alice.user, 1, "still there?")
+	if m := second.messages(t, 1)[0]; string(m.Body) != "still there?" {
+		t.Fatalf("got %q", m.Body)
+	}
+}
+
 // TestLoginFailures: wrong credential, unknown device, revoked device.
 func TestLoginFailures(t *testing.T) {
 	n := newNode(t, 1, nil)
