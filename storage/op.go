@@ -165,6 +165,8 @@ const (
 	// OpSetTimer: User (the other user of the 1:1 conversation) or Group,
 	// From (the setter), TTL, RID, Conn. Answers Ok.
 	OpSetTimer
+
+	opKindEnd // one past the last kind: add new kinds above
 )
 
 // Op flags.
