@@ -53,7 +53,6 @@ type conn struct {
 	state        connState
 	compactSent  bool          // the Login asked for compact SENTs ([S-7-16])
 	linkRequests int           // LINK_REQUESTs read on this connection ([S-9-12])
-	lookupsRead  uint32        // LOOKUPs submitted: the number of the next one
 	codes        *rate.Limiter // REQUEST_CODEs that cost an SMS ([S-9-17]); nil until the first
 	user         uint64        // once logging in: the Login's user and device
 	device       uint32
@@ -106,7 +105,7 @@ type conn struct {
 	woken     bool             // guarded by mu: a Wake is on its way
 	stopped   bool             // guarded by mu: the loop is closing the connection; nothing more is queued
 	closed    bool             // guarded by mu: OnClose ran
-	lookups   []lookupMerge    // guarded by mu: lookups waiting for shards' parts; nil when none
+	lookups   *lookupMerge     // guarded by mu: lookups waiting for shards' parts, a list; nil when none
 
 	// Timer wheel state, guarded by wheel.mu.
 	wnext, wprev *conn

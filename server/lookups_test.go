@@ -141,3 +141,50 @@ func TestLinkRequestsPerConnection(t *testing.T) {
 		t.Fatalf("bob got %+v, want message %d", m, id)
 	}
 }
+
+// TestLookupMergesShards: a LOOKUP of numbers on both shards is answered
+// by one LOOKUP_RESULT holding what every shard found: each shard answers
+// its part to the connection and the server merges them. Two lookups in
+// flight at once on one connection are kept apart.
+func TestLookupMergesShards(t *testing.T) {
+	n := nodetest.Start(t, func(c *node.Config) { c.Shards = 3 })
+	var users []wiretest.User
+	for shard := range 3 {
+		users = append(users, n.RegisterOn(t, shard))
+	}
+	c, _ := n.Login(t, users[0], 0)
+	lookups := map[uint32][]wiretest.User{
+		c.NextRID(): users,                // found on every shard
+		c.NextRID(): users[1:2],           // one shard
+		c.NextRID(): {},                   // unknown numbers only
+		c.NextRID(): {users[2], users[0]}, // two shards
+	}
+	for rid, want := range lookups {
+		phones := []string{n.PhoneOn(0), n.PhoneOn(1), n.PhoneOn(2)} // unregistered
+		for _, u := range want {
+			phones = append(phones, u.Phone)
+		}
+		c.Send(protocol.KindLookup, &pb.Lookup{Rid: rid, Phones: phones})
+	}
+	for range lookups {
+		var r pb.LookupResult
+		c.ExpectProto(protocol.KindLookupResult, &r, protocol.KindSynced)
+		want, ok := lookups[r.Rid]
+		if !ok {
+			t.Fatalf("a result for rid %d, asked or answered already", r.Rid)
+		}
+		delete(lookups, r.Rid)
+		got := map[string]uint64{}
+		for _, ct := range r.Contacts {
+			got[ct.Phone] = ct.User
+		}
+		if len(got) != len(want) || len(r.Contacts) != len(want) {
+			t.Fatalf("rid %d found %v, want %v", r.Rid, r.Contacts, want)
+		}
+		for _, u := range want {
+			if got[u.Phone] != u.ID {
+				t.Fatalf("rid %d: %s is %d, want %d", r.Rid, u.Phone, got[u.Phone], u.ID)
+			}
+		}
+	}
+}

@@ -49,6 +49,9 @@ type Server struct {
 	groupSends *keyedBudgets[uint64]     // group SEND by account
 	links      *keyedBudgets[netip.Addr] // LINK_REQUEST by client address
 	codes      codeLimits                // REQUEST_CODE that costs an SMS
+	// lookupIDs numbers the LOOKUPs of every connection (Op.Seq), so a
+	// connection needs no counter of its own.
+	lookupIDs atomic.Uint64
 }
 
 // Stats are the server's counters since start. Every field is read with

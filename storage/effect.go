@@ -41,7 +41,7 @@ type effect struct {
 	op         Op
 	phone      string
 	text       string
-	lookup     uint64 // effLookup: the connection's number for the lookup
+	lookup     uint64 // effLookup: the gateway server's number for the lookup
 	contacts   []*pb.Contact
 	answer     *codeAnswer // effSendCode
 	job        *PushJob    // effPushDue, effPushCancel

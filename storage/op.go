@@ -60,11 +60,11 @@ type Endpoint interface {
 	// Close closes the connection with a connection-scope code, as Fail
 	// does, for a connection with no request in flight to end.
 	Close(code protocol.Code)
-	// LookupPart answers one shard's part of the connection's LOOKUP
-	// number lookup (OpLookup's Seq): the contacts found among the
-	// phones that shard owns (nil: none, or the part failed). The server
-	// merges the parts and replies once all have arrived. found is the
-	// callee's to keep.
+	// LookupPart answers one shard's part of a LOOKUP of the connection,
+	// which the server numbered lookup (OpLookup's Seq): the contacts
+	// found among the phones that shard owns (nil: none, or the part
+	// failed). The server merges the parts and replies once all have
+	// arrived. found is the callee's to keep.
 	LookupPart(lookup uint64, found []*pb.Contact)
 }
 
@@ -93,8 +93,8 @@ const (
 	OpRequestCode
 	// OpVerify: Phone, Code, Name, RID, Conn. Answers Registered.
 	OpVerify
-	// OpLookup: Phones (all of this shard), Seq (the connection's number
-	// for the lookup), Conn. Answers Conn's LookupPart.
+	// OpLookup: Phones (all of this shard), Seq (the gateway server's
+	// number for the lookup), Conn. Answers Conn's LookupPart.
 	OpLookup
 	// OpForward: Source, Dest, OutSeq, Entry. An entry of shard Source's
 	// outbox towards shard Dest (outbox.go).

@@ -674,7 +674,7 @@ type NodeCall struct {
 	Frames        []byte                 `protobuf:"bytes,3,opt,name=frames,proto3" json:"frames,omitempty"`                       // POST, REPLY: encoded client frames
 	Code          ErrorCode              `protobuf:"varint,4,opt,name=code,proto3,enum=parley.v1.ErrorCode" json:"code,omitempty"` // FAIL, CLOSE
 	Session       *NodeSession           `protobuf:"bytes,5,opt,name=session,proto3" json:"session,omitempty"`                     // AUTHENTICATED
-	Lookup        uint64                 `protobuf:"varint,6,opt,name=lookup,proto3" json:"lookup,omitempty"`                      // LOOKUP_PART: the connection's number for the lookup
+	Lookup        uint64                 `protobuf:"varint,6,opt,name=lookup,proto3" json:"lookup,omitempty"`                      // LOOKUP_PART: the gateway server's number for the lookup
 	Contacts      []*Contact             `protobuf:"bytes,7,rep,name=contacts,proto3" json:"contacts,omitempty"`                   // LOOKUP_PART
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
