@@ -54,6 +54,9 @@ func EncodeOp(op *Op) *pb.NodeOp {
 	if e := op.Envelopes; e != nil {
 		m.Envelopes = &pb.NodeEnvelopes{To: e.To, Own: e.Own, OwnChecked: e.OwnChecked, OwnStale: e.OwnStale, OwnDevices: e.OwnDevices}
 	}
+	if p := op.Push; p != nil {
+		m.Push = &pb.NodePush{Provider: p.Provider, Token: p.Token, ShowSender: p.ShowSender, Sent: p.Sent, NextMs: p.NextMS, Outcome: uint32(p.Outcome)}
+	}
 	return m
 }
 
@@ -64,8 +67,9 @@ func DecodeOp(m *pb.NodeOp) (Op, error) {
 	if m.Kind == 0 || m.Kind >= uint32(opKindEnd) {
 		return Op{}, fmt.Errorf("storage: node op of unknown kind %d", m.Kind)
 	}
-	if m.Source >= MaxShards || m.Dest >= MaxShards || m.Flags > 0xff {
-		return Op{}, fmt.Errorf("storage: node op of kind %d: shard %d→%d, flags %#x out of range", m.Kind, m.Source, m.Dest, m.Flags)
+	if m.Source >= MaxShards || m.Dest >= MaxShards || m.Flags > 0xff || m.GetPush().GetOutcome() > 0xff {
+		return Op{}, fmt.Errorf("storage: node op of kind %d: shard %d→%d, flags %#x or push outcome %d out of range",
+			m.Kind, m.Source, m.Dest, m.Flags, m.GetPush().GetOutcome())
 	}
 	op := Op{
 		Kind:         OpKind(m.Kind),
@@ -109,6 +113,9 @@ func DecodeOp(m *pb.NodeOp) (Op, error) {
 	}
 	if e := m.Envelopes; e != nil {
 		op.Envelopes = &Envelopes{To: e.To, Own: e.Own, OwnChecked: e.OwnChecked, OwnStale: e.OwnStale, OwnDevices: e.OwnDevices}
+	}
+	if p := m.Push; p != nil {
+		op.Push = &PushOp{Provider: p.Provider, Token: p.Token, ShowSender: p.ShowSender, Sent: p.Sent, NextMS: p.NextMs, Outcome: PushOutcome(p.Outcome)}
 	}
 	return op, nil
 }

@@ -38,8 +38,15 @@ func fullOp(t *testing.T) storage.Op {
 				OwnChecked: true, OwnStale: true, OwnDevices: []uint32{3, 4},
 			}))
 			return
+		case *storage.PushOp:
+			p := new(storage.PushOp)
+			fill(name, reflect.ValueOf(p).Elem())
+			f.Set(reflect.ValueOf(p))
+			return
 		}
 		switch f.Kind() {
+		case reflect.Bool:
+			f.SetBool(true)
 		case reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
 			f.SetUint(next() % (1 << (8*f.Type().Size() - 1)))
 		case reflect.Int32: // protobuf enums

@@ -279,6 +279,7 @@ type NodeOp struct {
 	Phones        []string               `protobuf:"bytes,37,rep,name=phones,proto3" json:"phones,omitempty"`
 	Conn          *ConnRef               `protobuf:"bytes,38,opt,name=conn,proto3" json:"conn,omitempty"`
 	Companion     *ConnRef               `protobuf:"bytes,39,opt,name=companion,proto3" json:"companion,omitempty"`
+	Push          *NodePush              `protobuf:"bytes,40,opt,name=push,proto3" json:"push,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -586,6 +587,99 @@ func (x *NodeOp) GetCompanion() *ConnRef {
 	return nil
 }
 
+func (x *NodeOp) GetPush() *NodePush {
+	if x != nil {
+		return x.Push
+	}
+	return nil
+}
+
+// NodePush is a storage.PushOp: a push registration (OpPushRegister) or
+// what became of a push (OpPushDone).
+type NodePush struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Provider      PushProvider           `protobuf:"varint,1,opt,name=provider,proto3,enum=parley.v1.PushProvider" json:"provider,omitempty"`
+	Token         string                 `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`
+	ShowSender    bool                   `protobuf:"varint,3,opt,name=show_sender,json=showSender,proto3" json:"show_sender,omitempty"`
+	Sent          uint64                 `protobuf:"varint,4,opt,name=sent,proto3" json:"sent,omitempty"`                   // the PushJob.Count that was pushed
+	NextMs        uint64                 `protobuf:"varint,5,opt,name=next_ms,json=nextMs,proto3" json:"next_ms,omitempty"` // Unix ms before which the device gets no other push
+	Outcome       uint32                 `protobuf:"varint,6,opt,name=outcome,proto3" json:"outcome,omitempty"`             // storage.PushOutcome
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodePush) Reset() {
+	*x = NodePush{}
+	mi := &file_node_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodePush) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodePush) ProtoMessage() {}
+
+func (x *NodePush) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodePush.ProtoReflect.Descriptor instead.
+func (*NodePush) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *NodePush) GetProvider() PushProvider {
+	if x != nil {
+		return x.Provider
+	}
+	return PushProvider_PUSH_NONE
+}
+
+func (x *NodePush) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *NodePush) GetShowSender() bool {
+	if x != nil {
+		return x.ShowSender
+	}
+	return false
+}
+
+func (x *NodePush) GetSent() uint64 {
+	if x != nil {
+		return x.Sent
+	}
+	return 0
+}
+
+func (x *NodePush) GetNextMs() uint64 {
+	if x != nil {
+		return x.NextMs
+	}
+	return 0
+}
+
+func (x *NodePush) GetOutcome() uint32 {
+	if x != nil {
+		return x.Outcome
+	}
+	return 0
+}
+
 // NodeEnvelopes is a storage.Envelopes: the per-device ciphertexts of an
 // envelope send and the sender's shard's verdict on them.
 type NodeEnvelopes struct {
@@ -601,7 +695,7 @@ type NodeEnvelopes struct {
 
 func (x *NodeEnvelopes) Reset() {
 	*x = NodeEnvelopes{}
-	mi := &file_node_proto_msgTypes[3]
+	mi := &file_node_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -613,7 +707,7 @@ func (x *NodeEnvelopes) String() string {
 func (*NodeEnvelopes) ProtoMessage() {}
 
 func (x *NodeEnvelopes) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[3]
+	mi := &file_node_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -626,7 +720,7 @@ func (x *NodeEnvelopes) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeEnvelopes.ProtoReflect.Descriptor instead.
 func (*NodeEnvelopes) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{3}
+	return file_node_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *NodeEnvelopes) GetTo() []*Envelope {
@@ -682,7 +776,7 @@ type NodeCall struct {
 
 func (x *NodeCall) Reset() {
 	*x = NodeCall{}
-	mi := &file_node_proto_msgTypes[4]
+	mi := &file_node_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -694,7 +788,7 @@ func (x *NodeCall) String() string {
 func (*NodeCall) ProtoMessage() {}
 
 func (x *NodeCall) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[4]
+	mi := &file_node_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -707,7 +801,7 @@ func (x *NodeCall) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeCall.ProtoReflect.Descriptor instead.
 func (*NodeCall) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{4}
+	return file_node_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *NodeCall) GetConn() *ConnRef {
@@ -773,7 +867,7 @@ type NodeSession struct {
 
 func (x *NodeSession) Reset() {
 	*x = NodeSession{}
-	mi := &file_node_proto_msgTypes[5]
+	mi := &file_node_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -785,7 +879,7 @@ func (x *NodeSession) String() string {
 func (*NodeSession) ProtoMessage() {}
 
 func (x *NodeSession) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[5]
+	mi := &file_node_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -798,7 +892,7 @@ func (x *NodeSession) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeSession.ProtoReflect.Descriptor instead.
 func (*NodeSession) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{5}
+	return file_node_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *NodeSession) GetUser() uint64 {
@@ -842,7 +936,8 @@ const file_node_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
 	"node.proto\x12\x0eparley.node.v1\x1a\fparley.proto\x1a\fgroups.proto\x1a\x0epresence.proto\x1a\n" +
-	"keys.proto\"m\n" +
+	"keys.proto\x1a\n" +
+	"push.proto\"m\n" +
 	"\tNodeFrame\x12(\n" +
 	"\x02op\x18\x01 \x01(\v2\x16.parley.node.v1.NodeOpH\x00R\x02op\x12.\n" +
 	"\x04call\x18\x02 \x01(\v2\x18.parley.node.v1.NodeCallH\x00R\x04callB\x06\n" +
@@ -850,7 +945,7 @@ const file_node_proto_rawDesc = "" +
 	"\aConnRef\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\rR\x04node\x12\x10\n" +
 	"\x03gen\x18\x02 \x01(\rR\x03gen\x12\x0e\n" +
-	"\x02id\x18\x03 \x01(\x04R\x02id\"\x94\t\n" +
+	"\x02id\x18\x03 \x01(\x04R\x02id\"\xc2\t\n" +
 	"\x06NodeOp\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\rR\x04kind\x12\x14\n" +
 	"\x05flags\x18\x02 \x01(\rR\x05flags\x12*\n" +
@@ -896,7 +991,16 @@ const file_node_proto_rawDesc = "" +
 	"\x04name\x18$ \x01(\tR\x04name\x12\x16\n" +
 	"\x06phones\x18% \x03(\tR\x06phones\x12+\n" +
 	"\x04conn\x18& \x01(\v2\x17.parley.node.v1.ConnRefR\x04conn\x125\n" +
-	"\tcompanion\x18' \x01(\v2\x17.parley.node.v1.ConnRefR\tcompanion\"\xba\x01\n" +
+	"\tcompanion\x18' \x01(\v2\x17.parley.node.v1.ConnRefR\tcompanion\x12,\n" +
+	"\x04push\x18( \x01(\v2\x18.parley.node.v1.NodePushR\x04push\"\xbd\x01\n" +
+	"\bNodePush\x123\n" +
+	"\bprovider\x18\x01 \x01(\x0e2\x17.parley.v1.PushProviderR\bprovider\x12\x14\n" +
+	"\x05token\x18\x02 \x01(\tR\x05token\x12\x1f\n" +
+	"\vshow_sender\x18\x03 \x01(\bR\n" +
+	"showSender\x12\x12\n" +
+	"\x04sent\x18\x04 \x01(\x04R\x04sent\x12\x17\n" +
+	"\anext_ms\x18\x05 \x01(\x04R\x06nextMs\x12\x18\n" +
+	"\aoutcome\x18\x06 \x01(\rR\aoutcome\"\xba\x01\n" +
 	"\rNodeEnvelopes\x12#\n" +
 	"\x02to\x18\x01 \x03(\v2\x13.parley.v1.EnvelopeR\x02to\x12%\n" +
 	"\x03own\x18\x02 \x03(\v2\x13.parley.v1.EnvelopeR\x03own\x12\x1f\n" +
@@ -941,50 +1045,54 @@ func file_node_proto_rawDescGZIP() []byte {
 }
 
 var file_node_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_node_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_node_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_node_proto_goTypes = []any{
 	(Method)(0),           // 0: parley.node.v1.Method
 	(*NodeFrame)(nil),     // 1: parley.node.v1.NodeFrame
 	(*ConnRef)(nil),       // 2: parley.node.v1.ConnRef
 	(*NodeOp)(nil),        // 3: parley.node.v1.NodeOp
-	(*NodeEnvelopes)(nil), // 4: parley.node.v1.NodeEnvelopes
-	(*NodeCall)(nil),      // 5: parley.node.v1.NodeCall
-	(*NodeSession)(nil),   // 6: parley.node.v1.NodeSession
-	(ContentType)(0),      // 7: parley.v1.ContentType
-	(GroupOp)(0),          // 8: parley.v1.GroupOp
-	(Visibility)(0),       // 9: parley.v1.Visibility
-	(TypingState)(0),      // 10: parley.v1.TypingState
-	(ErrorCode)(0),        // 11: parley.v1.ErrorCode
-	(*KeysPublish)(nil),   // 12: parley.v1.KeysPublish
-	(Cipher)(0),           // 13: parley.v1.Cipher
-	(*Envelope)(nil),      // 14: parley.v1.Envelope
-	(*Contact)(nil),       // 15: parley.v1.Contact
+	(*NodePush)(nil),      // 4: parley.node.v1.NodePush
+	(*NodeEnvelopes)(nil), // 5: parley.node.v1.NodeEnvelopes
+	(*NodeCall)(nil),      // 6: parley.node.v1.NodeCall
+	(*NodeSession)(nil),   // 7: parley.node.v1.NodeSession
+	(ContentType)(0),      // 8: parley.v1.ContentType
+	(GroupOp)(0),          // 9: parley.v1.GroupOp
+	(Visibility)(0),       // 10: parley.v1.Visibility
+	(TypingState)(0),      // 11: parley.v1.TypingState
+	(ErrorCode)(0),        // 12: parley.v1.ErrorCode
+	(*KeysPublish)(nil),   // 13: parley.v1.KeysPublish
+	(Cipher)(0),           // 14: parley.v1.Cipher
+	(PushProvider)(0),     // 15: parley.v1.PushProvider
+	(*Envelope)(nil),      // 16: parley.v1.Envelope
+	(*Contact)(nil),       // 17: parley.v1.Contact
 }
 var file_node_proto_depIdxs = []int32{
 	3,  // 0: parley.node.v1.NodeFrame.op:type_name -> parley.node.v1.NodeOp
-	5,  // 1: parley.node.v1.NodeFrame.call:type_name -> parley.node.v1.NodeCall
-	7,  // 2: parley.node.v1.NodeOp.type:type_name -> parley.v1.ContentType
-	8,  // 3: parley.node.v1.NodeOp.group_op:type_name -> parley.v1.GroupOp
-	9,  // 4: parley.node.v1.NodeOp.visibility:type_name -> parley.v1.Visibility
-	10, // 5: parley.node.v1.NodeOp.typing_state:type_name -> parley.v1.TypingState
-	11, // 6: parley.node.v1.NodeOp.err_code:type_name -> parley.v1.ErrorCode
-	12, // 7: parley.node.v1.NodeOp.keys:type_name -> parley.v1.KeysPublish
-	13, // 8: parley.node.v1.NodeOp.cipher:type_name -> parley.v1.Cipher
-	4,  // 9: parley.node.v1.NodeOp.envelopes:type_name -> parley.node.v1.NodeEnvelopes
+	6,  // 1: parley.node.v1.NodeFrame.call:type_name -> parley.node.v1.NodeCall
+	8,  // 2: parley.node.v1.NodeOp.type:type_name -> parley.v1.ContentType
+	9,  // 3: parley.node.v1.NodeOp.group_op:type_name -> parley.v1.GroupOp
+	10, // 4: parley.node.v1.NodeOp.visibility:type_name -> parley.v1.Visibility
+	11, // 5: parley.node.v1.NodeOp.typing_state:type_name -> parley.v1.TypingState
+	12, // 6: parley.node.v1.NodeOp.err_code:type_name -> parley.v1.ErrorCode
+	13, // 7: parley.node.v1.NodeOp.keys:type_name -> parley.v1.KeysPublish
+	14, // 8: parley.node.v1.NodeOp.cipher:type_name -> parley.v1.Cipher
+	5,  // 9: parley.node.v1.NodeOp.envelopes:type_name -> parley.node.v1.NodeEnvelopes
 	2,  // 10: parley.node.v1.NodeOp.conn:type_name -> parley.node.v1.ConnRef
 	2,  // 11: parley.node.v1.NodeOp.companion:type_name -> parley.node.v1.ConnRef
-	14, // 12: parley.node.v1.NodeEnvelopes.to:type_name -> parley.v1.Envelope
-	14, // 13: parley.node.v1.NodeEnvelopes.own:type_name -> parley.v1.Envelope
-	2,  // 14: parley.node.v1.NodeCall.conn:type_name -> parley.node.v1.ConnRef
-	0,  // 15: parley.node.v1.NodeCall.method:type_name -> parley.node.v1.Method
-	11, // 16: parley.node.v1.NodeCall.code:type_name -> parley.v1.ErrorCode
-	6,  // 17: parley.node.v1.NodeCall.session:type_name -> parley.node.v1.NodeSession
-	15, // 18: parley.node.v1.NodeCall.contacts:type_name -> parley.v1.Contact
-	19, // [19:19] is the sub-list for method output_type
-	19, // [19:19] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	4,  // 12: parley.node.v1.NodeOp.push:type_name -> parley.node.v1.NodePush
+	15, // 13: parley.node.v1.NodePush.provider:type_name -> parley.v1.PushProvider
+	16, // 14: parley.node.v1.NodeEnvelopes.to:type_name -> parley.v1.Envelope
+	16, // 15: parley.node.v1.NodeEnvelopes.own:type_name -> parley.v1.Envelope
+	2,  // 16: parley.node.v1.NodeCall.conn:type_name -> parley.node.v1.ConnRef
+	0,  // 17: parley.node.v1.NodeCall.method:type_name -> parley.node.v1.Method
+	12, // 18: parley.node.v1.NodeCall.code:type_name -> parley.v1.ErrorCode
+	7,  // 19: parley.node.v1.NodeCall.session:type_name -> parley.node.v1.NodeSession
+	17, // 20: parley.node.v1.NodeCall.contacts:type_name -> parley.v1.Contact
+	21, // [21:21] is the sub-list for method output_type
+	21, // [21:21] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_node_proto_init() }
@@ -996,6 +1104,7 @@ func file_node_proto_init() {
 	file_groups_proto_init()
 	file_presence_proto_init()
 	file_keys_proto_init()
+	file_push_proto_init()
 	file_node_proto_msgTypes[0].OneofWrappers = []any{
 		(*NodeFrame_Op)(nil),
 		(*NodeFrame_Call)(nil),
@@ -1006,7 +1115,7 @@ func file_node_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_node_proto_rawDesc), len(file_node_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   6,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
