@@ -34,7 +34,7 @@ func TestPauseHoldsCycles(t *testing.T) {
 		t.Errorf("live head %d after the resume, want 2", now.Head)
 	}
 
-	c, err := storage.Open(storage.Config{ID: 0, Dir: "copy", FS: n.fs, Forwarder: n.router, Codes: n.codes, Now: n.clock.Now})
+	c, err := storage.Open(storage.Config{ID: 0, Dir: "copy", FS: n.fs, Forwarder: n.router, Conns: testConns, Codes: n.codes, Now: n.clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
