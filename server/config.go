@@ -17,6 +17,7 @@ import (
 // maxHeartbeat is the longest heartbeat a server may grant: seconds fit
 // in the connection's uint16.
 const maxHeartbeat = math.MaxUint16 * time.Second
+
 // Router is what the server needs of placement: where an op goes is the
 // router's decision (package router implements it, for local shards and,
 // over node links, remote ones). Both methods are safe for concurrent use
