@@ -11,7 +11,7 @@ import (
 // TestHeartbeatFor is the clamp of [S-6-8]: 0 asks for the default, any
 // other request is clamped into [MinHeartbeat, MaxHeartbeat].
 func TestHeartbeatFor(t *testing.T) {
-	cfg := Config{Addr: "127.0.0.1:0", Plaintext: true, Router: &router.Router{}}
+	cfg := Config{Addr: "127.0.0.1:0", Plaintext: true, Router: &router.Router{}, Conns: NewRegistry(0, 1)}
 	cfg.setDefaults()
 	if err := cfg.validate(); err != nil {
 		t.Fatal(err)
@@ -35,7 +35,7 @@ func TestHeartbeatFor(t *testing.T) {
 }
 
 func TestHeartbeatConfigValidate(t *testing.T) {
-	cfg := Config{Addr: "127.0.0.1:0", Plaintext: true, Router: &router.Router{},
+	cfg := Config{Addr: "127.0.0.1:0", Plaintext: true, Router: &router.Router{}, Conns: NewRegistry(0, 1),
 		Heartbeat: time.Minute, MinHeartbeat: 2 * time.Minute, MaxHeartbeat: 20 * time.Hour}
 	cfg.setDefaults()
 	err := cfg.validate()
