@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/parley-im/parley/codec"
+	"github.com/parley-im/parley/internal/clock"
 )
 
 // Config configures a Client, RequestCode and Verify. The zero value of
@@ -165,25 +166,9 @@ type Config struct {
 	Rand func() float64
 }
 
-// Clock is a source of time. Tests implement it to control heartbeats,
-// ack delays and backoff without sleeping. Its methods are called from
-// several goroutines.
-type Clock interface {
-	// Now returns the current time.
-	Now() time.Time
-	// AfterFunc calls f in its own goroutine once d has elapsed, unless
-	// stop is called first; stop reports whether it prevented the call.
-	AfterFunc(d time.Duration, f func()) (stop func() bool)
-}
-
-// systemClock is the Clock of the time package.
-type systemClock struct{}
-
-func (systemClock) Now() time.Time { return time.Now() }
-
-func (systemClock) AfterFunc(d time.Duration, f func()) func() bool {
-	return time.AfterFunc(d, f).Stop
-}
+// Clock is a source of time (package internal/clock). Tests implement
+// it to drive heartbeats, ack delays and backoff without sleeping.
+type Clock = clock.Clock
 
 // Defaults of Config.
 const (
@@ -275,7 +260,7 @@ func (c Config) resolve() (settings, error) {
 		c.Logger = slog.Default()
 	}
 	if c.Clock == nil {
-		c.Clock = systemClock{}
+		c.Clock = clock.System{}
 	}
 	if c.Rand == nil {
 		c.Rand = rand.Float64

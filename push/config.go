@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/parley-im/parley/internal/clock"
 	"github.com/parley-im/parley/storage"
 )
 
@@ -22,25 +23,9 @@ const (
 	DefaultMaxRetryAfter  = 10 * time.Minute
 )
 
-// Clock is a source of time. Tests implement it to drive intervals and
-// backoff without sleeping. Its methods are called from several
-// goroutines.
-type Clock interface {
-	// Now returns the current time.
-	Now() time.Time
-	// AfterFunc calls f in its own goroutine once d has elapsed, unless
-	// stop is called first; stop reports whether it prevented the call.
-	AfterFunc(d time.Duration, f func()) (stop func() bool)
-}
-
-// systemClock is the Clock of the time package.
-type systemClock struct{}
-
-func (systemClock) Now() time.Time { return time.Now() }
-
-func (systemClock) AfterFunc(d time.Duration, f func()) func() bool {
-	return time.AfterFunc(d, f).Stop
-}
+// Clock is a source of time (package internal/clock). Tests implement
+// it to drive intervals and backoff without sleeping.
+type Clock = clock.Clock
 
 // Config configures a Dispatcher. The zero value of each optional field
 // means its default.
@@ -101,7 +86,7 @@ func (c *Config) setDefaults() {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	if c.Clock == nil {
-		c.Clock = systemClock{}
+		c.Clock = clock.System{}
 	}
 	if c.Rand == nil {
 		c.Rand = rand.Float64

@@ -7,6 +7,8 @@ import (
 	"math/rand/v2"
 	"strings"
 	"time"
+
+	"github.com/parley-im/parley/internal/clock"
 )
 
 // MaxDeadline is the longest a Sender may work on one code: spec.md
@@ -28,25 +30,9 @@ const (
 	DefaultBackoffMax     = 2 * time.Second
 )
 
-// Clock is a source of time. Tests implement it to drive timeouts and
-// backoff without sleeping. Its methods are called from several
-// goroutines.
-type Clock interface {
-	// Now returns the current time.
-	Now() time.Time
-	// AfterFunc calls f in its own goroutine once d has elapsed, unless
-	// stop is called first; stop reports whether it prevented the call.
-	AfterFunc(d time.Duration, f func()) (stop func() bool)
-}
-
-// systemClock is the Clock of the time package.
-type systemClock struct{}
-
-func (systemClock) Now() time.Time { return time.Now() }
-
-func (systemClock) AfterFunc(d time.Duration, f func()) func() bool {
-	return time.AfterFunc(d, f).Stop
-}
+// Clock is a source of time (package internal/clock). Tests implement
+// it to drive timeouts and backoff without sleeping.
+type Clock = clock.Clock
 
 // Config configures a Sender. The zero value of each optional field means
 // its default.
@@ -101,7 +87,7 @@ func (c *Config) setDefaults() {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	if c.Clock == nil {
-		c.Clock = systemClock{}
+		c.Clock = clock.System{}
 	}
 	if c.Rand == nil {
 		c.Rand = rand.Float64

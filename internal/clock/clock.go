@@ -1,0 +1,29 @@
+// Package clock is the source of time that the SDK, the SMS sender and
+// the push dispatcher take, so that tests drive timeouts, intervals and
+// backoff without sleeping.
+//
+// Threading: a Clock's methods are called from several goroutines; System
+// is safe for that, and so must be every test clock.
+package clock
+
+import "time"
+
+// Clock is a source of time.
+type Clock interface {
+	// Now returns the current time.
+	Now() time.Time
+	// AfterFunc calls f in its own goroutine once d has elapsed, unless
+	// stop is called first; stop reports whether it prevented the call.
+	AfterFunc(d time.Duration, f func()) (stop func() bool)
+}
+
+// System is the Clock of the time package.
+type System struct{}
+
+// Now implements Clock with time.Now.
+func (System) Now() time.Time { return time.Now() }
+
+// AfterFunc implements Clock with time.AfterFunc.
+func (System) AfterFunc(d time.Duration, f func()) func() bool {
+	return time.AfterFunc(d, f).Stop
+}
