@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/parley-im/parley/analytics"
 	"github.com/parley-im/parley/internal/node"
 )
 
@@ -36,6 +35,7 @@ func (f *analyticsFlags) config() (node.AnalyticsConfig, error) {
 			return c, fmt.Errorf("--analytics-kafka-brokers needs --analytics kafka")
 		}
 	case node.AnalyticsKafka:
+		c.Kafka.Topic = *f.topic
 		for _, b := range strings.Split(*f.brokers, ",") {
 			if b = strings.TrimSpace(b); b != "" {
 				c.Kafka.Brokers = append(c.Kafka.Brokers, b)
@@ -44,7 +44,6 @@ func (f *analyticsFlags) config() (node.AnalyticsConfig, error) {
 		if len(c.Kafka.Brokers) == 0 {
 			return c, fmt.Errorf("--analytics kafka needs --analytics-kafka-brokers")
 		}
-		c.Kafka = analytics.KafkaConfig{Brokers: c.Kafka.Brokers, Topic: *f.topic}
 	default:
 		return c, fmt.Errorf("--analytics %q: want file, kafka or off", c.Sink)
 	}
