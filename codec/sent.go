@@ -114,14 +114,19 @@ func (st *SentState) ParseSent(b []byte) (cmid, id uint64, err error) {
 // holds (a BATCH counts once). Bytes after the last whole frame are
 // dropped. The server runs it over what it is about to write to a
 // connection that asked for compact SENTs: the frames it rewrites come
-// from AppendSent (shards encode full SENTs), so none grows.
-func (st *SentState) CompactSents(b []byte) (n int, frames uint64) {
+// from AppendSent (shards encode full SENTs), so none grows. seen, when
+// not nil, is called with each frame as it stood before the rewrite, so
+// that a caller that inspects what it writes needs no second walk.
+func (st *SentState) CompactSents(b []byte, seen func(Frame)) (n int, frames uint64) {
 	for r := 0; r < len(b); {
 		f, size, _, err := Parse(b[r:], protocol.MaxFrameBody)
 		if err != nil || size == 0 {
 			break
 		}
 		frames++
+		if seen != nil {
+			seen(f)
+		}
 		if f.Kind == protocol.KindSent && !f.Compressed {
 			var scratch [32]byte // a header and two varint fields fit
 			var fresh SentState  // a full body decodes without state

@@ -75,7 +75,7 @@ func TestSentStateRoundTrip(t *testing.T) {
 		}
 	}
 	var st SentState
-	n, count := st.CompactSents(full)
+	n, count := st.CompactSents(full, nil)
 	if want := uint64(len(steps) + (len(steps)+2)/3); count != want {
 		t.Errorf("CompactSents counted %d frames, want %d", count, want)
 	}
@@ -157,7 +157,7 @@ func TestSentStateAllocs(t *testing.T) {
 	allocs := testing.AllocsPerRun(100, func() {
 		var st, dec SentState
 		copy(buf, frames)
-		n, _ := st.CompactSents(buf)
+		n, _ := st.CompactSents(buf, nil)
 		for rest := buf[:n]; len(rest) > 0; {
 			f, r, _ := NextFrame(rest, protocol.MaxFrameBody)
 			rest = r
@@ -182,6 +182,6 @@ func BenchmarkCompactSents(b *testing.B) {
 	for b.Loop() {
 		var st SentState
 		copy(buf, frames)
-		st.CompactSents(buf)
+		st.CompactSents(buf, nil)
 	}
 }

@@ -167,11 +167,13 @@ func (c *conn) drain(gc gnet.Conn) gnet.Action {
 // write sends plaintext frames, sealing them into TLS records unless the
 // connection is plaintext. closing adds close_notify.
 func (s *Server) write(c *conn, frames []byte, closing bool) {
-	s.stats.FramesOut.Add(countFrames(frames, &s.stats))
 	if c.compactSent {
-		// [S-7-16] in the order the client reads them.
-		n, _ := c.sent.CompactSents(frames)
+		// [S-7-16] in the order the client reads them, counting as it goes.
+		n, count := c.sent.CompactSents(frames, func(f codec.Frame) { countError(f, &s.stats) })
 		frames = frames[:n]
+		s.stats.FramesOut.Add(count)
+	} else {
+		s.stats.FramesOut.Add(countFrames(frames, &s.stats))
 	}
 	var n int
 	if c.tc == nil {
@@ -296,11 +298,16 @@ func countFrames(b []byte, st *Stats) uint64 {
 		if err != nil || size == 0 {
 			break
 		}
-		if f.Kind == protocol.KindError && !f.Compressed {
-			st.ErrorsSent[min(errorCode(f.Body), len(st.ErrorsSent)-1)].Add(1)
-		}
+		countError(f, st)
 		b = b[size:]
 		n++
 	}
 	return n
+}
+
+// countError counts f in st.ErrorsSent if it is an Error frame.
+func countError(f codec.Frame, st *Stats) {
+	if f.Kind == protocol.KindError && !f.Compressed {
+		st.ErrorsSent[min(errorCode(f.Body), len(st.ErrorsSent)-1)].Add(1)
+	}
 }
