@@ -120,3 +120,26 @@ func TestWireBytesPerLeg(t *testing.T) {
 	// leg costs 6 × 22 B whatever the frames are (docs/benchmarks.md).
 	t.Logf("all legs: %d B of frames, %d B on the wire in %d records", frames, wire, len(legs))
 }
+
+// TestErrorsCountedOnCompactConnections: an Error frame written to a
+// connection that asked for compact SENTs is counted by code, as on any
+// other connection, along with the frames around it.
+func TestErrorsCountedOnCompactConnections(t *testing.T) {
+	n := nodetest.Start(t, nil)
+	alice := n.RegisterOn(t, 0)
+	a := n.Dial(t)
+	a.Send(protocol.KindLogin, &pb.Login{Version: protocol.Version, User: alice.ID, Device: alice.Device,
+		Credential: alice.Cred, CompactSent: true})
+	a.Expect(protocol.KindLoginOK)
+	a.Expect(protocol.KindSynced)
+	st := n.Server().Stats()
+	before, framesBefore := st.ErrorsSent[protocol.CodeNotFound].Load(), st.FramesOut.Load()
+	a.Write(codec.AppendSend(nil, codec.Send{To: alice.ID + 1<<40, CMID: 1, Body: []byte("to nobody")})) // no such user: NOT_FOUND
+	a.ExpectError(protocol.CodeNotFound)
+	if got := st.ErrorsSent[protocol.CodeNotFound].Load() - before; got != 1 {
+		t.Fatalf("NOT_FOUND counted %d times on a compact connection, want 1", got)
+	}
+	if st.FramesOut.Load() == framesBefore {
+		t.Fatal("the Error frame was not counted among the frames sent")
+	}
+}
