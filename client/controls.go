@@ -258,11 +258,8 @@ func (c *Client) SendDraft(ctx context.Context, d Draft) (Sent, error) {
 // SendDraftAsync is SendDraft without waiting, as SendAsync is Send
 // without waiting.
 func (c *Client) SendDraftAsync(d Draft, done func(Sent, error)) (cmid uint64, err error) {
-	o, err := c.send(c.ctx, d.outgoing(), nil, done)
-	if err != nil {
-		return 0, err
-	}
-	return o.CMID, nil
+	_, cmid, err = c.send(c.ctx, d.outgoing(), nil, done)
+	return cmid, err
 }
 
 func (d Draft) outgoing() Outgoing {

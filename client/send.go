@@ -101,7 +101,7 @@ func (c *Client) SendGroup(ctx context.Context, group uint64, body []byte, typ p
 // the outcome.
 func (c *Client) sendWait(ctx context.Context, m Outgoing) (Sent, error) {
 	wait := make(chan sendResult, 1)
-	o, err := c.send(ctx, m, wait, nil)
+	o, _, err := c.send(ctx, m, wait, nil)
 	if err != nil {
 		return Sent{}, err
 	}
@@ -113,8 +113,9 @@ func (c *Client) sendWait(ctx context.Context, m Outgoing) (Sent, error) {
 	c.mu.Lock()
 	if o.wait != nil { // not answered yet: report it as a SendDone event instead
 		o.wait = nil
+		cmid := o.CMID
 		c.mu.Unlock()
-		return Sent{CMID: o.CMID}, fmt.Errorf("client: send %d: %w", o.CMID, ctx.Err())
+		return Sent{CMID: cmid}, fmt.Errorf("client: send %d: %w", cmid, ctx.Err())
 	}
 	c.mu.Unlock()
 	r := <-wait
@@ -131,11 +132,8 @@ func (c *Client) SendAsync(to uint64, body []byte, typ pb.ContentType, done func
 	if to == 0 {
 		return 0, fmt.Errorf("%w: send to user 0", ErrInvalid)
 	}
-	o, err := c.send(c.ctx, Outgoing{To: to, Body: body, Type: typ}, nil, done)
-	if err != nil {
-		return 0, err
-	}
-	return o.CMID, nil
+	_, cmid, err = c.send(c.ctx, Outgoing{To: to, Body: body, Type: typ}, nil, done)
+	return cmid, err
 }
 
 // SendGroupAsync is SendGroup without waiting, as SendAsync is Send
@@ -144,32 +142,30 @@ func (c *Client) SendGroupAsync(group uint64, body []byte, typ pb.ContentType, d
 	if group == 0 {
 		return 0, fmt.Errorf("%w: send to group 0", ErrInvalid)
 	}
-	o, err := c.send(c.ctx, Outgoing{Group: group, Body: body, Type: typ}, nil, done)
-	if err != nil {
-		return 0, err
-	}
-	return o.CMID, nil
+	_, cmid, err = c.send(c.ctx, Outgoing{Group: group, Body: body, Type: typ}, nil, done)
+	return cmid, err
 }
 
 // send validates, encrypts (unless the client is plain), numbers,
 // stores and queues m, a send to user m.To or to group m.Group (exactly
-// one is set); m.CMID is assigned here. ctx bounds the encryption's
-// fetches and key handovers.
-func (c *Client) send(ctx context.Context, m Outgoing, wait chan sendResult, done func(Sent, error)) (*outgoing, error) {
+// one is set); m.CMID is assigned here and returned, since o.CMID may be
+// read only under c.mu. ctx bounds the encryption's fetches and key
+// handovers.
+func (c *Client) send(ctx context.Context, m Outgoing, wait chan sendResult, done func(Sent, error)) (*outgoing, uint64, error) {
 	switch {
 	case (m.To == 0) == (m.Group == 0):
-		return nil, fmt.Errorf("%w: a send names a user or a group", ErrInvalid)
+		return nil, 0, fmt.Errorf("%w: a send names a user or a group", ErrInvalid)
 	case !validContent(m):
-		return nil, fmt.Errorf("%w: empty message body, or a reaction or edit without the message it refers to", ErrInvalid)
+		return nil, 0, fmt.Errorf("%w: empty message body, or a reaction or edit without the message it refers to", ErrInvalid)
 	case len(m.Body) > protocol.MaxMessageBody:
-		return nil, fmt.Errorf("%w: message body of %d bytes exceeds %d", ErrInvalid, len(m.Body), protocol.MaxMessageBody)
+		return nil, 0, fmt.Errorf("%w: message body of %d bytes exceeds %d", ErrInvalid, len(m.Body), protocol.MaxMessageBody)
 	}
 	m.Body = bytes.Clone(m.Body)
 	out := m
 	if c.sec != nil {
 		plain, err := proto.Marshal(&pb.Content{Body: m.Body})
 		if err != nil {
-			return nil, fmt.Errorf("client: %w", err)
+			return nil, 0, fmt.Errorf("client: %w", err)
 		}
 		out.Body, out.Plain = nil, plain
 		c.mu.Lock()
@@ -177,7 +173,7 @@ func (c *Client) send(ctx context.Context, m Outgoing, wait chan sendResult, don
 		c.mu.Unlock()
 		if now {
 			if err := c.seal(ctx, &out); err != nil {
-				return nil, err
+				return nil, 0, err
 			}
 		} // else it is queued with its plaintext and encrypted once connected (send_seal.go)
 	}
@@ -213,7 +209,7 @@ func (c *Client) sendContent(ctx context.Context, to uint64, content []byte) (Se
 		return Sent{}, err
 	}
 	wait := make(chan sendResult, 1)
-	if _, err := c.queueOutgoing(out, wait, nil, true); err != nil {
+	if _, _, err := c.queueOutgoing(out, wait, nil, true); err != nil {
 		return Sent{}, err
 	}
 	select {
@@ -225,8 +221,8 @@ func (c *Client) sendContent(ctx context.Context, to uint64, content []byte) (Se
 }
 
 // queueOutgoing numbers, stores and queues a send; internal marks the
-// client's own (outgoing.internal).
-func (c *Client) queueOutgoing(out Outgoing, wait chan sendResult, done func(Sent, error), internal bool) (*outgoing, error) {
+// client's own (outgoing.internal). It returns the send and its cmid.
+func (c *Client) queueOutgoing(out Outgoing, wait chan sendResult, done func(Sent, error), internal bool) (*outgoing, uint64, error) {
 	o := &outgoing{
 		Outgoing: out,
 		state:    sendStoring,
@@ -238,25 +234,27 @@ func (c *Client) queueOutgoing(out Outgoing, wait chan sendResult, done func(Sen
 	if c.stopErr != nil {
 		err := c.stopErr
 		c.mu.Unlock()
-		return nil, err
+		return nil, 0, err
 	}
 	if len(c.outbox) >= c.cfg.MaxOutbox {
 		c.mu.Unlock()
-		return nil, ErrOutboxFull
+		return nil, 0, ErrOutboxFull
 	}
 	c.lastCMID++
-	o.CMID = c.lastCMID
-	c.outbox[o.CMID] = o
+	cmid := c.lastCMID
+	o.CMID = cmid
+	out.CMID = cmid
+	c.outbox[cmid] = o
 	c.mu.Unlock()
 
-	if err := c.store.AddOutgoing(o.Outgoing); err != nil {
+	if err := c.store.AddOutgoing(out); err != nil {
 		c.mu.Lock()
 		if o.state == sendStoring {
-			delete(c.outbox, o.CMID)
+			delete(c.outbox, cmid)
 			o.state = sendDone
 		}
 		c.mu.Unlock()
-		return nil, fmt.Errorf("client: store send: %w", err)
+		return nil, 0, fmt.Errorf("client: store send: %w", err)
 	}
 
 	c.mu.Lock()
@@ -268,7 +266,7 @@ func (c *Client) queueOutgoing(out Outgoing, wait chan sendResult, done func(Sen
 			c.kickLocked(s)
 		}
 	}
-	return o, nil
+	return o, cmid, nil
 }
 
 // handleSent completes the send the server acknowledged. A Sent for a cmid
