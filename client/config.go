@@ -1,6 +1,7 @@
 package client
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -240,13 +241,13 @@ func (c Config) resolve() (settings, error) {
 		errs = append(errs, fmt.Errorf("client: Config.MaxOutbox %d is negative", c.MaxOutbox))
 	}
 
-	setDefault(&c.DialTimeout, defaultDialTimeout)
-	setDefault(&c.WriteTimeout, defaultWriteTimeout)
-	setDefault(&c.BackoffMin, defaultBackoffMin)
-	setDefault(&c.BackoffMax, defaultBackoffMax)
-	setDefault(&c.AckDelay, defaultAckDelay)
-	setDefault(&c.MaxInFlight, defaultMaxInFlight)
-	setDefault(&c.MaxOutbox, defaultMaxOutbox)
+	c.DialTimeout = cmp.Or(c.DialTimeout, defaultDialTimeout)
+	c.WriteTimeout = cmp.Or(c.WriteTimeout, defaultWriteTimeout)
+	c.BackoffMin = cmp.Or(c.BackoffMin, defaultBackoffMin)
+	c.BackoffMax = cmp.Or(c.BackoffMax, defaultBackoffMax)
+	c.AckDelay = cmp.Or(c.AckDelay, defaultAckDelay)
+	c.MaxInFlight = cmp.Or(c.MaxInFlight, defaultMaxInFlight)
+	c.MaxOutbox = cmp.Or(c.MaxOutbox, defaultMaxOutbox)
 	if c.BackoffMin > c.BackoffMax {
 		errs = append(errs, fmt.Errorf("client: Config.BackoffMin %v above BackoffMax %v", c.BackoffMin, c.BackoffMax))
 	}
@@ -275,14 +276,6 @@ func (c Config) resolve() (settings, error) {
 // sessionCacheSize is the number of TLS sessions a Client keeps: it talks
 // to one server name, but media URLs may name another host.
 const sessionCacheSize = 4
-
-// setDefault sets *v to def if it is zero.
-func setDefault[T comparable](v *T, def T) {
-	var zero T
-	if *v == zero {
-		*v = def
-	}
-}
 
 // ParseFingerprint decodes a certificate fingerprint as Config.Fingerprint
 // accepts it: 64 hex digits, in either case, optionally separated by colons.

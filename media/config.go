@@ -1,6 +1,7 @@
 package media
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -115,33 +116,26 @@ func (c *Config) setDefaults() {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
-	setDefault(&c.Expiry, 30*24*time.Hour)
-	setDefault(&c.IncompleteExpiry, 7*24*time.Hour)
-	setDefault(&c.UploadURLTTL, 24*time.Hour)
-	setDefault(&c.DownloadURLTTL, time.Hour)
-	setDefault(&c.SweepInterval, time.Hour)
-	setDefault(&c.Workers, 4)
-	setDefault(&c.QueueLen, 1024)
-	setDefault(&c.RequestsPerMinute, 600)
-	setDefault(&c.MaxTransfers, 256)
-	setDefault(&c.MaxUserTransfers, min(8, c.MaxTransfers))
-	setDefault(&c.ReservedTransfers, c.MaxTransfers/8)
-	setDefault(&c.IdleTimeout, 30*time.Second)
-	setDefault(&c.MinTransferRate, 1024)
-	setDefault(&c.RateWindow, 30*time.Second)
-	setDefault(&c.StagingQuota, 4<<30)
-	setDefault(&c.MinFreeBytes, 1<<30)
+	c.Expiry = cmp.Or(c.Expiry, 30*24*time.Hour)
+	c.IncompleteExpiry = cmp.Or(c.IncompleteExpiry, 7*24*time.Hour)
+	c.UploadURLTTL = cmp.Or(c.UploadURLTTL, 24*time.Hour)
+	c.DownloadURLTTL = cmp.Or(c.DownloadURLTTL, time.Hour)
+	c.SweepInterval = cmp.Or(c.SweepInterval, time.Hour)
+	c.Workers = cmp.Or(c.Workers, 4)
+	c.QueueLen = cmp.Or(c.QueueLen, 1024)
+	c.RequestsPerMinute = cmp.Or(c.RequestsPerMinute, 600)
+	c.MaxTransfers = cmp.Or(c.MaxTransfers, 256)
+	c.MaxUserTransfers = cmp.Or(c.MaxUserTransfers, min(8, c.MaxTransfers))
+	c.ReservedTransfers = cmp.Or(c.ReservedTransfers, c.MaxTransfers/8)
+	c.IdleTimeout = cmp.Or(c.IdleTimeout, 30*time.Second)
+	c.MinTransferRate = cmp.Or(c.MinTransferRate, 1024)
+	c.RateWindow = cmp.Or(c.RateWindow, 30*time.Second)
+	c.StagingQuota = cmp.Or(c.StagingQuota, 4<<30)
+	c.MinFreeBytes = cmp.Or(c.MinFreeBytes, 1<<30)
 	if c.FreeSpace == nil {
 		c.FreeSpace = statfsFree
 	}
 	c.BaseURL = strings.TrimSuffix(c.BaseURL, "/")
-}
-
-func setDefault[T comparable](v *T, def T) {
-	var zero T
-	if *v == zero {
-		*v = def
-	}
 }
 
 // validate reports every problem with c at once.

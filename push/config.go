@@ -1,6 +1,7 @@
 package push
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -74,14 +75,14 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() {
-	setDuration(&c.Interval, DefaultInterval)
-	setInt(&c.Workers, DefaultWorkers)
-	setInt(&c.Queue, DefaultQueue)
-	setInt(&c.Attempts, DefaultAttempts)
-	setDuration(&c.AttemptTimeout, DefaultAttemptTimeout)
-	setDuration(&c.BackoffMin, DefaultBackoffMin)
-	setDuration(&c.BackoffMax, DefaultBackoffMax)
-	setDuration(&c.MaxRetryAfter, DefaultMaxRetryAfter)
+	c.Interval = cmp.Or(c.Interval, DefaultInterval)
+	c.Workers = cmp.Or(c.Workers, DefaultWorkers)
+	c.Queue = cmp.Or(c.Queue, DefaultQueue)
+	c.Attempts = cmp.Or(c.Attempts, DefaultAttempts)
+	c.AttemptTimeout = cmp.Or(c.AttemptTimeout, DefaultAttemptTimeout)
+	c.BackoffMin = cmp.Or(c.BackoffMin, DefaultBackoffMin)
+	c.BackoffMax = cmp.Or(c.BackoffMax, DefaultBackoffMax)
+	c.MaxRetryAfter = cmp.Or(c.MaxRetryAfter, DefaultMaxRetryAfter)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -90,18 +91,6 @@ func (c *Config) setDefaults() {
 	}
 	if c.Rand == nil {
 		c.Rand = rand.Float64
-	}
-}
-
-func setInt(v *int, def int) {
-	if *v == 0 {
-		*v = def
-	}
-}
-
-func setDuration(v *time.Duration, def time.Duration) {
-	if *v == 0 {
-		*v = def
 	}
 }
 

@@ -1,6 +1,7 @@
 package sms
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -76,13 +77,13 @@ func (c *Config) setDefaults() {
 	if c.Text == "" {
 		c.Text = DefaultText
 	}
-	setInt(&c.Workers, DefaultWorkers)
-	setInt(&c.Queue, DefaultQueue)
-	setInt(&c.Attempts, DefaultAttempts)
-	setDuration(&c.AttemptTimeout, DefaultAttemptTimeout)
-	setDuration(&c.Deadline, DefaultDeadline)
-	setDuration(&c.BackoffMin, DefaultBackoffMin)
-	setDuration(&c.BackoffMax, DefaultBackoffMax)
+	c.Workers = cmp.Or(c.Workers, DefaultWorkers)
+	c.Queue = cmp.Or(c.Queue, DefaultQueue)
+	c.Attempts = cmp.Or(c.Attempts, DefaultAttempts)
+	c.AttemptTimeout = cmp.Or(c.AttemptTimeout, DefaultAttemptTimeout)
+	c.Deadline = cmp.Or(c.Deadline, DefaultDeadline)
+	c.BackoffMin = cmp.Or(c.BackoffMin, DefaultBackoffMin)
+	c.BackoffMax = cmp.Or(c.BackoffMax, DefaultBackoffMax)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -91,18 +92,6 @@ func (c *Config) setDefaults() {
 	}
 	if c.Rand == nil {
 		c.Rand = rand.Float64
-	}
-}
-
-func setInt(v *int, def int) {
-	if *v == 0 {
-		*v = def
-	}
-}
-
-func setDuration(v *time.Duration, def time.Duration) {
-	if *v == 0 {
-		*v = def
 	}
 }
 
