@@ -42,6 +42,10 @@ type Config struct {
 	// SpawnNoSync commits without fsync in the spawned node: a benchmark
 	// of everything but the disk. Never what a deployment runs.
 	SpawnNoSync bool `json:"spawn_nosync"`
+	// SpawnSyncWait is the spawned node's adaptive group commit wait
+	// (storage.Config.SyncWait, parleyd --sync-wait): 0 is the node's
+	// default (50 µs), negative never waits.
+	SpawnSyncWait time.Duration `json:"spawn_sync_wait"`
 	// Parleyd is the path of a parleyd binary: with Spawn, the node is
 	// that program (real flags, signals and shutdown) rather than a node
 	// in a child of this one; SpawnLoops and SpawnNoSync do not apply to

@@ -19,12 +19,14 @@ import (
 // nodeSpec is what the coordinator tells a spawned node, on its standard
 // input.
 type nodeSpec struct {
-	DataDir     string `json:"data_dir"`
-	Shards      int    `json:"shards"`
-	Loops       int    `json:"loops"`
-	NoSync      bool   `json:"nosync"`
-	PhonePrefix string `json:"phone_prefix"`
-	TestCode    string `json:"test_code"`
+	DataDir string `json:"data_dir"`
+	Shards  int    `json:"shards"`
+	Loops   int    `json:"loops"`
+	NoSync  bool   `json:"nosync"`
+	// SyncWait is storage.Config.SyncWait: 0 the default, negative never.
+	SyncWait    time.Duration `json:"sync_wait"`
+	PhonePrefix string        `json:"phone_prefix"`
+	TestCode    string        `json:"test_code"`
 	// Abuse makes the node treat its clients as a production node does
 	// for the abuse scenario: the log sender's codes count against the
 	// code limits and the per-address limits apply to loopback, with
@@ -66,7 +68,7 @@ func runNode(in io.Reader, out io.Writer, logw io.Writer) error {
 		Logger:        slog.New(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		Server:        sc,
 		CountLogCodes: spec.Abuse,
-		Storage:       storage.Config{TestPrefix: spec.PhonePrefix, TestCode: spec.TestCode, NoSync: spec.NoSync},
+		Storage:       storage.Config{TestPrefix: spec.PhonePrefix, TestCode: spec.TestCode, NoSync: spec.NoSync, SyncWait: spec.SyncWait},
 	})
 	if err != nil {
 		return err
@@ -111,6 +113,7 @@ func spawnNode(ctx context.Context, cfg *Config) (*spawnedNode, error) {
 	sn := &spawnedNode{cmd: cmd, stdin: stdin, dir: dir}
 	spec, _ := json.Marshal(nodeSpec{
 		DataDir: dir, Shards: cfg.SpawnShards, Loops: cfg.SpawnLoops, NoSync: cfg.SpawnNoSync,
+		SyncWait:    cfg.SpawnSyncWait,
 		PhonePrefix: cfg.PhonePrefix, TestCode: cfg.TestCode, Abuse: cfg.Scenario == abuseScenario.Name,
 	})
 	_, _ = stdin.Write(append(spec, '\n'))

@@ -53,6 +53,7 @@ func spawnParleyd(ctx context.Context, cfg *Config) (*parleydProc, error) {
 		"--test-phone-prefix", cfg.PhonePrefix, "--test-code", cfg.TestCode,
 		"--log-level", "info", // the ready line is logged at info
 	}
+	p.args = append(p.args, syncWaitArgs(cfg.SpawnSyncWait)...)
 	if cfg.Scenario == abuseScenario.Name { // as spawnNode's nodeSpec.Abuse
 		n := strconv.Itoa(abuseConnsPerIP)
 		p.args = append(p.args, "--count-log-codes", "--limit-loopback", "--max-conns-per-ip", n, "--max-handshakes-per-ip", n)
@@ -63,6 +64,15 @@ func spawnParleyd(ctx context.Context, cfg *Config) (*parleydProc, error) {
 	}
 	p.args[1], p.args[3] = p.info.Addr, p.info.Admin
 	return p, nil
+}
+
+// syncWaitArgs returns parleyd's flag for Config.SpawnSyncWait w: none
+// for the default (0), "--sync-wait 0s" (never wait) for a negative w.
+func syncWaitArgs(w time.Duration) []string {
+	if w == 0 {
+		return nil
+	}
+	return []string{"--sync-wait", max(w, 0).String()}
 }
 
 // start starts the process and waits for its ready line, which gives its

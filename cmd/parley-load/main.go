@@ -55,6 +55,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.SpawnLoops, "loops", 0, "event loops of the spawned node (0: GOMAXPROCS)")
 	fs.BoolVar(&cfg.Resume, "resume", false, "devices keep TLS session tickets and resume on reconnect (default: a full handshake every time)")
 	fs.BoolVar(&cfg.SpawnNoSync, "nosync", false, "spawned node commits without fsync (benchmarks everything but the disk)")
+	fs.DurationVar(&cfg.SpawnSyncWait, "sync-wait", 0, "spawned node's adaptive group commit wait before an fsync when the last was under 1ms ago (0: the node's default, 50µs; -1ns: never wait)")
 	fs.StringVar(&cfg.Parleyd, "parleyd", "", "spawn this parleyd `binary` instead of a node inside parley-load (chaos needs it)")
 	fs.IntVar(&cfg.Kills, "kills", 0, "chaos: kill (SIGKILL) or restart (SIGTERM) the node this many times during the traffic")
 	fs.Int64Var(&cfg.Seed, "seed", 0, "chaos: seed of the run's choices, faults included (0: random, printed)")
