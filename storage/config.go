@@ -43,6 +43,10 @@ type Forwarder interface {
 	Forward(op Op)
 }
 
+// DefaultSyncWait is Config.SyncWait's default: how long a busy shard's
+// syncer waits for more cycles before an fsync.
+const DefaultSyncWait = 50 * time.Microsecond
+
 // Config configures a Shard. The zero value of each optional field means
 // its default.
 type Config struct {
@@ -130,10 +134,9 @@ type Config struct {
 	// syncs, when the sync before it ended less than SyncBusy ago
 	// (adaptive group commit, shard_sync.go): a busy shard then covers
 	// more cycles with one fsync, and a shard that was quiet syncs at
-	// once, so light load never waits for it. Default 0: never wait (50
-	// µs cut fsyncs by 10-25% at moderate and heavy load in
-	// BenchmarkGroupCommit, docs/benchmarks.md; not the default yet, see
-	// there).
+	// once, so light load never waits for it. Default (zero) 50 µs;
+	// negative: never wait (docs/benchmarks.md, "Adaptive group commit",
+	// has what it saves).
 	SyncWait time.Duration
 	// SyncBusy is how recent the last sync must be for SyncWait to apply.
 	// Default 1 ms.
@@ -234,6 +237,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxPendingLinks == 0 {
 		c.MaxPendingLinks = 10_000
+	}
+	if c.SyncWait == 0 {
+		c.SyncWait = DefaultSyncWait
 	}
 	if c.SyncBusy == 0 {
 		c.SyncBusy = time.Millisecond

@@ -29,12 +29,13 @@ import (
 //     makes every earlier write durable) whenever a cycle waits for it;
 //     cycles committed while one sync runs are covered by the next, so a
 //     busy shard batches its fsyncs without waiting on purpose.
-//   - Adaptive group commit (Config.SyncWait): when the sync before ended
-//     less than Config.SyncBusy ago, the syncer first waits SyncWait, so
-//     the cycles the actor commits meanwhile ride on the same fsync. After
-//     a quiet spell it syncs at once: light load never waits for it. The
-//     wait is measured on the monotonic clock (it times the disk, as the
-//     sync metrics do, and is no part of the shard's logic).
+//   - Adaptive group commit (Config.SyncWait, 50 µs unless set): when
+//     the sync before ended less than Config.SyncBusy ago, the syncer
+//     first waits SyncWait, so the cycles the actor commits meanwhile
+//     ride on the same fsync. After a quiet spell it syncs at once: light
+//     load never waits for it. The wait is measured on the monotonic
+//     clock (it times the disk, as the sync metrics do, and is no part
+//     of the shard's logic).
 //
 // Losing a cycle that made no promise costs nothing a client can see: a
 // cursor moved back delivers entries again, which clients drop by seq
