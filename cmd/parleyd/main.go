@@ -4,9 +4,10 @@
 // shards local, listening on 127.0.0.1:5222.
 //
 // Every flag has an environment variable that sets its default:
-// PARLEY_LISTEN, PARLEY_DATA, PARLEY_SHARDS, PARLEY_CERT, PARLEY_KEY,
-// PARLEY_PLAINTEXT, PARLEY_HEARTBEAT, PARLEY_TEST_PHONE_PREFIX,
-// PARLEY_TEST_CODE, PARLEY_ADMIN, PARLEY_LOG_LEVEL, PARLEY_MEDIA_LISTEN,
+// PARLEY_LISTEN, PARLEY_DATA, PARLEY_SHARDS, PARLEY_SYNC_WAIT,
+// PARLEY_CERT, PARLEY_KEY, PARLEY_PLAINTEXT, PARLEY_HEARTBEAT,
+// PARLEY_TEST_PHONE_PREFIX, PARLEY_TEST_CODE, PARLEY_ADMIN,
+// PARLEY_LOG_LEVEL, PARLEY_MEDIA_LISTEN,
 // PARLEY_MEDIA_URL, PARLEY_MEDIA_EXPIRY, PARLEY_MEDIA_S3_ENDPOINT,
 // PARLEY_MEDIA_S3_BUCKET, PARLEY_MEDIA_S3_PREFIX, PARLEY_MEDIA_S3_REGION,
 // PARLEY_MEDIA_S3_ACCESS_KEY, PARLEY_MEDIA_S3_INSECURE,
@@ -63,6 +64,11 @@
 // transfers, --media-user-transfers, --media-reserved-transfers,
 // --media-min-rate, --media-staging-quota-mib and --media-min-free-mib;
 // 0 turns the last four off.
+//
+// --sync-wait (default 50µs, 0 turns it off) is adaptive group commit: a
+// shard whose last fsync ended under 1 ms ago waits that long for more
+// commits to share the next one; a quiet shard syncs at once
+// (docs/architecture.md, "What waits for an fsync").
 //
 // Storage limits (docs/security.md): --min-free-mib is the free space the
 // node keeps on the data directory's file system (below it nothing new is
@@ -181,9 +187,14 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	syncWaitDefault, err := envDuration("PARLEY_SYNC_WAIT", storage.DefaultSyncWait)
+	if err != nil {
+		return err
+	}
 	listen := fs.String("listen", env("PARLEY_LISTEN", "127.0.0.1:5222"), "client `address` (host:port)")
 	data := fs.String("data", env("PARLEY_DATA", "parley-data"), "data `directory`")
 	shards := fs.Int("shards", shardsDefault, "number of shards; fixed when the data directory is created (0: as created, or one per CPU for a new directory)")
+	syncWaitFlag := fs.Duration("sync-wait", syncWaitDefault, "adaptive group commit: how long a shard whose last fsync ended under 1ms ago waits for more commits before the next (0: never wait)")
 	cert := fs.String("cert", env("PARLEY_CERT", ""), "TLS certificate `file` (PEM); default: self-signed in the data directory")
 	key := fs.String("key", env("PARLEY_KEY", ""), "TLS key `file` (PEM)")
 	ticketKey := fs.String("tls-ticket-key", env("PARLEY_TLS_TICKET_KEY", ""), "`file` holding the 32-byte secret of the TLS session ticket keys, so clients resume across restarts (share it between the nodes behind one name); default: created in the data directory; \"none\": random per start")
@@ -270,6 +281,10 @@ func run(args []string) error {
 	if *shards < 0 {
 		return fmt.Errorf("--shards %d: want 0 (the default) or more", *shards)
 	}
+	syncWait, err := storageSyncWait(*syncWaitFlag)
+	if err != nil {
+		return err
+	}
 	for _, f := range []struct {
 		name string
 		v    int
@@ -343,6 +358,7 @@ func run(args []string) error {
 		Storage: storage.Config{
 			TestPrefix: *testPrefix, TestCode: *testCode,
 			InboxEntries: *inboxEntries, InboxBytes: int64(*inboxMiB) << 20,
+			SyncWait: syncWait,
 		},
 		MinFreeBytes: uint64(*minFree) << 20,
 		OnStorageFatal: func(msg string) {
@@ -471,6 +487,18 @@ func envInt(name string, def int) (int, error) {
 		return 0, fmt.Errorf("%s=%q is not a number", name, v)
 	}
 	return n, nil
+}
+
+// storageSyncWait turns --sync-wait into storage.Config.SyncWait, where
+// zero means the default and a negative wait never waits.
+func storageSyncWait(d time.Duration) (time.Duration, error) {
+	switch {
+	case d < 0:
+		return 0, fmt.Errorf("--sync-wait %v: want 0 (never wait) or more", d)
+	case d == 0:
+		return -1, nil
+	}
+	return d, nil
 }
 
 func envDuration(name string, def time.Duration) (time.Duration, error) {

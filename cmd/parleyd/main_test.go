@@ -431,6 +431,8 @@ func TestBadArguments(t *testing.T) {
 		{nil, "PARLEY_HEARTBEAT=5", `PARLEY_HEARTBEAT="5" is not a duration (like 60s)`},
 		{[]string{"--log-level", "loud"}, "", `bad --log-level "loud"`},
 		{[]string{"--shards", "-1"}, "", "--shards -1: want 0 (the default) or more"},
+		{[]string{"--sync-wait", "-50us"}, "", "--sync-wait -50µs: want 0 (never wait) or more"},
+		{nil, "PARLEY_SYNC_WAIT=soon", `PARLEY_SYNC_WAIT="soon" is not a duration (like 60s)`},
 		{[]string{"--test-code", "1"}, "", "--test-phone-prefix and --test-code go together"},
 		{[]string{"--shards", "2000", "--data", "DIR"}, "", "node: 2000 shards, want 1 to 1024"},
 		{[]string{"--media-user-transfers", "0"}, "", "--media-user-transfers 0: want 1 or more"},
