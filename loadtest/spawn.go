@@ -47,6 +47,7 @@ type nodeInfo struct {
 // loopback with an admin endpoint, answers with a nodeInfo line on out,
 // and runs until in closes.
 func runNode(in io.Reader, out io.Writer, logw io.Writer) error {
+	node.ApplyGCDefault(os.Getenv) // as parleyd runs: the node's memory is what the idle scenario measures
 	r := bufio.NewReader(in)
 	line, err := r.ReadBytes('\n')
 	if err != nil {

@@ -144,6 +144,7 @@ import (
 
 func main() {
 	syscall.Umask(0o077)
+	node.ApplyGCDefault(os.Getenv)
 	var err error
 	if len(os.Args) > 1 && os.Args[1] == "cluster-cert" {
 		err = runClusterCert(os.Args[2:], os.Stdout, time.Now())
