@@ -142,8 +142,10 @@ const chatHelp = `Commands:
   /save SEQ PATH    save the file of message SEQ (the number shown with it)
   /approve CODE     link the new device showing CODE to this account
   /help             this list
-  /quit             leave the chat (or Ctrl-D on an empty line)
-A line starting with // is sent as a message, with one / less.`
+  /quit             leave the chat (or Ctrl-D on an empty line)`
+
+// chatHelpEnd closes what /help shows, after the conversation controls.
+const chatHelpEnd = `A line starting with // is sent as a message, with one / less.`
 
 // chatCommands runs the commands typed in a chat: the profile is the
 // chat's while it runs, so what another parley command would do is done
@@ -170,7 +172,7 @@ func (ch *chatCommands) run(cmd string) (quit bool) {
 	case "/quit":
 		return true
 	case "/help":
-		con.statusf("%s\n%s", chatHelp, controlHelp)
+		con.statusf("%s\n%s\n%s", chatHelp, controlHelp, chatHelpEnd)
 	case "/save":
 		seqText, path, _ := strings.Cut(rest, " ")
 		seq, err := strconv.ParseUint(seqText, 10, 64)
@@ -401,6 +403,9 @@ func (u *chatUI) handle(k *conn, ev client.Event) {
 		if ev.From == me && ev.FromDevice == k.c.Device() {
 			return // this device's own message: shown when it was sent ([S-8-17])
 		}
+		if k.gone(ev.Expires) {
+			return // it disappeared before it arrived: never shown, answered or marked read ([S-18-10])
+		}
 		if here.holds(ev, me) && u.typing.stopped(ev.From) {
 			u.typingNews(ev.From, false, false) // the message ends the spell
 		}
@@ -497,7 +502,7 @@ func (u *chatUI) got(ev client.Message) {
 	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	u.received = append(u.received, lastIn{id: ev.ID, from: ev.From, typ: ev.Type, body: ev.Body, forwards: ev.Forwarded})
+	u.received = append(u.received, lastIn{id: ev.ID, from: ev.From, typ: ev.Type, body: ev.Body, forwards: ev.Forwarded, expires: ev.Expires})
 	if len(u.received) > protocol.MaxReportMessages {
 		u.received = u.received[1:]
 	}
@@ -514,13 +519,14 @@ func (u *chatUI) lastMessages() (in lastIn, out uint64) {
 	return in, u.lastSent
 }
 
-// reportable returns the last messages got here from user.
+// reportable returns the last messages got here from user that have not
+// disappeared since.
 func (u *chatUI) reportable(user uint64) []lastIn {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	var out []lastIn
 	for _, m := range u.received {
-		if m.from == user {
+		if m.from == user && !u.k.gone(m.expires) { // what disappeared is not revealed ([S-18-10])
 			out = append(out, m)
 		}
 	}

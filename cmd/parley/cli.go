@@ -35,6 +35,9 @@ type env struct {
 	// dial, if not nil, opens the client's connections instead of a
 	// net.Dialer (client.Config.Dial): tests take the server away with it.
 	dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// now, if not nil, is the terminal's clock instead of time.Now: tests
+	// move it to see a message arrive after it disappeared.
+	now func() time.Time
 }
 
 func osEnv() env {

@@ -33,7 +33,11 @@ type console struct {
 }
 
 func newConsole(e env, plain bool) *console {
-	return &console{out: e.stdout, err: e.stderr, plain: plain, now: time.Now}
+	now := e.now
+	if now == nil {
+		now = time.Now
+	}
+	return &console{out: e.stdout, err: e.stderr, plain: plain, now: now}
 }
 
 // printf writes one line to standard output.

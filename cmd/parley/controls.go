@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -29,6 +30,7 @@ type remembered struct {
 	from      uint64
 	text      string
 	edited    bool
+	expires   time.Time         // when a disappearing message goes; zero: never
 	reactions map[uint64]string // user → emoji
 }
 
@@ -136,6 +138,12 @@ func (k *conn) controlLine(ev client.Message, from string) (line string, ok bool
 	return "", false
 }
 
+// gone reports whether a disappearing message that expires at expires
+// has: a client must not show it, even when it arrives late ([S-18-10]).
+func (k *conn) gone(expires time.Time) bool {
+	return !expires.IsZero() && !k.con.now().Before(expires)
+}
+
 // decorate adds to the text of message ev what the controls say of it:
 // forwarded, when it disappears; and remembers it for quotes, edits and
 // reactions.
@@ -144,6 +152,7 @@ func (k *conn) decorate(ev client.Message, text string) string {
 		if !r.edited {
 			r.text = text
 		}
+		r.expires = ev.Expires
 	})
 	switch {
 	case ev.Forwarded >= 5:
@@ -168,8 +177,11 @@ func (k *conn) quote(ev client.Message) string {
 
 // quoted names a remembered message: who wrote what.
 func (k *conn) quoted(r *remembered) string {
-	if r == nil || r.text == "" {
+	switch {
+	case r == nil || r.text == "":
 		return "a message not shown here"
+	case k.gone(r.expires):
+		return "a message that disappeared"
 	}
 	who := "someone"
 	if r.from != 0 {
@@ -206,7 +218,7 @@ func (k *conn) controlEvent(ev client.Event) (line string, ok bool) {
 			return "", false
 		}
 		what := "a message"
-		if r := k.hist.get(ev.ID); r != nil && r.from == ev.From {
+		if r := k.hist.get(ev.ID); r != nil && r.from == ev.From && !k.gone(r.expires) {
 			what = fmt.Sprintf("%q", preview(r.text))
 		}
 		return fmt.Sprintf("[%s] %s deleted %s%s", now, k.person(ev.From), what, k.where(ev.Group, ev.To)), true
@@ -217,10 +229,13 @@ func (k *conn) controlEvent(ev client.Event) (line string, ok bool) {
 		return fmt.Sprintf("[%s] You unblocked %s", now, k.names.of(ev.User)), true
 	case client.TimerChanged:
 		where := k.where(ev.Group, ev.Peer)
+		if ev.Group == 0 && ev.Peer == ev.From && ev.From != k.c.User() {
+			where = " with you" // the setter's conversation with this user
+		}
 		if ev.TTL == 0 {
 			return fmt.Sprintf("[%s] %s turned off disappearing messages%s", k.con.when(ev.Time), k.person(ev.From), where), true
 		}
-		return fmt.Sprintf("[%s] %s set messages to disappear after %v%s", k.con.when(ev.Time), k.person(ev.From), ev.TTL, where), true
+		return fmt.Sprintf("[%s] %s set messages%s to disappear after %s", k.con.when(ev.Time), k.person(ev.From), where, timerText(ev.TTL)), true
 	}
 	return "", false
 }
@@ -254,6 +269,7 @@ type lastIn struct {
 	typ      pb.ContentType
 	body     []byte
 	forwards uint32
+	expires  time.Time // zero: never
 }
 
 // runControl runs a chat command of the conversation controls and
@@ -300,6 +316,12 @@ func (ch *chatCommands) runControl(name, rest string) bool {
 				}
 				if err != nil {
 					con.statusf("could not delete it: %s", describe(err))
+				} else {
+					what := "your last message here"
+					if r := k.hist.get(out); r != nil && r.text != "" {
+						what = fmt.Sprintf("%q", preview(r.text))
+					}
+					con.statusf("deleted %s for everyone", what)
 				}
 			})
 			return true
@@ -312,7 +334,7 @@ func (ch *chatCommands) runControl(name, rest string) bool {
 	case "/timer":
 		ttl, err := parseTimer(rest)
 		if err != nil {
-			con.statusf("usage: /timer DURATION (like 1h or 24h, at most %v) or /timer off", protocol.MaxTimer*time.Second)
+			con.statusf("usage: /timer DURATION (like 1h or 24h, at most %s) or /timer off", timerText(protocol.MaxTimer*time.Second))
 			return true
 		}
 		ch.background(func(ctx context.Context) {
@@ -321,8 +343,13 @@ func (ch *chatCommands) runControl(name, rest string) bool {
 			} else {
 				err = k.c.SetTimer(ctx, t.user, ttl)
 			}
-			if err != nil {
+			switch {
+			case err != nil:
 				con.statusf("could not set the timer: %s", describe(err))
+			case ttl == 0:
+				con.statusf("disappearing messages are off here; messages sent before keep their timer")
+			default:
+				con.statusf("new messages here disappear %s after they are sent", timerText(ttl))
 			}
 		})
 		return true
@@ -383,6 +410,25 @@ func (ch *chatCommands) forwardTarget(arg string) (target, error) {
 		return ch.k.target("", g)
 	}
 	return ch.k.target(arg, "")
+}
+
+// timerText renders a disappearing-message timer: "1h", "90m", "7 days".
+func timerText(d time.Duration) string {
+	const day = 24 * time.Hour
+	switch {
+	case d == day:
+		return "1 day"
+	case d > day && d%day == 0:
+		return strconv.FormatInt(int64(d/day), 10) + " days"
+	}
+	s := d.String() // "1h0m0s", "1h30m0s", "10m0s", "45s"
+	if strings.HasSuffix(s, "m0s") {
+		s = s[:len(s)-2]
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = s[:len(s)-2]
+	}
+	return s
 }
 
 // parseTimer reads /timer's argument: a duration, or "off".

@@ -4,9 +4,18 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/parley-im/parley/internal/nodetest"
 )
+
+// say types line and Enter into c.
+func (c *command) say(t *testing.T, line string) {
+	t.Helper()
+	if _, err := io.WriteString(c.in, line+"\n"); err != nil {
+		t.Fatal(err)
+	}
+}
 
 // TestEndToEndControls: two terminals chat and use the conversation
 // controls (spec.md section 18): a reaction shows under the message it
@@ -29,12 +38,7 @@ func TestEndToEndControls(t *testing.T) {
 	cb := bob.start("chat", "--plain", "--to", "+447700900401")
 	ca.err.waitFor(t, "Chatting with +15551230402")
 	cb.err.waitFor(t, "Chatting with +447700900401")
-	say := func(c *command, line string) {
-		t.Helper()
-		if _, err := io.WriteString(c.in, line+"\n"); err != nil {
-			t.Fatal(err)
-		}
-	}
+	say := func(c *command, line string) { t.Helper(); c.say(t, line) }
 
 	say(ca, "lunch at noon?")
 	cb.out.waitFor(t, "+447700900401: lunch at noon?")
@@ -53,9 +57,11 @@ func TestEndToEndControls(t *testing.T) {
 	ca.out.waitForLine(t, "sent", ": oops, wrong chat") // /delete names the last message SENT answered
 	say(ca, "/delete")
 	cb.out.waitForLine(t, "+447700900401 deleted \"oops, wrong chat\"")
+	ca.err.waitFor(t, "deleted \"oops, wrong chat\" for everyone") // alice has one device: no REVOKED of her own
 
 	say(cb, "/timer 1h")
-	ca.out.waitForLine(t, "+15551230402 set messages to disappear after 1h0m0s with +15551230402")
+	cb.err.waitFor(t, "new messages here disappear 1h after they are sent")
+	ca.out.waitForLine(t, "+15551230402 set messages with you to disappear after 1h")
 	say(ca, "see you")
 	cb.out.waitForLine(t, "+447700900401: see you (disappears ")
 
@@ -85,5 +91,59 @@ func TestEndToEndControls(t *testing.T) {
 	}
 	if rs := n.Reports().Recent(); len(rs) != 1 || rs[0].Reason != "spam" || len(rs[0].Messages) == 0 {
 		t.Errorf("the operator got %+v", rs)
+	}
+}
+
+// TestEndToEndExpiredNotShown: a disappearing message that reaches a
+// terminal after it expired is never shown ([S-18-10]), in a chat or a
+// listen. Bob's and carol's terminals run two hours ahead of the server,
+// so the group message alice sends with a one-hour timer has expired when
+// it arrives; the timer changes and the message sent after the timer is
+// off show. The chat does not count it among the messages it got: a
+// /report never reveals it.
+func TestEndToEndExpiredNotShown(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a node")
+	}
+	n := nodetest.Start(t, nil)
+	const a, b, c = "+447700900411", "+15551230412", "+15551230413"
+	alice := register(t, n, a)
+	bob := register(t, n, b)
+	carol := register(t, n, c)
+	say := func(c *command, line string) { t.Helper(); c.say(t, line) }
+
+	g := groupID(t, alice.ok("group", "create", "ephemeral", b, c))
+	ca := alice.start("chat", "--plain", "--group", g)
+	ca.err.waitFor(t, "up to date")
+	say(ca, "/timer 1h")
+	ca.err.waitFor(t, "new messages here disappear 1h after they are sent")
+	say(ca, "burn after reading")
+	ca.out.waitForLine(t, "sent", ": burn after reading")
+	say(ca, "/timer off")
+	ca.err.waitFor(t, "disappearing messages are off here")
+	say(ca, "this one stays")
+	ca.out.waitForLine(t, "sent", ": this one stays")
+	say(ca, "/quit")
+	ca.exit(t)
+
+	later := func() time.Time { return time.Now().Add(2 * time.Hour) }
+	bob.now, carol.now = later, later
+	cb := bob.start("chat", "--plain", "--group", g)
+	lc := carol.start("listen", "--plain")
+	for _, c := range []*command{cb, lc} {
+		c.out.waitFor(t, ": this one stays") // in order: the expired one came before
+	}
+	say(cb, "/report") // what bob's chat got from alice: only what it showed
+	cb.err.waitForLine(t, "reported ", " to the server's operator, with 1 message(s)")
+	say(cb, "/quit")
+	cb.exit(t)
+	lc.cancel()
+	lc.exit(t)
+	for _, c := range []*command{cb, lc} {
+		out := c.out.String()
+		if strings.Contains(out, "burn after reading") || !strings.Contains(out, "set messages in #ephemeral to disappear after 1h") ||
+			!strings.Contains(out, "turned off disappearing messages in #ephemeral") {
+			t.Errorf("want the timer changes and not the expired message:\n%s", out)
+		}
 	}
 }

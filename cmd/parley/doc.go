@@ -47,7 +47,8 @@
 // conversation controls (spec.md section 18); chat and listen show a
 // reply under a quote of its message, an edit with an "edited" mark, the
 // reactions a message has under it, forwards, deletions, and when a
-// disappearing message goes.
+// disappearing message goes; one that has gone by the time it arrives is
+// never shown (spec.md [S-18-10]).
 //
 // In chat, parley shows when the other person is online or was last seen,
 // and when they are typing; it tells them when you are. On a Linux

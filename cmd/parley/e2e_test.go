@@ -107,6 +107,7 @@ type terminal struct {
 	dir     string
 	environ map[string]string
 	dial    func(ctx context.Context, network, addr string) (net.Conn, error) // nil: a net.Dialer
+	now     func() time.Time                                                  // nil: time.Now
 }
 
 // command is one running parley command.
@@ -128,6 +129,7 @@ func (tm *terminal) start(args ...string) *command {
 		configDir: func() (string, error) { return tm.dir, nil },
 		hostname:  func() (string, error) { return "e2e", nil },
 		dial:      tm.dial,
+		now:       tm.now,
 	}
 	go func() {
 		c.done <- run(ctx, args, e)

@@ -60,8 +60,11 @@ func (k *conn) people(users []uint64) string {
 // body. Shown in a chat (here), a message of another conversation says
 // so, so it is never taken for one of the chat's. A file is remembered
 // for save-file, whose use is hinted by saveHint (its %d is the
-// message's seq).
+// message's seq). A disappearing message that has expired renders as "".
 func (k *conn) message(ev client.Message, here conversation, saveHint string) string {
+	if k.gone(ev.Expires) {
+		return "" // it disappeared before it arrived ([S-18-10])
+	}
 	from := k.person(ev.From)
 	if ev.To != 0 { // a copy of a message sent from another device
 		from += " → " + k.names.of(ev.To)
