@@ -301,13 +301,16 @@ func TestE2EDisappearing(t *testing.T) {
 // TestE2EReactionsRepliesEdits sends a reaction, its withdrawal, a reply,
 // an edit and a forward through a real node, 1:1 and in a group
 // ([S-18-11]): each arrives as a message with its type, ref and forwarded
-// count, and the sender's other device gets its copy with them.
+// count, and the sender's other device gets its copy with them. Bob's
+// laptop, offline while alice edits her message and reacts to his reply,
+// gets both with their type and ref after a restart.
 func TestE2EReactionsRepliesEdits(t *testing.T) {
 	n := startE2ENode(t)
 	ctx := context.Background()
 	alice := n.start(t, n.register(t, n.PhoneOn(0)))
 	bob := n.start(t, n.register(t, n.PhoneOn(1)))
-	laptop := n.start(t, n.link(t, bob, "laptop"))
+	laptopCreds := n.link(t, bob, "laptop")
+	laptop := n.start(t, laptopCreds)
 
 	orig, err := alice.Send(ctx, bob.User(), []byte("Lunch at noon?"), pb.ContentType_CONTENT_TEXT)
 	if err != nil {
@@ -319,10 +322,14 @@ func TestE2EReactionsRepliesEdits(t *testing.T) {
 		{To: alice.User(), Body: []byte("Make it one"), Ref: orig.ID},
 		{To: alice.User(), Body: []byte("Road closed at the bridge"), Forwarded: 3},
 	}
+	var reply uint64
 	for _, d := range drafts {
 		sent, err := bob.SendDraft(ctx, d)
 		if err != nil {
 			t.Fatalf("%+v: %v", d, err)
+		}
+		if d.Ref != 0 && d.Type == pb.ContentType_CONTENT_TEXT {
+			reply = sent.ID
 		}
 		for _, c := range []*testClient{alice, laptop} {
 			m := next(t, c, func(m Message) bool { return m.From == bob.User() })
@@ -331,12 +338,19 @@ func TestE2EReactionsRepliesEdits(t *testing.T) {
 			}
 		}
 	}
+	laptop.Close() // offline until the restart
 	edit := Draft{To: bob.User(), Body: []byte("Lunch at one?"), Type: pb.ContentType_CONTENT_EDIT, Ref: orig.ID}
-	if _, err := alice.SendDraft(ctx, edit); err != nil {
-		t.Fatal(err)
-	}
-	if m := next(t, bob, func(m Message) bool { return m.From == alice.User() && m.ID != orig.ID }); m.Type != pb.ContentType_CONTENT_EDIT || m.Ref != orig.ID {
-		t.Fatalf("bob got %+v, want the edit", m)
+	react := Draft{To: bob.User(), Body: []byte("❤"), Type: pb.ContentType_CONTENT_REACTION, Ref: reply}
+	var toLaptop []Draft
+	for _, d := range []Draft{edit, react} {
+		sent, err := alice.SendDraft(ctx, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m := next(t, bob, func(m Message) bool { return m.From == alice.User() && m.ID != orig.ID }); m.ID != sent.ID || m.Type != d.Type || m.Ref != d.Ref {
+			t.Fatalf("bob got %+v, want %+v", m, d)
+		}
+		toLaptop = append(toLaptop, d)
 	}
 
 	g, err := alice.CreateGroup(ctx, "lunch", nil, []uint64{bob.User()})
@@ -352,6 +366,14 @@ func TestE2EReactionsRepliesEdits(t *testing.T) {
 	}
 	if m := next(t, alice, func(m Message) bool { return m.Group == g.ID && m.From == bob.User() }); m.Type != pb.ContentType_CONTENT_REACTION || m.Ref != gm.ID {
 		t.Fatalf("alice got %+v, want bob's reaction", m)
+	}
+
+	n.Restart(t)
+	laptop = startClientAs(t, n.cfg, laptopCreds, nil)
+	for _, d := range toLaptop {
+		if m := next(t, laptop, func(m Message) bool { return m.From == alice.User() && m.ID != orig.ID }); m.Type != d.Type || m.Ref != d.Ref || string(m.Body) != string(d.Body) {
+			t.Fatalf("bob's laptop got %+v after the restart, want %+v", m, d)
+		}
 	}
 
 	for _, bad := range []Draft{
