@@ -1013,7 +1013,8 @@ func TestSpecProtoComments(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// The comment above the message and its body, up to the next message.
+		// The comment above the message and its body, up to the comment
+		// of the next message (which cites its own rules).
 		lines := strings.Split(string(b), "\n")
 		start := slices.IndexFunc(lines, func(l string) bool { return strings.HasPrefix(l, "message "+c.message+" {") })
 		if start < 0 {
@@ -1027,6 +1028,9 @@ func TestSpecProtoComments(t *testing.T) {
 		end := start + 1
 		for end < len(lines) && !strings.HasPrefix(lines[end], "message ") {
 			end++
+		}
+		for end > start+1 && strings.HasPrefix(lines[end-1], "//") {
+			end--
 		}
 		text := strings.Join(lines[from:end], "\n")
 		for _, id := range c.rules {
