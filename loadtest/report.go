@@ -104,6 +104,9 @@ type Result struct {
 	// Abuse is what an abuse run's attack did and met; nil for other
 	// runs.
 	Abuse *AbuseResult `json:"abuse,omitempty"`
+	// Storm is what a storm run's storm step measured; nil for other
+	// runs.
+	Storm *StormResult `json:"storm,omitempty"`
 
 	Steps    []StepTime `json:"steps"`
 	Counters Counters   `json:"counters"`
@@ -262,6 +265,9 @@ func (r *Result) WriteText(w io.Writer) {
 	}
 	if r.Connect.Count > 0 {
 		fmt.Fprintf(w, "connect (TCP+TLS+login+synced): %s\n", r.Connect)
+	}
+	if r.Storm != nil {
+		r.Storm.writeText(w)
 	}
 	if r.BytesPerMsgUp > 0 {
 		fmt.Fprintf(w, "bytes per message (%d-byte body), all frames: up %.1f on the wire / %.1f in frames; down %.1f / %.1f\n",
