@@ -81,6 +81,14 @@ func DialConfig(t testing.TB, addr string, cfg *tls.Config) *Client {
 	return c
 }
 
+// DialConfigFrom is DialConfig from the source address src (see
+// DialFrom): a device that moved to another network.
+func DialConfigFrom(t testing.TB, src, addr string, cfg *tls.Config) *Client {
+	t.Helper()
+	c, _ := dial(t, src, addr, cfg)
+	return c
+}
+
 // Counter counts the bytes a connection moved on the wire (TLS records
 // whole, handshake included). Read it from the Client's goroutine, between
 // reads and writes.
