@@ -174,6 +174,15 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
+// registerPair registers alice on shard 0 and bob on shard 1 of d, whose
+// certificate has fingerprint fp, on a connection it then closes.
+func registerPair(t *testing.T, d *daemon, fp string) (alice, bob wiretest.User) {
+	t.Helper()
+	reg := wiretest.Dial(t, d.addr, fp)
+	defer reg.Conn.Close()
+	return reg.Register(phoneOn(t, 0, 0), d.code), reg.Register(phoneOn(t, 1, 0), d.code)
+}
+
 // phoneOn returns a test phone number (prefix +1555000, which verifies
 // with the test code) served by shard of a two-shard parleyd.
 func phoneOn(t *testing.T, shard int, skip int) string {
@@ -209,10 +218,7 @@ func TestKill9LosesNoAcknowledgedMessage(t *testing.T) {
 	dir, addr := t.TempDir(), freeAddr(t)
 	d := startDaemon(t, dir, addr)
 	fp := d.fingerprint(t)
-	reg := wiretest.Dial(t, addr, fp)
-	alice := reg.Register(phoneOn(t, 0, 0), d.code)
-	bob := reg.Register(phoneOn(t, 1, 0), d.code)
-	reg.Conn.Close()
+	alice, bob := registerPair(t, d, fp)
 	if alice.ID&4095 >= 2048 || bob.ID&4095 < 2048 {
 		t.Fatalf("alice %d and bob %d are not on shards 0 and 1", alice.ID, bob.ID)
 	}

@@ -76,10 +76,7 @@ func TestNewNetworkResumes(t *testing.T) {
 	dir, addr := t.TempDir(), freeAddr(t)
 	d := startDaemon(t, dir, addr)
 	fp := d.fingerprint(t)
-	reg := wiretest.Dial(t, addr, fp)
-	alice := reg.Register(phoneOn(t, 0, 0), d.code)
-	bob := reg.Register(phoneOn(t, 1, 0), d.code)
-	reg.Conn.Close()
+	alice, bob := registerPair(t, d, fp)
 
 	phone := wiretest.TLSConfig(fp) // bob's phone: one session cache across networks
 	phone.ClientSessionCache = tls.NewLRUClientSessionCache(1)
