@@ -207,6 +207,10 @@ func (d *device) connect(ctx context.Context) (time.Duration, error) {
 	case <-s.done:
 		return 0, errors.New("connection lost before Synced")
 	case <-ctx.Done():
+		// End the session, which is live: a retry's session would
+		// otherwise find d.live closed already.
+		s.close(true)
+		<-s.done
 		return 0, ctx.Err()
 	}
 	took := time.Since(start)
