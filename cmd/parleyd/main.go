@@ -6,6 +6,7 @@
 // Every flag has an environment variable that sets its default:
 // PARLEY_LISTEN, PARLEY_DATA, PARLEY_SHARDS, PARLEY_SYNC_WAIT,
 // PARLEY_CERT, PARLEY_KEY, PARLEY_PLAINTEXT, PARLEY_HEARTBEAT,
+// PARLEY_HEARTBEAT_MIN, PARLEY_HEARTBEAT_MAX, PARLEY_TLS_TICKET_KEY,
 // PARLEY_TEST_PHONE_PREFIX, PARLEY_TEST_CODE, PARLEY_ADMIN,
 // PARLEY_LOG_LEVEL, PARLEY_MEDIA_LISTEN,
 // PARLEY_MEDIA_URL, PARLEY_MEDIA_EXPIRY, PARLEY_MEDIA_S3_ENDPOINT,
@@ -184,6 +185,14 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	heartbeatMinDefault, err := envDuration("PARLEY_HEARTBEAT_MIN", 0)
+	if err != nil {
+		return err
+	}
+	heartbeatMaxDefault, err := envDuration("PARLEY_HEARTBEAT_MAX", 0)
+	if err != nil {
+		return err
+	}
 	mediaExpiryDefault, err := envDuration("PARLEY_MEDIA_EXPIRY", 30*24*time.Hour)
 	if err != nil {
 		return err
@@ -201,8 +210,8 @@ func run(args []string) error {
 	ticketKey := fs.String("tls-ticket-key", env("PARLEY_TLS_TICKET_KEY", ""), "`file` holding the 32-byte secret of the TLS session ticket keys, so clients resume across restarts (share it between the nodes behind one name); default: created in the data directory; \"none\": random per start")
 	plaintext := fs.Bool("plaintext", env("PARLEY_PLAINTEXT", "") == "1", "serve without TLS (only behind a TLS-terminating proxy)")
 	heartbeat := fs.Duration("heartbeat", heartbeatDefault, "client heartbeat interval for clients that ask for none")
-	heartbeatMin := fs.Duration("heartbeat-min", 0, "shortest heartbeat a client may ask for in LOGIN (0: 10s, or --heartbeat if shorter)")
-	heartbeatMax := fs.Duration("heartbeat-max", 0, "longest heartbeat a client may ask for in LOGIN (0: 30m, or --heartbeat if longer)")
+	heartbeatMin := fs.Duration("heartbeat-min", heartbeatMinDefault, "shortest heartbeat a client may ask for in LOGIN (0: 10s, or --heartbeat if shorter)")
+	heartbeatMax := fs.Duration("heartbeat-max", heartbeatMaxDefault, "longest heartbeat a client may ask for in LOGIN (0: 30m, or --heartbeat if longer)")
 	testPrefix := fs.String("test-phone-prefix", env("PARLEY_TEST_PHONE_PREFIX", ""), "phone numbers starting with this `prefix` get no SMS and verify with --test-code (load tests, staging)")
 	testCode := fs.String("test-code", env("PARLEY_TEST_CODE", ""), "verification `code` for the test numbers")
 	adminAddr := fs.String("admin", env("PARLEY_ADMIN", "127.0.0.1:9222"), "admin `address`: /metrics, /healthz, /readyz, /debug/pprof/ and parleyctl (\"\" turns it off; no authentication: keep it on loopback)")
