@@ -231,3 +231,47 @@ func TestPushSurvivesRestart(t *testing.T) {
 		t.Fatalf("%d pushes after a second restart, want 1", n)
 	}
 }
+
+// TestPushOnlyToOfflineDevices: of one user's two devices, both with a
+// token, only the one without a live connection is pushed; the one online
+// is owed nothing ([S-19-4]).
+func TestPushOnlyToOfflineDevices(t *testing.T) {
+	r := startPushRig(t)
+	alice, bob := r.RegisterOn(t, 0), r.RegisterOn(t, 1)
+	phone, tablet := strings.Repeat("a1", 32), strings.Repeat("b2", 32)
+
+	b, _ := r.Login(t, bob, 0)
+	b.Expect(protocol.KindSynced)
+	a, _ := r.Login(t, alice, 0)
+	a.Expect(protocol.KindSynced)
+	registerPush(t, a, pb.PushProvider_PUSH_APNS, phone, false)
+	companion := r.Link(t, a, "tablet")
+	c, _ := r.Login(t, companion, 0)
+	c.Expect(protocol.KindSynced)
+	registerPush(t, c, pb.PushProvider_PUSH_APNS, tablet, false)
+
+	// Both go offline (bob sees alice offline: her shard ended both
+	// sessions), then the phone comes back (bob sees her online).
+	b.Send(protocol.KindPresenceSubscribe, &pb.PresenceSubscribe{Rid: b.NextRID(), Users: []uint64{alice.ID}})
+	a.Conn.Close()
+	c.Conn.Close()
+	b.ExpectOffline(alice.ID, true)
+	r.Login(t, alice, 0)
+	for online := false; !online; {
+		var p pb.Presence
+		b.ExpectProto(protocol.KindPresence, &p)
+		online = p.User == alice.ID && p.Online
+	}
+
+	b.SendText(alice.ID, 1, "one")
+	r.fake.WaitFor(t, nodetest.Timeout, "the tablet's push", func(s *pushtest.Server) bool { return len(s.PushesTo(tablet)) == 1 })
+	if op := r.report(t); op.Push.Outcome != storage.PushSent || op.Device != companion.Device {
+		t.Fatalf("report %+v for device %d, want sent to the tablet (%d)", op.Push, op.Device, companion.Device)
+	}
+	barrier(t, b, alice.ID)
+	r.clock.Advance(pushInterval)
+	barrier(t, b, alice.ID)
+	if n, pending := r.fake.Attempts(phone), r.Push().Stats().Pending; n != 0 || pending != 0 {
+		t.Fatalf("%d pushes to the phone online, %d pending; want none", n, pending)
+	}
+}
