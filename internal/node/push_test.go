@@ -225,7 +225,10 @@ func TestPushSurvivesRestart(t *testing.T) {
 	b.Conn.Close()
 	r.Restart(t)
 	b, _ = r.Login(t, bob, 0)
-	barrier(t, b, alice.ID)
+	barrier(t, b, alice.ID) // after the shard's replay at start
+	if pending := r.Push().Stats().Pending; pending != 0 {
+		t.Fatalf("%d pushes handed to the dispatcher again after a second restart, want none", pending)
+	}
 	r.clock.Advance(pushInterval)
 	if n := len(r.fake.PushesTo(hook)); n != 1 {
 		t.Fatalf("%d pushes after a second restart, want 1", n)
