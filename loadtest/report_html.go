@@ -23,6 +23,9 @@ var Glossary = []struct{ Term, Meaning string }{
 	{"uncorrected", "the same latency from the moment the message was written. Far below the corrected figure, it says the senders fell behind their schedule."},
 	{"p50 … max (n=…)", "percentiles: half the messages took at most p50, 99% at most p99; n is how many were measured."},
 	{"connect", "TCP, TLS and login until the server said the backlog was delivered (Synced)."},
+	{"storm", "the storm step alone: every device cut and reconnected, from the cut to the last one synced again; its client TLS handshakes, how many resumed a session " +
+		"(--resume) and the bytes of each; the server's CPU over the step per reconnect, failed attempts included, its cores busy during and before the storm, " +
+		"and the handshakes it completed and failed (timed out) meanwhile."},
 	{"bytes per message", "all bytes a connection wrote (up) or read (down), acks, receipts and pings included, per delivered message: on the wire with TLS, and in frames before it."},
 	{"server memory per connection", "growth of the server's RSS and Go heap over its settled state before the connections, divided by their number."},
 	{"µs CPU per delivered message", "the server's (or the load generator's) CPU time in the measured window, per message delivered in it."},
