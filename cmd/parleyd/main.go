@@ -241,6 +241,10 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	keysF, err := addKeyFlags(fs)
+	if err != nil {
+		return err
+	}
 	var minFree, inboxEntries, inboxMiB, reportsPerHour *int
 	var maxConns, maxConnsPerIP, maxHandshakesPerIP, fdReserve *int
 	for _, d := range []struct {
@@ -330,6 +334,14 @@ func run(args []string) error {
 	if err := rates.apply(&serverConfig); err != nil {
 		return err
 	}
+	storageConfig := storage.Config{
+		TestPrefix: *testPrefix, TestCode: *testCode,
+		InboxEntries: *inboxEntries, InboxBytes: int64(*inboxMiB) << 20,
+		SyncWait: syncWait,
+	}
+	if err := keysF.apply(&serverConfig, &storageConfig); err != nil {
+		return err
+	}
 	pushConfig, err := pushF.config(os.Getenv, os.ReadFile)
 	if err != nil {
 		return err
@@ -365,12 +377,8 @@ func run(args []string) error {
 		Logger:        logger,
 		Server:        serverConfig,
 		CountLogCodes: *rates.countLogCodes,
-		Storage: storage.Config{
-			TestPrefix: *testPrefix, TestCode: *testCode,
-			InboxEntries: *inboxEntries, InboxBytes: int64(*inboxMiB) << 20,
-			SyncWait: syncWait,
-		},
-		MinFreeBytes: uint64(*minFree) << 20,
+		Storage:       storageConfig,
+		MinFreeBytes:  uint64(*minFree) << 20,
 		OnStorageFatal: func(msg string) {
 			// Pebble cannot go on; the shards recover from their logs when
 			// a supervisor starts parleyd again.
