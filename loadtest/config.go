@@ -79,8 +79,9 @@ type Config struct {
 	// (client.Config.AckDelay); it acks at once when half the window is
 	// unacknowledged. Default 50 ms; negative acks every read at once.
 	AckDelay time.Duration `json:"ack_delay"`
-	// Devices is the devices of each user in an envelopes run: a primary
-	// and Devices-1 linked companions, 1 to protocol.MaxCompanions+1.
+	// Devices is the devices of each user in an envelopes, groups or
+	// group-envelopes run: a primary and Devices-1 linked companions, 1 to
+	// protocol.MaxCompanions+1.
 	// Default 1.
 	Devices int `json:"devices"`
 	// Groups is how many groups a groups run has. Default 1.
@@ -274,7 +275,7 @@ func (c *Config) validate() error {
 	if c.Queue < 1 || c.Queue > 1_000_000 {
 		errs = append(errs, fmt.Errorf("queue %d: want 1 to 1000000", c.Queue))
 	}
-	if c.Scenario == groupsScenario.Name && c.Connections >= 2 {
+	if isGroupRun(c) && c.Connections >= 2 {
 		if err := planGroups(c).check(); err != nil {
 			errs = append(errs, err)
 		}

@@ -35,8 +35,15 @@
 // scenario links companions to the pairs' users and sends per-device
 // envelopes; each receiving device keeps a ledger per sender (its peer,
 // and on a companion its primary's copies), so loss, duplication and
-// order are checked per device. A step may
-// also run code in the coordinator while the workers run it (Step.During).
+// order are checked per device. The groups scenario may give its users
+// companions too (--devices), and group-envelopes
+// (scenario_group_envelopes.go) adds sender keys: each sender first hands
+// its key to every other member in 1:1 envelopes, then its group messages
+// are one sender key ciphertext each; every device checks its own
+// envelopes (their bytes are drawn from sender, cmid and device, so a
+// device that got another's is caught), and the group's one order. A step
+// may also run code in the coordinator while the workers run it
+// (Step.During).
 //
 // The abuse scenario (scenario_abuse.go) runs pairs as bystanders while
 // worker 0 attacks the node's rate limits from one client: verification

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"strings"
@@ -126,9 +127,11 @@ func TestEnvelopes(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%d devices: %v", devices, err)
 		}
-		if !res.Passed || res.Counters.ErrorFrames != 0 {
-			t.Fatalf("%d devices: lost %d, duplicated %d, reordered %d, skipped %d, error frames %d",
-				devices, res.Lost, res.Duplicated, res.Reordered, res.Gaps, res.Counters.ErrorFrames)
+		// Foreign: a delivery no ledger expects, or another device's
+		// envelope.
+		if !res.Passed || res.Counters.ErrorFrames != 0 || res.Counters.Foreign != 0 {
+			t.Fatalf("%d devices: lost %d, duplicated %d, reordered %d, skipped %d, error frames %d, foreign %d",
+				devices, res.Lost, res.Duplicated, res.Reordered, res.Gaps, res.Counters.ErrorFrames, res.Counters.Foreign)
 		}
 		// The peer's devices and the sender's other devices.
 		if want := res.MessagesSent * int64(2*devices-1); res.MessagesSent == 0 || res.MessagesDelivered != want {
@@ -362,5 +365,60 @@ func TestAbuse(t *testing.T) {
 	res.WriteText(&text)
 	if !strings.Contains(text.String(), "refused by the server's limits: ") || !strings.Contains(text.String(), "codes_per_connection") {
 		t.Errorf("the report does not show the refusals by limit:\n%s", text.String())
+	}
+}
+
+// TestGroupEnvelopes: groups whose members have several devices, opaque
+// and end to end. Every group message reaches every device of every
+// other member and the sender's other devices once, in order and in the
+// group's one order; end to end, each sender first hands its sender key
+// to every other member in 1:1 envelopes, which reach each member device
+// once and each of the sender's companions as a copy of every send; the
+// server refuses nothing (no DEVICES_CHANGED).
+func TestGroupEnvelopes(t *testing.T) {
+	for _, tc := range []struct {
+		scenario string
+		devices  int
+	}{{"groups", 2}, {"group-envelopes", 3}} {
+		t.Run(fmt.Sprintf("%s/%d devices", tc.scenario, tc.devices), func(t *testing.T) {
+			// Two groups of 5 over 8 accounts in two workers: the second
+			// wraps around to the first's members, across the workers.
+			cfg := small(tc.scenario)
+			cfg.Connections, cfg.Devices, cfg.Rate = 8, tc.devices, 100
+			cfg.Groups, cfg.GroupSize, cfg.GroupSenders = 2, 5, 2
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			res, err := Run(ctx, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !res.Passed || res.Counters.ErrorFrames != 0 || res.Counters.Foreign != 0 {
+				t.Fatalf("lost %d, duplicated %d, reordered %d, skipped %d, order mismatches %d, error frames %d, foreign %d",
+					res.Lost, res.Duplicated, res.Reordered, res.Gaps, res.OrderMismatch, res.Counters.ErrorFrames, res.Counters.Foreign)
+			}
+			perMessage := int64(cfg.GroupSize*cfg.Devices - 1)
+			if res.MessagesSent == 0 || res.MessagesDelivered != res.MessagesSent*perMessage {
+				t.Fatalf("%d group messages delivered %d times, want %d", res.MessagesSent, res.MessagesDelivered, res.MessagesSent*perMessage)
+			}
+			k := res.KeyDistribution
+			if tc.scenario == "groups" {
+				if k != nil {
+					t.Fatalf("opaque groups handed out sender keys: %+v", k)
+				}
+				return
+			}
+			// Each sender: one send to each other member, reaching its
+			// devices, and copies on the sender's other devices.
+			senders, others := int64(cfg.Groups*cfg.GroupSenders), int64(cfg.GroupSize-1)
+			if want := senders * others; k == nil || k.Sends != want {
+				t.Fatalf("sender keys: %+v, want %d sends", k, want)
+			}
+			if want := senders * others * int64(2*cfg.Devices-1); k.Deliveries != want {
+				t.Fatalf("sender keys: %d deliveries, want %d", k.Deliveries, want)
+			}
+			if k.UpPerSend < float64((2*cfg.Devices-1)*senderKeyEnvelope) || res.FrameBytesPerMsgUp < float64(cfg.MessageSize+senderKeyOverhead) {
+				t.Errorf("bytes up: %.0f per sender key send, %.0f per group message", k.UpPerSend, res.FrameBytesPerMsgUp)
+			}
+		})
 	}
 }

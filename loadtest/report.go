@@ -85,6 +85,9 @@ type Result struct {
 	GroupMsgsPerSec  float64     `json:"group_msgs_per_sec,omitempty"`
 	FanoutLatency    Percentiles `json:"fanout_latency_us"`
 	FanoutIncomplete int64       `json:"fanout_incomplete,omitempty"`
+	// KeyDistribution is a group-envelopes run's handing out of sender
+	// keys, before the measured traffic; nil for other runs.
+	KeyDistribution *KeyDistribution `json:"key_distribution,omitempty"`
 
 	// Media runs: files of MediaSize bytes moved each way, latency per
 	// file (slot or URL request included), throughput, files whose bytes
@@ -241,6 +244,9 @@ func (r *Result) WriteText(w io.Writer) {
 		fmt.Fprintf(w, "fan-out to the last member: %s\n", r.FanoutLatency)
 		if r.FanoutIncomplete > 0 {
 			fmt.Fprintf(w, "  %d fan-outs incomplete at the end\n", r.FanoutIncomplete)
+		}
+		if r.KeyDistribution != nil {
+			fmt.Fprintf(w, "sender keys handed out: %s\n", r.KeyDistribution)
 		}
 	}
 	if r.MediaSize > 0 {

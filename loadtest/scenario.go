@@ -54,6 +54,7 @@ var Scenarios = []Scenario{
 	pairsScenario,
 	envelopesScenario,
 	groupsScenario,
+	groupEnvelopesScenario,
 	mediaScenario,
 	offlineScenario,
 	stormScenario,

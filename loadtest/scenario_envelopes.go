@@ -2,9 +2,7 @@ package loadtest
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
-	"math/rand/v2"
 	"slices"
 	"time"
 
@@ -72,11 +70,12 @@ const envelopesName = "envelopes"
 const envelopeOverhead = 66
 
 // linkCompanions links Devices-1 companions to every primary of this
-// worker, each primary logged in to approve them, and wires the ledgers:
-// a primary's sends reach its peer's devices and its own companions.
+// worker, each primary logged in to approve them, adds them to the
+// worker's devices after the primaries, and wires the ledgers of pairs: a
+// primary's sends reach its peer's devices and its own companions.
 func (w *Worker) linkCompanions(ctx context.Context) error {
 	cfg := &w.spec.Config
-	primaries := append([]*device(nil), w.devices...)
+	primaries := slices.Clone(w.primaries())
 	if cfg.Devices > 1 {
 		ccfg := client.Config{
 			Addr: w.spec.Addr, Fingerprint: w.spec.Fingerprint, Dial: w.dialer.DialContext,
@@ -117,19 +116,36 @@ func (w *Worker) linkCompanions(ctx context.Context) error {
 		}
 	}
 	for _, p := range primaries {
-		q := p.peer
-		if q == nil {
-			continue
-		}
 		for _, c := range p.companions {
-			c.peer, c.in = q, &direction{}
-			q.fanout = append(q.fanout, c.in)
-			c.copies = &direction{}
-			p.fanout = append(p.fanout, c.copies)
 			w.devices = append(w.devices, c)
+			if q := p.peer; q != nil {
+				c.peer, c.in = q, &direction{}
+				q.fanout = append(q.fanout, c.in)
+				c.copies = &direction{}
+				p.fanout = append(p.fanout, c.copies)
+			}
 		}
 	}
 	return nil
+}
+
+// primaries returns the worker's accounts' first devices, in account
+// order; the companions follow them in w.devices.
+func (w *Worker) primaries() []*device {
+	return w.devices[:w.spec.Hi-w.spec.Lo]
+}
+
+// shareAccounts is a Step.Share: for each account, its user id and then
+// its device ids, the primary's first (1 + Devices values).
+func shareAccounts(w *Worker) []uint64 {
+	var out []uint64
+	for _, p := range w.primaries() {
+		out = append(out, p.user, uint64(p.id))
+		for _, c := range p.companions {
+			out = append(out, uint64(c.id))
+		}
+	}
+	return out
 }
 
 // publishKeys publishes well-formed public keys for every device (the
@@ -175,22 +191,13 @@ func requestOK(r reply, err error) error {
 }
 
 // appendEnvelopeSend appends the SEND of message cmid from primary d as
-// envelopes, one for every device of its peer and every companion of d:
-// each is body (its header, appendBody's) with the rest of its bytes
-// random, as different for each device and as incompressible as
-// ciphertexts are.
+// envelopes, one for every device of its peer and every companion of d
+// (d.envelope: random bytes after body's header, the same for the same
+// cmid, so that a resend is identical, [S-8-14]).
 func (d *device) appendEnvelopeSend(dst []byte, cmid uint64, body []byte) []byte {
 	q := d.peer
 	m := &pb.Send{To: q.user, Cmid: cmid, Type: pb.ContentType_CONTENT_TEXT, Cipher: pb.Cipher_CIPHER_SIGNAL}
-	env := func(id uint32) *pb.Envelope {
-		b := slices.Clone(body)
-		for i := bodyHeader; i < len(b); i += 8 {
-			var r [8]byte
-			binary.LittleEndian.PutUint64(r[:], rand.Uint64())
-			copy(b[i:], r[:])
-		}
-		return &pb.Envelope{Device: id, Body: b, Cipher: pb.Cipher_CIPHER_SIGNAL}
-	}
+	env := func(id uint32) *pb.Envelope { return d.envelope(body, cmid, id, pb.Cipher_CIPHER_SIGNAL) }
 	m.Envelopes = append(m.Envelopes, env(q.id))
 	for _, c := range q.companions {
 		m.Envelopes = append(m.Envelopes, env(c.id))

@@ -3,6 +3,7 @@ package loadtest
 import (
 	"context"
 	"fmt"
+	"iter"
 	"sync"
 	"time"
 
@@ -33,72 +34,108 @@ import (
 // part and the coordinator completes it.
 var groupsScenario = Scenario{
 	Name:    "groups",
-	Summary: "--groups groups of --group-size members (≤1024) over the workers; --group-senders each send at --rate or flat out; fan-out latency to the last member",
-	Steps: func(cfg *Config) []Step {
-		return []Step{
-			{
-				Name:   "register",
-				Worker: func(ctx context.Context, w *Worker) error { return w.register(ctx) },
-				After:  func(ctx context.Context, c *coordinator) error { return c.readBaseline(ctx) },
-				Timed:  true,
-				Share: func(w *Worker) []uint64 {
-					ids := make([]uint64, len(w.devices))
-					for i, d := range w.devices {
-						ids[i] = d.user
-					}
-					return ids
-				},
+	Summary: "--groups groups of --group-size members (≤1024) over the workers, each of --devices devices; --group-senders each send at --rate or flat out; fan-out latency to the last device",
+	Steps:   func(cfg *Config) []Step { return groupSteps(cfg, false) },
+}
+
+// groupSteps are the steps of a groups run; e2e adds what end-to-end
+// encryption adds (scenario_group_envelopes.go): keys, the sender keys'
+// distribution, and group messages of a sender key message's size.
+func groupSteps(cfg *Config, e2e bool) []Step {
+	steps := []Step{
+		{
+			Name:   "register",
+			Worker: func(ctx context.Context, w *Worker) error { return w.register(ctx) },
+			After:  func(ctx context.Context, c *coordinator) error { return c.readBaseline(ctx) },
+			Timed:  true,
+		},
+		{
+			// Companions (--devices), and every account's user id and
+			// device ids for the other workers.
+			Name:   "link",
+			Worker: func(ctx context.Context, w *Worker) error { return w.linkCompanions(ctx) },
+			Timed:  true,
+			Share:  shareAccounts,
+		},
+		stepConnect("connect", func(d *device) bool { return d.session() == nil }, 0),
+	}
+	if e2e {
+		steps = append(steps, Step{
+			Name:   "keys",
+			Worker: func(ctx context.Context, w *Worker) error { return w.publishKeys(ctx) },
+		})
+	}
+	steps = append(steps,
+		Step{
+			Name:   "create groups",
+			Worker: func(ctx context.Context, w *Worker) error { return w.groups.create(ctx, w, e2e) },
+			Timed:  true,
+			Share: func(w *Worker) []uint64 {
+				gids := make([]uint64, 0, len(w.devices))
+				for _, d := range w.primaries() {
+					gids = append(gids, d.createdGroup)
+				}
+				return gids
 			},
-			stepConnect("connect", nil, 0),
-			{
-				Name:   "create groups",
-				Worker: func(ctx context.Context, w *Worker) error { return w.groups.create(ctx, w) },
-				Timed:  true,
-				Share: func(w *Worker) []uint64 {
-					gids := make([]uint64, len(w.devices))
-					for i, d := range w.devices {
-						gids[i] = d.createdGroup
-					}
-					return gids
-				},
+		},
+		Step{
+			Name:   "join",
+			Worker: func(ctx context.Context, w *Worker) error { return w.groups.join(ctx, w) },
+			Timed:  true,
+		})
+	if e2e {
+		step := len(steps)
+		steps = append(steps, Step{
+			Name:   "sender keys",
+			Worker: func(ctx context.Context, w *Worker) error { return w.groups.distribute(ctx, w) },
+			After:  func(_ context.Context, c *coordinator) error { c.assembleKeys(step); return nil },
+			Timed:  true,
+		})
+	}
+	return append(steps,
+		Step{
+			Name: "traffic",
+			Worker: func(ctx context.Context, w *Worker) error {
+				cfg := &w.spec.Config
+				w.traffic(ctx, planTraffic(cfg, cfg.Groups*cfg.GroupSenders, cfg.Duration), cfg.Warmup)
+				return nil
 			},
-			{
-				Name:   "join",
-				Worker: func(ctx context.Context, w *Worker) error { return w.groups.join(ctx, w) },
-				Timed:  true,
+			Timed:       true,
+			MeasureFrom: true,
+		},
+		Step{
+			Name:   "answered",
+			Worker: func(ctx context.Context, w *Worker) error { return w.waitAnswered(ctx, w.spec.Config.DrainTimeout) },
+			Share: func(w *Worker) []uint64 {
+				last := make([]uint64, 0, len(w.devices))
+				for _, d := range w.primaries() {
+					d.mu.Lock()
+					last = append(last, d.nextCMID-1)
+					d.mu.Unlock()
+				}
+				return last
 			},
-			{
-				Name: "traffic",
-				Worker: func(ctx context.Context, w *Worker) error {
-					cfg := &w.spec.Config
-					w.traffic(ctx, planTraffic(cfg, cfg.Groups*cfg.GroupSenders, cfg.Duration), cfg.Warmup)
-					return nil
-				},
-				Timed:       true,
-				MeasureFrom: true,
-			},
-			{
-				Name:   "answered",
-				Worker: func(ctx context.Context, w *Worker) error { return w.waitAnswered(ctx, w.spec.Config.DrainTimeout) },
-				Share: func(w *Worker) []uint64 {
-					last := make([]uint64, len(w.devices))
-					for i, d := range w.devices {
-						d.mu.Lock()
-						last[i] = d.nextCMID - 1
-						d.mu.Unlock()
-					}
-					return last
-				},
-			},
-			{
-				Name:      "drain",
-				Worker:    func(ctx context.Context, w *Worker) error { return w.groups.drain(ctx, w) },
-				Timed:     true,
-				MeasureTo: true,
-			},
-			stepClose(),
-		}
-	},
+		},
+		Step{
+			Name:      "drain",
+			Worker:    func(ctx context.Context, w *Worker) error { return w.groups.drain(ctx, w) },
+			Timed:     true,
+			MeasureTo: true,
+		},
+		stepClose(),
+	)
+}
+
+// isGroupRun reports whether cfg runs groups, opaque or end to end.
+func isGroupRun(cfg *Config) bool {
+	return cfg.Scenario == groupsScenario.Name || cfg.Scenario == groupEnvelopesName
+}
+
+// deliveriesPerGroupMessage is how many devices get each group message:
+// every device of every other member, and the sender's other devices
+// (Devices 0 counts as the default, 1).
+func deliveriesPerGroupMessage(cfg *Config) int {
+	return cfg.GroupSize*max(1, cfg.Devices) - 1
 }
 
 // groupPlan says who is in which group and who sends.
@@ -144,13 +181,19 @@ func (p groupPlan) check() error {
 
 // groupWorker is a worker's state in a groups run.
 type groupWorker struct {
-	plan   groupPlan
-	users  []uint64       // by account index
-	index  map[uint64]int // user id → account index
-	gids   []uint64       // by group index
-	local  []int          // by group index: members in this worker
-	lo, hi int            // this worker's accounts
-	last   []uint64       // by account index: the last cmid sent, for the drain
+	plan    groupPlan
+	users   []uint64       // by account index
+	devices [][]uint32     // by account index: the user's device ids, primary first
+	index   map[uint64]int // user id → account index
+	gids    []uint64       // by group index
+	local   []int          // by group index: member devices in this worker
+	lo, hi  int            // this worker's accounts
+	last    []uint64       // by account index: the last cmid sent, for the drain
+	// e2e marks a group-envelopes run; skip is then how many cmids each
+	// sender spent on its sender key's distribution before its group
+	// messages (scenario_group_envelopes.go), 0 otherwise.
+	e2e  bool
+	skip uint64
 
 	mu      sync.Mutex
 	pending map[fanoutKey]*fanoutState // guarded by mu: fan-outs under way here
@@ -163,6 +206,12 @@ type groupWorker struct {
 type deviceGroups struct {
 	sendTo uint64              // the group this device sends to; 0: none
 	in     map[uint64]*groupIn // group id → what arrives in it
+	// keysTo lists, on a sender in a group-envelopes run, the member whose
+	// sender key distribution each of its first cmids carries (cmid i+1
+	// to keysTo[i]); keys what distributions this device is owed, by
+	// sender and recipient. Read-only once set.
+	keysTo []keyTarget
+	keys   map[keySource]*keysIn
 }
 
 // groupIn is one member's view of one group; only the device's reader
@@ -203,25 +252,34 @@ type orderEntry struct {
 // maxOrderReport bounds the order entries one worker reports.
 const maxOrderReport = 200_000
 
-// create makes the groups whose creator is in this worker: GROUP_CREATE
-// with every other member, answered by GROUP_INFO.
-func (gw *groupWorker) create(ctx context.Context, w *Worker) error {
+// create learns every account's user and devices (shareAccounts) and
+// makes the groups whose creator is in this worker: GROUP_CREATE with
+// every other member, answered by GROUP_INFO.
+func (gw *groupWorker) create(ctx context.Context, w *Worker, e2e bool) error {
 	cfg := &w.spec.Config
 	gw.plan = planGroups(cfg)
 	gw.lo, gw.hi = w.spec.Lo, w.spec.Hi
-	gw.users = w.shared
-	gw.index = make(map[uint64]int, len(gw.users))
-	for i, u := range gw.users {
-		gw.index[u] = i
+	gw.e2e = e2e
+	stride := 1 + cfg.Devices
+	if len(w.shared) != gw.plan.n*stride {
+		return fmt.Errorf("groups: %d values shared, want %d accounts of %d", len(w.shared), gw.plan.n, stride)
 	}
-	if len(gw.users) != gw.plan.n {
-		return fmt.Errorf("groups: %d user ids shared, want %d", len(gw.users), gw.plan.n)
+	gw.users = make([]uint64, gw.plan.n)
+	gw.devices = make([][]uint32, gw.plan.n)
+	gw.index = make(map[uint64]int, gw.plan.n)
+	for i := range gw.plan.n {
+		a := w.shared[i*stride : (i+1)*stride]
+		gw.users[i] = a[0]
+		gw.index[a[0]] = i
+		for _, id := range a[1:] {
+			gw.devices[i] = append(gw.devices[i], uint32(id))
+		}
 	}
 	creators := map[int]int{} // account index → group
 	for g := range gw.plan.groups {
 		creators[gw.plan.member(g, 0)] = g
 	}
-	return w.forEach(ctx, 16, func(d *device) bool { _, ok := creators[d.index]; return ok }, func(ctx context.Context, d *device) error {
+	return w.forEach(ctx, 16, func(d *device) bool { _, ok := creators[d.index]; return ok && d.primary == nil }, func(ctx context.Context, d *device) error {
 		g := creators[d.index]
 		s := d.session()
 		if s == nil {
@@ -274,7 +332,12 @@ func (gw *groupWorker) join(ctx context.Context, w *Worker) error {
 	gw.order = make([]map[uint64]fanoutKey, p.groups)
 	gw.pending = map[fanoutKey]*fanoutState{}
 	gw.done = newHist()
-	dgs := map[int]*deviceGroups{}
+	if gw.e2e {
+		gw.skip = uint64(p.size - 1)
+	}
+	// Each device checks its own stream: its own ledgers, its own
+	// place in each group's order.
+	dgs := map[*device]*deviceGroups{}
 	for g := range p.groups {
 		gw.order[g] = map[uint64]fanoutKey{}
 		for k := range p.size {
@@ -282,27 +345,36 @@ func (gw *groupWorker) join(ctx context.Context, w *Worker) error {
 			if i < gw.lo || i >= gw.hi {
 				continue
 			}
-			gw.local[g]++
-			dg := dgs[i]
-			if dg == nil {
-				dg = &deviceGroups{in: map[uint64]*groupIn{}}
-				dgs[i] = dg
-			}
-			if k < p.senders {
-				dg.sendTo = gw.gids[g]
-			}
-			gi := &groupIn{g: g, from: map[uint64]*direction{}}
-			for s := range p.senders {
-				if s != k {
-					gi.from[gw.users[p.member(g, s)]] = &direction{}
+			for _, d := range w.devices {
+				if d.index != i {
+					continue
+				}
+				gw.local[g]++
+				dg := dgs[d]
+				if dg == nil {
+					dg = &deviceGroups{in: map[uint64]*groupIn{}, keys: map[keySource]*keysIn{}}
+					dgs[d] = dg
+				}
+				if k < p.senders && d.primary == nil {
+					dg.sendTo = gw.gids[g]
+				}
+				gi := &groupIn{g: g, from: map[uint64]*direction{}}
+				for s := range p.senders {
+					// The sender's own messages reach its other devices.
+					if s != k || d.primary != nil {
+						gi.from[gw.users[p.member(g, s)]] = &direction{}
+					}
+				}
+				dg.in[gw.gids[g]] = gi
+				if gw.e2e {
+					gw.planKeys(d, dg, g, k)
 				}
 			}
-			dg.in[gw.gids[g]] = gi
 		}
 	}
 	deadline := time.Now().Add(time.Minute)
 	for _, d := range w.devices {
-		dg := dgs[d.index]
+		dg := dgs[d]
 		if dg == nil {
 			continue
 		}
@@ -358,6 +430,9 @@ func (w *Worker) groupDelivery(d *device, m codec.Message, now int64) {
 	if dg := d.group.Load(); dg != nil {
 		gi = dg.in[m.Group]
 	}
+	if m.From == d.user && m.FromDevice == d.id {
+		return // its own message, in its user's inbox for its other devices
+	}
 	intended, actual, cmid, ok := parseBody(m.Body)
 	var dir *direction
 	if gi != nil {
@@ -412,7 +487,7 @@ func (gw *groupWorker) delivered(w *Worker, g int, m codec.Message, cmid uint64,
 	if st == nil {
 		expect := gw.local[g]
 		if s := gw.index[m.From]; s >= gw.lo && s < gw.hi {
-			expect-- // the sender is one of ours and gets no copy
+			expect-- // the sending device is one of ours and takes no part
 		}
 		st = &fanoutState{intended: intended, expect: expect}
 		gw.pending[key] = st
@@ -423,7 +498,7 @@ func (gw *groupWorker) delivered(w *Worker, g int, m codec.Message, cmid uint64,
 		return
 	}
 	delete(gw.pending, key)
-	if st.expect == gw.plan.size-1 {
+	if st.expect == deliveriesPerGroupMessage(&w.spec.Config) {
 		_ = gw.done.RecordValue(min(histMax, max(1, (st.last-st.intended)/1e3)))
 		return
 	}
@@ -461,18 +536,18 @@ func (gw *groupWorker) drain(ctx context.Context, w *Worker) error {
 // only) or exactly (which cmids).
 func (gw *groupWorker) missing(w *Worker, exact bool) int64 {
 	var n int64
-	for _, d := range w.devices {
-		dg := d.group.Load()
-		if dg == nil {
-			continue
-		}
+	for dg := range w.groupStates() {
 		for _, gi := range dg.in {
 			for sender, dir := range gi.from {
+				// A sender's first skip cmids carried its sender key, 1:1.
 				last := gw.last[gw.index[sender]]
+				if last <= gw.skip {
+					continue
+				}
 				if exact {
-					n += int64(dir.Missing(last))
-				} else if _, recv := dir.Counts(); uint64(recv) < last {
-					n += int64(last) - int64(recv)
+					n += int64(dir.Missing(last)) - int64(gw.skip)
+				} else if _, recv := dir.Counts(); uint64(recv) < last-gw.skip {
+					n += int64(last-gw.skip) - int64(recv)
 				}
 			}
 		}
@@ -480,10 +555,24 @@ func (gw *groupWorker) missing(w *Worker, exact bool) int64 {
 	return n
 }
 
+// groupStates yields the group state of each device here that has one.
+func (w *Worker) groupStates() iter.Seq[*deviceGroups] {
+	return func(yield func(*deviceGroups) bool) {
+		for _, d := range w.devices {
+			if dg := d.group.Load(); dg != nil && !yield(dg) {
+				return
+			}
+		}
+	}
+}
+
 // finish counts what never arrived as lost.
 func (gw *groupWorker) finish(w *Worker) {
 	if gw.last != nil {
 		w.stats.lost.Add(gw.missing(w, true))
+	}
+	if gw.e2e {
+		w.stats.lost.Add(gw.keysMissing(w))
 	}
 }
 
@@ -524,7 +613,7 @@ func (f *fanoutMerger) add(cfg *Config, parts []fanoutPart) {
 		key := fanoutKey{Sender: p.S, CMID: p.C}
 		st := f.pending[key]
 		if st == nil {
-			st = &fanoutState{intended: p.I, expect: cfg.GroupSize - 1}
+			st = &fanoutState{intended: p.I, expect: deliveriesPerGroupMessage(cfg)}
 			f.pending[key] = st
 		}
 		st.n += p.N
@@ -539,7 +628,7 @@ func (f *fanoutMerger) add(cfg *Config, parts []fanoutPart) {
 // assembleGroups adds a groups run's figures to the result.
 func (c *coordinator) assembleGroups() {
 	cfg, r := c.cfg, c.res
-	if cfg.Scenario != groupsScenario.Name {
+	if !isGroupRun(cfg) {
 		return
 	}
 	r.Groups, r.GroupSize, r.GroupSenders = cfg.Groups, cfg.GroupSize, cfg.GroupSenders
@@ -566,7 +655,7 @@ func (c *coordinator) assembleGroups() {
 	r.OrderMismatch += r.Counters.OrderMismatch
 	r.FanoutLatency = percentiles(h)
 	if r.MsgsPerSec > 0 {
-		r.GroupMsgsPerSec = r.MsgsPerSec / float64(cfg.GroupSize-1)
+		r.GroupMsgsPerSec = r.MsgsPerSec / float64(deliveriesPerGroupMessage(cfg))
 	}
 }
 

@@ -221,7 +221,10 @@ func (d *device) connect(ctx context.Context) (time.Duration, error) {
 // appendSend appends the Send frame for cmid. d.mu must be held.
 func (d *device) appendSend(dst []byte, cmid uint64, p pending) []byte {
 	var body [128]byte
-	if d.w.spec.Config.Scenario == envelopesName {
+	switch d.w.spec.Config.Scenario {
+	case groupEnvelopesName:
+		return d.appendGroupEnvelopeSend(dst, cmid, p)
+	case envelopesName:
 		return d.appendEnvelopeSend(dst, cmid, appendBody(body[:0], p.intended, p.actual, cmid, d.w.spec.Config.MessageSize+envelopeOverhead))
 	}
 	b := appendBody(body[:0], p.intended, p.actual, cmid, d.w.spec.Config.MessageSize)
@@ -578,6 +581,10 @@ func (s *session) entry(f codec.Frame) error {
 		w.groupDelivery(d, m, now)
 		return nil
 	}
+	if w.spec.Config.Scenario == groupEnvelopesName {
+		w.keyDelivery(d, m)
+		return nil
+	}
 	flow := d.in
 	if m.From == d.user {
 		if len(m.Body) == 0 {
@@ -586,7 +593,8 @@ func (s *session) entry(f codec.Frame) error {
 		flow = d.copies // a companion's copy of its primary's message
 	}
 	intended, actual, cmid, ok := parseBody(m.Body)
-	if !ok || flow == nil || d.peer == nil || (m.From != d.peer.user && m.From != d.user) {
+	if !ok || flow == nil || d.peer == nil || (m.From != d.peer.user && m.From != d.user) ||
+		(w.spec.Config.Scenario == envelopesName && !envelopeIsFor(m.Body, m.From, cmid, d.id)) {
 		w.stats.foreign.Add(1)
 		return nil
 	}

@@ -15,6 +15,7 @@ type trafficPlan struct {
 	interval time.Duration      // between one sender's messages; 0: flat out
 	count    int                // if above 0, each sender stops after count messages
 	inFlight int                // unanswered sends per sender
+	keys     bool               // the sends hand out sender keys: counted as key sends, not messages
 }
 
 // planTraffic makes the plan for cfg's rate: Rate messages a second over
@@ -107,7 +108,11 @@ func (d *device) sendLoop(ctx context.Context, p trafficPlan) {
 		}
 		d.mu.Unlock()
 		sent += n
-		d.w.stats.sent.Add(int64(n))
+		if p.keys {
+			d.w.stats.keySends.Add(int64(n))
+		} else {
+			d.w.stats.sent.Add(int64(n))
+		}
 		_ = s.write(buf) // on failure the reader reconnects and resends
 	}
 }

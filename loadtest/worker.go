@@ -99,6 +99,11 @@ type Counters struct {
 	// OrderMismatch counts group deliveries whose gseq held another
 	// message for another member of the group.
 	OrderMismatch int64 `json:"order_mismatch"`
+	// KeySends and KeyDeliveries count a group-envelopes run's sender key
+	// distribution (1:1 envelope sends, and their first deliveries to a
+	// device), apart from Sent and Delivered.
+	KeySends      int64 `json:"key_sends,omitempty"`
+	KeyDeliveries int64 `json:"key_deliveries,omitempty"`
 	// Bytes on the wire (TLS records included) and in frames (before
 	// TLS), up (client to server) and down.
 	BytesUp        int64 `json:"bytes_up"`
@@ -160,6 +165,8 @@ func (c *Counters) add(o Counters) {
 	c.Reordered += o.Reordered
 	c.Gaps += o.Gaps
 	c.OrderMismatch += o.OrderMismatch
+	c.KeySends += o.KeySends
+	c.KeyDeliveries += o.KeyDeliveries
 	c.BytesUp += o.BytesUp
 	c.BytesDown += o.BytesDown
 	c.FrameBytesUp += o.FrameBytesUp
@@ -184,6 +191,7 @@ type workerStats struct {
 	connected, logins, reconnects, drops, dialErrors, goAways, errorFrames atomic.Int64
 	sent, resent, acked, delivered, receipts, foreign                      atomic.Int64
 	lost, duplicated, reordered, gaps, orderMismatch                       atomic.Int64
+	keySends, keyDeliveries                                                atomic.Int64
 	bytesUp, bytesDown, frameBytesUp, frameBytesDown                       atomic.Int64
 	mediaUploads, mediaDownloads, mediaBytesUp, mediaBytesDown             atomic.Int64
 	mediaCorrupt, mediaRetries                                             atomic.Int64
@@ -225,6 +233,7 @@ func (s *workerStats) snapshot() Counters {
 		Sent: s.sent.Load(), Resent: s.resent.Load(), Acked: s.acked.Load(), Delivered: s.delivered.Load(),
 		Receipts: s.receipts.Load(), Foreign: s.foreign.Load(),
 		Lost: s.lost.Load(), Duplicated: s.duplicated.Load(), Reordered: s.reordered.Load(), Gaps: s.gaps.Load(), OrderMismatch: s.orderMismatch.Load(),
+		KeySends: s.keySends.Load(), KeyDeliveries: s.keyDeliveries.Load(),
 		BytesUp: s.bytesUp.Load(), BytesDown: s.bytesDown.Load(), FrameBytesUp: s.frameBytesUp.Load(), FrameBytesDown: s.frameBytesDown.Load(),
 		CPUMicros:    selfCPU().Microseconds(),
 		MediaUploads: s.mediaUploads.Load(), MediaDownloads: s.mediaDownloads.Load(),
