@@ -3,6 +3,7 @@ package client
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -12,9 +13,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2"
+
 	"github.com/parley-im/parley/internal/node"
 	"github.com/parley-im/parley/internal/nodetest"
 	"github.com/parley-im/parley/internal/wiretest"
+	"github.com/parley-im/parley/protocol"
 	"github.com/parley-im/parley/protocol/pb"
 )
 
@@ -147,7 +151,8 @@ func TestSecureTwoUsersTwoDevices(t *testing.T) {
 	ac, bc := n.account(0, 1), n.account(1, 1)
 	aliceStore := &recordingStore{MemoryKeyStore: NewMemoryKeyStore()}
 	alice, alaptop := n.device(ac[0], aliceStore), n.device(ac[1], nil)
-	bob, blaptop := n.device(bc[0], nil), n.device(bc[1], NewMemoryKeyStore())
+	blaptopStore := NewMemoryKeyStore()
+	bob, blaptop := n.device(bc[0], nil), n.device(bc[1], blaptopStore)
 	ctx := context.Background()
 	if err := bob.Subscribe(ctx, []uint64{alice.User()}); err != nil {
 		t.Fatal(err)
@@ -231,16 +236,30 @@ func TestSecureTwoUsersTwoDevices(t *testing.T) {
 		t.Fatalf("security code after bob's new device: %q (%v), was %q", code2, err, code)
 	}
 
-	// Bob revokes his laptop: it gets nothing new, and what is sent next
-	// is not encrypted for it.
+	// Bob revokes his laptop: its connection ends, it gets nothing new
+	// (its credentials no longer log in), and what is sent next is not
+	// encrypted for it.
 	if err := bob.RevokeDevice(ctx, blaptop.Device()); err != nil {
 		t.Fatal(err)
 	}
-	next(t, blaptop, func(Fatal) bool { return true })
+	if f := next(t, blaptop, func(Fatal) bool { return true }); CodeOf(f.Err) != protocol.CodeDeviceRevoked {
+		t.Fatalf("the revoked laptop stopped with %v, want DEVICE_REVOKED", f.Err)
+	}
 	sent, err = alice.Send(ctx, bob.User(), []byte(secret(102)), pb.ContentType_CONTENT_TEXT)
 	if err != nil {
 		t.Fatal(err)
 	}
+	again := startClientAs(t, n.cfg, bc[1], blaptopStore)
+	until(t, again, func(ev Event) bool {
+		if m, ok := ev.(Message); ok {
+			t.Fatalf("the revoked laptop logged in again and got %+v", m)
+		}
+		f, ok := ev.(Fatal)
+		if ok && CodeOf(f.Err) != protocol.CodeDeviceRevoked {
+			t.Fatalf("the revoked laptop's new login stopped with %v, want DEVICE_REVOKED", f.Err)
+		}
+		return ok
+	})
 	last := aliceStore.last()
 	for _, e := range last.Envelopes {
 		if e.Device == blaptop.Device() {
@@ -266,9 +285,58 @@ func TestSecureTwoUsersTwoDevices(t *testing.T) {
 	if _, err := plain.Send(ctx, bob.User(), []byte(control), pb.ContentType_CONTENT_TEXT); err != nil {
 		t.Fatal(err)
 	}
-	if found := inDataDir(t, n.dataDir, []string{control, secret(0), secret(3), secret(101), secret(102)}); !slices.Equal(found, []string{control}) {
+	texts := []string{control, secret(0), secret(3), secret(101), secret(102)}
+	if found := inDataDir(t, n.dataDir, texts); !slices.Equal(found, []string{control}) {
 		t.Fatalf("plaintexts found in the data directory: %q, want only the control", found)
 	}
+	// The files hold them as written (the WAL); an sstable's blocks are
+	// compressed, so the stores are also read key by key, from a copy.
+	if found := inStores(t, n, texts); !slices.Equal(found, []string{control}) {
+		t.Fatalf("plaintexts found in the shards' keys and values: %q, want only the control", found)
+	}
+}
+
+// present returns the texts found, in their order.
+func present(texts []string, found map[string]bool) []string {
+	var out []string
+	for _, s := range texts {
+		if found[s] {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// inStores returns which of texts some key or value of a shard of n
+// holds, read from a checkpoint of each shard (WAL and sstables alike).
+func inStores(t *testing.T, n *secureNode, texts []string) []string {
+	t.Helper()
+	found := map[string]bool{}
+	for i, sh := range n.Shards() {
+		dir := filepath.Join(t.TempDir(), fmt.Sprint(i))
+		if err := sh.Checkpoint(dir); err != nil {
+			t.Fatal(err)
+		}
+		db, err := pebble.Open(dir, &pebble.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		it, err := db.NewIter(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for ok := it.First(); ok; ok = it.Next() {
+			for _, s := range texts {
+				if bytes.Contains(it.Key(), []byte(s)) || bytes.Contains(it.Value(), []byte(s)) {
+					found[s] = true
+				}
+			}
+		}
+		if err := errors.Join(it.Close(), db.Close()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return present(texts, found)
 }
 
 // link links a companion to primary's account through the SDK.
@@ -311,13 +379,7 @@ func inDataDir(t *testing.T, dir string, texts []string) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []string
-	for _, s := range texts {
-		if found[s] {
-			out = append(out, s)
-		}
-	}
-	return out
+	return present(texts, found)
 }
 
 // TestSecureGroup: two users with two devices each and a third user with
