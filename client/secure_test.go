@@ -182,11 +182,21 @@ func TestSecureTwoUsersTwoDevices(t *testing.T) {
 			}
 		}
 		views[c] = collect(t, c, len(senders)-own)
+		seen := map[int]bool{}
+		last := map[*testClient]int{} // by sender: the last message's index
 		for _, g := range views[c] {
 			i := slices.Index(ids, g.id)
 			if i < 0 || g.text != secret(i) || g.from != senders[i].User() || g.dev != senders[i].Device() {
 				t.Fatalf("%d/%d got %+v, want message %d %q", c.User(), c.Device(), g, i, secret(i))
 			}
+			// Once, and each sender's messages in the order sent.
+			if seen[i] || senders[i] == c {
+				t.Fatalf("%d/%d got message %d twice, or its own", c.User(), c.Device(), i)
+			}
+			if j, ok := last[senders[i]]; ok && j > i {
+				t.Fatalf("%d/%d got message %d after %d from the same device", c.User(), c.Device(), i, j)
+			}
+			seen[i], last[senders[i]] = true, i
 		}
 	}
 	for _, pair := range [][2]*testClient{{alice, alaptop}, {bob, blaptop}} {
