@@ -114,12 +114,13 @@ func (e *ServerError) Fatal() bool {
 
 // retryable reports whether a failed send or request is retried with the
 // same cmid (or a new rid) after a delay: RATE_LIMITED, OVERLOADED,
-// INTERNAL, and message-scope codes this version does not know, which
+// INTERNAL, STORAGE_FULL, INBOX_FULL, SHARD_UNAVAILABLE (a cluster's
+// shard not served now), and message-scope codes this version does not know, which
 // count as INTERNAL (spec [S-11-2]).
 func (e *ServerError) retryable() bool {
 	switch e.Code {
 	case protocol.CodeRateLimited, protocol.CodeOverloaded, protocol.CodeInternal,
-		protocol.CodeStorageFull, protocol.CodeInboxFull:
+		protocol.CodeStorageFull, protocol.CodeInboxFull, protocol.CodeShardUnavailable:
 		return true
 	}
 	_, known := protocol.LookupCode(e.Code)

@@ -171,6 +171,20 @@ type Config struct {
 	// a file of its data directory). nil means a random key per Open: codes
 	// issued before a restart then no longer verify.
 	CodeKey []byte
+	// Epoch is the placement epoch the shard is opened under, in a
+	// cluster (docs/cluster.md): Open records it in the database (ffff
+	// 'E') and refuses, with ErrStaleEpoch, a database that records a
+	// newer one. 0, outside a cluster, records and checks nothing.
+	Epoch uint64
+	// Fence, if set, is asked before each cycle whether the shard may
+	// commit (in a cluster: the node still owns the shard and its lease is
+	// alive, cluster.Fence). While it says no, the shard applies and
+	// commits nothing: the ops of a cycle are answered SHARD_UNAVAILABLE
+	// or dropped (refuseFenced), and timers and maintenance wait. It is
+	// called from the actor, once per cycle, and must be quick and must
+	// not block. nil, on a single node, never fences.
+	Fence func() bool
+
 	// TestPrefix and TestCode reserve phone numbers for testing, as SMS
 	// gateways do: a number starting with TestPrefix is sent no code, and
 	// TestCode verifies it (load tests and staging). Empty TestPrefix: none.

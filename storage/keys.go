@@ -58,6 +58,7 @@ func SlotOfPhone(phone string) uint16 {
 //	slot 'R' user device                 a device's push registration (shard_push.go)
 //	ffff 'V'                             storage format version (formatVersion)
 //	ffff 'g'                             last message id issued by the shard
+//	ffff 'E'                             placement epoch the shard was last opened under, in a cluster (fence.go)
 //	ffff 'O' dest outseq                 outbox: an entry for shard dest, in that pair's order
 //	ffff 'S' dest                        last outseq assigned towards shard dest (never reused)
 //	ffff 'W' source                      highest outseq applied from shard source (contiguous)
@@ -98,6 +99,7 @@ const (
 
 	tagVersion   = 'V'
 	tagLastID    = 'g'
+	tagEpoch     = 'E'
 	tagOutbox    = 'O'
 	tagOutSeq    = 'S'
 	tagWatermark = 'W'

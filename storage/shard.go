@@ -118,8 +118,9 @@ type Shard struct {
 	quotaRefusals  atomic.Uint64
 	codesSwept     atomic.Uint64
 	linkRefusals   atomic.Uint64
-	pendingLinks   atomic.Int64 // len(linkOrder), for Stats
-	flow           flowCounters // shard_metrics.go
+	fencedOps      atomic.Uint64 // ops refused while the fence was closed (fence.go)
+	pendingLinks   atomic.Int64  // len(linkOrder), for Stats
+	flow           flowCounters  // shard_metrics.go
 }
 
 // Stats are a shard's counters since Open.
@@ -236,6 +237,11 @@ func Open(cfg Config) (*Shard, error) {
 	}
 	s.resetMemory()
 	if err := s.countBacklog(); err != nil {
+		comp.Close()
+		_ = db.Close()
+		return nil, err
+	}
+	if err := s.checkEpoch(); err != nil {
 		comp.Close()
 		_ = db.Close()
 		return nil, err
@@ -479,8 +485,13 @@ func (s *Shard) Tick() {
 	}
 }
 
-// cycle applies ops to one batch, commits it, and emits the effects.
+// cycle applies ops to one batch, commits it, and emits the effects;
+// while the fence is closed it refuses them instead (fence.go).
 func (s *Shard) cycle(ops []Op) {
+	if s.fenced() {
+		s.refuseFenced(ops)
+		return
+	}
 	s.batch = s.db.NewIndexedBatch()
 	for i := range ops {
 		s.apply(&ops[i])
@@ -492,6 +503,9 @@ func (s *Shard) cycle(ops []Op) {
 
 // sweep runs one chunk of maintenance and reports whether work remains.
 func (s *Shard) sweep() bool {
+	if s.fenced() {
+		return false // the hourly tick starts it again
+	}
 	more := s.maintain()
 	if s.cycleErr != nil {
 		s.restartInPlace(nil)
@@ -503,7 +517,7 @@ func (s *Shard) sweep() bool {
 // timers runs the once-a-second work: presence notifications the throttle
 // held back, link codes and group adds past their time.
 func (s *Shard) timers() {
-	if len(s.presencePending) == 0 && len(s.linkOrder) == 0 && !s.joinsWaiting() && !s.stalledPairs() {
+	if s.fenced() || len(s.presencePending) == 0 && len(s.linkOrder) == 0 && !s.joinsWaiting() && !s.stalledPairs() {
 		return
 	}
 	now := s.cfg.Now()

@@ -343,6 +343,8 @@ const (
 	// Push notifications (spec.md section 19), message scope: 83–85.
 	ErrorCode_ERROR_PUSH_UNAVAILABLE   ErrorCode = 83
 	ErrorCode_ERROR_PUSH_TOKEN_INVALID ErrorCode = 84
+	// A cluster (docs/cluster.md), message scope: 86–89.
+	ErrorCode_ERROR_SHARD_UNAVAILABLE ErrorCode = 86
 )
 
 // Enum value maps for ErrorCode.
@@ -405,6 +407,7 @@ var (
 		79: "ERROR_TOO_MANY_BLOCKS",
 		83: "ERROR_PUSH_UNAVAILABLE",
 		84: "ERROR_PUSH_TOKEN_INVALID",
+		86: "ERROR_SHARD_UNAVAILABLE",
 	}
 	ErrorCode_value = map[string]int32{
 		"ERROR_UNSPECIFIED":              0,
@@ -464,6 +467,7 @@ var (
 		"ERROR_TOO_MANY_BLOCKS":          79,
 		"ERROR_PUSH_UNAVAILABLE":         83,
 		"ERROR_PUSH_TOKEN_INVALID":       84,
+		"ERROR_SHARD_UNAVAILABLE":        86,
 	}
 )
 
@@ -2423,7 +2427,7 @@ const file_parley_proto_rawDesc = "" +
 	"\fKIND_REVOKED\x10\x7f\x12\x10\n" +
 	"\fKIND_BLOCKED\x10~\x12\x0e\n" +
 	"\n" +
-	"KIND_TIMER\x10}*\xfc\v\n" +
+	"KIND_TIMER\x10}*\x99\f\n" +
 	"\tErrorCode\x12\x15\n" +
 	"\x11ERROR_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15ERROR_MALFORMED_FRAME\x10\x01\x12\x19\n" +
@@ -2482,7 +2486,8 @@ const file_parley_proto_rawDesc = "" +
 	"\x17ERROR_MESSAGE_NOT_FOUND\x10N\x12\x19\n" +
 	"\x15ERROR_TOO_MANY_BLOCKS\x10O\x12\x1a\n" +
 	"\x16ERROR_PUSH_UNAVAILABLE\x10S\x12\x1c\n" +
-	"\x18ERROR_PUSH_TOKEN_INVALID\x10T*\x96\x01\n" +
+	"\x18ERROR_PUSH_TOKEN_INVALID\x10T\x12\x1b\n" +
+	"\x17ERROR_SHARD_UNAVAILABLE\x10V*\x96\x01\n" +
 	"\vContentType\x12\x10\n" +
 	"\fCONTENT_TEXT\x10\x00\x12\x11\n" +
 	"\rCONTENT_IMAGE\x10\x01\x12\x11\n" +

@@ -1,0 +1,85 @@
+package storage
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/parley-im/parley/protocol"
+)
+
+// ErrStaleEpoch is wrapped by Open's error when the shard's database
+// records a placement epoch newer than Config.Epoch: the shard was placed
+// elsewhere since the node that opens it learned its placement, and a
+// newer owner may have written to it.
+var ErrStaleEpoch = errors.New("storage: shard opened under a newer placement epoch")
+
+// retryFencedMS is the delay suggested with SHARD_UNAVAILABLE.
+const retryFencedMS = 1000
+
+// checkEpoch compares the placement epoch recorded in the database (ffff
+// 'E') with cfg.Epoch and records cfg.Epoch when it is newer. A shard
+// outside a cluster (Epoch 0) records and checks nothing.
+func (s *Shard) checkEpoch() error {
+	if s.cfg.Epoch == 0 {
+		return nil
+	}
+	v, err := s.get(shardKey(nil, tagEpoch))
+	if err != nil {
+		return err
+	}
+	var held uint64
+	if len(v) == 8 {
+		held = binary.BigEndian.Uint64(v)
+	}
+	switch {
+	case held > s.cfg.Epoch:
+		return fmt.Errorf("%w: shard %d records epoch %d, placement says %d", ErrStaleEpoch, s.cfg.ID, held, s.cfg.Epoch)
+	case held == s.cfg.Epoch:
+		return nil
+	}
+	if err := s.db.Set(shardKey(nil, tagEpoch), be64(s.cfg.Epoch), pebble.Sync); err != nil {
+		return fmt.Errorf("storage: shard %d: record epoch: %w", s.cfg.ID, err)
+	}
+	return nil
+}
+
+// Epoch returns the placement epoch the shard was opened under
+// (Config.Epoch).
+func (s *Shard) Epoch() uint64 { return s.cfg.Epoch }
+
+// fenced reports whether the shard may not commit now (Config.Fence).
+func (s *Shard) fenced() bool { return s.cfg.Fence != nil && !s.cfg.Fence() }
+
+// refuseFenced answers the ops of a cycle the fence refused, applying
+// none of them: a request gets SHARD_UNAVAILABLE (a Login a GoAway
+// SHUTTING_DOWN, a lookup an empty part), so the client retries; forwards
+// are dropped (the source's outbox resends them); acks, logouts, watches
+// and typing are dropped (the client acks again; a session ends with its
+// connection or is replaced at the next login).
+func (s *Shard) refuseFenced(ops []Op) {
+	s.fencedOps.Add(uint64(len(ops)))
+	s.batch = s.db.NewIndexedBatch()
+	for i := range ops {
+		op := &ops[i]
+		if op.Conn.IsZero() {
+			continue
+		}
+		switch op.Kind {
+		case OpAck, OpLogout, OpWatch, OpUnwatch, OpTyping:
+		case OpLogin:
+			s.effects = append(s.effects, effect{kind: effFail, conn: op.Conn, code: protocol.CodeShuttingDown})
+		case OpLookup:
+			s.effects = append(s.effects, effect{kind: effLookup, conn: op.Conn, lookup: op.Seq})
+		default:
+			s.replyRetry(op.Conn, protocol.CodeShardUnavailable, op.RID, op.CMID, retryFencedMS)
+		}
+	}
+	s.finishCycle() // an empty batch: nothing is committed, the answers go out
+}
+
+// FencedOps returns how many ops the shard refused because its fence was
+// closed.
+func (s *Shard) FencedOps() uint64 { return s.fencedOps.Load() }
