@@ -68,7 +68,7 @@ func (s *Shard) refuseFenced(ops []Op) {
 			continue
 		}
 		switch op.Kind {
-		case OpAck, OpLogout, OpWatch, OpUnwatch, OpTyping:
+		case OpAck, OpLogout, OpWatch, OpUnwatch, OpTyping, OpConnGone:
 		case OpLogin:
 			s.effects = append(s.effects, effect{kind: effFail, conn: op.Conn, code: protocol.CodeShuttingDown})
 		case OpLookup:

@@ -64,7 +64,7 @@ func EncodeOp(op *Op) *pb.NodeOp {
 // It refuses what no node of this build would send: an unknown kind, or a
 // shard number or flags out of range.
 func DecodeOp(m *pb.NodeOp) (Op, error) {
-	if m.Kind == 0 || m.Kind >= uint32(opKindEnd) {
+	if m.Kind > 0xff || !OpKind(m.Kind).known() {
 		return Op{}, fmt.Errorf("storage: node op of unknown kind %d", m.Kind)
 	}
 	if m.Source >= MaxShards || m.Dest >= MaxShards || m.Flags > 0xff || m.GetPush().GetOutcome() > 0xff {

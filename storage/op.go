@@ -165,9 +165,21 @@ const (
 	// OpSetTimer: User (the other user of the 1:1 conversation) or Group,
 	// From (the setter), TTL, RID, Conn. Answers Ok.
 	OpSetTimer
+	// OpConnGone: Conn names a node and one of its boot generations (ID
+	// 0): every connection of that node with a generation up to Conn.Gen
+	// is gone (the node left the cluster, or restarted). The shard ends
+	// their sessions and presence watches, and closes the connections
+	// with SHUTTING_DOWN in case the node still serves them. Internal:
+	// the router submits it to its local shards.
+	OpConnGone
 
 	opKindEnd // one past the last kind: add new kinds above
 )
+
+// known reports whether k is a kind this build applies.
+func (k OpKind) known() bool {
+	return k > 0 && k < opKindEnd || k == OpPushRegister || k == OpPushDone
+}
 
 // Op flags.
 const (

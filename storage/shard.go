@@ -277,7 +277,7 @@ func (s *Shard) Submit(op Op) error {
 		s.mu.Unlock()
 		return ErrClosed
 	}
-	droppable := op.Kind != OpAck && op.Kind != OpLogout && op.Kind != OpForward && op.Kind != OpForwardDone && op.Kind != OpPushDone
+	droppable := op.Kind != OpAck && op.Kind != OpLogout && op.Kind != OpForward && op.Kind != OpForwardDone && op.Kind != OpPushDone && op.Kind != OpConnGone
 	if droppable {
 		if s.dropped >= s.cfg.QueueLimit {
 			s.mu.Unlock()

@@ -71,6 +71,37 @@ func (s *Shard) applyLogout(op *Op) {
 	}
 }
 
+// applyConnGone ends the sessions and presence watches of the
+// connections of node op.Conn.Node up to generation op.Conn.Gen, and
+// closes them with SHUTTING_DOWN: should the node still serve them (it
+// left the cluster's membership while alive), their clients reconnect and
+// log in again rather than wait on a session that no longer exists. The
+// users in memory are all that can hold a session.
+func (s *Shard) applyConnGone(op *Op) {
+	gone := func(r ConnRef) bool { return r.Node == op.Conn.Node && r.Gen <= op.Conn.Gen && !r.IsZero() }
+	for _, u := range s.users {
+		for _, d := range u.devices {
+			if d.sess != nil && gone(d.sess.conn) {
+				s.effects = append(s.effects, effect{kind: effClose, conn: d.sess.conn, code: protocol.CodeShuttingDown})
+				s.endSession(u, d)
+			}
+		}
+	}
+	for user, ws := range s.watchers {
+		kept := ws[:0]
+		for _, w := range ws {
+			if !gone(w.conn) {
+				kept = append(kept, w)
+			}
+		}
+		if len(kept) == 0 {
+			delete(s.watchers, user)
+		} else {
+			s.watchers[user] = kept
+		}
+	}
+}
+
 // endSession forgets d's live connection; the user's last seen is now if
 // it was the last.
 func (s *Shard) endSession(u *user, d *device) {

@@ -31,6 +31,8 @@ func (s *Shard) apply(op *Op) {
 		s.applyLogin(op)
 	case OpLogout:
 		s.applyLogout(op)
+	case OpConnGone:
+		s.applyConnGone(op)
 	case OpRequestCode:
 		s.applyRequestCode(op)
 	case OpVerify:

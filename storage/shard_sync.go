@@ -63,7 +63,7 @@ type ready struct {
 func (k OpKind) cheap() bool {
 	switch k {
 	case OpAck, OpLogin, OpLogout, OpTyping, OpWatch, OpUnwatch, OpForward, OpForwardDone,
-		OpGroupJoin, OpGroupJoined, OpLookup, OpGroupGet, OpGroupList, OpDevices, OpBlockList, OpPushDone:
+		OpGroupJoin, OpGroupJoined, OpLookup, OpGroupGet, OpGroupList, OpDevices, OpBlockList, OpPushDone, OpConnGone:
 		return true
 	}
 	return false
