@@ -22,17 +22,7 @@ func placedOn(st *State) map[uint32]int {
 	return c
 }
 
-func allPlaced(st *State) bool {
-	if !st.Created() {
-		return false
-	}
-	for _, p := range st.Placement {
-		if p.Node == 0 {
-			return false
-		}
-	}
-	return true
-}
+func allPlaced(st *State) bool { return st.AllPlaced() }
 
 func TestPlacementBalanced(t *testing.T) {
 	e := testEtcd(t)

@@ -42,6 +42,20 @@ type State struct {
 // written.
 func (s *State) Created() bool { return s.Shards > 0 && s.Slots != nil }
 
+// AllPlaced reports whether the cluster is created and every shard is
+// placed on a node.
+func (s *State) AllPlaced() bool {
+	if !s.Created() {
+		return false
+	}
+	for _, p := range s.Placement {
+		if p.Node == 0 {
+			return false
+		}
+	}
+	return true
+}
+
 // ShardOfSlot returns the shard that owns slot; the cluster must be
 // created.
 func (s *State) ShardOfSlot(slot uint16) uint16 { return s.Slots[slot] }

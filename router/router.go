@@ -17,6 +17,7 @@ type Router struct {
 	shards []*storage.Shard // by shard id
 	slots  [storage.NumSlots]uint16
 	local  storage.Conns // this node's connections; nil until AttachConns
+	placeState
 }
 
 // New returns a Router for count shards, with slots assigned to them in
@@ -37,17 +38,25 @@ func New(count int) (*Router, error) {
 // Attach sets the shards the router reaches. It must be called once,
 // before any Submit, with the router's count of shards numbered 0 … n-1 in
 // order; shards are opened with the router as their Forwarder before
-// Attach, and started after it.
+// Attach, and started after it. In a cluster (AttachCluster) the shards
+// other nodes serve are nil.
 func (r *Router) Attach(shards []*storage.Shard) error {
 	if len(shards) != r.count {
 		return fmt.Errorf("router: %d shards attached to a router for %d", len(shards), r.count)
 	}
 	for i, s := range shards {
+		if s == nil && r.send != nil {
+			continue
+		}
+		if s == nil {
+			return fmt.Errorf("router: no shard at position %d", i)
+		}
 		if int(s.ID()) != i {
 			return fmt.Errorf("router: shard %d at position %d", s.ID(), i)
 		}
 	}
 	r.shards = shards
+	r.ready.Store(true)
 	return nil
 }
 
@@ -56,10 +65,13 @@ func (r *Router) Attach(shards []*storage.Shard) error {
 func (r *Router) AttachConns(local storage.Conns) { r.local = local }
 
 // Endpoint implements storage.Conns: the connection ref names, or nil when
-// it is gone. A ref of this node resolves to the server's connection; refs
-// of other nodes will resolve to a proxy over the node link (none yet:
-// nil).
+// it is gone. A ref of this node resolves to the server's connection; in
+// a cluster, a ref of another node resolves to a storage.RemoteEndpoint
+// whose calls go over the node link.
 func (r *Router) Endpoint(ref storage.ConnRef) storage.Endpoint {
+	if r.send != nil && ref.Node != r.self && ref.Node != 0 {
+		return storage.RemoteEndpoint{Ref: ref, Send: r.sendCall}
+	}
 	if r.local == nil {
 		return nil
 	}
@@ -75,7 +87,7 @@ func (r *Router) ShardOfPhone(phone string) uint16 { return r.slots[storage.Slot
 // Shards returns the number of shards.
 func (r *Router) Shards() int { return r.count }
 
-// Shard returns shard id.
+// Shard returns shard id, nil when another node of the cluster serves it.
 func (r *Router) Shard(id uint16) *storage.Shard { return r.shards[id] }
 
 // Submit sends op to the shard that owns its slot (SlotOf). A
@@ -92,7 +104,10 @@ func (r *Router) submit(id uint16, op storage.Op) error {
 	if int(id) >= len(r.shards) {
 		return ErrNoShard
 	}
-	return r.shards[id].Submit(op)
+	if s := r.shards[id]; s != nil {
+		return s.Submit(op)
+	}
+	return r.remoteSubmit(id, &op)
 }
 
 // Forward implements storage.Forwarder. A refused outbox forward or answer

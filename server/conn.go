@@ -94,6 +94,9 @@ type conn struct {
 	trim atomic.Bool
 	// authed mirrors state == stateAuthenticated for the timer.
 	authed atomic.Bool
+	// home is the user the shard authenticated the connection as, 0
+	// before; set by Authenticated, read by CloseUsers.
+	home atomic.Uint64
 	// linking: a companion waiting for its link code to be approved, which
 	// may take longer than LoginTimeout.
 	linking atomic.Bool
@@ -180,6 +183,7 @@ func (c *conn) Authenticated(s storage.Session) {
 		return
 	}
 	c.session = &s
+	c.home.Store(s.User)
 	// LoginOk goes out ahead of every entry the shard posts after it.
 	if c.out == nil {
 		c.out = c.srv.bufs.get()

@@ -252,6 +252,22 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return s.stopEngine(ctx)
 }
 
+// CloseUsers closes, with code, every connection authenticated as a user
+// for which match returns true, and returns how many it closed. A cluster
+// node calls it when the node that serves those users' shards restarted
+// or left, or the link from it lost calls: the sessions those
+// connections had there are gone, and their clients log in again.
+func (s *Server) CloseUsers(match func(user uint64) bool, code protocol.Code) int {
+	n := 0
+	for _, c := range s.wheel.all() {
+		if u := c.home.Load(); u != 0 && match(u) {
+			c.Close(code)
+			n++
+		}
+	}
+	return n
+}
+
 // stopEngine stops gnet once; later calls (a second Shutdown) wait for
 // nothing and report the first call's result.
 func (s *Server) stopEngine(ctx context.Context) error {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/parley-im/parley/analytics"
+	"github.com/parley-im/parley/cluster"
 	"github.com/parley-im/parley/internal/admin"
 	"github.com/parley-im/parley/media"
 	"github.com/parley-im/parley/push"
@@ -118,8 +119,13 @@ type Config struct {
 	// files under DataDir/analytics).
 	Analytics AnalyticsConfig
 	// Storage tunes every shard; ID, Dir, Forwarder, Codes, CodeKey and
-	// Logger are filled in by the node.
+	// Logger are filled in by the node (and Epoch and Fence in a cluster).
 	Storage storage.Config
+	// Cluster, if set, makes the node one of a cluster (docs/cluster.md):
+	// it joins through etcd, opens only the shards placed on it, reaches
+	// the others over node links, and serves any user. nil is the single
+	// node, with no etcd.
+	Cluster *ClusterConfig
 
 	// MinFreeBytes is the free space the node keeps on the data
 	// directory's file system: below it the shards store nothing new and
@@ -269,7 +275,8 @@ type Node struct {
 	cfg         Config
 	router      *router.Router
 	conns       *server.Registry
-	resolver    *conns // conns and the node's own requests, for the router
+	resolver    *conns  // conns and the node's own requests, for the router
+	member      *member // the cluster side; nil on a single node
 	shards      []*storage.Shard
 	srv         *server.Server
 	served      chan error
@@ -315,7 +322,7 @@ func Start(cfg Config) (*Node, error) {
 }
 
 // startLocked is Start once the data directory is locked.
-func startLocked(cfg Config) (*Node, error) {
+func startLocked(cfg Config) (_ *Node, rerr error) {
 	shards, err := shardCount(cfg.DataDir, cfg.Shards)
 	if err != nil {
 		return nil, err
@@ -330,6 +337,12 @@ func startLocked(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{cfg: cfg, router: r, served: make(chan error, 1), started: time.Now(), drain: make(chan struct{})}
+	defer func() {
+		if rerr != nil && n.member != nil { // a failure before closeShards
+			_ = n.member.close(context.Background())
+			n.member = nil
+		}
+	}()
 	if err := privateDir(cfg.DataDir); err != nil {
 		return nil, err
 	}
@@ -345,10 +358,18 @@ func startLocked(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The node's connections, named by refs the shards hold; node 0 until
-	// the node joins a cluster.
-	n.conns = server.NewRegistry(0, gen)
-	n.resolver = newConns(n.conns, 0, gen)
+	// The node's connections, named by refs the shards hold; node 0 on a
+	// single node.
+	var self uint32
+	var placed *cluster.State
+	if cfg.Cluster != nil {
+		if n.member, placed, err = joinCluster(cfg, n.router, gen); err != nil {
+			return nil, err
+		}
+		self = cfg.Cluster.ID
+	}
+	n.conns = server.NewRegistry(self, gen)
+	n.resolver = newConns(n.conns, self, gen)
 	n.router.AttachConns(n.resolver)
 
 	var tlsConfig *tls.Config
@@ -389,6 +410,7 @@ func startLocked(cfg Config) (*Node, error) {
 		n.closeShards()
 		return nil, err
 	}
+	routed := make([]*storage.Shard, cfg.Shards) // by shard id; nil: another node's
 	if cfg.Push.APNs != nil || cfg.Push.FCM != nil || cfg.Push.Webhook != nil {
 		pc := cfg.Push
 		pc.Submit, pc.Logger = n.router.Submit, log
@@ -420,6 +442,12 @@ func startLocked(cfg Config) (*Node, error) {
 			}
 		}
 		sc.ID = uint16(i)
+		if placed != nil {
+			if placed.Owner(sc.ID).Node != self {
+				continue
+			}
+			n.member.shardConfig(&sc, placed)
+		}
 		sc.Dir = filepath.Join(cfg.DataDir, "shards", fmt.Sprintf("%03d", i))
 		sc.Forwarder = n.router
 		sc.Conns = n.router
@@ -439,8 +467,9 @@ func startLocked(cfg Config) (*Node, error) {
 			return nil, err
 		}
 		n.shards = append(n.shards, s)
+		routed[i] = s
 	}
-	if err := n.router.Attach(n.shards); err != nil {
+	if err := n.router.Attach(routed); err != nil {
 		n.closeShards()
 		return nil, err
 	}
@@ -517,6 +546,9 @@ func startLocked(cfg Config) (*Node, error) {
 		}
 		n.admin = a
 	}
+	if n.member != nil {
+		n.member.start(n.shards, func(match func(uint64) bool) { srv.CloseUsers(match, closeCode) })
+	}
 	return n, nil
 }
 
@@ -565,6 +597,9 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	n.opMu.Lock() // a backup in progress ends first
 	n.stopped = true
 	n.opMu.Unlock()
+	if n.member != nil {
+		n.member.leave(ctx) // the others see the node leave at once
+	}
 	err = errors.Join(err, n.reports.Close())
 	err = errors.Join(err, n.closeMedia(ctx))
 	err = errors.Join(err, n.closeShards())
@@ -593,6 +628,10 @@ func (n *Node) closeShards() error {
 		errs = append(errs, s.Close())
 	}
 	n.shards = nil
+	if n.member != nil {
+		errs = append(errs, n.member.close(context.Background())) // after the shards' last effects
+		n.member = nil
+	}
 	if n.sms != nil {
 		n.sms.Close()
 		n.sms = nil

@@ -118,7 +118,11 @@ func (n *Node) User(user uint64, phone string) (storage.UserInfo, error) {
 	if n.stopped {
 		return storage.UserInfo{}, ErrStopped
 	}
-	return n.shards[shard].Inspect(user, phone)
+	s := n.router.Shard(shard)
+	if s == nil {
+		return storage.UserInfo{}, fmt.Errorf("node: shard %d is served by another node of the cluster", shard)
+	}
+	return s.Inspect(user, phone)
 }
 
 // RevokeDevice revokes device of user as its primary would ([S-9-14]):

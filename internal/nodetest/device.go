@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"time"
 
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -55,7 +56,8 @@ type Device struct {
 	name   string // "user/device", for messages
 	joined uint64 // the recorder's clock when the device was added
 
-	mu   sync.Mutex    // guards conn and done; taken before rec.mu
+	mu   sync.Mutex    // guards conn, done and via; taken before rec.mu
+	via  Target        // guarded by mu: where Connect goes; nil: the recorder's node
 	conn net.Conn      // guarded by mu; nil when disconnected
 	done chan struct{} // guarded by mu: closed when conn's reader returns
 
@@ -88,7 +90,11 @@ func (d *Device) Connect() {
 			return
 		}
 	}
-	conn, err := tls.Dial("tcp", d.rec.n.Addr().String(), wiretest.TLSConfig(d.rec.n.Fingerprint()))
+	to := d.via
+	if to == nil {
+		to = d.rec.n
+	}
+	conn, err := tls.Dial("tcp", to.Addr().String(), wiretest.TLSConfig(to.Fingerprint()))
 	if err != nil {
 		d.rec.violate("%s: connect: %v", d.name, err)
 		return
@@ -109,6 +115,14 @@ func (d *Device) Connect() {
 	}
 	d.conn, d.done = conn, make(chan struct{})
 	go d.read(conn, d.done, connNo)
+}
+
+// Via makes the device's next connections go to target (one node of a
+// cluster, say) instead of the recorder's node.
+func (d *Device) Via(target Target) {
+	d.mu.Lock()
+	d.via = target
+	d.mu.Unlock()
 }
 
 // Disconnect drops the connection without a goodbye, as a phone losing
@@ -201,10 +215,15 @@ func (d *Device) Resend(cmid uint64) bool {
 
 // WaitSent waits up to Timeout for the SENT of cmid and returns the
 // message id it carried. It may be called from any goroutine.
-func (d *Device) WaitSent(cmid uint64) (uint64, error) {
+func (d *Device) WaitSent(cmid uint64) (uint64, error) { return d.WaitSentWithin(cmid, Timeout) }
+
+// WaitSentWithin is WaitSent with a deadline of within: a test that
+// resends after a retriable error (the SEND then gets no SENT) waits a
+// little and resends. It may be called from any goroutine.
+func (d *Device) WaitSentWithin(cmid uint64, within time.Duration) (uint64, error) {
 	r := d.rec
 	var id uint64
-	if !r.await(func() bool {
+	if !r.awaitWithin(within, func() bool {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		if s := d.sends[cmid]; s != nil {
@@ -212,7 +231,7 @@ func (d *Device) WaitSent(cmid uint64) (uint64, error) {
 		}
 		return id != 0
 	}) {
-		return 0, fmt.Errorf("nodetest: %s: no SENT for cmid %d in %v", d.name, cmid, Timeout)
+		return 0, fmt.Errorf("nodetest: %s: no SENT for cmid %d in %v", d.name, cmid, within)
 	}
 	return id, nil
 }
@@ -375,7 +394,7 @@ func (d *Device) handleLocked(f codec.Frame, connNo int) uint64 {
 		switch {
 		case e.Rid != 0 && e.Cmid == 0:
 			d.answerLocked(e.Rid, f)
-		case e.Code != protocol.CodeOverloaded:
+		case e.Code != protocol.CodeOverloaded && e.Code != protocol.CodeShardUnavailable:
 			r.violateLocked("%s: error %v (rid %d, cmid %d)", d.name, e.Code, e.Rid, e.Cmid)
 		}
 	case protocol.KindPong, protocol.KindGoAway, protocol.KindPresence, protocol.KindIsTyping:

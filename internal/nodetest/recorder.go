@@ -3,6 +3,7 @@ package nodetest
 import (
 	"cmp"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -35,7 +36,7 @@ const maxReported = 12
 // each member must be recorded from before its ADD.
 type Recorder struct {
 	t testing.TB
-	n *Node
+	n Target
 
 	mu         sync.Mutex
 	changed    chan struct{}         // guarded by mu: closed and replaced on every change
@@ -57,7 +58,7 @@ type groupBook struct {
 // NewRecorder returns a Recorder for devices of n. When t ends, it
 // disconnects every device and fails t with any violation not yet
 // reported.
-func NewRecorder(t testing.TB, n *Node) *Recorder {
+func NewRecorder(t testing.TB, n Target) *Recorder {
 	r := &Recorder{
 		t: t, n: n, changed: make(chan struct{}),
 		byUser: map[uint64][]*Device{}, sent: map[uint64]*send{}, groups: map[uint64]*groupBook{},
@@ -74,6 +75,13 @@ func NewRecorder(t testing.TB, n *Node) *Recorder {
 		}
 	})
 	return r
+}
+
+// Target is what a device connects to: a node's client address and the
+// fingerprint of its certificate. *Node is one.
+type Target interface {
+	Addr() net.Addr
+	Fingerprint() string
 }
 
 // Device adds a device of u to the books, not yet connected.
@@ -118,8 +126,11 @@ func (r *Recorder) Wait(what string, cond func() bool) {
 // await calls done after every change the recorder sees until it reports
 // true, or until Timeout passes; it reports whether done did. done runs
 // without the recorder's lock. await may be called from any goroutine.
-func (r *Recorder) await(done func() bool) bool {
-	deadline := time.NewTimer(Timeout)
+func (r *Recorder) await(done func() bool) bool { return r.awaitWithin(Timeout, done) }
+
+// awaitWithin is await with a deadline of within.
+func (r *Recorder) awaitWithin(within time.Duration, done func() bool) bool {
+	deadline := time.NewTimer(within)
 	defer deadline.Stop()
 	for {
 		r.mu.Lock()
