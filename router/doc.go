@@ -14,7 +14,12 @@
 // server's registry (AttachConns), a ref of another node to a proxy over
 // the link.
 //
-// Threading: a Router is set up by New, Attach and AttachConns before the
-// shards start, then immutable and safe for concurrent use; Submit,
-// Forward and Endpoint never block.
+// In a cluster (AttachCluster) the router sends ops for shards of other
+// nodes over the node link as pb.NodeFrames, resolves refs of other nodes
+// to storage.RemoteEndpoints, and Deliver applies what other nodes sent.
+//
+// Threading: a Router is set up by New, AttachCluster, AttachConns and
+// Attach before the shards start, then safe for concurrent use (its
+// placement is replaced atomically by SetPlacement); Submit, Forward,
+// Endpoint and Deliver never block.
 package router

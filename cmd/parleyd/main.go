@@ -233,6 +233,7 @@ func run(args []string) error {
 		return err
 	}
 	analyticsF := addAnalyticsFlags(fs)
+	clusterF := addClusterFlags(fs)
 	rates, err := addRateFlags(fs)
 	if err != nil {
 		return err
@@ -326,6 +327,10 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	clusterConfig, err := clusterF.config(fs)
+	if err != nil {
+		return err
+	}
 	serverConfig := server.Config{
 		Heartbeat: *heartbeat, MinHeartbeat: *heartbeatMin, MaxHeartbeat: *heartbeatMax,
 		MaxConns: *maxConns, MaxConnsPerIP: *maxConnsPerIP,
@@ -373,6 +378,7 @@ func run(args []string) error {
 		SMS:           smsConfig,
 		Reports:       reports.Config{PerHour: *reportsPerHour},
 		Analytics:     analyticsConfig,
+		Cluster:       clusterConfig,
 		Push:          pushConfig,
 		Logger:        logger,
 		Server:        serverConfig,

@@ -1,0 +1,54 @@
+package main
+
+import (
+	"flag"
+	"io"
+	"testing"
+)
+
+// TestClusterFlags: --cluster and its flags give the node's cluster
+// configuration; a bad combination is refused with one line.
+func TestClusterFlags(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		err  string
+	}{
+		{nil, ""},
+		{[]string{"--cluster", "--node-id", "2", "--link-listen", ":7000", "--etcd", "http://a:2379, http://b:2379"}, ""},
+		{[]string{"--cluster", "--node-id", "1", "--link-listen", ":7000", "--etcd-embed", "/tmp/etcd"}, ""},
+		{[]string{"--node-id", "3"}, "--node-id needs --cluster"},
+		{[]string{"--etcd", "http://a:2379"}, "--etcd needs --cluster"},
+		{[]string{"--cluster", "--link-listen", ":7000", "--etcd", "http://a:2379"}, "--cluster needs --node-id"},
+		{[]string{"--cluster", "--node-id", "0", "--link-listen", ":7000", "--etcd", "http://a:2379"}, `--node-id "0": want a number from 1 to 4294967295`},
+		{[]string{"--cluster", "--node-id", "1", "--etcd", "http://a:2379"}, "--cluster needs --link-listen"},
+		{[]string{"--cluster", "--node-id", "1", "--link-listen", ":7000"}, "--cluster needs one of --etcd and --etcd-embed"},
+		{[]string{"--cluster", "--node-id", "1", "--link-listen", ":7000", "--etcd", "x", "--etcd-embed", "/d"}, "--cluster needs one of --etcd and --etcd-embed"},
+		{[]string{"--cluster", "--node-id", "1", "--link-listen", ":7000", "--etcd", "x", "--lease-ttl", "1s"}, "--lease-ttl 1s: want at least 2s"},
+	} {
+		fs := flag.NewFlagSet("parleyd", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		f := addClusterFlags(fs)
+		if err := fs.Parse(tt.args); err != nil {
+			t.Fatal(err)
+		}
+		c, err := f.config(fs)
+		switch {
+		case tt.err != "":
+			if err == nil || err.Error() != tt.err {
+				t.Errorf("%v: error %v, want %q", tt.args, err, tt.err)
+			}
+		case err != nil:
+			t.Errorf("%v: %v", tt.args, err)
+		case len(tt.args) == 0 && c != nil:
+			t.Errorf("no flags gave a cluster config %+v", c)
+		case len(tt.args) > 0 && (c == nil || c.ID == 0 || c.LinkAddr != ":7000" || len(c.Etcd)+len(c.EtcdDir) == 0):
+			t.Errorf("%v gave %+v", tt.args, c)
+		}
+	}
+	fs := flag.NewFlagSet("parleyd", flag.ContinueOnError)
+	f := addClusterFlags(fs)
+	_ = fs.Parse([]string{"--cluster", "--node-id", "2", "--link-listen", ":7000", "--etcd", "http://a:2379, http://b:2379"})
+	if c, _ := f.config(fs); len(c.Etcd) != 2 || c.Etcd[1] != "http://b:2379" {
+		t.Errorf("etcd endpoints %q", c.Etcd)
+	}
+}
