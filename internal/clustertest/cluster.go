@@ -29,13 +29,23 @@ type Cluster struct {
 	nodes     []*node.Node  // guarded by mu: node id i+1 at i; nil while down
 	cfgs      []node.Config // what each node was started with
 	nextPhone int           // guarded by mu
+	afterStop []func()      // guarded by mu
+}
+
+// AfterStop has f run when the test ends, after every node stopped and
+// before etcd does (a proxy in front of etcd closes there).
+func (c *Cluster) AfterStop(f func()) {
+	c.mu.Lock()
+	c.afterStop = append(c.afterStop, f)
+	c.mu.Unlock()
 }
 
 // Start starts an etcd member and n nodes (ids 1 … n) with
 // ShardsPerNode shards each, waits until every shard is placed (the
 // controller places them once all n are live, two per node), and stops
-// everything when t ends.
-func Start(t testing.TB, n int) *Cluster {
+// everything when t ends. change, if not nil, edits each node's
+// configuration before its start.
+func Start(t testing.TB, n int, change func(id uint32, cfg *node.Config)) *Cluster {
 	t.Helper()
 	e, err := cluster.StartEtcd(cluster.EtcdConfig{Dir: t.TempDir(), TickMs: 10, ElectionMs: 100, LogLevel: slog.LevelWarn})
 	if err != nil {
@@ -44,6 +54,12 @@ func Start(t testing.TB, n int) *Cluster {
 	c := &Cluster{Etcd: e, Codes: nodetest.NewCodes(), nodes: make([]*node.Node, n), cfgs: make([]node.Config, n)}
 	t.Cleanup(func() {
 		c.stopAll(t)
+		c.mu.Lock()
+		after := c.afterStop
+		c.mu.Unlock()
+		for _, f := range after {
+			f()
+		}
 		e.Close()
 	})
 	ca, err := link.NewCA(time.Now())
@@ -67,6 +83,9 @@ func Start(t testing.TB, n int) *Cluster {
 				ID: uint32(i + 1), Etcd: e.Endpoints(), LinkAddr: "127.0.0.1:0", Credentials: creds,
 				MinNodes: n, PlacementTimeout: nodetest.Timeout,
 			},
+		}
+		if change != nil {
+			change(uint32(i+1), &c.cfgs[i])
 		}
 	}
 	// The nodes start together: each waits for the placement, which

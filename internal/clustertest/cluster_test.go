@@ -83,7 +83,7 @@ func send(t *testing.T, d *nodetest.Device, to, group uint64, body string) uint6
 // and presence all cross the node links; every SENT message reaches
 // every device it should, once and in order.
 func TestAnyNodeServesAnyUser(t *testing.T) {
-	c := clustertest.Start(t, 3)
+	c := clustertest.Start(t, 3, nil)
 	rec := nodetest.NewRecorder(t, c.Node(1))
 	us := users(t, c, rec)
 

@@ -41,7 +41,7 @@ func sendReliably(d *nodetest.Device, to uint64, body string, bound time.Duratio
 // acknowledged message has reached its recipient once and in order, and
 // the outboxes towards the restarted node have drained.
 func TestNodeRestartLosesNothing(t *testing.T) {
-	c := clustertest.Start(t, 3)
+	c := clustertest.Start(t, 3, nil)
 	rec := nodetest.NewRecorder(t, c.Node(1))
 	// One user homed on each node, each connected through node 1 or 2:
 	// the node that restarts serves shards, not connections.
