@@ -57,8 +57,11 @@ func TestNodeRestartLosesNothing(t *testing.T) {
 		d.WaitSynced()
 		devs = append(devs, d)
 	}
-	const perSender = 30
+	// Each sender goes on until the restart is over and it has sent
+	// afterSends more: traffic crosses the restart.
+	const afterSends = 10
 	var acked atomic.Int64
+	var restarted atomic.Bool
 	errs := make(chan error, len(devs))
 	var wg sync.WaitGroup
 	for i, d := range devs {
@@ -66,7 +69,11 @@ func TestNodeRestartLosesNothing(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for k := range perSender {
+			after := 0
+			for k := 0; after < afterSends; k++ {
+				if restarted.Load() {
+					after++
+				}
 				if err := sendReliably(d, to, fmt.Sprintf("%v #%d", d, k), 60*time.Second); err != nil {
 					errs <- err
 					return
@@ -75,8 +82,9 @@ func TestNodeRestartLosesNothing(t *testing.T) {
 			}
 		}()
 	}
-	rec.Wait("traffic under way", func() bool { return acked.Load() >= int64(len(devs)*perSender/4) })
+	rec.Wait("traffic under way", func() bool { return acked.Load() >= int64(3*len(devs)) })
 	c.Restart(t, 3)
+	restarted.Store(true)
 	wg.Wait()
 	close(errs)
 	for err := range errs {
