@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parley-im/parley/internal/faultproxy"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -428,4 +429,60 @@ func waitKeys(t *testing.T, cli *clientv3.Client, prefix string, n int) {
 		}
 	}
 	t.Fatalf("%d keys under %s, want %d", count, prefix, n)
+}
+
+// TestControllerCloseWithoutEtcd: a controller waiting behind the leader
+// stops within its SessionTTL when etcd no longer answers (a node stopping
+// during an etcd outage), and its goroutine ends once the client closes.
+func TestControllerCloseWithoutEtcd(t *testing.T) {
+	e := testEtcd(t)
+	cli := testClient(t, e)
+	testController(t, cli, 1, nil)
+	p, err := faultproxy.Listen("127.0.0.1:0", e.ClientAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	far, err := NewClient([]string{"http://" + p.Addr()}, testLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := false
+	t.Cleanup(func() {
+		if !closed {
+			_ = far.Close()
+		}
+	})
+	const ttl = 2 * time.Second
+	c, err := StartController(ControllerConfig{Client: far, ID: 2, SessionTTL: ttl, Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitKeys(t, cli, keys{DefaultPrefix}.leader(), 2) // it campaigns behind controller 1
+	// A round trip on its connection after its key exists: the answer to
+	// the campaign's write went before it, so the campaign waits for the
+	// leader's key to go (where a cancel resigns) when the partition comes.
+	if _, err := far.Get(testCtx(t), keys{DefaultPrefix}.leader(), clientv3.WithPrefix()); err != nil {
+		t.Fatal(err)
+	}
+	p.Partition(faultproxy.Both)
+
+	returned := make(chan time.Duration, 1)
+	start := time.Now()
+	go func() { c.Close(); returned <- time.Since(start) }()
+	select {
+	case d := <-returned:
+		if d > ttl+time.Second {
+			t.Fatalf("Close took %v, want at most SessionTTL %v", d, ttl)
+		}
+	case <-time.After(waitBound):
+		t.Fatal("Close did not return with etcd unreachable")
+	}
+	_ = far.Close()
+	closed = true
+	select {
+	case <-c.done:
+	case <-time.After(waitBound):
+		t.Fatal("the controller's goroutine outlived its client")
+	}
 }

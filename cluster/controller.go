@@ -127,10 +127,21 @@ func (c *Controller) Lease() clientv3.LeaseID {
 }
 
 // Close stops campaigning, resigns and waits for the controller's
-// goroutine.
+// goroutine, for at most SessionTTL: with etcd unreachable, a campaign
+// that is cancelled resigns with the client's own context (etcd's
+// concurrency.Election.Campaign) and waits until etcd answers or the
+// client is closed. Close then returns anyway, so a node can stop during
+// an etcd outage; the goroutine ends when the client is closed, and the
+// session's lease expires in etcd on its own.
 func (c *Controller) Close() {
 	c.stop()
-	<-c.done
+	t := time.NewTimer(c.cfg.SessionTTL)
+	defer t.Stop()
+	select {
+	case <-c.done:
+	case <-t.C:
+		c.cfg.Logger.Warn("cluster: controller stopped without resigning: etcd does not answer; its election key goes with its lease", "controller", c.cfg.ID)
+	}
 }
 
 func (c *Controller) run(ctx context.Context) {
