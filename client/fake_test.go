@@ -31,8 +31,9 @@ import (
 // Client. The fake does what a test tells it, frame by frame; it has no
 // logic of its own beyond answering Ping.
 
-// waitLong bounds every wait for something that should happen.
-const waitLong = 5 * time.Second
+// waitLong bounds every wait for something that should happen: generous,
+// since the machine may be loaded; a passing test never waits for it.
+const waitLong = 20 * time.Second
 
 // testSecret is the credential of testCreds.
 var testCreds = Credentials{User: 42, Device: 3, Secret: bytes.Repeat([]byte{7}, protocol.CredentialLen)}
