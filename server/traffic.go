@@ -36,6 +36,7 @@ func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 	if q.session != nil && c.state == stateLoggingIn {
 		c.state = stateAuthenticated
 		c.authed.Store(true)
+		s.wheel.authenticated(c)
 		s.stats.Authenticated.Add(1)
 	}
 	if gc.InboundBuffered() > 0 {

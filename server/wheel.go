@@ -21,7 +21,7 @@ const wheelSlots = 512
 // idle ones (gnet has no per-connection deadlines). Each connection sits
 // in the slot of the second of its next check; activity does not move it
 // (the check reads lastActive), so the hot path never takes the wheel's
-// lock.
+// lock. Only the login, which may bring the deadline nearer, moves it.
 type wheel struct {
 	srv   *Server
 	unit  int64 // nanoseconds per slot: the timers' resolution
@@ -54,6 +54,20 @@ func (w *wheel) keep(c *conn) {
 	if c.wslot < 0 {
 		w.insertLocked(c, w.last+1)
 		w.count++
+	}
+	w.mu.Unlock()
+}
+
+// authenticated brings a connection that has just logged in to the next
+// tick: its deadline is now 1.5 heartbeats after its last activity
+// ([S-6-8]), which may come before the pre-login one (the handshake or
+// login deadline, or the idle trim) it was slotted for when the timer
+// looked at it during the handshake.
+func (w *wheel) authenticated(c *conn) {
+	w.mu.Lock()
+	if c.wslot >= 0 {
+		w.unlinkLocked(c)
+		w.insertLocked(c, w.last+1)
 	}
 	w.mu.Unlock()
 }

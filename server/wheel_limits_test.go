@@ -47,6 +47,40 @@ func TestWheelHandshakeDeadlines(t *testing.T) {
 	}
 }
 
+// TestWheelLoginBringsIdleDeadline ([S-6-8]): a connection the timer
+// looked at during its handshake sits in the slot of the handshake
+// deadline, 10 s on; once it logs in, its idle timeout (1.5 heartbeats of
+// 1 s) fires on time, not at that slot.
+func TestWheelLoginBringsIdleDeadline(t *testing.T) {
+	const opened = int64(1_000_000_000_000)
+	at := func(d time.Duration) time.Time { return time.Unix(0, opened+int64(d)) }
+	cfg := Config{Heartbeat: time.Second, Now: func() time.Time { return at(0) }}
+	cfg.setDefaults()
+	w := newWheel(&Server{cfg: cfg})
+	c := &conn{openedAt: opened, wslot: -1, closed: true} // closed: the timer's Close is a no-op
+	c.phase.Store(phaseHandshake)
+	c.lastActive.Store(opened)
+	w.add(c)
+	w.tick(at(200 * time.Millisecond)) // in the handshake: next look at 10 s
+	if c.wslot < 0 {
+		t.Fatal("a connection in its handshake left the wheel")
+	}
+	// LOGIN at 0.3 s, the last the connection sends.
+	c.phase.Store(phaseOpen)
+	c.heartbeatS = 1
+	c.lastActive.Store(opened + int64(300*time.Millisecond))
+	c.authed.Store(true)
+	w.authenticated(c)
+	w.tick(at(1700 * time.Millisecond))
+	if c.wslot < 0 {
+		t.Fatal("idle timeout before 1.5 heartbeats")
+	}
+	w.tick(at(1800*time.Millisecond + time.Duration(w.unit)))
+	if c.wslot >= 0 {
+		t.Fatal("no idle timeout a tick after 1.5 heartbeats")
+	}
+}
+
 // TestLimitKey: the address a client is counted under.
 func TestLimitKey(t *testing.T) {
 	for _, tt := range []struct {
