@@ -15,9 +15,9 @@ import (
 func TestHeartbeatBoundsFromEnvironment(t *testing.T) {
 	t.Setenv("PARLEY_HEARTBEAT_MAX", "2m")
 	t.Setenv("PARLEY_HEARTBEAT_MIN", "20s")
-	dir, addr := t.TempDir(), freeAddr(t)
-	d := startDaemon(t, dir, addr)
-	fp := d.fingerprint(t)
+	dir := t.TempDir()
+	d := startDaemon(t, dir, "")
+	addr, fp := d.addr, d.fingerprint(t)
 	alice, _ := registerPair(t, d, fp)
 	for _, c := range []struct{ ask, want uint32 }{{3600, 120}, {1, 20}} {
 		conn := wiretest.Dial(t, addr, fp)

@@ -9,7 +9,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -53,15 +52,24 @@ type daemon struct {
 	exit    chan struct{}
 }
 
-var codeLine = regexp.MustCompile(`phone=(\+\d+) code=(\d+)`)
+var (
+	codeLine  = regexp.MustCompile(`phone=(\+\d+) code=(\d+)`)
+	readyAddr = regexp.MustCompile(` addr=(\S+)`)
+)
 
-// startDaemon starts parleyd on addr with its data in dir, its media and
-// admin endpoints on free ports, and waits until it is ready. A child that
-// exits or hangs fails the test with everything it printed.
+// startDaemon starts parleyd on addr ("": a port the kernel picks, read
+// from the ready line; a restart passes the first start's d.addr) with its
+// data in dir, its media and admin endpoints on free ports, and waits
+// until it is ready. A child that exits or hangs fails the test with
+// everything it printed.
 func startDaemon(t *testing.T, dir, addr string) *daemon {
 	t.Helper()
-	d := &daemon{addr: addr, dir: dir, codes: map[string]string{}, changed: make(chan struct{}), ready: make(chan struct{}), exit: make(chan struct{})}
-	d.cmd = exec.Command(os.Args[0], "--listen", addr, "--data", dir, "--shards", "2",
+	listen := addr
+	if listen == "" {
+		listen = "127.0.0.1:0" // never a port picked here and freed: another process may take it first
+	}
+	d := &daemon{dir: dir, codes: map[string]string{}, changed: make(chan struct{}), ready: make(chan struct{}), exit: make(chan struct{})}
+	d.cmd = exec.Command(os.Args[0], "--listen", listen, "--data", dir, "--shards", "2",
 		"--test-phone-prefix", "+1555000", "--test-code", testCode, "--admin", "127.0.0.1:0", "--media-listen", "127.0.0.1:0")
 	d.cmd.Env = append(os.Environ(), "PARLEYD_TEST_AS_MAIN=1")
 	out, err := d.cmd.StdoutPipe()
@@ -87,7 +95,12 @@ func startDaemon(t *testing.T, dir, addr string) *daemon {
 			d.changed = make(chan struct{})
 			d.mu.Unlock()
 			if strings.Contains(line, "parleyd ready") {
-				once.Do(func() { close(d.ready) })
+				once.Do(func() {
+					if m := readyAddr.FindStringSubmatch(line); m != nil {
+						d.addr = m[1] // before close(d.ready), which publishes it
+					}
+					close(d.ready)
+				})
 			}
 		}
 		_, _ = io.Copy(io.Discard, out)
@@ -95,6 +108,10 @@ func startDaemon(t *testing.T, dir, addr string) *daemon {
 	}()
 	select {
 	case <-d.ready:
+		if d.addr == "" {
+			d.kill()
+			t.Fatalf("parleyd's ready line names no addr; it printed:\n%s", d.printed())
+		}
 	case <-d.exit:
 		t.Fatalf("parleyd exited before it was ready (%v); it printed:\n%s", d.cmd.ProcessState, d.printed())
 	case <-time.After(30 * time.Second):
@@ -164,16 +181,6 @@ func (d *daemon) fingerprint(t *testing.T) string {
 	return hex.EncodeToString(sum[:])
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // registerPair registers alice on shard 0 and bob on shard 1 of d, whose
 // certificate has fingerprint fp, on a connection it then closes.
 func registerPair(t *testing.T, d *daemon, fp string) (alice, bob wiretest.User) {
@@ -215,9 +222,9 @@ func TestKill9LosesNoAcknowledgedMessage(t *testing.T) {
 	// RATE_LIMITED: the account's send rates ([S-8-23]) are lifted.
 	t.Setenv("PARLEY_SENDS_PER_SECOND", "0")
 	t.Setenv("PARLEY_GROUP_SENDS_PER_SECOND", "0")
-	dir, addr := t.TempDir(), freeAddr(t)
-	d := startDaemon(t, dir, addr)
-	fp := d.fingerprint(t)
+	dir := t.TempDir()
+	d := startDaemon(t, dir, "")
+	addr, fp := d.addr, d.fingerprint(t)
 	alice, bob := registerPair(t, d, fp)
 	if alice.ID&4095 >= 2048 || bob.ID&4095 < 2048 {
 		t.Fatalf("alice %d and bob %d are not on shards 0 and 1", alice.ID, bob.ID)
@@ -483,9 +490,8 @@ func TestDataFilesPrivate(t *testing.T) {
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	addr := freeAddr(t)
-	d := startDaemon(t, dir, addr)
-	c := wiretest.Dial(t, addr, d.fingerprint(t))
+	d := startDaemon(t, dir, "")
+	c := wiretest.Dial(t, d.addr, d.fingerprint(t))
 	c.Register(phoneOn(t, 0, 0), d.code)
 	c.Conn.Close()
 	d.kill()
@@ -517,7 +523,7 @@ func TestDataFilesPrivate(t *testing.T) {
 // a complete backup and a data directory in use, each in one line.
 func TestDrainThenRestore(t *testing.T) {
 	dir := t.TempDir()
-	d := startDaemon(t, dir, freeAddr(t))
+	d := startDaemon(t, dir, "")
 	u := wiretest.Dial(t, d.addr, d.fingerprint(t)).Register("+15550004242", d.code)
 	c := wiretest.Dial(t, d.addr, d.fingerprint(t))
 	c.Login(u, 0)

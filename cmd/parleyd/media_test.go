@@ -38,9 +38,8 @@ func TestMediaBigFlatMemory(t *testing.T) {
 		mib = *mediaBig
 	}
 	size := int64(mib) << 20
-	addr := freeAddr(t)
-	d := startDaemon(t, t.TempDir(), addr)
-	fp := d.fingerprint(t)
+	d := startDaemon(t, t.TempDir(), "")
+	addr, fp := d.addr, d.fingerprint(t)
 
 	c := wiretest.Dial(t, addr, fp)
 	u := c.Register("+15550001234", func(string) string { return testCode })

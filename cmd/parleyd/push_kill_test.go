@@ -26,9 +26,9 @@ func TestPushAfterKill9(t *testing.T) {
 	t.Setenv("PARLEY_PUSH_WEBHOOK", "1")
 	t.Setenv("PARLEY_PUSH_WEBHOOK_ALLOW_PRIVATE", "1")
 	t.Setenv("PARLEY_PUSH_WEBHOOK_SECRET", string(pushtest.WebhookSecret))
-	dir, addr := t.TempDir(), freeAddr(t)
-	d := startDaemon(t, dir, addr)
-	fp := d.fingerprint(t)
+	dir := t.TempDir()
+	d := startDaemon(t, dir, "")
+	addr, fp := d.addr, d.fingerprint(t)
 
 	a := wiretest.Dial(t, addr, fp)
 	alice := a.Register("+15550002001", d.code)

@@ -17,9 +17,9 @@ import (
 // no gap and no duplicate; a client without a ticket still gets a full
 // handshake.
 func TestSessionResumption(t *testing.T) {
-	dir, addr := t.TempDir(), freeAddr(t)
-	d := startDaemon(t, dir, addr)
-	fp := d.fingerprint(t)
+	dir := t.TempDir()
+	d := startDaemon(t, dir, "")
+	addr, fp := d.addr, d.fingerprint(t)
 	cfg := wiretest.TLSConfig(fp)
 	cfg.ClientSessionCache = tls.NewLRUClientSessionCache(1)
 	dial := func(cfg *tls.Config, wantResumed bool) *wiretest.Client {
@@ -73,9 +73,9 @@ func TestSessionResumption(t *testing.T) {
 // 4, then 5, nothing twice and nothing skipped, and the old connection is
 // told SESSION_REPLACED ([S-5-2], [S-6-11], [S-8-7]).
 func TestNewNetworkResumes(t *testing.T) {
-	dir, addr := t.TempDir(), freeAddr(t)
-	d := startDaemon(t, dir, addr)
-	fp := d.fingerprint(t)
+	dir := t.TempDir()
+	d := startDaemon(t, dir, "")
+	addr, fp := d.addr, d.fingerprint(t)
 	alice, bob := registerPair(t, d, fp)
 
 	phone := wiretest.TLSConfig(fp) // bob's phone: one session cache across networks

@@ -134,7 +134,7 @@ func TestSMSWebhookThroughParleyd(t *testing.T) {
 	t.Setenv("PARLEY_SMS_URL", hook.URL+"/sms")
 	t.Setenv("PARLEY_WEBHOOK_SECRET", secret)
 
-	d := startDaemon(t, t.TempDir(), freeAddr(t))
+	d := startDaemon(t, t.TempDir(), "")
 	c := wiretest.Dial(t, d.addr, d.fingerprint(t))
 	u := c.Register(good, func(phone string) string {
 		mu.Lock()
