@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -22,14 +23,33 @@ import (
 
 // peerServer is a peer's server process.
 type peerServer struct {
-	cmd  *exec.Cmd
-	addr string
-	dir  string
+	cmd    *exec.Cmd
+	addr   string
+	dir    string
+	exited chan struct{} // closed once cmd.Wait returned
 }
 
+// errPeerExited is a peer that exited before it listened: the port picked
+// for it was taken in the meantime, or its start failed.
+var errPeerExited = errors.New("exited before it listened")
+
 // startPeer starts the peer's server on a free loopback port with TLS 1.3
-// and a fresh self-signed ECDSA P-256 certificate (as parleyd's).
+// and a fresh self-signed ECDSA P-256 certificate (as parleyd's). The peers
+// cannot listen on port 0, so the port is one that was free a moment ago;
+// if the peer exits before it listens (another process took the port), it
+// tries another, three times in all.
 func startPeer(peer string, logw io.Writer) (*peerServer, error) {
+	var err error
+	for range 3 {
+		var ps *peerServer
+		if ps, err = startPeerOnce(peer, logw); !errors.Is(err, errPeerExited) {
+			return ps, err
+		}
+	}
+	return nil, err
+}
+
+func startPeerOnce(peer string, logw io.Writer) (*peerServer, error) {
 	dir, err := os.MkdirTemp("", "parley-peer-")
 	if err != nil {
 		return nil, err
@@ -86,31 +106,35 @@ tls {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s (apt-get install %s): %w", peer, map[string]string{"mosquitto": "mosquitto", "nats": "nats-server"}[peer], err)
 	}
-	ps := &peerServer{cmd: cmd, addr: addr, dir: dir}
-	deadline := time.Now().Add(10 * time.Second)
+	ps := &peerServer{cmd: cmd, addr: addr, dir: dir, exited: make(chan struct{})}
+	go func() { _ = cmd.Wait(); close(ps.exited) }()
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
 			c.Close()
 			return ps, nil
 		}
+		select {
+		case <-ps.exited:
+			_ = os.RemoveAll(dir)
+			return nil, fmt.Errorf("%s on %s: %w (%v)", peer, addr, errPeerExited, cmd.ProcessState)
+		case <-time.After(50 * time.Millisecond):
+		}
 		if time.Now().After(deadline) {
 			ps.stop()
 			return nil, fmt.Errorf("%s did not listen on %s", peer, addr)
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 
 func (p *peerServer) stop() {
 	_ = p.cmd.Process.Signal(os.Interrupt)
-	done := make(chan struct{})
-	go func() { _ = p.cmd.Wait(); close(done) }()
 	select {
-	case <-done:
+	case <-p.exited:
 	case <-time.After(10 * time.Second):
 		_ = p.cmd.Process.Kill()
-		<-done
+		<-p.exited
 	}
 	_ = os.RemoveAll(p.dir)
 }
