@@ -409,8 +409,8 @@ func TestGoAwayHonoured(t *testing.T) {
 	if a := fc.expectAck(); a != 1 {
 		t.Fatalf("ack %d after GoAway, want 1", a)
 	}
+	start := time.Now() // before the client can see the close, which starts its wait
 	_ = fc.c.Close()
-	start := time.Now()
 	ev := waitFor[Disconnected](c)
 	if CodeOf(ev.Err) != protocol.CodeShuttingDown {
 		t.Errorf("Disconnected.Err = %v, want SHUTTING_DOWN", ev.Err)
