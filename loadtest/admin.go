@@ -11,14 +11,19 @@ import (
 	"time"
 )
 
-// adminClient reads a node's admin endpoint (internal/admin).
+// adminClient reads the admin endpoints (internal/admin) of a node, or
+// of a cluster's nodes, whose figures it sums.
 type adminClient struct {
-	base string
-	http *http.Client
+	bases []string
+	http  *http.Client
 }
 
-func newAdminClient(addr string) *adminClient {
-	return &adminClient{base: "http://" + addr, http: &http.Client{Timeout: 30 * time.Second}}
+func newAdminClient(addrs ...string) *adminClient {
+	a := &adminClient{http: &http.Client{Timeout: 30 * time.Second}}
+	for _, addr := range addrs {
+		a.bases = append(a.bases, "http://"+addr)
+	}
+	return a
 }
 
 // serverMemory is the node's /debug/memory answer.
@@ -27,9 +32,24 @@ type serverMemory struct {
 	RSS       int64 `json:"rss_bytes"`
 }
 
-// memory reads the server's memory; settle collects garbage first.
+// memory reads the servers' memory, summed over the nodes; settle
+// collects garbage first.
 func (a *adminClient) memory(ctx context.Context, settle bool) (serverMemory, error) {
-	url := a.base + "/debug/memory"
+	var sum serverMemory
+	for _, base := range a.bases {
+		m, err := a.memoryOf(ctx, base, settle)
+		if err != nil {
+			return sum, err
+		}
+		sum.HeapInuse += m.HeapInuse
+		sum.RSS += m.RSS
+	}
+	return sum, nil
+}
+
+// memoryOf reads one node's memory.
+func (a *adminClient) memoryOf(ctx context.Context, base string, settle bool) (serverMemory, error) {
+	url := base + "/debug/memory"
 	if settle {
 		url += "?settle=1"
 	}
@@ -49,10 +69,25 @@ func (a *adminClient) memory(ctx context.Context, settle bool) (serverMemory, er
 	return m, json.NewDecoder(resp.Body).Decode(&m)
 }
 
-// metrics scrapes /metrics and sums each metric's samples over their
-// labels.
+// metrics scrapes every node's /metrics and sums each metric's samples
+// over their labels and the nodes.
 func (a *adminClient) metrics(ctx context.Context) (map[string]float64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.base+"/metrics", nil)
+	sum := map[string]float64{}
+	for _, base := range a.bases {
+		m, err := a.metricsOf(ctx, base)
+		if err != nil {
+			return nil, err
+		}
+		for k, v := range m {
+			sum[k] += v
+		}
+	}
+	return sum, nil
+}
+
+// metricsOf scrapes one node's /metrics.
+func (a *adminClient) metricsOf(ctx context.Context, base string) (map[string]float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
 	if err != nil {
 		return nil, err
 	}

@@ -51,6 +51,13 @@ type Config struct {
 	// in a child of this one; SpawnLoops and SpawnNoSync do not apply to
 	// it. "" spawns the child node. The chaos scenario needs it.
 	Parleyd string `json:"parleyd"`
+	// SpawnCluster is how many parleyd nodes (Parleyd) a spawned cluster
+	// has: an etcd member inside this process, a cluster CA and node
+	// certificates in a temporary directory, the nodes on free loopback
+	// ports with SpawnShards shards in all. Device i connects to node
+	// i mod SpawnCluster (round robin by account index). 0: one node, no
+	// cluster. Needs Spawn and Parleyd.
+	SpawnCluster int `json:"spawn_cluster"`
 	// PhonePrefix is the node's test phone prefix (parleyd
 	// --test-phone-prefix); accounts get numbers under it. Default "+1999".
 	PhonePrefix string `json:"phone_prefix"`
@@ -161,6 +168,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Scenario == chaosScenario.Name {
 		c.setChaosDefaults()
+	}
+	if c.SpawnCluster > 0 && c.SpawnShards == 0 {
+		c.SpawnShards = clusterShardsPerNode * c.SpawnCluster
 	}
 	if c.Scenario == abuseScenario.Name {
 		if c.Connections == 0 {
@@ -283,6 +293,15 @@ func (c *Config) validate() error {
 	if c.Scenario == chaosScenario.Name {
 		errs = append(errs, c.validateChaos()...)
 	}
+	if c.SpawnCluster < 0 || c.SpawnCluster > maxClusterNodes {
+		errs = append(errs, fmt.Errorf("cluster of %d nodes: want 0 (none) to %d", c.SpawnCluster, maxClusterNodes))
+	}
+	if c.SpawnCluster > 0 && (!c.Spawn || c.Parleyd == "") {
+		errs = append(errs, errors.New("a spawned cluster runs parleyd: spawn it (--spawn-cluster N) from a parleyd binary (--parleyd PATH; go build ./cmd/parleyd)"))
+	}
+	if c.SpawnCluster > 0 && c.Scenario == chaosScenario.Name {
+		errs = append(errs, errors.New("chaos on a spawned cluster is not built yet: chaos kills one spawned parleyd (--spawn)"))
+	}
 	if c.Parleyd != "" && (c.SpawnLoops != 0 || c.SpawnNoSync) {
 		errs = append(errs, errors.New("the event loops and nosync of a spawned parleyd cannot be set (it has no flags for them)"))
 	}
@@ -326,6 +345,14 @@ const (
 	indexDigits    = 7
 	runDigits      = 3
 	maxConnections = 9_999_999
+)
+
+// Spawned cluster bounds.
+const (
+	// clusterShardsPerNode is a spawned cluster's shards per node when
+	// SpawnShards is not set.
+	clusterShardsPerNode = 2
+	maxClusterNodes      = 9
 )
 
 // Abuse defaults: the bystanders' traffic, light enough that what the

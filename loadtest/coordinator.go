@@ -50,9 +50,10 @@ type coordinator struct {
 	steps   []Step
 	workers []*workerProc
 	events  chan workerEvent
-	admin   *adminClient // nil without an admin endpoint
-	node    *spawnedNode // nil unless spawned as a child node
-	parleyd *parleydProc // nil unless spawned from Config.Parleyd
+	admin   *adminClient    // nil without an admin endpoint
+	node    *spawnedNode    // nil unless spawned as a child node
+	parleyd *parleydProc    // nil unless spawned from Config.Parleyd
+	cluster *parleydCluster // nil unless Config.SpawnCluster
 	res     *Result
 	start   time.Time
 
@@ -93,7 +94,22 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.Scenario == chaosScenario.Name {
 		c.say("chaos: seed %d, %d faults over %v of traffic", cfg.Seed, cfg.Kills, cfg.Duration)
 	}
+	var nodes []Endpoint
+	var admins []string
 	switch {
+	case cfg.SpawnCluster > 0:
+		pc, err := spawnCluster(ctx, &cfg)
+		if err != nil {
+			return nil, err
+		}
+		defer pc.stop()
+		c.cluster = pc
+		nodes, admins = pc.endpoints(), pc.admins()
+		cfg.Addr, cfg.Fingerprint, cfg.Admin = nodes[0].Addr, nodes[0].Fingerprint, ""
+		for i, p := range pc.nodes {
+			c.say("cluster node %d: addr %s fingerprint %s admin %s data %s", i+1, p.info.Addr, p.info.Fingerprint, p.info.Admin, p.dir)
+		}
+		c.say("cluster etcd: %s", pc.etcd.Endpoints()[0])
 	case cfg.Spawn && cfg.Parleyd != "":
 		p, err := spawnParleyd(ctx, &cfg)
 		if err != nil {
@@ -114,9 +130,12 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		cfg.Logger.Info("spawned a node", "addr", cfg.Addr, "admin", cfg.Admin, "fingerprint", cfg.Fingerprint)
 	}
 	if cfg.Admin != "" {
-		c.admin = newAdminClient(cfg.Admin)
+		admins = []string{cfg.Admin}
 	}
-	if err := c.startWorkers(); err != nil {
+	if len(admins) > 0 {
+		c.admin = newAdminClient(admins...)
+	}
+	if err := c.startWorkers(nodes); err != nil {
 		c.kill()
 		return nil, err
 	}
@@ -126,6 +145,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	c.record() // the series ends where the run does: a short run still has a line
 	c.assemble()
+	if c.cluster != nil {
+		c.res.ClusterAccepted = c.cluster.accepted(ctx, c.admin)
+	}
 	if r := c.res; !r.Passed {
 		err := fmt.Errorf("%w: %d lost, %d duplicated, %d reordered, %d skipped, %d group order mismatches, %d corrupt media",
 			ErrVerification, r.Lost, r.Duplicated, r.Reordered, r.Gaps, r.OrderMismatch, r.MediaCorrupt)
@@ -138,8 +160,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 }
 
 // startWorkers splits the accounts over the workers (pairs never split)
-// and starts them.
-func (c *coordinator) startWorkers() error {
+// and starts them; nodes are a cluster's, over which they spread their
+// devices (none: every device connects to Config.Addr).
+func (c *coordinator) startWorkers(nodes []Endpoint) error {
 	cfg := c.cfg
 	n := cfg.Connections + cfg.Connections%2
 	nw := min(cfg.workers(), n/2)
@@ -154,7 +177,7 @@ func (c *coordinator) startWorkers() error {
 			hi = n
 		}
 		spec := workerSpec{Config: *cfg, Index: i, Source: fmt.Sprintf("127.0.0.%d", cfg.SourceBase+i),
-			Lo: lo, Hi: hi, Addr: cfg.Addr, Fingerprint: cfg.Fingerprint, RunID: runID}
+			Lo: lo, Hi: hi, Addr: cfg.Addr, Fingerprint: cfg.Fingerprint, Nodes: nodes, RunID: runID}
 		spec.Config.Connections = n
 		lo = hi
 		cmd, err := childCommand(cfg, childWorker)

@@ -52,7 +52,7 @@ func (w *Worker) register(ctx context.Context) error {
 func (w *Worker) registerOn(ctx context.Context, devs []*device) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
-	nc, err := w.dialer.DialContext(ctx, "tcp", w.spec.Addr)
+	nc, err := w.dialer.DialContext(ctx, "tcp", w.spec.addrOf(devs[0].index)) // any node registers
 	if err != nil {
 		return fmt.Errorf("register: dial: %w%s", err, portHint(err))
 	}

@@ -16,6 +16,10 @@ type Result struct {
 	MessageSize int `json:"message_size"`
 	// DurationSeconds is the whole run, registration included.
 	DurationSeconds float64 `json:"duration_s"`
+	// ClusterAccepted is, for a spawned cluster (Config.SpawnCluster),
+	// the client connections each node accepted in the run, node 1's
+	// first; nil without one.
+	ClusterAccepted []int64 `json:"cluster_accepted,omitempty"`
 
 	MessagesSent      int64 `json:"messages_sent"`
 	MessagesDelivered int64 `json:"messages_delivered"`
@@ -214,6 +218,9 @@ func (r *Result) WriteText(w io.Writer) {
 		if s.Timed {
 			fmt.Fprintf(w, "  %-20s %8.3fs\n", s.Name, s.Seconds)
 		}
+	}
+	if len(r.ClusterAccepted) > 0 {
+		fmt.Fprintf(w, "cluster of %d nodes: client connections accepted by node %v\n", len(r.ClusterAccepted), r.ClusterAccepted)
 	}
 	if r.Chaos != nil {
 		r.Chaos.writeText(w)

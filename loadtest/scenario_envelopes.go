@@ -89,6 +89,9 @@ func (w *Worker) linkCompanions(ctx context.Context) error {
 			if s == nil {
 				return fmt.Errorf("link: device %d dropped", p.index)
 			}
+			ccfg := ccfg // the companions use their primary's node
+			home := w.spec.nodeOf(p.index)
+			ccfg.Addr, ccfg.Fingerprint = home.Addr, home.Fingerprint
 			for k := 1; k < cfg.Devices; k++ {
 				pl, err := client.RequestLink(ctx, ccfg, fmt.Sprintf("parley-load companion %d", k))
 				if err != nil {

@@ -127,7 +127,7 @@ func (d *device) connect(ctx context.Context) (time.Duration, error) {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	nc, err := w.dialer.DialContext(ctx, "tcp", w.spec.Addr)
+	nc, err := w.dialer.DialContext(ctx, "tcp", w.spec.addrOf(d.index))
 	if err != nil {
 		w.stats.dialErrors.Add(1)
 		return 0, fmt.Errorf("dial: %w", err)

@@ -46,6 +46,17 @@ func spawnParleyd(ctx context.Context, cfg *Config) (*parleydProc, error) {
 	if err != nil {
 		return nil, fmt.Errorf("loadtest: %w", err)
 	}
+	p, err := startParleyd(ctx, cfg, dir, nil)
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, err
+	}
+	return p, nil
+}
+
+// startParleyd starts cfg.Parleyd on data directory dir (which stop
+// removes) with extra flags after the common ones, as spawnParleyd says.
+func startParleyd(ctx context.Context, cfg *Config, dir string, extra []string) (*parleydProc, error) {
 	p := &parleydProc{bin: cfg.Parleyd, dir: dir, log: cfg.Logger}
 	p.args = []string{
 		"--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--media-listen", "",
@@ -58,8 +69,8 @@ func spawnParleyd(ctx context.Context, cfg *Config) (*parleydProc, error) {
 		n := strconv.Itoa(abuseConnsPerIP)
 		p.args = append(p.args, "--count-log-codes", "--limit-loopback", "--max-conns-per-ip", n, "--max-handshakes-per-ip", n)
 	}
+	p.args = append(p.args, extra...)
 	if err := p.start(ctx); err != nil {
-		_ = os.RemoveAll(dir)
 		return nil, err
 	}
 	p.args[1], p.args[3] = p.info.Addr, p.info.Admin

@@ -1,7 +1,10 @@
 package loadtest
 
 import (
+	"context"
+	"log/slog"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -19,6 +22,51 @@ func TestSyncWaitArgs(t *testing.T) {
 	} {
 		if got := syncWaitArgs(tc.w); !slices.Equal(got, tc.want) {
 			t.Errorf("syncWaitArgs(%v) = %q, want %q", tc.w, got, tc.want)
+		}
+	}
+}
+
+// TestSpawnCluster runs the pairs scenario on a spawned 3-node cluster of
+// real parleyd processes: every device's account is on one of the nodes
+// round robin, so each pair's two devices are on different nodes and
+// every message crosses a node link; nothing may be lost, duplicated or
+// reordered, and every node must have served its third of the devices.
+func TestSpawnCluster(t *testing.T) {
+	bin := buildParleyd(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	const conns, nodes = 30, 3
+	res, err := Run(ctx, Config{
+		Scenario:     "pairs",
+		Spawn:        true,
+		Parleyd:      bin,
+		SpawnCluster: nodes,
+		Connections:  conns,
+		Duration:     2 * time.Second,
+		Warmup:       -1,
+		Rate:         300,
+		DrainTimeout: 30 * time.Second,
+		Logger:       slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	if res != nil {
+		var b strings.Builder
+		res.WriteText(&b)
+		t.Logf("\n%s", b.String())
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Passed || res.Lost != 0 || res.Duplicated != 0 || res.Reordered != 0 || res.MessagesDelivered == 0 ||
+		res.MessagesDelivered != res.MessagesSent {
+		t.Fatalf("sent %d, delivered %d, lost %d, duplicated %d, reordered %d",
+			res.MessagesSent, res.MessagesDelivered, res.Lost, res.Duplicated, res.Reordered)
+	}
+	if len(res.ClusterAccepted) != nodes {
+		t.Fatalf("connections accepted per node %v, want %d nodes", res.ClusterAccepted, nodes)
+	}
+	for i, n := range res.ClusterAccepted {
+		if n < conns/nodes { // registration and the devices' own connections
+			t.Errorf("node %d accepted %d client connections, want at least its %d devices", i+1, n, conns/nodes)
 		}
 	}
 }

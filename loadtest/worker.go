@@ -36,8 +36,31 @@ type workerSpec struct {
 	Lo, Hi      int    // account indices [Lo, Hi)
 	Addr        string `json:"addr"`
 	Fingerprint string `json:"fingerprint"`
-	RunID       string `json:"run_id"` // digits that make this run's phone numbers unique
+	// Nodes are a cluster's nodes: device i connects to Nodes[i mod
+	// len(Nodes)]. Empty: every device connects to Addr.
+	Nodes []Endpoint `json:"nodes,omitempty"`
+	RunID string     `json:"run_id"` // digits that make this run's phone numbers unique
 }
+
+// Endpoint is a node's client address and certificate fingerprint.
+type Endpoint struct {
+	// Addr is the node's client address, host:port.
+	Addr string `json:"addr"`
+	// Fingerprint is the hex SHA-256 of the node's certificate.
+	Fingerprint string `json:"fingerprint"`
+}
+
+// nodeOf returns the node device (account) index connects to: round
+// robin over the cluster's nodes, or the one node.
+func (s *workerSpec) nodeOf(index int) Endpoint {
+	if len(s.Nodes) == 0 {
+		return Endpoint{Addr: s.Addr, Fingerprint: s.Fingerprint}
+	}
+	return s.Nodes[index%len(s.Nodes)]
+}
+
+// addrOf returns the address of nodeOf(index).
+func (s *workerSpec) addrOf(index int) string { return s.nodeOf(index).Addr }
 
 // event is a line a worker writes to its standard output.
 type event struct {
@@ -381,9 +404,16 @@ func runWorker(ctx context.Context, in io.Reader, out io.Writer, logw io.Writer)
 }
 
 func newWorker(ctx context.Context, spec workerSpec, out, logw io.Writer) (*Worker, error) {
-	want, err := hex.DecodeString(strings.ReplaceAll(spec.Fingerprint, ":", ""))
-	if err != nil || len(want) != sha256.Size {
-		return nil, fmt.Errorf("loadtest worker: bad fingerprint %q", spec.Fingerprint)
+	// A device pins the certificate of the node it dials; in a cluster
+	// that is one of the nodes' (the addresses are the run's own, on
+	// loopback).
+	want := map[string]bool{}
+	for _, fp := range append([]string{spec.Fingerprint}, fingerprints(spec.Nodes)...) {
+		b, err := hex.DecodeString(strings.ReplaceAll(fp, ":", ""))
+		if err != nil || len(b) != sha256.Size {
+			return nil, fmt.Errorf("loadtest worker: bad fingerprint %q", fp)
+		}
+		want[string(b)] = true
 	}
 	dec, err := codec.NewDecompressor(protocol.MaxFrameBody)
 	if err != nil {
@@ -403,7 +433,7 @@ func newWorker(ctx context.Context, spec workerSpec, out, logw io.Writer) (*Work
 			InsecureSkipVerify:     true, // replaced by the pin below ([S-5-4])
 			VerifyConnection: func(cs tls.ConnectionState) error {
 				sum := sha256.Sum256(cs.PeerCertificates[0].Raw)
-				if string(sum[:]) != string(want) {
+				if !want[string(sum[:])] {
 					return errors.New("loadtest: server certificate does not match the fingerprint")
 				}
 				return nil
@@ -421,6 +451,15 @@ func newWorker(ctx context.Context, spec workerSpec, out, logw io.Writer) (*Work
 		w.devices = append(w.devices, newDevice(w, i))
 	}
 	return w, nil
+}
+
+// fingerprints returns the endpoints' fingerprints.
+func fingerprints(eps []Endpoint) []string {
+	out := make([]string, len(eps))
+	for i, e := range eps {
+		out[i] = e.Fingerprint
+	}
+	return out
 }
 
 // emit writes one event line.

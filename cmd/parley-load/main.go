@@ -5,6 +5,7 @@
 // duplicated, reordered or skipped, 2 on bad arguments or a failed run.
 //
 //	parley-load --spawn --scenario pairs
+//	parley-load --spawn-cluster 3 --parleyd ./parleyd --scenario pairs
 //	parley-load --addr 127.0.0.1:5222 --fingerprint HEX --admin 127.0.0.1:9222 --scenario idle --conns 19000
 //
 // The node must be started with test phone numbers:
@@ -56,6 +57,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&cfg.Resume, "resume", false, "devices keep TLS session tickets and resume on reconnect (default: a full handshake every time)")
 	fs.BoolVar(&cfg.SpawnNoSync, "nosync", false, "spawned node commits without fsync (benchmarks everything but the disk)")
 	fs.DurationVar(&cfg.SpawnSyncWait, "sync-wait", 0, "spawned node's adaptive group commit wait before an fsync when the last was under 1ms ago (0: the node's default, 50µs; -1ns: never wait)")
+	fs.IntVar(&cfg.SpawnCluster, "spawn-cluster", 0, "start a local cluster of `N` parleyd nodes (--parleyd) with an etcd inside parley-load for the run, fresh data removed after, and spread the devices over the nodes round robin by account; it prints the nodes' addresses (--scenario idle --hold 10m keeps it up to try)")
 	fs.StringVar(&cfg.Parleyd, "parleyd", "", "spawn this parleyd `binary` instead of a node inside parley-load (chaos needs it)")
 	fs.IntVar(&cfg.Kills, "kills", 0, "chaos: kill (SIGKILL) or restart (SIGTERM) the node this many times during the traffic")
 	fs.Int64Var(&cfg.Seed, "seed", 0, "chaos: seed of the run's choices, faults included (0: random, printed)")
@@ -100,6 +102,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "parley-load: unexpected argument %q\n", fs.Arg(0))
 		return 2
+	}
+	if cfg.SpawnCluster > 0 {
+		cfg.Spawn = true
 	}
 	level := slog.LevelWarn
 	if *verbose {
