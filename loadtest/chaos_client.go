@@ -135,10 +135,10 @@ func (r *chaosRun) register(ctx context.Context, w *Worker) error {
 	ctx, cancel := context.WithTimeout(ctx, chaosSetupTimeout)
 	defer cancel()
 	return forEachParallel(ctx, r.users, 8, func(ctx context.Context, u *chaosUser) error {
-		if _, err := client.RequestCode(ctx, r.cfg, u.phone); err != nil {
+		if _, err := client.RequestCode(ctx, r.cfgFor(u), u.phone); err != nil {
 			return fmt.Errorf("chaos: request a code for %s: %w", u.phone, err)
 		}
-		creds, err := client.Verify(ctx, r.cfg, u.phone, cfg.TestCode, "chaos primary")
+		creds, err := client.Verify(ctx, r.cfgFor(u), u.phone, cfg.TestCode, "chaos primary")
 		if err != nil {
 			return fmt.Errorf("chaos: verify %s: %w", u.phone, err)
 		}
@@ -166,7 +166,7 @@ func (r *chaosRun) link(ctx context.Context, w *Worker) error {
 			return fmt.Errorf("chaos: user %d primary: %w", u.id, err)
 		}
 		for _, d := range u.devices[1:] {
-			pl, err := client.RequestLink(ctx, r.cfg, fmt.Sprintf("chaos companion %d", d.k))
+			pl, err := client.RequestLink(ctx, r.cfgFor(u), fmt.Sprintf("chaos companion %d", d.k))
 			if err != nil {
 				return fmt.Errorf("chaos: user %d: request a link: %w", u.id, err)
 			}
@@ -500,6 +500,16 @@ func (r *chaosRun) closeAll() {
 	r.bg.Wait()
 }
 
+// cfgFor returns the client configuration of u's devices: on a spawned
+// cluster they connect to node u.index mod nodes (round robin by
+// account), else to the node.
+func (r *chaosRun) cfgFor(u *chaosUser) client.Config {
+	cfg := r.cfg
+	home := r.w.spec.nodeOf(u.index)
+	cfg.Addr, cfg.Fingerprint = home.Addr, home.Fingerprint
+	return cfg
+}
+
 // start starts a client for d from its store.
 func (r *chaosRun) start(d *chaosDevice) error {
 	creds, err := d.store.Load()
@@ -507,7 +517,7 @@ func (r *chaosRun) start(d *chaosDevice) error {
 		return err
 	}
 	r.ver.addDevice(creds.Credentials.User, creds.Credentials.Device)
-	cfg := r.cfg
+	cfg := r.cfgFor(d.user)
 	synced := make(chan struct{})
 	var once sync.Once
 	cfg.OnEvent = func(ev client.Event) { r.event(d, ev, func() { once.Do(func() { close(synced) }) }) }

@@ -58,17 +58,43 @@ type chaosFaults struct {
 	downTotal       time.Duration
 }
 
-// killLoop carries out the fault plan against the spawned parleyd while
-// the workers run the traffic step; it returns when every fault is done
-// and the node is up again. A fault that falls due while the node is
-// still restarting from the previous one waits for it.
+// faultNodes draws, from seed, which node of a cluster of n each of k
+// faults strikes (node index 0 … n-1); nil for one node. It has a
+// generator of its own so that a seed's single-node plan stays what it
+// was.
+func faultNodes(seed int64, k, n int) []int {
+	if n <= 1 {
+		return nil
+	}
+	rng := rand.New(rand.NewPCG(uint64(seed), 0x40de))
+	out := make([]int, k)
+	for i := range out {
+		out[i] = rng.IntN(n)
+	}
+	return out
+}
+
+// killLoop carries out the fault plan against the spawned parleyd, or a
+// spawned cluster's nodes, while the workers run the traffic step; it
+// returns when every fault is done and the node is up again. A fault
+// that falls due while a node is still restarting from the previous one
+// waits for it.
 func (c *coordinator) killLoop(ctx context.Context) error {
 	p := c.parleyd
 	plan := planFaults(c.cfg.Seed, c.cfg.Kills, c.cfg.Duration)
+	var targets []int
+	if c.cluster != nil {
+		targets = faultNodes(c.cfg.Seed, len(plan), len(c.cluster.nodes))
+	}
 	start := time.Now()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for i, f := range plan {
+		who := "parleyd"
+		if targets != nil {
+			p = c.cluster.nodes[targets[i]]
+			who = fmt.Sprintf("node %d", targets[i]+1)
+		}
 		timer.Reset(max(0, time.Until(start.Add(f.At))))
 		select {
 		case <-timer.C:
@@ -101,9 +127,9 @@ func (c *coordinator) killLoop(ctx context.Context) error {
 		c.faults.downTotal += took
 		c.faults.downMax = max(c.faults.downMax, took)
 		at := down.Sub(start)
-		c.cfg.Logger.Info("fault", "n", i+1, "signal", how, "at", at, "down", took)
-		c.say("%6.1fs fault %d/%d: %s at %.1fs into the traffic; up again after %v",
-			time.Since(c.start).Seconds(), i+1, len(plan), how, at.Seconds(), took.Round(time.Millisecond))
+		c.cfg.Logger.Info("fault", "n", i+1, "signal", how, "target", who, "at", at, "down", took)
+		c.say("%6.1fs fault %d/%d: %s %s at %.1fs into the traffic; up again after %v",
+			time.Since(c.start).Seconds(), i+1, len(plan), how, who, at.Seconds(), took.Round(time.Millisecond))
 	}
 	return nil
 }

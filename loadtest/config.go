@@ -299,9 +299,6 @@ func (c *Config) validate() error {
 	if c.SpawnCluster > 0 && (!c.Spawn || c.Parleyd == "") {
 		errs = append(errs, errors.New("a spawned cluster runs parleyd: spawn it (--spawn-cluster N) from a parleyd binary (--parleyd PATH; go build ./cmd/parleyd)"))
 	}
-	if c.SpawnCluster > 0 && c.Scenario == chaosScenario.Name {
-		errs = append(errs, errors.New("chaos on a spawned cluster is not built yet: chaos kills one spawned parleyd (--spawn)"))
-	}
 	if c.Parleyd != "" && (c.SpawnLoops != 0 || c.SpawnNoSync) {
 		errs = append(errs, errors.New("the event loops and nosync of a spawned parleyd cannot be set (it has no flags for them)"))
 	}
@@ -405,7 +402,7 @@ func (c *Config) setChaosDefaults() {
 // validateChaos reports what a chaos run cannot do with c.
 func (c *Config) validateChaos() []error {
 	var errs []error
-	if !c.Spawn || c.Parleyd == "" {
+	if (!c.Spawn || c.Parleyd == "") && c.SpawnCluster == 0 {
 		errs = append(errs, errors.New("chaos kills and restarts the node: spawn it (--spawn) from a parleyd binary (--parleyd PATH; go build ./cmd/parleyd)"))
 	}
 	if c.Workers > 1 {

@@ -70,3 +70,26 @@ func TestSpawnCluster(t *testing.T) {
 		}
 	}
 }
+
+// TestFaultNodes: a cluster chaos run's faults strike nodes drawn from
+// the seed (the same seed the same nodes), every node of three among
+// twenty faults, and a single node's plan draws none.
+func TestFaultNodes(t *testing.T) {
+	if got := faultNodes(7, 20, 1); got != nil {
+		t.Fatalf("one node: %v, want none", got)
+	}
+	a, b := faultNodes(7, 20, 3), faultNodes(7, 20, 3)
+	if !slices.Equal(a, b) {
+		t.Fatalf("seed 7 drew %v, then %v", a, b)
+	}
+	seen := map[int]bool{}
+	for _, n := range a {
+		if n < 0 || n >= 3 {
+			t.Fatalf("node index %d of 3", n)
+		}
+		seen[n] = true
+	}
+	if len(seen) != 3 {
+		t.Fatalf("20 faults struck nodes %v, want all three", a)
+	}
+}
