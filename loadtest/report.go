@@ -227,6 +227,9 @@ func (r *Result) WriteText(w io.Writer) {
 	} else if r.MediaSize == 0 {
 		fmt.Fprintf(w, "messages: %d sent, %d delivered, %d receipt entries; lost %d, duplicated %d, reordered %d, skipped %d\n",
 			r.MessagesSent, r.MessagesDelivered, r.ReceiptsDelivered, r.Lost, r.Duplicated, r.Reordered, r.Gaps)
+		if n := r.Counters.Unanswered; n > 0 {
+			fmt.Fprintf(w, "  %d sends never answered by the server (no Sent by the end of the drain; not counted as lost)\n", n)
+		}
 	}
 	c := r.Counters
 	if c.ErrorFrames+c.Drops+c.DialErrors+c.Resent+c.GoAways > 0 {

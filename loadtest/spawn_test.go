@@ -61,6 +61,9 @@ func TestSpawnCluster(t *testing.T) {
 		t.Fatalf("sent %d, delivered %d, lost %d, duplicated %d, reordered %d",
 			res.MessagesSent, res.MessagesDelivered, res.Lost, res.Duplicated, res.Reordered)
 	}
+	if n := res.Counters.Unanswered; n != 0 {
+		t.Fatalf("%d sends never answered", n)
+	}
 	if len(res.ClusterAccepted) != nodes {
 		t.Fatalf("connections accepted per node %v, want %d nodes", res.ClusterAccepted, nodes)
 	}

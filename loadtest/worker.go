@@ -116,9 +116,13 @@ type Counters struct {
 	Receipts    int64 `json:"receipts"`
 	Foreign     int64 `json:"foreign"`
 	Lost        int64 `json:"lost"`
-	Duplicated  int64 `json:"duplicated"`
-	Reordered   int64 `json:"reordered"`
-	Gaps        int64 `json:"gaps"`
+	// Unanswered counts sends the server never answered (no Sent) by the
+	// end of the drain: not lost (never acknowledged), but a sender's
+	// window held.
+	Unanswered int64 `json:"unanswered,omitempty"`
+	Duplicated int64 `json:"duplicated"`
+	Reordered  int64 `json:"reordered"`
+	Gaps       int64 `json:"gaps"`
 	// OrderMismatch counts group deliveries whose gseq held another
 	// message for another member of the group.
 	OrderMismatch int64 `json:"order_mismatch"`
@@ -184,6 +188,7 @@ func (c *Counters) add(o Counters) {
 	c.Receipts += o.Receipts
 	c.Foreign += o.Foreign
 	c.Lost += o.Lost
+	c.Unanswered += o.Unanswered
 	c.Duplicated += o.Duplicated
 	c.Reordered += o.Reordered
 	c.Gaps += o.Gaps
@@ -492,11 +497,14 @@ func (w *Worker) startStats() (stop func()) {
 
 // finish counts what was lost and emits the result.
 func (w *Worker) finish() {
-	var lost int64
+	var lost, unanswered int64
 	for _, d := range w.devices {
 		if d.out != nil {
 			lost += int64(d.out.Lost())
 		}
+		d.mu.Lock()
+		unanswered += int64(len(d.unacked))
+		d.mu.Unlock()
 		for _, f := range d.fanout {
 			lost += int64(f.Lost())
 		}
@@ -509,6 +517,7 @@ func (w *Worker) finish() {
 		Latency: encodeHist(corrected), Uncorrected: encodeHist(raw), Connect: encodeHist(w.connectTimes.snapshot()),
 		InRate: w.latency.inRate.Load(),
 	}
+	ev.Counters.Unanswered = unanswered
 	w.groups.result(&ev)
 	if w.chaos != nil {
 		ev.Chaos = w.chaos.result()
