@@ -52,12 +52,20 @@
 // account. It reports each request kind's answers by code and, from the
 // admin endpoint, the server's refusals by limit.
 //
+// A run can also start a local cluster of parleyd processes
+// (Config.SpawnCluster, spawn_cluster.go): an etcd member inside the
+// coordinator, a cluster CA and node certificates in a temporary
+// directory, the nodes on free loopback ports. Workers then connect device
+// (account) i to node i mod N and pin each node's certificate; the server
+// figures are summed over the nodes' admin endpoints.
+//
 // The chaos scenario (scenario_chaos.go) is the exception to the lean
 // clients: it runs in one worker, on the SDK (client/), with users on
 // every shard, two or three devices each, groups across shards whose
 // members come and go, and read marks, while the coordinator kills or
-// restarts a real parleyd (Config.Parleyd, spawn_parleyd.go) at moments
-// drawn from Config.Seed (chaos_kill.go). Its verifier (chaos_verify.go)
+// restarts a real parleyd (Config.Parleyd, spawn_parleyd.go), or a node
+// of a spawned cluster, at moments (and nodes) drawn from Config.Seed
+// (chaos_kill.go). Its verifier (chaos_verify.go)
 // compares every acknowledged send, read mark and group event with what
 // every device got: exactly once, in order, the groups' one order, the
 // receipts owed, and nothing else.
