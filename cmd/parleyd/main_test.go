@@ -64,13 +64,24 @@ var (
 // everything it printed.
 func startDaemon(t *testing.T, dir, addr string) *daemon {
 	t.Helper()
+	d := launchDaemon(t, dir, addr, "--shards", "2")
+	d.waitReady(t)
+	return d
+}
+
+// launchDaemon starts parleyd as startDaemon does, with the extra
+// arguments, without waiting for it to be ready (waitReady does; d.addr
+// is set only then); the test's end kills it.
+func launchDaemon(t *testing.T, dir, addr string, extra ...string) *daemon {
+	t.Helper()
 	listen := addr
 	if listen == "" {
 		listen = "127.0.0.1:0" // never a port picked here and freed: another process may take it first
 	}
 	d := &daemon{dir: dir, codes: map[string]string{}, changed: make(chan struct{}), ready: make(chan struct{}), exit: make(chan struct{})}
-	d.cmd = exec.Command(os.Args[0], "--listen", listen, "--data", dir, "--shards", "2",
-		"--test-phone-prefix", "+1555000", "--test-code", testCode, "--admin", "127.0.0.1:0", "--media-listen", "127.0.0.1:0")
+	args := append([]string{"--listen", listen, "--data", dir,
+		"--test-phone-prefix", "+1555000", "--test-code", testCode, "--admin", "127.0.0.1:0", "--media-listen", "127.0.0.1:0"}, extra...)
+	d.cmd = exec.Command(os.Args[0], args...)
 	d.cmd.Env = append(os.Environ(), "PARLEYD_TEST_AS_MAIN=1")
 	out, err := d.cmd.StdoutPipe()
 	if err != nil {
@@ -106,6 +117,19 @@ func startDaemon(t *testing.T, dir, addr string) *daemon {
 		_, _ = io.Copy(io.Discard, out)
 		_ = d.cmd.Wait()
 	}()
+	t.Cleanup(func() {
+		d.kill()
+		if t.Failed() {
+			t.Logf("parleyd %s printed:\n%s", listen, d.printed())
+		}
+	})
+	return d
+}
+
+// waitReady waits until d printed its ready line (naming its address),
+// failing the test if it exits or is not ready within 30 s.
+func (d *daemon) waitReady(t *testing.T) {
+	t.Helper()
 	select {
 	case <-d.ready:
 		if d.addr == "" {
@@ -118,13 +142,6 @@ func startDaemon(t *testing.T, dir, addr string) *daemon {
 		d.kill()
 		t.Fatalf("parleyd not ready after 30 s; it printed:\n%s", d.printed())
 	}
-	t.Cleanup(func() {
-		d.kill()
-		if t.Failed() {
-			t.Logf("parleyd printed:\n%s", d.printed())
-		}
-	})
-	return d
 }
 
 // printed returns everything the child printed so far.
