@@ -299,10 +299,11 @@ func entrySeq(t *testing.T, f codec.Frame) uint64 {
 type procTraffic struct {
 	c     *procCluster
 	users []*procUser
-	next  []uint64 // per user: k of the next message
-	acked int      // SENT answers
-	retry int      // SENDs refused with a retriable error
-	lost  int      // connections that ended under a device
+	next  []uint64              // per user: k of the next message
+	acked int                   // SENT answers
+	retry int                   // SENDs refused with a retriable error
+	codes map[protocol.Code]int // the retriable refusals by code
+	lost  int                   // connections that ended under a device
 	// silent counts SENDs that got no answer within sendTimeout.
 	silent int
 	// tick, if not nil, is called before every retry of a round.
@@ -312,7 +313,7 @@ type procTraffic struct {
 func newProcTraffic(c *procCluster) *procTraffic {
 	c.t.Helper()
 	c.waitLive(func(st *cluster.State) bool { return st.AllPlaced() })
-	tr := &procTraffic{c: c}
+	tr := &procTraffic{c: c, codes: map[protocol.Code]int{}}
 	for home := uint32(1); home <= 3; home++ {
 		u := c.register(home)
 		pu := &procUser{home: home}
@@ -429,6 +430,7 @@ func (tr *procTraffic) readSent(d *procDevice, cmid uint64) bool {
 				return false
 			case retriable(e.Code):
 				tr.retry++
+				tr.codes[e.Code]++
 				return false
 			default:
 				t.Fatalf("%s: SEND refused with %v", d.name, e.Code)
@@ -538,7 +540,7 @@ func TestClusterKill9LosesNothing(t *testing.T) {
 		tr.round(nil)
 	}
 	tr.verify()
-	t.Logf("%d messages SENT across the kill; %d retriable refusals, %d connections lost, %d SENDs unanswered for %v", tr.acked, tr.retry, tr.lost, tr.silent, sendTimeout)
+	t.Logf("%d messages SENT across the kill; %d retriable refusals %v, %d connections lost, %d SENDs unanswered for %v", tr.acked, tr.retry, tr.codes, tr.lost, tr.silent, sendTimeout)
 	if tr.retry == 0 || tr.lost == 0 {
 		t.Fatalf("the kill went unnoticed: %d retriable refusals, %d connections lost", tr.retry, tr.lost)
 	}
@@ -584,5 +586,5 @@ func TestClusterRollingRestart(t *testing.T) {
 		}
 	}
 	tr.verify()
-	t.Logf("%d messages SENT across the rolling restart; %d retriable refusals, %d connections lost, %d SENDs unanswered for %v", tr.acked, tr.retry, tr.lost, tr.silent, sendTimeout)
+	t.Logf("%d messages SENT across the rolling restart; %d retriable refusals %v, %d connections lost, %d SENDs unanswered for %v", tr.acked, tr.retry, tr.codes, tr.lost, tr.silent, sendTimeout)
 }
