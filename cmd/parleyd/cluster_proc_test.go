@@ -573,6 +573,9 @@ func TestClusterRollingRestart(t *testing.T) {
 		}
 		tr.round(func() { c.term(id) })
 		for !restarted || !c.up(id) {
+			if time.Since(start) > 60*time.Second {
+				t.Fatalf("node %d not back within 60 s of its SIGTERM (restarted %v)", id, restarted)
+			}
 			if c.exited(c.nodes[id-1]) && restarted {
 				t.Fatalf("node %d exited at its restart:\n%s", id, c.nodes[id-1].printed())
 			}
