@@ -231,7 +231,7 @@ var Codes = []CodeInfo{
 	{CodeTooManyBlocks, "TOO_MANY_BLOCKS", ScopeMessage, "The account blocks as many users as the server allows: unblock one first."},
 	{CodePushUnavailable, "PUSH_UNAVAILABLE", ScopeMessage, "This server does not offer the push provider: do not retry it here; register another provider or rely on the connection."},
 	{CodePushTokenInvalid, "PUSH_TOKEN_INVALID", ScopeMessage, "The push token is not of the provider's form (or the webhook URL not https): do not retry it unchanged; fetch a new token from the provider."},
-	{CodeShardUnavailable, "SHARD_UNAVAILABLE", ScopeMessage, "The shard that holds this user cannot be served right now (its node is down, cut off or handing it over): nothing was stored; retry after retry_after_ms with the same cmid or a new rid."},
+	{CodeShardUnavailable, "SHARD_UNAVAILABLE", ScopeMessage, "The node that holds this user's shard cannot prove it still owns it (cut off from the cluster's coordinator): nothing was stored; retry after retry_after_ms with the same cmid or a new rid."},
 }
 
 // LookupCode returns the description of c, and false if c is not a code
