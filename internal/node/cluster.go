@@ -127,7 +127,7 @@ type member struct {
 	epoch map[uint16]uint64 // placement epoch each local shard was opened under
 
 	// Set once the server runs (follow): what reacts to membership.
-	closeUsers func(match func(user uint64) bool)
+	closeUsers func(match func(user uint64, waiting bool) bool)
 
 	started bool // follow runs
 
@@ -350,7 +350,12 @@ func (m *member) peerLost(node uint32, why string) {
 		return
 	}
 	m.log.Info("cluster: closing the connections served by a node", "peer", node, "why", why)
-	closeUsers(func(user uint64) bool { return p.Owner[m.r.ShardOf(user)] == node })
+	// Its users' sessions there are gone; and a connection waiting for an
+	// answer may wait for one the lost node will never give (a SEND it
+	// took before it died): closed, its client resends every unanswered
+	// SEND in cmid order, where a later SEND could otherwise be stored
+	// before a lost earlier one.
+	closeUsers(func(user uint64, waiting bool) bool { return waiting || p.Owner[m.r.ShardOf(user)] == node })
 }
 
 // onMessage is the link's OnMessage.
@@ -368,7 +373,7 @@ func (m *member) onMessage(from uint32, typ uint8, body []byte) {
 }
 
 // start begins following membership once the shards and the server run.
-func (m *member) start(shards []*storage.Shard, closeUsers func(match func(user uint64) bool)) {
+func (m *member) start(shards []*storage.Shard, closeUsers func(match func(user uint64, waiting bool) bool)) {
 	m.mu.Lock()
 	m.local, m.closeUsers = shards, closeUsers
 	m.mu.Unlock()

@@ -547,7 +547,7 @@ func startLocked(cfg Config) (_ *Node, rerr error) {
 		n.admin = a
 	}
 	if n.member != nil {
-		n.member.start(n.shards, func(match func(uint64) bool) { srv.CloseUsers(match, closeCode) })
+		n.member.start(n.shards, func(match func(uint64, bool) bool) { srv.CloseUsers(match, closeCode) })
 	}
 	return n, nil
 }
