@@ -3,30 +3,28 @@ package push
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
 	"crypto/tls"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"net/url"
-	"strconv"
 	"syscall"
 	"time"
+
+	"github.com/parley-im/parley/internal/hooksig"
 )
 
 // Webhook request headers ([S-19-5]); the signature is the SMS webhook's
 // (docs/operations.md).
 const (
-	HeaderTimestamp = "Parley-Timestamp"
-	HeaderSignature = "Parley-Signature"
+	HeaderTimestamp = hooksig.HeaderTimestamp
+	HeaderSignature = hooksig.HeaderSignature
 )
 
 // MinSecret is the shortest webhook secret accepted, in bytes.
-const MinSecret = 16
+const MinSecret = hooksig.MinSecret
 
 // WebhookConfig configures the webhook provider.
 type WebhookConfig struct {
@@ -108,13 +106,11 @@ func (w *Webhook) Send(ctx context.Context, n Notification) error {
 	if err != nil {
 		return fmt.Errorf("push: webhook: %w", err)
 	}
-	stamp := strconv.FormatInt(ts, 10)
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("TTL", "86400")
 	req.Header.Set("Urgency", "high")
 	req.Header.Set("Topic", "parley")
-	req.Header.Set(HeaderTimestamp, stamp)
-	req.Header.Set(HeaderSignature, "v1="+hex.EncodeToString(Sign(w.secret, stamp, body)))
+	hooksig.SetHeaders(req.Header, w.secret, ts, body)
 	res, err := w.client.Do(req)
 	if err != nil {
 		return fmt.Errorf("push: webhook: %w", errors.Unwrap(err)) // not the URL: it is the device's token
@@ -126,16 +122,6 @@ func (w *Webhook) Send(ctx context.Context, n Notification) error {
 	}
 	gone := res.StatusCode == http.StatusNotFound || res.StatusCode == http.StatusGone
 	return &Error{Provider: "webhook", Status: res.StatusCode, Class: classify(res.StatusCode, gone), RetryAfter: retryAfter(res.Header, w.now())}
-}
-
-// Sign returns HMAC-SHA256(secret, stamp "." body), the webhook's
-// signature, which a receiver checks in HeaderSignature after "v1=".
-func Sign(secret []byte, stamp string, body []byte) []byte {
-	m := hmac.New(sha256.New, secret)
-	m.Write([]byte(stamp))
-	m.Write([]byte{'.'})
-	m.Write(body)
-	return m.Sum(nil)
 }
 
 // checkURL parses an endpoint: https with a host and no user information;

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/hmac"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -13,16 +12,18 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/parley-im/parley/internal/hooksig"
 )
 
 // Webhook request headers.
 const (
 	// HeaderTimestamp carries the request's time, Unix seconds; the
 	// signature covers it.
-	HeaderTimestamp = "Parley-Timestamp"
+	HeaderTimestamp = hooksig.HeaderTimestamp
 	// HeaderSignature carries "v1=" and the hex HMAC-SHA256, under the
 	// shared secret, of the timestamp, a ".", and the body.
-	HeaderSignature = "Parley-Signature"
+	HeaderSignature = hooksig.HeaderSignature
 	// HeaderIdempotencyKey carries the message's id, the same on every
 	// attempt: a receiver that saw it already answers 2xx and sends
 	// nothing.
@@ -30,7 +31,7 @@ const (
 )
 
 // MinSecret is the shortest webhook secret accepted, in bytes.
-const MinSecret = 16
+const MinSecret = hooksig.MinSecret
 
 // WebhookConfig configures a Webhook gateway.
 type WebhookConfig struct {
@@ -115,10 +116,8 @@ func (w *Webhook) Send(ctx context.Context, m Message) error {
 	if err != nil {
 		return fmt.Errorf("sms: webhook: %w", err)
 	}
-	stamp := strconv.FormatInt(ts, 10)
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set(HeaderTimestamp, stamp)
-	req.Header.Set(HeaderSignature, "v1="+hex.EncodeToString(signature(w.secret, stamp, body)))
+	hooksig.SetHeaders(req.Header, w.secret, ts, body)
 	req.Header.Set(HeaderIdempotencyKey, m.ID)
 	status, header, answer, err := roundTrip(w.client, req)
 	if err != nil {
@@ -137,15 +136,6 @@ func (w *Webhook) Send(ctx context.Context, m Message) error {
 	}
 	ge.Class = classify(status, status == http.StatusUnprocessableEntity)
 	return ge
-}
-
-// signature returns HMAC-SHA256(secret, stamp "." body).
-func signature(secret []byte, stamp string, body []byte) []byte {
-	m := hmac.New(sha256.New, secret)
-	m.Write([]byte(stamp))
-	m.Write([]byte{'.'})
-	m.Write(body)
-	return m.Sum(nil)
 }
 
 // Errors of VerifyWebhook.
@@ -167,7 +157,7 @@ func VerifyWebhook(secret []byte, h http.Header, body []byte, now time.Time, max
 	}
 	sig, ok := strings.CutPrefix(h.Get(HeaderSignature), "v1=")
 	got, err := hex.DecodeString(sig)
-	if !ok || err != nil || !hmac.Equal(got, signature(secret, stamp, body)) {
+	if !ok || err != nil || !hmac.Equal(got, hooksig.Sign(secret, stamp, body)) {
 		return ErrBadSignature
 	}
 	if d := now.Sub(time.Unix(ts, 0)); d > maxAge || d < -maxAge {
