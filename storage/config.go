@@ -130,17 +130,16 @@ type Config struct {
 	// benchmarks that measure everything but the disk; never in
 	// production.
 	NoSync bool
-	// SyncWait is how long the syncer lets more cycles commit before it
-	// syncs, when the sync before it ended less than SyncBusy ago
-	// (adaptive group commit, shard_sync.go): a busy shard then covers
-	// more cycles with one fsync, and a shard that was quiet syncs at
-	// once, so light load never waits for it. Default (zero) 50 µs;
-	// negative: never wait (docs/benchmarks.md, "Adaptive group commit",
-	// has what it saves).
+	// SyncWait is the longest the syncer lets the actor commit the work
+	// it has in hand (ops queued, or a cycle being applied) before it
+	// syncs, when it wakes to sync while there is such work (adaptive
+	// group commit, shard_sync.go): a busy shard then covers more cycles
+	// with one fsync, and a shard with nothing in hand syncs at once, so
+	// light load never waits for it. The syncer waits for the actor's
+	// commits, not for this long. Default (zero) 50 µs; negative: never
+	// wait (docs/benchmarks.md, "Adaptive group commit", has what it
+	// saves).
 	SyncWait time.Duration
-	// SyncBusy is how recent the last sync must be for SyncWait to apply.
-	// Default 1 ms.
-	SyncBusy time.Duration
 
 	// CodeTTL is how long a verification code is valid. Default 10 minutes.
 	CodeTTL time.Duration
@@ -255,9 +254,6 @@ func (c *Config) setDefaults() {
 	if c.SyncWait == 0 {
 		c.SyncWait = DefaultSyncWait
 	}
-	if c.SyncBusy == 0 {
-		c.SyncBusy = time.Millisecond
-	}
 }
 
 // validate reports every problem with c at once.
@@ -293,8 +289,7 @@ func (c *Config) validate() error {
 	for _, v := range []struct {
 		name string
 		d    time.Duration
-	}{{"retention", c.Retention}, {"code TTL", c.CodeTTL}, {"code interval", c.CodeInterval}, {"revoke limit", c.RevokeLimit},
-		{"sync busy", c.SyncBusy}} {
+	}{{"retention", c.Retention}, {"code TTL", c.CodeTTL}, {"code interval", c.CodeInterval}, {"revoke limit", c.RevokeLimit}} {
 		if v.d < 0 {
 			errs = append(errs, fmt.Errorf("negative %s %v", v.name, v.d))
 		}

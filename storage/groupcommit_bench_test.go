@@ -19,6 +19,14 @@ type benchEndpoint struct {
 	answered chan struct{}
 }
 
+// newBenchEndpoint returns an endpoint named in testConns; the caller
+// deletes it from there when done.
+func newBenchEndpoint() *benchEndpoint {
+	ep := &benchEndpoint{ref: storage.ConnRef{ID: testConns.last.Add(1)}, answered: make(chan struct{}, 1)}
+	testConns.m.Store(ep.ref, ep)
+	return ep
+}
+
 func (e *benchEndpoint) Post([]byte) bool                 { e.answered <- struct{}{}; return true }
 func (e *benchEndpoint) Reply([]byte)                     { e.answered <- struct{}{} }
 func (e *benchEndpoint) Authenticated(storage.Session)    {}
@@ -52,23 +60,8 @@ func BenchmarkGroupCommit(b *testing.B) {
 }
 
 func benchGroupCommit(b *testing.B, clients int, pause, wait time.Duration) {
-	r, err := router.New(1)
-	if err != nil {
-		b.Fatal(err)
-	}
 	var syncs atomic.Int64
-	s, err := storage.Open(storage.Config{
-		Dir: b.TempDir(), Forwarder: r, Conns: testConns, Codes: &codeBox{}, SyncWait: wait,
-		OnSync: func(time.Duration) { syncs.Add(1) },
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := r.Attach([]*storage.Shard{s}); err != nil {
-		b.Fatal(err)
-	}
-	s.Start()
-	defer s.Close()
+	r, s := startCodeShard(b, storage.Config{SyncWait: wait, OnSync: func(time.Duration) { syncs.Add(1) }})
 
 	var next atomic.Int64
 	var submitted atomic.Int64
@@ -78,8 +71,7 @@ func benchGroupCommit(b *testing.B, clients int, pause, wait time.Duration) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ep := &benchEndpoint{ref: storage.ConnRef{ID: testConns.last.Add(1)}, answered: make(chan struct{}, 1)}
-			testConns.m.Store(ep.ref, ep)
+			ep := newBenchEndpoint()
 			defer testConns.m.Delete(ep.ref)
 			for next.Add(1) <= int64(b.N) {
 				phone := fmt.Sprintf("+1555%03d%05d", c, submitted.Add(1)%100_000)
@@ -98,4 +90,25 @@ func benchGroupCommit(b *testing.B, clients int, pause, wait time.Duration) {
 	b.StopTimer()
 	b.ReportMetric(float64(syncs.Load())/float64(b.N), "fsyncs/op")
 	b.ReportMetric(float64(s.Stats().SyncWaits)/float64(b.N), "waits/op")
+}
+
+// startCodeShard starts one shard with cfg (Dir, Forwarder, Conns and
+// Codes filled in) behind a router of its own, closed when tb ends.
+func startCodeShard(tb testing.TB, cfg storage.Config) (*router.Router, *storage.Shard) {
+	tb.Helper()
+	r, err := router.New(1)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cfg.Dir, cfg.Forwarder, cfg.Conns, cfg.Codes = tb.TempDir(), r, testConns, &codeBox{}
+	s, err := storage.Open(cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := r.Attach([]*storage.Shard{s}); err != nil {
+		tb.Fatal(err)
+	}
+	s.Start()
+	tb.Cleanup(func() { s.Close() })
+	return r, s
 }

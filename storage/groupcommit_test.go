@@ -1,39 +1,76 @@
 package storage_test
 
 import (
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/parley-im/parley/storage"
 )
 
-// TestSyncWaitOnlyWhenBusy: the syncer waits Config.SyncWait before a
-// sync only when the sync before it ended less than SyncBusy ago. A shard
-// whose every sync counts as after a quiet spell never waits, even with a
-// wait of an hour; one whose every sync counts as busy waits before each
-// sync after the first, and its promises are still answered.
-func TestSyncWaitOnlyWhenBusy(t *testing.T) {
-	for _, tc := range []struct {
-		name       string
-		wait, busy time.Duration
-		waits      bool
-	}{
-		{"quiet: never waits", time.Hour, time.Nanosecond, false},
-		{"busy: waits", time.Millisecond, time.Hour, true},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			n := newNode(t, 1, func(c *storage.Config) { c.SyncWait, c.SyncBusy = tc.wait, tc.busy })
-			a := n.register(t, "+15550000001") // REQUEST_CODE and VERIFY: promises, answered after a sync
-			b := n.register(t, "+15550000002")
-			ea, eb := n.login(t, a, 0), n.login(t, b, 0)
-			id := n.send(t, a, ea, b.user, 1, "after the wait")
-			if m := eb.messages(t, 1)[0]; m.ID != id {
-				t.Fatalf("got message %d, want %d", m.ID, id)
+// TestSyncWaitNeverAtLightLoad: a shard whose actor has nothing in hand
+// when its syncer wakes syncs at once, even with a SyncWait of an hour.
+// One client that waits for each answer before its next request never
+// leaves work in hand, however close its requests follow each other: it
+// registers, logs in, sends and acknowledges, every answer arrives, and
+// no sync waited. (When the wait followed the last sync's end instead, a
+// client this quick made every sync wait, and this test times out.)
+func TestSyncWaitNeverAtLightLoad(t *testing.T) {
+	n := newNode(t, 1, func(c *storage.Config) { c.SyncWait = time.Hour })
+	a := n.register(t, "+15550000001") // REQUEST_CODE and VERIFY: promises, answered after a sync
+	b := n.register(t, "+15550000002")
+	ea, eb := n.login(t, a, 0), n.login(t, b, 0)
+	for i := range uint64(20) {
+		id := n.send(t, a, ea, b.user, i+1, fmt.Sprintf("quick #%d", i))
+		m := eb.messages(t, 1)[0]
+		if m.ID != id {
+			t.Fatalf("got message %d, want %d", m.ID, id)
+		}
+		n.ack(b, eb, m.Seq)
+	}
+	if st := n.shards[0].Stats(); st.SyncWaits != 0 {
+		t.Errorf("%d of %d syncs waited; want none", st.SyncWaits, st.Syncs)
+	}
+}
+
+// TestSyncWaitWithWorkInHand: with clients whose requests overlap, the
+// syncer often wakes while the actor has ops in hand; it then waits for
+// their commit before it syncs (SyncWaits counts those syncs), and every
+// request is still answered: a wait never strands a promise.
+func TestSyncWaitWithWorkInHand(t *testing.T) {
+	r, s := startCodeShard(t, storage.Config{SyncWait: 5 * time.Millisecond})
+
+	const clients, each = 16, 30
+	errs := make(chan error, clients)
+	var wg sync.WaitGroup
+	for c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ep := newBenchEndpoint()
+			defer testConns.m.Delete(ep.ref)
+			for i := range each {
+				phone := fmt.Sprintf("+1556%03d%05d", c, i)
+				if err := r.Submit(storage.Op{Kind: storage.OpRequestCode, Phone: phone, RID: 1, Conn: ep.ref}); err != nil {
+					errs <- err
+					return
+				}
+				select {
+				case <-ep.answered:
+				case <-time.After(30 * time.Second):
+					errs <- fmt.Errorf("client %d: request %d not answered within 30 s", c, i)
+					return
+				}
 			}
-			st := n.shards[0].Stats()
-			if got := st.SyncWaits > 0; got != tc.waits {
-				t.Errorf("%d of %d syncs waited; want waits: %v", st.SyncWaits, st.Syncs, tc.waits)
-			}
-		})
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); st.SyncWaits == 0 {
+		t.Errorf("none of %d syncs waited for work in hand", st.Syncs)
 	}
 }

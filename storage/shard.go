@@ -63,7 +63,14 @@ type Shard struct {
 	committed atomic.Uint64
 	synced    atomic.Uint64 // cycles up to here are durable
 	syncWake  chan struct{} // capacity 1: a cycle waits for a sync
-	syncErr   atomic.Pointer[error]
+	// inCycle is set while the actor applies ops it took from the queue
+	// and cleared when their cycle is committed; committedWake (capacity
+	// 1) is signalled after every committed cycle. The syncer reads both
+	// to wait for work in hand (shard_sync.go).
+	inCycle       atomic.Bool
+	committedWake chan struct{}
+	promises      atomic.Uint64 // cycles that made a promise
+	syncErr       atomic.Pointer[error]
 
 	// Everything below is owned by the actor goroutine.
 	batch           *pebble.Batch
@@ -225,15 +232,16 @@ func Open(cfg Config) (*Shard, error) {
 		return nil, err
 	}
 	s := &Shard{
-		cfg:      cfg,
-		db:       db,
-		log:      cfg.Logger.With("shard", cfg.ID),
-		wake:     make(chan struct{}, 1),
-		syncWake: make(chan struct{}, 1),
-		done:     make(chan struct{}),
-		users:    make(map[uint64]*user),
-		ids:      idGenerator{shard: cfg.ID},
-		comp:     comp,
+		cfg:           cfg,
+		db:            db,
+		log:           cfg.Logger.With("shard", cfg.ID),
+		wake:          make(chan struct{}, 1),
+		syncWake:      make(chan struct{}, 1),
+		committedWake: make(chan struct{}, 1),
+		done:          make(chan struct{}),
+		users:         make(map[uint64]*user),
+		ids:           idGenerator{shard: cfg.ID},
+		comp:          comp,
 	}
 	s.resetMemory()
 	if err := s.countBacklog(); err != nil {
@@ -442,6 +450,9 @@ func (s *Shard) step() (more, closing bool) {
 	s.queue, s.spare = s.spare[:0], nil
 	s.dropped = 0
 	closing = s.closing
+	if len(ops) > 0 && s.failed == nil {
+		s.inCycle.Store(true) // cleared by release, or below
+	}
 	s.mu.Unlock()
 
 	if len(ops) > 0 && s.failed == nil {
@@ -450,6 +461,7 @@ func (s *Shard) step() (more, closing bool) {
 			s.restartInPlace(ops)
 		}
 	}
+	s.inCycle.Store(false) // a cycle that committed nothing
 	clear(ops)
 	s.mu.Lock()
 	s.spare = ops[:0]

@@ -29,13 +29,21 @@ import (
 //     makes every earlier write durable) whenever a cycle waits for it;
 //     cycles committed while one sync runs are covered by the next, so a
 //     busy shard batches its fsyncs without waiting on purpose.
-//   - Adaptive group commit (Config.SyncWait, 50 µs unless set): when
-//     the sync before ended less than Config.SyncBusy ago, the syncer
-//     first waits SyncWait, so the cycles the actor commits meanwhile
-//     ride on the same fsync. After a quiet spell it syncs at once: light
-//     load never waits for it. The wait is measured on the monotonic
-//     clock (it times the disk, as the sync metrics do, and is no part
-//     of the shard's logic).
+//   - Adaptive group commit (Config.SyncWait, 50 µs unless set). The
+//     syncer waits before it syncs only when that can pay: when more
+//     than one cycle that made a promise waits for this sync (clients
+//     whose requests overlap: more are likely on their way) it waits
+//     SyncWait; when the actor has work in hand (ops queued, or a cycle
+//     being applied) it waits for the actor's commits, cycle after cycle
+//     while more is in hand, at most SyncWait. One client waiting for
+//     each answer before its next request never makes it wait, however
+//     quick: one promise waits for each sync and nothing is in hand.
+//     (When the wait followed only the last sync's end, such a client
+//     waited on every promise, and not 50 µs: a timer under a
+//     millisecond fires about a millisecond late on an idle process,
+//     whose runtime poller sleeps in whole milliseconds.) The wait is
+//     measured on the monotonic clock (it bounds a wait on the disk's
+//     behalf, and is no part of the shard's logic).
 //
 // Losing a cycle that made no promise costs nothing a client can see: a
 // cursor moved back delivers entries again, which clients drop by seq
@@ -78,7 +86,13 @@ func (s *Shard) promise() { s.promised = true }
 // sync, else held, in order, until the syncer (or Sync) has made it
 // durable.
 func (s *Shard) release() {
+	s.inCycle.Store(false)
+	select {
+	case s.committedWake <- struct{}{}:
+	default:
+	}
 	if s.promised {
+		s.promises.Add(1)
 		s.lastPromise = s.cycleNo
 		s.promised = false
 	}
@@ -144,39 +158,72 @@ func (s *Shard) drainLocked() {
 // stop is closed. It runs on its own goroutine for a started shard.
 func (s *Shard) syncer(stop <-chan struct{}, done chan<- struct{}) {
 	defer close(done)
-	var lastEnd time.Time // when the last sync ended; zero before the first
-	var wait *time.Timer
+	var bound *time.Timer
 	defer func() {
-		if wait != nil {
-			wait.Stop()
+		if bound != nil {
+			bound.Stop()
 		}
 	}()
+	var covered uint64 // s.promises as the last sync began
 	for {
 		select {
 		case <-stop:
 			return
 		case <-s.syncWake:
 		}
-		if w := s.cfg.SyncWait; w > 0 && !lastEnd.IsZero() && time.Since(lastEnd) < s.cfg.SyncBusy {
-			if wait == nil {
-				wait = time.NewTimer(w)
-			} else {
-				wait.Reset(w)
+		if w := s.cfg.SyncWait; w > 0 {
+			overlap := s.promises.Load()-covered > 1
+			if overlap || s.inHand() {
+				if bound == nil {
+					bound = time.NewTimer(w)
+				} else {
+					bound.Reset(w)
+				}
+				if !s.waitCommits(stop, bound.C, overlap) {
+					return // the actor syncs what is left
+				}
+				bound.Stop()
+				s.syncWaits.Add(1)
 			}
-			select {
-			case <-stop:
-				return // the actor syncs what is left
-			case <-wait.C:
-			}
-			s.syncWaits.Add(1)
 		}
+		covered = s.promises.Load()
 		if err := s.Sync(); err != nil {
 			s.syncErr.Store(&err)
 			s.poke() // the actor fails the shard
 			return
 		}
-		lastEnd = time.Now()
 	}
+}
+
+// inHand reports whether the actor has ops it has not committed yet:
+// queued, or taken for the cycle it is applying.
+func (s *Shard) inHand() bool {
+	if s.inCycle.Load() {
+		return true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.queue) > 0 && !s.closing
+}
+
+// waitCommits waits while the actor has ops in hand, waking at each of
+// its commits, until it has none or bound fires; with full, until bound
+// fires. It reports false when stop was closed meanwhile.
+func (s *Shard) waitCommits(stop <-chan struct{}, bound <-chan time.Time, full bool) bool {
+	select { // a commit signalled before this wait says nothing about it
+	case <-s.committedWake:
+	default:
+	}
+	for full || s.inHand() {
+		select {
+		case <-stop:
+			return false
+		case <-bound:
+			return true
+		case <-s.committedWake:
+		}
+	}
+	return true
 }
 
 // Sync makes every cycle committed so far durable and emits the effects
