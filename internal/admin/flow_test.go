@@ -29,6 +29,11 @@ func TestFlowMetrics(t *testing.T) {
 	// comes, the ack was applied.
 	b.Send(protocol.KindDevices, &pb.Devices{Rid: b.NextRID()})
 	b.Expect(protocol.KindDeviceList, protocol.KindSynced)
+	// The ack's delivered receipt reaches alice now or later: taken here,
+	// it cannot arrive where her ERROR is expected below.
+	if r := a.Receipt(); r.Peer != bob.ID {
+		t.Fatalf("alice's receipt is from %d, want bob (%d)", r.Peer, bob.ID)
+	}
 	a.SendText(carol.ID, 2, "while you were away") // carol stays offline
 	a.Send(protocol.KindRevokeDevice, &pb.RevokeDevice{Rid: a.NextRID(), Device: 9})
 	a.ExpectError(protocol.CodeNotFound)
