@@ -20,6 +20,7 @@ type clusterFlags struct {
 	embedAddr *string
 	link      *string
 	advertise *string
+	linkDial  *string
 	certs     *string
 	leaseTTL  *time.Duration
 	minNodes  *int
@@ -37,6 +38,7 @@ func addClusterFlags(fs *flag.FlagSet) *clusterFlags {
 		embedAddr: fs.String("etcd-embed-listen", env("PARLEY_ETCD_EMBED_LISTEN", "127.0.0.1:2379"), "client `address` of the embedded etcd"),
 		link:      fs.String("link-listen", env("PARLEY_LINK_LISTEN", ""), "node link `address` (host:port) the other nodes connect to"),
 		advertise: fs.String("link-advertise", env("PARLEY_LINK_ADVERTISE", ""), "node link `address` registered for the other nodes (default: the one --link-listen listens on)"),
+		linkDial:  fs.String("link-dial", env("PARLEY_LINK_DIAL", ""), "comma-separated `id=host:port` link addresses to dial for those peers instead of the ones they registered (a fault proxy per pair of nodes, or nodes that reach each other at other addresses)"),
 		certs:     fs.String("cluster-certs", env("PARLEY_CLUSTER_CERTS", ""), "`directory` of the node's link certificate (parleyd cluster-cert issue --out); default <data>/cluster"),
 		leaseTTL:  fs.Duration("lease-ttl", ttl, "etcd lease of the node: the others take it for dead this long after it stops"),
 		minNodes:  fs.Int("min-nodes", minNodes, "nodes that must be live before the shards are first placed"),
@@ -49,7 +51,7 @@ func (f *clusterFlags) config(fs *flag.FlagSet) (*node.ClusterConfig, error) {
 	given := map[string]bool{}
 	fs.Visit(func(fl *flag.Flag) { given[fl.Name] = true })
 	if !*f.on {
-		for _, name := range []string{"node-id", "etcd", "etcd-embed", "link-listen", "link-advertise", "cluster-certs", "lease-ttl", "min-nodes"} {
+		for _, name := range []string{"node-id", "etcd", "etcd-embed", "link-listen", "link-advertise", "link-dial", "cluster-certs", "lease-ttl", "min-nodes"} {
 			if given[name] {
 				return nil, fmt.Errorf("--%s needs --cluster", name)
 			}
@@ -71,8 +73,12 @@ func (f *clusterFlags) config(fs *flag.FlagSet) (*node.ClusterConfig, error) {
 	case *f.minNodes < 1:
 		return nil, fmt.Errorf("--min-nodes %d: want 1 or more", *f.minNodes)
 	}
+	peers, err := parseLinkDial(*f.linkDial)
+	if err != nil {
+		return nil, err
+	}
 	c := &node.ClusterConfig{
-		ID: uint32(id), LinkAddr: *f.link, Advertise: *f.advertise, CertDir: *f.certs,
+		ID: uint32(id), LinkAddr: *f.link, Advertise: *f.advertise, PeerLinks: peers, CertDir: *f.certs,
 		LeaseTTL: *f.leaseTTL, MinNodes: *f.minNodes,
 	}
 	if *f.embed != "" {
@@ -84,4 +90,25 @@ func (f *clusterFlags) config(fs *flag.FlagSet) (*node.ClusterConfig, error) {
 		}
 	}
 	return c, nil
+}
+
+// parseLinkDial parses --link-dial: comma-separated id=host:port pairs,
+// nil for none.
+func parseLinkDial(s string) (map[uint32]string, error) {
+	var out map[uint32]string
+	for _, part := range strings.Split(s, ",") {
+		if part = strings.TrimSpace(part); part == "" {
+			continue
+		}
+		idText, addr, ok := strings.Cut(part, "=")
+		id, err := strconv.ParseUint(idText, 10, 32)
+		if !ok || err != nil || id == 0 || addr == "" {
+			return nil, fmt.Errorf("--link-dial %q: want id=host:port, the id 1 or more", part)
+		}
+		if out == nil {
+			out = map[uint32]string{}
+		}
+		out[uint32(id)] = addr
+	}
+	return out, nil
 }

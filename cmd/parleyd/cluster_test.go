@@ -24,6 +24,9 @@ func TestClusterFlags(t *testing.T) {
 		{[]string{"--cluster", "--node-id", "1", "--link-listen", ":7000"}, "--cluster needs one of --etcd and --etcd-embed"},
 		{[]string{"--cluster", "--node-id", "1", "--link-listen", ":7000", "--etcd", "x", "--etcd-embed", "/d"}, "--cluster needs one of --etcd and --etcd-embed"},
 		{[]string{"--cluster", "--node-id", "1", "--link-listen", ":7000", "--etcd", "x", "--lease-ttl", "1s"}, "--lease-ttl 1s: want at least 2s"},
+		{[]string{"--link-dial", "2=a:1"}, "--link-dial needs --cluster"},
+		{[]string{"--cluster", "--node-id", "1", "--link-listen", ":7000", "--etcd", "x", "--link-dial", "2=a:1,a:2"}, `--link-dial "a:2": want id=host:port, the id 1 or more`},
+		{[]string{"--cluster", "--node-id", "1", "--link-listen", ":7000", "--etcd", "x", "--link-dial", "0=a:2"}, `--link-dial "0=a:2": want id=host:port, the id 1 or more`},
 	} {
 		fs := flag.NewFlagSet("parleyd", flag.ContinueOnError)
 		fs.SetOutput(io.Discard)
@@ -50,5 +53,11 @@ func TestClusterFlags(t *testing.T) {
 	_ = fs.Parse([]string{"--cluster", "--node-id", "2", "--link-listen", ":7000", "--etcd", "http://a:2379, http://b:2379"})
 	if c, _ := f.config(fs); len(c.Etcd) != 2 || c.Etcd[1] != "http://b:2379" {
 		t.Errorf("etcd endpoints %q", c.Etcd)
+	}
+	fs = flag.NewFlagSet("parleyd", flag.ContinueOnError)
+	f = addClusterFlags(fs)
+	_ = fs.Parse([]string{"--cluster", "--node-id", "1", "--link-listen", ":7000", "--etcd", "x", "--link-dial", "2=127.0.0.1:7002, 3=127.0.0.1:7003"})
+	if c, err := f.config(fs); err != nil || len(c.PeerLinks) != 2 || c.PeerLinks[2] != "127.0.0.1:7002" || c.PeerLinks[3] != "127.0.0.1:7003" {
+		t.Errorf("--link-dial gave %v, %v", c, err)
 	}
 }

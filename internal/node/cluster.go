@@ -43,6 +43,12 @@ type ClusterConfig struct {
 	// Advertise is the link address the other nodes dial, as registered
 	// in etcd. Default the address LinkAddr listens on.
 	Advertise string
+	// PeerLinks maps a peer's node id to the link address this node dials
+	// for it instead of the one the peer registered in etcd; peers not
+	// named are dialled where they registered. Nil: none. For a fault
+	// proxy per ordered pair of nodes (the load tester's partitions), or
+	// a network where nodes reach each other at other addresses.
+	PeerLinks map[uint32]string
 	// CertDir holds the node's link credentials (node.pem, node.key and
 	// cluster-ca.pem, from `parleyd cluster-cert issue`). Default
 	// DataDir/cluster.
@@ -306,7 +312,11 @@ func (m *member) apply(st *cluster.State) {
 		if id == m.cfg.ID {
 			continue
 		}
-		if err := m.link.SetPeer(id, mem.Link); err != nil { // the same address changes nothing
+		addr := mem.Link
+		if a, ok := m.cfg.PeerLinks[id]; ok {
+			addr = a
+		}
+		if err := m.link.SetPeer(id, addr); err != nil { // the same address changes nothing
 			m.log.Warn("cluster: link peer", "peer", id, "err", err)
 		}
 		m.seen[id] = mem.Gen
