@@ -101,12 +101,12 @@ func StartEtcd(c EtcdConfig) (*Etcd, error) {
 	}
 	var err error
 	if c.ClientAddr == "" {
-		if c.ClientAddr, err = freeAddr(); err != nil {
+		if c.ClientAddr, err = FreeAddr(); err != nil {
 			return nil, err
 		}
 	}
 	if c.PeerAddr == "" {
-		if c.PeerAddr, err = freeAddr(); err != nil {
+		if c.PeerAddr, err = FreeAddr(); err != nil {
 			return nil, err
 		}
 	}
@@ -195,8 +195,9 @@ func NewClient(endpoints []string, l *slog.Logger) (*clientv3.Client, error) {
 	return cli, nil
 }
 
-// freeAddr returns a loopback host:port that was free a moment ago.
-func freeAddr() (string, error) {
+// FreeAddr returns a loopback host:port that was free a moment ago, for a
+// listener that must keep its port across restarts.
+func FreeAddr() (string, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", fmt.Errorf("cluster: find a free port: %w", err)

@@ -22,10 +22,10 @@ func TestEtcdThreeMembers(t *testing.T) {
 		c.Name = fmt.Sprintf("m%d", i)
 		c.TickMs, c.ElectionMs = 50, 1000 // three members on two shared cores, under -race
 		var err error
-		if c.ClientAddr, err = freeAddr(); err != nil {
+		if c.ClientAddr, err = FreeAddr(); err != nil {
 			t.Fatal(err)
 		}
-		if c.PeerAddr, err = freeAddr(); err != nil {
+		if c.PeerAddr, err = FreeAddr(); err != nil {
 			t.Fatal(err)
 		}
 		peers[c.Name] = c.PeerAddr

@@ -126,6 +126,22 @@ type Config struct {
 	// restarts (SIGTERM) the node during the traffic. 0: none, a run
 	// without faults. Chaos runs only.
 	Kills int `json:"kills"`
+	// Partitions is how many times a chaos run on a spawned cluster cuts a
+	// node, drawn from Seed, off from etcd and from the other nodes (its
+	// links both ways; its clients keep their connections) for
+	// PartitionFor, then heals it. 0: none. Needs SpawnCluster 2 or more.
+	Partitions int `json:"partitions"`
+	// PartitionFor is how long a partition lasts. Default 4 s: twice the
+	// spawned nodes' lease TTL, so the node's lease expires meanwhile.
+	PartitionFor time.Duration `json:"partition_for"`
+	// EtcdRestarts is how many times a chaos run on a spawned cluster
+	// stops its etcd member and starts it again EtcdDownFor later on the
+	// same data directory and ports. 0: none. Needs SpawnCluster.
+	EtcdRestarts int `json:"etcd_restarts"`
+	// EtcdDownFor is how long etcd stays down at each restart. Default
+	// 4 s: twice the spawned nodes' lease TTL, so every node's own
+	// reckoning of its lease lapses meanwhile.
+	EtcdDownFor time.Duration `json:"etcd_down_for"`
 	// Seed makes a chaos run's choices: phone numbers on each shard,
 	// devices, groups, who sends what to whom, read marks, membership
 	// changes, and the moments and kinds of the faults. The same seed
@@ -394,8 +410,16 @@ func (c *Config) setChaosDefaults() {
 	if c.Rate == 0 {
 		c.Rate = chaosRate
 	}
+	if c.PartitionFor == 0 {
+		c.PartitionFor = 2 * clusterLeaseTTL
+	}
+	if c.EtcdDownFor == 0 {
+		c.EtcdDownFor = 2 * clusterLeaseTTL
+	}
 	if c.Duration == 0 {
-		c.Duration = time.Duration(c.Kills)*chaosTimePerKill + 3*time.Second
+		c.Duration = time.Duration(c.Kills)*chaosTimePerKill +
+			time.Duration(c.Partitions)*(c.PartitionFor+chaosTimePerKill) +
+			time.Duration(c.EtcdRestarts)*(c.EtcdDownFor+chaosTimePerKill) + 3*time.Second
 	}
 }
 
@@ -410,6 +434,18 @@ func (c *Config) validateChaos() []error {
 	}
 	if c.Kills < 0 || c.Kills > 100_000 {
 		errs = append(errs, fmt.Errorf("%d kills: want 0 to 100000", c.Kills))
+	}
+	if c.Partitions < 0 || c.Partitions > 100_000 || c.EtcdRestarts < 0 || c.EtcdRestarts > 100_000 {
+		errs = append(errs, fmt.Errorf("%d partitions, %d etcd restarts: want 0 to 100000 each", c.Partitions, c.EtcdRestarts))
+	}
+	if c.Partitions > 0 && c.SpawnCluster < 2 {
+		errs = append(errs, errors.New("partitions cut a node off from the others: spawn a cluster of 2 or more (--spawn-cluster 3)"))
+	}
+	if c.EtcdRestarts > 0 && c.SpawnCluster < 1 {
+		errs = append(errs, errors.New("etcd restarts restart the spawned cluster's etcd: spawn one (--spawn-cluster 3)"))
+	}
+	if c.PartitionFor < 0 || c.EtcdDownFor < 0 {
+		errs = append(errs, fmt.Errorf("partition for %v, etcd down for %v: want 0 (default) or more", c.PartitionFor, c.EtcdDownFor))
 	}
 	if c.Connections > chaosMaxConnections {
 		errs = append(errs, fmt.Errorf("chaos: %d connections: want at most %d", c.Connections, chaosMaxConnections))

@@ -92,7 +92,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	c := &coordinator{cfg: &cfg, steps: sc.Steps(&cfg), events: make(chan workerEvent, 1024)}
 	c.res = &Result{Scenario: cfg.Scenario, TargetRate: cfg.Rate, MessageSize: cfg.MessageSize}
 	if cfg.Scenario == chaosScenario.Name {
-		c.say("chaos: seed %d, %d faults over %v of traffic", cfg.Seed, cfg.Kills, cfg.Duration)
+		c.say("chaos: seed %d, %d kills, %d partitions, %d etcd restarts over %v of traffic", cfg.Seed, cfg.Kills, cfg.Partitions, cfg.EtcdRestarts, cfg.Duration)
 	}
 	var nodes []Endpoint
 	var admins []string
@@ -523,6 +523,7 @@ func (c *coordinator) record() (Point, *hdr.Histogram, Counters) {
 		Connected:  t.Connected,
 		Sent:       t.Sent,
 		Delivered:  t.Delivered,
+		Acked:      t.Acked,
 		LatencyP50: iv.ValueAtQuantile(50),
 		LatencyP99: iv.ValueAtQuantile(99),
 		LatencyMax: iv.Max(),

@@ -143,6 +143,23 @@ type ChaosResult struct {
 	BadExits       int     `json:"bad_exits"`
 	DowntimeMaxMS  float64 `json:"downtime_max_ms"`
 	DowntimeMeanMS float64 `json:"downtime_mean_ms"`
+	// Partitions of a node from etcd and the other nodes; those during
+	// which its lease expired in etcd (its fence closed, its shards
+	// refused); the longest from a cut to its record gone and from a heal
+	// to its registration again; and the sends acknowledged during the
+	// partitions (by the rest of the cluster), from the one-second series.
+	Partitions           int     `json:"partitions"`
+	PartitionLeaseLost   int     `json:"partition_lease_lost"`
+	PartitionLeaseGoneMS float64 `json:"partition_lease_gone_ms"`
+	PartitionBackMS      float64 `json:"partition_back_ms"`
+	AckedPartitioned     int64   `json:"acked_partitioned"`
+	// etcd restarts; the longest etcd was down; nodes that had to register
+	// again after one (their lease did not survive it); and the sends
+	// acknowledged while etcd was down, from the one-second series.
+	EtcdRestarts      int     `json:"etcd_restarts"`
+	EtcdDownMaxMS     float64 `json:"etcd_down_max_ms"`
+	EtcdReregistered  int     `json:"etcd_reregistered"`
+	AckedWhileEtcdOff int64   `json:"acked_while_etcd_off"`
 
 	// Sends handed to the clients, answered SENT, failed for good (a
 	// group send after its sender left, say), and never answered.
@@ -201,6 +218,7 @@ type Point struct {
 	Connected  int64   `json:"connected"`
 	Sent       int64   `json:"sent"`
 	Delivered  int64   `json:"delivered"`
+	Acked      int64   `json:"acked"`
 	Rate       float64 `json:"rate"`
 	LatencyP50 int64   `json:"p50_us"`
 	LatencyP99 int64   `json:"p99_us"`
@@ -317,6 +335,14 @@ func (c *ChaosResult) writeText(w io.Writer) {
 		fmt.Fprintf(w, "; %d graceful stops killed after the timeout, %d exited non-zero", c.SlowStops, c.BadExits)
 	}
 	fmt.Fprintln(w)
+	if c.Partitions > 0 {
+		fmt.Fprintf(w, "  partitions: %d, the node's lease expired in %d (gone from etcd %.0f ms after the cut at most, registered again %.0f ms after the heal at most); %d sends acknowledged during them\n",
+			c.Partitions, c.PartitionLeaseLost, c.PartitionLeaseGoneMS, c.PartitionBackMS, c.AckedPartitioned)
+	}
+	if c.EtcdRestarts > 0 {
+		fmt.Fprintf(w, "  etcd restarts: %d, down %.0f ms at most; %d node registrations lost; %d sends acknowledged while etcd was down\n",
+			c.EtcdRestarts, c.EtcdDownMaxMS, c.EtcdReregistered, c.AckedWhileEtcdOff)
+	}
 	fmt.Fprintf(w, "  sends: %d sent, %d acknowledged, %d failed for good, %d unanswered\n", c.Sent, c.Acknowledged, c.Failed, c.Unanswered)
 	fmt.Fprintf(w, "  deliveries: %d owed to devices, %d made; %d group events; %d membership changes (%d answered); %d read marks; %d receipts owed; %d redelivered after a client restart\n",
 		c.DeliveriesExpected, c.Delivered, c.GroupEvents, c.MembershipChanges, c.MembershipAnswered, c.ReadMarks, c.ReceiptsExpected, c.Redelivered)

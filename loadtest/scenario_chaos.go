@@ -53,7 +53,7 @@ var chaosScenario = Scenario{
 			{
 				Name:        "traffic and faults",
 				Worker:      func(ctx context.Context, w *Worker) error { return w.chaos.traffic(ctx, w) },
-				During:      func(ctx context.Context, c *coordinator) error { return c.killLoop(ctx) },
+				During:      func(ctx context.Context, c *coordinator) error { return c.faultLoop(ctx) },
 				Timed:       true,
 				MeasureFrom: true,
 			},
@@ -197,7 +197,7 @@ func (r *chaosRun) result() *ChaosResult {
 	return res
 }
 
-// assembleChaos adds the kill loop's figures to a chaos run's result.
+// assembleChaos adds the fault loop's figures to a chaos run's result.
 func (c *coordinator) assembleChaos() {
 	if c.cfg.Scenario != chaosScenario.Name {
 		return
@@ -218,5 +218,35 @@ func (c *coordinator) assembleChaos() {
 	if n := f.kills + f.graceful; n > 0 {
 		ch.DowntimeMeanMS = float64(f.downTotal) / float64(n) / float64(time.Millisecond)
 	}
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	ch.Partitions, ch.PartitionLeaseLost = f.partitions, f.leaseLost
+	ch.PartitionLeaseGoneMS, ch.PartitionBackMS = ms(f.leaseGone), ms(f.backMax)
+	ch.EtcdRestarts, ch.EtcdDownMaxMS, ch.EtcdReregistered = f.etcdRestarts, ms(f.etcdDownMax), f.reregistered
+	for _, s := range f.cutOff {
+		ch.AckedPartitioned += ackedWithin(c.res.Series, s)
+	}
+	for _, s := range f.etcdDown {
+		ch.AckedWhileEtcdOff += ackedWithin(c.res.Series, s)
+	}
 	c.res.Chaos = ch
+}
+
+// ackedWithin returns the sends acknowledged within s as the one-second
+// series saw them: from the last point at or before its start to the
+// last point at or before its end (so a little less than s, never more).
+func ackedWithin(series []Point, s span) int64 {
+	var from, to int64 = -1, -1
+	for _, p := range series {
+		t := time.Duration(p.T * float64(time.Second))
+		if t <= s.from {
+			from = p.Acked
+		}
+		if t <= s.to {
+			to = p.Acked
+		}
+	}
+	if from < 0 || to < from {
+		return 0
+	}
+	return to - from
 }

@@ -7,11 +7,16 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/parley-im/parley/cluster"
+	"github.com/parley-im/parley/internal/faultproxy"
 	"github.com/parley-im/parley/router/link"
 )
 
@@ -21,11 +26,24 @@ import (
 // temporary directory that stop removes. The nodes listen on free
 // loopback ports.
 //
-// Threading: a parleydCluster belongs to the coordinator's goroutine.
+// A run with partitions or etcd restarts (Config.Partitions,
+// EtcdRestarts) puts fault proxies in the nodes' way: each node reaches
+// etcd through a proxy of its own, and each node dials each peer's link
+// through a proxy for that ordered pair (parleyd --link-dial), so that
+// cutting the proxies of one node cuts it off from etcd and the others
+// while its clients keep their connections. The nodes' link listeners
+// then have fixed ports, which the proxies forward to across restarts.
+//
+// Threading: a parleydCluster belongs to the coordinator's goroutine, or
+// to the fault loop while a step's During runs.
 type parleydCluster struct {
-	dir   string
-	etcd  *cluster.Etcd
-	nodes []*parleydProc // node id i+1 at i
+	dir     string
+	etcd    *cluster.Etcd
+	etcdCfg cluster.EtcdConfig // what starts etcd again on its data and ports
+	nodes   []*parleydProc     // node id i+1 at i
+
+	etcdProxies []*faultproxy.Proxy   // node i's way to etcd at i; nil without faults
+	links       [][]*faultproxy.Proxy // links[i][j]: node i's way to node j's link; nil at i == j
 }
 
 // clusterLeaseTTL is the spawned nodes' etcd lease (parleyd --lease-ttl):
@@ -53,11 +71,22 @@ func spawnCluster(ctx context.Context, cfg *Config) (*parleydCluster, error) {
 	if err := link.CreateCA(ca, time.Now()); err != nil {
 		return nil, fmt.Errorf("loadtest: cluster CA: %w", err)
 	}
-	pc.etcd, err = cluster.StartEtcd(cluster.EtcdConfig{Dir: filepath.Join(dir, "etcd"), LogLevel: slog.LevelWarn})
+	pc.etcdCfg = cluster.EtcdConfig{Dir: filepath.Join(dir, "etcd"), LogLevel: slog.LevelWarn}
+	pc.etcd, err = cluster.StartEtcd(pc.etcdCfg)
 	if err != nil {
 		return nil, fmt.Errorf("loadtest: %w", err)
 	}
+	pc.etcdCfg.ClientAddr, pc.etcdCfg.PeerAddr = pc.etcd.ClientAddr(), pc.etcd.PeerAddr()
 	n := cfg.SpawnCluster
+	nodeArgs := make([][]string, n)
+	for i := range nodeArgs {
+		nodeArgs[i] = []string{"--etcd", pc.etcd.Endpoints()[0], "--link-listen", "127.0.0.1:0"}
+	}
+	if cfg.Partitions > 0 || cfg.EtcdRestarts > 0 {
+		if nodeArgs, err = pc.addProxies(n); err != nil {
+			return nil, err
+		}
+	}
 	pc.nodes = make([]*parleydProc, n)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
@@ -68,11 +97,10 @@ func spawnCluster(ctx context.Context, cfg *Config) (*parleydCluster, error) {
 		if err := link.IssueNode(ca, certs, uint32(i+1), time.Now()); err != nil {
 			return nil, fmt.Errorf("loadtest: node %s certificate: %w", id, err)
 		}
-		extra := []string{
-			"--cluster", "--node-id", id, "--etcd", pc.etcd.Endpoints()[0],
-			"--link-listen", "127.0.0.1:0", "--cluster-certs", certs,
+		extra := append([]string{
+			"--cluster", "--node-id", id, "--cluster-certs", certs,
 			"--lease-ttl", clusterLeaseTTL.String(), "--min-nodes", strconv.Itoa(n),
-		}
+		}, nodeArgs[i]...)
 		wg.Add(1)
 		go func() { // together: none is ready before all have joined
 			defer wg.Done()
@@ -86,8 +114,179 @@ func spawnCluster(ctx context.Context, cfg *Config) (*parleydCluster, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
+	if err := pc.waitLinks(ctx); err != nil {
+		return nil, err
+	}
 	ok = true
 	return pc, nil
+}
+
+// addProxies starts the fault proxies of a cluster of n nodes (see
+// parleydCluster) and returns each node's etcd and link flags.
+func (pc *parleydCluster) addProxies(n int) ([][]string, error) {
+	linkAddrs := make([]string, n)
+	for i := range linkAddrs {
+		var err error
+		if linkAddrs[i], err = cluster.FreeAddr(); err != nil {
+			return nil, fmt.Errorf("loadtest: %w", err)
+		}
+	}
+	args := make([][]string, n)
+	pc.etcdProxies = make([]*faultproxy.Proxy, n)
+	pc.links = make([][]*faultproxy.Proxy, n)
+	for i := range n {
+		p, err := faultproxy.Listen("127.0.0.1:0", pc.etcd.ClientAddr())
+		if err != nil {
+			return nil, fmt.Errorf("loadtest: etcd proxy: %w", err)
+		}
+		pc.etcdProxies[i] = p
+		pc.links[i] = make([]*faultproxy.Proxy, n)
+		var dial []string
+		for j := range n {
+			if j == i {
+				continue
+			}
+			if pc.links[i][j], err = faultproxy.Listen("127.0.0.1:0", linkAddrs[j]); err != nil {
+				return nil, fmt.Errorf("loadtest: link proxy: %w", err)
+			}
+			dial = append(dial, fmt.Sprintf("%d=%s", j+1, pc.links[i][j].Addr()))
+		}
+		args[i] = []string{"--etcd", "http://" + p.Addr(), "--link-listen", linkAddrs[i], "--link-dial", strings.Join(dial, ",")}
+	}
+	return args, nil
+}
+
+// proxies returns every fault proxy of the cluster.
+func (pc *parleydCluster) proxies() []*faultproxy.Proxy {
+	out := slices.Clone(pc.etcdProxies)
+	for _, row := range pc.links {
+		for _, p := range row {
+			if p != nil {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
+// linkWait bounds the wait for the nodes' links through the proxies.
+const linkWait = 30 * time.Second
+
+// waitLinks waits until every node dialled every peer through its pair's
+// proxy (none without proxies): a node that dialled the peer's registered
+// address instead would not be cut off by a partition.
+func (pc *parleydCluster) waitLinks(ctx context.Context) error {
+	deadline := time.Now().Add(linkWait)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		missing := 0
+		for _, row := range pc.links {
+			for _, p := range row {
+				if p != nil && p.Status().Open == 0 {
+					missing++
+				}
+			}
+		}
+		if missing == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("loadtest: %d node links not through their proxies after %v", missing, linkWait)
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// partition cuts node i off from etcd and from the other nodes, both
+// ways, or (cut false) heals that; its clients keep their connections.
+func (pc *parleydCluster) partition(i int, cut bool) {
+	ps := []*faultproxy.Proxy{pc.etcdProxies[i]}
+	for j := range pc.nodes {
+		if j != i {
+			ps = append(ps, pc.links[i][j], pc.links[j][i])
+		}
+	}
+	for _, p := range ps {
+		if cut {
+			p.Partition(faultproxy.Both)
+		} else {
+			p.Heal()
+		}
+	}
+}
+
+// stopEtcd stops the etcd member quickly: its proxies reset every
+// connection and refuse new ones first (etcd's Close waits for the
+// clients' streams otherwise).
+func (pc *parleydCluster) stopEtcd() {
+	for _, p := range pc.etcdProxies {
+		p.Refuse(true)
+		p.Reset()
+	}
+	pc.etcd.Close()
+	pc.etcd = nil
+}
+
+// startEtcd starts the etcd member again on its data directory and
+// ports, and lets the nodes reach it.
+func (pc *parleydCluster) startEtcd() error {
+	e, err := cluster.StartEtcd(pc.etcdCfg)
+	if err != nil {
+		return fmt.Errorf("loadtest: restart etcd: %w", err)
+	}
+	pc.etcd = e
+	for _, p := range pc.etcdProxies {
+		p.Refuse(false)
+	}
+	return nil
+}
+
+// leases returns, through cli, the lease of each node's registration in
+// etcd (node id i+1 at i), 0 for a node not registered. A node that
+// registers again (its lease expired) has another lease.
+func (pc *parleydCluster) leases(ctx context.Context, cli *clientv3.Client) ([]int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	resp, err := cli.Get(ctx, cluster.DefaultPrefix+"nodes/", clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("loadtest: read the nodes' leases: %w", err)
+	}
+	out := make([]int64, len(pc.nodes))
+	for _, kv := range resp.Kvs {
+		id, err := strconv.Atoi(strings.TrimLeft(strings.TrimPrefix(string(kv.Key), cluster.DefaultPrefix+"nodes/"), "0"))
+		if err == nil && id >= 1 && id <= len(out) {
+			out[id-1] = kv.Lease
+		}
+	}
+	return out, nil
+}
+
+// errNotYet is waitLease's error when the deadline passed.
+var errNotYet = errors.New("not by the deadline")
+
+// waitLease waits until node k's lease, as leases reads it, satisfies ok,
+// or the deadline passes (errNotYet).
+func (pc *parleydCluster) waitLease(ctx context.Context, cli *clientv3.Client, k int, deadline time.Time, ok func(int64) bool) error {
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if ls, err := pc.leases(ctx, cli); err == nil && ok(ls[k]) {
+			return nil
+		}
+		if !time.Now().Before(deadline) {
+			return errNotYet
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 // endpoints returns the nodes' client endpoints, node 1's first.
@@ -126,6 +325,10 @@ func (pc *parleydCluster) accepted(ctx context.Context, a *adminClient) []int64 
 // waits for the others' links while it stops), then etcd, and removes
 // the cluster's directory.
 func (pc *parleydCluster) stop() {
+	for _, p := range pc.proxies() { // a run that ended mid-fault
+		p.Heal()
+		p.Refuse(false)
+	}
 	var wg sync.WaitGroup
 	for _, p := range pc.nodes {
 		if p != nil {
@@ -134,6 +337,9 @@ func (pc *parleydCluster) stop() {
 		}
 	}
 	wg.Wait()
+	for _, p := range pc.proxies() {
+		_ = p.Close()
+	}
 	if pc.etcd != nil {
 		pc.etcd.Close()
 	}
