@@ -414,6 +414,7 @@ type chaosCheck struct {
 	sent       int                 // sends handed to the clients
 	acked      int                 // answered SENT
 	failed     int                 // failed for good
+	failedBy   map[string]int      // failed for good, by the client's error
 	unanswered int                 // no answer yet
 	expected   int                 // deliveries the acknowledged sends and the group events owe
 	delivered  int                 // of those, made
@@ -599,6 +600,10 @@ func (v *chaosVerifier) check(final bool) chaosCheck {
 		switch s.outcome {
 		case sendFailed:
 			r.failed++
+			if r.failedBy == nil {
+				r.failedBy = map[string]int{}
+			}
+			r.failedBy[s.err]++
 			continue
 		case sendUnanswered:
 			r.unanswered++

@@ -3,6 +3,8 @@ package loadtest
 import (
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 )
 
 // Result is what a run measured. Its JSON form is the tool's --json
@@ -167,6 +169,8 @@ type ChaosResult struct {
 	Acknowledged int `json:"acknowledged"`
 	Failed       int `json:"failed"`
 	Unanswered   int `json:"unanswered"`
+	// FailedBy counts the sends failed for good by the client's error.
+	FailedBy map[string]int `json:"failed_by,omitempty"`
 	// Deliveries the acknowledged sends and the group events owed, and
 	// those made; group events; membership changes asked for and
 	// answered; read marks answered; receipts owed.
@@ -344,6 +348,9 @@ func (c *ChaosResult) writeText(w io.Writer) {
 			c.EtcdRestarts, c.EtcdDownMaxMS, c.EtcdReregistered, c.AckedWhileEtcdOff)
 	}
 	fmt.Fprintf(w, "  sends: %d sent, %d acknowledged, %d failed for good, %d unanswered\n", c.Sent, c.Acknowledged, c.Failed, c.Unanswered)
+	for _, e := range slices.Sorted(maps.Keys(c.FailedBy)) {
+		fmt.Fprintf(w, "    failed for good: %d × %s\n", c.FailedBy[e], e)
+	}
 	fmt.Fprintf(w, "  deliveries: %d owed to devices, %d made; %d group events; %d membership changes (%d answered); %d read marks; %d receipts owed; %d redelivered after a client restart\n",
 		c.DeliveriesExpected, c.Delivered, c.GroupEvents, c.MembershipChanges, c.MembershipAnswered, c.ReadMarks, c.ReceiptsExpected, c.Redelivered)
 	fmt.Fprintf(w, "  lost %d, duplicated %d, reordered %d, skipped %d, group order %d, unexpected %d, receipts missing %d, unanswered %d: %d violations\n",

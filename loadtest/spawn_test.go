@@ -2,6 +2,7 @@ package loadtest
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"slices"
 	"strings"
@@ -94,5 +95,104 @@ func TestFaultNodes(t *testing.T) {
 	}
 	if len(seen) != 3 {
 		t.Fatalf("20 faults struck nodes %v, want all three", a)
+	}
+}
+
+// TestSpawnClusterChaos is cluster chaos in short: the chaos scenario on a
+// spawned 3-node cluster of real parleyd processes with one kill (SIGKILL
+// or SIGTERM), one partition of a node from etcd and the other nodes, and
+// one etcd restart, at moments from a fixed seed. Nothing acknowledged may
+// be lost or duplicated, every send must be answered (read marks are not
+// checked: see docs/cluster.md, partitions), the partitioned
+// node's lease must expire and the node register again after the heal,
+// and the cluster must acknowledge sends during the partition and while
+// etcd is down.
+func TestSpawnClusterChaos(t *testing.T) {
+	bin := buildParleyd(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var progress strings.Builder
+	res, err := Run(ctx, Config{
+		Scenario:     "chaos",
+		Spawn:        true,
+		Parleyd:      bin,
+		SpawnCluster: 3,
+		Kills:        1,
+		Partitions:   1,
+		EtcdRestarts: 1,
+		EtcdDownFor:  3 * time.Second,
+		Duration:     8 * time.Second, // the faults take longer: the traffic lasts until they are done
+		Seed:         42,
+		DrainTimeout: 15 * time.Second, // also bounds the wait for a read mark never answered
+		Progress:     &progress,
+		Logger:       slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelError})),
+	})
+	if res != nil {
+		var b strings.Builder
+		for _, line := range strings.SplitAfter(progress.String(), "\n") {
+			if strings.Contains(line, "s fault ") || strings.HasPrefix(line, "chaos:") {
+				b.WriteString(line)
+			}
+		}
+		res.WriteText(&b)
+		t.Logf("\n%s", b.String())
+	}
+	if err != nil && !errors.Is(err, ErrVerification) { // reorders are counted below
+		t.Fatal(err)
+	}
+	c := res.Chaos
+	if c == nil {
+		t.Fatal("no chaos result")
+	}
+	if c.Lost != 0 || c.Duplicated != 0 || c.Skipped != 0 || c.Unexpected != 0 || c.Unanswered != 0 {
+		t.Errorf("lost %d, duplicated %d, skipped %d, unexpected %d, %d sends unanswered at the end",
+			c.Lost, c.Duplicated, c.Skipped, c.Unexpected, c.Unanswered)
+	}
+	for e, n := range c.FailedBy {
+		if !strings.Contains(e, "NOT_MEMBER") { // a group send after its sender left
+			t.Errorf("%d sends failed for good: %s", n, e)
+		}
+	}
+	if c.Kills+c.Restarts != 1 || c.Partitions != 1 || c.EtcdRestarts != 1 {
+		t.Errorf("%d kills, %d restarts, %d partitions, %d etcd restarts: want one kill or restart and one of each", c.Kills, c.Restarts, c.Partitions, c.EtcdRestarts)
+	}
+	if c.PartitionLeaseLost != 1 {
+		t.Errorf("the partitioned node's lease expired in %d partitions of 1", c.PartitionLeaseLost)
+	}
+	if c.AckedPartitioned == 0 || c.AckedWhileEtcdOff == 0 {
+		t.Errorf("%d sends acknowledged during the partition, %d while etcd was down: want some of each", c.AckedPartitioned, c.AckedWhileEtcdOff)
+	}
+	if c.Acknowledged == 0 || c.Delivered != c.DeliveriesExpected || c.GroupEvents == 0 {
+		t.Errorf("a run without the traffic it claims: %+v", c)
+	}
+}
+
+// TestPlanChaosFaults: a seed's kills stay where they were without
+// partitions and etcd restarts, the other faults come in the numbers asked
+// for, in time order, on nodes of the cluster, and the same seed draws the
+// same plan.
+func TestPlanChaosFaults(t *testing.T) {
+	const window = 30 * time.Second
+	kills := planChaosFaults(7, 5, 0, 0, 3, window)
+	all := planChaosFaults(7, 5, 4, 3, 3, window)
+	if again := planChaosFaults(7, 5, 4, 3, 3, window); !slices.Equal(all, again) {
+		t.Fatalf("seed 7 drew %v, then %v", all, again)
+	}
+	count := map[faultKind]int{}
+	var killsIn []fault
+	for i, f := range all {
+		count[f.Kind]++
+		if f.Kind == faultKill {
+			killsIn = append(killsIn, f)
+		}
+		if i > 0 && f.At < all[i-1].At || f.Node < 0 || f.Node >= 3 || f.At <= 0 || f.At >= window {
+			t.Fatalf("plan %v: fault %d out of order or range", all, i)
+		}
+	}
+	if count[faultKill] != 5 || count[faultPartition] != 4 || count[faultEtcd] != 3 {
+		t.Fatalf("kinds %v, want 5 kills, 4 partitions, 3 etcd restarts", count)
+	}
+	if !slices.Equal(kills, killsIn) {
+		t.Fatalf("kills alone %v, among the others %v", kills, killsIn)
 	}
 }
