@@ -63,16 +63,7 @@ func TestChaos(t *testing.T) {
 		Progress:     &progress,
 		Logger:       slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
-	if res != nil {
-		var b strings.Builder
-		for _, line := range strings.SplitAfter(progress.String(), "\n") {
-			if strings.Contains(line, "s fault ") || strings.HasPrefix(line, "chaos:") {
-				b.WriteString(line) // the faults; not the line a second
-			}
-		}
-		res.WriteText(&b)
-		t.Logf("\n%s", b.String())
-	}
+	logChaos(t, res, progress.String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,6 +81,23 @@ func TestChaos(t *testing.T) {
 		c.ReadMarks == 0 || c.ReceiptsExpected == 0 || c.Devices <= 2*c.Users {
 		t.Errorf("a run without the traffic it claims: %+v", c)
 	}
+}
+
+// logChaos logs a chaos run's faults (the lines of progress about them,
+// not the line a second) and its report, if there is one.
+func logChaos(t *testing.T, res *Result, progress string) {
+	t.Helper()
+	if res == nil {
+		return
+	}
+	var b strings.Builder
+	for _, line := range strings.SplitAfter(progress, "\n") {
+		if strings.Contains(line, "s fault ") || strings.HasPrefix(line, "chaos:") {
+			b.WriteString(line)
+		}
+	}
+	res.WriteText(&b)
+	t.Logf("\n%s", b.String())
 }
 
 // testWriter sends log lines to the test's log.

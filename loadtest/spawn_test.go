@@ -127,16 +127,7 @@ func TestSpawnClusterChaos(t *testing.T) {
 		Progress:     &progress,
 		Logger:       slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelError})),
 	})
-	if res != nil {
-		var b strings.Builder
-		for _, line := range strings.SplitAfter(progress.String(), "\n") {
-			if strings.Contains(line, "s fault ") || strings.HasPrefix(line, "chaos:") {
-				b.WriteString(line)
-			}
-		}
-		res.WriteText(&b)
-		t.Logf("\n%s", b.String())
-	}
+	logChaos(t, res, progress.String())
 	if err != nil && !errors.Is(err, ErrVerification) { // reorders are counted below
 		t.Fatal(err)
 	}
