@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"math/rand/v2"
 	"slices"
@@ -29,6 +30,7 @@ type chaosRun struct {
 	devices []*chaosDevice
 	groups  []*chaosGroup
 	w       *Worker
+	retries *retryCounter // the clients' logger's
 
 	bg sync.WaitGroup // read marks under way
 
@@ -86,7 +88,7 @@ type chaosGroup struct {
 
 func newChaosRun(w *Worker) *chaosRun {
 	cfg := &w.spec.Config
-	r := &chaosRun{plan: planChaos(cfg), ver: newChaosVerifier(), w: w}
+	r := &chaosRun{plan: planChaos(cfg), ver: newChaosVerifier(), w: w, retries: newRetryCounter(w.log.Handler())}
 	r.cfg = client.Config{
 		Addr:         w.spec.Addr,
 		Fingerprint:  w.spec.Fingerprint,
@@ -95,7 +97,7 @@ func newChaosRun(w *Worker) *chaosRun {
 		BackoffMin:   50 * time.Millisecond,
 		BackoffMax:   time.Second,
 		Decompressor: w.dec,
-		Logger:       w.log,
+		Logger:       slog.New(r.retries),
 	}
 	seed := uint64(cfg.Seed)
 	for i, n := range r.plan.devices {

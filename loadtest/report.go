@@ -5,6 +5,7 @@ import (
 	"io"
 	"maps"
 	"slices"
+	"strings"
 )
 
 // Result is what a run measured. Its JSON form is the tool's --json
@@ -171,6 +172,10 @@ type ChaosResult struct {
 	Unanswered   int `json:"unanswered"`
 	// FailedBy counts the sends failed for good by the client's error.
 	FailedBy map[string]int `json:"failed_by,omitempty"`
+	// RetriedBy counts the clients' retries of sends and requests refused
+	// with a retriable code, as "send CODE" or "request CODE": what the
+	// clients saw of the faults.
+	RetriedBy map[string]int `json:"retried_by,omitempty"`
 	// Deliveries the acknowledged sends and the group events owed, and
 	// those made; group events; membership changes asked for and
 	// answered; read marks answered; receipts owed.
@@ -350,6 +355,13 @@ func (c *ChaosResult) writeText(w io.Writer) {
 	fmt.Fprintf(w, "  sends: %d sent, %d acknowledged, %d failed for good, %d unanswered\n", c.Sent, c.Acknowledged, c.Failed, c.Unanswered)
 	for _, e := range slices.Sorted(maps.Keys(c.FailedBy)) {
 		fmt.Fprintf(w, "    failed for good: %d × %s\n", c.FailedBy[e], e)
+	}
+	if len(c.RetriedBy) > 0 {
+		var parts []string
+		for _, e := range slices.Sorted(maps.Keys(c.RetriedBy)) {
+			parts = append(parts, fmt.Sprintf("%d × %s", c.RetriedBy[e], e))
+		}
+		fmt.Fprintf(w, "  retried after a refusal: %s\n", strings.Join(parts, ", "))
 	}
 	fmt.Fprintf(w, "  deliveries: %d owed to devices, %d made; %d group events; %d membership changes (%d answered); %d read marks; %d receipts owed; %d redelivered after a client restart\n",
 		c.DeliveriesExpected, c.Delivered, c.GroupEvents, c.MembershipChanges, c.MembershipAnswered, c.ReadMarks, c.ReceiptsExpected, c.Redelivered)

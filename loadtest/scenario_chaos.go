@@ -168,7 +168,7 @@ func (r *chaosRun) result() *ChaosResult {
 	res := &ChaosResult{
 		Shards: r.plan.shards, Users: len(r.users), Devices: len(r.devices), Groups: len(r.groups),
 		UsersPerShard: make([]int, r.plan.shards),
-		Sent:          c.sent, Acknowledged: c.acked, Failed: c.failed, FailedBy: c.failedBy, Unanswered: c.unanswered,
+		Sent:          c.sent, Acknowledged: c.acked, Failed: c.failed, FailedBy: c.failedBy, RetriedBy: r.retries.snapshot(), Unanswered: c.unanswered,
 		DeliveriesExpected: c.expected, Delivered: c.delivered, GroupEvents: c.events,
 		ReadMarks: c.reads, ReceiptsExpected: c.receipts, Redelivered: r.ver.redelivered(),
 		Lost: c.counts[vLost], Duplicated: c.counts[vDuplicated], Reordered: c.counts[vReordered],
