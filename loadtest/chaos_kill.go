@@ -91,24 +91,40 @@ type chaosFaults struct {
 type span struct{ from, to time.Duration }
 
 // planChaosFaults draws a chaos run's faults from seed, in time order:
-// kills (planFaults, struck nodes from faultNodes, as before partitions
-// and etcd restarts existed, so a seed's kills stay where they were),
-// then partitions of nodes and etcd restarts, each from a generator of
-// its own, over a cluster of nodes (1: a single parleyd, kills only).
-func planChaosFaults(seed int64, kills, partitions, etcd, nodes int, window time.Duration) []fault {
-	plan := planFaults(seed, kills, window)
+// kills (planFaults, struck nodes from faultNodes), partitions of nodes
+// lasting partitionFor and etcd restarts lasting etcdDownFor, the last
+// two each from a generator of their own, over a cluster of nodes (1: a
+// single parleyd, kills only). A plan of kills alone is what it was
+// before partitions and etcd restarts existed. Otherwise the moments are
+// drawn over the window less the partitions' and restarts' lengths, and
+// each fault is moved later by the lengths of those before it, so that
+// run one at a time they end within the window, while the traffic runs.
+func planChaosFaults(seed int64, kills, partitions, etcd, nodes int, partitionFor, etcdDownFor, window time.Duration) []fault {
+	long := time.Duration(partitions)*partitionFor + time.Duration(etcd)*etcdDownFor
+	draw := max(window-long, window/4)
+	plan := planFaults(seed, kills, draw)
 	for i, n := range faultNodes(seed, len(plan), nodes) {
 		plan[i].Node = n
 	}
 	others := func(stream uint64, n int, kind faultKind) {
 		rng := rand.New(rand.NewPCG(uint64(seed), stream))
-		for _, f := range planFaults(int64(rng.Uint64()), n, window) {
+		for _, f := range planFaults(int64(rng.Uint64()), n, draw) {
 			plan = append(plan, fault{At: f.At, Kind: kind, Node: rng.IntN(max(nodes, 1))})
 		}
 	}
 	others(0xc07, partitions, faultPartition)
 	others(0xe7cd, etcd, faultEtcd)
 	slices.SortStableFunc(plan, func(a, b fault) int { return cmp.Compare(a.At, b.At) })
+	var before time.Duration
+	for i := range plan {
+		plan[i].At += before
+		switch plan[i].Kind {
+		case faultPartition:
+			before += partitionFor
+		case faultEtcd:
+			before += etcdDownFor
+		}
+	}
 	return plan
 }
 
@@ -141,7 +157,7 @@ func (c *coordinator) faultLoop(ctx context.Context) error {
 	if c.cluster != nil {
 		nodes = len(c.cluster.nodes)
 	}
-	plan := planChaosFaults(c.cfg.Seed, c.cfg.Kills, c.cfg.Partitions, c.cfg.EtcdRestarts, nodes, c.cfg.Duration)
+	plan := planChaosFaults(c.cfg.Seed, c.cfg.Kills, c.cfg.Partitions, c.cfg.EtcdRestarts, nodes, c.cfg.PartitionFor, c.cfg.EtcdDownFor, c.cfg.Duration)
 	start := time.Now()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()

@@ -67,7 +67,10 @@ type Config struct {
 	// Connections is how many devices (one account each) connect. Scenarios
 	// that pair accounts round it up to an even number. Default 1000.
 	Connections int `json:"connections"`
-	// Duration is how long traffic runs. Default 10 s.
+	// Duration is how long traffic runs. Default 10 s; a chaos run's
+	// default is 1.5 s per kill, PartitionFor + 1.5 s per partition,
+	// EtcdDownFor + 1.5 s per etcd restart, and 3 s. A chaos run's traffic
+	// lasts until its faults are done, if they take longer.
 	Duration time.Duration `json:"duration"`
 	// Warmup is the start of the traffic left out of the rate and latency
 	// figures. Default 1 s; negative means none.

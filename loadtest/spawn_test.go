@@ -121,7 +121,6 @@ func TestSpawnClusterChaos(t *testing.T) {
 		Partitions:   1,
 		EtcdRestarts: 1,
 		EtcdDownFor:  3 * time.Second,
-		Duration:     8 * time.Second, // the faults take longer: the traffic lasts until they are done
 		Seed:         42,
 		DrainTimeout: 15 * time.Second, // also bounds the wait for a read mark never answered
 		Progress:     &progress,
@@ -158,32 +157,42 @@ func TestSpawnClusterChaos(t *testing.T) {
 	}
 }
 
-// TestPlanChaosFaults: a seed's kills stay where they were without
-// partitions and etcd restarts, the other faults come in the numbers asked
-// for, in time order, on nodes of the cluster, and the same seed draws the
-// same plan.
+// TestPlanChaosFaults: a plan of kills alone is planFaults' (a seed's
+// kills stay where they were); with partitions and etcd restarts the
+// faults come in the numbers asked for, on nodes of the cluster, one
+// after the other's end, all ending within the window; and the same seed
+// draws the same plan.
 func TestPlanChaosFaults(t *testing.T) {
-	const window = 30 * time.Second
-	kills := planChaosFaults(7, 5, 0, 0, 3, window)
-	all := planChaosFaults(7, 5, 4, 3, 3, window)
-	if again := planChaosFaults(7, 5, 4, 3, 3, window); !slices.Equal(all, again) {
+	const window, pf, ed = 40 * time.Second, 4 * time.Second, 3 * time.Second
+	kills := planChaosFaults(7, 5, 0, 0, 3, pf, ed, window)
+	want := planFaults(7, 5, window)
+	for i, n := range faultNodes(7, 5, 3) {
+		want[i].Node = n
+	}
+	if !slices.Equal(kills, want) {
+		t.Fatalf("kills alone %v, want %v", kills, want)
+	}
+	all := planChaosFaults(7, 5, 4, 3, 3, pf, ed, window)
+	if again := planChaosFaults(7, 5, 4, 3, 3, pf, ed, window); !slices.Equal(all, again) {
 		t.Fatalf("seed 7 drew %v, then %v", all, again)
 	}
 	count := map[faultKind]int{}
-	var killsIn []fault
+	var free time.Duration // when the previous fault ends
 	for i, f := range all {
 		count[f.Kind]++
-		if f.Kind == faultKill {
-			killsIn = append(killsIn, f)
+		end := f.At
+		switch f.Kind {
+		case faultPartition:
+			end += pf
+		case faultEtcd:
+			end += ed
 		}
-		if i > 0 && f.At < all[i-1].At || f.Node < 0 || f.Node >= 3 || f.At <= 0 || f.At >= window {
-			t.Fatalf("plan %v: fault %d out of order or range", all, i)
+		if f.At < free || end >= window || f.Node < 0 || f.Node >= 3 || f.At <= 0 {
+			t.Fatalf("plan %v: fault %d overlaps the one before, ends after the window or is out of range", all, i)
 		}
+		free = end
 	}
 	if count[faultKill] != 5 || count[faultPartition] != 4 || count[faultEtcd] != 3 {
 		t.Fatalf("kinds %v, want 5 kills, 4 partitions, 3 etcd restarts", count)
-	}
-	if !slices.Equal(kills, killsIn) {
-		t.Fatalf("kills alone %v, among the others %v", kills, killsIn)
 	}
 }
