@@ -57,6 +57,10 @@ type conn struct {
 	user         uint64        // once logging in: the Login's user and device
 	device       uint32
 	maxCMID      uint64 // the highest Send.cmid read, recorded at logout ([S-8-19])
+	// held is, per conversation, the SEND this connection refused with a
+	// retriable code whose retry the conversation waits for ([S-8-13],
+	// session_order.go); nil when none.
+	held map[sendConversation]heldSend
 	// sent is the state compact SENTs are encoded against ([S-7-16]),
 	// advanced as frames are written.
 	sent codec.SentState

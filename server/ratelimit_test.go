@@ -3,6 +3,7 @@ package server_test
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -318,4 +319,65 @@ func TestSendRateLimit(t *testing.T) {
 		t.Fatalf("bob got %q from alice, want %q", got, want)
 	}
 	expectRefusals(t, n.Server(), map[server.Limit]uint64{server.LimitSends: 3, server.LimitGroupSends: 1})
+}
+
+// TestRefusedSendKeepsItsPlace is issue 11's reorder on one node: alice
+// pipelines A, B, C to bob; A does not fit bob's queue (INBOX_FULL), B and
+// C would. They are refused behind A with its code and delay, so when the
+// client retries A, B, C once bob has drained his queue, bob gets them in
+// the order alice sent them ([S-8-13], [S-8-21]).
+func TestRefusedSendKeepsItsPlace(t *testing.T) {
+	n := nodetest.Start(t, func(c *node.Config) { c.Storage.InboxBytes = 4 << 10 })
+	alice, bob := n.RegisterOn(t, 0), n.RegisterOn(t, 1)
+	a, _ := n.Login(t, alice, 0)
+	fill := strings.Repeat("f", 3<<10)
+	a.Write(codec.AppendSend(nil, codec.Send{To: bob.ID, CMID: 1, Body: []byte(fill)}))
+	if _, e := answerTo(t, a, 0, 1); e != nil {
+		t.Fatalf("the first 3 KiB: %v", e.Code)
+	}
+	sends := []codec.Send{
+		{To: bob.ID, CMID: 2, Body: []byte("A" + strings.Repeat("a", 2<<10))},
+		{To: bob.ID, CMID: 3, Body: []byte("B")},
+		{To: bob.ID, CMID: 4, Body: []byte("C")},
+	}
+	var pipelined []byte
+	for _, s := range sends {
+		pipelined = codec.AppendSend(pipelined, s)
+	}
+	a.Write(pipelined)
+	var first uint32
+	for _, s := range sends {
+		_, e := answerTo(t, a, 0, s.CMID)
+		switch {
+		case e == nil:
+			t.Fatalf("cmid %d accepted; want INBOX_FULL behind the refused cmid 2", s.CMID)
+		case e.Code != protocol.CodeInboxFull:
+			t.Fatalf("cmid %d answered %v, want INBOX_FULL", s.CMID, e.Code)
+		case s.CMID == 2:
+			first = e.RetryAfterMs
+		case e.RetryAfterMs != first:
+			t.Fatalf("cmid %d: retry_after_ms %d, want the first refusal's %d", s.CMID, e.RetryAfterMs, first)
+		}
+	}
+
+	b, _ := n.Login(t, bob, 0)
+	if m := b.Message(); string(m.Body) != fill {
+		t.Fatalf("bob's first message: %d bytes", len(m.Body))
+	} else {
+		b.Ack(m.Seq)
+		a.Receipt() // the delivered receipt: bob's ack was applied
+	}
+	for _, s := range sends {
+		a.Write(codec.AppendSend(nil, s))
+		if _, e := answerTo(t, a, 0, s.CMID); e != nil {
+			t.Fatalf("retry of cmid %d: %v", s.CMID, e.Code)
+		}
+	}
+	got := directMessages(t, b, alice.ID, "C")
+	for i := range got {
+		got[i] = got[i][:1]
+	}
+	if want := []string{"A", "B", "C"}; !slices.Equal(got, want) {
+		t.Fatalf("bob got %q from alice, want %q", got, want)
+	}
 }

@@ -92,6 +92,9 @@ type Stats struct {
 	// RateLimited counts requests and SENDs refused RATE_LIMITED, by the
 	// limit that refused them.
 	RateLimited [NumLimits]atomic.Uint64
+	// HeldSends counts SENDs refused behind an earlier retriable refusal
+	// of the same connection and conversation ([S-8-13]).
+	HeldSends atomic.Uint64
 }
 
 // New returns a Server for cfg. Serve starts it.

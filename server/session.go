@@ -223,8 +223,13 @@ func (c *conn) handleSend(body []byte, w *buffer) verdict {
 		return verdict{}
 	}
 	c.maxCMID = max(c.maxCMID, m.CMID)
+	conv := conversationOf(m.To, m.Group)
+	if c.heldBack(w, conv, m.CMID) {
+		return verdict{} // [S-8-13]
+	}
 	if wait, limit := c.takeSend(m.Group != 0); wait > 0 {
-		return c.rateLimited(w, limit, 0, m.CMID, wait) // [S-8-23]
+		c.rateLimited(w, limit, 0, m.CMID, wait) // [S-8-23]
+		return c.holdBack(w, conv, m.CMID, protocol.CodeRateLimited, wait)
 	}
 	op := storage.Op{
 		Kind: storage.OpSend, From: c.user, FromDevice: c.device, User: m.To, Group: m.Group,
@@ -233,6 +238,7 @@ func (c *conn) handleSend(body []byte, w *buffer) verdict {
 	}
 	if !c.submit(op) {
 		w.b = codec.AppendError(w.b, protocol.CodeOverloaded, 0, m.CMID, "", retryAfterBusyMS)
+		return c.holdBack(w, conv, m.CMID, protocol.CodeOverloaded, retryAfterBusyMS)
 	}
 	return verdict{}
 }

@@ -92,8 +92,13 @@ func (c *conn) handleEnvelopeSend(body []byte, w *buffer) verdict {
 		return verdict{}
 	}
 	c.maxCMID = max(c.maxCMID, m.Cmid)
+	conv := conversationOf(m.To, 0)
+	if c.heldBack(w, conv, m.Cmid) {
+		return verdict{} // [S-8-13]
+	}
 	if wait, limit := c.takeSend(false); wait > 0 {
-		return c.rateLimited(w, limit, 0, m.Cmid, wait) // [S-8-23]
+		c.rateLimited(w, limit, 0, m.Cmid, wait) // [S-8-23]
+		return c.holdBack(w, conv, m.Cmid, protocol.CodeRateLimited, wait)
 	}
 	op := storage.Op{
 		Kind: storage.OpSend, From: c.user, FromDevice: c.device, User: m.To, CMID: m.Cmid,
@@ -102,6 +107,7 @@ func (c *conn) handleEnvelopeSend(body []byte, w *buffer) verdict {
 	}
 	if !c.submit(op) {
 		w.b = codec.AppendError(w.b, protocol.CodeOverloaded, 0, m.Cmid, "", retryAfterBusyMS)
+		return c.holdBack(w, conv, m.Cmid, protocol.CodeOverloaded, retryAfterBusyMS)
 	}
 	return verdict{}
 }

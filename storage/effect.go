@@ -72,8 +72,11 @@ func (s *Shard) reply(conn ConnRef, start int) {
 	s.effects = append(s.effects, effect{kind: effReply, conn: conn, start: start, end: len(s.out)})
 }
 
-// replyError answers conn's request with an Error frame.
+// replyError answers conn's request with an Error frame. A retriable
+// refusal of the SEND being applied raises its barrier (shard_order.go),
+// as replyRetry's does.
 func (s *Shard) replyError(conn ConnRef, code protocol.Code, rid uint32, cmid uint64) {
+	s.noteSendRefusal(conn, code, cmid, 0)
 	start := len(s.out)
 	s.out = codec.AppendError(s.out, code, rid, cmid, "", 0)
 	s.reply(conn, start)
@@ -82,6 +85,7 @@ func (s *Shard) replyError(conn ConnRef, code protocol.Code, rid uint32, cmid ui
 // replyRetry answers conn's request or send with an Error frame carrying a
 // delay.
 func (s *Shard) replyRetry(conn ConnRef, code protocol.Code, rid uint32, cmid uint64, retryMS uint32) {
+	s.noteSendRefusal(conn, code, cmid, retryMS)
 	start := len(s.out)
 	s.out = codec.AppendError(s.out, code, rid, cmid, "", retryMS)
 	s.reply(conn, start)

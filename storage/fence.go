@@ -73,6 +73,14 @@ func (s *Shard) refuseFenced(ops []Op) {
 			s.effects = append(s.effects, effect{kind: effFail, conn: op.Conn, code: protocol.CodeShuttingDown})
 		case OpLookup:
 			s.effects = append(s.effects, effect{kind: effLookup, conn: op.Conn, lookup: op.Seq})
+		case OpSend:
+			// [S-8-13] the conversation's later SENDs wait for this one's
+			// retry, even if the fence opens before they arrive.
+			if !s.heldBack(op) {
+				s.sending = op
+				s.replyRetry(op.Conn, protocol.CodeShardUnavailable, op.RID, op.CMID, retryFencedMS)
+				s.sending = nil
+			}
 		default:
 			s.replyRetry(op.Conn, protocol.CodeShardUnavailable, op.RID, op.CMID, retryFencedMS)
 		}

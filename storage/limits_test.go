@@ -137,6 +137,9 @@ func TestInboxQuota(t *testing.T) {
 	// counted afresh after a restart.
 	big := bytes.Repeat([]byte("x"), protocol.MaxMessageBody)
 	n.submit(storage.Op{Kind: storage.OpLogout, User: bob.user, Device: bob.device, Conn: bep.ref})
+	// Another connection of alice's: on aep the refused cmid 4 holds her
+	// later sends to bob back until she retries it ([S-8-13]).
+	aep = newEndpoint(t)
 	for i := range 2 {
 		if c, _ := n.sendResult(t, alice, aep, storage.Op{User: bob.user, CMID: uint64(10 + i), Body: big}); c != 0 {
 			t.Fatalf("big send %d: %v", i, c)
@@ -147,7 +150,7 @@ func TestInboxQuota(t *testing.T) {
 	if c, _ := n.sendResult(t, alice, aep, storage.Op{User: bob.user, CMID: 12, Body: big}); c != protocol.CodeInboxFull {
 		t.Fatalf("a third 64 KiB body answered %v, want INBOX_FULL", c)
 	}
-	if c, _ := n.sendResult(t, alice, aep, storage.Op{User: bob.user, CMID: 13, Body: []byte("small still fits")}); c != 0 {
+	if c, _ := n.sendResult(t, alice, newEndpoint(t), storage.Op{User: bob.user, CMID: 13, Body: []byte("small still fits")}); c != 0 {
 		t.Fatalf("a small body: %v", c)
 	}
 	if st := n.shards[1].Stats(); st.QuotaRefusals != 1 {

@@ -107,6 +107,8 @@ type Shard struct {
 	arena           []byte                           // copies of entries appended this cycle, for the pump
 	preKeyTakes     preKeyTakes                      // one-time prekeys taken today (shard_keys.go)
 	push            pushState                        // push records changed this cycle, counters (shard_push.go)
+	barriers        map[orderKey]orderBarrier        // conversations held back behind a refused SEND (shard_order.go); nil when none
+	sending         *Op                              // the OpSend being applied, while it is
 
 	commits        atomic.Uint64
 	ops            atomic.Uint64
@@ -126,6 +128,7 @@ type Shard struct {
 	codesSwept     atomic.Uint64
 	linkRefusals   atomic.Uint64
 	fencedOps      atomic.Uint64 // ops refused while the fence was closed (fence.go)
+	heldSends      atomic.Uint64 // SENDs refused behind a barrier (shard_order.go)
 	pendingLinks   atomic.Int64  // len(linkOrder), for Stats
 	flow           flowCounters  // shard_metrics.go
 }
@@ -489,10 +492,14 @@ func (s *Shard) Step() {
 
 // Tick runs the once-a-second work at the shard's clock (Config.Now):
 // presence notifications the throttle held back, link codes and group adds
-// past their time, and outbox pairs that made no progress. The actor of a
+// past their time, outbox pairs that made no progress, and order barriers
+// past orderBarrierTTL (shard_order.go). The actor of a
 // started shard calls it; whoever drives a stepped shard calls it instead.
 func (s *Shard) Tick() {
 	if s.failed == nil {
+		if len(s.barriers) > 0 {
+			s.expireBarriers(s.cfg.Now())
+		}
 		s.timers()
 	}
 }

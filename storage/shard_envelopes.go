@@ -101,6 +101,9 @@ type submitter interface{ Submit(Op) error }
 func (s *Shard) applyEnvelopeSend(op *Op) {
 	e := op.Envelopes
 	if !e.OwnChecked {
+		if s.heldBack(op) {
+			return
+		}
 		sender, err := s.loadUser(op.From)
 		if err != nil || sender == nil {
 			s.replyError(op.Conn, protocol.CodeInternal, 0, op.CMID)
@@ -177,7 +180,7 @@ func (s *Shard) storeEnvelopes(op *Op) {
 		s.replyProto(op.Conn, protocol.KindError, res)
 		return
 	}
-	if !s.roomFor(op) {
+	if s.heldBack(op) || !s.roomFor(op) {
 		return
 	}
 	// [S-18-6] a send from a user the recipient blocks is answered as any

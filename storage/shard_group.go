@@ -473,6 +473,9 @@ func (s *Shard) applyGroupSend(op *Op) {
 		s.reply(op.Conn, start)
 		return
 	}
+	if s.heldBack(op) {
+		return
+	}
 	if g == nil || g.member(op.From) == nil {
 		s.replyError(op.Conn, protocol.CodeNotMember, 0, op.CMID)
 		return

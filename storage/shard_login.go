@@ -51,6 +51,9 @@ func (s *Shard) applyLogin(op *Op) {
 
 // applyLogout ends the session of a connection that closed.
 func (s *Shard) applyLogout(op *Op) {
+	if len(s.barriers) > 0 {
+		s.dropBarriers(func(r ConnRef) bool { return r == op.Conn })
+	}
 	u := s.users[op.User]
 	if u == nil && op.CMID > 0 {
 		u, _ = s.loadUser(op.User)
@@ -79,6 +82,7 @@ func (s *Shard) applyLogout(op *Op) {
 // users in memory are all that can hold a session.
 func (s *Shard) applyConnGone(op *Op) {
 	gone := func(r ConnRef) bool { return r.Node == op.Conn.Node && r.Gen <= op.Conn.Gen && !r.IsZero() }
+	s.dropBarriers(gone)
 	for _, u := range s.users {
 		for _, d := range u.devices {
 			if d.sess != nil && gone(d.sess.conn) {

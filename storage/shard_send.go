@@ -22,7 +22,7 @@ func (s *Shard) apply(op *Op) {
 	}
 	switch op.Kind {
 	case OpSend:
-		s.applySend(op)
+		s.applySendInOrder(op)
 	case OpAck:
 		s.applyAck(op)
 	case OpRead:
@@ -130,7 +130,7 @@ func (s *Shard) applySend(op *Op) {
 		s.answerRepeat(op, prev, sum)
 		return
 	}
-	if !s.roomFor(op) {
+	if s.heldBack(op) || !s.roomFor(op) {
 		return
 	}
 	// [S-18-6] a send from a user the recipient blocks is answered as any

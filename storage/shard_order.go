@@ -1,0 +1,156 @@
+package storage
+
+import (
+	"time"
+
+	"github.com/parley-im/parley/protocol"
+)
+
+// A sender's order across retriable refusals ([S-8-13]). When the shard
+// refuses a SEND with a code the client retries (SHARD_UNAVAILABLE,
+// INBOX_FULL, STORAGE_FULL, OVERLOADED, INTERNAL, RATE_LIMITED), the
+// SENDs of the same connection to the same conversation that are already
+// on their way here must not be stored before the refused one's retry.
+// So the shard raises a barrier for (connection, conversation): every
+// later SEND of that pair (one with a higher cmid: clients number their
+// sends with a counter, [S-8-11]) is refused with the first refusal's
+// code and retry_after_ms, until the refused cmid arrives again, which
+// lowers it.
+// The client resends a conversation's refused SENDs in their order, so
+// the retry comes first and the others follow it.
+//
+// A barrier exists only while a refusal is outstanding, and goes when its
+// cmid is seen again, when its connection logs out here or its node's
+// connections are gone (OpConnGone), or orderBarrierTTL after it was
+// raised (a connection that closed on another shard sends nothing more;
+// a client that never retries gets its barrier lifted eventually). At
+// most maxOrderBarriers are held; beyond that a refusal raises none.
+
+// orderBarrierTTL is how long a barrier is kept at most: far above every
+// retry_after_ms the server names (30 s at most).
+const orderBarrierTTL = 5 * time.Minute
+
+// maxOrderBarriers bounds the barriers a shard holds (about 64 bytes each).
+const maxOrderBarriers = 1 << 16
+
+// orderKey names one conversation of one connection: the recipient user,
+// or the group.
+type orderKey struct {
+	conn  ConnRef
+	to    uint64
+	group bool
+}
+
+// orderBarrier is the refusal that holds a conversation back.
+type orderBarrier struct {
+	cmid    uint64        // the refused SEND; its retry lowers the barrier
+	code    protocol.Code // the refusal, repeated to the SENDs held back
+	retryMS uint32
+	at      int64 // unix nanos when it was raised, for orderBarrierTTL
+}
+
+// orderKeyOf returns the conversation key of an OpSend.
+func orderKeyOf(op *Op) orderKey {
+	if op.Group != 0 {
+		return orderKey{conn: op.Conn, to: op.Group, group: true}
+	}
+	return orderKey{conn: op.Conn, to: op.User}
+}
+
+// retriableSendCode reports whether a SEND refused with code is retried by
+// the client with the same cmid ([S-8-14]).
+func retriableSendCode(code protocol.Code) bool {
+	switch code {
+	case protocol.CodeShardUnavailable, protocol.CodeInboxFull, protocol.CodeStorageFull,
+		protocol.CodeOverloaded, protocol.CodeInternal, protocol.CodeRateLimited:
+		return true
+	}
+	return false
+}
+
+// heldBack reports whether op, an OpSend, is refused behind a barrier of
+// its conversation (its cmid is above the refused one's), and answers it
+// if so. The retry of the refused cmid lowers the barrier and goes on. The send steps call it once they know
+// op would store a message: a repeated SEND of a stored message is
+// answered SENT whatever is held back, since it takes no new place. It
+// allocates nothing when no barrier is up.
+func (s *Shard) heldBack(op *Op) bool {
+	if len(s.barriers) == 0 || op.Conn.IsZero() {
+		return false
+	}
+	k := orderKeyOf(op)
+	b, ok := s.barriers[k]
+	if !ok {
+		return false
+	}
+	switch {
+	case op.CMID < b.cmid:
+		return false // made before the refused one: its place is before it
+	case op.CMID == b.cmid || s.cfg.Now().UnixNano()-b.at >= int64(orderBarrierTTL):
+		delete(s.barriers, k)
+		return false
+	}
+	s.heldSends.Add(1)
+	s.sending = nil // this refusal raises nothing
+	s.replyRetry(op.Conn, b.code, 0, op.CMID, b.retryMS)
+	return true
+}
+
+// raiseBarrier holds op's conversation back after op was refused with a
+// retriable code.
+func (s *Shard) raiseBarrier(op *Op, code protocol.Code, retryMS uint32) {
+	if op.Conn.IsZero() {
+		return
+	}
+	k := orderKeyOf(op)
+	if _, ok := s.barriers[k]; !ok && len(s.barriers) >= maxOrderBarriers {
+		s.expireBarriers(s.cfg.Now())
+		if len(s.barriers) >= maxOrderBarriers {
+			return
+		}
+	}
+	if s.barriers == nil {
+		s.barriers = make(map[orderKey]orderBarrier)
+	}
+	s.barriers[k] = orderBarrier{cmid: op.CMID, code: code, retryMS: retryMS, at: s.cfg.Now().UnixNano()}
+}
+
+// noteSendRefusal raises the barrier of the SEND being applied when the
+// answer about to go to conn refuses it with a retriable code.
+func (s *Shard) noteSendRefusal(conn ConnRef, code protocol.Code, cmid uint64, retryMS uint32) {
+	if op := s.sending; op != nil && cmid != 0 && op.CMID == cmid && op.Conn == conn && retriableSendCode(code) {
+		s.raiseBarrier(op, code, retryMS)
+	}
+}
+
+// applySendInOrder applies an OpSend; a retriable refusal of it raises
+// its conversation's barrier.
+func (s *Shard) applySendInOrder(op *Op) {
+	s.sending = op
+	s.applySend(op)
+	s.sending = nil
+}
+
+// dropBarriers lowers the barriers of the connections gone reports gone.
+func (s *Shard) dropBarriers(gone func(ConnRef) bool) {
+	for k := range s.barriers {
+		if gone(k.conn) {
+			delete(s.barriers, k)
+		}
+	}
+}
+
+// expireBarriers lowers the barriers raised orderBarrierTTL or longer
+// before now.
+func (s *Shard) expireBarriers(now time.Time) {
+	limit := now.Add(-orderBarrierTTL).UnixNano()
+	for k, b := range s.barriers {
+		if b.at <= limit {
+			delete(s.barriers, k)
+		}
+	}
+}
+
+// HeldSends returns how many SENDs the shard refused behind an earlier
+// retriable refusal of the same connection and conversation ([S-8-13]).
+func (s *Shard) HeldSends() uint64 { return s.heldSends.Load() }
