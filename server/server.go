@@ -90,7 +90,8 @@ type Stats struct {
 	// TLS handshake within Config.HandshakeTimeout of the accept.
 	HandshakeTimeouts atomic.Uint64
 	// RateLimited counts requests and SENDs refused RATE_LIMITED, by the
-	// limit that refused them.
+	// limit that refused them; a SEND held back behind a refused one
+	// ([S-8-13]) counts under that one's limit.
 	RateLimited [NumLimits]atomic.Uint64
 	// HeldSends counts SENDs refused behind an earlier retriable refusal
 	// of the same connection and conversation ([S-8-13]).

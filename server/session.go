@@ -229,7 +229,7 @@ func (c *conn) handleSend(body []byte, w *buffer) verdict {
 	}
 	if wait, limit := c.takeSend(m.Group != 0); wait > 0 {
 		c.rateLimited(w, limit, 0, m.CMID, wait) // [S-8-23]
-		return c.holdBack(w, conv, m.CMID, protocol.CodeRateLimited, wait)
+		return c.holdBack(w, conv, m.CMID, protocol.CodeRateLimited, limit, wait)
 	}
 	op := storage.Op{
 		Kind: storage.OpSend, From: c.user, FromDevice: c.device, User: m.To, Group: m.Group,
@@ -238,7 +238,7 @@ func (c *conn) handleSend(body []byte, w *buffer) verdict {
 	}
 	if !c.submit(op) {
 		w.b = codec.AppendError(w.b, protocol.CodeOverloaded, 0, m.CMID, "", retryAfterBusyMS)
-		return c.holdBack(w, conv, m.CMID, protocol.CodeOverloaded, retryAfterBusyMS)
+		return c.holdBack(w, conv, m.CMID, protocol.CodeOverloaded, 0, retryAfterBusyMS)
 	}
 	return verdict{}
 }

@@ -98,7 +98,7 @@ func (c *conn) handleEnvelopeSend(body []byte, w *buffer) verdict {
 	}
 	if wait, limit := c.takeSend(false); wait > 0 {
 		c.rateLimited(w, limit, 0, m.Cmid, wait) // [S-8-23]
-		return c.holdBack(w, conv, m.Cmid, protocol.CodeRateLimited, wait)
+		return c.holdBack(w, conv, m.Cmid, protocol.CodeRateLimited, limit, wait)
 	}
 	op := storage.Op{
 		Kind: storage.OpSend, From: c.user, FromDevice: c.device, User: m.To, CMID: m.Cmid,
@@ -107,7 +107,7 @@ func (c *conn) handleEnvelopeSend(body []byte, w *buffer) verdict {
 	}
 	if !c.submit(op) {
 		w.b = codec.AppendError(w.b, protocol.CodeOverloaded, 0, m.Cmid, "", retryAfterBusyMS)
-		return c.holdBack(w, conv, m.Cmid, protocol.CodeOverloaded, retryAfterBusyMS)
+		return c.holdBack(w, conv, m.Cmid, protocol.CodeOverloaded, 0, retryAfterBusyMS)
 	}
 	return verdict{}
 }

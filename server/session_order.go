@@ -40,6 +40,7 @@ type heldSend struct {
 	cmid    uint64 // the refused SEND; reading it again lowers the barrier
 	code    protocol.Code
 	retryMS uint32
+	limit   Limit // with RATE_LIMITED: the limit that refused it
 }
 
 // heldBack reports whether the SEND cmid to conv is refused behind an
@@ -66,15 +67,18 @@ func (c *conn) heldBack(w *buffer, conv sendConversation, cmid uint64) bool {
 		return false
 	}
 	c.srv.stats.HeldSends.Add(1)
+	if h.code == protocol.CodeRateLimited {
+		c.srv.stats.RateLimited[h.limit].Add(1) // every RATE_LIMITED answer counts
+	}
 	w.b = codec.AppendError(w.b, h.code, 0, cmid, "", h.retryMS)
 	return true
 }
 
 // holdBack records that the connection refused the SEND cmid to conv
-// with code, whose answer is already queued, so that the conversation's
-// later SENDs wait for its retry. Past maxHeldConversations it closes
-// the connection instead.
-func (c *conn) holdBack(w *buffer, conv sendConversation, cmid uint64, code protocol.Code, retryMS uint32) verdict {
+// with code (RATE_LIMITED: by limit), whose answer is already queued, so
+// that the conversation's later SENDs wait for its retry. Past
+// maxHeldConversations it closes the connection instead.
+func (c *conn) holdBack(w *buffer, conv sendConversation, cmid uint64, code protocol.Code, limit Limit, retryMS uint32) verdict {
 	if _, ok := c.held[conv]; !ok && len(c.held) >= maxHeldConversations {
 		w.b = c.srv.appendGoAway(w.b, protocol.CodeOverloaded)
 		return verdict{close: true, code: protocol.CodeOverloaded}
@@ -82,6 +86,6 @@ func (c *conn) holdBack(w *buffer, conv sendConversation, cmid uint64, code prot
 	if c.held == nil {
 		c.held = make(map[sendConversation]heldSend)
 	}
-	c.held[conv] = heldSend{cmid: cmid, code: code, retryMS: retryMS}
+	c.held[conv] = heldSend{cmid: cmid, code: code, retryMS: retryMS, limit: limit}
 	return verdict{}
 }
