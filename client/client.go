@@ -54,6 +54,7 @@ type Client struct {
 	lastCMID uint64
 	outbox   map[uint64]*outgoing // every unanswered send, by cmid
 	queue    []*outgoing          // sends to write on the current connection, in order
+	waiting  int                  // sends whose retry timer is armed (send_order.go)
 	// sealing: a send queued unencrypted is being encrypted (send_seal.go);
 	// sealAfter: the next attempt waits until then.
 	sealing   bool
@@ -284,7 +285,7 @@ func (c *Client) stopLocked(err error) {
 	}
 	c.stopErr = err
 	for _, o := range c.outbox {
-		o.stopRetry()
+		c.stopRetryLocked(o)
 		if o.wait != nil || o.done != nil {
 			c.completeSendLocked(o, Sent{CMID: o.CMID}, err)
 		}

@@ -56,14 +56,6 @@ type sendResult struct {
 	err  error
 }
 
-// stopRetry cancels the retry timer, if armed.
-func (o *outgoing) stopRetry() {
-	if o.retry != nil {
-		o.retry()
-		o.retry = nil
-	}
-}
-
 // Send sends body to user to and waits until the server has stored it
 // durably (SENT), across reconnects, or until it fails finally or ctx is
 // done. The client assigns the send a new cmid, stores it (Store.AddOutgoing)
@@ -75,8 +67,11 @@ func (o *outgoing) stopRetry() {
 // A failure the server reports is a *ServerError with a final code
 // (NOT_FOUND, INVALID_ARGUMENT, MESSAGE_TOO_LARGE); RATE_LIMITED,
 // OVERLOADED and INTERNAL are retried, with the same cmid, after the delay
-// the server names or with backoff. Answers are read independently of
-// event delivery, so Send may be called from Config.OnEvent.
+// the server names or with backoff. A conversation's sends (to one user
+// or one group) reach the server in the order they were made, also across
+// retries: while a send waits for its retry, the later sends of its
+// conversation wait behind it ([S-8-13]). Answers are read independently
+// of event delivery, so Send may be called from Config.OnEvent.
 func (c *Client) Send(ctx context.Context, to uint64, body []byte, typ pb.ContentType) (Sent, error) {
 	if to == 0 {
 		return Sent{}, fmt.Errorf("%w: send to user 0", ErrInvalid)
@@ -301,7 +296,7 @@ func (c *Client) handleSendError(s *session, cmid uint64, se *ServerError) {
 			o.sess.inflight--
 			c.kickLocked(o.sess)
 		}
-		o.stopRetry()
+		c.stopRetryLocked(o)
 		o.state, o.sess = sendWaiting, nil
 		o.attempts++
 		c.wg.Add(1)
@@ -321,7 +316,7 @@ func (c *Client) handleSendError(s *session, cmid uint64, se *ServerError) {
 			o.sess.inflight--
 			c.kickLocked(o.sess)
 		}
-		o.stopRetry()
+		c.stopRetryLocked(o)
 		o.state, o.sess = sendWaiting, nil
 		delay := c.cfg.backoff(o.attempts)
 		if se.RetryAfter > 0 {
@@ -329,19 +324,21 @@ func (c *Client) handleSendError(s *session, cmid uint64, se *ServerError) {
 		}
 		o.attempts++
 		c.log.Debug("client: send will be retried", "cmid", cmid, "err", se, "retry_in", delay)
-		o.retry = c.cfg.Clock.AfterFunc(delay, func() {
+		stop := c.cfg.Clock.AfterFunc(delay, func() {
 			c.mu.Lock()
 			defer c.mu.Unlock()
-			if o.state != sendWaiting {
+			if o.state != sendWaiting || o.retry == nil {
 				return
 			}
 			o.retry = nil
+			c.waiting--
 			o.state = sendQueued
-			c.queue = append(c.queue, o)
+			c.requeueLocked(o) // [S-8-13] ahead of the conversation's later sends
 			if s := c.sess; s != nil {
 				c.kickLocked(s)
 			}
 		})
+		c.armRetryLocked(o, stop)
 		return
 	}
 	c.detachSendLocked(o)
@@ -359,7 +356,7 @@ func (c *Client) renumberLocked(o *outgoing) {
 		o.sess.inflight--
 		c.kickLocked(o.sess)
 	}
-	o.stopRetry()
+	c.stopRetryLocked(o)
 	delete(c.outbox, o.CMID)
 	floor := uint64(max(c.cfg.Clock.Now().UnixMilli()-protocol.MessageIDEpochMS, 0)) << 10
 	c.lastCMID = max(c.lastCMID, o.CMID, floor) + 1
@@ -406,7 +403,7 @@ func (c *Client) detachSendLocked(o *outgoing) {
 			c.kickLocked(o.sess)
 		}
 	}
-	o.stopRetry()
+	c.stopRetryLocked(o)
 	o.state, o.sess = sendDone, nil
 }
 

@@ -153,6 +153,9 @@ func (c *Client) collectLocked(s *session, now time.Time, buf []byte) (_ []byte,
 		c.queue = slices.Delete(c.queue, i, i+1)
 	}
 	held := false // an unsealed send holds the application's later ones back (send_seal.go)
+	// [S-8-13] a send waiting for its retry holds its conversation's
+	// later sends back (send_order.go).
+	waiting := c.waitingLocked()
 	for i := 0; s.goAway == nil && i < len(c.queue) && s.inflight < c.cfg.MaxInFlight && len(buf) < maxCollect; {
 		o := c.queue[i]
 		switch {
@@ -165,6 +168,9 @@ func (c *Client) collectLocked(s *session, now time.Time, buf []byte) (_ []byte,
 			i++
 			continue
 		case held && !o.internal:
+			i++
+			continue
+		case heldByRetry(waiting, o):
 			i++
 			continue
 		}

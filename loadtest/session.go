@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,6 +54,10 @@ type device struct {
 	live     chan struct{}      // guarded by mu: closed once sess is set
 	nextCMID uint64             // guarded by mu: the next cmid to use
 	unacked  map[uint64]pending // guarded by mu: sent, Sent not seen yet
+	// refused holds the unacked sends refused with a retriable code whose
+	// resend is due (guarded by mu): they go out again together, in cmid
+	// order, when the lowest one's wait is over ([S-8-13]).
+	refused map[uint64]struct{}
 	// groupEvents is, per group id, the highest gseq of the GROUP_EVENT
 	// entries seen (guarded by mu); createdGroup the group this device
 	// created. Groups runs only.
@@ -75,7 +80,7 @@ type device struct {
 type pending struct{ intended, actual int64 }
 
 func newDevice(w *Worker, index int) *device {
-	return &device{w: w, index: index, credit: make(chan struct{}, 1), live: make(chan struct{}), nextCMID: 1, unacked: map[uint64]pending{}}
+	return &device{w: w, index: index, credit: make(chan struct{}, 1), live: make(chan struct{}), nextCMID: 1, unacked: map[uint64]pending{}, refused: map[uint64]struct{}{}}
 }
 
 // session is one connection of a device. Its reader goroutine owns the
@@ -188,6 +193,7 @@ func (d *device) connect(ctx context.Context) (time.Duration, error) {
 		d.mu.Unlock()
 		return 0, fmt.Errorf("connection lost after LoginOk: %w", s.loginErr)
 	}
+	clear(d.refused) // all resent here, in order
 	if len(d.unacked) > 0 {
 		var buf []byte
 		for _, cmid := range sortedKeys(d.unacked) {
@@ -506,9 +512,11 @@ func (s *session) handle(f codec.Frame) error {
 			return nil
 		}
 		switch {
-		case e.Cmid != 0 && (e.Code == protocol.CodeOverloaded || e.Code == protocol.CodeInternal ||
-			e.Code == protocol.CodeRateLimited || e.Code == protocol.CodeInboxFull || e.Code == protocol.CodeStorageFull):
+		case e.Cmid != 0 && retriableSend(e.Code):
 			// [S-8-14], [S-8-23]: the identical SEND again, after the wait.
+			d.mu.Lock()
+			d.refused[e.Cmid] = struct{}{}
+			d.mu.Unlock()
 			after := max(time.Duration(e.RetryAfterMs)*time.Millisecond, 10*time.Millisecond)
 			time.AfterFunc(after, func() { d.resend(e.Cmid) })
 		case e.Code == protocol.CodeOverloaded && !isClosed(s.loggedIn):
@@ -606,24 +614,54 @@ func (s *session) entry(f codec.Frame) error {
 	return nil
 }
 
-// resend sends cmid again if it is still unanswered, after an OVERLOADED,
-// INTERNAL, RATE_LIMITED, INBOX_FULL or STORAGE_FULL answer ([S-11-3],
-// [S-8-14]).
+// retriableSend reports whether a SEND refused with code is sent again
+// with the same cmid ([S-8-14], [S-11-3]).
+func retriableSend(code protocol.Code) bool {
+	switch code {
+	case protocol.CodeOverloaded, protocol.CodeInternal, protocol.CodeRateLimited,
+		protocol.CodeInboxFull, protocol.CodeStorageFull, protocol.CodeShardUnavailable:
+		return true
+	}
+	return false
+}
+
+// resend sends cmid again, once its wait after a retriable refusal is
+// over, with every later refused send, in cmid order: the server refuses
+// a conversation's later sends until the first refused one comes again
+// ([S-8-13]). While an earlier refused send still waits, it does nothing:
+// that one's resend takes cmid along.
 func (d *device) resend(cmid uint64) {
 	d.mu.Lock()
-	p, ok := d.unacked[cmid]
 	s := d.sess
+	if _, ok := d.refused[cmid]; !ok || s == nil {
+		d.mu.Unlock()
+		return // resent already, with an earlier one or on reconnecting
+	}
+	var again []uint64
+	for c := range d.refused {
+		if _, ok := d.unacked[c]; !ok {
+			delete(d.refused, c)
+			continue
+		}
+		if c < cmid {
+			d.mu.Unlock()
+			return
+		}
+		again = append(again, c)
+	}
+	slices.Sort(again)
 	var buf []byte
-	if ok && s != nil {
-		buf = d.appendSend(nil, cmid, p)
-		d.out.MarkResent(cmid)
+	for _, c := range again {
+		delete(d.refused, c)
+		buf = d.appendSend(buf, c, d.unacked[c])
+		d.out.MarkResent(c)
 		for _, f := range d.fanout {
-			f.MarkResent(cmid)
+			f.MarkResent(c)
 		}
 	}
 	d.mu.Unlock()
 	if buf != nil {
-		d.w.stats.resent.Add(1)
+		d.w.stats.resent.Add(int64(len(again)))
 		_ = s.write(buf)
 	}
 }
