@@ -7,6 +7,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/parley-im/parley/protocol"
 	"github.com/parley-im/parley/protocol/pb"
 	"github.com/parley-im/parley/storage"
 )
@@ -79,13 +80,13 @@ func (r *Router) sendCall(c *pb.NodeCall) {
 
 // Deliver takes a node frame that node from sent over the link: an op is
 // submitted to this node's shard, a call made on this node's connection.
-// An op for a shard this node does not serve, or a call for a connection
-// that is gone, is dropped (forwards are resent by their source, requests
-// time out at their clients). It returns what went wrong, for logs.
+// An op no shard here takes (the shards are not attached yet, this node
+// does not serve its shard, or the shard's queue refused it) is refused
+// on its connection with OVERLOADED (storage.Refuse), so that no client
+// waits on a live connection for an answer that never comes; forwards
+// are dropped (their source resends them). A call for a connection that
+// is gone is dropped. It returns what went wrong, for logs.
 func (r *Router) Deliver(from uint32, frame []byte) error {
-	if !r.ready.Load() {
-		return fmt.Errorf("router: frame from node %d before the shards are attached", from)
-	}
 	var f pb.NodeFrame
 	if err := proto.Unmarshal(frame, &f); err != nil {
 		return fmt.Errorf("router: frame from node %d: %w", from, err)
@@ -96,6 +97,10 @@ func (r *Router) Deliver(from uint32, frame []byte) error {
 		if err != nil {
 			return fmt.Errorf("router: op from node %d: %w", from, err)
 		}
+		if !r.ready.Load() {
+			r.refuse(&op)
+			return fmt.Errorf("router: op %v from node %d before the shards are attached", op.Kind, from)
+		}
 		id := op.Dest
 		if op.Kind != storage.OpForward && op.Kind != storage.OpForwardDone {
 			if op.Kind == storage.OpLookup && len(op.Phones) == 0 {
@@ -104,10 +109,18 @@ func (r *Router) Deliver(from uint32, frame []byte) error {
 			id = r.slots[SlotOf(&op)]
 		}
 		if int(id) >= r.count || r.shards[id] == nil {
+			r.refuse(&op)
 			return fmt.Errorf("router: op %v from node %d for shard %d, not served here", op.Kind, from, id)
 		}
-		return r.shards[id].Submit(op)
+		if err := r.shards[id].Submit(op); err != nil {
+			r.refuse(&op)
+			return err
+		}
+		return nil
 	case *pb.NodeFrame_Call:
+		if !r.ready.Load() {
+			return fmt.Errorf("router: call from node %d before the shards are attached", from)
+		}
 		if r.local == nil {
 			return nil
 		}
@@ -118,6 +131,20 @@ func (r *Router) Deliver(from uint32, frame []byte) error {
 	}
 	return fmt.Errorf("router: empty frame from node %d", from)
 }
+
+// refuse answers op, which came over a link and no shard here takes, on
+// its connection, which is on another node: OVERLOADED, as a gateway
+// answers for a shard it cannot reach ([S-11-3]).
+func (r *Router) refuse(op *storage.Op) {
+	if op.Conn.Node == r.self || op.Conn.Node == 0 || r.send == nil {
+		return
+	}
+	storage.Refuse(storage.RemoteEndpoint{Ref: op.Conn, Send: r.sendCall}, op, protocol.CodeOverloaded, retryUnservedMS)
+}
+
+// retryUnservedMS is the delay suggested with the OVERLOADED that refuses
+// an op no shard here takes: about a node's restart.
+const retryUnservedMS = 500
 
 // Local reports whether this router runs shard id itself.
 func (r *Router) Local(id uint16) bool { return int(id) < len(r.shards) && r.shards[id] != nil }

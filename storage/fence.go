@@ -7,6 +7,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 
+	"github.com/parley-im/parley/codec"
 	"github.com/parley-im/parley/protocol"
 )
 
@@ -64,28 +65,69 @@ func (s *Shard) refuseFenced(ops []Op) {
 	s.batch = s.db.NewIndexedBatch()
 	for i := range ops {
 		op := &ops[i]
-		if op.Conn.IsZero() {
-			continue
-		}
-		switch op.Kind {
-		case OpAck, OpLogout, OpWatch, OpUnwatch, OpTyping, OpConnGone:
-		case OpLogin:
+		switch refusalOf(op) {
+		case refuseLogin:
 			s.effects = append(s.effects, effect{kind: effFail, conn: op.Conn, code: protocol.CodeShuttingDown})
-		case OpLookup:
+		case refuseLookup:
 			s.effects = append(s.effects, effect{kind: effLookup, conn: op.Conn, lookup: op.Seq})
-		case OpSend:
-			// [S-8-13] the conversation's later SENDs wait for this one's
-			// retry, even if the fence opens before they arrive.
-			if !s.heldBack(op) {
-				s.sending = op
-				s.replyRetry(op.Conn, protocol.CodeShardUnavailable, op.RID, op.CMID, retryFencedMS)
-				s.sending = nil
+		case refuseRequest:
+			// [S-8-13] a refused SEND holds its conversation's later
+			// SENDs back, even if the fence opens before they arrive.
+			if op.Kind == OpSend && s.heldBack(op) {
+				continue
 			}
-		default:
+			s.sending = op
 			s.replyRetry(op.Conn, protocol.CodeShardUnavailable, op.RID, op.CMID, retryFencedMS)
+			s.sending = nil
 		}
 	}
 	s.finishCycle() // an empty batch: nothing is committed, the answers go out
+}
+
+// refusal says how an op that no shard applies is answered.
+type refusal uint8
+
+const (
+	refuseNone    refusal = iota // expects no answer: dropped
+	refuseLogin                  // the connection is turned away (SHUTTING_DOWN)
+	refuseLookup                 // an empty part of the lookup
+	refuseRequest                // a request or SEND: an Error to retry, by rid or cmid
+)
+
+// refusalOf returns how op is answered when it is refused: forwards are
+// resent by their source's outbox; acks, logouts, watches and typing are
+// dropped (the client acks again; a session ends with its connection or
+// is replaced at the next login); the rest waits for an answer.
+func refusalOf(op *Op) refusal {
+	if op.Conn.IsZero() {
+		return refuseNone
+	}
+	switch op.Kind {
+	case OpAck, OpLogout, OpWatch, OpUnwatch, OpTyping, OpConnGone:
+		return refuseNone
+	case OpLogin:
+		return refuseLogin
+	case OpLookup:
+		return refuseLookup
+	}
+	return refuseRequest
+}
+
+// Refuse answers op, which no shard will apply (it reached a node that
+// does not serve its shard, or the shard's queue refused it), on ep, its
+// connection: a request or SEND gets code with retryMS, a Login is turned
+// away with SHUTTING_DOWN, a lookup gets an empty part; an op that
+// expects no answer gets none. So a client never waits on a live
+// connection for an answer no shard will give.
+func Refuse(ep Endpoint, op *Op, code protocol.Code, retryMS uint32) {
+	switch refusalOf(op) {
+	case refuseLogin:
+		ep.Fail(protocol.CodeShuttingDown)
+	case refuseLookup:
+		ep.LookupPart(op.Seq, nil)
+	case refuseRequest:
+		ep.Reply(codec.AppendError(nil, code, op.RID, op.CMID, "", retryMS))
+	}
 }
 
 // FencedOps returns how many ops the shard refused because its fence was
