@@ -34,7 +34,9 @@
 //     boot have nobody to go to. A hello with an older generation than
 //     one already seen is refused.
 //   - RemovePeer drops the queue; if the peer is added again, the stream
-//     continues with a gap in place of the dropped messages.
+//     continues with a gap in place of the dropped messages. A message
+//     Send refuses with ErrUnknownPeer for a peer that only dialed this
+//     node (its address not set yet) leaves a gap in the same way.
 //   - Close, or this process dying, loses the queues: peers see the next
 //     start's generation as a restart.
 //

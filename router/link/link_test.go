@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -471,6 +472,33 @@ func TestRemovePeer(t *testing.T) {
 	sendAll(t, p.a, 2, []string{"two"})
 	p.b.rec.wait(t, "the message after re-adding", func() bool { return p.b.rec.countFrom(1) >= 3 })
 	sameSeq(t, bodies(p.b.rec.from(1)), []string{"one", "GAP", "two"})
+}
+
+// TestSendBeforeAddressLeavesGap: a node that knows a peer only from the
+// peer's own connection (its address is not known yet, as after a
+// restart before the node read the cluster's membership) refuses to send
+// to it, and the peer later gets a gap in that place: it missed a message
+// (an endpoint call, the answer to a request), and the node's router
+// closes the connections that may wait for it.
+func TestSendBeforeAddressLeavesGap(t *testing.T) {
+	a := startNode(t, creds(t, testCA, 1), 1, "127.0.0.1:0", nil)
+	b := startNode(t, creds(t, testCA, 2), 1, "127.0.0.1:0", nil)
+	if err := a.SetPeer(2, b.addr); err != nil {
+		t.Fatal(err)
+	}
+	sendAll(t, a, 2, []string{"request"})
+	b.rec.wait(t, "the request", func() bool { return b.rec.countFrom(1) == 1 })
+	if err := b.Send(1, 1, []byte("answer")); !errors.Is(err, ErrUnknownPeer) {
+		t.Fatalf("send to a peer known only as a dialer: %v, want ErrUnknownPeer", err)
+	}
+	if err := b.SetPeer(1, a.addr); err != nil {
+		t.Fatal(err)
+	}
+	sendAll(t, b, 1, []string{"next"})
+	a.rec.wait(t, "the message after the address", func() bool {
+		return slices.ContainsFunc(a.rec.items, func(it item) bool { return it.from == 2 && it.body == "next" })
+	})
+	sameSeq(t, bodies(a.rec.from(2)), []string{"GAP", "next"})
 }
 
 // TestSendErrors: the argument errors of Send.

@@ -132,6 +132,11 @@ func (p *peer) send(typ uint8, body []byte) error {
 	cfg := &p.l.cfg
 	p.mu.Lock()
 	if p.addr == "" {
+		// A peer that only dialed this node (its address not known yet):
+		// the refused message leaves a gap in the stream, as a full
+		// queue does, so the peer learns that it missed something once
+		// this node can reach it.
+		p.q.gap = true
 		p.mu.Unlock()
 		return ErrUnknownPeer
 	}
