@@ -70,10 +70,11 @@ func retriableSendCode(code protocol.Code) bool {
 
 // heldBack reports whether op, an OpSend, is refused behind a barrier of
 // its conversation (its cmid is above the refused one's), and answers it
-// if so. The retry of the refused cmid lowers the barrier and goes on. The send steps call it once they know
-// op would store a message: a repeated SEND of a stored message is
-// answered SENT whatever is held back, since it takes no new place. It
-// allocates nothing when no barrier is up.
+// if so. The retry of the refused cmid lowers the barrier and goes on.
+// The send steps call it once they know op would store a message: a
+// repeated SEND of a stored message is answered SENT whatever is held
+// back, since it takes no new place. It allocates nothing when no
+// barrier is up.
 func (s *Shard) heldBack(op *Op) bool {
 	if len(s.barriers) == 0 || op.Conn.IsZero() {
 		return false
