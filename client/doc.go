@@ -74,8 +74,11 @@
 //   - Outbox: every send gets the next cmid of a per-device counter kept in
 //     the Store, is stored before it is written, is resent identically
 //     after each reconnect until SENT (the server deduplicates), is retried
-//     after RATE_LIMITED, OVERLOADED and INTERNAL, and reports its outcome
-//     exactly once ([S-8-11], [S-8-14]). At most Config.MaxInFlight sends
+//     after RATE_LIMITED, OVERLOADED, INTERNAL and the other codes that say
+//     so, and reports its outcome exactly once ([S-8-11], [S-8-14]). A
+//     conversation's sends go out in cmid order, also across retries: a
+//     send waiting for its retry holds back the later sends to the same
+//     user or group ([S-8-13], send_order.go). At most Config.MaxInFlight sends
 //     and requests are unanswered on a connection ([S-6-14]).
 //   - Requests (READ, LOOKUP, the group, presence, device and media
 //     requests) are matched to their answers by rid, written again with a
