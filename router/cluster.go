@@ -3,6 +3,7 @@ package router
 import (
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 
 	"google.golang.org/protobuf/proto"
@@ -80,12 +81,15 @@ func (r *Router) sendCall(c *pb.NodeCall) {
 
 // Deliver takes a node frame that node from sent over the link: an op is
 // submitted to this node's shard, a call made on this node's connection.
-// An op no shard here takes (the shards are not attached yet, this node
-// does not serve its shard, or the shard's queue refused it) is refused
-// on its connection with OVERLOADED (storage.Refuse), so that no client
-// waits on a live connection for an answer that never comes; forwards
-// are dropped (their source resends them). A call for a connection that
-// is gone is dropped. It returns what went wrong, for logs.
+// Ops that arrive before the shards are attached (a node that restarts
+// hears from its peers before it has opened its shards) wait, up to
+// maxEarlyOps, and go to the shards in their order once Attach runs. An
+// op no shard here takes (beyond that bound, for a shard this node does
+// not serve, or refused by the shard's queue) is refused on its
+// connection with OVERLOADED (storage.Refuse), so that no client waits
+// on a live connection for an answer that never comes; forwards are
+// dropped (their source resends them). A call for a connection that is
+// gone is dropped. It returns what went wrong, for logs.
 func (r *Router) Deliver(from uint32, frame []byte) error {
 	var f pb.NodeFrame
 	if err := proto.Unmarshal(frame, &f); err != nil {
@@ -97,26 +101,15 @@ func (r *Router) Deliver(from uint32, frame []byte) error {
 		if err != nil {
 			return fmt.Errorf("router: op from node %d: %w", from, err)
 		}
+		if op.Kind == storage.OpLookup && len(op.Phones) == 0 {
+			return fmt.Errorf("router: empty lookup from node %d", from)
+		}
 		if !r.ready.Load() {
-			r.refuse(&op)
-			return fmt.Errorf("router: op %v from node %d before the shards are attached", op.Kind, from)
-		}
-		id := op.Dest
-		if op.Kind != storage.OpForward && op.Kind != storage.OpForwardDone {
-			if op.Kind == storage.OpLookup && len(op.Phones) == 0 {
-				return fmt.Errorf("router: empty lookup from node %d", from)
+			if held, err := r.holdEarly(from, &op); held {
+				return err
 			}
-			id = r.slots[SlotOf(&op)]
 		}
-		if int(id) >= r.count || r.shards[id] == nil {
-			r.refuse(&op)
-			return fmt.Errorf("router: op %v from node %d for shard %d, not served here", op.Kind, from, id)
-		}
-		if err := r.shards[id].Submit(op); err != nil {
-			r.refuse(&op)
-			return err
-		}
-		return nil
+		return r.deliverOp(from, &op)
 	case *pb.NodeFrame_Call:
 		if !r.ready.Load() {
 			return fmt.Errorf("router: call from node %d before the shards are attached", from)
@@ -130,6 +123,62 @@ func (r *Router) Deliver(from uint32, frame []byte) error {
 		return nil
 	}
 	return fmt.Errorf("router: empty frame from node %d", from)
+}
+
+// deliverOp submits op, from node from, to its shard here, or refuses it.
+func (r *Router) deliverOp(from uint32, op *storage.Op) error {
+	id := op.Dest
+	if op.Kind != storage.OpForward && op.Kind != storage.OpForwardDone {
+		id = r.slots[SlotOf(op)]
+	}
+	if int(id) >= r.count || r.shards[id] == nil {
+		r.refuse(op)
+		return fmt.Errorf("router: op %v from node %d for shard %d, not served here", op.Kind, from, id)
+	}
+	if err := r.shards[id].Submit(*op); err != nil {
+		r.refuse(op)
+		return err
+	}
+	return nil
+}
+
+// maxEarlyOps bounds the ops that wait for Attach; more are refused.
+const maxEarlyOps = 10_000
+
+// earlyOp is an op that arrived before Attach, and its sender.
+type earlyOp struct {
+	from uint32
+	op   storage.Op
+}
+
+// holdEarly keeps op until Attach and reports true, unless the shards
+// were attached meanwhile (false: deliver it now). Past maxEarlyOps it
+// refuses op.
+func (r *Router) holdEarly(from uint32, op *storage.Op) (bool, error) {
+	r.earlyMu.Lock()
+	defer r.earlyMu.Unlock()
+	if r.ready.Load() {
+		return false, nil
+	}
+	if len(r.early) >= maxEarlyOps {
+		r.refuse(op)
+		return true, fmt.Errorf("router: op %v from node %d before the shards are attached, %d waiting already", op.Kind, from, len(r.early))
+	}
+	r.early = append(r.early, earlyOp{from, *op})
+	return true, nil
+}
+
+// attached delivers the ops that waited for Attach, in their order, and
+// only then lets Deliver hand ops to the shards itself, so none overtakes
+// them.
+func (r *Router) attached() {
+	r.earlyMu.Lock()
+	defer r.earlyMu.Unlock()
+	for i := range r.early {
+		_ = r.deliverOp(r.early[i].from, &r.early[i].op)
+	}
+	r.early = nil
+	r.ready.Store(true)
 }
 
 // refuse answers op, which came over a link and no shard here takes, on
@@ -155,4 +204,8 @@ type placeState struct {
 	send  Sender
 	place atomic.Pointer[Placement] // nil on a single node
 	ready atomic.Bool               // Attach is done: Deliver may read shards and local
+	// early holds the ops that arrived before Attach, in order (guarded
+	// by earlyMu, which Deliver takes only before Attach is done).
+	earlyMu sync.Mutex
+	early   []earlyOp
 }

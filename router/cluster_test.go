@@ -1,8 +1,10 @@
 package router
 
 import (
+	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -14,10 +16,13 @@ import (
 
 // calls records the node frames a router sends.
 type calls struct {
-	mu     sync.Mutex
-	frames []*pb.NodeFrame
-	to     []uint32
+	mu      sync.Mutex
+	frames  []*pb.NodeFrame
+	to      []uint32
+	arrived chan struct{} // capacity 1: a frame was sent
 }
+
+func newCalls() *calls { return &calls{arrived: make(chan struct{}, 1)} }
 
 func (c *calls) send(to uint32, b []byte) error {
 	var f pb.NodeFrame
@@ -27,7 +32,31 @@ func (c *calls) send(to uint32, b []byte) error {
 	c.mu.Lock()
 	c.frames, c.to = append(c.frames, &f), append(c.to, to)
 	c.mu.Unlock()
+	select {
+	case c.arrived <- struct{}{}:
+	default:
+	}
 	return nil
+}
+
+// waitFor waits until n frames were sent, failing after a deadline.
+func (c *calls) waitFor(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.NewTimer(20 * time.Second)
+	defer deadline.Stop()
+	for {
+		c.mu.Lock()
+		got := len(c.frames)
+		c.mu.Unlock()
+		if got >= n {
+			return
+		}
+		select {
+		case <-c.arrived:
+		case <-deadline.C:
+			t.Fatalf("%d frames sent, want %d", got, n)
+		}
+	}
 }
 
 // take returns the frames sent so far and forgets them.
@@ -59,14 +88,14 @@ func userOn(r *Router, id uint16) uint64 {
 }
 
 // TestDeliverRefusesWhatNoShardTakes: a SEND that reaches a node that
-// does not serve its shard, or that has not attached its shards yet, is
-// answered OVERLOADED on its connection on the sending node, so its
-// client retries instead of waiting on a live connection for an answer
-// that never comes (the chaos run's "never answered"); a request gets its
-// rid answered, a Login is turned away, an ack is only dropped.
+// does not serve its shard is answered OVERLOADED on its connection on
+// the sending node, so its client retries instead of waiting on a live
+// connection for an answer that never comes (the chaos run's "never
+// answered"); a request gets its rid answered, a Login is turned away, an
+// ack is only dropped.
 func TestDeliverRefusesWhatNoShardTakes(t *testing.T) {
 	r := newRouter(t, 2)
-	var c calls
+	c := newCalls()
 	r.AttachCluster(2, c.send)
 	conn := storage.ConnRef{Node: 1, Gen: 3, ID: 7}
 	elsewhere := userOn(r, 1)
@@ -92,13 +121,6 @@ func TestDeliverRefusesWhatNoShardTakes(t *testing.T) {
 		}
 	}
 
-	// Before the shards are attached.
-	if err := r.Deliver(1, opFrame(t, send)); err == nil {
-		t.Fatal("Deliver before Attach reported no error")
-	}
-	expectError("a SEND before the shards are attached", 0, 9)
-
-	// A shard this node does not serve.
 	shards := openShards(t, r, 2)
 	if err := r.Attach([]*storage.Shard{shards[0], nil}); err != nil {
 		t.Fatal(err)
@@ -116,5 +138,49 @@ func TestDeliverRefusesWhatNoShardTakes(t *testing.T) {
 	_ = r.Deliver(1, opFrame(t, storage.Op{Kind: storage.OpAck, User: elsewhere, Device: 1, Seq: 3, Conn: conn}))
 	if frames, _ := c.take(); len(frames) != 0 {
 		t.Fatalf("an ack for a shard not served here: sent %v, want nothing", frames)
+	}
+}
+
+// TestDeliverHoldsEarlyOps: ops that reach a node before it attached its
+// shards (it restarted, and its peers resend at once) are neither dropped
+// nor refused: they reach the shards in their order once attached.
+func TestDeliverHoldsEarlyOps(t *testing.T) {
+	r := newRouter(t, 2)
+	c := newCalls()
+	r.AttachCluster(2, c.send)
+	conn := storage.ConnRef{Node: 1, Gen: 3, ID: 7}
+	here := userOn(r, 0)
+	for rid := uint32(1); rid <= 3; rid++ {
+		if err := r.Deliver(1, opFrame(t, storage.Op{Kind: storage.OpDevices, User: here, RID: rid, Conn: conn})); err != nil {
+			t.Fatalf("Deliver before Attach: %v", err)
+		}
+	}
+	if frames, _ := c.take(); len(frames) != 0 {
+		t.Fatalf("answers before Attach: %v", frames)
+	}
+	shards := openShards(t, r, 2)
+	if err := r.Attach([]*storage.Shard{shards[0], nil}); err != nil {
+		t.Fatal(err)
+	}
+	shards[0].Start()
+	c.waitFor(t, 3)
+	frames, _ := c.take()
+	var rids []uint32
+	for _, f := range frames {
+		b, _, _, err := codec.Parse(f.GetCall().GetFrames(), protocol.MaxFrameBody)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m pb.Error // no such user: each is answered with an ERROR
+		if b.Kind != protocol.KindError {
+			t.Fatalf("answered %v, want ERROR", b.Kind)
+		}
+		if err := proto.Unmarshal(b.Body, &m); err != nil {
+			t.Fatal(err)
+		}
+		rids = append(rids, m.Rid)
+	}
+	if want := []uint32{1, 2, 3}; !slices.Equal(rids, want) {
+		t.Fatalf("answered rids %v, want %v", rids, want)
 	}
 }

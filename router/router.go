@@ -56,7 +56,7 @@ func (r *Router) Attach(shards []*storage.Shard) error {
 		}
 	}
 	r.shards = shards
-	r.ready.Store(true)
+	r.attached()
 	return nil
 }
 
