@@ -47,6 +47,11 @@ type Forwarder interface {
 // syncer waits for more cycles before an fsync.
 const DefaultSyncWait = 50 * time.Microsecond
 
+// DefaultLazySync is Config.LazySync's default: how long a cycle whose
+// promises may wait (delivered receipts) waits for another cycle's sync
+// before it asks for one.
+const DefaultLazySync = 2 * time.Millisecond
+
 // Config configures a Shard. The zero value of each optional field means
 // its default.
 type Config struct {
@@ -140,6 +145,12 @@ type Config struct {
 	// wait (docs/benchmarks.md, "Adaptive group commit", has what it
 	// saves).
 	SyncWait time.Duration
+	// LazySync is the longest a cycle whose only promises may wait (a
+	// delivered receipt an ACK makes, a forwarded receipt applied:
+	// shard_sync.go) waits for a sync another cycle asks for before it
+	// asks for one itself; its effects are held until then. Default
+	// (zero) 2 ms; negative: ask at once, as for any promise.
+	LazySync time.Duration
 
 	// CodeTTL is how long a verification code is valid. Default 10 minutes.
 	CodeTTL time.Duration
@@ -253,6 +264,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.SyncWait == 0 {
 		c.SyncWait = DefaultSyncWait
+	}
+	if c.LazySync == 0 {
+		c.LazySync = DefaultLazySync
 	}
 }
 

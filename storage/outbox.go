@@ -109,14 +109,14 @@ func (s *Shard) pair(dest uint16) *outPair {
 	return p
 }
 
-// enqueue writes encoded delivery v to the outbox towards dest and
-// forwards it after the commit if the pair's window has room. It returns
-// the entry's sequence.
-func (s *Shard) enqueue(dest uint16, v []byte) uint64 {
+// enqueue writes encoded delivery v, whose entry is entry, to the outbox
+// towards dest and forwards it after the commit if the pair's window has
+// room. It returns the entry's sequence.
+func (s *Shard) enqueue(dest uint16, v, entry []byte) uint64 {
 	p := s.pair(dest)
 	p.next++
 	p.dirty = true
-	s.promise() // the destination will confirm this sequence
+	s.promiseEntry(entry) // the destination will confirm this sequence
 	s.unconfirmed.Add(1)
 	s.batch.Set(outboxKey(s.scratch[:0], dest, p.next), v, nil)
 	if p.sent == p.next-1 && p.roomFor(len(v)) {
@@ -291,7 +291,7 @@ func (s *Shard) applyForward(op *Op) {
 		return // the cycle is aborted: nothing of it commits
 	}
 	in.watermark = op.OutSeq
-	s.promise() // the source deletes what the watermark confirms
+	s.promiseEntry(d.entry) // the source deletes what the watermark confirms
 	s.batch.Set(watermarkKey(s.scratch[:0], op.Source), be64(in.watermark), nil)
 }
 

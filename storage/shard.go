@@ -69,7 +69,10 @@ type Shard struct {
 	// to wait for work in hand (shard_sync.go).
 	inCycle       atomic.Bool
 	committedWake chan struct{}
-	promises      atomic.Uint64 // cycles that made a promise
+	promises      atomic.Uint64 // cycles that made a promise that may not wait
+	lazyWake      chan struct{} // capacity 1: a cycle waits for a sync, which may come within Config.LazySync
+	wanted        atomic.Uint64 // cycles up to here wait for a sync (the last promise)
+	urgent        atomic.Uint64 // cycles up to here wait for a sync that may not wait (the last such promise)
 	syncErr       atomic.Pointer[error]
 
 	// Everything below is owned by the actor goroutine.
@@ -82,8 +85,10 @@ type Shard struct {
 	inOrder         []uint16            // keys of inPairs, sorted
 	begun           bool                // the outbox was replayed (begin)
 	promised        bool                // the current cycle made a promise (shard_sync.go)
+	promisedLater   bool                // the current cycle made a promise that may wait (shard_sync.go)
 	cycleNo         uint64              // cycles committed
-	lastPromise     uint64              // the last cycle that made a promise
+	lastPromise     uint64              // the last cycle that made a promise of either kind
+	lastUrgent      uint64              // the last cycle that made a promise that may not wait
 	cycleErr        error               // the cycle is aborted: nothing of it commits
 	events          []analytics.Event   // the cycle's analytics events, emitted after its commit
 	abortTimes      []time.Time         // when recent cycles were aborted
@@ -241,6 +246,7 @@ func Open(cfg Config) (*Shard, error) {
 		wake:          make(chan struct{}, 1),
 		syncWake:      make(chan struct{}, 1),
 		committedWake: make(chan struct{}, 1),
+		lazyWake:      make(chan struct{}, 1),
 		done:          make(chan struct{}),
 		users:         make(map[uint64]*user),
 		ids:           idGenerator{shard: cfg.ID},

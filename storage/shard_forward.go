@@ -80,7 +80,7 @@ func (s *Shard) deliver(d delivery) (entries []pairSeq) {
 			s.applyDelivery(&part)
 			continue
 		}
-		seq := s.enqueue(id, part.encode(nil))
+		seq := s.enqueue(id, part.encode(nil), part.entry)
 		entries = append(entries, pairSeq{id, seq})
 	}
 	return entries

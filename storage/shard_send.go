@@ -361,7 +361,7 @@ func (s *Shard) flushReceipts() {
 // reference points to, nil for other entries.
 func (s *Shard) appendRaw(u *user, entry, ref []byte) {
 	u.rec.Head++
-	s.promise() // a device will acknowledge this seq
+	s.promiseEntry(entry) // a device will acknowledge this seq
 	s.batch.Set(inboxKey(nil, u.id, u.rec.Head), entry, nil)
 	u.inboxBytes += int64(len(entry))
 	if u.live > 0 {

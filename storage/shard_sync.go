@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/parley-im/parley/protocol"
 )
 
 // Durability.
@@ -23,10 +25,22 @@ import (
 //   - A cycle's effects go out once every cycle up to the last promise
 //     made so far is durable, and after the effects of every earlier
 //     cycle. So an ack that only moves a cursor, deletes entries and pumps
-//     entries already durable costs no fsync and waits for none; an ack
-//     whose delivered receipts append entries waits for the next sync.
+//     entries already durable costs no fsync and waits for none.
+//   - A promise may wait (promiseLater) when no client waits for its
+//     effects: a delivered receipt appended or written to the outbox by
+//     an ACK (or a login's cursor), and the applying of a forwarded
+//     receipt with the watermark that confirms it. Such a cycle's effects
+//     are held exactly as any promise's, but the cycle does not ask for a
+//     sync of its own: it rides on the next sync another cycle asks for,
+//     and asks for one itself only when none came within Config.LazySync
+//     (2 ms unless set). A receipt is late by at most that much; at
+//     moderate load it costs no fsync. The effects of later cycles wait
+//     behind it in order, as they wait behind any promise. The group
+//     commit wait below is for syncs asked for at once, and counts only
+//     their promises.
 //   - A syncer goroutine syncs the WAL (pebble.DB.LogData with Sync, which
-//     makes every earlier write durable) whenever a cycle waits for it;
+//     makes every earlier write durable: see below) whenever a cycle waits
+//     for it;
 //     cycles committed while one sync runs are covered by the next, so a
 //     busy shard batches its fsyncs without waiting on purpose.
 //   - Adaptive group commit (Config.SyncWait, 50 µs unless set). The
@@ -47,7 +61,20 @@ import (
 //
 // Losing a cycle that made no promise costs nothing a client can see: a
 // cursor moved back delivers entries again, which clients drop by seq
-// ([S-8-9]); deleted entries come back and are deleted again.
+// ([S-8-9]); deleted entries come back and are deleted again. An ACK lost
+// with its unsynced receipt is received again when the entries come
+// again, and makes the receipt again: the receipt, the outbox entry and
+// the user's Receipted mark commit in one batch, so they are lost
+// together (docs/architecture.md argues each case).
+//
+// Why one sync covers every earlier commit, in Pebble v2.1.7 as pinned:
+// commitPipeline.prepare (commit.go) writes each batch to the WAL under
+// commitPipeline.mu in sequence-number order; LogWriter.SyncRecordGeneralized
+// (record/log_writer.go) queues a sync whose contract is that "any record
+// written to the LogWriter to this point will be flushed to the OS and
+// synced to disk"; and replayWAL (open.go) recovers the newest WAL up to
+// its first incomplete record. So what a crash leaves is a prefix of the
+// commits that holds at least every commit a completed sync followed.
 //
 // A stepped shard (Step, for the simulation) has no syncer: whoever steps
 // it calls Sync, so a crash can fall between a commit and its sync.
@@ -78,8 +105,24 @@ func (k OpKind) cheap() bool {
 }
 
 // promise marks the current cycle as one whose effects wait for its
-// durability.
+// durability, and whose sync is asked for at once.
 func (s *Shard) promise() { s.promised = true }
+
+// promiseLater marks the current cycle as one whose effects wait for its
+// durability, which may come with a later cycle's sync, or within
+// Config.LazySync.
+func (s *Shard) promiseLater() { s.promisedLater = true }
+
+// promiseEntry makes the promise that writing inbox or outbox entry entry
+// (kind byte + stored body) makes: one that may wait for a receipt, one
+// that may not for everything else.
+func (s *Shard) promiseEntry(entry []byte) {
+	if len(entry) > 0 && (protocol.Kind(entry[0]) == protocol.KindReceipt || protocol.Kind(entry[0]) == protocol.KindReceipts) {
+		s.promiseLater()
+		return
+	}
+	s.promise()
+}
 
 // release hands the effects of the cycle just committed (s.effects,
 // s.out) on: emitted at once when nothing they depend on waits for a
@@ -91,11 +134,14 @@ func (s *Shard) release() {
 	case s.committedWake <- struct{}{}:
 	default:
 	}
-	if s.promised {
+	switch {
+	case s.promised:
 		s.promises.Add(1)
+		s.lastPromise, s.lastUrgent = s.cycleNo, s.cycleNo
+	case s.promisedLater:
 		s.lastPromise = s.cycleNo
-		s.promised = false
 	}
+	s.promised, s.promisedLater = false, false
 	s.emitMu.Lock()
 	s.drainLocked()
 	if len(s.held) == 0 && s.lastPromise <= s.synced.Load() {
@@ -116,11 +162,19 @@ func (s *Shard) release() {
 		s.effects, s.out = s.spareLocked()
 	}
 	s.emitMu.Unlock()
-	if s.lastPromise > s.synced.Load() {
-		select {
-		case s.syncWake <- struct{}{}:
-		default:
-		}
+	synced := s.synced.Load()
+	if s.lastPromise <= synced {
+		return
+	}
+	s.wanted.Store(s.lastPromise)
+	s.urgent.Store(s.lastUrgent)
+	wake := s.lazyWake
+	if s.lastUrgent > synced || s.cfg.LazySync < 0 {
+		wake = s.syncWake
+	}
+	select {
+	case wake <- struct{}{}:
+	default:
 	}
 }
 
@@ -155,23 +209,49 @@ func (s *Shard) drainLocked() {
 }
 
 // syncer makes committed cycles durable whenever one waits for it, until
-// stop is closed. It runs on its own goroutine for a started shard.
+// stop is closed: at once for a promise that may not wait, within
+// Config.LazySync for one that may. It runs on its own goroutine for a
+// started shard.
 func (s *Shard) syncer(stop <-chan struct{}, done chan<- struct{}) {
 	defer close(done)
-	var bound *time.Timer
+	var bound, lazy *time.Timer
 	defer func() {
-		if bound != nil {
-			bound.Stop()
+		for _, t := range []*time.Timer{bound, lazy} {
+			if t != nil {
+				t.Stop()
+			}
 		}
 	}()
 	var covered uint64 // s.promises as the last sync began
 	for {
+		urgent := true
 		select {
 		case <-stop:
 			return
 		case <-s.syncWake:
+		case <-s.lazyWake:
+			urgent = false
 		}
-		if w := s.cfg.SyncWait; w > 0 {
+		if !urgent {
+			// Only promises that may wait: ride on a sync another cycle
+			// asks for meanwhile, or sync when LazySync has passed.
+			if lazy == nil {
+				lazy = time.NewTimer(s.cfg.LazySync)
+			} else {
+				lazy.Reset(s.cfg.LazySync)
+			}
+			select {
+			case <-stop:
+				return // the actor syncs what is left
+			case <-s.syncWake:
+				urgent = true
+			case <-lazy.C:
+			}
+		}
+		if !s.syncWanted() {
+			continue // a sync since the wake-up covered it
+		}
+		if w := s.cfg.SyncWait; urgent && w > 0 {
 			overlap := s.promises.Load()-covered > 1
 			if overlap || s.inHand() {
 				if bound == nil {
@@ -194,6 +274,10 @@ func (s *Shard) syncer(stop <-chan struct{}, done chan<- struct{}) {
 		}
 	}
 }
+
+// syncWanted reports whether some committed cycle made a promise that no
+// sync covers yet. Any goroutine may call it.
+func (s *Shard) syncWanted() bool { return s.wanted.Load() > s.synced.Load() }
 
 // inHand reports whether the actor has ops it has not committed yet:
 // queued, or taken for the cycle it is applying.
