@@ -291,7 +291,16 @@ func (s *Shard) applyForward(op *Op) {
 		return // the cycle is aborted: nothing of it commits
 	}
 	in.watermark = op.OutSeq
-	s.promiseEntry(d.entry) // the source deletes what the watermark confirms
+	// The source deletes what the watermark confirms: the answer waits
+	// for the watermark's sync. Only a group's sender waits for that
+	// answer (its Sent waits for every destination's), so only a group
+	// delivery asks for the sync at once; what the entry appended made
+	// its own promise (a message's may not wait: a device waits for it).
+	if d.group != 0 {
+		s.promise()
+	} else {
+		s.promiseLater()
+	}
 	s.batch.Set(watermarkKey(s.scratch[:0], op.Source), be64(in.watermark), nil)
 }
 

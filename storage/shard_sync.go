@@ -27,9 +27,14 @@ import (
 //     cycle. So an ack that only moves a cursor, deletes entries and pumps
 //     entries already durable costs no fsync and waits for none.
 //   - A promise may wait (promiseLater) when no client waits for its
-//     effects: a delivered receipt appended or written to the outbox by
-//     an ACK (or a login's cursor), and the applying of a forwarded
-//     receipt with the watermark that confirms it. Such a cycle's effects
+//     effects: a receipt entry appended or written to the outbox (a
+//     delivered receipt an ACK or a login's cursor makes), and the
+//     watermark that confirms a forward, unless the forward carries a
+//     group delivery (its sender's Sent waits for every destination's
+//     confirmation). So a 1:1 SEND's copy for the sender's other devices
+//     costs the sender's shard no sync of its own when it has none to
+//     append to, and a message appended there still asks for one at
+//     once (a device waits for it). Such a cycle's effects
 //     are held exactly as any promise's, but the cycle does not ask for a
 //     sync of its own: it rides on the next sync another cycle asks for,
 //     and asks for one itself only when none came within Config.LazySync

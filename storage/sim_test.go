@@ -75,11 +75,11 @@ func TestSimulation(t *testing.T) {
 		lazy += n
 	}
 	// The seeds must crash shards whose unsynced cycles hold only
-	// promises that may wait (delivered receipts, shard_sync.go): that is
-	// where a receipt released before its sync would be lost.
-	t.Logf("%d crashes fell on a shard holding only receipts unsynced", lazy)
+	// promises that may wait (receipts, 1:1 watermarks: shard_sync.go):
+	// that is where an effect released before its sync would be lost.
+	t.Logf("%d crashes fell on a shard holding only promises that may wait unsynced", lazy)
 	if lazy == 0 && *simSeeds >= 50 {
-		t.Errorf("no crash of %d seeds fell on a shard holding only receipts unsynced", *simSeeds)
+		t.Errorf("no crash of %d seeds fell on a shard holding only promises that may wait unsynced", *simSeeds)
 	}
 }
 
@@ -122,7 +122,7 @@ type sim struct {
 	pendingRevokes []pendingRevoke
 
 	step        int
-	lazyCrashes int      // crashes that fell on a shard holding only promises that may wait unsynced
+	lazyCrashes int      // crashes on a shard holding only promises that may wait unsynced
 	trail       []string // the last steps, for the failure report
 	failure     string
 }
@@ -689,7 +689,7 @@ func (s *sim) crash() {
 	for _, sh := range s.shards {
 		if wanted, urgent := sh.SyncWanted(); wanted && !urgent {
 			s.lazyCrashes++
-			s.note("shard %d holds only receipts unsynced", sh.ID())
+			s.note("shard %d holds only promises that may wait unsynced", sh.ID())
 		}
 	}
 	// The clone draws from its own generator: how much it draws depends on
