@@ -48,8 +48,8 @@ type Forwarder interface {
 const DefaultSyncWait = 50 * time.Microsecond
 
 // DefaultLazySync is Config.LazySync's default: how long a cycle whose
-// promises may wait (delivered receipts) waits for another cycle's sync
-// before it asks for one.
+// promises may wait (receipts, the watermarks of 1:1 forwards) waits for
+// another cycle's sync before it asks for one.
 const DefaultLazySync = 2 * time.Millisecond
 
 // Config configures a Shard. The zero value of each optional field means
@@ -146,10 +146,10 @@ type Config struct {
 	// saves).
 	SyncWait time.Duration
 	// LazySync is the longest a cycle whose only promises may wait (a
-	// delivered receipt an ACK makes, a forwarded receipt applied:
-	// shard_sync.go) waits for a sync another cycle asks for before it
-	// asks for one itself; its effects are held until then. Default
-	// (zero) 2 ms; negative: ask at once, as for any promise.
+	// delivered receipt an ACK makes, the watermark of a 1:1 forward
+	// applied: shard_sync.go) waits for a sync another cycle asks for
+	// before it asks for one itself; its effects are held until then.
+	// Default (zero) 2 ms; negative: ask at once, as for any promise.
 	LazySync time.Duration
 
 	// CodeTTL is how long a verification code is valid. Default 10 minutes.
