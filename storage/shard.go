@@ -110,6 +110,7 @@ type Shard struct {
 	receipts        map[receiptKey][]*pb.ReceiptItem // group receipts coalesced this cycle
 	cycleOps        int                              // ops applied in this cycle
 	arena           []byte                           // copies of entries appended this cycle, for the pump
+	batchRecs       []batchRec                       // the records of the cycle's batch, to order them (batchorder.go)
 	preKeyTakes     preKeyTakes                      // one-time prekeys taken today (shard_keys.go)
 	push            pushState                        // push records changed this cycle, counters (shard_push.go)
 	barriers        map[orderKey]orderBarrier        // conversations held back behind a refused SEND (shard_order.go); nil when none
@@ -605,7 +606,7 @@ func (s *Shard) finishCycle() {
 		s.batch.Set(shardKey(s.scratch[:0], tagLastID), be64(s.ids.last), nil)
 		// Without waiting for the fsync: the effects wait instead, if they
 		// must (shard_sync.go).
-		if err := s.batch.Commit(pebble.NoSync); err != nil {
+		if err := s.commitOrdered(pebble.NoSync); err != nil {
 			s.fail(fmt.Errorf("storage: shard %d commit: %w", s.cfg.ID, err))
 			_ = s.batch.Close()
 			s.batch = nil

@@ -1,0 +1,169 @@
+package storage
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/batchrepr"
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+// TestOrderedBatchSameResult commits the same random batches to two
+// databases, one as built and one through orderedBatch, and checks after
+// every batch that both hold the same keys and values: rewrites of one key
+// (the later wins), deletes, single deletes of entries set once (in the
+// same batch or an earlier one) and range deletions before and after the
+// writes they cover.
+func TestOrderedBatchSameResult(t *testing.T) {
+	open := func() *pebble.DB {
+		db, err := pebble.Open("", &pebble.Options{FS: vfs.NewMem()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = db.Close() })
+		return db
+	}
+	plain, ordered := open(), open()
+	rng := rand.New(rand.NewPCG(1, 2))
+	key := func() []byte { return fmt.Appendf(nil, "k%02d", rng.IntN(40)) }
+	var recs []batchRec
+	var nextEntry, firstLive int // inbox-like keys e<n>: set once, single-deleted once
+	for round := range 300 {
+		a, b := plain.NewIndexedBatch(), ordered.NewIndexedBatch()
+		both := func(f func(*pebble.Batch) error) {
+			if err := f(a); err != nil {
+				t.Fatal(err)
+			}
+			if err := f(b); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for range 1 + rng.IntN(60) {
+			switch r := rng.IntN(20); {
+			case r < 9:
+				k, v := key(), fmt.Appendf(nil, "v%d", rng.IntN(1000))
+				both(func(x *pebble.Batch) error { return x.Set(k, v, nil) })
+			case r < 12:
+				k := key()
+				both(func(x *pebble.Batch) error { return x.Delete(k, nil) })
+			case r < 13:
+				lo, hi := key(), key()
+				if bytes.Compare(lo, hi) > 0 {
+					lo, hi = hi, lo
+				}
+				both(func(x *pebble.Batch) error { return x.DeleteRange(lo, hi, nil) })
+			case r < 17:
+				k, v := fmt.Appendf(nil, "e%06d", nextEntry), fmt.Appendf(nil, "entry%d", nextEntry)
+				nextEntry++
+				both(func(x *pebble.Batch) error { return x.Set(k, v, nil) })
+			default:
+				if firstLive < nextEntry {
+					k := fmt.Appendf(nil, "e%06d", firstLive)
+					firstLive++
+					both(func(x *pebble.Batch) error { return x.SingleDelete(k, nil) })
+				}
+			}
+		}
+		if err := a.Commit(pebble.NoSync); err != nil {
+			t.Fatal(err)
+		}
+		o, r, err := orderedBatch(ordered, b, recs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs = r
+		if o.Count() != b.Count() {
+			t.Fatalf("round %d: ordered batch has %d records, the batch %d", round, o.Count(), b.Count())
+		}
+		if err := o.Commit(pebble.NoSync); err != nil {
+			t.Fatal(err)
+		}
+		_ = o.Close()
+		_ = a.Close()
+		_ = b.Close()
+		if round%50 == 49 { // and through a flush to an sstable
+			if err := plain.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			if err := ordered.Flush(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if want, got := dump(t, plain), dump(t, ordered); want != got {
+			t.Fatalf("round %d: committed as built:\n%s\nordered:\n%s", round, want, got)
+		}
+	}
+}
+
+// dump returns every key and value of db.
+func dump(t *testing.T, db *pebble.DB) string {
+	t.Helper()
+	it, err := db.NewIter(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	for it.First(); it.Valid(); it.Next() {
+		fmt.Fprintf(&out, "%s=%s\n", it.Key(), it.Value())
+	}
+	if err := it.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return out.String()
+}
+
+// TestOrderedBatchOrder checks what the memtable gains from: between two
+// range deletions the records come in ascending key order, those of one
+// key in the order they were written, and each range deletion stays
+// between the records written before and after it.
+func TestOrderedBatchOrder(t *testing.T) {
+	db, err := pebble.Open("", &pebble.Options{FS: vfs.NewMem()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	b := db.NewIndexedBatch()
+	defer b.Close()
+	for _, op := range []string{"set c 1", "set a 1", "del b", "set c 2", "set a 2", "range a c", "set b 3", "sdel a", "set a 4"} {
+		var kind, k, v string
+		fmt.Sscan(op, &kind, &k, &v)
+		switch kind {
+		case "set":
+			_ = b.Set([]byte(k), []byte(v), nil)
+		case "del":
+			_ = b.Delete([]byte(k), nil)
+		case "sdel":
+			_ = b.SingleDelete([]byte(k), nil)
+		case "range":
+			_ = b.DeleteRange([]byte(k), []byte(v), nil)
+		}
+	}
+	o, _, err := orderedBatch(db, b, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	var got []string
+	r := batchrepr.Read(o.Repr())
+	for {
+		kind, k, v, ok, err := r.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			break
+		}
+		got = append(got, fmt.Sprintf("%v %s %s", kind, k, v))
+	}
+	want := []string{
+		"SET a 1", "SET a 2", "DEL b ", "SET c 1", "SET c 2",
+		"RANGEDEL a c",
+		"SINGLEDEL a ", "SET a 4", "SET b 3",
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("ordered batch:\n%q\nwant\n%q", got, want)
+	}
+}
