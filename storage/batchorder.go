@@ -3,6 +3,7 @@ package storage
 import (
 	"bytes"
 	"cmp"
+	"encoding/binary"
 	"fmt"
 	"slices"
 
@@ -36,6 +37,7 @@ import (
 // batchRec is one record of a batch's representation: the bytes from off
 // to end, and its user key.
 type batchRec struct {
+	pre      uint64 // the key's first 8 bytes, big-endian (zero-padded)
 	key      []byte
 	off, end int
 }
@@ -64,7 +66,9 @@ func orderedBatch(db *pebble.DB, src *pebble.Batch, recs []batchRec) (*pebble.Ba
 			clear(recs)
 			return nil, recs[:0], fmt.Errorf("storage: batch record of kind %v cannot be ordered", kind)
 		}
-		recs = append(recs, batchRec{key: key, off: off, end: len(repr) - len(r)})
+		var pre [8]byte
+		copy(pre[:], key)
+		recs = append(recs, batchRec{pre: binary.BigEndian.Uint64(pre[:]), key: key, off: off, end: len(repr) - len(r)})
 	}
 	sortSegments(repr, recs)
 	out := db.NewBatchWithSize(len(repr))
@@ -91,6 +95,9 @@ func sortSegments(repr []byte, recs []batchRec) {
 		seg := recs[start:i]
 		// Records of one key stay in batch order: their offsets grow.
 		slices.SortFunc(seg, func(a, b batchRec) int {
+			if a.pre != b.pre {
+				return cmp.Compare(a.pre, b.pre)
+			}
 			if c := bytes.Compare(a.key, b.key); c != 0 {
 				return c
 			}
