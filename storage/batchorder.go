@@ -37,9 +37,20 @@ import (
 // batchRec is one record of a batch's representation: the bytes from off
 // to end, and its user key.
 type batchRec struct {
-	pre      uint64 // the key's first 8 bytes, big-endian (zero-padded)
+	pre      [preWords]uint64 // the key's first 8·preWords bytes, big-endian words (zero-padded)
 	key      []byte
 	off, end int
+}
+
+// newBatchRec returns the record of key from off to end.
+func newBatchRec(key []byte, off, end int) batchRec {
+	rec := batchRec{key: key, off: off, end: end}
+	var pre [8 * preWords]byte
+	copy(pre[:], key)
+	for i := range rec.pre {
+		rec.pre[i] = binary.BigEndian.Uint64(pre[8*i:])
+	}
+	return rec
 }
 
 // orderedBatch returns a new batch of db holding src's records in
@@ -66,9 +77,7 @@ func orderedBatch(db *pebble.DB, src *pebble.Batch, recs []batchRec) (*pebble.Ba
 			clear(recs)
 			return nil, recs[:0], fmt.Errorf("storage: batch record of kind %v cannot be ordered", kind)
 		}
-		var pre [8]byte
-		copy(pre[:], key)
-		recs = append(recs, batchRec{pre: binary.BigEndian.Uint64(pre[:]), key: key, off: off, end: len(repr) - len(r)})
+		recs = append(recs, newBatchRec(key, off, len(repr)-len(r)))
 	}
 	sortSegments(repr, recs)
 	out := db.NewBatchWithSize(len(repr))
@@ -95,16 +104,32 @@ func sortSegments(repr []byte, recs []batchRec) {
 		seg := recs[start:i]
 		// Records of one key stay in batch order: their offsets grow.
 		slices.SortFunc(seg, func(a, b batchRec) int {
-			if a.pre != b.pre {
-				return cmp.Compare(a.pre, b.pre)
-			}
-			if c := bytes.Compare(a.key, b.key); c != 0 {
+			if c := compareKeys(&a, &b); c != 0 {
 				return c
 			}
 			return cmp.Compare(a.off, b.off)
 		})
 		start = i + 1
 	}
+}
+
+// preWords is how many 8-byte words of a key batchRec keeps for sorting:
+// 32 bytes hold the whole of almost every key (keys.go), so records rarely
+// compare their keys' bytes.
+const preWords = 4
+
+// compareKeys orders two records' keys as bytes.Compare does.
+func compareKeys(a, b *batchRec) int {
+	for i := range a.pre {
+		if a.pre[i] != b.pre[i] {
+			return cmp.Compare(a.pre[i], b.pre[i])
+		}
+	}
+	if len(a.key) <= 8*preWords && len(b.key) <= 8*preWords {
+		// Equal when zero-padded: the shorter key is the other's prefix.
+		return cmp.Compare(len(a.key), len(b.key))
+	}
+	return bytes.Compare(a.key, b.key)
 }
 
 // commitOrdered commits the cycle's batch with its records in key order.

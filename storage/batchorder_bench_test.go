@@ -46,14 +46,13 @@ func BenchmarkCommitOrder(b *testing.B) {
 // orderModel is one database of BenchmarkCommitOrder and the model's
 // state of its users.
 type orderModel struct {
-	db       *pebble.DB
-	ordered  bool
-	batch    *pebble.Batch
-	recs     []batchRec
-	heads    map[uint64]uint64
-	ids      idGenerator
-	n        int           // records of the batch's acks
-	ordering time.Duration // CPU time in orderedBatch
+	db      *pebble.DB
+	ordered bool
+	batch   *pebble.Batch
+	recs    []batchRec
+	heads   map[uint64]uint64
+	ids     idGenerator
+	n       int // records of the batch's acks
 }
 
 func benchCommitOrder(b *testing.B, load string) {
@@ -84,9 +83,7 @@ func benchCommitOrder(b *testing.B, load string) {
 		commit := func() {
 			b := m.batch
 			if m.ordered {
-				start := threadCPU()
 				o, recs, err := orderedBatch(m.db, b, m.recs)
-				m.ordering += threadCPU() - start
 				if err != nil {
 					panic(err)
 				}
@@ -155,7 +152,6 @@ func benchCommitOrder(b *testing.B, load string) {
 	runtime.LockOSThread() // for the thread's CPU time
 	defer runtime.UnlockOSThread()
 	var cpu [2]time.Duration
-	models[1].ordering = 0
 	b.ResetTimer()
 	for range b.N {
 		for i, m := range models {
@@ -167,7 +163,6 @@ func benchCommitOrder(b *testing.B, load string) {
 	b.StopTimer()
 	b.ReportMetric(float64(cpu[0])/float64(b.N), "built-cpu-ns/msg")
 	b.ReportMetric(float64(cpu[1])/float64(b.N), "keys-cpu-ns/msg")
-	b.ReportMetric(float64(models[1].ordering)/float64(b.N), "ordering-cpu-ns/msg")
 	b.ReportMetric(float64(cpu[1])/float64(cpu[0]), "keys/built")
 	for _, m := range models {
 		_ = m.batch.Close()

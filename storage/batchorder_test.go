@@ -167,3 +167,27 @@ func TestOrderedBatchOrder(t *testing.T) {
 		t.Fatalf("ordered batch:\n%q\nwant\n%q", got, want)
 	}
 }
+
+// TestCompareKeys checks the sort's comparison against bytes.Compare on
+// keys of every length around the 32 bytes it keeps in words, made of
+// few byte values so that long common prefixes and zero bytes are common.
+func TestCompareKeys(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	key := func() []byte {
+		k := make([]byte, rng.IntN(8*preWords+9))
+		for i := range k {
+			k[i] = byte(rng.IntN(3)) // 0, 1, 2
+		}
+		return k
+	}
+	for range 200_000 {
+		a, b := key(), key()
+		if rng.IntN(4) == 0 { // b extends a, often by zeros
+			b = append(append([]byte(nil), a...), make([]byte, rng.IntN(3))...)
+		}
+		ra, rb := newBatchRec(a, 0, 0), newBatchRec(b, 0, 0)
+		if got, want := compareKeys(&ra, &rb), bytes.Compare(a, b); got != want {
+			t.Fatalf("compareKeys(%x, %x) = %d, want %d", a, b, got, want)
+		}
+	}
+}

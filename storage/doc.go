@@ -4,12 +4,12 @@
 // accounts and verification codes.
 //
 // The actor takes every Op that arrived since its last commit, applies
-// them to one indexed Pebble batch, commits it with fsync (group commit),
-// and only then emits the batch's effects: answers to requests, inbox
-// entries pushed to live devices, entries forwarded to other shards. So a
-// client never hears of a write that a crash could undo (DESIGN.md,
-// invariant 1), and one device's stream is produced in one place in seq
-// order (invariant 2).
+// them to one indexed Pebble batch, commits it (its records in key order,
+// batchorder.go) with fsync (group commit), and only then emits the
+// batch's effects: answers to requests, inbox entries pushed to live
+// devices, entries forwarded to other shards. So a client never hears of
+// a write that a crash could undo (DESIGN.md, invariant 1), and one
+// device's stream is produced in one place in seq order (invariant 2).
 //
 // Threading: a Shard is owned by its actor goroutine. Other goroutines talk
 // to it only through Submit, which never blocks, and Close. Endpoint
