@@ -13,7 +13,8 @@ import (
 
 // TestOrderedBatchSameResult commits the same random batches to two
 // databases, one as built and one through orderedBatch, and checks after
-// every batch that both hold the same keys and values: rewrites of one key
+// every batch that both hold the same keys and values (and that the
+// ordered batch ascends between range deletions): rewrites of one key
 // (the later wins), deletes, single deletes of entries set once (in the
 // same batch or an earlier one) and range deletions before and after the
 // writes they cover.
@@ -28,9 +29,21 @@ func TestOrderedBatchSameResult(t *testing.T) {
 	}
 	plain, ordered := open(), open()
 	rng := rand.New(rand.NewPCG(1, 2))
-	key := func() []byte { return fmt.Appendf(nil, "k%02d", rng.IntN(40)) }
+	// Keys start as the shard's do (keys.go): a slot or 0xffff, a tag;
+	// now and then one does not, which orders the batch without slots.
+	prefix := func() []byte {
+		switch r := rng.IntN(1000); {
+		case r == 0:
+			return []byte("zz")
+		case r < 100:
+			return appendPrefix(nil, shardPrefix, 'k')
+		default:
+			return appendPrefix(nil, []uint16{0, 1, 7, NumSlots - 1}[r%4], 'k')
+		}
+	}
+	key := func() []byte { return fmt.Appendf(prefix(), "%02d", rng.IntN(40)) }
 	var recs []batchRec
-	var nextEntry, firstLive int // inbox-like keys e<n>: set once, single-deleted once
+	var nextEntry, firstLive int // inbox-like keys: set once, single-deleted once
 	for round := range 300 {
 		a, b := plain.NewIndexedBatch(), ordered.NewIndexedBatch()
 		both := func(f func(*pebble.Batch) error) {
@@ -41,7 +54,7 @@ func TestOrderedBatchSameResult(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		for range 1 + rng.IntN(60) {
+		for range 1 + rng.IntN(3*bySlotMin) {
 			switch r := rng.IntN(20); {
 			case r < 9:
 				k, v := key(), fmt.Appendf(nil, "v%d", rng.IntN(1000))
@@ -56,12 +69,12 @@ func TestOrderedBatchSameResult(t *testing.T) {
 				}
 				both(func(x *pebble.Batch) error { return x.DeleteRange(lo, hi, nil) })
 			case r < 17:
-				k, v := fmt.Appendf(nil, "e%06d", nextEntry), fmt.Appendf(nil, "entry%d", nextEntry)
+				k, v := entryKey(nextEntry), fmt.Appendf(nil, "entry%d", nextEntry)
 				nextEntry++
 				both(func(x *pebble.Batch) error { return x.Set(k, v, nil) })
 			default:
 				if firstLive < nextEntry {
-					k := fmt.Appendf(nil, "e%06d", firstLive)
+					k := entryKey(firstLive)
 					firstLive++
 					both(func(x *pebble.Batch) error { return x.SingleDelete(k, nil) })
 				}
@@ -75,6 +88,7 @@ func TestOrderedBatchSameResult(t *testing.T) {
 			t.Fatal(err)
 		}
 		recs = r
+		checkAscending(t, o)
 		if o.Count() != b.Count() {
 			t.Fatalf("round %d: ordered batch has %d records, the batch %d", round, o.Count(), b.Count())
 		}
@@ -98,6 +112,33 @@ func TestOrderedBatchSameResult(t *testing.T) {
 	}
 }
 
+// checkAscending fails t unless b's keys ascend between range deletions.
+func checkAscending(t *testing.T, b *pebble.Batch) {
+	t.Helper()
+	var last []byte
+	r := batchrepr.Read(b.Repr())
+	for {
+		kind, k, _, ok, err := r.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			return
+		}
+		if kind == pebble.InternalKeyKindRangeDelete {
+			last = nil
+			continue
+		}
+		if last != nil && bytes.Compare(last, k) > 0 {
+			t.Fatalf("ordered batch: %x after %x", k, last)
+		}
+		last = k
+	}
+}
+
+// entryKey is the key of the test's nth set-once entry, in slot n%3.
+func entryKey(n int) []byte { return inboxKey(nil, uint64(n%3), uint64(n)) }
+
 // dump returns every key and value of db.
 func dump(t *testing.T, db *pebble.DB) string {
 	t.Helper()
@@ -107,7 +148,7 @@ func dump(t *testing.T, db *pebble.DB) string {
 	}
 	var out bytes.Buffer
 	for it.First(); it.Valid(); it.Next() {
-		fmt.Fprintf(&out, "%s=%s\n", it.Key(), it.Value())
+		fmt.Fprintf(&out, "%x=%s\n", it.Key(), it.Value())
 	}
 	if err := it.Close(); err != nil {
 		t.Fatal(err)
@@ -185,8 +226,9 @@ func TestCompareKeys(t *testing.T) {
 		if rng.IntN(4) == 0 { // b extends a, often by zeros
 			b = append(append([]byte(nil), a...), make([]byte, rng.IntN(3))...)
 		}
-		ra, rb := newBatchRec(a, 0, 0), newBatchRec(b, 0, 0)
-		if got, want := compareKeys(&ra, &rb), bytes.Compare(a, b); got != want {
+		repr := append(append([]byte(nil), a...), b...)
+		ra, rb := newBatchRec(a, 0, 0, 0), newBatchRec(b, len(a), 0, 0)
+		if got, want := compareKeys(repr, &ra, &rb), bytes.Compare(a, b); got != want {
 			t.Fatalf("compareKeys(%x, %x) = %d, want %d", a, b, got, want)
 		}
 	}
