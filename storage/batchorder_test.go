@@ -116,23 +116,31 @@ func TestOrderedBatchSameResult(t *testing.T) {
 func checkAscending(t *testing.T, b *pebble.Batch) {
 	t.Helper()
 	var last []byte
+	eachRecord(t, b, func(kind pebble.InternalKeyKind, k, _ []byte) {
+		if kind == pebble.InternalKeyKindRangeDelete {
+			last = nil
+			return
+		}
+		if last != nil && bytes.Compare(last, k) > 0 {
+			t.Fatalf("ordered batch: %x after %x", k, last)
+		}
+		last = k
+	})
+}
+
+// eachRecord calls fn with every record of b, in order.
+func eachRecord(t *testing.T, b *pebble.Batch, fn func(kind pebble.InternalKeyKind, k, v []byte)) {
+	t.Helper()
 	r := batchrepr.Read(b.Repr())
 	for {
-		kind, k, _, ok, err := r.Next()
+		kind, k, v, ok, err := r.Next()
 		if err != nil {
 			t.Fatal(err)
 		}
 		if !ok {
 			return
 		}
-		if kind == pebble.InternalKeyKindRangeDelete {
-			last = nil
-			continue
-		}
-		if last != nil && bytes.Compare(last, k) > 0 {
-			t.Fatalf("ordered batch: %x after %x", k, last)
-		}
-		last = k
+		fn(kind, k, v)
 	}
 }
 
@@ -188,17 +196,9 @@ func TestOrderedBatchOrder(t *testing.T) {
 	}
 	defer o.Close()
 	var got []string
-	r := batchrepr.Read(o.Repr())
-	for {
-		kind, k, v, ok, err := r.Next()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !ok {
-			break
-		}
+	eachRecord(t, o, func(kind pebble.InternalKeyKind, k, v []byte) {
 		got = append(got, fmt.Sprintf("%v %s %s", kind, k, v))
-	}
+	})
 	want := []string{
 		"SET a 1", "SET a 2", "DEL b ", "SET c 1", "SET c 2",
 		"RANGEDEL a c",
