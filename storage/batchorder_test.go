@@ -44,7 +44,7 @@ func TestOrderedBatchSameResult(t *testing.T) {
 	key := func() []byte { return fmt.Appendf(prefix(), "%02d", rng.IntN(40)) }
 	var recs []batchRec
 	var nextEntry, firstLive int // inbox-like keys: set once, single-deleted once
-	for round := range 300 {
+	for round := range 60 {
 		a, b := plain.NewIndexedBatch(), ordered.NewIndexedBatch()
 		both := func(f func(*pebble.Batch) error) {
 			if err := f(a); err != nil {
@@ -98,7 +98,7 @@ func TestOrderedBatchSameResult(t *testing.T) {
 		_ = o.Close()
 		_ = a.Close()
 		_ = b.Close()
-		if round%50 == 49 { // and through a flush to an sstable
+		if round%20 == 19 { // and through a flush to an sstable
 			if err := plain.Flush(); err != nil {
 				t.Fatal(err)
 			}
@@ -221,7 +221,7 @@ func TestCompareKeys(t *testing.T) {
 		}
 		return k
 	}
-	for range 200_000 {
+	for range 50_000 {
 		a, b := key(), key()
 		if rng.IntN(4) == 0 { // b extends a, often by zeros
 			b = append(append([]byte(nil), a...), make([]byte, rng.IntN(3))...)
