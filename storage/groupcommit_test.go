@@ -6,15 +6,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parley-im/parley/codec"
+	"github.com/parley-im/parley/protocol"
 	"github.com/parley-im/parley/storage"
 )
 
 // TestSyncWaitNeverAtLightLoad: a shard whose actor has nothing in hand
 // when its syncer wakes syncs at once, even with a SyncWait of an hour.
-// One client that waits for each answer before its next request never
-// leaves work in hand, however close its requests follow each other: it
-// registers, logs in, sends and acknowledges, every answer arrives, and
-// no sync waited. (When the wait followed the last sync's end instead, a
+// One client that waits for each answer before its next request (for an
+// ack, its delivered receipt) never leaves work in hand, however close
+// its requests follow each other: it registers, logs in, sends and
+// acknowledges, every answer arrives, and no sync waited. (When the wait followed the last sync's end instead, a
 // client this quick made every sync wait, and this test times out.)
 func TestSyncWaitNeverAtLightLoad(t *testing.T) {
 	n := newNode(t, 1, func(c *storage.Config) { c.SyncWait = time.Hour })
@@ -28,6 +30,11 @@ func TestSyncWaitNeverAtLightLoad(t *testing.T) {
 			t.Fatalf("got message %d, want %d", m.ID, id)
 		}
 		n.ack(b, eb, m.Seq)
+		// The ack is answered by nothing but its delivered receipt: wait
+		// for it, or the next SEND overlaps the receipt's promise.
+		if r := ea.take(t, protocol.KindReceipt).(codec.Receipt); r.Peer != b.user {
+			t.Fatalf("receipt %+v, want bob's (%d)", r, b.user)
+		}
 	}
 	if st := n.shards[0].Stats(); st.SyncWaits != 0 {
 		t.Errorf("%d of %d syncs waited; want none", st.SyncWaits, st.Syncs)
