@@ -118,9 +118,7 @@ func (e *ServerError) Fatal() bool {
 // shard not served now), and message-scope codes this version does not know, which
 // count as INTERNAL (spec [S-11-2]).
 func (e *ServerError) retryable() bool {
-	switch e.Code {
-	case protocol.CodeRateLimited, protocol.CodeOverloaded, protocol.CodeInternal,
-		protocol.CodeStorageFull, protocol.CodeInboxFull, protocol.CodeShardUnavailable:
+	if protocol.Retried(e.Code) {
 		return true
 	}
 	_, known := protocol.LookupCode(e.Code)

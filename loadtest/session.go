@@ -512,7 +512,7 @@ func (s *session) handle(f codec.Frame) error {
 			return nil
 		}
 		switch {
-		case e.Cmid != 0 && retriableSend(e.Code):
+		case e.Cmid != 0 && protocol.Retried(e.Code):
 			// [S-8-14], [S-8-23]: the identical SEND again, after the wait.
 			d.mu.Lock()
 			d.refused[e.Cmid] = struct{}{}
@@ -612,17 +612,6 @@ func (s *session) entry(f codec.Frame) error {
 	}
 	w.latency.record(d.index, intended, actual, now)
 	return nil
-}
-
-// retriableSend reports whether a SEND refused with code is sent again
-// with the same cmid ([S-8-14], [S-11-3]).
-func retriableSend(code protocol.Code) bool {
-	switch code {
-	case protocol.CodeOverloaded, protocol.CodeInternal, protocol.CodeRateLimited,
-		protocol.CodeInboxFull, protocol.CodeStorageFull, protocol.CodeShardUnavailable:
-		return true
-	}
-	return false
 }
 
 // resend sends cmid again, once its wait after a retriable refusal is

@@ -245,6 +245,19 @@ func LookupCode(c Code) (CodeInfo, bool) {
 	return CodeInfo{}, false
 }
 
+// Retried reports whether a SEND or request refused with c is sent again,
+// identical (the same cmid, or a new rid), after retry_after_ms
+// ([S-8-14]): RATE_LIMITED, OVERLOADED, INTERNAL, STORAGE_FULL,
+// INBOX_FULL and SHARD_UNAVAILABLE. The server keeps a sender's order
+// across these refusals ([S-8-13]).
+func Retried(c Code) bool {
+	switch c {
+	case CodeRateLimited, CodeOverloaded, CodeInternal, CodeStorageFull, CodeInboxFull, CodeShardUnavailable:
+		return true
+	}
+	return false
+}
+
 // ScopeOf returns the scope of c. Unknown codes from 1 to 31 have connection
 // scope and the rest message scope (spec.md [S-11-2]).
 func ScopeOf(c Code) Scope {

@@ -57,17 +57,6 @@ func orderKeyOf(op *Op) orderKey {
 	return orderKey{conn: op.Conn, to: op.User}
 }
 
-// retriableSendCode reports whether a SEND refused with code is retried by
-// the client with the same cmid ([S-8-14]).
-func retriableSendCode(code protocol.Code) bool {
-	switch code {
-	case protocol.CodeShardUnavailable, protocol.CodeInboxFull, protocol.CodeStorageFull,
-		protocol.CodeOverloaded, protocol.CodeInternal, protocol.CodeRateLimited:
-		return true
-	}
-	return false
-}
-
 // heldBack reports whether op, an OpSend, is refused behind a barrier of
 // its conversation (its cmid is above the refused one's), and answers it
 // if so. The retry of the refused cmid lowers the barrier and goes on.
@@ -119,7 +108,7 @@ func (s *Shard) raiseBarrier(op *Op, code protocol.Code, retryMS uint32) {
 // noteSendRefusal raises the barrier of the SEND being applied when the
 // answer about to go to conn refuses it with a retriable code.
 func (s *Shard) noteSendRefusal(conn ConnRef, code protocol.Code, cmid uint64, retryMS uint32) {
-	if op := s.sending; op != nil && cmid != 0 && op.CMID == cmid && op.Conn == conn && retriableSendCode(code) {
+	if op := s.sending; op != nil && cmid != 0 && op.CMID == cmid && op.Conn == conn && protocol.Retried(code) {
 		s.raiseBarrier(op, code, retryMS)
 	}
 }
