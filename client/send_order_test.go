@@ -28,11 +28,7 @@ func TestRefusedSendsResentInOrder(t *testing.T) {
 	fc.write(codec.AppendError(nil, protocol.CodeShardUnavailable, 0, a.CMID, "", 300))
 	fc.write(codec.AppendError(nil, protocol.CodeShardUnavailable, 0, b.CMID, "", 10))
 	// Both refusals are applied before C is made.
-	waitUntil(t, func() bool {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		return c.waiting == 2
-	})
+	waitWaiting(t, c, 2)
 	resC := sendAsyncTest(c, ctx, 9, "C")
 	resD := sendAsyncTest(c, ctx, 10, "another conversation")
 	if d := expectSend(t, fc); d.To != 10 {
@@ -69,11 +65,7 @@ func TestWaitingSendHoldsBackOnReconnect(t *testing.T) {
 	resB := sendAsyncTest(c, ctx, 9, "B")
 	expectSend(t, fc)
 	fc.write(codec.AppendError(nil, protocol.CodeOverloaded, 0, a.CMID, "", 200))
-	waitUntil(t, func() bool {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		return c.waiting == 1
-	})
+	waitWaiting(t, c, 1)
 	_ = fc.c.Close()
 
 	fc = srv.accept(t)
@@ -92,4 +84,14 @@ func TestWaitingSendHoldsBackOnReconnect(t *testing.T) {
 			t.Fatal(o.err)
 		}
 	}
+}
+
+// waitWaiting waits until n of c's sends wait for their retry.
+func waitWaiting(t *testing.T, c *testClient, n int) {
+	t.Helper()
+	waitUntil(t, func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.waiting == n
+	})
 }
