@@ -23,8 +23,6 @@ func placedOn(st *State) map[uint32]int {
 	return c
 }
 
-func allPlaced(st *State) bool { return st.AllPlaced() }
-
 func TestPlacementBalanced(t *testing.T) {
 	e := testEtcd(t)
 	cli := testClient(t, e)
@@ -38,7 +36,7 @@ func TestPlacementBalanced(t *testing.T) {
 	for id := uint32(1); id <= 3; id++ {
 		testNode(t, cli, id, nil)
 	}
-	st := waitState(t, w, "all shards placed", allPlaced)
+	st := waitState(t, w, "all shards placed", (*State).AllPlaced)
 	count := placedOn(st)
 	if !maps.Equal(count, map[uint32]int{1: 3, 2: 3, 3: 2}) && !maps.Equal(count, map[uint32]int{1: 3, 2: 2, 3: 3}) &&
 		!maps.Equal(count, map[uint32]int{1: 2, 2: 3, 3: 3}) {
@@ -80,12 +78,12 @@ func TestLeaseRevoked(t *testing.T) {
 	})
 	t.Cleanup(free) // before node 1 closes: a failing test must not leave it held
 	testNode(t, cli, 2, nil)
-	before := waitState(t, w, "all shards placed", allPlaced)
+	before := waitState(t, w, "all shards placed", (*State).AllPlaced)
 	mine := before.ShardsOn(1)
 	if len(mine) != 2 {
 		t.Fatalf("node 1 holds %v", mine)
 	}
-	if _, err := n1.WaitFor(testCtx(t), allPlaced); err != nil {
+	if _, err := n1.WaitFor(testCtx(t), (*State).AllPlaced); err != nil {
 		t.Fatal(err)
 	}
 	for _, s := range mine {
@@ -198,7 +196,7 @@ func TestControllerFailover(t *testing.T) {
 	b := testController(t, cli, 2, hook(2))
 	w := testWatcher(t, cli)
 	n := testNode(t, cli, 1, nil)
-	st := waitState(t, w, "all shards placed", allPlaced)
+	st := waitState(t, w, "all shards placed", (*State).AllPlaced)
 
 	// Both campaign: b's key waits behind a's.
 	waitKeys(t, cli, keys{DefaultPrefix}.leader(), 2)
@@ -275,7 +273,7 @@ func TestEtcdRestart(t *testing.T) {
 	}
 	var before *State
 	for _, n := range nodes {
-		if before, err = n.WaitFor(testCtx(t), allPlaced); err != nil {
+		if before, err = n.WaitFor(testCtx(t), (*State).AllPlaced); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -340,7 +338,7 @@ func TestNodeMonotonicClock(t *testing.T) {
 		c.Margin = 2 * time.Second
 		c.KeepAliveEvery = 25 * time.Second
 	})
-	if _, err := n.WaitFor(testCtx(t), allPlaced); err != nil {
+	if _, err := n.WaitFor(testCtx(t), (*State).AllPlaced); err != nil {
 		t.Fatal(err)
 	}
 	clk.Set(time.Minute + 28*time.Second - 1)

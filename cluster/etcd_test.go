@@ -65,7 +65,7 @@ func TestEtcdThreeMembers(t *testing.T) {
 	testController(t, cli, 1, nil)
 	w := testWatcher(t, cli)
 	testNode(t, cli, 1, nil)
-	waitState(t, w, "all shards placed", allPlaced)
+	waitState(t, w, "all shards placed", (*State).AllPlaced)
 
 	members[2].Close()
 	stopped = true

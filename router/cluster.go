@@ -195,9 +195,6 @@ func (r *Router) refuse(op *storage.Op) {
 // an op no shard here takes: about a node's restart.
 const retryUnservedMS = 500
 
-// Local reports whether this router runs shard id itself.
-func (r *Router) Local(id uint16) bool { return int(id) < len(r.shards) && r.shards[id] != nil }
-
 // placeState is the router's cluster fields, apart for the doc.
 type placeState struct {
 	self  uint32

@@ -130,7 +130,6 @@ type member struct {
 	ctrl  *cluster.Controller
 	link  *link.Link
 	r     *router.Router
-	epoch map[uint16]uint64 // placement epoch each local shard was opened under
 
 	// Set once the server runs (follow): what reacts to membership.
 	closeUsers func(match func(user uint64, waiting bool) bool)
@@ -156,7 +155,7 @@ func joinCluster(cfg Config, r *router.Router, gen uint32) (*member, *cluster.St
 		return nil, nil, err
 	}
 	m := &member{cfg: *cc, log: cfg.Logger.With("node", cc.ID), r: r, gens: map[uint32]uint32{}, seen: map[uint32]uint32{},
-		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}), epoch: map[uint16]uint64{}}
+		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 	ok := false
 	defer func() {
 		if !ok {
@@ -236,7 +235,6 @@ func joinCluster(cfg Config, r *router.Router, gen uint32) (*member, *cluster.St
 func (m *member) shardConfig(sc *storage.Config, st *cluster.State) {
 	id := sc.ID
 	epoch := st.Owner(id).Epoch
-	m.epoch[id] = epoch
 	fence := m.fence.Load()
 	sc.Epoch = max(epoch, 1) // epoch 0 is "outside a cluster" to storage
 	sc.Fence = func() bool { return fence.Check(id, epoch) == nil }
