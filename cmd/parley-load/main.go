@@ -56,7 +56,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.SpawnLoops, "loops", 0, "event loops of the spawned node (0: GOMAXPROCS)")
 	fs.BoolVar(&cfg.Resume, "resume", false, "devices keep TLS session tickets and resume on reconnect (default: a full handshake every time)")
 	fs.BoolVar(&cfg.SpawnNoSync, "nosync", false, "spawned node commits without fsync (benchmarks everything but the disk)")
-	fs.DurationVar(&cfg.SpawnSyncWait, "sync-wait", 0, "spawned node's adaptive group commit wait before an fsync when the last was under 1ms ago (0: the node's default, 50µs; -1ns: never wait)")
+	fs.DurationVar(&cfg.SpawnSyncWait, "sync-wait", 0, "spawned node's adaptive group commit wait before an fsync, taken when more than one promise waits or ops are in hand (0: the node's default, 50µs; -1ns: never wait)")
 	fs.IntVar(&cfg.SpawnCluster, "spawn-cluster", 0, "start a local cluster of `N` parleyd nodes (--parleyd) with an etcd inside parley-load for the run, fresh data removed after, and spread the devices over the nodes round robin by account; it prints the nodes' addresses (--scenario idle --hold 10m keeps it up to try)")
 	fs.StringVar(&cfg.Parleyd, "parleyd", "", "spawn this parleyd `binary` instead of a node inside parley-load (chaos needs it)")
 	fs.IntVar(&cfg.Kills, "kills", 0, "chaos: kill (SIGKILL) or restart (SIGTERM) the node this many times during the traffic")

@@ -67,9 +67,9 @@
 // 0 turns the last four off.
 //
 // --sync-wait (default 50µs, 0 turns it off) is adaptive group commit: a
-// shard whose last fsync ended under 1 ms ago waits that long for more
-// commits to share the next one; a quiet shard syncs at once
-// (docs/architecture.md, "What waits for an fsync").
+// shard waits up to that long for more commits to share the next fsync
+// when more than one promise waits for it or ops are in hand; otherwise
+// it syncs at once (docs/architecture.md, "What waits for an fsync").
 //
 // Storage limits (docs/security.md): --min-free-mib is the free space the
 // node keeps on the data directory's file system (below it nothing new is
@@ -204,7 +204,7 @@ func run(args []string) error {
 	listen := fs.String("listen", env("PARLEY_LISTEN", "127.0.0.1:5222"), "client `address` (host:port)")
 	data := fs.String("data", env("PARLEY_DATA", "parley-data"), "data `directory`")
 	shards := fs.Int("shards", shardsDefault, "number of shards; fixed when the data directory is created (0: as created, or one per CPU for a new directory)")
-	syncWaitFlag := fs.Duration("sync-wait", syncWaitDefault, "adaptive group commit: how long a shard whose last fsync ended under 1ms ago waits for more commits before the next (0: never wait)")
+	syncWaitFlag := fs.Duration("sync-wait", syncWaitDefault, "adaptive group commit: the longest a shard waits for more commits before an fsync, when more than one promise waits for it or ops are in hand (0: never wait)")
 	cert := fs.String("cert", env("PARLEY_CERT", ""), "TLS certificate `file` (PEM); default: self-signed in the data directory")
 	key := fs.String("key", env("PARLEY_KEY", ""), "TLS key `file` (PEM)")
 	ticketKey := fs.String("tls-ticket-key", env("PARLEY_TLS_TICKET_KEY", ""), "`file` holding the 32-byte secret of the TLS session ticket keys, so clients resume across restarts (share it between the nodes behind one name); default: created in the data directory; \"none\": random per start")

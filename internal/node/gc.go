@@ -7,10 +7,11 @@ import "runtime/debug"
 // default of 100 lets the heap grow to twice what is live before a
 // collection, and the runtime keeps that much resident until it returns
 // pages to the OS: a node of mostly idle connections, measured as the
-// peers are (RSS after a 60 s hold, no collection forced), held
-// 3,684–4,285 B per idle TLS connection at 19,000 with 100 and
-// 2,937–3,086 B with 50, for 0–15 % more server CPU per message flat
-// out (docs/benchmarks.md, "Memory per idle authenticated TLS connection").
+// peers are (RSS after a 60 s hold, no collection forced), held about a
+// quarter less per idle TLS connection at 19,000 with 50 than with 100,
+// for up to about 15 % more server CPU per message flat out
+// (docs/benchmarks.md, "GOGC=50 by default", has the figures and their
+// commands).
 const DefaultGCPercent = 50
 
 // ApplyGCDefault sets the process's garbage collector percent to
