@@ -31,8 +31,9 @@ import (
 //     entry, the device cursor and the user record.
 //   - load=pairs: a 1:1 cycle flat out, 500 pairs, 670 sends: a send sets
 //     the recipient's entry, expiry record, dedupe record and message
-//     index record; the ack of the message before deletes that entry and
-//     sets the cursor and the user record.
+//     index record; an ack in the same cycle deletes that same entry and
+//     sets the cursor and the user record (a simplification: a real shard
+//     acks a message in a later cycle than the one that stores it).
 //
 // Repeat invocations:
 //

@@ -76,9 +76,10 @@ func (s *Shard) refuseFenced(ops []Op) {
 			if op.Kind == OpSend && s.heldBack(op) {
 				continue
 			}
-			s.sending = op
+			if op.Kind == OpSend && op.CMID != 0 {
+				s.raiseBarrier(op, protocol.CodeShardUnavailable, retryFencedMS)
+			}
 			s.replyRetry(op.Conn, protocol.CodeShardUnavailable, op.RID, op.CMID, retryFencedMS)
-			s.sending = nil
 		}
 	}
 	s.finishCycle() // an empty batch: nothing is committed, the answers go out

@@ -64,15 +64,14 @@ type Shard struct {
 	synced    atomic.Uint64 // cycles up to here are durable
 	syncWake  chan struct{} // capacity 1: a cycle waits for a sync
 	// inCycle is set while the actor applies ops it took from the queue
-	// and cleared when their cycle is committed; committedWake (capacity
-	// 1) is signalled after every committed cycle. The syncer reads both
+	// and cleared when their cycle is released; committedWake (capacity
+	// 1) is signalled at every release. The syncer reads both
 	// to wait for work in hand (shard_sync.go).
 	inCycle       atomic.Bool
 	committedWake chan struct{}
 	promises      atomic.Uint64 // cycles that made a promise that may not wait
 	lazyWake      chan struct{} // capacity 1: a cycle waits for a sync, which may come within Config.LazySync
 	wanted        atomic.Uint64 // cycles up to here wait for a sync (the last promise)
-	urgent        atomic.Uint64 // cycles up to here wait for a sync that may not wait (the last such promise)
 	syncErr       atomic.Pointer[error]
 
 	// Everything below is owned by the actor goroutine.
@@ -460,18 +459,19 @@ func (s *Shard) step() (more, closing bool) {
 	s.queue, s.spare = s.spare[:0], nil
 	s.dropped = 0
 	closing = s.closing
-	if len(ops) > 0 && s.failed == nil {
+	apply := len(ops) > 0 && s.failed == nil
+	if apply {
 		s.inCycle.Store(true) // cleared by release, or below
 	}
 	s.mu.Unlock()
 
-	if len(ops) > 0 && s.failed == nil {
+	if apply {
 		s.cycle(ops)
 		if s.cycleErr != nil {
 			s.restartInPlace(ops)
 		}
 	}
-	s.inCycle.Store(false) // a cycle that committed nothing
+	s.inCycle.Store(false) // an aborted cycle: release did not run
 	clear(ops)
 	s.mu.Lock()
 	s.spare = ops[:0]

@@ -172,7 +172,6 @@ func (s *Shard) release() {
 		return
 	}
 	s.wanted.Store(s.lastPromise)
-	s.urgent.Store(s.lastUrgent)
 	wake := s.lazyWake
 	if s.lastUrgent > synced || s.cfg.LazySync < 0 {
 		wake = s.syncWake
@@ -299,11 +298,19 @@ func (s *Shard) inHand() bool {
 // its commits, until it has none or bound fires; with full, until bound
 // fires. It reports false when stop was closed meanwhile.
 func (s *Shard) waitCommits(stop <-chan struct{}, bound <-chan time.Time, full bool) bool {
+	if full {
+		select {
+		case <-stop:
+			return false
+		case <-bound:
+			return true
+		}
+	}
 	select { // a commit signalled before this wait says nothing about it
 	case <-s.committedWake:
 	default:
 	}
-	for full || s.inHand() {
+	for s.inHand() {
 		select {
 		case <-stop:
 			return false
