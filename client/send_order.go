@@ -1,5 +1,7 @@
 package client
 
+import "slices"
+
 // A conversation's sends go out in the order they were made, also across
 // retries ([S-8-13]): once the server refused a send with a code that is
 // retried, it refuses the connection's later sends to the same user or
@@ -70,14 +72,9 @@ func heldByRetry(waiting map[conversation]uint64, o *outgoing) bool {
 // every send made after it, so that a conversation's sends keep their
 // order.
 func (c *Client) requeueLocked(o *outgoing) {
-	i := len(c.queue)
-	for j, q := range c.queue {
-		if q.CMID > o.CMID {
-			i = j
-			break
-		}
+	i := slices.IndexFunc(c.queue, func(q *outgoing) bool { return q.CMID > o.CMID })
+	if i < 0 {
+		i = len(c.queue)
 	}
-	c.queue = append(c.queue, nil)
-	copy(c.queue[i+1:], c.queue[i:])
-	c.queue[i] = o
+	c.queue = slices.Insert(c.queue, i, o)
 }

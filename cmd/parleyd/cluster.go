@@ -24,7 +24,6 @@ type clusterFlags struct {
 	certs     *string
 	leaseTTL  *time.Duration
 	minNodes  *int
-	set       map[string]bool // cluster flags given on the command line
 }
 
 func addClusterFlags(fs *flag.FlagSet) *clusterFlags {
