@@ -76,7 +76,7 @@ func (s *Shard) heldBack(op *Op) bool {
 	switch {
 	case op.CMID < b.cmid:
 		return false // made before the refused one: its place is before it
-	case op.CMID == b.cmid || s.cfg.Now().UnixNano()-b.at >= int64(orderBarrierTTL):
+	case op.CMID == b.cmid || b.expired(s.cfg.Now()):
 		delete(s.barriers, k)
 		return false
 	}
@@ -130,12 +130,17 @@ func (s *Shard) dropBarriers(gone func(ConnRef) bool) {
 	}
 }
 
+// expired reports whether b was raised orderBarrierTTL or longer before
+// now.
+func (b orderBarrier) expired(now time.Time) bool {
+	return now.UnixNano()-b.at >= int64(orderBarrierTTL)
+}
+
 // expireBarriers lowers the barriers raised orderBarrierTTL or longer
 // before now.
 func (s *Shard) expireBarriers(now time.Time) {
-	limit := now.Add(-orderBarrierTTL).UnixNano()
 	for k, b := range s.barriers {
-		if b.at <= limit {
+		if b.expired(now) {
 			delete(s.barriers, k)
 		}
 	}
