@@ -552,7 +552,7 @@ func (c *coordinator) say(format string, args ...any) {
 // assemble merges the workers' results into c.res.
 func (c *coordinator) assemble() {
 	r, cfg := c.res, c.cfg
-	lat, raw, conn := newHist(), newHist(), newHist()
+	lat, raw, late, conn := newHist(), newHist(), newHist(), newHist()
 	var t Counters
 	var inRate int64
 	for _, w := range c.workers {
@@ -561,7 +561,7 @@ func (c *coordinator) assemble() {
 		for _, m := range []struct {
 			dst *hdr.Histogram
 			b   []byte
-		}{{lat, w.result.Latency}, {raw, w.result.Uncorrected}, {conn, w.result.Connect}} {
+		}{{lat, w.result.Latency}, {raw, w.result.Uncorrected}, {late, w.result.SendLate}, {conn, w.result.Connect}} {
 			if h, err := decodeHist(m.b); err == nil {
 				m.dst.Merge(h)
 			}
@@ -570,7 +570,7 @@ func (c *coordinator) assemble() {
 	r.Counters = t
 	r.MessagesSent, r.MessagesDelivered, r.ReceiptsDelivered = t.Sent, t.Delivered, t.Receipts
 	r.Lost, r.Duplicated, r.Reordered, r.Gaps = t.Lost, t.Duplicated, t.Reordered, t.Gaps
-	r.Latency, r.LatencyUncorrected, r.Connect = percentiles(lat), percentiles(raw), percentiles(conn)
+	r.Latency, r.LatencyUncorrected, r.SendLate, r.Connect = percentiles(lat), percentiles(raw), percentiles(late), percentiles(conn)
 	r.DurationSeconds = time.Since(c.start).Seconds()
 	if window := (cfg.Duration - cfg.Warmup).Seconds(); inRate > 0 && window > 0 {
 		r.MsgsPerSec = float64(inRate) / window

@@ -37,13 +37,14 @@ type latencyRecorder struct {
 		corrected *hdr.Histogram // from the intended send time
 		raw       *hdr.Histogram // from the actual send time
 		interval  *hdr.Histogram // corrected, since the last interval read
+		late      *hdr.Histogram // senders' own lateness: actual minus scheduled send time
 	}
 }
 
 func newLatencyRecorder() *latencyRecorder {
 	r := &latencyRecorder{}
 	for i := range r.shards {
-		r.shards[i].corrected, r.shards[i].raw, r.shards[i].interval = newHist(), newHist(), newHist()
+		r.shards[i].corrected, r.shards[i].raw, r.shards[i].interval, r.shards[i].late = newHist(), newHist(), newHist(), newHist()
 	}
 	return r
 }
@@ -72,6 +73,22 @@ func (r *latencyRecorder) record(device int, intended, actual, now int64) {
 	sh.mu.Unlock()
 }
 
+// recordLate records how late device wrote at actual a send scheduled at
+// scheduled (unix nanos) that the server did not hold back, when the
+// scheduled time falls in the measured window: the load generator's own
+// lateness, which the latency does not charge to the server (package
+// pace).
+func (r *latencyRecorder) recordLate(device int, scheduled, actual int64) {
+	from := r.from.Load()
+	if from == 0 || scheduled < from || scheduled > r.to.Load() {
+		return
+	}
+	sh := &r.shards[device%latencyShards]
+	sh.mu.Lock()
+	_ = sh.late.RecordValue(min(max(1, (actual-scheduled)/1e3), histMax))
+	sh.mu.Unlock()
+}
+
 // takeInterval returns the latencies recorded since the last call.
 func (r *latencyRecorder) takeInterval() *hdr.Histogram {
 	h := newHist()
@@ -85,17 +102,18 @@ func (r *latencyRecorder) takeInterval() *hdr.Histogram {
 	return h
 }
 
-// totals returns the merged corrected and raw histograms.
-func (r *latencyRecorder) totals() (corrected, raw *hdr.Histogram) {
-	corrected, raw = newHist(), newHist()
+// totals returns the merged corrected, raw and lateness histograms.
+func (r *latencyRecorder) totals() (corrected, raw, late *hdr.Histogram) {
+	corrected, raw, late = newHist(), newHist(), newHist()
 	for i := range r.shards {
 		sh := &r.shards[i]
 		sh.mu.Lock()
 		corrected.Merge(sh.corrected)
 		raw.Merge(sh.raw)
+		late.Merge(sh.late)
 		sh.mu.Unlock()
 	}
-	return corrected, raw
+	return corrected, raw, late
 }
 
 // durationRecorder records durations (connect times).

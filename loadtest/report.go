@@ -40,10 +40,18 @@ type Result struct {
 	// MsgsPerSec is the delivery rate inside the measured window (after
 	// the warmup), or the backlog drain rate for offline.
 	MsgsPerSec float64 `json:"msgs_per_sec"`
-	// Latency is end to end, sender to recipient, from the intended send
-	// time (corrected for coordinated omission at a fixed rate).
+	// Latency is end to end, sender to recipient. At a fixed rate it
+	// counts from the scheduled send time for a send the server held back
+	// (a full in-flight window, no session: corrected for coordinated
+	// omission) and from the write for one it did not, so a sender's own
+	// lateness (its timer firing late) is not charged to the server; that
+	// lateness is SendLate. LatencyUncorrected counts every delivery from
+	// the write.
 	Latency            Percentiles `json:"latency_us"`
 	LatencyUncorrected Percentiles `json:"latency_uncorrected_us"`
+	// SendLate is how late senders wrote the sends the server did not hold
+	// back, after their scheduled time (fixed rate only).
+	SendLate Percentiles `json:"send_late_us"`
 	// Connect is TCP + TLS + login until Synced.
 	Connect Percentiles `json:"connect_us"`
 
@@ -301,6 +309,9 @@ func (r *Result) WriteText(w io.Writer) {
 	if r.Latency.Count > 0 {
 		fmt.Fprintf(w, "latency end to end: %s\n", r.Latency)
 		fmt.Fprintf(w, "  uncorrected:      %s\n", r.LatencyUncorrected)
+	}
+	if r.SendLate.Count > 0 {
+		fmt.Fprintf(w, "senders' own lateness (not charged): %s\n", r.SendLate)
 	}
 	if c := r.Counters; c.Handshakes > 0 {
 		fmt.Fprintf(w, "TLS handshakes: %d, %d resumed; %.0f B up, %.0f B down per handshake\n", c.Handshakes, c.Resumed,

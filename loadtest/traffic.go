@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"sync"
 	"time"
+
+	"github.com/parley-im/parley/internal/pace"
 )
 
 // trafficPlan says which devices send, how fast and for how long.
@@ -44,22 +46,25 @@ func (w *Worker) traffic(ctx context.Context, p trafficPlan, warmup time.Duratio
 	wg.Wait()
 }
 
-// sendLoop is a device's sender goroutine.
+// sendLoop is a device's sender goroutine. Latency counts as package
+// pace says: from the scheduled time of a send the server held back, from
+// the write of one it did not.
 func (d *device) sendLoop(ctx context.Context, p trafficPlan) {
 	ctx, cancel := context.WithDeadline(ctx, p.end)
 	defer cancel()
-	next := time.Now()
+	first := time.Now()
 	if p.interval > 0 {
-		next = next.Add(rand.N(p.interval)) // spread the senders over the interval
+		first = first.Add(rand.N(p.interval)) // spread the senders over the interval
 	}
+	sched := pace.New(first, p.interval)
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	var buf []byte
 	sent := 0
 	for ctx.Err() == nil && (p.count == 0 || sent < p.count) {
 		now := time.Now()
-		if p.interval > 0 && next.After(now) {
-			timer.Reset(next.Sub(now))
+		if wait := sched.Wait(now); wait > 0 {
+			timer.Reset(wait)
 			select {
 			case <-timer.C:
 			case <-ctx.Done():
@@ -71,6 +76,7 @@ func (d *device) sendLoop(ctx context.Context, p trafficPlan) {
 		if s == nil {
 			live := d.live
 			d.mu.Unlock()
+			sched.Hold()
 			select {
 			case <-live:
 			case <-ctx.Done():
@@ -80,16 +86,14 @@ func (d *device) sendLoop(ctx context.Context, p trafficPlan) {
 		free := p.inFlight - len(d.unacked)
 		if free <= 0 {
 			d.mu.Unlock()
+			sched.Hold()
 			select {
 			case <-d.credit:
 			case <-ctx.Done():
 			}
 			continue
 		}
-		n := free
-		if p.interval > 0 {
-			n = min(n, int(now.Sub(next)/p.interval)+1)
-		}
+		n := sched.Due(now, free)
 		if p.count > 0 {
 			n = min(n, p.count-sent)
 		}
@@ -98,15 +102,16 @@ func (d *device) sendLoop(ctx context.Context, p trafficPlan) {
 		for range n {
 			cmid := d.nextCMID
 			d.nextCMID++
-			pd := pending{intended: actual, actual: actual}
-			if p.interval > 0 {
-				pd.intended = next.UnixNano()
-				next = next.Add(p.interval)
+			w := sched.Take(actual)
+			if w.Late(actual) > 0 {
+				d.w.latency.recordLate(d.index, w.Scheduled, actual)
 			}
+			pd := pending{intended: w.From, actual: actual}
 			d.unacked[cmid] = pd
 			buf = d.appendSend(buf, cmid, pd)
 		}
 		d.mu.Unlock()
+		sched.Written()
 		sent += n
 		if p.keys {
 			d.w.stats.keySends.Add(int64(n))

@@ -13,10 +13,12 @@ import (
 //	| 8 bytes, BE     | 8 bytes, BE     | 4 bytes BE| to MessageSize|
 //	+-----------------+-----------------+-----------+---------------+
 //
-// The intended time is when the schedule wanted the message sent: in a
-// fixed-rate run latency counts from it, so a sender held back by the
-// server is charged for the wait (no coordinated omission). The actual
-// time gives the uncorrected figure.
+// The intended time is when the latency counts from: in a fixed-rate run
+// the scheduled time of a send the server held back (a full in-flight
+// window, no session), so the server is charged for the wait (no
+// coordinated omission), and the write's time of one it did not (the
+// sender's own lateness is not the server's). The actual time, the
+// write's, gives the uncorrected figure.
 const bodyHeader = 20
 
 // appendBody appends a message body of size bytes.

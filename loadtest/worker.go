@@ -70,10 +70,11 @@ type event struct {
 	// Interval holds the latencies recorded since the previous stats
 	// event (HdrHistogram V2, base64), on stats events.
 	Interval []byte `json:"interval,omitempty"`
-	// Latency, Uncorrected and Connect are the run's histograms, on the
-	// result event.
+	// Latency, Uncorrected, SendLate and Connect are the run's
+	// histograms, on the result event.
 	Latency     []byte `json:"latency,omitempty"`
 	Uncorrected []byte `json:"uncorrected,omitempty"`
+	SendLate    []byte `json:"send_late,omitempty"`
 	Connect     []byte `json:"connect,omitempty"`
 	// InRate counts deliveries inside the measured window.
 	InRate int64  `json:"in_rate,omitempty"`
@@ -511,11 +512,12 @@ func (w *Worker) finish() {
 	}
 	w.stats.lost.Store(lost)
 	w.groups.finish(w)
-	corrected, raw := w.latency.totals()
+	corrected, raw, late := w.latency.totals()
 	ev := event{
 		Type: "result", Counters: w.stats.snapshot(),
-		Latency: encodeHist(corrected), Uncorrected: encodeHist(raw), Connect: encodeHist(w.connectTimes.snapshot()),
-		InRate: w.latency.inRate.Load(),
+		Latency: encodeHist(corrected), Uncorrected: encodeHist(raw), SendLate: encodeHist(late),
+		Connect: encodeHist(w.connectTimes.snapshot()),
+		InRate:  w.latency.inRate.Load(),
 	}
 	ev.Counters.Unanswered = unanswered
 	w.groups.result(&ev)

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	hdr "github.com/HdrHistogram/hdrhistogram-go"
+
+	"github.com/parley-im/parley/internal/pace"
 )
 
 type config struct {
@@ -32,8 +34,8 @@ type harness struct {
 	sent, delivered, inRate              atomic.Int64
 	from, to                             atomic.Int64 // measured window, unix nanos
 
-	mu       sync.Mutex
-	lat, raw *hdr.Histogram // guarded by mu, microseconds
+	mu             sync.Mutex
+	lat, raw, late *hdr.Histogram // guarded by mu, microseconds
 }
 
 // result is what a peer run measured; the JSON names match parley-load's.
@@ -47,6 +49,7 @@ type result struct {
 	MsgsPerSec        float64 `json:"msgs_per_sec"`
 	Latency           lat     `json:"latency_us"`
 	LatencyRaw        lat     `json:"latency_uncorrected_us"`
+	SendLate          lat     `json:"send_late_us"`
 	BytesPerMsgUp     float64 `json:"bytes_per_msg_up"`
 	BytesPerMsgDown   float64 `json:"bytes_per_msg_down"`
 	FrameBytesUp      float64 `json:"frame_bytes_per_msg_up"`
@@ -73,8 +76,8 @@ func (r *result) writeText(w io.Writer) {
 	}
 	if r.MessagesSent > 0 {
 		fmt.Fprintf(w, "messages: %d sent, %d delivered; %.0f msg/s\n", r.MessagesSent, r.MessagesDelivered, r.MsgsPerSec)
-		fmt.Fprintf(w, "latency µs: p50 %d p90 %d p99 %d p99.9 %d max %d (uncorrected p50 %d p99 %d)\n",
-			r.Latency.P50, r.Latency.P90, r.Latency.P99, r.Latency.P999, r.Latency.Max, r.LatencyRaw.P50, r.LatencyRaw.P99)
+		fmt.Fprintf(w, "latency µs: p50 %d p90 %d p99 %d p99.9 %d max %d (uncorrected p50 %d p99 %d; senders' own lateness, not charged: p50 %d p99 %d)\n",
+			r.Latency.P50, r.Latency.P90, r.Latency.P99, r.Latency.P999, r.Latency.Max, r.LatencyRaw.P50, r.LatencyRaw.P99, r.SendLate.P50, r.SendLate.P99)
 		fmt.Fprintf(w, "bytes per message: up %.1f wire / %.1f frames; down %.1f / %.1f\n", r.BytesPerMsgUp, r.FrameBytesUp, r.BytesPerMsgDown, r.FrameBytesDown)
 		fmt.Fprintf(w, "server CPU %.1f µs per message; clients %.1f µs\n", r.ServerCPUPerMsgUS, r.LoadCPUPerMsgUS)
 	}
@@ -86,7 +89,7 @@ func measure(ctx context.Context, cfg config, logw io.Writer) (*result, error) {
 		return nil, err
 	}
 	defer srv.stop()
-	h := &harness{cfg: cfg, srv: srv, lat: hdr.New(1, 600e6, 3), raw: hdr.New(1, 600e6, 3)}
+	h := &harness{cfg: cfg, srv: srv, lat: hdr.New(1, 600e6, 3), raw: hdr.New(1, 600e6, 3), late: hdr.New(1, 600e6, 3)}
 	time.Sleep(time.Second)
 	rss0 := srv.rss()
 	n := cfg.conns + cfg.conns%2
@@ -159,7 +162,7 @@ func measure(ctx context.Context, cfg config, logw io.Writer) (*result, error) {
 	res.MessagesSent, res.MessagesDelivered = h.sent.Load(), h.delivered.Load()
 	res.MsgsPerSec = float64(h.inRate.Load()) / (cfg.duration - cfg.warmup).Seconds()
 	h.mu.Lock()
-	res.Latency, res.LatencyRaw = percentiles(h.lat), percentiles(h.raw)
+	res.Latency, res.LatencyRaw, res.SendLate = percentiles(h.lat), percentiles(h.raw), percentiles(h.late)
 	h.mu.Unlock()
 	if s, d := float64(res.MessagesSent), float64(res.MessagesDelivered); s > 0 && d > 0 {
 		res.BytesPerMsgUp = float64(h.wireUp.Load()-up0) / s
@@ -173,51 +176,53 @@ func measure(ctx context.Context, cfg config, logw io.Writer) (*result, error) {
 }
 
 // sendLoop publishes from c to its peer until end: flat out within the
-// in-flight window, or at interval, timing from the intended send time.
+// in-flight window, or at interval, latency counting as parley-load's
+// does (package pace): from the scheduled time of a publish the server
+// held back (a full in-flight window), from the write of one it did not.
 func (h *harness) sendLoop(ctx context.Context, c *pconn, end time.Time, interval time.Duration) {
 	ctx, cancel := context.WithDeadline(ctx, end)
 	defer cancel()
-	next := time.Now()
+	first := time.Now()
 	if interval > 0 {
-		next = next.Add(rand.N(interval))
+		first = first.Add(rand.N(interval))
 	}
+	sched := pace.New(first, interval)
 	var seq uint32
 	bodies := make([][]byte, 0, 128)
 	for ctx.Err() == nil {
 		now := time.Now()
-		if interval > 0 && next.After(now) {
+		if wait := sched.Wait(now); wait > 0 {
 			select {
-			case <-time.After(next.Sub(now)):
+			case <-time.After(wait):
 			case <-ctx.Done():
 			}
 			continue
 		}
 		free := h.cfg.inflight - int(c.inflight.Load())
 		if free <= 0 {
+			sched.Hold()
 			select {
 			case <-c.credit:
 			case <-ctx.Done():
 			}
 			continue
 		}
-		k := free
-		if interval > 0 {
-			k = min(k, int(now.Sub(next)/interval)+1)
-		}
+		k := sched.Due(now, free)
 		bodies = bodies[:0]
+		actual := now.UnixNano()
 		for range k {
-			intended := now.UnixNano()
-			if interval > 0 {
-				intended = next.UnixNano()
-				next = next.Add(interval)
+			w := sched.Take(actual)
+			if w.Late(actual) > 0 {
+				h.recordLate(w.Scheduled, actual)
 			}
 			seq++
 			b := make([]byte, 20)
-			binary.BigEndian.PutUint64(b, uint64(intended))
-			binary.BigEndian.PutUint64(b[8:], uint64(now.UnixNano()))
+			binary.BigEndian.PutUint64(b, uint64(w.From))
+			binary.BigEndian.PutUint64(b[8:], uint64(actual))
 			binary.BigEndian.PutUint32(b[16:], seq)
 			bodies = append(bodies, b)
 		}
+		sched.Written()
 		c.inflight.Add(int32(k))
 		h.sent.Add(int64(k))
 		var err error
@@ -230,6 +235,18 @@ func (h *harness) sendLoop(ctx context.Context, c *pconn, end time.Time, interva
 			return
 		}
 	}
+}
+
+// recordLate records how late a publish scheduled at scheduled went out
+// at actual (unix nanos) on the sender's own account, when scheduled
+// falls in the measured window.
+func (h *harness) recordLate(scheduled, actual int64) {
+	if from := h.from.Load(); from == 0 || scheduled < from || scheduled > h.to.Load() {
+		return
+	}
+	h.mu.Lock()
+	_ = h.late.RecordValue(max(1, (actual-scheduled)/1e3))
+	h.mu.Unlock()
 }
 
 // deliver records a message received on c.
