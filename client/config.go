@@ -120,6 +120,15 @@ type Config struct {
 	// frame is written anyway. Zero means 50 milliseconds.
 	AckDelay time.Duration
 
+	// ReceiptAckDelay is how long the Ack may wait instead while every
+	// entry it would newly cover is a receipt (Receipt, Receipts): no one
+	// waits for those acknowledgements, and at a chat's pace the Ack then
+	// rides on the device's next send instead of costing a write and a
+	// TLS record of its own ([S-8-5]). The rules that send an Ack sooner
+	// apply as with AckDelay; an entry that is not a receipt brings the
+	// Ack's time forward to AckDelay. Zero means 1 second.
+	ReceiptAckDelay time.Duration
+
 	// ManualAck, when false (the default), acknowledges an inbox entry as
 	// soon as the application has received its event (OnEvent returned, or
 	// the event was taken from Events). When true, the client acknowledges
@@ -179,6 +188,7 @@ const (
 	defaultBackoffMax   = 60 * time.Second
 	defaultPongTimeout  = 15 * time.Second
 	defaultAckDelay     = 50 * time.Millisecond
+	defaultReceiptAck   = time.Second
 	defaultMaxInFlight  = 64
 	defaultMaxOutbox    = 1024
 	defaultWindow       = 64 // used if LoginOk names no window
@@ -228,7 +238,7 @@ func (c Config) resolve() (settings, error) {
 		{"DialTimeout", c.DialTimeout}, {"WriteTimeout", c.WriteTimeout},
 		{"BackoffMin", c.BackoffMin}, {"BackoffMax", c.BackoffMax},
 		{"PingInterval", c.PingInterval}, {"PongTimeout", c.PongTimeout}, {"Heartbeat", c.Heartbeat},
-		{"AckDelay", c.AckDelay},
+		{"AckDelay", c.AckDelay}, {"ReceiptAckDelay", c.ReceiptAckDelay},
 	} {
 		if d.v < 0 {
 			errs = append(errs, fmt.Errorf("client: Config.%s %v is negative", d.name, d.v))
@@ -246,6 +256,7 @@ func (c Config) resolve() (settings, error) {
 	c.BackoffMin = cmp.Or(c.BackoffMin, defaultBackoffMin)
 	c.BackoffMax = cmp.Or(c.BackoffMax, defaultBackoffMax)
 	c.AckDelay = cmp.Or(c.AckDelay, defaultAckDelay)
+	c.ReceiptAckDelay = cmp.Or(c.ReceiptAckDelay, defaultReceiptAck)
 	c.MaxInFlight = cmp.Or(c.MaxInFlight, defaultMaxInFlight)
 	c.MaxOutbox = cmp.Or(c.MaxOutbox, defaultMaxOutbox)
 	if c.BackoffMin > c.BackoffMax {

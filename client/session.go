@@ -59,6 +59,7 @@ type session struct {
 	pingOut      bool // a Ping awaits its Pong
 	pingAt       time.Time
 	recvHigh     uint64   // highest entry seq received on this connection
+	waitedHigh   uint64   // highest such seq of an entry that is not a receipt
 	ackSent      uint64   // highest Ack written
 	unacked      []uint64 // seqs received above ackSent, in order: what the server counts against the window
 	flushAt      uint64   // ack without delay once the cursor reaches this
@@ -602,6 +603,11 @@ func (c *Client) handleEntry(s *session, seq uint64, ev Event) error {
 		return fmt.Errorf("%w: entry seq %d after %d", ErrProtocol, seq, s.recvHigh)
 	}
 	s.recvHigh = seq
+	switch ev.(type) {
+	case Receipt, Receipts:
+	default:
+		s.waitedHigh = seq // its sender may wait for the delivered receipt the Ack makes
+	}
 	s.unacked = append(s.unacked, seq)
 	if len(s.unacked) > 2*s.window {
 		return fmt.Errorf("%w: %d entries unacknowledged, window %d", ErrProtocol, len(s.unacked), s.window)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -654,5 +655,61 @@ func TestFutureEntryKindsAcknowledged(t *testing.T) {
 	}
 	if a := fc.expectAck(); a != 2 {
 		t.Fatalf("ack %d, want 2", a)
+	}
+}
+
+// ackDueIn waits until the client's pending Ack is due in want from the
+// clock's now (the Ack is armed when the application has taken the
+// entries), failing after waitLong.
+func ackDueIn(t *testing.T, c *testClient, clock *manualClock, want time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(waitLong)
+	var got time.Duration
+	for time.Now().Before(deadline) {
+		c.mu.Lock()
+		if s := c.sess; s != nil && !s.ackDue.IsZero() {
+			got = s.ackDue.Sub(clock.Now())
+		}
+		c.mu.Unlock()
+		if got == want {
+			return
+		}
+		runtime.Gosched()
+	}
+	t.Fatalf("Ack due in %v, want %v", got, want)
+}
+
+// TestReceiptAckWaitsLonger: an Ack that would newly cover receipts only
+// waits ReceiptAckDelay; an entry that is not a receipt brings it forward
+// to AckDelay ([S-8-5]).
+func TestReceiptAckWaitsLonger(t *testing.T) {
+	srv := newFakeServer(t, false)
+	cfg := testConfig(srv)
+	cfg.AckDelay = 50 * time.Millisecond
+	cfg.ReceiptAckDelay = 2 * time.Second
+	clock := newManualClock()
+	cfg.Clock = clock
+	c := startClient(t, cfg, nil)
+	fc := srv.accept(t)
+	fc.login(64, 30, 0)
+	waitFor[Connected](c)
+
+	fc.write(receipt(1, 5, pb.ReceiptType_RECEIPT_DELIVERED, 7))
+	waitFor[Receipt](c)
+	ackDueIn(t, c, clock, cfg.ReceiptAckDelay)
+	fc.write(message(2, msgID(2, 0), 5, "x"))
+	waitFor[Message](c)
+	ackDueIn(t, c, clock, cfg.AckDelay)
+	clock.Advance(cfg.AckDelay)
+	if a := fc.expectAck(); a != 2 {
+		t.Fatalf("ack %d, want 2", a)
+	}
+
+	fc.write(receipt(3, 5, pb.ReceiptType_RECEIPT_READ, 7))
+	waitFor[Receipt](c)
+	ackDueIn(t, c, clock, cfg.ReceiptAckDelay)
+	clock.Advance(cfg.ReceiptAckDelay)
+	if a := fc.expectAck(); a != 3 {
+		t.Fatalf("ack %d, want 3", a)
 	}
 }

@@ -276,7 +276,8 @@ func (c *Client) collectAckLocked(s *session, now time.Time, buf []byte) (_ []by
 // ackLocked is called when more entries may be acknowledged on s. It asks
 // the writer for an Ack now when the Ack would cover a quarter of the
 // window, when the server's window is full, or when a Batch or the backlog
-// has been delivered; otherwise the Ack waits up to AckDelay.
+// has been delivered; otherwise the Ack waits up to AckDelay, or up to
+// ReceiptAckDelay while it would newly cover receipts only.
 func (c *Client) ackLocked(s *session) {
 	if s.closed || !s.loggedIn {
 		return
@@ -291,9 +292,13 @@ func (c *Client) ackLocked(s *session) {
 		c.kickLocked(s)
 		return
 	}
-	if s.ackDue.IsZero() {
-		now := c.cfg.Clock.Now()
-		s.ackDue = now.Add(c.cfg.AckDelay)
+	delay := c.cfg.AckDelay
+	if s.waitedHigh <= s.ackSent {
+		delay = c.cfg.ReceiptAckDelay
+	}
+	now := c.cfg.Clock.Now()
+	if due := now.Add(delay); s.ackDue.IsZero() || due.Before(s.ackDue) {
+		s.ackDue = due
 		c.armLocked(s, now)
 	}
 }

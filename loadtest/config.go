@@ -89,6 +89,11 @@ type Config struct {
 	// (client.Config.AckDelay); it acks at once when half the window is
 	// unacknowledged. Default 50 ms; negative acks every read at once.
 	AckDelay time.Duration `json:"ack_delay"`
+	// ReceiptAckDelay is how long the Ack may wait instead while every
+	// entry it would newly cover is a receipt, as the SDK does
+	// (client.Config.ReceiptAckDelay, [S-8-5]): at a chat's pace it then
+	// rides on the device's next send. Default 1 s; negative: AckDelay.
+	ReceiptAckDelay time.Duration `json:"receipt_ack_delay"`
 	// Devices is the devices of each user in an envelopes, groups or
 	// group-envelopes run: a primary and Devices-1 linked companions, 1 to
 	// protocol.MaxCompanions+1.
@@ -225,6 +230,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.AckDelay == 0 {
 		c.AckDelay = 50 * time.Millisecond
+	}
+	switch {
+	case c.ReceiptAckDelay == 0:
+		c.ReceiptAckDelay = time.Second
+	case c.ReceiptAckDelay < 0:
+		c.ReceiptAckDelay = c.AckDelay
 	}
 	if c.Devices == 0 {
 		c.Devices = 1

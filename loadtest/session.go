@@ -38,6 +38,10 @@ type device struct {
 	// cursor is the highest inbox seq processed. Written by the reader of
 	// the live session (one at a time), read when logging in.
 	cursor atomic.Uint64
+	// waited is the highest inbox seq processed of an entry that is not a
+	// receipt: its sender may wait for the delivered receipt our Ack
+	// makes. Written by the reader of the live session.
+	waited atomic.Uint64
 	// credit is signalled (capacity 1) when a Sent frees a send slot.
 	credit chan struct{}
 	// keep reconnects the device after an unexpected drop.
@@ -99,6 +103,7 @@ type session struct {
 	ackedSeq  uint64          // guarded by wmu: the last Ack written
 	ackTimer  *time.Timer     // guarded by wmu: writes a delayed Ack; reused
 	ackArmed  bool            // guarded by wmu: ackTimer is set to fire
+	ackAt     time.Time       // guarded by wmu: when the armed ackTimer fires
 	wbuf      []byte          // guarded by wmu: an Ack and what rides with it
 	deadline  int64           // guarded by wmu: the write deadline, unix nanos
 	lastWrite atomic.Int64    // unix nanos
@@ -303,25 +308,33 @@ func (s *session) writeLocked(b []byte, force bool) error {
 }
 
 // maybeAck acknowledges what the reader processed: at once when half the
-// window is unacknowledged (or AckDelay is 0), else within AckDelay,
+// window is unacknowledged (or AckDelay is 0), else within AckDelay, or
+// within ReceiptAckDelay while the Ack would newly cover receipts only,
 // as the SDK does ([S-8-5]).
 func (s *session) maybeAck() error {
-	delay := s.d.w.spec.Config.AckDelay
+	cfg := &s.d.w.spec.Config
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	c := s.d.cursor.Load()
 	switch {
 	case c <= s.ackedSeq:
 		return nil
-	case delay <= 0 || int(c-s.ackedSeq) >= max(1, s.window/2):
+	case cfg.AckDelay <= 0 || int(c-s.ackedSeq) >= max(1, s.window/2):
 		return s.writeLocked(nil, true)
-	case !s.ackArmed:
-		s.ackArmed = true
-		if s.ackTimer == nil {
-			s.ackTimer = time.AfterFunc(delay, s.ackDue)
-		} else {
-			s.ackTimer.Reset(delay)
-		}
+	}
+	delay := cfg.AckDelay
+	if s.d.waited.Load() <= s.ackedSeq {
+		delay = cfg.ReceiptAckDelay
+	}
+	now := time.Now()
+	if s.ackArmed && !now.Add(delay).Before(s.ackAt) {
+		return nil
+	}
+	s.ackArmed, s.ackAt = true, now.Add(delay)
+	if s.ackTimer == nil {
+		s.ackTimer = time.AfterFunc(delay, s.ackDue)
+	} else {
+		s.ackTimer.Reset(delay)
 	}
 	return nil
 }
@@ -581,6 +594,9 @@ func (s *session) entry(f codec.Frame) error {
 	case protocol.KindReceipt, protocol.KindReceipts:
 		w.stats.receipts.Add(1)
 		return nil
+	}
+	d.waited.Store(seq)
+	switch f.Kind {
 	case protocol.KindGroupEvent, protocol.KindKeysChanged:
 		return nil
 	}
