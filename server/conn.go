@@ -8,6 +8,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/parley-im/parley/codec"
+	"github.com/parley-im/parley/internal/sendorder"
 	"github.com/parley-im/parley/internal/tls13"
 	"github.com/parley-im/parley/protocol"
 	"github.com/parley-im/parley/protocol/pb"
@@ -59,8 +60,8 @@ type conn struct {
 	maxCMID      uint64 // the highest Send.cmid read, recorded at logout ([S-8-19])
 	// held is, per conversation, the SEND this connection refused with a
 	// retriable code whose retry the conversation waits for ([S-8-13],
-	// session_order.go); nil when none.
-	held map[sendConversation]heldSend
+	// session_order.go); it keeps no map when none.
+	held sendorder.Set[sendorder.Conversation]
 	// sent is the state compact SENTs are encoded against ([S-7-16]),
 	// advanced as frames are written.
 	sent codec.SentState

@@ -5,6 +5,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/parley-im/parley/codec"
+	"github.com/parley-im/parley/internal/sendorder"
 	"github.com/parley-im/parley/protocol"
 	"github.com/parley-im/parley/protocol/pb"
 	"github.com/parley-im/parley/storage"
@@ -223,7 +224,7 @@ func (c *conn) handleSend(body []byte, w *buffer) verdict {
 		return verdict{}
 	}
 	c.maxCMID = max(c.maxCMID, m.CMID)
-	conv := conversationOf(m.To, m.Group)
+	conv := sendorder.ConversationOf(m.To, m.Group)
 	if c.heldBack(w, conv, m.CMID) {
 		return verdict{} // [S-8-13]
 	}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"github.com/parley-im/parley/codec"
+	"github.com/parley-im/parley/internal/sendorder"
 	"github.com/parley-im/parley/protocol"
 	"github.com/parley-im/parley/protocol/pb"
 	"github.com/parley-im/parley/storage"
@@ -92,7 +93,7 @@ func (c *conn) handleEnvelopeSend(body []byte, w *buffer) verdict {
 		return verdict{}
 	}
 	c.maxCMID = max(c.maxCMID, m.Cmid)
-	conv := conversationOf(m.To, 0)
+	conv := sendorder.ConversationOf(m.To, 0)
 	if c.heldBack(w, conv, m.Cmid) {
 		return verdict{} // [S-8-13]
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/parley-im/parley/codec"
+	"github.com/parley-im/parley/internal/sendorder"
 	"github.com/parley-im/parley/protocol"
 	"github.com/parley-im/parley/protocol/pb"
 	"github.com/parley-im/parley/storage"
@@ -102,8 +103,8 @@ func TestGatewayKeepsOrderAcrossRefusals(t *testing.T) {
 	if n := c.srv.stats.HeldSends.Load(); n != 2 {
 		t.Errorf("HeldSends %d, want 2", n)
 	}
-	if c.held != nil {
-		t.Errorf("the connection keeps %d held conversations after the retry", len(c.held))
+	if n := c.held.Len(); n != 0 {
+		t.Errorf("the connection keeps %d held conversations after the retry", n)
 	}
 }
 
@@ -137,6 +138,33 @@ func TestRateLimitKeepsOrder(t *testing.T) {
 	}
 }
 
+// TestGatewayBarrierExpires: a client that never retries the refused
+// SEND gets its conversation back sendorder.TTL after the refusal
+// ([S-8-13]): before then a later SEND is held back, after it goes
+// through, and the barrier is gone.
+func TestGatewayBarrierExpires(t *testing.T) {
+	now := time.Unix(1_000_000, 0)
+	r := &orderRouter{refuse: map[uint64]bool{1: true}}
+	c := orderConn(t, r, func(cfg *Config) { cfg.Now = func() time.Time { return now } })
+	if e := sendAll(t, c, 7, 0, 1)[1]; e == nil || e.Code != protocol.CodeOverloaded {
+		t.Fatalf("cmid 1 answered %v, want OVERLOADED", e)
+	}
+	now = now.Add(sendorder.TTL - time.Millisecond)
+	if e := sendAll(t, c, 7, 0, 2)[2]; e == nil || e.Code != protocol.CodeOverloaded {
+		t.Fatalf("cmid 2 just before the barrier's TTL answered %v, want OVERLOADED", e)
+	}
+	now = now.Add(time.Millisecond)
+	if got := sendAll(t, c, 7, 0, 3); len(got) != 0 {
+		t.Fatalf("cmid 3 at the barrier's TTL was refused: %v", got)
+	}
+	if want := []uint64{3}; !slices.Equal(r.sends, want) {
+		t.Fatalf("shard got cmids %v, want %v", r.sends, want)
+	}
+	if n := c.held.Len(); n != 0 {
+		t.Errorf("the connection keeps %d held conversations after the TTL", n)
+	}
+}
+
 // TestHeldConversationsBounded: a connection that holds back
 // maxHeldConversations conversations is closed with GOAWAY OVERLOADED at
 // the next one.
@@ -155,8 +183,8 @@ func TestHeldConversationsBounded(t *testing.T) {
 	if !v.close || v.code != protocol.CodeOverloaded {
 		t.Fatalf("verdict %+v, want a close with OVERLOADED", v)
 	}
-	if len(c.held) != maxHeldConversations {
-		t.Fatalf("%d conversations held, want %d", len(c.held), maxHeldConversations)
+	if n := c.held.Len(); n != maxHeldConversations {
+		t.Fatalf("%d conversations held, want %d", n, maxHeldConversations)
 	}
 }
 
@@ -165,7 +193,7 @@ func TestHeldConversationsBounded(t *testing.T) {
 func TestHeldBackAllocatesNothing(t *testing.T) {
 	c := orderConn(t, &orderRouter{}, nil)
 	var w buffer
-	conv := conversationOf(7, 0)
+	conv := sendorder.ConversationOf(7, 0)
 	if a := testing.AllocsPerRun(100, func() { c.heldBack(&w, conv, 1) }); a != 0 {
 		t.Errorf("heldBack allocates %v times", a)
 	}

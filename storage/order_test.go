@@ -124,7 +124,7 @@ func TestInboxFullKeepsOrder(t *testing.T) {
 }
 
 // TestBarrierLifted: a barrier goes when its connection logs out, when
-// its node's connections are gone, and orderBarrierTTL after it was
+// its node's connections are gone, and sendorder.TTL after it was
 // raised, so a connection that is gone, or a client that never retries,
 // leaves nothing behind.
 func TestBarrierLifted(t *testing.T) {

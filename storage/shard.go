@@ -15,6 +15,7 @@ import (
 	"github.com/parley-im/parley/analytics"
 	"github.com/parley-im/parley/codec"
 	"github.com/parley-im/parley/internal/pebblelog"
+	"github.com/parley-im/parley/internal/sendorder"
 	"github.com/parley-im/parley/protocol"
 	"github.com/parley-im/parley/protocol/pb"
 )
@@ -112,7 +113,7 @@ type Shard struct {
 	batchRecs       []batchRec                       // the records of the cycle's batch, to order them (batchorder.go)
 	preKeyTakes     preKeyTakes                      // one-time prekeys taken today (shard_keys.go)
 	push            pushState                        // push records changed this cycle, counters (shard_push.go)
-	barriers        map[orderKey]orderBarrier        // conversations held back behind a refused SEND (shard_order.go); nil when none
+	barriers        sendorder.Set[orderKey]          // conversations held back behind a refused SEND (shard_order.go)
 	sending         *Op                              // the OpSend being applied, while it is
 
 	commits        atomic.Uint64
@@ -500,12 +501,12 @@ func (s *Shard) Step() {
 // Tick runs the once-a-second work at the shard's clock (Config.Now):
 // presence notifications the throttle held back, link codes and group adds
 // past their time, outbox pairs that made no progress, and order barriers
-// past orderBarrierTTL (shard_order.go). The actor of a
+// past sendorder.TTL (shard_order.go). The actor of a
 // started shard calls it; whoever drives a stepped shard calls it instead.
 func (s *Shard) Tick() {
 	if s.failed == nil {
-		if len(s.barriers) > 0 {
-			s.expireBarriers(s.cfg.Now())
+		if s.barriers.Len() > 0 {
+			s.barriers.Expire(s.cfg.Now())
 		}
 		s.timers()
 	}

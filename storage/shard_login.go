@@ -51,7 +51,7 @@ func (s *Shard) applyLogin(op *Op) {
 
 // applyLogout ends the session of a connection that closed.
 func (s *Shard) applyLogout(op *Op) {
-	if len(s.barriers) > 0 {
+	if s.barriers.Len() > 0 {
 		s.dropBarriers(func(r ConnRef) bool { return r == op.Conn })
 	}
 	u := s.users[op.User]

@@ -1,8 +1,7 @@
 package storage
 
 import (
-	"time"
-
+	"github.com/parley-im/parley/internal/sendorder"
 	"github.com/parley-im/parley/protocol"
 )
 
@@ -21,40 +20,23 @@ import (
 //
 // A barrier exists only while a refusal is outstanding, and goes when its
 // cmid is seen again, when its connection logs out here or its node's
-// connections are gone (OpConnGone), or orderBarrierTTL after it was
+// connections are gone (OpConnGone), or sendorder.TTL after it was
 // raised (a connection that closed on another shard sends nothing more;
 // a client that never retries gets its barrier lifted eventually). At
 // most maxOrderBarriers are held; beyond that a refusal raises none.
 
-// orderBarrierTTL is how long a barrier is kept at most: far above every
-// retry_after_ms the server names (30 s at most).
-const orderBarrierTTL = 5 * time.Minute
-
 // maxOrderBarriers bounds the barriers a shard holds (about 64 bytes each).
 const maxOrderBarriers = 1 << 16
 
-// orderKey names one conversation of one connection: the recipient user,
-// or the group.
+// orderKey names one conversation of one connection.
 type orderKey struct {
-	conn  ConnRef
-	to    uint64
-	group bool
-}
-
-// orderBarrier is the refusal that holds a conversation back.
-type orderBarrier struct {
-	cmid    uint64        // the refused SEND; its retry lowers the barrier
-	code    protocol.Code // the refusal, repeated to the SENDs held back
-	retryMS uint32
-	at      int64 // unix nanos when it was raised, for orderBarrierTTL
+	conn ConnRef
+	conv sendorder.Conversation
 }
 
 // orderKeyOf returns the conversation key of an OpSend.
 func orderKeyOf(op *Op) orderKey {
-	if op.Group != 0 {
-		return orderKey{conn: op.Conn, to: op.Group, group: true}
-	}
-	return orderKey{conn: op.Conn, to: op.User}
+	return orderKey{conn: op.Conn, conv: sendorder.ConversationOf(op.User, op.Group)}
 }
 
 // heldBack reports whether op, an OpSend, is refused behind a barrier of
@@ -65,24 +47,16 @@ func orderKeyOf(op *Op) orderKey {
 // back, since it takes no new place. It allocates nothing when no
 // barrier is up.
 func (s *Shard) heldBack(op *Op) bool {
-	if len(s.barriers) == 0 || op.Conn.IsZero() {
+	if s.barriers.Len() == 0 || op.Conn.IsZero() {
 		return false
 	}
-	k := orderKeyOf(op)
-	b, ok := s.barriers[k]
+	b, ok := s.barriers.Hold(orderKeyOf(op), op.CMID, s.cfg.Now)
 	if !ok {
-		return false
-	}
-	switch {
-	case op.CMID < b.cmid:
-		return false // made before the refused one: its place is before it
-	case op.CMID == b.cmid || b.expired(s.cfg.Now()):
-		delete(s.barriers, k)
 		return false
 	}
 	s.heldSends.Add(1)
 	s.sending = nil // this refusal raises nothing
-	s.replyRetry(op.Conn, b.code, 0, op.CMID, b.retryMS)
+	s.replyRetry(op.Conn, b.Code, 0, op.CMID, b.RetryMS)
 	return true
 }
 
@@ -92,17 +66,8 @@ func (s *Shard) raiseBarrier(op *Op, code protocol.Code, retryMS uint32) {
 	if op.Conn.IsZero() {
 		return
 	}
-	k := orderKeyOf(op)
-	if _, ok := s.barriers[k]; !ok && len(s.barriers) >= maxOrderBarriers {
-		s.expireBarriers(s.cfg.Now())
-		if len(s.barriers) >= maxOrderBarriers {
-			return
-		}
-	}
-	if s.barriers == nil {
-		s.barriers = make(map[orderKey]orderBarrier)
-	}
-	s.barriers[k] = orderBarrier{cmid: op.CMID, code: code, retryMS: retryMS, at: s.cfg.Now().UnixNano()}
+	b := sendorder.Barrier{CMID: op.CMID, Code: code, RetryMS: retryMS, At: s.cfg.Now().UnixNano()}
+	s.barriers.Raise(orderKeyOf(op), b, maxOrderBarriers) // full: nothing held back
 }
 
 // noteSendRefusal raises the barrier of the SEND being applied when the
@@ -123,27 +88,7 @@ func (s *Shard) applySendInOrder(op *Op) {
 
 // dropBarriers lowers the barriers of the connections gone reports gone.
 func (s *Shard) dropBarriers(gone func(ConnRef) bool) {
-	for k := range s.barriers {
-		if gone(k.conn) {
-			delete(s.barriers, k)
-		}
-	}
-}
-
-// expired reports whether b was raised orderBarrierTTL or longer before
-// now.
-func (b orderBarrier) expired(now time.Time) bool {
-	return now.UnixNano()-b.at >= int64(orderBarrierTTL)
-}
-
-// expireBarriers lowers the barriers raised orderBarrierTTL or longer
-// before now.
-func (s *Shard) expireBarriers(now time.Time) {
-	for k, b := range s.barriers {
-		if b.expired(now) {
-			delete(s.barriers, k)
-		}
-	}
+	s.barriers.Drop(func(k orderKey) bool { return gone(k.conn) })
 }
 
 // HeldSends returns how many SENDs the shard refused behind an earlier
