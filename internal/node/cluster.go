@@ -327,7 +327,11 @@ func (m *member) apply(st *cluster.State) {
 
 // connsGone tells this node's shards that the connections of node up to
 // generation gen are gone, and closes this node's connections whose
-// sessions were on that node's shards (they log in again).
+// sessions were on that node's shards (they log in again). It acts once
+// per node and generation: a restart is reported by the link and by etcd
+// both, and a report of a generation already handled, or of an older
+// one, changes nothing (a second close would only hit the connections
+// that reconnected since).
 func (m *member) connsGone(node, gen uint32) {
 	if node == m.cfg.ID || gen == 0 {
 		return
@@ -339,10 +343,11 @@ func (m *member) connsGone(node, gen uint32) {
 	}
 	local := m.local
 	m.mu.Unlock()
-	if !done {
-		for _, s := range local {
-			_ = s.Submit(storage.Op{Kind: storage.OpConnGone, Conn: storage.ConnRef{Node: node, Gen: gen}})
-		}
+	if done {
+		return
+	}
+	for _, s := range local {
+		_ = s.Submit(storage.Op{Kind: storage.OpConnGone, Conn: storage.ConnRef{Node: node, Gen: gen}})
 	}
 	m.peerLost(node, "node left or restarted")
 }
