@@ -103,7 +103,10 @@ func TestHeartbeatAsked(t *testing.T) {
 
 func TestLookupAndMarkRead(t *testing.T) {
 	srv := newFakeServer(t, false)
-	c := startClient(t, testConfig(srv), nil)
+	cfg := testConfig(srv)
+	retries := make(chan Retry, 4)
+	cfg.OnRetry = func(r Retry) { retries <- r }
+	c := startClient(t, cfg, nil)
 	fc := srv.accept(t)
 	fc.login(16, 30, 0)
 
@@ -147,6 +150,14 @@ func TestLookupAndMarkRead(t *testing.T) {
 	fc.expectProto(protocol.KindRead, &rd2) // retried with a new rid
 	if rd2.Rid == rd.Rid || rd2.Peer != 8 || rd2.UpTo != 12345 {
 		t.Fatalf("retried Read = %v", &rd2)
+	}
+	select { // told before the retry was written
+	case r := <-retries:
+		if r.Request != protocol.KindRead || r.CMID != 0 || r.Err == nil || r.Err.Code != protocol.CodeOverloaded {
+			t.Errorf("OnRetry got %+v, want the Read refused OVERLOADED", r)
+		}
+	default:
+		t.Error("OnRetry not called")
 	}
 	fc.writeProto(protocol.KindOK, &pb.Ok{Rid: rd2.Rid})
 	if err := <-rres; err != nil {

@@ -144,6 +144,13 @@ type Config struct {
 	// Events.
 	OnEvent func(Event)
 
+	// OnRetry, if set, is told of every send and request the client will
+	// retry after the server refused it with a code that asks for a retry
+	// ([S-8-13], [S-8-14]): for metrics of what the client lived through.
+	// It is called with the client's lock held, so it must return quickly
+	// and must not call the Client. nil means no one is told.
+	OnRetry func(Retry)
+
 	// MaxInFlight is the most sends and requests written to the connection
 	// and not yet answered; later ones wait in the outbox. The server stops
 	// reading from a connection with 128 unanswered ([S-6-14]), so it must

@@ -134,3 +134,16 @@ func CodeOf(err error) protocol.Code {
 	}
 	return 0
 }
+
+// Retry describes one send or request the client will retry after the
+// server refused it with a code that asks for a retry (Config.OnRetry).
+type Retry struct {
+	// Request is the kind of the refused request; 0 for a send.
+	Request protocol.Kind
+	// CMID is the refused send's cmid; 0 for a request.
+	CMID uint64
+	// Err is the server's refusal.
+	Err *ServerError
+	// In is how long the client waits before it tries again.
+	In time.Duration
+}

@@ -242,6 +242,9 @@ func (c *Client) handleReply(s *session, rid uint32, res requestResult) {
 		}
 		r.attempts++
 		c.log.Debug("client: request will be retried", "kind", r.kind, "err", se, "retry_in", delay)
+		if c.cfg.OnRetry != nil {
+			c.cfg.OnRetry(Retry{Request: r.kind, Err: se, In: delay})
+		}
 		r.retry = c.cfg.Clock.AfterFunc(delay, func() {
 			c.mu.Lock()
 			defer c.mu.Unlock()

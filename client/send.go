@@ -324,6 +324,9 @@ func (c *Client) handleSendError(s *session, cmid uint64, se *ServerError) {
 		}
 		o.attempts++
 		c.log.Debug("client: send will be retried", "cmid", cmid, "err", se, "retry_in", delay)
+		if c.cfg.OnRetry != nil {
+			c.cfg.OnRetry(Retry{CMID: cmid, Err: se, In: delay})
+		}
 		stop := c.cfg.Clock.AfterFunc(delay, func() {
 			c.mu.Lock()
 			defer c.mu.Unlock()

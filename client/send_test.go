@@ -169,7 +169,10 @@ func TestSendRetriedAfterOverloaded(t *testing.T) {
 	for _, code := range []protocol.Code{protocol.CodeOverloaded, protocol.CodeInternal, protocol.CodeRateLimited, 1000 /* unknown: as INTERNAL */} {
 		t.Run(code.String(), func(t *testing.T) {
 			srv := newFakeServer(t, false)
-			c := startClient(t, testConfig(srv), nil)
+			cfg := testConfig(srv)
+			retries := make(chan Retry, 4)
+			cfg.OnRetry = func(r Retry) { retries <- r }
+			c := startClient(t, cfg, nil)
 			fc := srv.accept(t)
 			fc.login(16, 30, 0)
 			res := sendAsyncTest(c, context.Background(), 9, "retry me")
@@ -182,6 +185,14 @@ func TestSendRetriedAfterOverloaded(t *testing.T) {
 			}
 			if again.CMID != s.CMID || !bytes.Equal(again.Body, s.Body) {
 				t.Fatalf("retry %+v, want %+v", again, s)
+			}
+			select { // told before the retry was written
+			case r := <-retries:
+				if r.CMID != s.CMID || r.Request != 0 || r.Err == nil || r.Err.Code != code || r.In < 30*time.Millisecond {
+					t.Errorf("OnRetry got %+v, want cmid %d, code %v, in at least 30ms", r, s.CMID, code)
+				}
+			default:
+				t.Error("OnRetry not called")
 			}
 			fc.write(codec.AppendSent(nil, s.CMID, 99))
 			if o := outcome(t, res); o.err != nil || o.sent.ID != 99 {

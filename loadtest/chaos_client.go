@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"maps"
 	"math/rand/v2"
 	"slices"
@@ -30,7 +29,7 @@ type chaosRun struct {
 	devices []*chaosDevice
 	groups  []*chaosGroup
 	w       *Worker
-	retries *retryCounter // the clients' logger's
+	retries *retryCounter // the clients' OnRetry
 
 	bg sync.WaitGroup // read marks under way
 
@@ -88,7 +87,7 @@ type chaosGroup struct {
 
 func newChaosRun(w *Worker) *chaosRun {
 	cfg := &w.spec.Config
-	r := &chaosRun{plan: planChaos(cfg), ver: newChaosVerifier(), w: w, retries: newRetryCounter(w.log.Handler())}
+	r := &chaosRun{plan: planChaos(cfg), ver: newChaosVerifier(), w: w, retries: newRetryCounter()}
 	r.cfg = client.Config{
 		Addr:         w.spec.Addr,
 		Fingerprint:  w.spec.Fingerprint,
@@ -97,7 +96,8 @@ func newChaosRun(w *Worker) *chaosRun {
 		BackoffMin:   50 * time.Millisecond,
 		BackoffMax:   time.Second,
 		Decompressor: w.dec,
-		Logger:       slog.New(r.retries),
+		Logger:       w.log,
+		OnRetry:      r.retries.count,
 	}
 	seed := uint64(cfg.Seed)
 	for i, n := range r.plan.devices {
