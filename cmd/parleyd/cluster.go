@@ -26,9 +26,18 @@ type clusterFlags struct {
 	minNodes  *int
 }
 
-func addClusterFlags(fs *flag.FlagSet) *clusterFlags {
-	ttl, _ := time.ParseDuration(env("PARLEY_LEASE_TTL", "5s"))
-	minNodes, _ := strconv.Atoi(env("PARLEY_MIN_NODES", "1"))
+// addClusterFlags defines the cluster flags on fs; a bad PARLEY_LEASE_TTL
+// or PARLEY_MIN_NODES is a one-line error naming the variable and its
+// value.
+func addClusterFlags(fs *flag.FlagSet) (*clusterFlags, error) {
+	ttl, err := envDuration("PARLEY_LEASE_TTL", 5*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	minNodes, err := envInt("PARLEY_MIN_NODES", 1)
+	if err != nil {
+		return nil, err
+	}
 	return &clusterFlags{
 		on:        fs.Bool("cluster", env("PARLEY_CLUSTER", "") == "1", "join a cluster (docs/cluster.md): needs --node-id, --link-listen and --etcd or --etcd-embed"),
 		id:        fs.String("node-id", env("PARLEY_NODE_ID", ""), "this node's `id` in the cluster, 1 or more; its link certificate names it"),
@@ -41,7 +50,7 @@ func addClusterFlags(fs *flag.FlagSet) *clusterFlags {
 		certs:     fs.String("cluster-certs", env("PARLEY_CLUSTER_CERTS", ""), "`directory` of the node's link certificate (parleyd cluster-cert issue --out); default <data>/cluster"),
 		leaseTTL:  fs.Duration("lease-ttl", ttl, "etcd lease of the node: the others take it for dead this long after it stops"),
 		minNodes:  fs.Int("min-nodes", minNodes, "nodes that must be live before the shards are first placed"),
-	}
+	}, nil
 }
 
 // config returns the node's cluster configuration, nil without --cluster,

@@ -4,6 +4,7 @@ import (
 	"flag"
 	"io"
 	"testing"
+	"time"
 )
 
 // TestClusterFlags: --cluster and its flags give the node's cluster
@@ -30,7 +31,10 @@ func TestClusterFlags(t *testing.T) {
 	} {
 		fs := flag.NewFlagSet("parleyd", flag.ContinueOnError)
 		fs.SetOutput(io.Discard)
-		f := addClusterFlags(fs)
+		f, err := addClusterFlags(fs)
+		if err != nil {
+			t.Fatal(err)
+		}
 		if err := fs.Parse(tt.args); err != nil {
 			t.Fatal(err)
 		}
@@ -49,15 +53,46 @@ func TestClusterFlags(t *testing.T) {
 		}
 	}
 	fs := flag.NewFlagSet("parleyd", flag.ContinueOnError)
-	f := addClusterFlags(fs)
+	f, _ := addClusterFlags(fs)
 	_ = fs.Parse([]string{"--cluster", "--node-id", "2", "--link-listen", ":7000", "--etcd", "http://a:2379, http://b:2379"})
 	if c, _ := f.config(fs); len(c.Etcd) != 2 || c.Etcd[1] != "http://b:2379" {
 		t.Errorf("etcd endpoints %q", c.Etcd)
 	}
 	fs = flag.NewFlagSet("parleyd", flag.ContinueOnError)
-	f = addClusterFlags(fs)
+	f, _ = addClusterFlags(fs)
 	_ = fs.Parse([]string{"--cluster", "--node-id", "1", "--link-listen", ":7000", "--etcd", "x", "--link-dial", "2=127.0.0.1:7002, 3=127.0.0.1:7003"})
 	if c, err := f.config(fs); err != nil || len(c.PeerLinks) != 2 || c.PeerLinks[2] != "127.0.0.1:7002" || c.PeerLinks[3] != "127.0.0.1:7003" {
 		t.Errorf("--link-dial gave %v, %v", c, err)
+	}
+}
+
+// TestClusterEnvironment: PARLEY_LEASE_TTL and PARLEY_MIN_NODES set
+// --lease-ttl and --min-nodes; a value that does not parse is an error
+// naming the variable and the value, not a range error on 0.
+func TestClusterEnvironment(t *testing.T) {
+	args := []string{"--cluster", "--node-id", "1", "--link-listen", ":7000", "--etcd", "x"}
+	t.Setenv("PARLEY_LEASE_TTL", "7s")
+	t.Setenv("PARLEY_MIN_NODES", "3")
+	fs := flag.NewFlagSet("parleyd", flag.ContinueOnError)
+	f, err := addClusterFlags(fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fs.Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := f.config(fs); err != nil || c.LeaseTTL != 7*time.Second || c.MinNodes != 3 {
+		t.Fatalf("from the environment: %+v, %v; want a 7s lease and 3 nodes", c, err)
+	}
+	for _, tt := range []struct{ name, value, want string }{
+		{"PARLEY_LEASE_TTL", "5", `PARLEY_LEASE_TTL="5" is not a duration (like 60s)`},
+		{"PARLEY_MIN_NODES", "two", `PARLEY_MIN_NODES="two" is not a number`},
+	} {
+		t.Setenv("PARLEY_LEASE_TTL", "7s")
+		t.Setenv("PARLEY_MIN_NODES", "3")
+		t.Setenv(tt.name, tt.value)
+		if _, err := addClusterFlags(flag.NewFlagSet("parleyd", flag.ContinueOnError)); err == nil || err.Error() != tt.want {
+			t.Errorf("%s=%s: error %v, want %q", tt.name, tt.value, err, tt.want)
+		}
 	}
 }

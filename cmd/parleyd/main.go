@@ -233,7 +233,10 @@ func run(args []string) error {
 		return err
 	}
 	analyticsF := addAnalyticsFlags(fs)
-	clusterF := addClusterFlags(fs)
+	clusterF, err := addClusterFlags(fs)
+	if err != nil {
+		return err
+	}
 	rates, err := addRateFlags(fs)
 	if err != nil {
 		return err

@@ -449,6 +449,9 @@ func TestMediaFlags(t *testing.T) {
 
 // TestBadArguments: bad input gets a non-zero exit and one readable line.
 func TestBadArguments(t *testing.T) {
+	// A cluster start refused later anyway (no etcd given), so that a
+	// bad environment value ignored cannot start a node and hang.
+	clusterArgs := []string{"--cluster", "--node-id", "1", "--link-listen", "127.0.0.1:0"}
 	tests := []struct {
 		args []string
 		env  string
@@ -474,6 +477,8 @@ func TestBadArguments(t *testing.T) {
 		{[]string{"--sms", "twilio"}, "", "no Twilio auth token: give --twilio-auth-token-file or set PARLEY_TWILIO_AUTH_TOKEN; sms: twilio: no account SID; want exactly one of a sender (From) and a messaging service SID"},
 		{[]string{"--sms-text", "hello"}, "", `--sms-text "hello": no {code} where the code goes`},
 		{nil, "PARLEY_SMS_DEADLINE=soon", `PARLEY_SMS_DEADLINE="soon" is not a duration (like 60s)`},
+		{clusterArgs, "PARLEY_LEASE_TTL=5", `PARLEY_LEASE_TTL="5" is not a duration (like 60s)`},
+		{clusterArgs, "PARLEY_MIN_NODES=two", `PARLEY_MIN_NODES="two" is not a number`},
 	}
 	for _, tt := range tests {
 		args := append([]string(nil), tt.args...)
