@@ -3,11 +3,17 @@ package storage_test
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/parley-im/parley/codec"
 	"github.com/parley-im/parley/protocol"
+	"github.com/parley-im/parley/protocol/pb"
+	"github.com/parley-im/parley/router"
 	"github.com/parley-im/parley/storage"
 )
 
@@ -45,7 +51,8 @@ func TestSyncWaitNeverAtLightLoad(t *testing.T) {
 // syncer waits before some syncs (SyncWaits counts them: red when it never
 // waits), and every request is still answered: a wait never strands a
 // promise. It does not tell the two reasons to wait apart (more than one
-// promise waiting, or ops in hand): either alone keeps it green.
+// promise waiting, or ops in hand): either alone keeps it green;
+// TestSyncWaitsForWorkInHand guards the wait for ops in hand.
 func TestSyncWaitUnderOverlap(t *testing.T) {
 	r, s := startCodeShard(t, storage.Config{SyncWait: 5 * time.Millisecond})
 
@@ -82,3 +89,118 @@ func TestSyncWaitUnderOverlap(t *testing.T) {
 		t.Errorf("none of %d syncs waited for work in hand", st.Syncs)
 	}
 }
+
+// TestSyncWaitsForWorkInHand: a syncer woken by one promise (no overlap)
+// while the actor has work in hand waits for the actor's commit, so one
+// sync covers the cycle that woke it and the work that was in hand; with
+// nothing in hand it does not wait (TestSyncWaitNeverAtLightLoad). Work in
+// hand is an op queued while the actor is busy elsewhere ("queued": its
+// once-a-second Tick), or a cycle being applied ("applying"). It runs in a
+// synctest bubble: the syncer is held just after a sync while cycle 1
+// commits a promise, the actor is held at its fence with work in hand, and
+// synctest.Wait tells when the syncer, let go, has decided: synced cycle 1
+// at once (red) or waits for the actor (the sync count stays). SyncWait is
+// an hour, so only the actor's commit ends the wait.
+func TestSyncWaitsForWorkInHand(t *testing.T) {
+	for _, hand := range []string{"queued", "applying"} {
+		t.Run(hand, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) { syncWaitInHand(t, hand == "applying") })
+		})
+	}
+}
+
+func syncWaitInHand(t *testing.T, applying bool) {
+	r, err := router.New(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var syncs atomic.Int32
+	var holdSync, holdFence atomic.Bool
+	syncHeld, fenceHeld := make(chan struct{}), make(chan struct{})
+	ep := &countEndpoint{ref: storage.ConnRef{ID: testConns.last.Add(1)}}
+	testConns.m.Store(ep.ref, ep)
+	defer testConns.m.Delete(ep.ref)
+	s, err := storage.Open(storage.Config{
+		Dir: "shard", FS: vfs.NewMem(), Forwarder: r, Conns: testConns, Codes: &codeBox{},
+		SyncWait: time.Hour,
+		OnSync: func(time.Duration) {
+			syncs.Add(1)
+			if holdSync.CompareAndSwap(true, false) {
+				<-syncHeld
+			}
+		},
+		Fence: func() bool {
+			if holdFence.CompareAndSwap(true, false) {
+				<-fenceHeld
+			}
+			return true
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Attach([]*storage.Shard{s}); err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	defer s.Close()
+	var letGo [2]sync.Once // a failed check lets both go, so Close can end
+	release := func(i int, held chan struct{}) { letGo[i].Do(func() { close(held) }) }
+	defer release(0, syncHeld)
+	defer release(1, fenceHeld)
+	request := func(i uint32) { // REQUEST_CODE: a promise, answered after its sync
+		t.Helper()
+		if err := r.Submit(storage.Op{Kind: storage.OpRequestCode, Phone: fmt.Sprintf("+155570000%02d", i), RID: i, Conn: ep.ref}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var base int32 // syncs before the test's requests
+	check := func(when string, wantSyncs, wantAnswers int32) {
+		t.Helper()
+		if got, answers := syncs.Load()-base, ep.answers.Load(); got != wantSyncs || answers != wantAnswers {
+			t.Fatalf("%s: %d syncs, %d answers; want %d, %d", when, got, answers, wantSyncs, wantAnswers)
+		}
+	}
+	synctest.Wait()
+	base = syncs.Load()
+
+	holdSync.Store(true)
+	request(0) // cycle 0, synced at once (nothing in hand); the syncer is held after it
+	synctest.Wait()
+	request(1) // cycle 1 commits a promise, and wakes the held syncer
+	synctest.Wait()
+	check("cycle 1 committed", 1, 0) // cycle 0's answer goes out after OnSync
+
+	holdFence.Store(true)
+	if applying {
+		request(2) // cycle 2 is held at its fence: a cycle being applied
+	} else {
+		time.Sleep(time.Second) // the actor's Tick asks the fence, and is held there
+		synctest.Wait()
+		request(2) // queued behind the held Tick
+	}
+	synctest.Wait()
+	release(0, syncHeld)
+	synctest.Wait()
+	check("syncer woken for cycle 1 with cycle 2 in hand", 1, 1)
+
+	release(1, fenceHeld)
+	synctest.Wait()
+	check("cycle 2 committed", 2, 3)
+	if st := s.Stats(); st.SyncWaits != 1 {
+		t.Errorf("%d syncs waited; want the one woken with work in hand", st.SyncWaits)
+	}
+}
+
+// countEndpoint counts the answers and entries a shard sends it.
+type countEndpoint struct {
+	ref     storage.ConnRef
+	answers atomic.Int32
+}
+
+func (e *countEndpoint) Post([]byte) bool                 { e.answers.Add(1); return true }
+func (e *countEndpoint) Reply([]byte)                     { e.answers.Add(1) }
+func (e *countEndpoint) Authenticated(storage.Session)    {}
+func (e *countEndpoint) Fail(protocol.Code)               { e.answers.Add(1) }
+func (e *countEndpoint) Close(protocol.Code)              {}
+func (e *countEndpoint) LookupPart(uint64, []*pb.Contact) {}
