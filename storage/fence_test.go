@@ -16,7 +16,13 @@ import (
 // TestFenceRefusesCycles: while a shard's fence is closed it commits
 // nothing: a send is answered SHARD_UNAVAILABLE with a delay and stored
 // nowhere, a login is turned away with SHUTTING_DOWN; once the fence
-// opens the same send is stored.
+// opens the same send is stored. "Stored nowhere" is seen where a stored
+// copy would be, not through the retry (a retry of a stored cmid is
+// answered SENT with the stored id, and the recipient gets one message
+// either way): no shard commits a batch while fenced, and a message
+// alice sends on a new connection once the fence opens is the first
+// bob gets (a stored refused SEND would be forwarded before it, in the
+// order of alice's outbox).
 func TestFenceRefusesCycles(t *testing.T) {
 	var closed atomic.Bool
 	n := newNode(t, 2, func(c *storage.Config) { c.Fence = func() bool { return !closed.Load() } })
@@ -25,6 +31,10 @@ func TestFenceRefusesCycles(t *testing.T) {
 	aep := n.login(t, alice, 0)
 
 	closed.Store(true)
+	var commits []uint64 // nothing is in flight: no shard commits from here
+	for _, s := range n.shards {
+		commits = append(commits, s.Stats().Commits)
+	}
 	if c, _ := n.sendResult(t, alice, aep, storage.Op{User: bob.user, CMID: 1, Body: []byte("fenced")}); c != protocol.CodeShardUnavailable {
 		t.Fatalf("send while fenced: %v, want SHARD_UNAVAILABLE", c)
 	}
@@ -41,15 +51,24 @@ func TestFenceRefusesCycles(t *testing.T) {
 	if refused != 2 {
 		t.Fatalf("%d ops counted fenced, want 2", refused)
 	}
+	for i, s := range n.shards {
+		if got := s.Stats().Commits; got != commits[i] {
+			t.Fatalf("shard %d committed %d batches while fenced", i, got-commits[i])
+		}
+	}
 
 	closed.Store(false)
+	// Alice reconnects; the new connection has no barrier, so its fresh
+	// cmid is stored at once, before she resends the refused one.
+	aep = n.login(t, alice, 0)
+	marker := n.send(t, alice, aep, bob.user, 2, "after the fence")
 	c, id := n.sendResult(t, alice, aep, storage.Op{User: bob.user, CMID: 1, Body: []byte("fenced")})
 	if c != 0 {
 		t.Fatalf("send after the fence opened: %v", c)
 	}
 	bep := n.login(t, bob, 0)
-	if msgs := n.drain(t, bob, bep); len(msgs) != 1 || msgs[0].ID != id {
-		t.Fatalf("bob got %+v, want only the send stored after the fence opened", msgs)
+	if msgs := n.drain(t, bob, bep); len(msgs) != 2 || msgs[0].ID != marker || msgs[1].ID != id {
+		t.Fatalf("bob got %+v, want %d then %d: only the sends stored after the fence opened", msgs, marker, id)
 	}
 }
 
