@@ -3,6 +3,7 @@ package storage_test
 import (
 	"fmt"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -145,46 +146,90 @@ func receiptsOf(ep *endpoint) []codec.Receipt {
 }
 
 // TestReceiptRidesOnSends: on started shards whose promises that may wait
-// wait an hour (Config.LazySync), a delivered receipt reaches its sender
-// once a SEND has made each of the two shards sync: the ACK's cycle on the
-// recipient's shard rides on the sync of a SEND to the recipient, and the
-// receipt applied on the sender's shard on the sync of a SEND to the
-// sender. And with the default wait, a receipt with no traffic behind it
-// still arrives (the shard asks for its sync itself).
+// wait an hour (Config.LazySync), a delivered receipt costs no sync of its
+// own: it rides on the syncs SENDs ask for. The ACK's cycle on the
+// recipient's shard commits the receipt and neither shard syncs; a SEND
+// to the recipient makes its shard sync, which carries the receipt to the
+// sender's shard, and that applies it and still syncs nothing, so it
+// waits there (once that SEND's own sync on the sender's shard is done);
+// a SEND to the sender makes the sender's shard sync, and the
+// receipt arrives. It runs in a synctest bubble, so each step ends when
+// every goroutine is idle and the sync counts between steps are exact (a
+// receipt that asked for its own sync shows as one). And with the default
+// wait, a receipt with no traffic behind it still arrives (the shard asks
+// for its sync itself).
 func TestReceiptRidesOnSends(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		lazy time.Duration
-	}{{"rides on sends", time.Hour}, {"default wait", 0}} {
-		t.Run(tc.name, func(t *testing.T) {
-			n := newNode(t, 2, func(c *storage.Config) { c.LazySync = tc.lazy })
-			var accts []account
-			for i := 0; len(accts) < 2 && i < 20; i++ {
-				acc := n.register(t, fmt.Sprintf("+1555010%04d", i))
-				if len(accts) == 0 || n.router.ShardOf(acc.user) != n.router.ShardOf(accts[0].user) {
-					accts = append(accts, acc)
-				}
-			}
-			if len(accts) < 2 {
-				t.Fatal("no two users on different shards")
-			}
-			a, b := accts[0], accts[1]
-			ea, eb := n.login(t, a, 0), n.login(t, b, 0)
-			id := n.send(t, a, ea, b.user, 1, "hello")
-			m := eb.messages(t, 1)[0]
-			n.ack(b, eb, m.Seq)
-			if tc.lazy > 0 {
-				// The ACK's cycle is committed before the SEND's, which
-				// syncs it; the receipt applied on a's shard is committed
-				// before the SEND to a, which syncs it there.
-				n.send(t, a, ea, b.user, 2, "to b")
-				eb.messages(t, 1)
-				n.send(t, b, eb, a.user, 1, "to a")
-			}
-			r := ea.take(t, protocol.KindReceipt).(codec.Receipt)
-			if r.Type != pb.ReceiptType_RECEIPT_DELIVERED || r.Peer != b.user || r.UpTo != id {
-				t.Fatalf("a got %+v; want DELIVERED from %d up to %d", r, b.user, id)
-			}
-		})
+	t.Run("rides on sends", func(t *testing.T) { synctest.Test(t, receiptRidesOnSends) })
+	t.Run("default wait", func(t *testing.T) {
+		n := newNode(t, 2, nil)
+		a, b := n.twoShardUsers(t)
+		ea, eb := n.login(t, a, 0), n.login(t, b, 0)
+		id := n.send(t, a, ea, b.user, 1, "hello")
+		m := eb.messages(t, 1)[0]
+		n.ack(b, eb, m.Seq)
+		r := ea.take(t, protocol.KindReceipt).(codec.Receipt)
+		if r.Type != pb.ReceiptType_RECEIPT_DELIVERED || r.Peer != b.user || r.UpTo != id {
+			t.Fatalf("a got %+v; want DELIVERED from %d up to %d", r, b.user, id)
+		}
+	})
+}
+
+func receiptRidesOnSends(t *testing.T) {
+	n := newNode(t, 2, func(c *storage.Config) { c.LazySync = time.Hour })
+	a, b := n.twoShardUsers(t)
+	shA, shB := n.shards[n.router.ShardOf(a.user)], n.shards[n.router.ShardOf(b.user)]
+	ea, eb := n.login(t, a, 0), n.login(t, b, 0)
+	id := n.send(t, a, ea, b.user, 1, "hello")
+	m := eb.messages(t, 1)[0]
+	synctest.Wait()
+	syncsA, syncsB := shA.Stats().Syncs, shB.Stats().Syncs
+	noSyncs := func(when string) {
+		t.Helper()
+		if dA, dB := shA.Stats().Syncs-syncsA, shB.Stats().Syncs-syncsB; dA != 0 || dB != 0 {
+			t.Fatalf("%s: a's shard synced %d times, b's %d; want no sync for the receipt", when, dA, dB)
+		}
+		if got := receiptsOf(ea); len(got) != 0 {
+			t.Fatalf("%s: a got receipts %+v before a sync of a's shard covered them", when, got)
+		}
 	}
+
+	n.ack(b, eb, m.Seq)
+	synctest.Wait()
+	noSyncs("after the ACK")
+
+	entriesA := shA.Stats().Entries
+	n.send(t, a, ea, b.user, 2, "to b")
+	syncsA = shA.Stats().Syncs // a's shard synced the SEND before it answered SENT
+	eb.messages(t, 1)
+	synctest.Wait()
+	if shB.Stats().Syncs == syncsB {
+		t.Fatal("b's shard applied a SEND to b without a sync")
+	}
+	if got := shA.Stats().Entries - entriesA; got != 1 {
+		t.Fatalf("a's shard appended %d entries; want the receipt", got)
+	}
+	syncsB = shB.Stats().Syncs
+	noSyncs("after the receipt reached a's shard")
+
+	n.send(t, b, eb, a.user, 1, "to a")
+	r := ea.take(t, protocol.KindReceipt).(codec.Receipt)
+	if r.Type != pb.ReceiptType_RECEIPT_DELIVERED || r.Peer != b.user || r.UpTo != id {
+		t.Fatalf("a got %+v; want DELIVERED from %d up to %d", r, b.user, id)
+	}
+}
+
+// twoShardUsers registers two users on different shards of n.
+func (n *node) twoShardUsers(t *testing.T) (account, account) {
+	t.Helper()
+	var accts []account
+	for i := 0; len(accts) < 2 && i < 20; i++ {
+		acc := n.register(t, fmt.Sprintf("+1555010%04d", i))
+		if len(accts) == 0 || n.router.ShardOf(acc.user) != n.router.ShardOf(accts[0].user) {
+			accts = append(accts, acc)
+		}
+	}
+	if len(accts) < 2 {
+		t.Fatal("no two users on different shards")
+	}
+	return accts[0], accts[1]
 }
