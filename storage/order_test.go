@@ -2,6 +2,7 @@ package storage_test
 
 import (
 	"bytes"
+	"fmt"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -164,4 +165,129 @@ func TestBarrierLifted(t *testing.T) {
 	raise(aep)
 	n.clock.Advance(5 * time.Minute)
 	passes("a send 5 minutes after the refusal", aep)
+}
+
+// TestBarrierLiftedAcrossShards is TestBarrierLifted across shards and
+// devices: alice (shard 0) and bob (shard 1) with two devices each, each
+// conversation held back on the other's shard. A 1:1 SEND is applied,
+// and its barrier kept, on the recipient's shard; a connection's logout
+// goes to its user's shard. So a barrier holds back only its connection
+// (the sender's other device goes on; so does the same device on its next
+// connection after a logout), and it goes when its node's connections are
+// gone (the node tells every shard) and orderBarrierTTL after it was
+// raised, wherever it is. Every device then gets every stored message of
+// each conversation, copies of its user's own sends included ([S-8-17]),
+// in the order they were sent, and none of those refused.
+func TestBarrierLiftedAcrossShards(t *testing.T) {
+	var closed [2]atomic.Bool // by shard
+	n := newNode(t, 2, func(c *storage.Config) {
+		id := c.ID
+		c.Fence = func() bool { return !closed[id].Load() }
+	})
+	type party struct {
+		dev  [2]account
+		ep   [2]*endpoint
+		cmid [2]uint64 // the last cmid of each device, over its connections
+	}
+	var users [2]*party
+	for u, tag := range []int{37, 38} {
+		primary := n.register(t, n.phoneOn(t, u, tag))
+		n.onShard(t, primary, u)
+		p := &party{dev: [2]account{primary}}
+		p.ep[0] = n.login(t, primary, 0)
+		p.dev[1] = n.link(t, primary, p.ep[0], "companion")
+		p.ep[1] = n.login(t, p.dev[1], 0)
+		users[u] = p
+	}
+	// want[u][d][from] is what device d of user u must get from user from.
+	var want [2][2][2][]string
+	send := func(u, d int, ep *endpoint, what string, code protocol.Code) {
+		t.Helper()
+		p, peer := users[u], users[1-u]
+		p.cmid[d]++
+		body := fmt.Sprintf("%d/%d #%d", u, d, p.cmid[d])
+		c, _ := n.sendResult(t, p.dev[d], ep, storage.Op{User: peer.dev[0].user, CMID: p.cmid[d], Body: []byte(body)})
+		expectCode(t, fmt.Sprintf("%s (device %d/%d)", what, u, d), c, code)
+		if c == 0 {
+			want[1-u][0][u] = append(want[1-u][0][u], body)
+			want[1-u][1][u] = append(want[1-u][1][u], body)
+			want[u][0][u] = append(want[u][0][u], body) // the copies, the
+			want[u][1][u] = append(want[u][1][u], body) // sender's included
+		}
+	}
+	// raise holds device 0 of each user back on the other's shard.
+	raise := func() {
+		t.Helper()
+		for u := range users {
+			ep := users[u].ep[0]
+			closed[1-u].Store(true)
+			send(u, 0, ep, "a send while the recipient's shard is fenced", protocol.CodeShardUnavailable)
+			closed[1-u].Store(false)
+			send(u, 0, ep, "a send behind it", protocol.CodeShardUnavailable)
+			send(u, 1, users[u].ep[1], "the other device's send", 0)
+		}
+	}
+	passes := func(what string) {
+		t.Helper()
+		for u := range users {
+			send(u, 0, users[u].ep[0], what, 0)
+		}
+	}
+
+	raise()
+	for _, p := range users {
+		n.submit(storage.Op{Kind: storage.OpLogout, User: p.dev[0].user, Device: p.dev[0].device, CMID: p.cmid[0], Conn: p.ep[0].ref})
+		p.ep[0] = n.login(t, p.dev[0], 0)
+	}
+	passes("a send on the device's next connection")
+
+	for _, p := range users {
+		p.ep[0] = newEndpoint(t) // no session: the ConnGone below leaves it open
+	}
+	raise()
+	for _, s := range n.shards { // as the node does: every shard hears it
+		if err := s.Submit(storage.Op{Kind: storage.OpConnGone, Conn: storage.ConnRef{Node: users[0].ep[0].ref.Node, Gen: users[0].ep[0].ref.Gen}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	passes("a send after its node's connections were gone")
+
+	for _, p := range users { // the connections gone were closed
+		for d := range p.dev {
+			p.ep[d] = n.login(t, p.dev[d], 0)
+		}
+	}
+	raise()
+	n.clock.Advance(5 * time.Minute)
+	passes("a send 5 minutes after the refusal")
+
+	// Copies cross back to the sender's shard after SENT: wait for as
+	// many messages as are due, in the order they come.
+	for u, p := range users {
+		for d := range p.dev {
+			ep := n.login(t, p.dev[d], 0)
+			var got [2][]string
+			for range len(want[u][d][0]) + len(want[u][d][1]) {
+				m := ep.take(t, protocol.KindMessage).(codec.Message)
+				n.ack(p.dev[d], ep, m.Seq)
+				from := 0
+				if m.From == users[1].dev[0].user {
+					from = 1
+				}
+				got[from] = append(got[from], string(m.Body))
+			}
+			for from := range got {
+				if !slices.Equal(got[from], want[u][d][from]) {
+					t.Errorf("device %d/%d got from user %d %q, want %q", u, d, from, got[from], want[u][d][from])
+				}
+			}
+		}
+	}
+	var held uint64
+	for _, s := range n.shards {
+		held += s.HeldSends()
+	}
+	if held != 6 {
+		t.Errorf("%d sends counted held back, want 6", held)
+	}
 }
