@@ -108,7 +108,9 @@ func TestFaultNodes(t *testing.T) {
 // checked: see docs/cluster.md, partitions), the partitioned
 // node's lease must expire and the node register again after the heal,
 // and the cluster must acknowledge sends during the partition and while
-// etcd is down.
+// etcd is down. Its run is too short to have a later SEND in flight behind
+// a refused one: TestChaosOrderBehindARefusal guards the reorder check
+// there.
 func TestSpawnClusterChaos(t *testing.T) {
 	bin := buildParleyd(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
