@@ -366,7 +366,7 @@ func TestDuplicateNode(t *testing.T) {
 	if !errors.Is(err, ErrDuplicateNode) {
 		t.Fatalf("same boot twice: %v", err)
 	}
-	testNode(t, cli, 1, func(c *NodeConfig) { c.Member.Gen = 6 })
+	again := testNode(t, cli, 1, func(c *NodeConfig) { c.Member.Gen = 6 })
 	ev.next(t, evSuperseded)
 	if _, ok := old.Fence().Valid(0); ok {
 		t.Fatal("superseded node's fence open")
@@ -375,6 +375,13 @@ func TestDuplicateNode(t *testing.T) {
 	st := waitState(t, w, "node 1 registered", func(st *State) bool { return st.Live(1) })
 	if st.Members[1].Gen != 6 {
 		t.Fatalf("registered boot %d", st.Members[1].Gen)
+	}
+	leases, err := MemberLeases(testCtx(t), cli, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(leases) != 1 || leases[1] != again.Lease() || leases[1] == old.Lease() {
+		t.Fatalf("MemberLeases = %v, want node 1 under the new boot's lease %x (old %x)", leases, again.Lease(), old.Lease())
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -88,4 +89,28 @@ func RequestMove(ctx context.Context, cli *clientv3.Client, prefix string, shard
 		return fmt.Errorf("cluster: move: %w", err)
 	}
 	return nil
+}
+
+// MemberLeases returns the etcd lease of each node registered under
+// prefix ("" means DefaultPrefix), by node id: a node that registers again
+// (its lease expired, or it restarted) holds another lease. For tools and
+// tests that watch registrations come and go.
+func MemberLeases(ctx context.Context, cli *clientv3.Client, prefix string) (map[uint32]clientv3.LeaseID, error) {
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	k := keys{prefix}
+	resp, err := cli.Get(ctx, k.nodes(), clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("cluster: read the members' leases: %w", err)
+	}
+	out := make(map[uint32]clientv3.LeaseID, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		id, err := strconv.ParseUint(strings.TrimPrefix(string(kv.Key), k.nodes()), 10, 32)
+		if err != nil {
+			return nil, fmt.Errorf("cluster: bad key %q: %w", kv.Key, err)
+		}
+		out[uint32(id)] = clientv3.LeaseID(kv.Lease)
+	}
+	return out, nil
 }

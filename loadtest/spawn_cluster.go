@@ -252,15 +252,14 @@ func (pc *parleydCluster) startEtcd() error {
 func (pc *parleydCluster) leases(ctx context.Context, cli *clientv3.Client) ([]int64, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	resp, err := cli.Get(ctx, cluster.DefaultPrefix+"nodes/", clientv3.WithPrefix())
+	byID, err := cluster.MemberLeases(ctx, cli, "")
 	if err != nil {
-		return nil, fmt.Errorf("loadtest: read the nodes' leases: %w", err)
+		return nil, fmt.Errorf("loadtest: %w", err)
 	}
 	out := make([]int64, len(pc.nodes))
-	for _, kv := range resp.Kvs {
-		id, err := strconv.Atoi(strings.TrimLeft(strings.TrimPrefix(string(kv.Key), cluster.DefaultPrefix+"nodes/"), "0"))
-		if err == nil && id >= 1 && id <= len(out) {
-			out[id-1] = kv.Lease
+	for id, lease := range byID {
+		if id >= 1 && int(id) <= len(out) {
+			out[id-1] = int64(lease)
 		}
 	}
 	return out, nil
