@@ -120,14 +120,17 @@ type Config struct {
 	// frame is written anyway. Zero means 50 milliseconds.
 	AckDelay time.Duration
 
-	// ReceiptAckDelay is how long the Ack may wait instead while every
-	// entry it would newly cover is a receipt (Receipt, Receipts): no one
-	// waits for those acknowledgements, and at a chat's pace the Ack then
-	// rides on the device's next send instead of costing a write and a
-	// TLS record of its own ([S-8-5]). The rules that send an Ack sooner
-	// apply as with AckDelay; an entry that is not a receipt brings the
-	// Ack's time forward to AckDelay. Zero means 1 second.
-	ReceiptAckDelay time.Duration
+	// LazyAckDelay is how long the Ack may wait instead while no entry it
+	// would newly cover is a one-to-one Message from another user: only
+	// such a Message's sender waits for the delivered receipt the Ack
+	// makes (a group's sender sees delivered when every member has it),
+	// so receipts, group messages and group events are acknowledged
+	// together, and at a chat's pace the Ack rides on the device's next
+	// send instead of costing a write and a TLS record of its own
+	// ([S-8-5]). The rules that send an Ack sooner apply as with AckDelay;
+	// a one-to-one Message brings the Ack's time forward to AckDelay.
+	// Zero means 1 second.
+	LazyAckDelay time.Duration
 
 	// ManualAck, when false (the default), acknowledges an inbox entry as
 	// soon as the application has received its event (OnEvent returned, or
@@ -195,7 +198,7 @@ const (
 	defaultBackoffMax   = 60 * time.Second
 	defaultPongTimeout  = 15 * time.Second
 	defaultAckDelay     = 50 * time.Millisecond
-	defaultReceiptAck   = time.Second
+	defaultLazyAckDelay = time.Second
 	defaultMaxInFlight  = 64
 	defaultMaxOutbox    = 1024
 	defaultWindow       = 64 // used if LoginOk names no window
@@ -245,7 +248,7 @@ func (c Config) resolve() (settings, error) {
 		{"DialTimeout", c.DialTimeout}, {"WriteTimeout", c.WriteTimeout},
 		{"BackoffMin", c.BackoffMin}, {"BackoffMax", c.BackoffMax},
 		{"PingInterval", c.PingInterval}, {"PongTimeout", c.PongTimeout}, {"Heartbeat", c.Heartbeat},
-		{"AckDelay", c.AckDelay}, {"ReceiptAckDelay", c.ReceiptAckDelay},
+		{"AckDelay", c.AckDelay}, {"LazyAckDelay", c.LazyAckDelay},
 	} {
 		if d.v < 0 {
 			errs = append(errs, fmt.Errorf("client: Config.%s %v is negative", d.name, d.v))
@@ -263,7 +266,7 @@ func (c Config) resolve() (settings, error) {
 	c.BackoffMin = cmp.Or(c.BackoffMin, defaultBackoffMin)
 	c.BackoffMax = cmp.Or(c.BackoffMax, defaultBackoffMax)
 	c.AckDelay = cmp.Or(c.AckDelay, defaultAckDelay)
-	c.ReceiptAckDelay = cmp.Or(c.ReceiptAckDelay, defaultReceiptAck)
+	c.LazyAckDelay = cmp.Or(c.LazyAckDelay, defaultLazyAckDelay)
 	c.MaxInFlight = cmp.Or(c.MaxInFlight, defaultMaxInFlight)
 	c.MaxOutbox = cmp.Or(c.MaxOutbox, defaultMaxOutbox)
 	if c.BackoffMin > c.BackoffMax {

@@ -66,8 +66,9 @@
 //   - Inbox: entries (Message, Receipt, Receipts, GroupEvent, also inside
 //     compressed Batch frames) are delivered in seq order; an entry at or below the cursor
 //     is dropped (but still acknowledged). Acks are cumulative and
-//     coalesced for up to Config.AckDelay (Config.ReceiptAckDelay, 1 s,
-//     while they would newly cover receipts only); one goes out at once when it
+//     coalesced for up to Config.AckDelay (Config.LazyAckDelay, 1 s,
+//     while they would newly cover no one-to-one message from another
+//     user); one goes out at once when it
 //     covers a quarter of the server's window, when the window is full,
 //     or when a Batch or the login backlog has been delivered, and acks
 //     ride along with any other frame. The cursor is saved in the Store

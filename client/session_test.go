@@ -679,14 +679,15 @@ func ackDueIn(t *testing.T, c *testClient, clock *manualClock, want time.Duratio
 	t.Fatalf("Ack due in %v, want %v", got, want)
 }
 
-// TestReceiptAckWaitsLonger: an Ack that would newly cover receipts only
-// waits ReceiptAckDelay; an entry that is not a receipt brings it forward
-// to AckDelay ([S-8-5]).
-func TestReceiptAckWaitsLonger(t *testing.T) {
+// TestLazyAck: an Ack that would newly cover no one-to-one Message from
+// another user (receipts, group messages, copies of the user's own sends)
+// waits LazyAckDelay; a one-to-one Message brings it forward to AckDelay
+// ([S-8-5]).
+func TestLazyAck(t *testing.T) {
 	srv := newFakeServer(t, false)
 	cfg := testConfig(srv)
 	cfg.AckDelay = 50 * time.Millisecond
-	cfg.ReceiptAckDelay = 2 * time.Second
+	cfg.LazyAckDelay = 2 * time.Second
 	clock := newManualClock()
 	cfg.Clock = clock
 	c := startClient(t, cfg, nil)
@@ -696,20 +697,27 @@ func TestReceiptAckWaitsLonger(t *testing.T) {
 
 	fc.write(receipt(1, 5, pb.ReceiptType_RECEIPT_DELIVERED, 7))
 	waitFor[Receipt](c)
-	ackDueIn(t, c, clock, cfg.ReceiptAckDelay)
-	fc.write(message(2, msgID(2, 0), 5, "x"))
+	ackDueIn(t, c, clock, cfg.LazyAckDelay)
+	fc.write(codec.AppendEntry(nil, protocol.KindMessage, 2,
+		codec.AppendMessageEntry(nil, codec.Message{ID: msgID(2, 0), From: 5, FromDevice: 1, Group: 77, GSeq: 1, Body: []byte("g")})))
+	waitFor[Message](c)
+	ackDueIn(t, c, clock, cfg.LazyAckDelay) // a group's sender does not wait on one member
+	fc.write(message(3, msgID(3, 0), testCreds.User, "my own, from my other device"))
+	waitFor[Message](c)
+	ackDueIn(t, c, clock, cfg.LazyAckDelay)
+	fc.write(message(4, msgID(4, 0), 5, "x"))
 	waitFor[Message](c)
 	ackDueIn(t, c, clock, cfg.AckDelay)
 	clock.Advance(cfg.AckDelay)
-	if a := fc.expectAck(); a != 2 {
-		t.Fatalf("ack %d, want 2", a)
+	if a := fc.expectAck(); a != 4 {
+		t.Fatalf("ack %d, want 4", a)
 	}
 
-	fc.write(receipt(3, 5, pb.ReceiptType_RECEIPT_READ, 7))
+	fc.write(receipt(5, 5, pb.ReceiptType_RECEIPT_READ, 7))
 	waitFor[Receipt](c)
-	ackDueIn(t, c, clock, cfg.ReceiptAckDelay)
-	clock.Advance(cfg.ReceiptAckDelay)
-	if a := fc.expectAck(); a != 3 {
-		t.Fatalf("ack %d, want 3", a)
+	ackDueIn(t, c, clock, cfg.LazyAckDelay)
+	clock.Advance(cfg.LazyAckDelay)
+	if a := fc.expectAck(); a != 5 {
+		t.Fatalf("ack %d, want 5", a)
 	}
 }

@@ -277,7 +277,8 @@ func (c *Client) collectAckLocked(s *session, now time.Time, buf []byte) (_ []by
 // the writer for an Ack now when the Ack would cover a quarter of the
 // window, when the server's window is full, or when a Batch or the backlog
 // has been delivered; otherwise the Ack waits up to AckDelay, or up to
-// ReceiptAckDelay while it would newly cover receipts only.
+// LazyAckDelay while it would newly cover no one-to-one Message from
+// another user.
 func (c *Client) ackLocked(s *session) {
 	if s.closed || !s.loggedIn {
 		return
@@ -294,7 +295,7 @@ func (c *Client) ackLocked(s *session) {
 	}
 	delay := c.cfg.AckDelay
 	if s.waitedHigh <= s.ackSent {
-		delay = c.cfg.ReceiptAckDelay
+		delay = c.cfg.LazyAckDelay
 	}
 	now := c.cfg.Clock.Now()
 	if due := now.Add(delay); s.ackDue.IsZero() || due.Before(s.ackDue) {

@@ -89,11 +89,13 @@ type Config struct {
 	// (client.Config.AckDelay); it acks at once when half the window is
 	// unacknowledged. Default 50 ms; negative acks every read at once.
 	AckDelay time.Duration `json:"ack_delay"`
-	// ReceiptAckDelay is how long the Ack may wait instead while every
-	// entry it would newly cover is a receipt, as the SDK does
-	// (client.Config.ReceiptAckDelay, [S-8-5]): at a chat's pace it then
-	// rides on the device's next send. Default 1 s; negative: AckDelay.
-	ReceiptAckDelay time.Duration `json:"receipt_ack_delay"`
+	// LazyAckDelay is how long the Ack may wait instead while it would
+	// newly cover no one-to-one message from another user (receipts, group
+	// messages, group events), as the SDK does (client.Config.LazyAckDelay,
+	// [S-8-5]): at a chat's pace it then rides on the device's next send,
+	// and a group member acknowledges several messages at once. Default
+	// 1 s; negative: AckDelay.
+	LazyAckDelay time.Duration `json:"lazy_ack_delay"`
 	// Devices is the devices of each user in an envelopes, groups or
 	// group-envelopes run: a primary and Devices-1 linked companions, 1 to
 	// protocol.MaxCompanions+1.
@@ -232,10 +234,10 @@ func (c *Config) setDefaults() {
 		c.AckDelay = 50 * time.Millisecond
 	}
 	switch {
-	case c.ReceiptAckDelay == 0:
-		c.ReceiptAckDelay = time.Second
-	case c.ReceiptAckDelay < 0:
-		c.ReceiptAckDelay = c.AckDelay
+	case c.LazyAckDelay == 0:
+		c.LazyAckDelay = time.Second
+	case c.LazyAckDelay < 0:
+		c.LazyAckDelay = c.AckDelay
 	}
 	if c.Devices == 0 {
 		c.Devices = 1

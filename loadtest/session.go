@@ -38,9 +38,9 @@ type device struct {
 	// cursor is the highest inbox seq processed. Written by the reader of
 	// the live session (one at a time), read when logging in.
 	cursor atomic.Uint64
-	// waited is the highest inbox seq processed of an entry that is not a
-	// receipt: its sender may wait for the delivered receipt our Ack
-	// makes. Written by the reader of the live session.
+	// waited is the highest inbox seq processed of a one-to-one message
+	// from another user: its sender waits for the delivered receipt our
+	// Ack makes. Written by the reader of the live session.
 	waited atomic.Uint64
 	// credit is signalled (capacity 1) when a Sent frees a send slot.
 	credit chan struct{}
@@ -309,7 +309,8 @@ func (s *session) writeLocked(b []byte, force bool) error {
 
 // maybeAck acknowledges what the reader processed: at once when half the
 // window is unacknowledged (or AckDelay is 0), else within AckDelay, or
-// within ReceiptAckDelay while the Ack would newly cover receipts only,
+// within LazyAckDelay while the Ack would newly cover no one-to-one
+// message from another user,
 // as the SDK does ([S-8-5]).
 func (s *session) maybeAck() error {
 	cfg := &s.d.w.spec.Config
@@ -324,7 +325,7 @@ func (s *session) maybeAck() error {
 	}
 	delay := cfg.AckDelay
 	if s.d.waited.Load() <= s.ackedSeq {
-		delay = cfg.ReceiptAckDelay
+		delay = cfg.LazyAckDelay
 	}
 	now := time.Now()
 	if s.ackArmed && !now.Add(delay).Before(s.ackAt) {
@@ -594,11 +595,11 @@ func (s *session) entry(f codec.Frame) error {
 	case protocol.KindReceipt, protocol.KindReceipts:
 		w.stats.receipts.Add(1)
 		return nil
-	}
-	d.waited.Store(seq)
-	switch f.Kind {
 	case protocol.KindGroupEvent, protocol.KindKeysChanged:
 		return nil
+	}
+	if f.Kind == protocol.KindMessage && m.Group == 0 && m.From != d.user {
+		d.waited.Store(seq) // its sender waits for the delivered receipt our Ack makes
 	}
 	now := time.Now().UnixNano()
 	if m.Group != 0 {

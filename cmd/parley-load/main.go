@@ -74,7 +74,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.InFlight, "inflight", 0, "unanswered sends per device (default 10)")
 	fs.IntVar(&cfg.MessageSize, "size", 0, "message body `bytes`, at least 20 (default 20)")
 	fs.DurationVar(&cfg.AckDelay, "ack-delay", 0, "longest wait before a cumulative ack, as the SDK's (default 50ms; -1ns: ack every read)")
-	fs.DurationVar(&cfg.ReceiptAckDelay, "receipt-ack-delay", 0, "longest wait before an ack that covers receipts only, as the SDK's (default 1s; -1ns: as --ack-delay)")
+	fs.DurationVar(&cfg.LazyAckDelay, "lazy-ack-delay", 0, "longest wait before an ack that covers no 1:1 message from another user (receipts, group messages), as the SDK's (default 1s; -1ns: as --ack-delay)")
 	fs.IntVar(&cfg.Devices, "devices", 0, "envelopes, groups, group-envelopes: devices per user, a primary and linked companions, 1 to 5 (default 1)")
 	fs.IntVar(&cfg.Groups, "groups", 0, "groups, group-envelopes, chaos: how many groups (default 1; chaos 4)")
 	fs.IntVar(&cfg.GroupSize, "group-size", 0, "groups, group-envelopes: members per group, 2 to 1024 (default 1024, at most --conns); chaos: members at creation (default 6)")
