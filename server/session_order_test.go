@@ -198,3 +198,43 @@ func TestHeldBackAllocatesNothing(t *testing.T) {
 		t.Errorf("heldBack allocates %v times", a)
 	}
 }
+
+// TestHeldBackAllocatesNothingWhenHeld: with conversations held back, the
+// barrier costs no allocation either: not to a SEND to another
+// conversation, nor to a later SEND of a held conversation refused behind
+// its barrier (its Error appended to a buffer with room), nor to the
+// retry of the refused cmid, which lowers the barrier (raised again each
+// run; another held conversation keeps the map).
+func TestHeldBackAllocatesNothingWhenHeld(t *testing.T) {
+	c := orderConn(t, &orderRouter{}, nil)
+	w := buffer{b: make([]byte, 0, 256)}
+	held, other, kept := sendorder.ConversationOf(7, 0), sendorder.ConversationOf(8, 0), sendorder.ConversationOf(0, 9)
+	c.holdBack(&w, kept, 1, protocol.CodeOverloaded, 0, 100)
+	c.holdBack(&w, held, 5, protocol.CodeRateLimited, LimitSends, 100)
+	for _, tc := range []struct {
+		name string
+		send func()
+	}{
+		{"a SEND to another conversation", func() {
+			if c.heldBack(&w, other, 9) {
+				t.Fatal("a SEND to another conversation was held back")
+			}
+		}},
+		{"a later SEND held back", func() {
+			w.b = w.b[:0]
+			if !c.heldBack(&w, held, 6) {
+				t.Fatal("a later SEND of the held conversation went through")
+			}
+		}},
+		{"the retry of the refused cmid", func() {
+			if c.heldBack(&w, held, 5) {
+				t.Fatal("the retry was held back")
+			}
+			c.holdBack(&w, held, 5, protocol.CodeRateLimited, LimitSends, 100)
+		}},
+	} {
+		if a := testing.AllocsPerRun(100, tc.send); a != 0 {
+			t.Errorf("%s: heldBack allocates %v times", tc.name, a)
+		}
+	}
+}
