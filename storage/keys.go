@@ -46,7 +46,7 @@ func SlotOfPhone(phone string) uint16 {
 //	slot 'o' phone                       verification code state
 //	slot 'E' day phone                   code state written that day (sweep index): empty
 //	slot 'r' user reader group           highest id reader marked read (group 0: 1:1)
-//	slot 'x' day user                    expiry index: user's last seq of that day
+//	slot 'x' day user                    expiry index: user's last seq of that day; empty for the user's latest day (indexDay)
 //	slot 'k' user device contact         a contact one device of user subscribes to
 //	slot 'n'                             next user counter of the slot
 //	slot 'K' user device                 a device's public keys (keyRecord)

@@ -113,6 +113,11 @@ type userRecord struct {
 	NextDevice uint32 // next device id to issue
 	LastSeenMS uint64 // when the last session ended
 	Visibility uint8  // pb.Visibility of presence
+	// IndexDay is the day (days since the Unix epoch, UTC) of the user's
+	// open inbox expiry index record (x IndexDay user, empty value): the
+	// day of the latest entries. 0: no open record (a record written
+	// before the field, or the sweep deleted it).
+	IndexDay uint32
 }
 
 func (u *userRecord) encode(dst []byte) []byte {
@@ -125,6 +130,7 @@ func (u *userRecord) encode(dst []byte) []byte {
 	w.uint(uint64(u.NextDevice))
 	w.uint(u.LastSeenMS)
 	w.uint(uint64(u.Visibility))
+	w.uint(uint64(u.IndexDay))
 	return w.b
 }
 
@@ -138,6 +144,7 @@ func (u *userRecord) decode(b []byte) error {
 	u.NextDevice = uint32(r.uint())
 	u.LastSeenMS = r.uint()
 	u.Visibility = uint8(r.uint())
+	u.IndexDay = uint32(r.optUint())
 	return r.done("user")
 }
 

@@ -117,6 +117,7 @@ type Shard struct {
 	sending         *Op                              // the OpSend being applied, while it is
 
 	commits        atomic.Uint64
+	records        atomic.Uint64 // records in the batches committed
 	ops            atomic.Uint64
 	entries        atomic.Uint64
 	commitNanos    atomic.Uint64
@@ -142,6 +143,7 @@ type Shard struct {
 // Stats are a shard's counters since Open.
 type Stats struct {
 	Commits     uint64        // batches committed
+	Records     uint64        // records (sets, deletes, range deletions) in those batches
 	Ops         uint64        // ops applied
 	Entries     uint64        // inbox entries appended
 	CommitTime  time.Duration // total time spent committing (applying batches, no fsync)
@@ -180,6 +182,7 @@ func (s *Shard) Stats() Stats {
 	s.mu.Unlock()
 	return Stats{
 		Commits:     s.commits.Load(),
+		Records:     s.records.Load(),
 		Ops:         s.ops.Load(),
 		Entries:     s.entries.Load(),
 		CommitTime:  time.Duration(s.commitNanos.Load()),
@@ -590,8 +593,7 @@ func (s *Shard) finishCycle() {
 	day := s.day()
 	for _, u := range s.touched {
 		if u.appended {
-			// The expiry index says the inbox held entries up to Head today.
-			s.batch.Set(expiryKey(s.scratch[:0], day, u.id), be64(u.rec.Head), nil)
+			s.indexDay(u, day)
 			u.appended = false
 		}
 		if u.dirty {
@@ -605,6 +607,7 @@ func (s *Shard) finishCycle() {
 	if !s.batch.Empty() {
 		start := time.Now()
 		s.batch.Set(shardKey(s.scratch[:0], tagLastID), be64(s.ids.last), nil)
+		records := s.batch.Count()
 		// Without waiting for the fsync: the effects wait instead, if they
 		// must (shard_sync.go).
 		if err := s.commitOrdered(pebble.NoSync); err != nil {
@@ -616,6 +619,7 @@ func (s *Shard) finishCycle() {
 		}
 		d := time.Since(start)
 		s.commits.Add(1)
+		s.records.Add(uint64(records))
 		s.commitNanos.Add(uint64(d))
 		s.cycleNo++
 		s.committed.Store(s.cycleNo)

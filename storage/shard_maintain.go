@@ -13,8 +13,12 @@ const sweepChunk = 4096
 
 // formatVersion is the layout of the keys the shard writes (keys.go).
 // Format 1 had one outbox sequence for all destinations; format 2 has one
-// per destination (outbox.go).
-const formatVersion = 2
+// per destination (outbox.go). Format 3 writes the inbox expiry index once
+// per user and day, the latest day's record open (empty, indexDay); a
+// format 2 parleyd would drop such a record without expiring its entries,
+// so it refuses a format 3 database. Format 3 reads format 2's records
+// (each one closed: its day's last seq) as they are.
+const formatVersion = 3
 
 // recover restores the actor's shard-level state from the database: the
 // format, the last message id, and both sides of every outbox pair. Users
@@ -47,6 +51,12 @@ func (s *Shard) upgrade() error {
 	}
 	switch {
 	case len(v) == 8 && binary.BigEndian.Uint64(v) == formatVersion:
+		return nil
+	case len(v) == 8 && binary.BigEndian.Uint64(v) == 2:
+		// Nothing moves: format 2's expiry records are read as they are.
+		if err := s.db.Set(shardKey(nil, tagVersion), be64(formatVersion), pebble.Sync); err != nil {
+			return fmt.Errorf("storage: upgrade shard %d to format %d: %w", s.cfg.ID, formatVersion, err)
+		}
 		return nil
 	case len(v) == 8:
 		return fmt.Errorf("storage: shard %d has format %d, this parleyd reads format %d", s.cfg.ID, binary.BigEndian.Uint64(v), formatVersion)
@@ -160,17 +170,61 @@ func (s *Shard) walkIndex(it *pebble.Iterator, tag byte, cutoff uint32, budget i
 	return budget
 }
 
-// expireInbox applies one key of the inbox expiry index: the user's inbox
-// held entries up to the value's seq on that day.
-func (s *Shard) expireInbox(k, v []byte) {
-	s.batch.Delete(k, nil)
-	if len(k) != 15 || len(v) != 8 {
+// indexDay keeps the inbox expiry index of u, to which this cycle
+// appended on day: one record per user and day with entries, written on
+// the day's first append rather than in every cycle that appends. The
+// latest day's record is open (an empty value: its entries run to the
+// head) and the user record names its day (IndexDay); the first append of
+// a later day closes it with its last seq, the value every record had in
+// format 2, and opens that day's. A day before IndexDay (the clock stepped
+// back) counts as IndexDay: its entries are kept longer, never shorter.
+func (s *Shard) indexDay(u *user, day uint32) {
+	if day <= u.rec.IndexDay {
 		return
 	}
+	if open := u.rec.IndexDay; open != 0 {
+		k := expiryKey(s.scratch[:0], open, u.id)
+		if u.headBefore > u.rec.Deleted {
+			s.batch.Set(k, be64(u.headBefore), nil)
+		} else {
+			s.batch.Delete(k, nil) // every entry of that day is gone already
+		}
+	}
+	s.batch.Set(expiryKey(s.scratch[:0], day, u.id), nil, nil)
+	u.rec.IndexDay = day
+	u.dirty = true // finishCycle writes the record after this
+}
+
+// expireInbox applies one key of the inbox expiry index, of a day past
+// retention: a closed record (8 bytes) says the user's entries of that day
+// end at its seq; an open one (empty) that every entry is of that day or
+// before (indexDay).
+func (s *Shard) expireInbox(k, v []byte) {
+	s.batch.Delete(k, nil)
+	if len(k) != 15 || (len(v) != 8 && len(v) != 0) {
+		return
+	}
+	day := binary.BigEndian.Uint32(k[3:])
 	id := binary.BigEndian.Uint64(k[7:])
-	upTo := binary.BigEndian.Uint64(v)
 	u, err := s.loadUser(id)
-	if err != nil || u == nil || upTo <= u.rec.Deleted {
+	if err != nil || u == nil {
+		return
+	}
+	var upTo uint64
+	if len(v) == 8 {
+		upTo = binary.BigEndian.Uint64(v)
+	} else {
+		if u.rec.IndexDay != day {
+			// Not the record the user names as open, which cannot be:
+			// closing one and opening the next are one batch. Keeping
+			// the entries is the safe side.
+			return
+		}
+		upTo = u.rec.Head
+		u.rec.IndexDay = 0
+		s.markDirty(u)
+	}
+	if upTo <= u.rec.Deleted {
 		return
 	}
 	s.batch.DeleteRange(inboxKey(nil, id, u.rec.Deleted+1), inboxKey(nil, id, upTo+1), nil)

@@ -360,6 +360,9 @@ func (s *Shard) flushReceipts() {
 // appendRaw appends entry to u's inbox as it is. ref is the body a group
 // reference points to, nil for other entries.
 func (s *Shard) appendRaw(u *user, entry, ref []byte) {
+	if !u.appended {
+		u.appended, u.headBefore = true, u.rec.Head
+	}
 	u.rec.Head++
 	s.promiseEntry(entry) // a device will acknowledge this seq
 	s.batch.Set(inboxKey(nil, u.id, u.rec.Head), entry, nil)
@@ -373,7 +376,6 @@ func (s *Shard) appendRaw(u *user, entry, ref []byte) {
 		}
 		u.recent.add(metaOf(u.rec.Head, entry, ref))
 	}
-	u.appended = true
 	s.notePush(u, entry, ref)
 	s.entries.Add(1)
 	s.flow.noteAppended(entry)

@@ -18,6 +18,9 @@ type user struct {
 	dirty    bool      // rec changed in this cycle
 	touched  bool      // in s.touched this cycle
 	appended bool      // entries were appended this cycle
+	// headBefore is Head before this cycle's first append (valid while
+	// appended): the last seq of the days before this cycle's.
+	headBefore uint64
 
 	presenceAt time.Time // when watchers were last told of a change
 

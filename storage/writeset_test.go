@@ -1,0 +1,86 @@
+package storage_test
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/parley-im/parley/codec"
+	"github.com/parley-im/parley/protocol"
+)
+
+// records returns the records the node's shards committed (their summed
+// Stats.Records).
+func (n *node) records() uint64 {
+	var r uint64
+	for _, s := range n.shards {
+		r += s.Stats().Records
+	}
+	return r
+}
+
+// TestRecordsPerMessage counts the records a 1:1 text and a group
+// message's fan-out write, with every device online and acknowledging
+// (the load tester's pairs and groups scenarios at light load: each op
+// its own cycle here), after a first message has written what is written
+// once per user and day. It fails when the write set grows past what it
+// is now; run it with -v for the figures.
+func TestRecordsPerMessage(t *testing.T) {
+	const maxPerText, maxPerMember = 13, 7.25
+	n := newNode(t, 1, nil)
+	alice, bob := n.register(t, "+15550009201"), n.register(t, "+15550009202")
+	aep, bep := n.login(t, alice, 0), n.login(t, bob, 0)
+	aep.take(t, protocol.KindSynced)
+	bep.take(t, protocol.KindSynced)
+	text := func(cmid uint64) {
+		n.send(t, alice, aep, bob.user, cmid, "hello")
+		n.ack(bob, bep, bep.messages(t, 1)[0].Seq)
+		n.ack(alice, aep, aep.take(t, protocol.KindReceipt).(codec.Receipt).Seq)
+		n.nothingMore(t, alice, aep)
+	}
+	text(1)
+	const texts = 20
+	before := n.records()
+	for i := range texts {
+		text(uint64(2 + i))
+	}
+	perText := float64(n.records()-before) / texts
+	t.Logf("1:1 text, its delivered receipt and both acks: %.2f records (3 cycles)", perText)
+	if perText > maxPerText {
+		t.Errorf("a 1:1 text writes %.2f records, want at most %v", perText, maxPerText)
+	}
+
+	const members = 32
+	var ms []account
+	var eps []*endpoint
+	var ids []uint64
+	for i := range members {
+		a := n.register(t, fmt.Sprintf("+1555000930%02d", i))
+		ep := n.login(t, a, 0)
+		ep.take(t, protocol.KindSynced)
+		ms, eps, ids = append(ms, a), append(eps, ep), append(ids, a.user)
+	}
+	g := n.createGroup(t, alice, aep, "fan", ids...).Group
+	fanOut := func(cmid uint64) {
+		n.groupSend(t, alice, aep, g, cmid, "to all")
+		for i, ep := range eps {
+			for {
+				if m, ok := ep.next(t, "the group message").msg.(codec.Message); ok {
+					n.ack(ms[i], ep, m.Seq)
+					break
+				}
+			}
+			n.nothingMore(t, ms[i], ep) // each ack its own cycle: a light load
+		}
+	}
+	fanOut(100)
+	before = n.records()
+	const sends = 5
+	for i := range sends {
+		fanOut(uint64(101 + i))
+	}
+	perMember := float64(n.records()-before) / (sends * members)
+	t.Logf("group of %d, per member and message (its ack and delivered receipt included): %.2f records", members, perMember)
+	if perMember > maxPerMember {
+		t.Errorf("a group message writes %.2f records per member, want at most %v", perMember, maxPerMember)
+	}
+}
