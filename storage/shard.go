@@ -79,6 +79,7 @@ type Shard struct {
 	batch           *pebble.Batch
 	users           map[uint64]*user
 	ids             idGenerator
+	idsStored       uint64              // the last message id the database holds (ffff 'g')
 	pairs           map[uint16]*outPair // outbox pairs, by destination
 	pairOrder       []uint16            // keys of pairs, sorted
 	inPairs         map[uint16]*inPair  // inbound pairs, by source
@@ -606,7 +607,10 @@ func (s *Shard) finishCycle() {
 	s.touched = s.touched[:0]
 	if !s.batch.Empty() {
 		start := time.Now()
-		s.batch.Set(shardKey(s.scratch[:0], tagLastID), be64(s.ids.last), nil)
+		idsStored := s.ids.last
+		if idsStored != s.idsStored {
+			s.batch.Set(shardKey(s.scratch[:0], tagLastID), be64(idsStored), nil)
+		}
 		records := s.batch.Count()
 		// Without waiting for the fsync: the effects wait instead, if they
 		// must (shard_sync.go).
@@ -618,6 +622,7 @@ func (s *Shard) finishCycle() {
 			return
 		}
 		d := time.Since(start)
+		s.idsStored = idsStored
 		s.commits.Add(1)
 		s.records.Add(uint64(records))
 		s.commitNanos.Add(uint64(d))

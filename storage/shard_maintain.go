@@ -32,7 +32,8 @@ func (s *Shard) recover() error {
 		return err
 	}
 	if len(v) == 8 {
-		s.ids.last = max(s.ids.last, binary.BigEndian.Uint64(v))
+		s.idsStored = binary.BigEndian.Uint64(v)
+		s.ids.last = max(s.ids.last, s.idsStored)
 	}
 	return s.recoverOutbox()
 }

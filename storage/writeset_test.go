@@ -25,7 +25,7 @@ func (n *node) records() uint64 {
 // once per user and day. It fails when the write set grows past what it
 // is now; run it with -v for the figures.
 func TestRecordsPerMessage(t *testing.T) {
-	const maxPerText, maxPerMember = 13, 7.25
+	const maxPerText, maxPerMember = 11, 6.25
 	n := newNode(t, 1, nil)
 	alice, bob := n.register(t, "+15550009201"), n.register(t, "+15550009202")
 	aep, bep := n.login(t, alice, 0), n.login(t, bob, 0)
