@@ -54,7 +54,6 @@ func (s *Shard) applyAck(op *Op) {
 func (s *Shard) advanceCursor(u *user, d *device, seq uint64) {
 	s.flow.acknowledged.Add(seq - d.cursor)
 	d.cursor = seq
-	s.setCursor(u, d)
 	if seq > u.rec.Receipted {
 		if err := s.deliveredReceipts(u, u.rec.Receipted, seq); err != nil {
 			s.abort(fmt.Errorf("storage: receipts of %d: %w", u.id, err))
@@ -64,6 +63,13 @@ func (s *Shard) advanceCursor(u *user, d *device, seq uint64) {
 		s.markDirty(u)
 	}
 	s.deleteAcknowledged(u)
+	// A cursor at or below Deleted is not written: loadDevices reads every
+	// cursor as at least Deleted, which the user record holds (written
+	// in this cycle when it moved). So the device with the lowest cursor,
+	// a user's only device always, writes no cursor record of its own.
+	if d.cursor > u.rec.Deleted {
+		s.setCursor(u, d)
+	}
 }
 
 // deliveredReceipts sends, for the entries (from, to] of u's inbox, one

@@ -71,9 +71,10 @@ type DeviceInfo struct {
 	CreatedMS uint64 `json:"created_ms"` // Unix ms
 	Primary   bool   `json:"primary"`
 	Revoked   bool   `json:"revoked"`
-	// Cursor is the highest seq the device acknowledged; Queued the
-	// entries of the inbox after it (Head - Cursor): what the device gets
-	// when it next connects.
+	// Cursor is the highest seq the device acknowledged, or the highest
+	// deleted if that is higher (entries expired); Queued the entries of
+	// the inbox after it (Head - Cursor): what the device gets when it
+	// next connects.
 	Cursor uint64 `json:"cursor"`
 	Queued uint64 `json:"queued"`
 }
@@ -149,6 +150,7 @@ func (s *Shard) Inspect(user uint64, phone string) (UserInfo, error) {
 		if len(v) == 8 {
 			d.Cursor = binary.BigEndian.Uint64(v)
 		}
+		d.Cursor = max(d.Cursor, rec.Deleted) // as loadDevices
 		if !d.Revoked && rec.Head > d.Cursor {
 			d.Queued = rec.Head - d.Cursor
 		}

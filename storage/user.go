@@ -253,7 +253,8 @@ func (s *Shard) lastInboxSeq(u uint64) (uint64, error) {
 	return last, it.Close()
 }
 
-// loadDevices reads u's device records and cursors.
+// loadDevices reads u's device records and cursors, none below
+// u.rec.Deleted.
 func (s *Shard) loadDevices(u *user) error {
 	lo := deviceKey(nil, tagDevice, u.id, 0)
 	hi := prefixEnd(lo[:len(lo)-4])
@@ -281,6 +282,8 @@ func (s *Shard) loadDevices(u *user) error {
 		if len(v) == 8 {
 			d.cursor = binary.BigEndian.Uint64(v)
 		}
+		// advanceCursor does not write a cursor that deletion reached.
+		d.cursor = max(d.cursor, u.rec.Deleted)
 	}
 	return nil
 }
