@@ -70,3 +70,14 @@ func (s *Shard) AsFormat2(id uint64) error {
 	_ = b.Set(shardKey(nil, tagVersion), be64(2), nil)
 	return b.Commit(pebble.Sync)
 }
+
+// HasBody reports whether the database holds the body of group message
+// gseq or its reference count, as the last commit left it.
+func (s *Shard) HasBody(group, gseq uint64) (bool, error) {
+	for _, tag := range []byte{tagBody, tagBodyRefs} {
+		if v, err := s.dbGet(bodyKey(nil, tag, group, gseq)); err != nil || v != nil {
+			return v != nil, err
+		}
+	}
+	return false, nil
+}

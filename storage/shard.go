@@ -79,6 +79,7 @@ type Shard struct {
 	batch           *pebble.Batch
 	users           map[uint64]*user
 	ids             idGenerator
+	releases        map[gkey]uint64     // group body references dropped this cycle (flushReleases)
 	idsStored       uint64              // the last message id the database holds (ffff 'g')
 	pairs           map[uint16]*outPair // outbox pairs, by destination
 	pairOrder       []uint16            // keys of pairs, sorted
@@ -585,6 +586,7 @@ func (s *Shard) finishCycle() {
 	s.answerForwards()
 	s.writeOutSeqs()
 	s.flushPush()
+	s.flushReleases()
 	if s.cycleErr != nil {
 		_ = s.batch.Close()
 		s.batch = nil

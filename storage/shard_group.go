@@ -641,19 +641,38 @@ func (s *Shard) groupBody(group, gseq uint64) ([]byte, error) {
 	return v, nil
 }
 
-// releaseBody drops one inbox's reference to a group message body and
-// deletes the body with its last reference.
+// releaseBody drops one inbox's reference to a group message body. The
+// cycle's releases are counted and applied at its end, once per body
+// (flushReleases): the members of a fan-out acknowledging in one cycle
+// rewrite the body's reference count once, not once each.
 func (s *Shard) releaseBody(group, gseq uint64) {
-	rk := bodyKey(nil, tagBodyRefs, group, gseq)
-	v, err := s.get(rk)
-	if err != nil || v == nil {
-		return
+	if s.releases == nil {
+		s.releases = make(map[gkey]uint64)
 	}
-	refs, n := binary.Uvarint(v)
-	if n <= 0 || refs <= 1 {
-		s.batch.Delete(rk, nil)
-		s.batch.Delete(bodyKey(nil, tagBody, group, gseq), nil)
-		return
+	s.releases[gkey{group, gseq}]++
+}
+
+// flushReleases applies the cycle's body releases: each body's reference
+// count drops by its releases, and the body goes with its last reference.
+// Nothing reads a count or a released body between releaseBody and here:
+// a body whose count reaches zero is referred to by no entry left.
+func (s *Shard) flushReleases() {
+	for b, n := range s.releases {
+		rk := bodyKey(nil, tagBodyRefs, b.group, b.gseq)
+		v, err := s.get(rk)
+		if err != nil {
+			break // the cycle is aborted
+		}
+		if v == nil {
+			continue
+		}
+		refs, k := binary.Uvarint(v)
+		if k <= 0 || refs <= n {
+			s.batch.Delete(rk, nil)
+			s.batch.Delete(bodyKey(nil, tagBody, b.group, b.gseq), nil)
+			continue
+		}
+		s.batch.Set(rk, binary.AppendUvarint(nil, refs-n), nil)
 	}
-	s.batch.Set(rk, binary.AppendUvarint(nil, refs-1), nil)
+	clear(s.releases)
 }
