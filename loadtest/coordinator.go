@@ -596,6 +596,7 @@ func (c *coordinator) assemble() {
 					r.ServerCommitMeanUS = d("parley_shard_commit_duration_seconds_sum") / float64(r.ServerCommits) * 1e6
 				}
 				r.ServerCPUSeconds = d("process_cpu_seconds_total")
+				r.ServerRecordsPerMsg = d("parley_shard_records_total") / float64(down)
 				if syncs := d("parley_shard_syncs_total"); syncs > 0 {
 					r.ServerSyncs = int64(syncs)
 					r.ServerSyncsPerMsg = syncs / float64(down)

@@ -83,10 +83,13 @@ type Result struct {
 	// ServerSyncs is the WAL syncs (fsyncs) the node made in the measured
 	// window; ServerSyncsPerMsg per delivered message, ServerSyncMeanUS
 	// the mean time of one.
-	ServerSyncs        int64   `json:"server_syncs"`
-	ServerSyncsPerMsg  float64 `json:"server_syncs_per_msg"`
-	ServerSyncMeanUS   float64 `json:"server_sync_mean_us"`
-	ServerCommitMeanUS float64 `json:"server_commit_mean_us"`
+	ServerSyncs       int64   `json:"server_syncs"`
+	ServerSyncsPerMsg float64 `json:"server_syncs_per_msg"`
+	ServerSyncMeanUS  float64 `json:"server_sync_mean_us"`
+	// ServerRecordsPerMsg is the records the shards committed (memtable
+	// inserts: sets, deletes, range deletions) per delivered message.
+	ServerRecordsPerMsg float64 `json:"server_records_per_msg"`
+	ServerCommitMeanUS  float64 `json:"server_commit_mean_us"`
 	// LoadCPUSeconds and LoadCPUPerMsgUS are the worker processes' CPU
 	// over the same window: the load generator's share of the cores.
 	LoadCPUSeconds  float64 `json:"load_cpu_s"`
@@ -336,8 +339,8 @@ func (r *Result) WriteText(w io.Writer) {
 		}
 	}
 	if r.ServerCPUPerMsgUS > 0 {
-		fmt.Fprintf(w, "server: %.1f µs CPU per delivered message, %d commits, %.1f ops/commit, %.0f µs/commit; %d fsyncs, %.2f per message, %.0f µs each\n",
-			r.ServerCPUPerMsgUS, r.ServerCommits, r.ServerOpsPerCommit, r.ServerCommitMeanUS, r.ServerSyncs, r.ServerSyncsPerMsg, r.ServerSyncMeanUS)
+		fmt.Fprintf(w, "server: %.1f µs CPU per delivered message, %d commits, %.1f ops/commit, %.0f µs/commit; %d fsyncs, %.2f per message, %.0f µs each; %.1f records per message\n",
+			r.ServerCPUPerMsgUS, r.ServerCommits, r.ServerOpsPerCommit, r.ServerCommitMeanUS, r.ServerSyncs, r.ServerSyncsPerMsg, r.ServerSyncMeanUS, r.ServerRecordsPerMsg)
 	}
 	if r.LoadCPUPerMsgUS > 0 {
 		fmt.Fprintf(w, "load generator: %.1f µs CPU per delivered message (%.2f s in the measured window)\n", r.LoadCPUPerMsgUS, r.LoadCPUSeconds)

@@ -67,6 +67,7 @@ func TestMetricsMove(t *testing.T) {
 		{"parley_bytes_received_total", 100},
 		{"parley_bytes_sent_total", 100},
 		{`parley_shard_entries_total`, 1},
+		{`parley_shard_records_total`, 3},
 		{"parley_shard_commit_duration_seconds_count", 3},
 		{"parley_shard_commit_ops_sum", 5},
 	} {

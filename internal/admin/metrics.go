@@ -81,6 +81,7 @@ var (
 	descQueue    = prometheus.NewDesc("parley_shard_queue_length", "Ops waiting for the shard's actor now.", []string{"shard"}, nil)
 	descSyncs    = prometheus.NewDesc("parley_shard_syncs_total", "WAL syncs (fsyncs) made.", []string{"shard"}, nil)
 	descSyncTime = prometheus.NewDesc("parley_shard_sync_seconds_total", "Time spent in WAL syncs.", []string{"shard"}, nil)
+	descRecords  = prometheus.NewDesc("parley_shard_records_total", "Records (sets, deletes, range deletions) in the batches committed: inserts into the memtable.", []string{"shard"}, nil)
 )
 
 // Shard metrics of the outbox between shards, storage errors and the
@@ -152,7 +153,7 @@ func collectShardLimits(ch chan<- prometheus.Metric, id string, st storage.Stats
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descAccepted, descOpen, descAuthenticated, descFramesIn,
 		descBytesIn, descBytesOut, descHandshakes, descHandshakeFail, descClosed,
-		descCommits, descOps, descEntries, descQueue, descSyncs, descSyncTime} {
+		descCommits, descOps, descEntries, descQueue, descSyncs, descSyncTime, descRecords} {
 		ch <- d
 	}
 	for _, d := range shardLimitDescs {
@@ -202,6 +203,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descQueue, prometheus.GaugeValue, float64(st.QueueLength), id)
 		ch <- prometheus.MustNewConstMetric(descSyncs, prometheus.CounterValue, float64(st.Syncs), id)
 		ch <- prometheus.MustNewConstMetric(descSyncTime, prometheus.CounterValue, st.SyncTime.Seconds(), id)
+		ch <- prometheus.MustNewConstMetric(descRecords, prometheus.CounterValue, float64(st.Records), id)
 		collectShardLimits(ch, id, st)
 		collectFlow(ch, id, s.Flow())
 	}
