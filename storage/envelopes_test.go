@@ -34,6 +34,37 @@ func (n *node) sendEnvelopes(t *testing.T, from account, ep *endpoint, to, cmid 
 	return ep.takeOnly(t, protocol.KindSent, protocol.KindError)
 }
 
+// keyedPair is two users of two devices each, all logged in and with
+// keys published: alice (phone and laptop) and bob (phone and tablet).
+type keyedPair struct {
+	alice, alaptop, bob, btablet account
+	aep, lep, bep, tep           *endpoint
+}
+
+// pairWithKeys registers alice and bob with the phones given, links a
+// companion to each and publishes keys for all four devices.
+func (n *node) pairWithKeys(t *testing.T, alicePhone, bobPhone string) keyedPair {
+	t.Helper()
+	var p keyedPair
+	p.alice, p.bob = n.register(t, alicePhone), n.register(t, bobPhone)
+	p.aep, p.bep = n.login(t, p.alice, 0), n.login(t, p.bob, 0)
+	p.aep.take(t, protocol.KindSynced)
+	p.bep.take(t, protocol.KindSynced)
+	p.alaptop, p.btablet = n.link(t, p.alice, p.aep, "laptop"), n.link(t, p.bob, p.bep, "tablet")
+	p.lep, p.tep = n.login(t, p.alaptop, 0), n.login(t, p.btablet, 0)
+	p.lep.take(t, protocol.KindSynced)
+	p.tep.take(t, protocol.KindSynced)
+	for i, a := range []struct {
+		acc account
+		ep  *endpoint
+	}{{p.alice, p.aep}, {p.alaptop, p.lep}, {p.bob, p.bep}, {p.btablet, p.tep}} {
+		if code := n.publish(t, a.acc, a.ep, testKeys(i+1, 1, 20)); code != 0 {
+			t.Fatal(code)
+		}
+	}
+	return p
+}
+
 // TestEnvelopes: a message with one envelope per device reaches each
 // device with only its own envelope, under one id and one seq per inbox,
 // the copy reaches the sender's other device with its envelope, and the
@@ -45,22 +76,9 @@ func TestEnvelopes(t *testing.T) {
 	for _, shards := range []int{1, 3} {
 		t.Run(fmt.Sprintf("%d shards", shards), func(t *testing.T) {
 			n := newNode(t, shards, nil)
-			alice, bob := n.register(t, "+15550008001"), n.register(t, "+15550008002")
-			aep, bep := n.login(t, alice, 0), n.login(t, bob, 0)
-			aep.take(t, protocol.KindSynced)
-			bep.take(t, protocol.KindSynced)
-			alaptop, btablet := n.link(t, alice, aep, "laptop"), n.link(t, bob, bep, "tablet")
-			lep, tep := n.login(t, alaptop, 0), n.login(t, btablet, 0)
-			lep.take(t, protocol.KindSynced)
-			tep.take(t, protocol.KindSynced)
-			for i, a := range []struct {
-				acc account
-				ep  *endpoint
-			}{{alice, aep}, {alaptop, lep}, {bob, bep}, {btablet, tep}} {
-				if code := n.publish(t, a.acc, a.ep, testKeys(i+1, 1, 20)); code != 0 {
-					t.Fatal(code)
-				}
-			}
+			p := n.pairWithKeys(t, "+15550008001", "+15550008002")
+			alice, bob, alaptop, btablet := p.alice, p.bob, p.alaptop, p.btablet
+			aep, bep, lep, tep := p.aep, p.bep, p.lep, p.tep
 
 			env := &storage.Envelopes{To: envelopes("m1", bob.device, btablet.device), Own: envelopes("m1", alaptop.device)}
 			sent, ok := n.sendEnvelopes(t, alice, aep, bob.user, 1, env).(*pb.Sent)
@@ -133,5 +151,74 @@ func TestEnvelopes(t *testing.T) {
 				t.Fatalf("send after the revocation: %v", a)
 			}
 		})
+	}
+}
+
+// TestDevicesChangedKeepsOrder: S1, an envelope send with a stale list of
+// the recipient's devices, is refused DEVICES_CHANGED; S2, the same
+// connection's next send to the same user, already on its way with the
+// right list, is held back (OVERLOADED, not DEVICES_CHANGED: its
+// envelopes are right) until S1 comes again encrypted anew, so both of
+// the recipient's devices get S1 before S2 ([S-8-13], [S-17-9]); S3,
+// stale as S1 was, is held back likewise rather than refused
+// DEVICES_CHANGED. The two users live on two shards and have two devices
+// each.
+func TestDevicesChangedKeepsOrder(t *testing.T) {
+	n := newNode(t, 2, nil)
+	p := n.pairWithKeys(t, n.phoneOn(t, 0, 41), n.phoneOn(t, 1, 42))
+	alice, bob, alaptop, btablet := p.alice, p.bob, p.alaptop, p.btablet
+	aep, bep, tep := p.aep, p.bep, p.tep
+
+	// Alice learned bob's devices before his tablet published keys (S1,
+	// S3); S2 was made once she knew the tablet. All go out pipelined.
+	sends := map[uint64]*storage.Envelopes{
+		1: {To: envelopes("s1", bob.device), Own: envelopes("s1", alaptop.device)},
+		2: {To: envelopes("s2", bob.device, btablet.device), Own: envelopes("s2", alaptop.device)},
+		3: {To: envelopes("s3", bob.device), Own: envelopes("s3", alaptop.device)},
+	}
+	for cmid := uint64(1); cmid <= 3; cmid++ {
+		n.submit(storage.Op{Kind: storage.OpSend, From: alice.user, FromDevice: alice.device, User: bob.user, CMID: cmid, Envelopes: sends[cmid], Conn: aep.ref})
+	}
+	first := map[uint64]*pb.Error{} // the refusals, by cmid
+	for range 3 {
+		switch m := aep.takeOnly(t, protocol.KindSent, protocol.KindError).(type) {
+		case *pb.Error:
+			first[m.Cmid] = m
+		}
+	}
+	// The client resends its refused sends in cmid order, S1 (and S3,
+	// should it learn it was stale) encrypted for the devices listed.
+	sends[1].To = envelopes("s1", bob.device, btablet.device)
+	sends[3].To = envelopes("s3", bob.device, btablet.device)
+	for cmid := uint64(1); cmid <= 3; cmid++ {
+		if first[cmid] == nil {
+			continue
+		}
+		if a, ok := n.sendEnvelopes(t, alice, aep, bob.user, cmid, sends[cmid]).(*pb.Sent); !ok {
+			t.Fatalf("resend of S%d: %v", cmid, a)
+		}
+	}
+	for _, r := range []struct {
+		name   string
+		ep     *endpoint
+		device uint32
+	}{{"bob", bep, bob.device}, {"tablet", tep, btablet.device}} {
+		var want []string
+		for _, m := range []string{"s1", "s2", "s3"} {
+			want = append(want, fmt.Sprintf("%s/%d", m, r.device))
+		}
+		if got := bodies(r.ep.messages(t, 3)); !slices.Equal(got, want) {
+			t.Fatalf("%s got %q, want %q", r.name, got, want)
+		}
+	}
+	if e := first[1]; e == nil || e.Code != protocol.CodeDevicesChanged {
+		t.Fatalf("S1 answered %v, want DEVICES_CHANGED", e)
+	}
+	// S3 is held back before its devices are compared: a DEVICES_CHANGED
+	// of it would have moved the barrier past S2.
+	for cmid := uint64(2); cmid <= 3; cmid++ {
+		if e := first[cmid]; e == nil || e.Code != protocol.CodeOverloaded || e.RetryAfterMs == 0 {
+			t.Fatalf("S%d answered %v, want OVERLOADED with a retry_after_ms", cmid, e)
+		}
 	}
 }

@@ -167,8 +167,19 @@ func (s *Shard) storeEnvelopes(op *Op) {
 	if op.User == op.From {
 		to = slices.DeleteFunc(to, func(d uint32) bool { return d == op.FromDevice })
 	}
+	// Behind a refusal of this conversation (DEVICES_CHANGED included) a
+	// send is held back before its devices are compared: a stale one
+	// answered DEVICES_CHANGED would move the barrier past sends that
+	// wait behind it ([S-8-13]).
+	if s.heldBack(op) {
+		return
+	}
 	if e.OwnStale || !slices.Equal(to, deviceIDs(e.To)) {
-		// [S-17-9] the sender's view of a device list is stale.
+		// [S-17-9] the sender's view of a device list is stale. The
+		// client encrypts it again and resends it under its cmid; until
+		// then the connection's later sends to this user wait
+		// (shard_order.go).
+		s.raiseBarrier(op, protocol.CodeOverloaded, retryDevicesMS)
 		res := &pb.Error{Code: protocol.CodeDevicesChanged, Cmid: op.CMID, Devices: []*pb.UserDevices{{User: op.User, Devices: to}}}
 		if op.User != op.From {
 			own := e.OwnDevices
@@ -180,7 +191,7 @@ func (s *Shard) storeEnvelopes(op *Op) {
 		s.replyProto(op.Conn, protocol.KindError, res)
 		return
 	}
-	if s.heldBack(op) || !s.roomFor(op) {
+	if !s.roomFor(op) {
 		return
 	}
 	// [S-18-6] a send from a user the recipient blocks is answered as any

@@ -18,6 +18,13 @@ import (
 // The client resends a conversation's refused SENDs in their order, so
 // the retry comes first and the others follow it.
 //
+// DEVICES_CHANGED ([S-17-9]) holds the conversation back too: the client
+// encrypts the refused SEND again and resends it under its cmid, and the
+// SENDs after it must not be stored first. The SENDs held behind it are
+// refused with OVERLOADED and retryDevicesMS, not DEVICES_CHANGED: their
+// envelopes may well be right, and DEVICES_CHANGED would make the client
+// encrypt them again for nothing.
+//
 // A barrier exists only while a refusal is outstanding, and goes when its
 // cmid is seen again, when its connection logs out here or its node's
 // connections are gone (OpConnGone), or sendorder.TTL after it was
@@ -27,6 +34,12 @@ import (
 
 // maxOrderBarriers bounds the barriers a shard holds (about 64 bytes each).
 const maxOrderBarriers = 1 << 16
+
+// retryDevicesMS is the retry_after_ms of the SENDs held back behind a
+// DEVICES_CHANGED refusal ([S-8-13]): about the time a client takes to
+// fetch the new devices' bundles and encrypt again, after which the
+// refused SEND comes back and the held ones may follow.
+const retryDevicesMS = 200
 
 // orderKey names one conversation of one connection.
 type orderKey struct {
