@@ -33,7 +33,7 @@ const (
 	sendStoring  sendState = iota + 1 // being added to the store; not yet eligible
 	sendQueued                        // waiting for a connection or for room in flight
 	sendInFlight                      // written on sess, unanswered
-	sendWaiting                       // failed with a retryable code; retry timer armed
+	sendWaiting                       // failed with a retryable code (retry timer armed) or DEVICES_CHANGED (being encrypted again)
 	sendDone                          // answered (or the client stopped); out of the outbox
 )
 
@@ -298,6 +298,7 @@ func (c *Client) handleSendError(s *session, cmid uint64, se *ServerError) {
 		}
 		c.stopRetryLocked(o)
 		o.state, o.sess = sendWaiting, nil
+		c.armRetryLocked(o, resealing) // [S-8-13] holds its conversation back
 		o.attempts++
 		c.wg.Add(1)
 		go c.reseal(o, se)
@@ -490,9 +491,10 @@ func (c *Client) reseal(o *outgoing, se *ServerError) {
 		return
 	}
 	defer c.mu.Unlock()
+	c.stopRetryLocked(o)
 	o.Outgoing = out
 	o.state = sendQueued
-	c.queue = append(c.queue, o)
+	c.requeueLocked(o) // [S-8-13] ahead of the conversation's later sends
 	if s := c.sess; s != nil {
 		c.kickLocked(s)
 	}

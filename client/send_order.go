@@ -8,7 +8,9 @@ import "slices"
 // group until the refused one comes again, and a new connection knows
 // nothing of the refusal. So the client writes no send of a conversation
 // while an earlier send of it waits for its retry, and a send whose retry
-// is due goes back into the queue ahead of every later send.
+// is due goes back into the queue ahead of every later send. A send
+// refused DEVICES_CHANGED, being encrypted again ([S-17-9]), waits the
+// same way: the server holds its conversation back until it comes again.
 
 // conversation names the user or group a send goes to.
 type conversation struct {
@@ -18,7 +20,12 @@ type conversation struct {
 // conversationOf returns the conversation of o.
 func conversationOf(o *outgoing) conversation { return conversation{o.To, o.Group} }
 
-// armRetryLocked records that o waits for its retry timer, stop.
+// resealing stands for the retry timer of a send being encrypted again
+// after DEVICES_CHANGED: it has none, the reseal queues it when done.
+func resealing() bool { return false }
+
+// armRetryLocked records that o waits for its retry timer, stop (or, with
+// resealing, for its new encryption).
 func (c *Client) armRetryLocked(o *outgoing, stop func() bool) {
 	if o.retry == nil {
 		c.waiting++

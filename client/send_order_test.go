@@ -2,11 +2,15 @@ package client
 
 import (
 	"context"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/parley-im/parley/codec"
 	"github.com/parley-im/parley/protocol"
+	"github.com/parley-im/parley/protocol/pb"
 )
 
 // TestRefusedSendsResentInOrder checks [S-8-13]: A is refused with a
@@ -94,4 +98,105 @@ func waitWaiting(t *testing.T, c *testClient, n int) {
 		defer c.mu.Unlock()
 		return c.waiting == n
 	})
+}
+
+// resealGate is a key store that, once armed, holds up the storing of a
+// send encrypted a second time (the reseal after DEVICES_CHANGED) until
+// the test opens it: the send stays "being encrypted again" meanwhile.
+type resealGate struct {
+	*MemoryKeyStore
+	mu      sync.Mutex
+	armed   bool
+	sealed  map[uint64]bool // cmids stored with envelopes
+	held    chan uint64     // the cmid of each reseal held up
+	release chan struct{}
+}
+
+func (g *resealGate) AddOutgoing(o Outgoing) error {
+	if len(o.Envelopes) > 0 {
+		g.mu.Lock()
+		again := g.sealed[o.CMID] && g.armed
+		g.sealed[o.CMID] = true
+		g.mu.Unlock()
+		if again {
+			g.held <- o.CMID
+			<-g.release
+		}
+	}
+	return g.MemoryKeyStore.AddOutgoing(o)
+}
+
+// TestResealHoldsBack: S1 to bob, encrypted for a stale list of his
+// devices, is refused DEVICES_CHANGED; S2 to bob is made while S1 is
+// being encrypted again. The client writes S2 only after S1's resend (the
+// server would refuse it behind S1, [S-8-13]), while a send to another
+// conversation goes on; both of bob's devices get S1 before S2. Two users
+// on two shards, two devices each, through a real node.
+func TestResealHoldsBack(t *testing.T) {
+	n := startSecureNode(t)
+	ac, bc := n.account(0, 1), n.account(1, 1)
+	gate := &resealGate{MemoryKeyStore: NewMemoryKeyStore(), sealed: map[uint64]bool{},
+		held: make(chan uint64, 1), release: make(chan struct{})}
+	var mu sync.Mutex
+	var retried []uint64 // cmids the client was told to retry
+	cfg := n.cfg
+	cfg.OnRetry = func(r Retry) {
+		mu.Lock()
+		retried = append(retried, r.CMID)
+		mu.Unlock()
+	}
+	alice := startClientAs(t, cfg, ac[0], gate)
+	until(t, alice, func(ev Event) bool { _, ok := ev.(Synced); return ok })
+	n.device(ac[1], nil)
+	bob, blaptop := n.device(bc[0], nil), n.device(bc[1], nil)
+	ctx, cancel := context.WithTimeout(context.Background(), waitE2E)
+	defer cancel()
+	if _, err := alice.Send(ctx, bob.User(), []byte("m0"), pb.ContentType_CONTENT_TEXT); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []*testClient{bob, blaptop} {
+		collect(t, c, 1)
+	}
+	btablet := n.device(n.link(bob, "tablet"), nil) // alice does not know it
+	gate.mu.Lock()
+	gate.armed = true
+	gate.mu.Unlock()
+
+	res1 := sendAsyncTest(alice, ctx, bob.User(), "S1")
+	var s1 uint64
+	select {
+	case s1 = <-gate.held:
+	case <-time.After(waitE2E):
+		t.Fatal("S1 was not encrypted again")
+	}
+	res2 := sendAsyncTest(alice, ctx, bob.User(), "S2")
+	// A send made after S2 to another conversation (alice's other
+	// device) is answered: the writer went past S2.
+	if _, err := alice.Send(ctx, alice.User(), []byte("note"), pb.ContentType_CONTENT_TEXT); err != nil {
+		t.Fatal(err)
+	}
+	close(gate.release)
+	var sent []Sent
+	for _, res := range []<-chan sendOutcome{res1, res2} {
+		o := outcome(t, res)
+		if o.err != nil {
+			t.Fatal(o.err)
+		}
+		sent = append(sent, o.sent)
+	}
+	if sent[0].CMID != s1 {
+		t.Fatalf("S1 went out as cmid %d, the reseal held was %d", sent[0].CMID, s1)
+	}
+	mu.Lock()
+	r := slices.Clone(retried)
+	mu.Unlock()
+	if slices.Contains(r, sent[1].CMID) {
+		t.Fatalf("S2 (cmid %d) was written while S1 was being encrypted again and refused behind it (retried: %v)", sent[1].CMID, r)
+	}
+	for _, c := range []*testClient{bob, blaptop, btablet} {
+		g := collect(t, c, 2)
+		if g[0].text != "S1" || g[1].text != "S2" {
+			t.Fatalf("%d/%d got %q then %q, want S1 then S2", c.User(), c.Device(), g[0].text, g[1].text)
+		}
+	}
 }
