@@ -55,10 +55,10 @@ func orderKeyOf(op *Op) orderKey {
 // heldBack reports whether op, an OpSend, is refused behind a barrier of
 // its conversation (its cmid is above the refused one's), and answers it
 // if so. The retry of the refused cmid lowers the barrier and goes on.
-// The send steps call it once they know op would store a message: a
-// repeated SEND of a stored message is answered SENT whatever is held
-// back, since it takes no new place. It allocates nothing when no
-// barrier is up.
+// The send steps call it once they know op is no repeat of a stored
+// message (one is answered SENT whatever is held back, since it takes no
+// new place), an envelope send before its devices are compared. It
+// allocates nothing when no barrier is up.
 func (s *Shard) heldBack(op *Op) bool {
 	if s.barriers.Len() == 0 || op.Conn.IsZero() {
 		return false
