@@ -104,6 +104,27 @@ func TestExpiryByDay(t *testing.T) {
 	n.expectLeft(t, "the later day past retention", nil, carol)
 }
 
+// TestExpiryClockJump: a clock that jumps a year ahead for one append and
+// comes back must not keep a user's entries past retention (the day's
+// index record must not wait for the future day).
+func TestExpiryClockJump(t *testing.T) {
+	const retention = 48 * time.Hour
+	const year = 365 * 24 * time.Hour
+	n := newNode(t, 2, func(c *storage.Config) { c.Retention = retention })
+	alice := n.register(t, n.phoneOn(t, 0, 1))
+	bob := n.register(t, n.phoneOn(t, 1, 2))
+	n.onShard(t, bob, 1)
+	aep := n.login(t, alice, 0)
+	n.send(t, alice, aep, bob.user, 1, "m1")
+	n.clock.Advance(year)
+	n.send(t, alice, aep, bob.user, 2, "glitch")
+	n.clock.Advance(-year + 24*time.Hour)
+	n.send(t, alice, aep, bob.user, 3, "m3")
+	n.expectLeft(t, "the day after", []string{"m1", "glitch", "m3"}, bob)
+	n.clock.Advance(10 * 24 * time.Hour)
+	n.expectLeft(t, "ten days later, retention 48 h", nil, bob)
+}
+
 // TestExpiryFormat2Records: a database a format 2 parleyd wrote (an
 // expiry record rewritten every cycle with the day's head, the user
 // record naming no open day) still expires by day once opened as format 3,

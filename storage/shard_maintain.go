@@ -177,10 +177,12 @@ func (s *Shard) walkIndex(it *pebble.Iterator, tag byte, cutoff uint32, budget i
 // latest day's record is open (an empty value: its entries run to the
 // head) and the user record names its day (IndexDay); the first append of
 // a later day closes it with its last seq, the value every record had in
-// format 2, and opens that day's. A day before IndexDay (the clock stepped
-// back) counts as IndexDay: its entries are kept longer, never shorter.
+// format 2, and opens that day's. Any other day than IndexDay does so,
+// an earlier one too: after a clock that jumped ahead for a while comes
+// back, the future day's record is closed and today's, open, reaches to
+// the head, so no entry waits for the future day to pass retention.
 func (s *Shard) indexDay(u *user, day uint32) {
-	if day <= u.rec.IndexDay {
+	if day == u.rec.IndexDay {
 		return
 	}
 	if open := u.rec.IndexDay; open != 0 {
