@@ -111,7 +111,7 @@ func (d *device) sendLoop(ctx context.Context, p trafficPlan) {
 			buf = d.appendSend(buf, cmid, pd)
 		}
 		d.mu.Unlock()
-		sched.Written()
+		sched.Written(now)
 		sent += n
 		if p.keys {
 			d.w.stats.keySends.Add(int64(n))
@@ -119,6 +119,9 @@ func (d *device) sendLoop(ctx context.Context, p trafficPlan) {
 			d.w.stats.sent.Add(int64(n))
 		}
 		_ = s.write(buf) // on failure the reader reconnects and resends
+		if sched.Wait(time.Now()) == 0 {
+			sched.Hold() // the write blocked past the next one's time: the server's backpressure
+		}
 	}
 }
 

@@ -222,7 +222,7 @@ func (h *harness) sendLoop(ctx context.Context, c *pconn, end time.Time, interva
 			binary.BigEndian.PutUint32(b[16:], seq)
 			bodies = append(bodies, b)
 		}
-		sched.Written()
+		sched.Written(now)
 		c.inflight.Add(int32(k))
 		h.sent.Add(int64(k))
 		var err error
@@ -233,6 +233,9 @@ func (h *harness) sendLoop(ctx context.Context, c *pconn, end time.Time, interva
 		}
 		if err != nil {
 			return
+		}
+		if sched.Wait(time.Now()) == 0 {
+			sched.Hold() // the write blocked past the next one's time: the server's backpressure
 		}
 	}
 }

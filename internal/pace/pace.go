@@ -88,6 +88,13 @@ func (s *Schedule) Take(now int64) Write {
 	return w
 }
 
-// Written marks the writes taken since the last call as written: the
-// sender is no longer held back.
-func (s *Schedule) Written() { s.held = false }
+// Written marks the writes taken since the last call as written at now.
+// The sender is no longer held back once it has caught up with its
+// schedule: while writes that came due during a hold are still due (a
+// window that gave back only part of its room), they stay charged from
+// their scheduled times.
+func (s *Schedule) Written(now time.Time) {
+	if s.interval <= 0 || s.next.After(now) {
+		s.held = false
+	}
+}
