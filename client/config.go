@@ -121,15 +121,15 @@ type Config struct {
 	AckDelay time.Duration
 
 	// LazyAckDelay is how long the Ack may wait instead while no entry it
-	// would newly cover is a one-to-one Message from another user: only
-	// such a Message's sender waits for the delivered receipt the Ack
-	// makes (a group's sender sees delivered when every member has it),
-	// so receipts, group messages and group events are acknowledged
-	// together, and at a chat's pace the Ack rides on the device's next
-	// send instead of costing a write and a TLS record of its own
-	// ([S-8-5]). The rules that send an Ack sooner apply as with AckDelay;
-	// a one-to-one Message brings the Ack's time forward to AckDelay.
-	// Zero means 1 second.
+	// would newly cover is a one-to-one Message from another user (whose
+	// sender waits for the delivered receipt the Ack makes) or a Message
+	// with a body of 4 KiB or more: receipts, group messages and group
+	// events are acknowledged together, and at a chat's pace the Ack rides
+	// on the device's next send instead of costing a write and a TLS
+	// record of its own ([S-8-5]); a group sender's delivered receipts from
+	// this member come up to that much later. The rules that send an Ack
+	// sooner apply as with AckDelay; an entry that may not wait brings the
+	// Ack's time forward to AckDelay. Zero means 1 second.
 	LazyAckDelay time.Duration
 
 	// ManualAck, when false (the default), acknowledges an inbox entry as

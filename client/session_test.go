@@ -720,4 +720,19 @@ func TestLazyAck(t *testing.T) {
 	if a := fc.expectAck(); a != 5 {
 		t.Fatalf("ack %d, want 5", a)
 	}
+
+	// A large group message may not wait: held acks must not reach the
+	// server's byte bound.
+	fc.write(receipt(6, 5, pb.ReceiptType_RECEIPT_READ, 8))
+	waitFor[Receipt](c)
+	ackDueIn(t, c, clock, cfg.LazyAckDelay)
+	fc.write(codec.AppendEntry(nil, protocol.KindMessage, 7,
+		codec.AppendMessageEntry(nil, codec.Message{ID: msgID(7, 0), From: 5, FromDevice: 1, Group: 77, GSeq: 2,
+			Body: bytes.Repeat([]byte("g"), protocol.LazyAckMaxBody)})))
+	waitFor[Message](c)
+	ackDueIn(t, c, clock, cfg.AckDelay)
+	clock.Advance(cfg.AckDelay)
+	if a := fc.expectAck(); a != 7 {
+		t.Fatalf("ack %d, want 7", a)
+	}
 }

@@ -90,11 +90,12 @@ type Config struct {
 	// unacknowledged. Default 50 ms; negative acks every read at once.
 	AckDelay time.Duration `json:"ack_delay"`
 	// LazyAckDelay is how long the Ack may wait instead while it would
-	// newly cover no one-to-one message from another user (receipts, group
-	// messages, group events), as the SDK does (client.Config.LazyAckDelay,
-	// [S-8-5]): at a chat's pace it then rides on the device's next send,
-	// and a group member acknowledges several messages at once. Default
-	// 1 s; negative: AckDelay.
+	// newly cover no one-to-one message from another user and no message
+	// of 4 KiB or more (receipts, group messages, group events), as the
+	// SDK does (client.Config.LazyAckDelay, [S-8-5]): at a chat's pace it
+	// then rides on the device's next send, and a group member
+	// acknowledges several messages at once. Default 1 s; negative:
+	// AckDelay.
 	LazyAckDelay time.Duration `json:"lazy_ack_delay"`
 	// Devices is the devices of each user in an envelopes, groups or
 	// group-envelopes run: a primary and Devices-1 linked companions, 1 to

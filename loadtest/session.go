@@ -38,9 +38,10 @@ type device struct {
 	// cursor is the highest inbox seq processed. Written by the reader of
 	// the live session (one at a time), read when logging in.
 	cursor atomic.Uint64
-	// waited is the highest inbox seq processed of a one-to-one message
-	// from another user: its sender waits for the delivered receipt our
-	// Ack makes. Written by the reader of the live session.
+	// waited is the highest inbox seq processed of an entry whose Ack may
+	// not wait LazyAckDelay: a one-to-one message from another user (its
+	// sender waits for the delivered receipt our Ack makes) or one of 4 KiB
+	// or more ([S-8-5]). Written by the reader of the live session.
 	waited atomic.Uint64
 	// credit is signalled (capacity 1) when a Sent frees a send slot.
 	credit chan struct{}
@@ -598,8 +599,8 @@ func (s *session) entry(f codec.Frame) error {
 	case protocol.KindGroupEvent, protocol.KindKeysChanged:
 		return nil
 	}
-	if f.Kind == protocol.KindMessage && m.Group == 0 && m.From != d.user {
-		d.waited.Store(seq) // its sender waits for the delivered receipt our Ack makes
+	if f.Kind == protocol.KindMessage && ((m.Group == 0 && m.From != d.user) || len(m.Body) >= protocol.LazyAckMaxBody) {
+		d.waited.Store(seq) // its sender waits for the delivered receipt our Ack makes, or it is large ([S-8-5])
 	}
 	now := time.Now().UnixNano()
 	if m.Group != 0 {

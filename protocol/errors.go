@@ -223,7 +223,7 @@ var Codes = []CodeInfo{
 	{CodeMediaTooManyTransfers, "MEDIA_TOO_MANY_TRANSFERS", ScopeMessage, "The user has as many media transfers in progress as the server allows one user now: retry after Retry-After, best once one of them has ended."},
 	{CodeCodeUndeliverable, "CODE_UNDELIVERABLE", ScopeMessage, "The SMS gateway refused this phone number (invalid, not a mobile, an unserved country, opted out): no code was sent. Do not retry with the same number; ask the user to check it."},
 	{CodeCodeDeliveryFailed, "CODE_DELIVERY_FAILED", ScopeMessage, "The server could not hand the code to its SMS gateway now: let the user ask again after retry_after_ms. The code may still arrive late and verifies until a new one is requested."},
-	{CodeDevicesChanged, "DEVICES_CHANGED", ScopeMessage, "The envelopes do not match the current devices (listed in Error.devices): fetch the bundles of the new devices, drop the sessions of the gone ones, encrypt again and resend; nothing was stored."},
+	{CodeDevicesChanged, "DEVICES_CHANGED", ScopeMessage, "The envelopes do not match the current devices (listed in Error.devices): fetch the bundles of the new devices, drop the sessions of the gone ones, encrypt again and resend under the same cmid ([S-17-9]); nothing was stored."},
 	{CodeIdentityKeyChanged, "IDENTITY_KEY_CHANGED", ScopeMessage, "The device already published another identity key: an identity key changes only with a new device; register or link a new device."},
 	{CodeNotSender, "NOT_SENDER", ScopeMessage, "Only the sender of a message may delete it for everyone: do not retry."},
 	{CodeRevokeExpired, "REVOKE_EXPIRED", ScopeMessage, "The message is too old to be deleted for everyone: do not retry; delete it on this device only."},

@@ -20,6 +20,12 @@ const (
 	// MaxMessageBody is the largest Send body in bytes: MESSAGE_TOO_LARGE.
 	MaxMessageBody = 64 << 10
 
+	// LazyAckMaxBody is the body size, in bytes, from which a client
+	// acknowledges a MESSAGE within 50 ms even when nobody waits for its
+	// ACK, so that ACKs it holds longer never reach the server's byte
+	// bound of the delivery window ([S-8-5]).
+	LazyAckMaxBody = 4 << 10
+
 	// MaxHeaderLen is the largest frame header in bytes: a uvarint length of
 	// at most three bytes plus the kind byte.
 	MaxHeaderLen = 4

@@ -201,6 +201,7 @@ var constants = map[string]int64{
 	"MaxFrameBody":             protocol.MaxFrameBody,
 	"MaxClientFrameBody":       protocol.MaxClientFrameBody,
 	"MaxMessageBody":           protocol.MaxMessageBody,
+	"LazyAckMaxBody":           protocol.LazyAckMaxBody,
 	"MaxHeaderLen":             protocol.MaxHeaderLen,
 	"MaxLookupPhones":          protocol.MaxLookupPhones,
 	"MaxDeviceName":            protocol.MaxDeviceName,
