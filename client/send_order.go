@@ -44,7 +44,8 @@ func (c *Client) stopRetryLocked(o *outgoing) {
 
 // waitingLocked returns, per conversation, the lowest cmid of a send that
 // waits for its retry, or nil when no send waits. It reads the whole
-// outbox, and only while some retry timer is armed.
+// outbox, and only while some send waits for its retry timer or is being
+// encrypted again.
 func (c *Client) waitingLocked() map[conversation]uint64 {
 	if c.waiting == 0 {
 		return nil

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -106,11 +105,11 @@ func MemberLeases(ctx context.Context, cli *clientv3.Client, prefix string) (map
 	}
 	out := make(map[uint32]clientv3.LeaseID, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
-		id, err := strconv.ParseUint(strings.TrimPrefix(string(kv.Key), k.nodes()), 10, 32)
+		id, err := k.nodeOf(string(kv.Key))
 		if err != nil {
-			return nil, fmt.Errorf("cluster: bad key %q: %w", kv.Key, err)
+			return nil, err
 		}
-		out[uint32(id)] = clientv3.LeaseID(kv.Lease)
+		out[id] = clientv3.LeaseID(kv.Lease)
 	}
 	return out, nil
 }

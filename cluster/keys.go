@@ -55,6 +55,13 @@ func (k keys) place(s uint16) string { return fmt.Sprintf("%splace/%05d", k.pref
 func (k keys) moves() string         { return k.prefix + "moves/" }
 func (k keys) move(s uint16) string  { return fmt.Sprintf("%smoves/%05d", k.prefix, s) }
 func (k keys) leader() string        { return k.prefix + "leader/" }
+func (k keys) nodeOf(key string) (uint32, error) {
+	n, err := strconv.ParseUint(strings.TrimPrefix(key, k.nodes()), 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("cluster: bad key %q: %w", key, err)
+	}
+	return uint32(n), nil
+}
 func (k keys) shardOf(key, dir string) (uint16, error) {
 	n, err := strconv.ParseUint(strings.TrimPrefix(key, dir), 10, 16)
 	if err != nil {

@@ -144,19 +144,19 @@ func (b *stateBuilder) put(key string, value []byte, del bool) error {
 		}
 		b.st.Epoch = e
 	case strings.HasPrefix(key, k.nodes()):
-		id, err := strconv.ParseUint(strings.TrimPrefix(key, k.nodes()), 10, 32)
+		id, err := k.nodeOf(key)
 		if err != nil {
-			return fmt.Errorf("cluster: bad key %q: %w", key, err)
+			return err
 		}
 		if del {
-			delete(b.st.Members, uint32(id))
+			delete(b.st.Members, id)
 			return nil
 		}
 		m, err := decodeMember(value)
 		if err != nil {
 			return err
 		}
-		b.st.Members[uint32(id)] = m
+		b.st.Members[id] = m
 	case strings.HasPrefix(key, k.places()):
 		s, err := k.shardOf(key, k.places())
 		if err != nil {

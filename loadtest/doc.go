@@ -22,8 +22,9 @@
 // [S-8-14] requires, so scenarios that cut connections still account for
 // every message.
 //
-// Verification: message bodies carry the intended send time, the actual
-// send time and the sender's cmid. A receiver checks that inbox seqs grow
+// Verification: message bodies carry the intended send time (the
+// scheduled time of a send the server held back, else the write's:
+// internal/pace), the actual send time and the sender's cmid. A receiver checks that inbox seqs grow
 // by one (a seq at or below the cursor is a duplicate, a jump is a gap),
 // that a cmid arrives once, and that cmids from one sender do not go
 // backwards (except for resent ones). At the end, a message whose Sent

@@ -217,8 +217,8 @@ func TestDevicesChangedKeepsOrder(t *testing.T) {
 	// S3 is held back before its devices are compared: a DEVICES_CHANGED
 	// of it would have moved the barrier past S2.
 	for cmid := uint64(2); cmid <= 3; cmid++ {
-		if e := first[cmid]; e == nil || e.Code != protocol.CodeOverloaded || e.RetryAfterMs == 0 {
-			t.Fatalf("S%d answered %v, want OVERLOADED with a retry_after_ms", cmid, e)
+		if e := first[cmid]; e == nil || e.Code != protocol.CodeOverloaded || e.RetryAfterMs != 200 {
+			t.Fatalf("S%d answered %v, want OVERLOADED with retry_after_ms 200 ([S-8-13])", cmid, e)
 		}
 	}
 }

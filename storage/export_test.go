@@ -18,9 +18,10 @@ func (s *Shard) SyncWanted() (wanted, urgent bool) {
 }
 
 // AsFormat2 rewrites what s's database holds of user id as a format 2
-// parleyd left it: each of the user's inbox expiry records holds the
-// user's head (format 2 rewrote the day's record with it every cycle that
-// appended), the user record ends before IndexDay, and the format is 2.
+// parleyd left it on the day of its last append: each of the user's inbox
+// expiry records holds the user's head (format 2 rewrote the latest day's
+// record with it every cycle that appended; use it with entries of one
+// day), the user record ends before IndexDay, and the format is 2.
 // The shard must be idle (no op in flight); restart the node after it.
 func (s *Shard) AsFormat2(id uint64) error {
 	lo := inboxKey(nil, id, 0)

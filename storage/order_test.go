@@ -174,7 +174,7 @@ func TestBarrierLifted(t *testing.T) {
 // goes to its user's shard. So a barrier holds back only its connection
 // (the sender's other device goes on; so does the same device on its next
 // connection after a logout), and it goes when its node's connections are
-// gone (the node tells every shard) and orderBarrierTTL after it was
+// gone (the node tells every shard) and sendorder.TTL after it was
 // raised, wherever it is. Every device then gets every stored message of
 // each conversation, copies of its user's own sends included ([S-8-17]),
 // in the order they were sent, and none of those refused.

@@ -360,6 +360,7 @@ func (s *Shard) resetMemory() {
 	s.watchers = make(map[uint64][]watcher)
 	s.presencePending = make(map[uint64]struct{})
 	s.receipts = make(map[receiptKey][]*pb.ReceiptItem)
+	clear(s.releases) // what an aborted cycle dropped is not released twice
 	s.touched = s.touched[:0]
 	s.effects = s.effects[:0]
 	s.out = s.out[:0]

@@ -222,9 +222,10 @@ func (s *Shard) readUser(id uint64) (*user, error) {
 	if err := u.rec.decode(v); err != nil {
 		return nil, fmt.Errorf("user %d: %w", id, err)
 	}
-	// Appending an entry does not rewrite the user record: the inbox's last
-	// key is the head whenever the inbox is not empty, and every change that
-	// empties it (deletion, expiry) writes the record.
+	// Appending an entry does not rewrite the user record (but for the
+	// day's first append, for IndexDay): the inbox's last key is the head
+	// whenever the inbox is not empty, and every change that empties it
+	// (deletion, expiry) writes the record.
 	if last, err := s.lastInboxSeq(id); err != nil {
 		return nil, err
 	} else if last > u.rec.Head {

@@ -12,7 +12,8 @@
 // intended and actual send times, at most --inflight publishes
 // unacknowledged per client (MQTT: until PUBACK; NATS, which has no
 // publish acknowledgement: until the peer received it), latency from the
-// intended send time into an HdrHistogram. The clients are minimal raw
+// intended send time (the scheduled time of a publish the server held
+// back, else the write's: internal/pace) into an HdrHistogram. The clients are minimal raw
 // protocol implementations over crypto/tls, as lean as parley-load's, so
 // the load generator costs the same on the shared cores. Server memory
 // and CPU come from /proc.

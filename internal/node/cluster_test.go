@@ -10,7 +10,7 @@ import (
 // TestConnsGoneOncePerGeneration: a peer's restart reported twice (by
 // the link and by etcd) closes the connections its shards served once;
 // an older generation reported late closes nothing; the peer's next
-// restart, or its leaving, closes them again.
+// restart closes them again.
 func TestConnsGoneOncePerGeneration(t *testing.T) {
 	r, err := router.New(1)
 	if err != nil {
