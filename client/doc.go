@@ -79,8 +79,11 @@
 //     after RATE_LIMITED, OVERLOADED, INTERNAL and the other codes that say
 //     so, and reports its outcome exactly once ([S-8-11], [S-8-14]). A
 //     conversation's sends go out in cmid order, also across retries: a
-//     send waiting for its retry holds back the later sends to the same
-//     user or group ([S-8-13], send_order.go). At most Config.MaxInFlight sends
+//     send waiting for its retry, or being encrypted again after
+//     DEVICES_CHANGED, holds back the later sends to the same user or
+//     group ([S-8-13], send_order.go); one given up after DEVICES_CHANGED
+//     ends its connection, where the server would go on holding them back
+//     ([S-17-9]). At most Config.MaxInFlight sends
 //     and requests are unanswered on a connection ([S-6-14]).
 //   - Requests (READ, LOOKUP, the group, presence, device and media
 //     requests) are matched to their answers by rid, written again with a

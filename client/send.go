@@ -3,6 +3,7 @@ package client
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -49,6 +50,10 @@ type outgoing struct {
 	// internal marks the client's own send (a sender key handover) that a
 	// send being sealed waits for: never held back behind it (send_seal.go).
 	internal bool
+	// barrierOn is the connection whose DEVICES_CHANGED refusal holds the
+	// send's conversation back on the server while it is encrypted again
+	// ([S-8-13]): giving the send up ends that connection (giveUp).
+	barrierOn *session
 }
 
 type sendResult struct {
@@ -297,7 +302,7 @@ func (c *Client) handleSendError(s *session, cmid uint64, se *ServerError) {
 			c.kickLocked(o.sess)
 		}
 		c.stopRetryLocked(o)
-		o.state, o.sess = sendWaiting, nil
+		o.state, o.sess, o.barrierOn = sendWaiting, nil, s
 		c.armRetryLocked(o, resealing) // [S-8-13] holds its conversation back
 		o.attempts++
 		c.wg.Add(1)
@@ -345,9 +350,30 @@ func (c *Client) handleSendError(s *session, cmid uint64, se *ServerError) {
 		c.armRetryLocked(o, stop)
 		return
 	}
+	if se.Code == protocol.CodeDevicesChanged {
+		// Given up: the refusal holds the conversation back on s until
+		// this cmid comes again, which it never will ([S-17-9]).
+		c.mu.Unlock()
+		c.giveUp(s)
+		c.mu.Lock()
+		if c.outbox[cmid] != o {
+			c.mu.Unlock()
+			return
+		}
+	}
 	c.detachSendLocked(o)
 	c.mu.Unlock()
 	c.finishSend(o, Sent{CMID: cmid}, se)
+}
+
+// giveUp ends connection s, on which the server holds a conversation back
+// behind a SEND the client gives up ([S-8-13], [S-17-9]): a new connection
+// is held back by nothing, so the conversation's later sends go out on it
+// instead of being refused until the hold expires.
+func (c *Client) giveUp(s *session) {
+	if s != nil {
+		c.fail(s, errors.New("client: a send refused DEVICES_CHANGED was given up; reconnecting so that its conversation is not held back"))
+	}
 }
 
 // renumberLocked gives a send the server refused CMID_REUSED ([S-8-20]) a
@@ -485,6 +511,17 @@ func (c *Client) reseal(o *outgoing, se *ServerError) {
 		return
 	}
 	if err != nil {
+		// o stays waiting (its conversation held back) until its
+		// connection has ended, so no later send of the conversation is
+		// written where the server still holds it back.
+		bs := o.barrierOn
+		c.mu.Unlock()
+		c.giveUp(bs)
+		c.mu.Lock()
+		if o.state != sendWaiting { // the client stopped meanwhile
+			c.mu.Unlock()
+			return
+		}
 		c.detachSendLocked(o)
 		c.mu.Unlock()
 		c.finishSend(o, Sent{CMID: o.CMID}, fmt.Errorf("client: encrypt again after %v: %w", se, err))
@@ -492,6 +529,7 @@ func (c *Client) reseal(o *outgoing, se *ServerError) {
 	}
 	defer c.mu.Unlock()
 	c.stopRetryLocked(o)
+	o.barrierOn = nil
 	o.Outgoing = out
 	o.state = sendQueued
 	c.requeueLocked(o) // [S-8-13] ahead of the conversation's later sends

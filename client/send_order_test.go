@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strings"
 	"sync"
@@ -133,31 +134,10 @@ func (g *resealGate) AddOutgoing(o Outgoing) error {
 // conversation goes on; both of bob's devices get S1 before S2. Two users
 // on two shards, two devices each, through a real node.
 func TestResealHoldsBack(t *testing.T) {
-	n := startSecureNode(t)
-	ac, bc := n.account(0, 1), n.account(1, 1)
 	gate := &resealGate{MemoryKeyStore: NewMemoryKeyStore(), sealed: map[uint64]bool{},
 		held: make(chan uint64, 1), release: make(chan struct{})}
-	var mu sync.Mutex
-	var retried []uint64 // cmids the client was told to retry
-	cfg := n.cfg
-	cfg.OnRetry = func(r Retry) {
-		mu.Lock()
-		retried = append(retried, r.CMID)
-		mu.Unlock()
-	}
-	alice := startClientAs(t, cfg, ac[0], gate)
-	until(t, alice, func(ev Event) bool { _, ok := ev.(Synced); return ok })
-	n.device(ac[1], nil)
-	bob, blaptop := n.device(bc[0], nil), n.device(bc[1], nil)
-	ctx, cancel := context.WithTimeout(context.Background(), waitE2E)
-	defer cancel()
-	if _, err := alice.Send(ctx, bob.User(), []byte("m0"), pb.ContentType_CONTENT_TEXT); err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range []*testClient{bob, blaptop} {
-		collect(t, c, 1)
-	}
-	btablet := n.device(n.link(bob, "tablet"), nil) // alice does not know it
+	rs := startResealCase(t, gate)
+	alice, bob, blaptop, btablet, ctx := rs.alice, rs.bob, rs.blaptop, rs.btablet, rs.ctx
 	gate.mu.Lock()
 	gate.armed = true
 	gate.mu.Unlock()
@@ -187,16 +167,115 @@ func TestResealHoldsBack(t *testing.T) {
 	if sent[0].CMID != s1 {
 		t.Fatalf("S1 went out as cmid %d, the reseal held was %d", sent[0].CMID, s1)
 	}
-	mu.Lock()
-	r := slices.Clone(retried)
-	mu.Unlock()
-	if slices.Contains(r, sent[1].CMID) {
+	if r := rs.retried(); slices.Contains(r, sent[1].CMID) {
 		t.Fatalf("S2 (cmid %d) was written while S1 was being encrypted again and refused behind it (retried: %v)", sent[1].CMID, r)
 	}
 	for _, c := range []*testClient{bob, blaptop, btablet} {
 		g := collect(t, c, 2)
 		if g[0].text != "S1" || g[1].text != "S2" {
 			t.Fatalf("%d/%d got %q then %q, want S1 then S2", c.User(), c.Device(), g[0].text, g[1].text)
+		}
+	}
+}
+
+// resealCase is alice (on shard 0, a second device beside her, her client
+// on the store given) who has sent m0 to bob (shard 1), whose two devices
+// got it, and
+// a third device of bob that alice does not know yet: her next send to bob
+// is refused DEVICES_CHANGED.
+type resealCase struct {
+	alice, bob, blaptop, btablet *testClient
+	ctx                          context.Context
+	mu                           sync.Mutex
+	cmids                        []uint64 // refused with a code the client retries (OnRetry)
+}
+
+func startResealCase(t *testing.T, store Store) *resealCase {
+	t.Helper()
+	rs := &resealCase{}
+	n := startSecureNode(t)
+	ac, bc := n.account(0, 1), n.account(1, 1)
+	cfg := n.cfg
+	cfg.OnRetry = func(r Retry) {
+		rs.mu.Lock()
+		rs.cmids = append(rs.cmids, r.CMID)
+		rs.mu.Unlock()
+	}
+	rs.alice = startClientAs(t, cfg, ac[0], store)
+	until(t, rs.alice, func(ev Event) bool { _, ok := ev.(Synced); return ok })
+	n.device(ac[1], nil)
+	rs.bob, rs.blaptop = n.device(bc[0], nil), n.device(bc[1], nil)
+	ctx, cancel := context.WithTimeout(context.Background(), waitE2E)
+	t.Cleanup(cancel)
+	rs.ctx = ctx
+	if _, err := rs.alice.Send(ctx, rs.bob.User(), []byte("m0"), pb.ContentType_CONTENT_TEXT); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []*testClient{rs.bob, rs.blaptop} {
+		collect(t, c, 1)
+	}
+	rs.btablet = n.device(n.link(rs.bob, "tablet"), nil) // alice does not know it
+	return rs
+}
+
+// retried returns the cmids OnRetry was told of so far.
+func (rs *resealCase) retried() []uint64 {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	return slices.Clone(rs.cmids)
+}
+
+// failingReseal fails the first store of a send encrypted again (its
+// second store with envelopes) once armed: the client gives that send up.
+type failingReseal struct {
+	*MemoryKeyStore
+	mu     sync.Mutex
+	armed  bool
+	failed bool
+	sealed map[uint64]bool // cmids stored with envelopes
+}
+
+func (g *failingReseal) AddOutgoing(o Outgoing) error {
+	if len(o.Envelopes) > 0 {
+		g.mu.Lock()
+		fail := g.sealed[o.CMID] && g.armed && !g.failed
+		g.sealed[o.CMID] = true
+		g.failed = g.failed || fail
+		g.mu.Unlock()
+		if fail {
+			return errors.New("test: the store refuses the re-encrypted send")
+		}
+	}
+	return g.MemoryKeyStore.AddOutgoing(o)
+}
+
+// TestResealGivenUpReconnects: S1 to bob is refused DEVICES_CHANGED and
+// its re-encryption fails, so the client gives it up; the server still
+// holds bob's conversation back on that connection behind S1 ([S-8-13]).
+// The client ends the connection, and S2 to bob goes out on the next one,
+// never refused behind S1, and reaches bob's devices. Two users on two
+// shards, bob with three devices, through a real node.
+func TestResealGivenUpReconnects(t *testing.T) {
+	gate := &failingReseal{MemoryKeyStore: NewMemoryKeyStore(), sealed: map[uint64]bool{}}
+	rs := startResealCase(t, gate)
+	alice, bob, blaptop, btablet, ctx := rs.alice, rs.bob, rs.blaptop, rs.btablet, rs.ctx
+	gate.mu.Lock()
+	gate.armed = true
+	gate.mu.Unlock()
+
+	if _, err := alice.Send(ctx, bob.User(), []byte("S1"), pb.ContentType_CONTENT_TEXT); err == nil {
+		t.Fatal("S1 was sent; want it given up after its re-encryption failed")
+	}
+	s2, err := alice.Send(ctx, bob.User(), []byte("S2"), pb.ContentType_CONTENT_TEXT)
+	if err != nil {
+		t.Fatalf("S2: %v (held back behind the given-up S1?)", err)
+	}
+	if r := rs.retried(); slices.Contains(r, s2.CMID) {
+		t.Fatalf("S2 (cmid %d) was refused behind the given-up S1 (retried: %v)", s2.CMID, r)
+	}
+	for _, c := range []*testClient{bob, blaptop, btablet} {
+		if g := collect(t, c, 1); g[0].text != "S2" {
+			t.Fatalf("%d/%d got %q, want S2", c.User(), c.Device(), g[0].text)
 		}
 	}
 }
