@@ -695,44 +695,37 @@ func TestLazyAck(t *testing.T) {
 	fc.login(64, 30, 0)
 	waitFor[Connected](c)
 
-	fc.write(receipt(1, 5, pb.ReceiptType_RECEIPT_DELIVERED, 7))
-	waitFor[Receipt](c)
-	ackDueIn(t, c, clock, cfg.LazyAckDelay)
-	fc.write(codec.AppendEntry(nil, protocol.KindMessage, 2,
-		codec.AppendMessageEntry(nil, codec.Message{ID: msgID(2, 0), From: 5, FromDevice: 1, Group: 77, GSeq: 1, Body: []byte("g")})))
-	waitFor[Message](c)
-	ackDueIn(t, c, clock, cfg.LazyAckDelay) // a group's sender does not wait on one member
-	fc.write(message(3, msgID(3, 0), testCreds.User, "my own, from my other device"))
-	waitFor[Message](c)
-	ackDueIn(t, c, clock, cfg.LazyAckDelay)
-	fc.write(message(4, msgID(4, 0), 5, "x"))
-	waitFor[Message](c)
-	ackDueIn(t, c, clock, cfg.AckDelay)
-	clock.Advance(cfg.AckDelay)
-	if a := fc.expectAck(); a != 4 {
-		t.Fatalf("ack %d, want 4", a)
+	groupMsg := func(seq, gseq uint64, body []byte) []byte {
+		return codec.AppendEntry(nil, protocol.KindMessage, seq,
+			codec.AppendMessageEntry(nil, codec.Message{ID: msgID(seq, 0), From: 5, FromDevice: 1, Group: 77, GSeq: gseq, Body: body}))
 	}
-
-	fc.write(receipt(5, 5, pb.ReceiptType_RECEIPT_READ, 7))
-	waitFor[Receipt](c)
-	ackDueIn(t, c, clock, cfg.LazyAckDelay)
-	clock.Advance(cfg.LazyAckDelay)
-	if a := fc.expectAck(); a != 5 {
-		t.Fatalf("ack %d, want 5", a)
+	// deliver writes an entry, waits until the client has taken it, and
+	// checks when the Ack is due; with ack set, moves the clock there and
+	// expects the Ack to cover the entry.
+	deliver := func(seq uint64, entry []byte, due time.Duration, ack bool) {
+		t.Helper()
+		fc.write(entry)
+		for taken := false; !taken; {
+			switch c.next().(type) {
+			case Message, Receipt:
+				taken = true
+			}
+		}
+		ackDueIn(t, c, clock, due)
+		if ack {
+			clock.Advance(due)
+			if a := fc.expectAck(); a != seq {
+				t.Fatalf("ack %d, want %d", a, seq)
+			}
+		}
 	}
-
+	deliver(1, receipt(1, 5, pb.ReceiptType_RECEIPT_DELIVERED, 7), cfg.LazyAckDelay, false)
+	deliver(2, groupMsg(2, 1, []byte("g")), cfg.LazyAckDelay, false) // a group's sender does not wait on one member
+	deliver(3, message(3, msgID(3, 0), testCreds.User, "my own, from my other device"), cfg.LazyAckDelay, false)
+	deliver(4, message(4, msgID(4, 0), 5, "x"), cfg.AckDelay, true)
+	deliver(5, receipt(5, 5, pb.ReceiptType_RECEIPT_READ, 7), cfg.LazyAckDelay, true)
 	// A large group message may not wait: held acks must not reach the
 	// server's byte bound.
-	fc.write(receipt(6, 5, pb.ReceiptType_RECEIPT_READ, 8))
-	waitFor[Receipt](c)
-	ackDueIn(t, c, clock, cfg.LazyAckDelay)
-	fc.write(codec.AppendEntry(nil, protocol.KindMessage, 7,
-		codec.AppendMessageEntry(nil, codec.Message{ID: msgID(7, 0), From: 5, FromDevice: 1, Group: 77, GSeq: 2,
-			Body: bytes.Repeat([]byte("g"), protocol.LazyAckMaxBody)})))
-	waitFor[Message](c)
-	ackDueIn(t, c, clock, cfg.AckDelay)
-	clock.Advance(cfg.AckDelay)
-	if a := fc.expectAck(); a != 7 {
-		t.Fatalf("ack %d, want 7", a)
-	}
+	deliver(6, receipt(6, 5, pb.ReceiptType_RECEIPT_READ, 8), cfg.LazyAckDelay, false)
+	deliver(7, groupMsg(7, 2, bytes.Repeat([]byte("g"), protocol.LazyAckMaxBody)), cfg.AckDelay, true)
 }
