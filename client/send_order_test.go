@@ -21,15 +21,8 @@ import (
 // timer is due first — and never a later send of that conversation while
 // an earlier one waits; another conversation is not held back.
 func TestRefusedSendsResentInOrder(t *testing.T) {
-	srv := newFakeServer(t, false)
-	c := startClient(t, testConfig(srv), nil)
-	fc := srv.accept(t)
-	fc.login(16, 30, 0)
-	ctx := context.Background()
-	resA := sendAsyncTest(c, ctx, 9, "A")
-	a := expectSend(t, fc)
-	resB := sendAsyncTest(c, ctx, 9, "B")
-	b := expectSend(t, fc)
+	_, c, fc, ctx, ab := twoSends(t)
+	resA, a, resB, b := ab.resA, ab.a, ab.resB, ab.b
 	fc.write(codec.AppendError(nil, protocol.CodeShardUnavailable, 0, a.CMID, "", 300))
 	fc.write(codec.AppendError(nil, protocol.CodeShardUnavailable, 0, b.CMID, "", 10))
 	// Both refusals are applied before C is made.
@@ -39,14 +32,8 @@ func TestRefusedSendsResentInOrder(t *testing.T) {
 	if d := expectSend(t, fc); d.To != 10 {
 		t.Fatalf("first send after the refusals: to %d cmid %d %q, want the other conversation's", d.To, d.CMID, d.Body)
 	}
-	var order []string
-	for range 3 {
-		s := expectSend(t, fc)
-		order = append(order, string(s.Body))
-		fc.write(codec.AppendSent(nil, s.CMID, msgID(5000, s.CMID)))
-	}
-	if want := "A B C"; strings.Join(order, " ") != want {
-		t.Fatalf("resent %q, want %q", strings.Join(order, " "), want)
+	if got, want := answerSends(t, fc, 3), "A B C"; got != want {
+		t.Fatalf("resent %q, want %q", got, want)
 	}
 	for _, res := range []<-chan sendOutcome{resA, resB, resC} {
 		if o := outcome(t, res); o.err != nil {
@@ -60,35 +47,58 @@ func TestRefusedSendsResentInOrder(t *testing.T) {
 // connection drops with B in flight; the next connection gets A before B
 // (it knows nothing of A's refusal, so B would be stored first).
 func TestWaitingSendHoldsBackOnReconnect(t *testing.T) {
-	srv := newFakeServer(t, false)
-	c := startClient(t, testConfig(srv), nil)
-	fc := srv.accept(t)
-	fc.login(16, 30, 0)
-	ctx := context.Background()
-	resA := sendAsyncTest(c, ctx, 9, "A")
-	a := expectSend(t, fc)
-	resB := sendAsyncTest(c, ctx, 9, "B")
-	expectSend(t, fc)
+	srv, c, fc, _, ab := twoSends(t)
+	resA, a, resB := ab.resA, ab.a, ab.resB
 	fc.write(codec.AppendError(nil, protocol.CodeOverloaded, 0, a.CMID, "", 200))
 	waitWaiting(t, c, 1)
 	_ = fc.c.Close()
 
 	fc = srv.accept(t)
 	fc.login(16, 30, 0)
-	var order []string
-	for range 2 {
-		s := expectSend(t, fc)
-		order = append(order, string(s.Body))
-		fc.write(codec.AppendSent(nil, s.CMID, msgID(5000, s.CMID)))
-	}
-	if want := "A B"; strings.Join(order, " ") != want {
-		t.Fatalf("sent %q on the new connection, want %q", strings.Join(order, " "), want)
+	if got, want := answerSends(t, fc, 2), "A B"; got != want {
+		t.Fatalf("sent %q on the new connection, want %q", got, want)
 	}
 	for _, res := range []<-chan sendOutcome{resA, resB} {
 		if o := outcome(t, res); o.err != nil {
 			t.Fatal(o.err)
 		}
 	}
+}
+
+// sendsAB are sends A and B to user 9, both written.
+type sendsAB struct {
+	resA, resB <-chan sendOutcome
+	a, b       codec.Send
+}
+
+// twoSends starts a client on a fake server, logs it in and has it write
+// A then B to user 9.
+func twoSends(t *testing.T) (*fakeServer, *testClient, *fakeConn, context.Context, sendsAB) {
+	t.Helper()
+	srv := newFakeServer(t, false)
+	c := startClient(t, testConfig(srv), nil)
+	fc := srv.accept(t)
+	fc.login(16, 30, 0)
+	ctx := context.Background()
+	var ab sendsAB
+	ab.resA = sendAsyncTest(c, ctx, 9, "A")
+	ab.a = expectSend(t, fc)
+	ab.resB = sendAsyncTest(c, ctx, 9, "B")
+	ab.b = expectSend(t, fc)
+	return srv, c, fc, ctx, ab
+}
+
+// answerSends reads n sends from fc, answers each SENT, and returns their
+// bodies in the order written, space-separated.
+func answerSends(t *testing.T, fc *fakeConn, n int) string {
+	t.Helper()
+	var order []string
+	for range n {
+		s := expectSend(t, fc)
+		order = append(order, string(s.Body))
+		fc.write(codec.AppendSent(nil, s.CMID, msgID(5000, s.CMID)))
+	}
+	return strings.Join(order, " ")
 }
 
 // waitWaiting waits until n of c's sends wait for their retry.
