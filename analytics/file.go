@@ -2,7 +2,6 @@ package analytics
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 
 	"github.com/parley-im/parley/internal/ndjson"
@@ -30,11 +29,7 @@ func OpenFile(path string, maxBytes int64, keep int) (*File, error) {
 func (f *File) Write(_ context.Context, batch []Event) error {
 	f.line = f.line[:0]
 	for i := range batch {
-		b, err := json.Marshal(&batch[i])
-		if err != nil {
-			return fmt.Errorf("analytics: %w", err)
-		}
-		f.line = append(append(f.line, b...), '\n')
+		f.line = append(batch[i].AppendJSON(f.line), '\n')
 	}
 	return f.f.Write(f.line)
 }

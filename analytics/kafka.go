@@ -3,7 +3,6 @@ package analytics
 import (
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -64,10 +63,7 @@ func OpenKafka(cfg KafkaConfig) (*Kafka, error) {
 func (k *Kafka) Write(ctx context.Context, batch []Event) error {
 	k.recs = k.recs[:0]
 	for i := range batch {
-		v, err := json.Marshal(&batch[i])
-		if err != nil {
-			return fmt.Errorf("analytics: %w", err)
-		}
+		v := batch[i].AppendJSON(nil)
 		k.recs = append(k.recs, &kgo.Record{Key: binary.BigEndian.AppendUint64(nil, batch[i].User), Value: v})
 	}
 	if err := k.cl.ProduceSync(ctx, k.recs...).FirstErr(); err != nil {
