@@ -31,20 +31,30 @@ const (
 
 // effect is one thing the actor does after a commit. frames is the range
 // [start, end) of the shard's out buffer. conn is resolved to its Endpoint
-// (Config.Conns) only when the effect is carried out.
+// (Config.Conns) only when the effect is carried out. The kinds that carry
+// more than a connection, a code and frames (forwards, logins, lookups,
+// codes, pushes) keep it in their cycle's mores, at index more: the
+// frequent effects (posts and replies, several per message) stay a few
+// words each, so a cycle of thousands copies and clears little.
 type effect struct {
 	kind       effectKind
 	code       protocol.Code
+	more       int32 // index in the cycle's mores, for the kinds that carry one
 	start, end int
 	conn       ConnRef
-	session    Session
-	op         Op
-	phone      string
-	text       string
-	lookup     uint64 // effLookup: the gateway server's number for the lookup
-	contacts   []*pb.Contact
-	answer     *codeAnswer // effSendCode
-	job        *PushJob    // effPushDue, effPushCancel
+}
+
+// effectMore is what an effect of a rarer kind carries besides its
+// connection and code.
+type effectMore struct {
+	session  Session
+	op       Op
+	phone    string
+	text     string
+	lookup   uint64 // effLookup: the gateway server's number for the lookup
+	contacts []*pb.Contact
+	answer   *codeAnswer // effSendCode
+	job      *PushJob    // effPushDue, effPushCancel
 }
 
 // Session describes an authenticated connection to the server, which
@@ -70,6 +80,13 @@ func (s *Shard) post(conn ConnRef, start int) {
 // reply queues frames s.out[start:] as the answer to conn's request.
 func (s *Shard) reply(conn ConnRef, start int) {
 	s.effects = append(s.effects, effect{kind: effReply, conn: conn, start: start, end: len(s.out)})
+}
+
+// effectWith queues an effect of kind k for conn (none for the kinds that
+// call no connection) that carries m.
+func (s *Shard) effectWith(k effectKind, conn ConnRef, m effectMore) {
+	s.mores = append(s.mores, m)
+	s.effects = append(s.effects, effect{kind: k, conn: conn, more: int32(len(s.mores) - 1)})
 }
 
 // replyError answers conn's request with an Error frame. A retriable
@@ -105,36 +122,40 @@ func (s *Shard) replyProto(conn ConnRef, k protocol.Kind, m proto.Message) {
 	s.reply(conn, start)
 }
 
-// emitLocked carries out effects, whose frames are in out, in order.
-// s.emitMu must be held: it keeps the actor's and the syncer's emissions
-// in order.
-func (s *Shard) emitLocked(effects []effect, out []byte) {
+// emitLocked carries out effects, whose frames are in out and whose
+// other contents are in mores, in order, and clears both (they hold
+// pointers). s.emitMu must be held: it keeps the actor's and the syncer's
+// emissions in order.
+func (s *Shard) emitLocked(effects []effect, mores []effectMore, out []byte) {
 	for i := range effects {
 		e := &effects[i]
 		switch e.kind {
 		case effForward:
-			s.cfg.Forwarder.Forward(e.op)
+			s.cfg.Forwarder.Forward(mores[e.more].op)
 		case effSendCode:
-			s.cfg.Codes.SendCode(e.phone, e.text, e.answer.done)
+			m := &mores[e.more]
+			s.cfg.Codes.SendCode(m.phone, m.text, m.answer.done)
 		case effForwardSend:
-			s.forwardSend(e.op)
+			s.forwardSend(mores[e.more].op)
 		case effPushDue:
-			s.cfg.Pusher.PushDue(*e.job)
+			s.cfg.Pusher.PushDue(*mores[e.more].job)
 		case effPushCancel:
-			s.cfg.Pusher.PushCancel(e.job.User, e.job.Device)
+			j := mores[e.more].job
+			s.cfg.Pusher.PushCancel(j.User, j.Device)
 		default:
 			// A call to a connection: one that is gone is dropped, as a
 			// closed connection drops it.
 			if ep := s.cfg.Conns.Endpoint(e.conn); ep != nil {
-				callEndpoint(ep, e, out)
+				callEndpoint(ep, e, mores, out)
 			}
 		}
-		*e = effect{}
 	}
+	clear(effects) // no connection kept alive by a spare buffer
+	clear(mores)
 }
 
 // callEndpoint carries out an effect that is a call to a connection.
-func callEndpoint(ep Endpoint, e *effect, out []byte) {
+func callEndpoint(ep Endpoint, e *effect, mores []effectMore, out []byte) {
 	switch e.kind {
 	case effPost:
 		ep.Post(out[e.start:e.end])
@@ -145,9 +166,10 @@ func callEndpoint(ep Endpoint, e *effect, out []byte) {
 	case effClose:
 		ep.Close(e.code)
 	case effAuthenticated:
-		ep.Authenticated(e.session)
+		ep.Authenticated(mores[e.more].session)
 	case effLookup:
-		ep.LookupPart(e.lookup, e.contacts)
+		m := &mores[e.more]
+		ep.LookupPart(m.lookup, m.contacts)
 	}
 }
 

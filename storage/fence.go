@@ -69,7 +69,7 @@ func (s *Shard) refuseFenced(ops []Op) {
 		case refuseLogin:
 			s.effects = append(s.effects, effect{kind: effFail, conn: op.Conn, code: protocol.CodeShuttingDown})
 		case refuseLookup:
-			s.effects = append(s.effects, effect{kind: effLookup, conn: op.Conn, lookup: op.Seq})
+			s.effectWith(effLookup, op.Conn, effectMore{lookup: op.Seq})
 		case refuseRequest:
 			// [S-8-13] a refused SEND holds its conversation's later
 			// SENDs back, even if the fence opens before they arrive.

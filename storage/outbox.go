@@ -129,7 +129,7 @@ func (s *Shard) enqueue(dest uint16, v, entry []byte) uint64 {
 // forward queues, for after the commit, the forward of entry seq to dest.
 // v must not be modified afterwards.
 func (s *Shard) forward(dest uint16, seq uint64, v []byte) {
-	s.effects = append(s.effects, effect{kind: effForward, op: Op{
+	s.effectWith(effForward, ConnRef{}, effectMore{op: Op{
 		Kind: OpForward, Source: s.cfg.ID, Dest: dest, OutSeq: seq, Entry: v,
 	}})
 }
@@ -316,7 +316,7 @@ func (s *Shard) answerForwards() {
 		if in.gap {
 			flags = FlagGap
 		}
-		s.effects = append(s.effects, effect{kind: effForward, op: Op{
+		s.effectWith(effForward, ConnRef{}, effectMore{op: Op{
 			Kind: OpForwardDone, Source: s.cfg.ID, Dest: in.source, OutSeq: in.watermark, Flags: flags,
 		}})
 		in.answer, in.gap = false, false

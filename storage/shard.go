@@ -95,11 +95,12 @@ type Shard struct {
 	events          []analytics.Event   // the cycle's analytics events, emitted after its commit
 	abortTimes      []time.Time         // when recent cycles were aborted
 	effects         []effect
-	out             []byte // frames referenced by effects
-	scratch         []byte // per-use scratch for keys and values
-	frames          []byte // a device's frames before batching
-	zbuf            []byte // compressor scratch
-	envBuf          []byte // one device's message of an envelopes entry (envelopeFor)
+	mores           []effectMore // what the cycle's rarer effects carry (effect.more)
+	out             []byte       // frames referenced by effects
+	scratch         []byte       // per-use scratch for keys and values
+	frames          []byte       // a device's frames before batching
+	zbuf            []byte       // compressor scratch
+	envBuf          []byte       // one device's message of an envelopes entry (envelopeFor)
 	comp            *codec.Compressor
 	touched         []*user // users to pump and flush this cycle
 	groups          map[uint64]*group
@@ -363,6 +364,8 @@ func (s *Shard) resetMemory() {
 	clear(s.releases) // what an aborted cycle dropped is not released twice
 	s.touched = s.touched[:0]
 	s.effects = s.effects[:0]
+	clear(s.mores)
+	s.mores = s.mores[:0]
 	s.out = s.out[:0]
 	s.arena = s.arena[:0]
 }
@@ -657,6 +660,8 @@ func (s *Shard) fail(err error) {
 	s.log.Error("shard failed", "err", err)
 	s.failed = err
 	s.effects = s.effects[:0]
+	clear(s.mores)
+	s.mores = s.mores[:0]
 	s.out = s.out[:0]
 	s.users = make(map[uint64]*user)
 	s.mu.Lock()

@@ -66,7 +66,7 @@ func (s *Shard) applyRequestCode(op *Op) {
 	}
 	// [S-9-16] The answer waits for the gateway: the sender calls back.
 	answer := &codeAnswer{conns: s.cfg.Conns, conn: op.Conn, sent: sent, retryMS: uint32(s.nextCodeMS(&rec) - nowMS)}
-	s.effects = append(s.effects, effect{kind: effSendCode, phone: op.Phone, text: code, answer: answer})
+	s.effectWith(effSendCode, ConnRef{}, effectMore{phone: op.Phone, text: code, answer: answer})
 }
 
 // nextCodeMS returns when a phone with code state rec (its sends of the
@@ -248,7 +248,7 @@ func (s *Shard) applyLookup(op *Op) {
 			found = append(found, &pb.Contact{Phone: phone, User: binary.BigEndian.Uint64(v)})
 		}
 	}
-	s.effects = append(s.effects, effect{kind: effLookup, conn: op.Conn, lookup: op.Seq, contacts: found})
+	s.effectWith(effLookup, op.Conn, effectMore{lookup: op.Seq, contacts: found})
 }
 
 // getRecord reads key and decodes it with decode; a missing key leaves

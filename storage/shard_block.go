@@ -144,5 +144,5 @@ func (s *Shard) typingFrom(op *Op) {
 	}
 	fwd := *op
 	fwd.Flags |= FlagTypingChecked
-	s.effects = append(s.effects, effect{kind: effForward, op: fwd})
+	s.effectWith(effForward, ConnRef{}, effectMore{op: fwd})
 }

@@ -79,7 +79,7 @@ func (s *Shard) applyLinkApprove(op *Op) {
 		return
 	}
 	delete(s.links, op.Code)
-	s.effects = append(s.effects, effect{kind: effForward, op: Op{
+	s.effectWith(effForward, ConnRef{}, effectMore{op: Op{
 		Kind: OpLinkDevice, User: op.User, Device: op.Device, Name: l.name,
 		RID: op.RID, Conn: op.Conn, Companion: l.conn, CompanionRID: l.rid,
 	}})

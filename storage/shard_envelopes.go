@@ -126,7 +126,7 @@ func (s *Shard) applyEnvelopeSend(op *Op) {
 			e.OwnStale, e.OwnDevices = true, own
 		}
 		if s.cfg.Forwarder.ShardOf(op.User) != s.cfg.ID {
-			s.effects = append(s.effects, effect{kind: effForwardSend, op: *op})
+			s.effectWith(effForwardSend, ConnRef{}, effectMore{op: *op})
 			return
 		}
 	}

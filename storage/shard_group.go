@@ -107,7 +107,7 @@ func (s *Shard) startJoins(g *group, op *Op, users []uint64) {
 	j := &joinWait{actor: op.User, conn: op.Conn, rid: op.RID, waiting: map[uint64]bool{}, started: s.cfg.Now()}
 	for _, id := range users {
 		j.waiting[id] = true
-		s.effects = append(s.effects, effect{kind: effForward, op: Op{Kind: OpGroupJoin, User: id, Group: g.id, Source: s.cfg.ID}})
+		s.effectWith(effForward, ConnRef{}, effectMore{op: Op{Kind: OpGroupJoin, User: id, Group: g.id, Source: s.cfg.ID}})
 	}
 	g.joins = append(g.joins, j)
 	if len(users) == 0 {
@@ -139,7 +139,7 @@ func (s *Shard) applyGroupJoin(op *Op) {
 			u.reserved = append(u.reserved, reservation{group: op.Group, until: now.Add(reservationTTL)})
 		}
 	}
-	s.effects = append(s.effects, effect{kind: effForward, op: Op{Kind: OpGroupJoined, Group: op.Group, User: op.User, ErrCode: code}})
+	s.effectWith(effForward, ConnRef{}, effectMore{op: Op{Kind: OpGroupJoined, Group: op.Group, User: op.User, ErrCode: code}})
 }
 
 // applyGroupJoined records one user's answer to an add.

@@ -43,7 +43,7 @@ func (s *Shard) applyLogin(op *Op) {
 		s.presenceChanged(u)
 	}
 	s.emit(analytics.Event{Type: analytics.TypeLogin, User: u.id, Device: d.id})
-	s.effects = append(s.effects, effect{kind: effAuthenticated, conn: op.Conn, session: Session{
+	s.effectWith(effAuthenticated, op.Conn, effectMore{session: Session{
 		User: u.id, Device: d.id, Cursor: d.sess.sent, Window: uint32(s.cfg.Window), MaxCMID: d.rec.MaxCMID,
 	}})
 	s.touch(u)

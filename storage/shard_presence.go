@@ -186,7 +186,7 @@ func (s *Shard) applyTyping(op *Op) {
 		}
 		for _, m := range g.order {
 			if m.user != op.From {
-				s.effects = append(s.effects, effect{kind: effForward, op: Op{
+				s.effectWith(effForward, ConnRef{}, effectMore{op: Op{
 					Kind: OpTyping, User: m.user, From: op.From, Group: op.Group, TypingState: op.TypingState,
 					Flags: FlagTypingChecked,
 				}})

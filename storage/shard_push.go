@@ -359,7 +359,7 @@ func (s *Shard) pushEffect(user uint64, device uint32, reg *pushReg, due *pushDu
 	if due.NextMS > 0 {
 		j.NotBefore = time.UnixMilli(int64(due.NextMS))
 	}
-	s.effects = append(s.effects, effect{kind: effPushDue, job: j})
+	s.effectWith(effPushDue, ConnRef{}, effectMore{job: j})
 }
 
 // dropPushDue deletes what device d of u is owed and withdraws it from the
@@ -369,7 +369,7 @@ func (s *Shard) dropPushDue(u *user, p *userPush, d uint32) {
 		due.dirty = false
 		delete(p.due, d)
 		s.batch.Delete(pushDueKey(nil, u.id, d), nil)
-		s.effects = append(s.effects, effect{kind: effPushCancel, job: &PushJob{User: u.id, Device: d}})
+		s.effectWith(effPushCancel, ConnRef{}, effectMore{job: &PushJob{User: u.id, Device: d}})
 	}
 }
 

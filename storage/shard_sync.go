@@ -84,15 +84,21 @@ import (
 // A stepped shard (Step, for the simulation) has no syncer: whoever steps
 // it calls Sync, so a crash can fall between a commit and its sync.
 
-// maxKeptEffects is the most effects (536 bytes each) whose room a cycle
-// keeps for the next: a burst (thousands of logins in one cycle) must not
-// pin megabytes for good.
-const maxKeptEffects = 256
+// maxKeptEffects is the most effects (48 bytes each) and maxKeptMores the
+// most effectMores (about 500 bytes each) whose room a cycle keeps for the
+// next: a flat-out cycle posts thousands of frames and should not grow its
+// slices again each time, but a burst (thousands of logins in one cycle)
+// must not pin megabytes for good.
+const (
+	maxKeptEffects = 4096
+	maxKeptMores   = 256
+)
 
 // ready is one cycle's effects, waiting for its durability.
 type ready struct {
 	need    uint64 // cycles up to here must be durable first
 	effects []effect
+	mores   []effectMore
 	out     []byte
 }
 
@@ -150,11 +156,14 @@ func (s *Shard) release() {
 	s.emitMu.Lock()
 	s.drainLocked()
 	if len(s.held) == 0 && s.lastPromise <= s.synced.Load() {
-		s.emitLocked(s.effects, s.out)
+		s.emitLocked(s.effects, s.mores, s.out)
 		s.emitMu.Unlock()
-		s.effects = s.effects[:0]
+		s.effects, s.mores = s.effects[:0], s.mores[:0]
 		if cap(s.effects) > maxKeptEffects {
 			s.effects = nil
+		}
+		if cap(s.mores) > maxKeptMores {
+			s.mores = nil
 		}
 		if cap(s.out) > 4<<20 {
 			s.out = nil
@@ -163,8 +172,8 @@ func (s *Shard) release() {
 		return
 	}
 	if len(s.effects) > 0 {
-		s.held = append(s.held, ready{need: s.lastPromise, effects: s.effects, out: s.out})
-		s.effects, s.out = s.spareLocked()
+		s.held = append(s.held, ready{need: s.lastPromise, effects: s.effects, mores: s.mores, out: s.out})
+		s.effects, s.mores, s.out = s.spareLocked()
 	}
 	s.emitMu.Unlock()
 	synced := s.synced.Load()
@@ -182,15 +191,16 @@ func (s *Shard) release() {
 	}
 }
 
-// spareLocked returns empty effect and frame buffers, recycled from held
-// cycles already emitted when there are some. s.emitMu must be held.
-func (s *Shard) spareLocked() ([]effect, []byte) {
+// spareLocked returns empty effect, effectMore and frame buffers,
+// recycled from held cycles already emitted when there are some.
+// s.emitMu must be held.
+func (s *Shard) spareLocked() ([]effect, []effectMore, []byte) {
 	if n := len(s.spareBufs); n > 0 {
 		r := s.spareBufs[n-1]
 		s.spareBufs = s.spareBufs[:n-1]
-		return r.effects[:0], r.out[:0]
+		return r.effects[:0], r.mores[:0], r.out[:0]
 	}
-	return nil, nil
+	return nil, nil, nil
 }
 
 // drainLocked emits, in order, the held cycles whose dependencies are
@@ -200,9 +210,9 @@ func (s *Shard) drainLocked() {
 	n := 0
 	for n < len(s.held) && s.held[n].need <= synced {
 		r := s.held[n]
-		s.emitLocked(r.effects, r.out)
-		if cap(r.out) <= 4<<20 && cap(r.effects) <= maxKeptEffects && len(s.spareBufs) < 8 {
-			s.spareBufs = append(s.spareBufs, ready{effects: r.effects[:0], out: r.out[:0]})
+		s.emitLocked(r.effects, r.mores, r.out)
+		if cap(r.out) <= 4<<20 && cap(r.effects) <= maxKeptEffects && cap(r.mores) <= maxKeptMores && len(s.spareBufs) < 8 {
+			s.spareBufs = append(s.spareBufs, ready{effects: r.effects[:0], mores: r.mores[:0], out: r.out[:0]})
 		}
 		s.held[n] = ready{}
 		n++
