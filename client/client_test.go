@@ -151,12 +151,12 @@ func TestLookupAndMarkRead(t *testing.T) {
 	if rd2.Rid == rd.Rid || rd2.Peer != 8 || rd2.UpTo != 12345 {
 		t.Fatalf("retried Read = %v", &rd2)
 	}
-	select { // told before the retry was written
+	select { // told of the retry (once the lock is released: maybe after it was written)
 	case r := <-retries:
 		if r.Request != protocol.KindRead || r.CMID != 0 || r.Err == nil || r.Err.Code != protocol.CodeOverloaded {
 			t.Errorf("OnRetry got %+v, want the Read refused OVERLOADED", r)
 		}
-	default:
+	case <-time.After(waitLong):
 		t.Error("OnRetry not called")
 	}
 	fc.writeProto(protocol.KindOK, &pb.Ok{Rid: rd2.Rid})

@@ -149,9 +149,16 @@ type Config struct {
 
 	// OnRetry, if set, is told of every send and request the client will
 	// retry after the server refused it with a code that asks for a retry
-	// ([S-8-13], [S-8-14]): for metrics of what the client lived through.
-	// It is called with the client's lock held, so it must return quickly
-	// and must not call the Client. nil means no one is told.
+	// ([S-8-13], [S-8-14]), and of every send it encrypts again after
+	// DEVICES_CHANGED ([S-17-9]): for metrics of what the client lived
+	// through. It is called on the goroutine that reads the connection,
+	// without the client's lock, one call at a time, in the order the
+	// refusals arrived; the retry may be under way already. It may call
+	// the Client's methods that do not wait for the server (SendAsync,
+	// Typing, Ack), but not Close nor a method that waits for an answer
+	// (Send, Lookup, MarkRead and the other requests): the answer is read
+	// only once it has returned. Reading waits for it, so it should return
+	// quickly. nil means no one is told.
 	OnRetry func(Retry)
 
 	// MaxInFlight is the most sends and requests written to the connection

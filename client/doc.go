@@ -111,12 +111,13 @@
 // client therefore has one goroutine. The reader never waits for the
 // application: Send, MarkRead, Lookup and the other requests complete
 // while events wait, so they may be called from Config.OnEvent. Events and SendAsync callbacks
-// are delivered by the dispatcher, one at a time, in order. Close waits for
+// are delivered by the dispatcher, one at a time, in order; Config.OnRetry
+// is called by the reader, which waits for it. Close waits for
 // every goroutine; it must not be called from OnEvent or a callback.
 //
 // Client.mu guards all mutable state of the client and its sessions. It is
 // the client's only lock; it is never held during network or Store I/O or
-// while calling the application (OnEvent, Events, callbacks). Config.Clock
+// while calling the application (OnEvent, Events, callbacks, OnRetry). Config.Clock
 // and Config.Rand are called with it held and must not call the Client.
 // Store methods may be called concurrently; Store implementations lock for
 // themselves.

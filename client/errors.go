@@ -135,8 +135,11 @@ func CodeOf(err error) protocol.Code {
 	return 0
 }
 
-// Retry describes one send or request the client will retry after the
-// server refused it with a code that asks for a retry (Config.OnRetry).
+// Retry describes one send or request the client will try again after
+// the server refused it (Config.OnRetry): with a code that asks for a
+// retry, or a send refused DEVICES_CHANGED, which the client encrypts
+// again for the devices the refusal lists and sends again under the same
+// cmid ([S-17-9]).
 type Retry struct {
 	// Request is the kind of the refused request; 0 for a send.
 	Request protocol.Kind
@@ -144,6 +147,8 @@ type Retry struct {
 	CMID uint64
 	// Err is the server's refusal.
 	Err *ServerError
-	// In is how long the client waits before it tries again.
+	// In is how long the client waits before it tries again; 0 after
+	// DEVICES_CHANGED, where the send goes again as soon as it is
+	// encrypted again.
 	In time.Duration
 }

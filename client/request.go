@@ -223,12 +223,20 @@ func (c *Client) abandon(r *request) {
 // request written on s with rid. Replies to unknown rids are ignored
 // ([S-6-6]).
 func (c *Client) handleReply(s *session, rid uint32, res requestResult) {
+	if retry, ok := c.takeReply(s, rid, res); ok {
+		c.tellRetry(retry)
+	}
+}
+
+// takeReply is handleReply under the client's lock; it returns the Retry
+// to tell Config.OnRetry of, if the request will be retried.
+func (c *Client) takeReply(s *session, rid uint32, res requestResult) (Retry, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	r := s.reqs[rid]
 	if r == nil {
 		c.log.Debug("client: reply for unknown rid", "rid", rid)
-		return
+		return Retry{}, false
 	}
 	delete(s.reqs, rid)
 	s.inflight--
@@ -242,9 +250,6 @@ func (c *Client) handleReply(s *session, rid uint32, res requestResult) {
 		}
 		r.attempts++
 		c.log.Debug("client: request will be retried", "kind", r.kind, "err", se, "retry_in", delay)
-		if c.cfg.OnRetry != nil {
-			c.cfg.OnRetry(Retry{Request: r.kind, Err: se, In: delay})
-		}
 		r.retry = c.cfg.Clock.AfterFunc(delay, func() {
 			c.mu.Lock()
 			defer c.mu.Unlock()
@@ -257,12 +262,13 @@ func (c *Client) handleReply(s *session, rid uint32, res requestResult) {
 				c.kickLocked(s)
 			}
 		})
-		return
+		return Retry{Request: r.kind, Err: se, In: delay}, true
 	}
 	if res.err != nil && r.detach {
 		c.log.Warn("client: request failed", "kind", r.kind, "err", res.err)
 	}
 	c.completeRequestLocked(r, res)
+	return Retry{}, false
 }
 
 // completeRequestLocked removes r and hands res to its caller.

@@ -308,6 +308,7 @@ func (c *Client) handleSendError(s *session, cmid uint64, se *ServerError) {
 		c.wg.Add(1)
 		go c.reseal(o, se)
 		c.mu.Unlock()
+		c.tellRetry(Retry{CMID: cmid, Err: se})
 		return
 	}
 	if se.Code == protocol.CodeCMIDReused && c.stopErr == nil {
@@ -317,7 +318,6 @@ func (c *Client) handleSendError(s *session, cmid uint64, se *ServerError) {
 		return
 	}
 	if se.retryable() && c.stopErr == nil {
-		defer c.mu.Unlock()
 		if o.state == sendInFlight {
 			o.sess.inflight--
 			c.kickLocked(o.sess)
@@ -330,9 +330,6 @@ func (c *Client) handleSendError(s *session, cmid uint64, se *ServerError) {
 		}
 		o.attempts++
 		c.log.Debug("client: send will be retried", "cmid", cmid, "err", se, "retry_in", delay)
-		if c.cfg.OnRetry != nil {
-			c.cfg.OnRetry(Retry{CMID: cmid, Err: se, In: delay})
-		}
 		stop := c.cfg.Clock.AfterFunc(delay, func() {
 			c.mu.Lock()
 			defer c.mu.Unlock()
@@ -348,6 +345,8 @@ func (c *Client) handleSendError(s *session, cmid uint64, se *ServerError) {
 			}
 		})
 		c.armRetryLocked(o, stop)
+		c.mu.Unlock()
+		c.tellRetry(Retry{CMID: cmid, Err: se, In: delay})
 		return
 	}
 	if se.Code == protocol.CodeDevicesChanged {
@@ -364,6 +363,16 @@ func (c *Client) handleSendError(s *session, cmid uint64, se *ServerError) {
 	c.detachSendLocked(o)
 	c.mu.Unlock()
 	c.finishSend(o, Sent{CMID: cmid}, se)
+}
+
+// tellRetry tells Config.OnRetry of r. It is called on the reader
+// goroutine without the client's lock, so OnRetry hears of the retries
+// one at a time, in the order the refusals arrived, and may call the
+// Client.
+func (c *Client) tellRetry(r Retry) {
+	if c.cfg.OnRetry != nil {
+		c.cfg.OnRetry(r)
+	}
 }
 
 // giveUp ends connection s, on which the server holds a conversation back

@@ -177,6 +177,9 @@ func TestResealHoldsBack(t *testing.T) {
 	if sent[0].CMID != s1 {
 		t.Fatalf("S1 went out as cmid %d, the reseal held was %d", sent[0].CMID, s1)
 	}
+	if !rs.resealed(s1) {
+		t.Errorf("OnRetry not told of S1 (cmid %d) encrypted again after DEVICES_CHANGED (retried: %v)", s1, rs.retried())
+	}
 	if r := rs.retried(); slices.Contains(r, sent[1].CMID) {
 		t.Fatalf("S2 (cmid %d) was written while S1 was being encrypted again and refused behind it (retried: %v)", sent[1].CMID, r)
 	}
@@ -197,7 +200,7 @@ type resealCase struct {
 	alice, bob, blaptop, btablet *testClient
 	ctx                          context.Context
 	mu                           sync.Mutex
-	cmids                        []uint64 // refused with a code the client retries (OnRetry)
+	retries                      []Retry // what OnRetry was told of
 }
 
 func startResealCase(t *testing.T, store Store) *resealCase {
@@ -208,7 +211,7 @@ func startResealCase(t *testing.T, store Store) *resealCase {
 	cfg := n.cfg
 	cfg.OnRetry = func(r Retry) {
 		rs.mu.Lock()
-		rs.cmids = append(rs.cmids, r.CMID)
+		rs.retries = append(rs.retries, r)
 		rs.mu.Unlock()
 	}
 	rs.alice = startClientAs(t, cfg, ac[0], store)
@@ -232,7 +235,21 @@ func startResealCase(t *testing.T, store Store) *resealCase {
 func (rs *resealCase) retried() []uint64 {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
-	return slices.Clone(rs.cmids)
+	var cmids []uint64
+	for _, r := range rs.retries {
+		cmids = append(cmids, r.CMID)
+	}
+	return cmids
+}
+
+// resealed reports whether OnRetry was told that cmid is encrypted again
+// after DEVICES_CHANGED.
+func (rs *resealCase) resealed(cmid uint64) bool {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	return slices.ContainsFunc(rs.retries, func(r Retry) bool {
+		return r.CMID == cmid && r.Request == 0 && CodeOf(r.Err) == protocol.CodeDevicesChanged && r.In == 0
+	})
 }
 
 // failingReseal fails the first store of a send encrypted again (its

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -186,12 +187,12 @@ func TestSendRetriedAfterOverloaded(t *testing.T) {
 			if again.CMID != s.CMID || !bytes.Equal(again.Body, s.Body) {
 				t.Fatalf("retry %+v, want %+v", again, s)
 			}
-			select { // told before the retry was written
+			select { // told of the retry (once the lock is released: maybe after it was written)
 			case r := <-retries:
 				if r.CMID != s.CMID || r.Request != 0 || r.Err == nil || r.Err.Code != code || r.In < 30*time.Millisecond {
 					t.Errorf("OnRetry got %+v, want cmid %d, code %v, in at least 30ms", r, s.CMID, code)
 				}
-			default:
+			case <-time.After(waitLong):
 				t.Error("OnRetry not called")
 			}
 			fc.write(codec.AppendSent(nil, s.CMID, 99))
@@ -199,6 +200,53 @@ func TestSendRetriedAfterOverloaded(t *testing.T) {
 				t.Fatalf("Send = %+v, %v", o.sent, o.err)
 			}
 		})
+	}
+}
+
+// TestOnRetryOutsideTheLock: OnRetry is called without the client's
+// lock, so it may call the Client (here Ack, which takes the lock), and
+// in the order the refusals arrived: two sends refused in one write are
+// told of in that order.
+func TestOnRetryOutsideTheLock(t *testing.T) {
+	srv := newFakeServer(t, false)
+	cfg := testConfig(srv)
+	retries := make(chan Retry, 4)
+	var client atomic.Pointer[testClient]
+	cfg.OnRetry = func(r Retry) {
+		called := make(chan struct{})
+		go func() { client.Load().Ack(0); close(called) }()
+		select {
+		case <-called:
+		case <-time.After(waitLong):
+			t.Error("Ack called from OnRetry did not return: OnRetry is called with the client's lock held")
+		}
+		retries <- r
+	}
+	c := startClient(t, cfg, nil)
+	client.Store(c)
+	fc := srv.accept(t)
+	fc.login(16, 30, 0)
+	res := []<-chan sendOutcome{sendAsyncTest(c, context.Background(), 9, "a"), sendAsyncTest(c, context.Background(), 10, "b")}
+	s1, s2 := expectSend(t, fc), expectSend(t, fc)
+	fc.write(append(codec.AppendError(nil, protocol.CodeOverloaded, 0, s1.CMID, "", 10),
+		codec.AppendError(nil, protocol.CodeRateLimited, 0, s2.CMID, "", 10)...))
+	for i, want := range []codec.Send{s1, s2} {
+		select {
+		case r := <-retries:
+			if r.CMID != want.CMID {
+				t.Errorf("OnRetry call %d for cmid %d, want %d (the order of the refusals)", i, r.CMID, want.CMID)
+			}
+		case <-time.After(waitLong):
+			t.Fatalf("OnRetry call %d not made", i)
+		}
+	}
+	for range 2 {
+		fc.write(codec.AppendSent(nil, expectSend(t, fc).CMID, 99))
+	}
+	for _, ch := range res {
+		if o := outcome(t, ch); o.err != nil {
+			t.Fatal(o.err)
+		}
 	}
 }
 
