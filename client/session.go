@@ -59,7 +59,7 @@ type session struct {
 	pingOut      bool // a Ping awaits its Pong
 	pingAt       time.Time
 	recvHigh     uint64   // highest entry seq received on this connection
-	waitedHigh   uint64   // highest such seq of an entry whose Ack may not wait LazyAckDelay ([S-8-5])
+	waited       []uint64 // seqs above ackSent of the entries whose Ack may not wait LazyAckDelay ([S-8-5]), in order
 	ackSent      uint64   // highest Ack written
 	unacked      []uint64 // seqs received above ackSent, in order: what the server counts against the window
 	flushAt      uint64   // ack without delay once the cursor reaches this
@@ -604,7 +604,7 @@ func (c *Client) handleEntry(s *session, seq uint64, ev Event) error {
 	}
 	s.recvHigh = seq
 	if m, ok := ev.(Message); ok && ((m.Group == 0 && m.From != c.creds.User) || len(m.Body) >= protocol.LazyAckMaxBody) {
-		s.waitedHigh = seq // its sender waits for the delivered receipt the Ack makes, or it is large ([S-8-5])
+		s.waited = append(s.waited, seq) // its sender waits for the delivered receipt the Ack makes, or it is large ([S-8-5])
 	}
 	s.unacked = append(s.unacked, seq)
 	if len(s.unacked) > 2*s.window {

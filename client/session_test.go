@@ -681,8 +681,8 @@ func ackDueIn(t *testing.T, c *testClient, clock *manualClock, want time.Duratio
 
 // TestLazyAck: an Ack that would newly cover no one-to-one Message from
 // another user (receipts, group messages, copies of the user's own sends)
-// waits LazyAckDelay; a one-to-one Message brings it forward to AckDelay
-// ([S-8-5]).
+// waits LazyAckDelay; a one-to-one Message it covers brings it forward to
+// AckDelay ([S-8-5]).
 func TestLazyAck(t *testing.T) {
 	srv := newFakeServer(t, false)
 	cfg := testConfig(srv)
@@ -699,12 +699,11 @@ func TestLazyAck(t *testing.T) {
 		return codec.AppendEntry(nil, protocol.KindMessage, seq,
 			codec.AppendMessageEntry(nil, codec.Message{ID: msgID(seq, 0), From: 5, FromDevice: 1, Group: 77, GSeq: gseq, Body: body}))
 	}
-	// deliver writes an entry, waits until the client has taken it, and
+	// take waits until the application has taken the entry seq, and
 	// checks when the Ack is due; with ack set, moves the clock there and
 	// expects the Ack to cover the entry.
-	deliver := func(seq uint64, entry []byte, due time.Duration, ack bool) {
+	take := func(seq uint64, due time.Duration, ack bool) {
 		t.Helper()
-		fc.write(entry)
 		for taken := false; !taken; {
 			switch c.next().(type) {
 			case Message, Receipt:
@@ -719,6 +718,12 @@ func TestLazyAck(t *testing.T) {
 			}
 		}
 	}
+	// deliver writes an entry and takes it.
+	deliver := func(seq uint64, entry []byte, due time.Duration, ack bool) {
+		t.Helper()
+		fc.write(entry)
+		take(seq, due, ack)
+	}
 	deliver(1, receipt(1, 5, pb.ReceiptType_RECEIPT_DELIVERED, 7), cfg.LazyAckDelay, false)
 	deliver(2, groupMsg(2, 1, []byte("g")), cfg.LazyAckDelay, false) // a group's sender does not wait on one member
 	deliver(3, message(3, msgID(3, 0), testCreds.User, "my own, from my other device"), cfg.LazyAckDelay, false)
@@ -728,4 +733,33 @@ func TestLazyAck(t *testing.T) {
 	// server's byte bound.
 	deliver(6, receipt(6, 5, pb.ReceiptType_RECEIPT_READ, 8), cfg.LazyAckDelay, false)
 	deliver(7, groupMsg(7, 2, bytes.Repeat([]byte("g"), protocol.LazyAckMaxBody)), cfg.AckDelay, true)
+	// A one-to-one message received but not yet processed does not hurry
+	// the Ack of what came before it, which would not cover it; once
+	// processed, it does (one Ack for both).
+	fc.write(append(groupMsg(8, 3, []byte("g")), message(9, msgID(9, 0), 5, "y")...))
+	received(t, c, 9)
+	take(8, cfg.LazyAckDelay, false)
+	take(9, cfg.AckDelay, true)
+	// Of two received, the first processed hurries the Ack that covers it.
+	fc.write(append(message(10, msgID(10, 0), 5, "z"), message(11, msgID(11, 0), 5, "w")...))
+	received(t, c, 11)
+	take(10, cfg.AckDelay, true)
+	take(11, cfg.AckDelay, true)
+}
+
+// received waits until the client's connection has received the entry
+// seq (which the application may not have taken yet).
+func received(t *testing.T, c *testClient, seq uint64) {
+	t.Helper()
+	deadline := time.Now().Add(waitLong)
+	for time.Now().Before(deadline) {
+		c.mu.Lock()
+		got := c.sess != nil && c.sess.recvHigh >= seq
+		c.mu.Unlock()
+		if got {
+			return
+		}
+		runtime.Gosched()
+	}
+	t.Fatalf("entry %d not received", seq)
 }

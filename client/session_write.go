@@ -264,6 +264,8 @@ func (c *Client) collectAckLocked(s *session, now time.Time, buf []byte) (_ []by
 		s.ackSent, s.ackNow, s.ackDue = ack, false, time.Time{}
 		n := s.covered(ack)
 		s.unacked = append(s.unacked[:0], s.unacked[n:]...)
+		n, _ = slices.BinarySearch(s.waited, ack+1)
+		s.waited = append(s.waited[:0], s.waited[n:]...)
 		if c.processed != c.savedCursor {
 			cursor, save = c.processed, true
 		}
@@ -294,7 +296,9 @@ func (c *Client) ackLocked(s *session) {
 		return
 	}
 	delay := c.cfg.AckDelay
-	if s.waitedHigh <= s.ackSent {
+	if len(s.waited) == 0 || s.waited[0] > ack {
+		// Every entry this Ack newly covers may wait; one received but
+		// not processed yet is not covered.
 		delay = c.cfg.LazyAckDelay
 	}
 	now := c.cfg.Clock.Now()
