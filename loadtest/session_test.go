@@ -25,16 +25,8 @@ import (
 // the device's next connect starts clean (it panicked on closing the
 // device's live channel twice, in a 10,000-device storm on a loaded box).
 func TestConnectGivesUpBeforeSynced(t *testing.T) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}})
+	cert, fp := testCertificate(t)
+	l, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,9 +47,8 @@ func TestConnectGivesUpBeforeSynced(t *testing.T) {
 		}
 	}()
 
-	sum := sha256.Sum256(der)
 	spec := workerSpec{Config: Config{Scenario: stormScenario.Name}, Source: "127.0.0.1", Hi: 1,
-		Addr: l.Addr().String(), Fingerprint: hex.EncodeToString(sum[:])}
+		Addr: l.Addr().String(), Fingerprint: fp}
 	w, err := newWorker(context.Background(), spec, io.Discard, io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -74,4 +65,21 @@ func TestConnectGivesUpBeforeSynced(t *testing.T) {
 			t.Fatalf("connect %d left a live session", i)
 		}
 	}
+}
+
+// testCertificate returns a self-signed certificate and the fingerprint a
+// worker pins it by.
+func testCertificate(t *testing.T) (tls.Certificate, string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(der)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, hex.EncodeToString(sum[:])
 }
