@@ -68,10 +68,8 @@ func TestBackoffGrowsWithJitter(t *testing.T) {
 }
 
 func clockWaits(c *manualClock) []time.Duration {
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	var out []time.Duration
-	for _, d := range c.waits {
+	for _, d := range c.Waits() {
 		if d >= time.Second/10 { // backoff sleeps, not the writer's timers
 			out = append(out, d)
 		}

@@ -1,9 +1,10 @@
 // Package clock is the source of time that the SDK, the SMS sender and
 // the push dispatcher take, so that tests drive timeouts, intervals and
-// backoff without sleeping.
+// backoff without sleeping: System is the time package's, Manual the
+// tests' own, moved by hand.
 //
 // Threading: a Clock's methods are called from several goroutines; System
-// is safe for that, and so must be every test clock.
+// and Manual are safe for that, and so must be every test clock.
 package clock
 
 import "time"
