@@ -86,7 +86,8 @@ func msgIndexKey(dst []byte, kind byte, owner, id uint64) []byte {
 
 // indexMessage writes the message index record of message id.
 func (s *Shard) indexMessage(kind byte, owner, id uint64, m msgRecord) {
-	s.batch.Set(msgIndexKey(s.scratch[:0], kind, owner, id), m.encode(nil), nil)
+	s.key, s.rec = msgIndexKey(s.key[:0], kind, owner, id), m.encode(s.rec[:0])
+	s.batch.Set(s.key, s.rec, nil)
 }
 
 // lookupMessage reads the message index record of message id; found is

@@ -98,6 +98,8 @@ type Shard struct {
 	mores           []effectMore // what the cycle's rarer effects carry (effect.more)
 	out             []byte       // frames referenced by effects
 	scratch         []byte       // per-use scratch for keys and values
+	key             []byte       // a key built for one call that copies it (batch.Set, get), then free
+	rec             []byte       // a record encoded for one batch.Set, which copies it, then free
 	frames          []byte       // a device's frames before batching
 	zbuf            []byte       // compressor scratch
 	envBuf          []byte       // one device's message of an envelopes entry (envelopeFor)
@@ -604,7 +606,8 @@ func (s *Shard) finishCycle() {
 			u.appended = false
 		}
 		if u.dirty {
-			s.batch.Set(userKey(s.scratch[:0], u.id), u.rec.encode(nil), nil)
+			s.key, s.rec = userKey(s.key[:0], u.id), u.rec.encode(s.rec[:0])
+			s.batch.Set(s.key, s.rec, nil)
 			u.dirty = false
 		}
 		u.recent.endCycle()

@@ -486,7 +486,8 @@ func (s *Shard) applyGroupSend(op *Op) {
 	id := s.ids.next(s.cfg.Now())
 	g.rec.GSeq++
 	gseq := g.rec.GSeq
-	s.batch.Set(groupKey(nil, g.id), g.rec.encode(nil), nil)
+	s.key, s.rec = groupKey(s.key[:0], g.id), g.rec.encode(s.rec[:0])
+	s.batch.Set(s.key, s.rec, nil)
 	s.batch.Set(dk, binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(be64(id), gseq), sum), nil)
 	s.indexMessage(msgToGroup, op.Group, id, msgRecord{From: op.From, Device: op.FromDevice, CMID: op.CMID, Seq: gseq})
 	entry := append([]byte{byte(protocol.KindMessage)}, codec.AppendMessageEntry(nil, codec.Message{
