@@ -100,6 +100,7 @@ type Shard struct {
 	scratch         []byte       // per-use scratch for keys and values
 	key             []byte       // a key built for one call that copies it (batch.Set, get), then free
 	rec             []byte       // a record encoded for one batch.Set, which copies it, then free
+	sendKey         []byte       // the dedupe key of the send being applied
 	frames          []byte       // a device's frames before batching
 	zbuf            []byte       // compressor scratch
 	envBuf          []byte       // one device's message of an envelopes entry (envelopeFor)

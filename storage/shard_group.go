@@ -453,7 +453,8 @@ func (s *Shard) applyGroupSend(op *Op) {
 	}
 	// A retry is answered as the first attempt was, even if the sender
 	// left the group since ([S-8-14]).
-	dk := groupDedupeKey(nil, op.Group, op.From, op.FromDevice, op.CMID)
+	s.sendKey = groupDedupeKey(s.sendKey[:0], op.Group, op.From, op.FromDevice, op.CMID)
+	dk := s.sendKey
 	sum := bodySum(op)
 	if prev, err := s.get(dk); err != nil {
 		s.replyError(op.Conn, protocol.CodeInternal, 0, op.CMID)
@@ -659,7 +660,8 @@ func (s *Shard) releaseBody(group, gseq uint64) {
 // a body whose count reaches zero is referred to by no entry left.
 func (s *Shard) flushReleases() {
 	for b, n := range s.releases {
-		rk := bodyKey(nil, tagBodyRefs, b.group, b.gseq)
+		s.key = bodyKey(s.key[:0], tagBodyRefs, b.group, b.gseq)
+		rk := s.key
 		v, err := s.get(rk)
 		if err != nil {
 			break // the cycle is aborted

@@ -118,7 +118,8 @@ func (s *Shard) applySend(op *Op) {
 		s.replyError(op.Conn, protocol.CodeNotFound, 0, op.CMID)
 		return
 	}
-	dk := dedupeKey(nil, op.User, op.From, op.FromDevice, op.CMID)
+	s.sendKey = dedupeKey(s.sendKey[:0], op.User, op.From, op.FromDevice, op.CMID)
+	dk := s.sendKey
 	prev, err := s.dedupeLookup(u, op, dk)
 	if err != nil {
 		s.abort(err)
