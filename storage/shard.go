@@ -17,7 +17,6 @@ import (
 	"github.com/parley-im/parley/internal/pebblelog"
 	"github.com/parley-im/parley/internal/sendorder"
 	"github.com/parley-im/parley/protocol"
-	"github.com/parley-im/parley/protocol/pb"
 )
 
 // Errors returned by Submit.
@@ -113,14 +112,16 @@ type Shard struct {
 	linkOrder       []linkExpiry // the codes of links (and approved ones), by expiry
 	watchers        map[uint64][]watcher
 	presencePending map[uint64]struct{}
-	receipts        map[receiptKey][]*pb.ReceiptItem // group receipts coalesced this cycle
-	cycleOps        int                              // ops applied in this cycle
-	arena           []byte                           // copies of entries appended this cycle, for the pump
-	batchRecs       []batchRec                       // the records of the cycle's batch, to order them (batchorder.go)
-	preKeyTakes     preKeyTakes                      // one-time prekeys taken today (shard_keys.go)
-	push            pushState                        // push records changed this cycle, counters (shard_push.go)
-	barriers        sendorder.Set[orderKey]          // conversations held back behind a refused SEND (shard_order.go)
-	sending         *Op                              // the OpSend being applied, while it is
+	receipts        receiptBatches          // group receipts coalesced this cycle
+	upTos           []upTo                  // deliveredReceipts' scratch: one per sender and group
+	entry           []byte                  // an entry built for appendEntry, which copies it, then free
+	cycleOps        int                     // ops applied in this cycle
+	arena           []byte                  // copies of entries appended this cycle, for the pump
+	batchRecs       []batchRec              // the records of the cycle's batch, to order them (batchorder.go)
+	preKeyTakes     preKeyTakes             // one-time prekeys taken today (shard_keys.go)
+	push            pushState               // push records changed this cycle, counters (shard_push.go)
+	barriers        sendorder.Set[orderKey] // conversations held back behind a refused SEND (shard_order.go)
+	sending         *Op                     // the OpSend being applied, while it is
 
 	commits        atomic.Uint64
 	records        atomic.Uint64 // records in the batches committed
@@ -363,7 +364,7 @@ func (s *Shard) resetMemory() {
 	s.linkOrder = nil
 	s.watchers = make(map[uint64][]watcher)
 	s.presencePending = make(map[uint64]struct{})
-	s.receipts = make(map[receiptKey][]*pb.ReceiptItem)
+	s.receipts.reset()
 	clear(s.releases) // what an aborted cycle dropped is not released twice
 	s.touched = s.touched[:0]
 	s.effects = s.effects[:0]

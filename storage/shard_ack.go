@@ -76,8 +76,8 @@ func (s *Shard) advanceCursor(u *user, d *device, seq uint64) {
 // delivered receipt to each sender (per group for group messages), naming
 // the largest message id.
 func (s *Shard) deliveredReceipts(u *user, from, to uint64) error {
-	type upTo struct{ sender, group, id uint64 }
-	var senders []upTo
+	senders := s.upTos[:0]
+	defer func() { s.upTos = senders[:0] }()
 	note := func(from, group, id uint64) {
 		if from == u.id {
 			return
@@ -109,13 +109,17 @@ func (s *Shard) deliveredReceipts(u *user, from, to uint64) error {
 			s.noteReceipt(k, u.id, r.id)
 			continue
 		}
-		entry := append([]byte{byte(protocol.KindReceipt)}, codec.AppendReceiptEntry(nil, codec.Receipt{
+		s.entry = codec.AppendReceiptEntry(append(s.entry[:0], byte(protocol.KindReceipt)), codec.Receipt{
 			Peer: u.id, Type: pb.ReceiptType_RECEIPT_DELIVERED, UpTo: r.id,
-		})...)
-		s.appendEntry(r.sender, entry, 0)
+		})
+		s.appendEntry(r.sender, s.entry, 0)
 	}
 	return nil
 }
+
+// upTo is the highest message id of one sender (and group) among entries
+// being acknowledged (deliveredReceipts).
+type upTo struct{ sender, group, id uint64 }
 
 // scanInbox calls fn for every message entry of u's inbox in (from, to],
 // resolving group references to their bodies.

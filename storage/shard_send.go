@@ -315,41 +315,80 @@ func (s *Shard) appendLocal(u *user, entry []byte) {
 	s.appendRaw(u, entry, nil)
 }
 
+// receiptBatches are the group receipts of one cycle, coalesced by key.
+// Its memory is kept from cycle to cycle, items included, so coalescing
+// allocates only when a cycle holds more receipts than any before it.
+type receiptBatches struct {
+	index   map[receiptKey]int // key → its batch in batches
+	batches []receiptBatch     // the cycle's, in the order their keys came; beyond len, spares
+	msg     pb.Receipts        // the entry being encoded (flushReceipts)
+}
+
+// receiptBatch is the Receipts entry being coalesced under key: items[:n]
+// are this cycle's; the rest of items are spares for later cycles.
+type receiptBatch struct {
+	key   receiptKey
+	n     int
+	items []*pb.ReceiptItem
+}
+
+// reset forgets the cycle's receipts, keeping their memory.
+func (r *receiptBatches) reset() {
+	if r.index == nil {
+		r.index = make(map[receiptKey]int)
+	}
+	clear(r.index)
+	r.batches = r.batches[:0]
+}
+
 // noteReceipt adds a receipt from peer up to upTo to the Receipts entry
 // being coalesced under k: one item per peer, with its highest upTo
 // ([S-16-8]).
 func (s *Shard) noteReceipt(k receiptKey, peer, upTo uint64) {
-	items := s.receipts[k]
-	for _, it := range items {
+	r := &s.receipts
+	i, ok := r.index[k]
+	if !ok {
+		i = len(r.batches)
+		r.index[k] = i
+		r.batches = slices.Grow(r.batches, 1)[:i+1] // a spare batch's items are kept
+		r.batches[i].key, r.batches[i].n = k, 0
+	}
+	b := &r.batches[i]
+	for _, it := range b.items[:b.n] {
 		if it.Peer == peer {
 			it.UpTo = max(it.UpTo, upTo)
 			return
 		}
 	}
-	s.receipts[k] = append(items, &pb.ReceiptItem{Peer: peer, UpTo: upTo})
+	if b.n == len(b.items) {
+		b.items = append(b.items, &pb.ReceiptItem{})
+	}
+	b.items[b.n].Peer, b.items[b.n].UpTo = peer, upTo
+	b.n++
 }
 
 // flushReceipts appends one Receipts entry per coalesced key, in key order:
 // here for this shard's users, through the outbox for others.
 func (s *Shard) flushReceipts() {
-	if len(s.receipts) == 0 {
+	r := &s.receipts
+	if len(r.batches) == 0 {
 		return
 	}
-	keys := make([]receiptKey, 0, len(s.receipts))
-	for k := range s.receipts {
-		keys = append(keys, k)
-	}
-	slices.SortFunc(keys, func(a, b receiptKey) int {
-		return cmp.Or(cmp.Compare(a.user, b.user), cmp.Compare(a.group, b.group), cmp.Compare(a.typ, b.typ))
+	slices.SortFunc(r.batches, func(a, b receiptBatch) int {
+		return cmp.Or(cmp.Compare(a.key.user, b.key.user), cmp.Compare(a.key.group, b.key.group), cmp.Compare(a.key.typ, b.key.typ))
 	})
-	for _, k := range keys {
-		items := s.receipts[k]
-		delete(s.receipts, k)
-		entry, err := appendProtoEntry([]byte{byte(protocol.KindReceipts)}, &pb.Receipts{Group: k.group, Type: k.typ, Items: items})
+	defer r.reset()
+	for i := range r.batches {
+		b := &r.batches[i]
+		k := b.key
+		r.msg.Group, r.msg.Type, r.msg.Items = k.group, k.typ, b.items[:b.n]
+		entry, err := appendProtoEntry(append(s.entry[:0], byte(protocol.KindReceipts)), &r.msg)
+		r.msg.Items = nil
 		if err != nil {
 			s.abort(fmt.Errorf("storage: receipts entry: %w", err))
 			return
 		}
+		s.entry = entry
 		if u := s.users[k.user]; u != nil && s.cfg.Forwarder.ShardOf(k.user) == s.cfg.ID {
 			s.appendRaw(u, entry, nil)
 		} else {
