@@ -40,12 +40,18 @@ func (s *Shard) applyAck(op *Op) {
 		n++
 	}
 	sess.inflight = append(sess.inflight[:0], sess.inflight[n:]...)
-	if len(sess.inflight) == 0 {
+	if len(sess.inflight) == 0 && cap(sess.inflight) > keptInflight {
 		sess.inflight = nil
 	}
 	s.advanceCursor(u, d, op.Seq)
 	s.touch(u)
 }
+
+// keptInflight is the most entries an idle session's inflight list keeps
+// room for: a device that acknowledges every entry or two posts the next
+// without allocating, and a session idle after a backlog gives the rest
+// of its memory back.
+const keptInflight = 4
 
 // advanceCursor moves d's cursor to seq, which is above it: an Ack, or a
 // Login whose client has processed more than it acknowledged. Messages
