@@ -82,3 +82,10 @@ func (s *Shard) HasBody(group, gseq uint64) (bool, error) {
 	}
 	return false, nil
 }
+
+// Flush flushes s's memtable and waits for the flush. Each flush doubles
+// the size of Pebble's next memtable (from 256 KiB up to
+// Config.MemTableBytes), so a test that flushes a few times writes on
+// without a memtable rotation, and the allocations of one, in its way.
+// The shard must be stepped or paused.
+func (s *Shard) Flush() error { return s.db.Flush() }

@@ -133,11 +133,15 @@ func (g *group) remove(u uint64) {
 
 // users returns the members' ids in order.
 func (g *group) users() []uint64 {
-	out := make([]uint64, len(g.order))
-	for i, m := range g.order {
-		out[i] = m.user
+	return g.appendUsers(make([]uint64, 0, len(g.order)))
+}
+
+// appendUsers appends the members' ids in order to dst.
+func (g *group) appendUsers(dst []uint64) []uint64 {
+	for _, m := range g.order {
+		dst = append(dst, m.user)
 	}
-	return out
+	return dst
 }
 
 // loadGroup returns group id's state, reading it on first use; nil when

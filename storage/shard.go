@@ -99,6 +99,7 @@ type Shard struct {
 	scratch         []byte       // per-use scratch for keys and values
 	key             []byte       // a key built for one call that copies it (batch.Set, get), then free
 	rec             []byte       // a record encoded for one batch.Set, which copies it, then free
+	val             []byte       // a value read for a caller that parses it at once (getAppend)
 	sendKey         []byte       // the dedupe key of the send being applied
 	frames          []byte       // a device's frames before batching
 	zbuf            []byte       // compressor scratch
@@ -115,6 +116,9 @@ type Shard struct {
 	receipts        receiptBatches          // group receipts coalesced this cycle
 	upTos           []upTo                  // deliveredReceipts' scratch: one per sender and group
 	entry           []byte                  // an entry built for appendEntry, which copies it, then free
+	groupUsers      []uint64                // a group message's members, for its delivery (applyGroupSend)
+	groupRef        [17]byte                // a group reference entry being appended (applyGroupDelivery)
+	oneUser         [1]uint64               // the users of an appendEntry's delivery
 	cycleOps        int                     // ops applied in this cycle
 	arena           []byte                  // copies of entries appended this cycle, for the pump
 	batchRecs       []batchRec              // the records of the cycle's batch, to order them (batchorder.go)

@@ -56,7 +56,11 @@ func (d *delivery) decode(b []byte) error {
 // here if this shard owns the user, else through the outbox. flags may ask
 // for FlagCompanions.
 func (s *Shard) appendEntry(id uint64, entry []byte, flags uint8) {
-	s.deliver(delivery{flags: flags, users: []uint64{id}, entry: entry})
+	// One user: the delivery borrows s.oneUser. deliver reads its users
+	// before it appends anything, so an appendEntry beneath it may reuse
+	// it.
+	s.oneUser[0] = id
+	s.deliver(delivery{flags: flags, users: s.oneUser[:], entry: entry})
 }
 
 // deliver applies d to this shard's users and, for users of other shards,
@@ -64,6 +68,11 @@ func (s *Shard) appendEntry(id uint64, entry []byte, flags uint8) {
 // destination, in the order the users' shards first appear. It returns the
 // outbox entries it wrote.
 func (s *Shard) deliver(d delivery) (entries []pairSeq) {
+	if id, ok := s.oneShard(d.users); ok {
+		// One user, or a group whose members live together: nothing to
+		// group by shard.
+		return s.deliverTo(id, d, nil)
+	}
 	var order []uint16
 	byShard := map[uint16][]uint64{}
 	for _, u := range d.users {
@@ -76,14 +85,37 @@ func (s *Shard) deliver(d delivery) (entries []pairSeq) {
 	for _, id := range order {
 		part := d
 		part.users = byShard[id]
-		if id == s.cfg.ID {
-			s.applyDelivery(&part)
-			continue
-		}
-		seq := s.enqueue(id, part.encode(nil), part.entry)
-		entries = append(entries, pairSeq{id, seq})
+		entries = s.deliverTo(id, part, entries)
 	}
 	return entries
+}
+
+// oneShard returns the shard of users and true when one shard owns them
+// all.
+func (s *Shard) oneShard(users []uint64) (uint16, bool) {
+	if len(users) == 0 {
+		return 0, false
+	}
+	id := s.cfg.Forwarder.ShardOf(users[0])
+	for _, u := range users[1:] {
+		if s.cfg.Forwarder.ShardOf(u) != id {
+			return 0, false
+		}
+	}
+	return id, true
+}
+
+// deliverTo applies part, whose users are all of shard id, here if id is
+// this shard, else writes it to the outbox towards id, appending the
+// outbox entry to entries. A delivery applied here reads each of its
+// users before it appends anything for that user.
+func (s *Shard) deliverTo(id uint16, part delivery, entries []pairSeq) []pairSeq {
+	if id == s.cfg.ID {
+		s.applyDelivery(&part)
+		return entries
+	}
+	seq := s.enqueue(id, part.encode(nil), part.entry)
+	return append(entries, pairSeq{id, seq})
 }
 
 // applyDelivery appends d's entry to its users here. It reports false when

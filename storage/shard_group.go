@@ -491,12 +491,17 @@ func (s *Shard) applyGroupSend(op *Op) {
 	s.batch.Set(s.key, s.rec, nil)
 	s.batch.Set(dk, binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(be64(id), gseq), sum), nil)
 	s.indexMessage(msgToGroup, op.Group, id, msgRecord{From: op.From, Device: op.FromDevice, CMID: op.CMID, Seq: gseq})
-	entry := append([]byte{byte(protocol.KindMessage)}, codec.AppendMessageEntry(nil, codec.Message{
+	// The entry is built in the arena: the members' inboxes here refer to
+	// it until the cycle's pump (appendRaw).
+	n := len(s.arena)
+	s.arena = codec.AppendMessageEntry(append(s.arena, byte(protocol.KindMessage)), codec.Message{
 		ID: id, From: op.From, Body: op.Body, Type: op.Type, FromDevice: op.FromDevice, Group: g.id, GSeq: gseq, Cipher: op.Cipher,
 		TTL: g.rec.Timer, Forwarded: op.Forwarded, Ref: op.Ref, // [S-18-10], [S-18-11]
-	})...)
+	})
+	entry := s.arena[n:len(s.arena):len(s.arena)]
 	s.emit(analytics.Event{Type: analytics.TypeMessageAccepted, User: op.From, Device: op.FromDevice, Group: g.id, ID: id, Size: int64(len(op.Body)), Count: len(g.order)})
-	entries := s.deliver(delivery{users: g.users(), group: g.id, gseq: gseq, entry: entry})
+	s.groupUsers = g.appendUsers(s.groupUsers[:0])
+	entries := s.deliver(delivery{users: s.groupUsers, group: g.id, gseq: gseq, entry: entry})
 	if len(entries) == 0 {
 		start := len(s.out)
 		s.out = codec.AppendSent(s.out, op.CMID, id)
@@ -549,7 +554,7 @@ func (s *Shard) applyGroupDelivery(d *delivery) bool {
 			s.log.Error("group delivery cannot be decoded", "group", d.group, "gseq", d.gseq, "err", err)
 			return false
 		}
-		ref := make([]byte, 17)
+		ref := s.groupRef[:] // appendRaw copies it
 		ref[0] = kindGroupRef
 		binary.BigEndian.PutUint64(ref[1:], d.group)
 		binary.BigEndian.PutUint64(ref[9:], d.gseq)
@@ -567,7 +572,8 @@ func (s *Shard) applyGroupDelivery(d *delivery) bool {
 		}
 		if refs > 0 {
 			s.batch.Set(bodyKey(nil, tagBody, d.group, d.gseq), d.entry, nil)
-			s.batch.Set(bodyKey(nil, tagBodyRefs, d.group, d.gseq), binary.AppendUvarint(nil, uint64(refs)), nil)
+			s.rec = binary.AppendUvarint(s.rec[:0], uint64(refs))
+			s.batch.Set(bodyKey(nil, tagBodyRefs, d.group, d.gseq), s.rec, nil)
 			s.batch.Set(bodyExpiryKey(nil, s.day(), d.group, d.gseq), nil, nil)
 			if m.TTL != 0 {
 				s.indexExpiringBody(d.group, d.gseq, expiryOf(m.ID, m.TTL))
@@ -662,20 +668,22 @@ func (s *Shard) flushReleases() {
 	for b, n := range s.releases {
 		s.key = bodyKey(s.key[:0], tagBodyRefs, b.group, b.gseq)
 		rk := s.key
-		v, err := s.get(rk)
+		v, err := s.getAppend(s.val, rk)
 		if err != nil {
 			break // the cycle is aborted
 		}
 		if v == nil {
 			continue
 		}
+		s.val = v
 		refs, k := binary.Uvarint(v)
 		if k <= 0 || refs <= n {
 			s.batch.Delete(rk, nil)
 			s.batch.Delete(bodyKey(nil, tagBody, b.group, b.gseq), nil)
 			continue
 		}
-		s.batch.Set(rk, binary.AppendUvarint(nil, refs-n), nil)
+		s.rec = binary.AppendUvarint(s.rec[:0], refs-n)
+		s.batch.Set(rk, s.rec, nil)
 	}
 	clear(s.releases)
 }

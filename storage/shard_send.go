@@ -157,11 +157,11 @@ func (s *Shard) applySend(op *Op) {
 	}
 	if op.From != op.User {
 		// [S-8-17] the sender's other devices get a copy, in their order.
-		self := append([]byte{byte(protocol.KindMessage)}, codec.AppendMessageEntry(nil, codec.Message{
+		s.entry = codec.AppendMessageEntry(append(s.entry[:0], byte(protocol.KindMessage)), codec.Message{
 			ID: id, From: op.From, Body: op.Body, Type: op.Type, FromDevice: op.FromDevice, To: op.User, Cipher: op.Cipher, TTL: ttl,
 			Forwarded: op.Forwarded, Ref: op.Ref,
-		})...)
-		s.appendCopy(op.From, self, id, ttl)
+		})
+		s.appendCopy(op.From, s.entry, id, ttl)
 	}
 	s.batch.Set(dk, binary.BigEndian.AppendUint64(be64(id), sum), nil)
 	s.indexMessage(msgToUser, op.User, id, msgRecord{From: op.From, Device: op.FromDevice, CMID: op.CMID, Seq: seq})

@@ -185,7 +185,11 @@ func (s *Shard) markDirty(u *user) {
 // get reads key through the current batch, returning a copy of the value
 // (non-nil, possibly empty), or nil when the key does not exist. An error
 // aborts the cycle.
-func (s *Shard) get(key []byte) ([]byte, error) {
+func (s *Shard) get(key []byte) ([]byte, error) { return s.getAppend(nil, key) }
+
+// getAppend is get that copies the value into dst[:0], for a caller that
+// reads it at once and reuses dst.
+func (s *Shard) getAppend(dst, key []byte) ([]byte, error) {
 	v, closer, err := s.reader().Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return nil, nil
@@ -195,7 +199,10 @@ func (s *Shard) get(key []byte) ([]byte, error) {
 		s.abort(err)
 		return nil, err
 	}
-	out := append(make([]byte, 0, len(v)), v...) // non-nil even when empty
+	if dst == nil {
+		dst = make([]byte, 0, len(v)) // non-nil even when empty
+	}
+	out := append(dst[:0], v...)
 	_ = closer.Close()
 	return out, nil
 }
