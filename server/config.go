@@ -20,13 +20,16 @@ const maxHeartbeat = math.MaxUint16 * time.Second
 
 // Router is what the server needs of placement: where an op goes is the
 // router's decision (package router implements it, for local shards and,
-// over node links, remote ones). Both methods are safe for concurrent use
+// over node links, remote ones). Its methods are safe for concurrent use
 // and never block.
 type Router interface {
 	// Submit hands op to the shard that runs it; an error means it was
 	// refused (the shard is busy, closed or unreachable) and the caller
 	// answers OVERLOADED or drops it.
 	Submit(op storage.Op) error
+	// ShardOf returns the number of the shard that owns a user or group:
+	// a closing connection's logout goes to every shard it sent to.
+	ShardOf(user uint64) uint16
 	// ShardOfPhone returns the number of the shard that owns phone: the
 	// server splits a LOOKUP by it.
 	ShardOfPhone(phone string) uint16

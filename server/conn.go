@@ -62,6 +62,11 @@ type conn struct {
 	// retriable code whose retry the conversation waits for ([S-8-13],
 	// session_order.go); it keeps no map when none.
 	held sendorder.Set[sendorder.Conversation]
+	// sentTo names each shard, other than the user's, that the
+	// connection handed a SEND to: a refusal there may have raised a
+	// barrier that the logout must lower too (session_order.go); nil
+	// when none.
+	sentTo []sentShard
 	// sent is the state compact SENTs are encoded against ([S-7-16]),
 	// advanced as frames are written.
 	sent codec.SentState

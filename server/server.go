@@ -346,6 +346,7 @@ func (s *Server) OnClose(gc gnet.Conn, _ error) gnet.Action {
 		// Ordered after the Login on the same shard, so it ends the session
 		// the Login opened, whatever the Login's outcome.
 		_ = s.cfg.Router.Submit(storage.Op{Kind: storage.OpLogout, User: c.user, Device: c.device, CMID: c.maxCMID, Conn: c.ref})
+		c.logoutElsewhere()
 		if c.state == stateAuthenticated {
 			s.stats.Authenticated.Add(-1)
 		}

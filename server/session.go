@@ -241,6 +241,7 @@ func (c *conn) handleSend(body []byte, w *buffer) verdict {
 		w.b = codec.AppendError(w.b, protocol.CodeOverloaded, 0, m.CMID, "", retryAfterBusyMS)
 		return c.holdBack(w, conv, m.CMID, protocol.CodeOverloaded, 0, retryAfterBusyMS)
 	}
+	c.sentVia(conv.To)
 	return verdict{}
 }
 

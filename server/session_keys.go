@@ -110,6 +110,7 @@ func (c *conn) handleEnvelopeSend(body []byte, w *buffer) verdict {
 		w.b = codec.AppendError(w.b, protocol.CodeOverloaded, 0, m.Cmid, "", retryAfterBusyMS)
 		return c.holdBack(w, conv, m.Cmid, protocol.CodeOverloaded, 0, retryAfterBusyMS)
 	}
+	c.sentVia(m.To)
 	return verdict{}
 }
 

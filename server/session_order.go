@@ -4,6 +4,7 @@ import (
 	"github.com/parley-im/parley/codec"
 	"github.com/parley-im/parley/internal/sendorder"
 	"github.com/parley-im/parley/protocol"
+	"github.com/parley-im/parley/storage"
 )
 
 // A sender's order across retriable refusals ([S-8-13]), the gateway's
@@ -14,7 +15,9 @@ import (
 // refused with the same code and retry_after_ms until the refused cmid is
 // read again, or until sendorder.TTL has passed since the refusal. The
 // shard keeps the same barrier (internal/sendorder) for the refusals it
-// decides (storage/shard_order.go).
+// decides (storage/shard_order.go), on the shard that refused: the
+// recipient's or the group's. So the connection notes the shards it sent
+// to, and its logout goes to each of them, behind its SENDs there.
 
 // maxHeldConversations bounds the conversations one connection may have
 // held back at once; one more and the connection is closed with GOAWAY
@@ -52,4 +55,38 @@ func (c *conn) holdBack(w *buffer, conv sendorder.Conversation, cmid uint64, cod
 		return verdict{close: true, code: protocol.CodeOverloaded}
 	}
 	return verdict{}
+}
+
+// sentShard is a shard a connection handed a SEND to, and one user or
+// group of it, by which the router finds it.
+type sentShard struct {
+	to    uint64
+	shard uint16
+}
+
+// sentVia notes that the connection handed a SEND to the shard of to, a
+// user or group, so that its logout goes there too. The user's own shard
+// gets the logout anyway.
+func (c *conn) sentVia(to uint64) {
+	r := c.srv.cfg.Router
+	shard := r.ShardOf(to)
+	if shard == r.ShardOf(c.user) {
+		return
+	}
+	for _, s := range c.sentTo {
+		if s.shard == shard {
+			return
+		}
+	}
+	c.sentTo = append(c.sentTo, sentShard{to: to, shard: shard})
+}
+
+// logoutElsewhere tells each shard other than the user's that the
+// connection sent to that it closed (a logout with no device), which
+// lowers the connection's barriers there ([S-8-13]).
+func (c *conn) logoutElsewhere() {
+	for _, s := range c.sentTo {
+		_ = c.srv.cfg.Router.Submit(storage.Op{Kind: storage.OpLogout, User: s.to, Conn: c.ref})
+	}
+	c.sentTo = nil
 }

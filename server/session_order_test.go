@@ -29,6 +29,8 @@ func (r *orderRouter) Submit(op storage.Op) error {
 	return nil
 }
 
+func (r *orderRouter) ShardOf(uint64) uint16 { return 0 }
+
 func (r *orderRouter) ShardOfPhone(string) uint16 { return 0 }
 
 // orderConn returns an authenticated connection of user 1 on a server

@@ -87,7 +87,9 @@ const (
 	// OpLogin: User, Device, Credential, Seq (the client's cursor), Conn.
 	OpLogin
 	// OpLogout: User, Device, Conn, CMID (the highest Send.cmid the
-	// connection read, 0 if none). The connection closed.
+	// connection read, 0 if none). The connection closed. With Device 0
+	// (and CMID 0) it only lowers Conn's order barriers on the shard of
+	// User, there a user or group the connection sent a SEND to.
 	OpLogout
 	// OpRequestCode: Phone, RID, Conn. Answers CodeSent.
 	OpRequestCode

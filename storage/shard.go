@@ -147,6 +147,7 @@ type Shard struct {
 	linkRefusals   atomic.Uint64
 	fencedOps      atomic.Uint64 // ops refused while the fence was closed (fence.go)
 	heldSends      atomic.Uint64 // SENDs refused behind a barrier (shard_order.go)
+	barriersHeld   atomic.Int64  // barriers.Len() as the actor last left it (shard_order.go)
 	pendingLinks   atomic.Int64  // len(linkOrder), for Stats
 	flow           flowCounters  // shard_metrics.go
 }
@@ -524,6 +525,7 @@ func (s *Shard) Tick() {
 	if s.failed == nil {
 		if s.barriers.Len() > 0 {
 			s.barriers.Expire(s.cfg.Now())
+			s.barriersChanged()
 		}
 		s.timers()
 	}

@@ -49,10 +49,16 @@ func (s *Shard) applyLogin(op *Op) {
 	s.touch(u)
 }
 
-// applyLogout ends the session of a connection that closed.
+// applyLogout ends the session of a connection that closed, and lowers
+// its order barriers here. A logout with Device 0 only lowers them: the
+// server sends one to each other shard the connection sent a SEND to,
+// where a refusal may have raised a barrier ([S-8-13], shard_order.go).
 func (s *Shard) applyLogout(op *Op) {
 	if s.barriers.Len() > 0 {
 		s.dropBarriers(func(r ConnRef) bool { return r == op.Conn })
+	}
+	if op.Device == 0 {
+		return
 	}
 	u := s.users[op.User]
 	if u == nil && op.CMID > 0 {

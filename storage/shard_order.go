@@ -26,11 +26,13 @@ import (
 // encrypt them again for nothing.
 //
 // A barrier exists only while a refusal is outstanding, and goes when its
-// cmid is seen again, when its connection logs out here or its node's
-// connections are gone (OpConnGone), or sendorder.TTL after it was
-// raised (a connection that closed on another shard sends nothing more;
-// a client that never retries gets its barrier lifted eventually). At
-// most maxOrderBarriers are held; beyond that a refusal raises none.
+// cmid is seen again, when its connection logs out (the server sends the
+// logout to its user's shard and to every other shard it sent a SEND to,
+// applyLogout), when its node's connections are gone (OpConnGone), or
+// sendorder.TTL after it was raised (a client that never retries gets its
+// barrier lifted eventually; so does one that an envelope SEND, forwarded
+// by the sender's shard, raised after the logout overtook it). At most
+// maxOrderBarriers are held; beyond that a refusal raises none.
 
 // maxOrderBarriers bounds the barriers a shard holds (about 64 bytes each).
 const maxOrderBarriers = 1 << 16
@@ -65,6 +67,7 @@ func (s *Shard) heldBack(op *Op) bool {
 	}
 	b, ok := s.barriers.Hold(orderKeyOf(op), op.CMID, s.cfg.Now)
 	if !ok {
+		s.barriersChanged() // the refused cmid again, or an expired barrier, lowered it
 		return false
 	}
 	s.heldSends.Add(1)
@@ -81,6 +84,7 @@ func (s *Shard) raiseBarrier(op *Op, code protocol.Code, retryMS uint32) {
 	}
 	b := sendorder.Barrier{CMID: op.CMID, Code: code, RetryMS: retryMS, At: s.cfg.Now().UnixNano()}
 	s.barriers.Raise(orderKeyOf(op), b, maxOrderBarriers) // full: nothing held back
+	s.barriersChanged()
 }
 
 // noteSendRefusal raises the barrier of the SEND being applied when the
@@ -102,7 +106,18 @@ func (s *Shard) applySendInOrder(op *Op) {
 // dropBarriers lowers the barriers of the connections gone reports gone.
 func (s *Shard) dropBarriers(gone func(ConnRef) bool) {
 	s.barriers.Drop(func(k orderKey) bool { return gone(k.conn) })
+	s.barriersChanged()
 }
+
+// barriersChanged publishes how many barriers the shard holds, for
+// OrderBarriers.
+func (s *Shard) barriersChanged() { s.barriersHeld.Store(int64(s.barriers.Len())) }
+
+// OrderBarriers returns how many conversations of connections the shard
+// holds back now behind a refused SEND ([S-8-13]), expired barriers
+// included until the shard's tick or the conversation's next SEND drops
+// them. Any goroutine may call it.
+func (s *Shard) OrderBarriers() int { return int(s.barriersHeld.Load()) }
 
 // HeldSends returns how many SENDs the shard refused behind an earlier
 // retriable refusal of the same connection and conversation ([S-8-13]).
