@@ -154,3 +154,58 @@ func TestExpiryFormat2Records(t *testing.T) {
 	n.clock.Advance(24 * time.Hour)
 	n.expectLeft(t, "day 1 past retention", nil, bob)
 }
+
+// TestExpirySweepWritesOnlyChanges: the sweep that expires a user's open
+// index record writes the user record only when entries go with it.
+// Alice's only entry of day 1 is bob's read receipt, which she
+// acknowledges at once, so when day 1 passes retention the sweep finds
+// her open record with nothing left to delete: it deletes that record
+// and writes nothing else. Her next entry, after a restart that forgot
+// what the sweep saw, still opens a record and expires by its day.
+func TestExpirySweepWritesOnlyChanges(t *testing.T) {
+	const retention = 48 * time.Hour
+	n := newNode(t, 1, func(c *storage.Config) { c.Retention = retention })
+	alice, bob := n.register(t, "+15550009401"), n.register(t, "+15550009402")
+	aep, bep := n.login(t, alice, 0), n.login(t, bob, 0)
+	day1 := dayStart(n.clock.Now()).Add(24 * time.Hour)
+	id := n.send(t, alice, aep, bob.user, 1, "m1")
+	n.ack(bob, bep, bep.messages(t, 1)[0].Seq)
+	ackReceipt := func(want pb.ReceiptType) {
+		t.Helper()
+		for {
+			if r, ok := aep.next(t, "a receipt").msg.(codec.Receipt); ok {
+				n.ack(alice, aep, r.Seq)
+				if r.Type != want {
+					t.Fatalf("alice got a %v receipt, want %v", r.Type, want)
+				}
+				break
+			}
+		}
+	}
+	ackReceipt(pb.ReceiptType_RECEIPT_DELIVERED)
+	n.clock.Advance(day1.Add(time.Hour).Sub(n.clock.Now()))
+	n.submit(storage.Op{Kind: storage.OpRead, User: alice.user, From: bob.user, UpTo: id, RID: 9, Conn: bep.ref})
+	ackReceipt(pb.ReceiptType_RECEIPT_READ)
+	n.nothingMore(t, alice, aep) // her ack is applied
+
+	// Day 0 past retention: its records go (the message's, bob's index).
+	// A restarted shard sweeps before any op: wait for each sweep to be
+	// done before the clock moves on.
+	n.clock.Advance(day1.Add(retention - 24*time.Hour).Sub(n.clock.Now()))
+	n.restart()
+	n.nothingMore(t, alice, newEndpoint(t))
+	n.clock.Advance(24 * time.Hour) // day 1 past retention
+	n.restart()
+	n.nothingMore(t, alice, newEndpoint(t))
+	if got := n.records(); got != 1 {
+		t.Errorf("the sweep wrote %d records, want 1 (alice's index record deleted)", got)
+	}
+
+	n.restart()
+	aep = n.login(t, alice, 0)
+	bep = n.login(t, bob, 0)
+	n.send(t, bob, bep, alice.user, 2, "later")
+	n.expectLeft(t, "the day after", []string{"later"}, alice)
+	n.clock.Advance(retention + 24*time.Hour)
+	n.expectLeft(t, "the later day past retention", nil, alice)
+}

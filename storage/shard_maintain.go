@@ -224,8 +224,12 @@ func (s *Shard) expireInbox(k, v []byte) {
 			return
 		}
 		upTo = u.rec.Head
+		// The user record is written only if entries go too (below).
+		// Nothing to delete, it keeps naming the day whose record is
+		// gone until it is written for another reason; harmless, since
+		// every entry up to the head is deleted: the next day's first
+		// append only deletes the gone record's key again (indexDay).
 		u.rec.IndexDay = 0
-		s.markDirty(u)
 	}
 	if upTo <= u.rec.Deleted {
 		return
