@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/url"
 	"strings"
+	"syscall"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -23,10 +24,11 @@ type EtcdConfig struct {
 	// Name is the member's name. Default "parley".
 	Name string
 	// ClientAddr is the host:port clients connect to. Default a free port
-	// on 127.0.0.1, chosen at start (Etcd.ClientAddr tells which).
+	// on 127.0.0.1, chosen at start (Etcd.ClientAddr tells which; chosen
+	// again should another process take it before etcd binds it).
 	ClientAddr string
 	// PeerAddr is the host:port other members connect to. Default a free
-	// port on 127.0.0.1.
+	// port on 127.0.0.1, chosen as ClientAddr's.
 	PeerAddr string
 	// Peers lists every member of a new multi-member cluster as name →
 	// peer host:port, this one included. Empty means a single member.
@@ -46,6 +48,10 @@ type EtcdConfig struct {
 	// LogLevel is the least level of etcd's logs passed on. Default (0)
 	// slog.LevelInfo; etcd is chatty at info, warn suits tests.
 	LogLevel slog.Level
+
+	// freeAddr finds a free loopback port; nil means FreeAddr. Tests
+	// inject one that returns a taken port first.
+	freeAddr func() (string, error)
 }
 
 func (c *EtcdConfig) validate() error {
@@ -99,17 +105,63 @@ func StartEtcd(c EtcdConfig) (*Etcd, error) {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
-	var err error
-	if c.ClientAddr == "" {
-		if c.ClientAddr, err = FreeAddr(); err != nil {
-			return nil, err
-		}
+	if c.freeAddr == nil {
+		c.freeAddr = FreeAddr
 	}
-	if c.PeerAddr == "" {
-		if c.PeerAddr, err = FreeAddr(); err != nil {
-			return nil, err
+	// The ports StartEtcd chooses are found free and bound a moment later
+	// by etcd: embed.Config takes URLs, not listeners, and a member given
+	// port 0 binds a free port but advertises port 0 (its client URLs in
+	// the member list, its peer URL in the membership that a restart and
+	// any later member read). So when another process takes a chosen port
+	// in between, etcd fails to bind it, before it writes anything, and
+	// StartEtcd chooses again, up to maxPortChoices times.
+	chooseClient, choosePeer := c.ClientAddr == "", c.PeerAddr == ""
+	var e *embed.Etcd
+	for choice := 1; ; choice++ {
+		var err error
+		if chooseClient {
+			if c.ClientAddr, err = c.freeAddr(); err != nil {
+				return nil, err
+			}
 		}
+		if choosePeer {
+			if c.PeerAddr, err = c.freeAddr(); err != nil {
+				return nil, err
+			}
+		}
+		if e, err = embed.StartEtcd(embedConfig(&c)); err == nil {
+			break
+		}
+		var op *net.OpError
+		taken := errors.As(err, &op) && errors.Is(err, syscall.EADDRINUSE) && op.Addr != nil &&
+			(chooseClient && op.Addr.String() == c.ClientAddr || choosePeer && op.Addr.String() == c.PeerAddr)
+		if !taken || choice == maxPortChoices {
+			return nil, fmt.Errorf("cluster: start etcd: %w", err)
+		}
+		c.Logger.Warn("cluster: an etcd port was taken before etcd bound it; choosing again", "err", err)
 	}
+	t := time.NewTimer(c.StartTimeout)
+	defer t.Stop()
+	select {
+	case <-e.Server.ReadyNotify():
+	case err := <-e.Err():
+		e.Close()
+		return nil, fmt.Errorf("cluster: etcd failed to start: %w", err)
+	case <-t.C:
+		e.Server.Stop()
+		e.Close()
+		return nil, fmt.Errorf("cluster: etcd not ready after %v", c.StartTimeout)
+	}
+	return &Etcd{e: e, clientAddr: c.ClientAddr, peerAddr: c.PeerAddr}, nil
+}
+
+// maxPortChoices bounds how many times StartEtcd chooses free ports for a
+// member whose chosen port another process took before etcd bound it.
+const maxPortChoices = 5
+
+// embedConfig returns etcd's configuration of the member c describes, its
+// addresses and defaults filled in.
+func embedConfig(c *EtcdConfig) *embed.Config {
 	cfg := embed.NewConfig()
 	cfg.Name = c.Name
 	cfg.Dir = c.Dir
@@ -135,23 +187,7 @@ func StartEtcd(c EtcdConfig) (*Etcd, error) {
 	// Keep the history a controller's watch needs, not forever.
 	cfg.AutoCompactionMode = embed.CompactorModePeriodic
 	cfg.AutoCompactionRetention = "1h"
-	e, err := embed.StartEtcd(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("cluster: start etcd: %w", err)
-	}
-	t := time.NewTimer(c.StartTimeout)
-	defer t.Stop()
-	select {
-	case <-e.Server.ReadyNotify():
-	case err := <-e.Err():
-		e.Close()
-		return nil, fmt.Errorf("cluster: etcd failed to start: %w", err)
-	case <-t.C:
-		e.Server.Stop()
-		e.Close()
-		return nil, fmt.Errorf("cluster: etcd not ready after %v", c.StartTimeout)
-	}
-	return &Etcd{e: e, clientAddr: c.ClientAddr, peerAddr: c.PeerAddr}, nil
+	return cfg
 }
 
 // ClientAddr returns the host:port clients connect to.
@@ -196,7 +232,10 @@ func NewClient(endpoints []string, l *slog.Logger) (*clientv3.Client, error) {
 }
 
 // FreeAddr returns a loopback host:port that was free a moment ago, for a
-// listener that must keep its port across restarts.
+// listener that must keep its port across restarts or whose address must
+// be known before it binds (another process's). Anything may take the
+// port before that listener binds it: its caller must be ready to fail,
+// and choose again (StartEtcd does).
 func FreeAddr() (string, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -2,10 +2,13 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -96,6 +99,47 @@ func TestEtcdThreeMembers(t *testing.T) {
 	}
 	if len(resp.Kvs) != 1 {
 		t.Fatal("the restarted member does not see node 2")
+	}
+}
+
+// TestEtcdPortTaken: a port StartEtcd chose, and another process took
+// before etcd bound it, is chosen again: the client port at the first
+// start, the peer port at the second; the member then serves. A port the
+// caller named is not chosen again: StartEtcd fails.
+func TestEtcdPortTaken(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	c := testEtcdConfig(t.TempDir())
+	calls := 0
+	c.freeAddr = func() (string, error) {
+		calls++ // client, peer; client, peer; …
+		if calls == 1 || calls == 4 {
+			return taken.Addr().String(), nil
+		}
+		return FreeAddr()
+	}
+	e, err := StartEtcd(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close) // after the client's
+	if calls != 6 || e.ClientAddr() == taken.Addr().String() || e.PeerAddr() == taken.Addr().String() {
+		t.Fatalf("%d ports chosen, client %s, peer %s; want 6, neither %s", calls, e.ClientAddr(), e.PeerAddr(), taken.Addr())
+	}
+	if _, err := testClient(t, e).Put(testCtx(t), "k", "v"); err != nil {
+		t.Fatal(err)
+	}
+
+	c = testEtcdConfig(t.TempDir())
+	c.ClientAddr = taken.Addr().String()
+	if e, err := StartEtcd(c); !errors.Is(err, syscall.EADDRINUSE) {
+		if err == nil {
+			e.Close()
+		}
+		t.Fatalf("StartEtcd on a taken ClientAddr: %v, want address in use", err)
 	}
 }
 
