@@ -5,17 +5,19 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
+	"net/netip"
+	"slices"
 	"strconv"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/parley-im/parley/cluster"
-	"github.com/parley-im/parley/codec"
+	"github.com/parley-im/parley/internal/nodetest"
 	"github.com/parley-im/parley/internal/wiretest"
 	"github.com/parley-im/parley/protocol"
-	"github.com/parley-im/parley/protocol/pb"
 	"github.com/parley-im/parley/router/link"
 	"github.com/parley-im/parley/storage"
 )
@@ -169,141 +171,57 @@ func (c *procCluster) register(home uint32) wiretest.User {
 	}
 }
 
-// procUser is an account with a primary and a companion device.
+// procNode is a node of the cluster as a device reaches it.
+type procNode struct{ addr, fingerprint string }
+
+func (n procNode) Addr() net.Addr      { return net.TCPAddrFromAddrPort(netip.MustParseAddrPort(n.addr)) }
+func (n procNode) Fingerprint() string { return n.fingerprint }
+
+// target returns node id as devices reach it.
+func (c *procCluster) target(id uint32) nodetest.Target {
+	return procNode{addr: c.addrs[id-1], fingerprint: c.fps[id-1]}
+}
+
+// procUser is an account with a primary and a companion device, each
+// preferring a node that is not the account's home.
 type procUser struct {
 	home    uint32
-	devices [2]*procDevice
+	devices [2]*nodetest.Device
+	via     [2]uint32 // the node each device prefers
 }
 
-// procDevice is one device and what it has read of its inbox stream.
-type procDevice struct {
-	name string
-	u    wiretest.User
-	via  uint32 // the node it prefers: never the account's home
-	c    *wiretest.Client
-	last uint64              // last seq read
-	got  map[uint64][]uint64 // sender → the k of each message read, in order
-}
-
-// connect (re)connects d to its preferred node, or the next one up, and
-// logs in resuming after the last seq it read. It reports false when the
-// login was refused with a retriable error (the home shard is down).
-func (c *procCluster) connect(d *procDevice) bool {
-	c.t.Helper()
-	if d.c != nil {
-		d.c.Conn.Close()
-		d.c = nil
+// connect connects device j of u to its preferred node, or the next one
+// up, unless its connection still runs; it logs in resuming after the
+// last seq it got. A login refused because the home shard is down ends
+// the connection: the next connect tries again.
+func (c *procCluster) connect(u *procUser, j int) {
+	d := u.devices[j]
+	if d.Connected() {
+		return
 	}
-	id := d.via
+	id := u.via[j]
 	for !c.up(id) {
 		id = id%3 + 1
 	}
-	cl := wiretest.Dial(c.t, c.addrs[id-1], c.fps[id-1])
-	cl.Send(protocol.KindLogin, &pb.Login{Version: protocol.Version, User: d.u.ID, Device: d.u.Device, Credential: d.u.Cred, Cursor: d.last})
-	for {
-		f, err := cl.Next(wiretest.Timeout)
-		if err != nil {
-			cl.Conn.Close()
-			return false // the node went down under the login
-		}
-		switch f.Kind {
-		case protocol.KindLoginOK:
-			d.c = cl
-			return true
-		case protocol.KindError:
-			var e pb.Error
-			if err := codec.ParseProto(f.Body, &e); err != nil {
-				c.t.Fatal(err)
-			}
-			if !retriable(e.Code) {
-				c.t.Fatalf("%s: login refused with %v", d.name, e.Code)
-			}
-			cl.Conn.Close()
-			return false
-		}
-	}
-}
-
-// retriable reports whether a SEND or LOGIN refused with code is retried
-// with its cmid (spec.md [S-11-3]).
-func retriable(code protocol.Code) bool {
-	return code == protocol.CodeShardUnavailable || code == protocol.CodeOverloaded || code == protocol.CodeInternal
-}
-
-// handle records an inbox frame f read by d: seqs must increase, and each
-// sender's messages arrive once, in the order sent.
-func (d *procDevice) handle(t *testing.T, f codec.Frame) {
-	t.Helper()
-	var seq uint64
-	switch f.Kind {
-	case protocol.KindMessage:
-		m, err := codec.ParseMessage(f.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		seq = m.Seq
-		var from, k uint64
-		if _, err := fmt.Sscanf(string(m.Body), "%d/%d", &from, &k); err != nil {
-			t.Fatalf("%s: body %q", d.name, m.Body)
-		}
-		got := d.got[from]
-		if n := uint64(len(got)); k != n {
-			t.Fatalf("%s: message %d from %d after %d messages (want %d: once and in order)", d.name, k, from, n, n)
-		}
-		d.got[from] = append(got, k)
-	case protocol.KindReceipt, protocol.KindReceipts, protocol.KindGroupEvent:
-		// Entries too: the seq below is read from their common field.
-		seq = entrySeq(t, f)
-	default:
-		return
-	}
-	if seq <= d.last {
-		t.Fatalf("%s: seq %d after %d", d.name, seq, d.last)
-	}
-	d.last = seq
-	if seq%50 == 0 {
-		if _, err := d.c.Conn.Write(codec.AppendAck(nil, seq)); err != nil {
-			return // the connection died: the next read says so
-		}
-	}
-}
-
-// entrySeq returns the seq of a receipt or group event entry.
-func entrySeq(t *testing.T, f codec.Frame) uint64 {
-	switch f.Kind {
-	case protocol.KindReceipt:
-		r, err := codec.ParseReceipt(f.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return r.Seq
-	case protocol.KindReceipts:
-		var r pb.Receipts
-		if err := codec.ParseProto(f.Body, &r); err != nil {
-			t.Fatal(err)
-		}
-		return r.Seq
-	default:
-		var ev pb.GroupEvent
-		if err := codec.ParseProto(f.Body, &ev); err != nil {
-			t.Fatal(err)
-		}
-		return ev.Seq
-	}
+	d.Disconnect()
+	d.Via(c.target(id))
+	d.Connect()
 }
 
 // procTraffic is 1:1 traffic between users homed on the three nodes: in
 // each round every user's primary sends its next message to the next
 // user, all three in flight at once, and each is resent with its cmid
-// until SENT comes.
+// until SENT comes. Its recorder checks every device's stream as it
+// comes (no gap, duplicate or reorder) and, in verify, that every SENT
+// message reached every device that should have it.
 type procTraffic struct {
 	c     *procCluster
+	rec   *nodetest.Recorder
 	users []*procUser
-	next  []uint64              // per user: k of the next message
 	acked int                   // SENT answers
 	retry int                   // SENDs refused with a retriable error
 	codes map[protocol.Code]int // the retriable refusals by code
-	lost  int                   // connections that ended under a device
+	lost  int                   // connections that ended under a SEND (refused logins included)
 	// silent counts SENDs that got no answer within sendTimeout.
 	silent int
 	// tick, if not nil, is called before every retry of a round.
@@ -313,67 +231,59 @@ type procTraffic struct {
 func newProcTraffic(c *procCluster) *procTraffic {
 	c.t.Helper()
 	c.waitLive(func(st *cluster.State) bool { return st.AllPlaced() })
-	tr := &procTraffic{c: c, codes: map[protocol.Code]int{}}
+	tr := &procTraffic{c: c, rec: nodetest.NewRecorder(c.t, c.target(1)), codes: map[protocol.Code]int{}}
 	for home := uint32(1); home <= 3; home++ {
-		u := c.register(home)
-		pu := &procUser{home: home}
-		primary := &procDevice{name: fmt.Sprintf("user %d primary", home), u: u, via: home%3 + 1, got: map[uint64][]uint64{}}
-		if !c.connect(primary) {
-			c.t.Fatalf("%s: no login", primary.name)
-		}
-		lu := wiretest.Link(c.t, c.addrs[primary.via-1], c.fps[primary.via-1], primary.c, "laptop")
-		laptop := &procDevice{name: fmt.Sprintf("user %d laptop", home), u: lu, via: (home+1)%3 + 1, got: map[uint64][]uint64{}}
-		pu.devices = [2]*procDevice{primary, laptop}
-		tr.users = append(tr.users, pu)
-		tr.next = append(tr.next, 0)
+		primary := c.register(home)
+		via := [2]uint32{home%3 + 1, (home+1)%3 + 1}
+		pc := wiretest.Dial(c.t, c.addrs[via[0]-1], c.fps[via[0]-1])
+		pc.Login(primary, 0)
+		laptop := wiretest.Link(c.t, c.addrs[via[0]-1], c.fps[via[0]-1], pc, "laptop")
+		pc.Conn.Close()
+		u := &procUser{home: home, via: via, devices: [2]*nodetest.Device{tr.rec.Device(primary), tr.rec.Device(laptop)}}
+		tr.users = append(tr.users, u)
 	}
 	for _, u := range tr.users {
-		if !c.connect(u.devices[1]) {
-			c.t.Fatalf("%s: no login", u.devices[1].name)
+		for j, d := range u.devices {
+			c.connect(u, j)
+			d.WaitSynced()
 		}
 	}
 	return tr
 }
 
-// round sends every user's next message and reads until each is SENT,
-// reconnecting and resending after retriable errors; before reads, it
+// round sends every user's next message and waits until each is SENT,
+// reconnecting and resending after retriable errors; before it waits, it
 // calls mid (if not nil) once, with the sends in flight.
 func (tr *procTraffic) round(mid func()) {
 	t := tr.c.t
 	t.Helper()
-	pending := map[int]bool{}
+	pending := map[int]uint64{} // user → the cmid of its SEND, 0 before it is written
 	for i := range tr.users {
-		pending[i] = true
+		pending[i] = 0
 	}
 	deadline := time.Now().Add(60 * time.Second)
 	for len(pending) > 0 {
 		if time.Now().After(deadline) {
-			t.Fatalf("no SENT within 60 s for users %v", pending)
+			t.Fatalf("no SENT within 60 s for users %v", slices.Sorted(maps.Keys(pending)))
 		}
-		for i := range pending {
-			d := tr.users[i].devices[0]
-			if d.c == nil && !tr.c.connect(d) {
+		for i, cmid := range pending {
+			u := tr.users[i]
+			tr.c.connect(u, 0)
+			d := u.devices[0]
+			if cmid != 0 {
+				d.Resend(cmid)
 				continue
 			}
-			to := tr.users[(i+1)%len(tr.users)].devices[0].u.ID
-			body := fmt.Sprintf("%d/%d", d.u.ID, tr.next[i])
-			if _, err := d.c.Conn.Write(codec.AppendSend(nil, codec.Send{To: to, CMID: tr.next[i] + 1, Body: []byte(body)})); err != nil {
-				d.c.Conn.Close()
-				d.c = nil
-			}
+			to := tr.users[(i+1)%len(tr.users)].devices[0].User.ID
+			pending[i], _ = d.Send(to, []byte(fmt.Sprintf("%v #%d", d, tr.acked)))
 		}
 		if mid != nil {
 			mid()
 			mid = nil
 		}
-		for i := range pending {
-			d := tr.users[i].devices[0]
-			if d.c == nil {
-				continue
-			}
-			if tr.readSent(d, tr.next[i]+1) {
+		for i, cmid := range pending {
+			if cmid != 0 && tr.answered(tr.users[i].devices[0], cmid) {
 				delete(pending, i)
-				tr.next[i]++
 				tr.acked++
 			}
 		}
@@ -384,121 +294,64 @@ func (tr *procTraffic) round(mid func()) {
 			time.Sleep(20 * time.Millisecond) // retry backoff, as a client's
 		}
 	}
+	tr.rec.Check()
 }
 
 // sendTimeout is how long a SEND may go unanswered before the test
 // resends it on a new connection.
 const sendTimeout = 3 * time.Second
 
-// readSent reads d's frames until the SENT for cmid (true), a retriable
-// error or the connection's end (false, d.c nil after the end).
-func (tr *procTraffic) readSent(d *procDevice, cmid uint64) bool {
-	t := tr.c.t
-	t.Helper()
-	for {
-		// A SEND unanswered for sendTimeout is resent on a new connection,
-		// as a client does (a gateway may have lost it with a node).
-		f, err := d.c.Next(sendTimeout)
-		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				tr.silent++
-			}
-			d.c.Conn.Close()
-			d.c = nil
-			tr.lost++
-			return false
-		}
-		switch f.Kind {
-		case protocol.KindSent:
-			var s pb.Sent
-			if err := codec.ParseProto(f.Body, &s); err != nil {
-				t.Fatal(err)
-			}
-			if s.Cmid == cmid {
-				return true
-			}
-		case protocol.KindError:
-			var e pb.Error
-			if err := codec.ParseProto(f.Body, &e); err != nil {
-				t.Fatal(err)
-			}
-			switch {
-			case protocol.ScopeOf(e.Code) == protocol.ScopeConnection:
-				d.c.Conn.Close()
-				d.c = nil
-				return false
-			case retriable(e.Code):
-				tr.retry++
-				tr.codes[e.Code]++
-				return false
-			default:
-				t.Fatalf("%s: SEND refused with %v", d.name, e.Code)
-			}
-		case protocol.KindGoAway:
-			// The node is going away: finish this read on a new connection.
-			d.c.Conn.Close()
-			d.c = nil
-			return false
-		default:
-			d.handle(t, f)
-		}
+// syncTimeout is how long verify waits for a login's SYNCED before it
+// logs in again.
+const syncTimeout = 10 * time.Second
+
+// answered waits for the answer to d's SEND of cmid: true for its SENT;
+// false after a retriable refusal, the connection's end, or sendTimeout
+// without an answer, after which the SEND is resent on a new connection,
+// as a client does (a gateway may have lost it with a node).
+func (tr *procTraffic) answered(d *nodetest.Device, cmid uint64) bool {
+	_, code, err := d.WaitAnswer(cmid, sendTimeout)
+	switch {
+	case err == nil && code == 0:
+		return true
+	case err == nil:
+		tr.retry++
+		tr.codes[code]++
+	case errors.Is(err, nodetest.ErrConnectionEnded):
+		tr.lost++
+	default:
+		tr.silent++
+		tr.lost++
+		d.Disconnect()
 	}
+	return false
 }
 
-// verify has every device read its stream until it holds every message
-// SENT to its account, and for the companion every message its primary
-// sent, each once and in order.
+// verify logs every device in again, and waits until every message SENT
+// reached every device of its recipient and its sender's companion, each
+// once and in order. A device whose SYNCED does not come within
+// syncTimeout logs in again, as a client that times out does: a node
+// that restarted may have lost its login, or its stream, on the way.
 func (tr *procTraffic) verify() {
 	t := tr.c.t
 	t.Helper()
-	for i, u := range tr.users {
-		from := tr.users[(i+len(tr.users)-1)%len(tr.users)]
+	for _, u := range tr.users {
 		for j, d := range u.devices {
-			want := map[uint64]uint64{from.devices[0].u.ID: tr.next[(i+len(tr.users)-1)%len(tr.users)]}
-			if j == 1 {
-				want[u.devices[0].u.ID] = tr.next[i]
-			}
-			done := func() bool {
-				for s, n := range want {
-					if uint64(len(d.got[s])) < n {
-						return false
-					}
-				}
-				return true
-			}
 			deadline := time.Now().Add(60 * time.Second)
-			for !done() {
+			for {
+				d.Disconnect()
+				tr.c.connect(u, j)
+				err := d.WaitSyncedWithin(syncTimeout)
+				if err == nil {
+					break
+				}
 				if time.Now().After(deadline) {
-					t.Fatalf("%s: has %v of %v after 60 s", d.name, lens(d.got), want)
-				}
-				if d.c == nil && !tr.c.connect(d) {
-					time.Sleep(20 * time.Millisecond) // retry backoff, as a client's
-					continue
-				}
-				f, err := d.c.Next(wiretest.Timeout)
-				if err != nil {
-					d.c.Conn.Close()
-					d.c = nil
-					continue
-				}
-				d.handle(t, f)
-			}
-			for s, n := range want {
-				if got := uint64(len(d.got[s])); got != n {
-					t.Fatalf("%s: %d messages from %d, %d were SENT", d.name, got, s, n)
+					t.Fatalf("%v: not synced after 60 s: %v", d, err)
 				}
 			}
 		}
 	}
-}
-
-func lens(m map[uint64][]uint64) map[uint64]int {
-	out := map[uint64]int{}
-	for k, v := range m {
-		out[k] = len(v)
-	}
-	return out
+	tr.rec.Settle()
 }
 
 // TestClusterKill9LosesNothing: three parleyd processes, users homed on
@@ -540,9 +393,9 @@ func TestClusterKill9LosesNothing(t *testing.T) {
 		tr.round(nil)
 	}
 	tr.verify()
-	t.Logf("%d messages SENT across the kill; %d retriable refusals %v, %d connections lost, %d SENDs unanswered for %v", tr.acked, tr.retry, tr.codes, tr.lost, tr.silent, sendTimeout)
+	t.Logf("%d messages SENT across the kill; %d retriable refusals %v, %d connections ended under a SEND, %d SENDs unanswered for %v", tr.acked, tr.retry, tr.codes, tr.lost, tr.silent, sendTimeout)
 	if tr.retry == 0 || tr.lost == 0 {
-		t.Fatalf("the kill went unnoticed: %d retriable refusals, %d connections lost", tr.retry, tr.lost)
+		t.Fatalf("the kill went unnoticed: %d retriable refusals, %d connections ended under a SEND", tr.retry, tr.lost)
 	}
 }
 
@@ -589,5 +442,5 @@ func TestClusterRollingRestart(t *testing.T) {
 		}
 	}
 	tr.verify()
-	t.Logf("%d messages SENT across the rolling restart; %d retriable refusals %v, %d connections lost, %d SENDs unanswered for %v", tr.acked, tr.retry, tr.codes, tr.lost, tr.silent, sendTimeout)
+	t.Logf("%d messages SENT across the rolling restart; %d retriable refusals %v, %d connections ended under a SEND, %d SENDs unanswered for %v", tr.acked, tr.retry, tr.codes, tr.lost, tr.silent, sendTimeout)
 }

@@ -2,6 +2,7 @@ package nodetest
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -42,6 +43,9 @@ type send struct {
 	clock  uint64 // the recorder's clock when written
 	resent bool   // written more than once
 	id     uint64 // from SENT; 0 until it comes
+	// refused is the code of a retriable refusal (OVERLOADED,
+	// SHARD_UNAVAILABLE) of its last write; 0 if none came.
+	refused protocol.Code
 }
 
 // Device is one device of a user, driven over the raw wire protocol: it
@@ -160,6 +164,22 @@ func (d *Device) WaitSynced() {
 	})
 }
 
+// WaitSyncedWithin is WaitSynced with a deadline of within that returns
+// an error instead of failing the test: a client that logs in again when
+// its login goes unanswered (a call lost with a node's restart) waits
+// for SYNCED this way. It may be called from any goroutine.
+func (d *Device) WaitSyncedWithin(within time.Duration) error {
+	r := d.rec
+	if !r.awaitWithin(within, func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return d.synced == d.conns
+	}) {
+		return fmt.Errorf("nodetest: %s: no SYNCED in %v", d.name, within)
+	}
+	return nil
+}
+
 // Send writes a 1:1 SEND of body to user to with the device's next cmid,
 // and returns the cmid. ok is false if the device is not connected (then
 // nothing was written and no cmid used) or the write failed (then the
@@ -200,7 +220,7 @@ func (d *Device) Resend(cmid uint64) bool {
 	r.mu.Lock()
 	s := d.sends[cmid]
 	if s != nil {
-		s.resent = true
+		s.resent, s.refused = true, 0
 	}
 	r.mu.Unlock()
 	if s == nil {
@@ -236,6 +256,55 @@ func (d *Device) WaitSentWithin(cmid uint64, within time.Duration) (uint64, erro
 	return id, nil
 }
 
+// WaitAnswer waits up to within for the answer to the last write of the
+// SEND of cmid: its SENT, whose message id it returns, or a retriable
+// refusal (OVERLOADED, SHARD_UNAVAILABLE), whose code it returns. It
+// returns an error when neither came in time, and ErrConnectionEnded
+// when the device's connection ended first (its SEND may then have been
+// stored or not: Resend it on the next, [S-8-14]). A client's retry
+// loop (Connect, Send or Resend, WaitAnswer) uses it to resend at once
+// after a refusal. It may be called from any goroutine.
+func (d *Device) WaitAnswer(cmid uint64, within time.Duration) (id uint64, refused protocol.Code, err error) {
+	r := d.rec
+	ended := false
+	if !r.awaitWithin(within, func() bool {
+		ended = !d.Connected()
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if s := d.sends[cmid]; s != nil {
+			id, refused = s.id, s.refused
+		}
+		return id != 0 || refused != 0 || ended
+	}) {
+		return 0, 0, fmt.Errorf("nodetest: %s: no answer to cmid %d in %v", d.name, cmid, within)
+	}
+	if id == 0 && refused == 0 {
+		return 0, 0, fmt.Errorf("nodetest: %s: cmid %d: %w", d.name, cmid, ErrConnectionEnded)
+	}
+	return id, refused, nil
+}
+
+// ErrConnectionEnded means a device's connection ended before the answer
+// waited for came.
+var ErrConnectionEnded = errors.New("connection ended")
+
+// Connected reports whether the device has a connection that the node
+// has not closed (nor the network lost): false before Connect, after
+// Disconnect, and once its reader stopped. Any goroutine may call it.
+func (d *Device) Connected() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.conn == nil {
+		return false
+	}
+	select {
+	case <-d.done:
+		return false
+	default:
+		return true
+	}
+}
+
 // Entries returns a copy of the entries the device got, in arrival order.
 func (d *Device) Entries() []Entry {
 	d.rec.mu.Lock()
@@ -267,9 +336,15 @@ func (d *Device) WaitFor(what string, cond func(got []Entry) bool) {
 func (d *Device) String() string { return d.name }
 
 // read reads conn until it fails, recording every frame and acknowledging
-// the entries of each frame (a Batch is one frame) at once.
+// the entries of each frame (a Batch is one frame) at once. Its end wakes
+// the recorder's waiters (WaitAnswer).
 func (d *Device) read(conn net.Conn, done chan struct{}, connNo int) {
-	defer close(done)
+	defer func() {
+		close(done)
+		d.rec.mu.Lock()
+		d.rec.notifyLocked()
+		d.rec.mu.Unlock()
+	}()
 	dec, err := codec.NewDecompressor(protocol.MaxFrameBody)
 	if err != nil {
 		d.rec.violate("%s: %v", d.name, err)
@@ -396,6 +471,10 @@ func (d *Device) handleLocked(f codec.Frame, connNo int) uint64 {
 			d.answerLocked(e.Rid, f)
 		case e.Code != protocol.CodeOverloaded && e.Code != protocol.CodeShardUnavailable:
 			r.violateLocked("%s: error %v (rid %d, cmid %d)", d.name, e.Code, e.Rid, e.Cmid)
+		case e.Cmid != 0:
+			if s := d.sends[e.Cmid]; s != nil && s.id == 0 {
+				s.refused = e.Code
+			}
 		}
 	case protocol.KindPong, protocol.KindGoAway, protocol.KindPresence, protocol.KindIsTyping:
 	case protocol.KindRevoked:

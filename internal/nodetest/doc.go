@@ -33,8 +33,8 @@
 // helpers that take a testing.TB fail the test with Fatal and so belong
 // to the test's goroutine. A Recorder and its Devices are safe for
 // concurrent use: each Device reads on its own goroutine, and Connect,
-// Disconnect, Send, SendGroup, Resend, Request and WaitSent may be called
-// from helper goroutines (they report trouble as violations or errors,
+// Connected, Disconnect, Send, SendGroup, Resend, Request, WaitSent,
+// WaitAnswer and WaitSyncedWithin may be called from helper goroutines (they report trouble as violations or errors,
 // never with Fatal). Wait, WaitFor, WaitSynced, Resync, Settle and Check
 // call Fatal and belong to the test's goroutine. All
 // recorded state is guarded by the Recorder's mutex; a Device's own mutex

@@ -1,8 +1,10 @@
 package nodetest
 
 import (
+	"errors"
 	"fmt"
 	"net"
+	"sync/atomic"
 	"testing"
 
 	"github.com/parley-im/parley/codec"
@@ -95,4 +97,70 @@ func TestRecorderAcrossShards(t *testing.T) {
 	if got := len(al.Entries()); got < 6 {
 		t.Errorf("the laptop got %d entries, want the copies and bob's message and the group", got)
 	}
+}
+
+// TestWaitAnswer: WaitAnswer reports a SEND's retriable refusal (the
+// shard fenced), then the SENT of its resend, and the end of the device's
+// connection, whether the device dropped it or the node closed it.
+func TestWaitAnswer(t *testing.T) {
+	var fenced atomic.Bool
+	n := Start(t, func(c *node.Config) { c.Storage.Fence = func() bool { return !fenced.Load() } })
+	alice, bob := n.RegisterOn(t, 0), n.RegisterOn(t, 1)
+	rec := NewRecorder(t, n)
+	a := rec.Connected(alice)
+	a.WaitSynced()
+	rec.Connected(bob).WaitSynced()
+
+	fenced.Store(true)
+	cmid, _ := a.Send(bob.ID, []byte("held"))
+	if id, code, err := a.WaitAnswer(cmid, Timeout); err != nil || id != 0 || code != protocol.CodeShardUnavailable {
+		t.Fatalf("fenced: id %d, code %v, %v; want SHARD_UNAVAILABLE", id, code, err)
+	}
+	fenced.Store(false)
+	a.Resend(cmid)
+	if id, code, err := a.WaitAnswer(cmid, Timeout); err != nil || id == 0 || code != 0 {
+		t.Fatalf("resent: id %d, code %v, %v; want a SENT", id, code, err)
+	}
+
+	fenced.Store(true)
+	cmid, _ = a.Send(bob.ID, []byte("refused, then not resent"))
+	if _, code, err := a.WaitAnswer(cmid, Timeout); err != nil || code != protocol.CodeShardUnavailable {
+		t.Fatalf("fenced again: code %v, %v", code, err)
+	}
+	fenced.Store(false)
+	a.Disconnect()
+	if a.Connected() || a.Resend(cmid) {
+		t.Fatal("a resend written after Disconnect")
+	}
+	if _, _, err := a.WaitAnswer(cmid, Timeout); !errors.Is(err, ErrConnectionEnded) {
+		t.Fatalf("after Disconnect: %v, want ErrConnectionEnded", err)
+	}
+
+	a.Connect()
+	a.WaitSynced()
+	a.Resend(cmid)
+	if _, err := a.WaitSent(cmid); err != nil {
+		t.Fatal(err)
+	}
+	if !a.Connected() {
+		t.Fatal("not connected after Connect")
+	}
+
+	// A SEND bob's shard cannot answer yet, and the node closes alice's
+	// connection: the reader's end wakes WaitAnswer.
+	resume := n.Shards()[1].Pause()
+	cmid, _ = a.Send(bob.ID, []byte("unanswered on its connection"))
+	n.Server().CloseUsers(func(user uint64, _ bool) bool { return user == alice.ID }, protocol.CodeShuttingDown)
+	_, _, err := a.WaitAnswer(cmid, Timeout)
+	resume()
+	if !errors.Is(err, ErrConnectionEnded) || a.Connected() {
+		t.Fatalf("the node closed the connection: %v (connected %v), want ErrConnectionEnded", err, a.Connected())
+	}
+	a.Connect()
+	a.WaitSynced()
+	a.Resend(cmid)
+	if _, err := a.WaitSent(cmid); err != nil {
+		t.Fatal(err)
+	}
+	rec.Settle()
 }
