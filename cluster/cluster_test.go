@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -490,4 +491,107 @@ func TestControllerCloseWithoutEtcd(t *testing.T) {
 	case <-time.After(waitBound):
 		t.Fatal("the controller's goroutine outlived its client")
 	}
+}
+
+// TestRegisterAnsweredLate: a registration etcd applied but whose answer
+// the node did not get in time (and whose lease it then could not revoke
+// either) is the node's own, not another process's: when the node
+// registers again it takes it over and serves, instead of stopping as if
+// a later boot had its id. Seen in cluster chaos (seed 1): a partitioned
+// node's registration timed out at the heal, the next attempt found it and
+// the node stopped for good, its clients unanswered while it ran.
+func TestRegisterAnsweredLate(t *testing.T) {
+	e := testEtcd(t)
+	cli := testClient(t, e)
+	late := &lateAnswers{}
+	nodeCli := testClient(t, e)
+	nodeCli.KV, nodeCli.Lease = lateKV{nodeCli.KV, late}, lateLease{nodeCli.Lease, late}
+	ev := newEvents()
+	n := testNode(t, nodeCli, 1, func(c *NodeConfig) { c.hook = ev.hook })
+
+	late.armed.Store(true)
+	if _, err := cli.Revoke(testCtx(t), n.Lease()); err != nil {
+		t.Fatal(err)
+	}
+	ev.next(t, evLost)
+	// The first registration fails (etcd applied it); the next finds its
+	// record.
+	deadline := time.NewTimer(waitBound)
+	defer deadline.Stop()
+	for registered := false; !registered; {
+		select {
+		case got := <-ev.ch:
+			switch got {
+			case evRegistered:
+				registered = true
+			case evSuperseded:
+				t.Fatal("the node stopped: it took its own registration, answered late, for another boot's")
+			}
+		case <-deadline.C:
+			t.Fatalf("node 1 not registered again within %v", waitBound)
+		}
+	}
+	if !late.applied.Load() {
+		t.Fatal("no registration was answered late: the test did not test")
+	}
+	w := testWatcher(t, cli)
+	waitState(t, w, "node 1 registered", func(st *State) bool { return st.Live(1) })
+	leases, err := MemberLeases(testCtx(t), cli, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(leases) != 1 || leases[1] != n.Lease() {
+		t.Fatalf("MemberLeases = %v, want node 1 under its lease %x", leases, n.Lease())
+	}
+}
+
+// lateAnswers makes the next transaction, once armed, apply in etcd and
+// then fail as a timed-out request does, and the revoke after it fail too.
+type lateAnswers struct {
+	armed   atomic.Bool // the next Txn commits, then reports a timeout
+	revoke  atomic.Bool // the next Revoke reports a timeout without revoking
+	applied atomic.Bool // a Txn was answered late
+}
+
+// lateKV is a KV whose transactions lateAnswers may answer late.
+type lateKV struct {
+	clientv3.KV
+	late *lateAnswers
+}
+
+func (k lateKV) Txn(ctx context.Context) clientv3.Txn {
+	return &lateTxn{Txn: k.KV.Txn(ctx), late: k.late}
+}
+
+// lateTxn is a transaction of lateKV.
+type lateTxn struct {
+	clientv3.Txn
+	late *lateAnswers
+}
+
+func (x *lateTxn) If(cs ...clientv3.Cmp) clientv3.Txn   { x.Txn = x.Txn.If(cs...); return x }
+func (x *lateTxn) Then(ops ...clientv3.Op) clientv3.Txn { x.Txn = x.Txn.Then(ops...); return x }
+func (x *lateTxn) Else(ops ...clientv3.Op) clientv3.Txn { x.Txn = x.Txn.Else(ops...); return x }
+
+func (x *lateTxn) Commit() (*clientv3.TxnResponse, error) {
+	resp, err := x.Txn.Commit()
+	if err == nil && x.late.armed.CompareAndSwap(true, false) {
+		x.late.applied.Store(true)
+		x.late.revoke.Store(true)
+		return nil, context.DeadlineExceeded
+	}
+	return resp, err
+}
+
+// lateLease is a Lease whose revokes lateAnswers may fail.
+type lateLease struct {
+	clientv3.Lease
+	late *lateAnswers
+}
+
+func (l lateLease) Revoke(ctx context.Context, id clientv3.LeaseID) (*clientv3.LeaseRevokeResponse, error) {
+	if l.late.revoke.CompareAndSwap(true, false) {
+		return nil, context.DeadlineExceeded
+	}
+	return l.Lease.Revoke(ctx, id)
 }

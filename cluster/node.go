@@ -135,14 +135,22 @@ type Node struct {
 	fence *Fence
 	watch *Watcher
 	lease atomic.Int64 // the current clientv3.LeaseID; the keepalive goroutine replaces it
-	done  chan struct{}
-	stop  context.CancelFunc
+	// unsure holds the leases of this boot's registrations that failed
+	// without an answer (a timeout): etcd may have applied them, so a
+	// record under one of them is the node's own. Each is kept until it
+	// has surely expired (the monotonic time given). Used by register
+	// only: Join's goroutine, then the keepalive goroutine.
+	unsure map[clientv3.LeaseID]time.Duration
+	done   chan struct{}
+	stop   context.CancelFunc
 }
 
 // Join registers the node under a new lease and starts keeping the lease
 // alive and following the cluster's State. A registration left by an
 // earlier boot of the node (a lower Gen) is taken over and its lease
-// revoked; one by the same or a later boot fails with ErrDuplicateNode.
+// revoked; one by the same or a later boot fails with ErrDuplicateNode,
+// except the node's own from an earlier attempt of this boot that failed
+// without an answer (etcd may have applied it), which is taken over too.
 // If etcd says the lease is gone later on, the fence closes and the node
 // registers again under a new lease. Close leaves.
 func Join(ctx context.Context, cfg NodeConfig) (*Node, error) {
@@ -183,6 +191,11 @@ func (n *Node) register(rctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("cluster: node %d: lease: %w", m.ID, err)
 	}
+	for id, gone := range n.unsure {
+		if sent > gone {
+			delete(n.unsure, id)
+		}
+	}
 	key, val := n.k.node(m.ID), encodeJSON(m)
 	for range 2 {
 		resp, err := cli.Txn(rctx).
@@ -190,7 +203,16 @@ func (n *Node) register(rctx context.Context) error {
 			Then(clientv3.OpPut(key, val, clientv3.WithLease(g.ID))).
 			Else(clientv3.OpGet(key)).Commit()
 		if err != nil {
-			_, _ = cli.Revoke(rctx, g.ID)
+			if _, rerr := cli.Revoke(rctx, g.ID); rerr != nil && !errors.Is(rerr, rpctypes.ErrLeaseNotFound) {
+				// The put may have been applied and stays until the
+				// lease expires: the next attempt must know it for
+				// its own. etcd may grant more than asked, and its
+				// clock may run slower than ours: twice the TTL.
+				if n.unsure == nil {
+					n.unsure = map[clientv3.LeaseID]time.Duration{}
+				}
+				n.unsure[g.ID] = n.cfg.Mono() + 2*time.Duration(g.TTL)*time.Second
+			}
 			return fmt.Errorf("cluster: node %d: register: %w", m.ID, err)
 		}
 		if resp.Succeeded {
@@ -203,12 +225,14 @@ func (n *Node) register(rctx context.Context) error {
 			continue // expired in between
 		}
 		old, err := decodeMember(kvs[0].Value)
-		if err == nil && old.Gen >= m.Gen {
+		_, own := n.unsure[clientv3.LeaseID(kvs[0].Lease)]
+		if err == nil && old.Gen >= m.Gen && !own {
 			_, _ = cli.Revoke(rctx, g.ID)
 			return fmt.Errorf("%w: node %d boot %d, registered boot %d", ErrDuplicateNode, m.ID, m.Gen, old.Gen)
 		}
-		// An earlier boot's record: end its lease (the record goes with
-		// it) and register again.
+		// An earlier boot's record, or this boot's from an attempt
+		// that failed without an answer: end its lease (the record goes
+		// with it) and register again.
 		if _, err := cli.Revoke(rctx, clientv3.LeaseID(kvs[0].Lease)); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
 			_, _ = cli.Revoke(rctx, g.ID)
 			return fmt.Errorf("cluster: node %d: revoke the earlier boot's lease: %w", m.ID, err)
