@@ -481,18 +481,41 @@ func (r *chaosRun) waitConverged(ctx context.Context, deadline time.Time) error 
 	return err
 }
 
-// waitFor waits until cond holds, checking it again after every event the
-// verifier records, or until ctx ends.
+// waitFor waits until cond holds, checking it again after events the
+// verifier records, or until ctx ends. After each check it lets three
+// times the check's own time pass before the next: the final wait's check
+// holds the verifier's lock, which every device needs to record each
+// event, and checked after every event it held it nearly all the time
+// (58 checks in 14.8 s of a 15 s drain, -race, load average 15): the
+// devices then took their events, the answers to their sends among them,
+// a few hundred a second, and sends answered long before looked
+// unanswered at the end.
 func (r *chaosRun) waitFor(ctx context.Context, cond func() bool) error {
-	for !cond() {
+	for {
+		start := time.Now()
+		if cond() {
+			return nil
+		}
+		if pace := checkPace * time.Since(start); pace > 0 {
+			t := time.NewTimer(pace)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			}
+		}
 		select {
 		case <-r.ver.changed:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 	}
-	return nil
 }
+
+// checkPace is how many times its own duration waitFor leaves between two
+// checks.
+const checkPace = 3
 
 // closeAll closes every client; read marks still waiting end with them.
 func (r *chaosRun) closeAll() {
