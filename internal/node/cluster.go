@@ -296,16 +296,7 @@ func (m *member) apply(st *cluster.State) {
 	if st == nil {
 		return
 	}
-	m.mu.Lock()
-	var gone [][2]uint32 // node, generation
-	for id, old := range m.seen {
-		if now, ok := st.Members[id]; !ok {
-			gone = append(gone, [2]uint32{id, old})
-			delete(m.seen, id)
-		} else if now.Gen > old {
-			gone = append(gone, [2]uint32{id, now.Gen - 1})
-		}
-	}
+	gone := m.track(st.Members)
 	for id, mem := range st.Members {
 		if id == m.cfg.ID {
 			continue
@@ -317,12 +308,41 @@ func (m *member) apply(st *cluster.State) {
 		if err := m.link.SetPeer(id, addr); err != nil { // the same address changes nothing
 			m.log.Warn("cluster: link peer", "peer", id, "err", err)
 		}
-		m.seen[id] = mem.Gen
 	}
-	m.mu.Unlock()
 	for _, g := range gone {
 		m.connsGone(g[0], g[1])
 	}
+}
+
+// track records the live members and returns the (node, generation)
+// pairs whose connections are gone: members that left, and the
+// generations before a member's new one. A member back with a generation
+// whose connections were reported gone (it ran on while cut off, its
+// lease lapsed, and it registered again) serves connections of that
+// generation again: its next restart or departure must end them too, so
+// connsGone forgets that it handled that generation.
+func (m *member) track(members map[uint32]cluster.Member) [][2]uint32 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var gone [][2]uint32 // node, generation
+	for id, old := range m.seen {
+		if now, ok := members[id]; !ok {
+			gone = append(gone, [2]uint32{id, old})
+			delete(m.seen, id)
+		} else if now.Gen > old {
+			gone = append(gone, [2]uint32{id, now.Gen - 1})
+		}
+	}
+	for id, mem := range members {
+		if id == m.cfg.ID {
+			continue
+		}
+		if _, known := m.seen[id]; !known && mem.Gen > 0 && m.gens[id] >= mem.Gen {
+			m.gens[id] = mem.Gen - 1
+		}
+		m.seen[id] = mem.Gen
+	}
+	return gone
 }
 
 // connsGone tells this node's shards that the connections of node up to
