@@ -464,6 +464,7 @@ func (s *Shard) applyGroupSend(op *Op) {
 			s.replyError(op.Conn, protocol.CodeCMIDReused, 0, op.CMID)
 			return
 		}
+		s.repeated(op)
 		id, gseq := binary.BigEndian.Uint64(prev), binary.BigEndian.Uint64(prev[8:])
 		if p := s.groupSends[gkey{op.Group, gseq}]; p != nil {
 			p.waiters = append(p.waiters, sentWaiter{op.Conn, op.CMID})

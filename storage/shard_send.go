@@ -175,6 +175,7 @@ func (s *Shard) applySend(op *Op) {
 // retry with the stored message's id ([S-8-14]), another message under a
 // used cmid with CMID_REUSED ([S-8-20]). sum is the send's bodySum.
 func (s *Shard) answerRepeat(op *Op, prev []byte, sum uint64) {
+	s.repeated(op)
 	if len(prev) < 8 || (len(prev) >= 16 && binary.BigEndian.Uint64(prev[8:]) != sum) {
 		s.replyError(op.Conn, protocol.CodeCMIDReused, 0, op.CMID)
 		return
@@ -182,6 +183,19 @@ func (s *Shard) answerRepeat(op *Op, prev []byte, sum uint64) {
 	start := len(s.out)
 	s.out = codec.AppendSent(s.out, op.CMID, binary.BigEndian.Uint64(prev))
 	s.reply(op.Conn, start)
+}
+
+// repeated lowers the barrier of op's conversation when op, answered as a
+// repeat of a stored message, is the refused SEND the barrier waits for
+// ([S-8-13]). The send steps answer a repeat before they look at
+// barriers, and a closed fence refuses a SEND without knowing it stored
+// it before: without this, that barrier would hold the conversation's
+// later SENDs back until sendorder.TTL, the client retrying them in vain.
+func (s *Shard) repeated(op *Op) {
+	if s.barriers.Len() == 0 || op.Conn.IsZero() {
+		return
+	}
+	s.barriers.Hold(orderKeyOf(op), op.CMID, s.cfg.Now) // lowers it if op.CMID is the refused one
 }
 
 // bodySum is what a dedupe record keeps of a send's content, to tell a
