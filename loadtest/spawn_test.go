@@ -128,8 +128,11 @@ func TestSpawnClusterChaos(t *testing.T) {
 		Seed:         42,
 		// The wait for everything owed ends as soon as it has arrived.
 		// With 15 s, 8 group sends were once still unanswered at the end
-		// (-race, load average above 10); whether they were merely slow
-		// is not known: a longer wait tells a slow answer from none.
+		// (-race, load average above 10): the final wait's checks held
+		// the verifier's lock against the devices' events (waitFor), and
+		// a closed fence's barrier behind a SEND already stored held a
+		// conversation back (storage TestRepeatLowersBarrier). 30 s
+		// leaves room for the retries after the last fault.
 		DrainTimeout: 30 * time.Second, // also bounds the wait for a read mark never answered
 		Progress:     &progress,
 		Logger:       slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelError})),
