@@ -189,7 +189,7 @@ func joinCluster(cfg Config, r *router.Router, gen uint32) (*member, *cluster.St
 	lc.Credentials, lc.Gen, lc.Addr, lc.Logger = creds, gen, cc.LinkAddr, m.log
 	lc.OnMessage = m.onMessage
 	lc.OnGap = func(from uint32) { m.peerLost(from, "calls lost on the link") }
-	lc.OnPeerRestart = func(peer, _, newGen uint32) { m.connsGone(peer, newGen-1) }
+	lc.OnPeerRestart = m.peerRestarted
 	if m.link, err = link.New(lc); err != nil {
 		return nil, nil, fmt.Errorf("node: %w", err)
 	}
@@ -347,14 +347,15 @@ func (m *member) track(members map[uint32]cluster.Member) [][2]uint32 {
 
 // connsGone tells this node's shards that the connections of node up to
 // generation gen are gone, and closes this node's connections whose
-// sessions were on that node's shards (they log in again). It acts once
+// sessions were on that node's shards (they log in again). It reports
+// whether it acted. It acts once
 // per node and generation: a restart is reported by the link and by etcd
 // both, and a report of a generation already handled, or of an older
 // one, changes nothing (a second close would only hit the connections
 // that reconnected since).
-func (m *member) connsGone(node, gen uint32) {
+func (m *member) connsGone(node, gen uint32) bool {
 	if node == m.cfg.ID || gen == 0 {
-		return
+		return false
 	}
 	m.mu.Lock()
 	done := m.gens[node] >= gen
@@ -364,12 +365,33 @@ func (m *member) connsGone(node, gen uint32) {
 	local := m.local
 	m.mu.Unlock()
 	if done {
-		return
+		return false
 	}
 	for _, s := range local {
 		_ = s.Submit(storage.Op{Kind: storage.OpConnGone, Conn: storage.ConnRef{Node: node, Gen: gen}})
 	}
 	m.peerLost(node, "node left or restarted")
+	return true
+}
+
+// peerRestarted is the link's OnPeerRestart: the connections of the
+// peer's earlier generations are gone (connsGone). And the link dropped
+// what it held for the old incarnation, SENDs and requests of this
+// node's connections among them, so the connections waiting for an
+// answer are closed (their clients resend in order) even when etcd
+// reported the restart first: a SEND written between etcd's report and
+// the link's went into the dropped queue.
+func (m *member) peerRestarted(peer, _, newGen uint32) {
+	if m.connsGone(peer, newGen-1) || peer == m.cfg.ID {
+		return
+	}
+	m.mu.Lock()
+	closeUsers := m.closeUsers
+	m.mu.Unlock()
+	if closeUsers != nil {
+		m.log.Info("cluster: closing the connections waiting for an answer", "peer", peer, "why", "the link dropped what it held for the peer's earlier boot")
+		closeUsers(func(_ uint64, waiting bool) bool { return waiting })
+	}
 }
 
 // peerLost closes this node's connections whose users' shards node
