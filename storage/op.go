@@ -170,9 +170,11 @@ const (
 	// OpConnGone: Conn names a node and one of its boot generations (ID
 	// 0): every connection of that node with a generation up to Conn.Gen
 	// is gone (the node left the cluster, or restarted). The shard ends
-	// their sessions and presence watches, and closes the connections
-	// with SHUTTING_DOWN in case the node still serves them. Internal:
-	// the router submits it to its local shards.
+	// their sessions and presence watches, closes the connections with
+	// SHUTTING_DOWN in case the node still serves them, and forwards its
+	// outbox's unconfirmed entries again at once (the shards the node
+	// served may have lost them). Internal: the router submits it to its
+	// local shards.
 	OpConnGone
 
 	opKindEnd // one past the last kind: add new kinds above

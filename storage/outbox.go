@@ -225,6 +225,28 @@ func (s *Shard) resendStalled(now time.Time) {
 	}
 }
 
+// kickOutbox forwards again, now, the unconfirmed entries of every pair,
+// with its backoff back at resendAfter. A node left or restarted
+// (OpConnGone): the shards it served are served again, by it or by
+// another node, and whatever it had not confirmed was lost with it; the
+// pairs towards them would otherwise wait for a backoff that may have
+// grown to maxResendAfter while it was away. Pairs towards shards that
+// lost nothing get entries their destination already has, which it
+// confirms again (the outbox survives repetition).
+func (s *Shard) kickOutbox(now time.Time) {
+	for _, dest := range s.pairOrder {
+		p := s.pairs[dest]
+		if p.acked == p.next {
+			continue
+		}
+		p.goBack(now)
+		s.fill(p)
+		p.resendMark = p.sent
+		p.backoff = resendAfter
+		s.resends.Add(1)
+	}
+}
+
 // stalledPairs reports whether some pair has unconfirmed entries.
 func (s *Shard) stalledPairs() bool {
 	for _, p := range s.pairs {
