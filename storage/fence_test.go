@@ -3,7 +3,6 @@ package storage_test
 import (
 	"errors"
 	"fmt"
-	"sync/atomic"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -24,8 +23,7 @@ import (
 // bob gets (a stored refused SEND would be forwarded before it, in the
 // order of alice's outbox).
 func TestFenceRefusesCycles(t *testing.T) {
-	var closed atomic.Bool
-	n := newNode(t, 2, func(c *storage.Config) { c.Fence = func() bool { return !closed.Load() } })
+	n, closed := newFencedNode(t, 2)
 	alice := n.register(t, n.phoneOn(t, 0, 21))
 	bob := n.register(t, n.phoneOn(t, 1, 22))
 	aep := n.login(t, alice, 0)
@@ -75,8 +73,7 @@ func TestFenceRefusesCycles(t *testing.T) {
 // TestFenceAnswersRequests: a request refused by a closed fence gets
 // SHARD_UNAVAILABLE with its rid, and the SDK retries that code.
 func TestFenceAnswersRequests(t *testing.T) {
-	var closed atomic.Bool
-	n := newNode(t, 1, func(c *storage.Config) { c.Fence = func() bool { return !closed.Load() } })
+	n, closed := newFencedNode(t, 1)
 	alice := n.register(t, n.phoneOn(t, 0, 23))
 	aep := n.login(t, alice, 0)
 	closed.Store(true)

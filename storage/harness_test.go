@@ -95,6 +95,14 @@ type node struct {
 	rid    uint32 // the last request id the helpers used
 }
 
+// newFencedNode is newNode with every shard's fence open until the test
+// sets closed.
+func newFencedNode(t *testing.T, shards int) (n *node, closed *atomic.Bool) {
+	t.Helper()
+	closed = new(atomic.Bool)
+	return newNode(t, shards, func(c *storage.Config) { c.Fence = func() bool { return !closed.Load() } }), closed
+}
+
 func newNode(t *testing.T, shards int, tweak func(*storage.Config)) *node {
 	t.Helper()
 	return newNodeOn(t, vfs.NewMem(), shards, tweak)

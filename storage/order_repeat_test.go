@@ -2,7 +2,6 @@ package storage_test
 
 import (
 	"slices"
-	"sync/atomic"
 	"testing"
 
 	"github.com/parley-im/parley/protocol"
@@ -19,8 +18,7 @@ import (
 // behind a resent group SEND that the shard had stored before its node
 // was cut off.
 func TestRepeatLowersBarrier(t *testing.T) {
-	var closed atomic.Bool
-	n := newNode(t, 2, func(c *storage.Config) { c.Fence = func() bool { return !closed.Load() } })
+	n, closed := newFencedNode(t, 2)
 	alice := n.register(t, n.phoneOn(t, 0, 35))
 	bob := n.register(t, n.phoneOn(t, 1, 36))
 	aep := n.login(t, alice, 0)

@@ -37,8 +37,7 @@ func expectCode(t *testing.T, what string, got, want protocol.Code) {
 // they were sent ([S-8-13]); a group conversation likewise; another
 // connection's sends go on.
 func TestFenceRefusalKeepsOrder(t *testing.T) {
-	var closed atomic.Bool
-	n := newNode(t, 2, func(c *storage.Config) { c.Fence = func() bool { return !closed.Load() } })
+	n, closed := newFencedNode(t, 2)
 	alice := n.register(t, n.phoneOn(t, 0, 31))
 	bob := n.register(t, n.phoneOn(t, 1, 32))
 	aep := n.login(t, alice, 0)
@@ -129,8 +128,7 @@ func TestInboxFullKeepsOrder(t *testing.T) {
 // raised, so a connection that is gone, or a client that never retries,
 // leaves nothing behind.
 func TestBarrierLifted(t *testing.T) {
-	var closed atomic.Bool
-	n := newNode(t, 1, func(c *storage.Config) { c.Fence = func() bool { return !closed.Load() } })
+	n, closed := newFencedNode(t, 1)
 	alice := n.register(t, n.phoneOn(t, 0, 35))
 	bob := n.register(t, n.phoneOn(t, 0, 36))
 	cmid := uint64(0)
