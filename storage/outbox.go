@@ -217,12 +217,18 @@ func (s *Shard) resendStalled(now time.Time) {
 		if p.acked == p.next || now.Sub(p.progress) < p.backoff {
 			continue
 		}
-		p.goBack(now)
-		s.fill(p)
-		p.resendMark = p.sent
-		p.backoff = min(2*p.backoff, maxResendAfter)
-		s.resends.Add(1)
+		s.resend(p, now, min(2*p.backoff, maxResendAfter))
 	}
+}
+
+// resend forwards p's unconfirmed entries again from the first, as far as
+// its window allows, and waits backoff for progress before the next time.
+func (s *Shard) resend(p *outPair, now time.Time, backoff time.Duration) {
+	p.goBack(now)
+	s.fill(p)
+	p.resendMark = p.sent
+	p.backoff = backoff
+	s.resends.Add(1)
 }
 
 // kickOutbox forwards again, now, the unconfirmed entries of every pair,
@@ -239,11 +245,7 @@ func (s *Shard) kickOutbox(now time.Time) {
 		if p.acked == p.next {
 			continue
 		}
-		p.goBack(now)
-		s.fill(p)
-		p.resendMark = p.sent
-		p.backoff = resendAfter
-		s.resends.Add(1)
+		s.resend(p, now, resendAfter)
 	}
 }
 

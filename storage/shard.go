@@ -372,10 +372,7 @@ func (s *Shard) resetMemory() {
 	s.receipts.reset()
 	clear(s.releases) // what an aborted cycle dropped is not released twice
 	s.touched = s.touched[:0]
-	s.effects = s.effects[:0]
-	clear(s.mores)
-	s.mores = s.mores[:0]
-	s.out = s.out[:0]
+	s.dropEffects()
 	s.arena = s.arena[:0]
 }
 
@@ -664,16 +661,22 @@ func (s *Shard) finishCycle() {
 	s.evict()
 }
 
+// dropEffects forgets the effects of the cycle being applied, and their
+// frames.
+func (s *Shard) dropEffects() {
+	s.effects = s.effects[:0]
+	clear(s.mores)
+	s.mores = s.mores[:0]
+	s.out = s.out[:0]
+}
+
 // fail stops the shard after an unrecoverable storage error: the effects
 // of the failed batch are dropped, which only loses answers (clients retry
 // sends), never acknowledged data.
 func (s *Shard) fail(err error) {
 	s.log.Error("shard failed", "err", err)
 	s.failed = err
-	s.effects = s.effects[:0]
-	clear(s.mores)
-	s.mores = s.mores[:0]
-	s.out = s.out[:0]
+	s.dropEffects()
 	s.users = make(map[uint64]*user)
 	s.mu.Lock()
 	s.closing = true

@@ -62,12 +62,8 @@ func orderKeyOf(op *Op) orderKey {
 // new place), an envelope send before its devices are compared. It
 // allocates nothing when no barrier is up.
 func (s *Shard) heldBack(op *Op) bool {
-	if s.barriers.Len() == 0 || op.Conn.IsZero() {
-		return false
-	}
-	b, ok := s.barriers.Hold(orderKeyOf(op), op.CMID, s.cfg.Now)
+	b, ok := s.holdBarrier(op)
 	if !ok {
-		s.barriersChanged() // the refused cmid again, or an expired barrier, lowered it
 		return false
 	}
 	s.heldSends.Add(1)
@@ -107,6 +103,20 @@ func (s *Shard) applySendInOrder(op *Op) {
 func (s *Shard) dropBarriers(gone func(ConnRef) bool) {
 	s.barriers.Drop(func(k orderKey) bool { return gone(k.conn) })
 	s.barriersChanged()
+}
+
+// holdBarrier reports the barrier op's conversation is held back behind,
+// if any; the refused cmid itself, or an expired barrier, lowers it. It
+// allocates nothing when no barrier is up.
+func (s *Shard) holdBarrier(op *Op) (sendorder.Barrier, bool) {
+	if s.barriers.Len() == 0 || op.Conn.IsZero() {
+		return sendorder.Barrier{}, false
+	}
+	b, ok := s.barriers.Hold(orderKeyOf(op), op.CMID, s.cfg.Now)
+	if !ok {
+		s.barriersChanged()
+	}
+	return b, ok
 }
 
 // barriersChanged publishes how many barriers the shard holds, for

@@ -191,12 +191,7 @@ func (s *Shard) answerRepeat(op *Op, prev []byte, sum uint64) {
 // barriers, and a closed fence refuses a SEND without knowing it stored
 // it before: without this, that barrier would hold the conversation's
 // later SENDs back until sendorder.TTL, the client retrying them in vain.
-func (s *Shard) repeated(op *Op) {
-	if s.barriers.Len() == 0 || op.Conn.IsZero() {
-		return
-	}
-	s.barriers.Hold(orderKeyOf(op), op.CMID, s.cfg.Now) // lowers it if op.CMID is the refused one
-}
+func (s *Shard) repeated(op *Op) { s.holdBarrier(op) }
 
 // bodySum is what a dedupe record keeps of a send's content, to tell a
 // retry from another message under the same cmid: xxHash64 of the content
