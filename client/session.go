@@ -603,7 +603,7 @@ func (c *Client) handleEntry(s *session, seq uint64, ev Event) error {
 		return fmt.Errorf("%w: entry seq %d after %d", ErrProtocol, seq, s.recvHigh)
 	}
 	s.recvHigh = seq
-	if m, ok := ev.(Message); ok && ((m.Group == 0 && m.From != c.creds.User) || len(m.Body) >= protocol.LazyAckMaxBody) {
+	if m, ok := ev.(Message); ok && protocol.AckIsAwaited(m.Group, m.From, c.creds.User, len(m.Body)) {
 		s.waited = append(s.waited, seq) // its sender waits for the delivered receipt the Ack makes, or it is large ([S-8-5])
 	}
 	s.unacked = append(s.unacked, seq)

@@ -599,7 +599,7 @@ func (s *session) entry(f codec.Frame) error {
 	case protocol.KindGroupEvent, protocol.KindKeysChanged:
 		return nil
 	}
-	if f.Kind == protocol.KindMessage && ((m.Group == 0 && m.From != d.user) || len(m.Body) >= protocol.LazyAckMaxBody) {
+	if f.Kind == protocol.KindMessage && protocol.AckIsAwaited(m.Group, m.From, d.user, len(m.Body)) {
 		d.waited.Store(seq) // its sender waits for the delivered receipt our Ack makes, or it is large ([S-8-5])
 	}
 	now := time.Now().UnixNano()

@@ -148,3 +148,12 @@ const (
 	// token, a registration token or an endpoint URL): PUSH_TOKEN_INVALID.
 	MaxPushToken = 1024
 )
+
+// AckIsAwaited reports whether the ACK of a MESSAGE is one to send
+// promptly under [S-8-5]: its sender waits for the delivered receipt the
+// ACK makes (a one-to-one message from another user; self is the
+// receiving user), or its body is LazyAckMaxBody bytes or more. Any other
+// ACK may wait up to a second.
+func AckIsAwaited(group, from, self uint64, bodyLen int) bool {
+	return (group == 0 && from != self) || bodyLen >= LazyAckMaxBody
+}
