@@ -385,32 +385,37 @@ func (m *member) peerRestarted(peer, _, newGen uint32) {
 	if m.connsGone(peer, newGen-1) || peer == m.cfg.ID {
 		return
 	}
+	m.closeWhere(peer, "cluster: closing the connections waiting for an answer", "the link dropped what it held for the peer's earlier boot",
+		func(_ uint64, waiting bool) bool { return waiting })
+}
+
+// closeWhere closes the connections of this node that match picks (the
+// server's closeUsers, once it has set it), logging what and why.
+func (m *member) closeWhere(peer uint32, what, why string, match func(user uint64, waiting bool) bool) {
 	m.mu.Lock()
 	closeUsers := m.closeUsers
 	m.mu.Unlock()
-	if closeUsers != nil {
-		m.log.Info("cluster: closing the connections waiting for an answer", "peer", peer, "why", "the link dropped what it held for the peer's earlier boot")
-		closeUsers(func(_ uint64, waiting bool) bool { return waiting })
+	if closeUsers == nil {
+		return
 	}
+	m.log.Info(what, "peer", peer, "why", why)
+	closeUsers(match)
 }
 
 // peerLost closes this node's connections whose users' shards node
 // serves: their sessions there may be gone, or have missed a call.
 func (m *member) peerLost(node uint32, why string) {
-	m.mu.Lock()
-	closeUsers := m.closeUsers
-	m.mu.Unlock()
 	p := m.r.Placement()
-	if closeUsers == nil || p == nil {
+	if p == nil {
 		return
 	}
-	m.log.Info("cluster: closing the connections served by a node", "peer", node, "why", why)
 	// Its users' sessions there are gone; and a connection waiting for an
 	// answer may wait for one the lost node will never give (a SEND it
 	// took before it died): closed, its client resends every unanswered
 	// SEND in cmid order, where a later SEND could otherwise be stored
 	// before a lost earlier one.
-	closeUsers(func(user uint64, waiting bool) bool { return waiting || p.Owner[m.r.ShardOf(user)] == node })
+	m.closeWhere(node, "cluster: closing the connections served by a node", why,
+		func(user uint64, waiting bool) bool { return waiting || p.Owner[m.r.ShardOf(user)] == node })
 }
 
 // onMessage is the link's OnMessage.
