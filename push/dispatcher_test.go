@@ -128,7 +128,13 @@ func TestDispatchSendsAndReports(t *testing.T) {
 	later := clock.Now().Add(push.DefaultInterval)
 	d.PushDue(job(2, later))
 	d.PushDue(job(3, later))
+	timers := len(clock.Pending())
 	clock.Advance(push.DefaultInterval - time.Second)
+	// A timer fires in its own goroutine (clock.Manual): one that fired
+	// early might not have reported yet, but it is no longer pending.
+	if n := len(clock.Pending()); n != timers {
+		t.Fatalf("%d timers pending a second before the interval ends, want %d: one fired early", n, timers)
+	}
 	r.none(t)
 	clock.Advance(time.Second)
 	if op := r.next(t); op.Push.Sent != 3 {
