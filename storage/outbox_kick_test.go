@@ -2,6 +2,7 @@ package storage_test
 
 import (
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -19,18 +20,25 @@ type lossyForwarder struct {
 	lost *lostCount
 }
 
-// lostCount counts the rounds of forwards lost (the forwards of the
-// pair's first entry, outbox seq 1: each round of a pair starts with its
-// first unconfirmed entry) and signals each.
+// lostCount counts, by destination shard, the rounds of forwards lost
+// (the forwards of a pair's first entry, outbox seq 1: each round of a
+// pair starts with its first unconfirmed entry) and signals each.
 type lostCount struct {
-	n       atomic.Int64
-	changed chan struct{} // capacity 1
+	mu      sync.Mutex
+	rounds  map[uint16]int64 // guarded by mu
+	changed chan struct{}    // capacity 1
+}
+
+func newLostCount() *lostCount {
+	return &lostCount{rounds: map[uint16]int64{}, changed: make(chan struct{}, 1)}
 }
 
 func (f lossyForwarder) Forward(op storage.Op) {
 	if op.Kind == storage.OpForward && f.drop.Load() {
 		if op.OutSeq == 1 {
-			f.lost.n.Add(1)
+			f.lost.mu.Lock()
+			f.lost.rounds[op.Dest]++
+			f.lost.mu.Unlock()
 			select {
 			case f.lost.changed <- struct{}{}:
 			default:
@@ -41,32 +49,59 @@ func (f lossyForwarder) Forward(op storage.Op) {
 	f.Forwarder.Forward(op)
 }
 
-// waitFor waits, up to 10 s, until want rounds were lost.
-func (c *lostCount) waitFor(t *testing.T, what string, want int64) {
+// of returns how many rounds towards dest were lost.
+func (c *lostCount) of(dest uint16) int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.rounds[dest]
+}
+
+// waitFor waits, up to 10 s, until want rounds towards dest were lost.
+func (c *lostCount) waitFor(t *testing.T, what string, dest uint16, want int64) {
 	t.Helper()
 	deadline := time.After(10 * time.Second)
-	for c.n.Load() < want {
+	for c.of(dest) < want {
 		select {
 		case <-c.changed:
 		case <-deadline:
-			t.Fatalf("timed out waiting for %s: %d rounds lost, want %d", what, c.n.Load(), want)
+			t.Fatalf("timed out waiting for %s: %d rounds towards shard %d lost, want %d", what, c.of(dest), dest, want)
+		}
+	}
+}
+
+// newLossyNode returns a node of count shards whose forwards are lost
+// while drop is set, counted in lost.
+func newLossyNode(t *testing.T, count int) (n *node, drop *atomic.Bool, lost *lostCount) {
+	drop, lost = new(atomic.Bool), newLostCount()
+	n = newNode(t, count, func(c *storage.Config) {
+		c.Forwarder = lossyForwarder{Forwarder: c.Forwarder, drop: drop, lost: lost}
+	})
+	return n, drop, lost
+}
+
+// connGone submits OpConnGone for node 2's connections up to generation 1
+// to every shard of n, as internal/node submits it to every local shard;
+// shards are the ones node 2 served (nil: unknown).
+func (n *node) connGone(t *testing.T, shards []uint64) {
+	t.Helper()
+	for _, s := range n.shards {
+		if err := s.Submit(storage.Op{Kind: storage.OpConnGone, Conn: storage.ConnRef{Node: 2, Gen: 1}, Users: shards}); err != nil {
+			t.Fatal(err)
 		}
 	}
 }
 
 // TestConnGoneKicksTheOutbox: shard 1's outbox forwards alice's delivered
 // receipt to shard 0, and the forward and its resends are lost until the
-// pair's backoff has grown to 8 s (1 s, doubled at each of 3 resends). When a node's connections are declared
-// gone (OpConnGone: it restarted or left, and the shards it served may
-// have lost what they had not confirmed), the outbox forwards the
-// receipt again at once: alice gets it with the shards' clock still,
-// where she would otherwise wait for the 8 s to pass.
+// pair's backoff has grown to 8 s (1 s, doubled at each of 3 resends).
+// When a node's connections are declared gone (OpConnGone: it restarted
+// or left, and the shards it served may have lost what they had not
+// confirmed), the outbox forwards the receipt again at once, with the
+// shards' clock still, where it would otherwise wait for the 8 s to
+// pass; and the pair's backoff is back at its first step: lost once
+// more, the receipt goes again 1 s later and reaches alice.
 func TestConnGoneKicksTheOutbox(t *testing.T) {
-	var drop atomic.Bool
-	lost := &lostCount{changed: make(chan struct{}, 1)}
-	n := newNode(t, 2, func(c *storage.Config) {
-		c.Forwarder = lossyForwarder{Forwarder: c.Forwarder, drop: &drop, lost: lost}
-	})
+	n, drop, lost := newLossyNode(t, 2)
 	alice := n.register(t, n.phoneOn(t, 0, 43))
 	bob := n.register(t, n.phoneOn(t, 1, 44))
 	n.onShard(t, alice, 0)
@@ -80,20 +115,58 @@ func TestConnGoneKicksTheOutbox(t *testing.T) {
 	n.ack(bob, bep, m.Seq) // alice's delivered receipt: into shard 1's outbox
 	// The pair towards shard 0 holds the copy of alice's message for her
 	// other devices ([S-8-17]) and the receipt.
-	lost.waitFor(t, "the first forward", 1)
+	lost.waitFor(t, "the first forward", 0, 1)
 	for i, backoff := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second} {
 		n.clock.Advance(backoff)
-		lost.waitFor(t, fmt.Sprintf("resend %d", i+1), int64(i+2))
+		lost.waitFor(t, fmt.Sprintf("resend %d", i+1), 0, int64(i+2))
 	}
-	drop.Store(false) // the node is back; the pair's backoff is 8 s
+	// The pair's backoff is 8 s; the node is not back yet.
+	n.connGone(t, []uint64{0})
+	lost.waitFor(t, "the kick's forward, with the clock still", 0, 5)
 
-	for _, s := range n.shards { // as internal/node submits it: to every local shard
-		if err := s.Submit(storage.Op{Kind: storage.OpConnGone, Conn: storage.ConnRef{Node: 2, Gen: 1}}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	drop.Store(false) // the node is back
+	n.clock.Advance(time.Second)
 	r := aep.take(t, protocol.KindReceipt).(codec.Receipt)
 	if r.Peer != bob.user || r.UpTo != id {
 		t.Fatalf("alice got receipt %+v, want bob's up to %d", r, id)
+	}
+}
+
+// TestConnGoneKicksOnlyTheGoneNodesPairs: shard 1's outbox has entries
+// unconfirmed towards shards 0 and 2 (copies of alice's and carol's
+// messages to bob for their other devices, [S-8-17]), all forwards lost.
+// OpConnGone naming shard 2 as the gone node's forwards the pair towards
+// shard 2 again at once and leaves the pair towards shard 0, whose node
+// lost nothing, to its backoff: a shard emits a cycle's forwards in pair
+// order, so when the kick's forward to shard 2 is seen, one to shard 0
+// would have been seen before it. Without the list (no placement known)
+// both pairs go again.
+func TestConnGoneKicksOnlyTheGoneNodesPairs(t *testing.T) {
+	n, drop, lost := newLossyNode(t, 3)
+	alice := n.register(t, n.phoneOn(t, 0, 43))
+	bob := n.register(t, n.phoneOn(t, 1, 44))
+	carol := n.register(t, n.phoneOn(t, 2, 45))
+	n.onShard(t, alice, 0)
+	n.onShard(t, bob, 1)
+	n.onShard(t, carol, 2)
+	aep := n.login(t, alice, 0)
+	cep := n.login(t, carol, 0)
+
+	drop.Store(true)
+	n.send(t, alice, aep, bob.user, 1, "from alice")
+	n.send(t, carol, cep, bob.user, 1, "from carol")
+	lost.waitFor(t, "the first forward to shard 0", 0, 1)
+	lost.waitFor(t, "the first forward to shard 2", 2, 1)
+
+	n.connGone(t, []uint64{2})
+	lost.waitFor(t, "the kick's forward to shard 2", 2, 2)
+	if got := lost.of(0); got != 1 {
+		t.Fatalf("the pair towards shard 0, whose node is not gone, went %d times, want once", got)
+	}
+
+	n.connGone(t, nil)
+	lost.waitFor(t, "the kick's forward to shard 2, every pair kicked", 2, 3)
+	if got := lost.of(0); got != 2 {
+		t.Fatalf("every pair kicked: the pair towards shard 0 went %d times, want twice", got)
 	}
 }
