@@ -172,7 +172,8 @@ type Config struct {
 
 	// ProfileDir, if set, makes each worker write a CPU profile of its
 	// whole run to ProfileDir/worker-<index>.pprof: where the load
-	// generator's own CPU goes.
+	// generator's own CPU goes. Run creates the directory, with its
+	// parents, before any work starts.
 	ProfileDir string `json:"profile_dir"`
 
 	// InjectDuplicate counts every Nth delivered message twice: a fault

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -86,6 +87,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	cfg.setDefaults()
 	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if err := makeProfileDir(cfg.ProfileDir); err != nil {
 		return nil, err
 	}
 	sc, _ := scenarioByName(cfg.Scenario)
@@ -630,4 +634,16 @@ func us(v int64) string {
 	default:
 		return fmt.Sprintf("%dµs", v)
 	}
+}
+
+// makeProfileDir creates dir, the workers' profile directory
+// (Config.ProfileDir), with its parents; "" is none.
+func makeProfileDir(dir string) error {
+	if dir == "" {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("loadtest: profile directory %s: %w", dir, err)
+	}
+	return nil
 }

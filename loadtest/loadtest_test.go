@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -420,5 +421,35 @@ func TestGroupEnvelopes(t *testing.T) {
 				t.Errorf("bytes up: %.0f per sender key send, %.0f per group message", k.UpPerSend, res.FrameBytesPerMsgUp)
 			}
 		})
+	}
+}
+
+// TestProfileDirMade: Run makes the workers' profile directory, parents
+// and all (the workers only create their files in it), and refuses one it
+// cannot make with one line before any work starts: nothing is spawned.
+func TestProfileDirMade(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "profiles", "run")
+	if err := makeProfileDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		t.Fatalf("profile directory %s: %v, want it made", dir, err)
+	}
+	if err := makeProfileDir(dir); err != nil {
+		t.Fatalf("again: %v, want none", err)
+	}
+
+	blocked := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(blocked, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := small("pairs")
+	cfg.ProfileDir = filepath.Join(blocked, "profiles")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res, err := Run(ctx, cfg)
+	if err == nil || res != nil || !strings.HasPrefix(err.Error(), "loadtest: profile directory "+cfg.ProfileDir+": ") ||
+		strings.Contains(err.Error(), "\n") {
+		t.Fatalf("Run with the profile directory under a file: result %v, err %q; want one line naming the directory and no run", res, err)
 	}
 }

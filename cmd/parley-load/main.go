@@ -88,7 +88,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", 0, "wait for in-flight messages after traffic (default 30s)")
 	fs.IntVar(&cfg.PerWorker, "per-worker", 0, "most connections per worker process (default 8000)")
 	fs.IntVar(&cfg.Workers, "workers", 0, "worker processes (0: as many as --per-worker needs)")
-	fs.StringVar(&cfg.ProfileDir, "profile-workers", "", "write each worker's CPU profile to `dir`/worker-N.pprof")
+	fs.StringVar(&cfg.ProfileDir, "profile-workers", "", "write each worker's CPU profile to `dir`/worker-N.pprof (dir made if missing)")
 	fs.IntVar(&cfg.InjectDuplicate, "inject-duplicate", 0, "fault injection: count every `N`th delivery twice (the run must fail)")
 	jsonOut := fs.Bool("json", false, "print the result as one JSON object on stdout")
 	htmlFile := fs.String("html", "", "write an HTML report charting rate and latency to `file`")
