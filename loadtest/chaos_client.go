@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/parley-im/parley/client"
+	"github.com/parley-im/parley/internal/clock"
 	"github.com/parley-im/parley/protocol/pb"
 )
 
@@ -491,22 +492,28 @@ func (r *chaosRun) waitConverged(ctx context.Context, deadline time.Time) error 
 // a few hundred a second, and sends answered long before looked
 // unanswered at the end.
 func (r *chaosRun) waitFor(ctx context.Context, cond func() bool) error {
+	return waitPaced(ctx, clock.System{}, r.ver.changed, cond)
+}
+
+// waitPaced is waitFor on clk, looking again after a signal on changed.
+func waitPaced(ctx context.Context, clk clock.Clock, changed <-chan struct{}, cond func() bool) error {
 	for {
-		start := time.Now()
+		start := clk.Now()
 		if cond() {
 			return nil
 		}
-		if pace := checkPace * time.Since(start); pace > 0 {
-			t := time.NewTimer(pace)
+		if pace := checkPace * clk.Now().Sub(start); pace > 0 {
+			due := make(chan struct{})
+			stop := clk.AfterFunc(pace, func() { close(due) })
 			select {
-			case <-t.C:
+			case <-due:
 			case <-ctx.Done():
-				t.Stop()
+				stop()
 				return ctx.Err()
 			}
 		}
 		select {
-		case <-r.ver.changed:
+		case <-changed:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
