@@ -54,7 +54,7 @@ type Client struct {
 	lastCMID uint64
 	outbox   map[uint64]*outgoing // every unanswered send, by cmid
 	queue    []*outgoing          // sends to write on the current connection, in order
-	waiting  int                  // sends whose retry timer is armed (send_order.go)
+	waiting  int                  // sends waiting for their retry timer or new encryption (send_order.go)
 	// sealing: a send queued unencrypted is being encrypted (send_seal.go);
 	// sealAfter: the next attempt waits until then.
 	sealing   bool

@@ -42,9 +42,10 @@ const (
 type outgoing struct {
 	Outgoing
 	state    sendState
-	sess     *session // while sendInFlight
-	attempts int      // retryable failures so far
-	retry    func() bool
+	sess     *session          // while sendInFlight
+	attempts int               // retryable failures so far
+	waits    bool              // for its retry timer or its new encryption; counted in Client.waiting (send_order.go)
+	retry    func() bool       // cancels the retry timer; nil when none is armed (being encrypted again)
 	wait     chan sendResult   // a Send call waiting (capacity 1); nil otherwise
 	done     func(Sent, error) // a SendAsync callback; nil otherwise
 	// internal marks the client's own send (a sender key handover) that a
@@ -52,7 +53,7 @@ type outgoing struct {
 	internal bool
 	// barrierOn is the connection whose DEVICES_CHANGED refusal holds the
 	// send's conversation back on the server while it is encrypted again
-	// ([S-8-13]): giving the send up ends that connection (giveUp).
+	// ([S-8-13]): giving the send up ends that connection (giveUpSend).
 	barrierOn *session
 }
 
@@ -303,7 +304,7 @@ func (c *Client) handleSendError(s *session, cmid uint64, se *ServerError) {
 		}
 		c.stopRetryLocked(o)
 		o.state, o.sess, o.barrierOn = sendWaiting, nil, s
-		c.armRetryLocked(o, resealing) // [S-8-13] holds its conversation back
+		c.armRetryLocked(o, nil) // being encrypted again: [S-8-13] holds its conversation back
 		o.attempts++
 		c.wg.Add(1)
 		go c.reseal(o, se)
@@ -336,8 +337,7 @@ func (c *Client) handleSendError(s *session, cmid uint64, se *ServerError) {
 			if o.state != sendWaiting || o.retry == nil {
 				return
 			}
-			o.retry = nil
-			c.waiting--
+			c.stopRetryLocked(o) // the timer has fired: stopping it does nothing
 			o.state = sendQueued
 			c.requeueLocked(o) // [S-8-13] ahead of the conversation's later sends
 			if s := c.sess; s != nil {
@@ -352,13 +352,8 @@ func (c *Client) handleSendError(s *session, cmid uint64, se *ServerError) {
 	if se.Code == protocol.CodeDevicesChanged {
 		// Given up: the refusal holds the conversation back on s until
 		// this cmid comes again, which it never will ([S-17-9]).
-		c.mu.Unlock()
-		c.giveUp(s)
-		c.mu.Lock()
-		if c.outbox[cmid] != o {
-			c.mu.Unlock()
-			return
-		}
+		c.giveUpSend(o, s, se)
+		return
 	}
 	c.detachSendLocked(o)
 	c.mu.Unlock()
@@ -375,14 +370,27 @@ func (c *Client) tellRetry(r Retry) {
 	}
 }
 
-// giveUp ends connection s, on which the server holds a conversation back
-// behind a SEND the client gives up ([S-8-13], [S-17-9]): a new connection
-// is held back by nothing, so the conversation's later sends go out on it
-// instead of being refused until the hold expires.
-func (c *Client) giveUp(s *session) {
+// giveUpSend gives up o, refused DEVICES_CHANGED, with err as its
+// outcome. The server holds o's conversation back on connection s until
+// o comes again, which it never will ([S-8-13], [S-17-9]), so s is ended
+// first: a new connection is held back by nothing, and the
+// conversation's later sends go out on it instead of being refused until
+// the hold expires. o stays in the outbox until then, holding the later
+// sends back here too. c.mu is held on entry and released on return; if
+// o left the outbox meanwhile (the client stopped), nothing more is done.
+func (c *Client) giveUpSend(o *outgoing, s *session, err error) {
+	c.mu.Unlock()
 	if s != nil {
 		c.fail(s, errors.New("client: a send refused DEVICES_CHANGED was given up; reconnecting so that its conversation is not held back"))
 	}
+	c.mu.Lock()
+	if c.outbox[o.CMID] != o {
+		c.mu.Unlock()
+		return
+	}
+	c.detachSendLocked(o)
+	c.mu.Unlock()
+	c.finishSend(o, Sent{CMID: o.CMID}, err)
 }
 
 // renumberLocked gives a send the server refused CMID_REUSED ([S-8-20]) a
@@ -523,17 +531,7 @@ func (c *Client) reseal(o *outgoing, se *ServerError) {
 		// o stays waiting (its conversation held back) until its
 		// connection has ended, so no later send of the conversation is
 		// written where the server still holds it back.
-		bs := o.barrierOn
-		c.mu.Unlock()
-		c.giveUp(bs)
-		c.mu.Lock()
-		if o.state != sendWaiting { // the client stopped meanwhile
-			c.mu.Unlock()
-			return
-		}
-		c.detachSendLocked(o)
-		c.mu.Unlock()
-		c.finishSend(o, Sent{CMID: o.CMID}, fmt.Errorf("client: encrypt again after %v: %w", se, err))
+		c.giveUpSend(o, o.barrierOn, fmt.Errorf("client: encrypt again after %v: %w", se, err))
 		return
 	}
 	defer c.mu.Unlock()

@@ -20,26 +20,29 @@ type conversation struct {
 // conversationOf returns the conversation of o.
 func conversationOf(o *outgoing) conversation { return conversation{o.To, o.Group} }
 
-// resealing stands for the retry timer of a send being encrypted again
-// after DEVICES_CHANGED: it has none, the reseal queues it when done.
-func resealing() bool { return false }
-
-// armRetryLocked records that o waits for its retry timer, stop (or, with
-// resealing, for its new encryption).
+// armRetryLocked records that o waits: for its retry timer, which stop
+// cancels, or, with stop nil, for its new encryption after
+// DEVICES_CHANGED (the reseal queues it when done).
 func (c *Client) armRetryLocked(o *outgoing, stop func() bool) {
-	if o.retry == nil {
+	if !o.waits {
+		o.waits = true
 		c.waiting++
 	}
 	o.retry = stop
 }
 
-// stopRetryLocked cancels o's retry timer, if armed.
+// stopRetryLocked ends o's wait, cancelling its retry timer if one is
+// armed.
 func (c *Client) stopRetryLocked(o *outgoing) {
+	if !o.waits {
+		return
+	}
 	if o.retry != nil {
 		o.retry()
 		o.retry = nil
-		c.waiting--
 	}
+	o.waits = false
+	c.waiting--
 }
 
 // waitingLocked returns, per conversation, the lowest cmid of a send that

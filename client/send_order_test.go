@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -111,27 +112,37 @@ func waitWaiting(t *testing.T, c *testClient, n int) {
 	})
 }
 
-// resealGate is a key store that, once armed, holds up the storing of a
-// send encrypted a second time (the reseal after DEVICES_CHANGED) until
-// the test opens it: the send stays "being encrypted again" meanwhile.
-type resealGate struct {
+// resealStore is a key store that, once armed, passes each store of a
+// send encrypted a second time (the reseal after DEVICES_CHANGED) to
+// onReseal, which may hold it up or fail it.
+type resealStore struct {
 	*MemoryKeyStore
-	mu      sync.Mutex
-	armed   bool
-	sealed  map[uint64]bool // cmids stored with envelopes
-	held    chan uint64     // the cmid of each reseal held up
-	release chan struct{}
+	onReseal func(cmid uint64) error
+	mu       sync.Mutex
+	armed    bool            // guarded by mu
+	sealed   map[uint64]bool // guarded by mu: cmids stored with envelopes
 }
 
-func (g *resealGate) AddOutgoing(o Outgoing) error {
+func newResealStore(onReseal func(cmid uint64) error) *resealStore {
+	return &resealStore{MemoryKeyStore: NewMemoryKeyStore(), onReseal: onReseal, sealed: map[uint64]bool{}}
+}
+
+func (g *resealStore) arm() {
+	g.mu.Lock()
+	g.armed = true
+	g.mu.Unlock()
+}
+
+func (g *resealStore) AddOutgoing(o Outgoing) error {
 	if len(o.Envelopes) > 0 {
 		g.mu.Lock()
 		again := g.sealed[o.CMID] && g.armed
 		g.sealed[o.CMID] = true
 		g.mu.Unlock()
 		if again {
-			g.held <- o.CMID
-			<-g.release
+			if err := g.onReseal(o.CMID); err != nil {
+				return err
+			}
 		}
 	}
 	return g.MemoryKeyStore.AddOutgoing(o)
@@ -144,18 +155,20 @@ func (g *resealGate) AddOutgoing(o Outgoing) error {
 // conversation goes on; both of bob's devices get S1 before S2. Two users
 // on two shards, two devices each, through a real node.
 func TestResealHoldsBack(t *testing.T) {
-	gate := &resealGate{MemoryKeyStore: NewMemoryKeyStore(), sealed: map[uint64]bool{},
-		held: make(chan uint64, 1), release: make(chan struct{})}
+	held, release := make(chan uint64, 1), make(chan struct{}) // the cmid of each reseal held up
+	gate := newResealStore(func(cmid uint64) error {
+		held <- cmid
+		<-release
+		return nil
+	})
 	rs := startResealCase(t, gate)
 	alice, bob, blaptop, btablet, ctx := rs.alice, rs.bob, rs.blaptop, rs.btablet, rs.ctx
-	gate.mu.Lock()
-	gate.armed = true
-	gate.mu.Unlock()
+	gate.arm()
 
 	res1 := sendAsyncTest(alice, ctx, bob.User(), "S1")
 	var s1 uint64
 	select {
-	case s1 = <-gate.held:
+	case s1 = <-held:
 	case <-time.After(waitE2E):
 		t.Fatal("S1 was not encrypted again")
 	}
@@ -165,7 +178,7 @@ func TestResealHoldsBack(t *testing.T) {
 	if _, err := alice.Send(ctx, alice.User(), []byte("note"), pb.ContentType_CONTENT_TEXT); err != nil {
 		t.Fatal(err)
 	}
-	close(gate.release)
+	close(release)
 	var sent []Sent
 	for _, res := range []<-chan sendOutcome{res1, res2} {
 		o := outcome(t, res)
@@ -252,30 +265,6 @@ func (rs *resealCase) resealed(cmid uint64) bool {
 	})
 }
 
-// failingReseal fails the first store of a send encrypted again (its
-// second store with envelopes) once armed: the client gives that send up.
-type failingReseal struct {
-	*MemoryKeyStore
-	mu     sync.Mutex
-	armed  bool
-	failed bool
-	sealed map[uint64]bool // cmids stored with envelopes
-}
-
-func (g *failingReseal) AddOutgoing(o Outgoing) error {
-	if len(o.Envelopes) > 0 {
-		g.mu.Lock()
-		fail := g.sealed[o.CMID] && g.armed && !g.failed
-		g.sealed[o.CMID] = true
-		g.failed = g.failed || fail
-		g.mu.Unlock()
-		if fail {
-			return errors.New("test: the store refuses the re-encrypted send")
-		}
-	}
-	return g.MemoryKeyStore.AddOutgoing(o)
-}
-
 // TestResealGivenUpReconnects: S1 to bob is refused DEVICES_CHANGED and
 // its re-encryption fails, so the client gives it up; the server still
 // holds bob's conversation back on that connection behind S1 ([S-8-13]).
@@ -283,12 +272,16 @@ func (g *failingReseal) AddOutgoing(o Outgoing) error {
 // never refused behind S1, and reaches bob's devices. Two users on two
 // shards, bob with three devices, through a real node.
 func TestResealGivenUpReconnects(t *testing.T) {
-	gate := &failingReseal{MemoryKeyStore: NewMemoryKeyStore(), sealed: map[uint64]bool{}}
+	var failed atomic.Bool
+	gate := newResealStore(func(uint64) error { // the first reseal's store fails
+		if failed.Swap(true) {
+			return nil
+		}
+		return errors.New("test: the store refuses the re-encrypted send")
+	})
 	rs := startResealCase(t, gate)
 	alice, bob, blaptop, btablet, ctx := rs.alice, rs.bob, rs.blaptop, rs.btablet, rs.ctx
-	gate.mu.Lock()
-	gate.armed = true
-	gate.mu.Unlock()
+	gate.arm()
 
 	if _, err := alice.Send(ctx, bob.User(), []byte("S1"), pb.ContentType_CONTENT_TEXT); err == nil {
 		t.Fatal("S1 was sent; want it given up after its re-encryption failed")
