@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/parley-im/parley/internal/clock"
 	"github.com/parley-im/parley/internal/pace"
 )
 
@@ -56,73 +57,60 @@ func (d *device) sendLoop(ctx context.Context, p trafficPlan) {
 	if p.interval > 0 {
 		first = first.Add(rand.N(p.interval)) // spread the senders over the interval
 	}
-	sched := pace.New(first, p.interval)
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
-	var buf []byte
-	sent := 0
-	for ctx.Err() == nil && (p.count == 0 || sent < p.count) {
-		now := time.Now()
-		if wait := sched.Wait(now); wait > 0 {
-			timer.Reset(wait)
-			select {
-			case <-timer.C:
-			case <-ctx.Done():
-			}
-			continue
-		}
-		d.mu.Lock()
-		s := d.sess
-		if s == nil {
-			live := d.live
-			d.mu.Unlock()
-			sched.Hold()
-			select {
-			case <-live:
-			case <-ctx.Done():
-			}
-			continue
-		}
-		free := p.inFlight - len(d.unacked)
-		if free <= 0 {
-			d.mu.Unlock()
-			sched.Hold()
-			select {
-			case <-d.credit:
-			case <-ctx.Done():
-			}
-			continue
-		}
-		n := sched.Due(now, free)
-		if p.count > 0 {
-			n = min(n, p.count-sent)
-		}
-		buf = buf[:0]
-		actual := now.UnixNano()
-		for range n {
-			cmid := d.nextCMID
-			d.nextCMID++
-			w := sched.Take(actual)
-			if w.Late(actual) > 0 {
-				d.w.latency.recordLate(d.index, w.Scheduled, actual)
-			}
-			pd := pending{intended: w.From, actual: actual}
-			d.unacked[cmid] = pd
-			buf = d.appendSend(buf, cmid, pd)
-		}
+	pace.Run(ctx, clock.System{}, pace.New(first, p.interval), &pacedDevice{d: d, p: p})
+}
+
+// pacedDevice is a device as pace.Run drives it under a plan.
+type pacedDevice struct {
+	d    *device
+	p    trafficPlan
+	sent int
+	buf  []byte
+}
+
+// Send implements pace.Sender: the device is held back while it has no
+// session or its in-flight window is full.
+func (pd *pacedDevice) Send(due *pace.Due) (<-chan struct{}, bool) {
+	d, p := pd.d, pd.p
+	d.mu.Lock()
+	s := d.sess
+	if s == nil {
+		live := d.live
 		d.mu.Unlock()
-		sched.Written(now)
-		sent += n
-		if p.keys {
-			d.w.stats.keySends.Add(int64(n))
-		} else {
-			d.w.stats.sent.Add(int64(n))
-		}
-		_ = s.write(buf) // on failure the reader reconnects and resends
-		if sched.Wait(time.Now()) == 0 {
-			sched.Hold() // the write blocked past the next one's time: the server's backpressure
-		}
+		return live, true
 	}
+	free := p.inFlight - len(d.unacked)
+	if free <= 0 {
+		d.mu.Unlock()
+		return d.credit, true
+	}
+	if p.count > 0 {
+		free = min(free, p.count-pd.sent)
+	}
+	pd.buf = pd.buf[:0]
+	ws := due.Take(free)
+	for _, w := range ws {
+		cmid := d.nextCMID
+		d.nextCMID++
+		sp := pending{intended: w.From, actual: w.At}
+		d.unacked[cmid] = sp
+		pd.buf = d.appendSend(pd.buf, cmid, sp)
+	}
+	d.mu.Unlock()
+	n := len(ws)
+	pd.sent += n
+	if p.keys {
+		d.w.stats.keySends.Add(int64(n))
+	} else {
+		d.w.stats.sent.Add(int64(n))
+	}
+	_ = s.write(pd.buf) // on failure the reader reconnects and resends
+	return nil, p.count == 0 || pd.sent < p.count
+}
+
+// Late implements pace.Sender.
+func (pd *pacedDevice) Late(scheduled, actual int64) {
+	pd.d.w.latency.recordLate(pd.d.index, scheduled, actual)
 }
 
 // drain waits until every message sent by this worker's devices has been

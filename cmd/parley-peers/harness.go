@@ -13,6 +13,7 @@ import (
 
 	hdr "github.com/HdrHistogram/hdrhistogram-go"
 
+	"github.com/parley-im/parley/internal/clock"
 	"github.com/parley-im/parley/internal/pace"
 )
 
@@ -186,59 +187,48 @@ func (h *harness) sendLoop(ctx context.Context, c *pconn, end time.Time, interva
 	if interval > 0 {
 		first = first.Add(rand.N(interval))
 	}
-	sched := pace.New(first, interval)
-	var seq uint32
-	bodies := make([][]byte, 0, 128)
-	for ctx.Err() == nil {
-		now := time.Now()
-		if wait := sched.Wait(now); wait > 0 {
-			select {
-			case <-time.After(wait):
-			case <-ctx.Done():
-			}
-			continue
-		}
-		free := h.cfg.inflight - int(c.inflight.Load())
-		if free <= 0 {
-			sched.Hold()
-			select {
-			case <-c.credit:
-			case <-ctx.Done():
-			}
-			continue
-		}
-		k := sched.Due(now, free)
-		bodies = bodies[:0]
-		actual := now.UnixNano()
-		for range k {
-			w := sched.Take(actual)
-			if w.Late(actual) > 0 {
-				h.recordLate(w.Scheduled, actual)
-			}
-			seq++
-			b := make([]byte, 20)
-			binary.BigEndian.PutUint64(b, uint64(w.From))
-			binary.BigEndian.PutUint64(b[8:], uint64(actual))
-			binary.BigEndian.PutUint32(b[16:], seq)
-			bodies = append(bodies, b)
-		}
-		sched.Written(now)
-		c.inflight.Add(int32(k))
-		h.sent.Add(int64(k))
-		var err error
-		if h.cfg.peer == "mosquitto" {
-			err = c.mqttPublish(bodies)
-		} else {
-			err = c.natsPublish(bodies)
-		}
-		if err != nil {
-			return
-		}
-		if sched.Wait(time.Now()) == 0 {
-			sched.Hold() // the write blocked past the next one's time: the server's backpressure
-		}
-	}
+	pace.Run(ctx, clock.System{}, pace.New(first, interval), &pacedConn{h: h, c: c, bodies: make([][]byte, 0, 128)})
 }
+
+// pacedConn is a connection as pace.Run drives it.
+type pacedConn struct {
+	h      *harness
+	c      *pconn
+	seq    uint32
+	bodies [][]byte
+}
+
+// Send implements pace.Sender: the connection is held back while its
+// in-flight window is full, and stops when a publish fails.
+func (pc *pacedConn) Send(due *pace.Due) (<-chan struct{}, bool) {
+	h, c := pc.h, pc.c
+	free := h.cfg.inflight - int(c.inflight.Load())
+	if free <= 0 {
+		return c.credit, true
+	}
+	pc.bodies = pc.bodies[:0]
+	for _, w := range due.Take(free) {
+		pc.seq++
+		b := make([]byte, 20)
+		binary.BigEndian.PutUint64(b, uint64(w.From))
+		binary.BigEndian.PutUint64(b[8:], uint64(w.At))
+		binary.BigEndian.PutUint32(b[16:], pc.seq)
+		pc.bodies = append(pc.bodies, b)
+	}
+	k := len(pc.bodies)
+	c.inflight.Add(int32(k))
+	h.sent.Add(int64(k))
+	var err error
+	if h.cfg.peer == "mosquitto" {
+		err = c.mqttPublish(pc.bodies)
+	} else {
+		err = c.natsPublish(pc.bodies)
+	}
+	return nil, err == nil
+}
+
+// Late implements pace.Sender.
+func (pc *pacedConn) Late(scheduled, actual int64) { pc.h.recordLate(scheduled, actual) }
 
 // recordLate records how late a publish scheduled at scheduled went out
 // at actual (unix nanos) on the sender's own account, when scheduled

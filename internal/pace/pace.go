@@ -11,7 +11,12 @@
 // sleeps in whole milliseconds — and is charged from the write itself;
 // that lateness is reported apart, never hidden.
 //
-// Threading: a Schedule belongs to the one goroutine that sends.
+// Run is the loop both generators run per sender: wait until a write is
+// due, let the sender take what its window allows, and keep the charging
+// rule above.
+//
+// Threading: a Schedule belongs to the one goroutine that sends, which
+// runs Run with it.
 package pace
 
 import "time"
@@ -64,6 +69,8 @@ type Write struct {
 	Scheduled int64
 	// Held says the server held the sender back before this write.
 	Held bool
+	// At is when the write goes out (unix nanos): Take's now.
+	At int64
 }
 
 // Late returns how late the write went out on the sender's own account
@@ -78,9 +85,9 @@ func (w Write) Late(now int64) int64 {
 // Take takes the next write, going out at now (unix nanos).
 func (s *Schedule) Take(now int64) Write {
 	if s.interval <= 0 {
-		return Write{From: now}
+		return Write{From: now, At: now}
 	}
-	w := Write{From: now, Scheduled: s.next.UnixNano(), Held: s.held}
+	w := Write{From: now, Scheduled: s.next.UnixNano(), Held: s.held, At: now}
 	s.next = s.next.Add(s.interval)
 	if w.Held {
 		w.From = w.Scheduled
