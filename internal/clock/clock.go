@@ -18,11 +18,25 @@ type Clock interface {
 	AfterFunc(d time.Duration, f func()) (stop func() bool)
 }
 
+// TimerClock is a Clock that also makes reusable timers: a loop that
+// waits again and again (a load generator's pacing, once per write) keeps
+// one instead of a timer and a goroutine per wait. System implements it;
+// Manual does not, and code that uses it falls back to AfterFunc.
+type TimerClock interface {
+	Clock
+	// NewTimer returns a timer that sends on its channel once d has
+	// elapsed, as time.NewTimer.
+	NewTimer(d time.Duration) *time.Timer
+}
+
 // System is the Clock of the time package.
 type System struct{}
 
 // Now implements Clock with time.Now.
 func (System) Now() time.Time { return time.Now() }
+
+// NewTimer implements TimerClock with time.NewTimer.
+func (System) NewTimer(d time.Duration) *time.Timer { return time.NewTimer(d) }
 
 // AfterFunc implements Clock with time.AfterFunc.
 func (System) AfterFunc(d time.Duration, f func()) func() bool {

@@ -63,9 +63,23 @@ func Run(ctx context.Context, clk clock.Clock, s *Schedule, snd Sender) {
 		default:
 		}
 	}
+	var tm *time.Timer // one timer for every wait, when clk makes them
+	if tc, ok := clk.(clock.TimerClock); ok {
+		tm = tc.NewTimer(time.Hour)
+		tm.Stop()
+		defer tm.Stop()
+	}
 	for ctx.Err() == nil {
 		now := clk.Now()
-		if wait := s.Wait(now); wait > 0 {
+		if wait := s.Wait(now); wait > 0 && tm != nil {
+			tm.Reset(wait)
+			select {
+			case <-tm.C:
+			case <-ctx.Done():
+				tm.Stop()
+			}
+			continue
+		} else if wait > 0 {
 			stop := clk.AfterFunc(wait, fire)
 			select {
 			case <-fired:

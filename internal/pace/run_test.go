@@ -116,3 +116,48 @@ func TestRun(t *testing.T) {
 		t.Fatal("Run went on after the sender had no more")
 	}
 }
+
+// countSender takes one write per Send until it has n, in order.
+type countSender struct {
+	n      int
+	writes []Write
+}
+
+func (c *countSender) Send(due *Due) (<-chan struct{}, bool) {
+	c.writes = append(c.writes, due.Take(1)...)
+	return nil, len(c.writes) < c.n
+}
+
+func (c *countSender) Late(scheduled, actual int64) {}
+
+// TestRunOnTheSystemClock paces on clock.System, whose waits reuse one
+// timer (clock.TimerClock): every write is taken, in schedule order, and
+// none before its time; and a wait allocates nothing (no timer and
+// goroutine per wait, as AfterFunc would make).
+func TestRunOnTheSystemClock(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	start := time.Now()
+	cs := &countSender{n: 5}
+	Run(ctx, clock.System{}, New(start.Add(time.Millisecond), time.Millisecond), cs)
+	if ctx.Err() != nil || len(cs.writes) != 5 {
+		t.Fatalf("took %d writes (context %v), want 5", len(cs.writes), ctx.Err())
+	}
+	for i, w := range cs.writes {
+		if want := start.Add(time.Duration(i+1) * time.Millisecond).UnixNano(); w.Scheduled != want || w.At < want {
+			t.Fatalf("write %d: scheduled %d at %d, want scheduled %d and not before", i, w.Scheduled, w.At, want)
+		}
+	}
+	if raceEnabled {
+		return // the race detector's own allocations are counted too
+	}
+	allocs := func(n int) float64 {
+		return testing.AllocsPerRun(2, func() {
+			cs := &countSender{n: n, writes: make([]Write, 0, n)}
+			Run(ctx, clock.System{}, New(time.Now().Add(200*time.Microsecond), 200*time.Microsecond), cs)
+		})
+	}
+	if few, many := allocs(4), allocs(40); many > few+4 {
+		t.Fatalf("36 more waits allocated %.0f times more, want none", many-few)
+	}
+}
