@@ -138,10 +138,18 @@ func (r *chaosRun) register(ctx context.Context, w *Worker) error {
 	ctx, cancel := context.WithTimeout(ctx, chaosSetupTimeout)
 	defer cancel()
 	return forEachParallel(ctx, r.users, 8, func(ctx context.Context, u *chaosUser) error {
-		if _, err := client.RequestCode(ctx, r.cfgFor(u), u.phone); err != nil {
+		err := retrySetup(ctx, "request a code for "+u.phone, sleepCtx, func(ctx context.Context) error {
+			_, err := client.RequestCode(ctx, r.cfgFor(u), u.phone)
+			return err
+		})
+		if err != nil {
 			return fmt.Errorf("chaos: request a code for %s: %w", u.phone, err)
 		}
-		creds, err := client.Verify(ctx, r.cfgFor(u), u.phone, cfg.TestCode, "chaos primary")
+		var creds client.Credentials
+		err = retrySetup(ctx, "verify "+u.phone, sleepCtx, func(ctx context.Context) (err error) {
+			creds, err = client.Verify(ctx, r.cfgFor(u), u.phone, cfg.TestCode, "chaos primary")
+			return err
+		})
 		if err != nil {
 			return fmt.Errorf("chaos: verify %s: %w", u.phone, err)
 		}
@@ -169,17 +177,13 @@ func (r *chaosRun) link(ctx context.Context, w *Worker) error {
 			return fmt.Errorf("chaos: user %d primary: %w", u.id, err)
 		}
 		for _, d := range u.devices[1:] {
-			pl, err := client.RequestLink(ctx, r.cfgFor(u), fmt.Sprintf("chaos companion %d", d.k))
+			var creds client.Credentials
+			err := retrySetup(ctx, fmt.Sprintf("link a companion of user %d", u.id), sleepCtx, func(ctx context.Context) (err error) {
+				creds, err = r.linkCompanion(ctx, u, d)
+				return err
+			})
 			if err != nil {
-				return fmt.Errorf("chaos: user %d: request a link: %w", u.id, err)
-			}
-			if err := p.client().ApproveLink(ctx, pl.Code); err != nil {
-				pl.Close()
-				return fmt.Errorf("chaos: user %d: approve a link: %w", u.id, err)
-			}
-			creds, err := pl.Wait(ctx)
-			if err != nil {
-				return fmt.Errorf("chaos: user %d: linked: %w", u.id, err)
+				return err
 			}
 			d.key = chaosDevKey{creds.User, creds.Device}
 			if err := d.store.SaveCredentials(creds); err != nil {
@@ -194,6 +198,25 @@ func (r *chaosRun) link(ctx context.Context, w *Worker) error {
 		}
 		return nil
 	})
+}
+
+// linkCompanion links device d of user u to u's primary: a link request
+// on a connection of its own, its approval by the primary, and the
+// credentials it then gets.
+func (r *chaosRun) linkCompanion(ctx context.Context, u *chaosUser, d *chaosDevice) (client.Credentials, error) {
+	pl, err := client.RequestLink(ctx, r.cfgFor(u), fmt.Sprintf("chaos companion %d", d.k))
+	if err != nil {
+		return client.Credentials{}, fmt.Errorf("chaos: user %d: request a link: %w", u.id, err)
+	}
+	if err := u.devices[0].client().ApproveLink(ctx, pl.Code); err != nil {
+		pl.Close()
+		return client.Credentials{}, fmt.Errorf("chaos: user %d: approve a link: %w", u.id, err)
+	}
+	creds, err := pl.Wait(ctx)
+	if err != nil {
+		return client.Credentials{}, fmt.Errorf("chaos: user %d: linked: %w", u.id, err)
+	}
+	return creds, nil
 }
 
 // createGroups creates the groups, checks that each has members on
@@ -213,12 +236,17 @@ func (r *chaosRun) createGroups(ctx context.Context, w *Worker) error {
 		if len(shards) < 2 {
 			return fmt.Errorf("chaos: group %d would have members on one shard only", g.index)
 		}
-		info, err := g.creator.devices[0].client().CreateGroup(ctx, fmt.Sprintf("chaos %d", g.index), nil, ids)
+		admin := g.creator.devices[0].client()
+		info, err := admin.CreateGroup(ctx, fmt.Sprintf("chaos %d", g.index), nil, ids)
 		if err != nil {
 			return fmt.Errorf("chaos: create group %d: %w", g.index, err)
 		}
-		if len(info.Refused) > 0 {
-			return fmt.Errorf("chaos: group %d refused %d members (first: user %d, %v)", g.index, len(info.Refused), info.Refused[0].User, info.Refused[0].Code)
+		err = addRefused(ctx, g.index, info.Refused, sleepCtx, func(ctx context.Context, ids []uint64) ([]client.GroupRefusal, error) {
+			added, err := admin.AddGroupMembers(ctx, info.ID, ids)
+			return added.Refused, err
+		})
+		if err != nil {
+			return err
 		}
 		g.id = info.ID
 		r.ver.addGroup(g.id)
