@@ -107,6 +107,9 @@ type conn struct {
 	// home is the user the shard authenticated the connection as, 0
 	// before; set by Authenticated, read by CloseUsers.
 	home atomic.Uint64
+	// loggingIn is the user a Login in flight names, 0 when none: set by
+	// the loop before it submits the Login, read by CloseUsers.
+	loggingIn atomic.Uint64
 	// linking: a companion waiting for its link code to be approved, which
 	// may take longer than LoginTimeout.
 	linking atomic.Bool

@@ -259,15 +259,22 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // CloseUsers closes, with code, every authenticated connection for which
 // match, given the connection's user and whether it waits for an answer
 // to a request it made (a SEND, a lookup, ...), returns true, and returns
-// how many it closed. A cluster node calls it when another node restarted
-// or left, or the link from it lost calls: the sessions those users had
-// on its shards are gone, and a request in flight to it may be lost with
-// no answer ever coming; their clients log in again and resend every
-// unanswered SEND in order ([S-8-14]), which keeps a sender's order.
+// how many it closed; a connection whose Login is not answered yet counts
+// as one of the user it names, waiting. A cluster node calls it when
+// another node restarted or left, or the link from it lost calls: the
+// sessions those users had on its shards are gone, and a request in
+// flight to it (a Login among them) may be lost with no answer ever
+// coming; their clients log in again and resend every unanswered SEND in
+// order ([S-8-14]), which keeps a sender's order, instead of waiting for
+// the login timeout.
 func (s *Server) CloseUsers(match func(user uint64, waiting bool) bool, code protocol.Code) int {
 	n := 0
 	for _, c := range s.wheel.all() {
-		if u := c.home.Load(); u != 0 && match(u, c.pending.Load() > 0) {
+		u := c.home.Load()
+		if u == 0 {
+			u = c.loggingIn.Load() // its Login's answer is what it waits for
+		}
+		if u != 0 && match(u, c.pending.Load() > 0) {
 			c.Close(code)
 			n++
 		}
