@@ -134,12 +134,13 @@ func (e *quietEndpoint) Close(code protocol.Code) {
 }
 func (e *quietEndpoint) LookupPart(uint64, []*pb.Contact) {}
 
-// steppedShard is one shard, stepped on the test's goroutine, behind a
-// router of its own.
+// steppedShard is one node's shards, stepped on the test's goroutine in
+// turn, behind a router of their own: one shard, or two for the paths
+// that cross shards.
 type steppedShard struct {
 	t      *testing.T
 	router *router.Router
-	shard  *storage.Shard
+	shards []*storage.Shard
 	codes  *codeBox
 	rid    uint32
 }
@@ -152,47 +153,57 @@ type quietDevice struct {
 	ep     *quietEndpoint
 }
 
-func newSteppedShard(t *testing.T) *steppedShard {
-	r, err := router.New(1)
+func newSteppedShard(t *testing.T) *steppedShard { return newSteppedShards(t, 1) }
+
+// newSteppedShards opens count shards on one router, each stepped.
+func newSteppedShards(t *testing.T, count int) *steppedShard {
+	r, err := router.New(count)
 	if err != nil {
 		t.Fatal(err)
 	}
 	clk := &clock{now: time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)}
 	var n byte
 	st := &steppedShard{t: t, router: r, codes: &codeBox{}}
-	sh, err := storage.Open(storage.Config{
-		ID: 0, Dir: "shard-0", FS: vfs.NewMem(),
-		Forwarder: r, Conns: testConns, Codes: st.codes, Now: clk.Now,
-		Rand: func(b []byte) {
-			for i := range b {
-				n++
-				b[i] = n
-			}
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := sh.Close(); err != nil {
-			t.Error(err)
+	fs := vfs.NewMem()
+	for id := range count {
+		sh, err := storage.Open(storage.Config{
+			ID: uint16(id), Dir: fmt.Sprintf("shard-%d", id), FS: fs,
+			Forwarder: r, Conns: testConns, Codes: st.codes, Now: clk.Now,
+			Rand: func(b []byte) {
+				for i := range b {
+					n++
+					b[i] = n
+				}
+			},
+		})
+		if err != nil {
+			t.Fatal(err)
 		}
-	})
-	if err := r.Attach([]*storage.Shard{sh}); err != nil {
+		t.Cleanup(func() {
+			if err := sh.Close(); err != nil {
+				t.Error(err)
+			}
+		})
+		st.shards = append(st.shards, sh)
+	}
+	if err := r.Attach(st.shards); err != nil {
 		t.Fatal(err)
 	}
-	st.shard = sh
-	sh.Step() // replays the outbox, runs maintenance
+	for _, sh := range st.shards {
+		sh.Step() // replays the outbox, runs maintenance
+	}
 	return st
 }
 
-// settleMemtable flushes enough times for Pebble's memtable to reach 8 MiB,
-// so no rotation (and no flush, whose allocations would be counted) falls
-// among the messages counted.
+// settleMemtable flushes enough times for Pebble's memtables to reach 8
+// MiB, so no rotation (and no flush, whose allocations would be counted)
+// falls among the messages counted.
 func (st *steppedShard) settleMemtable() {
-	for range 6 {
-		if err := st.shard.Flush(); err != nil {
-			st.t.Fatal(err)
+	for _, sh := range st.shards {
+		for range 6 {
+			if err := sh.Flush(); err != nil {
+				st.t.Fatal(err)
+			}
 		}
 	}
 }
@@ -204,19 +215,26 @@ func (st *steppedShard) submit(op storage.Op) {
 	}
 }
 
-// run steps and syncs the shard until nothing is queued, so every effect
-// of what was submitted has been carried out.
+// run steps and syncs the shards in turn until nothing is queued on any,
+// so every effect of what was submitted has been carried out, forwards
+// and their answers included.
 func (st *steppedShard) run() {
 	for range 100 {
-		st.shard.Step()
-		if err := st.shard.Sync(); err != nil {
-			st.t.Fatal(err)
+		queued := 0
+		for _, sh := range st.shards {
+			sh.Step()
+			if err := sh.Sync(); err != nil {
+				st.t.Fatal(err)
+			}
 		}
-		if st.shard.Stats().QueueLength == 0 {
+		for _, sh := range st.shards {
+			queued += sh.Stats().QueueLength
+		}
+		if queued == 0 {
 			return
 		}
 	}
-	st.t.Fatal("the shard did not settle")
+	st.t.Fatal("the shards did not settle")
 }
 
 // take runs the shard and takes a frame of kind k from ep.
@@ -228,7 +246,23 @@ func (st *steppedShard) take(ep *endpoint, k protocol.Kind) any {
 // register registers a user with the phone +1555000nnnn and returns its
 // primary device.
 func (st *steppedShard) register(i int) quietDevice {
-	phone := fmt.Sprintf("+1555000%04d", i)
+	return st.registerPhone(fmt.Sprintf("+1555000%04d", i))
+}
+
+// registerOn registers user i on shard id: a phone +1555nnnmmmm whose
+// slot the shard owns.
+func (st *steppedShard) registerOn(id uint16, i int) quietDevice {
+	for j := range 100_000 {
+		if phone := fmt.Sprintf("+1555%03d%04d", i, j); st.router.ShardOfPhone(phone) == id {
+			return st.registerPhone(phone)
+		}
+	}
+	st.t.Fatalf("no phone number on shard %d", id)
+	return quietDevice{}
+}
+
+// registerPhone registers a user with phone and returns its primary device.
+func (st *steppedShard) registerPhone(phone string) quietDevice {
 	ep := newEndpoint(st.t)
 	st.rid++
 	st.submit(storage.Op{Kind: storage.OpRequestCode, Phone: phone, RID: st.rid, Conn: ep.ref})
@@ -241,11 +275,17 @@ func (st *steppedShard) register(i int) quietDevice {
 
 // link links a companion to primary's user and returns it.
 func (st *steppedShard) link(primary quietDevice) quietDevice {
+	return st.linkWith(primary, [10]byte{byte(primary.user), 7})
+}
+
+// linkWith links a companion to primary's user with the link code made of
+// random and returns it.
+func (st *steppedShard) linkWith(primary quietDevice, random [10]byte) quietDevice {
 	pep := newEndpoint(st.t)
 	st.submit(storage.Op{Kind: storage.OpLogin, User: primary.user, Device: primary.device, Credential: primary.cred, Conn: pep.ref})
 	cep := newEndpoint(st.t)
 	st.rid++
-	st.submit(storage.Op{Kind: storage.OpLinkRequest, Code: storage.NewLinkCode([10]byte{byte(primary.user), 7}), Name: "companion", RID: st.rid, Conn: cep.ref})
+	st.submit(storage.Op{Kind: storage.OpLinkRequest, Code: storage.NewLinkCode(random), Name: "companion", RID: st.rid, Conn: cep.ref})
 	code := st.take(cep, protocol.KindLinkCode).(*pb.LinkCode).Code
 	st.rid++
 	st.submit(storage.Op{Kind: storage.OpLinkApprove, Code: code, User: primary.user, Device: primary.device, RID: st.rid, Conn: pep.ref})
@@ -312,10 +352,23 @@ func TestAllocsGroup(t *testing.T) {
 	st := newSteppedShard(t)
 	admin := st.register(0)
 	members := make([]quietDevice, 32)
-	ids := make([]uint64, len(members))
 	for i := range members {
 		members[i] = st.register(i + 1)
-		ids[i] = members[i].user
+	}
+	st.countGroup(admin, members, "message to 32 members (their ACKs, the Receipts entry and its ACK)", wantGroup)
+}
+
+// countGroup makes a group of admin and members, logs them all in, and
+// counts the allocations of a message from admin to it: the SEND and its
+// fan-out, every member's ACK and the Receipts entries they make (one
+// per shard of members), and admin's ACK of them.
+func (st *steppedShard) countGroup(admin quietDevice, members []quietDevice, what string, want float64) {
+	t := st.t
+	ids := make([]uint64, len(members))
+	shards := map[uint16]bool{}
+	for i, m := range members {
+		ids[i] = m.user
+		shards[st.router.ShardOf(m.user)] = true
 	}
 	aep := newEndpoint(t)
 	st.rid++
@@ -345,16 +398,115 @@ func TestAllocsGroup(t *testing.T) {
 	for i, m := range members {
 		got[i] = m.ep.kinds[protocol.KindMessage]
 	}
-	n := allocsPerMessage(t, st, "message to 32 members (their ACKs, the Receipts entry and its ACK)", message, 10, wantGroup)
+	n := allocsPerMessage(t, st, what, message, 10, want)
 	if d := admin.ep.kinds[protocol.KindSent] - sent; d != n {
 		t.Errorf("the sender got %d Sent over %d messages", d, n)
 	}
-	if d := admin.ep.kinds[protocol.KindReceipts] - receipts; d != n {
-		t.Errorf("the sender got %d Receipts over %d messages", d, n)
+	if d := admin.ep.kinds[protocol.KindReceipts] - receipts; d != len(shards)*n {
+		t.Errorf("the sender got %d Receipts over %d messages, want one per shard of members", d, n)
 	}
 	for i, m := range members {
 		if d := m.ep.kinds[protocol.KindMessage] - got[i]; d != n {
 			t.Errorf("member %d got %d messages of %d", i, d, n)
 		}
 	}
+}
+
+// Allocations per message on the paths that cross shards, each named as
+// the single-shard ones are.
+const (
+	// wantCrossOneToOne: per exchange, a message each way (measured, not
+	// yet named).
+	wantCrossOneToOne = 24
+	wantCrossGroup    = 36
+)
+
+// linkOn links a companion to primary's user with a link code whose slot
+// primary's shard owns, and returns it.
+func (st *steppedShard) linkOn(primary quietDevice) quietDevice {
+	// NewLinkCode puts random's first 12 bits in the code's slot.
+	shard := st.router.ShardOf(primary.user)
+	for b := range 256 {
+		code := storage.NewLinkCode([10]byte{byte(b), 7})
+		if slot, _ := storage.LinkCodeSlot(code); st.router.ShardOf(uint64(slot)) == shard {
+			return st.linkWith(primary, [10]byte{byte(b), 7})
+		}
+	}
+	st.t.Fatalf("no link code on shard %d", shard)
+	return quietDevice{}
+}
+
+// TestAllocsCrossShardOneToOne counts the allocations of a 1:1 exchange
+// between two users of different shards, each with two online devices: a
+// message each way, each with its SEND and Sent, the forward to the
+// recipient's shard and its answer, the delivery to both the recipient's
+// devices and the copy to the sender's other device, all four devices'
+// ACKs, the delivered receipt forwarded back and its ACK.
+func TestAllocsCrossShardOneToOne(t *testing.T) {
+	st := newSteppedShards(t, 2)
+	a1 := st.registerOn(0, 1)
+	b1 := st.registerOn(1, 2)
+	if st.router.ShardOf(a1.user) != 0 || st.router.ShardOf(b1.user) != 1 {
+		t.Fatalf("users %d and %d on shards %d and %d, want 0 and 1", a1.user, b1.user, st.router.ShardOf(a1.user), st.router.ShardOf(b1.user))
+	}
+	a2 := st.linkOn(a1)
+	b2 := st.linkOn(b1)
+	devices := []*quietDevice{&a1, &a2, &b1, &b2}
+	for _, d := range devices {
+		st.login(d)
+	}
+	body := []byte("twenty bytes of text")
+	cmid := uint64(0)
+	one := func(from, to quietDevice) {
+		cmid++
+		st.submit(storage.Op{Kind: storage.OpSend, From: from.user, FromDevice: from.device, User: to.user, CMID: cmid, Body: body, Conn: from.ep.ref})
+		st.run()
+		for _, d := range devices {
+			st.ack(*d)
+		}
+		st.run()
+		for _, d := range devices {
+			st.ack(*d)
+		}
+		st.run()
+	}
+	message := func() {
+		one(a1, b1)
+		one(b1, a1)
+	}
+	kinds := func() (k [4][3]int) {
+		for i, d := range devices {
+			k[i] = [3]int{d.ep.kinds[protocol.KindSent], d.ep.kinds[protocol.KindMessage], d.ep.kinds[protocol.KindReceipt]}
+		}
+		return k
+	}
+	was := kinds()
+	n := allocsPerMessage(t, st, "cross-shard 1:1 exchange (a message each way, 2 devices each, their ACKs, the delivered receipts and their ACKs)", message, 10, wantCrossOneToOne)
+	now := kinds()
+	// Each user's inbox holds both messages of an exchange (the one it
+	// got and its own, copied for its other device), and every device
+	// reads it; the sending devices alone get Sent.
+	want := [4][3]int{{n, 2 * n, n}, {0, 2 * n, n}, {n, 2 * n, n}, {0, 2 * n, n}}
+	for i, name := range []string{"a1", "a2", "b1", "b2"} {
+		for j, what := range []string{"Sent", "messages", "receipts"} {
+			if got := now[i][j] - was[i][j]; got != want[i][j] {
+				t.Errorf("%s got %d %s over %d exchanges, want %d", name, got, what, n, want[i][j])
+			}
+		}
+	}
+}
+
+// TestAllocsCrossShardGroup counts the allocations of a message to a
+// group of 32 online members spread over two shards: the SEND and its
+// fan-out, the body and forward to the other shard and its answer, every
+// member's ACK and the Receipts entries they make for the sender, and
+// the sender's ACK of them.
+func TestAllocsCrossShardGroup(t *testing.T) {
+	st := newSteppedShards(t, 2)
+	admin := st.registerOn(0, 100)
+	members := make([]quietDevice, 32)
+	for i := range members {
+		members[i] = st.registerOn(uint16(i%2), i+1)
+	}
+	st.countGroup(admin, members, "message to 32 members on 2 shards (their ACKs, the Receipts entries and their ACK)", wantCrossGroup)
 }
