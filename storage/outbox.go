@@ -158,7 +158,7 @@ func (s *Shard) fill(p *outPair) {
 		if !p.roomFor(len(it.Value())) {
 			break
 		}
-		v := append([]byte(nil), it.Value()...)
+		v := append(s.forwardBuf(len(it.Value())), it.Value()...)
 		p.markSent(len(v))
 		s.forward(p.dest, seq, v)
 	}

@@ -17,6 +17,11 @@ type delivery struct {
 	entry []byte // kind byte + stored body
 }
 
+// size returns the length of d's outbox value.
+func (d *delivery) size() int {
+	return 1 + uvarintLen(len(d.users)) + 8*len(d.users) + 16 + len(d.entry)
+}
+
 // encode appends the outbox value of d: flags, uvarint count, users,
 // group, gseq, entry.
 func (d *delivery) encode(dst []byte) []byte {
@@ -114,8 +119,31 @@ func (s *Shard) deliverTo(id uint16, part delivery, entries []pairSeq) []pairSeq
 		s.applyDelivery(&part)
 		return entries
 	}
-	seq := s.enqueue(id, part.encode(nil), part.entry)
+	seq := s.enqueue(id, part.encode(s.forwardBuf(part.size())), part.entry)
 	return append(entries, pairSeq{id, seq})
+}
+
+// fwdChunkSize is the size of the chunks forwarded values are carved from;
+// a value larger than an eighth of it gets a slice of its own.
+const fwdChunkSize = 64 << 10
+
+// forwardBuf returns an empty slice with room for an outbox value of n
+// bytes, carved from the shard's current forward chunk. A forward carries
+// its value to the destination's actor (OpForward.Entry, which the
+// destination reads in its own cycle and may keep until that cycle's
+// pump), so what is carved is never written again: a full chunk is left
+// to the values carved from it, and the garbage collector frees it with
+// the last of them.
+func (s *Shard) forwardBuf(n int) []byte {
+	if n > fwdChunkSize/8 {
+		return make([]byte, 0, n)
+	}
+	if cap(s.fwdChunk)-len(s.fwdChunk) < n {
+		s.fwdChunk = make([]byte, 0, fwdChunkSize)
+	}
+	start := len(s.fwdChunk)
+	s.fwdChunk = s.fwdChunk[:start+n]
+	return s.fwdChunk[start : start : start+n]
 }
 
 // applyDelivery appends d's entry to its users here. It reports false when
