@@ -417,8 +417,8 @@ func (st *steppedShard) countGroup(admin quietDevice, members []quietDevice, wha
 const (
 	// wantCrossOneToOne: per exchange, a message each way (measured, not
 	// yet named).
-	wantCrossOneToOne = 8
-	wantCrossGroup    = 26
+	wantCrossOneToOne = 4
+	wantCrossGroup    = 13
 )
 
 // linkOn links a companion to primary's user with a link code whose slot

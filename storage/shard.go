@@ -119,7 +119,10 @@ type Shard struct {
 	groupUsers      []uint64                // a group message's members, for its delivery (applyGroupSend)
 	groupRef        [17]byte                // a group reference entry being appended (applyGroupDelivery)
 	oneUser         [1]uint64               // the users of an appendEntry's delivery
-	fwdChunk        []byte                  // outbox values forwarded after the commit, never rewritten (forwardValue)
+	fwdChunk        []byte                  // outbox values forwarded after the commit, never rewritten (forwardBuf)
+	fwdShards       []uint16                // deliver's scratch, a stack: its users' shards
+	fwdUsers        []uint64                // deliver's scratch, a stack: the users of one part
+	fwdEntries      []pairSeq               // deliver's scratch, a stack: the outbox entries written
 	cycleOps        int                     // ops applied in this cycle
 	arena           []byte                  // copies of entries appended this cycle, for the pump
 	batchRecs       []batchRec              // the records of the cycle's batch, to order them (batchorder.go)

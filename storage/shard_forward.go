@@ -3,6 +3,7 @@ package storage
 import (
 	"encoding/binary"
 	"fmt"
+	"slices"
 
 	"github.com/parley-im/parley/protocol"
 )
@@ -70,45 +71,52 @@ func (s *Shard) appendEntry(id uint64, entry []byte, flags uint8) {
 
 // deliver applies d to this shard's users and, for users of other shards,
 // writes it to the outbox towards each of their shards, one entry per
-// destination, in the order the users' shards first appear. It returns the
-// outbox entries it wrote.
-func (s *Shard) deliver(d delivery) (entries []pairSeq) {
-	if id, ok := s.oneShard(d.users); ok {
+// destination, in the order the users' shards first appear, the users of
+// each in their order in d. It returns the outbox entries it wrote, valid
+// until the next deliver.
+//
+// It asks the Forwarder for each user's shard once. Its scratch (the
+// users' shards, each part's users, the entries) lives at the end of
+// slices the shard keeps, used as stacks: a deliver beneath it (a local
+// part applied here may deliver again) uses what lies beyond and gives
+// it back, and a slice it grows leaves this one's region as it was.
+func (s *Shard) deliver(d delivery) []pairSeq {
+	base := len(s.fwdEntries)
+	defer func() { s.fwdEntries = s.fwdEntries[:base] }()
+	sb := len(s.fwdShards)
+	for _, u := range d.users {
+		s.fwdShards = append(s.fwdShards, s.cfg.Forwarder.ShardOf(u))
+	}
+	shards := s.fwdShards[sb:len(s.fwdShards):len(s.fwdShards)]
+	defer func() { s.fwdShards = s.fwdShards[:sb] }()
+	if len(shards) > 0 && !slices.ContainsFunc(shards[1:], func(id uint16) bool { return id != shards[0] }) {
 		// One user, or a group whose members live together: nothing to
 		// group by shard.
-		return s.deliverTo(id, d, nil)
+		s.fwdEntries = s.deliverTo(shards[0], d, s.fwdEntries)
+		return s.fwdEntries[base:len(s.fwdEntries):len(s.fwdEntries)]
 	}
-	var order []uint16
-	byShard := map[uint16][]uint64{}
-	for _, u := range d.users {
-		id := s.cfg.Forwarder.ShardOf(u)
-		if _, ok := byShard[id]; !ok {
-			order = append(order, id)
+	for i, id := range shards {
+		if id == noShard {
+			continue // in a part already
 		}
-		byShard[id] = append(byShard[id], u)
-	}
-	for _, id := range order {
+		ub := len(s.fwdUsers)
+		for j := i; j < len(shards); j++ {
+			if shards[j] == id {
+				s.fwdUsers = append(s.fwdUsers, d.users[j])
+				shards[j] = noShard
+			}
+		}
 		part := d
-		part.users = byShard[id]
-		entries = s.deliverTo(id, part, entries)
+		part.users = s.fwdUsers[ub:len(s.fwdUsers):len(s.fwdUsers)]
+		s.fwdEntries = s.deliverTo(id, part, s.fwdEntries)
+		s.fwdUsers = s.fwdUsers[:ub]
 	}
-	return entries
+	return s.fwdEntries[base:len(s.fwdEntries):len(s.fwdEntries)]
 }
 
-// oneShard returns the shard of users and true when one shard owns them
-// all.
-func (s *Shard) oneShard(users []uint64) (uint16, bool) {
-	if len(users) == 0 {
-		return 0, false
-	}
-	id := s.cfg.Forwarder.ShardOf(users[0])
-	for _, u := range users[1:] {
-		if s.cfg.Forwarder.ShardOf(u) != id {
-			return 0, false
-		}
-	}
-	return id, true
-}
+// noShard marks a user deliver has put in a part: no shard has that
+// number (MaxShards).
+const noShard = ^uint16(0)
 
 // deliverTo applies part, whose users are all of shard id, here if id is
 // this shard, else writes it to the outbox towards id, appending the
