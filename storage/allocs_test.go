@@ -417,8 +417,8 @@ func (st *steppedShard) countGroup(admin quietDevice, members []quietDevice, wha
 const (
 	// wantCrossOneToOne: per exchange, a message each way (measured, not
 	// yet named).
-	wantCrossOneToOne = 4
-	wantCrossGroup    = 13
+	wantCrossOneToOne = 0
+	wantCrossGroup    = 11
 )
 
 // linkOn links a companion to primary's user with a link code whose slot

@@ -306,8 +306,10 @@ func (s *Shard) applyForward(op *Op) {
 		s.forwardGaps.Add(1)
 		return
 	}
-	var d delivery
-	if err := d.decode(op.Entry); err != nil {
+	d := delivery{users: s.fwdIn} // the users of one forward at a time
+	err := d.decode(op.Entry)
+	s.fwdIn = d.users[:0]
+	if err != nil {
 		// Not applied and not confirmed: the source keeps it and the pair
 		// stops here, loudly, rather than skip an entry it promised.
 		s.log.Error("forward cannot be decoded; the pair waits", "source", op.Source, "outseq", op.OutSeq, "err", err)

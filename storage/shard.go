@@ -123,6 +123,7 @@ type Shard struct {
 	fwdShards       []uint16                // deliver's scratch, a stack: its users' shards
 	fwdUsers        []uint64                // deliver's scratch, a stack: the users of one part
 	fwdEntries      []pairSeq               // deliver's scratch, a stack: the outbox entries written
+	fwdIn           []uint64                // the users of the forward being applied (applyForward)
 	cycleOps        int                     // ops applied in this cycle
 	arena           []byte                  // copies of entries appended this cycle, for the pump
 	batchRecs       []batchRec              // the records of the cycle's batch, to order them (batchorder.go)

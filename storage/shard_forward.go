@@ -36,7 +36,8 @@ func (d *delivery) encode(dst []byte) []byte {
 	return append(dst, d.entry...)
 }
 
-// decode parses an outbox value; d aliases b.
+// decode parses an outbox value; d aliases b. The users go in d.users's
+// array when it has room.
 func (d *delivery) decode(b []byte) error {
 	if len(b) < 1 {
 		return fmt.Errorf("%w: outbox record", errCorrupt)
@@ -47,7 +48,7 @@ func (d *delivery) decode(b []byte) error {
 		return fmt.Errorf("%w: outbox record", errCorrupt)
 	}
 	b = b[1+k:]
-	d.users = make([]uint64, n)
+	d.users = slices.Grow(d.users[:0], int(n))[:n]
 	for i := range d.users {
 		d.users[i] = binary.BigEndian.Uint64(b)
 		b = b[8:]
