@@ -272,6 +272,9 @@ func Open(cfg Config) (*Shard, error) {
 		users:         make(map[uint64]*user),
 		ids:           idGenerator{shard: cfg.ID},
 		comp:          comp,
+		// Room for any key: most uses build one on scratch[:0] and
+		// leave scratch as it was.
+		scratch: make([]byte, 0, 64),
 	}
 	s.resetMemory()
 	if err := s.countBacklog(); err != nil {
