@@ -418,7 +418,7 @@ const (
 	// wantCrossOneToOne: per exchange, a message each way (measured, not
 	// yet named).
 	wantCrossOneToOne = 0
-	wantCrossGroup    = 8
+	wantCrossGroup    = 6
 )
 
 // linkOn links a companion to primary's user with a link code whose slot

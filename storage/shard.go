@@ -108,6 +108,7 @@ type Shard struct {
 	touched         []*user // users to pump and flush this cycle
 	groups          map[uint64]*group
 	groupSends      map[gkey]*groupSend // group messages waiting for their shards
+	freeGroupSends  []*groupSend        // answered groupSends, for new ones (newGroupSend)
 	outboxGroup     map[pairSeq]gkey    // outbox entry → the group message it carries
 	links           map[string]*pendingLink
 	linkOrder       []linkExpiry // the codes of links (and approved ones), by expiry

@@ -509,7 +509,8 @@ func (s *Shard) applyGroupSend(op *Op) {
 		s.reply(op.Conn, start)
 		return
 	}
-	p := &groupSend{remaining: len(entries), id: id, waiters: []sentWaiter{{op.Conn, op.CMID}}}
+	p := s.newGroupSend()
+	p.remaining, p.id, p.waiters = len(entries), id, append(p.waiters, sentWaiter{op.Conn, op.CMID})
 	k := gkey{g.id, gseq}
 	s.groupSends[k] = p
 	for _, e := range entries {
@@ -539,6 +540,25 @@ func (s *Shard) confirmGroupSend(e pairSeq) {
 		s.out = codec.AppendSent(s.out, w.cmid, p.id)
 		s.reply(w.conn, start)
 	}
+	if len(s.freeGroupSends) < maxFreeGroupSends {
+		p.waiters = p.waiters[:0]
+		s.freeGroupSends = append(s.freeGroupSends, p)
+	}
+}
+
+// maxFreeGroupSends is the most answered groupSends kept for new ones.
+const maxFreeGroupSends = 64
+
+// newGroupSend returns an empty groupSend, one answered before if the
+// shard kept one.
+func (s *Shard) newGroupSend() *groupSend {
+	n := len(s.freeGroupSends)
+	if n == 0 {
+		return new(groupSend)
+	}
+	p := s.freeGroupSends[n-1]
+	s.freeGroupSends = s.freeGroupSends[:n-1]
+	return p
 }
 
 // applyGroupDelivery stores a group message or event for its recipients on
