@@ -94,16 +94,18 @@ type Shard struct {
 	events          []analytics.Event   // the cycle's analytics events, emitted after its commit
 	abortTimes      []time.Time         // when recent cycles were aborted
 	effects         []effect
-	mores           []effectMore // what the cycle's rarer effects carry (effect.more)
-	out             []byte       // frames referenced by effects
-	scratch         []byte       // per-use scratch for keys and values
-	key             []byte       // a key built for one call that copies it (batch.Set, get), then free
-	rec             []byte       // a record encoded for one batch.Set, which copies it, then free
-	val             []byte       // a value read for a caller that parses it at once (getAppend)
-	sendKey         []byte       // the dedupe key of the send being applied
-	frames          []byte       // a device's frames before batching
-	zbuf            []byte       // compressor scratch
-	envBuf          []byte       // one device's message of an envelopes entry (envelopeFor)
+	mores           []effectMore       // what the cycle's rarer effects carry (effect.more)
+	out             []byte             // frames referenced by effects
+	scratch         []byte             // per-use scratch for keys and values
+	key             []byte             // a key built for one call that copies it (batch.Set, get), then free
+	rec             []byte             // a record encoded for one batch.Set, which copies it, then free
+	val             []byte             // a value read for a caller that parses it at once (getAppend)
+	sendKey         []byte             // the dedupe key of the send being applied
+	getIter         *pebble.Iterator   // the cycle's reads, over its batch (batchGet)
+	getIterOpts     pebble.IterOptions // getIter's options, unchanged: SetOptions refreshes it
+	frames          []byte             // a device's frames before batching
+	zbuf            []byte             // compressor scratch
+	envBuf          []byte             // one device's message of an envelopes entry (envelopeFor)
 	comp            *codec.Compressor
 	touched         []*user // users to pump and flush this cycle
 	groups          map[uint64]*group
@@ -608,8 +610,7 @@ func (s *Shard) finishCycle() {
 	s.flushPush()
 	s.flushReleases()
 	if s.cycleErr != nil {
-		_ = s.batch.Close()
-		s.batch = nil
+		s.closeBatch()
 		s.events = s.events[:0]
 		return // the caller restarts the shard in place
 	}
@@ -639,8 +640,7 @@ func (s *Shard) finishCycle() {
 		// must (shard_sync.go).
 		if err := s.commitOrdered(pebble.NoSync); err != nil {
 			s.fail(fmt.Errorf("storage: shard %d commit: %w", s.cfg.ID, err))
-			_ = s.batch.Close()
-			s.batch = nil
+			s.closeBatch()
 			s.events = s.events[:0]
 			return
 		}
@@ -655,8 +655,7 @@ func (s *Shard) finishCycle() {
 			s.cfg.OnCommit(d, s.cycleOps)
 		}
 	}
-	_ = s.batch.Close()
-	s.batch = nil
+	s.closeBatch()
 	s.cycleOps = 0
 	if len(s.events) > 0 {
 		s.emitEvents()

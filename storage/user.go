@@ -1,9 +1,11 @@
 package storage
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -190,7 +192,14 @@ func (s *Shard) get(key []byte) ([]byte, error) { return s.getAppend(nil, key) }
 // getAppend is get that copies the value into dst[:0], for a caller that
 // reads it at once and reuses dst.
 func (s *Shard) getAppend(dst, key []byte) ([]byte, error) {
-	v, closer, err := s.reader().Get(key)
+	var v []byte
+	var closer io.Closer
+	var err error
+	if s.batch != nil {
+		v, err = s.batchGet(key)
+	} else {
+		v, closer, err = s.db.Get(key)
+	}
 	if errors.Is(err, pebble.ErrNotFound) {
 		return nil, nil
 	}
@@ -203,8 +212,53 @@ func (s *Shard) getAppend(dst, key []byte) ([]byte, error) {
 		dst = make([]byte, 0, len(v)) // non-nil even when empty
 	}
 	out := append(dst[:0], v...)
-	_ = closer.Close()
+	if closer != nil {
+		_ = closer.Close()
+	}
 	return out, nil
+}
+
+// batchGet reads key in a cycle, as Batch.Get does but through an
+// iterator over the cycle's batch, opened at the cycle's first read and
+// kept until the batch is closed (closeBatch): a Batch.Get builds two
+// iterators over the batch on the heap for every read. Before each read
+// the iterator takes in what the batch got since the last (SetOptions),
+// so it sees what Batch.Get would: the batch over the database as it
+// stands, which only this actor's commits change and none falls inside a
+// cycle. The database's comparer makes a whole key its prefix, so a
+// prefix seek finds key or nothing, past Bloom filters as Get does. The
+// value is valid until the next read; pebble.ErrNotFound when there is
+// none.
+func (s *Shard) batchGet(key []byte) ([]byte, error) {
+	if s.getIter == nil {
+		it, err := s.batch.NewIter(&s.getIterOpts)
+		if err != nil {
+			return nil, err
+		}
+		s.getIter = it
+	} else {
+		s.getIter.SetOptions(&s.getIterOpts)
+	}
+	it := s.getIter
+	if !it.SeekPrefixGE(key) || !bytes.Equal(it.Key(), key) {
+		if err := it.Error(); err != nil {
+			return nil, err
+		}
+		return nil, pebble.ErrNotFound
+	}
+	return it.ValueAndErr()
+}
+
+// closeBatch closes the cycle's batch and the iterator its reads kept.
+func (s *Shard) closeBatch() {
+	if s.getIter != nil {
+		if err := s.getIter.Close(); err != nil {
+			s.log.Error("closing the cycle's read iterator", "err", err)
+		}
+		s.getIter = nil
+	}
+	_ = s.batch.Close()
+	s.batch = nil
 }
 
 // loadUser returns user id's state, reading it on first use; nil when the
