@@ -123,8 +123,10 @@ type Shard struct {
 	groupRef        [17]byte                // a group reference entry being appended (applyGroupDelivery)
 	oneUser         [1]uint64               // the users of an appendEntry's delivery
 	fwdChunk        []byte                  // outbox values forwarded after the commit, never rewritten (forwardBuf)
-	fwdShards       []uint16                // deliver's scratch, a stack: its users' shards
-	fwdUsers        []uint64                // deliver's scratch, a stack: the users of one part
+	fwdShards       []uint16                // partByShard's scratch: its users' shards
+	partOf          [MaxShards]uint16       // partByShard's scratch: a shard's part, 1-based; all 0 between calls
+	fwdParts        []fwdPart               // deliver's scratch, a stack: its parts
+	fwdUsers        []uint64                // deliver's scratch, a stack: its parts' users
 	fwdEntries      []pairSeq               // deliver's scratch, a stack: the outbox entries written
 	fwdIn           []uint64                // the users of the forward being applied (applyForward)
 	cycleOps        int                     // ops applied in this cycle

@@ -76,48 +76,77 @@ func (s *Shard) appendEntry(id uint64, entry []byte, flags uint8) {
 // each in their order in d. It returns the outbox entries it wrote, valid
 // until the next deliver.
 //
-// It asks the Forwarder for each user's shard once. Its scratch (the
-// users' shards, each part's users, the entries) lives at the end of
+// Its scratch (the parts, their users, the entries) lives at the end of
 // slices the shard keeps, used as stacks: a deliver beneath it (a local
-// part applied here may deliver again) uses what lies beyond and gives
-// it back, and a slice it grows leaves this one's region as it was.
+// part applied here may deliver again) uses what lies beyond and gives it
+// back, and a slice it grows leaves this one's region as it was.
 func (s *Shard) deliver(d delivery) []pairSeq {
-	base := len(s.fwdEntries)
-	defer func() { s.fwdEntries = s.fwdEntries[:base] }()
-	sb := len(s.fwdShards)
-	for _, u := range d.users {
-		s.fwdShards = append(s.fwdShards, s.cfg.Forwarder.ShardOf(u))
-	}
-	shards := s.fwdShards[sb:len(s.fwdShards):len(s.fwdShards)]
-	defer func() { s.fwdShards = s.fwdShards[:sb] }()
-	if len(shards) > 0 && !slices.ContainsFunc(shards[1:], func(id uint16) bool { return id != shards[0] }) {
-		// One user, or a group whose members live together: nothing to
-		// group by shard.
-		s.fwdEntries = s.deliverTo(shards[0], d, s.fwdEntries)
-		return s.fwdEntries[base:len(s.fwdEntries):len(s.fwdEntries)]
-	}
-	for i, id := range shards {
-		if id == noShard {
-			continue // in a part already
-		}
-		ub := len(s.fwdUsers)
-		for j := i; j < len(shards); j++ {
-			if shards[j] == id {
-				s.fwdUsers = append(s.fwdUsers, d.users[j])
-				shards[j] = noShard
-			}
-		}
+	base, ub, pb := len(s.fwdEntries), len(s.fwdUsers), len(s.fwdParts)
+	s.partByShard(d.users)
+	parts := s.fwdParts[pb:len(s.fwdParts):len(s.fwdParts)]
+	users := s.fwdUsers[ub:len(s.fwdUsers):len(s.fwdUsers)]
+	for _, p := range parts {
 		part := d
-		part.users = s.fwdUsers[ub:len(s.fwdUsers):len(s.fwdUsers)]
-		s.fwdEntries = s.deliverTo(id, part, s.fwdEntries)
-		s.fwdUsers = s.fwdUsers[:ub]
+		part.users, users = users[:p.n:p.n], users[p.n:]
+		s.fwdEntries = s.deliverTo(p.shard, part, s.fwdEntries)
 	}
-	return s.fwdEntries[base:len(s.fwdEntries):len(s.fwdEntries)]
+	entries := s.fwdEntries[base:len(s.fwdEntries):len(s.fwdEntries)]
+	s.fwdEntries, s.fwdUsers, s.fwdParts = s.fwdEntries[:base], s.fwdUsers[:ub], s.fwdParts[:pb]
+	return entries
 }
 
-// noShard marks a user deliver has put in a part: no shard has that
-// number (MaxShards).
-const noShard = ^uint16(0)
+// fwdPart is the users of one shard among a delivery's: n of them.
+type fwdPart struct {
+	shard uint16
+	n     int
+	at    int // where partByShard puts the part's next user
+}
+
+// partByShard appends to s.fwdParts the shards of users in the order they
+// first appear, and to s.fwdUsers the users grouped by part, in their
+// order within each. It asks the Forwarder for each user's shard once,
+// and takes time in proportion to len(users) however many shards they
+// span.
+func (s *Shard) partByShard(users []uint64) {
+	if len(users) == 0 {
+		return
+	}
+	shards := s.fwdShards[:0]
+	for _, u := range users {
+		shards = append(shards, s.cfg.Forwarder.ShardOf(u))
+	}
+	s.fwdShards = shards
+	if !slices.ContainsFunc(shards[1:], func(id uint16) bool { return id != shards[0] }) {
+		// One user, or a group whose members live together.
+		s.fwdParts = append(s.fwdParts, fwdPart{shard: shards[0], n: len(users)})
+		s.fwdUsers = append(s.fwdUsers, users...)
+		return
+	}
+	pb := len(s.fwdParts)
+	for _, id := range shards {
+		if s.partOf[id] == 0 {
+			s.fwdParts = append(s.fwdParts, fwdPart{shard: id})
+			s.partOf[id] = uint16(len(s.fwdParts) - pb) // 1-based: 0 is no part yet
+		}
+		s.fwdParts[pb+int(s.partOf[id])-1].n++
+	}
+	parts := s.fwdParts[pb:]
+	at := 0
+	for i := range parts {
+		parts[i].at = at
+		at += parts[i].n
+	}
+	ub := len(s.fwdUsers)
+	s.fwdUsers = slices.Grow(s.fwdUsers, len(users))[:ub+len(users)]
+	for i, u := range users {
+		p := &parts[s.partOf[shards[i]]-1]
+		s.fwdUsers[ub+p.at] = u
+		p.at++
+	}
+	for _, p := range parts {
+		s.partOf[p.shard] = 0
+	}
+}
 
 // deliverTo applies part, whose users are all of shard id, here if id is
 // this shard, else writes it to the outbox towards id, appending the
