@@ -173,10 +173,8 @@ const (
 	// their sessions and presence watches, closes the connections with
 	// SHUTTING_DOWN in case the node still serves them, and forwards its
 	// outbox's unconfirmed entries again at once (the shards the node
-	// served may have lost them). Users, if not nil, lists the shards the
-	// node served (the placement when it went): only the outbox pairs
-	// towards them are forwarded again; nil: every pair. Internal: the
-	// router submits it to its local shards.
+	// served may have lost them). Internal: the router submits it to its
+	// local shards.
 	OpConnGone
 
 	opKindEnd // one past the last kind: add new kinds above
@@ -231,7 +229,7 @@ type Op struct {
 	TTL          uint32   // OpSetTimer: seconds; 0: off
 	Forwarded    uint32   // OpSend: times the content was forwarded ([S-18-11])
 	Ref          uint64   // OpSend: the message it replies to, reacts to or edits
-	Users        []uint64 // OpForward of a group entry: its recipients here; OpConnGone: the node's shards
+	Users        []uint64 // OpForward of a group entry: its recipients here
 	Devices      []uint32 // OpKeysFetch: the devices asked for
 	Keys         *pb.KeysPublish
 	Cipher       pb.Cipher  // OpSend: relayed in the stored message, never read

@@ -231,20 +231,18 @@ func (s *Shard) resend(p *outPair, now time.Time, backoff time.Duration) {
 	s.resends.Add(1)
 }
 
-// kickOutbox forwards again, now, the unconfirmed entries of the pairs
-// towards shards (every pair when shards is nil), with their backoff back
-// at resendAfter. A node left or restarted (OpConnGone, whose Users name
-// the shards it served): those shards are served again, by it or by
+// kickOutbox forwards again, now, the unconfirmed entries of every pair,
+// with its backoff back at resendAfter. A node left or restarted
+// (OpConnGone): the shards it served are served again, by it or by
 // another node, and whatever it had not confirmed was lost with it; the
 // pairs towards them would otherwise wait for a backoff that may have
-// grown to maxResendAfter while it was away. Pairs towards other shards
-// lost nothing and keep their pace; a kicked pair towards a shard that
-// lost nothing gets entries its destination already has, which it
+// grown to maxResendAfter while it was away. Pairs towards shards that
+// lost nothing get entries their destination already has, which it
 // confirms again (the outbox survives repetition).
-func (s *Shard) kickOutbox(now time.Time, shards []uint64) {
+func (s *Shard) kickOutbox(now time.Time) {
 	for _, dest := range s.pairOrder {
 		p := s.pairs[dest]
-		if p.acked == p.next || shards != nil && !slices.Contains(shards, uint64(dest)) {
+		if p.acked == p.next {
 			continue
 		}
 		s.resend(p, now, resendAfter)

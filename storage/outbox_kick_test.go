@@ -80,12 +80,11 @@ func newLossyNode(t *testing.T, count int) (n *node, drop *atomic.Bool, lost *lo
 }
 
 // connGone submits OpConnGone for node 2's connections up to generation 1
-// to every shard of n, as internal/node submits it to every local shard;
-// shards are the ones node 2 served (nil: unknown).
-func (n *node) connGone(t *testing.T, shards []uint64) {
+// to every shard of n, as internal/node submits it to every local shard.
+func (n *node) connGone(t *testing.T) {
 	t.Helper()
 	for _, s := range n.shards {
-		if err := s.Submit(storage.Op{Kind: storage.OpConnGone, Conn: storage.ConnRef{Node: 2, Gen: 1}, Users: shards}); err != nil {
+		if err := s.Submit(storage.Op{Kind: storage.OpConnGone, Conn: storage.ConnRef{Node: 2, Gen: 1}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -121,7 +120,7 @@ func TestConnGoneKicksTheOutbox(t *testing.T) {
 		lost.waitFor(t, fmt.Sprintf("resend %d", i+1), 0, int64(i+2))
 	}
 	// The pair's backoff is 8 s; the node is not back yet.
-	n.connGone(t, []uint64{0})
+	n.connGone(t)
 	lost.waitFor(t, "the kick's forward, with the clock still", 0, 5)
 
 	drop.Store(false) // the node is back
@@ -129,44 +128,5 @@ func TestConnGoneKicksTheOutbox(t *testing.T) {
 	r := aep.take(t, protocol.KindReceipt).(codec.Receipt)
 	if r.Peer != bob.user || r.UpTo != id {
 		t.Fatalf("alice got receipt %+v, want bob's up to %d", r, id)
-	}
-}
-
-// TestConnGoneKicksOnlyTheGoneNodesPairs: shard 1's outbox has entries
-// unconfirmed towards shards 0 and 2 (copies of alice's and carol's
-// messages to bob for their other devices, [S-8-17]), all forwards lost.
-// OpConnGone naming shard 2 as the gone node's forwards the pair towards
-// shard 2 again at once and leaves the pair towards shard 0, whose node
-// lost nothing, to its backoff: a shard emits a cycle's forwards in pair
-// order, so when the kick's forward to shard 2 is seen, one to shard 0
-// would have been seen before it. Without the list (no placement known)
-// both pairs go again.
-func TestConnGoneKicksOnlyTheGoneNodesPairs(t *testing.T) {
-	n, drop, lost := newLossyNode(t, 3)
-	alice := n.register(t, n.phoneOn(t, 0, 43))
-	bob := n.register(t, n.phoneOn(t, 1, 44))
-	carol := n.register(t, n.phoneOn(t, 2, 45))
-	n.onShard(t, alice, 0)
-	n.onShard(t, bob, 1)
-	n.onShard(t, carol, 2)
-	aep := n.login(t, alice, 0)
-	cep := n.login(t, carol, 0)
-
-	drop.Store(true)
-	n.send(t, alice, aep, bob.user, 1, "from alice")
-	n.send(t, carol, cep, bob.user, 1, "from carol")
-	lost.waitFor(t, "the first forward to shard 0", 0, 1)
-	lost.waitFor(t, "the first forward to shard 2", 2, 1)
-
-	n.connGone(t, []uint64{2})
-	lost.waitFor(t, "the kick's forward to shard 2", 2, 2)
-	if got := lost.of(0); got != 1 {
-		t.Fatalf("the pair towards shard 0, whose node is not gone, went %d times, want once", got)
-	}
-
-	n.connGone(t, nil)
-	lost.waitFor(t, "the kick's forward to shard 2, every pair kicked", 2, 3)
-	if got := lost.of(0); got != 2 {
-		t.Fatalf("every pair kicked: the pair towards shard 0 went %d times, want twice", got)
 	}
 }

@@ -86,9 +86,8 @@ func (s *Shard) applyLogout(op *Op) {
 // left the cluster's membership while alive), their clients reconnect and
 // log in again rather than wait on a session that no longer exists. The
 // users in memory are all that can hold a session. Then it kicks the
-// outbox pairs towards the shards the node served (op.Users; every pair
-// when nil: kickOutbox): what those shards had not confirmed goes again
-// now, not after a backoff of up to 30 s.
+// outbox (kickOutbox): what the node's shards had not confirmed goes
+// again now, not after a backoff of up to 30 s.
 func (s *Shard) applyConnGone(op *Op) {
 	gone := func(r ConnRef) bool { return r.Node == op.Conn.Node && r.Gen <= op.Conn.Gen && !r.IsZero() }
 	s.dropBarriers(gone)
@@ -113,7 +112,7 @@ func (s *Shard) applyConnGone(op *Op) {
 			s.watchers[user] = kept
 		}
 	}
-	s.kickOutbox(s.cfg.Now(), op.Users)
+	s.kickOutbox(s.cfg.Now())
 }
 
 // endSession forgets d's live connection; the user's last seen is now if

@@ -367,30 +367,11 @@ func (m *member) connsGone(node, gen uint32) bool {
 	if done {
 		return false
 	}
-	op := connGoneOp(m.r.Placement(), node, gen)
 	for _, s := range local {
-		_ = s.Submit(op) // the shards only read op.Users
+		_ = s.Submit(storage.Op{Kind: storage.OpConnGone, Conn: storage.ConnRef{Node: node, Gen: gen}})
 	}
 	m.peerLost(node, "node left or restarted")
 	return true
-}
-
-// connGoneOp returns the OpConnGone for node's connections up to
-// generation gen, naming the shards p places on node (none: an empty
-// list), whose outbox pairs the local shards kick; with no placement
-// known (p nil) it names none, and the shards kick every pair.
-func connGoneOp(p *router.Placement, node, gen uint32) storage.Op {
-	op := storage.Op{Kind: storage.OpConnGone, Conn: storage.ConnRef{Node: node, Gen: gen}}
-	if p == nil {
-		return op
-	}
-	op.Users = []uint64{}
-	for shard, owner := range p.Owner {
-		if owner == node {
-			op.Users = append(op.Users, uint64(shard))
-		}
-	}
-	return op
 }
 
 // peerRestarted is the link's OnPeerRestart: the connections of the

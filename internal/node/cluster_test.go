@@ -2,12 +2,10 @@ package node
 
 import (
 	"log/slog"
-	"slices"
 	"testing"
 
 	"github.com/parley-im/parley/cluster"
 	"github.com/parley-im/parley/router"
-	"github.com/parley-im/parley/storage"
 )
 
 // TestConnsGoneOncePerGeneration: a peer's restart reported twice (by
@@ -131,32 +129,5 @@ func TestPeerRestartedClosesWaiting(t *testing.T) {
 	}
 	if closes != 3 || !idleClosed {
 		t.Fatalf("the link's report before etcd's: %d closes, want 3", closes)
-	}
-}
-
-// TestConnGoneOpNamesTheNodesShards: the OpConnGone a node's shards get
-// names the shards the placement gives the gone node, so they kick only
-// the outbox pairs towards those; an empty list when it served none (no
-// pair is kicked), and nil, every pair, when no placement is known.
-func TestConnGoneOpNamesTheNodesShards(t *testing.T) {
-	p := &router.Placement{Owner: []uint32{2, 1, 3, 2, 0}}
-	for _, c := range []struct {
-		what string
-		p    *router.Placement
-		node uint32
-		want []uint64
-	}{
-		{"node 2", p, 2, []uint64{0, 3}},
-		{"node 3", p, 3, []uint64{2}},
-		{"node 4, which serves no shard", p, 4, []uint64{}},
-		{"no placement known", nil, 2, nil},
-	} {
-		op := connGoneOp(c.p, c.node, 5)
-		if op.Kind != storage.OpConnGone || op.Conn != (storage.ConnRef{Node: c.node, Gen: 5}) {
-			t.Fatalf("%s: op %v for %+v, want OpConnGone for node %d up to generation 5", c.what, op.Kind, op.Conn, c.node)
-		}
-		if !slices.Equal(op.Users, c.want) || (op.Users == nil) != (c.want == nil) {
-			t.Fatalf("%s: shards %#v, want %#v", c.what, op.Users, c.want)
-		}
 	}
 }
