@@ -104,12 +104,11 @@ type conn struct {
 	trim atomic.Bool
 	// authed mirrors state == stateAuthenticated for the timer.
 	authed atomic.Bool
-	// home is the user the shard authenticated the connection as, 0
-	// before; set by Authenticated, read by CloseUsers.
+	// home is the user the connection's Login names, 0 before one and
+	// after a Login the node could not take: set by the loop before it
+	// submits the Login (the shard authenticates that user or closes the
+	// connection), read by CloseUsers.
 	home atomic.Uint64
-	// loggingIn is the user a Login in flight names, 0 when none: set by
-	// the loop before it submits the Login, read by CloseUsers.
-	loggingIn atomic.Uint64
 	// linking: a companion waiting for its link code to be approved, which
 	// may take longer than LoginTimeout.
 	linking atomic.Bool
@@ -196,7 +195,6 @@ func (c *conn) Authenticated(s storage.Session) {
 		return
 	}
 	c.session = &s
-	c.home.Store(s.User)
 	// LoginOk goes out ahead of every entry the shard posts after it.
 	if c.out == nil {
 		c.out = c.srv.bufs.get()

@@ -270,11 +270,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 func (s *Server) CloseUsers(match func(user uint64, waiting bool) bool, code protocol.Code) int {
 	n := 0
 	for _, c := range s.wheel.all() {
-		u := c.home.Load()
-		if u == 0 {
-			u = c.loggingIn.Load() // its Login's answer is what it waits for
-		}
-		if u != 0 && match(u, c.pending.Load() > 0) {
+		if u := c.home.Load(); u != 0 && match(u, c.pending.Load() > 0) {
 			c.Close(code)
 			n++
 		}

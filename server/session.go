@@ -154,11 +154,11 @@ func (c *conn) handleLogin(body []byte, w *buffer) verdict {
 		return c.fail(w, protocol.CodeAuthFailed)
 	}
 	c.heartbeatS = c.srv.cfg.heartbeatFor(m.HeartbeatS) // before the shard answers
-	c.loggingIn.Store(m.User)
+	c.home.Store(m.User)
 	if !c.submit(storage.Op{Kind: storage.OpLogin, User: m.User, Device: m.Device, Credential: m.Credential, Seq: m.Cursor, Conn: c.ref}) {
 		// [S-7-3] the frames pipelined behind the Login cannot be served:
 		// tell the client when to come back and close.
-		c.loggingIn.Store(0)
+		c.home.Store(0)
 		w.b = c.srv.appendGoAway(w.b, protocol.CodeOverloaded)
 		return verdict{close: true, code: protocol.CodeOverloaded}
 	}
