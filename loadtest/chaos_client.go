@@ -530,15 +530,8 @@ func waitPaced(ctx context.Context, clk clock.Clock, changed <-chan struct{}, co
 		if cond() {
 			return nil
 		}
-		if pace := checkPace * clk.Now().Sub(start); pace > 0 {
-			due := make(chan struct{})
-			stop := clk.AfterFunc(pace, func() { close(due) })
-			select {
-			case <-due:
-			case <-ctx.Done():
-				stop()
-				return ctx.Err()
-			}
+		if err := clock.Sleep(ctx, clk, checkPace*clk.Now().Sub(start)); err != nil {
+			return err
 		}
 		select {
 		case <-changed:

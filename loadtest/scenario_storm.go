@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/parley-im/parley/internal/clock"
 )
 
 // stormScenario cuts every connection at once while pairs are messaging
@@ -218,11 +220,7 @@ func (t *trafficRun) wait() {
 	}
 }
 
+// sleepCtx waits d or until ctx ends (then its error), on the system clock.
 func sleepCtx(ctx context.Context, d time.Duration) error {
-	select {
-	case <-time.After(d):
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return clock.Sleep(ctx, clock.System{}, d)
 }

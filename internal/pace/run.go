@@ -56,36 +56,12 @@ func (d *Due) Take(limit int) []Write {
 // scheduled times.
 func Run(ctx context.Context, clk clock.Clock, s *Schedule, snd Sender) {
 	due := &Due{s: s, snd: snd}
-	fired := make(chan struct{}, 1)
-	fire := func() {
-		select {
-		case fired <- struct{}{}:
-		default:
-		}
-	}
-	var tm *time.Timer // one timer for every wait, when clk makes them
-	if tc, ok := clk.(clock.TimerClock); ok {
-		tm = tc.NewTimer(time.Hour)
-		tm.Stop()
-		defer tm.Stop()
-	}
+	sl := clock.NewSleeper(clk) // one timer for every wait on the system clock
+	defer sl.Stop()
 	for ctx.Err() == nil {
 		now := clk.Now()
-		if wait := s.Wait(now); wait > 0 && tm != nil {
-			tm.Reset(wait)
-			select {
-			case <-tm.C:
-			case <-ctx.Done():
-				tm.Stop()
-			}
-			continue
-		} else if wait > 0 {
-			stop := clk.AfterFunc(wait, fire)
-			select {
-			case <-fired:
-			case <-ctx.Done():
-				stop()
-			}
+		if wait := s.Wait(now); wait > 0 {
+			_ = sl.Sleep(ctx, wait) // ctx's end ends the loop
 			continue
 		}
 		due.now = now

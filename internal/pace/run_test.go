@@ -154,7 +154,7 @@ func TestRunOnTheSystemClock(t *testing.T) {
 	allocs := func(n int) float64 {
 		return testing.AllocsPerRun(2, func() {
 			cs := &countSender{n: n, writes: make([]Write, 0, n)}
-			Run(ctx, clock.System{}, New(time.Now().Add(200*time.Microsecond), 200*time.Microsecond), cs)
+			Run(ctx, clock.System{}, New(time.Now().Add(2*time.Millisecond), 2*time.Millisecond), cs)
 		})
 	}
 	if few, many := allocs(4), allocs(40); many > few+4 {
