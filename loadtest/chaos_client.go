@@ -143,7 +143,7 @@ func (r *chaosRun) register(ctx context.Context, w *Worker) error {
 			return err
 		})
 		if err != nil {
-			return fmt.Errorf("chaos: request a code for %s: %w", u.phone, err)
+			return err
 		}
 		var creds client.Credentials
 		err = retrySetup(ctx, "verify "+u.phone, sleepCtx, func(ctx context.Context) (err error) {
@@ -151,7 +151,7 @@ func (r *chaosRun) register(ctx context.Context, w *Worker) error {
 			return err
 		})
 		if err != nil {
-			return fmt.Errorf("chaos: verify %s: %w", u.phone, err)
+			return err
 		}
 		if got := shardOf(creds.User, r.plan.shards); got != u.shard {
 			return fmt.Errorf("chaos: user %d (%s) is on shard %d, planned on %d", creds.User, u.phone, got, u.shard)

@@ -59,13 +59,16 @@ func setupDelay(err error, n int) time.Duration {
 
 // retrySetup calls f until it succeeds, fails with an error setupRetried
 // does not take, has been called setupAttempts times, or ctx ends; wait
-// waits between attempts (sleepCtx; tests pass their own). The error
-// names what and the attempts made.
+// waits between attempts (sleepCtx; tests pass their own). Every error
+// it returns names what (and the attempts made, when they ran out).
 func retrySetup(ctx context.Context, what string, wait func(context.Context, time.Duration) error, f func(context.Context) error) error {
 	var err error
 	for n := 1; ; n++ {
-		if err = f(ctx); err == nil || !setupRetried(err) {
-			return err
+		if err = f(ctx); err == nil {
+			return nil
+		}
+		if !setupRetried(err) {
+			return fmt.Errorf("chaos: %s: %w", what, err)
 		}
 		if n == setupAttempts {
 			return fmt.Errorf("chaos: %s: refused %d times, the last: %w", what, n, err)

@@ -195,8 +195,13 @@ type pacedConn struct {
 	h      *harness
 	c      *pconn
 	seq    uint32
-	bodies [][]byte
+	buf    []byte   // the bodies of one Send, end to end; the publishers copy them
+	bodies [][]byte // slices of buf
 }
+
+// bodySize is a publish's body: when it was due and when it went out
+// (unix nanos) and the connection's sequence number.
+const bodySize = 8 + 8 + 4
 
 // Send implements pace.Sender: the connection is held back while its
 // in-flight window is full, and stops when a publish fails.
@@ -206,14 +211,16 @@ func (pc *pacedConn) Send(due *pace.Due) (<-chan struct{}, bool) {
 	if free <= 0 {
 		return c.credit, true
 	}
-	pc.bodies = pc.bodies[:0]
+	pc.buf = pc.buf[:0]
 	for _, w := range due.Take(free) {
 		pc.seq++
-		b := make([]byte, 20)
-		binary.BigEndian.PutUint64(b, uint64(w.From))
-		binary.BigEndian.PutUint64(b[8:], uint64(w.At))
-		binary.BigEndian.PutUint32(b[16:], pc.seq)
-		pc.bodies = append(pc.bodies, b)
+		pc.buf = binary.BigEndian.AppendUint64(pc.buf, uint64(w.From))
+		pc.buf = binary.BigEndian.AppendUint64(pc.buf, uint64(w.At))
+		pc.buf = binary.BigEndian.AppendUint32(pc.buf, pc.seq)
+	}
+	pc.bodies = pc.bodies[:0]
+	for b := pc.buf; len(b) > 0; b = b[bodySize:] {
+		pc.bodies = append(pc.bodies, b[:bodySize:bodySize])
 	}
 	k := len(pc.bodies)
 	c.inflight.Add(int32(k))
@@ -244,7 +251,7 @@ func (h *harness) recordLate(scheduled, actual int64) {
 
 // deliver records a message received on c.
 func (h *harness) deliver(c *pconn, body []byte) {
-	if len(body) < 20 {
+	if len(body) < bodySize {
 		return
 	}
 	now := time.Now().UnixNano()
