@@ -249,13 +249,7 @@ func (st *steppedShard) register(i int) quietDevice {
 // registerOn registers user i on shard id: a phone +1555nnnmmmm whose
 // slot the shard owns.
 func (st *steppedShard) registerOn(id uint16, i int) quietDevice {
-	for j := range 100_000 {
-		if phone := fmt.Sprintf("+1555%03d%04d", i, j); st.router.ShardOfPhone(phone) == id {
-			return st.registerPhone(phone)
-		}
-	}
-	st.t.Fatalf("no phone number on shard %d", id)
-	return quietDevice{}
+	return st.registerPhone(phoneOnShard(st.t, st.router, "+1555", id, i))
 }
 
 // registerPhone registers a user with phone and returns its primary device.

@@ -18,9 +18,15 @@ import (
 // served by shard.
 func (n *node) phoneOn(t *testing.T, shard int, tag int) string {
 	t.Helper()
+	return phoneOnShard(t, n.router, "+1555", uint16(shard), tag)
+}
+
+// phoneOnShard returns a phone number prefix + tag (3 digits) + 4 digits
+// that r places on shard.
+func phoneOnShard(t testing.TB, r interface{ ShardOfPhone(string) uint16 }, prefix string, shard uint16, tag int) string {
+	t.Helper()
 	for i := range 100_000 {
-		p := fmt.Sprintf("+1555%03d%04d", tag, i)
-		if int(n.router.ShardOfPhone(p)) == shard {
+		if p := fmt.Sprintf("%s%03d%04d", prefix, tag, i); r.ShardOfPhone(p) == shard {
 			return p
 		}
 	}

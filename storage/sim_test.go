@@ -407,14 +407,7 @@ func (s *sim) setup() {
 }
 
 func (s *sim) phoneOn(shard, tag int) string {
-	for i := range 100_000 {
-		p := fmt.Sprintf("+1556%03d%04d", tag, i)
-		if int(s.router.ShardOfPhone(p)) == shard {
-			return p
-		}
-	}
-	s.t.Fatalf("no phone number on shard %d", shard)
-	return ""
+	return phoneOnShard(s.t, s.router, "+1556", uint16(shard), tag)
 }
 
 func (s *sim) newDevice(u *simUser, id uint32, cred []byte, name string) *simDevice {
