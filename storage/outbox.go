@@ -126,11 +126,11 @@ func (s *Shard) enqueue(dest uint16, v, entry []byte) uint64 {
 	return p.next
 }
 
-// forward queues, for after the commit, the forward of entry seq to dest.
-// v must not be modified afterwards.
+// forward queues, for after the commit, the forward of entry seq to dest,
+// whose outbox value v it copies (forwardBuf).
 func (s *Shard) forward(dest uint16, seq uint64, v []byte) {
 	s.effectWith(effForward, ConnRef{}, effectMore{op: Op{
-		Kind: OpForward, Source: s.cfg.ID, Dest: dest, OutSeq: seq, Entry: v,
+		Kind: OpForward, Source: s.cfg.ID, Dest: dest, OutSeq: seq, Entry: append(s.forwardBuf(len(v)), v...),
 	}})
 }
 
@@ -158,9 +158,8 @@ func (s *Shard) fill(p *outPair) {
 		if !p.roomFor(len(it.Value())) {
 			break
 		}
-		v := append(s.forwardBuf(len(it.Value())), it.Value()...)
-		p.markSent(len(v))
-		s.forward(p.dest, seq, v)
+		p.markSent(len(it.Value()))
+		s.forward(p.dest, seq, it.Value())
 	}
 	if err := it.Close(); err != nil {
 		s.abort(fmt.Errorf("storage: outbox to %d: %w", p.dest, err))

@@ -123,6 +123,7 @@ type Shard struct {
 	groupRef        [17]byte                // a group reference entry being appended (applyGroupDelivery)
 	oneUser         [1]uint64               // the users of an appendEntry's delivery
 	fwdChunk        []byte                  // outbox values forwarded after the commit, never rewritten (forwardBuf)
+	fwdVal          []byte                  // an outbox value encoded for enqueue, which copies it, then free
 	fwdShards       []uint16                // partByShard's scratch: its users' shards
 	partOf          [MaxShards]uint16       // partByShard's scratch: a shard's part, 1-based; all 0 between calls
 	fwdParts        []fwdPart               // deliver's scratch, a stack: its parts

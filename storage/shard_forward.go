@@ -18,11 +18,6 @@ type delivery struct {
 	entry []byte // kind byte + stored body
 }
 
-// size returns the length of d's outbox value.
-func (d *delivery) size() int {
-	return 1 + uvarintLen(len(d.users)) + 8*len(d.users) + 16 + len(d.entry)
-}
-
 // encode appends the outbox value of d: flags, uvarint count, users,
 // group, gseq, entry.
 func (d *delivery) encode(dst []byte) []byte {
@@ -157,7 +152,8 @@ func (s *Shard) deliverTo(id uint16, part delivery, entries []pairSeq) []pairSeq
 		s.applyDelivery(&part)
 		return entries
 	}
-	seq := s.enqueue(id, part.encode(s.forwardBuf(part.size())), part.entry)
+	s.fwdVal = part.encode(s.fwdVal[:0])
+	seq := s.enqueue(id, s.fwdVal, part.entry)
 	return append(entries, pairSeq{id, seq})
 }
 
