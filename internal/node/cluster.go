@@ -347,12 +347,11 @@ func (m *member) track(members map[uint32]cluster.Member) [][2]uint32 {
 
 // connsGone tells this node's shards that the connections of node up to
 // generation gen are gone, and closes this node's connections whose
-// sessions were on that node's shards (they log in again). It reports
-// whether it acted. It acts once
-// per node and generation: a restart is reported by the link and by etcd
-// both, and a report of a generation already handled, or of an older
-// one, changes nothing (a second close would only hit the connections
-// that reconnected since).
+// sessions were on that node's shards (they log in again), and reports
+// whether it acted. It acts once per node and generation: a restart is
+// reported by the link and by etcd both, and a report of a generation
+// already handled, or of an older one, changes nothing (a second close
+// would only hit the connections that reconnected since).
 func (m *member) connsGone(node, gen uint32) bool {
 	if node == m.cfg.ID || gen == 0 {
 		return false
