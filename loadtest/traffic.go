@@ -7,7 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/parley-im/parley/internal/clock"
 	"github.com/parley-im/parley/internal/pace"
 )
 
@@ -51,13 +50,7 @@ func (w *Worker) traffic(ctx context.Context, p trafficPlan, warmup time.Duratio
 // pace says: from the scheduled time of a send the server held back, from
 // the write of one it did not.
 func (d *device) sendLoop(ctx context.Context, p trafficPlan) {
-	ctx, cancel := context.WithDeadline(ctx, p.end)
-	defer cancel()
-	first := time.Now()
-	if p.interval > 0 {
-		first = first.Add(rand.N(p.interval)) // spread the senders over the interval
-	}
-	pace.Run(ctx, clock.System{}, pace.New(first, p.interval), &pacedDevice{d: d, p: p})
+	pace.Until(ctx, p.end, p.interval, &pacedDevice{d: d, p: p})
 }
 
 // pacedDevice is a device as pace.Run drives it under a plan.

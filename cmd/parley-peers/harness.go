@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -13,7 +12,6 @@ import (
 
 	hdr "github.com/HdrHistogram/hdrhistogram-go"
 
-	"github.com/parley-im/parley/internal/clock"
 	"github.com/parley-im/parley/internal/pace"
 )
 
@@ -181,13 +179,7 @@ func measure(ctx context.Context, cfg config, logw io.Writer) (*result, error) {
 // does (package pace): from the scheduled time of a publish the server
 // held back (a full in-flight window), from the write of one it did not.
 func (h *harness) sendLoop(ctx context.Context, c *pconn, end time.Time, interval time.Duration) {
-	ctx, cancel := context.WithDeadline(ctx, end)
-	defer cancel()
-	first := time.Now()
-	if interval > 0 {
-		first = first.Add(rand.N(interval))
-	}
-	pace.Run(ctx, clock.System{}, pace.New(first, interval), &pacedConn{h: h, c: c, bodies: make([][]byte, 0, 128)})
+	pace.Until(ctx, end, interval, &pacedConn{h: h, c: c, bodies: make([][]byte, 0, 128)})
 }
 
 // pacedConn is a connection as pace.Run drives it.

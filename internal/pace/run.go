@@ -2,6 +2,7 @@ package pace
 
 import (
 	"context"
+	"math/rand/v2"
 	"time"
 
 	"github.com/parley-im/parley/internal/clock"
@@ -82,4 +83,18 @@ func Run(ctx context.Context, clk clock.Clock, s *Schedule, snd Sender) {
 			s.Hold() // the write blocked past the next one's time: the server's backpressure
 		}
 	}
+}
+
+// Until is Run on the system clock until end (or ctx's end) at interval
+// (0: flat out), the first write at a random moment within the first
+// interval, so that many senders started together spread over it: how
+// the load generators run each sender.
+func Until(ctx context.Context, end time.Time, interval time.Duration, snd Sender) {
+	ctx, cancel := context.WithDeadline(ctx, end)
+	defer cancel()
+	first := time.Now()
+	if interval > 0 {
+		first = first.Add(rand.N(interval))
+	}
+	Run(ctx, clock.System{}, New(first, interval), snd)
 }
